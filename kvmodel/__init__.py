@@ -1,0 +1,31 @@
+"""kvmodel: analytical performance model of LLM serving with hierarchical KV caches.
+
+Public API (everything a notebook needs)::
+
+    import kvmodel
+    e = kvmodel.estimate("llama-3.1-70b", "h100-sxm", tp=8, precision="fp8",
+                         input_len=2048, output_len=128, batch=1)
+    e.ttft_s, e.tpot_s, e.output_tok_s, e.breakdown
+"""
+
+from ._estimate import METRICS, Estimate, estimate
+from ._schema import HardwareDBError, Quantity
+from .hardware import (FrameworkSpec, GPUSpec, LinkSpec, MemorySpec, NodeSpec, get_framework,
+                       get_gpu, get_link, get_memory, get_node, list_entries, load_hardware)
+from .models import ModelSpec, get_model, kv_bytes_per_token, list_models, load_hf_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "estimate", "Estimate", "METRICS", "validate",
+    "get_model", "list_models", "load_hf_config", "kv_bytes_per_token", "ModelSpec",
+    "get_gpu", "get_link", "get_memory", "get_node", "get_framework", "list_entries",
+    "load_hardware", "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec",
+    "HardwareDBError", "Quantity", "__version__",
+]
+
+
+def validate(data=None):
+    """Run the model over a serving-measurement CSV; returns a :class:`ValidationReport`."""
+    from ._validate import run_validation
+    return run_validation(data)

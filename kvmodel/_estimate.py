@@ -1,0 +1,293 @@
+"""``kvmodel.estimate``: one serving instance (a TP×PP×EP group, optionally replicated) in three
+modes — static batch, throughput-max continuous batching, closed loop with N clients.
+
+All numeric arguments broadcast (floats or numpy arrays). Infeasible elements are marked with
+``feasible=False`` and a ``reason``; their times are ``inf`` and throughput 0 — never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _xp as xp
+from ._roofline import Setup, memory_per_gpu, step_ops
+from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
+from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
+
+__all__ = ["estimate", "Estimate", "METRICS"]
+
+METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s")
+_FIXED_POINT_ITERS = 40
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Result of :func:`estimate`. Times in seconds, throughput in generated tokens/s for all
+    ``num_gpus``; arrays when any input was an array."""
+
+    ttft_s: Any
+    tpot_s: Any
+    e2e_s: Any
+    output_tok_s: Any
+    batch: Any
+    feasible: Any
+    reason: Any
+    mode: str
+    breakdown: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    kv_capacity_tokens: Any
+    max_batch: Any
+    weights_bytes_per_gpu: Any
+    kv_bytes_per_token: float
+    interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (arrays become lists)."""
+        def conv(v: Any) -> Any:
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            if isinstance(v, Mapping):
+                return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, tuple):
+                return [conv(x) for x in v]
+            if isinstance(v, float) and not np.isfinite(v):
+                return None
+            return v
+        keys = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch", "feasible", "reason",
+                "mode", "kv_capacity_tokens", "max_batch", "weights_bytes_per_gpu",
+                "kv_bytes_per_token", "interval", "inputs", "breakdown")
+        return {k: conv(getattr(self, k)) for k in keys}
+
+
+# ---- input validation ---------------------------------------------------------------------------
+def _num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
+    arr = np.asarray(v, dtype=float)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}={v!r}: expected finite numbers")
+    if np.any(arr < minimum):
+        raise ValueError(f"{name}: values must be >= {minimum}, got min {arr.min():g}")
+    if integer and np.any(arr != np.round(arr)):
+        raise ValueError(f"{name}: values must be integers")
+    return arr if arr.ndim else float(arr)
+
+
+def _precision(name: str, p: str) -> str:
+    if p not in BYTES_PER_ELEMENT:
+        raise ValueError(f"{name}={p!r}; allowed: {sorted(BYTES_PER_ELEMENT)}")
+    return p
+
+
+_OVERRIDE: dict[str, float] = {}  # used only while fitting (kvmodel._validate.fit_calibration)
+
+
+def _params() -> dict[str, float]:
+    p = {k: q.si for k, q in get_calibration().items()}
+    p.update(_OVERRIDE)
+    return p
+
+
+def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
+           cal: Mapping[str, float]) -> Setup:
+    act = "fp16" if precision == "fp16" else "bf16"
+    attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
+    wp = precision if g.supports(precision) else act  # unsupported: flagged infeasible later
+    link = get_link(g.scale_up_link)
+    return Setup(
+        model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
+        w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
+        gemm_Fps=g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"],
+        attn_Fps=(g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
+                  * cal["attention_efficiency_factor"]),
+        hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
+        coll_alpha_s=cal["collective_latency"],
+        coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
+        p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s)
+
+
+# ---- feasibility --------------------------------------------------------------------------------
+class _Reasons:
+    """Accumulates the first reason of infeasibility per element."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.reason: Any = np.full(shape, "", dtype=object) if shape else ""
+
+    def add(self, cond: Any, msg: Any) -> None:
+        if self.shape:
+            cond = np.broadcast_to(cond, self.shape)
+            msg = np.broadcast_to(np.asarray(msg, dtype=object), self.shape)
+            empty = self.reason == ""
+            self.reason = np.where(cond & empty, msg, self.reason)
+        elif cond and not self.reason:
+            self.reason = str(msg)
+
+    @property
+    def feasible(self) -> Any:
+        return self.reason == "" if self.shape else not self.reason
+
+
+def _fmt(template: str, *arrays: Any) -> Any:
+    if not any(isinstance(a, np.ndarray) for a in arrays):
+        return template.format(*arrays)
+    return np.vectorize(lambda *a: template.format(*a), otypes=[object])(*arrays)
+
+
+def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str,
+                  ctx) -> None:
+    if not g.supports(precision):
+        r.add(True, f"precision {precision} not supported on {g.key} "
+                    f"(supports {', '.join(sorted(g.peak_flops))})")
+    if kv == "fp8" and not g.supports("fp8") and g.vendor == "nvidia":
+        r.add(True, f"fp8 KV cache needs fp8 support, absent on {g.key}")
+    heads = m.num_attention_heads
+    r.add((tp > heads) | (heads % tp != 0),
+          _fmt("tp={:.0f} does not divide num_attention_heads={}", tp, heads))
+    r.add(pp > m.num_layers, _fmt("pp={:.0f} exceeds num_layers={}", pp, m.num_layers))
+    if getattr(m, "max_position_embeddings", 0):
+        pass
+    limit = _max_context(m)
+    if limit:
+        r.add(ctx > limit, _fmt("context {:.0f} tokens exceeds the model's {} ", ctx, limit))
+
+
+def _max_context(m: ModelSpec) -> int:
+    from .hardware import _catalog
+    e = _catalog().raw.entries["model"].get(m.key, {})
+    return int(e.get("max_position_embeddings", 0))
+
+
+# ---- modes --------------------------------------------------------------------------------------
+def _kv_per_seq(m: ModelSpec, ctx):
+    return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
+
+
+def _static(s: Setup, I, O, B, dp):
+    ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
+    c = I + O / 2.0
+    kv_c = _kv_per_seq(s.model, c)
+    ops_d, _, lat_d = step_ops(s, B, B, 0.0, B * kv_c, B * kv_c, B)
+    e2e = lat_p + (O - 1.0) * lat_d
+    return {"prefill": ops_p, "decode": ops_d}, lat_p, lat_d, e2e, dp * B * O / e2e, B
+
+
+def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens):
+    b_tok = xp.floor(max_tokens * O / (I + O))
+    B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
+    P = B * I / O
+    c = _kv_per_seq(s.model, I + O / 2.0)
+    b, p = B / s.pp, P / s.pp
+    ops, stage, lat = step_ops(s, b + p, b, p * I / 2.0, b * c, b * c, b + p)
+    period = stage + s.overhead_s
+    tpot = s.pp * period
+    ttft = tpot * xp.maximum(1.0, I / P)
+    e2e = ttft + (O - 1.0) * tpot
+    return {"step": ops}, ttft, tpot, e2e, dp * b / period, B
+
+
+def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens):
+    n = N / dp
+    a = xp.minimum(n, bmax)
+    c = _kv_per_seq(s.model, I + O / 2.0)
+    _, _, t = step_ops(s, a, a, 0.0, a * c, a * c, a)
+    for _ in range(_FIXED_POINT_ITERS):
+        chunks = xp.maximum(1.0, I / max_tokens)
+        svc_ttft = 0.5 * t + chunks * t
+        X = a / (svc_ttft + (O - 1.0) * t)
+        D, P = X * (O - 1.0) * t, X * I * t
+        ops, _, t_new = step_ops(s, D + P, D + X * t, P * I / 2.0, D * c, D * c, D + P)
+        t = 0.5 * (t + t_new)
+    wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
+    ttft = svc_ttft + wait
+    e2e = ttft + (O - 1.0) * t
+    return {"step": ops}, ttft, t, e2e, dp * X * O, a
+
+
+# ---- public -------------------------------------------------------------------------------------
+def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
+             num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
+             input_len: Any = 1024, output_len: Any = 128, batch: Any = 1,
+             concurrency: Any = None, framework: str | FrameworkSpec = "tensorrt-llm",
+             max_num_tokens: Any = None, max_batch_size: Any = None) -> Estimate:
+    """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
+
+    ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
+    sustainable batch, chunked prefill). ``concurrency=N``: closed loop with N clients.
+    ``num_gpus`` (default ``tp*pp``) may be a multiple of ``tp*pp``: data-parallel replicas.
+    """
+    m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
+    precision = _precision("precision", precision)
+    kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
+                                                     else precision))
+    tp, pp, ep = _num("tp", tp), _num("pp", pp), _num("ep", ep)
+    I, O = _num("input_len", input_len), _num("output_len", output_len)
+    if np.any(np.asarray(ep) > 1) and not m.is_moe:
+        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
+    if np.any(np.asarray(tp) % np.asarray(ep) != 0):
+        raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
+    group = tp * pp
+    ngpu = group if num_gpus is None else _num("num_gpus", num_gpus)
+    if np.any(np.asarray(ngpu) % np.asarray(group) != 0):
+        raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
+    dp = ngpu / group
+    if concurrency is not None:
+        if not (isinstance(batch, (int, float)) and batch == 1):
+            raise ValueError("give either batch or concurrency, not both")
+        mode, N = "concurrency", _num("concurrency", concurrency)
+    elif isinstance(batch, str):
+        if batch != "max":
+            raise ValueError(f"batch={batch!r}: expected a number or 'max'")
+        mode, N = "max", None
+    else:
+        mode, N = "batch", _num("batch", batch)
+    cal = _params()
+    s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
+    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
+
+    shape = np.broadcast_shapes(*(np.shape(x) for x in (tp, pp, ep, I, O, ngpu, mnt, mbs)
+                                  + ((N,) if N is not None else ())))
+    r = _Reasons(shape)
+    _check_static(r, m, g, tp, pp, precision, kv, I + O)
+    weights, acts = memory_per_gpu(s, mnt)
+    free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
+    r.add(free <= 0, _fmt("weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
+                          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9))
+    kv_tok_B = s.model.num_layers / pp * s.kv_elems_rank * s.kv_B
+    kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
+    max_batch = xp.minimum(xp.floor(kv_cap / _kv_per_seq(m, I + O)), mbs)
+    r.add(max_batch < 1, _fmt("KV cache holds {:.0f} tokens, less than one request of {:.0f}",
+                              kv_cap, I + O))
+    if mode == "batch":
+        r.add(N > max_batch, _fmt("batch {:.0f} exceeds the largest batch that fits ({:.0f})",
+                                  N, max_batch))
+        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp)
+    elif mode == "max":
+        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, xp.maximum(max_batch, 1.0), mnt)
+    else:
+        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, xp.maximum(max_batch, 1.0), mnt)
+    ok = r.feasible
+    out = {k: xp.where(ok, v, np.inf) for k, v in (("ttft_s", ttft), ("tpot_s", tpot), ("e2e_s", e2e))}
+    out["output_tok_s"] = xp.where(ok, tok, 0.0)
+    inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
+                  kv_precision=kv, input_len=I, output_len=O, mode=mode,
+                  batch=N if mode == "batch" else mode, concurrency=N if mode == "concurrency" else None,
+                  framework=fw.key)
+    return Estimate(**out, batch=xp.where(ok, B, 0.0), feasible=ok, reason=r.reason, mode=mode,
+                    breakdown=bd, kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
+                    weights_bytes_per_gpu=weights, kv_bytes_per_token=m.kv_bytes_per_token(kv),
+                    interval=_interval(out, cal, mode), inputs=inputs)
+
+
+def _interval(out: Mapping[str, Any], cal: Mapping[str, float], mode: str) -> dict[str, tuple]:
+    """10th–90th percentile band of measured/predicted on the calibration rows, per metric."""
+    band = {}
+    for metric, v in out.items():
+        lo, hi = cal.get(f"interval_{metric}_p10"), cal.get(f"interval_{metric}_p90")
+        if lo is not None and hi is not None:
+            band[metric] = (v * lo, v * hi)
+    return band

@@ -1,0 +1,176 @@
+"""Per-operator roofline of one forward step on one GPU of a TP×PP×EP group.
+
+A step processes ``tokens`` new tokens (prefill chunks and decode tokens together), computes
+``logits`` LM-head rows, attends over ``pairs_prefill`` causal (query, key) pairs of prefill
+tokens and ``pairs_decode`` pairs of decode tokens, reads ``kv_read`` cached tokens' KV and
+writes ``kv_write`` new ones. Each operator's time is max(FLOPs / effective FLOP/s,
+bytes / effective HBM B/s); tensor-parallel all-reduce, expert-parallel all-to-all and pipeline
+send/recv follow an alpha-beta model over the group's scale-up link. All inputs may be floats
+or numpy arrays (broadcast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _xp as xp
+from .hardware import FrameworkSpec, GPUSpec
+from .models import ModelSpec
+
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu"]
+
+OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "lm_head", "tp_allreduce",
+       "ep_alltoall")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Resolved per-estimate constants (SI). ``tp``, ``pp``, ``ep`` may be arrays."""
+
+    model: ModelSpec
+    gpu: GPUSpec
+    framework: FrameworkSpec
+    tp: Any
+    pp: Any
+    ep: Any
+    w_B: float          # bytes per weight element
+    kv_B: float         # bytes per KV element
+    act_B: float        # bytes per activation element
+    gemm_Fps: float     # effective GEMM FLOP/s at the weight precision
+    attn_Fps: float     # effective attention FLOP/s
+    hbm_Bps: float      # effective HBM bandwidth
+    coll_alpha_s: float  # latency of one collective (all-reduce / all-to-all)
+    coll_Bps: float     # effective per-GPU scale-up bandwidth for collectives
+    p2p_alpha_s: float  # latency of one pipeline send
+    overhead_s: float   # framework per-step overhead
+
+    # ---- per-rank geometry ------------------------------------------------------------------
+    @property
+    def kv_elems_rank(self):
+        """Cached KV elements per token per layer on one rank (KV heads replicate if tp > kv)."""
+        m = self.model
+        if m.attention == "mla":
+            return float(m.kv_elements_per_token_layer)  # latent replicated on every rank
+        return 2.0 * xp.ceil(m.num_kv_heads / self.tp) * m.head_dim
+
+    @property
+    def qkv_w_rank(self):
+        m = self.model
+        if m.attention == "mla":
+            return (m.attn_params - m.num_attention_heads * m.v_head_dim * m.hidden_size) / self.tp
+        q = m.hidden_size * m.num_attention_heads * m.head_dim / self.tp
+        return q + m.hidden_size * self.kv_elems_rank
+
+    @property
+    def o_w_rank(self):
+        m = self.model
+        return m.num_attention_heads * m.v_dim * m.hidden_size / self.tp
+
+
+def _op(flops, nbytes, setup: Setup, rate_Fps: float) -> dict[str, Any]:
+    t_c = flops / rate_Fps
+    t_m = nbytes / setup.hbm_Bps
+    return {"flops": flops, "bytes": nbytes, "time_s": xp.maximum(t_c, t_m),
+            "compute_s": t_c, "memory_s": t_m}
+
+
+def _distinct_experts(m: ModelSpec, tokens):
+    """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing."""
+    e, k = m.num_experts, m.experts_per_token
+    return e * (1.0 - xp.power(1.0 - k / e, tokens))
+
+
+def _attention(s: Setup, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
+    m = s.model
+    heads = m.num_attention_heads / s.tp
+    qk_d, v_d = m.qk_head_dim, m.v_dim
+    if m.attention == "mla":  # decode runs in the absorbed (latent) form
+        qk_d, v_d = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
+    flops = 2.0 * heads * (pairs_prefill * (m.qk_head_dim + m.v_dim) + pairs_decode * (qk_d + v_d))
+    nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
+    nbytes = nbytes + tokens * heads * (m.qk_head_dim + m.v_dim) * s.act_B
+    return _op(flops * layers, nbytes * layers, s, s.attn_Fps)
+
+
+def _moe(s: Setup, tokens, layers):
+    m = s.model
+    act = tokens * m.hidden_size * s.act_B
+    flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
+    flops = flops + 2.0 * tokens * m.router_params
+    w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
+    nbytes = (w + m.router_params) * s.w_B + act * (2.0 + 2.0 * m.experts_per_token)
+    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps)
+
+
+def _collectives(s: Setup, tokens, layers, moe_layers):
+    """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP."""
+    m = s.model
+    msg = tokens * m.hidden_size * s.act_B
+    tp_on = xp.where(s.tp > 1, 1.0, 0.0)
+    ep_on = xp.where(s.ep > 1, 1.0, 0.0)
+    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
+    n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
+    a2a_bytes = 2.0 * msg / s.ep * m.experts_per_token * (s.ep - 1.0) / s.ep
+    a2a = ep_on * moe_layers * (2.0 * s.coll_alpha_s + a2a_bytes / s.coll_Bps)
+    ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
+    return ar, {"flops": 0.0, "bytes": a2a_bytes * moe_layers * ep_on, "time_s": a2a}
+
+
+def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
+    """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
+
+    Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s,
+    bound); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
+    end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
+    """
+    m = s.model
+    layers = m.num_layers / s.pp
+    dense_l, moe_l = m.num_dense_layers / s.pp, m.num_moe_layers / s.pp
+    h = m.hidden_size
+    qkv_out = m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank
+    ops = {
+        "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
+                        (s.qkv_w_rank * s.w_B + tokens * (h + qkv_out) * s.act_B) * layers,
+                        s, s.gemm_Fps),
+        "attention": _attention(s, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers),
+        "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
+                      (s.o_w_rank * s.w_B + tokens * 2.0 * h * s.act_B) * layers, s, s.gemm_Fps),
+    }
+    mlp_w = m.dense_mlp_params / s.tp
+    mlp_act = tokens * (2.0 * h + m.intermediate_size * 2.0 / s.tp) * s.act_B
+    ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l, (mlp_w * s.w_B + mlp_act) * dense_l,
+                     s, s.gemm_Fps)
+    if m.is_moe:
+        ops["moe"] = _moe(s, tokens, moe_l)
+    head_w = m.embedding_params / s.tp
+    ops["lm_head"] = _op(2.0 * logits * head_w,
+                         head_w * s.w_B + logits * m.vocab_size / s.tp * 4.0, s, s.gemm_Fps)
+    ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l)
+    if m.is_moe:
+        ops["ep_alltoall"] = a2a
+    stage = 0.0
+    for name, op in ops.items():
+        stage = stage + op["time_s"]
+        if "compute_s" in op:
+            op["bound"] = xp.where(op["compute_s"] >= op["memory_s"], "compute", "memory")
+        else:
+            op["bound"] = "network"
+    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
+    latency = s.pp * stage + (s.pp - 1.0) * send + s.overhead_s
+    return ops, stage, latency
+
+
+def memory_per_gpu(s: Setup, max_num_tokens):
+    """Weights and activation-workspace bytes on the busiest GPU of the group."""
+    m = s.model
+    layers = m.num_layers / s.pp
+    per_layer_attn = s.qkv_w_rank + s.o_w_rank
+    experts = m.num_experts * m.expert_params + m.shared_expert_params
+    weights = (layers * per_layer_attn + m.num_dense_layers / s.pp * m.dense_mlp_params / s.tp
+               + m.num_moe_layers / s.pp * (experts / s.tp + m.router_params))
+    heads = xp.where(s.pp > 1, 1.0, 1.0 if m.tie_word_embeddings else 2.0)
+    weights = (weights + heads * m.embedding_params / s.tp) * s.w_B
+    widest = max(m.intermediate_size * m._mats, m.moe_intermediate_size * m._mats * m.experts_per_token)
+    activations = max_num_tokens * (4.0 * m.hidden_size + widest / s.tp) * s.act_B
+    return weights, activations

@@ -1,0 +1,303 @@
+"""Schema-checked loading of ``hardware_db`` TOML files into plain validated values.
+
+The schema of each section is a mapping field -> :class:`Field`. Validation happens once per file;
+errors are :class:`HardwareDBError` naming the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._units import UNITS, dimension_of, to_si
+
+SCHEMA_VERSION = 1
+KINDS = ("datasheet", "measured", "derived", "assumed")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "fp6", "fp4")
+_QTY_KEYS = {"value", "unit", "kind", "source", "derivation", "reason", "date", "note"}
+_CURVE_KEYS = {"x", "x_unit", "y", "y_unit", "kind", "source", "derivation", "reason", "note"}
+_DATE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
+
+
+class HardwareDBError(ValueError):
+    """A ``hardware_db`` file or entry that breaks the schema."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One sourced number: ``si`` is the value in SI units; the rest is provenance."""
+
+    si: float
+    value: float
+    unit: str
+    kind: str
+    source: str
+    derivation: str = ""
+    reason: str = ""
+    date: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A sourced curve (e.g. effective bandwidth vs transfer size), SI on both axes."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    x_unit: str
+    y_unit: str
+    kind: str
+    source: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Schema of one field: ``type`` is quantity | precisions | curve | str | int | bool | strlist."""
+
+    type: str
+    dim: str = ""
+    required: bool = True
+    positive: bool = True
+    choices: tuple[str, ...] = ()
+    ref: str = ""
+
+
+def _q(dim: str, required: bool = True, positive: bool = True) -> Field:
+    return Field("quantity", dim, required, positive)
+
+
+def _s(required: bool = True, choices: tuple[str, ...] = (), ref: str = "") -> Field:
+    return Field("str", required=required, choices=choices, ref=ref)
+
+
+def _i(required: bool = True, positive: bool = True) -> Field:
+    return Field("int", required=required, positive=positive)
+
+
+SCHEMAS: dict[str, dict[str, Field]] = {
+    "gpu": {
+        "name": _s(), "vendor": _s(choices=("nvidia", "amd")), "architecture": _s(),
+        "hbm_capacity": _q("bytes"), "hbm_bandwidth": _q("bandwidth"),
+        "peak_flops": Field("precisions", "compute"),
+        "achieved_matmul_flops": Field("precisions", "compute", required=False),
+        "matmul_efficiency": _q("dimensionless", required=False),
+        "achieved_hbm_bandwidth": _q("bandwidth", required=False),
+        "hbm_efficiency": _q("dimensionless", required=False),
+        "scale_up_link": _s(ref="link"), "scale_up_bandwidth": _q("bandwidth"),
+        "host_link": _s(ref="link"), "host_bandwidth": _q("bandwidth"),
+        "tdp": _q("power"), "form_factor": _s(required=False), "note": _s(required=False),
+    },
+    "link": {
+        "name": _s(), "family": _s(choices=("pcie", "nvlink", "nvlink-c2c", "infinity-fabric", "cxl",
+                                            "infiniband", "roce", "ethernet", "tcp")),
+        "bandwidth": _q("bandwidth"), "latency": _q("time"),
+        "duplex": _s(choices=("full", "half")),
+        "achieved_bandwidth": _q("bandwidth", required=False),
+        "size_bandwidth": Field("curve", required=False), "note": _s(required=False),
+    },
+    "memory": {
+        "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme")),
+        "capacity": _q("bytes"), "read_bandwidth": _q("bandwidth"), "write_bandwidth": _q("bandwidth"),
+        "latency": _q("time"), "channels_per_socket": _q("count", required=False),
+        "read_bandwidth_per_socket": _q("bandwidth", required=False),
+        "price_per_gb": _q("money_per_byte"), "note": _s(required=False),
+    },
+    "node": {
+        "name": _s(), "gpu": _s(ref="gpu"), "gpus_per_node": _q("count"), "cpu": _s(),
+        "cpus": _q("count"), "host_dram": _q("bytes"), "host_memory": _s(ref="memory"),
+        "nics": _q("count"), "nic_link": _s(ref="link"), "nvme_drives": _q("count"),
+        "nvme": _s(ref="memory"), "nvme_capacity": _q("bytes"), "scale_up_link": _s(ref="link"),
+        "price_per_hour": _q("money_rate"), "note": _s(required=False),
+    },
+    "framework": {
+        "name": _s(), "step_overhead": _q("time"), "note": _s(required=False),
+        "source": _s(required=False),
+    },
+    "calibration": {},  # free-form: every value is a quantity (checked in _parse_calibration)
+    "model": {
+        "name": _s(), "hf_id": _s(), "aliases": Field("strlist", required=False), "source": _s(),
+        "attention": _s(choices=("mha", "gqa", "mqa", "mla")),
+        "hidden_size": _i(), "num_layers": _i(), "num_attention_heads": _i(), "num_kv_heads": _i(),
+        "head_dim": _i(), "intermediate_size": _i(), "vocab_size": _i(),
+        "tie_word_embeddings": Field("bool", required=False), "mlp": _s(choices=("gated", "plain")),
+        "max_position_embeddings": _i(required=False),
+        "kv_lora_rank": _i(required=False), "q_lora_rank": _i(required=False, positive=False),
+        "qk_nope_head_dim": _i(required=False), "qk_rope_head_dim": _i(required=False),
+        "v_head_dim": _i(required=False),
+        "num_experts": _i(required=False), "experts_per_token": _i(required=False),
+        "moe_intermediate_size": _i(required=False),
+        "num_shared_experts": _i(required=False, positive=False),
+        "shared_expert_intermediate_size": _i(required=False, positive=False),
+        "first_dense_layers": _i(required=False, positive=False),
+        "moe_layer_step": _i(required=False), "sliding_window": _i(required=False),
+        "attention_chunk_size": _i(required=False), "note": _s(required=False),
+    },
+}
+
+
+def _err(where: str, msg: str) -> HardwareDBError:
+    return HardwareDBError(f"{where}: {msg}")
+
+
+def parse_quantity(raw: Any, where: str, dim: str, positive: bool = True) -> Quantity:
+    """Validate one ``{value, unit, kind, source, ...}`` table into a :class:`Quantity`."""
+    if not isinstance(raw, Mapping):
+        raise _err(where, f"expected a table {{value, unit, kind, source}}, got {raw!r}")
+    unknown = set(raw) - _QTY_KEYS
+    if unknown:
+        raise _err(where, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_QTY_KEYS)}")
+    for k in ("value", "unit", "kind", "source"):
+        if k not in raw or raw[k] in ("", None):
+            raise _err(where, f"missing '{k}' (every number needs value, unit, kind and source)")
+    value, unit, kind = raw["value"], raw["unit"], raw["kind"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _err(where, f"value must be a finite number, got {value!r}")
+    if unit not in UNITS:
+        raise _err(where, f"unknown unit {unit!r}; allowed: {', '.join(sorted(UNITS))}")
+    if dim and dimension_of(unit) != dim:
+        raise _err(where, f"unit {unit!r} is a {dimension_of(unit)}, expected a {dim}")
+    if kind not in KINDS:
+        raise _err(where, f"kind {kind!r} not one of {KINDS}")
+    if kind == "derived" and not raw.get("derivation"):
+        raise _err(where, "kind 'derived' needs 'derivation' (the arithmetic)")
+    if kind == "assumed" and not raw.get("reason"):
+        raise _err(where, "kind 'assumed' needs 'reason'")
+    if unit.startswith("USD"):
+        if not _DATE.match(str(raw.get("date", ""))):
+            raise _err(where, f"prices need 'date' as YYYY-MM, got {raw.get('date')!r}")
+    if positive and value <= 0:
+        raise _err(where, f"must be > 0, got {value}")
+    if value < 0:
+        raise _err(where, f"must be >= 0, got {value}")
+    return Quantity(to_si(value, unit), float(value), unit, kind, str(raw["source"]),
+                    str(raw.get("derivation", "")), str(raw.get("reason", "")),
+                    str(raw.get("date", "")), str(raw.get("note", "")))
+
+
+def _parse_curve(raw: Any, where: str) -> Curve:
+    if not isinstance(raw, Mapping):
+        raise _err(where, "expected a curve table {x, x_unit, y, y_unit, kind, source}")
+    unknown = set(raw) - _CURVE_KEYS
+    if unknown:
+        raise _err(where, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_CURVE_KEYS)}")
+    for k in ("x", "x_unit", "y", "y_unit", "kind", "source"):
+        if k not in raw:
+            raise _err(where, f"missing '{k}'")
+    x, y = raw["x"], raw["y"]
+    if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and len(x) >= 1):
+        raise _err(where, "x and y must be lists of the same non-zero length")
+    if any((not isinstance(v, (int, float))) or v <= 0 for v in x + y):
+        raise _err(where, "curve points must be positive numbers")
+    for k in ("x_unit", "y_unit"):
+        if raw[k] not in UNITS:
+            raise _err(where, f"unknown {k} {raw[k]!r}")
+    if raw["kind"] not in KINDS:
+        raise _err(where, f"kind {raw['kind']!r} not one of {KINDS}")
+    fx, fy = UNITS[raw["x_unit"]][1], UNITS[raw["y_unit"]][1]
+    return Curve(tuple(v * fx for v in x), tuple(v * fy for v in y), raw["x_unit"], raw["y_unit"],
+                 raw["kind"], str(raw["source"]), str(raw.get("note", "")))
+
+
+def _parse_field(f: Field, raw: Any, where: str) -> Any:
+    if f.type == "quantity":
+        return parse_quantity(raw, where, f.dim, f.positive)
+    if f.type == "precisions":
+        if not isinstance(raw, Mapping) or not raw:
+            raise _err(where, f"expected a table of precisions among {PRECISIONS}")
+        bad = set(raw) - set(PRECISIONS)
+        if bad:
+            raise _err(where, f"unknown precision(s) {sorted(bad)}; allowed: {PRECISIONS}")
+        return {p: parse_quantity(v, f"{where}.{p}", f.dim) for p, v in raw.items()}
+    if f.type == "curve":
+        return _parse_curve(raw, where)
+    if f.type == "str":
+        if not isinstance(raw, str) or not raw:
+            raise _err(where, f"expected a non-empty string, got {raw!r}")
+        if f.choices and raw not in f.choices:
+            raise _err(where, f"{raw!r} not one of {f.choices}")
+        return raw
+    if f.type == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < (1 if f.positive else 0):
+            raise _err(where, f"expected an integer >= {1 if f.positive else 0}, got {raw!r}")
+        return raw
+    if f.type == "bool":
+        if not isinstance(raw, bool):
+            raise _err(where, f"expected true/false, got {raw!r}")
+        return raw
+    if f.type == "strlist":
+        if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+            raise _err(where, f"expected a list of strings, got {raw!r}")
+        return tuple(raw)
+    raise AssertionError(f.type)
+
+
+def parse_entry(section: str, key: str, raw: Any, where: str) -> dict[str, Any]:
+    """Validate one entry of ``section`` against its schema; returns field -> parsed value."""
+    if not isinstance(raw, Mapping):
+        raise _err(where, "expected a table")
+    if section == "calibration":
+        return {k: parse_quantity(v, f"{where}.{k}", "", positive=False) for k, v in raw.items()}
+    schema = SCHEMAS[section]
+    unknown = set(raw) - set(schema)
+    if unknown:
+        raise _err(where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(schema)}")
+    out: dict[str, Any] = {}
+    for name, f in schema.items():
+        if name not in raw:
+            if f.required:
+                raise _err(f"{where}.{name}", "missing required field")
+            continue
+        out[name] = _parse_field(f, raw[name], f"{where}.{name}")
+    return out
+
+
+@dataclass
+class RawDB:
+    """Validated entries by section, before cross-references are resolved."""
+
+    entries: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {s: {} for s in SCHEMAS})
+    origin: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def load_file(path: Path, db: RawDB, replace: bool = False) -> None:
+    """Parse and validate one TOML file into ``db`` (duplicate keys are errors unless ``replace``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise HardwareDBError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise HardwareDBError(f"{path}: cannot read: {exc}") from None
+    version = data.pop("schema_version", None)
+    if version != SCHEMA_VERSION:
+        raise HardwareDBError(f"{path}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
+    for section, entries in data.items():
+        if section not in SCHEMAS:
+            raise HardwareDBError(f"{path}: unknown section [{section}]; allowed: {sorted(SCHEMAS)}")
+        if not isinstance(entries, Mapping):
+            raise HardwareDBError(f"{path}: [{section}] must be a table of entries")
+        for key, raw in entries.items():
+            where = f"{path}: [{section}.{key}]"
+            if key != key.lower():
+                raise _err(where, "keys must be lowercase")
+            if key in db.entries[section] and not replace:
+                raise _err(where, f"duplicate key, already defined in {db.origin[(section, key)]}")
+            db.entries[section][key] = parse_entry(section, key, raw, where)
+            db.origin[(section, key)] = str(path)
+
+
+def check_refs(db: RawDB) -> None:
+    """Every ``ref`` field names an existing entry of its section."""
+    for section, schema in SCHEMAS.items():
+        for key, entry in db.entries[section].items():
+            for name, f in schema.items():
+                if f.ref and name in entry and entry[name] not in db.entries[f.ref]:
+                    raise HardwareDBError(
+                        f"{db.origin[(section, key)]}: [{section}.{key}].{name}: unknown {f.ref} "
+                        f"{entry[name]!r}; known: {', '.join(sorted(db.entries[f.ref]))}")

@@ -1,0 +1,176 @@
+"""Fidelity report and calibration against published serving measurements.
+
+``run_validation(path)`` predicts every supported row of a CSV in the schema of
+``hardware_db/measurements/serving_calibration.csv`` and reports absolute percentage error by
+metric, GPU, framework and source (median and mean), plus coverage (rows skipped and why).
+``fit_calibration()`` fits the few global efficiency parameters marked *fit* in
+``calibration.toml`` by least squares on log(predicted / measured) — never per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import _estimate
+from .hardware import data_dir
+
+__all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
+
+FIT_PARAMS = ("gemm_efficiency_factor", "memory_efficiency_factor", "collective_latency")
+_BOUNDS = {"gemm_efficiency_factor": (0.3, 1.0), "memory_efficiency_factor": (0.5, 1.0),
+           "collective_latency": (1e-6, 50e-6)}
+_COLUMNS = ("id", "model", "gpu", "num_gpus", "tp", "pp", "ep", "precision", "input_len",
+            "output_len", "mode", "mode_value", "metric", "stat", "value", "framework", "source")
+
+
+def default_data() -> Path:
+    return data_dir() / "measurements" / "serving_calibration.csv"
+
+
+def load_rows(path: str | Path | None = None) -> list[dict[str, str]]:
+    """Read and check a calibration CSV; errors name the line and column."""
+    p = Path(path) if path else default_data()
+    with open(p, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{p}: missing column(s) {sorted(missing)}")
+        rows = list(reader)
+    for i, r in enumerate(rows, start=2):
+        try:
+            if float(r["value"]) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{p}: line {i}: value={r['value']!r} must be a positive number") from None
+    return rows
+
+
+def framework_key(name: str) -> str:
+    n = name.lower()
+    if "vllm" in n:
+        return "vllm"
+    if "sglang" in n:
+        return "sglang"
+    return "tensorrt-llm"  # TensorRT-LLM, NeMo (TRT-LLM path), NIM (TRT-LLM backend)
+
+
+def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """Map a row to ``estimate`` keyword arguments, or (None, why it is not supported)."""
+    mode, metric = r["mode"], r["metric"]
+    if metric not in _estimate.METRICS:
+        return None, f"metric {metric} not modelled"
+    if mode == "request_rate":
+        return None, "open-loop request_rate needs the queueing model (issue 4)"
+    if mode == "throughput_max" and metric in ("ttft_s", "e2e_s"):
+        return None, "throughput_max latency depends on the benchmark's request count (not in data)"
+    kw: dict[str, Any] = dict(model=r["model"], gpu=r["gpu"], tp=int(r["tp"]), pp=int(r["pp"] or 1),
+                              num_gpus=int(r["num_gpus"]), precision=r["precision"] or "fp16",
+                              input_len=int(r["input_len"]), output_len=int(r["output_len"]),
+                              framework=framework_key(r["framework"]))
+    if r["ep"]:
+        kw["ep"] = int(r["ep"])
+    if mode == "throughput_max":
+        kw["batch"] = "max"
+    elif mode == "batch":
+        kw["batch"] = int(float(r["mode_value"]))
+    elif mode == "concurrency":
+        kw["concurrency"] = int(float(r["mode_value"]))
+    else:
+        return None, f"mode {mode} not modelled"
+    return kw, ""
+
+
+@dataclass
+class ValidationReport:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    total: int = 0
+
+    def ape(self) -> np.ndarray:
+        return np.array([r["ape"] for r in self.rows])
+
+    def groups(self, by: str) -> dict[str, tuple[int, float, float]]:
+        """{group: (n, median APE, mean APE)} over predicted rows."""
+        g: dict[str, list[float]] = defaultdict(list)
+        for r in self.rows:
+            g[r[by]].append(r["ape"])
+        return {k: (len(v), float(np.median(v)), float(np.mean(v))) for k, v in sorted(g.items())}
+
+    def format(self) -> str:
+        lines = [f"coverage: {len(self.rows)} of {self.total} rows predicted"]
+        for why, n in self.skipped.most_common():
+            lines.append(f"  skipped {n:3d}: {why}")
+        for by in ("metric", "gpu", "framework", "source", "regime"):
+            lines.append(f"\nabsolute % error by {by}:  {'n':>4} {'median':>8} {'mean':>8}")
+            for k, (n, med, mean) in self.groups(by).items():
+                lines.append(f"  {k[:70]:70s} {n:4d} {100 * med:7.1f}% {100 * mean:7.1f}%")
+        a = self.ape()
+        if a.size:
+            lines.append(f"\nall: n={a.size} median {100 * np.median(a):.1f}% mean {100 * a.mean():.1f}%")
+        return "\n".join(lines)
+
+
+def _regime(r: dict[str, str]) -> str:
+    return {"throughput_max": "throughput", "batch": "static batch",
+            "concurrency": "closed loop"}.get(r["mode"], r["mode"])
+
+
+def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]] | None = None
+                   ) -> ValidationReport:
+    rows = list(rows) if rows is not None else load_rows(path)
+    rep = ValidationReport(total=len(rows))
+    for r in rows:
+        kw, why = row_kwargs(r)
+        if kw is None:
+            rep.skipped[why] += 1
+            continue
+        try:
+            e = _estimate.estimate(**kw)
+        except (KeyError, ValueError) as exc:
+            rep.skipped[f"input not supported: {exc}"[:100]] += 1
+            continue
+        if not e.feasible:
+            rep.skipped[f"model says infeasible: {e.reason}"[:100]] += 1
+            continue
+        pred, meas = float(getattr(e, r["metric"])), float(r["value"])
+        rep.rows.append(dict(id=r["id"], metric=r["metric"], gpu=r["gpu"], model=r["model"],
+                             framework=framework_key(r["framework"]), source=r["source"][:70],
+                             regime=_regime(r), predicted=pred, measured=meas,
+                             ape=abs(pred - meas) / meas, log_ratio=math.log(pred / meas)))
+    return rep
+
+
+def fit_calibration(path: str | Path | None = None) -> tuple[dict[str, float], ValidationReport]:
+    """Least-squares fit of ``FIT_PARAMS`` on log(pred/measured) over all supported rows."""
+    from scipy.optimize import least_squares
+
+    rows = load_rows(path)
+    base = {k: q.si for k, q in _estimate.get_calibration().items()}
+    lo = np.array([_BOUNDS[k][0] for k in FIT_PARAMS])
+    hi = np.array([_BOUNDS[k][1] for k in FIT_PARAMS])
+    scale = np.array([1.0, 1.0, 1e-5])
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        _estimate._OVERRIDE.update(dict(zip(FIT_PARAMS, x * scale)))
+        try:
+            return np.array([r["log_ratio"] for r in run_validation(rows=rows).rows])
+        finally:
+            _estimate._OVERRIDE.clear()
+
+    x0 = np.clip(np.array([base[k] for k in FIT_PARAMS]) / scale, lo / scale, hi / scale)
+    sol = least_squares(residuals, x0, bounds=(lo / scale, hi / scale), loss="soft_l1",
+                        f_scale=0.2, diff_step=1e-3)
+    fitted = dict(zip(FIT_PARAMS, (sol.x * scale).tolist()))
+    _estimate._OVERRIDE.update(fitted)
+    try:
+        rep = run_validation(rows=rows)
+    finally:
+        _estimate._OVERRIDE.clear()
+    return fitted, rep

@@ -1,0 +1,321 @@
+"""LLM architecture catalog: :class:`ModelSpec`, :func:`get_model`, :func:`load_hf_config`.
+
+Facts come from the models' published ``config.json`` files (``hardware_db/models/*.toml`` each
+names its source). Lookup is case-insensitive and accepts the published name
+(``meta-llama/Llama-3.1-70B``, ``Llama-3.1-70B-Instruct``). Parameter counts and KV bytes are
+derived here from the architecture, never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._schema import HardwareDBError, parse_entry
+
+__all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
+           "kv_bytes_per_token"]
+
+#: storage bytes per element of each precision (definitions, not measurements)
+BYTES_PER_ELEMENT: dict[str, float] = {
+    "fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp6": 0.75,
+    "fp4": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    name: str
+    hf_id: str
+    attention: str
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    mlp: str = "gated"
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    num_shared_experts: int = 0
+    shared_expert_intermediate_size: int = 0
+    first_dense_layers: int = 0
+    moe_layer_step: int = 1
+    sliding_window: int = 0
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+
+    # ---- layer counts -------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @cached_property
+    def num_moe_layers(self) -> int:
+        if not self.is_moe:
+            return 0
+        step = self.moe_layer_step
+        return sum(1 for i in range(self.first_dense_layers, self.num_layers) if (i + 1) % step == 0)
+
+    @property
+    def num_dense_layers(self) -> int:
+        return self.num_layers - self.num_moe_layers
+
+    # ---- attention geometry -------------------------------------------------------------
+    @property
+    def qk_head_dim(self) -> int:
+        """Per-head dimension of the q·k product (MLA: nope + rope)."""
+        if self.attention == "mla":
+            return self.qk_nope_head_dim + self.qk_rope_head_dim
+        return self.head_dim
+
+    @property
+    def v_dim(self) -> int:
+        return self.v_head_dim if self.attention == "mla" else self.head_dim
+
+    @property
+    def kv_elements_per_token_layer(self) -> int:
+        """Cached elements per token per layer: 2·kv_heads·head_dim, or MLA's latent + rope key."""
+        if self.attention == "mla":
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    # ---- parameter counts (elements) ----------------------------------------------------
+    @cached_property
+    def attn_params(self) -> int:
+        h, nh = self.hidden_size, self.num_attention_heads
+        if self.attention == "mla":
+            qd = nh * self.qk_head_dim
+            q = h * self.q_lora_rank + self.q_lora_rank * qd if self.q_lora_rank else h * qd
+            kv = h * (self.kv_lora_rank + self.qk_rope_head_dim)
+            kv += self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv + nh * self.v_head_dim * h
+        return h * nh * self.head_dim * 2 + 2 * h * self.num_kv_heads * self.head_dim
+
+    @property
+    def _mats(self) -> int:
+        return 3 if self.mlp == "gated" else 2
+
+    @property
+    def dense_mlp_params(self) -> int:
+        return self._mats * self.hidden_size * self.intermediate_size
+
+    @property
+    def expert_params(self) -> int:
+        return self._mats * self.hidden_size * self.moe_intermediate_size
+
+    @property
+    def shared_expert_params(self) -> int:
+        size = self.shared_expert_intermediate_size or self.moe_intermediate_size
+        return self.num_shared_experts * self._mats * self.hidden_size * size
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden_size * self.num_experts
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @cached_property
+    def total_params(self) -> int:
+        moe = self.num_experts * self.expert_params + self.shared_expert_params + self.router_params
+        head = 0 if self.tie_word_embeddings else self.embedding_params
+        return (self.num_layers * self.attn_params + self.num_dense_layers * self.dense_mlp_params
+                + self.num_moe_layers * moe + self.embedding_params + head)
+
+    @cached_property
+    def active_params(self) -> int:
+        """Parameters one token multiplies (excludes the embedding lookup)."""
+        moe = (self.experts_per_token * self.expert_params + self.shared_expert_params
+               + self.router_params)
+        return (self.num_layers * self.attn_params + self.num_dense_layers * self.dense_mlp_params
+                + self.num_moe_layers * moe + self.embedding_params)
+
+    def kv_bytes_per_token(self, kv_precision: str = "bf16") -> float:
+        """KV cache bytes per token for the whole model (all layers, no TP replication)."""
+        return self.num_layers * self.kv_elements_per_token_layer * _bytes(kv_precision)
+
+
+def _bytes(precision: str) -> float:
+    try:
+        return BYTES_PER_ELEMENT[precision]
+    except KeyError:
+        raise ValueError(f"precision={precision!r}; allowed: {sorted(BYTES_PER_ELEMENT)}") from None
+
+
+def kv_bytes_per_token(model: str | ModelSpec, kv_precision: str = "bf16") -> float:
+    return get_model(model).kv_bytes_per_token(kv_precision)
+
+
+_SPEC_FIELDS = set(ModelSpec.__dataclass_fields__)
+
+
+def _spec_from_entry(key: str, e: Mapping[str, Any]) -> ModelSpec:
+    kw = {k: v for k, v in e.items() if k in _SPEC_FIELDS}
+    spec = ModelSpec(key=key, **kw)
+    _check_model(spec)
+    return spec
+
+
+def _check_model(m: ModelSpec) -> None:
+    where = f"model {m.key!r}"
+    if m.num_kv_heads > m.num_attention_heads or m.num_attention_heads % m.num_kv_heads:
+        raise HardwareDBError(f"{where}: num_attention_heads={m.num_attention_heads} must be a "
+                              f"multiple of num_kv_heads={m.num_kv_heads}")
+    if m.attention == "mla" and not (m.kv_lora_rank and m.qk_rope_head_dim and m.v_head_dim):
+        raise HardwareDBError(f"{where}: attention 'mla' needs kv_lora_rank, qk_rope_head_dim, "
+                              "qk_nope_head_dim and v_head_dim")
+    if m.is_moe and not (m.experts_per_token and m.moe_intermediate_size):
+        raise HardwareDBError(f"{where}: MoE needs experts_per_token and moe_intermediate_size")
+    if m.experts_per_token > max(m.num_experts, 0) and m.is_moe:
+        raise HardwareDBError(f"{where}: experts_per_token > num_experts")
+
+
+_CACHE: dict[str, ModelSpec] = {}
+_INDEX: dict[str, str] = {}
+
+
+def _clear_cache() -> None:
+    _CACHE.clear()
+    _INDEX.clear()
+
+
+_SUFFIXES = ("-instruct", "-chat", "-hf", "-base", "-it")
+
+
+def _norm(name: str) -> str:
+    n = name.strip().lower()
+    if n.endswith("/config.json"):
+        n = n[: -len("/config.json")]
+    return n
+
+
+def _candidates(name: str) -> list[str]:
+    n = _norm(name)
+    short = n.rsplit("/", 1)[-1]
+    out = [n, short]
+    for s in _SUFFIXES:
+        if short.endswith(s):
+            out.append(short[: -len(s)])
+    if short.startswith("meta-"):
+        out.append(short[len("meta-"):])
+    return out
+
+
+def _index() -> dict[str, str]:
+    if not _INDEX:
+        from .hardware import _catalog
+        for key, e in _catalog().raw.entries["model"].items():
+            for alias in (key, e["hf_id"], *e.get("aliases", ())):
+                for c in _candidates(alias)[:2]:
+                    _INDEX.setdefault(c, key)
+    return _INDEX
+
+
+def list_models() -> list[str]:
+    from .hardware import list_entries
+    return list_entries("model")
+
+
+def get_model(name: str | ModelSpec | os.PathLike[str]) -> ModelSpec:
+    """Catalog model by key, published name or alias (case-insensitive), or a config.json path."""
+    if isinstance(name, ModelSpec):
+        return name
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and name.endswith(".json")
+                                          and Path(name).is_file()):
+        return load_hf_config(name)
+    if not isinstance(name, str):
+        raise TypeError(f"model must be a name, a ModelSpec or a config.json path, got {name!r}")
+    index = _index()
+    for c in _candidates(name):
+        if c in index:
+            key = index[c]
+            if key not in _CACHE:
+                from .hardware import _catalog
+                _CACHE[key] = _spec_from_entry(key, _catalog().raw.entries["model"][key])
+            return _CACHE[key]
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())} "
+                   "(or pass a Hugging Face config.json path)")
+
+
+# ---- Hugging Face config.json ---------------------------------------------------------------
+_PLAIN_MLP_TYPES = {"gptj", "gpt2", "gpt_neox", "falcon", "opt", "bloom", "gpt_bigcode", "phi"}
+
+
+def _first(cfg: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    for n in names:
+        if cfg.get(n) is not None:
+            return cfg[n]
+    return default
+
+
+def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    mtype = str(cfg.get("model_type", ""))
+    h = _first(cfg, "hidden_size", "n_embd", "d_model")
+    nh = _first(cfg, "num_attention_heads", "n_head", "num_heads")
+    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    if h is None or nh is None or layers is None:
+        raise ValueError("config.json needs hidden_size, num_attention_heads and num_hidden_layers")
+    kv = _first(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
+    if kv is None:
+        kv = 1 if cfg.get("multi_query") else nh
+    f: dict[str, Any] = {
+        "name": cfg.get("_name_or_path") or mtype or "custom", "hf_id": cfg.get("_name_or_path", ""),
+        "hidden_size": h, "num_layers": layers, "num_attention_heads": nh, "num_kv_heads": kv,
+        "head_dim": _first(cfg, "head_dim", default=h // nh),
+        "intermediate_size": _first(cfg, "intermediate_size", "intermediate_size_mlp", "n_inner",
+                                    "ffn_hidden_size", default=4 * h),
+        "vocab_size": cfg["vocab_size"], "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "mlp": "plain" if mtype in _PLAIN_MLP_TYPES else "gated",
+        "attention": "mha" if kv == nh else ("mqa" if kv == 1 else "gqa"),
+    }
+    if cfg.get("kv_lora_rank"):
+        f.update(attention="mla", num_kv_heads=nh, kv_lora_rank=cfg["kv_lora_rank"],
+                 q_lora_rank=cfg.get("q_lora_rank") or 0, qk_nope_head_dim=cfg["qk_nope_head_dim"],
+                 qk_rope_head_dim=cfg["qk_rope_head_dim"], v_head_dim=cfg["v_head_dim"])
+        f["head_dim"] = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    experts = _first(cfg, "num_local_experts", "n_routed_experts", "num_experts", default=0)
+    if experts:
+        f.update(num_experts=experts, experts_per_token=cfg["num_experts_per_tok"],
+                 moe_intermediate_size=_first(cfg, "moe_intermediate_size", "intermediate_size"),
+                 num_shared_experts=_first(cfg, "n_shared_experts", "num_shared_experts", default=0),
+                 shared_expert_intermediate_size=_first(cfg, "shared_expert_intermediate_size", default=0),
+                 first_dense_layers=_first(cfg, "first_k_dense_replace", default=0),
+                 moe_layer_step=_first(cfg, "interleave_moe_layer_step", "decoder_sparse_step", default=1))
+        if cfg.get("shared_expert_intermediate_size"):
+            f["num_shared_experts"] = max(1, f["num_shared_experts"])
+    if cfg.get("sliding_window") and not cfg.get("max_window_layers") and cfg.get("use_sliding_window", True):
+        f["sliding_window"] = cfg["sliding_window"]
+    return f
+
+
+def load_hf_config(path: str | os.PathLike[str], key: str | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a Hugging Face ``config.json`` (multimodal: its text_config)."""
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read config.json: {exc}") from None
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = {**cfg["text_config"], "_name_or_path": cfg.get("_name_or_path", "")}
+    try:
+        fields = _hf_fields(cfg)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{p}: unsupported config.json: {exc}") from None
+    fields["source"] = str(p)
+    entry = parse_entry("model", key or p.parent.name.lower(), fields, f"{p}")
+    return _spec_from_entry(key or (fields["hf_id"] or p.stem).lower(), entry)

@@ -106,7 +106,8 @@ def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: s
         hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
         coll_alpha_s=cal["collective_latency"],
         coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
-        p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s)
+        p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
+        seq_s=cal["sequence_overhead"])
 
 
 # ---- feasibility --------------------------------------------------------------------------------
@@ -137,8 +138,7 @@ def _fmt(template: str, *arrays: Any) -> Any:
     return np.vectorize(lambda *a: template.format(*a), otypes=[object])(*arrays)
 
 
-def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str,
-                  ctx) -> None:
+def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str) -> None:
     if not g.supports(precision):
         r.add(True, f"precision {precision} not supported on {g.key} "
                     f"(supports {', '.join(sorted(g.peak_flops))})")
@@ -148,17 +148,6 @@ def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str,
     r.add((tp > heads) | (heads % tp != 0),
           _fmt("tp={:.0f} does not divide num_attention_heads={}", tp, heads))
     r.add(pp > m.num_layers, _fmt("pp={:.0f} exceeds num_layers={}", pp, m.num_layers))
-    if getattr(m, "max_position_embeddings", 0):
-        pass
-    limit = _max_context(m)
-    if limit:
-        r.add(ctx > limit, _fmt("context {:.0f} tokens exceeds the model's {} ", ctx, limit))
-
-
-def _max_context(m: ModelSpec) -> int:
-    from .hardware import _catalog
-    e = _catalog().raw.entries["model"].get(m.key, {})
-    return int(e.get("max_position_embeddings", 0))
 
 
 # ---- modes --------------------------------------------------------------------------------------
@@ -182,7 +171,7 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens):
     c = _kv_per_seq(s.model, I + O / 2.0)
     b, p = B / s.pp, P / s.pp
     ops, stage, lat = step_ops(s, b + p, b, p * I / 2.0, b * c, b * c, b + p)
-    period = stage + s.overhead_s
+    period = stage + ops["framework"]["time_s"]
     tpot = s.pp * period
     ttft = tpot * xp.maximum(1.0, I / P)
     e2e = ttft + (O - 1.0) * tpot
@@ -194,9 +183,13 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens):
     a = xp.minimum(n, bmax)
     c = _kv_per_seq(s.model, I + O / 2.0)
     _, _, t = step_ops(s, a, a, 0.0, a * c, a * c, a)
+    D = a
     for _ in range(_FIXED_POINT_ITERS):
-        chunks = xp.maximum(1.0, I / max_tokens)
-        svc_ttft = 0.5 * t + chunks * t
+        # a new request waits for the running step, then its prompt runs in chunks that share
+        # each step's token budget with the D decoding sequences
+        chunk = xp.minimum(I, xp.maximum(max_tokens - D, 1.0))
+        _, _, t_pf = step_ops(s, D + chunk, D + 1.0, chunk * (I + 1.0) / 2.0, D * c, D * c, D + chunk)
+        svc_ttft = 0.5 * t + xp.ceil(I / chunk) * t_pf
         X = a / (svc_ttft + (O - 1.0) * t)
         D, P = X * (O - 1.0) * t, X * I * t
         ops, _, t_new = step_ops(s, D + P, D + X * t, P * I / 2.0, D * c, D * c, D + P)
@@ -252,7 +245,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     shape = np.broadcast_shapes(*(np.shape(x) for x in (tp, pp, ep, I, O, ngpu, mnt, mbs)
                                   + ((N,) if N is not None else ())))
     r = _Reasons(shape)
-    _check_static(r, m, g, tp, pp, precision, kv, I + O)
+    _check_static(r, m, g, tp, pp, precision, kv)
     weights, acts = memory_per_gpu(s, mnt)
     free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
     r.add(free <= 0, _fmt("weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
@@ -270,6 +263,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, xp.maximum(max_batch, 1.0), mnt)
     else:
         bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, xp.maximum(max_batch, 1.0), mnt)
+    ttft = ttft + cal["request_overhead"]
+    e2e = e2e + cal["request_overhead"]
     ok = r.feasible
     out = {k: xp.where(ok, v, np.inf) for k, v in (("ttft_s", ttft), ("tpot_s", tpot), ("e2e_s", e2e))}
     out["output_tok_s"] = xp.where(ok, tok, 0.0)

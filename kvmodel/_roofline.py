@@ -21,7 +21,7 @@ from .models import ModelSpec
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "lm_head", "tp_allreduce",
-       "ep_alltoall")
+       "ep_alltoall", "framework")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Setup:
     coll_Bps: float     # effective per-GPU scale-up bandwidth for collectives
     p2p_alpha_s: float  # latency of one pipeline send
     overhead_s: float   # framework per-step overhead
+    kernel_s: float = 0.0  # fixed cost per kernel (launch gap, ramp-up/tail), per op per layer
+    seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
 
     # ---- per-rank geometry ------------------------------------------------------------------
     @property
@@ -68,11 +70,13 @@ class Setup:
         return m.num_attention_heads * m.v_dim * m.hidden_size / self.tp
 
 
-def _op(flops, nbytes, setup: Setup, rate_Fps: float) -> dict[str, Any]:
+def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]:
+    """Roofline time of ``kernels`` launches moving ``nbytes`` and doing ``flops`` in total."""
     t_c = flops / rate_Fps
     t_m = nbytes / setup.hbm_Bps
-    return {"flops": flops, "bytes": nbytes, "time_s": xp.maximum(t_c, t_m),
-            "compute_s": t_c, "memory_s": t_m}
+    fixed = kernels * setup.kernel_s
+    return {"flops": flops, "bytes": nbytes, "time_s": xp.maximum(t_c, t_m) + fixed,
+            "compute_s": t_c, "memory_s": t_m, "fixed_s": fixed}
 
 
 def _distinct_experts(m: ModelSpec, tokens):
@@ -90,7 +94,7 @@ def _attention(s: Setup, tokens, pairs_prefill, pairs_decode, kv_read, kv_write,
     flops = 2.0 * heads * (pairs_prefill * (m.qk_head_dim + m.v_dim) + pairs_decode * (qk_d + v_d))
     nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
     nbytes = nbytes + tokens * heads * (m.qk_head_dim + m.v_dim) * s.act_B
-    return _op(flops * layers, nbytes * layers, s, s.attn_Fps)
+    return _op(flops * layers, nbytes * layers, s, s.attn_Fps, layers)
 
 
 def _moe(s: Setup, tokens, layers):
@@ -100,7 +104,7 @@ def _moe(s: Setup, tokens, layers):
     flops = flops + 2.0 * tokens * m.router_params
     w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
     nbytes = (w + m.router_params) * s.w_B + act * (2.0 + 2.0 * m.experts_per_token)
-    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps)
+    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, layers)
 
 
 def _collectives(s: Setup, tokens, layers, moe_layers):
@@ -132,32 +136,35 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ops = {
         "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
                         (s.qkv_w_rank * s.w_B + tokens * (h + qkv_out) * s.act_B) * layers,
-                        s, s.gemm_Fps),
+                        s, s.gemm_Fps, layers),
         "attention": _attention(s, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers),
         "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
-                      (s.o_w_rank * s.w_B + tokens * 2.0 * h * s.act_B) * layers, s, s.gemm_Fps),
+                      (s.o_w_rank * s.w_B + tokens * 2.0 * h * s.act_B) * layers, s, s.gemm_Fps,
+                      layers),
     }
     mlp_w = m.dense_mlp_params / s.tp
     mlp_act = tokens * (2.0 * h + m.intermediate_size * 2.0 / s.tp) * s.act_B
     ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l, (mlp_w * s.w_B + mlp_act) * dense_l,
-                     s, s.gemm_Fps)
+                     s, s.gemm_Fps, dense_l)
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
     head_w = m.embedding_params / s.tp
     ops["lm_head"] = _op(2.0 * logits * head_w,
-                         head_w * s.w_B + logits * m.vocab_size / s.tp * 4.0, s, s.gemm_Fps)
+                         head_w * s.w_B + logits * m.vocab_size / s.tp * 4.0, s, s.gemm_Fps, 1.0)
     ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l)
     if m.is_moe:
         ops["ep_alltoall"] = a2a
     stage = 0.0
-    for name, op in ops.items():
+    for op in ops.values():
         stage = stage + op["time_s"]
         if "compute_s" in op:
             op["bound"] = xp.where(op["compute_s"] >= op["memory_s"], "compute", "memory")
         else:
             op["bound"] = "network"
     send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    latency = s.pp * stage + (s.pp - 1.0) * send + s.overhead_s
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": s.overhead_s + logits * s.seq_s,
+                        "bound": "host"}
+    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
     return ops, stage, latency
 
 

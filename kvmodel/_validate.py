@@ -23,9 +23,14 @@ from .hardware import data_dir
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
 
-FIT_PARAMS = ("gemm_efficiency_factor", "memory_efficiency_factor", "collective_latency")
+FIT_PARAMS = ("gemm_efficiency_factor", "memory_efficiency_factor", "collective_latency",
+              "kernel_latency", "sequence_overhead", "request_overhead")
 _BOUNDS = {"gemm_efficiency_factor": (0.3, 1.0), "memory_efficiency_factor": (0.5, 1.0),
-           "collective_latency": (1e-6, 50e-6)}
+           "collective_latency": (2e-6, 25e-6), "kernel_latency": (0.0, 5e-6),
+           "sequence_overhead": (0.0, 20e-6), "request_overhead": (0.0, 20e-3)}
+_SCALE = {"gemm_efficiency_factor": 1.0, "memory_efficiency_factor": 1.0,
+          "collective_latency": 1e-5, "kernel_latency": 1e-5,
+          "sequence_overhead": 1e-5, "request_overhead": 1e-3}
 _COLUMNS = ("id", "model", "gpu", "num_gpus", "tp", "pp", "ep", "precision", "input_len",
             "output_len", "mode", "mode_value", "metric", "stat", "value", "framework", "source")
 
@@ -70,8 +75,13 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
         return None, "open-loop request_rate needs the queueing model (issue 4)"
     if mode == "throughput_max" and metric in ("ttft_s", "e2e_s"):
         return None, "throughput_max latency depends on the benchmark's request count (not in data)"
+    if mode == "throughput_max" and metric == "tpot_s":
+        return None, ("online-serving TPOT at saturation depends on the engine's max_batch_size "
+                      "(not stated)")
+    if not r["precision"]:
+        return None, "precision not stated by the source"
     kw: dict[str, Any] = dict(model=r["model"], gpu=r["gpu"], tp=int(r["tp"]), pp=int(r["pp"] or 1),
-                              num_gpus=int(r["num_gpus"]), precision=r["precision"] or "fp16",
+                              num_gpus=int(r["num_gpus"]), precision=r["precision"],
                               input_len=int(r["input_len"]), output_len=int(r["output_len"]),
                               framework=framework_key(r["framework"]))
     if r["ep"]:
@@ -155,7 +165,7 @@ def fit_calibration(path: str | Path | None = None) -> tuple[dict[str, float], V
     base = {k: q.si for k, q in _estimate.get_calibration().items()}
     lo = np.array([_BOUNDS[k][0] for k in FIT_PARAMS])
     hi = np.array([_BOUNDS[k][1] for k in FIT_PARAMS])
-    scale = np.array([1.0, 1.0, 1e-5])
+    scale = np.array([_SCALE[k] for k in FIT_PARAMS])
 
     def residuals(x: np.ndarray) -> np.ndarray:
         _estimate._OVERRIDE.update(dict(zip(FIT_PARAMS, x * scale)))
@@ -174,3 +184,61 @@ def fit_calibration(path: str | Path | None = None) -> tuple[dict[str, float], V
     finally:
         _estimate._OVERRIDE.clear()
     return fitted, rep
+
+
+def interval_ratios(rep: ValidationReport, min_rows: int = 5) -> dict[str, tuple[float, float]]:
+    """10th/90th percentile of measured/predicted per metric (pooled when a metric has few rows)."""
+    from ._estimate import METRICS
+
+    pooled = np.exp(-np.array([r["log_ratio"] for r in rep.rows]))
+    out = {}
+    for metric in METRICS:
+        ratios = np.exp(-np.array([r["log_ratio"] for r in rep.rows if r["metric"] == metric]))
+        use = ratios if ratios.size >= min_rows else pooled
+        out[metric] = (float(np.quantile(use, 0.1)), float(np.quantile(use, 0.9)))
+    return out
+
+
+def write_calibration(fitted: dict[str, float], rep: ValidationReport, path: Path | None = None,
+                      data_name: str = "hardware_db/measurements/serving_calibration.csv") -> Path:
+    """Rewrite the fitted parameters and error bands in ``calibration.toml`` (kind 'derived')."""
+    from ._schema import HardwareDBError
+
+    p = path or data_dir() / "calibration.toml"
+    a = rep.ape()
+    how = (f"least squares (soft-L1) on log(predicted/measured) over {a.size} rows of {data_name}; "
+           f"all fitted jointly; median APE after fit {100 * np.median(a):.1f}%")
+    units = {"gemm_efficiency_factor": ("1", 1.0), "memory_efficiency_factor": ("1", 1.0),
+             "collective_latency": ("us", 1e-6), "kernel_latency": ("us", 1e-6),
+             "sequence_overhead": ("us", 1e-6), "request_overhead": ("ms", 1e-3)}
+    lines = {}
+    for k, v in fitted.items():
+        unit, f = units[k]
+        lo, hi = (b / f for b in _BOUNDS[k])
+        lines[k] = (f'{k} = {{ value = {v / f:.4g}, unit = "{unit}", kind = "derived", '
+                    f'source = "kvmodel calibrate (kvmodel/_validate.py fit_calibration)", '
+                    f'derivation = "{how}; bounds [{lo:g}, {hi:g}] {unit}" }}')
+    for metric, (lo, hi) in interval_ratios(rep).items():
+        for q, v in (("p10", lo), ("p90", hi)):
+            name = f"interval_{metric}_{q}"
+            lines[name] = (f'{name} = {{ value = {v:.4f}, unit = "1", kind = "derived", '
+                           f'source = "kvmodel calibrate residuals on {data_name}", '
+                           f'derivation = "{q[1:]}th percentile of measured/predicted for {metric} '
+                           f'(pooled over all metrics when fewer than 5 rows)" }}')
+    text = p.read_text().splitlines()
+    done = set()
+    for i, line in enumerate(text):
+        name = line.split("=", 1)[0].strip()
+        if name in lines:
+            text[i] = lines[name]
+            done.add(name)
+    text += [lines[k] for k in lines if k not in done]
+    p.write_text("\n".join(text) + "\n")
+    from .hardware import reset_catalog
+    reset_catalog()
+    try:
+        from .hardware import get_calibration
+        get_calibration()
+    except HardwareDBError as exc:  # pragma: no cover - would mean we wrote a bad file
+        raise RuntimeError(f"wrote an invalid {p}: {exc}") from exc
+    return p

@@ -1,0 +1,163 @@
+"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _batch(v: str) -> Any:
+    if v == "max":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch {v!r}: expected an integer or 'max'") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvmodel", description=__doc__)
+    p.add_argument("--hardware", action="append", default=[], metavar="FILE",
+                   help="extra hardware_db TOML file (repeatable)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("estimate", help="TTFT / TPOT / throughput of one serving instance")
+    e.add_argument("--model", default="llama-3.1-70b", help="catalog name or config.json path")
+    e.add_argument("--gpu", default="h100-sxm")
+    e.add_argument("--tp", type=int, default=8)
+    e.add_argument("--pp", type=int, default=1)
+    e.add_argument("--ep", type=int, default=1)
+    e.add_argument("--num-gpus", type=int, default=None)
+    e.add_argument("--precision", default="fp8")
+    e.add_argument("--kv-precision", default=None)
+    e.add_argument("--input-len", type=int, default=2048)
+    e.add_argument("--output-len", type=int, default=128)
+    e.add_argument("--batch", type=_batch, default=1, help="integer or 'max'")
+    e.add_argument("--concurrency", type=int, default=None)
+    e.add_argument("--framework", default="tensorrt-llm")
+    e.add_argument("--json", action="store_true", help="print JSON with the same fields")
+    v = sub.add_parser("validate", help="model vs published serving measurements")
+    v.add_argument("--data", default=None, help="CSV in the serving_calibration schema")
+    v.add_argument("--rows", action="store_true", help="also list every row")
+    c = sub.add_parser("calibrate", help="fit the global efficiency parameters")
+    c.add_argument("--data", default=None)
+    c.add_argument("--write", action="store_true", help="write them into calibration.toml")
+    h = sub.add_parser("hardware", help="list hardware_db entries or show one with sources")
+    h.add_argument("section", nargs="?", default="gpu",
+                   choices=("gpu", "link", "memory", "node", "framework", "calibration"))
+    h.add_argument("key", nargs="?")
+    sub.add_parser("models", help="list the LLM catalog")
+    return p
+
+
+def _fmt_num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _print_estimate(e: Any) -> None:
+    i = e.inputs
+    print(f"{i['model']} on {i['num_gpus']:.0f}x {i['gpu']}  tp={i['tp']:.0f} pp={i['pp']:.0f} "
+          f"ep={i['ep']:.0f}  weights {i['precision']}, KV {i['kv_precision']}  "
+          f"in={i['input_len']:.0f} out={i['output_len']:.0f}  mode={e.mode} ({i['framework']})")
+    if not e.feasible:
+        print(f"INFEASIBLE: {e.reason}")
+        return
+    band = e.interval
+    for name, unit, scale in (("ttft_s", "ms", 1e3), ("tpot_s", "ms", 1e3), ("e2e_s", "s", 1),
+                              ("output_tok_s", "tok/s", 1)):
+        v = getattr(e, name) * scale
+        lo, hi = (b * scale for b in band.get(name, (np.nan, np.nan)))
+        print(f"  {name:13s} {v:12.4g} {unit:6s} (calibration 10-90%: {lo:.4g} - {hi:.4g})")
+    print(f"  batch {e.batch:.0f} (largest that fits {e.max_batch:.0f}); KV capacity "
+          f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_bytes_per_token:.0f} KV B/token; "
+          f"weights {e.weights_bytes_per_gpu / 1e9:.2f} GB/GPU")
+    for phase, ops in e.breakdown.items():
+        print(f"\n  {phase} step, per GPU:  {'GFLOP':>10} {'MB':>10} {'time ms':>9}  bound")
+        for op, d in ops.items():
+            print(f"    {op:14s} {d['flops'] / 1e9:10.3g} {d['bytes'] / 1e6:10.4g} "
+                  f"{d['time_s'] * 1e3:9.4f}  {d['bound']}")
+
+
+def _cmd_estimate(a: argparse.Namespace) -> int:
+    from . import estimate
+    e = estimate(a.model, a.gpu, tp=a.tp, pp=a.pp, ep=a.ep, num_gpus=a.num_gpus,
+                 precision=a.precision, kv_precision=a.kv_precision, input_len=a.input_len,
+                 output_len=a.output_len, batch=1 if a.concurrency else a.batch,
+                 concurrency=a.concurrency, framework=a.framework)
+    if a.json:
+        print(json.dumps(e.to_dict(), indent=2, default=str))
+    else:
+        _print_estimate(e)
+    return 0
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from ._validate import run_validation
+    rep = run_validation(a.data)
+    print(rep.format())
+    if a.rows:
+        for r in sorted(rep.rows, key=lambda r: -r["ape"]):
+            print(f"  {r['id']} {r['metric']:12s} {r['model']:16s} {r['gpu']:14s} "
+                  f"pred {r['predicted']:10.4g} meas {r['measured']:10.4g} {100 * r['ape']:6.1f}%")
+    return 0
+
+
+def _cmd_calibrate(a: argparse.Namespace) -> int:
+    from ._validate import fit_calibration, write_calibration
+    fitted, rep = fit_calibration(a.data)
+    for k, v in fitted.items():
+        print(f"  {k:28s} {v:.4g}")
+    print(rep.format())
+    if a.write:
+        print(f"wrote {write_calibration(fitted, rep)}")
+    return 0
+
+
+def _cmd_hardware(a: argparse.Namespace) -> int:
+    from .hardware import list_entries, raw_entry
+    from ._schema import Quantity
+    if not a.key:
+        print("\n".join(list_entries(a.section)))
+        return 0
+    for field, v in raw_entry(a.section, a.key).items():
+        if isinstance(v, Quantity):
+            print(f"{field:26s} {_fmt_num(v.value):>10} {v.unit:8s} [{v.kind}] {v.source}")
+        elif isinstance(v, dict):
+            for p, q in v.items():
+                print(f"{field + '.' + p:26s} {_fmt_num(q.value):>10} {q.unit:8s} [{q.kind}] {q.source}")
+        else:
+            print(f"{field:26s} {v}")
+    return 0
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from .models import get_model, list_models
+    print(f"{'key':18s} {'params':>9} {'active':>9} {'KV B/token bf16':>16}  attention")
+    for k in list_models():
+        m = get_model(k)
+        print(f"{k:18s} {m.total_params / 1e9:8.1f}B {m.active_params / 1e9:8.1f}B "
+              f"{m.kv_bytes_per_token('bf16'):16.0f}  {m.attention}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    from .hardware import HardwareDBError, load_hardware
+    try:
+        for path in a.hardware:
+            load_hardware(path)
+        return {"estimate": _cmd_estimate, "validate": _cmd_validate, "calibrate": _cmd_calibrate,
+                "hardware": _cmd_hardware, "models": _cmd_models}[a.cmd](a)
+    except (ValueError, KeyError, HardwareDBError, OSError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"kvmodel: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

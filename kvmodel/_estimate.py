@@ -13,14 +13,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _xp as xp
-from ._roofline import Setup, memory_per_gpu, step_ops
+from ._roofline import Setup, label_bounds, memory_per_gpu, step_ops
 from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
 from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
 
 __all__ = ["estimate", "Estimate", "METRICS"]
 
 METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s")
-_FIXED_POINT_ITERS = 40
+_FIXED_POINT_ITERS = 60
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class Estimate:
 
 # ---- input validation ---------------------------------------------------------------------------
 def _num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
+    if type(v) in (int, float):  # fast scalar path
+        if v >= minimum and v == v and v != float("inf") and (not integer or v == int(v)):
+            return float(v)
     if isinstance(v, (bool, np.bool_)) or v is None:
         raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
     arr = np.asarray(v, dtype=float)
@@ -86,9 +89,15 @@ _OVERRIDE: dict[str, float] = {}  # used only while fitting (kvmodel._validate.f
 
 
 def _params() -> dict[str, float]:
-    p = {k: q.si for k, q in get_calibration().items()}
-    p.update(_OVERRIDE)
-    return p
+    cal = get_calibration()
+    if _CACHE.get("src") is not cal:
+        _CACHE.update(src=cal, si={k: q.si for k, q in cal.items()})
+    if not _OVERRIDE:
+        return _CACHE["si"]
+    return {**_CACHE["si"], **_OVERRIDE}
+
+
+_CACHE: dict[str, Any] = {}
 
 
 def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
@@ -112,42 +121,43 @@ def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: s
 
 # ---- feasibility --------------------------------------------------------------------------------
 class _Reasons:
-    """Accumulates the first reason of infeasibility per element."""
+    """Accumulates the first reason of infeasibility per element; messages are formatted only
+    for the elements they apply to."""
 
     def __init__(self, shape: tuple[int, ...]):
         self.shape = shape
         self.reason: Any = np.full(shape, "", dtype=object) if shape else ""
+        self.ok: Any = np.ones(shape, dtype=bool) if shape else True
 
-    def add(self, cond: Any, msg: Any) -> None:
-        if self.shape:
-            cond = np.broadcast_to(cond, self.shape)
-            msg = np.broadcast_to(np.asarray(msg, dtype=object), self.shape)
-            empty = self.reason == ""
-            self.reason = np.where(cond & empty, msg, self.reason)
-        elif cond and not self.reason:
-            self.reason = str(msg)
+    def add(self, cond: Any, template: str, *args: Any) -> None:
+        if not self.shape:
+            if cond and self.ok:
+                self.reason, self.ok = template.format(*args), False
+            return
+        hit = np.broadcast_to(cond, self.shape) & self.ok
+        if not hit.any():
+            return
+        idx = np.nonzero(hit)
+        vals = [np.broadcast_to(a, self.shape)[idx] if np.ndim(a) else [a] * len(idx[0])
+                for a in args]
+        self.reason[idx] = [template.format(*v) for v in zip(*vals)] if args else template
+        self.ok = self.ok & ~hit
 
     @property
     def feasible(self) -> Any:
-        return self.reason == "" if self.shape else not self.reason
-
-
-def _fmt(template: str, *arrays: Any) -> Any:
-    if not any(isinstance(a, np.ndarray) for a in arrays):
-        return template.format(*arrays)
-    return np.vectorize(lambda *a: template.format(*a), otypes=[object])(*arrays)
+        return self.ok
 
 
 def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str) -> None:
     if not g.supports(precision):
-        r.add(True, f"precision {precision} not supported on {g.key} "
-                    f"(supports {', '.join(sorted(g.peak_flops))})")
+        r.add(True, "precision {} not supported on {} (supports {})", precision, g.key,
+              ", ".join(sorted(g.peak_flops)))
     if kv == "fp8" and not g.supports("fp8") and g.vendor == "nvidia":
-        r.add(True, f"fp8 KV cache needs fp8 support, absent on {g.key}")
+        r.add(True, "fp8 KV cache needs fp8 support, absent on {}", g.key)
     heads = m.num_attention_heads
-    r.add((tp > heads) | (heads % tp != 0),
-          _fmt("tp={:.0f} does not divide num_attention_heads={}", tp, heads))
-    r.add(pp > m.num_layers, _fmt("pp={:.0f} exceeds num_layers={}", pp, m.num_layers))
+    r.add((tp > heads) | (heads % tp != 0), "tp={:.0f} does not divide num_attention_heads={}",
+          tp, heads)
+    r.add(pp > m.num_layers, "pp={:.0f} exceeds num_layers={}", pp, m.num_layers)
 
 
 # ---- modes --------------------------------------------------------------------------------------
@@ -155,8 +165,9 @@ def _kv_per_seq(m: ModelSpec, ctx):
     return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
 
 
-def _static(s: Setup, I, O, B, dp):
+def _static(s: Setup, I, O, B, dp, req_s):
     ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
+    lat_p = lat_p + req_s
     c = I + O / 2.0
     kv_c = _kv_per_seq(s.model, c)
     ops_d, _, lat_d = step_ops(s, B, B, 0.0, B * kv_c, B * kv_c, B)
@@ -164,7 +175,7 @@ def _static(s: Setup, I, O, B, dp):
     return {"prefill": ops_p, "decode": ops_d}, lat_p, lat_d, e2e, dp * B * O / e2e, B
 
 
-def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens):
+def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s):
     b_tok = xp.floor(max_tokens * O / (I + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
     P = B * I / O
@@ -173,27 +184,36 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens):
     ops, stage, lat = step_ops(s, b + p, b, p * I / 2.0, b * c, b * c, b + p)
     period = stage + ops["framework"]["time_s"]
     tpot = s.pp * period
-    ttft = tpot * xp.maximum(1.0, I / P)
+    ttft = req_s + tpot * xp.maximum(1.0, I / P)
     e2e = ttft + (O - 1.0) * tpot
     return {"step": ops}, ttft, tpot, e2e, dp * b / period, B
 
 
-def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens):
+def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s):
     n = N / dp
     a = xp.minimum(n, bmax)
     c = _kv_per_seq(s.model, I + O / 2.0)
+
+    # a new request waits for the running step, then its prompt runs in chunks that share each
+    # step's token budget with up to ``a`` decoding sequences
+    chunk = xp.minimum(I, xp.maximum(max_tokens - a, 1.0))
+    _, _, t_pf = step_ops(s, a + chunk, a + 1.0, chunk * (I + 1.0) / 2.0, a * c, a * c, a + chunk)
+    prefill_s = req_s + xp.ceil(I / chunk) * t_pf
+
+    def rates(t, D):
+        svc_ttft = prefill_s + 0.5 * t
+        return svc_ttft, a / (svc_ttft + (O - 1.0) * t)
+
     _, _, t = step_ops(s, a, a, 0.0, a * c, a * c, a)
     D = a
-    for _ in range(_FIXED_POINT_ITERS):
-        # a new request waits for the running step, then its prompt runs in chunks that share
-        # each step's token budget with the D decoding sequences
-        chunk = xp.minimum(I, xp.maximum(max_tokens - D, 1.0))
-        _, _, t_pf = step_ops(s, D + chunk, D + 1.0, chunk * (I + 1.0) / 2.0, D * c, D * c, D + chunk)
-        svc_ttft = 0.5 * t + xp.ceil(I / chunk) * t_pf
-        X = a / (svc_ttft + (O - 1.0) * t)
+    for i in range(_FIXED_POINT_ITERS):
+        svc_ttft, X = rates(t, D)
         D, P = X * (O - 1.0) * t, X * I * t
         ops, _, t_new = step_ops(s, D + P, D + X * t, P * I / 2.0, D * c, D * c, D + P)
-        t = 0.5 * (t + t_new)
+        t_old, t = t, (t_new if i < 20 else 0.5 * (t + t_new))  # damp if it has not settled
+        if not xp.any_true(abs(t - t_old) > 1e-7 * t):
+            break
+    svc_ttft, X = rates(t, D)  # outputs from one consistent t: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
     ttft = svc_ttft + wait
     e2e = ttft + (O - 1.0) * t
@@ -218,13 +238,13 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                                                      else precision))
     tp, pp, ep = _num("tp", tp), _num("pp", pp), _num("ep", ep)
     I, O = _num("input_len", input_len), _num("output_len", output_len)
-    if np.any(np.asarray(ep) > 1) and not m.is_moe:
+    if xp.any_true(ep > 1) and not m.is_moe:
         raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
-    if np.any(np.asarray(tp) % np.asarray(ep) != 0):
+    if xp.any_true(tp % ep != 0):
         raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
     group = tp * pp
     ngpu = group if num_gpus is None else _num("num_gpus", num_gpus)
-    if np.any(np.asarray(ngpu) % np.asarray(group) != 0):
+    if xp.any_true(ngpu % group != 0):
         raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
     dp = ngpu / group
     if concurrency is not None:
@@ -242,29 +262,32 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
     mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
 
-    shape = np.broadcast_shapes(*(np.shape(x) for x in (tp, pp, ep, I, O, ngpu, mnt, mbs)
-                                  + ((N,) if N is not None else ())))
+    args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
+    shape = (np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     r = _Reasons(shape)
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, acts = memory_per_gpu(s, mnt)
     free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
-    r.add(free <= 0, _fmt("weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
-                          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9))
+    r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
+          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
     kv_tok_B = s.model.num_layers / pp * s.kv_elems_rank * s.kv_B
     kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
     max_batch = xp.minimum(xp.floor(kv_cap / _kv_per_seq(m, I + O)), mbs)
-    r.add(max_batch < 1, _fmt("KV cache holds {:.0f} tokens, less than one request of {:.0f}",
-                              kv_cap, I + O))
+    r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
+          kv_cap, I + O)
+    req_s = cal["request_overhead"]
     if mode == "batch":
-        r.add(N > max_batch, _fmt("batch {:.0f} exceeds the largest batch that fits ({:.0f})",
-                                  N, max_batch))
-        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp)
+        r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
+              N, max_batch)
+        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp, req_s)
     elif mode == "max":
-        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, xp.maximum(max_batch, 1.0), mnt)
+        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, xp.maximum(max_batch, 1.0), mnt,
+                                                      req_s)
     else:
-        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, xp.maximum(max_batch, 1.0), mnt)
-    ttft = ttft + cal["request_overhead"]
-    e2e = e2e + cal["request_overhead"]
+        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, xp.maximum(max_batch, 1.0), mnt,
+                                                   req_s)
+    for ops in bd.values():
+        label_bounds(ops)
     ok = r.feasible
     out = {k: xp.where(ok, v, np.inf) for k, v in (("ttft_s", ttft), ("tpot_s", tpot), ("e2e_s", e2e))}
     out["output_tok_s"] = xp.where(ok, tok, 0.0)

@@ -18,7 +18,7 @@ from . import _xp as xp
 from .hardware import FrameworkSpec, GPUSpec
 from .models import ModelSpec
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu"]
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
@@ -47,27 +47,22 @@ class Setup:
     kernel_s: float = 0.0  # fixed cost per kernel (launch gap, ramp-up/tail), per op per layer
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
 
-    # ---- per-rank geometry ------------------------------------------------------------------
-    @property
-    def kv_elems_rank(self):
-        """Cached KV elements per token per layer on one rank (KV heads replicate if tp > kv)."""
-        m = self.model
-        if m.attention == "mla":
-            return float(m.kv_elements_per_token_layer)  # latent replicated on every rank
-        return 2.0 * xp.ceil(m.num_kv_heads / self.tp) * m.head_dim
+    # ---- per-rank geometry, computed once --------------------------------------------------
+    kv_elems_rank: Any = None  # cached KV elements per token per layer on one rank
+    qkv_w_rank: Any = None     # QKV projection weight elements per rank per layer
+    o_w_rank: Any = None       # O projection weight elements per rank per layer
 
-    @property
-    def qkv_w_rank(self):
-        m = self.model
+    def __post_init__(self) -> None:
+        m, tp = self.model, self.tp
         if m.attention == "mla":
-            return (m.attn_params - m.num_attention_heads * m.v_head_dim * m.hidden_size) / self.tp
-        q = m.hidden_size * m.num_attention_heads * m.head_dim / self.tp
-        return q + m.hidden_size * self.kv_elems_rank
-
-    @property
-    def o_w_rank(self):
-        m = self.model
-        return m.num_attention_heads * m.v_dim * m.hidden_size / self.tp
+            kv = float(m.kv_elements_per_token_layer)  # latent replicated on every rank
+            qkv = (m.attn_params - m.num_attention_heads * m.v_head_dim * m.hidden_size) / tp
+        else:
+            kv = 2.0 * xp.ceil(m.num_kv_heads / tp) * m.head_dim  # heads replicate if tp > kv
+            qkv = m.hidden_size * m.num_attention_heads * m.head_dim / tp + m.hidden_size * kv
+        object.__setattr__(self, "kv_elems_rank", kv)
+        object.__setattr__(self, "qkv_w_rank", qkv)
+        object.__setattr__(self, "o_w_rank", m.num_attention_heads * m.v_dim * m.hidden_size / tp)
 
 
 def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]:
@@ -124,8 +119,8 @@ def _collectives(s: Setup, tokens, layers, moe_layers):
 def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
     """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
 
-    Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s,
-    bound); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
+    Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s)
+    (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
     end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
     """
     m = s.model
@@ -157,15 +152,20 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     stage = 0.0
     for op in ops.values():
         stage = stage + op["time_s"]
+    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": s.overhead_s + logits * s.seq_s}
+    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
+    return ops, stage, latency
+
+
+def label_bounds(ops: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Add ``bound`` (compute / memory / network / host) to each op of a final breakdown."""
+    for name, op in ops.items():
         if "compute_s" in op:
             op["bound"] = xp.where(op["compute_s"] >= op["memory_s"], "compute", "memory")
         else:
-            op["bound"] = "network"
-    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": s.overhead_s + logits * s.seq_s,
-                        "bound": "host"}
-    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
-    return ops, stage, latency
+            op["bound"] = "host" if name == "framework" else "network"
+    return ops
 
 
 def memory_per_gpu(s: Setup, max_num_tokens):

@@ -7,32 +7,48 @@ import math
 
 import numpy as np
 
-__all__ = ["maximum", "minimum", "where", "ceil", "floor", "is_array", "power"]
+__all__ = ["maximum", "minimum", "where", "ceil", "floor", "is_array", "power", "any_true"]
+
+
+_A = np.ndarray
 
 
 def is_array(*xs: object) -> bool:
-    return any(isinstance(x, np.ndarray) for x in xs)
+    return any(isinstance(x, _A) for x in xs)
 
 
 def maximum(a, b):
-    return np.maximum(a, b) if is_array(a, b) else (a if a >= b else b)
+    if isinstance(a, _A) or isinstance(b, _A):
+        return np.maximum(a, b)
+    return a if a >= b else b
 
 
 def minimum(a, b):
-    return np.minimum(a, b) if is_array(a, b) else (a if a <= b else b)
+    if isinstance(a, _A) or isinstance(b, _A):
+        return np.minimum(a, b)
+    return a if a <= b else b
 
 
 def where(cond, a, b):
-    return np.where(cond, a, b) if is_array(cond, a, b) else (a if cond else b)
+    if isinstance(cond, _A) or isinstance(a, _A) or isinstance(b, _A):
+        return np.where(cond, a, b)
+    return a if cond else b
 
 
 def ceil(a):
-    return np.ceil(a) if is_array(a) else float(math.ceil(a))
+    return np.ceil(a) if isinstance(a, _A) else float(math.ceil(a))
 
 
 def floor(a):
-    return np.floor(a) if is_array(a) else float(math.floor(a))
+    return np.floor(a) if isinstance(a, _A) else float(math.floor(a))
 
 
 def power(a, b):
-    return np.power(a, b) if is_array(a, b) else a ** b
+    if isinstance(a, _A) or isinstance(b, _A):
+        return np.power(a, b)
+    return a ** b
+
+
+def any_true(cond) -> bool:
+    """``cond.any()`` for arrays, ``bool(cond)`` for scalars."""
+    return bool(cond.any()) if isinstance(cond, _A) else bool(cond)

@@ -178,6 +178,7 @@ class _Catalog:
     def __init__(self) -> None:
         self.raw = RawDB()
         self.specs: dict[str, dict[str, Any]] = {s: {} for s in SCHEMAS}
+        self.frozen: dict[str, Any] = {}
         base = data_dir()
         files = sorted(base.glob("*.toml")) + sorted((base / "models").glob("*.toml"))
         extra = [Path(p) for p in os.environ.get("KVMODEL_HARDWARE", "").split(os.pathsep) if p]
@@ -188,6 +189,7 @@ class _Catalog:
         self._build()
 
     def _build(self) -> None:
+        self.frozen = {}
         check_refs(self.raw)
         for section, build in _BUILDERS.items():
             for key, e in self.raw.entries[section].items():
@@ -253,8 +255,11 @@ def _lookup_raw(section: str, key: str) -> dict[str, Any]:
 def _get(section: str, key: Any) -> Any:
     if not isinstance(key, str):
         return key  # already a spec object (user-built)
+    specs = _catalog().specs[section]
+    if key in specs:
+        return specs[key]
     _lookup_raw(section, key)
-    return _catalog().specs[section][key.lower()]
+    return specs[key.lower()]
 
 
 def get_gpu(key: str | GPUSpec) -> GPUSpec:
@@ -279,4 +284,7 @@ def get_framework(key: str | FrameworkSpec) -> FrameworkSpec:
 
 def get_calibration() -> Mapping[str, Quantity]:
     """The calibrated model parameters (``[calibration.model]`` in calibration.toml)."""
-    return _frozen(_lookup_raw("calibration", "model"))
+    cat = _catalog()
+    if "calibration" not in cat.frozen:
+        cat.frozen["calibration"] = _frozen(_lookup_raw("calibration", "model"))
+    return cat.frozen["calibration"]

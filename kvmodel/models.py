@@ -139,11 +139,12 @@ class ModelSpec:
 
     @cached_property
     def active_params(self) -> int:
-        """Parameters one token multiplies (excludes the embedding lookup)."""
+        """Activated parameters per token, model-card convention (embedding and LM head counted)."""
         moe = (self.experts_per_token * self.expert_params + self.shared_expert_params
                + self.router_params)
+        head = 0 if self.tie_word_embeddings else self.embedding_params
         return (self.num_layers * self.attn_params + self.num_dense_layers * self.dense_mlp_params
-                + self.num_moe_layers * moe + self.embedding_params)
+                + self.num_moe_layers * moe + self.embedding_params + head)
 
     def kv_bytes_per_token(self, kv_precision: str = "bf16") -> float:
         """KV cache bytes per token for the whole model (all layers, no TP replication)."""
@@ -240,6 +241,8 @@ def get_model(name: str | ModelSpec | os.PathLike[str]) -> ModelSpec:
         return load_hf_config(name)
     if not isinstance(name, str):
         raise TypeError(f"model must be a name, a ModelSpec or a config.json path, got {name!r}")
+    if name in _CACHE:
+        return _CACHE[name]
     index = _index()
     for c in _candidates(name):
         if c in index:
@@ -274,7 +277,8 @@ def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if kv is None:
         kv = 1 if cfg.get("multi_query") else nh
     f: dict[str, Any] = {
-        "name": cfg.get("_name_or_path") or mtype or "custom", "hf_id": cfg.get("_name_or_path", ""),
+        "name": cfg.get("_name_or_path") or mtype or "custom",
+        "hf_id": cfg.get("_name_or_path") or mtype or "custom",
         "hidden_size": h, "num_layers": layers, "num_attention_heads": nh, "num_kv_heads": kv,
         "head_dim": _first(cfg, "head_dim", default=h // nh),
         "intermediate_size": _first(cfg, "intermediate_size", "intermediate_size_mlp", "n_inner",

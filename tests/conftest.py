@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+
+import kvmodel
+from kvmodel.hardware import reset_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_catalog(monkeypatch):
+    """Isolate tests that add user hardware files: reload the bundled catalog before and after."""
+    monkeypatch.delenv("KVMODEL_HARDWARE", raising=False)
+    reset_catalog()
+    yield
+    reset_catalog()
+
+
+TOY_GPU = """
+schema_version = 1
+[gpu.toy]
+name = "Toy GPU with round numbers"
+vendor = "nvidia"
+architecture = "toy"
+hbm_capacity = { value = 100, unit = "GB", kind = "assumed", source = "test", reason = "round" }
+hbm_bandwidth = { value = 1, unit = "TB/s", kind = "assumed", source = "test", reason = "round" }
+peak_flops.bf16 = { value = 1000, unit = "TFLOP/s", kind = "assumed", source = "test", reason = "round" }
+matmul_efficiency = { value = 1, unit = "1", kind = "assumed", source = "test", reason = "round" }
+hbm_efficiency = { value = 1, unit = "1", kind = "assumed", source = "test", reason = "round" }
+scale_up_link = "nvlink4"
+scale_up_bandwidth = { value = 100, unit = "GB/s", kind = "assumed", source = "test", reason = "round" }
+host_link = "pcie5-x16"
+host_bandwidth = { value = 50, unit = "GB/s", kind = "assumed", source = "test", reason = "round" }
+tdp = { value = 500, unit = "W", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+@pytest.fixture
+def toy_gpu(tmp_path, fresh_catalog):
+    p = tmp_path / "toy.toml"
+    p.write_text(TOY_GPU)
+    kvmodel.load_hardware(p)
+    return kvmodel.get_gpu("toy")

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel._validate import load_rows, row_kwargs, run_validation
+
+
+@pytest.fixture(scope="module")
+def report():
+    return kvmodel.validate()
+
+
+def test_coverage_accounts_for_every_row(report):
+    assert len(report.rows) + sum(report.skipped.values()) == report.total == len(load_rows())
+    assert len(report.rows) >= 120
+
+
+def test_median_error_within_target(report):
+    # the target: median error <= 15 % per metric on the calibration rows
+    for metric, (n, median, _) in report.groups("metric").items():
+        limit = 0.15 if n >= 20 else 0.25  # metrics with a handful of rows get a looser guard
+        assert median <= limit, (metric, n, median)
+
+
+def test_every_gpu_reported(report):
+    assert set(report.groups("gpu")) == {"h100-sxm", "h200-sxm", "a100-sxm-80gb"}
+    assert "median" in report.format()
+
+
+def test_bundled_csv_matches_shared_copy_schema():
+    rows = load_rows()
+    assert all(r["source"] for r in rows)
+
+
+def test_bad_csv_names_line(tmp_path):
+    p = tmp_path / "bad.csv"
+    text = open(kvmodel.hardware.data_dir() / "measurements" / "serving_calibration.csv").read()
+    lines = text.splitlines()
+    lines[3] = lines[3].replace(",output_tok_s,total,", ",output_tok_s,total,-")
+    p.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match="line 4"):
+        run_validation(p)
+
+
+def test_request_rate_rows_are_skipped_with_reason():
+    kw, why = row_kwargs({"mode": "request_rate", "metric": "ttft_s"})
+    assert kw is None and "queueing" in why

@@ -20,7 +20,7 @@ from .models import ModelSpec
 
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds"]
 
-OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "lm_head", "tp_allreduce",
+OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
 
 
@@ -102,6 +102,23 @@ def _moe(s: Setup, tokens, layers):
     return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, layers)
 
 
+def _elementwise(s: Setup, tokens, layers, dense_l, moe_l):
+    """Memory-bound per-token kernels between the GEMMs, per layer: two fused residual-add +
+    RMSNorm (read 2h, write 2h each), rotary embedding on q and k (read + write), and the gated
+    activation (read the 2 halves, write one) or GELU (read, write)."""
+    m = s.model
+    h = m.hidden_size
+    rope = 2.0 * (m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank / 2.0)
+    act = 3.0 if m.mlp == "gated" else 2.0
+    mlp_width = (dense_l * m.intermediate_size
+                 + moe_l * (m.experts_per_token * m.moe_intermediate_size
+                            + m.num_shared_experts * (m.shared_expert_intermediate_size
+                                                      or m.moe_intermediate_size))) / s.tp
+    per_token = layers * (8.0 * h + rope) + act * mlp_width
+    nbytes = tokens * per_token * s.act_B
+    return _op(0.0, nbytes, s, s.gemm_Fps, 3.0 * layers)
+
+
 def _collectives(s: Setup, tokens, layers, moe_layers):
     """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP."""
     m = s.model
@@ -143,6 +160,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
                      s, s.gemm_Fps, dense_l)
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
+    ops["elementwise"] = _elementwise(s, tokens, layers, dense_l, moe_l)
     head_w = m.embedding_params / s.tp
     ops["lm_head"] = _op(2.0 * logits * head_w,
                          head_w * s.w_B + logits * m.vocab_size / s.tp * 4.0, s, s.gemm_Fps, 1.0)

@@ -26,7 +26,7 @@ __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows",
 FIT_PARAMS = ("gemm_efficiency_factor", "memory_efficiency_factor", "collective_latency",
               "kernel_latency", "sequence_overhead", "request_overhead")
 _BOUNDS = {"gemm_efficiency_factor": (0.3, 1.0), "memory_efficiency_factor": (0.5, 1.0),
-           "collective_latency": (2e-6, 25e-6), "kernel_latency": (0.0, 5e-6),
+           "collective_latency": (2e-6, 45e-6), "kernel_latency": (0.0, 15e-6),
            "sequence_overhead": (0.0, 20e-6), "request_overhead": (0.0, 20e-3)}
 _SCALE = {"gemm_efficiency_factor": 1.0, "memory_efficiency_factor": 1.0,
           "collective_latency": 1e-5, "kernel_latency": 1e-5,

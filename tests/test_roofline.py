@@ -47,8 +47,11 @@ def test_decode_step_golden():
     assert ops["mlp"]["time_s"] == pytest.approx(240.2e-6)
     # lm head: 1e7 x 2 B + 10,000 fp32 logits = 20.04e6 B -> 20.04 us
     assert ops["lm_head"]["time_s"] == pytest.approx(20.04e-6)
+    # elementwise per token: 10 layers x (8 x 1000 norms/residuals + rotary 2 x (1000 + 1000))
+    #   + gated activation 3 x 4000 x 10 layers = 240,000 elements x 2 B = 480,000 B -> 0.48 us
+    assert ops["elementwise"]["time_s"] == pytest.approx(0.48e-6)
     assert ops["tp_allreduce"]["time_s"] == 0.0
-    assert latency == pytest.approx(380.44e-6)
+    assert latency == pytest.approx(380.92e-6)
 
 
 def test_breakdown_sums_to_latency():

@@ -189,6 +189,24 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s):
     return {"step": ops}, ttft, tpot, e2e, dp * b / period, B
 
 
+def _prefill_queue(a, S, P0, Z):
+    """Closed loop of ``a`` clients over a single prefill server of deterministic service ``S``.
+
+    A cycle is prefill wait W + ``P0`` (prefill, request overhead, half a step) + ``Z`` (decode).
+    W is the M/D/1 wait S·q / (2 (1 - q)) at the utilisation seen by an arriving client,
+    q = X·S·(a-1)/a (Schweitzer's arrival-theorem correction), and X = a / (W + P0 + Z).
+    Eliminating X gives A·q² + B·q + C = 0 with exactly one root in (0, 1) (g(0) = C < 0,
+    g(1) = S > 0), taken in the cancellation-free form. Returns (W + P0, X).
+    """
+    m = xp.maximum(a - 1.0, 0.0)
+    A = S - 2.0 * (P0 + Z)
+    B = 2.0 * (P0 + Z) + 2.0 * m * S
+    C = -2.0 * m * S
+    q = -2.0 * C / (B + (xp.maximum(B * B - 4.0 * A * C, 0.0)) ** 0.5)
+    wait = S * q / (2.0 * (1.0 - q))
+    return P0 + wait, a / (wait + P0 + Z)
+
+
 def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s):
     n = N / dp
     a = xp.minimum(n, bmax)
@@ -200,20 +218,20 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s):
     _, _, t_pf = step_ops(s, a + chunk, a + 1.0, chunk * (I + 1.0) / 2.0, a * c, a * c, a + chunk)
     prefill_s = req_s + xp.ceil(I / chunk) * t_pf
 
-    def rates(t, D):
-        svc_ttft = prefill_s + 0.5 * t
-        return svc_ttft, a / (svc_ttft + (O - 1.0) * t)
+    S = xp.ceil(I / chunk) * t_pf  # engine time one prompt's chunks occupy
+
+    def rates(t):
+        return _prefill_queue(a, S, prefill_s + 0.5 * t, (O - 1.0) * t)
 
     _, _, t = step_ops(s, a, a, 0.0, a * c, a * c, a)
-    D = a
     for i in range(_FIXED_POINT_ITERS):
-        svc_ttft, X = rates(t, D)
+        svc_ttft, X = rates(t)
         D, P = X * (O - 1.0) * t, X * I * t
         ops, _, t_new = step_ops(s, D + P, D + X * t, P * I / 2.0, D * c, D * c, D + P)
         t_old, t = t, (t_new if i < 20 else 0.5 * (t + t_new))  # damp if it has not settled
         if not xp.any_true(abs(t - t_old) > 1e-7 * t):
             break
-    svc_ttft, X = rates(t, D)  # outputs from one consistent t: Little's law holds exactly
+    svc_ttft, X = rates(t)  # outputs from one consistent state: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
     ttft = svc_ttft + wait
     e2e = ttft + (O - 1.0) * t

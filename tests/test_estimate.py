@@ -195,3 +195,17 @@ def test_json_ready(tmp_path):
     import json
     e = kvmodel.estimate(**BASE, input_len=np.array([100, 200]))
     json.dumps(e.to_dict())
+
+
+def test_closed_loop_prefill_server_saturates():
+    """O=1: every client only prefills, so throughput saturates at one prompt per service time
+    and TTFT grows about linearly with clients (a closed queue never exceeds utilisation 1)."""
+    n = np.array([1, 10, 100, 1000])
+    e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", precision="fp8", input_len=32000,
+                         output_len=1, concurrency=n)
+    x = e.output_tok_s  # requests/s when output_len = 1
+    assert x[1] > x[0]  # a second client keeps the server busier ...
+    assert x[3] <= x[2] * 1.05  # ... but a saturated server serves no faster with more clients
+    assert np.allclose(x * e.e2e_s, n)  # Little's law
+    assert np.all(np.diff(e.ttft_s) > 0)
+    assert e.ttft_s[3] > 50 * e.ttft_s[0]

@@ -239,6 +239,47 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s):
 
 
 # ---- public -------------------------------------------------------------------------------------
+def _parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
+    """Validated (tp, pp, ep, num_gpus, data-parallel replicas)."""
+    tp, pp, ep = _num("tp", tp), _num("pp", pp), _num("ep", ep)
+    if xp.any_true(ep > 1) and not m.is_moe:
+        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
+    if xp.any_true(tp % ep != 0):
+        raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
+    group = tp * pp
+    ngpu = group if num_gpus is None else _num("num_gpus", num_gpus)
+    if xp.any_true(ngpu % group != 0):
+        raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
+    return tp, pp, ep, ngpu, ngpu / group
+
+
+def _mode(batch: Any, concurrency: Any) -> tuple[str, Any]:
+    if concurrency is not None:
+        if not (isinstance(batch, (int, float)) and batch == 1):
+            raise ValueError("give either batch or concurrency, not both")
+        return "concurrency", _num("concurrency", concurrency)
+    if isinstance(batch, str):
+        if batch != "max":
+            raise ValueError(f"batch={batch!r}: expected a number or 'max'")
+        return "max", None
+    return "batch", _num("batch", batch)
+
+
+def _memory_fit(r: _Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
+    """Weights per GPU, KV capacity in tokens and the largest batch; flags what does not fit."""
+    m, g = s.model, s.gpu
+    weights, acts = memory_per_gpu(s, mnt)
+    free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
+    r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
+          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
+    kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B
+    kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
+    max_batch = xp.minimum(xp.floor(kv_cap / _kv_per_seq(m, I + O)), mbs)
+    r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
+          kv_cap, I + O)
+    return weights, kv_cap, max_batch
+
+
 def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
              input_len: Any = 1024, output_len: Any = 128, batch: Any = 1,
@@ -254,56 +295,27 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     precision = _precision("precision", precision)
     kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
                                                      else precision))
-    tp, pp, ep = _num("tp", tp), _num("pp", pp), _num("ep", ep)
+    tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
     I, O = _num("input_len", input_len), _num("output_len", output_len)
-    if xp.any_true(ep > 1) and not m.is_moe:
-        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
-    if xp.any_true(tp % ep != 0):
-        raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
-    group = tp * pp
-    ngpu = group if num_gpus is None else _num("num_gpus", num_gpus)
-    if xp.any_true(ngpu % group != 0):
-        raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
-    dp = ngpu / group
-    if concurrency is not None:
-        if not (isinstance(batch, (int, float)) and batch == 1):
-            raise ValueError("give either batch or concurrency, not both")
-        mode, N = "concurrency", _num("concurrency", concurrency)
-    elif isinstance(batch, str):
-        if batch != "max":
-            raise ValueError(f"batch={batch!r}: expected a number or 'max'")
-        mode, N = "max", None
-    else:
-        mode, N = "batch", _num("batch", batch)
+    mode, N = _mode(batch, concurrency)
     cal = _params()
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
     mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
 
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
-    shape = (np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
-    r = _Reasons(shape)
+    r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
-    weights, acts = memory_per_gpu(s, mnt)
-    free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
-    r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
-          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
-    kv_tok_B = s.model.num_layers / pp * s.kv_elems_rank * s.kv_B
-    kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
-    max_batch = xp.minimum(xp.floor(kv_cap / _kv_per_seq(m, I + O)), mbs)
-    r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
-          kv_cap, I + O)
-    req_s = cal["request_overhead"]
+    weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
+    req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)
         bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp, req_s)
     elif mode == "max":
-        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, xp.maximum(max_batch, 1.0), mnt,
-                                                      req_s)
+        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, fits, mnt, req_s)
     else:
-        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, xp.maximum(max_batch, 1.0), mnt,
-                                                   req_s)
+        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, fits, mnt, req_s)
     for ops in bd.values():
         label_bounds(ops)
     ok = r.feasible
@@ -311,15 +323,15 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     out["output_tok_s"] = xp.where(ok, tok, 0.0)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
-                  batch=N if mode == "batch" else mode, concurrency=N if mode == "concurrency" else None,
-                  framework=fw.key)
+                  batch=N if mode == "batch" else mode,
+                  concurrency=N if mode == "concurrency" else None, framework=fw.key)
     return Estimate(**out, batch=xp.where(ok, B, 0.0), feasible=ok, reason=r.reason, mode=mode,
                     breakdown=bd, kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
                     weights_bytes_per_gpu=weights, kv_bytes_per_token=m.kv_bytes_per_token(kv),
-                    interval=_interval(out, cal, mode), inputs=inputs)
+                    interval=_interval(out, cal), inputs=inputs)
 
 
-def _interval(out: Mapping[str, Any], cal: Mapping[str, float], mode: str) -> dict[str, tuple]:
+def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:
     """10th–90th percentile band of measured/predicted on the calibration rows, per metric."""
     band = {}
     for metric, v in out.items():

@@ -39,6 +39,11 @@ def default_data() -> Path:
     return data_dir() / "measurements" / "serving_calibration.csv"
 
 
+def holdout_data() -> Path:
+    """Published rows on GPUs and frameworks the calibration never sees (never fitted)."""
+    return data_dir() / "measurements" / "holdout_serving.csv"
+
+
 def load_rows(path: str | Path | None = None) -> list[dict[str, str]]:
     """Read and check a calibration CSV; errors name the line and column."""
     p = Path(path) if path else default_data()

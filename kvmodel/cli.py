@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON with the same fields")
     v = sub.add_parser("validate", help="model vs published serving measurements")
     v.add_argument("--data", default=None, help="CSV in the serving_calibration schema")
+    v.add_argument("--holdout", action="store_true",
+                   help="use the bundled held-out set (GPUs/frameworks never used for fitting)")
     v.add_argument("--rows", action="store_true", help="also list every row")
     c = sub.add_parser("calibrate", help="fit the global efficiency parameters")
     c.add_argument("--data", default=None)
@@ -97,8 +99,8 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from ._validate import run_validation
-    rep = run_validation(a.data)
+    from ._validate import holdout_data, run_validation
+    rep = run_validation(holdout_data() if a.holdout else a.data)
     print(rep.format())
     if a.rows:
         for r in sorted(rep.rows, key=lambda r: -r["ape"]):

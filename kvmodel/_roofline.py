@@ -196,6 +196,6 @@ def memory_per_gpu(s: Setup, max_num_tokens):
                + m.num_moe_layers / s.pp * (experts / s.tp + m.router_params))
     heads = xp.where(s.pp > 1, 1.0, 1.0 if m.tie_word_embeddings else 2.0)
     weights = (weights + heads * m.embedding_params / s.tp) * s.w_B
-    widest = max(m.intermediate_size * m._mats, m.moe_intermediate_size * m._mats * m.experts_per_token)
+    widest = max(m.intermediate_size * m.mlp_matrices, m.moe_intermediate_size * m.mlp_matrices * m.experts_per_token)
     activations = max_num_tokens * (4.0 * m.hidden_size + widest / s.tp) * s.act_B
     return weights, activations

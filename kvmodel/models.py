@@ -106,21 +106,22 @@ class ModelSpec:
         return h * nh * self.head_dim * 2 + 2 * h * self.num_kv_heads * self.head_dim
 
     @property
-    def _mats(self) -> int:
+    def mlp_matrices(self) -> int:
+        """Weight matrices per MLP/expert: 3 for gated (SwiGLU), 2 for plain (GELU)."""
         return 3 if self.mlp == "gated" else 2
 
     @property
     def dense_mlp_params(self) -> int:
-        return self._mats * self.hidden_size * self.intermediate_size
+        return self.mlp_matrices * self.hidden_size * self.intermediate_size
 
     @property
     def expert_params(self) -> int:
-        return self._mats * self.hidden_size * self.moe_intermediate_size
+        return self.mlp_matrices * self.hidden_size * self.moe_intermediate_size
 
     @property
     def shared_expert_params(self) -> int:
         size = self.shared_expert_intermediate_size or self.moe_intermediate_size
-        return self.num_shared_experts * self._mats * self.hidden_size * size
+        return self.num_shared_experts * self.mlp_matrices * self.hidden_size * size
 
     @property
     def router_params(self) -> int:

@@ -99,7 +99,7 @@ def _moe(s: Setup, tokens, layers):
     flops = flops + 2.0 * tokens * m.router_params
     w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
     nbytes = (w + m.router_params) * s.w_B + act * (2.0 + 2.0 * m.experts_per_token)
-    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, layers)
+    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)  # route, 2 grouped GEMMs, combine
 
 
 def _elementwise(s: Setup, tokens, layers, dense_l, moe_l):
@@ -157,7 +157,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     mlp_w = m.dense_mlp_params / s.tp
     mlp_act = tokens * (2.0 * h + m.intermediate_size * 2.0 / s.tp) * s.act_B
     ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l, (mlp_w * s.w_B + mlp_act) * dense_l,
-                     s, s.gemm_Fps, dense_l)
+                     s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
     ops["elementwise"] = _elementwise(s, tokens, layers, dense_l, moe_l)

@@ -1,0 +1,70 @@
+"""The in-memory request trace shared by loaders, reuse models and (later) the simulator.
+
+A :class:`Trace` is a struct of numpy arrays (one entry per request, in file order) plus the
+ragged per-request prefix-block hash chains stored CSR-style: the hash ids of request ``i``
+are ``block_ids[block_offsets[i]:block_offsets[i + 1]]``. Equal ids are reusable KV blocks of
+``block_tokens`` tokens; ids are chained (an id stands for the whole prefix up to its block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Trace"]
+
+
+@dataclass(frozen=True)
+class Trace:
+    arrival_s: np.ndarray      # float64 [n], seconds from the trace start, non-decreasing
+    input_len: np.ndarray      # int64 [n], prompt tokens
+    output_len: np.ndarray     # int64 [n], generated tokens
+    block_offsets: np.ndarray  # int64 [n + 1], CSR offsets into block_ids
+    block_ids: np.ndarray      # int64 [total blocks], prefix-block hash ids
+    block_tokens: int = 512
+    name: str = ""
+    session: np.ndarray | None = field(default=None, compare=False)  # int64 [n] or None
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        for name in ("input_len", "output_len"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Trace.{name} has {len(getattr(self, name))} entries, expected {n}")
+        if len(self.block_offsets) != n + 1 or (n and self.block_offsets[-1] != len(self.block_ids)):
+            raise ValueError("Trace.block_offsets must have n + 1 entries ending at len(block_ids)")
+        if self.block_tokens < 1:
+            raise ValueError(f"Trace.block_tokens={self.block_tokens}: must be >= 1")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    def hash_ids(self, i: int) -> np.ndarray:
+        """Prefix-block hash chain of request ``i``."""
+        return self.block_ids[self.block_offsets[i]:self.block_offsets[i + 1]]
+
+    @property
+    def blocks_per_request(self) -> np.ndarray:
+        return np.diff(self.block_offsets)
+
+    @property
+    def total_blocks(self) -> int:
+        return int(len(self.block_ids))
+
+    @property
+    def unique_blocks(self) -> int:
+        return int(len(np.unique(self.block_ids)))
+
+    @classmethod
+    def from_lists(cls, hash_ids: list[list[int]], input_len=None, output_len=None,
+                   arrival_s=None, block_tokens: int = 512, name: str = "") -> "Trace":
+        """Build a trace from Python lists (tests, hand-made examples)."""
+        n = len(hash_ids)
+        lens = np.array([len(h) for h in hash_ids], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        ids = (np.concatenate([np.asarray(h, dtype=np.int64) for h in hash_ids])
+               if n and offsets[-1] else np.zeros(0, dtype=np.int64))
+        inp = np.asarray(input_len if input_len is not None else lens * block_tokens, dtype=np.int64)
+        out = np.asarray(output_len if output_len is not None else np.ones(n), dtype=np.int64)
+        t = np.asarray(arrival_s if arrival_s is not None else np.zeros(n), dtype=np.float64)
+        return cls(t, inp, out, offsets, ids, block_tokens, name)

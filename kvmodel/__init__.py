@@ -13,6 +13,7 @@ from ._schema import HardwareDBError, Quantity
 from .hardware import (FrameworkSpec, GPUSpec, LinkSpec, MemorySpec, NodeSpec, get_framework,
                        get_gpu, get_link, get_memory, get_node, list_entries, load_hardware)
 from .models import ModelSpec, get_model, kv_bytes_per_token, list_models, load_hf_config
+from .tiers import TIER_KINDS, Tier, TransferPath, node_tiers
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "get_gpu", "get_link", "get_memory", "get_node", "get_framework", "list_entries",
     "load_hardware", "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec",
     "HardwareDBError", "Quantity", "__version__",
+    "node_tiers", "Tier", "TransferPath", "TIER_KINDS",
 ]
 
 

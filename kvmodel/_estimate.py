@@ -15,7 +15,9 @@ import numpy as np
 from . import _xp as xp
 from ._roofline import Setup, label_bounds, memory_per_gpu, step_ops
 from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
+from ._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
 from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
+from .tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["estimate", "Estimate", "METRICS"]
 
@@ -165,8 +167,31 @@ def _kv_per_seq(m: ModelSpec, ctx):
     return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
 
 
-def _static(s: Setup, I, O, B, dp, req_s):
-    ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
+class _Prefix:
+    """A cached prefix of P tokens in ``tier``; for continuous batching the per-request choice
+    (load / recompute / split) is made for one request alone and then applied to all."""
+
+    def __init__(self, s: Setup, P, tier: Tier | None, policy: str, layout: str, block_tokens,
+                 compression, I):
+        self.none = tier is None
+        self.P, self.policy = P, policy
+        self.loaded, self.exposed = 0.0, 0.0
+        if self.none:
+            return
+        self.load = lambda tok: load_seconds(s, tier, tok, layout, block_tokens, compression)
+        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, self.load, policy)
+        self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
+
+    def new_tokens(self, I):
+        return I - self.loaded
+
+
+def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
+    if pre.none:
+        ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
+    else:
+        ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok),
+                                              pre.policy)
     lat_p = lat_p + req_s
     c = I + O / 2.0
     kv_c = _kv_per_seq(s.model, c)
@@ -175,16 +200,21 @@ def _static(s: Setup, I, O, B, dp, req_s):
     return {"prefill": ops_p, "decode": ops_d}, lat_p, lat_d, e2e, dp * B * O / e2e, B
 
 
-def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s):
-    b_tok = xp.floor(max_tokens * O / (I + O))
+def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
+    n = pre.new_tokens(I)  # prompt tokens each request computes
+    b_tok = xp.floor(max_tokens * O / (n + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
-    P = B * I / O
+    P = B * n / O
     c = _kv_per_seq(s.model, I + O / 2.0)
     b, p = B / s.pp, P / s.pp
-    ops, stage, lat = step_ops(s, b + p, b, p * I / 2.0, b * c, b * c, b + p)
+    ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
     period = stage + ops["framework"]["time_s"]
+    if not pre.none:  # prefix loads run beside compute; the path must keep up with them
+        load = pre.load(b / O * pre.loaded)
+        ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(load - period, 0.0)})
+        period = xp.maximum(period, load)
     tpot = s.pp * period
-    ttft = req_s + tpot * xp.maximum(1.0, I / P)
+    ttft = req_s + tpot * xp.maximum(1.0, n / P) + pre.exposed
     e2e = ttft + (O - 1.0) * tpot
     return {"step": ops}, ttft, tpot, e2e, dp * b / period, B
 
@@ -207,30 +237,46 @@ def _prefill_queue(a, S, P0, Z):
     return P0 + wait, a / (wait + P0 + Z)
 
 
-def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s):
+def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
+    new = pre.new_tokens(I)
     n = N / dp
     a = xp.minimum(n, bmax)
     c = _kv_per_seq(s.model, I + O / 2.0)
 
     # a new request waits for the running step, then its prompt runs in chunks that share each
     # step's token budget with up to ``a`` decoding sequences
-    chunk = xp.minimum(I, xp.maximum(max_tokens - a, 1.0))
-    _, _, t_pf = step_ops(s, a + chunk, a + 1.0, chunk * (I + 1.0) / 2.0, a * c, a * c, a + chunk)
-    prefill_s = req_s + xp.ceil(I / chunk) * t_pf
+    chunk = xp.minimum(new, xp.maximum(max_tokens - a, 1.0))
+    _, _, t_pf = step_ops(s, a + chunk, a + 1.0, chunk * (I - new + (chunk + 1.0) / 2.0), a * c,
+                          a * c + (I - new), a + chunk)
+    prefill_s = req_s + xp.ceil(new / chunk) * t_pf + pre.exposed
 
-    S = xp.ceil(I / chunk) * t_pf  # engine time one prompt's chunks occupy
+    S = xp.ceil(new / chunk) * t_pf  # engine time one prompt's chunks occupy
 
     def rates(t):
         return _prefill_queue(a, S, prefill_s + 0.5 * t, (O - 1.0) * t)
 
-    _, _, t = step_ops(s, a, a, 0.0, a * c, a * c, a)
-    for i in range(_FIXED_POINT_ITERS):
-        svc_ttft, X = rates(t)
-        D, P = X * (O - 1.0) * t, X * I * t
-        ops, _, t_new = step_ops(s, D + P, D + X * t, P * I / 2.0, D * c, D * c, D + P)
-        t_old, t = t, (t_new if i < 20 else 0.5 * (t + t_new))  # damp if it has not settled
-        if not xp.any_true(abs(t - t_old) > 1e-7 * t):
+    def residual(t):
+        _, X = rates(t)
+        D = X * (O - 1.0) * t
+        P = xp.minimum(X * new * t, xp.maximum(max_tokens - D, 1.0))  # a step's token budget
+        ops, _, t_new = step_ops(s, D + P, D + X * t, P * (I - new / 2.0), D * c, D * c, D + P)
+        return t_new - t, ops
+
+    # g(t) = residual > 0 for t -> 0 and < 0 above the step time of a full token budget
+    # (D <= a, P <= budget), so a root is bracketed: Illinois false position, vectorised.
+    lo = 1e-9 + 0.0 * I
+    hi = 1.01 * step_ops(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)[2]
+    g_lo, _ = residual(lo)
+    g_hi, ops = residual(hi)
+    t, g = hi, g_hi
+    for _ in range(_FIXED_POINT_ITERS):
+        t = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+        g, ops = residual(t)
+        if not xp.any_true(abs(g) > 1e-9 * t):
             break
+        flip = g * g_hi < 0
+        lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, 0.5 * g_lo)
+        hi, g_hi = t, g
     svc_ttft, X = rates(t)  # outputs from one consistent state: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
     ttft = svc_ttft + wait
@@ -265,6 +311,39 @@ def _mode(batch: Any, concurrency: Any) -> tuple[str, Any]:
     return "batch", _num("batch", batch)
 
 
+def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression) -> _Prefix:
+    """Validate the cached-prefix arguments and resolve the tier."""
+    if policy not in POLICIES:
+        raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"kv_layout={layout!r}; allowed: {LAYOUTS}")
+    P = _num("cached_prefix_len", P, minimum=0)
+    block_tokens = _num("kv_block_tokens", block_tokens)
+    compression = _num("kv_compression", compression, integer=False)
+    if xp.any_true(P >= I):
+        raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
+                         "computed to produce the first output token)")
+    if isinstance(tier, str):
+        if tier not in TIER_KINDS:
+            raise ValueError(f"cache_tier={tier!r}; allowed: {TIER_KINDS} or a Tier")
+        name, tier = tier, None if tier == "hbm" else node_tiers(node, s.gpu.key)[tier]
+        if tier is not None and tier.capacity_B <= 0:
+            raise ValueError(f"cache_tier={name!r}: the node template has no {name} capacity; "
+                             f"pass a Tier from kvmodel.node_tiers(..., {name}_B=...)")
+    elif not isinstance(tier, Tier):
+        raise ValueError(f"cache_tier must be a tier name or a Tier, got {tier!r}")
+    elif tier.path is None:
+        tier = None
+    if tier is None and not xp.any_true(P > 0):
+        return _Prefix(s, 0.0, None, policy, layout, block_tokens, compression, I)
+    if tier is None:  # prefix already in HBM: only the new tokens are computed
+        tier = Tier("hbm", 0.0, None)
+        pre = _Prefix(s, P, None, policy, layout, block_tokens, compression, I)
+        pre.none, pre.loaded, pre.load = False, P, (lambda tok: 0.0 * tok)
+        return pre
+    return _Prefix(s, P, tier, policy, layout, block_tokens, compression, I)
+
+
 def _memory_fit(r: _Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
     """Weights per GPU, KV capacity in tokens and the largest batch; flags what does not fit."""
     m, g = s.model, s.gpu
@@ -284,12 +363,21 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
              input_len: Any = 1024, output_len: Any = 128, batch: Any = 1,
              concurrency: Any = None, framework: str | FrameworkSpec = "tensorrt-llm",
-             max_num_tokens: Any = None, max_batch_size: Any = None) -> Estimate:
+             max_num_tokens: Any = None, max_batch_size: Any = None,
+             cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
+             prefix_policy: str = "best", kv_layout: str = "contiguous",
+             kv_block_tokens: Any = 256, kv_compression: Any = 1.0) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
     sustainable batch, chunked prefill). ``concurrency=N``: closed loop with N clients.
     ``num_gpus`` (default ``tp*pp``) may be a multiple of ``tp*pp``: data-parallel replicas.
+
+    ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
+    ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, or a :class:`Tier`);
+    ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
+    transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
+    of a block), shrunk by ``kv_compression`` (>= 1).
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
@@ -300,6 +388,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     mode, N = _mode(batch, concurrency)
     cal = _params()
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
+                  kv_block_tokens, kv_compression)
     mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
     mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
 
@@ -311,11 +401,11 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)
-        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp, req_s)
+        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp, req_s, pre)
     elif mode == "max":
-        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, fits, mnt, req_s)
+        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, fits, mnt, req_s, pre)
     else:
-        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, fits, mnt, req_s)
+        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
     for ops in bd.values():
         label_bounds(ops)
     ok = r.feasible

@@ -81,6 +81,7 @@ class MemorySpec:
     write_bw_Bps: float
     latency_s: float
     price_per_B: float
+    socket_read_bw_Bps: float  # DDR: per socket (channels x per-channel); others: per device
     quantities: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -94,6 +95,8 @@ class NodeSpec:
     host_memory: str
     nics: int
     nic_link: str
+    cpus: int
+    nvme_drives: int
     nvme: str
     nvme_capacity_B: float
     scale_up_link: str
@@ -157,13 +160,21 @@ def _link(key: str, e: dict[str, Any]) -> LinkSpec:
 
 
 def _memory(key: str, e: dict[str, Any]) -> MemorySpec:
+    if "read_bandwidth_per_socket" in e:
+        socket = e["read_bandwidth_per_socket"].si
+    elif "channels_per_socket" in e:
+        socket = e["read_bandwidth"].si * e["channels_per_socket"].si
+    else:
+        socket = e["read_bandwidth"].si
     return MemorySpec(key, e["name"], e["family"], e["capacity"].si, e["read_bandwidth"].si,
-                      e["write_bandwidth"].si, e["latency"].si, e["price_per_gb"].si, _frozen(e))
+                      e["write_bandwidth"].si, e["latency"].si, e["price_per_gb"].si, socket,
+                      _frozen(e))
 
 
 def _node(key: str, e: dict[str, Any]) -> NodeSpec:
     return NodeSpec(key, e["name"], e["gpu"], int(e["gpus_per_node"].si), e["host_dram"].si,
-                    e["host_memory"], int(e["nics"].si), e["nic_link"], e["nvme"],
+                    e["host_memory"], int(e["nics"].si), e["nic_link"], int(e["cpus"].si),
+                    int(e["nvme_drives"].si), e["nvme"],
                     e["nvme_capacity"].si, e["scale_up_link"], e["price_per_hour"].si, _frozen(e))
 
 

@@ -1,0 +1,94 @@
+"""Cached prefixes: load a prefix's KV from a tier, recompute it, or split the two.
+
+Loading overlaps layer by layer with computing the new tokens: with ``L`` layers, per-layer
+load ``a = t_load/L`` and per-layer compute ``b = t_comp/L``, layer ``l``'s compute waits for
+its KV, so the prefill takes ``a + b + (L-1)·max(a, b)`` (a two-stage pipeline): only the part
+of loading not hidden behind computing earlier layers is exposed. Recompute prefills the whole
+prompt. Split loads the first ``x`` prefix tokens and recomputes the rest, with ``x`` where load
+and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from . import _xp as xp
+from ._roofline import Setup, step_ops
+from .tiers import Tier
+
+__all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "load_seconds", "pipeline_makespan",
+           "prefill_with_prefix"]
+
+POLICIES = ("best", "load", "recompute", "split")
+LAYOUTS = ("contiguous", "per_layer")
+
+
+def kv_bytes_per_token_gpu(s: Setup, compression=1.0):
+    """KV bytes one GPU holds per token (its layers and KV heads), after compression."""
+    return s.model.num_layers / s.pp * s.kv_elems_rank * s.kv_B / compression
+
+
+def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block_tokens=256.0,
+                 compression=1.0, in_flight=8.0):
+    """Seconds for one GPU to bring ``tokens`` tokens of KV from ``tier`` into HBM."""
+    if tier.path is None:
+        return 0.0 * tokens
+    per_tok = kv_bytes_per_token_gpu(s, compression)
+    transfer = block_tokens * per_tok
+    if layout == "per_layer":
+        transfer = transfer / (s.model.num_layers / s.pp)
+    nbytes = xp.maximum(tokens * per_tok, 0.0)
+    return xp.where(tokens > 0, tier.path.time_s(nbytes, transfer, in_flight), 0.0)
+
+
+def pipeline_makespan(t_load, t_comp, layers):
+    """Two-stage layer pipeline: load layer l, then compute it; loads run ahead of compute."""
+    a, b = t_load / layers, t_comp / layers
+    return xp.where(t_load > 0, a + b + (layers - 1.0) * xp.maximum(a, b), t_comp)
+
+
+def _prefill(s: Setup, B, I, new):
+    """Prefill ``new`` tokens of B prompts of length I whose first I-new tokens' KV is in HBM."""
+    old = I - new
+    pairs = B * (new * old + new * (new + 1.0) / 2.0)
+    return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new)
+
+
+def _merge(cond, a: dict, b: dict) -> dict:
+    return {k: {f: xp.where(cond, a[k][f], b[k][f]) for f in ("flops", "bytes", "time_s")}
+            | {kk: xp.where(cond, a[k][kk], b[k][kk]) for kk in ("compute_s", "memory_s")
+               if kk in a[k]} for k in a}
+
+
+def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best"):
+    """Per-GPU prefill latency of B prompts (length I, cached prefix P) and its breakdown.
+
+    ``load(tokens)`` gives the seconds to load ``tokens`` prefix tokens of all B prompts.
+    Returns ``(ops, latency_s, loaded_tokens)``; ``ops["kv_load"]`` is the exposed load time.
+    """
+    L = s.model.num_layers
+    ops_full, _, t_full = _prefill(s, B, I, I)
+    ops_new, _, t_new = _prefill(s, B, I, I - P)
+    t_ld = load(P)
+    mk_load = pipeline_makespan(t_ld, t_new, L)
+    # balance point of a linearised split: load(x) = compute(I - x)
+    x = xp.where(P > 0, t_full * P / xp.maximum(t_ld + t_full - t_new, 1e-30), 0.0)
+    x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
+    ops_x, _, t_x = _prefill(s, B, I, I - x)
+    mk_split = pipeline_makespan(load(x), t_x, L)
+    cands = {"recompute": (t_full, 0.0, ops_full, t_full), "load": (mk_load, P, ops_new, t_new),
+             "split": (mk_split, x, ops_x, t_x)}
+    if policy != "best":
+        lat, tok, ops, comp = cands[policy]
+    else:
+        lat, tok, ops, comp = cands["recompute"]
+        for name in ("load", "split"):
+            c = cands[name]
+            better = c[0] < lat
+            ops = _merge(better, c[2], ops)
+            lat, tok, comp = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
+                              xp.where(better, c[3], comp))
+    ops = dict(ops)
+    ops["kv_load"] = {"flops": 0.0, "bytes": tok * B * kv_bytes_per_token_gpu(s),
+                      "time_s": lat - comp}
+    return ops, lat, tok

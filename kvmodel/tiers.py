@@ -1,0 +1,151 @@
+"""KV-cache tiers of a node and the transfer paths from each tier to a GPU's HBM.
+
+A :class:`TransferPath` is a chain of ``hardware_db`` links (PCIe, NVLink-C2C, CXL, NIC/RDMA)
+behind a source device (DRAM, CXL expander, NVMe, remote memory). Moving ``n`` transfers of
+``s`` bytes costs ``n·s / B + ceil(n / in_flight) · λ(s)``: ``B`` is the narrowest sustained
+bandwidth along the chain (each hop's measured large-transfer bandwidth, the source device's
+share, divided among concurrent users and, on half-duplex hops, both directions); ``λ(s)`` is
+the per-transfer setup cost of the slowest hop, taken from its measured size–bandwidth curve
+where one exists (``λ(s) = s/B_curve(s) − s/B_max``), else from its latency. Transfers in
+flight together hide each other's setup cost.
+
+:func:`node_tiers` builds HBM / DRAM / CXL / SSD / remote tiers of a node template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _xp as xp
+from .hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
+
+__all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu"]
+
+TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
+
+
+def _hop_setup_s(link: LinkSpec, size_B):
+    """Per-transfer setup cost of one hop at transfer size ``size_B`` (seconds, >= 0)."""
+    c = link.size_bandwidth
+    if c is None:
+        return link.latency_s + 0.0 * size_B
+    x, y = np.log(np.asarray(c.x)), np.asarray(c.y)
+    size = np.maximum(np.asarray(size_B, dtype=float), 1.0)
+    bw = np.interp(np.log(size), x, y)
+    bw = np.where(size < c.x[0], y[0] * size / c.x[0], bw)  # below the curve: setup-bound
+    setup = np.maximum(size / bw - size / link.achieved_bw_Bps, link.latency_s)
+    return setup if np.ndim(setup) else float(setup)
+
+
+@dataclass(frozen=True)
+class TransferPath:
+    """Links crossed from a tier to one GPU, in order, and the source's bandwidth share."""
+
+    name: str
+    links: tuple[LinkSpec, ...]
+    source_Bps: float = float("inf")   # read bandwidth of the source available to this GPU
+    source_latency_s: float = 0.0      # device access latency (DRAM ns, NVMe tens of us)
+
+    def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False):
+        """Sustained bandwidth for large transfers, shared by ``concurrent`` users."""
+        hop = min(l.achieved_bw_Bps / (2.0 if both_directions and l.duplex == "half" else 1.0)
+                  for l in self.links) if self.links else float("inf")
+        return xp.minimum(hop, self.source_Bps) / concurrent
+
+    def setup_s(self, transfer_B):
+        hops = [_hop_setup_s(l, transfer_B) for l in self.links]
+        out = self.source_latency_s + 0.0 * transfer_B
+        for h in hops:
+            out = xp.maximum(out, h)
+        return out
+
+    def time_s(self, nbytes, transfer_B, in_flight=8.0, concurrent=1.0):
+        """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes."""
+        n = xp.ceil(nbytes / transfer_B)
+        return nbytes / self.bandwidth_Bps(concurrent) + xp.ceil(n / in_flight) * self.setup_s(transfer_B)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A KV tier: its kind, capacity (bytes per node) and the path to each GPU (None = HBM)."""
+
+    kind: str
+    capacity_B: float
+    path: TransferPath | None
+    price_per_B: float = 0.0
+    device: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def default_node_for_gpu(gpu: str) -> str | None:
+    """The first node template built from this GPU, if any."""
+    for key in list_entries("node"):
+        if get_node(key).gpu == gpu:
+            return key
+    return None
+
+
+def _dram(node, gpu, dram_B) -> Tier:
+    mem = get_memory(node.host_memory)
+    host = get_link(gpu.host_link)
+    share = mem.socket_read_bw_Bps * node.cpus / node.gpus_per_node
+    path = TransferPath(f"{mem.key} -> {host.key}", (host,), share, mem.latency_s)
+    return Tier("dram", node.host_dram_B if dram_B is None else dram_B, path, mem.price_per_B, mem.key)
+
+
+def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
+    mem, host = get_memory(device), get_link(gpu.host_link)
+    devices = max(1.0, np.ceil(cxl_B / mem.capacity_B)) if cxl_B else 0.0
+    share = mem.read_bw_Bps * devices / node.gpus_per_node
+    path = TransferPath(f"{device} -> {link} -> {host.key}", (get_link(link), host), share,
+                        mem.latency_s)
+    return Tier("cxl", cxl_B, path, mem.price_per_B, device, {"devices": devices})
+
+
+def _ssd(gpu, node, ssd_B) -> Tier:
+    mem, host = get_memory(node.nvme), get_link(gpu.host_link)
+    drives = node.nvme_drives if ssd_B is None else max(1.0, np.ceil(ssd_B / mem.capacity_B))
+    share = mem.read_bw_Bps * drives / node.gpus_per_node
+    path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,), share,
+                        mem.latency_s)
+    return Tier("ssd", node.nvme_capacity_B if ssd_B is None else ssd_B, path, mem.price_per_B,
+                mem.key, {"drives": drives})
+
+
+def _remote(gpu, node, remote_B, nic: str | None) -> Tier:
+    link, host = get_link(nic or node.nic_link), get_link(gpu.host_link)
+    share = link.achieved_bw_Bps * node.nics / node.gpus_per_node
+    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), share)
+    return Tier("remote", remote_B, path, 0.0, link.key)
+
+
+def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,
+               cxl_B: float = 0.0, ssd_B: float | None = None, remote_B: float = 0.0,
+               cxl_device: str = "cxl-micron-cz120", cxl_link: str = "cxl2-x8",
+               nic: str | None = None) -> dict[str, Tier]:
+    """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory.
+
+    Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote). Each path's
+    source bandwidth is the per-GPU share when all GPUs of the node load at once.
+    """
+    if node is None:
+        if gpu is None:
+            raise ValueError("node_tiers needs a node template or a gpu")
+        node = default_node_for_gpu(gpu)
+        if node is None:
+            raise ValueError(f"no node template uses gpu {gpu!r}; pass node=")
+    n = get_node(node)
+    g = get_gpu(gpu or n.gpu)
+    for name, v in (("dram_B", dram_B), ("cxl_B", cxl_B), ("ssd_B", ssd_B), ("remote_B", remote_B)):
+        if v is not None and (not np.isfinite(v) or v < 0):
+            raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
+    return {
+        "hbm": Tier("hbm", g.hbm_capacity_B * n.gpus_per_node, None, 0.0, g.key),
+        "dram": _dram(n, g, dram_B),
+        "cxl": _cxl(g, n, cxl_B, cxl_device, cxl_link),
+        "ssd": _ssd(g, n, ssd_B),
+        "remote": _remote(g, n, remote_B, nic),
+    }

@@ -14,6 +14,10 @@ from .hardware import (FrameworkSpec, GPUSpec, LinkSpec, MemorySpec, NodeSpec, g
                        get_gpu, get_link, get_memory, get_node, list_entries, load_hardware)
 from .models import ModelSpec, get_model, kv_bytes_per_token, list_models, load_hf_config
 from .tiers import TIER_KINDS, Tier, TransferPath, node_tiers
+from ._trace_types import Trace
+from .traces import LoadReport, load_trace, load_trace_with_report, synthetic_trace
+from .reuse import hit_ratio_curve
+from .breakeven import break_even_bandwidth, break_even_context_len, break_even_formulas
 
 __version__ = "0.1.0"
 
@@ -24,6 +28,8 @@ __all__ = [
     "load_hardware", "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec",
     "HardwareDBError", "Quantity", "__version__",
     "node_tiers", "Tier", "TransferPath", "TIER_KINDS",
+    "Trace", "load_trace", "load_trace_with_report", "LoadReport", "synthetic_trace",
+    "hit_ratio_curve", "break_even_bandwidth", "break_even_context_len", "break_even_formulas",
 ]
 
 

@@ -88,6 +88,7 @@ def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: s
             ops = _merge(better, c[2], ops)
             lat, tok, comp = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
                               xp.where(better, c[3], comp))
+    lat, tok = lat + 0.0 * P, tok + 0.0 * P  # keep the prefix's shape under every policy
     ops = dict(ops)
     ops["kv_load"] = {"flops": 0.0, "bytes": tok * B * kv_bytes_per_token_gpu(s),
                       "time_s": lat - comp}

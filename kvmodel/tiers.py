@@ -78,6 +78,7 @@ class Tier:
     price_per_B: float = 0.0
     device: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    write_Bps: float = float("inf")  # what the tier's devices absorb in writes, whole node
 
 
 def default_node_for_gpu(gpu: str) -> str | None:
@@ -93,7 +94,9 @@ def _dram(node, gpu, dram_B) -> Tier:
     host = get_link(gpu.host_link)
     share = mem.socket_read_bw_Bps * node.cpus / node.gpus_per_node
     path = TransferPath(f"{mem.key} -> {host.key}", (host,), share, mem.latency_s)
-    return Tier("dram", node.host_dram_B if dram_B is None else dram_B, path, mem.price_per_B, mem.key)
+    cap = node.host_dram_B if dram_B is None else dram_B
+    write = mem.socket_read_bw_Bps * mem.write_bw_Bps / mem.read_bw_Bps * node.cpus
+    return Tier("dram", cap, path, mem.price_per_B, mem.key, write_Bps=write)
 
 
 def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
@@ -102,34 +105,36 @@ def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
     share = mem.read_bw_Bps * devices / node.gpus_per_node
     path = TransferPath(f"{device} -> {link} -> {host.key}", (get_link(link), host), share,
                         mem.latency_s)
-    return Tier("cxl", cxl_B, path, mem.price_per_B, device, {"devices": devices})
+    return Tier("cxl", cxl_B, path, mem.price_per_B, device, {"devices": devices},
+                write_Bps=mem.write_bw_Bps * devices)
 
 
-def _ssd(gpu, node, ssd_B) -> Tier:
-    mem, host = get_memory(node.nvme), get_link(gpu.host_link)
+def _ssd(gpu, node, ssd_B, nvme: str | None) -> Tier:
+    mem, host = get_memory(nvme or node.nvme), get_link(gpu.host_link)
     drives = node.nvme_drives if ssd_B is None else max(1.0, np.ceil(ssd_B / mem.capacity_B))
     share = mem.read_bw_Bps * drives / node.gpus_per_node
     path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,), share,
                         mem.latency_s)
     return Tier("ssd", node.nvme_capacity_B if ssd_B is None else ssd_B, path, mem.price_per_B,
-                mem.key, {"drives": drives})
+                mem.key, {"drives": drives}, write_Bps=mem.write_bw_Bps * drives)
 
 
 def _remote(gpu, node, remote_B, nic: str | None) -> Tier:
     link, host = get_link(nic or node.nic_link), get_link(gpu.host_link)
     share = link.achieved_bw_Bps * node.nics / node.gpus_per_node
     path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), share)
-    return Tier("remote", remote_B, path, 0.0, link.key)
+    return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=link.achieved_bw_Bps * node.nics)
 
 
 def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,
                cxl_B: float = 0.0, ssd_B: float | None = None, remote_B: float = 0.0,
                cxl_device: str = "cxl-micron-cz120", cxl_link: str = "cxl2-x8",
-               nic: str | None = None) -> dict[str, Tier]:
+               nic: str | None = None, nvme: str | None = None) -> dict[str, Tier]:
     """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory.
 
-    Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote). Each path's
-    source bandwidth is the per-GPU share when all GPUs of the node load at once.
+    Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote); ``nvme`` and
+    ``nic`` swap the drive model and the NIC link. Each path's source bandwidth is the per-GPU
+    share when all GPUs of the node load at once.
     """
     if node is None:
         if gpu is None:
@@ -146,6 +151,6 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
         "hbm": Tier("hbm", g.hbm_capacity_B * n.gpus_per_node, None, 0.0, g.key),
         "dram": _dram(n, g, dram_B),
         "cxl": _cxl(g, n, cxl_B, cxl_device, cxl_link),
-        "ssd": _ssd(g, n, ssd_B),
+        "ssd": _ssd(g, n, ssd_B, nvme),
         "remote": _remote(g, n, remote_B, nic),
     }

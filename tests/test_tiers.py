@@ -152,3 +152,36 @@ def test_break_even_context_len_is_where_load_time_equals_recompute():
     sympy_root = sp.solve(sp.Eq(k * sp.Symbol("P") / B, c0 + tau * sp.Symbol("P")
                                 + alpha * sp.Symbol("P") ** 2), sp.Symbol("P"))
     assert max(float(r) for r in sympy_root) == pytest.approx(P, rel=1e-6)
+
+
+# ---- multi-tier placement -----------------------------------------------------------------------
+def _toy_trace():
+    # 6 requests over chains a-b-c, a-b-d, e: hand-checkable reuse
+    return kvmodel.Trace.from_lists([[1, 2, 3], [1, 2, 4], [5], [1, 2, 3], [1, 2, 4], [5]])
+
+
+def test_placement_splits_hits_by_cumulative_capacity():
+    from kvmodel.placement import place
+    tr = _toy_trace()
+    hbm = kvmodel.Tier("hbm", 2.0, None)
+    dram = node_tiers("dgx-h100", dram_B=3.0)["dram"]
+    inc = place(tr, [hbm, dram], block_bytes=1.0, block_rate=10.0, method="exact")
+    exc = place(tr, [hbm, dram], block_bytes=1.0, block_rate=10.0, inclusive=False, write="back",
+                method="exact")
+    H = lambda c: float(kvmodel.hit_ratio_curve(tr, [c])[0])
+    assert inc.hit_fraction.tolist() == pytest.approx([H(2), H(3) - H(2)])
+    assert exc.hit_fraction.tolist() == pytest.approx([H(2), H(5) - H(2)])
+    # conservation: served + recomputed = every access
+    for p in (inc, exc):
+        assert p.hit_fraction.sum() + p.miss_fraction == pytest.approx(1.0)
+    assert exc.write_Bps[1] == pytest.approx((1 - H(2)) * 10.0)
+    assert inc.write_Bps[1] == pytest.approx((1 - H(3)) * 10.0)
+
+
+def test_placement_flags_unsustainable_write_traffic():
+    from kvmodel.placement import place
+    tr = _toy_trace()
+    ssd = node_tiers("dgx-h100", ssd_B=10.0)["ssd"]
+    ok = place(tr, [kvmodel.Tier("hbm", 1.0, None), ssd], 1.0, block_rate=1e3, method="exact")
+    bad = place(tr, [kvmodel.Tier("hbm", 1.0, None), ssd], 1e9, block_rate=1e3, method="exact")
+    assert ok.sustainable.all() and not bad.sustainable[1]

@@ -16,6 +16,8 @@ from . import _xp as xp
 from ._roofline import Setup, label_bounds, memory_per_gpu, step_ops
 from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
 from ._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
+from ._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, normal_quantile,
+                        wait_quantile)
 from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
 from .tiers import TIER_KINDS, Tier, node_tiers
 
@@ -43,6 +45,17 @@ class Estimate:
     max_batch: Any
     weights_bytes_per_gpu: Any
     kv_bytes_per_token: float
+    stable: Any = True
+    saturation_request_rate: Any = 0.0
+    ttft_p50_s: Any = 0.0
+    ttft_p90_s: Any = 0.0
+    ttft_p99_s: Any = 0.0
+    tpot_p50_s: Any = 0.0
+    tpot_p90_s: Any = 0.0
+    tpot_p99_s: Any = 0.0
+    e2e_p50_s: Any = 0.0
+    e2e_p90_s: Any = 0.0
+    e2e_p99_s: Any = 0.0
     interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -59,7 +72,9 @@ class Estimate:
                 return None
             return v
         keys = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch", "feasible", "reason",
-                "mode", "kv_capacity_tokens", "max_batch", "weights_bytes_per_gpu",
+                "mode", "stable", "saturation_request_rate") + tuple(
+                    f"{m}_p{q}_s" for m in ("ttft", "tpot", "e2e") for q in (50, 90, 99)) + (
+                "kv_capacity_tokens", "max_batch", "weights_bytes_per_gpu",
                 "kv_bytes_per_token", "interval", "inputs", "breakdown")
         return {k: conv(getattr(self, k)) for k in keys}
 
@@ -197,7 +212,8 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
     kv_c = _kv_per_seq(s.model, c)
     ops_d, _, lat_d = step_ops(s, B, B, 0.0, B * kv_c, B * kv_c, B)
     e2e = lat_p + (O - 1.0) * lat_d
-    return {"prefill": ops_p, "decode": ops_d}, lat_p, lat_d, e2e, dp * B * O / e2e, B
+    return dict(bd={"prefill": ops_p, "decode": ops_d}, ttft=lat_p, tpot=lat_d, e2e=e2e,
+                tok=dp * B * O / e2e, B=B)
 
 
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
@@ -216,7 +232,26 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     tpot = s.pp * period
     ttft = req_s + tpot * xp.maximum(1.0, n / P) + pre.exposed
     e2e = ttft + (O - 1.0) * tpot
-    return {"step": ops}, ttft, tpot, e2e, dp * b / period, B
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * b / period, B=B)
+
+
+def _bracketed_root(residual, lo, hi):
+    """Root of residual(t) (> 0 at ``lo``, < 0 at ``hi``) by Illinois false position, vectorised.
+
+    Returns ``(t, extra)`` where ``residual(t) == (g, extra)``.
+    """
+    g_lo, _ = residual(lo)
+    g_hi, extra = residual(hi)
+    t = hi
+    for _ in range(_FIXED_POINT_ITERS):
+        t = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+        g, extra = residual(t)
+        if not xp.any_true(abs(g) > 1e-9 * t):
+            break
+        flip = g * g_hi < 0
+        lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, 0.5 * g_lo)
+        hi, g_hi = t, g
+    return t, extra
 
 
 def _prefill_queue(a, S, P0, Z):
@@ -262,26 +297,81 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
         ops, _, t_new = step_ops(s, D + P, D + X * t, P * (I - new / 2.0), D * c, D * c, D + P)
         return t_new - t, ops
 
-    # g(t) = residual > 0 for t -> 0 and < 0 above the step time of a full token budget
-    # (D <= a, P <= budget), so a root is bracketed: Illinois false position, vectorised.
-    lo = 1e-9 + 0.0 * I
     hi = 1.01 * step_ops(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)[2]
-    g_lo, _ = residual(lo)
-    g_hi, ops = residual(hi)
-    t, g = hi, g_hi
-    for _ in range(_FIXED_POINT_ITERS):
-        t = hi - g_hi * (hi - lo) / (g_hi - g_lo)
-        g, ops = residual(t)
-        if not xp.any_true(abs(g) > 1e-9 * t):
-            break
-        flip = g * g_hi < 0
-        lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, 0.5 * g_lo)
-        hi, g_hi = t, g
+    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
     svc_ttft, X = rates(t)  # outputs from one consistent state: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
     ttft = svc_ttft + wait
     e2e = ttft + (O - 1.0) * t
-    return {"step": ops}, ttft, t, e2e, dp * X * O, a
+    queued = svc_ttft - (prefill_s + 0.5 * t) + wait
+    D = X * (O - 1.0) * t
+    return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * X * O, B=a,
+                wait=queued, p_wait=xp.minimum(X * S, 1.0),
+                tpot_sd=_tpot_sd(s, t, t_pf, X * xp.ceil(new / chunk) * t, D, c, O))
+
+
+def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
+    """Std. dev. of a request's mean inter-token time: steps are decode-only (t_d) or carry a
+    prefill chunk (t_pf) with frequency f; a request averages O-1 independent steps."""
+    f = xp.minimum(xp.maximum(f, 0.0), 1.0)
+    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    var = f * (1.0 - f) * (t_pf - t_d) ** 2
+    return (var / xp.maximum(O - 1.0, 1.0)) ** 0.5
+
+
+def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
+    """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
+
+    Step time t solves t = step(D + P) with D = λ(O−1)t decoding and P = λ·I·t prompt tokens
+    per step (Little's law). A prompt's prefill is a deterministic service S (its chunks in
+    steps shared with D decoders); it waits as in G/D/1 (Kingman) for the prefill server and, as
+    in G/G/c (Allen–Cunneen, c = largest batch), for a KV slot.
+    """
+    new = pre.new_tokens(I)
+    c = _kv_per_seq(s.model, I + O / 2.0)
+
+    def residual(t):
+        D = xp.minimum(lam * (O - 1.0) * t, bmax)
+        P = xp.minimum(lam * new * t, xp.maximum(max_tokens - D, 1.0))
+        ops, _, t_new = step_ops(s, D + P, D + lam * t, P * (I - new / 2.0), D * c, D * c, D + P)
+        return t_new - t, ops
+
+    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
+                         bmax + max_tokens)[2]
+    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    D = lam * (O - 1.0) * t
+    chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
+    t_pf = step_ops(s, D + chunk, D + 1.0, chunk * (I - new + (chunk + 1.0) / 2.0), D * c,
+                    D * c + (I - new), D + chunk)[2]
+    S = xp.ceil(new / chunk) * t_pf
+    rho = lam * S
+    hold = S + (O - 0.5) * t  # slot held from admission to the last token
+    offered = lam * hold
+    stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
+    rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
+    w_pf = kingman_wait(rho_s, ca2, 0.0, S)
+    w_slot = allen_cunneen_wait(bmax, off_s, 1.0 / hold, ca2, 0.0)
+    wait = w_pf + w_slot
+    ttft = req_s + pre.exposed + 0.5 * t + S + wait
+    e2e = ttft + (O - 1.0) * t
+    return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
+                wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
+                tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
+                stable=stable)
+
+
+def _percentiles(r: dict, O) -> dict:
+    """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread."""
+    out = {}
+    wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
+    base = r["ttft"] - wait
+    for q in QUANTILES:
+        tag = f"p{int(round(q * 100))}"
+        ttft_q = base + wait_quantile(wait, p_wait, q)
+        tpot_q = r["tpot"] + normal_quantile(q) * sd
+        out[f"ttft_{tag}_s"], out[f"tpot_{tag}_s"] = ttft_q, tpot_q
+        out[f"e2e_{tag}_s"] = ttft_q + (O - 1.0) * tpot_q
+    return out
 
 
 # ---- public -------------------------------------------------------------------------------------
@@ -299,7 +389,11 @@ def _parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
     return tp, pp, ep, ngpu, ngpu / group
 
 
-def _mode(batch: Any, concurrency: Any) -> tuple[str, Any]:
+def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, Any]:
+    if request_rate is not None:
+        if concurrency is not None or not (isinstance(batch, (int, float)) and batch == 1):
+            raise ValueError("give one of batch, concurrency or request_rate")
+        return "rate", _num("request_rate", request_rate, integer=False, minimum=1e-12)
     if concurrency is not None:
         if not (isinstance(batch, (int, float)) and batch == 1):
             raise ValueError("give either batch or concurrency, not both")
@@ -366,12 +460,16 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              max_num_tokens: Any = None, max_batch_size: Any = None,
              cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
              prefix_policy: str = "best", kv_layout: str = "contiguous",
-             kv_block_tokens: Any = 256, kv_compression: Any = 1.0) -> Estimate:
+             kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
+             request_rate: Any = None, arrival_cv: Any = 1.0) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
     sustainable batch, chunked prefill). ``concurrency=N``: closed loop with N clients.
     ``num_gpus`` (default ``tp*pp``) may be a multiple of ``tp*pp``: data-parallel replicas.
+    ``request_rate=λ``: open-loop arrivals (requests/s for all ``num_gpus``; Poisson, or
+    inter-arrival coefficient of variation ``arrival_cv``). Every estimate reports
+    ``saturation_request_rate`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
     ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
     ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, or a :class:`Tier`);
@@ -385,7 +483,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                                                      else precision))
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
     I, O = _num("input_len", input_len), _num("output_len", output_len)
-    mode, N = _mode(batch, concurrency)
+    mode, N = _mode(batch, concurrency, request_rate)
     cal = _params()
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
@@ -398,25 +496,38 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
+    sat = _throughput_max(s, I, O, dp, fits, mnt, req_s, pre)
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)
-        bd, ttft, tpot, e2e, tok, B = _static(s, I, O, N, dp, req_s, pre)
+        res = _static(s, I, O, N, dp, req_s, pre)
     elif mode == "max":
-        bd, ttft, tpot, e2e, tok, B = _throughput_max(s, I, O, dp, fits, mnt, req_s, pre)
+        res = sat
+    elif mode == "concurrency":
+        res = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
     else:
-        bd, ttft, tpot, e2e, tok, B = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
-    for ops in bd.values():
+        ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
+        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre)
+    for ops in res["bd"].values():
         label_bounds(ops)
+    sat_rate = sat["tok"] / O
+    stable = res.get("stable", True)
+    if mode == "rate":
+        stable = stable & (N < sat_rate)
     ok = r.feasible
-    out = {k: xp.where(ok, v, np.inf) for k, v in (("ttft_s", ttft), ("tpot_s", tpot), ("e2e_s", e2e))}
-    out["output_tok_s"] = xp.where(ok, tok, 0.0)
+    live = ok & stable
+    out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
+    out["output_tok_s"] = xp.where(ok, xp.where(stable, res["tok"], sat["tok"]), 0.0)
+    pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,
-                  concurrency=N if mode == "concurrency" else None, framework=fw.key)
-    return Estimate(**out, batch=xp.where(ok, B, 0.0), feasible=ok, reason=r.reason, mode=mode,
-                    breakdown=bd, kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
+                  concurrency=N if mode == "concurrency" else None,
+                  request_rate=N if mode == "rate" else None, framework=fw.key)
+    return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
+                    reason=r.reason, mode=mode, stable=stable,
+                    saturation_request_rate=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
+                    kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
                     weights_bytes_per_gpu=weights, kv_bytes_per_token=m.kv_bytes_per_token(kv),
                     interval=_interval(out, cal), inputs=inputs)
 

@@ -86,8 +86,6 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
     mode, metric = r["mode"], r["metric"]
     if metric not in _estimate.METRICS:
         return None, f"metric {metric} not modelled"
-    if mode == "request_rate":
-        return None, "open-loop request_rate needs the queueing model (issue 4)"
     if mode == "throughput_max" and metric in ("ttft_s", "e2e_s"):
         return None, "throughput_max latency depends on the benchmark's request count (not in data)"
     if mode == "throughput_max" and metric == "tpot_s":
@@ -107,6 +105,8 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
         kw["batch"] = int(float(r["mode_value"]))
     elif mode == "concurrency":
         kw["concurrency"] = int(float(r["mode_value"]))
+    elif mode == "request_rate":
+        kw["request_rate"] = float(r["mode_value"])
     else:
         return None, f"mode {mode} not modelled"
     return kw, ""
@@ -144,7 +144,7 @@ class ValidationReport:
 
 def _regime(r: dict[str, str]) -> str:
     return {"throughput_max": "throughput", "batch": "static batch",
-            "concurrency": "closed loop"}.get(r["mode"], r["mode"])
+            "concurrency": "closed loop", "request_rate": "open loop"}.get(r["mode"], r["mode"])
 
 
 def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]] | None = None
@@ -163,6 +163,9 @@ def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]
             continue
         if not e.feasible:
             rep.skipped[f"model says infeasible: {e.reason}"[:100]] += 1
+            continue
+        if not e.stable:
+            rep.skipped["model says unstable at this request rate (published run was not)"] += 1
             continue
         pred, meas = float(getattr(e, r["metric"])), float(r["value"])
         rep.rows.append(dict(id=r["id"], metric=r["metric"], gpu=r["gpu"], model=r["model"],

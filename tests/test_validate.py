@@ -42,9 +42,10 @@ def test_bad_csv_names_line(tmp_path):
         run_validation(p)
 
 
-def test_request_rate_rows_are_skipped_with_reason():
-    kw, why = row_kwargs({"mode": "request_rate", "metric": "ttft_s"})
-    assert kw is None and "queueing" in why
+def test_request_rate_rows_are_predicted():
+    rows = [r for r in load_rows() if r["mode"] == "request_rate"]
+    kw, why = row_kwargs(rows[0])
+    assert kw["request_rate"] == float(rows[0]["mode_value"]) and why == ""
 
 
 def test_holdout_set_runs_and_is_never_fitted():

@@ -1,0 +1,58 @@
+"""Closed-form queueing used by the serving modes (all vectorised, SI units).
+
+* ``mg1_wait``: Pollaczek–Khinchine mean wait of M/G/1, ``λ·E[S²] / (2(1 − ρ))``.
+* ``kingman_wait``: G/G/1 heavy-traffic (Kingman) mean wait, ``(c_a² + c_s²)/2 · ρ/(1−ρ) · E[S]``;
+  exact for M/M/1 and M/D/1 (c_a = 1; c_s = 1 or 0).
+* ``erlang_c``: probability that an arrival waits in M/M/c with offered load ``a = λ/μ``,
+  through Erlang B = Poisson pmf(c; a) / cdf(c; a) (stable for thousands of servers).
+* ``allen_cunneen_wait``: G/G/c mean wait, ``C(c, a) / (cμ − λ) · (c_a² + c_s²)/2``.
+* ``wait_quantile``: the q-quantile of a wait that is 0 with probability ``1 − p`` and otherwise
+  exponential with mean ``W/p`` (exact for M/M/1 and M/M/c; the usual approximation otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+from . import _xp as xp
+
+__all__ = ["mg1_wait", "kingman_wait", "erlang_c", "allen_cunneen_wait", "wait_quantile",
+           "normal_quantile", "QUANTILES"]
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def mg1_wait(lam, ES, ES2):
+    rho = lam * ES
+    return lam * ES2 / (2.0 * (1.0 - rho))
+
+
+def kingman_wait(rho, ca2, cs2, ES):
+    return (ca2 + cs2) / 2.0 * rho / (1.0 - rho) * ES
+
+
+def erlang_c(c, a):
+    """P(wait) in M/M/c; ``c`` servers (>= 1), offered load ``a`` < c."""
+    c = np.floor(np.asarray(c, dtype=float))
+    a = np.asarray(a, dtype=float)
+    log_pmf = c * np.log(np.maximum(a, 1e-300)) - a - special.gammaln(c + 1.0)
+    B = np.exp(log_pmf) / np.maximum(special.pdtr(c, a), 1e-300)
+    C = B / (1.0 - a / c * (1.0 - B))
+    C = np.where(a <= 0, 0.0, np.minimum(C, 1.0))
+    return C if C.ndim else float(C)
+
+
+def allen_cunneen_wait(c, a, mu, ca2, cs2):
+    return erlang_c(c, a) / (c * mu - a * mu) * (ca2 + cs2) / 2.0
+
+
+def wait_quantile(mean_wait, p_wait, q: float):
+    """q-quantile of a wait: 0 w.p. 1 - p_wait, else exponential with mean mean_wait / p_wait."""
+    p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
+    tail = (mean_wait / p) * np.log(xp.maximum(p / (1.0 - q), 1.0))
+    return xp.where(mean_wait > 0, tail, 0.0 * mean_wait)
+
+
+def normal_quantile(q: float) -> float:
+    return float(special.ndtri(q))

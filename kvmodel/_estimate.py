@@ -292,10 +292,7 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
 
     def residual(t):
         _, X = rates(t)
-        D = X * (O - 1.0) * t
-        P = xp.minimum(X * new * t, xp.maximum(max_tokens - D, 1.0))  # a step's token budget
-        ops, _, t_new = step_ops(s, D + P, D + X * t, P * (I - new / 2.0), D * c, D * c, D + P)
-        return t_new - t, ops
+        return _mixed_step(s, t, X * (O - 1.0) * t, X, I, new, c, max_tokens)
 
     hi = 1.01 * step_ops(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)[2]
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
@@ -308,6 +305,25 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * X * O, B=a,
                 wait=queued, p_wait=xp.minimum(X * S, 1.0),
                 tpot_sd=_tpot_sd(s, t, t_pf, X * xp.ceil(new / chunk) * t, D, c, O))
+
+
+def _mixed_step(s: Setup, t, D, lam, I, new, c, max_tokens):
+    """Residual of the mean step time t (and the prefill step's ops) under continuous batching.
+
+    Prompts arrive at ``lam``; a step carries a prefill chunk with probability
+    f = min(1, lam·t·chunks) and then holds P = max(chunk, lam·I·t) prompt tokens (capped by
+    the budget), otherwise only the D decode tokens. Mixing the two step kinds, rather than
+    spreading prompt tokens evenly over steps, keeps the convexity of the roofline (a decode
+    step hides a few prompt tokens under its weight reads; a whole prompt does not).
+    """
+    budget = xp.maximum(max_tokens - D, 1.0)
+    chunk = xp.minimum(new, budget)
+    chunks = xp.ceil(new / chunk)
+    f = xp.minimum(lam * t * chunks, 1.0)
+    P = xp.minimum(xp.maximum(chunk, lam * new * t), budget)
+    ops, _, t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
+    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    return f * t_p + (1.0 - f) * t_d - t, ops
 
 
 def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
@@ -332,9 +348,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        P = xp.minimum(lam * new * t, xp.maximum(max_tokens - D, 1.0))
-        ops, _, t_new = step_ops(s, D + P, D + lam * t, P * (I - new / 2.0), D * c, D * c, D + P)
-        return t_new - t, ops
+        return _mixed_step(s, t, D, lam, I, new, c, max_tokens)
 
     hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
                          bmax + max_tokens)[2]
@@ -344,7 +358,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     t_pf = step_ops(s, D + chunk, D + 1.0, chunk * (I - new + (chunk + 1.0) / 2.0), D * c,
                     D * c + (I - new), D + chunk)[2]
     S = xp.ceil(new / chunk) * t_pf
-    rho = lam * S
+    rho = lam * S  # prefill-server utilisation (prompts batched into one step are not credited)
     hold = S + (O - 0.5) * t  # slot held from admission to the last token
     offered = lam * hold
     stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)

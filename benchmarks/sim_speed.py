@@ -1,0 +1,57 @@
+"""Speed of the reference discrete-event simulator on the Mooncake conversation trace.
+
+    python benchmarks/sim_speed.py [--trace PATH] [--instances 16 4] [--routing round_robin]
+                                   [--model llama-3.1-8b] [--gpu h100-sxm] [--cache-blocks 0]
+
+For each instance count: simulated engine steps, events (arrivals + instance events), steps
+per second of wall time, wall seconds, and the headline latencies/throughput of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import kvmodel
+from kvmodel.sim import SIM_ROUTINGS, simulate
+
+TRACE = Path("/work/shared/traces/conversation_trace.jsonl")
+
+
+def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> None:
+    """Run one simulation and print its speed and summary."""
+    t0 = time.perf_counter()
+    r = simulate(args.model, args.gpu, trace, instances=instances, routing=args.routing,
+                 prefix_cache_blocks=args.cache_blocks)
+    total = time.perf_counter() - t0
+    lit = r.little()
+    print(f"{instances:3d} instances: {r.steps:>9,d} steps, {r.events:>7,d} events, "
+          f"{r.steps / r.wall_s:>12,.0f} steps/s, {r.events / r.wall_s:>9,.0f} events/s, "
+          f"wall {r.wall_s:.2f} s (with setup {total:.2f} s)")
+    print(f"     TTFT mean/p99 {r.mean_ttft_s:.3f}/{r.p99_ttft_s:.3f} s, TPOT mean/p99 "
+          f"{r.mean_tpot_s * 1e3:.2f}/{r.p99_tpot_s * 1e3:.2f} ms, E2E mean {r.mean_e2e_s:.2f} s, "
+          f"{r.throughput_tok_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
+          f"Little L={lit['L']:.2f} vs XW={lit['XW']:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", type=Path, default=TRACE)
+    ap.add_argument("--instances", type=int, nargs="+", default=[16, 4])
+    ap.add_argument("--routing", choices=SIM_ROUTINGS, default="round_robin")
+    ap.add_argument("--model", default="llama-3.1-8b")
+    ap.add_argument("--gpu", default="h100-sxm")
+    ap.add_argument("--cache-blocks", type=int, default=0)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    trace = kvmodel.load_trace(args.trace)
+    print(f"{args.trace.name}: {len(trace):,d} requests, {trace.arrival_s[-1]:.0f} s of arrivals "
+          f"(loaded in {time.perf_counter() - t0:.2f} s); {args.model} on {args.gpu}, "
+          f"routing {args.routing}")
+    for n in args.instances:
+        bench(trace, n, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,658 @@
+"""Reference discrete-event simulator of LLM serving: the oracle for the closed-form queueing.
+
+:func:`simulate` replays a :class:`~kvmodel._trace_types.Trace` (arrivals, prompt and output
+lengths, prefix-block hash chains) on ``instances`` identical serving instances, each one
+TP×PP group built exactly like :func:`kvmodel.estimate` builds its ``Setup`` (same hardware,
+calibration, memory fit and per-step roofline :func:`~kvmodel._roofline.step_ops`).
+
+Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defaults):
+
+* A request becomes visible to its instance ``request_overhead`` (calibration) after arrival:
+  the host-side per-request cost, charged once (as ``estimate`` adds it to TTFT).
+* Admission, strictly FCFS and without preemption: the head of the queue is admitted when the
+  KV cache can reserve its whole ``input_len + output_len`` tokens (guaranteed no eviction;
+  ``min(., sliding_window)``) and fewer than ``max_batch_size`` requests are running.
+* A step runs every decoding sequence (one token each) plus prefill chunks of admitted
+  requests in admission order, filling ``max_num_tokens - decodes`` tokens (chunked prefill; a
+  prompt may span several steps). Its duration is ``step_ops(...)[2]`` with tokens = D + P,
+  logits = D + completing prefills, pairs_prefill = sum chunk·(start + (chunk+1)/2),
+  pairs_decode = kv_read (decode part) = sum of decode contexts, kv_read += chunks' start,
+  kv_write = D + P. Steps run back to back while there is work.
+* The first token is emitted at the end of the step that completes the prefill (TTFT = that
+  time − arrival); then one token per step, ``output_len − 1`` decode steps. Decode step k
+  (k = 1..output_len−1) attends over ``input_len + k`` tokens, so a lone request's mean step
+  context is ``input_len + output_len/2`` — the context ``estimate`` uses.
+* Prefix cache (``prefix_cache_blocks > 0`` blocks per instance): an LRU of block hashes with
+  the semantics of :mod:`kvmodel._reuse_exact` (hit = leading resident blocks, then the chain
+  is refreshed deepest-first). **Simplification**: lookup and refresh happen when the request
+  is routed (its arrival), as in ``_reuse_exact.replay`` — so with ``round_robin``/``random``
+  the hit ratio equals ``replay``'s exactly. The hit, capped at ``input_len − 1`` tokens, is
+  skipped from prefill (its KV counts as already-cached context). With ``cache_tier="hbm"`` the
+  cache is a dedicated HBM partition (``prefix_cache_blocks · block_tokens`` tokens taken off
+  the KV capacity); with another tier (of ``node``) the hit is always loaded (never
+  recomputed), taking ``_prefix.load_seconds`` (one transfer per cache block, no contention
+  between loads) after admission before the request's first prefill chunk; the request holds
+  its reservation meanwhile and does not block later requests' chunks.
+* Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
+  micro-batch overlap between steps), so PP adds latency, not throughput.
+
+Routing across instances at arrival: ``round_robin`` (k mod N), ``random`` (the draws of
+``replay``: ``default_rng(seed).integers(N)`` for all requests up front), ``least_loaded``
+(fewest routed-but-unfinished requests, ties to the lowest index), ``prefix_affinity``
+(longest cached prefix, ties least loaded, then lowest index; it can send every request to
+one instance when all share a first block), ``prefix_affinity_bounded`` (the same among
+instances whose routed count after taking request k is <= ceil((1+epsilon)(k+1)/N), as in
+``replay``).
+
+Speed: a heap of instance event times in plain Python. Runs of decode-only steps (no prefill
+work possible, until the next sequence finishes or a request becomes ready) are evaluated as
+one vectorised ``step_ops`` call and cut short when an arrival lands inside them; mixed steps
+use a memoised scalar ``step_ops``. Results are identical to stepping one iteration at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._estimate import (_check_static, _kv_per_seq, _memory_fit, _num, _parallelism, _params,
+                        _precision, _Reasons, _setup)
+from ._prefix import load_seconds
+from ._reuse_exact import LRUCache, _cached_prefix, _serve
+from ._roofline import Setup, step_ops
+from ._trace_types import Trace
+from .hardware import get_framework, get_gpu
+from .models import get_model
+from .tiers import TIER_KINDS, Tier, node_tiers
+
+__all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS"]
+
+SIM_ROUTINGS = ("round_robin", "random", "least_loaded", "prefix_affinity",
+                "prefix_affinity_bounded")
+_STRETCH_CAP = 4096      # most decode steps evaluated in one vectorised call
+_MEMO_CAP = 1_000_000    # memoised scalar steps before the memo is cleared
+
+
+# ------------------------------------------------------------------------------ workloads
+
+def poisson_requests(n: int, rate_per_s: float, input_len: Any = 1024, output_len: Any = 128,
+                     seed: int = 0, cv: float = 1.0) -> Trace:
+    """``n`` requests with renewal arrivals at ``rate_per_s`` (no prefix information).
+
+    Inter-arrival times are exponential (``cv == 1``: Poisson) or gamma with shape ``1/cv²``
+    (coefficient of variation ``cv``), mean ``1/rate_per_s``, drawn from
+    ``numpy.random.default_rng(seed)``; the first request arrives one gap after 0. The same
+    seed gives the same underlying draws at every rate (arrivals scale as ``1/rate``).
+    ``input_len``/``output_len``: an integer >= 1 or an array of ``n`` of them.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r}: must be an integer >= 1")
+    for name, v in (("rate_per_s", rate_per_s), ("cv", cv)):
+        if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name}={v!r}: must be a finite number > 0")
+    rng = np.random.default_rng(seed)
+    if cv == 1.0:
+        gaps = rng.standard_exponential(n)
+    else:
+        shape = 1.0 / (cv * cv)
+        gaps = rng.standard_gamma(shape, n) / shape
+    arrival = np.cumsum(gaps / rate_per_s)
+    lens = [_lengths(name, v, n) for name, v in (("input_len", input_len),
+                                                 ("output_len", output_len))]
+    name = f"poisson(n={n}, rate={rate_per_s:g}/s, cv={cv:g})"
+    return Trace(arrival, lens[0], lens[1], np.zeros(n + 1, dtype=np.int64),
+                 np.zeros(0, dtype=np.int64), name=name)
+
+
+def _lengths(name: str, v: Any, n: int) -> np.ndarray:
+    """``v`` (scalar or ``n`` values) as an int64 array of ``n`` integers >= 1."""
+    arr = np.asarray(v)
+    if arr.dtype == bool or arr.ndim > 1 or (arr.ndim == 1 and len(arr) != n):
+        raise ValueError(f"{name}: expected an integer or {n} integers")
+    if not np.issubdtype(arr.dtype, np.number) or np.any(arr != np.round(arr)) or np.any(arr < 1):
+        raise ValueError(f"{name}: values must be integers >= 1")
+    return np.broadcast_to(arr, (n,)).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ result
+
+def _quantile(x: np.ndarray, stat: str) -> float:
+    if not len(x):
+        return 0.0
+    return float(np.mean(x)) if stat == "mean" else float(np.percentile(x, float(stat[1:])))
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Outcome of :func:`simulate`. Per-request arrays are in trace order; times in seconds.
+
+    ``tpot_s`` is the mean inter-token time over a request's decode steps (0 for
+    ``output_len == 1``; such requests are left out of TPOT statistics). ``queue_s`` is the
+    wait from arrival to admission. ``area_s`` is the integral of the number of requests in
+    the system (arrived, unfinished) over time, accumulated event by event.
+    """
+
+    arrival_s: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    e2e_s: np.ndarray
+    queue_s: np.ndarray
+    instance: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    cached_tokens: np.ndarray
+    requests_per_instance: np.ndarray
+    steps_per_instance: np.ndarray
+    max_kv_tokens: np.ndarray        # peak reserved KV tokens, per instance
+    max_running: np.ndarray          # peak admitted requests, per instance
+    kv_capacity_tokens: float        # reservation pool per instance
+    max_batch_size: float
+    max_num_tokens: float
+    hit_blocks: int
+    total_blocks: int
+    area_s: float
+    steps: int                       # engine iterations, all instances
+    events: int                      # arrivals + instance events processed
+    wall_s: float
+
+    def stat(self, metric: str, stat: str = "mean") -> float:
+        """``metric`` in ttft/tpot/e2e, ``stat`` in mean/p50/p90/p99 (0.0 when empty)."""
+        x = getattr(self, f"{metric}_s")
+        if metric == "tpot":
+            x = x[self.output_len > 1]
+        return _quantile(x, stat)
+
+    def summary(self) -> dict[str, float]:
+        """Every statistic plus throughput, hit ratio and speed, as a flat dict."""
+        out = {f"{s}_{m}_s": self.stat(m, s) for m in ("ttft", "tpot", "e2e")
+               for s in ("mean", "p50", "p90", "p99")}
+        out.update(throughput_tok_s=self.throughput_tok_s, hit_ratio=self.hit_ratio,
+                   steps=self.steps, events=self.events, wall_s=self.wall_s)
+        return out
+
+    mean_ttft_s = property(lambda self: self.stat("ttft", "mean"))
+    p50_ttft_s = property(lambda self: self.stat("ttft", "p50"))
+    p90_ttft_s = property(lambda self: self.stat("ttft", "p90"))
+    p99_ttft_s = property(lambda self: self.stat("ttft", "p99"))
+    mean_tpot_s = property(lambda self: self.stat("tpot", "mean"))
+    p50_tpot_s = property(lambda self: self.stat("tpot", "p50"))
+    p90_tpot_s = property(lambda self: self.stat("tpot", "p90"))
+    p99_tpot_s = property(lambda self: self.stat("tpot", "p99"))
+    mean_e2e_s = property(lambda self: self.stat("e2e", "mean"))
+    p50_e2e_s = property(lambda self: self.stat("e2e", "p50"))
+    p90_e2e_s = property(lambda self: self.stat("e2e", "p90"))
+    p99_e2e_s = property(lambda self: self.stat("e2e", "p99"))
+
+    @property
+    def finish_s(self) -> np.ndarray:
+        return self.arrival_s + self.e2e_s
+
+    @property
+    def busy_window_s(self) -> tuple[float, float]:
+        """(first arrival, last finish)."""
+        return float(self.arrival_s.min()), float(self.finish_s.max())
+
+    @property
+    def output_tokens(self) -> int:
+        return int(self.output_len.sum())
+
+    @property
+    def throughput_tok_s(self) -> float:
+        """Output tokens per second over the busy window."""
+        a, b = self.busy_window_s
+        return self.output_tokens / (b - a) if b > a else 0.0
+
+    @property
+    def request_throughput_s(self) -> float:
+        """Finished requests per second over the busy window."""
+        a, b = self.busy_window_s
+        return len(self.arrival_s) / (b - a) if b > a else 0.0
+
+    @property
+    def hit_ratio(self) -> float:
+        """Prefix-cache block hit ratio (hit blocks / all chain blocks; 0 without blocks)."""
+        return self.hit_blocks / self.total_blocks if self.total_blocks else 0.0
+
+    def little(self) -> dict[str, float]:
+        """Little's law check over the busy window: ``L`` (time-average number in system, from
+        the event-by-event integral), ``XW`` (request throughput × mean E2E) and ``rel_err``."""
+        a, b = self.busy_window_s
+        L = self.area_s / (b - a) if b > a else 0.0
+        XW = self.request_throughput_s * self.mean_e2e_s
+        return {"L": L, "XW": XW, "rel_err": abs(L - XW) / XW if XW else 0.0}
+
+
+# ------------------------------------------------------------------------------ configuration
+
+@dataclass(frozen=True)
+class _Config:
+    setup: Setup
+    kv_cap: float        # reservation pool per instance, tokens
+    mnt: float           # token budget per step
+    mbs: float           # running requests per instance
+    req_s: float         # request overhead
+    tier: Tier | None    # where cached prefixes live (None: HBM)
+    block_tokens: int
+
+
+def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
+            max_batch_size, prefix_blocks, block_tokens, cache_tier, node) -> _Config:
+    """Build the instance like ``estimate``: Setup, calibration, memory fit; validate."""
+    m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
+    precision = _precision("precision", precision)
+    kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
+                                                     else precision))
+    tp, pp, ep, _, _ = _parallelism(m, tp, pp, 1, None)
+    cal = _params()
+    s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
+    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
+    r = _Reasons(())
+    _check_static(r, m, g, tp, pp, precision, kv)
+    _, kv_cap, _ = _memory_fit(r, s, cal, 1.0, 1.0, mnt, mbs)
+    if not r.feasible:
+        raise ValueError(f"infeasible instance: {r.reason}")
+    tier = _tier(cache_tier, node, g.key)
+    if tier is None:
+        kv_cap -= prefix_blocks * block_tokens
+    return _Config(s, float(kv_cap), float(mnt), float(mbs), cal["request_overhead"], tier,
+                   block_tokens)
+
+
+def _tier(cache_tier: str | Tier, node: str | None, gpu: str) -> Tier | None:
+    """Resolve ``cache_tier`` as ``estimate`` does; None means HBM."""
+    if isinstance(cache_tier, Tier):
+        return cache_tier if cache_tier.path is not None else None
+    if cache_tier not in TIER_KINDS:
+        raise ValueError(f"cache_tier={cache_tier!r}; allowed: {TIER_KINDS} or a Tier")
+    if cache_tier == "hbm":
+        return None
+    tier = node_tiers(node, gpu)[cache_tier]
+    if tier.capacity_B <= 0:
+        raise ValueError(f"cache_tier={cache_tier!r}: the node template has no {cache_tier} "
+                         f"capacity; pass a Tier from kvmodel.node_tiers(..., {cache_tier}_B=...)")
+    return tier
+
+
+def _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens) -> int:
+    """Validate the simulation arguments; return the tokens per hash block."""
+    if not isinstance(requests, Trace):
+        raise ValueError(f"requests must be a Trace (see poisson_requests), got {type(requests)}")
+    if not len(requests):
+        raise ValueError("requests: the trace is empty")
+    if np.any(requests.input_len < 1) or np.any(requests.output_len < 1):
+        raise ValueError("requests: input_len and output_len must be >= 1 for every request")
+    if np.any(np.diff(requests.arrival_s) < 0) or not np.all(np.isfinite(requests.arrival_s)):
+        raise ValueError("requests: arrival_s must be finite and non-decreasing")
+    if isinstance(instances, bool) or not isinstance(instances, (int, np.integer)) or instances < 1:
+        raise ValueError(f"instances={instances!r}: must be an integer >= 1")
+    if routing not in SIM_ROUTINGS:
+        raise ValueError(f"routing={routing!r}: must be one of {', '.join(SIM_ROUTINGS)}")
+    for name, v, lo in (("prefix_cache_blocks", prefix_cache_blocks, 0),
+                        ("block_tokens", block_tokens, 1)):
+        bad = isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo
+        if v is not None and bad:
+            raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
+    return int(requests.block_tokens if block_tokens is None else block_tokens)
+
+
+# ------------------------------------------------------------------------------ step times
+
+class _StepTimer:
+    """Step latency (incl. framework overhead) from ``step_ops``: memoised scalar calls and one
+    vectorised call for a run of decode-only steps."""
+
+    def __init__(self, s: Setup):
+        self.s = s
+        self.memo: dict[tuple, float] = {}
+
+    def step(self, tokens, logits, pairs_p, pairs_d, kv_read, kv_write) -> float:
+        """Latency of one step (a pure function of its six floats)."""
+        key = (tokens, logits, pairs_p, pairs_d, kv_read, kv_write)
+        v = self.memo.get(key)
+        if v is None:
+            if len(self.memo) >= _MEMO_CAP:
+                self.memo.clear()
+            v = self.memo[key] = float(step_ops(self.s, *key)[2])
+        return v
+
+    def decode(self, D: float, ctx: np.ndarray) -> np.ndarray:
+        """Latencies of decode-only steps of ``D`` sequences with context sums ``ctx``."""
+        return np.asarray(step_ops(self.s, D, D, 0.0, ctx, ctx, D)[2], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------ engine
+
+class _Inst:
+    """One instance's state. ``prefill``: [rid, tokens with KV, first-chunk time] per admitted
+    request still prefilling; decoding sequence i joined at step n0 with context c0, so its
+    context at step m is c0 + m − n0 = ``off[i]`` + m, and the context sum is D·m + ``base``.
+    ``kind``: pending event (None, "wake", "decode" = a run of ``k`` decode steps ending at
+    ``T[:k]``, "mixed" = one step with prefill ``chunks``), due at ``end``, version ``ver``."""
+
+    __slots__ = ("idx", "waiting", "prefill", "D", "base", "offs", "fin", "n", "kv", "running",
+                 "nsys", "ver", "kind", "end", "T", "k", "chunks", "max_kv", "max_run", "cache",
+                 "count", "steps")
+
+    def __init__(self, idx: int, cache_blocks: int):
+        self.idx, self.waiting, self.prefill = idx, deque(), []
+        self.D, self.base, self.offs, self.fin, self.n = 0, 0, {}, [], 0
+        self.kv, self.running, self.nsys, self.ver = 0.0, 0, 0, 0
+        self.kind, self.end, self.T, self.k, self.chunks = None, math.inf, None, 0, None
+        self.max_kv, self.max_run, self.count, self.steps = 0.0, 0, 0, 0
+        self.cache = LRUCache(cache_blocks) if cache_blocks else None
+
+
+class _Sim:
+    """The event loop (see the module docstring for the semantics)."""
+
+    def __init__(self, cfg: _Config, tr: Trace, n_inst: int, routing: str, seed: int,
+                 cache_blocks: int, epsilon: float = 0.25):
+        self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
+        self.window = cfg.setup.model.sliding_window or 0
+        self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
+        self.arr = tr.arrival_s.tolist()
+        self.ready = [a + cfg.req_s for a in self.arr]
+        self.res = np.asarray(_kv_per_seq(cfg.setup.model, tr.input_len + tr.output_len)).tolist()
+        self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
+        n = len(self.arr)
+        self.hit_tok, self.load_s = [0] * n, [0.0] * n
+        self.first, self.done, self.admit = [0.0] * n, [0.0] * n, [0.0] * n
+        self.where = [0] * n
+        self.insts = [_Inst(i, cache_blocks) for i in range(n_inst)]
+        self.routing, self.epsilon = routing, epsilon
+        self.picks = (np.random.default_rng(seed).integers(0, n_inst, size=n).tolist()
+                      if routing == "random" else None)
+        self.heap: list[tuple[float, int, int]] = []
+        self.hit_blocks = self.steps = self.events = self.nsys = 0
+        self.area, self.t_last = 0.0, 0.0
+        self._check_fit()
+
+    def _check_fit(self) -> None:
+        big = np.flatnonzero(np.asarray(self.res) > self.cfg.kv_cap)
+        if len(big):
+            i = int(big[0])
+            raise ValueError(f"request {i} needs {self.res[i]:.0f} KV tokens but an instance "
+                             f"reserves at most {self.cfg.kv_cap:.0f} ({len(big)} such requests)")
+
+    # ---- main loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Process arrivals and instance events in time order (arrivals first on ties)."""
+        heap, arr, n = self.heap, self.arr, len(self.arr)
+        ai = 0
+        while True:
+            th = heap[0][0] if heap else math.inf
+            if ai < n and arr[ai] <= th:
+                self._arrive(ai, arr[ai])
+                ai += 1
+                continue
+            if not heap:
+                return
+            t, i, ver = heapq.heappop(heap)
+            inst = self.insts[i]
+            if ver == inst.ver:
+                self._event(inst, t)
+
+    def _schedule(self, inst: _Inst, t: float, kind: str) -> None:
+        inst.ver += 1
+        inst.kind, inst.end = kind, t
+        heapq.heappush(self.heap, (t, inst.idx, inst.ver))
+
+    def _count(self, t: float, delta: int) -> None:
+        """Integrate the number in system up to ``t``, then change it by ``delta``."""
+        self.area += self.nsys * (t - self.t_last)
+        self.t_last, self.nsys = t, self.nsys + delta
+
+    # ---- arrivals and routing ----------------------------------------------------------------
+    def _arrive(self, rid: int, t: float) -> None:
+        self.events += 1
+        self._count(t, +1)
+        chain = self.ids[self.off[rid]:self.off[rid + 1]]
+        inst = self.insts[self._route(rid, chain)]
+        self.where[rid] = inst.idx
+        inst.count += 1
+        inst.nsys += 1
+        self._lookup(inst, rid, chain)
+        inst.waiting.append(rid)
+        r = self.ready[rid]
+        if inst.kind is None or (inst.kind == "wake" and inst.end > r):
+            self._schedule(inst, r, "wake")
+        elif inst.kind == "decode" and inst.k > 1 and inst.end > r:
+            j = int(np.searchsorted(inst.T[:inst.k], r))
+            if j < inst.k - 1:
+                inst.k = j + 1
+                self._schedule(inst, float(inst.T[j]), "decode")
+
+    def _route(self, rid: int, chain: list) -> int:
+        insts, mode = self.insts, self.routing
+        if mode == "round_robin":
+            return rid % len(insts)
+        if mode == "random":
+            return self.picks[rid]
+        if mode == "least_loaded":
+            return min(insts, key=lambda x: (x.nsys, x.idx)).idx
+        if mode == "prefix_affinity_bounded":
+            bound = math.ceil((1.0 + self.epsilon) * (rid + 1) / len(insts))
+            insts = [x for x in insts if x.count + 1 <= bound]
+        return max(insts, key=lambda x: (_cached_prefix(x.cache, chain) if x.cache else 0,
+                                         -x.nsys, -x.idx)).idx
+
+    def _lookup(self, inst: _Inst, rid: int, chain: list) -> None:
+        """Prefix-cache hit of ``rid`` on ``inst`` (then refresh), its skipped tokens and load."""
+        if inst.cache is None or not chain:
+            return
+        hit = _serve(inst.cache, chain)
+        self.hit_blocks += hit
+        tok = min(hit * self.cfg.block_tokens, self.I[rid] - 1)
+        self.hit_tok[rid] = tok
+        if tok > 0 and self.cfg.tier is not None:
+            self.load_s[rid] = float(load_seconds(self.cfg.setup, self.cfg.tier, float(tok),
+                                                  "contiguous", float(self.cfg.block_tokens)))
+
+    # ---- instance events ---------------------------------------------------------------------
+    def _event(self, inst: _Inst, t: float) -> None:
+        self.events += 1
+        if inst.kind == "decode":
+            self._advance(inst, inst.k, t)
+        elif inst.kind == "mixed":
+            self._advance(inst, 1, t)
+            self._prefill_progress(inst, t)
+        inst.kind, inst.end = None, math.inf
+        self._form(inst, t)
+
+    def _advance(self, inst: _Inst, k: int, t: float) -> None:
+        """``k`` steps ended at ``t``: every decoding sequence emitted k tokens."""
+        inst.n += k
+        inst.steps += k
+        self.steps += k
+        fin = inst.fin
+        while fin and fin[0][0] < inst.n:
+            rid = heapq.heappop(fin)[1]
+            inst.D -= 1
+            inst.base -= inst.offs.pop(rid)
+            self._finish(inst, rid, t)
+
+    def _finish(self, inst: _Inst, rid: int, t: float) -> None:
+        self.done[rid] = t
+        inst.kv -= self.res[rid]
+        inst.running -= 1
+        inst.nsys -= 1
+        self._count(t, -1)
+
+    def _prefill_progress(self, inst: _Inst, t: float) -> None:
+        """Apply the ended step's prefill chunks; completed prompts emit their first token."""
+        I = self.I
+        for p, c in inst.chunks:
+            p[1] += c
+            if p[1] < I[p[0]]:
+                continue
+            rid = p[0]
+            self.first[rid] = t
+            if self.O[rid] == 1:
+                self._finish(inst, rid, t)
+                continue
+            off = I[rid] + 1 - inst.n          # context I+1 at its first decode step n
+            inst.offs[rid] = off
+            inst.base += off
+            inst.D += 1
+            heapq.heappush(inst.fin, (inst.n + self.O[rid] - 2, rid))
+        inst.prefill = [p for p in inst.prefill if p[1] < I[p[0]]]
+        inst.chunks = None
+
+    # ---- forming the next step ---------------------------------------------------------------
+    def _form(self, inst: _Inst, t: float) -> None:
+        """Admit, then start a mixed step, a run of decode steps, or go idle until a wake-up."""
+        self._admit(inst, t)
+        chunks = self._chunks(inst, t)
+        if chunks:
+            self._mixed(inst, t, chunks)
+        elif inst.D:
+            self._decode_run(inst, t)
+        else:
+            b = self._bound(inst, t)
+            if b < math.inf:
+                self._schedule(inst, b, "wake")
+
+    def _admit(self, inst: _Inst, t: float) -> None:
+        w, cap, mbs = inst.waiting, self.cfg.kv_cap, self.cfg.mbs
+        while w:
+            rid = w[0]
+            if self.ready[rid] > t or inst.running >= mbs or inst.kv + self.res[rid] > cap:
+                return
+            w.popleft()
+            inst.kv += self.res[rid]
+            inst.running += 1
+            inst.max_kv = max(inst.max_kv, inst.kv)
+            inst.max_run = max(inst.max_run, inst.running)
+            self.admit[rid] = t
+            inst.prefill.append([rid, self.hit_tok[rid], t + self.load_s[rid]])
+
+    def _chunks(self, inst: _Inst, t: float) -> list:
+        """Prefill chunks of this step in admission order, within the token budget."""
+        budget = self.cfg.mnt - inst.D
+        out = []
+        for p in inst.prefill:
+            if budget <= 0:
+                break
+            if p[2] > t:
+                continue
+            c = min(self.I[p[0]] - p[1], budget)
+            out.append((p, c))
+            budget -= c
+        return out
+
+    def _bound(self, inst: _Inst, t: float) -> float:
+        """Earliest future time new prefill work can start (a queued request becomes ready or a
+        prefix load ends); inf if none (a ready head blocked by KV/batch waits for a finish)."""
+        b = math.inf
+        if inst.waiting and self.ready[inst.waiting[0]] > t:
+            b = self.ready[inst.waiting[0]]
+        for p in inst.prefill:
+            b = min(b, p[2])
+        return b
+
+    def _ctx(self, inst: _Inst, m):
+        """Sum of decode contexts at step(s) ``m`` (capped by a sliding window)."""
+        if not self.window:
+            return inst.D * m + inst.base
+        offs = np.fromiter(inst.offs.values(), dtype=np.float64, count=len(inst.offs))
+        s = np.minimum(offs[:, None] + np.atleast_1d(m)[None, :], self.window).sum(axis=0)
+        return s if np.ndim(m) else float(s[0])
+
+    def _mixed(self, inst: _Inst, t: float, chunks: list) -> None:
+        D, S = inst.D, self._ctx(inst, inst.n)
+        P = pairs = start_sum = 0.0
+        done = 0
+        for p, c in chunks:
+            P += c
+            pairs += c * (p[1] + (c + 1.0) / 2.0)
+            start_sum += p[1]
+            done += p[1] + c >= self.I[p[0]]
+        lat = self.timer.step(D + P, D + done, pairs, S, S + start_sum, D + P)
+        inst.chunks = chunks
+        self._schedule(inst, t + lat, "mixed")
+
+    def _decode_run(self, inst: _Inst, t: float) -> None:
+        """Decode-only steps until the next finish, the first step boundary at or after the
+        bound, or the stretch cap; evaluated as one vector when longer than two steps."""
+        k = min(inst.fin[0][0] - inst.n + 1, _STRETCH_CAP)
+        S0 = self._ctx(inst, inst.n)
+        dt0 = self.timer.step(inst.D, inst.D, 0.0, S0, S0, inst.D)
+        b = self._bound(inst, t)
+        if b < math.inf:
+            k = max(1, min(k, math.ceil((b - t) / dt0)))
+        if k <= 2:
+            T = [t + dt0]
+            if k == 2:
+                S1 = self._ctx(inst, inst.n + 1)
+                T.append(T[0] + self.timer.step(inst.D, inst.D, 0.0, S1, S1, inst.D))
+            T = np.asarray(T)
+        else:
+            dt = self.timer.decode(float(inst.D), self._ctx(inst, np.arange(inst.n, inst.n + k,
+                                                                              dtype=np.float64)))
+            dt[0] = dt0
+            T = np.cumsum(np.concatenate(([t], dt)))[1:]
+        if b < math.inf:
+            k = min(k, int(np.searchsorted(T, b)) + 1)
+        inst.T, inst.k = T, k
+        self._schedule(inst, float(T[k - 1]), "decode")
+
+    # ---- output ------------------------------------------------------------------------------
+    def result(self, tr: Trace, wall: float) -> SimResult:
+        arr = tr.arrival_s
+        first, done = np.asarray(self.first), np.asarray(self.done)
+        O = tr.output_len
+        tpot = np.where(O > 1, (done - first) / np.maximum(O - 1, 1), 0.0)
+        ins = self.insts
+        return SimResult(
+            arrival_s=arr.copy(), ttft_s=first - arr, tpot_s=tpot, e2e_s=done - arr,
+            queue_s=np.asarray(self.admit) - arr, instance=np.asarray(self.where, dtype=np.int64),
+            input_len=tr.input_len.copy(), output_len=O.copy(),
+            cached_tokens=np.asarray(self.hit_tok, dtype=np.int64),
+            requests_per_instance=np.array([x.count for x in ins], dtype=np.int64),
+            steps_per_instance=np.array([x.steps for x in ins], dtype=np.int64),
+            max_kv_tokens=np.array([x.max_kv for x in ins]),
+            max_running=np.array([x.max_run for x in ins], dtype=np.int64),
+            kv_capacity_tokens=self.cfg.kv_cap, max_batch_size=self.cfg.mbs,
+            max_num_tokens=self.cfg.mnt, hit_blocks=self.hit_blocks,
+            total_blocks=tr.total_blocks if any(x.cache for x in ins) else 0,
+            area_s=self.area, steps=self.steps, events=self.events, wall_s=wall)
+
+
+# ------------------------------------------------------------------------------ public
+
+def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
+             precision: str = "bf16", kv_precision: str | None = None,
+             framework="tensorrt-llm", max_num_tokens=None, max_batch_size=None,
+             routing: str = "round_robin", seed: int = 0, prefix_cache_blocks: int = 0,
+             block_tokens: int | None = None, cache_tier: str | Tier = "hbm",
+             node: str | None = None, epsilon: float = 0.25) -> SimResult:
+    """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
+
+    Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
+    ``gpu``, ``tp``, ``pp``, ``precision``, ``kv_precision``, ``framework``,
+    ``max_num_tokens`` and ``max_batch_size`` defaulting to the calibration). ``routing`` is one
+    of :data:`SIM_ROUTINGS` (``seed`` drives ``random``, ``epsilon`` > 0 the load bound of
+    ``prefix_affinity_bounded``). ``prefix_cache_blocks``: LRU prefix
+    cache per instance, in hash blocks of ``block_tokens`` tokens (default: the trace's), held
+    in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`).
+
+    Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
+    unsupported precision, TP not dividing the heads) or a request whose reservation exceeds an
+    instance's KV capacity. Every request finishes; see the module docstring for the semantics.
+    """
+    bt = _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
+    if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0):
+        raise ValueError(f"epsilon={epsilon!r}: must be a number > 0")
+    cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
+                  max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node)
+    t0 = time.perf_counter()
+    sim = _Sim(cfg, requests, int(instances), routing, seed, int(prefix_cache_blocks), epsilon)
+    sim.run()
+    return sim.result(requests, time.perf_counter() - t0)

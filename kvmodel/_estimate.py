@@ -183,18 +183,17 @@ def _kv_per_seq(m: ModelSpec, ctx):
 
 
 class _Prefix:
-    """A cached prefix of P tokens in ``tier``; for continuous batching the per-request choice
-    (load / recompute / split) is made for one request alone and then applied to all."""
+    """A cached prefix of P tokens loaded by ``load(tokens) -> seconds`` (None: no prefix);
+    for continuous batching the per-request choice (load / recompute / split) is made for one
+    request alone and then applied to all."""
 
-    def __init__(self, s: Setup, P, tier: Tier | None, policy: str, layout: str, block_tokens,
-                 compression, I):
-        self.none = tier is None
-        self.P, self.policy = P, policy
+    def __init__(self, s: Setup, P, load, policy: str, I):
+        self.none = load is None
+        self.P, self.policy, self.load = P, policy, load
         self.loaded, self.exposed = 0.0, 0.0
         if self.none:
             return
-        self.load = lambda tok: load_seconds(s, tier, tok, layout, block_tokens, compression)
-        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, self.load, policy)
+        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy)
         self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
 
     def new_tokens(self, I):
@@ -419,8 +418,42 @@ def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, 
     return "batch", _num("batch", batch)
 
 
+def _resolve_tier(s: Setup, tier, node) -> Tier | None:
+    """A tier name of the node template or a Tier; None for HBM."""
+    if isinstance(tier, str):
+        if tier not in TIER_KINDS:
+            raise ValueError(f"cache_tier={tier!r}; allowed: {TIER_KINDS}, a Tier, or a list of "
+                             "(tier, fraction) pairs")
+        name, tier = tier, None if tier == "hbm" else node_tiers(node, s.gpu.key)[tier]
+        if tier is not None and tier.capacity_B <= 0:
+            raise ValueError(f"cache_tier={name!r}: the node template has no {name} capacity; "
+                             f"pass a Tier from kvmodel.node_tiers(..., {name}_B=...)")
+        return tier
+    if not isinstance(tier, Tier):
+        raise ValueError(f"cache_tier must be a tier name, a Tier or (tier, fraction) pairs, "
+                         f"got {tier!r}")
+    return None if tier.path is None else tier
+
+
+def _loader(s: Setup, tier, node, layout, block_tokens, compression):
+    """tokens -> seconds for one tier, or a mix [(tier, fraction), ...] loaded one after another."""
+    mix = tier if isinstance(tier, (list, tuple)) else [(tier, 1.0)]
+    parts = [(_resolve_tier(s, t, node), float(f)) for t, f in mix]
+    total = sum(f for _, f in parts)
+    if any(f < 0 for _, f in parts) or abs(total - 1.0) > 1e-6:
+        raise ValueError(f"cache_tier fractions must be >= 0 and sum to 1, got {total:g}")
+    parts = [(t, f) for t, f in parts if t is not None and f > 0]
+
+    def load(tok):
+        out = 0.0 * tok
+        for t, f in parts:
+            out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression)
+        return out
+    return load
+
+
 def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression) -> _Prefix:
-    """Validate the cached-prefix arguments and resolve the tier."""
+    """Validate the cached-prefix arguments and build the prefix loader."""
     if policy not in POLICIES:
         raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
     if layout not in LAYOUTS:
@@ -431,25 +464,10 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
     if xp.any_true(P >= I):
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
-    if isinstance(tier, str):
-        if tier not in TIER_KINDS:
-            raise ValueError(f"cache_tier={tier!r}; allowed: {TIER_KINDS} or a Tier")
-        name, tier = tier, None if tier == "hbm" else node_tiers(node, s.gpu.key)[tier]
-        if tier is not None and tier.capacity_B <= 0:
-            raise ValueError(f"cache_tier={name!r}: the node template has no {name} capacity; "
-                             f"pass a Tier from kvmodel.node_tiers(..., {name}_B=...)")
-    elif not isinstance(tier, Tier):
-        raise ValueError(f"cache_tier must be a tier name or a Tier, got {tier!r}")
-    elif tier.path is None:
-        tier = None
-    if tier is None and not xp.any_true(P > 0):
-        return _Prefix(s, 0.0, None, policy, layout, block_tokens, compression, I)
-    if tier is None:  # prefix already in HBM: only the new tokens are computed
-        tier = Tier("hbm", 0.0, None)
-        pre = _Prefix(s, P, None, policy, layout, block_tokens, compression, I)
-        pre.none, pre.loaded, pre.load = False, P, (lambda tok: 0.0 * tok)
-        return pre
-    return _Prefix(s, P, tier, policy, layout, block_tokens, compression, I)
+    load = _loader(s, tier, node, layout, block_tokens, compression)
+    if not xp.any_true(P > 0):
+        return _Prefix(s, 0.0, None, policy, I)
+    return _Prefix(s, P, load, policy, I)
 
 
 def _memory_fit(r: _Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
@@ -486,7 +504,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``saturation_request_rate`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
     ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
-    ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, or a :class:`Tier`);
+    ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, a :class:`Tier`, or a mix
+    ``[(tier, fraction), ...]`` whose parts load one after another);
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
     of a block), shrunk by ``kv_compression`` (>= 1).

@@ -185,3 +185,13 @@ def test_placement_flags_unsustainable_write_traffic():
     ok = place(tr, [kvmodel.Tier("hbm", 1.0, None), ssd], 1.0, block_rate=1e3, method="exact")
     bad = place(tr, [kvmodel.Tier("hbm", 1.0, None), ssd], 1e9, block_rate=1e3, method="exact")
     assert ok.sustainable.all() and not bad.sustainable[1]
+
+
+def test_tier_mix_lies_between_its_parts():
+    kw = dict(KW, input_len=33000, cached_prefix_len=32768, prefix_policy="load")
+    dram, ssd = (kvmodel.estimate(**kw, cache_tier=t).ttft_s for t in ("dram", "ssd"))
+    mix = kvmodel.estimate(**kw, cache_tier=[("dram", 0.5), ("ssd", 0.5)]).ttft_s
+    assert dram <= mix <= ssd
+    assert kvmodel.estimate(**kw, cache_tier=[("dram", 1.0)]).ttft_s == pytest.approx(dram)
+    with pytest.raises(ValueError, match="sum to 1"):
+        kvmodel.estimate(**kw, cache_tier=[("dram", 0.5), ("ssd", 0.2)])

@@ -56,6 +56,8 @@ class Estimate:
     e2e_p50_s: Any = 0.0
     e2e_p90_s: Any = 0.0
     e2e_p99_s: Any = 0.0
+    queue_wait_s: Any = 0.0     # mean queueing delay inside TTFT
+    queue_wait_prob: Any = 0.0  # probability that a request waits at all
     interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -557,6 +559,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   batch=N if mode == "batch" else mode,
                   concurrency=N if mode == "concurrency" else None,
                   request_rate=N if mode == "rate" else None, framework=fw.key)
+    pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
+    pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
                     reason=r.reason, mode=mode, stable=stable,
                     saturation_request_rate=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],

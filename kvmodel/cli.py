@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    choices=("gpu", "link", "memory", "node", "framework", "calibration"))
     h.add_argument("key", nargs="?")
     sub.add_parser("models", help="list the LLM catalog")
+    k = sub.add_parser("cluster", help="evaluate a cluster described in a TOML file")
+    k.add_argument("--config", required=True, help="cluster TOML ([cluster], [workload])")
+    k.add_argument("--trace", default=None, help="trace file (overrides [workload].trace)")
+    k.add_argument("--json", action="store_true")
     return p
 
 
@@ -147,6 +151,33 @@ def _cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster(a: argparse.Namespace) -> int:
+    from pathlib import Path
+    from .cluster import Workload, evaluate, load_cluster_config
+    from .traces import load_trace
+    c, wk = load_cluster_config(a.config)
+    trace = a.trace or wk.pop("trace", None)
+    wk.pop("trace", None)
+    if trace is None:
+        raise ValueError("no trace: give --trace or [workload].trace")
+    path = Path(trace)
+    if not path.is_absolute() and not path.exists():
+        path = Path(a.config).resolve().parent / trace
+    r = evaluate(c, Workload(load_trace(path), **wk))
+    if a.json:
+        print(json.dumps(r.to_dict(), indent=2, default=float))
+        return 0
+    print(f"{c.model} on {c.gpu}: sharing={c.sharing} routing={c.routing} "
+          f"{'stable' if r.stable else 'UNSTABLE: ' + r.reason}")
+    for name in ("ttft_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "e2e_s", "output_tok_s",
+                 "goodput_rps", "cost_per_hour", "cost_per_mtok", "imbalance"):
+        print(f"  {name:16s} {getattr(r, name):.4g}")
+    print("  hit ratio by tier: " + ", ".join(f"{k} {v:.3f}" for k, v in r.hit_ratio.items()))
+    if r.utilisation:
+        print("  network: " + ", ".join(f"{k} {v:.3f}" for k, v in r.utilisation.items()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     from .hardware import HardwareDBError, load_hardware
@@ -154,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in a.hardware:
             load_hardware(path)
         return {"estimate": _cmd_estimate, "validate": _cmd_validate, "calibrate": _cmd_calibrate,
-                "hardware": _cmd_hardware, "models": _cmd_models}[a.cmd](a)
+                "hardware": _cmd_hardware, "models": _cmd_models,
+                "cluster": _cmd_cluster}[a.cmd](a)
     except (ValueError, KeyError, HardwareDBError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"kvmodel: error: {msg}", file=sys.stderr)

@@ -247,7 +247,7 @@ def _bracketed_root(residual, lo, hi):
     for _ in range(_FIXED_POINT_ITERS):
         t = hi - g_hi * (hi - lo) / (g_hi - g_lo)
         g, extra = residual(t)
-        if not xp.any_true(abs(g) > 1e-9 * t):
+        if not xp.any_true(abs(g) > 1e-7 * t):
             break
         flip = g * g_hi < 0
         lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, 0.5 * g_lo)

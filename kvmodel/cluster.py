@@ -197,12 +197,12 @@ def _layout(c: Cluster):
     return key, node, n, max(1, node.gpus_per_node // c.tp)
 
 
-def _curve(w: Workload, cap_blocks: float, n: int, routing: str, eps: float) -> float:
+def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float) -> np.ndarray:
     r = {"least_loaded": "random"}.get(routing, routing)  # hit-wise, load balancing ~ random
     if n == 1:
         r = "single"
-    cap = np.array([max(0.0, math.floor(cap_blocks))])
-    return float(analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)[0])
+    cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
+    return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
 
 
 def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, float]:
@@ -210,22 +210,26 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, 
 
     Each level holds the next stretch of one LRU stack: per-instance levels follow the routing
     curve at the cumulative capacity; shared levels (pool, P2P DRAM) the single-cache curve.
+    All curve points are evaluated in two vectorised calls.
     """
-    out, h_prev, local = {}, 0.0, 0.0
-    for t in ("hbm", "dram", "cxl", "ssd"):
-        local += caps[t]
+    kinds = ("hbm", "dram", "cxl", "ssd")
+    local = n * np.cumsum([caps[t] for t in kinds])
+    h_local = _curve(w, local, n, c.routing, c.epsilon)
+    r = c.p2p.replication
+    shared = [caps["pool"], n * (caps["hbm"] + caps["dram"] / r)]
+    h_shared = _curve(w, shared, 1, "single", c.epsilon)
+    out, h_prev = {}, 0.0
+    for i, t in enumerate(kinds):
         if t == "dram" and c.sharing == "p2p":
-            r = c.p2p.replication
-            h = max(h_prev, _curve(w, n * (caps["hbm"] + caps["dram"] / r), 1, "single", c.epsilon))
+            h = max(h_prev, float(h_shared[1]))
             share = min(1.0, r / n)
             out["dram"], out["peer"] = (h - h_prev) * share, (h - h_prev) * (1 - share)
         else:
-            h = max(h_prev, _curve(w, n * local, n, c.routing, c.epsilon))
+            h = max(h_prev, float(h_local[i]))
             out[t] = h - h_prev
         h_prev = h
     if c.sharing == "central_pool":
-        h = max(h_prev, _curve(w, caps["pool"], 1, "single", c.epsilon))
-        out["pool"] = h - h_prev
+        out["pool"] = max(h_prev, float(h_shared[0])) - h_prev
     return out
 
 

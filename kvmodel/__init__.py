@@ -19,6 +19,7 @@ from .traces import LoadReport, load_trace, load_trace_with_report, synthetic_tr
 from .reuse import hit_ratio_curve
 from .placement import Placement, place
 from . import sim
+from .routing import ROUTING_POLICIES, RoutingPolicy, make_policy
 from .cluster import Cluster, ClusterResult, P2PSpec, PoolSpec, Workload, evaluate
 from .breakeven import break_even_bandwidth, break_even_context_len, break_even_formulas
 
@@ -33,6 +34,7 @@ __all__ = [
     "node_tiers", "Tier", "TransferPath", "TIER_KINDS",
     "Trace", "load_trace", "load_trace_with_report", "LoadReport", "synthetic_trace",
     "hit_ratio_curve", "place", "Placement", "sim",
+    "ROUTING_POLICIES", "RoutingPolicy", "make_policy",
     "Cluster", "ClusterResult", "PoolSpec", "P2PSpec", "Workload", "evaluate", "break_even_bandwidth", "break_even_context_len", "break_even_formulas",
 ]
 

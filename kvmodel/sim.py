@@ -36,13 +36,24 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
 
-Routing across instances at arrival: ``round_robin`` (k mod N), ``random`` (the draws of
-``replay``: ``default_rng(seed).integers(N)`` for all requests up front), ``least_loaded``
-(fewest routed-but-unfinished requests, ties to the lowest index), ``prefix_affinity``
-(longest cached prefix, ties least loaded, then lowest index; it can send every request to
-one instance when all share a first block), ``prefix_affinity_bounded`` (the same among
-instances whose routed count after taking request k is <= ceil((1+epsilon)(k+1)/N), as in
-``replay``).
+Routing across instances at arrival: any policy of :data:`kvmodel.routing.ROUTING_POLICIES`
+(or a :class:`~kvmodel.routing.RoutingPolicy` instance), given a
+:class:`~kvmodel.routing.RoutingView` of the instances at that time. The built-ins of
+:data:`SIM_ROUTINGS`: ``round_robin`` (k mod N), ``random`` (the draws of ``replay``:
+``default_rng(seed).integers(N)`` for all requests up front), ``least_loaded`` (fewest
+routed-but-unfinished requests, ties to the lowest index), ``prefix_affinity`` (longest cached
+prefix, ties least loaded, then lowest index; it can send every request to one instance when
+all share a first block), ``prefix_affinity_bounded`` (the same among instances whose routed
+count after taking request k is <= ceil((1+epsilon)(k+1)/N), as in ``replay``); the published
+cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (see
+:mod:`kvmodel.routing`). View fields in the simulator: ``cached`` = the LRU prefix hit (tier
+``hbm`` or the ``cache_tier`` kind), ``queued_prefill_tokens`` = uncached prompt tokens routed
+and not yet prefilled, ``kv_blocks`` = prompt blocks of routed unfinished requests,
+``kv_usage`` = reserved / capacity, ``step_s`` = the last step's latency (the first of a decode
+run), ``prefill_s_per_token`` = one full-budget prefill chunk from an empty context /
+``max_num_tokens``. A policy may reject a request (``mooncake`` with ``ttft_slo_s``): it is
+never served, marked in ``SimResult.rejected`` and left out of every latency, throughput,
+Little and hit-ratio statistic (its per-request times are NaN, its instance -1).
 
 Speed: a heap of instance event times in plain Python. Runs of decode-only steps (no prefill
 work possible, until the next sequence finishes or a request becomes ready) are evaluated as
@@ -56,7 +67,8 @@ import heapq
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,6 +80,8 @@ from ._reuse_exact import LRUCache, _cached_prefix, _serve
 from ._roofline import Setup, step_ops
 from ._trace_types import Trace
 from .hardware import get_framework, get_gpu
+from .routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView, make_policy,
+                      policy_params)
 from .models import get_model
 from .tiers import TIER_KINDS, Tier, node_tiers
 
@@ -135,7 +149,9 @@ class SimResult:
     ``tpot_s`` is the mean inter-token time over a request's decode steps (0 for
     ``output_len == 1``; such requests are left out of TPOT statistics). ``queue_s`` is the
     wait from arrival to admission. ``area_s`` is the integral of the number of requests in
-    the system (arrived, unfinished) over time, accumulated event by event.
+    the system (arrived, unfinished) over time, accumulated event by event. ``rejected`` marks
+    requests the routing policy rejected (never served: NaN times, instance -1); statistics,
+    throughput, the busy window and Little's law cover served requests only.
     """
 
     arrival_s: np.ndarray
@@ -160,20 +176,35 @@ class SimResult:
     steps: int                       # engine iterations, all instances
     events: int                      # arrivals + instance events processed
     wall_s: float
+    rejected: np.ndarray = field(default=None)   # bool [n]; None -> none rejected
+
+    def __post_init__(self) -> None:
+        if self.rejected is None:
+            object.__setattr__(self, "rejected", np.zeros(len(self.arrival_s), dtype=bool))
+
+    @property
+    def served(self) -> np.ndarray:
+        """Mask of the requests that were served (not rejected)."""
+        return ~self.rejected
+
+    @property
+    def n_rejected(self) -> int:
+        return int(self.rejected.sum())
 
     def stat(self, metric: str, stat: str = "mean") -> float:
-        """``metric`` in ttft/tpot/e2e, ``stat`` in mean/p50/p90/p99 (0.0 when empty)."""
+        """``metric`` in ttft/tpot/e2e, ``stat`` in mean/p50/p90/p99 over served requests (0.0
+        when empty)."""
         x = getattr(self, f"{metric}_s")
-        if metric == "tpot":
-            x = x[self.output_len > 1]
-        return _quantile(x, stat)
+        keep = self.served & (self.output_len > 1) if metric == "tpot" else self.served
+        return _quantile(x[keep], stat)
 
     def summary(self) -> dict[str, float]:
         """Every statistic plus throughput, hit ratio and speed, as a flat dict."""
         out = {f"{s}_{m}_s": self.stat(m, s) for m in ("ttft", "tpot", "e2e")
                for s in ("mean", "p50", "p90", "p99")}
         out.update(throughput_tok_s=self.throughput_tok_s, hit_ratio=self.hit_ratio,
-                   steps=self.steps, events=self.events, wall_s=self.wall_s)
+                   steps=self.steps, events=self.events, wall_s=self.wall_s,
+                   rejected=self.n_rejected)
         return out
 
     mean_ttft_s = property(lambda self: self.stat("ttft", "mean"))
@@ -195,12 +226,15 @@ class SimResult:
 
     @property
     def busy_window_s(self) -> tuple[float, float]:
-        """(first arrival, last finish)."""
-        return float(self.arrival_s.min()), float(self.finish_s.max())
+        """(first arrival, last finish) of the served requests ((0, 0) if none)."""
+        keep = self.served
+        if not keep.any():
+            return 0.0, 0.0
+        return float(self.arrival_s[keep].min()), float(self.finish_s[keep].max())
 
     @property
     def output_tokens(self) -> int:
-        return int(self.output_len.sum())
+        return int(self.output_len[self.served].sum())
 
     @property
     def throughput_tok_s(self) -> float:
@@ -212,7 +246,7 @@ class SimResult:
     def request_throughput_s(self) -> float:
         """Finished requests per second over the busy window."""
         a, b = self.busy_window_s
-        return len(self.arrival_s) / (b - a) if b > a else 0.0
+        return int(self.served.sum()) / (b - a) if b > a else 0.0
 
     @property
     def hit_ratio(self) -> float:
@@ -292,8 +326,9 @@ def _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
         raise ValueError("requests: arrival_s must be finite and non-decreasing")
     if isinstance(instances, bool) or not isinstance(instances, (int, np.integer)) or instances < 1:
         raise ValueError(f"instances={instances!r}: must be an integer >= 1")
-    if routing not in SIM_ROUTINGS:
-        raise ValueError(f"routing={routing!r}: must be one of {', '.join(SIM_ROUTINGS)}")
+    if not isinstance(routing, RoutingPolicy) and routing not in ROUTING_POLICIES:
+        raise ValueError(f"routing={routing!r}: must be one of {', '.join(ROUTING_POLICIES)} "
+                         f"or a RoutingPolicy")
     for name, v, lo in (("prefix_cache_blocks", prefix_cache_blocks, 0),
                         ("block_tokens", block_tokens, 1)):
         bad = isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo
@@ -334,11 +369,14 @@ class _Inst:
     request still prefilling; decoding sequence i joined at step n0 with context c0, so its
     context at step m is c0 + m − n0 = ``off[i]`` + m, and the context sum is D·m + ``base``.
     ``kind``: pending event (None, "wake", "decode" = a run of ``k`` decode steps ending at
-    ``T[:k]``, "mixed" = one step with prefill ``chunks``), due at ``end``, version ``ver``."""
+    ``T[:k]``, "mixed" = one step with prefill ``chunks``), due at ``end``, version ``ver``.
+    Router-side counters for the routing view: ``qtok`` (uncached prompt tokens not yet
+    prefilled), ``kvb`` (prompt blocks of routed unfinished requests), ``tree`` (blocks
+    inserted into the prefix cache so far), ``last`` (latest step latency)."""
 
     __slots__ = ("idx", "waiting", "prefill", "D", "base", "offs", "fin", "n", "kv", "running",
                  "nsys", "ver", "kind", "end", "T", "k", "chunks", "max_kv", "max_run", "cache",
-                 "count", "steps")
+                 "count", "steps", "qtok", "kvb", "tree", "last")
 
     def __init__(self, idx: int, cache_blocks: int):
         self.idx, self.waiting, self.prefill = idx, deque(), []
@@ -346,14 +384,48 @@ class _Inst:
         self.kv, self.running, self.nsys, self.ver = 0.0, 0, 0, 0
         self.kind, self.end, self.T, self.k, self.chunks = None, math.inf, None, 0, None
         self.max_kv, self.max_run, self.count, self.steps = 0.0, 0, 0, 0
+        self.qtok, self.kvb, self.tree, self.last = 0, 0, 0, 0.0
         self.cache = LRUCache(cache_blocks) if cache_blocks else None
+
+
+class _SimView(RoutingView):
+    """The routing view of the simulator's instances for one request (fields computed on first
+    use, so policies that ignore the view cost nothing)."""
+
+    def __init__(self, sim: "_Sim", chain: list):
+        self._sim, self._chain, self._insts = sim, chain, sim.insts
+        self.n, self.block_tokens = len(sim.insts), sim.cfg.block_tokens
+
+    @property
+    def prefill_s_per_token(self) -> float:
+        return self._sim.prefill_s_per_token
+
+    def _each(self, f) -> list:
+        return [f(x) for x in self._insts]
+
+    @cached_property
+    def cached(self) -> list[dict[str, int]]:
+        tier, chain = self._sim.tier, self._chain
+        return self._each(lambda x: {tier: _cached_prefix(x.cache, chain)} if x.cache else {})
+
+    active = cached_property(lambda self: self._each(lambda x: x.nsys))
+    running = cached_property(lambda self: self._each(lambda x: x.D))
+    waiting = cached_property(lambda self: self._each(lambda x: len(x.waiting)))
+    queued_prefill_tokens = cached_property(lambda self: self._each(lambda x: x.qtok))
+    kv_blocks = cached_property(lambda self: self._each(lambda x: x.kvb))
+    kv_usage = cached_property(lambda self: self._each(lambda x: x.kv / self._sim.cfg.kv_cap))
+    step_s = cached_property(lambda self: self._each(lambda x: x.last))
+    routed = cached_property(lambda self: self._each(lambda x: x.count))
+    cache_blocks = cached_property(lambda self: self._each(
+        lambda x: len(x.cache.od) if x.cache else 0))
+    tree_blocks = cached_property(lambda self: self._each(lambda x: x.tree))
 
 
 class _Sim:
     """The event loop (see the module docstring for the semantics)."""
 
-    def __init__(self, cfg: _Config, tr: Trace, n_inst: int, routing: str, seed: int,
-                 cache_blocks: int, epsilon: float = 0.25):
+    def __init__(self, cfg: _Config, tr: Trace, n_inst: int, policy: RoutingPolicy,
+                 cache_blocks: int):
         self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
         self.window = cfg.setup.model.sliding_window or 0
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
@@ -365,10 +437,11 @@ class _Sim:
         self.hit_tok, self.load_s = [0] * n, [0.0] * n
         self.first, self.done, self.admit = [0.0] * n, [0.0] * n, [0.0] * n
         self.where = [0] * n
+        self.rejected = [False] * n
         self.insts = [_Inst(i, cache_blocks) for i in range(n_inst)]
-        self.routing, self.epsilon = routing, epsilon
-        self.picks = (np.random.default_rng(seed).integers(0, n_inst, size=n).tolist()
-                      if routing == "random" else None)
+        self.policy = policy
+        policy.reset(n_inst, n)
+        self.tier = "hbm" if cfg.tier is None else cfg.tier.kind
         self.heap: list[tuple[float, int, int]] = []
         self.hit_blocks = self.steps = self.events = self.nsys = 0
         self.area, self.t_last = 0.0, 0.0
@@ -412,13 +485,17 @@ class _Sim:
     # ---- arrivals and routing ----------------------------------------------------------------
     def _arrive(self, rid: int, t: float) -> None:
         self.events += 1
-        self._count(t, +1)
         chain = self.ids[self.off[rid]:self.off[rid + 1]]
-        inst = self.insts[self._route(rid, chain)]
+        i = self._route(rid, chain)
+        if i is None:
+            self.rejected[rid] = True
+            return
+        self._count(t, +1)
+        inst = self.insts[i]
         self.where[rid] = inst.idx
         inst.count += 1
         inst.nsys += 1
-        self._lookup(inst, rid, chain)
+        self._book(inst, rid, len(chain), self._lookup(inst, rid, chain))
         inst.waiting.append(rid)
         r = self.ready[rid]
         if inst.kind is None or (inst.kind == "wake" and inst.end > r):
@@ -429,24 +506,35 @@ class _Sim:
                 inst.k = j + 1
                 self._schedule(inst, float(inst.T[j]), "decode")
 
-    def _route(self, rid: int, chain: list) -> int:
-        insts, mode = self.insts, self.routing
-        if mode == "round_robin":
-            return rid % len(insts)
-        if mode == "random":
-            return self.picks[rid]
-        if mode == "least_loaded":
-            return min(insts, key=lambda x: (x.nsys, x.idx)).idx
-        if mode == "prefix_affinity_bounded":
-            bound = math.ceil((1.0 + self.epsilon) * (rid + 1) / len(insts))
-            insts = [x for x in insts if x.count + 1 <= bound]
-        return max(insts, key=lambda x: (_cached_prefix(x.cache, chain) if x.cache else 0,
-                                         -x.nsys, -x.idx)).idx
+    def _route(self, rid: int, chain: list) -> int | None:
+        """The policy's choice for ``rid`` (None: rejected), checked against the contract."""
+        req = RouteRequest(rid, self.I[rid], self.O[rid], len(chain))
+        i = self.policy.choose(req, _SimView(self, chain))
+        if i is None and self.policy.may_reject:
+            return None
+        n = len(self.insts)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
+            raise RuntimeError(f"routing policy {type(self.policy).__name__} returned {i!r} for "
+                               f"request {rid}; expected an instance index in [0, {n})")
+        return int(i)
 
-    def _lookup(self, inst: _Inst, rid: int, chain: list) -> None:
-        """Prefix-cache hit of ``rid`` on ``inst`` (then refresh), its skipped tokens and load."""
+    def _book(self, inst: _Inst, rid: int, n_blocks: int, hit: int) -> None:
+        """Router-side counters of a request just routed to ``inst`` with ``hit`` blocks."""
+        inst.qtok += self.I[rid] - self.hit_tok[rid]
+        inst.kvb += -(-self.I[rid] // self.cfg.block_tokens)
+        inst.tree += n_blocks - hit
+
+    @cached_property
+    def prefill_s_per_token(self) -> float:
+        """Per-token time of one full-budget prefill chunk from an empty context."""
+        m = self.cfg.mnt
+        return self.timer.step(m, 1.0, m * (m + 1.0) / 2.0, 0.0, 0.0, m) / m
+
+    def _lookup(self, inst: _Inst, rid: int, chain: list) -> int:
+        """Prefix-cache hit of ``rid`` on ``inst`` (then refresh), its skipped tokens and load;
+        returns the hit in blocks."""
         if inst.cache is None or not chain:
-            return
+            return 0
         hit = _serve(inst.cache, chain)
         self.hit_blocks += hit
         tok = min(hit * self.cfg.block_tokens, self.I[rid] - 1)
@@ -454,6 +542,7 @@ class _Sim:
         if tok > 0 and self.cfg.tier is not None:
             self.load_s[rid] = float(load_seconds(self.cfg.setup, self.cfg.tier, float(tok),
                                                   "contiguous", float(self.cfg.block_tokens)))
+        return hit
 
     # ---- instance events ---------------------------------------------------------------------
     def _event(self, inst: _Inst, t: float) -> None:
@@ -481,6 +570,7 @@ class _Sim:
     def _finish(self, inst: _Inst, rid: int, t: float) -> None:
         self.done[rid] = t
         inst.kv -= self.res[rid]
+        inst.kvb -= -(-self.I[rid] // self.cfg.block_tokens)
         inst.running -= 1
         inst.nsys -= 1
         self._count(t, -1)
@@ -490,6 +580,7 @@ class _Sim:
         I = self.I
         for p, c in inst.chunks:
             p[1] += c
+            inst.qtok -= c
             if p[1] < I[p[0]]:
                 continue
             rid = p[0]
@@ -574,7 +665,7 @@ class _Sim:
             pairs += c * (p[1] + (c + 1.0) / 2.0)
             start_sum += p[1]
             done += p[1] + c >= self.I[p[0]]
-        lat = self.timer.step(D + P, D + done, pairs, S, S + start_sum, D + P)
+        lat = inst.last = self.timer.step(D + P, D + done, pairs, S, S + start_sum, D + P)
         inst.chunks = chunks
         self._schedule(inst, t + lat, "mixed")
 
@@ -583,7 +674,7 @@ class _Sim:
         bound, or the stretch cap; evaluated as one vector when longer than two steps."""
         k = min(inst.fin[0][0] - inst.n + 1, _STRETCH_CAP)
         S0 = self._ctx(inst, inst.n)
-        dt0 = self.timer.step(inst.D, inst.D, 0.0, S0, S0, inst.D)
+        dt0 = inst.last = self.timer.step(inst.D, inst.D, 0.0, S0, S0, inst.D)
         b = self._bound(inst, t)
         if b < math.inf:
             k = max(1, min(k, math.ceil((b - t) / dt0)))
@@ -604,16 +695,25 @@ class _Sim:
         self._schedule(inst, float(T[k - 1]), "decode")
 
     # ---- output ------------------------------------------------------------------------------
-    def result(self, tr: Trace, wall: float) -> SimResult:
-        arr = tr.arrival_s
+    def _times(self, tr: Trace) -> dict[str, np.ndarray]:
+        """Per-request times and instance; NaN times and instance -1 for rejected requests."""
+        arr, O, rej = tr.arrival_s, tr.output_len, np.asarray(self.rejected)
         first, done = np.asarray(self.first), np.asarray(self.done)
-        O = tr.output_len
-        tpot = np.where(O > 1, (done - first) / np.maximum(O - 1, 1), 0.0)
-        ins = self.insts
+        out = dict(ttft_s=first - arr, e2e_s=done - arr, queue_s=np.asarray(self.admit) - arr,
+                   tpot_s=np.where(O > 1, (done - first) / np.maximum(O - 1, 1), 0.0))
+        if rej.any():
+            for x in out.values():
+                x[rej] = np.nan
+        where = np.asarray(self.where, dtype=np.int64)
+        where[rej] = -1
+        return dict(out, instance=where)
+
+    def result(self, tr: Trace, wall: float) -> SimResult:
+        ins, rej = self.insts, np.asarray(self.rejected)
+        served_blocks = tr.total_blocks - int(tr.blocks_per_request[rej].sum())
         return SimResult(
-            arrival_s=arr.copy(), ttft_s=first - arr, tpot_s=tpot, e2e_s=done - arr,
-            queue_s=np.asarray(self.admit) - arr, instance=np.asarray(self.where, dtype=np.int64),
-            input_len=tr.input_len.copy(), output_len=O.copy(),
+            arrival_s=tr.arrival_s.copy(), **self._times(tr), rejected=rej,
+            input_len=tr.input_len.copy(), output_len=tr.output_len.copy(),
             cached_tokens=np.asarray(self.hit_tok, dtype=np.int64),
             requests_per_instance=np.array([x.count for x in ins], dtype=np.int64),
             steps_per_instance=np.array([x.steps for x in ins], dtype=np.int64),
@@ -621,7 +721,7 @@ class _Sim:
             max_running=np.array([x.max_run for x in ins], dtype=np.int64),
             kv_capacity_tokens=self.cfg.kv_cap, max_batch_size=self.cfg.mbs,
             max_num_tokens=self.cfg.mnt, hit_blocks=self.hit_blocks,
-            total_blocks=tr.total_blocks if any(x.cache for x in ins) else 0,
+            total_blocks=served_blocks if any(x.cache for x in ins) else 0,
             area_s=self.area, steps=self.steps, events=self.events, wall_s=wall)
 
 
@@ -630,22 +730,28 @@ class _Sim:
 def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
              precision: str = "bf16", kv_precision: str | None = None,
              framework="tensorrt-llm", max_num_tokens=None, max_batch_size=None,
-             routing: str = "round_robin", seed: int = 0, prefix_cache_blocks: int = 0,
-             block_tokens: int | None = None, cache_tier: str | Tier = "hbm",
-             node: str | None = None, epsilon: float = 0.25) -> SimResult:
+             routing: str | RoutingPolicy = "round_robin", seed: int = 0,
+             prefix_cache_blocks: int = 0, block_tokens: int | None = None,
+             cache_tier: str | Tier = "hbm", node: str | None = None, epsilon: float = 0.25,
+             routing_params: dict | None = None) -> SimResult:
     """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
 
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
     ``gpu``, ``tp``, ``pp``, ``precision``, ``kv_precision``, ``framework``,
-    ``max_num_tokens`` and ``max_batch_size`` defaulting to the calibration). ``routing`` is one
-    of :data:`SIM_ROUTINGS` (``seed`` drives ``random``, ``epsilon`` > 0 the load bound of
-    ``prefix_affinity_bounded``). ``prefix_cache_blocks``: LRU prefix
+    ``max_num_tokens`` and ``max_batch_size`` defaulting to the calibration). ``routing`` is a
+    key of :data:`kvmodel.routing.ROUTING_POLICIES` (e.g. one of :data:`SIM_ROUTINGS`,
+    ``"dynamo"``, ``"llmd"``, ``"sglang"``, ``"mooncake"``) built with ``routing_params``, or a
+    :class:`~kvmodel.routing.RoutingPolicy` instance (used as is, after ``reset``). ``seed``
+    and ``epsilon`` (> 0) are passed to policies that take them (``random``'s draws,
+    ``prefix_affinity_bounded``'s load bound, tie-breaking draws) unless ``routing_params``
+    sets them. ``prefix_cache_blocks``: LRU prefix
     cache per instance, in hash blocks of ``block_tokens`` tokens (default: the trace's), held
     in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`).
 
     Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
     unsupported precision, TP not dividing the heads) or a request whose reservation exceeds an
-    instance's KV capacity. Every request finishes; see the module docstring for the semantics.
+    instance's KV capacity. Every request finishes unless the policy rejects it (see
+    ``SimResult.rejected``); see the module docstring for the semantics.
     """
     bt = _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
     if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0):
@@ -653,6 +759,22 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
                   max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node)
     t0 = time.perf_counter()
-    sim = _Sim(cfg, requests, int(instances), routing, seed, int(prefix_cache_blocks), epsilon)
+    policy = _policy(routing, routing_params, seed=seed, epsilon=epsilon)
+    sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks))
     sim.run()
     return sim.result(requests, time.perf_counter() - t0)
+
+
+def _policy(routing, params: dict | None, **defaults) -> RoutingPolicy:
+    """The routing policy: an instance as is, else built from the registry with ``params``
+    plus the simulator-wide ``defaults`` it accepts and ``params`` does not set."""
+    if isinstance(routing, RoutingPolicy):
+        if params:
+            raise ValueError("routing_params: not allowed with a RoutingPolicy instance")
+        return routing
+    params = dict(params or {})
+    accepted = policy_params(routing)
+    for k, v in defaults.items():
+        if k in accepted:
+            params.setdefault(k, v)
+    return make_policy(routing, **params)

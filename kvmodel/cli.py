@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output-len", type=int, default=128)
     e.add_argument("--batch", type=_batch, default=1, help="integer or 'max'")
     e.add_argument("--concurrency", type=int, default=None)
+    e.add_argument("--request-rate", type=float, default=None, help="open loop, requests/s")
+    e.add_argument("--arrival-cv", type=float, default=1.0)
     e.add_argument("--framework", default="tensorrt-llm")
     e.add_argument("--json", action="store_true", help="print JSON with the same fields")
     v = sub.add_parser("validate", help="model vs published serving measurements")
@@ -73,12 +75,19 @@ def _print_estimate(e: Any) -> None:
     if not e.feasible:
         print(f"INFEASIBLE: {e.reason}")
         return
+    if not e.stable:
+        print(f"UNSTABLE: request rate {i['request_rate']:.4g}/s is at or beyond saturation "
+              f"({e.saturation_request_rate:.4g}/s): queues grow without bound")
     band = e.interval
     for name, unit, scale in (("ttft_s", "ms", 1e3), ("tpot_s", "ms", 1e3), ("e2e_s", "s", 1),
                               ("output_tok_s", "tok/s", 1)):
         v = getattr(e, name) * scale
         lo, hi = (b * scale for b in band.get(name, (np.nan, np.nan)))
         print(f"  {name:13s} {v:12.4g} {unit:6s} (calibration 10-90%: {lo:.4g} - {hi:.4g})")
+    print(f"  p50/p90/p99: TTFT {e.ttft_p50_s * 1e3:.4g}/{e.ttft_p90_s * 1e3:.4g}/"
+          f"{e.ttft_p99_s * 1e3:.4g} ms, TPOT {e.tpot_p50_s * 1e3:.4g}/{e.tpot_p90_s * 1e3:.4g}/"
+          f"{e.tpot_p99_s * 1e3:.4g} ms; {'stable' if e.stable else 'UNSTABLE'}, saturation "
+          f"{e.saturation_request_rate:.4g} requests/s")
     print(f"  batch {e.batch:.0f} (largest that fits {e.max_batch:.0f}); KV capacity "
           f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_bytes_per_token:.0f} KV B/token; "
           f"weights {e.weights_bytes_per_gpu / 1e9:.2f} GB/GPU")
@@ -93,8 +102,10 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
     from . import estimate
     e = estimate(a.model, a.gpu, tp=a.tp, pp=a.pp, ep=a.ep, num_gpus=a.num_gpus,
                  precision=a.precision, kv_precision=a.kv_precision, input_len=a.input_len,
-                 output_len=a.output_len, batch=1 if a.concurrency else a.batch,
-                 concurrency=a.concurrency, framework=a.framework)
+                 output_len=a.output_len,
+                 batch=1 if (a.concurrency or a.request_rate) else a.batch,
+                 concurrency=a.concurrency, request_rate=a.request_rate,
+                 arrival_cv=a.arrival_cv, framework=a.framework)
     if a.json:
         print(json.dumps(e.to_dict(), indent=2, default=str))
     else:
@@ -187,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"estimate": _cmd_estimate, "validate": _cmd_validate, "calibrate": _cmd_calibrate,
                 "hardware": _cmd_hardware, "models": _cmd_models,
                 "cluster": _cmd_cluster}[a.cmd](a)
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
     except (ValueError, KeyError, HardwareDBError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"kvmodel: error: {msg}", file=sys.stderr)

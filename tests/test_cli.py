@@ -38,3 +38,11 @@ def test_validate_hardware_models(capsys):
     assert "hbm_bandwidth" in capsys.readouterr().out
     assert main(["models"]) == 0
     assert "deepseek-v3" in capsys.readouterr().out
+
+
+def test_open_loop_cli(capsys):
+    assert main(["estimate", "--request-rate", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "p50/p90/p99" in out and "stable" in out
+    assert main(["estimate", "--request-rate", "500"]) == 0
+    assert "UNSTABLE" in capsys.readouterr().out

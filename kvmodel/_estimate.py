@@ -543,6 +543,18 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre)
+    inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
+                  kv_precision=kv, input_len=I, output_len=O, mode=mode,
+                  batch=N if mode == "batch" else mode,
+                  concurrency=N if mode == "concurrency" else None,
+                  request_rate=N if mode == "rate" else None, framework=fw.key)
+    return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
+                     m.kv_bytes_per_token(kv))
+
+
+def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
+              kv_tok_B) -> Estimate:
+    """Mask infeasible / unstable elements (inf times, never NaN) and build the Estimate."""
     for ops in res["bd"].values():
         label_bounds(ops)
     sat_rate = sat["tok"] / O
@@ -554,18 +566,13 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
     out["output_tok_s"] = xp.where(ok, xp.where(stable, res["tok"], sat["tok"]), 0.0)
     pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
-    inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
-                  kv_precision=kv, input_len=I, output_len=O, mode=mode,
-                  batch=N if mode == "batch" else mode,
-                  concurrency=N if mode == "concurrency" else None,
-                  request_rate=N if mode == "rate" else None, framework=fw.key)
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
                     reason=r.reason, mode=mode, stable=stable,
                     saturation_request_rate=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
                     kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
-                    weights_bytes_per_gpu=weights, kv_bytes_per_token=m.kv_bytes_per_token(kv),
+                    weights_bytes_per_gpu=weights, kv_bytes_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs)
 
 

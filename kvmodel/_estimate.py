@@ -336,7 +336,7 @@ def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
     return (var / xp.maximum(O - 1.0, 1.0)) ** 0.5
 
 
-def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
+def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0):
     """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
 
     Step time t solves t = step(D + P) with D = λ(O−1)t decoding and P = λ·I·t prompt tokens
@@ -364,8 +364,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     offered = lam * hold
     stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
     rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
-    w_pf = kingman_wait(rho_s, ca2, 0.0, S)
-    w_slot = allen_cunneen_wait(bmax, off_s, 1.0 / hold, ca2, 0.0)
+    w_pf = kingman_wait(rho_s, ca2, cs2, S)
+    w_slot = allen_cunneen_wait(bmax, off_s, 1.0 / hold, ca2, cs2)
     wait = w_pf + w_slot
     ttft = req_s + pre.exposed + 0.5 * t + S + wait
     e2e = ttft + (O - 1.0) * t
@@ -495,14 +495,17 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
              prefix_policy: str = "best", kv_layout: str = "contiguous",
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
-             request_rate: Any = None, arrival_cv: Any = 1.0) -> Estimate:
+             request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
     sustainable batch, chunked prefill). ``concurrency=N``: closed loop with N clients.
     ``num_gpus`` (default ``tp*pp``) may be a multiple of ``tp*pp``: data-parallel replicas.
     ``request_rate=λ``: open-loop arrivals (requests/s for all ``num_gpus``; Poisson, or
-    inter-arrival coefficient of variation ``arrival_cv``). Every estimate reports
+    inter-arrival coefficient of variation ``arrival_cv``; request lengths varying with
+    coefficient of variation ``length_cv`` around the given means make prefill service times
+    vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it).
+    Every estimate reports
     ``saturation_request_rate`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
     ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
@@ -542,7 +545,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         res = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
-        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre)
+        cs2 = _num("length_cv", length_cv, integer=False, minimum=0.0) ** 2
+        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,

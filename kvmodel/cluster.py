@@ -122,6 +122,11 @@ class Workload:
         return float(np.mean(self.trace.output_len))
 
     @property
+    def length_cv(self) -> float:
+        """Coefficient of variation of prompt lengths (prefill service time ~ prompt length)."""
+        return float(np.std(self.trace.input_len) / max(np.mean(self.trace.input_len), 1e-12))
+
+    @property
     def top_block_share(self) -> float:
         """Share of block accesses that go to the single most-shared block."""
         if "top" not in self.__dict__:
@@ -323,14 +328,16 @@ def _prefix_args(hits: dict[str, float], tiers: dict[str, Tier], I: float) -> di
 
 def _colocated(c: Cluster, w: Workload, lam_i: float, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
-                 output_len=round(w.output_len), request_rate=lam_i, framework=c.framework, **pre)
+                 output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
+                 length_cv=w.length_cv, **pre)
     return {"instance": e}
 
 
 def _disaggregated(c: Cluster, w: Workload, lam: float, imb: float, pre: dict, node):
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam * imb / c.prefill_instances, framework=c.framework, **pre)
+                 request_rate=lam * imb / c.prefill_instances, framework=c.framework,
+                 length_cv=w.length_cv, **pre)
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",

@@ -118,3 +118,29 @@ def test_bad_request_rate(bad):
 def test_rate_and_batch_exclusive():
     with pytest.raises(ValueError, match="one of batch, concurrency or request_rate"):
         kvmodel.estimate(**KW, request_rate=1.0, concurrency=3)
+
+
+def test_variable_lengths_wait_longer():
+    lam = np.array([2.0, 6.0, 10.0])
+    fixed = kvmodel.estimate(**KW, request_rate=lam)
+    varied = kvmodel.estimate(**KW, request_rate=lam, length_cv=1.0)
+    assert np.all(varied.ttft_s > fixed.ttft_s)
+    assert varied.tpot_s == pytest.approx(fixed.tpot_s)
+
+
+def test_length_cv_against_simulator():
+    """M/G/1-style variability: the simulator with exponential-ish prompt lengths waits longer
+    than with fixed ones, and the closed form moves the same way."""
+    from kvmodel.sim import poisson_requests, simulate
+    rng = np.random.default_rng(0)
+    I = np.clip(rng.exponential(467, 3000).round(), 16, 4000).astype(int)
+    cv = float(I.std() / I.mean())
+    base = dict(KW, input_len=int(I.mean()))
+    sat = kvmodel.estimate(**base, batch="max").saturation_request_rate
+    lam = 0.5 * sat
+    e0 = kvmodel.estimate(**base, request_rate=lam)
+    e1 = kvmodel.estimate(**base, request_rate=lam, length_cv=cv)
+    kw = {k: v for k, v in KW.items() if k in ("tp", "precision")}
+    s0 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, int(I.mean()), 256, seed=2), **kw)
+    s1 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, I, 256, seed=2), **kw)
+    assert e1.ttft_s > e0.ttft_s and s1.mean_ttft_s > s0.mean_ttft_s

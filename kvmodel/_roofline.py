@@ -45,6 +45,7 @@ class Setup:
     p2p_alpha_s: float  # latency of one pipeline send
     overhead_s: float   # framework per-step overhead
     kernel_s: float = 0.0  # fixed cost per kernel (launch gap, ramp-up/tail), per op per layer
+    k: Any = None          # per-setup constants of step_ops (computed once)
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
 
     # ---- per-rank geometry, computed once --------------------------------------------------
@@ -63,6 +64,32 @@ class Setup:
         object.__setattr__(self, "kv_elems_rank", kv)
         object.__setattr__(self, "qkv_w_rank", qkv)
         object.__setattr__(self, "o_w_rank", m.num_attention_heads * m.v_dim * m.hidden_size / tp)
+        object.__setattr__(self, "k", _constants(self))
+
+
+def _constants(s: Setup) -> dict[str, Any]:
+    """Shape constants step_ops needs, computed once per Setup (they may be arrays)."""
+    m = s.model
+    layers = m.num_layers / s.pp
+    heads = m.num_attention_heads / s.tp
+    qk_d, v_d = m.qk_head_dim, m.v_dim
+    if m.attention == "mla":  # decode runs in the absorbed (latent) form
+        qk_d, v_d = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
+    dense_l, moe_l = m.num_dense_layers / s.pp, m.num_moe_layers / s.pp
+    rope = 2.0 * (m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank / 2.0)
+    mlp_width = (dense_l * m.intermediate_size
+                 + moe_l * (m.experts_per_token * m.moe_intermediate_size
+                            + m.num_shared_experts * (m.shared_expert_intermediate_size
+                                                      or m.moe_intermediate_size))) / s.tp
+    act = 3.0 if m.mlp == "gated" else 2.0
+    return dict(layers=layers, dense_l=dense_l, moe_l=moe_l, h=m.hidden_size, heads=heads,
+                attn_p=m.qk_head_dim + m.v_dim, attn_d=qk_d + v_d,
+                qkv_out=m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank,
+                mlp_w=m.dense_mlp_params / s.tp, mlp_in=2.0 * m.hidden_size
+                + m.intermediate_size * 2.0 / s.tp, head_w=m.embedding_params / s.tp,
+                elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
+                vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
+                ep_on=xp.where(s.ep > 1, 1.0, 0.0))
 
 
 def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]:
@@ -81,14 +108,10 @@ def _distinct_experts(m: ModelSpec, tokens):
 
 
 def _attention(s: Setup, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
-    m = s.model
-    heads = m.num_attention_heads / s.tp
-    qk_d, v_d = m.qk_head_dim, m.v_dim
-    if m.attention == "mla":  # decode runs in the absorbed (latent) form
-        qk_d, v_d = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
-    flops = 2.0 * heads * (pairs_prefill * (m.qk_head_dim + m.v_dim) + pairs_decode * (qk_d + v_d))
+    k = s.k  # MLA decode uses the absorbed (latent) head dims in attn_d
+    flops = 2.0 * k["heads"] * (pairs_prefill * k["attn_p"] + pairs_decode * k["attn_d"])
     nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
-    nbytes = nbytes + tokens * heads * (m.qk_head_dim + m.v_dim) * s.act_B
+    nbytes = nbytes + tokens * k["heads"] * k["attn_p"] * s.act_B
     return _op(flops * layers, nbytes * layers, s, s.attn_Fps, layers)
 
 
@@ -102,29 +125,18 @@ def _moe(s: Setup, tokens, layers):
     return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)  # route, 2 grouped GEMMs, combine
 
 
-def _elementwise(s: Setup, tokens, layers, dense_l, moe_l):
+def _elementwise(s: Setup, tokens, layers):
     """Memory-bound per-token kernels between the GEMMs, per layer: two fused residual-add +
     RMSNorm (read 2h, write 2h each), rotary embedding on q and k (read + write), and the gated
-    activation (read the 2 halves, write one) or GELU (read, write)."""
-    m = s.model
-    h = m.hidden_size
-    rope = 2.0 * (m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank / 2.0)
-    act = 3.0 if m.mlp == "gated" else 2.0
-    mlp_width = (dense_l * m.intermediate_size
-                 + moe_l * (m.experts_per_token * m.moe_intermediate_size
-                            + m.num_shared_experts * (m.shared_expert_intermediate_size
-                                                      or m.moe_intermediate_size))) / s.tp
-    per_token = layers * (8.0 * h + rope) + act * mlp_width
-    nbytes = tokens * per_token * s.act_B
-    return _op(0.0, nbytes, s, s.gemm_Fps, 3.0 * layers)
+    activation (read the 2 halves, write one) or GELU (read, write); see ``_constants``."""
+    return _op(0.0, tokens * s.k["elem_tok"] * s.act_B, s, s.gemm_Fps, 3.0 * layers)
 
 
 def _collectives(s: Setup, tokens, layers, moe_layers):
     """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP."""
     m = s.model
     msg = tokens * m.hidden_size * s.act_B
-    tp_on = xp.where(s.tp > 1, 1.0, 0.0)
-    ep_on = xp.where(s.ep > 1, 1.0, 0.0)
+    tp_on, ep_on = s.k["tp_on"], s.k["ep_on"]
     one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
     n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
     a2a_bytes = 2.0 * msg / s.ep * m.experts_per_token * (s.ep - 1.0) / s.ep
@@ -140,30 +152,27 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
     end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
     """
-    m = s.model
-    layers = m.num_layers / s.pp
-    dense_l, moe_l = m.num_dense_layers / s.pp, m.num_moe_layers / s.pp
-    h = m.hidden_size
-    qkv_out = m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank
+    m, k = s.model, s.k
+    layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
     ops = {
         "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
-                        (s.qkv_w_rank * s.w_B + tokens * (h + qkv_out) * s.act_B) * layers,
+                        (s.qkv_w_rank * s.w_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
                         s, s.gemm_Fps, layers),
         "attention": _attention(s, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers),
         "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
                       (s.o_w_rank * s.w_B + tokens * 2.0 * h * s.act_B) * layers, s, s.gemm_Fps,
                       layers),
     }
-    mlp_w = m.dense_mlp_params / s.tp
-    mlp_act = tokens * (2.0 * h + m.intermediate_size * 2.0 / s.tp) * s.act_B
-    ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l, (mlp_w * s.w_B + mlp_act) * dense_l,
+    mlp_w = k["mlp_w"]
+    ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l,
+                     (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B) * dense_l,
                      s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
-    ops["elementwise"] = _elementwise(s, tokens, layers, dense_l, moe_l)
-    head_w = m.embedding_params / s.tp
+    ops["elementwise"] = _elementwise(s, tokens, layers)
+    head_w = k["head_w"]
     ops["lm_head"] = _op(2.0 * logits * head_w,
-                         head_w * s.w_B + logits * m.vocab_size / s.tp * 4.0, s, s.gemm_Fps, 1.0)
+                         head_w * s.w_B + logits * k["vocab_rank"] * 4.0, s, s.gemm_Fps, 1.0)
     ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l)
     if m.is_moe:
         ops["ep_alltoall"] = a2a

@@ -282,11 +282,10 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     # a new request waits for the running step, then its prompt runs in chunks that share each
     # step's token budget with up to ``a`` decoding sequences
     chunk = xp.minimum(new, xp.maximum(max_tokens - a, 1.0))
-    _, _, t_pf = step_ops(s, a + chunk, a + 1.0, chunk * (I - new + (chunk + 1.0) / 2.0), a * c,
-                          a * c + (I - new), a + chunk)
-    prefill_s = req_s + xp.ceil(new / chunk) * t_pf + pre.exposed
+    t_pf, n_chunks = _chunk_step(s, I, new, chunk, a, c)
+    prefill_s = req_s + n_chunks * t_pf + pre.exposed
 
-    S = xp.ceil(new / chunk) * t_pf  # engine time one prompt's chunks occupy
+    S = n_chunks * t_pf  # engine time one prompt's chunks occupy
 
     def rates(t):
         return _prefill_queue(a, S, prefill_s + 0.5 * t, (O - 1.0) * t)
@@ -306,6 +305,20 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * X * O, B=a,
                 wait=queued, p_wait=xp.minimum(X * S, 1.0),
                 tpot_sd=_tpot_sd(s, t, t_pf, X * xp.ceil(new / chunk) * t, D, c, O))
+
+
+def _chunk_step(s: Setup, I, new, chunk, D, c):
+    """Mean duration of the steps that carry one prompt's chunks, and their number.
+
+    The ``new`` uncomputed tokens (after ``I - new`` cached ones) are split into equal chunks of
+    at most ``chunk`` tokens; each step carries one chunk beside D decode tokens, and the
+    prompt's causal attention pairs are shared equally, so chunk costs sum to the whole prefill.
+    """
+    n = xp.ceil(new / chunk)
+    size = new / n
+    pairs = (new * (I - new) + new * (new + 1.0) / 2.0) / n
+    t = step_ops(s, D + size, D + 1.0 / n, pairs, D * c, D * c + (I - new), D + size)[2]
+    return t, n
 
 
 def _mixed_step(s: Setup, t, D, lam, I, new, c, max_tokens):
@@ -356,9 +369,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
     D = lam * (O - 1.0) * t
     chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
-    t_pf = step_ops(s, D + chunk, D + 1.0, chunk * (I - new + (chunk + 1.0) / 2.0), D * c,
-                    D * c + (I - new), D + chunk)[2]
-    S = xp.ceil(new / chunk) * t_pf
+    t_pf, n_chunks = _chunk_step(s, I, new, chunk, D, c)
+    S = n_chunks * t_pf
     rho = lam * S  # prefill-server utilisation (prompts batched into one step are not credited)
     hold = S + (O - 0.5) * t  # slot held from admission to the last token
     offered = lam * hold

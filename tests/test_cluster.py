@@ -106,3 +106,13 @@ def test_cli_cluster(tmp_path, capsys):
     assert "hit ratio by tier" in capsys.readouterr().out
     assert main(["cluster", "--config", str(cfg), "--json"]) == 0
     assert '"goodput_rps"' in capsys.readouterr().out
+
+
+def test_more_pool_hits_never_raise_ttft(workload):
+    # regression: chunked prefill time must account for the cached context consistently
+    ttft = []
+    for gb in (5, 20, 80, 320):
+        c = Cluster(**BASE, sharing="central_pool", hbm_cache_fraction=0.0, dram_B=0.0, ssd_B=0.0,
+                    pool=PoolSpec(servers=2, dram_B=gb * 1e9, nic="roce-400g", nics=8))
+        ttft.append(evaluate(c, workload).ttft_s)
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(ttft, ttft[1:]))

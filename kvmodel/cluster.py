@@ -44,7 +44,11 @@ __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evalu
            "load_cluster_config"]
 
 SHARING = ("none", "central_pool", "p2p")
-_ROUTINGS = ("random", "round_robin", "least_loaded", "prefix_affinity", "prefix_affinity_bounded")
+_ROUTINGS = ("random", "round_robin", "least_loaded", "prefix_affinity", "prefix_affinity_bounded",
+             "dynamo", "llmd", "sglang", "mooncake")
+# cache + load cost functions trade hit ratio against balance; in the closed form they are
+# bounded prefix affinity with the cluster's epsilon (their exact rules run in kvmodel.sim)
+_AS_BOUNDED = ("dynamo", "llmd", "sglang", "mooncake")
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ def _layout(c: Cluster):
 
 def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float) -> np.ndarray:
     r = {"least_loaded": "random"}.get(routing, routing)  # hit-wise, load balancing ~ random
+    r = "prefix_affinity_bounded" if r in _AS_BOUNDED else r
     if n == 1:
         r = "single"
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
@@ -240,13 +245,14 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, 
 
 def _imbalance(c: Cluster, w: Workload, n: int) -> float:
     """Busiest instance's share of requests × n, from the routing's assignment."""
-    if n == 1 or c.routing not in ("prefix_affinity", "prefix_affinity_bounded"):
+    routing = "prefix_affinity_bounded" if c.routing in _AS_BOUNDED else c.routing
+    if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     from ._reuse_analytic import _assignment
-    key = ("imbalance", c.routing, n, c.epsilon)
+    key = ("imbalance", routing, n, c.epsilon)
     prof = w.profile
     if key not in prof._cache:
-        counts = np.bincount(_assignment(prof, n, c.routing, c.epsilon), minlength=n)
+        counts = np.bincount(_assignment(prof, n, routing, c.epsilon), minlength=n)
         prof._cache[key] = float(counts.max() * n / counts.sum())
     return prof._cache[key]
 

@@ -23,7 +23,7 @@ BASE = dict(model="llama-3.1-8b", gpu="h100-sxm", instances=4, tp=1, precision="
 def test_every_sharing_and_routing_evaluates(workload):
     for sharing in ("none", "central_pool", "p2p"):
         for routing in ("random", "round_robin", "least_loaded", "prefix_affinity",
-                        "prefix_affinity_bounded"):
+                        "prefix_affinity_bounded", "dynamo", "llmd", "sglang", "mooncake"):
             r = evaluate(Cluster(**BASE, sharing=sharing, routing=routing), workload)
             assert r.stable, (sharing, routing, r.reason)
             assert np.isfinite([r.ttft_s, r.tpot_s, r.e2e_s]).all()

@@ -211,8 +211,14 @@ class _Catalog:
 
     def add(self, path: Path) -> list[str]:
         before = {(s, k) for s in SCHEMAS for k in self.raw.entries[s]}
-        load_file(path, self.raw, replace=True)
-        self._build()
+        saved = ({s: dict(e) for s, e in self.raw.entries.items()}, dict(self.raw.origin))
+        try:
+            load_file(path, self.raw, replace=True)
+            self._build()
+        except HardwareDBError:  # a rejected file leaves the catalog as it was
+            self.raw.entries, self.raw.origin = saved
+            self._build()
+            raise
         return [f"{s}.{k}" for s in SCHEMAS for k in self.raw.entries[s]
                 if (s, k) not in before or self.raw.origin[(s, k)] == str(path)]
 

@@ -171,3 +171,15 @@ def test_specs_are_frozen():
         g.hbm_bw_Bps = 1.0
     with pytest.raises(TypeError):
         g.peak_flops["bf16"] = 1.0
+
+
+def test_rejected_file_leaves_catalog_usable(tmp_path, fresh_catalog):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("[memory.test-ram]", "[memory.bad-ram]").replace(
+        'family = "ddr5"', 'family = "ddr5"\n') + '\n[node.bad-node]\nname = "x"\n')
+    with pytest.raises(HardwareDBError):
+        kvmodel.load_hardware(bad)
+    with pytest.raises(KeyError):
+        kvmodel.get_memory("bad-ram")
+    added, _ = _load(tmp_path, GOOD)  # a later good file still loads
+    assert "memory.test-ram" in added

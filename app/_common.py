@@ -1,0 +1,427 @@
+"""Shared widgets, formatting and cached loaders of the kvmodel explorer.
+
+Widgets here keep their value in ``st.query_params`` (read on first render, written on every
+run) so that a page's link reproduces the view. Loaders wrap slow public ``kvmodel`` calls in
+``st.cache_data`` / ``st.cache_resource``; nothing in this module models anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import streamlit as st
+
+import kvmodel
+from kvmodel.hardware import reset_catalog
+
+APP_DIR = Path(__file__).resolve().parent
+REPO_DIR = APP_DIR.parent
+SHARED_TRACES = REPO_DIR.parent / "shared" / "traces"
+SAMPLE_TRACE = SHARED_TRACES / "conversation_trace.jsonl"
+CUSTOM_HW = "custom_hardware"  # st.session_state key: [{"toml": str, "keys": ["gpu.my-gpu"]}]
+TRACE_SUFFIXES = ["jsonl", "json", "ndjson", "csv"]
+
+
+# ---- query-parameter backed widgets --------------------------------------------------------------
+def _coerce(raw: str, default: Any, options: Sequence[Any] | None = None,
+            lo: float | None = None, hi: float | None = None) -> Any:
+    """A query-parameter string as the type of ``default``; ``default`` when it does not parse."""
+    try:
+        if isinstance(default, bool):
+            value: Any = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int):
+            value = int(float(raw))
+        elif isinstance(default, float):
+            value = float(raw)
+            if not math.isfinite(value):
+                return default
+        elif isinstance(default, (list, tuple)):
+            value = [x for x in raw.split(",") if x]
+        else:
+            value = raw
+    except ValueError:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = min(max(value, lo if lo is not None else value), hi if hi is not None else value)
+    if options is not None:
+        if isinstance(value, list):
+            value = [x for x in value if x in options]
+        elif value not in options:
+            return default
+    return value
+
+
+def _dump(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _seed(key: str, default: Any, options: Sequence[Any] | None = None,
+          lo: float | None = None, hi: float | None = None) -> None:
+    """Put the widget's starting value into session state: query parameter, else default."""
+    if key in st.session_state:
+        cur = st.session_state[key]
+        ok = type(cur) is type(default)
+        if ok and options is not None:
+            ok = all(x in options for x in cur) if isinstance(cur, list) else cur in options
+        if ok and lo is not None and not isinstance(cur, (list, str)):
+            ok = cur >= lo and (hi is None or cur <= hi)
+        if ok:
+            return
+    raw = st.query_params.get(key)
+    st.session_state[key] = default if raw is None else _coerce(raw, default, options, lo, hi)
+
+
+def _publish(key: str, value: Any) -> Any:
+    text = _dump(value)
+    if st.query_params.get(key) != text:
+        st.query_params[key] = text
+    return value
+
+
+def select(label: str, options: Iterable[Any], key: str, default: Any = None, where: Any = st,
+           **kw: Any) -> Any:
+    opts = list(options)
+    default = default if default in opts else opts[0]
+    _seed(key, default, opts)
+    return _publish(key, where.selectbox(label, opts, key=key, **kw))
+
+
+def radio(label: str, options: Iterable[Any], key: str, default: Any = None, where: Any = st,
+          **kw: Any) -> Any:
+    opts = list(options)
+    default = default if default in opts else opts[0]
+    _seed(key, default, opts)
+    return _publish(key, where.radio(label, opts, key=key, horizontal=True, **kw))
+
+
+def multiselect(label: str, options: Iterable[Any], key: str, default: Sequence[Any],
+                where: Any = st, **kw: Any) -> list[Any]:
+    opts = list(options)
+    _seed(key, [d for d in default if d in opts], opts)
+    return _publish(key, where.multiselect(label, opts, key=key, **kw))
+
+
+def number(label: str, key: str, default: int | float, min_value: int | float | None = None,
+           max_value: int | float | None = None, where: Any = st, **kw: Any) -> Any:
+    if isinstance(default, float):
+        min_value = None if min_value is None else float(min_value)
+        max_value = None if max_value is None else float(max_value)
+    _seed(key, default, lo=min_value, hi=max_value)
+    return _publish(key, where.number_input(label, min_value=min_value, max_value=max_value,
+                                            key=key, **kw))
+
+
+def drop(*keys: str) -> None:
+    """Forget query parameters of widgets the current view does not show."""
+    for k in keys:
+        if k in st.query_params:
+            del st.query_params[k]
+
+
+def checkbox(label: str, key: str, default: bool, where: Any = st, **kw: Any) -> bool:
+    _seed(key, default)
+    return _publish(key, where.checkbox(label, key=key, **kw))
+
+
+def text(label: str, key: str, default: str, where: Any = st, **kw: Any) -> str:
+    _seed(key, default)
+    return _publish(key, where.text_input(label, key=key, **kw))
+
+
+def int_list(label: str, key: str, default: str, where: Any = st, minimum: float = 0) -> list[float]:
+    """Comma-separated numbers; a clear warning (and no values) when they do not parse."""
+    raw = text(label, key, default, where=where)
+    try:
+        vals = [float(x) for x in raw.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        st.warning(f"{label}: '{raw}' is not a comma-separated list of numbers")
+        return []
+    bad = [v for v in vals if not math.isfinite(v) or v < minimum]
+    if bad:
+        st.warning(f"{label}: values must be >= {minimum:g}; ignoring {bad}")
+    return [v for v in vals if math.isfinite(v) and v >= minimum]
+
+
+def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword defaults of a library function (widget defaults without copying constants)."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+def fmt_time(seconds: float) -> str:
+    s = float(seconds)
+    if not math.isfinite(s):
+        return "∞"
+    if s >= 1.0:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def fmt_num(x: float, unit: str = "") -> str:
+    x = float(x)
+    if not math.isfinite(x):
+        return "∞"
+    body = f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+    return f"{body}{(' ' + unit) if unit else ''}"
+
+
+def fmt_bytes(b: float) -> str:
+    b = float(b)
+    if not math.isfinite(b):
+        return "∞"
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(b) >= div:
+            return f"{b / div:.3g} {unit}"
+    return f"{b:.3g} B"
+
+
+def finite(x: Any) -> Any:
+    """inf/nan -> None so charts draw gaps and CSV cells stay empty."""
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim == 0:
+        return float(arr) if math.isfinite(float(arr)) else None
+    return [float(v) if math.isfinite(v) else None for v in arr]
+
+
+# ---- downloads -----------------------------------------------------------------------------------
+def download_table(df: Any, name: str, key: str, where: Any = st) -> None:
+    where.download_button(f"Download {name}.csv", df.to_csv(index=False).encode(),
+                          file_name=f"{name}.csv", mime="text/csv", key=f"dl_csv_{key}",
+                          on_click="ignore")
+
+
+def download_chart(fig: Any, name: str, key: str, where: Any = st) -> None:
+    """Self-contained HTML of a plotly figure, generated only when clicked."""
+    where.download_button(f"Download {name}.html",
+                          lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+                          file_name=f"{name}.html", mime="text/html", key=f"dl_html_{key}",
+                          on_click="ignore")
+
+
+def show_chart(fig: Any, name: str, key: str) -> None:
+    st.plotly_chart(fig, key=f"chart_{key}", width="stretch")
+    download_chart(fig, name, key)
+
+
+def _displayable(df: Any) -> Any:
+    """Mixed-type object columns (numbers next to 'inf' strings or dicts) as text for Arrow."""
+    def mixed_or_nested(col: Any) -> bool:
+        types = {type(v) for v in col if v is not None}
+        return len(types) > 1 or bool(types & {dict, list, tuple})
+
+    mixed = [c for c in df.columns if df[c].dtype == object and mixed_or_nested(df[c])]
+    return df.astype({c: str for c in mixed}) if mixed else df
+
+
+def show_table(df: Any, name: str, key: str, **kw: Any) -> None:
+    st.dataframe(_displayable(df), hide_index=True, key=f"table_{key}", **kw)
+    download_table(df, name, key)
+
+
+# ---- guarded library calls -----------------------------------------------------------------------
+def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, str]:
+    """(result, "") or (None, message): bad input becomes a message, never a traceback."""
+    try:
+        return fn(*args, **kwargs), ""
+    except (ValueError, KeyError, TypeError, ZeroDivisionError, OSError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        return None, f"{type(exc).__name__}: {msg}"
+
+
+# ---- user hardware (Hardware page) ---------------------------------------------------------------
+def ensure_custom_hardware() -> list[str]:
+    """Re-register this session's validated custom hardware if the catalog forgot it
+    (another session reset it, or the server restarted with the session still open)."""
+    kept, names = [], []
+    for hw in st.session_state.get(CUSTOM_HW, []):
+        present = all(k.split(".", 1)[1] in _entries(k.split(".", 1)[0]) for k in hw["keys"])
+        err = "" if present else register_hardware(hw["toml"])[1]
+        if err:
+            st.warning(f"Custom hardware {', '.join(hw['keys'])} dropped: {err}")
+            continue
+        kept.append(hw)
+        names += hw["keys"]
+    if CUSTOM_HW in st.session_state:
+        st.session_state[CUSTOM_HW] = kept
+    return names
+
+
+def _entries(section: str) -> list[str]:
+    try:
+        return kvmodel.list_entries(section)
+    except ValueError:
+        return []
+
+
+def register_hardware(toml_text: str) -> tuple[list[str], str]:
+    """Validate a hardware TOML through ``kvmodel.load_hardware``; (keys, "") or ([], error)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "custom_hardware.toml"
+        path.write_text(toml_text, encoding="utf-8")
+        try:
+            keys = kvmodel.load_hardware(path)
+        except (kvmodel.HardwareDBError, ValueError, KeyError, TypeError) as exc:
+            msg = str(exc).replace(str(path), "custom_hardware.toml")
+            # load_hardware keeps an entry that failed a cross-reference check in the catalog,
+            # which then rejects every later file: start again from the bundled database
+            # (ensure_custom_hardware re-adds each session's validated files on its next run)
+            reset_catalog()
+            return [], msg
+    return keys, ""
+
+
+def gpu_options() -> list[str]:
+    ensure_custom_hardware()
+    return kvmodel.list_entries("gpu")
+
+
+def model_options() -> list[str]:
+    return kvmodel.list_models()
+
+
+# ---- traces and reuse (cached) -------------------------------------------------------------------
+@st.cache_resource(show_spinner="Loading the sample trace…")
+def sample_trace() -> Any:
+    """The Mooncake conversation trace from ../shared/traces, else a seeded synthetic trace."""
+    if SAMPLE_TRACE.is_file():
+        return kvmodel.load_trace(SAMPLE_TRACE)
+    return kvmodel.synthetic_trace(5000, seed=0, name="synthetic (sample trace not found)")
+
+
+@st.cache_resource(show_spinner="Generating the synthetic trace…", max_entries=16)
+def synthetic(params: tuple[tuple[str, Any], ...]) -> Any:
+    return kvmodel.synthetic_trace(**dict(params))
+
+
+@st.cache_resource(show_spinner="Reading the uploaded trace…", max_entries=8)
+def uploaded_trace(data: bytes, name: str, skip_bad: bool) -> tuple[Any, Any, str]:
+    """(trace, load report, error message) of uploaded bytes, checked by ``kvmodel``."""
+    suffix = Path(name).suffix or ".jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            trace, report = kvmodel.load_trace_with_report(path, skip_bad=skip_bad)
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            return None, None, str(exc).replace(str(path), name)
+    if len(trace) == 0:
+        return None, report, f"{name}: no requests in the file"
+    return trace, report, ""
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:12]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def unique_blocks(trace_key: str, _trace: Any) -> int:
+    return int(_trace.unique_blocks)
+
+
+@st.cache_data(show_spinner="Computing the hit-ratio curve…", max_entries=64)
+def hit_curve(trace_key: str, _trace: Any, caps: tuple[int, ...], method: str) -> list[float]:
+    return np.asarray(kvmodel.hit_ratio_curve(_trace, np.asarray(caps, dtype=np.int64),
+                                              method=method), dtype=float).tolist()
+
+
+@st.cache_resource(show_spinner="Extracting the workload's reuse profile…", max_entries=16)
+def workload(trace_key: str, _trace: Any, request_rate: float | None, ttft_slo_s: float,
+             tpot_slo_s: float) -> Any:
+    return kvmodel.Workload(_trace, request_rate=request_rate, ttft_slo_s=ttft_slo_s,
+                            tpot_slo_s=tpot_slo_s)
+
+
+def synthetic_widgets(prefix: str, where: Any = st, n_default: int = 5000) -> tuple[str, Any]:
+    """Widgets for every parameter of ``kvmodel.synthetic_trace``; (cache key, trace)."""
+    d = defaults_of(kvmodel.synthetic_trace)
+    c = where.columns(4)
+    p: dict[str, Any] = {
+        "n_requests": number("requests", f"{prefix}n", n_default, 1, 200_000, where=c[0], step=500),
+        "seed": number("seed", f"{prefix}seed", int(d["seed"]), 0, None, where=c[1]),
+        "arrival": select("arrival", ["poisson", "bursty"], f"{prefix}arr", d["arrival"], where=c[2]),
+        "rate_per_s": number("rate (req/s)", f"{prefix}rate", float(d["rate_per_s"]), 1e-3, None,
+                             where=c[3]),
+        "burst_cv": number("burst CV", f"{prefix}bcv", float(d["burst_cv"]), 0.01, None, where=c[0]),
+        "n_system_prompts": number("system prompts", f"{prefix}nsys", int(d["n_system_prompts"]),
+                                   0, None, where=c[1]),
+        "system_prompt_tokens": number("system prompt tokens", f"{prefix}systok",
+                                       int(d["system_prompt_tokens"]), 0, None, where=c[2]),
+        "zipf_alpha": number("Zipf α", f"{prefix}zipf", float(d["zipf_alpha"]), 0.0, None,
+                             where=c[3]),
+        "session_fraction": number("multi-turn fraction", f"{prefix}sess",
+                                   float(d["session_fraction"]), 0.0, 1.0, where=c[0]),
+        "turns_mean": number("mean turns", f"{prefix}turns", float(d["turns_mean"]), 1.0, None,
+                             where=c[1]),
+        "think_time_s": number("think time (s)", f"{prefix}think", float(d["think_time_s"]), 0.0,
+                               None, where=c[2]),
+        "user_tokens_mean": number("mean user tokens", f"{prefix}utok", float(d["user_tokens_mean"]),
+                                   0.0, None, where=c[3]),
+        "output_tokens_mean": number("mean output tokens", f"{prefix}otok",
+                                     float(d["output_tokens_mean"]), 0.0, None, where=c[0]),
+    }
+    params = tuple(sorted(p.items()))
+    trace, err = guarded(synthetic, params)
+    if err:
+        st.error(f"Synthetic trace: {err}")
+        return "", None
+    return "synthetic:" + repr(params), trace
+
+
+def trace_picker(prefix: str, allow_upload: bool = True) -> tuple[str, Any]:
+    """Pick the bundled sample trace, an uploaded file or a synthetic trace; (key, trace)."""
+    sources = ["sample", "synthetic"] + (["upload"] if allow_upload else [])
+    src = radio("Trace", sources, f"{prefix}src", "sample",
+                help="sample: ../shared/traces/conversation_trace.jsonl (Mooncake) if present, "
+                     "else a synthetic trace")
+    if src == "sample":
+        trace = sample_trace()
+        st.caption(f"Sample trace: **{trace.name}**, {len(trace):,} requests, "
+                   f"{unique_blocks('sample', trace):,} distinct {trace.block_tokens}-token blocks")
+        return "sample", trace
+    if src == "synthetic":
+        with st.expander("Synthetic trace parameters (kvmodel.synthetic_trace)", expanded=True):
+            return synthetic_widgets(prefix)
+    return _upload(prefix)
+
+
+def _upload(prefix: str) -> tuple[str, Any]:
+    up = st.file_uploader("Trace file (Mooncake JSONL, Azure CSV, generic CSV/JSONL)",
+                          type=TRACE_SUFFIXES, key=f"{prefix}file")
+    skip = st.checkbox("skip malformed lines", key=f"{prefix}skip")
+    if up is None:
+        st.info("Upload a trace file to continue (uploads are not part of the shareable link).")
+        return "", None
+    data = up.getvalue()
+    trace, report, err = uploaded_trace(data, up.name, skip)
+    if err:
+        st.error(f"Could not read the trace: {err}")
+        return "", None
+    if report is not None and report.skipped:
+        st.warning(f"Skipped {report.skipped} malformed line(s); first: "
+                   + "; ".join(report.errors[:3]))
+    key = f"upload:{digest(data)}:{skip}"
+    st.caption(f"{up.name}: {len(trace):,} requests, {unique_blocks(key, trace):,} distinct blocks")
+    return key, trace
+
+
+# ---- validation (cached) -------------------------------------------------------------------------
+@st.cache_data(show_spinner="Running the model over the published measurements…")
+def validation_rows(which: str) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """(predicted rows, total rows, skipped reasons) of the calibration or held-out set."""
+    if which == "held-out":
+        from kvmodel._validate import holdout_data
+        rep = kvmodel.validate(holdout_data())
+    else:
+        rep = kvmodel.validate()
+    return [dict(r) for r in rep.rows], rep.total, dict(rep.skipped)

@@ -1,0 +1,186 @@
+"""Cluster: KV sharing architectures and routing policies side by side, and one-knob sweeps."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+import kvmodel
+from kvmodel.cluster import SHARING
+from kvmodel.models import BYTES_PER_ELEMENT
+
+import _common as ui
+
+GB = 1e9  # display unit
+NETWORK_FAMILIES = ("infiniband", "roce", "ethernet", "tcp")
+METRICS = {  # result column -> chart label
+    "ttft_s": "TTFT mean (s)", "ttft_p99_s": "TTFT p99 (s)", "goodput_rps": "goodput (req/s)",
+    "cost_per_mtok": "$ / Mtok",
+}
+
+
+def _field_default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def workload_inputs() -> tuple[str, Any]:
+    st.subheader("Workload")
+    key, trace = ui.trace_picker("c_", allow_upload=True)
+    if trace is None:
+        return "", None
+    own = kvmodel.Workload(trace).rate
+    c = st.columns(3)
+    rate = ui.number("Request rate (req/s)", "c_req_rate", round(own, 3), 1e-6, None, where=c[0],
+                     format="%.3f", help=f"the trace's own rate is {own:.3g} req/s")
+    slo = {k: float(_field_default(kvmodel.Workload, k)) for k in ("ttft_slo_s", "tpot_slo_s")}
+    ttft = ui.number("TTFT SLO (s)", "c_ttft_slo", slo["ttft_slo_s"], 1e-6, None, where=c[1],
+                     format="%.3f")
+    tpot = ui.number("TPOT SLO (s)", "c_tpot_slo", slo["tpot_slo_s"], 1e-6, None, where=c[2],
+                     format="%.3f")
+    return key, ui.workload(key, trace, rate, ttft, tpot)
+
+
+def network_links() -> list[str]:
+    return [k for k in kvmodel.list_entries("link")
+            if kvmodel.get_link(k).family in NETWORK_FAMILIES]
+
+
+def cluster_inputs() -> dict[str, Any]:
+    st.subheader("Cluster")
+    c = st.columns(6)
+    base = dict(
+        model=ui.select("Model", ui.model_options(), "model", "llama-3.1-8b", where=c[0]),
+        gpu=ui.select("GPU", ui.gpu_options(), "gpu", "h100-sxm", where=c[1]),
+        precision=ui.select("Precision", list(BYTES_PER_ELEMENT), "precision", "fp8", where=c[2]),
+        instances=ui.number("Instances", "instances", 4, 1, 4096, where=c[3]),
+        tp=ui.number("TP", "tp", 1, 1, 1024, where=c[4]),
+        epsilon=ui.number("Balance ε", "epsilon", float(_field_default(kvmodel.Cluster, "epsilon")),
+                          0.0, None, where=c[5], help="bounded prefix affinity slack"),
+    )
+    c = st.columns(3)
+    dram = ui.number("DRAM per instance (GB, 0 = node share)", "dram_gb", 0.0, 0.0, None, where=c[0])
+    if dram > 0:
+        base["dram_B"] = dram * GB
+    nic = ui.select("NIC link", ["node default"] + network_links(), "nic", "node default", where=c[1])
+    if nic != "node default":
+        base["nic"] = nic
+    base["hbm_cache_fraction"] = ui.number(
+        "HBM share kept as prefix cache", "hbm_frac",
+        float(_field_default(kvmodel.Cluster, "hbm_cache_fraction")), 0.0, 0.99, where=c[2])
+    return base
+
+
+@st.cache_data(show_spinner="Evaluating clusters…", max_entries=256)
+def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
+             cfg: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """One row of results (or the error message) for a cluster configuration."""
+    c, err = ui.guarded(kvmodel.Cluster, **dict(cfg))
+    r, err = (None, err) if err else ui.guarded(kvmodel.evaluate, c, _w)
+    if err:
+        return dict(cfg, stable=False, reason=err)
+    d = r.to_dict()
+    row = dict(cfg)
+    row.update({k: d[k] for k in ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s",
+                                  "goodput_rps", "output_tok_s", "cost_per_hour", "cost_per_mtok",
+                                  "stable", "reason", "imbalance")})
+    row["hit_ratio"] = sum(d["hit_ratio"].values())
+    row.update({f"hit_{k}": v for k, v in d["hit_ratio"].items()})
+    return row
+
+
+def run_grid(wkey: str, w: Any, configs: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [evaluate(wkey, w, w.rate, (w.ttft_slo_s, w.tpot_slo_s), tuple(sorted(cfg.items())))
+            for cfg in configs]
+    df = pd.DataFrame(rows)
+    for col in METRICS:
+        if col in df:
+            df[col] = df[col].map(ui.finite)
+    return df
+
+
+def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
+    st.header("Sharing × routing")
+    c = st.columns([1, 2, 1])
+    sharing = ui.multiselect("Sharing", SHARING, "sharing", list(SHARING), where=c[0])
+    routing = ui.multiselect("Routing", list(kvmodel.ROUTING_POLICIES), "routing",
+                             ["round_robin", "least_loaded", "prefix_affinity_bounded"], where=c[1])
+    metric = ui.select("Chart metric", list(METRICS), "c_metric", "ttft_p99_s", where=c[2],
+                       format_func=METRICS.get)
+    if not sharing or not routing:
+        st.info("Pick at least one sharing architecture and one routing policy.")
+        return
+    df = run_grid(wkey, w, [dict(base, sharing=s, routing=r) for s in sharing for r in routing])
+    bad = df[~df["stable"].astype(bool)]
+    for _, row in bad.iterrows():
+        st.warning(f"{row['sharing']} / {row['routing']}: {row['reason']}")
+    fig = go.Figure([go.Bar(name=s, x=g["routing"], y=g[metric])
+                     for s, g in df.groupby("sharing", sort=False)])
+    fig.update_layout(barmode="group", yaxis_title=METRICS[metric], height=380,
+                      margin=dict(t=30, b=10), legend_title="sharing")
+    ui.show_chart(fig, "cluster_compare", "compare")
+    cols = ["sharing", "routing", "ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "goodput_rps",
+            "cost_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
+    ui.show_table(df[[c for c in cols if c in df]], "cluster_compare", "compare")
+
+
+def sweep_values(knob: str) -> list[Any]:
+    if knob == "instances":
+        return [int(v) for v in ui.int_list("Instances (comma-separated)", "sw_inst", "1,2,4,8,16",
+                                            minimum=1)]
+    if knob == "network":
+        return ui.multiselect("NIC links", network_links(), "sw_nic",
+                              ["roce-100g", "roce-200g", "roce-400g", "roce-800g"])
+    return ui.int_list("DRAM per instance (GB)", "sw_dram", "50,100,200,500,1000", minimum=0)
+
+
+def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
+    st.header("Sweep one knob")
+    c = st.columns(2)
+    knob = ui.radio("Knob", ["instances", "network", "DRAM"], "knob", "instances", where=c[0])
+    routing = ui.select("Routing", list(kvmodel.ROUTING_POLICIES), "sw_routing",
+                        "prefix_affinity_bounded", where=c[1])
+    values = sweep_values(knob)
+    if not values:
+        st.info("Give at least one value to sweep.")
+        return
+    field = {"instances": "instances", "network": "nic", "DRAM": "dram_B"}[knob]
+    scale = GB if knob == "DRAM" else 1
+    configs = [dict(base, routing=routing, sharing=s, **{field: v * scale if knob == "DRAM" else v})
+               for s in SHARING for v in values]
+    df = run_grid(wkey, w, configs)
+    df["value"] = [v for _ in SHARING for v in values]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()))
+    for i, (col, label) in enumerate(METRICS.items()):
+        for j, (s, g) in enumerate(df.groupby("sharing", sort=False)):
+            fig.add_trace(go.Scatter(x=g["value"], y=g[col], name=s, legendgroup=s,
+                                     showlegend=i == 0, mode="lines+markers",
+                                     line=dict(color=f"hsl({120 * j},60%,40%)")),
+                          row=i // 2 + 1, col=i % 2 + 1)
+    fig.update_xaxes(title_text={"instances": "instances", "network": "NIC link",
+                                 "DRAM": "DRAM per instance (GB)"}[knob])
+    fig.update_layout(height=560, margin=dict(t=40, b=10))
+    ui.show_chart(fig, f"sweep_{knob}", "sweep")
+    ui.show_table(df, f"sweep_{knob}", "sweep")
+    if scale != 1:
+        st.caption("DRAM values in GB (1 GB = 1e9 B).")
+
+
+def main() -> None:
+    st.title("Cluster")
+    st.caption("`kvmodel.evaluate`: N instances sharing KV through local tiers only, a central "
+               "pool or peer to peer, under a routing policy; latency, goodput under SLOs, $/Mtok. "
+               "TTFT is reported as mean, p90 and p99.")
+    wkey, w = workload_inputs()
+    if w is None:
+        return
+    base = cluster_inputs()
+    compare_section(wkey, w, base)
+    sweep_section(wkey, w, base)
+
+
+main()

@@ -1,0 +1,168 @@
+"""Estimate: one serving instance -> TTFT / TPOT / throughput, per-op breakdown, memory, roofline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import kvmodel
+from kvmodel.models import BYTES_PER_ELEMENT
+
+import _common as ui
+
+MODES = {"batch N": "batch", "max (continuous batching)": "max", "concurrency N": "concurrency",
+         "request rate λ": "request_rate"}
+
+
+def inputs() -> dict[str, Any]:
+    c = st.columns(4)
+    kw: dict[str, Any] = dict(
+        model=ui.select("Model", ui.model_options(), "model", "llama-3.1-70b", where=c[0]),
+        gpu=ui.select("GPU", ui.gpu_options(), "gpu", "h100-sxm", where=c[1]),
+        precision=ui.select("Precision (weights)", list(BYTES_PER_ELEMENT), "precision", "fp8",
+                            where=c[2]),
+        framework=ui.select("Framework", kvmodel.list_entries("framework"), "framework",
+                            "tensorrt-llm", where=c[3]),
+    )
+    c = st.columns(4)
+    kw["tp"] = ui.number("TP", "tp", 8, 1, 1024, where=c[0])
+    kw["pp"] = ui.number("PP", "pp", 1, 1, 1024, where=c[1])
+    kw["input_len"] = ui.number("Input tokens", "input_len", 2048, 1, 10_000_000, where=c[2], step=256)
+    kw["output_len"] = ui.number("Output tokens", "output_len", 128, 1, 10_000_000, where=c[3], step=64)
+    c = st.columns([3, 1])
+    mode = MODES[ui.radio("Mode", list(MODES), "mode", "batch N", where=c[0])]
+    ui.drop(*{"batch": ("clients", "rate"), "max": ("n", "clients", "rate"),
+              "concurrency": ("n", "rate"), "request_rate": ("n", "clients")}[mode])
+    if mode == "batch":
+        kw["batch"] = ui.number("Batch N", "n", 1, 1, 1_000_000, where=c[1])
+    elif mode == "max":
+        kw["batch"] = "max"
+    elif mode == "concurrency":
+        kw["concurrency"] = ui.number("Clients N", "clients", 16, 1, 1_000_000, where=c[1])
+    else:
+        kw["request_rate"] = ui.number("Requests/s λ", "rate", 1.0, 1e-6, None, where=c[1],
+                                       format="%.3f")
+    return kw
+
+
+def headline(e: Any) -> None:
+    c = st.columns(5)
+    c[0].metric("TTFT", ui.fmt_time(e.ttft_s))
+    c[1].metric("TPOT", ui.fmt_time(e.tpot_s))
+    c[2].metric("E2E", ui.fmt_time(e.e2e_s))
+    c[3].metric("Output tok/s", ui.fmt_num(e.output_tok_s))
+    c[4].metric("Batch", ui.fmt_num(e.batch))
+    def fmt(k: str, v: float) -> str:
+        return ui.fmt_num(v) if k == "output_tok_s" else ui.fmt_time(v)
+
+    band = ", ".join(f"{k.removesuffix('_s')} {fmt(k, lo)}–{fmt(k, hi)}"
+                     for k, (lo, hi) in e.interval.items())
+    if band:
+        st.caption(f"10th–90th percentile band from the calibration residuals: {band}")
+    if e.mode in ("concurrency", "request_rate"):
+        if not e.stable:
+            st.warning(f"Unstable: the offered load reaches saturation "
+                       f"({ui.fmt_num(e.saturation_request_rate, 'req/s')}); latencies are infinite.")
+        rows = [{"metric": m, **{f"p{q}": ui.fmt_time(getattr(e, f"{m}_p{q}_s"))
+                                 for q in (50, 90, 99)}} for m in ("ttft", "tpot", "e2e")]
+        ui.show_table(pd.DataFrame(rows), "percentiles", "pct")
+        st.caption(f"Saturation request rate: {ui.fmt_num(e.saturation_request_rate, 'req/s')}; "
+                   f"mean queueing delay in TTFT {ui.fmt_time(e.queue_wait_s)}")
+
+
+def memory(e: Any, gpu: str) -> None:
+    st.subheader("Memory fit (per GPU)")
+    hbm = kvmodel.get_gpu(gpu).hbm_capacity_B
+    c = st.columns(4)
+    c[0].metric("HBM", ui.fmt_bytes(hbm))
+    c[1].metric("Weights", ui.fmt_bytes(e.weights_bytes_per_gpu))
+    c[2].metric("KV capacity (tokens)", ui.fmt_num(e.kv_capacity_tokens))
+    c[3].metric("Largest batch that fits", ui.fmt_num(e.max_batch))
+    st.progress(float(min(max(e.weights_bytes_per_gpu / hbm, 0.0), 1.0)),
+                text=f"weights use {100 * e.weights_bytes_per_gpu / hbm:.1f} % of HBM")
+
+
+def breakdown_table(e: Any) -> pd.DataFrame:
+    rows = []
+    for phase, ops in e.breakdown.items():
+        for op, d in ops.items():
+            f, b, t = float(d["flops"]), float(d["bytes"]), float(d["time_s"])
+            rows.append(dict(phase=phase, op=op, flops=f, bytes=b, time_s=t, bound=d["bound"],
+                             intensity_flop_per_B=f / b if b > 0 else None,
+                             attained_flop_s=f / t if t > 0 and f > 0 else None))
+    return pd.DataFrame(rows)
+
+
+def breakdown_chart(df: pd.DataFrame) -> go.Figure:
+    fig = go.Figure([go.Bar(name=ph, x=g["op"], y=g["time_s"] * 1e3,
+                            customdata=g["bound"], hovertemplate="%{x}: %{y:.3g} ms (%{customdata})")
+                     for ph, g in df.groupby("phase", sort=False)])
+    fig.update_layout(barmode="group", yaxis_title="time per step (ms)", height=360,
+                      margin=dict(t=30, b=10), legend_title="phase")
+    return fig
+
+
+def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | None:
+    g = kvmodel.get_gpu(gpu)
+    if precision not in g.peak_flops:
+        return None
+    compute = g.peak_flops[precision] * g.matmul_eff.get(precision, 1.0)
+    bw = g.hbm_bw_Bps * g.hbm_eff
+    pts = df.dropna(subset=["intensity_flop_per_B", "attained_flop_s"])
+    ridge = compute / bw
+    lo = min([ridge] + pts["intensity_flop_per_B"].tolist()) / 10
+    hi = max([ridge] + pts["intensity_flop_per_B"].tolist()) * 10
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[lo, ridge], y=[lo * bw, compute], mode="lines", name=(
+        f"HBM roof {bw / 1e12:.3g} TB/s (peak × measured eff.)"), line=dict(color="gray")))
+    fig.add_trace(go.Scatter(x=[ridge, hi], y=[compute, compute], mode="lines", name=(
+        f"{precision} compute roof {compute / 1e12:.4g} TFLOP/s (peak × measured eff.)"),
+        line=dict(color="black")))
+    for ph, grp in pts.groupby("phase", sort=False):
+        fig.add_trace(go.Scatter(
+            x=grp["intensity_flop_per_B"], y=grp["attained_flop_s"], mode="markers+text",
+            text=grp["op"], textposition="top center", name=f"{ph} ops",
+            marker=dict(size=10, symbol="circle" if ph == "prefill" else "diamond")))
+    fig.update_xaxes(type="log", title="arithmetic intensity (FLOP/byte)")
+    fig.update_yaxes(type="log", title="attained FLOP/s (FLOPs / op time)")
+    fig.update_layout(height=460, margin=dict(t=30, b=10))
+    return fig
+
+
+def main() -> None:
+    st.title("Estimate")
+    st.caption("One serving instance (`kvmodel.estimate`): latency, throughput, per-operator "
+               "roofline breakdown and memory fit.")
+    kw = inputs()
+    e, err = ui.guarded(kvmodel.estimate, **kw)  # ~0.1 ms: no cache needed
+    if err:
+        st.error(f"Cannot estimate this configuration — {err}")
+        return
+    if not e.feasible:
+        st.error(f"Infeasible: {e.reason}")
+        memory(e, kw["gpu"])
+        return
+    headline(e)
+    memory(e, kw["gpu"])
+    df = breakdown_table(e)
+    st.subheader("Per-operator breakdown (one step of each phase)")
+    left, right = st.columns([1, 1])
+    with left:
+        ui.show_table(df, "breakdown", "breakdown", height=320)
+    with right:
+        ui.show_chart(breakdown_chart(df), "breakdown", "breakdown")
+    st.subheader("Roofline")
+    fig = roofline_chart(df, kw["gpu"], kw["precision"])
+    if fig is None:
+        st.info(f"No {kw['precision']} peak on {kw['gpu']}: no roofline to draw.")
+    else:
+        ui.show_chart(fig, "roofline", "roofline")
+        st.caption("Points: FLOPs of each op divided by its modelled time (which includes kernel "
+                   "launch latency and the calibrated serving efficiency factors), so ops sit "
+                   "below the roofs.")
+
+
+main()

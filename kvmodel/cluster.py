@@ -230,7 +230,9 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, 
     h_shared = _curve(w, shared, 1, "single", c.epsilon)
     out, h_prev = {}, 0.0
     for i, t in enumerate(kinds):
-        if t == "dram" and c.sharing == "p2p":
+        if caps[t] <= 0:  # an absent tier serves nothing
+            out[t] = 0.0
+        elif t == "dram" and c.sharing == "p2p":
             h = max(h_prev, float(h_shared[1]))
             share = min(1.0, r / n)
             out["dram"], out["peer"] = (h - h_prev) * share, (h - h_prev) * (1 - share)
@@ -324,6 +326,7 @@ def _extra_delay(c: Cluster, w: Workload, hits, util, block_B: float) -> float:
 
 # ---- instances -------------------------------------------------------------------------------
 def _prefix_args(hits: dict[str, float], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
+    hits = {t: f for t, f in hits.items() if f > 1e-12}  # drop rounding residue of empty tiers
     total = sum(hits.values())
     P = min(math.floor(total * I), I - 1)
     if P <= 0:

@@ -65,7 +65,10 @@ class TransferPath:
     def time_s(self, nbytes, transfer_B, in_flight=8.0, concurrent=1.0):
         """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes."""
         n = xp.ceil(nbytes / transfer_B)
-        return nbytes / self.bandwidth_Bps(concurrent) + xp.ceil(n / in_flight) * self.setup_s(transfer_B)
+        bw = self.bandwidth_Bps(concurrent)
+        if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
+            return xp.where(nbytes > 0, float("inf"), 0.0)
+        return nbytes / bw + xp.ceil(n / in_flight) * self.setup_s(transfer_B)
 
 
 @dataclass(frozen=True)

@@ -195,3 +195,9 @@ def test_tier_mix_lies_between_its_parts():
     assert kvmodel.estimate(**kw, cache_tier=[("dram", 1.0)]).ttft_s == pytest.approx(dram)
     with pytest.raises(ValueError, match="sum to 1"):
         kvmodel.estimate(**kw, cache_tier=[("dram", 0.5), ("ssd", 0.2)])
+
+
+def test_path_without_bandwidth_is_infinite_not_an_error():
+    p = TransferPath("empty", (get_link("cxl2-x8"),), source_Bps=0.0)
+    assert p.time_s(1e6, 1e5) == float("inf")
+    assert p.time_s(0.0, 1e5) == 0.0

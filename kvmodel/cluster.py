@@ -231,7 +231,7 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, 
     out, h_prev = {}, 0.0
     for i, t in enumerate(kinds):
         if caps[t] <= 0:  # an absent tier serves nothing
-            out[t] = 0.0
+            out[t], h = 0.0, h_prev
         elif t == "dram" and c.sharing == "p2p":
             h = max(h_prev, float(h_shared[1]))
             share = min(1.0, r / n)

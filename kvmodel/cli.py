@@ -1,4 +1,4 @@
-"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models``."""
+"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | app``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,31 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--config", required=True, help="cluster TOML ([cluster], [workload])")
     k.add_argument("--trace", default=None, help="trace file (overrides [workload].trace)")
     k.add_argument("--json", action="store_true")
+    _search_parser(sub)
+    ap = sub.add_parser("app", help="open the Streamlit explorer (app/streamlit_app.py)")
+    ap.add_argument("--port", type=int, default=8501)
     return p
+
+
+def _search_parser(sub: Any) -> None:
+    s = sub.add_parser("search", help="Optuna design-space search (run, or 'show' a study)",
+                       description="kvmodel search --space SPACE --n-trials N: run or resume a "
+                       "study; kvmodel search show --storage URL --study-name NAME: report it")
+    s.add_argument("action", nargs="?", default="run", choices=("run", "show", "spaces"))
+    s.add_argument("--space", help="space TOML file or built-in name (see 'search spaces')")
+    s.add_argument("--n-trials", type=int, default=100,
+                   help="run until the study holds this many complete trials")
+    s.add_argument("--storage", default=None,
+                   help="journal file path (default kvmodel-search.journal), sqlite:///FILE, "
+                        "or an Optuna RDB URL (postgresql+psycopg://...)")
+    s.add_argument("--study-name", default=None, help="default: the space's name")
+    s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random", "grid"))
+    s.add_argument("--workers", type=int, default=1, help="worker processes on the storage")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--top", type=int, default=10, help="best trials to print")
+    s.add_argument("--export", default=None, metavar="DIR",
+                   help="write trials.csv and plotly HTML (Pareto, parallel, importances)")
+    s.add_argument("--no-progress", action="store_true")
 
 
 def _fmt_num(x: Any) -> str:
@@ -189,6 +213,50 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(a: argparse.Namespace) -> int:
+    from . import search
+    if a.action == "spaces":
+        for name in search.builtin_spaces():
+            print(f"{name:20s} {search.load_space(name).description}")
+        return 0
+    if a.action == "show":
+        study = search.load(a.storage, a.study_name)
+    else:
+        if not a.space:
+            raise ValueError("search: give --space FILE or a built-in name "
+                             f"({', '.join(search.builtin_spaces())})")
+        study = search.run(a.space, n_trials=a.n_trials, storage=a.storage,
+                           study_name=a.study_name, sampler=a.sampler, seed=a.seed,
+                           workers=a.workers, progress=not a.no_progress)
+    print(search.show(study, top=a.top))
+    if a.export:
+        for kind, path in search.export(study, a.export).items():
+            print(f"wrote {kind}: {path}")
+    return 0
+
+
+def _app_path():
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_app" / "streamlit_app.py", here.parent / "app" / "streamlit_app.py"):
+        if cand.is_file():
+            return cand
+    raise OSError(f"the explorer app was not found next to {here}")
+
+
+def _cmd_app(a: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    from pathlib import Path
+    env = dict(os.environ)
+    if a.hardware:  # hand --hardware files on to the app's process
+        extra = [str(Path(p).resolve()) for p in a.hardware]
+        env["KVMODEL_HARDWARE"] = os.pathsep.join(
+            [p for p in [env.get("KVMODEL_HARDWARE", "")] if p] + extra)
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(_app_path()),
+                            "--server.port", str(a.port), "--server.headless", "true"], env=env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     from .hardware import HardwareDBError, load_hardware
@@ -197,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_hardware(path)
         return {"estimate": _cmd_estimate, "validate": _cmd_validate, "calibrate": _cmd_calibrate,
                 "hardware": _cmd_hardware, "models": _cmd_models,
-                "cluster": _cmd_cluster}[a.cmd](a)
+                "cluster": _cmd_cluster, "search": _cmd_search, "app": _cmd_app}[a.cmd](a)
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except (ValueError, KeyError, HardwareDBError, OSError) as exc:

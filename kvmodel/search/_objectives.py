@@ -1,0 +1,331 @@
+"""From a point of a space to a cluster evaluation: objectives and constraints.
+
+:func:`evaluate_point` turns the sampled ``params`` plus the space's fixed parts into a
+:class:`kvmodel.Cluster` and :class:`kvmodel.Workload`, runs :func:`kvmodel.evaluate`, and
+returns an :class:`Outcome` with the objective values (in ``space.metrics`` order) and the
+constraint values (in :data:`CONSTRAINTS` order, Optuna's convention: <= 0 is satisfied). A
+configuration that cannot run (weights do not fit, node without the GPU, unstable, network
+saturated) is never an exception: it is an outcome with violated constraints and a ``reason``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import kvmodel
+from kvmodel import cluster as _cl
+from kvmodel.tiers import default_node_for_gpu
+
+from ._space import DIMENSIONS, Space, SpaceError
+
+__all__ = ["OBJECTIVES", "CONSTRAINTS", "Outcome", "evaluate_point", "workload_for",
+           "check_names", "BIG"]
+
+BIG = 1e9            # stands for an infinite cost or latency in objective values
+CONSTRAINTS = ("fit", "stable", "ttft_slo", "tpot_slo", "budget", "tier_bandwidth")
+TRACE_DIR_ENV = "KVMODEL_TRACE_DIR"
+
+
+@dataclass(frozen=True)
+class Objective:
+    direction: str                                   # "maximize" | "minimize"
+    value: Callable[[dict, Space, Any], float]       # (metrics, space, workload) -> value
+    unit: str
+    doc: str
+
+
+def _goodput_per_dollar(m, s, w) -> float:
+    return m["goodput_rps"] * 3600.0 / m["cost_per_hour"] if m["cost_per_hour"] > 0 else 0.0
+
+
+def _cost_per_good_mtok(m, s, w) -> float:
+    tok_h = m["goodput_rps"] * w.output_len * 3600.0
+    return min(m["cost_per_hour"] / (tok_h / 1e6), BIG) if tok_h > 0 else BIG
+
+
+def _ttft_p99(m, s, w) -> float:
+    return min(m["ttft_p99_s"], BIG)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "goodput_per_dollar": Objective("maximize", _goodput_per_dollar, "requests/$",
+                                    "requests served within both SLOs per dollar"),
+    "cost_per_mtok": Objective("minimize", _cost_per_good_mtok, "$/Mtok",
+                               "dollars per million output tokens served within the SLOs"),
+    "throughput_at_slo": Objective("maximize", lambda m, s, w: m["max_rate_at_slo"] * w.output_len,
+                                   "tok/s", "output tokens/s at the largest request rate whose "
+                                   "TTFT/TPOT percentiles meet the SLOs (bisection)"),
+    "ttft_p99": Objective("minimize", _ttft_p99, "s", "p99 TTFT at the workload's fixed rate"),
+    "cost_per_hour": Objective("minimize", lambda m, s, w: m["cost_per_hour"], "$/h",
+                               "hardware cost"),
+    "goodput_rps": Objective("maximize", lambda m, s, w: m["goodput_rps"], "requests/s",
+                             "requests/s within both SLOs"),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    values: tuple[float, ...]       # one per space.metrics
+    constraints: tuple[float, ...]  # one per CONSTRAINTS; <= 0 satisfied
+    metrics: dict[str, Any]         # the cluster result's scalars (+ derived counts)
+    reason: str                     # why infeasible ("" when feasible)
+
+    @property
+    def feasible(self) -> bool:
+        return all(c <= 0 for c in self.constraints)
+
+
+# ---- workload --------------------------------------------------------------------------------
+_TRACES: dict[tuple, Any] = {}
+_WORKLOADS: dict[tuple, Any] = {}
+
+
+def _trace_dir() -> Path:
+    import os
+    env = os.environ.get(TRACE_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(kvmodel.__file__).resolve().parent.parent.parent / "shared" / "traces"
+
+
+def _load_trace(spec: dict, base_dir: str):
+    name = spec["trace"]
+    if name == "synthetic":
+        kw = dict(spec.get("synthetic", {}))
+        n = kw.pop("n_requests", 2000)
+        return kvmodel.synthetic_trace(int(n), **kw)
+    named = {"mooncake:conversation": "conversation_trace.jsonl",
+             "mooncake:synthetic": "synthetic_trace.jsonl"}
+    path = _trace_dir() / named[name] if name in named else Path(base_dir) / name
+    if not path.exists():
+        hint = f" (set {TRACE_DIR_ENV} to the folder holding {named[name]})" if name in named else ""
+        raise SpaceError(f"[workload].trace={name!r}: {path} not found{hint}")
+    return kvmodel.load_trace(path)
+
+
+def _coarsen(trace, block_tokens: int):
+    """The trace with blocks of ``block_tokens`` tokens: ids are chained (an id stands for the
+    whole prefix up to its block), so a coarse block is the fine id ending it; a trailing
+    partial coarse block is not cacheable and is dropped."""
+    k = block_tokens // trace.block_tokens
+    lens = np.diff(trace.block_offsets)
+    pos = np.arange(len(trace.block_ids)) - np.repeat(trace.block_offsets[:-1], lens)
+    keep = (pos + 1) % k == 0
+    offs = np.concatenate([[0], np.cumsum(lens // k)]).astype(np.int64)
+    return dataclasses.replace(trace, block_offsets=offs, block_ids=trace.block_ids[keep],
+                               block_tokens=block_tokens)
+
+
+def workload_for(space: Space, block_tokens: int | None = None):
+    """The space's :class:`kvmodel.Workload` (cached per process: the reuse profile is built
+    once per trace and block size)."""
+    spec, slo = space.workload, space.slo
+    tkey = (repr(sorted(spec.items())), space.base_dir)
+    if tkey not in _TRACES:
+        _TRACES[tkey] = _load_trace(spec, space.base_dir)
+    base = _TRACES[tkey]
+    bt = block_tokens or base.block_tokens
+    key = (tkey, bt, spec.get("request_rate"), slo["ttft_s"], slo["tpot_s"])
+    if key not in _WORKLOADS:
+        if bt % base.block_tokens:
+            raise ValueError(f"block_tokens={bt}: must be a multiple of the trace's "
+                             f"{base.block_tokens}-token blocks")
+        tr = base if bt == base.block_tokens else _coarsen(base, bt)
+        _WORKLOADS[key] = kvmodel.Workload(tr, request_rate=spec.get("request_rate"),
+                                           ttft_slo_s=slo["ttft_s"], tpot_slo_s=slo["tpot_s"])
+    return _WORKLOADS[key]
+
+
+# ---- configuration ---------------------------------------------------------------------------
+def check_names(space: Space) -> None:
+    """Raise :class:`SpaceError` naming the dimension when a choice or fixed value is not a
+    known model / GPU / node / link / routing / sharing / policy."""
+    known = {"model": kvmodel.list_models(), "gpu": kvmodel.list_entries("gpu"),
+             "node": kvmodel.list_entries("node"), "nic": kvmodel.list_entries("link"),
+             "pool_nic": kvmodel.list_entries("link"), "sharing": _cl.SHARING,
+             "routing": _cl._ROUTINGS, "placement": ("inclusive", "exclusive"),
+             "write_policy": ("through", "back"),
+             "p2p_placement": ("rendezvous", "consistent_hash", "directory"),
+             "eviction": ("lru", "fifo", "lfu", "s3fifo", "arc", "lru-admit-reuse"),
+             "precision": ("fp16", "bf16", "fp8", "int8", "fp4"),
+             "framework": kvmodel.list_entries("framework")}
+    values = {k: [v] for k, v in space.fixed.items()}
+    values |= {d.name: list(d.choices) for d in space.dims if d.choices is not None}
+    for name, vals in values.items():
+        for v in vals:
+            if name in known and v not in known[name]:
+                raise SpaceError(f"{space.name}: dimension {name!r}: unknown value {v!r}; "
+                                 f"known: {sorted(known[name])}")
+
+
+def _per_node(c: dict) -> tuple[str, Any, int]:
+    key = c.get("node") or default_node_for_gpu(c["gpu"])
+    if key is None:
+        raise ValueError(f"no node template carries gpu {c['gpu']!r}; fix dimension 'node'")
+    node = kvmodel.get_node(key)
+    if node.gpu != c["gpu"]:
+        raise ValueError(f"node template {key!r} carries {node.gpu}, not {c['gpu']}")
+    return key, node, max(1, node.gpus_per_node // int(c.get("tp", 8)))
+
+
+def _cluster_kwargs(p: dict) -> tuple[dict, dict]:
+    """Cluster keyword arguments from the dimension values; plus derived counts to record."""
+    key, node, per_node = _per_node(p)
+    kw = {k: p[k] for k in ("model", "gpu", "node", "precision", "framework", "instances", "tp",
+                            "sharing", "routing", "epsilon", "nic") if k in p}
+    kw["hbm_cache_fraction"] = p.get("hbm_kv_fraction", 0.3)
+    for dim, field_, scale in (("dram_GB_per_node", "dram_B", 1e9), ("cxl_GB_per_node", "cxl_B", 1e9),
+                               ("ssd_TB_per_node", "ssd_B", 1e12)):
+        if dim in p:
+            kw[field_] = p[dim] * scale / per_node
+    derived = {"node": key, "instances_per_node": per_node}
+    n = int(p.get("instances", 8))
+    if p.get("disaggregated", False):
+        if n < 2:
+            raise ValueError(f"disaggregated needs instances >= 2, got {n}")
+        pre = min(max(round(p.get("prefill_share", 0.5) * n), 1), n - 1)
+        kw |= {"prefill_instances": pre, "decode_instances": n - pre}
+        derived |= {"prefill_instances": pre, "decode_instances": n - pre}
+    pool = {f: p[d] * s for d, f, s in (("pool_servers", "servers", 1), ("pool_dram_GB", "dram_B", 1e9),
+                                        ("pool_ssd_TB", "ssd_B", 1e12), ("pool_nic", "nic", None),
+                                        ("pool_nics", "nics", 1)) if d in p and s is not None}
+    pool |= {"nic": p["pool_nic"]} if "pool_nic" in p else {}
+    p2p = {f: p[d] * s for d, f, s in (("p2p_replication", "replication", 1),
+                                       ("p2p_lookup_us", "lookup_latency_s", 1e-6)) if d in p}
+    p2p |= {"placement": p["p2p_placement"]} if "p2p_placement" in p else {}
+    kw |= {"pool": kvmodel.PoolSpec(**pool), "p2p": kvmodel.P2PSpec(**p2p)}
+    return kw, derived
+
+
+def _inclusive(c, w) -> Any:
+    """The cluster with effective capacities of an inclusive hierarchy: each lower tier adds
+    only the capacity beyond the largest tier above it (it also holds their blocks)."""
+    key, node, n, per_node = _cl._layout(c)
+    tok = _cl._kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
+                                  round(w.output_len), c.framework)
+    kv_B = kvmodel.get_model(c.model).kv_bytes_per_token(_cl._kv_precision(c))
+    hbm = c.hbm_cache_fraction * tok * kv_B
+    dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
+    ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
+    top, eff = hbm, []
+    for cap in (dram, c.cxl_B, ssd):
+        eff.append(max(0.0, cap - top))
+        top = max(top, cap)
+    return dataclasses.replace(c, dram_B=eff[0], cxl_B=eff[1], ssd_B=eff[2])
+
+
+def _tier_utilisation(c, w, write: str, inclusive: bool) -> float:
+    """Highest tier-path utilisation of one node under the write policy (kvmodel.place)."""
+    key, node, n, per_node = _cl._layout(c)
+    tiers = kvmodel.node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
+                               cxl_B=c.cxl_B * per_node,
+                               ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
+    tok = _cl._kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
+                                  round(w.output_len), c.framework)
+    tok_B = kvmodel.get_model(c.model).kv_bytes_per_token(_cl._kv_precision(c))
+    chain = [kvmodel.Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node, None)]
+    chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
+    nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
+    rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
+    pl = kvmodel.place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B,
+                       block_rate=rate, inclusive=inclusive, write=write,
+                       gpus_per_node=node.gpus_per_node)
+    return float(np.max(pl.utilisation))
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def _percentile(m: dict, space: Space) -> tuple[float, float]:
+    t = {"mean": "ttft_s", "p90": "ttft_p90_s", "p99": "ttft_p99_s"}[space.slo["ttft_percentile"]]
+    d = {"mean": "tpot_s", "p99": "tpot_p99_s"}[space.slo["tpot_percentile"]]
+    return m[t], m[d]
+
+
+def _meets(c, w, rate: float, space: Space) -> bool:
+    w2 = dataclasses.replace(w, request_rate=rate)
+    object.__setattr__(w2, "top", w.top_block_share)
+    r = kvmodel.evaluate(c, w2)
+    t, d = _percentile(r.to_dict(), space)
+    return bool(r.stable) and t <= space.slo["ttft_s"] and d <= space.slo["tpot_s"]
+
+
+def max_rate_at_slo(c, w, space: Space, iters: int = 12) -> float:
+    """Largest request rate (bisection, relative precision 2**-iters of the bracket) whose
+    TTFT/TPOT percentiles meet the space's SLOs; 0 when even a trickle misses them."""
+    lo, hi = 0.0, max(w.rate, 1e-3)
+    if not _meets(c, w, hi * 1e-3, space):
+        return 0.0
+    while _meets(c, w, hi, space) and hi < 1e6:
+        lo, hi = hi, hi * 4
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _meets(c, w, mid, space) else (lo, mid)
+    return lo
+
+
+def _violations(m: dict, space: Space) -> tuple[list[float], list[str]]:
+    ttft, tpot = _percentile(m, space)
+    slo = space.slo
+    cons = [0.0, 0.0 if m["stable"] else 1.0,
+            min(ttft / slo["ttft_s"] - 1.0, BIG), min(tpot / slo["tpot_s"] - 1.0, BIG),
+            m["cost_per_hour"] / space.budget["max_cost_per_hour"] - 1.0
+            if "max_cost_per_hour" in space.budget else -1.0,
+            m.get("tier_utilisation", 0.0) - 1.0]
+    why = [] if m["stable"] else [f"unstable: {m['reason']}"]
+    if m["stable"] and cons[2] > 0:
+        why.append(f"TTFT {slo['ttft_percentile']} {ttft:.3g} s > SLO {slo['ttft_s']:g} s")
+    if m["stable"] and cons[3] > 0:
+        why.append(f"TPOT {slo['tpot_percentile']} {tpot:.3g} s > SLO {slo['tpot_s']:g} s")
+    if cons[4] > 0:
+        why.append(f"cost {m['cost_per_hour']:.4g} $/h > budget "
+                   f"{space.budget['max_cost_per_hour']:g} $/h")
+    if cons[5] > 0:
+        why.append(f"tier path utilisation {m['tier_utilisation']:.2f} > 1 (write policy)")
+    return cons, why
+
+
+def _infeasible(space: Space, reason: str, derived: dict) -> Outcome:
+    worst = tuple(0.0 if OBJECTIVES[k].direction == "maximize" else BIG for k in space.metrics)
+    return Outcome(worst, (1.0,) + (0.0,) * (len(CONSTRAINTS) - 1), dict(derived), reason)
+
+
+def evaluate_point(space: Space, params: dict[str, Any]) -> Outcome:
+    """Evaluate one configuration: ``params`` (the sampled dimensions) over ``space.fixed``."""
+    p = dict(space.fixed) | dict(params)
+    try:
+        kw, derived = _cluster_kwargs(p)
+        w = workload_for(space, p.get("block_tokens"))
+        real = kvmodel.Cluster(**kw)
+        c = _inclusive(real, w) if p.get("placement") == "inclusive" else real
+        r = kvmodel.evaluate(c, w)
+    except ValueError as exc:
+        return _infeasible(space, f"does not fit: {exc}", locals().get("derived", {}))
+    except ArithmeticError as exc:  # a model failure is recorded as such, never as a result
+        return _infeasible(space, f"evaluate() failed: {type(exc).__name__}: {exc}",
+                           locals().get("derived", {}))
+    m = {k: v for k, v in r.to_dict().items() if not isinstance(v, dict)} | derived
+    m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()}
+    if c is not real:
+        key, node, n, per_node = _cl._layout(real)
+        m["cost_per_hour"] = _cl._cost_per_hour(real, node, per_node)
+        tok = m["output_tok_s"] * 3600 / 1e6
+        m["cost_per_mtok"] = m["cost_per_hour"] / tok if tok > 0 else math.inf
+    if "write_policy" in p:
+        m["tier_utilisation"] = _tier_utilisation(real, w, p["write_policy"],
+                                                  p.get("placement") == "inclusive")
+    if "throughput_at_slo" in space.metrics:
+        m["max_rate_at_slo"] = max_rate_at_slo(c, w, space) if r.stable else 0.0
+    cons, why = _violations(m, space)
+    values = tuple(float(OBJECTIVES[k].value(m, space, w)) for k in space.metrics)
+    return Outcome(values, tuple(float(x) for x in cons), m, "; ".join(why))
+
+
+def recorded_only(space: Space) -> list[str]:
+    """Dimensions of the space that evaluate() does not model (kept in the study only)."""
+    names = [d.name for d in space.dims] + list(space.fixed)
+    return [n for n in names if not DIMENSIONS[n].modelled]

@@ -1,0 +1,379 @@
+"""Search spaces as data: a TOML file (or the same dict) naming dimensions, fixed parts, workload,
+SLOs, budget and objectives, validated once into a frozen :class:`Space`.
+
+File layout (``schema_version = 1``; every table and key below is the complete set — unknown keys
+are errors that name the table and key)::
+
+    schema_version = 1
+    name = "tier-sizing"
+    description = "..."
+
+    [fixed]                 # dimension values that are not searched (any dimension name)
+    model = "llama-3.1-70b"
+    gpu = "h100-sxm"
+
+    [workload]
+    trace = "mooncake:conversation"   # a path (relative to the file), mooncake:conversation,
+                                      # mooncake:synthetic, or "synthetic" (see [workload.synthetic])
+    request_rate = 3.4                # requests/s; omitted: the trace's own rate
+    synthetic = { n_requests = 2000, seed = 1 }   # kvmodel.synthetic_trace keyword arguments
+
+    [slo]
+    ttft_s = 2.0
+    ttft_percentile = "p99"           # mean | p90 | p99
+    tpot_s = 0.1
+    tpot_percentile = "p99"           # mean | p99
+
+    [budget]
+    max_cost_per_hour = 400.0         # $/h, optional
+
+    [objective]
+    metrics = ["goodput_per_dollar"]  # one name: single objective; several: Pareto
+
+    [dims.dram_GB_per_node]           # a range ...
+    range = [0, 4096]
+    step = 256                        # optional; ints when range and step are ints
+    log = false                       # optional
+    [dims.sharing]                    # ... or a set of choices
+    choices = ["none", "central_pool", "p2p"]
+    [dims.p2p_replication]
+    range = [1, 4]
+    when = { sharing = "p2p" }        # conditional: sampled only when sharing is p2p
+                                      # (a list value means "any of")
+
+Dimension names are the keys of :data:`DIMENSIONS`, each documented with what it maps to in
+the model — including the ones ``kvmodel.evaluate`` does not model (recorded only).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Dim", "Space", "DIMENSIONS", "load_space", "space_from_dict", "builtin_spaces",
+           "SpaceError"]
+
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+
+
+class SpaceError(ValueError):
+    """A malformed space; the message names the file, table and dimension."""
+
+
+@dataclass(frozen=True)
+class DimInfo:
+    kind: type              # int, float, str or bool
+    maps_to: str            # what the value drives in the model
+    modelled: bool = True   # False: recorded in the study, no effect on evaluate()
+
+
+_R = "recorded but not modelled by evaluate(): "
+DIMENSIONS: dict[str, DimInfo] = {
+    "model": DimInfo(str, "Cluster.model (catalog name)"),
+    "gpu": DimInfo(str, "Cluster.gpu"),
+    "node": DimInfo(str, "Cluster.node (node template; must carry the chosen gpu, else the fit "
+                         "constraint fails)"),
+    "precision": DimInfo(str, "Cluster.precision (weights; KV fp8 with fp8/fp4/int8 weights)"),
+    "framework": DimInfo(str, "Cluster.framework"),
+    "instances": DimInfo(int, "Cluster.instances (colocated), or prefill + decode instances"),
+    "tp": DimInfo(int, "Cluster.tp"),
+    "disaggregated": DimInfo(bool, "P/D disaggregation on/off"),
+    "prefill_share": DimInfo(float, "P:D split: prefill_instances = clamp(round(share x "
+                                    "instances), 1, instances - 1), decode = the rest"),
+    "hbm_kv_fraction": DimInfo(float, "Cluster.hbm_cache_fraction (share of each instance's HBM "
+                                      "KV pool kept as prefix cache)"),
+    "dram_GB_per_node": DimInfo(float, "Cluster.dram_B = GB x 1e9 / instances per node"),
+    "cxl_GB_per_node": DimInfo(float, "Cluster.cxl_B = GB x 1e9 / instances per node"),
+    "ssd_TB_per_node": DimInfo(float, "Cluster.ssd_B = TB x 1e12 / instances per node"),
+    "block_tokens": DimInfo(int, "reuse granularity: the trace's hash chains coarsened to "
+                                 "blocks of this many tokens (a multiple of the trace's block)"),
+    "placement": DimInfo(str, "inclusive | exclusive: exclusive = evaluate()'s cumulative split; "
+                              "inclusive = each lower tier only adds capacity beyond the tier "
+                              "above (effective capacities passed to evaluate(), cost on the "
+                              "real ones)"),
+    "write_policy": DimInfo(str, "through | back: tier write traffic from kvmodel.place() -> "
+                                 "the tier_bandwidth constraint (latencies unaffected)"),
+    "eviction": DimInfo(str, _R + "evaluate() uses the analytic LRU curve; lru | fifo | lfu | "
+                             "s3fifo | arc | lru-admit-reuse (admission)", modelled=False),
+    "sharing": DimInfo(str, "Cluster.sharing: none | central_pool | p2p"),
+    "pool_servers": DimInfo(int, "PoolSpec.servers"),
+    "pool_dram_GB": DimInfo(float, "PoolSpec.dram_B (per server)"),
+    "pool_ssd_TB": DimInfo(float, "PoolSpec.ssd_B (per server)"),
+    "pool_nic": DimInfo(str, "PoolSpec.nic (link name)"),
+    "pool_nics": DimInfo(int, "PoolSpec.nics (per server)"),
+    "p2p_replication": DimInfo(int, "P2PSpec.replication"),
+    "p2p_placement": DimInfo(str, "P2PSpec.placement: rendezvous | consistent_hash | directory"),
+    "p2p_lookup_us": DimInfo(float, "P2PSpec.lookup_latency_s = us x 1e-6"),
+    "nic": DimInfo(str, "Cluster.nic (instance NIC link: network speed for P2P and P/D)"),
+    "routing": DimInfo(str, "Cluster.routing"),
+    "epsilon": DimInfo(float, "Cluster.epsilon (load bound of prefix_affinity_bounded and the "
+                              "cache+load cost routings)"),
+}
+
+_TOP_KEYS = {"schema_version", "name", "description", "fixed", "workload", "slo", "budget",
+             "objective", "dims"}
+_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "synthetic": dict}
+_SLO_KEYS = {"ttft_s": float, "ttft_percentile": str, "tpot_s": float, "tpot_percentile": str}
+_BUDGET_KEYS = {"max_cost_per_hour": float}
+_OBJECTIVE_KEYS = {"metrics": list}
+_DIM_KEYS = {"range", "step", "log", "choices", "when"}
+TTFT_PERCENTILES = ("mean", "p90", "p99")
+TPOT_PERCENTILES = ("mean", "p99")
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searched dimension: a range ``[low, high]`` (int or float, optional step / log) or a
+    tuple of ``choices``; ``when`` maps parent dimensions to the values that activate it."""
+    name: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+    when: tuple[tuple[str, tuple], ...] = ()
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and DIMENSIONS[self.name].kind is int
+
+    def active(self, params: dict[str, Any]) -> bool:
+        """True when every parent named in ``when`` is set to one of its listed values."""
+        return all(p in params and params[p] in vals for p, vals in self.when)
+
+    def grid_values(self, n_float: int = 5) -> list:
+        """The values a grid visits: the choices, every step, or ``n_float`` points."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.step is not None:
+            k = int(math.floor((self.high - self.low) / self.step + 1e-9))
+            vals = [self.low + i * self.step for i in range(k + 1)]
+        elif self.is_int:
+            vals = list(range(int(self.low), int(self.high) + 1))
+        elif self.log:
+            r = (self.high / self.low) ** (1 / max(n_float - 1, 1))
+            vals = [self.low * r ** i for i in range(n_float)]
+        else:
+            vals = [self.low + (self.high - self.low) * i / max(n_float - 1, 1)
+                    for i in range(n_float)]
+        return [int(v) if self.is_int else float(v) for v in vals]
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space (see the module docstring for the file format)."""
+    name: str
+    dims: tuple[Dim, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    workload: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ("goodput_per_dollar",)
+    description: str = ""
+    base_dir: str = "."
+
+    def dim(self, name: str) -> Dim:
+        return next(d for d in self.dims if d.name == name)
+
+    def grid_size(self, n_float: int = 5) -> int:
+        return math.prod(len(d.grid_values(n_float)) for d in self.dims)
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the example spaces shipped with the package."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.toml"))
+
+
+def load_space(space: "str | Path | dict | Space") -> Space:
+    """A :class:`Space` from a file path, a built-in name (:func:`builtin_spaces`), a dict in
+    the file's layout, or a Space (returned as is). Raises :class:`SpaceError` naming the file
+    and the offending table / dimension."""
+    if isinstance(space, Space):
+        return space
+    if isinstance(space, dict):
+        return space_from_dict(space, "<dict>", ".")
+    p = Path(space)
+    if not p.exists() and (SPACES_DIR / f"{space}.toml").exists():
+        p = SPACES_DIR / f"{space}.toml"
+    if not p.exists():
+        raise SpaceError(f"space {str(space)!r}: no such file and not a built-in space "
+                         f"(built-in: {', '.join(builtin_spaces())})")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{p}: not valid TOML: {exc}") from None
+    return space_from_dict(data, str(p), str(p.resolve().parent))
+
+
+def _typed(table: Any, schema: dict, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise SpaceError(f"{where}: expected a table")
+    unknown = set(table) - set(schema)
+    if unknown:
+        raise SpaceError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(schema)}")
+    out = {}
+    for k, v in table.items():
+        want = schema[k]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
+            raise SpaceError(f"{where}.{k}: expected {want.__name__}, got {v!r}")
+        out[k] = v
+    return out
+
+
+def _value(name: str, v: Any, where: str) -> Any:
+    """Check one value against the dimension's kind."""
+    kind = DIMENSIONS[name].kind
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise SpaceError(f"{where}: dimension {name!r} takes {kind.__name__} values, got {v!r}")
+    return v
+
+
+def _dim(name: str, t: Any, where: str) -> Dim:
+    """Validate one ``[dims.NAME]`` table."""
+    if name not in DIMENSIONS:
+        raise SpaceError(f"{where}: unknown dimension {name!r}; known: {sorted(DIMENSIONS)}")
+    if not isinstance(t, dict):
+        raise SpaceError(f"{where}: dimension {name!r} must be a table with range or choices")
+    bad = set(t) - _DIM_KEYS
+    if bad:
+        raise SpaceError(f"{where}: dimension {name!r}: unknown key(s) {sorted(bad)}; "
+                         f"allowed: {sorted(_DIM_KEYS)}")
+    when = _when(name, t.get("when", {}), where)
+    if ("range" in t) == ("choices" in t):
+        raise SpaceError(f"{where}: dimension {name!r}: give exactly one of range or choices")
+    if "choices" in t:
+        ch = t["choices"]
+        if not isinstance(ch, list) or not ch or len(set(map(repr, ch))) != len(ch):
+            raise SpaceError(f"{where}: dimension {name!r}: choices must be a non-empty list "
+                             f"of distinct values")
+        extra = set(t) - {"choices", "when"}
+        if extra:
+            raise SpaceError(f"{where}: dimension {name!r}: {sorted(extra)} apply to ranges only")
+        return Dim(name, choices=tuple(_value(name, v, where) for v in ch), when=when)
+    return _range_dim(name, t, when, where)
+
+
+def _range_dim(name: str, t: dict, when: tuple, where: str) -> Dim:
+    kind = DIMENSIONS[name].kind
+    r = t["range"]
+    if kind not in (int, float):
+        raise SpaceError(f"{where}: dimension {name!r} is categorical; use choices")
+    if (not isinstance(r, list) or len(r) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)):
+        raise SpaceError(f"{where}: dimension {name!r}: range must be [low, high] numbers")
+    lo, hi = (_value(name, x, where) for x in r)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise SpaceError(f"{where}: dimension {name!r}: range {r} needs low <= high, finite")
+    step, log = t.get("step"), t.get("log", False)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                             or step <= 0):
+        raise SpaceError(f"{where}: dimension {name!r}: step must be a number > 0")
+    if not isinstance(log, bool) or (log and (lo <= 0 or step is not None)):
+        raise SpaceError(f"{where}: dimension {name!r}: log = true needs low > 0 and no step")
+    if kind is int and step is not None and step != int(step):
+        raise SpaceError(f"{where}: dimension {name!r}: integer dimension needs an integer step")
+    return Dim(name, lo, hi, step, log, None, when)
+
+
+def _when(name: str, w: Any, where: str) -> tuple:
+    if not isinstance(w, dict):
+        raise SpaceError(f"{where}: dimension {name!r}: when must be a table parent = value(s)")
+    out = []
+    for parent, vals in w.items():
+        if parent not in DIMENSIONS:
+            raise SpaceError(f"{where}: dimension {name!r}: when names unknown dimension "
+                             f"{parent!r}")
+        vals = tuple(vals) if isinstance(vals, list) else (vals,)
+        out.append((parent, tuple(_value(parent, v, f"{where} when") for v in vals)))
+    return tuple(out)
+
+
+def space_from_dict(data: dict, where: str = "<dict>", base_dir: str = ".") -> Space:
+    """Validate a space given in the file's layout (see the module docstring)."""
+    if not isinstance(data, dict):
+        raise SpaceError(f"{where}: expected a table")
+    bad = set(data) - _TOP_KEYS
+    if bad:
+        raise SpaceError(f"{where}: unknown top-level key(s) {sorted(bad)}; "
+                         f"allowed: {sorted(_TOP_KEYS)}")
+    if data.get("schema_version", 1) != 1:
+        raise SpaceError(f"{where}: schema_version={data['schema_version']!r}; supported: 1")
+    dims = tuple(_dim(n, t, f"{where}: [dims.{n}]") for n, t in _table(data, "dims", where).items())
+    fixed = {k: _value(k, v, f"{where}: [fixed].{k}") if k in DIMENSIONS else _unknown_fixed(k, where)
+             for k, v in _table(data, "fixed", where).items()}
+    _check_cross(dims, fixed, where)
+    return Space(name=str(data.get("name", Path(where).stem)), dims=dims, fixed=fixed,
+                 workload=_workload(_table(data, "workload", where), where),
+                 slo=_slo(_table(data, "slo", where), where),
+                 budget=_typed(_table(data, "budget", where), _BUDGET_KEYS, f"{where}: [budget]"),
+                 metrics=_metrics(_table(data, "objective", where), where),
+                 description=str(data.get("description", "")), base_dir=base_dir)
+
+
+def _table(data: dict, key: str, where: str) -> dict:
+    t = data.get(key, {})
+    if not isinstance(t, dict):
+        raise SpaceError(f"{where}: [{key}] must be a table")
+    return t
+
+
+def _unknown_fixed(k: str, where: str):
+    raise SpaceError(f"{where}: [fixed]: unknown dimension {k!r}; known: {sorted(DIMENSIONS)}")
+
+
+def _check_cross(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
+    names = [d.name for d in dims]
+    for n in names:
+        if n in fixed:
+            raise SpaceError(f"{where}: dimension {n!r} is both searched and in [fixed]")
+    for d in dims:
+        for parent, _ in d.when:
+            if parent not in names and parent not in fixed:
+                raise SpaceError(f"{where}: [dims.{d.name}] when: parent {parent!r} is neither "
+                                 f"a dimension nor fixed")
+            if parent in names and names.index(parent) > names.index(d.name):
+                raise SpaceError(f"{where}: [dims.{d.name}] when: parent {parent!r} must be "
+                                 f"declared before it")
+    for k in ("model", "gpu"):
+        if k not in fixed and k not in names:
+            raise SpaceError(f"{where}: dimension {k!r} must be fixed or searched")
+
+
+def _workload(t: dict, where: str) -> dict:
+    w = _typed(t, _WORKLOAD_KEYS, f"{where}: [workload]")
+    if "trace" not in w:
+        raise SpaceError(f"{where}: [workload].trace: missing (a path, mooncake:conversation, "
+                         f"mooncake:synthetic or synthetic)")
+    if w.get("request_rate", 1.0) <= 0:
+        raise SpaceError(f"{where}: [workload].request_rate must be > 0")
+    return w
+
+
+def _slo(t: dict, where: str) -> dict:
+    s = {"ttft_s": 2.0, "ttft_percentile": "p99", "tpot_s": 0.1, "tpot_percentile": "p99"}
+    s |= _typed(t, _SLO_KEYS, f"{where}: [slo]")
+    if s["ttft_percentile"] not in TTFT_PERCENTILES:
+        raise SpaceError(f"{where}: [slo].ttft_percentile={s['ttft_percentile']!r}; "
+                         f"allowed: {TTFT_PERCENTILES}")
+    if s["tpot_percentile"] not in TPOT_PERCENTILES:
+        raise SpaceError(f"{where}: [slo].tpot_percentile={s['tpot_percentile']!r}; "
+                         f"allowed: {TPOT_PERCENTILES}")
+    if s["ttft_s"] <= 0 or s["tpot_s"] <= 0:
+        raise SpaceError(f"{where}: [slo]: ttft_s and tpot_s must be > 0")
+    return s
+
+
+def _metrics(t: dict, where: str) -> tuple[str, ...]:
+    from ._objectives import OBJECTIVES
+    m = _typed(t, _OBJECTIVE_KEYS, f"{where}: [objective]").get("metrics", ["goodput_per_dollar"])
+    if not m or any(x not in OBJECTIVES for x in m) or len(set(m)) != len(m):
+        raise SpaceError(f"{where}: [objective].metrics={m!r}: distinct names from "
+                         f"{sorted(OBJECTIVES)}")
+    return tuple(m)

@@ -1,0 +1,299 @@
+"""kvmodel.search: spaces as data, objectives and constraints, samplers, storage, grid, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+import kvmodel
+from kvmodel import search
+from kvmodel.cli import main
+from kvmodel.search._objectives import _coarsen
+from kvmodel.search._study import constraints_of, make_sampler, suggest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = "tier-sizing-small"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _small(**over) -> search.Space:
+    return dataclasses.replace(search.load_space(SMALL), **over)
+
+
+# ---- spaces ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", search.builtin_spaces())
+def test_builtin_spaces_load_and_name_known_things(name):
+    s = search.load_space(name)
+    search._objectives.check_names(s)
+    assert s.dims and s.metrics and all(m in search.OBJECTIVES for m in s.metrics)
+
+
+def test_tier_sizing_is_builtin_and_every_dimension_is_documented():
+    assert "tier-sizing" in search.builtin_spaces()
+    everything = search.load_space("everything")
+    covered = {d.name for d in everything.dims} | set(everything.fixed)
+    assert covered >= set(search.DIMENSIONS) - {"pool_ssd_TB", "pool_nic", "pool_nics",
+                                                 "p2p_placement", "p2p_lookup_us", "framework"}
+    assert all(info.maps_to for info in search.DIMENSIONS.values())
+    assert not search.DIMENSIONS["eviction"].modelled
+
+
+BAD = [
+    ({"dims": {"dram_gb": {"range": [0, 1]}}}, "dram_gb"),
+    ({"dims": {"dram_GB_per_node": {"range": [5, 1]}}}, "dram_GB_per_node"),
+    ({"dims": {"dram_GB_per_node": {"range": [0, 1], "choices": [1]}}}, "dram_GB_per_node"),
+    ({"dims": {"dram_GB_per_node": {"range": [0, 1], "stepp": 1}}}, "stepp"),
+    ({"dims": {"tp": {"choices": [1, "two"]}}}, "'tp'"),
+    ({"dims": {"sharing": {"range": [0, 1]}}}, "'sharing'"),
+    ({"dims": {"p2p_replication": {"range": [1, 3], "when": {"sharng": "p2p"}}}}, "sharng"),
+    ({"dims": {"p2p_replication": {"range": [1, 3], "when": {"sharing": "p2p"}}}}, "'sharing'"),
+    ({"dims": {"routing": {"choices": ["random", "telepathy"]}}}, "'routing'"),
+    ({"dims": {"instances": {"range": [1, 4], "log": True, "step": 1}}}, "'instances'"),
+    ({"slo": {"ttft_percentile": "p95"}}, "ttft_percentile"),
+    ({"objective": {"metrics": ["goodness"]}}, "goodness"),
+    ({"fixed": {"gpuu": "h100-sxm"}}, "gpuu"),
+    ({"dimz": {}}, "dimz"),
+]
+
+
+@pytest.mark.parametrize("patch,needle", BAD)
+def test_bad_spaces_name_the_dimension(patch, needle):
+    base = {"fixed": {"model": "llama-3.1-8b", "gpu": "h100-sxm"},
+            "workload": {"trace": "synthetic"}}
+    data = {k: (base.get(k, {}) | v) if isinstance(v, dict) else v for k, v in patch.items()}
+    data = base | data
+    with pytest.raises(search.SpaceError, match=needle):
+        search._objectives.check_names(search.load_space(data))
+
+
+def test_bad_space_file_names_file_and_dimension(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[fixed]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\n[workload]\n'
+                 'trace = "synthetic"\n[dims.cxl_GB_per_node]\nrange = [0, "big"]\n')
+    with pytest.raises(search.SpaceError, match=r"bad\.toml.*cxl_GB_per_node"):
+        search.load_space(p)
+    assert main(["search", "--space", str(p), "--n-trials", "1"]) == 2
+
+
+def test_grid_points_expand_conditionals_once():
+    s = search.load_space({"fixed": {"model": "llama-3.1-8b", "gpu": "h100-sxm"},
+                           "workload": {"trace": "synthetic"},
+                           "dims": {"sharing": {"choices": ["none", "central_pool", "p2p"]},
+                                    "p2p_replication": {"range": [1, 3],
+                                                        "when": {"sharing": "p2p"}}}})
+    pts = search.grid_points(s)
+    assert len(pts) == 2 + 3 and {"sharing": "none"} in pts
+    assert sorted(p.get("p2p_replication", 0) for p in pts) == [0, 0, 1, 2, 3]
+
+
+# ---- mapping onto the cluster model --------------------------------------------------------------
+def test_point_maps_onto_cluster_per_instance():
+    s = _small()
+    w = search._objectives.workload_for(s)
+    p = {"instances": 4, "dram_GB_per_node": 2048, "cxl_GB_per_node": 512,
+         "ssd_TB_per_node": 7.68, "hbm_kv_fraction": 0.4}
+    out = search.evaluate_point(s, p)
+    c = kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=4, tp=1, precision="fp8",
+                        routing="prefix_affinity_bounded", hbm_cache_fraction=0.4,
+                        dram_B=2048e9 / 8, cxl_B=512e9 / 8, ssd_B=7.68e12 / 8)
+    r = kvmodel.evaluate(c, w)
+    assert out.metrics["instances_per_node"] == 8
+    assert out.metrics["goodput_rps"] == pytest.approx(r.goodput_rps)
+    assert out.metrics["cost_per_hour"] == pytest.approx(r.cost_per_hour)
+    assert out.values[0] == pytest.approx(r.goodput_rps * 3600 / r.cost_per_hour)
+
+
+def test_inclusive_never_beats_exclusive_and_costs_the_same():
+    s = _small()
+    p = {"instances": 2, "dram_GB_per_node": 1024, "cxl_GB_per_node": 512, "ssd_TB_per_node": 0.0,
+         "hbm_kv_fraction": 0.4}
+    ex = search.evaluate_point(s, p | {"placement": "exclusive"})
+    inc = search.evaluate_point(s, p | {"placement": "inclusive"})
+    hits = lambda o: sum(v for k, v in o.metrics.items() if k.startswith("hit_"))
+    assert hits(inc) <= hits(ex) + 1e-12
+    assert inc.metrics["cost_per_hour"] == pytest.approx(ex.metrics["cost_per_hour"])
+
+
+def test_block_coarsening_keeps_chained_prefixes():
+    tr = kvmodel.Trace.from_lists([[1, 2, 3, 4, 5], [1, 2, 6]], block_tokens=512)
+    c = _coarsen(tr, 1024)
+    assert c.block_tokens == 1024 and [list(c.hash_ids(i)) for i in range(2)] == [[2, 4], [2]]
+
+
+def test_infeasible_configurations_are_explained_not_raised():
+    s = _small()
+    too_big = search.evaluate_point(s, {"instances": 1} | {"hbm_kv_fraction": 0.1})
+    assert isinstance(too_big.reason, str)
+    bad_node = search.evaluate_point(dataclasses.replace(s, fixed=s.fixed | {"node": "dgx-h200"}), {})
+    assert not bad_node.feasible and "carries" in bad_node.reason
+    poor = search.evaluate_point(_small(budget={"max_cost_per_hour": 1.0}), {"instances": 8})
+    assert not poor.feasible and "budget" in poor.reason and poor.constraints[4] > 0
+
+
+# ---- samplers, constraints, Pareto -------------------------------------------------------------
+TOY = {"fixed": {"model": "llama-3.1-8b", "gpu": "h100-sxm"}, "workload": {"trace": "synthetic"},
+       "dims": {"dram_GB_per_node": {"range": [0, 10], "step": 1},
+                "instances": {"range": [1, 5]}}}
+
+
+def _toy(trial):
+    """max x + n subject to x <= 7: the optimum is x = 7, n = 5 (value 12)."""
+    p = suggest(trial, search.load_space(TOY))
+    x, n = p["dram_GB_per_node"], p["instances"]
+    trial.set_user_attr("constraints", [x - 7.0] + [0.0] * 5)
+    return x + n
+
+
+@pytest.mark.parametrize("name", search.SAMPLERS)
+def test_toy_optimum_found_by_every_sampler(name):
+    if name == "gp":
+        pytest.importorskip("torch")
+    space = search.load_space(TOY)
+    st = optuna.create_study(direction="maximize", sampler=make_sampler(name, space, seed=1))
+    st.optimize(_toy, n_trials=66 if name == "grid" else 150)
+    best = search.best_trials(st, top=1)[0]
+    assert best.params == {"dram_GB_per_node": 7.0, "instances": 5} and best.values[0] == 12
+    assert all(t.params["dram_GB_per_node"] <= 7 for t in st.trials if search.is_feasible(t))
+
+
+def test_constraints_are_respected_and_infeasible_trials_kept():
+    s = _small(budget={"max_cost_per_hour": 55.5})
+    st = search.run(s, n_trials=40, storage=optuna.storages.InMemoryStorage(), sampler="tpe")
+    ts = st.get_trials()
+    assert len(ts) == 40 and all(t.state.name == "COMPLETE" for t in ts)
+    feas = [t for t in ts if search.is_feasible(t)]
+    infeas = [t for t in ts if not search.is_feasible(t)]
+    assert feas and infeas
+    for t in feas:
+        m = t.user_attrs["metrics"]
+        assert m["cost_per_hour"] <= 55.5 and m["ttft_p99_s"] <= 1.0 and m["tpot_p99_s"] <= 0.05
+    assert all(t.user_attrs["metrics"]["reason"] for t in infeas)
+    for t in search.best_trials(st):
+        assert search.is_feasible(t)
+    assert constraints_of(st.trials[0]) == st.trials[0].user_attrs["constraints"]
+
+
+def test_pareto_front_is_non_dominated():
+    s = _small(metrics=("goodput_rps", "cost_per_hour"))
+    st = search.run(s, n_trials=60, storage=optuna.storages.InMemoryStorage(), sampler="nsga2")
+    front = search.pareto_front(st)
+    feas = [t for t in st.trials if search.is_feasible(t)]
+    key = lambda t: [-t.values[0], t.values[1]]
+    assert front
+    for f in front:
+        assert not any(search._report.dominates(key(t), key(f)) for t in feas)
+    for t in feas:
+        assert t in front or any(search._report.dominates(key(f), key(t)) or key(f) == key(t)
+                                 for f in front)
+
+
+# ---- storage and resume ------------------------------------------------------------------------
+def test_journal_default_storage_resumes(tmp_path):
+    path = tmp_path / "s.journal"
+    st = search.run(SMALL, n_trials=15, storage=str(path), sampler="random")
+    first = {t.number: t.values for t in st.trials}
+    st = search.run(SMALL, n_trials=25, storage=str(path), sampler="random")
+    assert len(st.trials) == 25 and {t.number: t.values for t in st.trials[:15]} == first
+    assert search.load(str(path)).study_name == SMALL
+
+
+def _count_complete(url: str, name: str) -> int:
+    try:
+        st = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return 0
+    return sum(t.state.name == "COMPLETE" for t in st.get_trials(deepcopy=False))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_with_sqlite_loses_no_completed_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    code = ("from kvmodel import search; search.run('tier-sizing-small', n_trials=100000, "
+            f"storage={url!r}, sampler='random')")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    deadline = time.time() + 60
+    while _count_complete(url, SMALL) < 30 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    st = optuna.load_study(study_name=SMALL, storage=url)
+    before = {t.number: t.values for t in st.trials if t.state.name == "COMPLETE"}
+    assert len(before) >= 30
+    st = search.run(SMALL, n_trials=len(before) + 10, storage=url, sampler="random")
+    after = {t.number: t.values for t in st.trials if t.state.name == "COMPLETE"}
+    assert len(after) == len(before) + 10
+    assert all(after[k] == v for k, v in before.items())
+    assert sum(t.state.name == "RUNNING" for t in st.trials) <= 1  # the killed trial at most
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KVMODEL_TEST_POSTGRES_URL"),
+                    reason="set KVMODEL_TEST_POSTGRES_URL (.ci/run starts a PostgreSQL server)")
+def test_two_workers_share_a_postgres_study():
+    url = os.environ["KVMODEL_TEST_POSTGRES_URL"]
+    name = f"pg-{os.getpid()}-{time.time_ns()}"
+    st = search.run(SMALL, n_trials=40, storage=url, study_name=name, sampler="tpe", workers=2)
+    ts = st.get_trials()
+    numbers = [t.number for t in ts]
+    assert len(numbers) == len(set(numbers)) == max(numbers) + 1  # none duplicated, none lost
+    done = [t for t in ts if t.state.name == "COMPLETE"]
+    assert 40 <= len(done) <= 42  # each worker may finish one trial past the total
+    optuna.delete_study(study_name=name, storage=url)
+
+
+# ---- grid and reports --------------------------------------------------------------------------
+def test_grid_search_optimum_and_optuna_gap():
+    s = _small(dims=tuple(d if d.name != "dram_GB_per_node" else
+                          dataclasses.replace(d, step=2048.0) for d in _small().dims))
+    g = search.grid_search(s)
+    assert len(g.points) == s.grid_size() == 4 * 3 * 4 * 4 * 3
+    best, value = g.best()
+    assert value == pytest.approx(np.max(g.values[g.feasible, 0]))
+    assert search.evaluate_point(s, best).values[0] == pytest.approx(value)
+    rep = search.compare_with_grid(s, budgets=(30,), seeds=(0,), grid=g)
+    assert rep[0]["gap_mean"] >= -1e-9 and rep[0]["grid_points"] == len(g.points)
+
+
+def test_export_writes_csv_and_html(tmp_path):
+    st = search.run(SMALL, n_trials=20, storage=optuna.storages.InMemoryStorage(), sampler="tpe")
+    paths = search.export(st, tmp_path)
+    text = paths["csv"].read_text().splitlines()
+    assert len(text) == 21 and "goodput_per_dollar" in text[0] and "reason" in text[0]
+    assert {"parallel", "history"} <= set(paths) and all(p.exists() for p in paths.values())
+
+
+def test_cli_search_run_show_export(tmp_path, capsys):
+    store = str(tmp_path / "s.journal")
+    assert main(["search", "--space", SMALL, "--n-trials", "8", "--storage", store,
+                 "--sampler", "random", "--no-progress", "--export", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "best feasible trials" in out and (tmp_path / "out" / "trials.csv").exists()
+    assert main(["search", "show", "--storage", store, "--study-name", SMALL]) == 0
+    assert "8 trials" in capsys.readouterr().out
+    assert main(["search", "spaces"]) == 0 and "tier-sizing" in capsys.readouterr().out
+
+
+def test_progress_bar_reports_trials_best_and_eta():
+    import io
+    buf = io.StringIO()
+    bar = search.Progress(total=10, every_s=0.0, stream=buf)
+    st = optuna.create_study(direction="maximize", sampler=make_sampler("random",
+                                                                         search.load_space(TOY)))
+    st.set_user_attr("metrics", ["x"])
+    st.optimize(_toy, n_trials=10, callbacks=[bar])
+    assert "10/10 trials" in buf.getvalue() and "best" in buf.getvalue() and "ETA" in buf.getvalue()
+
+
+def test_import_kvmodel_does_not_import_optuna():
+    code = "import sys, kvmodel; print('optuna' in sys.modules, 'kvmodel.search' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

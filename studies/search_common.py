@@ -3,6 +3,7 @@ storage, trials.csv, plotly HTML) and print its report. Public API only."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from kvmodel import search
@@ -19,3 +20,11 @@ def run_and_export(space, name: str, n_trials: int, sampler: str = "tpe", out: P
     print(search.show(st, top=5))
     search.export(st, out)
     return st
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write a list of equal-keyed dicts as a CSV table."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -13,11 +13,10 @@ studies/results/search_kv_sharing/.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 
 from kvmodel import search
-from search_common import HERE, run_and_export
+from search_common import HERE, run_and_export, write_rows
 
 PER_INSTANCE_RATE = 0.85
 
@@ -50,10 +49,7 @@ def main() -> None:
         st = run_and_export(space, f"search_kv_sharing/n{n}", a.trials)
         rows += summary(st, n)
     out = HERE / "results" / "search_kv_sharing" / "kv_sharing_summary.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(out, rows)
     for r in rows:
         print(f"  n={r['instances']:3d} {r['sharing']:13s} {r['nic']:10s} "
               f"{r['goodput_per_dollar']:8.2f} req/$  ({r['routing']})")

@@ -11,10 +11,9 @@ under studies/results/search_second_tier/.
 from __future__ import annotations
 
 import argparse
-import csv
 
 from kvmodel import search
-from search_common import HERE, run_and_export
+from search_common import HERE, run_and_export, write_rows
 
 DIMS = {"dram": "dram_GB_per_node", "cxl": "cxl_GB_per_node", "ssd": "ssd_TB_per_node"}
 SIZES = {"dram": [0, 512, 1024, 2048, 4096], "cxl": [0, 512, 1024, 2048, 4096],
@@ -43,10 +42,7 @@ def main() -> None:
     run_and_export(space, "search_second_tier", a.trials, sampler="nsga2")
     rows = one_tier_sweep(space)
     out = HERE / "results" / "search_second_tier" / "second_tier_sweep.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(out, rows)
     for r in rows:
         print(f"  {r['tier']:5s} {r['size']:>7} -> {r['cost_per_hour']:.2f} $/h, p99 TTFT "
               f"{r['ttft_p99_s']:.3f} s, hit {r['hit']:.3f}")

@@ -1,10 +1,15 @@
 """Where studies live.
 
 * ``None`` or a plain file path (default ``kvmodel-search.journal``): Optuna's journal file
-  (``JournalStorage(JournalFileBackend(path))``) — embedded, nothing to start, append-only (a
-  worker killed mid-write loses at most its last record), safe for several processes on one
-  machine (file lock), and the fastest embedded choice: each trial appends a few log lines
-  instead of running SQL transactions (measured: see ``benchmarks/search_speed.py``).
+  format (``JournalStorage`` over :class:`JournalFile`, a ``JournalFileBackend`` with group
+  commit) — embedded, nothing to start, append-only, safe for several processes on one
+  machine (Optuna's file lock), readable by optuna-dashboard and ``optuna.load_study``, and the
+  fastest embedded choice: each finished trial is one appended line instead of SQL
+  transactions (measured: see ``benchmarks/search_speed.py``). Every line is written to the
+  operating system before the call returns, so a killed worker (SIGKILL) loses nothing it
+  finished; ``fsync`` (durability against a power cut or kernel crash) runs at most once per
+  ``FSYNC_EVERY_S`` second(s) and when the run ends, instead of on every line — on this
+  project's machines one fsync took 0.4-4 ms, as long as a whole trial.
 * ``sqlite:///file.db``: Optuna's RDB storage on SQLite (always works; slower per trial).
 * any other SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``mysql+pymysql://...``):
   RDB storage with a heartbeat, for many worker processes on one or many machines; a trial
@@ -16,11 +21,69 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "is_url"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "is_url", "JournalFile", "sync"]
 
 DEFAULT_STORAGE = "kvmodel-search.journal"
 HEARTBEAT_S = 10
 GRACE_S = 30
+FSYNC_EVERY_S = 1.0
+
+
+def _journal_file_class():
+    import json
+    import os
+    import time
+    from optuna.storages.journal import JournalFileBackend
+
+    class JournalFile(JournalFileBackend):
+        """Optuna's journal file backend with group commit: each append is written and flushed
+        under the file lock (visible to other processes, safe against SIGKILL) and fsync'ed
+        when ``fsync_every_s`` has passed since the last fsync (and by :meth:`sync`)."""
+
+        def __init__(self, file_path: str, fsync_every_s: float = FSYNC_EVERY_S) -> None:
+            super().__init__(file_path)
+            self.fsync_every_s, self._synced, self._dirty = fsync_every_s, time.monotonic(), False
+
+        def append_logs(self, logs: list) -> None:
+            text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            self._lock.acquire()
+            try:
+                with open(self._file_path, "ab") as f:
+                    f.write(text.encode("utf-8"))
+                    f.flush()
+                    if time.monotonic() - self._synced >= self.fsync_every_s:
+                        os.fsync(f.fileno())
+                        self._synced, self._dirty = time.monotonic(), False
+                    else:
+                        self._dirty = True
+            finally:
+                self._lock.release()
+
+        def sync(self) -> None:
+            """fsync what was appended since the last fsync."""
+            if self._dirty:
+                with open(self._file_path, "ab") as f:
+                    os.fsync(f.fileno())
+                self._synced, self._dirty = time.monotonic(), False
+
+    return JournalFile
+
+
+_JOURNAL: list = []
+
+
+def JournalFile(file_path: str, fsync_every_s: float = FSYNC_EVERY_S):  # noqa: N802
+    """A group-commit journal file backend (class built on first use: Optuna loads lazily)."""
+    if not _JOURNAL:
+        _JOURNAL.append(_journal_file_class())
+    return _JOURNAL[0](file_path, fsync_every_s)
+
+
+def sync(storage) -> None:
+    """fsync a journal-file storage opened by :func:`open_storage` (no-op for others)."""
+    backend = getattr(storage, "_backend", None)
+    if backend is not None and hasattr(backend, "sync"):
+        backend.sync()
 
 
 def is_url(storage: Any) -> bool:
@@ -46,5 +109,5 @@ def open_storage(storage: Any = None, heartbeat: bool = True) -> Any:
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         return optuna.storages.RDBStorage(f"sqlite:///{path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-    return JournalStorage(JournalFileBackend(str(path)))
+    from optuna.storages.journal import JournalStorage
+    return JournalStorage(JournalFile(str(path)))

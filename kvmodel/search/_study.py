@@ -8,9 +8,10 @@ import sys
 import time
 from typing import Any
 
+from ._samplers import WindowedTPESampler
 from ._objectives import CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, recorded_only
 from ._space import Space, load_space
-from ._storage import DEFAULT_STORAGE, open_storage
+from ._storage import DEFAULT_STORAGE, open_storage, sync
 
 __all__ = ["run", "make_sampler", "suggest", "SAMPLERS", "constraints_of", "Progress"]
 
@@ -33,9 +34,9 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     # storage write per constraint); kept while it works, as it costs one write per trial
     warnings.filterwarnings("ignore", message=".*constraints_func.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*``group``.*")
-    if name == "tpe":
-        return s.TPESampler(seed=seed, constraints_func=constraints_of, multivariate=True,
-                            group=True, n_startup_trials=20)
+    if name == "tpe":  # Optuna's TPE on a bounded window of the history (see _samplers)
+        return WindowedTPESampler(seed=seed, constraints_func=constraints_of, multivariate=True,
+                                  group=True, n_startup_trials=20, elite=25, recent=75)
     if name == "nsga2":
         return s.NSGAIISampler(seed=seed, constraints_func=constraints_of)
     if name == "gp":
@@ -122,6 +123,13 @@ class Progress:
             self.last = now
             self.draw(self.done0 + self.n, _best_text(study))
 
+    def update(self, done: int, study: Any, force: bool = False) -> None:
+        """Redraw with ``done`` trials finished (throttled to ``every_s`` unless ``force``)."""
+        now = time.perf_counter()
+        if force or now - self.last >= self.every or done >= self.total:
+            self.last = now
+            self.draw(done, _best_text(study))
+
     def draw(self, done: int, best: str) -> None:
         el = time.perf_counter() - self.t0
         rate = max(done - self.done0, 1) / max(el, 1e-9)
@@ -143,40 +151,130 @@ def _best_text(study: Any) -> str:
     return ", ".join(f"{x:.4g}" for x in v) + (" (Pareto)" if len(v) > 1 else "")
 
 
-def _worker(space: Space, storage: Any, name: str, sampler: str, seed: int, total: int) -> None:
+def _worker(space: Space, storage: Any, name: str, sampler: str, seed: int | None,
+            total: int) -> None:
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = _create(space, open_storage(storage), name, make_sampler(sampler, space, seed))
-    cb = optuna.study.MaxTrialsCallback(total, states=(optuna.trial.TrialState.COMPLETE,))
-    st.optimize(_objective(space), n_trials=total, callbacks=[cb])
+    _loop(st, space, sampler, seed, total, None)
+
+
+class _Mirror:
+    """The in-memory study the sampler works on, kept in step with the persistent one.
+
+    Each finished trial is written to the persistent storage in one operation (a trial
+    created from a template: one journal line, one SQL transaction), not the ten or so writes
+    of Optuna's define-by-run trial (create, each parameter, attributes, state). A worker
+    killed mid-trial therefore leaves nothing behind: the trial it was running is simply
+    redone. Trials other workers finished are copied in before every ask, so a sampler sees
+    the whole study.
+    """
+
+    def __init__(self, persist: Any, sampler: Any) -> None:
+        import optuna
+        self.persist, self.known, self.last_id, self.cursor = persist, set(), -1, 0
+        self.same = isinstance(persist._storage, optuna.storages.InMemoryStorage)
+        self.mem = persist if self.same else optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(), sampler=sampler,
+            directions=persist.directions)
+        self.n_complete = 0
+        self.pull()
+
+    def pull(self) -> int:
+        """Copy in COMPLETE trials not seen yet; returns the persistent COMPLETE count."""
+        import optuna
+        done = (optuna.trial.TrialState.COMPLETE,)
+        if self.same:
+            self.n_complete = len(self.persist._get_trials(deepcopy=False, states=done))
+            return self.n_complete
+        store, sid = self.persist._storage, self.persist._study_id
+        if isinstance(store, optuna.storages.RDBStorage):  # only rows newer than the last seen
+            new = store._get_trials(sid, done, set(), self.last_id - 64)
+        else:  # journal: its in-memory replay is already incremental; trials are appended
+            listed = store.get_all_trials(sid, deepcopy=False, states=done)
+            new, self.cursor = listed[self.cursor:], len(listed)
+        for t in new:
+            if t._trial_id not in self.known:
+                self.known.add(t._trial_id)
+                self.last_id = max(self.last_id, t._trial_id)
+                self.mem.add_trial(t)
+        self.n_complete = len(self.known)
+        return self.n_complete
+
+    def push(self, trial: Any) -> None:
+        """Write a finished trial of the mirror to the persistent storage."""
+        if self.same:
+            return
+        tid = self.persist._storage.create_new_trial(self.persist._study_id, template_trial=trial)
+        self.last_id = max(self.last_id, tid)
+        if trial.state.name == "COMPLETE":
+            self.known.add(tid)
+            self.n_complete += 1
+
+
+def _loop(st: Any, space: Space, sampler: str, seed: int | None, total: int,
+          bar: "Progress | None") -> None:
+    """Ask, evaluate, tell and persist until the study holds ``total`` COMPLETE trials."""
+    mirror = _Mirror(st, None)
+    done = mirror.n_complete
+    if done >= total:
+        return
+    if seed is not None and done:  # a resumed study must not replay the first run's draws
+        seed = (seed * 1_000_003 + done) % 2**31
+    mirror.mem.sampler = make_sampler(sampler, space, seed)
+    objective = _objective(space)
+    try:
+        _ask_tell(mirror, objective, done, total, bar)
+    finally:
+        sync(st._storage)
+
+
+def _ask_tell(mirror: _Mirror, objective: Any, done: int, total: int, bar: Any) -> None:
+    import optuna
+    while done < total:
+        trial = mirror.mem.ask()
+        try:
+            value = objective(trial)
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
+            mirror.push(mirror.mem._storage.get_trial(trial._trial_id))
+            raise
+        mirror.mem.tell(trial, value)
+        mirror.push(mirror.mem._storage.get_trial(trial._trial_id))
+        done = mirror.pull()
+        if bar is not None:
+            bar.update(done, mirror.mem)
 
 
 def run(space: Any, n_trials: int = 100, storage: Any = None, study_name: str | None = None,
         sampler: str = "tpe", seed: int | None = 0, workers: int = 1,
         progress: bool = False) -> Any:
     """Run (or resume) a study until it holds ``n_trials`` COMPLETE trials; returns the
-    ``optuna.Study``.
+    ``optuna.Study`` (on the given storage).
 
     ``space``: a :class:`Space`, file path, built-in name or dict. ``storage``: None (the
     journal file ``kvmodel-search.journal``), a path, ``sqlite:///...``, any Optuna RDB URL,
     or an Optuna storage object. ``study_name`` defaults to the space's name; rerunning with the
-    same storage and name continues the study (trials of a killed worker are redone).
-    ``workers`` > 1 starts that many processes on the same storage (path or URL only), seeds
-    ``seed + i``. Infeasible configurations are COMPLETE trials with violated constraints
-    (user attributes ``constraints`` and ``metrics["reason"]``).
+    same storage and name continues the study. The sampler works on an in-memory mirror of the
+    study and each finished trial is written in one storage operation, so a killed worker loses
+    only the trial it was running and leaves no RUNNING trial behind. ``workers`` > 1 starts
+    that many processes on the same storage (path or URL only), seeds ``seed + i``; each copies
+    in the others' finished trials before every ask. Infeasible configurations are COMPLETE
+    trials with violated constraints (user attributes ``constraints`` and ``metrics["reason"]``).
     """
     import optuna
     space = load_space(space)
     check_names(space)
     name = study_name or space.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = _create(space, open_storage(storage), name, make_sampler(sampler, space, seed))
+    st = _create(space, open_storage(storage), name, None)
     done = _n_complete(st)
     if done >= n_trials:
         return st
     bar = Progress(n_trials, done) if progress else None
     if workers <= 1:
-        st.optimize(_objective(space), n_trials=n_trials - done, callbacks=[bar] if bar else [])
+        _loop(st, space, sampler, seed, n_trials, bar)
         return st
     _run_workers(space, storage, name, sampler, seed, n_trials, workers, bar)
     return optuna.load_study(study_name=name, storage=open_storage(storage))
@@ -197,7 +295,7 @@ def _run_workers(space, storage, name, sampler, seed, total, workers, bar) -> No
         if bar is not None:
             import optuna
             st = st or optuna.load_study(study_name=name, storage=open_storage(storage))
-            bar.draw(_n_complete(st), _best_text(st))
+            bar.update(_n_complete(st), st, force=True)
     for p in procs:
         p.join()
     bad = [p.exitcode for p in procs if p.exitcode != 0]

@@ -239,19 +239,24 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix")
 def _bracketed_root(residual, lo, hi):
     """Root of residual(t) (> 0 at ``lo``, < 0 at ``hi``) by Illinois false position, vectorised.
 
-    Returns ``(t, extra)`` where ``residual(t) == (g, extra)``.
+    Returns ``(t, extra)`` where ``residual(t) == (g, extra)``. An element that has converged
+    stays where it is while the others iterate, so an element of an array gets exactly the
+    answer it gets alone.
     """
     g_lo, _ = residual(lo)
     g_hi, extra = residual(hi)
     t = hi
     for _ in range(_FIXED_POINT_ITERS):
-        t = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+        den = g_hi - g_lo
+        t = hi - g_hi * (hi - lo) / xp.where(den == 0, 1.0, den)
         g, extra = residual(t)
-        if not xp.any_true(abs(g) > 1e-7 * t):
+        busy = abs(g) > 1e-7 * t
+        if not xp.any_true(busy):
             break
-        flip = g * g_hi < 0
-        lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, 0.5 * g_lo)
-        hi, g_hi = t, g
+        done = ~busy if xp.is_array(busy) else False
+        flip = (g * g_hi < 0) & busy
+        lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, xp.where(done, g_lo, 0.5 * g_lo))
+        hi, g_hi = t, xp.where(done, 0.0, g)
     return t, extra
 
 
@@ -325,14 +330,16 @@ def _mixed_step(s: Setup, t, D, lam, I, new, c, max_tokens):
     """Residual of the mean step time t (and the prefill step's ops) under continuous batching.
 
     Prompts arrive at ``lam``; a step carries a prefill chunk with probability
-    f = min(1, lam·t·chunks) and then holds P = max(chunk, lam·I·t) prompt tokens (capped by
-    the budget), otherwise only the D decode tokens. Mixing the two step kinds, rather than
+    f = min(1, lam·t·chunks) and then holds P = max(chunk, lam·new·t) prompt tokens (capped by
+    the budget; the ``new`` uncached tokens split into equal chunks, so prompt tokens are
+    processed at lam·new per second whatever the chunk count), otherwise only the D decode
+    tokens. Mixing the two step kinds, rather than
     spreading prompt tokens evenly over steps, keeps the convexity of the roofline (a decode
     step hides a few prompt tokens under its weight reads; a whole prompt does not).
     """
     budget = xp.maximum(max_tokens - D, 1.0)
-    chunk = xp.minimum(new, budget)
-    chunks = xp.ceil(new / chunk)
+    chunks = xp.ceil(new / xp.minimum(new, budget))
+    chunk = new / chunks  # equal chunks, as _chunk_step: chunks x chunk = the prompt's tokens
     f = xp.minimum(lam * t * chunks, 1.0)
     P = xp.minimum(xp.maximum(chunk, lam * new * t), budget)
     ops, _, t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
@@ -449,14 +456,31 @@ def _resolve_tier(s: Setup, tier, node) -> Tier | None:
     return None if tier.path is None else tier
 
 
+def _fraction(f):
+    """A mix fraction: a Python float, or a float array (fractions may vary per element)."""
+    if isinstance(f, (bool, np.bool_)) or f is None:
+        raise ValueError(f"cache_tier fraction {f!r}: expected a number in [0, 1]")
+    if type(f) in (int, float):
+        return float(f)
+    arr = np.asarray(f, dtype=float)
+    return arr if arr.ndim else float(arr)
+
+
 def _loader(s: Setup, tier, node, layout, block_tokens, compression):
-    """tokens -> seconds for one tier, or a mix [(tier, fraction), ...] loaded one after another."""
+    """tokens -> seconds for one tier, or a mix [(tier, fraction), ...] loaded one after another.
+
+    Fractions may be arrays (broadcasting with the other arguments); each element's fractions
+    must be >= 0 and sum to 1. Tiers whose fraction is 0 everywhere are skipped; a zero
+    element of an array fraction loads nothing from that tier."""
     mix = tier if isinstance(tier, (list, tuple)) else [(tier, 1.0)]
-    parts = [(_resolve_tier(s, t, node), float(f)) for t, f in mix]
+    parts = [(_resolve_tier(s, t, node), _fraction(f)) for t, f in mix]
     total = sum(f for _, f in parts)
-    if any(f < 0 for _, f in parts) or abs(total - 1.0) > 1e-6:
-        raise ValueError(f"cache_tier fractions must be >= 0 and sum to 1, got {total:g}")
-    parts = [(t, f) for t, f in parts if t is not None and f > 0]
+    bad_total = (abs(total - 1.0) > 1e-6) | (total != total)  # NaN fails too
+    if any(xp.any_true((f < 0) | (f != f)) for _, f in parts) or xp.any_true(bad_total):
+        got = (f"sums from {np.min(total):g} to {np.max(total):g}" if xp.is_array(total)
+               else f"{total:g}")
+        raise ValueError(f"cache_tier fractions must be >= 0 and sum to 1, got {got}")
+    parts = [(t, f) for t, f in parts if t is not None and xp.any_true(f > 0)]
 
     def load(tok):
         out = 0.0 * tok
@@ -522,7 +546,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
 
     ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
     ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, a :class:`Tier`, or a mix
-    ``[(tier, fraction), ...]`` whose parts load one after another);
+    ``[(tier, fraction), ...]`` whose parts load one after another; fractions may be arrays);
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
     of a block), shrunk by ``kv_compression`` (>= 1).

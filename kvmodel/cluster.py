@@ -21,22 +21,42 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    node) or RDMA, decode instances with the prompt's KV already in HBM.
 4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
+
+**Vectorised evaluation.** These fields accept numpy arrays (or lists), which broadcast
+together to any shape; one call then evaluates every configuration of the grid at once:
+
+- ``Cluster.hbm_cache_fraction``, ``Cluster.dram_B``, ``Cluster.cxl_B``, ``Cluster.ssd_B``
+- ``PoolSpec.servers``, ``PoolSpec.dram_B``, ``PoolSpec.ssd_B``, ``PoolSpec.nics``
+- ``P2PSpec.replication``, ``P2PSpec.lookup_latency_s``
+- ``Workload.request_rate``
+
+Every other field is structural (model, gpu, tp, precision, instance counts, sharing, routing,
+epsilon, node, NICs, pool memory/NVMe, P2P placement, framework, SLOs) and must be a scalar:
+an array there raises ValueError (group the configurations by those fields and call once per
+group). With an array input every numeric field of the :class:`ClusterResult` is an array of
+the broadcast shape (``stable`` bool, ``reason`` an object array of str, ``hit_ratio`` and
+``utilisation`` dicts of arrays holding every key of the sharing mode, zeros where the scalar
+evaluation omits the key); element ``i`` equals the scalar evaluation of configuration ``i``.
+All-scalar inputs give Python floats, bools and str, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy import special
 
+from . import _xp as xp
 from ._estimate import Estimate, estimate
 from ._queueing import normal_quantile
 from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from ._trace_types import Trace
-from .hardware import get_calibration, get_gpu, get_link, get_memory, get_node
+from .hardware import generation, get_calibration, get_gpu, get_link, get_memory, get_node
 from .models import get_model
 from .tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
 
@@ -49,11 +69,13 @@ _ROUTINGS = ("random", "round_robin", "least_loaded", "prefix_affinity", "prefix
 # cache + load cost functions trade hit ratio against balance; in the closed form they are
 # bounded prefix affinity with the cluster's epsilon (their exact rules run in kvmodel.sim)
 _AS_BOUNDED = ("dynamo", "llmd", "sglang", "mooncake")
+_CXL_DEVICE = "cxl-micron-cz120"  # node_tiers' default CXL expander
 
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs."""
+    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs.
+    ``servers``, ``dram_B``, ``ssd_B`` and ``nics`` may be numpy arrays (see the module doc)."""
     servers: int = 4
     dram_B: float = 1e12
     ssd_B: float = 0.0
@@ -65,7 +87,8 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class P2PSpec:
-    """Peer-to-peer sharing of the instances' DRAM tiers."""
+    """Peer-to-peer sharing of the instances' DRAM tiers. ``lookup_latency_s`` and
+    ``replication`` may be numpy arrays (see the module doc)."""
     placement: str = "rendezvous"       # rendezvous | consistent_hash | directory
     lookup_latency_s: float = 0.0       # directory lookups (e.g. a Redis/etcd round trip)
     replication: int = 1                # copies of each block (hot prefixes spread)
@@ -73,6 +96,8 @@ class P2PSpec:
 
 @dataclass(frozen=True)
 class Cluster:
+    """A cluster configuration. ``hbm_cache_fraction``, ``dram_B``, ``cxl_B`` and ``ssd_B``
+    may be numpy arrays (see the module doc); every other field is a scalar."""
     model: str
     gpu: str
     instances: int = 8
@@ -97,7 +122,8 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Workload:
-    """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs."""
+    """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs.
+    ``request_rate`` may be a numpy array (see the module doc)."""
     trace: Trace
     request_rate: float | None = None   # requests/s; None: the trace's own rate
     ttft_slo_s: float = 2.0
@@ -111,24 +137,40 @@ class Workload:
         return self._profile[0]
 
     @property
-    def rate(self) -> float:
+    def rate(self) -> Any:
+        """Request rate (requests/s): a float, or a float array for an array ``request_rate``."""
         if self.request_rate is not None:
+            if isinstance(self.request_rate, (np.ndarray, list, tuple)):
+                return np.asarray(self.request_rate, dtype=float)
             return float(self.request_rate)
         span = float(self.trace.arrival_s[-1] - self.trace.arrival_s[0])
         return len(self.trace) / span if span > 0 else 1.0
 
+    def _memo(self, key: str, fn) -> Any:
+        """Trace statistics computed once per Workload (the trace is not modified)."""
+        d = self.__dict__
+        if key not in d:
+            d[key] = fn()
+        return d[key]
+
     @property
     def input_len(self) -> float:
-        return float(np.mean(self.trace.input_len))
+        return self._memo("_input_len", lambda: float(np.mean(self.trace.input_len)))
 
     @property
     def output_len(self) -> float:
-        return float(np.mean(self.trace.output_len))
+        return self._memo("_output_len", lambda: float(np.mean(self.trace.output_len)))
 
     @property
     def length_cv(self) -> float:
         """Coefficient of variation of prompt lengths (prefill service time ~ prompt length)."""
-        return float(np.std(self.trace.input_len) / max(np.mean(self.trace.input_len), 1e-12))
+        return self._memo("_length_cv", lambda: float(
+            np.std(self.trace.input_len) / max(np.mean(self.trace.input_len), 1e-12)))
+
+    @property
+    def blocks_per_request(self) -> float:
+        """Mean KV blocks per request."""
+        return self._memo("_blocks", lambda: float(np.mean(self.trace.blocks_per_request)))
 
     @property
     def top_block_share(self) -> float:
@@ -142,27 +184,105 @@ class Workload:
 
 @dataclass(frozen=True)
 class ClusterResult:
-    ttft_s: float
-    tpot_s: float
-    e2e_s: float
-    ttft_p90_s: float
-    ttft_p99_s: float
-    tpot_p99_s: float
-    output_tok_s: float
-    served_rate: float
-    stable: bool
-    reason: str
-    goodput_rps: float
-    cost_per_hour: float
-    cost_per_mtok: float
-    hit_ratio: dict[str, float]
-    per_instance_rate: float
-    imbalance: float
-    utilisation: dict[str, float]
+    """Result of :func:`evaluate`: Python scalars, or arrays of the broadcast shape when any
+    vectorised field was an array (see the module doc)."""
+    ttft_s: Any
+    ttft_p50_s: Any
+    tpot_s: Any
+    e2e_s: Any
+    ttft_p90_s: Any
+    ttft_p99_s: Any
+    tpot_p99_s: Any
+    output_tok_s: Any
+    served_rate: Any
+    stable: Any
+    reason: Any
+    goodput_rps: Any
+    cost_per_hour: Any
+    cost_per_mtok: Any
+    hit_ratio: dict[str, Any]
+    per_instance_rate: Any
+    imbalance: Any
+    utilisation: dict[str, Any]
     instances: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "instances"}
+
+
+# ---- array inputs ----------------------------------------------------------------------------
+_VECTOR_FIELDS = (("Cluster", ("hbm_cache_fraction", "dram_B", "cxl_B", "ssd_B")),
+                  ("pool", ("servers", "dram_B", "ssd_B", "nics")),
+                  ("p2p", ("replication", "lookup_latency_s")),
+                  ("Workload", ("request_rate",)))
+_SCALAR_FIELDS = (("Cluster", ("model", "gpu", "instances", "tp", "precision", "prefill_instances",
+                               "decode_instances", "decode_gpu", "sharing", "routing", "epsilon",
+                               "node", "nic", "framework")),
+                  ("pool", ("nic", "memory", "nvme")),
+                  ("p2p", ("placement",)),
+                  ("Workload", ("ttft_slo_s", "tpot_slo_s")))
+_SEQ = (np.ndarray, list, tuple)
+
+
+def _resolve(c: Cluster, w: Workload) -> tuple[Cluster, Any, tuple[int, ...] | None]:
+    """(cluster with its array fields as float arrays, request rate, broadcast shape or None
+    when every input is a scalar). Arrays in structural fields raise ValueError."""
+    objs = {"Cluster": c, "pool": c.pool, "p2p": c.p2p, "Workload": w}
+    for owner, names in _SCALAR_FIELDS:
+        o = objs[owner]
+        for name in names:
+            if isinstance(getattr(o, name), _SEQ):
+                raise ValueError(f"{owner}.{name} must be a scalar, got an array: only "
+                                 f"{_vector_names()} may be arrays (group configurations by "
+                                 f"{owner}.{name} and evaluate each group)")
+    arrays: dict[tuple[str, str], np.ndarray] = {}
+    for owner, names in _VECTOR_FIELDS:
+        o = objs[owner]
+        for name in names:
+            v = getattr(o, name)
+            if isinstance(v, _SEQ):
+                try:
+                    arrays[owner, name] = np.asarray(v, dtype=float)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{owner}.{name}: expected numbers, got {v!r}") from None
+    if not arrays:
+        return c, w.rate, None
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    except ValueError:
+        raise ValueError("array fields do not broadcast together: " + ", ".join(
+            f"{o}.{n} {a.shape}" for (o, n), a in arrays.items())) from None
+    if 0 in shape:
+        raise ValueError(f"array fields broadcast to an empty shape {shape}")
+    vals = {k: (float(a) if not shape else a) for k, a in arrays.items()}
+
+    def pick(owner):
+        return {n: v for (o, n), v in vals.items() if o == owner}
+    kw = pick("Cluster")
+    if pick("pool"):
+        kw["pool"] = dataclasses.replace(c.pool, **pick("pool"))
+    if pick("p2p"):
+        kw["p2p"] = dataclasses.replace(c.p2p, **pick("p2p"))
+    c = dataclasses.replace(c, **kw) if kw else c
+    rate = vals.get(("Workload", "request_rate"), w.rate)
+    return c, rate, (shape or None)
+
+
+def _vector_names() -> str:
+    return ", ".join(f"{o}.{n}" for o, names in _VECTOR_FIELDS for n in names)
+
+
+def _all(cond) -> bool:
+    return bool(cond.all()) if isinstance(cond, np.ndarray) else bool(cond)
+
+
+def _show(v, ok) -> str:
+    """A value in an error message: the scalar itself, or the first offending array element."""
+    if not isinstance(v, np.ndarray):
+        return repr(v)
+    bad = np.flatnonzero(~np.broadcast_to(ok, v.shape))
+    i = int(bad[0]) if bad.size else 0
+    return f"{v.flat[i].item()!r} (element {i} of an array)"
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -176,18 +296,28 @@ def _check(c: Cluster) -> None:
         raise ValueError("prefill_instances and decode_instances must both be >= 1 to disaggregate")
     if not disagg and c.instances < 1:
         raise ValueError(f"instances={c.instances}: must be >= 1")
-    if not 0.0 <= c.hbm_cache_fraction < 1.0:
-        raise ValueError(f"hbm_cache_fraction={c.hbm_cache_fraction}: must be in [0, 1)")
-    if c.p2p.replication < 1 or c.p2p.lookup_latency_s < 0:
+    h = c.hbm_cache_fraction
+    ok = (h >= 0.0) & (h < 1.0)
+    if not _all(ok):
+        shown = _show(h, ok) if isinstance(h, np.ndarray) else h
+        raise ValueError(f"hbm_cache_fraction={shown}: must be in [0, 1)")
+    if not _all((c.p2p.replication >= 1) & (c.p2p.lookup_latency_s >= 0)):
         raise ValueError("p2p.replication must be >= 1 and p2p.lookup_latency_s >= 0")
     if c.p2p.placement not in ("rendezvous", "consistent_hash", "directory"):
         raise ValueError(f"p2p.placement={c.p2p.placement!r}; allowed: rendezvous, "
                          "consistent_hash, directory")
-    if c.pool.servers < 1 or c.pool.nics < 1 or c.pool.dram_B < 0 or c.pool.ssd_B < 0:
+    pl = c.pool
+    if not _all((pl.servers >= 1) & (pl.nics >= 1) & (pl.dram_B >= 0) & (pl.ssd_B >= 0)):
         raise ValueError("pool: servers and nics must be >= 1, capacities >= 0")
     for name in ("dram_B", "ssd_B", "cxl_B"):
         v = getattr(c, name)
-        if v is not None and (not math.isfinite(v) or v < 0):
+        if v is None:
+            continue
+        if isinstance(v, np.ndarray):
+            ok = np.isfinite(v) & (v >= 0)
+            if not ok.all():
+                raise ValueError(f"{name}={_show(v, ok)}: must be a finite number >= 0 (bytes)")
+        elif not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
 
 
@@ -212,36 +342,55 @@ def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float) -> np.ndar
     if n == 1:
         r = "single"
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
-    return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
+    if cap.size <= 64:
+        return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
+    # large grids: the curve at each distinct capacity, in increasing order (its table
+    # look-ups then walk forward instead of jumping at random: ~10x faster), same values
+    u, inv = np.unique(cap, return_inverse=True)
+    h = analytic_hit_ratio_curve(w.profile, u, instances=n, routing=r, epsilon=eps)
+    return h[inv].reshape(cap.shape)
 
 
-def _hits(c: Cluster, w: Workload, caps: dict[str, float], n: int) -> dict[str, float]:
+def _stack(values: list) -> np.ndarray:
+    """Stack scalars (1-d) or arrays broadcast together (levels along axis 0)."""
+    if xp.is_array(*values):
+        return np.stack(np.broadcast_arrays(*values))
+    return np.array(values, dtype=float)
+
+
+def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
+          vector: bool = False) -> dict[str, Any]:
     """Fraction of block accesses served by each tier, fastest first (the rest are recomputed).
 
     Each level holds the next stretch of one LRU stack: per-instance levels follow the routing
     curve at the cumulative capacity; shared levels (pool, P2P DRAM) the single-cache curve.
-    All curve points are evaluated in two vectorised calls.
+    All curve points are evaluated in two vectorised calls (capacities may be arrays).
+    ``vector``: keep every level of the sharing mode (zeros where a scalar evaluation has none).
     """
     kinds = ("hbm", "dram", "cxl", "ssd")
-    local = n * np.cumsum([caps[t] for t in kinds])
+    local = n * np.cumsum(_stack([caps[t] for t in kinds]), axis=0)
     h_local = _curve(w, local, n, c.routing, c.epsilon)
     r = c.p2p.replication
-    shared = [caps["pool"], n * (caps["hbm"] + caps["dram"] / r)]
+    shared = _stack([caps["pool"], n * (caps["hbm"] + caps["dram"] / r)])
     h_shared = _curve(w, shared, 1, "single", c.epsilon)
+    vec = h_local.ndim > 1 or h_shared.ndim > 1
+    if not vec:
+        h_local, h_shared = h_local.tolist(), h_shared.tolist()  # Python floats
     out, h_prev = {}, 0.0
     for i, t in enumerate(kinds):
-        if caps[t] <= 0:  # an absent tier serves nothing
-            out[t], h = 0.0, h_prev
-        elif t == "dram" and c.sharing == "p2p":
-            h = max(h_prev, float(h_shared[1]))
-            share = min(1.0, r / n)
+        present = caps[t] > 0  # an absent tier serves nothing
+        if t == "dram" and c.sharing == "p2p":
+            h = xp.where(present, xp.maximum(h_prev, h_shared[1]), h_prev)
+            share = xp.minimum(1.0, r / n)
             out["dram"], out["peer"] = (h - h_prev) * share, (h - h_prev) * (1 - share)
+            if not vector and not present:
+                del out["peer"]  # scalar evaluation: no peer level without DRAM
         else:
-            h = max(h_prev, float(h_local[i]))
+            h = xp.where(present, xp.maximum(h_prev, h_local[i]), h_prev)
             out[t] = h - h_prev
         h_prev = h
     if c.sharing == "central_pool":
-        out["pool"] = max(h_prev, float(h_shared[0])) - h_prev
+        out["pool"] = xp.maximum(h_prev, h_shared[0]) - h_prev
     return out
 
 
@@ -260,8 +409,14 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> float:
 
 
 # ---- capacities and paths --------------------------------------------------------------------
-@lru_cache(maxsize=256)
 def _kv_capacity_tokens(model, gpu, tp, precision, I, O, framework) -> float:
+    """KV-cache capacity (tokens) of one instance; cached per hardware-catalog generation, so
+    load_hardware / reset_catalog (e.g. a new calibration) are seen."""
+    return _kv_capacity_cached(model, gpu, tp, precision, I, O, framework, generation())
+
+
+@lru_cache(maxsize=256)
+def _kv_capacity_cached(model, gpu, tp, precision, I, O, framework, _generation) -> float:
     probe = estimate(model, gpu, tp=tp, precision=precision, input_len=I, output_len=O,
                      framework=framework)
     if not probe.feasible:
@@ -269,7 +424,7 @@ def _kv_capacity_tokens(model, gpu, tp, precision, I, O, framework) -> float:
     return float(probe.kv_capacity_tokens)
 
 
-def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, float]:
+def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, Any]:
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
     kv_tokens = _kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
                                     round(w.output_len), c.framework)
@@ -281,72 +436,121 @@ def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[
             "pool": c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B}
 
 
+def _with_source(tier: Tier, capacity_B, devices, per_device_Bps: float, write_Bps: float,
+                 gpus_per_node: int, meta_key: str) -> Tier:
+    """``tier`` with array capacities: its path's source bandwidth scaled by the device count."""
+    path = dataclasses.replace(tier.path, source_Bps=per_device_Bps * devices / gpus_per_node)
+    return dataclasses.replace(tier, capacity_B=capacity_B, path=path,
+                               meta={**tier.meta, meta_key: devices},
+                               write_Bps=write_Bps * devices)
+
+
 def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
-    def scaled(v, default):
-        return None if v is None else v * per_node
-    t = node_tiers(key, c.gpu, dram_B=scaled(c.dram_B, None), cxl_B=c.cxl_B * per_node,
-                   ssd_B=scaled(c.ssd_B, None), remote_B=1.0, nic=c.nic)
+    """Tiers of an instance's node (capacities × instances per node). Array capacities: the
+    paths come from the node template and the CXL/SSD source bandwidth follows the device
+    count of each element (as in :func:`kvmodel.node_tiers`)."""
+    def arr(v):
+        return isinstance(v, np.ndarray)
+
+    def scaled(v):
+        return None if v is None else (0.0 if arr(v) else v * per_node)
+    t = node_tiers(key, c.gpu, dram_B=scaled(c.dram_B), cxl_B=scaled(c.cxl_B),
+                   ssd_B=scaled(c.ssd_B), remote_B=1.0, nic=c.nic)
+    if arr(c.dram_B):
+        t["dram"] = dataclasses.replace(t["dram"], capacity_B=c.dram_B * per_node)
+    if arr(c.cxl_B) or arr(c.ssd_B):
+        node = get_node(key)
+        if arr(c.cxl_B):
+            mem, cap = get_memory(_CXL_DEVICE), c.cxl_B * per_node
+            dev = np.where(cap > 0, np.maximum(1.0, np.ceil(cap / mem.capacity_B)), 0.0)
+            t["cxl"] = _with_source(t["cxl"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
+                                    node.gpus_per_node, "devices")
+        if arr(c.ssd_B):
+            mem, cap = get_memory(node.nvme), c.ssd_B * per_node
+            dev = np.maximum(1.0, np.ceil(cap / mem.capacity_B))
+            t["ssd"] = _with_source(t["ssd"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
+                                    node.gpus_per_node, "drives")
     return {"hbm": t["hbm"], "dram": t["dram"], "cxl": t["cxl"], "ssd": t["ssd"],
             "pool": t["remote"], "peer": t["remote"]}
 
 
-def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate: float) -> dict[str, float]:
+def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate) -> dict[str, Any]:
     """Utilisation of the pool's NICs and of the hottest peer's NICs (whole cluster)."""
-    blocks_per_req = float(np.mean(w.trace.blocks_per_request))
+    blocks_per_req = w.blocks_per_request
     util = {}
     if "pool" in hits:
         nic = get_link(c.pool.nic)
         cap = c.pool.servers * c.pool.nics * nic.achieved_bw_Bps
         util["pool_nic"] = rate * hits["pool"] * blocks_per_req * block_B / cap
     if "peer" in hits:
-        nic = get_link(c.nic or node.nic_link)
         n = c.prefill_instances or c.instances
-        per_owner = node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // c.tp)
-        hot = max(1.0 / n, w.top_block_share / c.p2p.replication)
+        per_owner = _peer_Bps(c, node)
+        hot = xp.maximum(1.0 / n, w.top_block_share / c.p2p.replication)
         util["peer_nic_hottest"] = rate * hits["peer"] * blocks_per_req * block_B * hot / per_owner
     return util
 
 
-def _extra_delay(c: Cluster, w: Workload, hits, util, block_B: float) -> float:
+def _peer_Bps(c: Cluster, node) -> float:
+    """NIC bandwidth one peer (instance) serves its blocks with: its share of the node's NICs
+    (the cluster's ``nic`` link, else the node template's)."""
+    nic = get_link(c.nic or node.nic_link)
+    return node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // c.tp)
+
+
+def _md1(u, ok):
+    """M/D/1 mean wait in service times, u/(2(1-u)), where ``ok`` (0 < u < 1); else 0."""
+    us = xp.where(ok, u, 0.0)
+    return us / (2 * (1 - us))
+
+
+def _extra_delay(c: Cluster, w: Workload, node, hits, util, block_B: float) -> Any:
     """Per-request delay outside the compute pipeline: pool NIC queueing, directory lookups."""
     delay = 0.0
-    blocks = float(np.mean(w.trace.blocks_per_request))
-    if "pool" in hits and 0 < util["pool_nic"] < 1:
+    blocks = w.blocks_per_request
+    if "pool" in hits:
+        u = util["pool_nic"]
+        ok = (0 < u) & (u < 1)
         nic = get_link(c.pool.nic)
         service = hits["pool"] * blocks * block_B / (c.pool.servers * c.pool.nics * nic.achieved_bw_Bps)
-        delay += util["pool_nic"] / (2 * (1 - util["pool_nic"])) * service
-    if "peer" in hits and hits["peer"] > 0:
-        delay += c.p2p.lookup_latency_s
+        delay = delay + xp.where(ok, _md1(u, ok) * service, 0.0)
+    if "peer" in hits:
+        has = hits["peer"] > 0
+        delay = delay + xp.where(has, c.p2p.lookup_latency_s, 0.0)
         u = util["peer_nic_hottest"]
-        if 0 < u < 1:
-            nic = get_link(c.nic or "roce-400g")
-            delay += u / (2 * (1 - u)) * hits["peer"] * blocks * block_B / nic.achieved_bw_Bps
+        ok = has & (0 < u) & (u < 1)
+        delay = delay + xp.where(ok, _md1(u, ok) * hits["peer"] * blocks * block_B
+                                 / _peer_Bps(c, node), 0.0)
     return delay
 
 
 # ---- instances -------------------------------------------------------------------------------
-def _prefix_args(hits: dict[str, float], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
-    hits = {t: f for t, f in hits.items() if f > 1e-12}  # drop rounding residue of empty tiers
-    total = sum(hits.values())
-    P = min(math.floor(total * I), I - 1)
-    if P <= 0:
+def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
+    """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
+    length and the fractions are arrays (0 tokens where nothing hits: no prefix there)."""
+    kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
+    total = sum(kept.values())
+    P = xp.floor(xp.minimum(total * I, I - 1.0))
+    if not xp.any_true(P > 0):
         return {}
-    mix = [(tiers[t], f / total) for t, f in hits.items() if f > 0]
+    safe = xp.where(total > 0, total, 1.0)
+    mix = [(tiers[t], f / safe) for t, f in kept.items()]
+    if xp.is_array(total):  # elements with no hits still need fractions summing to 1
+        mix[0] = (mix[0][0], np.where(total > 0, mix[0][1], 1.0))
     return dict(cached_prefix_len=P, cache_tier=mix)
 
 
-def _colocated(c: Cluster, w: Workload, lam_i: float, pre: dict) -> dict[str, Estimate]:
+def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
                  length_cv=w.length_cv, **pre)
     return {"instance": e}
 
 
-def _disaggregated(c: Cluster, w: Workload, lam: float, imb: float, pre: dict, node):
+def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
+    """Prefill pool at ``lam_p`` per instance (its busiest), decode pool at its share of ``lam``."""
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam * imb / c.prefill_instances, framework=c.framework,
-                 length_cv=w.length_cv, **pre)
+                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv, **pre)
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",
@@ -360,96 +564,158 @@ def _disaggregated(c: Cluster, w: Workload, lam: float, imb: float, pre: dict, n
     kv_B = I * get_model(c.model).kv_bytes_per_token(_kv_precision(c)) / c.tp
     t_tr = kv_B / per_gpu + link.latency_s
     L = get_model(c.model).num_layers
-    exposed = max(t_tr / L, t_tr - (p.ttft_s - p.queue_wait_s))
+    slow = t_tr - (p.ttft_s - p.queue_wait_s)  # NaN (inf - inf) where the prefill is unstable
+    exposed = xp.where(slow > t_tr / L, slow, t_tr / L)
     return {"prefill": p, "decode": d, "kv_transfer_s": exposed}
 
 
-def _combine(parts: dict) -> dict[str, float]:
+def _either(a, b):
+    """First non-empty reason (element-wise for object arrays)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.where(a != "", a, b)
+    return str(a or b)
+
+
+def _combine(parts: dict) -> dict[str, Any]:
     if "instance" in parts:
         e = parts["instance"]
-        return dict(ttft=e.ttft_s, tpot=e.tpot_s, ttft90=e.ttft_p90_s, ttft99=e.ttft_p99_s,
-                    tpot99=e.tpot_p99_s, wait=e.queue_wait_s, pwait=e.queue_wait_prob,
-                    tpot90=e.tpot_p90_s, stable=bool(e.stable), feasible=bool(e.feasible),
-                    reason=str(e.reason))
+        return dict(ttft=e.ttft_s, ttft50=e.ttft_p50_s, tpot=e.tpot_s, ttft90=e.ttft_p90_s,
+                    ttft99=e.ttft_p99_s, tpot99=e.tpot_p99_s, wait=e.queue_wait_s,
+                    pwait=e.queue_wait_prob, tpot90=e.tpot_p90_s, stable=e.stable,
+                    feasible=e.feasible, reason=e.reason)
     p, d, tr = parts["prefill"], parts["decode"], parts["kv_transfer_s"]
     extra = tr + d.ttft_s - d.queue_wait_s  # transfer, then the decode side's first step
-    return dict(ttft=p.ttft_s + extra + d.queue_wait_s, tpot=d.tpot_s, ttft90=p.ttft_p90_s + extra,
+    return dict(ttft=p.ttft_s + extra + d.queue_wait_s, ttft50=p.ttft_p50_s + extra,
+                tpot=d.tpot_s, ttft90=p.ttft_p90_s + extra,
                 ttft99=p.ttft_p99_s + extra, tpot99=d.tpot_p99_s, tpot90=d.tpot_p90_s,
-                wait=p.queue_wait_s + d.queue_wait_s, pwait=max(p.queue_wait_prob, d.queue_wait_prob),
-                stable=bool(p.stable and d.stable), feasible=bool(p.feasible and d.feasible),
-                reason=str(p.reason or d.reason))
+                wait=p.queue_wait_s + d.queue_wait_s,
+                pwait=xp.maximum(p.queue_wait_prob, d.queue_wait_prob),
+                stable=p.stable & d.stable, feasible=p.feasible & d.feasible,
+                reason=_either(p.reason, d.reason))
 
 
 # ---- cost and goodput ------------------------------------------------------------------------
-def _cost_per_hour(c: Cluster, node, per_node: int) -> float:
+def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
     n = (c.prefill_instances + c.decode_instances) or c.instances
     nodes = math.ceil(n / per_node)
     hours = get_calibration()["hardware_amortization"].si
     dollars = nodes * node.price_per_s * 3600.0
-    if c.cxl_B:
-        dollars += n * c.cxl_B * get_memory("cxl-micron-cz120").price_per_B / hours
+    if xp.is_array(c.cxl_B) or c.cxl_B:  # arrays add 0 where there is no CXL
+        dollars = dollars + n * c.cxl_B * get_memory(_CXL_DEVICE).price_per_B / hours
     if c.dram_B is not None:
-        extra = max(0.0, c.dram_B * per_node - node.host_dram_B) * nodes
-        dollars += extra * get_memory(node.host_memory).price_per_B / hours
+        extra = xp.maximum(0.0, c.dram_B * per_node - node.host_dram_B) * nodes
+        dollars = dollars + extra * get_memory(node.host_memory).price_per_B / hours
     if c.ssd_B is not None:
-        extra = max(0.0, c.ssd_B * per_node - node.nvme_capacity_B) * nodes
-        dollars += extra * get_memory(node.nvme).price_per_B / hours
+        extra = xp.maximum(0.0, c.ssd_B * per_node - node.nvme_capacity_B) * nodes
+        dollars = dollars + extra * get_memory(node.nvme).price_per_B / hours
     if c.sharing == "central_pool":
         media = (c.pool.dram_B * get_memory(c.pool.memory).price_per_B
                  + c.pool.ssd_B * get_memory(c.pool.nvme).price_per_B)
-        dollars += c.pool.servers * media / hours
+        dollars = dollars + c.pool.servers * media / hours
     return dollars
 
 
-def _slo_fraction(m: dict[str, float], ttft_slo: float, tpot_slo: float) -> float:
+def _slo_fraction(m: dict[str, Any], ttft_slo: float, tpot_slo: float) -> Any:
     """P(TTFT <= SLO) x P(TPOT <= SLO) from the wait law and the TPOT spread."""
+    vec = xp.is_array(m["ttft"], m["wait"], m["pwait"], m["tpot"], m["tpot90"])
+    exp, erfc = (np.exp, special.erfc) if vec else (math.exp, math.erfc)
     base, W, p = m["ttft"] - m["wait"], m["wait"], m["pwait"]
-    if ttft_slo < base:
-        f_ttft = 0.0
-    elif W <= 0 or p <= 0:
-        f_ttft = 1.0
-    else:
-        f_ttft = 1.0 - p * math.exp(-(ttft_slo - base) * p / W)
-    sd = max((m["tpot90"] - m["tpot"]) / normal_quantile(0.9), 1e-12)
-    f_tpot = 0.5 * math.erfc(-(tpot_slo - m["tpot"]) / (sd * math.sqrt(2.0)))
+    late = ttft_slo < base
+    waits = (W > 0) & (p > 0) & ~late if vec else (W > 0 and p > 0 and not late)
+    gap, Ws, ps = (xp.where(waits, ttft_slo - base, 0.0), xp.where(waits, W, 1.0),
+                   xp.where(waits, p, 0.0))
+    f_ttft = xp.where(late, 0.0, xp.where(waits, 1.0 - ps * exp(-gap * ps / Ws), 1.0))
+    sd = xp.maximum((m["tpot90"] - m["tpot"]) / normal_quantile(0.9), 1e-12)
+    f_tpot = 0.5 * erfc(-(tpot_slo - m["tpot"]) / (sd * math.sqrt(2.0)))
     return f_ttft * f_tpot
 
 
+def _reasons(m_reason, util: dict[str, Any], net_ok, stable, shape) -> Any:
+    """Why elements are unstable: the instance's reason, saturated networks, or the rate."""
+    if shape is None:
+        reason = m_reason or ("" if net_ok else "network saturated: " + ", ".join(
+            f"{k} utilisation {u:.2f}" for k, u in util.items() if u >= 1.0))
+        if not stable and not reason:
+            reason = "unstable at this request rate"
+        return str(reason)
+    reason = np.array(np.broadcast_to(np.asarray(m_reason, dtype=object), shape))
+    idx = np.nonzero(np.broadcast_to(~net_ok, shape) & (reason == ""))
+    if idx[0].size:  # format only the saturated elements
+        text = np.full(idx[0].size, "", dtype=object)
+        for k, u in util.items():
+            ub = np.broadcast_to(u, shape)[idx]
+            part = np.char.add(f"{k} utilisation ", np.char.mod("%.2f", ub)).astype(object)
+            part = np.where(ub >= 1.0, part, "")
+            text = np.where(part == "", text, np.where(text == "", part, text + ", " + part))
+        reason[idx] = "network saturated: " + text
+    reason[np.broadcast_to(~stable, shape) & (reason == "")] = "unstable at this request rate"
+    return reason
+
+
 def evaluate(c: Cluster, w: Workload) -> ClusterResult:
-    """Closed-form evaluation of a cluster on a workload (see the module docstring)."""
+    """Closed-form evaluation of a cluster on a workload (see the module docstring); the
+    fields listed there may be numpy arrays, evaluated in one vectorised pass."""
+    c, lam, shape = _resolve(c, w)
+    if shape is None:
+        return _evaluate(c, w, lam, None)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _evaluate(c, w, lam, shape)
+
+
+def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
     key, node, n, per_node = _layout(c)
     block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(_kv_precision(c))
-    hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n)
-    lam, imb = w.rate, _imbalance(c, w, n)
+    hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
+    imb = _imbalance(c, w, n)
     util = _network(c, w, node, hits, block_B, lam)
     pre = _prefix_args(hits, _tiers(c, key, per_node), w.input_len)
-    parts = (_disaggregated(c, w, lam, imb, pre, node) if c.prefill_instances
-             else _colocated(c, w, lam * imb / n, pre))
+    # vector: the instance sees every configuration (prefix and rate broadcast together)
+    lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
+    parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
+             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
     m = _combine(parts)
-    delay = _extra_delay(c, w, hits, util, block_B)
-    net_ok = all(u < 1.0 for u in util.values())
-    stable = m["stable"] and m["feasible"] and net_ok
-    reason = m["reason"] or ("" if net_ok else "network saturated: " + ", ".join(
-        f"{k} utilisation {u:.2f}" for k, u in util.items() if u >= 1.0))
-    if not stable and not reason:
-        reason = "unstable at this request rate"
+    delay = _extra_delay(c, w, node, hits, util, block_B)
+    net_ok = True
+    for u in util.values():
+        net_ok = net_ok & (u < 1.0)
+    stable = m["stable"] & m["feasible"] & net_ok
+    if shape is None:
+        stable = bool(stable)
+    reason = _reasons(m["reason"], util, net_ok, stable, shape)
     inf = math.inf
     O = w.output_len
-    served = lam if stable else 0.0
+    served = xp.where(stable, lam, 0.0)
     cost = _cost_per_hour(c, node, per_node)
     tok = served * O
-    good = served * _slo_fraction(dict(m, ttft=m["ttft"] + delay), w.ttft_slo_s, w.tpot_slo_s) if stable else 0.0
-    return ClusterResult(
-        ttft_s=m["ttft"] + delay if stable else inf, tpot_s=m["tpot"] if stable else inf,
-        e2e_s=m["ttft"] + delay + (O - 1) * m["tpot"] if stable else inf,
-        ttft_p90_s=m["ttft90"] + delay if stable else inf,
-        ttft_p99_s=m["ttft99"] + delay if stable else inf,
-        tpot_p99_s=m["tpot99"] if stable else inf, output_tok_s=tok, served_rate=served,
-        stable=stable, reason=reason, goodput_rps=good, cost_per_hour=cost,
-        cost_per_mtok=cost / (tok * 3600 / 1e6) if tok > 0 else inf,
-        hit_ratio={k: float(v) for k, v in hits.items()}, per_instance_rate=lam * imb / n,
-        imbalance=imb, utilisation=util, instances=parts)
+    ttft = m["ttft"] + delay
+    frac = _slo_fraction(dict(m, ttft=ttft), w.ttft_slo_s, w.tpot_slo_s) if (
+        shape is not None or stable) else 0.0
+    good = xp.where(stable, served * frac, 0.0)
+    has_tok = tok > 0
+    out = dict(
+        ttft_s=xp.where(stable, ttft, inf), ttft_p50_s=xp.where(stable, m["ttft50"] + delay, inf),
+        tpot_s=xp.where(stable, m["tpot"], inf),
+        e2e_s=xp.where(stable, ttft + (O - 1) * m["tpot"], inf),
+        ttft_p90_s=xp.where(stable, m["ttft90"] + delay, inf),
+        ttft_p99_s=xp.where(stable, m["ttft99"] + delay, inf),
+        tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_s=tok, served_rate=served,
+        goodput_rps=good, cost_per_hour=cost,
+        cost_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
+        per_instance_rate=lam * imb / n, imbalance=imb)
+    if shape is None:
+        out = {k: float(v) for k, v in out.items()}
+        hit_ratio = {k: float(v) for k, v in hits.items()}
+        util = {k: float(v) for k, v in util.items()}
+    else:
+        def full(v, dtype=float):
+            return np.array(np.broadcast_to(np.asarray(v, dtype=dtype), shape))
+        out = {k: full(v) for k, v in out.items()}
+        stable = full(stable, bool)
+        hit_ratio = {k: full(v) for k, v in hits.items()}
+        util = {k: full(v) for k, v in util.items()}
+    return ClusterResult(**out, stable=stable, reason=reason, hit_ratio=hit_ratio,
+                         utilisation=util, instances=parts)
 
 
 # ---- configuration files ---------------------------------------------------------------------

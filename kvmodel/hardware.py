@@ -224,6 +224,13 @@ class _Catalog:
 
 
 _CATALOG: _Catalog | None = None
+_GENERATION = [0]  # bumped whenever the catalog changes: caches of derived values key on it
+
+
+def generation() -> int:
+    """A counter that changes whenever the catalog changes (load_hardware, reset_catalog);
+    caches of values derived from hardware entries include it in their key."""
+    return _GENERATION[0]
 
 
 def _catalog() -> _Catalog:
@@ -237,6 +244,7 @@ def reset_catalog() -> None:
     """Forget user-added files; the next lookup reloads the bundled database."""
     global _CATALOG
     _CATALOG = None
+    _GENERATION[0] += 1
     from . import models
     models._clear_cache()
 
@@ -246,7 +254,10 @@ def load_hardware(path: str | os.PathLike[str]) -> list[str]:
 
     Returns the ``section.key`` names it defined. Errors name the file and field.
     """
-    return _catalog().add(Path(path))
+    try:
+        return _catalog().add(Path(path))
+    finally:
+        _GENERATION[0] += 1
 
 
 def list_entries(section: str) -> list[str]:

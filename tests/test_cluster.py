@@ -116,3 +116,17 @@ def test_more_pool_hits_never_raise_ttft(workload):
                     pool=PoolSpec(servers=2, dram_B=gb * 1e9, nic="roce-400g", nics=8))
         ttft.append(evaluate(c, workload).ttft_s)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(ttft, ttft[1:]))
+
+
+def test_capacity_cache_sees_hardware_changes(tmp_path, toy_gpu):
+    """The per-instance KV capacity is cached, but per catalog generation: redefining the GPU
+    (load_hardware) changes it."""
+    from conftest import TOY_GPU
+    from kvmodel import cluster
+    args = ("llama-3.1-8b", "toy", 1, "bf16", 1024, 128, "tensorrt-llm")
+    small = cluster._kv_capacity_tokens(*args)
+    assert cluster._kv_capacity_tokens(*args) == small
+    p = tmp_path / "bigger.toml"
+    p.write_text(TOY_GPU.replace("value = 100, unit = \"GB\"", "value = 200, unit = \"GB\""))
+    kvmodel.load_hardware(p)
+    assert cluster._kv_capacity_tokens(*args) > 1.5 * small

@@ -209,3 +209,13 @@ def test_closed_loop_prefill_server_saturates():
     assert np.allclose(x * e.e2e_s, n)  # Little's law
     assert np.all(np.diff(e.ttft_s) > 0)
     assert e.ttft_s[3] > 50 * e.ttft_s[0]
+
+
+def test_chunked_prefill_work_does_not_depend_on_the_chunk_count():
+    """An uncached prompt split into 2 or 3 chunks still adds its own tokens per second to the
+    step mix (regression: each chunk was charged the whole token budget, +68 % TPOT at 8192)."""
+    kw = dict(tp=8, precision="fp8", input_len=12035, output_len=343, request_rate=1.0,
+              cached_prefix_len=3750, cache_tier="hbm")
+    tpot = {m: kvmodel.estimate("llama-3.1-70b", "h100-sxm", max_num_tokens=m, **kw).tpot_s
+            for m in (4096, 4200, 8192, 8300, 16384)}
+    assert max(tpot.values()) / min(tpot.values()) < 1.02

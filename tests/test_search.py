@@ -267,6 +267,63 @@ def test_grid_search_optimum_and_optuna_gap():
     assert rep[0]["gap_mean"] >= -1e-9 and rep[0]["grid_points"] == len(g.points)
 
 
+MIXED = {"fixed": {"model": "llama-3.1-8b", "gpu": "h100-sxm", "tp": 1, "precision": "fp8",
+                   "routing": "prefix_affinity_bounded"},
+         "workload": {"trace": "synthetic", "request_rate": 60.0,
+                      "synthetic": {"n_requests": 800, "seed": 3, "system_prompt_tokens": 2048}},
+         "slo": {"ttft_s": 0.6, "tpot_s": 0.04},
+         "budget": {"max_cost_per_hour": 58.0},
+         "dims": {"instances": {"choices": [2, 4]},
+                  "sharing": {"choices": ["none", "central_pool", "p2p"]},
+                  "pool_servers": {"range": [1, 2], "when": {"sharing": "central_pool"}},
+                  "pool_dram_GB": {"choices": [64, 512], "when": {"sharing": "central_pool"}},
+                  "p2p_replication": {"range": [1, 2], "when": {"sharing": "p2p"}},
+                  "placement": {"choices": ["inclusive", "exclusive"]},
+                  "hbm_kv_fraction": {"choices": [0.05, 0.5]},
+                  "dram_GB_per_node": {"choices": [0, 16, 256]},
+                  "cxl_GB_per_node": {"choices": [0, 64]}}}
+
+
+def test_vectorised_grid_equals_scalar_evaluation_point_by_point():
+    """Groups over sharing / pool / P2P / placement, capacities as numpy columns: every
+    point's objective and constraint values equal the scalar evaluate_point's."""
+    s = search.load_space(MIXED)
+    g = search.grid_search(s)
+    assert len(g.points) == len(search.grid_points(s)) == 2 * 2 * (1 + 4 + 2) * 2 * 3 * 2
+    assert g.groups == 2 * 3 * 2  # instances x sharing x placement; pool and P2P sizes vectorised
+    key = lambda p: repr(sorted(p.items()))
+    assert sorted(map(key, g.points)) == sorted(map(key, search.grid_points(s)))
+    assert g.feasible.any() and not g.feasible.all()
+    for i, p in enumerate(g.points):
+        o = search.evaluate_point(s, p)
+        np.testing.assert_allclose(g.values[i], o.values, rtol=1e-9)
+        np.testing.assert_allclose(g.constraints[i], o.constraints, rtol=1e-9, atol=1e-12)
+        assert g.feasible[i] == o.feasible
+    assert g.outcome(int(np.argmin(g.feasible))).reason  # an infeasible point says why
+
+
+def test_vectorised_max_rate_at_slo_equals_scalar_bisection():
+    s = dataclasses.replace(search.load_space(MIXED), metrics=("throughput_at_slo",))
+    s = dataclasses.replace(s, dims=tuple(d for d in s.dims if d.name in
+                                          ("dram_GB_per_node", "hbm_kv_fraction")))
+    g = search.grid_search(s)
+    assert len(g.points) == 6 and g.groups == 1
+    for i, p in enumerate(g.points):
+        assert g.values[i, 0] == pytest.approx(search.evaluate_point(s, p).values[0], rel=1e-9)
+    assert (g.values[:, 0] > 0).all()
+
+
+def test_grid_of_a_third_of_a_million_points_is_vectorised():
+    """tier-sizing on the synthetic trace: 8 instance counts x 381,480 / 8 capacity points,
+    one evaluate() call per instance count."""
+    s = dataclasses.replace(search.load_space("tier-sizing"),
+                            workload={"trace": "synthetic",
+                                      "synthetic": {"n_requests": 500, "seed": 1}})
+    g = search.grid_search(s)
+    assert len(g.points) == 8 * 5 * 33 * 17 * 17 and g.groups == 8
+    assert np.isfinite(g.values).all() and g.best() is not None
+
+
 def test_export_writes_csv_and_html(tmp_path):
     st = search.run(SMALL, n_trials=20, storage=optuna.storages.InMemoryStorage(), sampler="tpe")
     paths = search.export(st, tmp_path)

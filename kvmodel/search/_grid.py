@@ -1,28 +1,37 @@
-"""Exhaustive grid over a small space, and how close Optuna gets to its optimum.
+"""Exhaustive grid over a small space, evaluated in numpy, and how close Optuna gets to it.
 
-The grid enumerates every active combination once (a conditional dimension expands only under
-its parents' ``when`` values), as a numpy structured array, and evaluates each point with the
-same :func:`evaluate_point` the studies use (``kvmodel.evaluate`` is a scalar closed form of
-about 1-2 ms; the trace's reuse profile and the per-instance capacity probe are computed once
-and cached, so points/s is about 1/evaluate-time).
+The grid visits every active combination once: a conditional dimension expands only under its
+parents' ``when`` values. Dimensions split in two:
+
+* **shared** ones — categorical and structural choices (model, GPU, instances, TP, sharing,
+  routing, ...) and any dimension another one is conditional on — are enumerated in Python,
+  one *group* per combination;
+* **vectorised** ones (:data:`VECTOR_DIMS`: tier capacities, HBM share, pool and P2P sizes) form
+  the cartesian product of their grid values inside each group, as flat numpy columns, and the
+  whole group is one call of the array-polymorphic :func:`kvmodel.evaluate`.
+
+So a 10^6-point grid over capacities costs as many ``evaluate`` calls as it has groups. Points
+are never materialised as dicts unless asked for (``GridResult.points[i]``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from ._objectives import OBJECTIVES, Outcome, check_names, evaluate_point
+from ._objectives import (CONSTRAINTS, OBJECTIVES, VECTOR_DIMS, Outcome, check_names,
+                          evaluate_columns, evaluate_point)
 from ._space import Space, load_space
 
-__all__ = ["grid_points", "grid_search", "GridResult", "compare_with_grid"]
+__all__ = ["grid_points", "grid_groups", "grid_search", "GridResult", "compare_with_grid"]
 
 
 def grid_points(space: Space, n_float: int = 5) -> list[dict[str, Any]]:
-    """Every active combination of the space's grid values (dimension order), each once."""
+    """Every active combination of the space's grid values (dimension order), each once, as
+    dicts (small spaces; :func:`grid_groups` is the columnar form)."""
     pts: list[dict[str, Any]] = [{}]
     for d in space.dims:
         nxt = []
@@ -37,45 +46,126 @@ def grid_points(space: Space, n_float: int = 5) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Grid points sharing every non-vectorised dimension: ``shared`` values plus flat
+    ``columns`` (equal lengths) of the vectorised ones, in dimension order."""
+    shared: dict[str, Any]
+    columns: dict[str, np.ndarray]
+    size: int
+
+    def point(self, i: int) -> dict[str, Any]:
+        return self.shared | {k: v[i].item() for k, v in self.columns.items()}
+
+
+def _vectorised(space: Space) -> set[str]:
+    parents = {p for d in space.dims for p, _ in d.when}
+    return {d.name for d in space.dims if d.name in VECTOR_DIMS and d.name not in parents}
+
+
+def grid_groups(space: Space, n_float: int = 5, max_points: int | None = None) -> list[Group]:
+    """The grid as groups (see the module docstring); same points and order-independent
+    content as :func:`grid_points`. Raises ValueError as soon as the grid is known to exceed
+    ``max_points`` (before building it)."""
+    vec = _vectorised(space)
+
+    def too_big(n: int) -> None:
+        if max_points is not None and n > max_points:
+            raise ValueError(f"space {space.name!r}: grid exceeds max_points={max_points} "
+                             f"(at least {n} points); narrow the ranges or use a sampler")
+    shared_pts: list[dict[str, Any]] = [{}]
+    for d in space.dims:
+        if d.name in vec:
+            continue
+        nxt = []
+        for p in shared_pts:
+            if d.active(space.fixed | p):
+                nxt.extend(p | {d.name: v} for v in d.grid_values(n_float))
+            else:
+                nxt.append(p)
+            too_big(len(nxt))
+        shared_pts = nxt
+    groups, total = [], 0
+    for p in shared_pts:
+        dims = [d for d in space.dims if d.name in vec and d.active(space.fixed | p)]
+        if not dims:
+            groups.append(Group(p, {}, 1))
+            continue
+        axes = [np.asarray(d.grid_values(n_float)) for d in dims]
+        total += int(np.prod([len(a) for a in axes]))
+        too_big(total)
+        mesh = np.meshgrid(*axes, indexing="ij")
+        cols = {d.name: m.ravel() for d, m in zip(dims, mesh)}
+        groups.append(Group(p, cols, int(mesh[0].size)))
+    return groups
+
+
+class _Points(Sequence):
+    """The grid's points as a lazy sequence of dicts."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
+        self.starts = np.cumsum([0] + [g.size for g in groups])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = int(i) + (len(self) if i < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        g = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.groups[g].point(i - int(self.starts[g]))
+
+
+@dataclass(frozen=True)
 class GridResult:
-    points: list[dict[str, Any]]
-    values: np.ndarray         # [n_points, n_metrics]
-    feasible: np.ndarray       # [n_points] bool
-    outcomes: list[Outcome]
+    """Every grid point's objective values [n, metrics], constraint values [n, constraints]
+    and feasibility; ``points[i]`` is point i as a dict, ``outcome(i)`` its full scalar
+    evaluation (metrics and the reason it is infeasible)."""
+    space: Space
+    points: Sequence[dict[str, Any]]
+    values: np.ndarray
+    constraints: np.ndarray
+    feasible: np.ndarray
     seconds: float
+    groups: int
+    sign: tuple = ()
 
     @property
     def points_per_s(self) -> float:
         return len(self.points) / max(self.seconds, 1e-12)
 
+    def outcome(self, i: int) -> Outcome:
+        return evaluate_point(self.space, self.points[i])
+
     def best(self, metric: int = 0) -> tuple[dict[str, Any], float] | None:
         """The feasible point with the best value of objective ``metric`` (None if none)."""
         if not self.feasible.any():
             return None
-        v = np.where(self.feasible, self.values[:, metric], np.nan)
-        i = int(np.nanargmax(v) if self._sign(metric) < 0 else np.nanargmin(v))
+        v = np.where(self.feasible, self.sign[metric] * self.values[:, metric], np.inf)
+        i = int(np.argmin(v))
         return self.points[i], float(self.values[i, metric])
 
-    def _sign(self, metric: int) -> float:
-        return self.sign[metric]
 
-    sign: tuple = ()
-
-
-def grid_search(space: Any, n_float: int = 5, max_points: int = 1_000_000) -> GridResult:
+def grid_search(space: Any, n_float: int = 5, max_points: int = 2_000_000) -> GridResult:
     """Evaluate every grid point of ``space`` (raises ValueError beyond ``max_points``)."""
     space = load_space(space)
     check_names(space)
-    pts = grid_points(space, n_float)
-    if len(pts) > max_points:
-        raise ValueError(f"grid of {len(pts)} points exceeds max_points={max_points}")
+    groups = grid_groups(space, n_float, max_points)
     t0 = time.perf_counter()
-    outs = [evaluate_point(space, p) for p in pts]
+    vals, cons = [], []
+    for g in groups:
+        v, c, _ = evaluate_columns(space, g.shared | g.columns, g.size)
+        vals.append(v)
+        cons.append(c)
     dt = time.perf_counter() - t0
-    vals = np.array([o.values for o in outs], dtype=float).reshape(len(pts), len(space.metrics))
-    feas = np.array([o.feasible for o in outs], dtype=bool)
+    values = np.concatenate(vals) if vals else np.zeros((0, len(space.metrics)))
+    constraints = np.concatenate(cons) if cons else np.zeros((0, len(CONSTRAINTS)))
     sign = tuple(-1.0 if OBJECTIVES[m].direction == "maximize" else 1.0 for m in space.metrics)
-    return GridResult(pts, vals, feas, outs, dt, sign)
+    return GridResult(space, _Points(groups), values, constraints,
+                      np.all(constraints <= 0, axis=1), dt, len(groups), sign)
 
 
 def compare_with_grid(space: Any, budgets: tuple[int, ...] = (25, 50, 100, 200),

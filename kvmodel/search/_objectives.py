@@ -24,8 +24,8 @@ from kvmodel.tiers import default_node_for_gpu
 
 from ._space import DIMENSIONS, Space, SpaceError
 
-__all__ = ["OBJECTIVES", "CONSTRAINTS", "Outcome", "evaluate_point", "workload_for",
-           "check_names", "BIG"]
+__all__ = ["OBJECTIVES", "CONSTRAINTS", "Outcome", "evaluate_point", "evaluate_columns",
+           "workload_for", "check_names", "BIG", "VECTOR_DIMS"]
 
 BIG = 1e9            # stands for an infinite cost or latency in objective values
 CONSTRAINTS = ("fit", "stable", "ttft_slo", "tpot_slo", "budget", "tier_bandwidth")
@@ -40,17 +40,25 @@ class Objective:
     doc: str
 
 
-def _goodput_per_dollar(m, s, w) -> float:
-    return m["goodput_rps"] * 3600.0 / m["cost_per_hour"] if m["cost_per_hour"] > 0 else 0.0
+# objective values work on scalars and on numpy arrays alike (the vectorised grid)
+def _ratio(num, den, zero):
+    """num / den where den > 0, else ``zero`` (no division by zero warnings)."""
+    den = np.asarray(den, dtype=float)
+    ok = den > 0
+    return np.where(ok, np.asarray(num, dtype=float) / np.where(ok, den, 1.0), zero)
 
 
-def _cost_per_good_mtok(m, s, w) -> float:
-    tok_h = m["goodput_rps"] * w.output_len * 3600.0
-    return min(m["cost_per_hour"] / (tok_h / 1e6), BIG) if tok_h > 0 else BIG
+def _goodput_per_dollar(m, s, w):
+    return _ratio(np.asarray(m["goodput_rps"]) * 3600.0, m["cost_per_hour"], 0.0)
 
 
-def _ttft_p99(m, s, w) -> float:
-    return min(m["ttft_p99_s"], BIG)
+def _cost_per_good_mtok(m, s, w):
+    tok_h = np.asarray(m["goodput_rps"], dtype=float) * w.output_len * 3600.0
+    return np.minimum(_ratio(m["cost_per_hour"], tok_h / 1e6, BIG), BIG)
+
+
+def _ttft_p99(m, s, w):
+    return np.minimum(m["ttft_p99_s"], BIG)
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -58,7 +66,8 @@ OBJECTIVES: dict[str, Objective] = {
                                     "requests served within both SLOs per dollar"),
     "cost_per_mtok": Objective("minimize", _cost_per_good_mtok, "$/Mtok",
                                "dollars per million output tokens served within the SLOs"),
-    "throughput_at_slo": Objective("maximize", lambda m, s, w: m["max_rate_at_slo"] * w.output_len,
+    "throughput_at_slo": Objective("maximize",
+                                   lambda m, s, w: np.asarray(m["max_rate_at_slo"]) * w.output_len,
                                    "tok/s", "output tokens/s at the largest request rate whose "
                                    "TTFT/TPOT percentiles meet the SLOs (bisection)"),
     "ttft_p99": Objective("minimize", _ttft_p99, "s", "p99 TTFT at the workload's fixed rate"),
@@ -214,10 +223,15 @@ def _inclusive(c, w) -> Any:
     dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
     ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
     top, eff = hbm, []
-    for cap in (dram, c.cxl_B, ssd):
-        eff.append(max(0.0, cap - top))
-        top = max(top, cap)
+    for cap in (dram, c.cxl_B, ssd):  # numpy maximum: capacities may be arrays (grid)
+        eff.append(_same(np.maximum(0.0, np.asarray(cap) - top)))
+        top = np.maximum(top, cap)
     return dataclasses.replace(c, dram_B=eff[0], cxl_B=eff[1], ssd_B=eff[2])
+
+
+def _same(v):
+    """A 0-d array back to a Python float (the scalar path keeps scalar fields)."""
+    return float(v) if np.ndim(v) == 0 else v
 
 
 def _tier_utilisation(c, w, write: str, inclusive: bool) -> float:
@@ -246,36 +260,53 @@ def _percentile(m: dict, space: Space) -> tuple[float, float]:
     return m[t], m[d]
 
 
-def _meets(c, w, rate: float, space: Space) -> bool:
+def _meets(c, w, rate, space: Space):
+    """Whether the SLO percentiles hold at request rate(s) ``rate`` (bool or bool array)."""
     w2 = dataclasses.replace(w, request_rate=rate)
     object.__setattr__(w2, "top", w.top_block_share)
     r = kvmodel.evaluate(c, w2)
     t, d = _percentile(r.to_dict(), space)
-    return bool(r.stable) and t <= space.slo["ttft_s"] and d <= space.slo["tpot_s"]
+    return np.asarray(r.stable) & (np.asarray(t) <= space.slo["ttft_s"]) \
+        & (np.asarray(d) <= space.slo["tpot_s"])
 
 
-def max_rate_at_slo(c, w, space: Space, iters: int = 12) -> float:
+def max_rate_at_slo(c, w, space: Space, iters: int = 12):
     """Largest request rate (bisection, relative precision 2**-iters of the bracket) whose
-    TTFT/TPOT percentiles meet the space's SLOs; 0 when even a trickle misses them."""
-    lo, hi = 0.0, max(w.rate, 1e-3)
-    if not _meets(c, w, hi * 1e-3, space):
-        return 0.0
-    while _meets(c, w, hi, space) and hi < 1e6:
-        lo, hi = hi, hi * 4
+    TTFT/TPOT percentiles meet the space's SLOs; 0 when even a trickle misses them. Works
+    elementwise when the cluster's capacity fields are arrays (every step is one vectorised
+    evaluate); returns a float for a scalar cluster."""
+    hi0 = max(w.rate, 1e-3)
+    trickle = _meets(c, w, hi0 * 1e-3, space)
+    shape = np.shape(trickle)
+    lo, hi = np.zeros(shape), np.full(shape, hi0)
+    grow = np.ones(shape, dtype=bool)
+    while grow.any():  # widen the bracket: x4 while the SLOs still hold
+        grow &= _meets(c, w, hi, space) & (hi < 1e6)
+        lo, hi = np.where(grow, hi, lo), np.where(grow, hi * 4, hi)
     for _ in range(iters):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _meets(c, w, mid, space) else (lo, mid)
-    return lo
+        ok = _meets(c, w, mid, space)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return _same(np.where(trickle, lo, 0.0))
+
+
+def _constraint_values(m: dict, space: Space) -> list:
+    """Constraint values in :data:`CONSTRAINTS` order (<= 0 satisfied), scalars or arrays."""
+    ttft, tpot = _percentile(m, space)
+    slo = space.slo
+    budget = space.budget.get("max_cost_per_hour")
+    return [np.zeros(np.shape(m["stable"])), np.where(m["stable"], 0.0, 1.0),
+            np.minimum(np.asarray(ttft) / slo["ttft_s"] - 1.0, BIG),
+            np.minimum(np.asarray(tpot) / slo["tpot_s"] - 1.0, BIG),
+            np.asarray(m["cost_per_hour"]) / budget - 1.0 if budget else
+            np.full(np.shape(m["stable"]), -1.0),
+            np.asarray(m.get("tier_utilisation", 0.0)) - 1.0]
 
 
 def _violations(m: dict, space: Space) -> tuple[list[float], list[str]]:
+    cons = [float(x) for x in _constraint_values(m, space)]
     ttft, tpot = _percentile(m, space)
     slo = space.slo
-    cons = [0.0, 0.0 if m["stable"] else 1.0,
-            min(ttft / slo["ttft_s"] - 1.0, BIG), min(tpot / slo["tpot_s"] - 1.0, BIG),
-            m["cost_per_hour"] / space.budget["max_cost_per_hour"] - 1.0
-            if "max_cost_per_hour" in space.budget else -1.0,
-            m.get("tier_utilisation", 0.0) - 1.0]
     why = [] if m["stable"] else [f"unstable: {m['reason']}"]
     if m["stable"] and cons[2] > 0:
         why.append(f"TTFT {slo['ttft_percentile']} {ttft:.3g} s > SLO {slo['ttft_s']:g} s")
@@ -294,35 +325,88 @@ def _infeasible(space: Space, reason: str, derived: dict) -> Outcome:
     return Outcome(worst, (1.0,) + (0.0,) * (len(CONSTRAINTS) - 1), dict(derived), reason)
 
 
-def evaluate_point(space: Space, params: dict[str, Any]) -> Outcome:
-    """Evaluate one configuration: ``params`` (the sampled dimensions) over ``space.fixed``."""
-    p = dict(space.fixed) | dict(params)
-    try:
-        kw, derived = _cluster_kwargs(p)
-        w = workload_for(space, p.get("block_tokens"))
-        real = kvmodel.Cluster(**kw)
-        c = _inclusive(real, w) if p.get("placement") == "inclusive" else real
-        r = kvmodel.evaluate(c, w)
-    except ValueError as exc:
-        return _infeasible(space, f"does not fit: {exc}", locals().get("derived", {}))
-    except ArithmeticError as exc:  # a model failure is recorded as such, never as a result
-        return _infeasible(space, f"evaluate() failed: {type(exc).__name__}: {exc}",
-                           locals().get("derived", {}))
+def _at(p: dict, i: int) -> dict:
+    """Point ``i`` of a parameter dict whose vectorised values are flat arrays."""
+    return {k: (v[i].item() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
+
+
+def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
+    """The cluster result's metrics for ``params`` p (scalars, or flat arrays in the
+    vectorisable dimensions): (metrics, evaluated cluster, workload, real cluster)."""
+    kw, derived = _cluster_kwargs(p)
+    w = workload_for(space, p.get("block_tokens"))
+    real = kvmodel.Cluster(**kw)
+    c = _inclusive(real, w) if p.get("placement") == "inclusive" else real
+    r = kvmodel.evaluate(c, w)
     m = {k: v for k, v in r.to_dict().items() if not isinstance(v, dict)} | derived
     m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()}
     if c is not real:
         key, node, n, per_node = _cl._layout(real)
-        m["cost_per_hour"] = _cl._cost_per_hour(real, node, per_node)
-        tok = m["output_tok_s"] * 3600 / 1e6
-        m["cost_per_mtok"] = m["cost_per_hour"] / tok if tok > 0 else math.inf
+        m["cost_per_hour"] = _same(_cl._cost_per_hour(real, node, per_node))
+        m["cost_per_mtok"] = _same(np.minimum(_ratio(
+            m["cost_per_hour"], np.asarray(m["output_tok_s"]) * 3600 / 1e6, math.inf), math.inf))
     if "write_policy" in p:
-        m["tier_utilisation"] = _tier_utilisation(real, w, p["write_policy"],
-                                                  p.get("placement") == "inclusive")
+        inclusive = p.get("placement") == "inclusive"
+        n_pts = max((np.size(v) for v in p.values() if isinstance(v, np.ndarray)), default=0)
+        if n_pts:  # kvmodel.place is scalar: one call per point
+            m["tier_utilisation"] = np.array([_tier_utilisation(
+                kvmodel.Cluster(**_cluster_kwargs(_at(p, i))[0]), w, p["write_policy"],
+                inclusive) for i in range(n_pts)])
+        else:
+            m["tier_utilisation"] = _tier_utilisation(real, w, p["write_policy"], inclusive)
     if "throughput_at_slo" in space.metrics:
-        m["max_rate_at_slo"] = max_rate_at_slo(c, w, space) if r.stable else 0.0
+        if np.ndim(m["stable"]) == 0 and not m["stable"]:
+            m["max_rate_at_slo"] = 0.0
+        else:
+            m["max_rate_at_slo"] = _same(np.where(m["stable"], max_rate_at_slo(c, w, space), 0.0))
+    return m, c, w, real
+
+
+def evaluate_point(space: Space, params: dict[str, Any]) -> Outcome:
+    """Evaluate one configuration: ``params`` (the sampled dimensions) over ``space.fixed``."""
+    p = dict(space.fixed) | dict(params)
+    try:
+        m, c, w, real = _metrics(space, p)
+    except ValueError as exc:
+        return _infeasible(space, f"does not fit: {exc}", _derived(p))
+    except ArithmeticError as exc:  # a model failure is recorded as such, never as a result
+        return _infeasible(space, f"evaluate() failed: {type(exc).__name__}: {exc}", _derived(p))
+    m = {k: (_same(v) if isinstance(v, np.ndarray) else v) for k, v in m.items()}
     cons, why = _violations(m, space)
     values = tuple(float(OBJECTIVES[k].value(m, space, w)) for k in space.metrics)
     return Outcome(values, tuple(float(x) for x in cons), m, "; ".join(why))
+
+
+def evaluate_columns(space: Space, params: dict[str, Any], n: int) -> tuple[np.ndarray,
+                                                                           np.ndarray, str]:
+    """Vectorised evaluation of ``n`` configurations: ``params`` maps dimensions to scalars
+    (shared) or flat arrays of length n (only :data:`VECTOR_DIMS`). Returns objective values
+    [n, len(space.metrics)], constraint values [n, len(CONSTRAINTS)] and, when the shared
+    part cannot run at all, the reason (every point then violates the fit constraint)."""
+    p = dict(space.fixed) | dict(params)
+    try:
+        m, c, w, real = _metrics(space, p)
+    except (ValueError, ArithmeticError) as exc:
+        out = _infeasible(space, f"does not fit: {exc}", {})
+        return (np.tile(out.values, (n, 1)), np.tile(out.constraints, (n, 1)), out.reason)
+    values = np.stack([np.broadcast_to(np.asarray(OBJECTIVES[k].value(m, space, w), float), (n,))
+                       for k in space.metrics], axis=1)
+    cons = np.stack([np.broadcast_to(np.asarray(x, float), (n,))
+                     for x in _constraint_values(m, space)], axis=1)
+    return values, cons, ""
+
+
+def _derived(p: dict) -> dict:
+    try:
+        return _cluster_kwargs(p)[1]
+    except ValueError:
+        return {}
+
+
+# dimensions whose values evaluate() takes as arrays (capacities, pool and P2P sizes)
+VECTOR_DIMS = ("hbm_kv_fraction", "dram_GB_per_node", "cxl_GB_per_node", "ssd_TB_per_node",
+               "pool_servers", "pool_dram_GB", "pool_ssd_TB", "pool_nics", "p2p_replication",
+               "p2p_lookup_us")
 
 
 def recorded_only(space: Space) -> list[str]:

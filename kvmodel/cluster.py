@@ -9,7 +9,12 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    capacity (inclusive of the local tiers). P2P: the peers' DRAM forms one cache of
    N·C_dram / replication blocks; a hit is local with probability replication/N, else fetched
    from its owner over RDMA after the lookup latency (rendezvous/consistent hashing: 0 unless
-   given; directory: its latency).
+   given; directory: its latency). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
+   s3fifo, arc, lru-admit-reuse) replaces the analytic LRU curve by the policy's exact replay
+   at a few capacities, interpolated (:mod:`kvmodel._policy_curve`; about 2-3 s to build per
+   policy, routing and instance count, then microseconds). The split by cumulative capacity
+   reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
+   an approximation for the others.
 2. **Network.** Pool NICs carry every pool hit: utilisation ρ = demand / (servers × NICs × NIC
    bandwidth), an M/D/1 wait ρ/(2(1−ρ)) per transfer; ρ ≥ 1 caps the served rate. Peer NICs
    carry remote hits; the owner of the hottest block (the most shared prefix) carries
@@ -53,6 +58,7 @@ from scipy import special
 
 from . import _xp as xp
 from ._estimate import Estimate, estimate
+from ._policy_curve import EVICTIONS, policy_hit_ratio_curve
 from ._queueing import normal_quantile
 from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from ._trace_types import Trace
@@ -118,6 +124,7 @@ class Cluster:
     pool: PoolSpec = field(default_factory=PoolSpec)
     p2p: P2PSpec = field(default_factory=P2PSpec)
     framework: str = "tensorrt-llm"
+    eviction: str = "lru"               # prefix-cache eviction/admission (kvmodel.EVICTION_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -217,7 +224,7 @@ _VECTOR_FIELDS = (("Cluster", ("hbm_cache_fraction", "dram_B", "cxl_B", "ssd_B")
                   ("Workload", ("request_rate",)))
 _SCALAR_FIELDS = (("Cluster", ("model", "gpu", "instances", "tp", "precision", "prefill_instances",
                                "decode_instances", "decode_gpu", "sharing", "routing", "epsilon",
-                               "node", "nic", "framework")),
+                               "node", "nic", "framework", "eviction")),
                   ("pool", ("nic", "memory", "nvme")),
                   ("p2p", ("placement",)),
                   ("Workload", ("ttft_slo_s", "tpot_slo_s")))
@@ -291,6 +298,8 @@ def _check(c: Cluster) -> None:
         raise ValueError(f"sharing={c.sharing!r}; allowed: {SHARING}")
     if c.routing not in _ROUTINGS:
         raise ValueError(f"routing={c.routing!r}; allowed: {_ROUTINGS}")
+    if c.eviction not in EVICTIONS:
+        raise ValueError(f"eviction={c.eviction!r}; allowed: {EVICTIONS}")
     disagg = c.prefill_instances > 0 or c.decode_instances > 0
     if disagg and (c.prefill_instances < 1 or c.decode_instances < 1):
         raise ValueError("prefill_instances and decode_instances must both be >= 1 to disaggregate")
@@ -336,12 +345,19 @@ def _layout(c: Cluster):
     return key, node, n, max(1, node.gpus_per_node // c.tp)
 
 
-def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float) -> np.ndarray:
+def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
+           eviction: str = "lru") -> np.ndarray:
+    """Hit ratio at total capacities ``cap_blocks`` over n instances: the analytic LRU curve,
+    or for another eviction policy the exact replay at a few capacities, interpolated
+    (kvmodel._policy_curve; built once per policy, routing and n, then microseconds)."""
     r = {"least_loaded": "random"}.get(routing, routing)  # hit-wise, load balancing ~ random
     r = "prefix_affinity_bounded" if r in _AS_BOUNDED else r
     if n == 1:
         r = "single"
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
+    if eviction != "lru":
+        return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
+                                      epsilon=eps, eviction=eviction)
     if cap.size <= 64:
         return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
     # large grids: the curve at each distinct capacity, in increasing order (its table
@@ -369,10 +385,10 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
     """
     kinds = ("hbm", "dram", "cxl", "ssd")
     local = n * np.cumsum(_stack([caps[t] for t in kinds]), axis=0)
-    h_local = _curve(w, local, n, c.routing, c.epsilon)
+    h_local = _curve(w, local, n, c.routing, c.epsilon, c.eviction)
     r = c.p2p.replication
     shared = _stack([caps["pool"], n * (caps["hbm"] + caps["dram"] / r)])
-    h_shared = _curve(w, shared, 1, "single", c.epsilon)
+    h_shared = _curve(w, shared, 1, "single", c.epsilon, c.eviction)
     vec = h_local.ndim > 1 or h_shared.ndim > 1
     if not vec:
         h_local, h_shared = h_local.tolist(), h_shared.tolist()  # Python floats
@@ -724,6 +740,7 @@ _CLUSTER_KEYS = {
     "prefill_instances": int, "decode_instances": int, "decode_gpu": str, "sharing": str,
     "routing": str, "epsilon": float, "node": str, "hbm_cache_fraction": float,
     "dram_GB": float, "cxl_GB": float, "ssd_GB": float, "nic": str, "framework": str,
+    "eviction": str,
 }
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
               "memory": str, "nvme": str}

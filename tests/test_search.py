@@ -44,7 +44,17 @@ def test_tier_sizing_is_builtin_and_every_dimension_is_documented():
     assert covered >= set(search.DIMENSIONS) - {"pool_ssd_TB", "pool_nic", "pool_nics",
                                                  "p2p_placement", "p2p_lookup_us", "framework"}
     assert all(info.maps_to for info in search.DIMENSIONS.values())
-    assert not search.DIMENSIONS["eviction"].modelled
+    assert all(info.modelled for info in search.DIMENSIONS.values())
+    assert search._objectives.recorded_only(everything) == []
+
+
+def test_eviction_dimension_changes_the_evaluation():
+    s = _small(dims=(), fixed=dict(_small().fixed, instances=2, dram_GB_per_node=1.0,
+                                   ssd_TB_per_node=0.0, hbm_kv_fraction=0.05))
+    hits = {ev: search.evaluate_point(s, {"eviction": ev}).metrics
+            for ev in ("lru", "fifo", "lru-admit-reuse")}
+    total = {ev: sum(v for k, v in m.items() if k.startswith("hit_")) for ev, m in hits.items()}
+    assert len({round(v, 6) for v in total.values()}) == 3, total
 
 
 BAD = [
@@ -452,3 +462,23 @@ def test_workers_see_each_others_trials(tmp_path):
         m.push(m.mem.trials[-1])
     assert a.pull() == b.pull() == 3
     assert len(a.mem.trials) == len(b.mem.trials) == 3
+
+
+def test_window_elite_survives_trials_finishing_out_of_order():
+    """Trials told out of ask order (parallel workers) still reach the elite."""
+    from kvmodel.search._samplers import WindowedTPESampler
+    smp = WindowedTPESampler(**_tpe(elite=3, recent=5))
+    st = optuna.create_study(sampler=smp)
+    held = [st.ask() for _ in range(3)]
+    def f(t):
+        t.set_user_attr("constraints", [0.0])
+        return t.suggest_float("x", 0, 1) + 10.0
+    for _ in range(12):
+        st.optimize(f, n_trials=1)
+    smp._window(st)
+    for t, v in zip(held, (-3.0, -2.0, -1.0)):  # the best three, finished last
+        t.suggest_float("x", 0, 1)
+        t.set_user_attr("constraints", [0.0])
+        st.tell(t, v)
+    view = smp._window(st)
+    assert sorted(t.value for t in view._get_trials()[:3]) == [-3.0, -2.0, -1.0]

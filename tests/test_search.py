@@ -482,3 +482,18 @@ def test_window_elite_survives_trials_finishing_out_of_order():
         st.tell(t, v)
     view = smp._window(st)
     assert sorted(t.value for t in view._get_trials()[:3]) == [-3.0, -2.0, -1.0]
+
+
+def test_refit_every_k_fits_once_per_k_draws_and_still_optimises():
+    from kvmodel.search._samplers import WindowedTPESampler
+    smp = WindowedTPESampler(**_tpe(elite=10, recent=30, refit_every=4, constant_liar=False))
+    fits = []
+    build = smp._build_parzen_estimator
+    smp._build_parzen_estimator = lambda *a, **k: fits.append(1) or build(*a, **k)
+    st = optuna.create_study(direction="maximize", sampler=smp)
+    st.optimize(_toy_float, n_trials=90)
+    assert len(fits) == 2 * 20  # below + above, once per 4 of the 80 model-based draws
+    best = search.best_trials(st, top=1)[0]
+    assert abs(best.params["x"] - 3.0) < 0.5 and best.params["y"] == 6
+    with pytest.raises(ValueError, match="refit_every"):
+        WindowedTPESampler(refit_every=0)

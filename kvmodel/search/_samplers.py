@@ -16,6 +16,14 @@ is unchanged by the window (below ``elite + recent`` finished trials nothing is 
 Only the "bad" density g(x) is estimated from the elite remainder plus the recent trials, the
 ones Optuna's default weights favour anyway (they ramp older trials down). The cost per ask is
 then bounded by the window size.
+
+Most of what remains is fixed numpy overhead per fit (Parzen estimators, truncated-normal
+masses, on the order of 8 ms per ask on 2 cores for five stepped parameters). With
+``refit_every = k`` the estimators are fitted once per k draws and each of the k draws is the
+best of its own ``n_ei_candidates`` candidates from that fit — exactly what k sequential asks
+would return if no trial finished in between (batch TPE without a liar). ``kvmodel.search``
+uses k = 4: 1,000 tier-sizing trials in about 6 s instead of 12 s, with the same gap to the
+grid optimum (``benchmarks/search_speed.py``).
 """
 
 from __future__ import annotations
@@ -90,13 +98,19 @@ def _make_class():
         """Optuna's TPESampler over a bounded window of the history (see the module docstring).
         ``elite`` and ``recent`` size the window; every other argument is TPESampler's."""
 
-        def __init__(self, *args: Any, elite: int = 25, recent: int = 75, **kw: Any) -> None:
+        def __init__(self, *args: Any, elite: int = 25, recent: int = 75, refit_every: int = 1,
+                     **kw: Any) -> None:
             if elite < 1 or recent < 1:
                 raise ValueError(f"elite={elite}, recent={recent}: both must be >= 1")
+            if refit_every < 1:
+                raise ValueError(f"refit_every={refit_every}: must be >= 1")
             super().__init__(*args, **kw)
             self.elite_size, self.recent_size = int(elite), int(recent)
+            self.refit_every = int(refit_every)
+            self._batches: dict = {}
             self._elite: list = []
-            self._seen: set[int] = set()
+            self._n_seen, self._last_seen = 0, -1      # finished trials merged into the elite
+            self._n_space = 0                          # COMPLETE trials given to the space
             self._view: tuple[int, Any] | None = None
 
         # -- the window ----------------------------------------------------------------------
@@ -121,13 +135,25 @@ def _make_class():
             trials = study._get_trials(deepcopy=False, states=states, use_cache=True)
             if len(trials) <= self.elite_size + self.recent_size:
                 return study
-            new = [t for t in trials if t.number not in self._seen]
+            new = self._new(trials)
             if new:
-                self._seen.update(t.number for t in new)
                 self._elite = self._key_sort(study, self._elite + new)[:self.elite_size]
             keep = {t.number: t for t in self._elite}
             keep.update((t.number, t) for t in trials[-self.recent_size:])
             return _Window(study, [keep[k] for k in sorted(keep)])
+
+        def _new(self, trials: list) -> list:
+            """Finished trials not merged yet. Sequential studies append them in number order;
+            if that ever fails (a trial finishing out of order), rescan by number."""
+            k = self._n_seen
+            if k <= len(trials) and (k == 0 or trials[k - 1].number == self._last_seen):
+                new = trials[k:]
+            else:  # re-merging trials that lost before is harmless: they lose again
+                have = {t.number for t in self._elite}
+                new = [t for t in trials if t.number not in have]
+            self._n_seen = len(trials)
+            self._last_seen = trials[-1].number if trials else -1
+            return new
 
         def _view_for(self, study: Any, trial: Any) -> Any:
             if self._view is None or self._view[0] != trial.number:
@@ -136,10 +162,49 @@ def _make_class():
 
         # -- TPESampler entry points, fed the window ---------------------------------------
         def infer_relative_search_space(self, study: Any, trial: Any):
-            return super().infer_relative_search_space(self._view_for(study, trial), trial)
+            if not self._group:
+                return super().infer_relative_search_space(self._view_for(study, trial), trial)
+            # the group-decomposed search space accumulates a union: feed it only new trials
+            done = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,),
+                                     use_cache=True)
+            fresh = done[self._n_space:] if self._n_space <= len(done) else done
+            self._n_space = len(done)
+            return super().infer_relative_search_space(_Window(study, fresh), trial)
 
         def sample_relative(self, study: Any, trial: Any, search_space: Any):
             return super().sample_relative(self._view_for(study, trial), trial, search_space)
+
+        def _sample(self, study: Any, trial: Any, search_space: Any) -> dict:
+            """TPE's draw; with ``refit_every`` = k > 1 the Parzen estimators are fitted once
+            per k draws of the same search space, and each of those k draws is the best of its
+            own ``n_ei_candidates`` candidates from that fit (what k sequential asks would give
+            if no trial finished in between)."""
+            if self.refit_every == 1 or self._constant_liar:
+                return super()._sample(study, trial, search_space)
+            key = tuple(sorted((k, repr(d)) for k, d in search_space.items()))
+            queue = self._batches.get(key)
+            if not queue:
+                queue = self._batches[key] = self._draw_batch(study, search_space)
+            return queue.pop()
+
+        def _draw_batch(self, study: Any, search_space: Any) -> list:
+            from optuna.samplers._tpe import sampler as tpe
+            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            trials = study._get_trials(deepcopy=False, states=states, use_cache=True)
+            if self._gamma is None:
+                self._gamma = (tpe.default_gamma if len(study.directions) <= 1
+                               else tpe.default_gamma_multiobjective)
+            below, above = tpe._split_trials(study, trials, self._gamma(len(trials)))
+            mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
+            mpe_above = self._build_parzen_estimator(study, search_space, above,
+                                                     handle_below=False)
+            k, m = self.refit_every, self._n_ei_candidates
+            samples = mpe_below.sample(self._rng.rng, k * m)
+            acq = self._compute_acquisition_func(samples, mpe_below, mpe_above).reshape(k, m)
+            best = np.argmax(acq, axis=1) + m * np.arange(k)
+            out = [{name: search_space[name].to_external_repr(samples[name][i].item())
+                    for name in search_space} for i in best]
+            return out[::-1]  # popped from the end: first group first
 
         def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any):
             return super().sample_independent(self._view_for(study, trial), trial, param_name,

@@ -34,9 +34,12 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     # storage write per constraint); kept while it works, as it costs one write per trial
     warnings.filterwarnings("ignore", message=".*constraints_func.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*``group``.*")
-    if name == "tpe":  # Optuna's TPE on a bounded window of the history (see _samplers)
+    if name == "tpe":  # Optuna's TPE on a bounded window of the history, refitted every 4
+        # draws (see _samplers). No constant liar: workers persist finished trials only, so a
+        # mirror never holds another worker's RUNNING trial to lie about.
         return WindowedTPESampler(seed=seed, constraints_func=constraints_of, multivariate=True,
-                                  group=True, n_startup_trials=20, elite=25, recent=75)
+                                  group=True, n_startup_trials=20, elite=25, recent=75,
+                                  refit_every=4, constant_liar=False)
     if name == "nsga2":
         return s.NSGAIISampler(seed=seed, constraints_func=constraints_of)
     if name == "gp":

@@ -19,7 +19,8 @@ import _common as ui
 GB = 1e9  # display unit
 NETWORK_FAMILIES = ("infiniband", "roce", "ethernet", "tcp")
 METRICS = {  # result column -> chart label
-    "ttft_s": "TTFT mean (s)", "ttft_p99_s": "TTFT p99 (s)", "goodput_rps": "goodput (req/s)",
+    "ttft_s": "TTFT mean (s)", "ttft_p50_s": "TTFT p50 (s)", "ttft_p99_s": "TTFT p99 (s)",
+    "goodput_rps": "goodput (req/s)",
     "cost_per_mtok": "$ / Mtok",
 }
 
@@ -85,7 +86,8 @@ def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
         return dict(cfg, stable=False, reason=err)
     d = r.to_dict()
     row = dict(cfg)
-    row.update({k: d[k] for k in ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s",
+    row.update({k: d[k] for k in ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
+                                  "tpot_p99_s",
                                   "goodput_rps", "output_tok_s", "cost_per_hour", "cost_per_mtok",
                                   "stable", "reason", "imbalance")})
     row["hit_ratio"] = sum(d["hit_ratio"].values())
@@ -123,7 +125,8 @@ def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
     fig.update_layout(barmode="group", yaxis_title=METRICS[metric], height=380,
                       margin=dict(t=30, b=10), legend_title="sharing")
     ui.show_chart(fig, "cluster_compare", "compare")
-    cols = ["sharing", "routing", "ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "goodput_rps",
+    cols = ["sharing", "routing", "ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
+            "goodput_rps",
             "cost_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
     ui.show_table(df[[c for c in cols if c in df]], "cluster_compare", "compare")
 
@@ -154,7 +157,8 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
                for s in SHARING for v in values]
     df = run_grid(wkey, w, configs)
     df["value"] = [v for _ in SHARING for v in values]
-    fig = make_subplots(rows=2, cols=2, subplot_titles=list(METRICS.values()))
+    rows = (len(METRICS) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=list(METRICS.values()))
     for i, (col, label) in enumerate(METRICS.items()):
         for j, (s, g) in enumerate(df.groupby("sharing", sort=False)):
             fig.add_trace(go.Scatter(x=g["value"], y=g[col], name=s, legendgroup=s,
@@ -163,7 +167,7 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
                           row=i // 2 + 1, col=i % 2 + 1)
     fig.update_xaxes(title_text={"instances": "instances", "network": "NIC link",
                                  "DRAM": "DRAM per instance (GB)"}[knob])
-    fig.update_layout(height=560, margin=dict(t=40, b=10))
+    fig.update_layout(height=280 * rows, margin=dict(t=40, b=10))
     ui.show_chart(fig, f"sweep_{knob}", "sweep")
     ui.show_table(df, f"sweep_{knob}", "sweep")
     if scale != 1:
@@ -174,7 +178,7 @@ def main() -> None:
     st.title("Cluster")
     st.caption("`kvmodel.evaluate`: N instances sharing KV through local tiers only, a central "
                "pool or peer to peer, under a routing policy; latency, goodput under SLOs, $/Mtok. "
-               "TTFT is reported as mean, p90 and p99.")
+               "TTFT is reported as mean, p50, p90 and p99.")
     wkey, w = workload_inputs()
     if w is None:
         return

@@ -497,3 +497,31 @@ def test_refit_every_k_fits_once_per_k_draws_and_still_optimises():
     assert abs(best.params["x"] - 3.0) < 0.5 and best.params["y"] == 6
     with pytest.raises(ValueError, match="refit_every"):
         WindowedTPESampler(refit_every=0)
+
+
+def test_studies_open_in_optuna_dashboard(tmp_path):
+    """optuna-dashboard's own API (its WSGI app, no server) lists the study and its trials
+    with parameters, values and constraints from the default journal file."""
+    import io
+    import json
+    dashboard = pytest.importorskip("optuna_dashboard")
+    path = str(tmp_path / "s.journal")
+    search.run(SMALL, n_trials=12, storage=path, sampler="tpe")
+    app = dashboard.wsgi(search.open_storage(path))
+
+    def get(url):
+        status = []
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": url, "QUERY_STRING": "",
+               "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "SERVER_NAME": "t",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        assert status[0].startswith("200"), (status, body[:500])
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == [SMALL]
+    study = get(f"/api/studies/{studies[0]['study_id']}")
+    assert len(study["trials"]) == 12
+    t = study["trials"][0]
+    assert t["state"] == "Complete" and t["params"] and t["values"]
+    assert len(t["constraints"]) == len(search.CONSTRAINTS)

@@ -313,14 +313,19 @@ def test_vectorised_grid_equals_scalar_evaluation_point_by_point():
 
 
 def test_vectorised_max_rate_at_slo_equals_scalar_bisection():
-    s = dataclasses.replace(search.load_space(MIXED), metrics=("throughput_at_slo",))
+    s = dataclasses.replace(search.load_space(MIXED),
+                            metrics=("throughput_at_slo", "requests_per_dollar_at_slo"))
     s = dataclasses.replace(s, dims=tuple(d for d in s.dims if d.name in
                                           ("dram_GB_per_node", "hbm_kv_fraction")))
     g = search.grid_search(s)
     assert len(g.points) == 6 and g.groups == 1
+    out_len = search._objectives.workload_for(s).output_len
     for i, p in enumerate(g.points):
-        assert g.values[i, 0] == pytest.approx(search.evaluate_point(s, p).values[0], rel=1e-9)
-    assert (g.values[:, 0] > 0).all()
+        o = search.evaluate_point(s, p)
+        np.testing.assert_allclose(g.values[i], o.values, rtol=1e-9)
+        rate = o.metrics["max_rate_at_slo"]
+        assert o.values == pytest.approx((rate * out_len, rate * 3600 / o.metrics["cost_per_hour"]))
+    assert (g.values > 0).all()
 
 
 def test_grid_of_a_third_of_a_million_points_is_vectorised():

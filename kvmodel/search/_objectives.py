@@ -70,6 +70,12 @@ OBJECTIVES: dict[str, Objective] = {
                                    lambda m, s, w: np.asarray(m["max_rate_at_slo"]) * w.output_len,
                                    "tok/s", "output tokens/s at the largest request rate whose "
                                    "TTFT/TPOT percentiles meet the SLOs (bisection)"),
+    "requests_per_dollar_at_slo": Objective(
+        "maximize", lambda m, s, w: _ratio(np.asarray(m["max_rate_at_slo"]) * 3600.0,
+                                           m["cost_per_hour"], 0.0),
+        "requests/$", "capacity per dollar: the largest request rate meeting the SLOs "
+                      "(bisection) x 3600 / cost per hour -- unlike goodput per $ at a fixed "
+                      "rate, it rewards tiers that raise the SLO-limited capacity"),
     "ttft_p99": Objective("minimize", _ttft_p99, "s", "p99 TTFT at the workload's fixed rate"),
     "cost_per_hour": Objective("minimize", lambda m, s, w: m["cost_per_hour"], "$/h",
                                "hardware cost"),
@@ -354,7 +360,7 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
                 inclusive) for i in range(n_pts)])
         else:
             m["tier_utilisation"] = _tier_utilisation(real, w, p["write_policy"], inclusive)
-    if "throughput_at_slo" in space.metrics:
+    if {"throughput_at_slo", "requests_per_dollar_at_slo"} & set(space.metrics):
         if np.ndim(m["stable"]) == 0 and not m["stable"]:
             m["max_rate_at_slo"] = 0.0
         else:

@@ -90,3 +90,46 @@ def test_mooncake_fig5_full_ordering():
     rows = m.run(kvmodel.load_trace(TRACE))
     t = {r["routing"]: r["model_mean_ttft_s"] for r in rows}
     assert t["mooncake"] < t["sglang"] < t["least_loaded"] < t["random"]
+
+
+KV_SHARING_COLUMNS = {
+    "local", "instances", "nic", "arch", "sharing", "routing", "epsilon", "pool_servers", "pool_TB",
+    "replication", "baseline_rate", "max_rate_at_slo", "load", "rate", "per_instance_rate", "stable",
+    "meets_slo", "ttft_p99_s", "tpot_p99_s", "goodput_rps", "cost_per_hour", "goodput_per_dollar",
+    "hit_total", "hit_local", "hit_remote", "imbalance", "pool_nic_util", "peer_nic_util", "reason"}
+
+
+def test_search_kv_sharing_core(capsys):
+    """search_kv_sharing.py's grid at 4 instances, one NIC and one epsilon (its --quick setup,
+    smaller): the columns, the load points, and that with round robin every sharing
+    architecture carries at least the no-sharing rate at the SLOs, because it hits more."""
+    from kvmodel import search
+    m = _load("search_kv_sharing")
+    space = search.load_space(m.SPACE)
+    tr = kvmodel.load_trace(TRACE) if TRACE.exists() else kvmodel.synthetic_trace(
+        2000, seed=1, rate_per_s=2.0, system_prompt_tokens=4096, user_tokens_mean=2000,
+        output_tokens_mean=100)
+    w = m.workload(space, tr)
+    rows, base = m.sweep(w, space, sizes=(4,), nics=("roce-400g",), epsilons=(0.25,))
+    assert set(base) == {4} and base[4] > 0
+    assert all(set(r) == KV_SHARING_COLUMNS for r in rows)
+    # 5 architectures x 2 routings x (50 / 80 / 95 % of the baseline + its own max rate)
+    assert len(rows) == len(m.ARCHS) * 2 * (len(m.LOADS) + 1)
+    assert {r["load"] for r in rows} == {"50%", "80%", "95%", "max"}
+    assert all(r["meets_slo"] and r["max_rate_at_slo"] > 0 for r in rows if r["load"] == "max")
+    assert base[4] == max(r["max_rate_at_slo"] for r in rows if r["arch"] == "none")
+
+    def rr(arch, key):
+        return next(r[key] for r in rows if r["arch"] == arch and r["routing"] == "round_robin"
+                    and r["load"] == "50%")
+    for arch in m.ARCHS[1:]:
+        assert rr(arch, "hit_total") >= rr("none", "hit_total") - 1e-9, arch
+        assert rr(arch, "max_rate_at_slo") >= rr("none", "max_rate_at_slo"), arch
+        assert (rr(arch, "hit_remote") > 0) and rr("none", "hit_remote") == 0
+    best = m.best_rows(rows)
+    assert sorted(b["arch"] for b in best) == sorted(m.ARCHS)
+    assert all(b["max_rate_at_slo"] >= b["max_rate_round_robin"] for b in best)
+    win = m.winners(best)
+    assert len(win) == 1 and win[0]["gain_over_none"] >= -m.TIE
+    m.print_summary(best, win)
+    assert "max rate at the SLOs" in capsys.readouterr().out

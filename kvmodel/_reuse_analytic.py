@@ -341,7 +341,17 @@ def _solve_assigned(prof: ReuseProfile, cap: np.ndarray, n: int, routing: str,
     key = (routing, n, eps if routing == "prefix_affinity_bounded" else None)
     if key not in prof._cache:
         prof._cache[key] = _instance_tables(prof, _assignment(prof, n, routing, eps), n)
-    return sum(_solve_single(s, cap) for s in prof._cache[key])
+    tables = prof._cache[key]
+    # every instance gets the same integral capacity, so the summed hits are tabulated once
+    # for every capacity up to the largest instance's distinct blocks (beyond it nothing
+    # changes): a call is then one look-up, with exactly the values of the sum below
+    tkey = ("summed",) + key
+    if tkey not in prof._cache:
+        top = max(len(t.fill) - 1 for t in tables)
+        every = np.arange(top + 1, dtype=np.float64)
+        prof._cache[tkey] = sum(_solve_single(t, every) for t in tables)
+    summed = prof._cache[tkey]
+    return summed[np.minimum(cap, len(summed) - 1).astype(np.int64)]
 
 
 def _check(capacities, instances: int, routing: str, epsilon: float) -> np.ndarray:

@@ -70,7 +70,9 @@ def _search_parser(sub: Any) -> None:
     s = sub.add_parser("search", help="Optuna design-space search (run, or 'show' a study)",
                        description="kvmodel search --space SPACE --n-trials N: run or resume a "
                        "study; kvmodel search show --storage URL --study-name NAME: report it")
-    s.add_argument("action", nargs="?", default="run", choices=("run", "show", "spaces"))
+    s.add_argument("action", nargs="?", default="run", choices=("run", "show", "spaces", "grid"),
+                   help="run (default) or resume a study; show one; list built-in spaces; "
+                        "grid: evaluate every grid point of --space in numpy")
     s.add_argument("--space", help="space TOML file or built-in name (see 'search spaces')")
     s.add_argument("--n-trials", type=int, default=100,
                    help="run until the study holds this many complete trials")
@@ -83,7 +85,8 @@ def _search_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--top", type=int, default=10, help="best trials to print")
     s.add_argument("--export", default=None, metavar="DIR",
-                   help="write trials.csv and plotly HTML (Pareto, parallel, importances)")
+                   help="write trials.csv and plotly HTML (Pareto, parallel, importances); "
+                        "with grid: grid.csv (every point)")
     s.add_argument("--no-progress", action="store_true")
 
 
@@ -219,6 +222,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
         for name in search.builtin_spaces():
             print(f"{name:20s} {search.load_space(name).description}")
         return 0
+    if a.action == "grid":
+        return _search_grid(a)
     if a.action == "show":
         study = search.load(a.storage, a.study_name)
     else:
@@ -232,6 +237,28 @@ def _cmd_search(a: argparse.Namespace) -> int:
     if a.export:
         for kind, path in search.export(study, a.export).items():
             print(f"wrote {kind}: {path}")
+    return 0
+
+
+def _search_grid(a: argparse.Namespace) -> int:
+    from . import search
+    if not a.space:
+        raise ValueError("search grid: give --space FILE or a built-in name")
+    g = search.grid_search(a.space)
+    sp = g.space
+    print(f"grid {sp.name!r}: {len(g.points)} points in {g.groups} vectorised groups, "
+          f"{g.seconds:.2f} s ({g.points_per_s:,.0f} points/s); {int(g.feasible.sum())} feasible")
+    viol = (g.constraints > 0).sum(axis=0)
+    print("  violations: " + (", ".join(f"{c} x{int(n)}" for c, n in zip(search.CONSTRAINTS, viol)
+                                        if n) or "none"))
+    print(f"best feasible by {sp.metrics[0]}:")
+    for i in g.top(a.top):
+        vals = " ".join(f"{m}={_fmt_num(float(v))}" for m, v in zip(sp.metrics, g.values[i]))
+        params = " ".join(f"{k}={_fmt_num(v)}" for k, v in g.points[i].items())
+        print(f"  {vals}   {params}")
+    if a.export:
+        from pathlib import Path
+        print(f"wrote csv: {g.to_csv(Path(a.export) / 'grid.csv')}")
     return 0
 
 

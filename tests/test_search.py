@@ -530,3 +530,22 @@ def test_studies_open_in_optuna_dashboard(tmp_path):
     t = study["trials"][0]
     assert t["state"] == "Complete" and t["params"] and t["values"]
     assert len(t["constraints"]) == len(search.CONSTRAINTS)
+
+
+def test_cli_search_grid_prints_best_and_writes_every_point(tmp_path, capsys):
+    import csv
+    assert main(["search", "grid", "--space", SMALL, "--top", "2", "--export", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "960 points in 4 vectorised groups" in out and "best feasible by" in out
+    g = search.grid_search(SMALL)
+    with open(tmp_path / "grid.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(g.points) == 960
+    for i in (0, 77, 959):  # rows follow the grid's point order
+        p, row = g.points[i], table[i]
+        assert all(float(row[k]) == pytest.approx(float(v)) for k, v in p.items())
+        assert float(row["goodput_per_dollar"]) == pytest.approx(g.values[i, 0])
+        assert row["feasible"] == str(bool(g.feasible[i]))
+    top = g.top(5)
+    vals = g.values[top, 0]
+    assert list(vals) == sorted(vals, reverse=True) and vals[0] == g.best()[1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -139,6 +140,37 @@ class GridResult:
 
     def outcome(self, i: int) -> Outcome:
         return evaluate_point(self.space, self.points[i])
+
+    def top(self, n: int = 10, metric: int = 0) -> list[int]:
+        """Indices of the ``n`` best feasible points by objective ``metric``."""
+        v = np.where(self.feasible, self.sign[metric] * self.values[:, metric], np.inf)
+        k = min(n, int(self.feasible.sum()))
+        if k == 0:
+            return []
+        idx = np.argpartition(v, k - 1)[:k]
+        return [int(i) for i in idx[np.argsort(v[idx], kind="stable")]]
+
+    def to_csv(self, path: Any) -> Path:
+        """Write every point: its dimension values, objective values, constraint values
+        (<= 0 satisfied) and feasibility, one row each."""
+        import csv
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dims = [d.name for d in self.space.dims]
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(dims + list(self.space.metrics) + [f"c_{c}" for c in CONSTRAINTS]
+                       + ["feasible"])
+            start = 0
+            for g in self.points.groups:
+                cols = [g.columns[d].tolist() if d in g.columns else [g.shared.get(d, "")] * g.size
+                        for d in dims]
+                stop = start + g.size
+                w.writerows(zip(*cols, *self.values[start:stop].T.tolist(),
+                                *self.constraints[start:stop].T.tolist(),
+                                self.feasible[start:stop].tolist()))
+                start = stop
+        return path
 
     def best(self, metric: int = 0) -> tuple[dict[str, Any], float] | None:
         """The feasible point with the best value of objective ``metric`` (None if none)."""

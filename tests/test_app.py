@@ -285,3 +285,17 @@ def test_hardware_bad_toml_keeps_catalog_usable(fresh_catalog):
     at.switch_page("app_pages/estimate.py").run()
     clean(at)
     assert metric(at, "TTFT")
+
+
+def test_search_evaluates_a_grid(tmp_path):
+    from kvmodel import search
+    at = page("search", storage=str(tmp_path / "s.journal"))
+    clean(at)
+    at.number_input(key="grid_top").set_value(5)
+    at.button[1].click().run()  # the grid form's button (the launch form's is first)
+    clean(at)
+    g = search.grid_search("tier-sizing-small")
+    assert metric(at, "points") == f"{len(g.points):,}"
+    df = at.dataframe[-1].value
+    assert len(df) == 5
+    assert df["goodput_per_dollar"].iloc[0] == pytest.approx(g.best()[1])

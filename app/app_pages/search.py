@@ -197,6 +197,44 @@ def launch(mod: Any, target: str) -> None:
     st.rerun()
 
 
+GRID_LIMIT = 500_000  # points; tier-sizing's 381,480 take a few seconds
+
+
+def grid(mod: Any) -> None:
+    """Evaluate every grid point of a built-in space in numpy (``kvmodel.search.grid_search``)."""
+    if not (hasattr(mod, "grid_search") and hasattr(mod, "builtin_spaces")):
+        return
+    st.header("Exhaustive grid")
+    st.caption("Every grid point of a space, evaluated in numpy: structural choices as groups, "
+               f"capacities and pool / P2P sizes as columns (up to {GRID_LIMIT:,} points).")
+    spaces = mod.builtin_spaces()
+    with st.form("grid"):
+        c = st.columns(2)
+        space = c[0].selectbox("Space", spaces, key="grid_space", index=spaces.index(
+            "tier-sizing-small") if "tier-sizing-small" in spaces else 0)
+        top = int(c[1].number_input("Best points to list", 1, 500, 20, key="grid_top"))
+        go = st.form_submit_button("Evaluate the grid")
+    if not go:
+        return
+    with st.spinner("evaluating the grid"):
+        g, err = ui.guarded(mod.grid_search, space, max_points=GRID_LIMIT)
+    if err:
+        st.error(err)
+        return
+    c = st.columns(4)
+    c[0].metric("points", f"{len(g.points):,}")
+    c[1].metric("feasible", f"{int(g.feasible.sum()):,}")
+    c[2].metric("groups (evaluate() calls)", f"{g.groups:,}")
+    c[3].metric("points / s", f"{g.points_per_s:,.0f}")
+    metrics = list(g.space.metrics)
+    rows = [dict(g.points[i]) | {m: float(g.values[i, k]) for k, m in enumerate(metrics)}
+            for i in g.top(top)]
+    if not rows:
+        st.warning("No feasible grid point: every point violates a constraint.")
+        return
+    ui.show_table(pd.DataFrame(rows), f"grid_{space}", "grid")
+
+
 def main() -> None:
     st.title("Search")
     st.caption("Optuna studies over tier sizes, routing and P:D split, written by "
@@ -232,6 +270,7 @@ def main() -> None:
             st.info(terr)
         else:
             launch(mod, target)
+        grid(mod)
 
 
 main()

@@ -42,7 +42,8 @@ are errors that name the table and key)::
                                       # (a list value means "any of")
 
 Dimension names are the keys of :data:`DIMENSIONS`, each documented with what it maps to in
-the model — including the ones ``kvmodel.evaluate`` does not model (recorded only).
+the model (a dimension may be declared ``modelled=False``: kept in the study, ignored by
+``kvmodel.evaluate``; every built-in dimension is modelled).
 """
 
 from __future__ import annotations

@@ -27,6 +27,27 @@ class HardwareDBError(ValueError):
     """A ``hardware_db`` file or entry that breaks the schema."""
 
 
+def typed_table(table: Any, schema: Mapping[str, type], where: str,
+                error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """Check a TOML table against ``{key: type}``: unknown keys, wrong types (a bool is not a
+    number; an int is accepted, and converted, where a float is wanted) raise ``error`` naming
+    ``where`` and the key. Used by the configuration files (cluster, search spaces)."""
+    if not isinstance(table, dict):
+        raise error(f"{where}: expected a table")
+    unknown = set(table) - set(schema)
+    if unknown:
+        raise error(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(schema)}")
+    out = {}
+    for k, v in table.items():
+        want = schema[k]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
+            raise error(f"{where}.{k}: expected {want.__name__}, got {v!r}")
+        out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class Quantity:
     """One sourced number: ``si`` is the value in SI units; the rest is provenance."""

@@ -59,6 +59,7 @@ from scipy import special
 from . import _xp as xp
 from ._estimate import Estimate, estimate
 from ._policy_curve import EVICTIONS, policy_hit_ratio_curve
+from ._schema import typed_table
 from ._queueing import normal_quantile
 from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from ._trace_types import Trace
@@ -755,23 +756,6 @@ _P2P_KEYS = {"placement": str, "lookup_latency_us": float, "replication": int}
 _WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float}
 
 
-def _typed(table: Any, schema: dict, where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ValueError(f"{where}: expected a table")
-    unknown = set(table) - set(schema)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(schema)}")
-    out = {}
-    for k, v in table.items():
-        want = schema[k]
-        ok = isinstance(v, want) and not isinstance(v, bool) or (want is float and isinstance(v, int)
-                                                                 and not isinstance(v, bool))
-        if not ok:
-            raise ValueError(f"{where}.{k}: expected {want.__name__}, got {v!r}")
-        out[k] = float(v) if want is float else v
-    return out
-
-
 def _gb(d: dict, key: str) -> dict:
     if key in d:
         d[key[:-3] + "_B"] = d.pop(key) * 1e9
@@ -795,14 +779,14 @@ def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
                          f"unknown: {sorted(extra)}")
     raw = dict(data["cluster"])
     pool, p2p = raw.pop("pool", {}), raw.pop("p2p", {})
-    cl = _gb(_gb(_gb(_typed(raw, _CLUSTER_KEYS, f"{p}: [cluster]"), "dram_GB"), "cxl_GB"), "ssd_GB")
+    cl = _gb(_gb(_gb(typed_table(raw, _CLUSTER_KEYS, f"{p}: [cluster]"), "dram_GB"), "cxl_GB"), "ssd_GB")
     for need in ("model", "gpu"):
         if need not in cl:
             raise ValueError(f"{p}: [cluster].{need}: missing required key")
-    pl = _gb(_gb(_typed(pool, _POOL_KEYS, f"{p}: [cluster.pool]"), "dram_GB"), "ssd_GB")
-    pp = _typed(p2p, _P2P_KEYS, f"{p}: [cluster.p2p]")
+    pl = _gb(_gb(typed_table(pool, _POOL_KEYS, f"{p}: [cluster.pool]"), "dram_GB"), "ssd_GB")
+    pp = typed_table(p2p, _P2P_KEYS, f"{p}: [cluster.p2p]")
     if "lookup_latency_us" in pp:
         pp["lookup_latency_s"] = pp.pop("lookup_latency_us") * 1e-6
     c = Cluster(**cl, pool=PoolSpec(**pl), p2p=P2PSpec(**pp))
     _check(c)
-    return c, _typed(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")
+    return c, typed_table(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._schema import typed_table
+
 __all__ = ["Dim", "Space", "DIMENSIONS", "load_space", "space_from_dict", "builtin_spaces",
            "SpaceError"]
 
@@ -211,20 +213,7 @@ def load_space(space: "str | Path | dict | Space") -> Space:
 
 
 def _typed(table: Any, schema: dict, where: str) -> dict:
-    if not isinstance(table, dict):
-        raise SpaceError(f"{where}: expected a table")
-    unknown = set(table) - set(schema)
-    if unknown:
-        raise SpaceError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(schema)}")
-    out = {}
-    for k, v in table.items():
-        want = schema[k]
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
-            raise SpaceError(f"{where}.{k}: expected {want.__name__}, got {v!r}")
-        out[k] = v
-    return out
+    return typed_table(table, schema, where, SpaceError)
 
 
 def _value(name: str, v: Any, where: str) -> Any:

@@ -16,6 +16,7 @@ are never materialised as dicts unless asked for (``GridResult.points[i]``).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,14 @@ def grid_groups(space: Space, n_float: int = 5, max_points: int | None = None) -
         if d.name in vec:
             continue
         nxt = []
+        count, vals = d.grid_count(n_float), None
         for p in shared_pts:
             if d.active(space.fixed | p):
-                nxt.extend(p | {d.name: v} for v in d.grid_values(n_float))
+                too_big(len(nxt) + count)  # counted before the values are built
+                vals = vals or d.grid_values(n_float)
+                nxt.extend(p | {d.name: v} for v in vals)
             else:
                 nxt.append(p)
-            too_big(len(nxt))
         shared_pts = nxt
     groups, total = [], 0
     for p in shared_pts:
@@ -91,9 +94,9 @@ def grid_groups(space: Space, n_float: int = 5, max_points: int | None = None) -
         if not dims:
             groups.append(Group(p, {}, 1))
             continue
-        axes = [np.asarray(d.grid_values(n_float)) for d in dims]
-        total += int(np.prod([len(a) for a in axes]))
+        total += math.prod(d.grid_count(n_float) for d in dims)
         too_big(total)
+        axes = [np.asarray(d.grid_values(n_float)) for d in dims]
         mesh = np.meshgrid(*axes, indexing="ij")
         cols = {d.name: m.ravel() for d, m in zip(dims, mesh)}
         groups.append(Group(p, cols, int(mesh[0].size)))

@@ -114,7 +114,10 @@ def _load_trace(spec: dict, base_dir: str):
     if name == "synthetic":
         kw = dict(spec.get("synthetic", {}))
         n = kw.pop("n_requests", 2000)
-        return kvmodel.synthetic_trace(int(n), **kw)
+        try:
+            return kvmodel.synthetic_trace(int(n), **kw)
+        except ValueError as exc:
+            raise SpaceError(f"[workload].synthetic: {exc}") from None
     named = {"mooncake:conversation": "conversation_trace.jsonl",
              "mooncake:synthetic": "synthetic_trace.jsonl"}
     path = _trace_dir() / named[name] if name in named else Path(base_dir) / name

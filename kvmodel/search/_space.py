@@ -48,6 +48,8 @@ the model (a dimension may be declared ``modelled=False``: kept in the study, ig
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -56,8 +58,8 @@ from typing import Any
 
 from .._schema import typed_table
 
-__all__ = ["Dim", "Space", "DIMENSIONS", "load_space", "space_from_dict", "builtin_spaces",
-           "SpaceError"]
+__all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
+           "builtin_spaces", "SpaceError", "space_digest"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
@@ -117,6 +119,19 @@ DIMENSIONS: dict[str, DimInfo] = {
                               "cache+load cost routings)"),
 }
 
+# Allowed values (inclusive) of the numeric dimensions. Lower bounds are physical (a count is
+# >= 1, a capacity or latency >= 0, a share in [0, 1]); upper bounds lie far beyond any real
+# deployment and keep every value far from float overflow in the model and in Optuna's Decimal
+# step arithmetic (range = [0, 1e300] raised decimal.InvalidOperation there).
+BOUNDS: dict[str, tuple[float, float]] = {
+    "instances": (1, 1024), "tp": (1, 64), "prefill_share": (0.0, 1.0),
+    "hbm_kv_fraction": (0.0, 1.0), "dram_GB_per_node": (0.0, 1e6), "cxl_GB_per_node": (0.0, 1e6),
+    "ssd_TB_per_node": (0.0, 1e4), "block_tokens": (1, 1 << 20), "pool_servers": (1, 1024),
+    "pool_dram_GB": (0.0, 1e6), "pool_ssd_TB": (0.0, 1e4), "pool_nics": (1, 64),
+    "p2p_replication": (1, 64), "p2p_lookup_us": (0.0, 1e6), "epsilon": (0.0, 100.0),
+}
+MAX_STEPS = 1e15   # (high - low) / step beyond this: Optuna's Decimal arithmetic breaks down
+
 _TOP_KEYS = {"schema_version", "name", "description", "fixed", "workload", "slo", "budget",
              "objective", "dims"}
 _WORKLOAD_KEYS = {"trace": str, "request_rate": float, "synthetic": dict}
@@ -124,6 +139,16 @@ _SLO_KEYS = {"ttft_s": float, "ttft_percentile": str, "tpot_s": float, "tpot_per
 _BUDGET_KEYS = {"max_cost_per_hour": float}
 _OBJECTIVE_KEYS = {"metrics": list}
 _DIM_KEYS = {"range", "step", "log", "choices", "when"}
+# kvmodel.synthetic_trace keyword arguments: (kind, low, high); arrival is "poisson" | "bursty"
+_SYNTHETIC: dict[str, tuple] = {
+    "n_requests": (int, 1, 1_000_000), "seed": (int, 0, 2**63 - 1), "arrival": (str,),
+    "rate_per_s": (float, 1e-9, 1e6), "burst_cv": (float, 1e-3, 1e3),
+    "n_system_prompts": (int, 1, 1_000_000), "system_prompt_tokens": (int, 0, 1_000_000),
+    "zipf_alpha": (float, 0.0, 100.0), "session_fraction": (float, 0.0, 1.0),
+    "turns_mean": (float, 1.0, 1e3), "think_time_s": (float, 0.0, 1e6),
+    "user_tokens_mean": (float, 1.0, 1e6), "output_tokens_mean": (float, 1.0, 1e6),
+    "block_tokens": (int, 1, 1 << 20),
+}
 TTFT_PERCENTILES = ("mean", "p90", "p99")
 TPOT_PERCENTILES = ("mean", "p99")
 
@@ -147,6 +172,16 @@ class Dim:
     def active(self, params: dict[str, Any]) -> bool:
         """True when every parent named in ``when`` is set to one of its listed values."""
         return all(p in params and params[p] in vals for p, vals in self.when)
+
+    def grid_count(self, n_float: int = 5) -> int:
+        """``len(self.grid_values(n_float))``, computed without building the list."""
+        if self.choices is not None:
+            return len(self.choices)
+        if self.step is not None:
+            return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        if self.is_int:
+            return int(self.high) - int(self.low) + 1
+        return n_float
 
     def grid_values(self, n_float: int = 5) -> list:
         """The values a grid visits: the choices, every step, or ``n_float`` points."""
@@ -183,7 +218,23 @@ class Space:
         return next(d for d in self.dims if d.name == name)
 
     def grid_size(self, n_float: int = 5) -> int:
-        return math.prod(len(d.grid_values(n_float)) for d in self.dims)
+        return math.prod(d.grid_count(n_float) for d in self.dims)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the space's canonical content (see :func:`space_digest`)."""
+        return space_digest(self)
+
+
+def space_digest(space: Space) -> str:
+    """sha256 (hex) of what a trial's result depends on: dimensions (in order), fixed values,
+    workload, SLOs, budget and objectives -- not the name, description or file location."""
+    content = {"dims": [[d.name, d.low, d.high, d.step, d.log, d.choices, d.when]
+                        for d in space.dims],
+               "fixed": space.fixed, "workload": space.workload, "slo": space.slo,
+               "budget": space.budget, "metrics": space.metrics}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def builtin_spaces() -> list[str]:
@@ -216,11 +267,22 @@ def _typed(table: Any, schema: dict, where: str) -> dict:
     return typed_table(table, schema, where, SpaceError)
 
 
-def _value(name: str, v: Any, where: str) -> Any:
-    """Check one value against the dimension's kind."""
-    kind = DIMENSIONS[name].kind
+def _number(v: Any, where: str, lo: float, hi: float, kind: type = float) -> Any:
+    """``v`` if it is a finite ``kind`` number in [lo, hi] (an int where a float is wanted is
+    converted), else SpaceError naming ``where``, the value and the allowed range."""
     if kind is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
+        v = float(v) if abs(v) < 2**1000 else math.inf
+    if not isinstance(v, kind) or isinstance(v, bool) or not math.isfinite(v) \
+            or not lo <= v <= hi:
+        raise SpaceError(f"{where} = {v!r}: must be a finite {kind.__name__} in [{lo:g}, {hi:g}]")
+    return v
+
+
+def _value(name: str, v: Any, where: str) -> Any:
+    """Check one value against the dimension's kind and its :data:`BOUNDS`."""
+    kind = DIMENSIONS[name].kind
+    if name in BOUNDS:
+        return _number(v, f"{where}: dimension {name!r}", *BOUNDS[name], kind=kind)
     if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
         raise SpaceError(f"{where}: dimension {name!r} takes {kind.__name__} values, got {v!r}")
     return v
@@ -263,9 +325,11 @@ def _range_dim(name: str, t: dict, when: tuple, where: str) -> Dim:
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise SpaceError(f"{where}: dimension {name!r}: range {r} needs low <= high, finite")
     step, log = t.get("step"), t.get("log", False)
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
-                             or step <= 0):
-        raise SpaceError(f"{where}: dimension {name!r}: step must be a number > 0")
+    if step is not None:
+        _number(step, f"{where}: dimension {name!r}: step", 0.0, 1e12)
+        if step <= 0 or (hi - lo) / step > MAX_STEPS:
+            raise SpaceError(f"{where}: dimension {name!r}: step = {step!r} must be > 0 and at "
+                             f"least (high - low) / {MAX_STEPS:g}")
     if not isinstance(log, bool) or (log and (lo <= 0 or step is not None)):
         raise SpaceError(f"{where}: dimension {name!r}: log = true needs low > 0 and no step")
     if kind is int and step is not None and step != int(step):
@@ -303,7 +367,7 @@ def space_from_dict(data: dict, where: str = "<dict>", base_dir: str = ".") -> S
     return Space(name=str(data.get("name", Path(where).stem)), dims=dims, fixed=fixed,
                  workload=_workload(_table(data, "workload", where), where),
                  slo=_slo(_table(data, "slo", where), where),
-                 budget=_typed(_table(data, "budget", where), _BUDGET_KEYS, f"{where}: [budget]"),
+                 budget=_budget(_table(data, "budget", where), where),
                  metrics=_metrics(_table(data, "objective", where), where),
                  description=str(data.get("description", "")), base_dir=base_dir)
 
@@ -342,9 +406,25 @@ def _workload(t: dict, where: str) -> dict:
     if "trace" not in w:
         raise SpaceError(f"{where}: [workload].trace: missing (a path, mooncake:conversation, "
                          f"mooncake:synthetic or synthetic)")
-    if w.get("request_rate", 1.0) <= 0:
-        raise SpaceError(f"{where}: [workload].request_rate must be > 0")
+    if "request_rate" in w:
+        _number(w["request_rate"], f"{where}: [workload].request_rate (requests/s)", 1e-9, 1e6)
+    if "synthetic" in w:
+        w["synthetic"] = _synthetic(w["synthetic"], f"{where}: [workload].synthetic")
     return w
+
+
+def _synthetic(t: dict, where: str) -> dict:
+    """Check the kvmodel.synthetic_trace keyword arguments (names, kinds, ranges)."""
+    bad = set(t) - set(_SYNTHETIC)
+    if bad:
+        raise SpaceError(f"{where}: unknown key(s) {sorted(bad)}; allowed: {sorted(_SYNTHETIC)}")
+    for k, v in t.items():
+        spec = _SYNTHETIC[k]
+        if spec[0] is str and v not in ("poisson", "bursty"):
+            raise SpaceError(f"{where}.{k} = {v!r}: allowed: 'poisson', 'bursty'")
+        if spec[0] is not str:
+            _number(v, f"{where}.{k}", spec[1], spec[2], kind=spec[0])
+    return dict(t)
 
 
 def _slo(t: dict, where: str) -> dict:
@@ -356,9 +436,16 @@ def _slo(t: dict, where: str) -> dict:
     if s["tpot_percentile"] not in TPOT_PERCENTILES:
         raise SpaceError(f"{where}: [slo].tpot_percentile={s['tpot_percentile']!r}; "
                          f"allowed: {TPOT_PERCENTILES}")
-    if s["ttft_s"] <= 0 or s["tpot_s"] <= 0:
-        raise SpaceError(f"{where}: [slo]: ttft_s and tpot_s must be > 0")
+    for k in ("ttft_s", "tpot_s"):
+        _number(s[k], f"{where}: [slo].{k} (seconds)", 1e-9, 1e6)
     return s
+
+
+def _budget(t: dict, where: str) -> dict:
+    b = _typed(t, _BUDGET_KEYS, f"{where}: [budget]")
+    if "max_cost_per_hour" in b:
+        _number(b["max_cost_per_hour"], f"{where}: [budget].max_cost_per_hour ($/h)", 1e-9, 1e12)
+    return b
 
 
 def _metrics(t: dict, where: str) -> tuple[str, ...]:

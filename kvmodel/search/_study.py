@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -13,9 +15,54 @@ from ._objectives import CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, r
 from ._space import Space, load_space
 from ._storage import DEFAULT_STORAGE, open_storage, sync
 
-__all__ = ["run", "make_sampler", "suggest", "SAMPLERS", "constraints_of", "Progress"]
+__all__ = ["run", "make_sampler", "suggest", "SAMPLERS", "constraints_of", "Progress",
+           "SearchError", "SearchInterrupted", "MAX_CONSECUTIVE_FAILS"]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+GRID_MAX_POINTS = 2_000_000   # the grid sampler lists every point; same cap as grid_search
+MAX_CONSECUTIVE_FAILS = 20    # FAIL trials in a row (non-finite objective) that stop a search
+STOP_GRACE_S = 10.0           # after forwarding a signal, workers left running are killed
+
+
+class SearchError(ValueError):
+    """A search that cannot go on (every trial fails, a worker failed, a study mismatch)."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM stopped :func:`run`: every worker finished the trial it was running,
+    wrote it and flushed the storage; rerunning the same call resumes the study."""
+
+    def __init__(self, signum: int, study_name: str, storage: Any, complete: int) -> None:
+        self.signum, self.study_name, self.storage, self.complete = (signum, study_name,
+                                                                       storage, complete)
+        where = storage if isinstance(storage, str) else type(storage).__name__
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: study {study_name!r} "
+                         f"holds {complete} complete trial(s) in {where}; rerun the same "
+                         f"command to resume it")
+
+
+class _Stop:
+    """Context manager: SIGINT and SIGTERM set ``signum``, which the loops check between
+    trials (a second SIGINT raises KeyboardInterrupt at once). Installed in the main thread
+    only (elsewhere, e.g. in the Streamlit app, signals are left alone)."""
+
+    def __init__(self) -> None:
+        self.signum, self.old = 0, {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
 
 
 def constraints_of(trial: Any) -> list[float]:
@@ -52,6 +99,10 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "grid":
+        if space.grid_size() > GRID_MAX_POINTS:
+            raise ValueError(f"sampler 'grid': space {space.name!r} has {space.grid_size():,} "
+                             f"grid points, more than {GRID_MAX_POINTS:,}; narrow the ranges "
+                             f"or use tpe / nsga2 / random")
         return s.GridSampler({d.name: d.grid_values() for d in space.dims}, seed=seed)
     raise ValueError(f"sampler={name!r}; allowed: {SAMPLERS}")
 
@@ -86,6 +137,10 @@ def _objective(space: Space):
         m = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in m.items()}
         trial.set_user_attr("constraints", list(out.constraints))
         trial.set_user_attr("metrics", m | {"reason": out.reason, "feasible": out.feasible})
+        if not all(math.isfinite(v) for v in out.values):
+            trial.set_user_attr("fail_reason", f"non-finite objective value(s) {out.values} "
+                                               f"({out.reason or 'no reason given'})")
+            return None
         return out.values if len(out.values) > 1 else out.values[0]
     return objective
 
@@ -95,15 +150,31 @@ def _create(space: Space, storage: Any, study_name: str, sampler: Any) -> Any:
     st = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                              load_if_exists=True,
                              directions=[OBJECTIVES[m].direction for m in space.metrics])
-    if "kvmodel_space" not in st.user_attrs:
+    attrs = st.user_attrs
+    if "kvmodel_space" not in attrs:
         st.set_user_attr("kvmodel_space", space.name)
+        st.set_user_attr("kvmodel_space_sha256", space.digest)
         st.set_user_attr("metrics", list(space.metrics))
         st.set_user_attr("constraints", list(CONSTRAINTS))
         st.set_user_attr("recorded_only", recorded_only(space))
-    elif list(st.user_attrs.get("metrics", [])) != list(space.metrics):
-        raise ValueError(f"study {study_name!r} exists with objectives "
-                         f"{st.user_attrs.get('metrics')}, not {list(space.metrics)}")
+        return st
+    _check_same_space(attrs, space, study_name)
+    if list(attrs.get("metrics", [])) != list(space.metrics):
+        raise SearchError(f"study {study_name!r} exists with objectives "
+                          f"{attrs.get('metrics')}, not {list(space.metrics)}")
+    if "kvmodel_space_sha256" not in attrs:  # a study from before the digest was recorded
+        st.set_user_attr("kvmodel_space_sha256", space.digest)
     return st
+
+
+def _check_same_space(attrs: dict, space: Space, study_name: str) -> None:
+    """Refuse to add trials of ``space`` to a study run on another space (name or content)."""
+    name, digest = attrs["kvmodel_space"], attrs.get("kvmodel_space_sha256")
+    if name != space.name or (digest is not None and digest != space.digest):
+        raise SearchError(
+            f"study {study_name!r} was run on space {name!r} (sha256 {str(digest)[:12]}), not "
+            f"on space {space.name!r} (sha256 {space.digest[:12]}); its trials would mix two "
+            f"spaces: give another study name (--study-name) or another storage")
 
 
 def _n_complete(study: Any) -> int:
@@ -155,11 +226,18 @@ def _best_text(study: Any) -> str:
 
 
 def _worker(space: Space, storage: Any, name: str, sampler: str, seed: int | None,
-            total: int) -> None:
+            total: int, quota: int) -> None:
+    """One worker process of :func:`run` (SIGINT / SIGTERM: finish the trial, flush, exit 0;
+    a search error: one line on stderr, exit 3)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = _create(space, open_storage(storage), name, make_sampler(sampler, space, seed))
-    _loop(st, space, sampler, seed, total, None)
+    with _Stop() as stop:
+        try:
+            st = _create(space, open_storage(storage), name, make_sampler(sampler, space, seed))
+            _loop(st, space, sampler, seed, total, None, stop, quota)
+        except SearchError as exc:
+            print(f"kvmodel search worker: {exc}", file=sys.stderr, flush=True)
+            sys.exit(3)
 
 
 class _Mirror:
@@ -216,8 +294,9 @@ class _Mirror:
 
 
 def _loop(st: Any, space: Space, sampler: str, seed: int | None, total: int,
-          bar: "Progress | None") -> None:
-    """Ask, evaluate, tell and persist until the study holds ``total`` COMPLETE trials."""
+          bar: "Progress | None", stop: "_Stop | None" = None, quota: int | None = None) -> None:
+    """Ask, evaluate, tell and persist until the study holds ``total`` COMPLETE trials, this
+    process has completed ``quota`` of them, or ``stop`` caught a signal."""
     mirror = _Mirror(st, None)
     done = mirror.n_complete
     if done >= total:
@@ -227,14 +306,18 @@ def _loop(st: Any, space: Space, sampler: str, seed: int | None, total: int,
     mirror.mem.sampler = make_sampler(sampler, space, seed)
     objective = _objective(space)
     try:
-        _ask_tell(mirror, objective, done, total, bar)
+        _ask_tell(mirror, objective, total, bar, stop, total - done if quota is None else quota)
     finally:
         sync(st._storage)
 
 
-def _ask_tell(mirror: _Mirror, objective: Any, done: int, total: int, bar: Any) -> None:
+def _ask_tell(mirror: _Mirror, objective: Any, total: int, bar: Any, stop: Any,
+              quota: int) -> None:
+    """The trial loop. A FAIL trial (non-finite objective) is stored but not counted; after
+    :data:`MAX_CONSECUTIVE_FAILS` in a row the search stops with :class:`SearchError`."""
     import optuna
-    while done < total:
+    done, mine, fails = mirror.n_complete, 0, 0
+    while done < total and mine < quota and not (stop and stop.signum):
         trial = mirror.mem.ask()
         try:
             value = objective(trial)
@@ -243,8 +326,17 @@ def _ask_tell(mirror: _Mirror, objective: Any, done: int, total: int, bar: Any) 
             mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
             mirror.push(mirror.mem._storage.get_trial(trial._trial_id))
             raise
-        mirror.mem.tell(trial, value)
-        mirror.push(mirror.mem._storage.get_trial(trial._trial_id))
+        if value is None:
+            mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            mirror.mem.tell(trial, value)
+        frozen = mirror.mem._storage.get_trial(trial._trial_id)
+        mirror.push(frozen)
+        fails = fails + 1 if frozen.state.name == "FAIL" else 0
+        mine += fails == 0
+        if fails >= MAX_CONSECUTIVE_FAILS:
+            raise SearchError(f"{fails} trials in a row failed, stopping; the last: "
+                              f"{frozen.user_attrs.get('fail_reason', 'no reason recorded')}")
         done = mirror.pull()
         if bar is not None:
             bar.update(done, mirror.mem)
@@ -269,6 +361,9 @@ def run(space: Any, n_trials: int = 100, storage: Any = None, study_name: str | 
     import optuna
     space = load_space(space)
     check_names(space)
+    for arg, v in (("n_trials", n_trials), ("workers", workers)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{arg}={v!r}: must be an integer >= 1")
     name = study_name or space.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = _create(space, open_storage(storage), name, None)
@@ -276,31 +371,65 @@ def run(space: Any, n_trials: int = 100, storage: Any = None, study_name: str | 
     if done >= n_trials:
         return st
     bar = Progress(n_trials, done) if progress else None
-    if workers <= 1:
-        _loop(st, space, sampler, seed, n_trials, bar)
-        return st
-    _run_workers(space, storage, name, sampler, seed, n_trials, workers, bar)
-    return optuna.load_study(study_name=name, storage=open_storage(storage))
+    with _Stop() as stop:
+        if workers <= 1:
+            _loop(st, space, sampler, seed, n_trials, bar, stop)
+        else:
+            _run_workers(space, storage, name, sampler, seed, n_trials, workers, bar, stop,
+                         n_trials - done)
+            st = optuna.load_study(study_name=name, storage=open_storage(storage))
+        if stop.signum:
+            if bar is not None:
+                bar.stream.write("\n")
+            raise SearchInterrupted(stop.signum, name, storage or DEFAULT_STORAGE,
+                                    _n_complete(st))
+    return st
 
 
-def _run_workers(space, storage, name, sampler, seed, total, workers, bar) -> None:
+def _run_workers(space, storage, name, sampler, seed, total, workers, bar, stop, todo) -> None:
+    """Start ``workers`` processes sharing ``todo`` trials (quotas differ by at most one, so
+    the study ends with exactly ``total`` COMPLETE trials); forward SIGINT / SIGTERM to them."""
     if storage is not None and not isinstance(storage, str):
         raise ValueError("workers > 1 needs storage as a path or URL (each process opens it)")
     ctx = mp.get_context("spawn")
+    quotas = [todo // workers + (i < todo % workers) for i in range(workers)]
     procs = [ctx.Process(target=_worker, args=(space, storage or DEFAULT_STORAGE, name, sampler,
-                                               None if seed is None else seed + i, total))
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    st = None
+                                               None if seed is None else seed + i, total, q))
+             for i, q in enumerate(quotas) if q > 0]
+    # children start with SIGINT ignored (a Ctrl-C while they import is not a traceback);
+    # each worker installs its own handlers before its first trial
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if stop.old else None
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    _watch(procs, storage, name, bar, stop)
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad and not stop.signum:
+        raise SearchError(f"{len(bad)} search worker(s) failed (exit codes {bad}; their "
+                          f"messages are above)")
+
+
+def _watch(procs: list, storage: Any, name: str, bar: Any, stop: _Stop) -> None:
+    """Wait for the workers, drawing progress; on a signal, forward SIGTERM to them and kill
+    those still running :data:`STOP_GRACE_S` later."""
+    st, forwarded = None, None
     while any(p.is_alive() for p in procs):
-        time.sleep(0.5)
-        if bar is not None:
+        time.sleep(0.1 if stop.signum else 0.5)
+        if stop.signum and forwarded is None:
+            forwarded = time.monotonic()
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+        if forwarded is not None and time.monotonic() - forwarded > STOP_GRACE_S:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+        if bar is not None and not stop.signum:
             import optuna
             st = st or optuna.load_study(study_name=name, storage=open_storage(storage))
             bar.update(_n_complete(st), st, force=True)
     for p in procs:
         p.join()
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"{len(bad)} search worker(s) failed (exit codes {bad})")

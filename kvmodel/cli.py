@@ -216,7 +216,27 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_search_args(a: argparse.Namespace) -> None:
+    """Counts the search options take: --n-trials, --workers and --top are integers >= 1."""
+    for flag, v in (("--n-trials", a.n_trials), ("--workers", a.workers), ("--top", a.top)):
+        if v < 1:
+            raise ValueError(f"search {flag} {v}: must be an integer >= 1")
+
+
 def _cmd_search(a: argparse.Namespace) -> int:
+    from . import search
+    _check_search_args(a)
+    try:
+        return _search_action(a)
+    except search.SearchInterrupted as exc:
+        print(f"\nkvmodel: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nkvmodel: interrupted", file=sys.stderr)
+        return 130
+
+
+def _search_action(a: argparse.Namespace) -> int:
     from . import search
     if a.action == "spaces":
         for name in search.builtin_spaces():

@@ -24,7 +24,7 @@ from typing import Any
 from ._space import DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space, space_from_dict
 from ._objectives import CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo
 from ._storage import DEFAULT_STORAGE, open_storage
-from ._study import SAMPLERS, Progress, make_sampler, run
+from ._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
 from ._report import best_trials, export, is_feasible, pareto_front, rows
 from ._grid import GridResult, compare_with_grid, grid_points, grid_search
 
@@ -32,17 +32,19 @@ __all__ = ["run", "show", "load", "export", "load_space", "space_from_dict", "bu
            "Space", "Dim", "SpaceError", "DIMENSIONS", "OBJECTIVES", "CONSTRAINTS", "SAMPLERS",
            "Outcome", "evaluate_point", "max_rate_at_slo", "best_trials", "pareto_front", "rows",
            "is_feasible", "grid_points", "grid_search", "GridResult", "compare_with_grid",
-           "open_storage", "DEFAULT_STORAGE", "make_sampler", "Progress"]
+           "open_storage", "DEFAULT_STORAGE", "make_sampler", "Progress", "SearchError",
+           "SearchInterrupted"]
 
 
 def load(storage: Any = None, study_name: str | None = None) -> Any:
     """The ``optuna.Study`` named ``study_name`` in ``storage`` (the only one when None)."""
     import optuna
-    st = open_storage(storage, heartbeat=False)
+    st = open_storage(storage, heartbeat=False, create=False)
     if study_name is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
         if len(names) != 1:
-            raise ValueError(f"storage holds studies {names}; give study_name")
+            raise ValueError(f"storage {storage!r} holds studies {names}; give study_name"
+                             if names else f"storage {storage!r} holds no study")
         study_name = names[0]
     return optuna.load_study(study_name=study_name, storage=st)
 

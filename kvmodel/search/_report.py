@@ -48,6 +48,8 @@ def pareto_front(study: Any) -> list[Any]:
 
 def best_trials(study: Any, top: int = 10) -> list[Any]:
     """Single objective: the ``top`` best feasible trials; several: the Pareto front."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ValueError(f"top={top!r}: must be an integer >= 0")
     if len(study.directions) > 1:
         return pareto_front(study)[:top] if top else pareto_front(study)
     k = _signs(study)[0]

@@ -21,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "is_url", "JournalFile", "sync"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "is_url", "JournalFile", "sync",
+           "repair_torn_tail", "JournalRepaired", "StorageError"]
 
 DEFAULT_STORAGE = "kvmodel-search.journal"
 HEARTBEAT_S = 10
@@ -43,6 +44,11 @@ def _journal_file_class():
         def __init__(self, file_path: str, fsync_every_s: float = FSYNC_EVERY_S) -> None:
             super().__init__(file_path)
             self.fsync_every_s, self._synced, self._dirty = fsync_every_s, time.monotonic(), False
+            self._lock.acquire()  # a writer appends whole lines under the lock: a partial
+            try:                  # last line seen under it is torn (a crash mid-write)
+                repair_torn_tail(file_path)
+            finally:
+                self._lock.release()
 
         def append_logs(self, logs: list) -> None:
             text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
@@ -72,6 +78,38 @@ def _journal_file_class():
 _JOURNAL: list = []
 
 
+def repair_torn_tail(path: Any, chunk: int = 1 << 16) -> int:
+    """Cut a journal file after its last newline (the bytes after it are a record whose write
+    was cut short), with a warning; returns the number of bytes removed. Call it under the
+    journal's lock. Without this, the next append would glue a record onto the torn bytes and
+    every later load would fail with a JSON error."""
+    import os
+    import warnings
+    with open(path, "r+b") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            k = f.read(end - start).rfind(b"\n")
+            if k >= 0:
+                end = start + k + 1
+                break
+            end = start
+        if end == size:
+            return 0
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{path}: removed a torn last record ({size - end} byte(s) after the last "
+                  f"complete line, from a write cut short); the trials before it are kept",
+                  JournalRepaired, stacklevel=2)
+    return size - end
+
+
+class JournalRepaired(UserWarning):
+    """A journal file's torn last record was removed on open."""
+
+
 def JournalFile(file_path: str, fsync_every_s: float = FSYNC_EVERY_S):  # noqa: N802
     """A group-commit journal file backend (class built on first use: Optuna loads lazily)."""
     if not _JOURNAL:
@@ -90,24 +128,54 @@ def is_url(storage: Any) -> bool:
     return isinstance(storage, str) and "://" in storage
 
 
-def open_storage(storage: Any = None, heartbeat: bool = True) -> Any:
-    """An Optuna storage object for ``storage`` (None, a path, a URL, or a storage object)."""
+class StorageError(ValueError):
+    """A storage that cannot be opened (bad URL, missing driver or file, server down)."""
+
+
+def _rdb(url: str, **kw: Any) -> Any:
+    import warnings
+    import optuna
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kw)
+    except Exception as exc:  # sqlalchemy's ArgumentError, NoSuchModuleError, OperationalError..
+        raise StorageError(f"storage {url!r}: cannot open it ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); give a journal "
+                           f"file path, sqlite:///FILE or a SQLAlchemy URL such as "
+                           f"postgresql+psycopg://user@host/db") from None
+
+
+def _missing(storage: Any) -> "Path | None":
+    """The file a path or sqlite URL names when it does not exist (else None)."""
+    if not isinstance(storage, (str, Path)):
+        return None
+    s = str(storage)
+    if is_url(s) and not s.startswith("sqlite:///"):
+        return None
+    path = Path(s[len("sqlite:///"):] if is_url(s) else s)
+    return None if path.exists() or s == "sqlite:///:memory:" else path
+
+
+def open_storage(storage: Any = None, heartbeat: bool = True, create: bool = True) -> Any:
+    """An Optuna storage object for ``storage`` (None, a path, a URL, or a storage object).
+    ``create=False``: a missing journal or SQLite file is a :class:`StorageError` (read-only
+    use: nothing is created)."""
     import optuna
     if storage is None:
         storage = DEFAULT_STORAGE
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
+    if not create and _missing(storage) is not None:
+        raise StorageError(f"storage {str(storage)!r}: no such file ({_missing(storage)})")
     if is_url(storage):
         kw: dict[str, Any] = {}
         if heartbeat and not storage.startswith("sqlite"):
             kw = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(storage, **kw)
+        return _rdb(storage, **kw)
     path = Path(storage)
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
-        return optuna.storages.RDBStorage(f"sqlite:///{path}")
+        return _rdb(f"sqlite:///{path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalStorage
     return JournalStorage(JournalFile(str(path)))

@@ -290,7 +290,7 @@ def test_mutated_space_is_rejected_by_name_or_evaluates_to_finite_results(mutati
         search._objectives.check_names(space)
         outcomes = [search.evaluate_point(space, p) for p in _corners(space)]
     except (ValueError, KeyError, TypeError) as exc:
-        named = [p for p, _ in mutations] + ([extra + ("bogus_key",)] if extra else [])
+        named = [p for p, _ in mutations] + ([] if extra is None else [extra + ("bogus_key",)])
         assert any(_named_in(p, str(exc)) for p in named), (mutations, extra, str(exc))
         return
     for o in outcomes:

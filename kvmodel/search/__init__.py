@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._space import DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space, space_from_dict
+from ._space import (DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space,
+                     space_digest, space_from_dict)
 from ._objectives import CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
@@ -33,7 +34,7 @@ __all__ = ["run", "show", "load", "export", "load_space", "space_from_dict", "bu
            "Outcome", "evaluate_point", "max_rate_at_slo", "best_trials", "pareto_front", "rows",
            "is_feasible", "grid_points", "grid_search", "GridResult", "compare_with_grid",
            "open_storage", "DEFAULT_STORAGE", "make_sampler", "Progress", "SearchError",
-           "SearchInterrupted"]
+           "SearchInterrupted", "space_digest"]
 
 
 def load(storage: Any = None, study_name: str | None = None) -> Any:

@@ -9,7 +9,10 @@
   operating system before the call returns, so a killed worker (SIGKILL) loses nothing it
   finished; ``fsync`` (durability against a power cut or kernel crash) runs at most once per
   ``FSYNC_EVERY_S`` second(s) and when the run ends, instead of on every line — on this
-  project's machines one fsync took 0.4-4 ms, as long as a whole trial.
+  project's machines one fsync took 0.4-4 ms, as long as a whole trial. A last line cut short
+  (a crash or power cut mid-write) is removed, with a :class:`JournalRepaired` warning, when
+  the file is opened (:func:`repair_torn_tail`); left there, the next append would glue onto
+  it and break every later load.
 * ``sqlite:///file.db``: Optuna's RDB storage on SQLite (always works; slower per trial).
 * any other SQLAlchemy URL (``postgresql+psycopg://user@host/db``, ``mysql+pymysql://...``):
   RDB storage with a heartbeat, for many worker processes on one or many machines; a trial

@@ -355,8 +355,15 @@ def run(space: Any, n_trials: int = 100, storage: Any = None, study_name: str | 
     study and each finished trial is written in one storage operation, so a killed worker loses
     only the trial it was running and leaves no RUNNING trial behind. ``workers`` > 1 starts
     that many processes on the same storage (path or URL only), seeds ``seed + i``; each copies
-    in the others' finished trials before every ask. Infeasible configurations are COMPLETE
-    trials with violated constraints (user attributes ``constraints`` and ``metrics["reason"]``).
+    in the others' finished trials before every ask; the trials still to run are split between
+    them in quotas, so the study ends with exactly ``n_trials`` COMPLETE trials. Infeasible
+    configurations are COMPLETE trials with violated constraints (user attributes
+    ``constraints`` and ``metrics["reason"]``); a trial with a non-finite objective is stored
+    as FAIL, not counted, and :data:`MAX_CONSECUTIVE_FAILS` of them in a row raise
+    :class:`SearchError`. The study records its space's name and sha256
+    (:func:`~kvmodel.search.space_digest`); resuming it with another space raises
+    :class:`SearchError`. SIGINT / SIGTERM (forwarded to the workers) end the running trials,
+    flush the storage and raise :class:`SearchInterrupted` (the CLI exits 130).
     """
     import optuna
     space = load_space(space)

@@ -36,7 +36,8 @@ def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> dic
           f"{r.mean_tpot_s * 1e3:.2f}/{r.p99_tpot_s * 1e3:.2f} ms, E2E mean {r.mean_e2e_s:.2f} s, "
           f"{r.throughput_tok_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
           f"Little L={lit['L']:.2f} vs XW={lit['XW']:.2f}")
-    return dict(steps=int(r.steps), events=int(r.events), wall_s=float(r.wall_s), with_setup_s=total)
+    return dict(steps=int(r.steps), events=int(r.events), wall_s=float(r.wall_s),
+                with_setup_s=total)
 
 
 def main() -> None:

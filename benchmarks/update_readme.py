@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 README = ROOT / "README.md"
 SPEED_JSON = ROOT / "benchmarks" / "results" / "speed.json"
-SHARED_NOTE = "shared 2-core machine (other engineers' jobs ran alongside), figures are conservative"
+SHARED_NOTE = ("shared 2-core machine (other engineers' jobs ran alongside), "
+               "figures are conservative")
 # key: (script, arguments); each script writes its figures with --json FILE
 BENCHMARKS = {
     "estimate": ("speed.py", ["--points", "100000", "1000000"]),
@@ -51,7 +52,7 @@ _UNITS = {"1": "", "us": " µs", "ms": " ms", "s": " s"}
 # ---------------------------------------------------------------- formatting
 
 def sig(x: float, digits: int = 2) -> str:
-    """``x`` to ``digits`` significant figures, without exponent: 367.2 -> '370', 0.087 -> '0.087'."""
+    """``x`` to ``digits`` significant figures, no exponent: 367.2 -> '370', 0.087 -> '0.087'."""
     if x == 0:
         return "0"
     r = float(f"{x:.{digits}g}")
@@ -96,7 +97,8 @@ def pct(x: float) -> str:
 def validation_reports() -> dict:
     """The reports ``kvmodel validate`` and ``kvmodel validate --holdout`` print."""
     from kvmodel._validate import default_data, holdout_data, run_validation
-    return {"calibration": run_validation(default_data()), "held out": run_validation(holdout_data())}
+    return {"calibration": run_validation(default_data()),
+            "held out": run_validation(holdout_data())}
 
 
 def fidelity_rows(name: str, rep) -> list[str]:
@@ -132,9 +134,10 @@ def render_parameters(ctx: dict) -> str:
     from kvmodel._validate import FIT_PARAMS
     model = ctx["calibration"]["calibration"]["model"]
     parts = [f"`{k}` {sig(model[k]['value'], 3)}{_UNITS[model[k]['unit']]}" for k in FIT_PARAMS]
-    return wrap(f"The {len(parts)} global parameters of kind `derived` in "
-                f"`hardware_db/calibration.toml` ({', '.join(parts)}) are fitted jointly by "
-                f"`kvmodel calibrate --write`.")
+    text = (f"The {len(parts)} global parameters of kind `derived` in "
+            f"`hardware_db/calibration.toml` ({', '.join(parts)}) are fitted jointly by "
+            f"`kvmodel calibrate --write`.")
+    return wrap(text)
 
 
 # ---------------------------------------------------------------- speed
@@ -158,14 +161,14 @@ def render_speed_estimate(ctx: dict) -> str:
         return " / ".join(sig(vec[n][mode] / 1e6) for n in sizes)
 
     counts = " / ".join(f"{int(n):,d}" for n in sizes)
-    return wrap(f"All figures {measured_on(s, full=True)}.") + "\n\n" + wrap(
-            f"`kvmodel.estimate` (`python benchmarks/speed.py`): a scalar call takes "
+    text = (f"`kvmodel.estimate` (`python benchmarks/speed.py`): a scalar call takes "
             f"{time_str(sc['batch=1'])} (static batch=1), {time_str(sc[mx])} (`{mx}`), "
             f"{time_str(sc['MoE batch=1'])} (Mixtral, batch=1) and "
             f"{time_str(sc['concurrency=32'])} (closed loop, `concurrency=32`: a bracketed fixed "
             f"point). A vectorised call over {counts} random input/output lengths evaluates "
             f"{rates('batch=1')} million configurations/s at batch=1, {rates(mx)} million/s at "
             f"`{mx}` and {rates('concurrency=32')} million/s closed loop.")
+    return wrap(f"All figures {measured_on(s, full=True)}.") + "\n\n" + wrap(text)
 
 
 def render_speed_reuse(ctx: dict) -> str:
@@ -173,7 +176,7 @@ def render_speed_reuse(ctx: dict) -> str:
     r, ra = s["reuse"], s["reuse_analytic"]["conversation_trace.jsonl"]
     c = r["readme_calls"]
     one = ra["speed"]["single N=1"]
-    return wrap(f"Speed of the calls above on the Mooncake conversation trace "
+    text = (f"Speed of the calls above on the Mooncake conversation trace "
             f"(`python benchmarks/reuse_speed.py` and `benchmarks/reuse_analytic.py --speed-only`, "
             f"{measured_on(s)}): exact curve over {c['capacities']} capacities "
             f"{time_str(c['exact_s'])}; analytic {time_str(c['analytic_s'])}, almost all of it "
@@ -186,6 +189,7 @@ def render_speed_reuse(ctx: dict) -> str:
             f"{c['s3fifo_capacities']} capacities. Whole single-instance exact curves: "
             f"{time_str(r['conversation_trace.jsonl']['exact_curve_s'])} conversation, "
             f"{time_str(r['synthetic_trace.jsonl']['exact_curve_s'])} synthetic trace.")
+    return wrap(text)
 
 
 def render_speed_cluster(ctx: dict) -> str:
@@ -194,14 +198,17 @@ def render_speed_cluster(ctx: dict) -> str:
     runs = sim["runs"]
     sims = ", ".join(f"{n} instances in {time_str(runs[n]['wall_s'])}"
                      for n in sorted(runs, key=int, reverse=True))
-    return wrap(f"Speed (`python benchmarks/cluster_speed.py`, {measured_on(s)}): one `evaluate` of a "
+    text = (f"Speed (`python benchmarks/cluster_speed.py`, {measured_on(s)}): one `evaluate` "
+            f"of a "
             f"{cl['instances']}-instance cluster takes {span(cl['evaluate_s'].values(), time_str)} "
             f"after the trace's reuse profile is extracted once ({time_str(cl['profile_s'])}); "
             f"capacities, HBM share, pool / P2P sizes and the request rate may be numpy arrays: "
             f"{cl['grid']:,d} configurations evaluate at "
-            f"{span(cl['vector_configs_per_s'].values(), rate_str)}. `python benchmarks/sim_speed.py` (the simulator, "
+            f"{span(cl['vector_configs_per_s'].values(), rate_str)}. "
+            f"`python benchmarks/sim_speed.py` (the simulator, "
             f"{sim['model']} on the Mooncake conversation trace, {sim['requests']:,d} requests, "
             f"{sim['routing']} routing): {sims}.")
+    return wrap(text)
 
 
 def render_speed_search(ctx: dict) -> str:
@@ -213,11 +220,14 @@ def render_speed_search(ctx: dict) -> str:
                      f"{time_str(r['seconds'])}" for r in se["runs"].values())
     two = " (2 workers on 2 shared cores: each process pays the one-off costs again)" if any(
         r["workers"] > 1 for r in se["runs"].values()) else ""
-    return wrap(f"Speed (`python benchmarks/search_speed.py --quick`, {measured_on(s)}): "
+    text = (f"Speed (`python benchmarks/search_speed.py --quick`, {measured_on(s)}): "
             f"`grid_search(\"{se['space']}\")` evaluates {g['points']:,d} points in "
-            f"{g['groups']} vectorised groups in {time_str(g['seconds'])}; {se['trials']:,d} trials "
+            f"{g['groups']} vectorised groups in {time_str(g['seconds'])}; "
+            f"{se['trials']:,d} trials "
             f"of `{se['space']}` on the default journal file: {runs}{two}, after a one-off "
-            f"{time_str(se['setup_s'])} per process to load the trace and extract its reuse profile.")
+            f"{time_str(se['setup_s'])} per process to load the trace and extract its reuse "
+            f"profile.")
+    return wrap(text)
 
 
 SECTIONS = {"fidelity": render_fidelity, "parameters": render_parameters,

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT
 
-_spec = importlib.util.spec_from_file_location("update_readme", ROOT / "benchmarks" / "update_readme.py")
+_spec = importlib.util.spec_from_file_location("update_readme",
+                                               ROOT / "benchmarks" / "update_readme.py")
 gen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gen)
 
@@ -70,7 +71,8 @@ def test_fitted_parameters_carry_their_toml_units():
                                                       "collective_latency", "sequence_overhead")}
     model["kernel_latency"] = {"value": 9.739, "unit": "us"}
     model["request_overhead"] = {"value": 3.127, "unit": "ms"}
-    text = " ".join(gen.render_parameters({"calibration": {"calibration": {"model": model}}}).split())
+    text = gen.render_parameters({"calibration": {"calibration": {"model": model}}})
+    text = " ".join(text.split())
     assert "`kernel_latency` 9.74 µs" in text and "`request_overhead` 3.13 ms" in text
     assert text.startswith("The 6 global parameters")
 
@@ -83,8 +85,8 @@ def test_speed_figures_come_from_the_json():
     before = gen.render_speed_cluster({"speed": speed})
     after = gen.render_speed_cluster({"speed": changed})
     assert "16 instances in 120 s" in after and before != after
-    assert after.replace("16 instances in 120 s",
-                         f"16 instances in {gen.time_str(speed['sim']['runs']['16']['wall_s'])}") == before
+    recorded = gen.time_str(speed["sim"]["runs"]["16"]["wall_s"])
+    assert after.replace("16 instances in 120 s", f"16 instances in {recorded}") == before
 
 
 def test_speed_json_names_its_machine_and_date():

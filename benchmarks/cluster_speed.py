@@ -21,7 +21,7 @@ import numpy as np
 import kvmodel
 from kvmodel.cluster import Cluster, Workload, evaluate
 
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 SETUPS = (("none", "round_robin"), ("central_pool", "round_robin"),
           ("p2p", "prefix_affinity_bounded"), ("p2p", "random"))
 GRID = 100_000
@@ -66,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     a = ap.parse_args()
-    trace = kvmodel.load_trace(TRACE) if TRACE.is_file() else kvmodel.synthetic_trace(10_000)
+    trace = kvmodel.load_trace(TRACE)
     w = Workload(trace, request_rate=6.0)
     t0 = time.perf_counter()
     w.profile

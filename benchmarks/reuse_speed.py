@@ -23,8 +23,9 @@ import kvmodel
 from kvmodel._reuse_analytic import analytic_hit_ratio_curve, reuse_profile
 from kvmodel._reuse_exact import exact_hit_ratio_curve, replay
 from kvmodel._trace_types import Trace
+from kvmodel.traces import DATA_DIR
 
-TRACES = Path("/work/shared/traces")
+TRACES = DATA_DIR  # the built-in traces bundled in the package
 
 
 def load_chains(path: Path) -> Trace:
@@ -61,9 +62,9 @@ def _timed(fn, *args, **kw) -> float:
     return time.perf_counter() - t0
 
 
-def readme_calls(path: Path) -> dict:
+def readme_calls(name: str = "mooncake-conversation") -> dict:
     """Seconds of each ``hit_ratio_curve`` call of the README, as written there."""
-    trace = kvmodel.load_trace(path)
+    trace = kvmodel.load_trace(name)
     cap = np.arange(0, 200_001, 1000)
     out = dict(capacities=len(cap))
     out["exact_s"] = _timed(kvmodel.hit_ratio_curve, trace, cap)
@@ -88,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     out = {name: bench(load_chains(TRACES / name), args.step, args.check)
            for name in ("conversation_trace.jsonl", "synthetic_trace.jsonl")}
-    out["readme_calls"] = readme_calls(TRACES / "conversation_trace.jsonl")
+    out["readme_calls"] = readme_calls()
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import kvmodel
 from kvmodel.sim import SIM_ROUTINGS, simulate

@@ -162,6 +162,13 @@ class _Reasons:
         self.reason[idx] = [template.format(*v) for v in zip(*vals)] if args else template
         self.ok = self.ok & ~hit
 
+    def widen(self, shape: tuple[int, ...]) -> None:
+        """Broadcast to ``shape`` (results may be arrays through inputs other than lengths)."""
+        if shape != self.shape:
+            self.reason = np.array(np.broadcast_to(np.asarray(self.reason, dtype=object), shape))
+            self.ok = np.array(np.broadcast_to(self.ok, shape))
+            self.shape = shape
+
     @property
     def feasible(self) -> Any:
         return self.ok
@@ -384,14 +391,27 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
     rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
     w_pf = kingman_wait(rho_s, ca2, cs2, S)
-    w_slot = allen_cunneen_wait(bmax, off_s, 1.0 / hold, ca2, cs2)
+    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
     wait = w_pf + w_slot
     ttft = req_s + pre.exposed + 0.5 * t + S + wait
     e2e = ttft + (O - 1.0) * t
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
                 wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
                 tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
-                stable=stable)
+                stable=stable, why=_why_unstable(rho, offered, bmax, lam * new * t,
+                                                 max_tokens - D))
+
+
+def _why_unstable(rho, offered, bmax, prompt_tok_per_step, room):
+    """Index of the first saturated resource per element: 0 none, 1 prefill server, 2 KV slots,
+    3 token budget (the order of the ``stable`` test in :func:`_open_loop`)."""
+    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2,
+                                            xp.where(prompt_tok_per_step > room + 1e-9, 3, 0)))
+
+
+_UNSTABLE = ("", "the prefill server is saturated (each prompt's prefill steps take the whole "
+             "interval between arrivals)", "the KV cache holds too few sequences for the "
+             "offered load", "prompt tokens per step exceed the token budget max_num_tokens")
 
 
 def _percentiles(r: dict, O) -> dict:
@@ -599,12 +619,15 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
         label_bounds(ops)
     sat_rate = sat["tok"] / O
     stable = res.get("stable", True)
+    ok = r.feasible  # instability goes into reason below but is not infeasibility
     if mode == "rate":
         stable = stable & (N < sat_rate)
-    ok = r.feasible
+        _unstable_reasons(r, res, N, sat_rate)
     live = ok & stable
     out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
-    out["output_tok_s"] = xp.where(ok, xp.where(stable, res["tok"], sat["tok"]), 0.0)
+    # an overloaded server serves at most its capacity, and never more than is offered
+    served = xp.minimum(sat["tok"], N * O) if mode == "rate" else sat["tok"]
+    out["output_tok_s"] = xp.where(ok, xp.where(stable, res["tok"], served), 0.0)
     pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
@@ -614,6 +637,19 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
                     weights_bytes_per_gpu=weights, kv_bytes_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs)
+
+
+def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
+    """Say why an open-loop element is unstable: beyond the throughput-max saturation rate, or
+    below it where one of the open loop's queues (prefill server, KV slots, token budget)
+    already saturates -- its closed form is stricter than throughput-max (a known limitation of
+    the per-prompt prefill queue: prompts sharing a step are not credited)."""
+    why = xp.where(res["stable"], 0, res["why"])
+    r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
+    r.add(N >= sat_rate, "unstable: {:.4g} requests/s is at or beyond the saturation rate {:.4g} "
+          "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
+    r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
+          "{:.4g} requests/s, {}", N, sat_rate, np.asarray(_UNSTABLE, dtype=object)[why])
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:

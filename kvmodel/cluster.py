@@ -294,7 +294,29 @@ def _show(v, ok) -> str:
 
 
 # ---- validation ------------------------------------------------------------------------------
+MAX_INSTANCES = 4096   # instances per cluster (per pool when disaggregated): bounds memory and time
+MAX_TP = 1024          # GPUs in one tensor-parallel group
+
+
+def _count(name: str, v: Any, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name}={v!r}: must be an integer in [{lo}, {hi}]")
+
+
+def _check_sizes(c: Cluster) -> None:
+    """Counts are integers within documented bounds, checked before anything is allocated."""
+    disagg = c.prefill_instances > 0 or c.decode_instances > 0
+    for name in (("prefill_instances", "decode_instances") if disagg else ("instances",)):
+        _count(f"Cluster.{name}", getattr(c, name), 1, MAX_INSTANCES)
+    _count("Cluster.tp", c.tp, 1, MAX_TP)
+    eps = c.epsilon
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"Cluster.epsilon={eps!r}: must be a finite number >= 0 (bounded "
+                         f"prefix affinity's load slack)")
+
+
 def _check(c: Cluster) -> None:
+    _check_sizes(c)
     if c.sharing not in SHARING:
         raise ValueError(f"sharing={c.sharing!r}; allowed: {SHARING}")
     if c.routing not in _ROUTINGS:
@@ -686,8 +708,18 @@ def evaluate(c: Cluster, w: Workload) -> ClusterResult:
         return _evaluate(c, w, lam, shape)
 
 
+def _check_workload(w: Workload) -> None:
+    if len(w.trace) == 0:
+        raise ValueError(f"Workload.trace {w.trace.name!r} has no requests")
+    for name in ("ttft_slo_s", "tpot_slo_s"):
+        v = getattr(w, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise ValueError(f"Workload.{name}={v!r}: must be a finite number > 0 (seconds)")
+
+
 def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
+    _check_workload(w)
     key, node, n, per_node = _layout(c)
     block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(_kv_precision(c))
     hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)

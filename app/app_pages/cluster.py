@@ -114,12 +114,13 @@ def run_grid(wkey: str, w: Any, configs: list[dict[str, Any]]) -> pd.DataFrame:
 
 def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
     st.header("Sharing × routing")
-    c = st.columns([2, 3, 1])  # wide enough for every chip of the defaults
+    c = st.columns([3, 1])
     sharing = ui.multiselect("Sharing", SHARING, "sharing", list(SHARING), where=c[0])
-    routing = ui.multiselect("Routing", list(kvmodel.ROUTING_POLICIES), "routing",
-                             ["round_robin", "least_loaded", "prefix_affinity_bounded"], where=c[1])
-    metric = ui.select("Chart metric", list(METRICS), "c_metric", "ttft_p99_s", where=c[2],
+    metric = ui.select("Chart metric", list(METRICS), "c_metric", "ttft_p99_s", where=c[1],
                        format_func=label)
+    # full width: three or more policy chips never hide behind the widget's edge
+    routing = ui.multiselect("Routing", list(kvmodel.ROUTING_POLICIES), "routing",
+                             ["round_robin", "least_loaded", "prefix_affinity_bounded"])
     if not sharing or not routing:
         st.info("Pick at least one sharing architecture and one routing policy.")
         return
@@ -185,7 +186,10 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
             fig.add_trace(go.Scatter(x=g["value"], y=pd.to_numeric(g[col]) * scale, name=s,
                                      legendgroup=s,
                                      showlegend=i == 0, mode="lines+markers",
-                                     line=dict(color=f"hsl({120 * j},60%,40%)")),
+                                     line=dict(color=f"hsl({120 * j},60%,40%)",
+                                               dash=("solid", "dash", "dot")[j % 3]),
+                                     marker=dict(symbol=("circle", "square", "diamond")[j % 3],
+                                                 size=8 - 2 * (j % 3))),
                           row=i // 2 + 1, col=i % 2 + 1)
     fig.update_xaxes(title_text={"instances": "instances", "network": "NIC link",
                                  "DRAM": "DRAM per instance (GB)"}[knob])

@@ -13,6 +13,8 @@ from kvmodel.models import BYTES_PER_ELEMENT
 
 import _common as ui
 
+OP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "star", "cross", "x", "pentagon",
+              "hexagon", "triangle-down"]
 MODES = {"batch N": "batch", "max (continuous batching)": "max", "concurrency N": "concurrency",
          "request rate λ": "rate"}
 
@@ -155,20 +157,20 @@ def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | No
     fig.add_trace(go.Scatter(x=[ridge, hi], y=[compute, compute], mode="lines", name=(
         f"{precision} compute roof {compute / 1e12:.4g} TFLOP/s (peak × measured eff.)"),
         line=dict(color="black")))
-    # labels alternate around their points in order of intensity, so neighbours do not overlap
-    spots = ["top center", "bottom center", "middle right", "middle left", "top right",
-             "bottom left"]
-    rank = pts["intensity_flop_per_B"].rank(method="first").astype(int) - 1
-    for ph, grp in pts.groupby("phase", sort=False):
+    # one legend entry per op (symbol) and phase (colour): text labels of ops with nearby
+    # intensities overlapped, a legend entry cannot
+    ops = list(dict.fromkeys(pts["op"]))
+    colours = {"prefill": "#1f77b4", "decode": "#d62728"}
+    for (ph, op), grp in pts.groupby(["phase", "op"], sort=False):
         fig.add_trace(go.Scatter(
-            x=grp["intensity_flop_per_B"], y=grp["attained_flop_s"], mode="markers+text",
-            text=grp["op"], textposition=[spots[i % len(spots)] for i in rank[grp.index]],
-            textfont=dict(size=11), name=f"{ph} ops", customdata=grp["op"],
-            hovertemplate="%{customdata}: %{x:.3g} FLOP/B, %{y:.3g} FLOP/s",
-            marker=dict(size=10, symbol="circle" if ph == "prefill" else "diamond")))
+            x=grp["intensity_flop_per_B"], y=grp["attained_flop_s"], mode="markers",
+            name=f"{op} ({ph})", legendgroup=ph, legendgrouptitle_text=f"{ph} ops",
+            hovertemplate=f"{op} ({ph})" + ": %{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra></extra>",
+            marker=dict(size=11, symbol=OP_SYMBOLS[ops.index(op) % len(OP_SYMBOLS)],
+                        color=colours.get(ph, "#2ca02c"), line=dict(width=1, color="white"))))
     fig.update_xaxes(type="log", title="arithmetic intensity (FLOP/byte)")
     fig.update_yaxes(type="log", title="attained FLOP/s (FLOPs / op time)")
-    fig.update_layout(height=460, margin=dict(t=30, b=10))
+    fig.update_layout(height=520, margin=dict(t=30, b=10), legend=dict(groupclick="toggleitem"))
     return fig
 
 
@@ -189,11 +191,8 @@ def main() -> None:
     memory(e, kw["gpu"])
     df = breakdown_table(e)
     st.subheader("Per-operator breakdown (one step of each phase)")
-    left, right = st.columns([1, 1])
-    with left:
-        ui.show_table(df, "breakdown", "breakdown", units=BREAKDOWN_UNITS, height=320)
-    with right:
-        ui.show_chart(breakdown_chart(df), "breakdown", "breakdown")
+    ui.show_chart(breakdown_chart(df), "breakdown", "breakdown")
+    ui.show_table(df, "breakdown", "breakdown", units=BREAKDOWN_UNITS)  # full width: no cut-off
     st.subheader("Roofline")
     fig = roofline_chart(df, kw["gpu"], kw["precision"])
     if fig is None:

@@ -139,7 +139,9 @@ def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     df = pd.DataFrame({"cached_prefix_len": P, "recompute_ttft_s": base.ttft_s})
     fig = go.Figure(go.Scatter(x=P, y=np.full(len(P), base.ttft_s * 1e3), name="recompute all",
                                line=dict(dash="dash", color="black")))
-    shown = sorted(tiers.items(), key=lambda kt: kt[0] == "hbm")  # HBM last: drawn on top
+    # HBM first, as a wide pale band: the other tiers' dashed lines drawn over it stay visible
+    # where they coincide with it, and HBM shows around them
+    shown = sorted(tiers.items(), key=lambda kt: kt[0] != "hbm")
     for i, (kind, tier) in enumerate(shown):
         e, err = ui.guarded(kvmodel.estimate, model=cfg["model"], gpu=cfg["gpu"], cached_prefix_len=P,
                             cache_tier=tier, prefix_policy=policy, **common)
@@ -149,9 +151,10 @@ def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
         df[f"{kind}_ttft_s"] = ui.finite(e.ttft_s)
         hbm = kind == "hbm"
         fig.add_trace(go.Scatter(
-            x=P, y=np.asarray(e.ttft_s) * 1e3, name=f"{kind}: {tier.device}", mode="lines+markers",
-            line=dict(dash="solid" if hbm else DASHES[i % len(DASHES)], width=4 if hbm else 2),
-            marker=dict(symbol=MARKERS[i % len(MARKERS)], size=8 if hbm else 6)))
+            x=P, y=np.asarray(e.ttft_s) * 1e3, name=f"{kind}: {tier.device}",
+            line=dict(dash="solid" if hbm else DASHES[i % len(DASHES)], width=9 if hbm else 2),
+            opacity=0.45 if hbm else 1.0, mode="lines" if hbm else "lines+markers",
+            marker=dict(symbol=MARKERS[i % len(MARKERS)], size=7)))
     fig.update_layout(xaxis_title="cached prefix (tokens)", yaxis_title="TTFT (ms)", height=400,
                       margin=dict(t=30, b=10))
     fig.update_yaxes(rangemode="tozero")
@@ -205,10 +208,10 @@ def break_even_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
         ui.download_table(pd.DataFrame({"prefix_len": P, "break_even_Bps": B}), "break_even", "be")
     with right:
         formulas(cfg, ideal)
-        if rows:
-            st.markdown("Per tier: loading beats recomputing for prefixes longer than")
-            ui.show_table(pd.DataFrame(rows), "break_even_by_tier", "be_tiers",
-                          units={"node bandwidth": "B/s"}, wide=["path"])
+    if rows:  # full width: the path column is long
+        st.markdown("Per tier: loading beats recomputing for prefixes longer than")
+        ui.show_table(pd.DataFrame(rows), "break_even_by_tier", "be_tiers",
+                      units={"node bandwidth": "B/s"})
 
 
 def pstar_text(pstar: float) -> str:

@@ -308,8 +308,8 @@ def column_config(df: Any, wide: Sequence[str] = ()) -> dict[str, Any]:
     cfg = {}
     for c in df.columns:
         longest = max([len(str(c))] + [len(str(v)) for v in df[c].head(200)])
-        px = min(max(7 * longest + 28, 70), 420)
-        cfg[c] = st.column_config.Column(width=max(px, 320) if c in wide else px)
+        px = max(7 * longest + 28, 70)
+        cfg[c] = st.column_config.Column(width=min(max(px, 320), 560) if c in wide else min(px, 260))
     return cfg
 
 

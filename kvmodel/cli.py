@@ -315,8 +315,10 @@ def _cmd_app(a: argparse.Namespace) -> int:
         extra = [str(Path(p).resolve()) for p in a.hardware]
         env["KVMODEL_HARDWARE"] = os.pathsep.join(
             [p for p in [env.get("KVMODEL_HARDWARE", "")] if p] + extra)
+    # the app never reaches the internet: no usage statistics sent to Streamlit
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(_app_path()),
-                            "--server.port", str(a.port), "--server.headless", "true"], env=env)
+                            "--server.port", str(a.port), "--server.headless", "true",
+                            "--browser.gatherUsageStats", "false"], env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

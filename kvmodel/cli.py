@@ -104,20 +104,20 @@ def _print_estimate(e: Any) -> None:
         return
     if not e.stable:
         print(f"UNSTABLE: request rate {i['request_rate']:.4g}/s is at or beyond saturation "
-              f"({e.saturation_request_rate:.4g}/s): queues grow without bound")
+              f"({e.saturation_request_rate_per_s:.4g}/s): queues grow without bound")
     band = e.interval
     for name, unit, scale in (("ttft_s", "ms", 1e3), ("tpot_s", "ms", 1e3), ("e2e_s", "s", 1),
-                              ("output_tok_s", "tok/s", 1)):
+                              ("output_tok_per_s", "tok/s", 1)):
         v = getattr(e, name) * scale
         lo, hi = (b * scale for b in band.get(name, (np.nan, np.nan)))
         print(f"  {name:13s} {v:12.4g} {unit:6s} (calibration 10-90%: {lo:.4g} - {hi:.4g})")
     print(f"  p50/p90/p99: TTFT {e.ttft_p50_s * 1e3:.4g}/{e.ttft_p90_s * 1e3:.4g}/"
           f"{e.ttft_p99_s * 1e3:.4g} ms, TPOT {e.tpot_p50_s * 1e3:.4g}/{e.tpot_p90_s * 1e3:.4g}/"
           f"{e.tpot_p99_s * 1e3:.4g} ms; {'stable' if e.stable else 'UNSTABLE'}, saturation "
-          f"{e.saturation_request_rate:.4g} requests/s")
+          f"{e.saturation_request_rate_per_s:.4g} requests/s")
     print(f"  batch {e.batch:.0f} (largest that fits {e.max_batch:.0f}); KV capacity "
-          f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_bytes_per_token:.0f} KV B/token; "
-          f"weights {e.weights_bytes_per_gpu / 1e9:.2f} GB/GPU")
+          f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_B_per_token:.0f} KV B/token; "
+          f"weights {e.weights_B_per_gpu / 1e9:.2f} GB/GPU")
     for phase, ops in e.breakdown.items():
         print(f"\n  {phase} step, per GPU:  {'GFLOP':>10} {'MB':>10} {'time ms':>9}  bound")
         for op, d in ops.items():

@@ -58,6 +58,7 @@ from scipy import special
 
 from . import _xp as xp
 from ._estimate import Estimate, estimate
+from ._fields import add_aliases, fields_dict
 from ._policy_curve import EVICTIONS, policy_hit_ratio_curve
 from ._schema import typed_table
 from ._queueing import normal_quantile
@@ -193,7 +194,9 @@ class Workload:
 @dataclass(frozen=True)
 class ClusterResult:
     """Result of :func:`evaluate`: Python scalars, or arrays of the broadcast shape when any
-    vectorised field was an array (see the module doc)."""
+    vectorised field was an array (see the module doc). Whole-cluster figures unless the name
+    says otherwise; times in seconds (``ttft_s``, ``tpot_s``, ``e2e_s`` are means), rates per
+    second, money in US dollars."""
     ttft_s: Any
     ttft_p50_s: Any
     tpot_s: Any
@@ -201,21 +204,31 @@ class ClusterResult:
     ttft_p90_s: Any
     ttft_p99_s: Any
     tpot_p99_s: Any
-    output_tok_s: Any
-    served_rate: Any
+    output_tok_per_s: Any           # generated tokens/s, whole cluster
+    served_rate_per_s: Any          # requests/s served (0 when unstable)
     stable: Any
     reason: Any
-    goodput_rps: Any
-    cost_per_hour: Any
-    cost_per_mtok: Any
-    hit_ratio: dict[str, Any]
-    per_instance_rate: Any
-    imbalance: Any
-    utilisation: dict[str, Any]
-    instances: dict[str, Any]
+    goodput_per_s: Any              # requests/s served within both SLOs
+    cost_usd_per_h: Any             # hardware cost of the whole cluster, $/h
+    cost_usd_per_mtok: Any          # $ per million output tokens (inf without tokens)
+    hit_ratio: dict[str, Any]       # share of KV block accesses served by each cache level
+    per_instance_rate_per_s: Any    # requests/s reaching the busiest instance
+    imbalance: Any                  # busiest instance's load / mean load (>= 1)
+    utilisation: dict[str, Any]     # network link utilisations (1 = saturated)
+    instances: dict[str, Any]       # the per-instance Estimate of each role
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "instances"}
+        """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
+        instance's Estimate its own ``to_dict``)."""
+        return fields_dict(self)
+
+
+add_aliases(ClusterResult, {"output_tok_s": "output_tok_per_s",
+                            "served_rate": "served_rate_per_s",
+                            "goodput_rps": "goodput_per_s",
+                            "cost_per_hour": "cost_usd_per_h",
+                            "cost_per_mtok": "cost_usd_per_mtok",
+                            "per_instance_rate": "per_instance_rate_per_s"})
 
 
 # ---- array inputs ----------------------------------------------------------------------------
@@ -723,10 +736,10 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         e2e_s=xp.where(stable, ttft + (O - 1) * m["tpot"], inf),
         ttft_p90_s=xp.where(stable, m["ttft90"] + delay, inf),
         ttft_p99_s=xp.where(stable, m["ttft99"] + delay, inf),
-        tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_s=tok, served_rate=served,
-        goodput_rps=good, cost_per_hour=cost,
-        cost_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
-        per_instance_rate=lam * imb / n, imbalance=imb)
+        tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_per_s=tok,
+        served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost,
+        cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
+        per_instance_rate_per_s=lam * imb / n, imbalance=imb)
     if shape is None:
         out = {k: float(v) for k, v in out.items()}
         hit_ratio = {k: float(v) for k, v in hits.items()}

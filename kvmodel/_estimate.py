@@ -116,11 +116,20 @@ def _params() -> dict[str, float]:
 _CACHE: dict[str, Any] = {}
 
 
+def _supported(g: GPUSpec, p: str) -> str:
+    """``p`` when the GPU has peak FLOP/s for it, else a stand-in it has (bf16, fp16, then any)
+    so that an unsupported precision is reported by :func:`_check_static`, never a KeyError."""
+    for q in (p, "bf16", "fp16"):
+        if g.supports(q):
+            return q
+    return sorted(g.peak_flops)[0]
+
+
 def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
            cal: Mapping[str, float]) -> Setup:
-    act = "fp16" if precision == "fp16" else "bf16"
+    act = _supported(g, "fp16" if precision == "fp16" else "bf16")
     attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
-    wp = precision if g.supports(precision) else act  # unsupported: flagged infeasible later
+    wp = _supported(g, precision)  # unsupported: flagged infeasible by _check_static
     link = get_link(g.scale_up_link)
     return Setup(
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,

@@ -1,0 +1,137 @@
+"""Units and names: result-field suffixes and their deprecation aliases, to_dict from the
+fields, objective labels in Optuna's metric_names, clear errors for missing precisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel import search
+from kvmodel.cli import main
+from kvmodel.sim import SimResult, poisson_requests, simulate
+from conftest import TOY_GPU
+
+SUFFIX = re.compile(r"(_s|_per_s|_B|_Bps|_usd_per_h|_usd_per_mtok|_per_token|_per_gpu)$")
+
+
+@pytest.fixture(scope="module")
+def results():
+    e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, precision="fp8", request_rate=5.0)
+    w = kvmodel.Workload(kvmodel.synthetic_trace(800, seed=3), request_rate=2.0)
+    c = kvmodel.evaluate(kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=2, tp=1), w)
+    s = simulate("llama-3.1-8b", "h100-sxm", poisson_requests(60, 5.0, 512, 16, seed=1))
+    return {"Estimate": e, "ClusterResult": c, "SimResult": s}
+
+
+def test_every_old_name_warns_and_equals_the_new_one(results):
+    assert sum(len(type(r).RENAMED) for r in results.values()) >= 20
+    for r in results.values():
+        for old, new in type(r).RENAMED.items():
+            with pytest.warns(DeprecationWarning, match=rf"\.{new}\b"):
+                v = getattr(r, old)
+            assert v == getattr(r, new), (old, new)
+            if dataclasses.is_dataclass(r) and hasattr(r, "to_dict"):
+                assert old not in r.to_dict()
+
+
+def test_aliases_are_read_only(results):
+    with pytest.raises(AttributeError):
+        results["Estimate"].output_tok_s = 1.0
+
+
+def test_renamed_fields_follow_the_suffix_convention(results):
+    for r in results.values():
+        assert all(SUFFIX.search(new) for new in type(r).RENAMED.values()), type(r).RENAMED
+
+
+def test_to_dict_is_every_field_and_json_safe(results):
+    e = results["Estimate"]
+    d = e.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(e)}
+    assert "queue_wait_s" in d and "queue_wait_prob" in d  # the hand-written list dropped them
+    unstable = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, request_rate=1e6)
+    assert unstable.ttft_s == math.inf and not unstable.stable
+    du = unstable.to_dict()
+    assert du["ttft_s"] is None and du["ttft_p99_s"] is None
+    json.dumps(du, allow_nan=False)
+    c = results["ClusterResult"]
+    dc = c.to_dict()
+    assert set(dc) == {f.name for f in dataclasses.fields(c)}
+    assert dc["instances"]["instance"]["ttft_s"] == pytest.approx(
+        c.instances["instance"].ttft_s)
+    json.dumps(dc, allow_nan=False)
+
+
+def test_vector_estimate_to_dict_lists_with_none_for_inf():
+    e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, request_rate=np.array([1.0, 1e6]))
+    d = e.to_dict()
+    assert d["ttft_s"][0] == pytest.approx(float(e.ttft_s[0])) and d["ttft_s"][1] is None
+    json.dumps(d, allow_nan=False)
+
+
+def test_sim_summary_uses_the_new_names(results):
+    s = results["SimResult"]
+    d = s.summary()
+    assert d["ttft_p99_s"] == s.ttft_p99_s and d["output_tok_per_s"] == s.output_tok_per_s
+    assert d["request_throughput_per_s"] == s.request_throughput_per_s
+    assert not set(SimResult.RENAMED) & set(d)
+
+
+# ---- objective labels --------------------------------------------------------------------------
+def test_objective_table_labels():
+    assert search.OBJECTIVES["goodput_per_dollar"].label("goodput_per_dollar") == \
+        "goodput_per_dollar [req/$, maximise]"
+    assert search.OBJECTIVES["cost_per_hour"].label("cost_per_hour") == \
+        "cost_per_hour [$/h, minimise]"
+    for name, o in search.OBJECTIVES.items():
+        assert o.unit and o.doc and o.direction in ("maximize", "minimize"), name
+
+
+def test_a_new_study_has_metric_names_with_units():
+    s = dataclasses.replace(search.load_space("tier-sizing-small"),
+                            metrics=("goodput_per_dollar", "cost_per_hour"))
+    st = search.run(s, n_trials=2, storage=kvmodel_memory(), sampler="random")
+    assert st.metric_names == ["goodput_per_dollar [req/$, maximise]",
+                               "cost_per_hour [$/h, minimise]"]
+    assert st.user_attrs["metrics"] == ["goodput_per_dollar", "cost_per_hour"]  # ids unchanged
+
+
+def test_reopening_an_unlabelled_study_labels_it(tmp_path):
+    import optuna
+    path = str(tmp_path / "old.journal")
+    store = search.open_storage(path)
+    optuna.create_study(storage=store, study_name="tier-sizing-small", directions=["maximize"])
+    assert optuna.load_study(study_name="tier-sizing-small", storage=store).metric_names is None
+    st = search.run("tier-sizing-small", n_trials=1, storage=path, sampler="random")
+    assert st.metric_names == ["goodput_per_dollar [req/$, maximise]"]
+
+
+def kvmodel_memory():
+    import optuna
+    return optuna.storages.InMemoryStorage()
+
+
+# ---- precisions a custom GPU lacks ------------------------------------------------------------
+def test_missing_precision_is_an_infeasible_reason_not_a_keyerror(toy_gpu):
+    e = kvmodel.estimate("llama-3.1-8b", "toy", tp=1, precision="fp16")  # toy has bf16 only
+    assert not e.feasible
+    assert e.reason == "precision fp16 not supported on toy (supports bf16)"
+    assert e.ttft_s == math.inf
+    ok = kvmodel.estimate("llama-3.1-8b", "toy", tp=1, precision="bf16")
+    assert bool(ok.feasible) and ok.ttft_s < math.inf
+
+
+def test_missing_precision_in_the_cli(tmp_path, fresh_catalog, capsys):
+    p = tmp_path / "toy.toml"
+    p.write_text(TOY_GPU)
+    assert main(["--hardware", str(p), "estimate", "--model", "llama-3.1-8b", "--gpu", "toy",
+                 "--tp", "1", "--precision", "fp16"]) == 0
+    out = capsys.readouterr()
+    assert "INFEASIBLE: precision fp16 not supported on toy (supports bf16)" in out.out
+    assert "error" not in out.err

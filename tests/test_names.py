@@ -135,3 +135,95 @@ def test_missing_precision_in_the_cli(tmp_path, fresh_catalog, capsys):
     out = capsys.readouterr()
     assert "INFEASIBLE: precision fp16 not supported on toy (supports bf16)" in out.out
     assert "error" not in out.err
+
+
+# ---- search export: images with kaleido, a clear message without ------------------------------
+def test_export_without_kaleido_writes_html_and_says_why(tmp_path, monkeypatch, capsys):
+    from kvmodel.search import _report
+    monkeypatch.setattr(_report, "kaleido_available", lambda: False)
+    st = search.run("tier-sizing-small", n_trials=6, storage=kvmodel_memory(), sampler="random")
+    paths = search.export(st, tmp_path)
+    assert "history" in paths and not any(k.endswith((".png", ".svg")) for k in paths)
+    with pytest.raises(ImportError, match=r"kvmodel\[export\]"):
+        search.export(st, tmp_path, images=("png",))
+    store = str(tmp_path / "s.journal")
+    assert main(["search", "--space", "tier-sizing-small", "--n-trials", "4", "--storage", store,
+                 "--sampler", "random", "--no-progress", "--export", str(tmp_path / "o")]) == 0
+    assert "no PNG/SVG written: PNG/SVG export needs kaleido>=1" in capsys.readouterr().out
+
+
+def test_export_images_with_kaleido(tmp_path):
+    pytest.importorskip("kaleido")
+    st = search.run("tier-sizing-small", n_trials=6, storage=kvmodel_memory(), sampler="random")
+    paths = search.export(st, tmp_path, html=False, images=("png", "svg"))
+    assert paths["history.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in paths["history.svg"].read_bytes()[:500]
+
+
+# ---- CLI: help and human units -----------------------------------------------------------------
+def _subparsers():
+    import argparse
+    from kvmodel.cli import _parser
+    p = _parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return p, sub.choices
+
+
+def test_every_option_of_every_subcommand_says_meaning_default_and_choices():
+    p, subs = _subparsers()
+    for name, sp in subs.items():
+        for a in sp._actions:
+            if a.dest == "help":
+                continue
+            assert a.help, (name, a.dest)
+            if a.choices:
+                assert "%(choices)s" in a.help or all(str(c) in a.help for c in a.choices), \
+                    (name, a.dest)
+            if a.default not in (None, False) and not a.required:
+                assert "%(default)s" in a.help or "default" in a.help, (name, a.dest)
+        text = sp.format_help()
+        assert "%(" not in text, name
+
+
+def test_estimate_help_lists_precision_choices_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["estimate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal width
+    assert "(default: fp8; choices: bf16, fp16" in out and "(default: 2048)" in out
+
+
+def test_top_level_help_has_no_restructuredtext(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "estimate" in out and "search" in out
+
+
+def test_search_help_lists_objectives_with_units(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name, o in search.OBJECTIVES.items():
+        assert o.label(name) in out
+
+
+def test_hardware_gpu_prints_human_units(capsys):
+    assert main(["hardware", "gpu", "h100-sxm"]) == 0
+    out = capsys.readouterr().out
+    line = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
+    assert "3.35 TB/s" in line["hbm_bandwidth"]
+    assert "989.5 TFLOP/s" in line["peak_flops.bf16"]
+    # 81559 MiB = 81559 * 2**20 B = 85.52e9 B: decimal GB, with the sourced value beside it
+    assert "85.52 GB (= 81559 MiB)" in line["hbm_capacity"]
+    assert "700 W" in line["tdp"]
+    assert "e+" not in out.split("[")[0]
+
+
+@pytest.mark.parametrize("si, dim, text", [(3.35e12, "bandwidth", "3.35 TB/s"),
+                                            (1.979e15, "compute", "1979 TFLOP/s"),
+                                            (2e-6, "time", "2 us"), (0.25, "time", "250 ms"),
+                                            (98.0 / 3600, "money_rate", "$98/h"),
+                                            (80e9, "bytes", "80 GB")])
+def test_human_units(si, dim, text):
+    from kvmodel.cli import _human
+    assert _human(si, dim) == text

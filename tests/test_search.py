@@ -526,6 +526,7 @@ def test_studies_open_in_optuna_dashboard(tmp_path):
     studies = get("/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == [SMALL]
     study = get(f"/api/studies/{studies[0]['study_id']}")
+    assert study["objective_names"] == ["goodput_per_dollar [req/$, maximise]"]  # not "Objective 0"
     assert len(study["trials"]) == 12
     t = study["trials"][0]
     assert t["state"] == "Complete" and t["params"] and t["values"]

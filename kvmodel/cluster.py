@@ -82,8 +82,18 @@ _CXL_DEVICE = "cxl-micron-cz120"  # node_tiers' default CXL expander
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs.
-    ``servers``, ``dram_B``, ``ssd_B`` and ``nics`` may be numpy arrays (see the module doc)."""
+    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs,
+    shared by the whole cluster (used when ``Cluster.sharing == "central_pool"``).
+    ``servers``, ``dram_B``, ``ssd_B`` and ``nics`` may be numpy arrays (see the module doc).
+
+    Fields (per server unless said otherwise):
+      servers: pool servers in the cluster (count).
+      dram_B: DRAM per server, bytes (1e12 = 1 TB).
+      ssd_B: SSD per server, bytes (0: DRAM only).
+      nic: link key of each server's NICs (``kvmodel hardware link``).
+      nics: NICs per server (count).
+      memory, nvme: hardware_db keys of the server's DRAM and NVMe (bandwidth, $/GB).
+    """
     servers: int = 4
     dram_B: float = 1e12
     ssd_B: float = 0.0
@@ -95,46 +105,83 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class P2PSpec:
-    """Peer-to-peer sharing of the instances' DRAM tiers. ``lookup_latency_s`` and
-    ``replication`` may be numpy arrays (see the module doc)."""
-    placement: str = "rendezvous"       # rendezvous | consistent_hash | directory
-    lookup_latency_s: float = 0.0       # directory lookups (e.g. a Redis/etcd round trip)
-    replication: int = 1                # copies of each block (hot prefixes spread)
+    """Peer-to-peer sharing of the instances' DRAM tiers (used when ``Cluster.sharing ==
+    "p2p"``); cluster-wide settings. ``lookup_latency_s`` and ``replication`` may be numpy
+    arrays (see the module doc).
+
+    Fields:
+      placement: which peer owns a block: rendezvous | consistent_hash | directory.
+      lookup_latency_s: seconds per remote lookup (e.g. a Redis/etcd round trip); 0 for the
+        hash placements unless given.
+      replication: copies of each block in the cluster (count; hot prefixes spread).
+    """
+    placement: str = "rendezvous"
+    lookup_latency_s: float = 0.0
+    replication: int = 1
 
 
 @dataclass(frozen=True)
 class Cluster:
     """A cluster configuration. ``hbm_cache_fraction``, ``dram_B``, ``cxl_B`` and ``ssd_B``
-    may be numpy arrays (see the module doc); every other field is a scalar."""
+    may be numpy arrays (see the module doc); every other field is a scalar.
+
+    Fields:
+      model, gpu: catalog keys (``kvmodel models``, ``kvmodel hardware gpu``).
+      instances: serving instances in the cluster (colocated prefill+decode), count.
+      tp: GPUs per instance (tensor parallel); instances per node = GPUs per node // tp.
+      precision: weight precision (fp16, bf16, fp8, ...), every instance.
+      prefill_instances, decode_instances: > 0 both: P/D disaggregation with that many
+        instances of each role in the cluster (``instances`` is then ignored).
+      decode_gpu: GPU key of the decode instances (None: ``gpu``).
+      sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
+      routing: request routing policy (``kvmodel.ROUTING_POLICIES``), cluster-wide.
+      epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean).
+      node: node template key (None: the default node for ``gpu``).
+      hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
+      dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
+        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe; 0: no tier).
+      nic: link key of each node's NICs (None: the node template's).
+      pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).
+      framework: serving framework key (step overheads), every instance.
+      eviction: prefix-cache eviction/admission policy: lru, fifo, lfu, s3fifo, arc,
+        lru-admit-reuse.
+    """
     model: str
     gpu: str
     instances: int = 8
     tp: int = 8
     precision: str = "fp8"
-    prefill_instances: int = 0          # > 0 with decode_instances: P/D disaggregation
+    prefill_instances: int = 0
     decode_instances: int = 0
     decode_gpu: str | None = None
     sharing: str = "none"
     routing: str = "round_robin"
     epsilon: float = 0.25
     node: str | None = None
-    hbm_cache_fraction: float = 0.3     # share of each instance's KV pool kept as prefix cache
-    dram_B: float | None = None         # per instance; None: its share of the node's DRAM
-    cxl_B: float = 0.0
-    ssd_B: float | None = None
+    hbm_cache_fraction: float = 0.3
+    dram_B: float | None = None         # per instance
+    cxl_B: float = 0.0                  # per instance
+    ssd_B: float | None = None          # per instance
     nic: str | None = None
     pool: PoolSpec = field(default_factory=PoolSpec)
     p2p: P2PSpec = field(default_factory=P2PSpec)
     framework: str = "tensorrt-llm"
-    eviction: str = "lru"               # prefix-cache eviction/admission (kvmodel.EVICTION_POLICIES)
+    eviction: str = "lru"
 
 
 @dataclass(frozen=True)
 class Workload:
     """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs.
-    ``request_rate`` may be a numpy array (see the module doc)."""
+    ``request_rate`` may be a numpy array (see the module doc).
+
+    Fields:
+      trace: the requests (:class:`kvmodel.Trace`): lengths in tokens, KV block ids.
+      request_rate: requests/s offered to the whole cluster (None: the trace's own rate).
+      ttft_slo_s: TTFT objective per request, seconds.
+      tpot_slo_s: TPOT (time per output token after the first) objective, seconds.
+    """
     trace: Trace
-    request_rate: float | None = None   # requests/s; None: the trace's own rate
+    request_rate: float | None = None
     ttft_slo_s: float = 2.0
     tpot_slo_s: float = 0.1
     _profile: list = field(default_factory=list, compare=False, repr=False)

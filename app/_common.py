@@ -22,8 +22,7 @@ from kvmodel.hardware import reset_catalog
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent
-SHARED_TRACES = REPO_DIR.parent / "shared" / "traces"
-SAMPLE_TRACE = SHARED_TRACES / "conversation_trace.jsonl"
+DEFAULT_TRACE = "mooncake-conversation"  # a built-in trace (kvmodel.traces.BUILTIN)
 CUSTOM_HW = "custom_hardware"  # st.session_state key: [{"toml": str, "keys": ["gpu.my-gpu"]}]
 TRACE_SUFFIXES = ["jsonl", "json", "ndjson", "csv"]
 
@@ -291,12 +290,13 @@ def model_options() -> list[str]:
 
 
 # ---- traces and reuse (cached) -------------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading the sample trace…")
-def sample_trace() -> Any:
-    """The Mooncake conversation trace from ../shared/traces, else a seeded synthetic trace."""
-    if SAMPLE_TRACE.is_file():
-        return kvmodel.load_trace(SAMPLE_TRACE)
-    return kvmodel.synthetic_trace(5000, seed=0, name="synthetic (sample trace not found)")
+@st.cache_resource(show_spinner="Loading the built-in trace…", max_entries=8)
+def builtin_trace(name: str) -> tuple[Any, str]:
+    """(trace, error message) of a built-in trace; never a silent substitute."""
+    try:
+        return kvmodel.load_trace(name), ""
+    except (OSError, ValueError, KeyError) as exc:
+        return None, str(exc)
 
 
 @st.cache_resource(show_spinner="Generating the synthetic trace…", max_entries=16)
@@ -379,16 +379,27 @@ def synthetic_widgets(prefix: str, where: Any = st, n_default: int = 5000) -> tu
 
 
 def trace_picker(prefix: str, allow_upload: bool = True) -> tuple[str, Any]:
-    """Pick the bundled sample trace, an uploaded file or a synthetic trace; (key, trace)."""
-    sources = ["sample", "synthetic"] + (["upload"] if allow_upload else [])
-    src = radio("Trace", sources, f"{prefix}src", "sample",
-                help="sample: ../shared/traces/conversation_trace.jsonl (Mooncake) if present, "
-                     "else a synthetic trace")
-    if src == "sample":
-        trace = sample_trace()
-        st.caption(f"Sample trace: **{trace.name}**, {len(trace):,} requests, "
-                   f"{unique_blocks('sample', trace):,} distinct {trace.block_tokens}-token blocks")
-        return "sample", trace
+    """Pick a built-in trace, an uploaded file or a synthetic trace; (key, trace).
+
+    A built-in trace that cannot be read is an error box and no trace, never a fallback."""
+    builtin = kvmodel.traces.BUILTIN
+    sources = list(builtin) + ["synthetic"] + (["upload"] if allow_upload else [])
+    src = radio("Trace", sources, f"{prefix}src", DEFAULT_TRACE,
+                help="built-in public traces shipped with kvmodel (`kvmodel traces`): Mooncake "
+                     "FAST'25 conversation / synthetic (with 512-token prefix hashes), Azure 2023 "
+                     "code / conversation (no prefix information: no reuse); a synthetic "
+                     "multi-turn trace; or your own file")
+    if src in builtin:
+        trace, err = builtin_trace(src)
+        if err:
+            st.error(f"Built-in trace {src!r} could not be loaded: {err}")
+            return "", None
+        b = builtin[src]
+        st.caption(f"**{src}**: {len(trace):,} requests, {unique_blocks(src, trace):,} distinct "
+                   f"{trace.block_tokens}-token prefix blocks"
+                   + ("" if b.prefix_hashes else " (no prefix hashes: nothing is reusable)")
+                   + f"; {b.licence}, {b.citation}")
+        return src, trace
     if src == "synthetic":
         with st.expander("Synthetic trace parameters (kvmodel.synthetic_trace)", expanded=True):
             return synthetic_widgets(prefix)

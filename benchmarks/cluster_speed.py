@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 import kvmodel
 from kvmodel.cluster import Cluster, Workload, evaluate
 
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 SETUPS = (("none", "round_robin"), ("central_pool", "round_robin"),
           ("p2p", "prefix_affinity_bounded"), ("p2p", "random"))
 GRID = 100_000
@@ -32,7 +31,7 @@ def _grid(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    trace = kvmodel.load_trace(TRACE) if TRACE.is_file() else kvmodel.synthetic_trace(10_000)
+    trace = kvmodel.load_trace(TRACE)
     w = Workload(trace, request_rate=6.0)
     t0 = time.perf_counter()
     w.profile

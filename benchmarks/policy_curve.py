@@ -34,7 +34,7 @@ from kvmodel._policy_curve import (DEFAULT_GRID_POINTS, EVICTIONS, _lru,  # noqa
 from kvmodel._reuse_analytic import reuse_profile  # noqa: E402
 from kvmodel._reuse_exact import replay  # noqa: E402
 
-TRACE = ROOT.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 CASES = [(1, "single"), (8, "prefix_affinity_bounded")]
 EPS = 0.25
 _TR = {}
@@ -72,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tr = kvmodel.load_trace(TRACE)
-    print(f"{TRACE.name}: {len(tr)} requests, {tr.total_blocks} block accesses, "
+    print(f"{TRACE}: {len(tr)} requests, {tr.total_blocks} block accesses, "
           f"{tr.unique_blocks} distinct blocks")
     rng = np.random.default_rng(7)
     pool = ProcessPoolExecutor(args.workers) if args.workers > 1 else None

@@ -18,8 +18,9 @@ import numpy as np
 
 from kvmodel._reuse_exact import exact_hit_ratio_curve, replay
 from kvmodel._trace_types import Trace
+from kvmodel.traces import DATA_DIR
 
-TRACES = Path("/work/shared/traces")
+TRACES = DATA_DIR  # the built-in traces bundled in the package
 
 
 def load_chains(path: Path) -> Trace:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import kvmodel
 from kvmodel.sim import SIM_ROUTINGS, simulate
 
-TRACE = Path("/work/shared/traces/conversation_trace.jsonl")
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 
 
 def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> None:
@@ -37,7 +36,7 @@ def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trace", type=Path, default=TRACE)
+    ap.add_argument("--trace", default=TRACE, help="built-in trace name or trace file")
     ap.add_argument("--instances", type=int, nargs="+", default=[16, 4])
     ap.add_argument("--routing", choices=SIM_ROUTINGS, default="round_robin")
     ap.add_argument("--model", default="llama-3.1-8b")
@@ -46,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     trace = kvmodel.load_trace(args.trace)
-    print(f"{args.trace.name}: {len(trace):,d} requests, {trace.arrival_s[-1]:.0f} s of arrivals "
+    print(f"{trace.name}: {len(trace):,d} requests, {trace.arrival_s[-1]:.0f} s of arrivals "
           f"(loaded in {time.perf_counter() - t0:.2f} s); {args.model} on {args.gpu}, "
           f"routing {args.routing}")
     for n in args.instances:

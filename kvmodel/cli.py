@@ -1,4 +1,4 @@
-"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | app``.
+"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | traces | app``.
 
 Units are converted for people here (ms, GB, $/h); the library stays in SI.
 """
@@ -67,10 +67,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="cluster TOML ([cluster], [cluster.pool], [cluster.p2p], [workload]); "
                         "capacities in GB (1e9 B)")
     k.add_argument("--trace", default=None,
-                   help="trace file (default: [workload].trace of the config)")
+                   help="trace file or built-in trace name ('kvmodel traces'; default: "
+                        "[workload].trace of the config)")
     k.add_argument("--json", action="store_true",
                    help="print every result field as JSON (SI units; inf as null)")
     _search_parser(sub)
+    _traces_parser(sub)
     ap = sub.add_parser("app", help="open the Streamlit explorer (app/streamlit_app.py)")
     ap.add_argument("--port", type=int, default=8501, help="HTTP port (default: %(default)s)")
     return p
@@ -156,6 +158,39 @@ def _objective_help() -> str:
     return "\n".join(f"  {o.label(k)}\n" + textwrap.fill(o.doc, 78, initial_indent=" " * 6,
                                                           subsequent_indent=" " * 6)
                      for k, o in OBJECTIVES.items())
+
+
+def _traces_parser(sub: Any) -> None:
+    t = sub.add_parser("traces", help="list the built-in request traces (name, size, licence, "
+                       "source); 'traces NAME' summarises one",
+                       description="Built-in traces ship inside the package; any command or "
+                       "function that takes a trace accepts these names or a file path.")
+    t.add_argument("name", nargs="?", default=None,
+                   help="a built-in trace name or a trace file: print its summary "
+                        "(requests, duration, rate, prompt/output lengths, distinct blocks)")
+
+
+def _cmd_traces(a: argparse.Namespace) -> int:
+    from .traces import BUILTIN, load_trace
+    if a.name is None:
+        print(f"{'name':23s} {'requests':>9s} {'size':>8s}  {'prefix ids':10s} {'licence':11s} source")
+        for t in BUILTIN.values():
+            print(f"{t.name:23s} {t.requests:9,d} {t.size_B / 1e6:6.2f} MB  "
+                  f"{'yes' if t.prefix_hashes else 'no':10s} {t.licence:11s} {t.source}")
+        print("load with kvmodel.load_trace(NAME); citations and sha256: kvmodel traces NAME")
+        return 0
+    tr = load_trace(a.name)
+    dur = float(tr.arrival_s[-1] - tr.arrival_s[0]) if len(tr) > 1 else 0.0
+    print(f"{tr.name}: {len(tr):,} requests over {dur:,.0f} s "
+          f"({len(tr) / dur if dur > 0 else float('nan'):.3g} requests/s)")
+    print(f"  prompt tokens mean {tr.input_len.mean():,.0f} (max {tr.input_len.max():,d}); "
+          f"output tokens mean {tr.output_len.mean():,.0f} (max {tr.output_len.max():,d})")
+    print(f"  distinct {tr.block_tokens}-token prefix blocks: {tr.unique_blocks:,d}")
+    if a.name in BUILTIN:
+        b = BUILTIN[a.name]
+        print(f"  file {b.file} ({b.size_B:,d} B, sha256 {b.sha256})\n  licence {b.licence}; "
+              f"source {b.source}\n  cite: {b.citation}")
+    return 0
 
 
 def _fmt_num(x: Any) -> str:
@@ -300,16 +335,17 @@ _CLUSTER_ROWS = (("TTFT mean", "ttft_s", 1e3, "ms"), ("TTFT p99", "ttft_p99_s", 
 def _cmd_cluster(a: argparse.Namespace) -> int:
     from pathlib import Path
     from .cluster import Workload, evaluate, load_cluster_config
-    from .traces import load_trace
+    from .traces import BUILTIN, load_trace
     c, wk = load_cluster_config(a.config)
     trace = a.trace or wk.pop("trace", None)
     wk.pop("trace", None)
     if trace is None:
-        raise ValueError("no trace: give --trace or [workload].trace")
+        raise ValueError(f"no trace: give --trace or [workload].trace (a file or a built-in "
+                         f"trace: {', '.join(BUILTIN)})")
     path = Path(trace)
-    if not path.is_absolute() and not path.exists():
-        path = Path(a.config).resolve().parent / trace
-    r = evaluate(c, Workload(load_trace(path), **wk))
+    if trace not in BUILTIN and not path.is_absolute() and not path.exists():
+        path = Path(a.config).resolve().parent / trace  # relative to the config file
+    r = evaluate(c, Workload(load_trace(trace if trace in BUILTIN else path), **wk))
     if a.json:
         print(json.dumps(r.to_dict(), indent=2))
         return 0
@@ -402,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_hardware(path)
         return {"estimate": _cmd_estimate, "validate": _cmd_validate, "calibrate": _cmd_calibrate,
                 "hardware": _cmd_hardware, "models": _cmd_models,
-                "cluster": _cmd_cluster, "search": _cmd_search, "app": _cmd_app}[a.cmd](a)
+                "cluster": _cmd_cluster, "search": _cmd_search, "traces": _cmd_traces,
+                "app": _cmd_app}[a.cmd](a)
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except (ValueError, KeyError, HardwareDBError, OSError) as exc:

@@ -68,7 +68,8 @@ import numpy as np
 from ._trace_types import Trace
 
 __all__ = ["load_trace", "load_trace_with_report", "LoadReport", "detect_format",
-           "synthetic_trace", "FORMATS"]
+           "synthetic_trace", "FORMATS", "BUILTIN", "BuiltinTrace", "builtin_path",
+           "resolve_trace", "TraceNotFoundError"]
 
 FORMATS = ("mooncake", "azure", "generic")
 MAX_REPORTED_ERRORS = 20
@@ -77,6 +78,91 @@ _INT64_MAX = 2**63 - 1
 _REQUIRED = {"mooncake": ("timestamp", "input_length", "output_length", "hash_ids"),
              "azure": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
              "generic": ("arrival_s", "input_len", "output_len")}
+
+
+# ---------------------------------------------------------------- built-in traces
+
+DATA_DIR = Path(__file__).resolve().parent / "_data" / "traces"
+
+
+@dataclass(frozen=True)
+class BuiltinTrace:
+    """A public trace bundled inside the package (licence, citation and sha256 in
+    ``kvmodel/_data/traces/README.md``)."""
+    name: str
+    file: str
+    format: str
+    requests: int
+    size_B: int
+    sha256: str
+    licence: str
+    source: str
+    citation: str
+    prefix_hashes: bool
+
+    @property
+    def path(self) -> Path:
+        return DATA_DIR / self.file
+
+
+_MOONCAKE = ("GitHub kvcache-ai/Mooncake FAST25-release/traces/ @ 3cca71da",
+             "Qin et al., Mooncake: Trading More Storage for Less Computation, USENIX FAST 2025")
+_AZURE = ("GitHub Azure/AzurePublicDataset data/ @ 79092101",
+          "Patel et al., Splitwise: Efficient generative LLM inference using phase splitting, "
+          "ISCA 2024")
+BUILTIN: dict[str, BuiltinTrace] = {t.name: t for t in (
+    BuiltinTrace("mooncake-conversation", "conversation_trace.jsonl", "mooncake", 12_031,
+                 3_029_533, "b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+                 "Apache-2.0", *_MOONCAKE, True),
+    BuiltinTrace("mooncake-synthetic", "synthetic_trace.jsonl", "mooncake", 3_993, 1_136_313,
+                 "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+                 "Apache-2.0", *_MOONCAKE, True),
+    BuiltinTrace("azure-code-2023", "AzureLLMInferenceTrace_code.csv", "azure", 8_819, 320_117,
+                 "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+                 "CC-BY-4.0", *_AZURE, False),
+    BuiltinTrace("azure-conv-2023", "AzureLLMInferenceTrace_conv.csv", "azure", 19_366, 719_188,
+                 "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+                 "CC-BY-4.0", *_AZURE, False),
+)}
+# earlier spellings (search spaces of kvmodel 0.1) -> built-in names
+_ALIASES = {"mooncake:conversation": "mooncake-conversation",
+            "mooncake:synthetic": "mooncake-synthetic"}
+
+
+class TraceNotFoundError(FileNotFoundError):
+    """A trace given by name or path that is neither a built-in trace nor an existing file."""
+
+
+def builtin_path(name: str) -> Path:
+    """Path of the bundled file of built-in trace ``name`` (KeyError listing the names)."""
+    name = _ALIASES.get(name, name)
+    if name not in BUILTIN:
+        raise KeyError(f"trace {name!r} is not a built-in trace; built-in: {sorted(BUILTIN)}")
+    path = BUILTIN[name].path
+    if not path.is_file():
+        raise TraceNotFoundError(f"built-in trace {name!r}: {path} is missing "
+                                 f"(broken installation: reinstall kvmodel)")
+    return path
+
+
+def resolve_trace(trace: str | Path, base_dir: str | Path | None = None) -> tuple[Path, str]:
+    """(file path, display name) of a built-in trace name or a trace file path.
+
+    A name in :data:`BUILTIN` (or an earlier alias) wins over a file of the same name; a
+    relative path is taken from ``base_dir`` when given. Raises :class:`TraceNotFoundError`
+    naming the file and the built-in names when neither exists.
+    """
+    if isinstance(trace, str) and (trace in BUILTIN or trace in _ALIASES):
+        name = _ALIASES.get(trace, trace)
+        return builtin_path(name), name
+    path = Path(trace)
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    if not path.is_file():
+        what = "is a directory, not a trace file" if path.is_dir() else "not found"
+        raise TraceNotFoundError(f"trace {str(trace)!r}: {path} {what}; give a trace file "
+                                 f"path or a built-in trace name: {', '.join(BUILTIN)}")
+    return path, path.name
 
 
 @dataclass
@@ -392,16 +478,21 @@ def load_trace_with_report(path: str | Path, format: str | None = None, *, skip_
     Without ``skip_bad`` the first malformed line raises ValueError("<file>: line <n>: <field>...");
     with it, malformed lines are skipped, counted in ``report.skipped`` and the first
     MAX_REPORTED_ERRORS messages kept in ``report.errors``. A missing required CSV column or
-    an undetectable format always raises. The trace is named after the file.
+    an undetectable format always raises. ``path`` may also be a built-in trace name
+    (:data:`BUILTIN`, e.g. ``"mooncake-conversation"``); the trace is named after the built-in
+    name or the file. A missing file raises :class:`TraceNotFoundError` (a FileNotFoundError)
+    naming the file and the built-in names.
     """
-    path = Path(path)
+    path, display = resolve_trace(path)
+    if format is None and display in BUILTIN:
+        format = BUILTIN[display].format
     fmt = format if format is not None else detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: must be one of {FORMATS} or None")
     if block_tokens < 1:
         raise ValueError(f"block_tokens={block_tokens}: must be >= 1")
     report = LoadReport(str(path), fmt)
-    builder = _Builder(path.name, _SPECS[fmt], block_tokens, report, skip_bad)
+    builder = _Builder(display, _SPECS[fmt], block_tokens, report, skip_bad)
     with open(path, encoding="utf-8", newline="") as f:
         json_like = fmt == "mooncake" or (fmt == "generic" and _is_jsonl(path, _first_line(path)))
         rows = (_json_rows(f, _parse_mooncake if fmt == "mooncake" else _parse_generic_json)
@@ -411,12 +502,14 @@ def load_trace_with_report(path: str | Path, format: str | None = None, *, skip_
                 builder.add(parse())
             except _RowError as err:
                 builder.fail(lineno, err)
-    return builder.build(path.name, relative=fmt == "azure"), report
+    return builder.build(display, relative=fmt == "azure"), report
 
 
 def load_trace(path: str | Path, format: str | None = None, skip_bad: bool = False,
                block_tokens: int = 512) -> Trace:
-    """Load a Mooncake / Azure / generic trace file as a :class:`Trace` (see module docstring).
+    """Load a built-in trace by name (``"mooncake-conversation"``, ``"mooncake-synthetic"``,
+    ``"azure-code-2023"``, ``"azure-conv-2023"``; see :data:`BUILTIN`) or a Mooncake / Azure /
+    generic trace file as a :class:`Trace` (see module docstring).
 
     Same as :func:`load_trace_with_report` but returns only the trace; use that function to
     learn how many lines ``skip_bad=True`` skipped.

@@ -21,7 +21,7 @@ import numpy as np
 import kvmodel
 
 HERE = Path(__file__).resolve().parent
-TRACE = HERE.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 MODEL, GPU, NODE = "llama-3.1-70b", "h100-sxm", "dgx-h100"
 
 

@@ -46,7 +46,7 @@ import kvmodel
 from kvmodel.sim import simulate
 
 HERE = Path(__file__).resolve().parent
-TRACE = HERE.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 MODEL, GPU, TP, NODE = "llama-3.1-70b", "a800-sxm-80gb", 8, "dgx-a100"
 PUBLISHED = {"global cache-aware": 3.07, "local cache-aware": 3.58, "load-balancing": 5.27,
              "random": 19.65}   # Fig. 5 bar labels (s), see the module docstring

@@ -35,7 +35,7 @@ import numpy as np
 import kvmodel
 
 HERE = Path(__file__).resolve().parent
-TRACE = HERE.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 N = 10
 MODEL, GPU, NODE = "llama-3.1-70b", "a800-sxm-80gb", "dgx-a100"
 PUBLISHED = {"max_hit_ratio_gain": 2.36, "max_prefill_time_saved": 0.48}

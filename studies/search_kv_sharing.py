@@ -47,7 +47,7 @@ from kvmodel import search
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_common import HERE, write_rows  # noqa: E402
 
-TRACE = HERE.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 OUT = HERE / "results" / "search_kv_sharing"
 SPACE = "kv-sharing"
 SIZES = (4, 8, 16, 32, 64)

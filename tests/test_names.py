@@ -42,7 +42,7 @@ def test_every_old_name_warns_and_equals_the_new_one(results):
 
 def test_aliases_are_read_only(results):
     with pytest.raises(AttributeError):
-        results["Estimate"].output_tok_s = 1.0
+        results["Estimate"].output_tok_per_s = 1.0
 
 
 def test_renamed_fields_follow_the_suffix_convention(results):

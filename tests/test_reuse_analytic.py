@@ -6,15 +6,15 @@ import json
 import math
 import random
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kvmodel._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from kvmodel._trace_types import Trace
+from kvmodel.traces import DATA_DIR
 
-TRACES = Path("/work/shared/traces")
+TRACES = DATA_DIR  # the built-in traces bundled in the package
 
 
 # ----------------------------------------------------------------------------- oracle

@@ -3,7 +3,6 @@
 import json
 import math
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,10 @@ from kvmodel._reuse_exact import (EVICTION_POLICIES, ROUTINGS, _count_lower_left
                                   _pre_request_depths, exact_hit_ratio_curve,
                                   lru_hit_thresholds, replay)
 from kvmodel._trace_types import Trace
+from kvmodel.traces import builtin_path
 
 A, B, C, D = 10, 11, 12, 13
-CONVERSATION = Path("/work/shared/traces/conversation_trace.jsonl")
+CONVERSATION = builtin_path("mooncake-conversation")
 
 
 def oracle_lru(chains, capacity):
@@ -157,7 +157,6 @@ def test_count_lower_left_matches_brute_force():
     np.testing.assert_array_equal(_count_lower_left(y, qx, qy), brute)
 
 
-@pytest.mark.skipif(not CONVERSATION.exists(), reason="Mooncake trace not present")
 def test_real_trace_slice_matches_replay():
     with open(CONVERSATION) as f:
         chains = [json.loads(line)["hash_ids"] for _, line in zip(range(1500), f)]

@@ -1,6 +1,5 @@
 """Tests of the reference discrete-event simulator (kvmodel.sim)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from kvmodel.models import get_model
 from kvmodel.sim import SIM_ROUTINGS, poisson_requests, simulate
 
 M, G = "llama-3.1-8b", "h100-sxm"
-MOONCAKE = Path("/work/shared/traces/conversation_trace.jsonl")
+MOONCAKE = "mooncake-conversation"  # built-in trace
 
 
 def _rel(a, b):
@@ -240,7 +239,6 @@ def test_bad_requests_raise():
 # ---------------------------------------------------------------------------- the big trace
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MOONCAKE.exists(), reason="Mooncake trace not available")
 def test_mooncake_16_instances_fast_and_consistent():
     tr = kvmodel.load_trace(MOONCAKE)
     r = simulate(M, G, tr, instances=16)

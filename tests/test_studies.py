@@ -12,7 +12,7 @@ import pytest
 import kvmodel
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
-TRACE = STUDIES.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+TRACE = "mooncake-conversation"  # built-in trace
 
 
 def _load(name: str):
@@ -23,10 +23,7 @@ def _load(name: str):
 
 
 def _small_trace() -> kvmodel.Trace:
-    if TRACE.exists():
-        return _load("mooncake_fig5").head(kvmodel.load_trace(TRACE), 300)
-    return kvmodel.synthetic_trace(300, seed=1, rate_per_s=2.0, system_prompt_tokens=4096,
-                                   user_tokens_mean=2000, output_tokens_mean=100)
+    return _load("mooncake_fig5").head(kvmodel.load_trace(TRACE), 300)
 
 
 def test_mooncake_fig5_core():
@@ -85,8 +82,6 @@ def test_pd_ratio_sweep_core():
 @pytest.mark.slow
 def test_mooncake_fig5_full_ordering():
     m = _load("mooncake_fig5")
-    if not TRACE.exists():
-        pytest.skip("conversation trace not available")
     rows = m.run(kvmodel.load_trace(TRACE))
     t = {r["routing"]: r["model_mean_ttft_s"] for r in rows}
     assert t["mooncake"] < t["sglang"] < t["least_loaded"] < t["random"]
@@ -106,9 +101,7 @@ def test_search_kv_sharing_core(capsys):
     from kvmodel import search
     m = _load("search_kv_sharing")
     space = search.load_space(m.SPACE)
-    tr = kvmodel.load_trace(TRACE) if TRACE.exists() else kvmodel.synthetic_trace(
-        2000, seed=1, rate_per_s=2.0, system_prompt_tokens=4096, user_tokens_mean=2000,
-        output_tokens_mean=100)
+    tr = kvmodel.load_trace(TRACE)
     w = m.workload(space, tr)
     rows, base = m.sweep(w, space, sizes=(4,), nics=("roce-400g",), epsilons=(0.25,))
     assert set(base) == {4} and base[4] > 0

@@ -11,17 +11,14 @@ import pytest
 
 from conftest import ROOT
 from kvmodel._trace_types import Trace
-from kvmodel.traces import (LoadReport, detect_format, load_trace, load_trace_with_report,
+from kvmodel.traces import (DATA_DIR, LoadReport, detect_format, load_trace, load_trace_with_report,
                             synthetic_trace)
 
 DATA = ROOT / "tests" / "data"
-TRACES = ROOT.parent / "shared" / "traces"
-
-
 def _real(name):
-    path = TRACES / name
-    if not path.exists():
-        pytest.skip(f"public trace {path} not available")
+    """Path of a bundled public trace file (a missing file fails: the package ships them)."""
+    path = DATA_DIR / name
+    assert path.is_file(), f"bundled trace {path} missing"
     return path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,14 +21,15 @@ import kvmodel
 from kvmodel import cluster as _cl
 from kvmodel.tiers import default_node_for_gpu
 
+from kvmodel.traces import BUILTIN, TraceNotFoundError, resolve_trace
+
 from ._space import DIMENSIONS, Space, SpaceError
 
-__all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point", "evaluate_columns",
-           "workload_for", "check_names", "BIG", "VECTOR_DIMS"]
+__all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point",
+           "evaluate_columns", "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]
 
 BIG = 1e9            # stands for an infinite cost or latency in objective values
 CONSTRAINTS = ("fit", "stable", "ttft_slo", "tpot_slo", "budget", "tier_bandwidth")
-TRACE_DIR_ENV = "KVMODEL_TRACE_DIR"
 
 
 @dataclass(frozen=True)
@@ -115,27 +115,32 @@ _TRACES: dict[tuple, Any] = {}
 _WORKLOADS: dict[tuple, Any] = {}
 
 
-def _trace_dir() -> Path:
-    import os
-    env = os.environ.get(TRACE_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(kvmodel.__file__).resolve().parent.parent.parent / "shared" / "traces"
-
-
 def _load_trace(spec: dict, base_dir: str):
+    """The space's trace: ``"synthetic"`` (with ``[workload.synthetic]``), a built-in trace name
+    (``kvmodel traces``) or a file path relative to the space file. A trace that cannot be found
+    raises :class:`kvmodel.traces.TraceNotFoundError` (never recorded as an infeasible trial)."""
     name = spec["trace"]
     if name == "synthetic":
         kw = dict(spec.get("synthetic", {}))
         n = kw.pop("n_requests", 2000)
         return kvmodel.synthetic_trace(int(n), **kw)
-    named = {"mooncake:conversation": "conversation_trace.jsonl",
-             "mooncake:synthetic": "synthetic_trace.jsonl"}
-    path = _trace_dir() / named[name] if name in named else Path(base_dir) / name
-    if not path.exists():
-        hint = f" (set {TRACE_DIR_ENV} to the folder holding {named[name]})" if name in named else ""
-        raise SpaceError(f"[workload].trace={name!r}: {path} not found{hint}")
+    path, display = resolve_trace(name, base_dir)
+    if display in BUILTIN:
+        return kvmodel.load_trace(display)
     return kvmodel.load_trace(path)
+
+
+def check_trace(space: Space) -> None:
+    """Fail fast (before any trial) when the space's trace is neither a built-in trace nor an
+    existing file: :class:`kvmodel.traces.TraceNotFoundError` naming the space, the file and the
+    built-in names."""
+    name = space.workload.get("trace", "synthetic")
+    if name == "synthetic":
+        return
+    try:
+        resolve_trace(name, space.base_dir)
+    except TraceNotFoundError as exc:
+        raise TraceNotFoundError(f"space {space.name!r}: [workload].{exc}") from None
 
 
 def _coarsen(trace, block_tokens: int):
@@ -174,7 +179,10 @@ def workload_for(space: Space, block_tokens: int | None = None):
 # ---- configuration ---------------------------------------------------------------------------
 def check_names(space: Space) -> None:
     """Raise :class:`SpaceError` naming the dimension when a choice or fixed value is not a
-    known model / GPU / node / link / routing / sharing / policy."""
+    known model / GPU / node / link / routing / sharing / policy, and
+    :class:`kvmodel.traces.TraceNotFoundError` when the space's trace cannot be found (so a run
+    or a grid fails before its first trial)."""
+    check_trace(space)
     known = {"model": kvmodel.list_models(), "gpu": kvmodel.list_entries("gpu"),
              "node": kvmodel.list_entries("node"), "nic": kvmodel.list_entries("link"),
              "pool_nic": kvmodel.list_entries("link"), "sharing": _cl.SHARING,

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["deprecated_alias", "add_aliases", "jsonable", "fields_dict"]
+__all__ = ["deprecated_alias", "add_aliases", "jsonable", "fields_dict", "RenamedDict"]
 
 
 def deprecated_alias(old: str, new: str) -> property:
@@ -55,7 +55,28 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+class RenamedDict(dict):
+    """A dict whose keys are the current field names; looking up a renamed field's old name
+    (``d["goodput_rps"]``) still works for one release, with a DeprecationWarning. Old names
+    are not keys: iteration, ``in``, ``len`` and JSON see the new names only."""
+
+    def __init__(self, data: Mapping[str, Any], renamed: Mapping[str, str]):
+        super().__init__(data)
+        self._renamed = dict(renamed)
+
+    def __missing__(self, key: str) -> Any:
+        new = self._renamed.get(key)
+        if new is None:
+            raise KeyError(key)
+        warnings.warn(f"to_dict() key {key!r} is deprecated; use {new!r} (the same value)",
+                      DeprecationWarning, stacklevel=2)
+        return self[new]
+
+
 def fields_dict(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """JSON-safe dict of a dataclass instance built from its fields (never a hand list)."""
-    return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-            if f.name not in exclude}
+    """JSON-safe dict of a dataclass instance built from its fields (never a hand list); a
+    :class:`RenamedDict` when the class has renamed fields."""
+    d = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+         if f.name not in exclude}
+    renamed = getattr(type(obj), "RENAMED", None)
+    return RenamedDict(d, renamed) if renamed else d

@@ -36,8 +36,11 @@ def test_every_old_name_warns_and_equals_the_new_one(results):
             with pytest.warns(DeprecationWarning, match=rf"\.{new}\b"):
                 v = getattr(r, old)
             assert v == getattr(r, new), (old, new)
-            if dataclasses.is_dataclass(r) and hasattr(r, "to_dict"):
-                assert old not in r.to_dict()
+            if hasattr(r, "to_dict"):
+                d = r.to_dict()
+                assert old not in d and old not in list(d) and f'"{old}"' not in json.dumps(d)
+                with pytest.warns(DeprecationWarning, match=f"'{new}'"):
+                    assert d[old] == d[new]  # old key lookups still work for one release
 
 
 def test_aliases_are_read_only(results):

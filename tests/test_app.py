@@ -61,7 +61,7 @@ def test_estimate_matches_library_and_reacts_to_widgets():
     clean(at)
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, precision="fp8", input_len=4096,
                          output_len=128, batch="max")
-    assert metric(at, "Output (tok/s)") == ui.fmt_num(e.output_tok_s)
+    assert metric(at, "Output (tok/s)") == ui.fmt_num(e.output_tok_per_s)
     assert metric(at, "TPOT (ms)") == ui.fmt_ms(e.tpot_s)
     assert at.query_params["model"] == ["llama-3.1-8b"] or at.query_params["model"] == "llama-3.1-8b"
 
@@ -71,7 +71,7 @@ def test_estimate_matches_library_and_reacts_to_widgets():
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, precision="fp8", input_len=4096,
                          output_len=128, request_rate=2.0)
     assert metric(at, "TTFT (ms)") == ui.fmt_ms(e.ttft_s)
-    assert metric(at, "Saturation rate (req/s)") == ui.fmt_num(e.saturation_request_rate)
+    assert metric(at, "Saturation rate (req/s)") == ui.fmt_num(e.saturation_request_rate_per_s)
 
 
 def test_estimate_bad_input_is_a_message_not_a_traceback():
@@ -105,7 +105,7 @@ def test_tiers_hit_ratio_equals_library():
     clean(at)
     trace = kvmodel.synthetic_trace(2000)
     block_B = trace.block_tokens * kvmodel.estimate(
-        "llama-3.1-70b", "h100-sxm", tp=8, precision="fp8").kv_bytes_per_token
+        "llama-3.1-70b", "h100-sxm", tp=8, precision="fp8").kv_B_per_token
     h = kvmodel.hit_ratio_curve(trace, np.array([math.floor(20e9 / block_B)]))[0]
     assert metric(at, "Total hit ratio") == f"{h:.3f}"
     assert len(at.get("plotly_chart")) == 3 and len(at.latex) >= 3
@@ -146,7 +146,7 @@ def test_cluster_compare_equals_library_and_sweeps():
                                          routing="prefix_affinity_bounded"), w)
     row = df[(df["sharing"] == "p2p") & (df["routing"] == "prefix_affinity_bounded")].iloc[0]
     assert row["ttft_p99_s"] == ui.fmt_ms(r.ttft_p99_s)
-    assert row["cost_per_mtok"] == ui.fmt_money(r.cost_per_mtok, "Mtok")
+    assert row["cost_usd_per_mtok"] == ui.fmt_money(r.cost_usd_per_mtok, "Mtok")
 
     at.radio(key="knob").set_value("network").run()
     clean(at)
@@ -290,4 +290,4 @@ def test_search_evaluates_a_grid(tmp_path):
     assert metric(at, "points") == f"{len(g.points):,}"
     df = at.dataframe[-1].value
     assert len(df) == 5
-    assert df["goodput_per_dollar (requests/$)"].iloc[0] == ui.fmt_num(g.best()[1])
+    assert df["goodput_per_dollar (req/$)"].iloc[0] == ui.fmt_num(g.best()[1])

@@ -75,10 +75,10 @@ def test_estimate_headline_equals_library(mode, params, lib):
     m = metrics(at)
     assert m["TTFT (ms)"] == ui.fmt_ms(e.ttft_s) and m["TPOT (ms)"] == ui.fmt_ms(e.tpot_s)
     assert m["E2E (s)"] == ui.fmt_time(e.e2e_s)
-    assert m["Output (tok/s)"] == ui.fmt_num(e.output_tok_s)
+    assert m["Output (tok/s)"] == ui.fmt_num(e.output_tok_per_s)
     assert m["Batch (sequences)"] == ui.fmt_num(e.batch)
     assert m["HBM"] == ui.fmt_bytes(kvmodel.get_gpu(key="h100-sxm").hbm_capacity_B)
-    assert m["Weights"] == ui.fmt_bytes(e.weights_bytes_per_gpu)
+    assert m["Weights"] == ui.fmt_bytes(e.weights_B_per_gpu)
     assert m["KV capacity (tokens)"] == ui.fmt_num(e.kv_capacity_tokens)
     assert m["Largest batch that fits (sequences)"] == ui.fmt_num(e.max_batch)
     bd = at.dataframe[-1].value  # per-operator breakdown: one cell per op and phase
@@ -94,14 +94,14 @@ def test_estimate_request_rate_stable_shows_percentiles_and_saturation():
     assert e.mode == "rate" and e.stable  # the page's mode string must be the library's
     m = metrics(at)
     assert m["TTFT (ms)"] == ui.fmt_ms(e.ttft_s) and m["Batch (sequences)"] == ui.fmt_num(e.batch)
-    assert m["Saturation rate (req/s)"] == ui.fmt_num(e.saturation_request_rate)
+    assert m["Saturation rate (req/s)"] == ui.fmt_num(e.saturation_request_rate_per_s)
     assert m["Mean queueing delay (ms)"] == ui.fmt_ms(e.queue_wait_s)
     assert m["P(request waits)"] == ui.fmt_pct(e.queue_wait_prob)
     pct = at.dataframe[0].value.set_index("metric")
     assert pct.loc["TTFT", "p99"] == ui.fmt_ms(e.ttft_p99_s)
     assert pct.loc["TPOT", "p50"] == ui.fmt_ms(e.tpot_p50_s)
     assert pct.loc["E2E", "p90"] == ui.fmt_time(e.e2e_p90_s)
-    assert e.saturation_request_rate > 5.0 and not at.error
+    assert e.saturation_request_rate_per_s > 5.0 and not at.error
 
 
 def test_estimate_request_rate_unstable_explains_and_hides_infinite_numbers():
@@ -109,13 +109,13 @@ def test_estimate_request_rate_unstable_explains_and_hides_infinite_numbers():
     e = kvmodel.estimate(**M70, request_rate=50.0)
     assert not e.stable and math.isinf(e.ttft_s)
     msg = texts(at.error)
-    assert "Unstable" in msg and ui.fmt_num(e.saturation_request_rate, "req/s") in msg
+    assert "Unstable" in msg and ui.fmt_num(e.saturation_request_rate_per_s, "req/s") in msg
     assert "50 req/s" in msg
     m = metrics(at)
     assert "TTFT (ms)" not in m and "Batch (sequences)" not in m  # no ∞ beside "Batch 0"
     assert "∞" not in " ".join(m.values())
-    assert m["Saturation rate (req/s)"] == ui.fmt_num(e.saturation_request_rate)
-    assert m["Throughput at saturation (tok/s)"] == ui.fmt_num(e.output_tok_s)
+    assert m["Saturation rate (req/s)"] == ui.fmt_num(e.saturation_request_rate_per_s)
+    assert m["Throughput at saturation (tok/s)"] == ui.fmt_num(e.output_tok_per_s)
 
 
 # ---- Tiers & reuse -------------------------------------------------------------------------------
@@ -162,8 +162,8 @@ def test_cluster_table_cells_equal_library():
     df = at.dataframe[0].value
     row = df[(df["sharing"] == "p2p") & (df["routing"] == "round_robin")].iloc[0]
     assert row["ttft_p99_s"] == ui.fmt_ms(r.ttft_p99_s) and row["tpot_s"] == ui.fmt_ms(r.tpot_s)
-    assert row["cost_per_mtok"] == ui.fmt_money(r.cost_per_mtok, "Mtok")
-    assert row["cost_per_mtok"].startswith("$")
+    assert row["cost_usd_per_mtok"] == ui.fmt_money(r.cost_usd_per_mtok, "Mtok")
+    assert row["cost_usd_per_mtok"].startswith("$")
     assert row["hit_ratio"] == ui.fmt_pct(sum(r.hit_ratio.values()))
 
 
@@ -186,7 +186,7 @@ def test_search_grid_results_are_in_the_link_and_equal_library(tmp_path):
     assert metrics(at)["points"] == f"{len(g.points):,}"
     df = at.dataframe[-1].value
     assert len(df) == 3
-    assert df["goodput_per_dollar (requests/$)"].iloc[0] == ui.fmt_num(g.best()[1])
+    assert df["goodput_per_dollar (req/$)"].iloc[0] == ui.fmt_num(g.best()[1])
 
 
 def test_search_grid_button_puts_results_in_the_link(tmp_path):

@@ -22,9 +22,9 @@ def test_open_loop_unstable_below_saturation_says_why():
     e = kvmodel.estimate("llama-2-13b", "h100-sxm", tp=1, precision="bf16", input_len=10532,
                          output_len=40, request_rate=1.45)
     assert e.feasible and not e.stable
-    assert 1.45 < e.saturation_request_rate
+    assert 1.45 < e.saturation_request_rate_per_s
     assert "below the throughput-max saturation rate" in e.reason and "KV cache" in e.reason
-    assert e.output_tok_s <= 1.45 * 40 + 1e-9
+    assert e.output_tok_per_s <= 1.45 * 40 + 1e-9
     assert np.isinf(e.ttft_s)
 
 
@@ -33,7 +33,7 @@ def test_open_loop_beyond_saturation_reason():
                          request_rate=50.0)
     assert e.feasible and not e.stable
     assert "at or beyond the saturation rate" in e.reason
-    assert e.output_tok_s == pytest.approx(e.saturation_request_rate * 128)
+    assert e.output_tok_per_s == pytest.approx(e.saturation_request_rate_per_s * 128)
 
 
 @settings(max_examples=60, deadline=None)
@@ -44,9 +44,9 @@ def test_open_loop_stable_iff_no_reason(rate, inp, out, model):
                          output_len=out, request_rate=rate)
     assert e.feasible
     assert bool(e.stable) == (e.reason == "")
-    assert 0.0 <= e.output_tok_s <= rate * out * (1 + 1e-9)
+    assert 0.0 <= e.output_tok_per_s <= rate * out * (1 + 1e-9)
     if e.stable:
-        assert rate < e.saturation_request_rate and np.isfinite(e.ttft_s)
+        assert rate < e.saturation_request_rate_per_s and np.isfinite(e.ttft_s)
     else:
         assert np.isinf(e.ttft_s) and np.isinf(e.ttft_p99_s)
 

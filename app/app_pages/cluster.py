@@ -20,12 +20,12 @@ GB = 1e9  # display unit
 NETWORK_FAMILIES = ("infiniband", "roce", "ethernet", "tcp")
 METRICS = {  # result column -> (chart label with its unit, factor from the SI value)
     "ttft_s": ("TTFT mean (ms)", 1e3), "ttft_p50_s": ("TTFT p50 (ms)", 1e3),
-    "ttft_p99_s": ("TTFT p99 (ms)", 1e3), "goodput_rps": ("goodput (req/s)", 1.0),
-    "cost_per_mtok": ("cost ($ / Mtok)", 1.0),
+    "ttft_p99_s": ("TTFT p99 (ms)", 1e3), "goodput_per_s": ("goodput (req/s)", 1.0),
+    "cost_usd_per_mtok": ("cost ($ / Mtok)", 1.0),
 }
 UNITS = {"ttft_s": "ms", "ttft_p50_s": "ms", "ttft_p90_s": "ms", "ttft_p99_s": "ms",
-         "tpot_s": "ms", "tpot_p99_s": "ms", "goodput_rps": "req/s", "output_tok_s": "tok/s",
-         "cost_per_hour": "$/h", "cost_per_mtok": "$/Mtok", "hit_ratio": "%", "dram_B": "B"}
+         "tpot_s": "ms", "tpot_p99_s": "ms", "goodput_per_s": "req/s", "output_tok_per_s": "tok/s",
+         "cost_usd_per_h": "$/h", "cost_usd_per_mtok": "$/Mtok", "hit_ratio": "%", "dram_B": "B"}
 
 
 def label(col: str) -> str:
@@ -95,7 +95,7 @@ def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
     row = dict(cfg)
     row.update({k: d[k] for k in ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
                                   "tpot_p99_s",
-                                  "goodput_rps", "output_tok_s", "cost_per_hour", "cost_per_mtok",
+                                  "goodput_per_s", "output_tok_per_s", "cost_usd_per_h", "cost_usd_per_mtok",
                                   "stable", "reason", "imbalance")})
     row["hit_ratio"] = sum(d["hit_ratio"].values())
     row.update({f"hit_{k}": v for k, v in d["hit_ratio"].items()})
@@ -133,8 +133,8 @@ def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
                       margin=dict(t=30, b=10), legend_title="sharing")
     ui.show_chart(fig, "cluster_compare", "compare")
     cols = ["sharing", "routing", "ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
-            "goodput_rps",
-            "cost_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
+            "goodput_per_s",
+            "cost_usd_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
     ui.show_table(df[[c for c in cols if c in df]], "cluster_compare", "compare", units=UNITS,
                   wide=["reason"])
 

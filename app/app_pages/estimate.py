@@ -58,11 +58,11 @@ def headline(e: Any) -> None:
     c[0].metric("TTFT (ms)", ui.fmt_ms(e.ttft_s))
     c[1].metric("TPOT (ms)", ui.fmt_ms(e.tpot_s))
     c[2].metric("E2E (s)", ui.fmt_time(e.e2e_s))
-    c[3].metric("Output (tok/s)", ui.fmt_num(e.output_tok_s))
+    c[3].metric("Output (tok/s)", ui.fmt_num(e.output_tok_per_s))
     c[4].metric("Batch (sequences)", ui.fmt_num(e.batch))
 
     def fmt(k: str, v: float) -> str:
-        return {"output_tok_s": lambda x: ui.fmt_num(x, "tok/s"), "e2e_s": ui.fmt_time}.get(
+        return {"output_tok_per_s": lambda x: ui.fmt_num(x, "tok/s"), "e2e_s": ui.fmt_time}.get(
             k, ui.fmt_ms)(v)
 
     band = ", ".join(f"{k.removesuffix('_s')} {fmt(k, lo)}–{fmt(k, hi)}"
@@ -84,7 +84,7 @@ def queueing(e: Any) -> None:
     st.dataframe(shown, hide_index=True, key="table_pct")
     ui.download_table(pd.DataFrame(rows), "percentiles", "pct")
     c = st.columns(3)
-    c[0].metric("Saturation rate (req/s)", ui.fmt_num(e.saturation_request_rate))
+    c[0].metric("Saturation rate (req/s)", ui.fmt_num(e.saturation_request_rate_per_s))
     c[1].metric("Mean queueing delay (ms)", ui.fmt_ms(e.queue_wait_s))
     c[2].metric("P(request waits)", ui.fmt_pct(e.queue_wait_prob))
 
@@ -92,7 +92,7 @@ def queueing(e: Any) -> None:
 def unstable(e: Any) -> None:
     """An open loop above saturation: no latencies (they grow without bound), say why."""
     lam = e.inputs["request_rate"]
-    sat = e.saturation_request_rate
+    sat = e.saturation_request_rate_per_s
     st.error(
         f"**Unstable: {ui.fmt_num(lam, 'req/s')} offered, but this instance saturates at "
         f"{ui.fmt_num(sat, 'req/s')}** (utilisation {ui.fmt_pct(lam / sat) if sat > 0 else '∞'}). "
@@ -102,7 +102,7 @@ def unstable(e: Any) -> None:
     c = st.columns(3)
     c[0].metric("Offered rate (req/s)", ui.fmt_num(lam))
     c[1].metric("Saturation rate (req/s)", ui.fmt_num(sat))
-    c[2].metric("Throughput at saturation (tok/s)", ui.fmt_num(e.output_tok_s))
+    c[2].metric("Throughput at saturation (tok/s)", ui.fmt_num(e.output_tok_per_s))
 
 
 def memory(e: Any, gpu: str) -> None:
@@ -110,11 +110,11 @@ def memory(e: Any, gpu: str) -> None:
     hbm = kvmodel.get_gpu(key=gpu).hbm_capacity_B
     c = st.columns(4)
     c[0].metric("HBM", ui.fmt_bytes(hbm))
-    c[1].metric("Weights", ui.fmt_bytes(e.weights_bytes_per_gpu))
+    c[1].metric("Weights", ui.fmt_bytes(e.weights_B_per_gpu))
     c[2].metric("KV capacity (tokens)", ui.fmt_num(e.kv_capacity_tokens))
     c[3].metric("Largest batch that fits (sequences)", ui.fmt_num(e.max_batch))
-    st.progress(float(min(max(e.weights_bytes_per_gpu / hbm, 0.0), 1.0)),
-                text=f"weights use {100 * e.weights_bytes_per_gpu / hbm:.1f} % of HBM")
+    st.progress(float(min(max(e.weights_B_per_gpu / hbm, 0.0), 1.0)),
+                text=f"weights use {100 * e.weights_B_per_gpu / hbm:.1f} % of HBM")
 
 
 BREAKDOWN_UNITS = {"flops": "FLOP", "bytes": "B", "time_s": "ms", "intensity_flop_per_B": "FLOP/B",

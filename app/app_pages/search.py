@@ -72,8 +72,10 @@ def unit_of(mod: Any | None, name: str) -> str:
     obj = getattr(mod, "OBJECTIVES", {}).get(name)
     if obj is not None:
         return obj.unit
-    for suffix, unit in (("_s", "s"), ("_Bps", "B/s"), ("_B", "B"), ("_rps", "req/s"),
-                         ("_tok_s", "tok/s"), ("cost_per_hour", "$/h"), ("cost_per_mtok", "$/Mtok")):
+    for suffix, unit in (("_tok_per_s", "tok/s"), ("_per_s", "req/s"), ("_s", "s"),
+                         ("_Bps", "B/s"), ("_B", "B"), ("_rps", "req/s"), ("_usd_per_h", "$/h"),
+                         ("_usd_per_mtok", "$/Mtok"), ("cost_per_hour", "$/h"),
+                         ("cost_per_mtok", "$/Mtok")):
         if name.endswith(suffix):
             return unit
     return ""

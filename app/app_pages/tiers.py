@@ -37,11 +37,11 @@ def node_inputs() -> dict[str, Any]:
         st.stop()
     kvp = base.inputs["kv_precision"]
     st.caption(f"{n.name}: {n.gpus_per_node}× {n.gpu}, TP{n.gpus_per_node}; KV cache {kvp}, "
-               f"{base.kv_bytes_per_token:,.0f} B/token; KV pool "
-               f"{ui.fmt_bytes(base.kv_capacity_tokens * base.kv_bytes_per_token)}")
+               f"{base.kv_B_per_token:,.0f} B/token; KV pool "
+               f"{ui.fmt_bytes(base.kv_capacity_tokens * base.kv_B_per_token)}")
     return dict(model=model, node=node, gpu=n.gpu, num_gpus=n.gpus_per_node, precision=precision,
-                kv_precision=kvp, kv_B_per_token=base.kv_bytes_per_token,
-                kv_pool_B=base.kv_capacity_tokens * base.kv_bytes_per_token)
+                kv_precision=kvp, kv_B_per_token=base.kv_B_per_token,
+                kv_pool_B=base.kv_capacity_tokens * base.kv_B_per_token)
 
 
 def tier_inputs(cfg: dict[str, Any]) -> dict[str, Any]:

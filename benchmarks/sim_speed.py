@@ -32,9 +32,9 @@ def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> dic
     print(f"{instances:3d} instances: {r.steps:>9,d} steps, {r.events:>7,d} events, "
           f"{r.steps / r.wall_s:>12,.0f} steps/s, {r.events / r.wall_s:>9,.0f} events/s, "
           f"wall {r.wall_s:.2f} s (with setup {total:.2f} s)")
-    print(f"     TTFT mean/p99 {r.mean_ttft_s:.3f}/{r.p99_ttft_s:.3f} s, TPOT mean/p99 "
-          f"{r.mean_tpot_s * 1e3:.2f}/{r.p99_tpot_s * 1e3:.2f} ms, E2E mean {r.mean_e2e_s:.2f} s, "
-          f"{r.throughput_tok_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
+    print(f"     TTFT mean/p99 {r.ttft_mean_s:.3f}/{r.ttft_p99_s:.3f} s, TPOT mean/p99 "
+          f"{r.tpot_mean_s * 1e3:.2f}/{r.tpot_p99_s * 1e3:.2f} ms, E2E mean {r.e2e_mean_s:.2f} s, "
+          f"{r.output_tok_per_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
           f"Little L={lit['L']:.2f} vs XW={lit['XW']:.2f}")
     return dict(steps=int(r.steps), events=int(r.events), wall_s=float(r.wall_s),
                 with_setup_s=total)

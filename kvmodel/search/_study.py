@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from ._samplers import WindowedTPESampler
-from ._objectives import CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, recorded_only
+from ._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
+                          recorded_only)
 from ._space import Space, load_space
 from ._storage import DEFAULT_STORAGE, open_storage, sync
 
@@ -73,8 +74,8 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     return params
 
 
-_KEEP = ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "output_tok_s",
-         "goodput_rps", "cost_per_hour", "cost_per_mtok", "stable", "imbalance",
+_KEEP = ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "output_tok_per_s",
+         "goodput_per_s", "cost_usd_per_h", "cost_usd_per_mtok", "stable", "imbalance",
          "max_rate_at_slo", "tier_utilisation", "prefill_instances", "decode_instances")
 
 
@@ -103,7 +104,21 @@ def _create(space: Space, storage: Any, study_name: str, sampler: Any) -> Any:
     elif list(st.user_attrs.get("metrics", [])) != list(space.metrics):
         raise ValueError(f"study {study_name!r} exists with objectives "
                          f"{st.user_attrs.get('metrics')}, not {list(space.metrics)}")
+    _name_metrics(st, space.metrics)
     return st
+
+
+def _name_metrics(st: Any, metrics: Any) -> None:
+    """Label the objectives with unit and direction in Optuna's ``metric_names`` (what
+    optuna-dashboard shows instead of "Objective 0"); studies made before this get them when
+    reopened. The stored identifiers (user attribute ``metrics``) are unchanged."""
+    import warnings
+    import optuna
+    labels = [objective_label(m) for m in metrics]
+    if st.metric_names != labels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            st.set_metric_names(labels)
 
 
 def _n_complete(study: Any) -> int:

@@ -191,23 +191,26 @@ def fmt_ms(seconds: float) -> str:
     return f"{ms:,.0f} ms" if abs(ms) >= 1e3 else f"{ms:.3g} ms"
 
 
-def fmt_num(x: float, unit: str = "") -> str:
+def _special(x: Any) -> str | None:
+    """The cell text of a missing or non-finite value ("—", "∞"); None for a finite number."""
     if _missing(x):
         return MISSING
+    return None if math.isfinite(float(x)) else "∞"
+
+
+def fmt_num(x: float, unit: str = "") -> str:
+    if (special := _special(x)) is not None:
+        return special
     x = float(x)
-    if not math.isfinite(x):
-        return "∞"
     body = f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
     return f"{body}{(' ' + unit) if unit else ''}"
 
 
 def fmt_si(x: float, unit: str) -> str:
     """SI prefix for big counts and rates: 1.03e15 FLOP/s -> "1.03 PFLOP/s"."""
-    if _missing(x):
-        return MISSING
+    if (special := _special(x)) is not None:
+        return special
     x = float(x)
-    if not math.isfinite(x):
-        return "∞"
     for div, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return f"{x / div:.3g} {prefix}{unit}"
@@ -216,11 +219,9 @@ def fmt_si(x: float, unit: str) -> str:
 
 def fmt_money(x: float, per: str = "") -> str:
     """US dollars: $0.0123, $1.23, $12,345 (per e.g. "Mtok", "h")."""
-    if _missing(x):
-        return MISSING
+    if (special := _special(x)) is not None:
+        return special
     x = float(x)
-    if not math.isfinite(x):
-        return "∞"
     body = f"${x:,.0f}" if abs(x) >= 1e3 else (f"${x:.2f}" if abs(x) >= 1 else f"${x:.3g}")
     return body + (f" / {per}" if per else "")
 

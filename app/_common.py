@@ -156,7 +156,21 @@ def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 # ---- formatting ----------------------------------------------------------------------------------
+MISSING = "—"  # a cell or metric with no value (None / NaN); ∞ stays ∞ (unstable, infeasible)
+
+
+def _missing(x: Any) -> bool:
+    if x is None:
+        return True
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
 def fmt_time(seconds: float) -> str:
+    if _missing(seconds):
+        return MISSING
     s = float(seconds)
     if not math.isfinite(s):
         return "∞"
@@ -167,15 +181,54 @@ def fmt_time(seconds: float) -> str:
     return f"{s * 1e6:.3g} µs"
 
 
-def fmt_num(x: float, unit: str = "") -> str:
-    x = float(x)
-    if not math.isfinite(x):
+def fmt_ms(seconds: float) -> str:
+    """Milliseconds always (TTFT, TPOT): one scale for a column or a row of metrics."""
+    if _missing(seconds):
+        return MISSING
+    ms = float(seconds) * 1e3
+    if not math.isfinite(ms):
         return "∞"
+    return f"{ms:,.0f} ms" if abs(ms) >= 1e3 else f"{ms:.3g} ms"
+
+
+def _special(x: Any) -> str | None:
+    """The cell text of a missing or non-finite value ("—", "∞"); None for a finite number."""
+    if _missing(x):
+        return MISSING
+    return None if math.isfinite(float(x)) else "∞"
+
+
+def fmt_num(x: float, unit: str = "") -> str:
+    if (special := _special(x)) is not None:
+        return special
+    x = float(x)
     body = f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
     return f"{body}{(' ' + unit) if unit else ''}"
 
 
+def fmt_si(x: float, unit: str) -> str:
+    """SI prefix for big counts and rates: 1.03e15 FLOP/s -> "1.03 PFLOP/s"."""
+    if (special := _special(x)) is not None:
+        return special
+    x = float(x)
+    for div, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def fmt_money(x: float, per: str = "") -> str:
+    """US dollars: $0.0123, $1.23, $12,345 (per e.g. "Mtok", "h")."""
+    if (special := _special(x)) is not None:
+        return special
+    x = float(x)
+    body = f"${x:,.0f}" if abs(x) >= 1e3 else (f"${x:.2f}" if abs(x) >= 1 else f"${x:.3g}")
+    return body + (f" / {per}" if per else "")
+
+
 def fmt_bytes(b: float) -> str:
+    if _missing(b):
+        return MISSING
     b = float(b)
     if not math.isfinite(b):
         return "∞"
@@ -183,6 +236,42 @@ def fmt_bytes(b: float) -> str:
         if abs(b) >= div:
             return f"{b / div:.3g} {unit}"
     return f"{b:.3g} B"
+
+
+def fmt_pct(fraction: float) -> str:
+    return MISSING if _missing(fraction) else f"{100 * float(fraction):.1f} %"
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {  # unit of a table column -> its formatter
+    "s": fmt_time, "ms": fmt_ms, "B": fmt_bytes, "$": fmt_money, "%": fmt_pct,
+    "$/Mtok": lambda x: fmt_money(x, "Mtok"), "$/h": lambda x: fmt_money(x, "h"),
+    "B/s": lambda x: fmt_bytes(x) + "/s" if not _missing(x) and math.isfinite(float(x)) else fmt_num(x),
+    "FLOP": lambda x: fmt_si(x, "FLOP"), "FLOP/s": lambda x: fmt_si(x, "FLOP/s"),
+    "FLOP/B": lambda x: fmt_num(x, "FLOP/B"), "tokens": lambda x: fmt_num(x, "tokens"),
+    "req/s": lambda x: fmt_num(x, "req/s"), "tok/s": lambda x: fmt_num(x, "tok/s"),
+    "": fmt_num,
+}
+
+
+def fmt_cell(x: Any, unit: str = "") -> str:
+    """One table cell as text with its unit; "—" for a missing value."""
+    if _missing(x):
+        return MISSING
+    if isinstance(x, (bool, np.bool_, str)):
+        return str(x) if x != "" else MISSING
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return FORMATS[unit](x)
+    return str(x)
+
+
+def readable(df: Any, units: dict[str, str] | None = None) -> Any:
+    """A table for the eye: numbers formatted with their units, missing cells "—".
+    Columns not in ``units`` keep numbers as numbers (formatted without a unit)."""
+    units = units or {}
+    out = df.copy()
+    for c in out.columns:
+        out[c] = [fmt_cell(v, units.get(c, "")) for v in out[c]]
+    return out
 
 
 def finite(x: Any) -> Any:
@@ -213,26 +302,32 @@ def show_chart(fig: Any, name: str, key: str) -> None:
     download_chart(fig, name, key)
 
 
-def _displayable(df: Any) -> Any:
-    """Mixed-type object columns (numbers next to 'inf' strings or dicts) as text for Arrow."""
-    def mixed_or_nested(col: Any) -> bool:
-        types = {type(v) for v in col if v is not None}
-        return len(types) > 1 or bool(types & {dict, list, tuple})
+def column_config(df: Any, wide: Sequence[str] = ()) -> dict[str, Any]:
+    """Column widths from the longest text of each column, so names and units are not cut off
+    (``wide`` columns, e.g. sources and reasons, get at least 320 px)."""
+    cfg = {}
+    for c in df.columns:
+        longest = max([len(str(c))] + [len(str(v)) for v in df[c].head(200)])
+        px = max(7 * longest + 28, 70)
+        cfg[c] = st.column_config.Column(width=min(max(px, 320), 560) if c in wide else min(px, 260))
+    return cfg
 
-    mixed = [c for c in df.columns if df[c].dtype == object and mixed_or_nested(df[c])]
-    return df.astype({c: str for c in mixed}) if mixed else df
 
-
-def show_table(df: Any, name: str, key: str, **kw: Any) -> None:
-    st.dataframe(_displayable(df), hide_index=True, key=f"table_{key}", **kw)
-    download_table(df, name, key)
+def show_table(df: Any, name: str, key: str, units: dict[str, str] | None = None,
+               wide: Sequence[str] = (), where: Any = st, **kw: Any) -> None:
+    """The table as readable text (units, "—" for missing); the CSV keeps the raw SI numbers."""
+    view = readable(df, units)
+    where.dataframe(view, hide_index=True, key=f"table_{key}", column_config=column_config(view, wide),
+                    **kw)
+    download_table(df, name, key, where=where)
 
 
 # ---- guarded library calls -----------------------------------------------------------------------
-def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, str]:
-    """(result, "") or (None, message): bad input becomes a message, never a traceback."""
+def guarded(fn: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
+    """(result, "") or (None, message): bad input becomes a message, never a traceback.
+    Arguments by keyword only, so that their order can never drift from the library's."""
     try:
-        return fn(*args, **kwargs), ""
+        return fn(**kwargs), ""
     except (ValueError, KeyError, TypeError, ZeroDivisionError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         return None, f"{type(exc).__name__}: {msg}"
@@ -258,7 +353,7 @@ def ensure_custom_hardware() -> list[str]:
 
 def _entries(section: str) -> list[str]:
     try:
-        return kvmodel.list_entries(section)
+        return kvmodel.list_entries(section=section)
     except ValueError:
         return []
 
@@ -269,7 +364,7 @@ def register_hardware(toml_text: str) -> tuple[list[str], str]:
         path = Path(tmp) / "custom_hardware.toml"
         path.write_text(toml_text, encoding="utf-8")
         try:
-            keys = kvmodel.load_hardware(path)
+            keys = kvmodel.load_hardware(path=path)
         except (kvmodel.HardwareDBError, ValueError, KeyError, TypeError) as exc:
             msg = str(exc).replace(str(path), "custom_hardware.toml")
             # load_hardware keeps an entry that failed a cross-reference check in the catalog,
@@ -282,7 +377,7 @@ def register_hardware(toml_text: str) -> tuple[list[str], str]:
 
 def gpu_options() -> list[str]:
     ensure_custom_hardware()
-    return kvmodel.list_entries("gpu")
+    return kvmodel.list_entries(section="gpu")
 
 
 def model_options() -> list[str]:
@@ -312,7 +407,7 @@ def uploaded_trace(data: bytes, name: str, skip_bad: bool) -> tuple[Any, Any, st
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            trace, report = kvmodel.load_trace_with_report(path, skip_bad=skip_bad)
+            trace, report = kvmodel.load_trace_with_report(path=path, skip_bad=skip_bad)
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             return None, None, str(exc).replace(str(path), name)
     if len(trace) == 0:
@@ -331,14 +426,14 @@ def unique_blocks(trace_key: str, _trace: Any) -> int:
 
 @st.cache_data(show_spinner="Computing the hit-ratio curve…", max_entries=64)
 def hit_curve(trace_key: str, _trace: Any, caps: tuple[int, ...], method: str) -> list[float]:
-    return np.asarray(kvmodel.hit_ratio_curve(_trace, np.asarray(caps, dtype=np.int64),
-                                              method=method), dtype=float).tolist()
+    return np.asarray(kvmodel.hit_ratio_curve(trace=_trace, capacities_blocks=np.asarray(
+        caps, dtype=np.int64), method=method), dtype=float).tolist()
 
 
 @st.cache_resource(show_spinner="Extracting the workload's reuse profile…", max_entries=16)
 def workload(trace_key: str, _trace: Any, request_rate: float | None, ttft_slo_s: float,
              tpot_slo_s: float) -> Any:
-    return kvmodel.Workload(_trace, request_rate=request_rate, ttft_slo_s=ttft_slo_s,
+    return kvmodel.Workload(trace=_trace, request_rate=request_rate, ttft_slo_s=ttft_slo_s,
                             tpot_slo_s=tpot_slo_s)
 
 
@@ -371,7 +466,7 @@ def synthetic_widgets(prefix: str, where: Any = st, n_default: int = 5000) -> tu
                                      float(d["output_tokens_mean"]), 0.0, None, where=c[0]),
     }
     params = tuple(sorted(p.items()))
-    trace, err = guarded(synthetic, params)
+    trace, err = guarded(synthetic, params=params)
     if err:
         st.error(f"Synthetic trace: {err}")
         return "", None
@@ -432,7 +527,7 @@ def validation_rows(which: str) -> tuple[list[dict[str, Any]], int, dict[str, in
     """(predicted rows, total rows, skipped reasons) of the calibration or held-out set."""
     if which == "held-out":
         from kvmodel._validate import holdout_data
-        rep = kvmodel.validate(holdout_data())
+        rep = kvmodel.validate(data=holdout_data())
     else:
         rep = kvmodel.validate()
     return [dict(r) for r in rep.rows], rep.total, dict(rep.skipped)

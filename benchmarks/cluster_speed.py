@@ -3,13 +3,18 @@ with local tiers and P2P sharing (after the workload's reuse profile is extracte
 configurations per second of one vectorised evaluate() over 10^5 local-tier configurations
 (arrays of dram_B / cxl_B / ssd_B / hbm_cache_fraction).
 
-    python benchmarks/cluster_speed.py
+    python benchmarks/cluster_speed.py [--json FILE]
+
+--json also writes the figures (seconds, configurations/s) to FILE.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,35 +35,51 @@ def _grid(n: int, seed: int = 0) -> dict[str, np.ndarray]:
                 ssd_B=10 ** rng.uniform(11, 13.5, n), hbm_cache_fraction=rng.uniform(0, 0.9, n))
 
 
-def main() -> None:
-    trace = kvmodel.load_trace(TRACE)
-    w = Workload(trace, request_rate=6.0)
-    t0 = time.perf_counter()
-    w.profile
-    print(f"reuse profile (once): {time.perf_counter() - t0:.2f} s")
+def _median_s(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(w: Workload) -> dict:
+    """Median seconds per scalar evaluate() and configurations/s vectorised, per setup."""
+    out = dict(instances=16, grid=GRID, evaluate_s={}, vector_configs_per_s={})
+    grid = _grid(GRID)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
                     routing=routing, dram_B=1e12)
         evaluate(c, w)  # builds the routing tables once
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            evaluate(c, w)
-            times.append(time.perf_counter() - t)
-        print(f"16 instances, {sharing:12s} {routing:24s} {statistics.median(times) * 1e6:8.0f} us")
-    grid = _grid(GRID)
+        out["evaluate_s"][f"{sharing} {routing}"] = _median_s(lambda: evaluate(c, w), 200)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
                     routing=routing, **grid)
         evaluate(c, w)  # warm-up
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            evaluate(c, w)
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
-        print(f"16 instances, {sharing:12s} {routing:24s} vectorised, {GRID:.0e} configs: "
-              f"{med:6.3f} s, {GRID / med:9,.0f} configs/s")
+        out["vector_configs_per_s"][f"{sharing} {routing}"] = GRID / _median_s(
+            lambda: evaluate(c, w), 5)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    a = ap.parse_args()
+    trace = kvmodel.load_trace(TRACE)
+    w = Workload(trace, request_rate=6.0)
+    t0 = time.perf_counter()
+    w.profile
+    profile_s = time.perf_counter() - t0
+    print(f"reuse profile (once): {profile_s:.2f} s")
+    out = dict(trace=trace.name, profile_s=profile_s, **measure(w))
+    for setup, s in out["evaluate_s"].items():
+        print(f"16 instances, {setup:37s} {s * 1e6:8.0f} us")
+    for setup, r in out["vector_configs_per_s"].items():
+        print(f"16 instances, {setup:37s} vectorised, {GRID:.0e} configs: {GRID / r:6.3f} s, "
+              f"{r:9,.0f} configs/s")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

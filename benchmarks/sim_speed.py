@@ -2,15 +2,19 @@
 
     python benchmarks/sim_speed.py [--trace PATH] [--instances 16 4] [--routing round_robin]
                                    [--model llama-3.1-8b] [--gpu h100-sxm] [--cache-blocks 0]
+                                   [--json FILE]
 
 For each instance count: simulated engine steps, events (arrivals + instance events), steps
 per second of wall time, wall seconds, and the headline latencies/throughput of the run.
+--json also writes the speed figures per instance count (seconds) to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import kvmodel
 from kvmodel.sim import SIM_ROUTINGS, simulate
@@ -18,7 +22,7 @@ from kvmodel.sim import SIM_ROUTINGS, simulate
 TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 
 
-def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> None:
+def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> dict:
     """Run one simulation and print its speed and summary."""
     t0 = time.perf_counter()
     r = simulate(args.model, args.gpu, trace, instances=instances, routing=args.routing,
@@ -28,10 +32,12 @@ def bench(trace: kvmodel.Trace, instances: int, args: argparse.Namespace) -> Non
     print(f"{instances:3d} instances: {r.steps:>9,d} steps, {r.events:>7,d} events, "
           f"{r.steps / r.wall_s:>12,.0f} steps/s, {r.events / r.wall_s:>9,.0f} events/s, "
           f"wall {r.wall_s:.2f} s (with setup {total:.2f} s)")
-    print(f"     TTFT mean/p99 {r.mean_ttft_s:.3f}/{r.p99_ttft_s:.3f} s, TPOT mean/p99 "
-          f"{r.mean_tpot_s * 1e3:.2f}/{r.p99_tpot_s * 1e3:.2f} ms, E2E mean {r.mean_e2e_s:.2f} s, "
-          f"{r.throughput_tok_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
+    print(f"     TTFT mean/p99 {r.ttft_mean_s:.3f}/{r.ttft_p99_s:.3f} s, TPOT mean/p99 "
+          f"{r.tpot_mean_s * 1e3:.2f}/{r.tpot_p99_s * 1e3:.2f} ms, E2E mean {r.e2e_mean_s:.2f} s, "
+          f"{r.output_tok_per_s:,.0f} output tok/s, hit ratio {r.hit_ratio:.3f}, "
           f"Little L={lit['L']:.2f} vs XW={lit['XW']:.2f}")
+    return dict(steps=int(r.steps), events=int(r.events), wall_s=float(r.wall_s),
+                with_setup_s=total)
 
 
 def main() -> None:
@@ -42,14 +48,17 @@ def main() -> None:
     ap.add_argument("--model", default="llama-3.1-8b")
     ap.add_argument("--gpu", default="h100-sxm")
     ap.add_argument("--cache-blocks", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     t0 = time.perf_counter()
     trace = kvmodel.load_trace(args.trace)
     print(f"{trace.name}: {len(trace):,d} requests, {trace.arrival_s[-1]:.0f} s of arrivals "
           f"(loaded in {time.perf_counter() - t0:.2f} s); {args.model} on {args.gpu}, "
           f"routing {args.routing}")
-    for n in args.instances:
-        bench(trace, n, args)
+    out = dict(trace=trace.name, requests=len(trace), model=args.model, gpu=args.gpu,
+               routing=args.routing, runs={str(n): bench(trace, n, args) for n in args.instances})
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

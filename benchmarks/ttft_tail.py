@@ -41,7 +41,7 @@ def main() -> None:
         lens = lognormal_lengths(a.n, MEAN_IN, cv)
         I, cv_real = float(lens.mean()), float(lens.std() / lens.mean())
         sat = kvmodel.estimate(MODEL, GPU, input_len=round(I), output_len=OUT,
-                               request_rate=1.0, length_cv=cv_real).saturation_request_rate
+                               request_rate=1.0, length_cv=cv_real).saturation_request_rate_per_s
         for u in (0.5, 0.8):
             lam = u * sat
             e = kvmodel.estimate(MODEL, GPU, input_len=round(I), output_len=OUT,

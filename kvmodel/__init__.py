@@ -5,7 +5,7 @@ Public API (everything a notebook needs)::
     import kvmodel
     e = kvmodel.estimate("llama-3.1-70b", "h100-sxm", tp=8, precision="fp8",
                          input_len=2048, output_len=128, batch=1)
-    e.ttft_s, e.tpot_s, e.output_tok_s, e.breakdown
+    e.ttft_s, e.tpot_s, e.output_tok_per_s, e.breakdown
 """
 
 from ._estimate import METRICS, Estimate, estimate

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _xp as xp
+from ._fields import add_aliases, fields_dict
 from ._roofline import Setup, label_bounds, memory_per_gpu, step_ops
 from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
 from ._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
@@ -21,32 +22,37 @@ from ._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, n
 from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
 from .tiers import TIER_KINDS, Tier, node_tiers
 
-__all__ = ["estimate", "Estimate", "METRICS"]
+__all__ = ["estimate", "Estimate", "METRICS", "METRIC_FIELDS"]
 
+# metric names of the serving measurements (hardware_db/measurements, calibration.toml keys)
 METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s")
+# ... and the Estimate field each one is compared with
+METRIC_FIELDS = {"ttft_s": "ttft_s", "tpot_s": "tpot_s", "e2e_s": "e2e_s",
+                 "output_tok_s": "output_tok_per_s"}
 _FIXED_POINT_ITERS = 60
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Result of :func:`estimate`. Times in seconds, throughput in generated tokens/s for all
-    ``num_gpus``; arrays when any input was an array."""
+    """Result of :func:`estimate`. Times in seconds (``_s``), rates per second (``_per_s``),
+    bytes ``_B``; throughput in generated tokens/s for all ``num_gpus``; arrays when any input
+    was an array. ``ttft_s``, ``tpot_s``, ``e2e_s`` are means."""
 
     ttft_s: Any
     tpot_s: Any
     e2e_s: Any
-    output_tok_s: Any
-    batch: Any
+    output_tok_per_s: Any            # generated tokens/s, all replicas
+    batch: Any                       # mean running requests per replica
     feasible: Any
     reason: Any
     mode: str
     breakdown: Mapping[str, Mapping[str, Mapping[str, Any]]]
-    kv_capacity_tokens: Any
-    max_batch: Any
-    weights_bytes_per_gpu: Any
-    kv_bytes_per_token: float
+    kv_capacity_tokens: Any          # KV pool per replica, tokens
+    max_batch: Any                   # largest batch the KV pool admits, per replica
+    weights_B_per_gpu: Any           # bytes of weights on each GPU
+    kv_B_per_token: float            # KV bytes per token (all layers, one replica)
     stable: Any = True
-    saturation_request_rate: Any = 0.0
+    saturation_request_rate_per_s: Any = 0.0  # requests/s at which the queue grows without bound
     ttft_p50_s: Any = 0.0
     ttft_p90_s: Any = 0.0
     ttft_p99_s: Any = 0.0
@@ -62,23 +68,14 @@ class Estimate:
     inputs: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (arrays become lists)."""
-        def conv(v: Any) -> Any:
-            if isinstance(v, np.ndarray):
-                return v.tolist()
-            if isinstance(v, Mapping):
-                return {k: conv(x) for k, x in v.items()}
-            if isinstance(v, tuple):
-                return [conv(x) for x in v]
-            if isinstance(v, float) and not np.isfinite(v):
-                return None
-            return v
-        keys = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch", "feasible", "reason",
-                "mode", "stable", "saturation_request_rate") + tuple(
-                    f"{m}_p{q}_s" for m in ("ttft", "tpot", "e2e") for q in (50, 90, 99)) + (
-                "kv_capacity_tokens", "max_batch", "weights_bytes_per_gpu",
-                "kv_bytes_per_token", "interval", "inputs", "breakdown")
-        return {k: conv(getattr(self, k)) for k in keys}
+        """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
+        return fields_dict(self)
+
+
+add_aliases(Estimate, {"output_tok_s": "output_tok_per_s",
+                       "weights_bytes_per_gpu": "weights_B_per_gpu",
+                       "kv_bytes_per_token": "kv_B_per_token",
+                       "saturation_request_rate": "saturation_request_rate_per_s"})
 
 
 # ---- input validation ---------------------------------------------------------------------------
@@ -119,11 +116,20 @@ def _params() -> dict[str, float]:
 _CACHE: dict[str, Any] = {}
 
 
+def _supported(g: GPUSpec, p: str) -> str:
+    """``p`` when the GPU has peak FLOP/s for it, else a stand-in it has (bf16, fp16, then any)
+    so that an unsupported precision is reported by :func:`_check_static`, never a KeyError."""
+    for q in (p, "bf16", "fp16"):
+        if g.supports(q):
+            return q
+    return sorted(g.peak_flops)[0]
+
+
 def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
            cal: Mapping[str, float]) -> Setup:
-    act = "fp16" if precision == "fp16" else "bf16"
+    act = _supported(g, "fp16" if precision == "fp16" else "bf16")
     attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
-    wp = precision if g.supports(precision) else act  # unsupported: flagged infeasible later
+    wp = _supported(g, precision)  # unsupported: flagged infeasible by _check_static
     link = get_link(g.scale_up_link)
     return Setup(
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
@@ -161,6 +167,13 @@ class _Reasons:
                 for a in args]
         self.reason[idx] = [template.format(*v) for v in zip(*vals)] if args else template
         self.ok = self.ok & ~hit
+
+    def widen(self, shape: tuple[int, ...]) -> None:
+        """Broadcast to ``shape`` (results may be arrays through inputs other than lengths)."""
+        if shape != self.shape:
+            self.reason = np.array(np.broadcast_to(np.asarray(self.reason, dtype=object), shape))
+            self.ok = np.array(np.broadcast_to(self.ok, shape))
+            self.shape = shape
 
     @property
     def feasible(self) -> Any:
@@ -384,14 +397,27 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
     rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
     w_pf = kingman_wait(rho_s, ca2, cs2, S)
-    w_slot = allen_cunneen_wait(bmax, off_s, 1.0 / hold, ca2, cs2)
+    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
     wait = w_pf + w_slot
     ttft = req_s + pre.exposed + 0.5 * t + S + wait
     e2e = ttft + (O - 1.0) * t
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
                 wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
                 tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
-                stable=stable)
+                stable=stable, why=_why_unstable(rho, offered, bmax, lam * new * t,
+                                                 max_tokens - D))
+
+
+def _why_unstable(rho, offered, bmax, prompt_tok_per_step, room):
+    """Index of the first saturated resource per element: 0 none, 1 prefill server, 2 KV slots,
+    3 token budget (the order of the ``stable`` test in :func:`_open_loop`)."""
+    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2,
+                                            xp.where(prompt_tok_per_step > room + 1e-9, 3, 0)))
+
+
+_UNSTABLE = ("", "the prefill server is saturated (each prompt's prefill steps take the whole "
+             "interval between arrivals)", "the KV cache holds too few sequences for the "
+             "offered load", "prompt tokens per step exceed the token budget max_num_tokens")
 
 
 def _percentiles(r: dict, O) -> dict:
@@ -542,7 +568,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     coefficient of variation ``length_cv`` around the given means make prefill service times
     vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it).
     Every estimate reports
-    ``saturation_request_rate`` and ``stable``; at or beyond saturation latencies are ``inf``.
+    ``saturation_request_rate_per_s`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
     ``cached_prefix_len`` tokens of every prompt are cached in ``cache_tier`` (``hbm``,
     ``dram``, ``cxl``, ``ssd``, ``remote`` of the ``node`` template, a :class:`Tier`, or a mix
@@ -599,28 +625,44 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
         label_bounds(ops)
     sat_rate = sat["tok"] / O
     stable = res.get("stable", True)
+    ok = r.feasible  # instability goes into reason below but is not infeasibility
     if mode == "rate":
         stable = stable & (N < sat_rate)
-    ok = r.feasible
+        _unstable_reasons(r, res, N, sat_rate)
     live = ok & stable
     out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
-    out["output_tok_s"] = xp.where(ok, xp.where(stable, res["tok"], sat["tok"]), 0.0)
+    # an overloaded server serves at most its capacity, and never more than is offered
+    served = xp.minimum(sat["tok"], N * O) if mode == "rate" else sat["tok"]
+    out["output_tok_per_s"] = xp.where(ok, xp.where(stable, res["tok"], served), 0.0)
     pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
                     reason=r.reason, mode=mode, stable=stable,
-                    saturation_request_rate=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
+                    saturation_request_rate_per_s=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
                     kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
-                    weights_bytes_per_gpu=weights, kv_bytes_per_token=kv_tok_B,
+                    weights_B_per_gpu=weights, kv_B_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs)
+
+
+def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
+    """Say why an open-loop element is unstable: beyond the throughput-max saturation rate, or
+    below it where one of the open loop's queues (prefill server, KV slots, token budget)
+    already saturates -- its closed form is stricter than throughput-max (a known limitation of
+    the per-prompt prefill queue: prompts sharing a step are not credited)."""
+    why = xp.where(res["stable"], 0, res["why"])
+    r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
+    r.add(N >= sat_rate, "unstable: {:.4g} requests/s is at or beyond the saturation rate {:.4g} "
+          "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
+    r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
+          "{:.4g} requests/s, {}", N, sat_rate, np.asarray(_UNSTABLE, dtype=object)[why])
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:
     """10th–90th percentile band of measured/predicted on the calibration rows, per metric."""
     band = {}
-    for metric, v in out.items():
+    for metric, name in METRIC_FIELDS.items():
         lo, hi = cal.get(f"interval_{metric}_p10"), cal.get(f"interval_{metric}_p90")
         if lo is not None and hi is not None:
-            band[metric] = (v * lo, v * hi)
+            band[name] = (out[name] * lo, out[name] * hi)
     return band

@@ -167,7 +167,7 @@ def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]
         if not e.stable:
             rep.skipped["model says unstable at this request rate (published run was not)"] += 1
             continue
-        pred, meas = float(getattr(e, r["metric"])), float(r["value"])
+        pred, meas = float(getattr(e, _estimate.METRIC_FIELDS[r["metric"]])), float(r["value"])
         rep.rows.append(dict(id=r["id"], metric=r["metric"], gpu=r["gpu"], model=r["model"],
                              framework=framework_key(r["framework"]), source=r["source"][:70],
                              regime=_regime(r), predicted=pred, measured=meas,

@@ -1,4 +1,7 @@
-"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | traces | app``."""
+"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | traces | app``.
+
+Units are converted for people here (ms, GB, $/h); the library stays in SI.
+"""
 
 from __future__ import annotations
 
@@ -21,74 +24,140 @@ def _batch(v: str) -> Any:
         raise argparse.ArgumentTypeError(f"--batch {v!r}: expected an integer or 'max'") from None
 
 
+_DESCRIPTION = """kvmodel: analytical performance model of LLM serving with hierarchical and
+peer-to-peer KV caches. Times are seconds inside the library; this command line prints TTFT and
+TPOT in ms, rates per second, bytes with decimal prefixes (GB = 1e9 B) and money in US dollars.
+Run 'kvmodel SUBCOMMAND --help' for each subcommand's options."""
+
+
+def _precisions() -> list[str]:
+    from .models import BYTES_PER_ELEMENT
+    return sorted(BYTES_PER_ELEMENT)
+
+
+def _sub(sub: Any, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description or help)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kvmodel", description=__doc__)
+    p = argparse.ArgumentParser(prog="kvmodel", description=_DESCRIPTION)
     p.add_argument("--hardware", action="append", default=[], metavar="FILE",
-                   help="extra hardware_db TOML file (repeatable)")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("estimate", help="TTFT / TPOT / throughput of one serving instance")
-    e.add_argument("--model", default="llama-3.1-70b", help="catalog name or config.json path")
-    e.add_argument("--gpu", default="h100-sxm")
-    e.add_argument("--tp", type=int, default=8)
-    e.add_argument("--pp", type=int, default=1)
-    e.add_argument("--ep", type=int, default=1)
-    e.add_argument("--num-gpus", type=int, default=None)
-    e.add_argument("--precision", default="fp8")
-    e.add_argument("--kv-precision", default=None)
-    e.add_argument("--input-len", type=int, default=2048)
-    e.add_argument("--output-len", type=int, default=128)
-    e.add_argument("--batch", type=_batch, default=1, help="integer or 'max'")
-    e.add_argument("--concurrency", type=int, default=None)
-    e.add_argument("--request-rate", type=float, default=None, help="open loop, requests/s")
-    e.add_argument("--arrival-cv", type=float, default=1.0)
-    e.add_argument("--framework", default="tensorrt-llm")
-    e.add_argument("--json", action="store_true", help="print JSON with the same fields")
-    v = sub.add_parser("validate", help="model vs published serving measurements")
-    v.add_argument("--data", default=None, help="CSV in the serving_calibration schema")
+                   help="extra hardware_db TOML file, loaded before the subcommand runs "
+                        "(repeatable; see README 'Your own hardware')")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="SUBCOMMAND")
+    _estimate_parser(sub)
+    v = _sub(sub, "validate", "model vs published serving measurements")
+    v.add_argument("--data", default=None, help="CSV in the serving_calibration schema "
+                   "(default: the bundled hardware_db/measurements/serving_calibration.csv)")
     v.add_argument("--holdout", action="store_true",
                    help="use the bundled held-out set (GPUs/frameworks never used for fitting)")
-    v.add_argument("--rows", action="store_true", help="also list every row")
-    c = sub.add_parser("calibrate", help="fit the global efficiency parameters")
-    c.add_argument("--data", default=None)
+    v.add_argument("--rows", action="store_true", help="also list every row, worst first")
+    c = _sub(sub, "calibrate", "fit the global efficiency parameters to measurements")
+    c.add_argument("--data", default=None,
+                   help="CSV in the serving_calibration schema (default: the bundled one)")
     c.add_argument("--write", action="store_true", help="write them into calibration.toml")
-    h = sub.add_parser("hardware", help="list hardware_db entries or show one with sources")
+    h = _sub(sub, "hardware", "list hardware_db entries or show one with units and sources")
     h.add_argument("section", nargs="?", default="gpu",
-                   choices=("gpu", "link", "memory", "node", "framework", "calibration"))
-    h.add_argument("key", nargs="?")
-    sub.add_parser("models", help="list the LLM catalog")
-    k = sub.add_parser("cluster", help="evaluate a cluster described in a TOML file")
-    k.add_argument("--config", required=True, help="cluster TOML ([cluster], [workload])")
-    k.add_argument("--trace", default=None, help="trace file or built-in trace name (overrides [workload].trace)")
-    k.add_argument("--json", action="store_true")
+                   choices=("gpu", "link", "memory", "node", "framework", "calibration"),
+                   help="which table (default: %(default)s; choices: %(choices)s)")
+    h.add_argument("key", nargs="?", help="entry to show (omitted: list the section's keys)")
+    _sub(sub, "models", "list the LLM catalog (parameters, KV bytes per token)")
+    k = _sub(sub, "cluster", "evaluate a cluster described in a TOML file")
+    k.add_argument("--config", required=True,
+                   help="cluster TOML ([cluster], [cluster.pool], [cluster.p2p], [workload]); "
+                        "capacities in GB (1e9 B)")
+    k.add_argument("--trace", default=None,
+                   help="trace file or built-in trace name ('kvmodel traces'; default: "
+                        "[workload].trace of the config)")
+    k.add_argument("--json", action="store_true",
+                   help="print every result field as JSON (SI units; inf as null)")
     _search_parser(sub)
     _traces_parser(sub)
     ap = sub.add_parser("app", help="open the Streamlit explorer (app/streamlit_app.py)")
-    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--port", type=int, default=8501, help="HTTP port (default: %(default)s)")
     return p
+
+
+def _estimate_parser(sub: Any) -> None:
+    e = _sub(sub, "estimate", "TTFT / TPOT / throughput of one serving instance",
+             "TTFT / TPOT / E2E latency and throughput of one serving instance (a TP x PP x EP "
+             "group, replicated over --num-gpus). Static batch by default; --batch max, "
+             "--concurrency N (closed loop) or --request-rate R (open loop) select the mode.")
+    e.add_argument("--model", default="llama-3.1-70b",
+                   help="catalog name ('kvmodel models') or config.json path (default: %(default)s)")
+    e.add_argument("--gpu", default="h100-sxm",
+                   help="GPU key ('kvmodel hardware gpu'; --hardware adds yours) "
+                        "(default: %(default)s)")
+    e.add_argument("--tp", type=int, default=8, help="tensor-parallel GPUs (default: %(default)s)")
+    e.add_argument("--pp", type=int, default=1, help="pipeline stages (default: %(default)s)")
+    e.add_argument("--ep", type=int, default=1,
+                   help="expert-parallel ways inside the TP group, MoE only (default: %(default)s)")
+    e.add_argument("--num-gpus", type=int, default=None,
+                   help="GPUs in all, a multiple of tp*pp (default: tp*pp, one replica)")
+    e.add_argument("--precision", default="fp8", choices=_precisions(),
+                   help="weight and GEMM precision (default: %(default)s; choices: %(choices)s)")
+    e.add_argument("--kv-precision", default=None, choices=_precisions(),
+                   help="KV cache precision (default: as --precision; choices: %(choices)s)")
+    e.add_argument("--input-len", type=int, default=2048,
+                   help="prompt tokens per request (default: %(default)s)")
+    e.add_argument("--output-len", type=int, default=128,
+                   help="generated tokens per request (default: %(default)s)")
+    e.add_argument("--batch", type=_batch, default=1,
+                   help="static batch size, or 'max' for continuous batching at the largest "
+                        "batch that fits (default: %(default)s)")
+    e.add_argument("--concurrency", type=int, default=None,
+                   help="closed loop with N clients (default: off)")
+    e.add_argument("--request-rate", type=float, default=None,
+                   help="open loop, Poisson arrivals at this many requests/s (default: off)")
+    e.add_argument("--arrival-cv", type=float, default=1.0,
+                   help="coefficient of variation of inter-arrival times with --request-rate "
+                        "(1 = Poisson; default: %(default)s)")
+    e.add_argument("--framework", default="tensorrt-llm",
+                   help="serving framework key: step overheads ('kvmodel hardware framework'; "
+                        "default: %(default)s)")
+    e.add_argument("--json", action="store_true",
+                   help="print every result field as JSON (SI units: s, B, tokens/s; inf as null)")
 
 
 def _search_parser(sub: Any) -> None:
     s = sub.add_parser("search", help="Optuna design-space search (run, or 'show' a study)",
-                       description="kvmodel search --space SPACE --n-trials N: run or resume a "
-                       "study; kvmodel search show --storage URL --study-name NAME: report it")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="kvmodel search --space SPACE --n-trials N: run or resume a\n"
+                       "study; kvmodel search show --storage URL --study-name NAME: report it.",
+                       epilog="objectives (a space's 'metrics'; identifier [unit, direction]):\n"
+                       + _objective_help())
     s.add_argument("action", nargs="?", default="run", choices=("run", "show", "spaces", "grid"),
                    help="run (default) or resume a study; show one; list built-in spaces; "
-                        "grid: evaluate every grid point of --space in numpy")
+                        "grid: evaluate every grid point of --space in numpy "
+                        "(choices: %(choices)s)")
     s.add_argument("--space", help="space TOML file or built-in name (see 'search spaces')")
     s.add_argument("--n-trials", type=int, default=100,
-                   help="run until the study holds this many complete trials")
+                   help="run until the study holds this many complete trials "
+                        "(default: %(default)s)")
     s.add_argument("--storage", default=None,
                    help="journal file path (default kvmodel-search.journal), sqlite:///FILE, "
                         "or an Optuna RDB URL (postgresql+psycopg://...)")
     s.add_argument("--study-name", default=None, help="default: the space's name")
-    s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random", "grid"))
-    s.add_argument("--workers", type=int, default=1, help="worker processes on the storage")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--top", type=int, default=10, help="best trials to print")
+    s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random", "grid"),
+                   help="Optuna sampler (default: %(default)s; choices: %(choices)s)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes on the storage (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default: %(default)s)")
+    s.add_argument("--top", type=int, default=10,
+                   help="best trials to print (default: %(default)s)")
     s.add_argument("--export", default=None, metavar="DIR",
-                   help="write trials.csv and plotly HTML (Pareto, parallel, importances); "
-                        "with grid: grid.csv (every point)")
-    s.add_argument("--no-progress", action="store_true")
+                   help="write trials.csv and plotly HTML (Pareto, parallel, importances), "
+                        "plus PNG/SVG when kaleido is installed; with grid: grid.csv "
+                        "(every point)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _objective_help() -> str:
+    from .search._objectives import OBJECTIVES
+    import textwrap
+    return "\n".join(f"  {o.label(k)}\n" + textwrap.fill(o.doc, 78, initial_indent=" " * 6,
+                                                          subsequent_indent=" " * 6)
+                     for k, o in OBJECTIVES.items())
 
 
 def _traces_parser(sub: Any) -> None:
@@ -138,20 +207,20 @@ def _print_estimate(e: Any) -> None:
         return
     if not e.stable:
         print(f"UNSTABLE: request rate {i['request_rate']:.4g}/s is at or beyond saturation "
-              f"({e.saturation_request_rate:.4g}/s): queues grow without bound")
+              f"({e.saturation_request_rate_per_s:.4g}/s): queues grow without bound")
     band = e.interval
     for name, unit, scale in (("ttft_s", "ms", 1e3), ("tpot_s", "ms", 1e3), ("e2e_s", "s", 1),
-                              ("output_tok_s", "tok/s", 1)):
+                              ("output_tok_per_s", "tok/s", 1)):
         v = getattr(e, name) * scale
         lo, hi = (b * scale for b in band.get(name, (np.nan, np.nan)))
         print(f"  {name:13s} {v:12.4g} {unit:6s} (calibration 10-90%: {lo:.4g} - {hi:.4g})")
     print(f"  p50/p90/p99: TTFT {e.ttft_p50_s * 1e3:.4g}/{e.ttft_p90_s * 1e3:.4g}/"
           f"{e.ttft_p99_s * 1e3:.4g} ms, TPOT {e.tpot_p50_s * 1e3:.4g}/{e.tpot_p90_s * 1e3:.4g}/"
           f"{e.tpot_p99_s * 1e3:.4g} ms; {'stable' if e.stable else 'UNSTABLE'}, saturation "
-          f"{e.saturation_request_rate:.4g} requests/s")
+          f"{e.saturation_request_rate_per_s:.4g} requests/s")
     print(f"  batch {e.batch:.0f} (largest that fits {e.max_batch:.0f}); KV capacity "
-          f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_bytes_per_token:.0f} KV B/token; "
-          f"weights {e.weights_bytes_per_gpu / 1e9:.2f} GB/GPU")
+          f"{e.kv_capacity_tokens:.0f} tokens; {e.kv_B_per_token:.0f} KV B/token; "
+          f"weights {e.weights_B_per_gpu / 1e9:.2f} GB/GPU")
     for phase, ops in e.breakdown.items():
         print(f"\n  {phase} step, per GPU:  {'GFLOP':>10} {'MB':>10} {'time ms':>9}  bound")
         for op, d in ops.items():
@@ -196,6 +265,36 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+_HUMAN = {"bytes": "B", "bandwidth": "B/s", "compute": "FLOP/s", "power": "W"}
+
+
+def _human(si: float, dimension: str) -> str:
+    """An SI value with a decimal prefix and unit (``3.35 TB/s``, ``989.5 TFLOP/s``); money as
+    dollars, times in s/ms/us; up to T (1979 TFLOP/s, not 1.979 PFLOP/s)."""
+    if dimension in _HUMAN:
+        scale, p = next(((f, p) for f, p in _PREFIXES if abs(si) >= f), (1.0, ""))
+        return f"{si / scale:.4g} {p}{_HUMAN[dimension]}"
+    if dimension == "time":
+        scale, u = next(((f, u) for f, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"))
+                         if abs(si) >= f), (1e-9, "ns"))
+        return f"{si / scale:.4g} {u}"
+    money = {"money": ("$", 1.0, ""), "money_rate": ("$", 3600.0, "/h"),
+             "money_per_byte": ("$", 1e9, "/GB")}
+    if dimension in money:
+        sym, f, suffix = money[dimension]
+        return f"{sym}{si * f:.4g}{suffix}"
+    return f"{si:.4g}"
+
+
+def _quantity_line(name: str, q: Any) -> str:
+    from ._units import dimension_of
+    text = _human(q.si, dimension_of(q.unit))
+    if q.unit not in text.split()[-1:] and dimension_of(q.unit) in _HUMAN:
+        text += f" (= {q.value:g} {q.unit})"  # as sourced, e.g. 81559 MiB
+    return f"{name:26s} {text:>30}  [{q.kind}] {q.source}"
+
+
 def _cmd_hardware(a: argparse.Namespace) -> int:
     from .hardware import list_entries, raw_entry
     from ._schema import Quantity
@@ -204,10 +303,10 @@ def _cmd_hardware(a: argparse.Namespace) -> int:
         return 0
     for field, v in raw_entry(a.section, a.key).items():
         if isinstance(v, Quantity):
-            print(f"{field:26s} {_fmt_num(v.value):>10} {v.unit:8s} [{v.kind}] {v.source}")
+            print(_quantity_line(field, v))
         elif isinstance(v, dict):
             for p, q in v.items():
-                print(f"{field + '.' + p:26s} {_fmt_num(q.value):>10} {q.unit:8s} [{q.kind}] {q.source}")
+                print(_quantity_line(f"{field}.{p}", q))
         else:
             print(f"{field:26s} {v}")
     return 0
@@ -221,6 +320,16 @@ def _cmd_models(a: argparse.Namespace) -> int:
         print(f"{k:18s} {m.total_params / 1e9:8.1f}B {m.active_params / 1e9:8.1f}B "
               f"{m.kv_bytes_per_token('bf16'):16.0f}  {m.attention}")
     return 0
+
+
+# (label, ClusterResult field, factor from SI, unit as printed)
+_CLUSTER_ROWS = (("TTFT mean", "ttft_s", 1e3, "ms"), ("TTFT p99", "ttft_p99_s", 1e3, "ms"),
+                 ("TPOT mean", "tpot_s", 1e3, "ms"), ("TPOT p99", "tpot_p99_s", 1e3, "ms"),
+                 ("E2E mean", "e2e_s", 1.0, "s"), ("output tokens", "output_tok_per_s", 1.0, "tok/s"),
+                 ("goodput", "goodput_per_s", 1.0, "req/s"),
+                 ("cost", "cost_usd_per_h", 1.0, "$/h"),
+                 ("cost per Mtok", "cost_usd_per_mtok", 1.0, "$/Mtok"),
+                 ("load imbalance", "imbalance", 1.0, "x mean"))
 
 
 def _cmd_cluster(a: argparse.Namespace) -> int:
@@ -238,13 +347,12 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
         path = Path(a.config).resolve().parent / trace  # relative to the config file
     r = evaluate(c, Workload(load_trace(trace if trace in BUILTIN else path), **wk))
     if a.json:
-        print(json.dumps(r.to_dict(), indent=2, default=float))
+        print(json.dumps(r.to_dict(), indent=2))
         return 0
     print(f"{c.model} on {c.gpu}: sharing={c.sharing} routing={c.routing} "
           f"{'stable' if r.stable else 'UNSTABLE: ' + r.reason}")
-    for name in ("ttft_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "e2e_s", "output_tok_s",
-                 "goodput_rps", "cost_per_hour", "cost_per_mtok", "imbalance"):
-        print(f"  {name:16s} {getattr(r, name):.4g}")
+    for label, name, scale, unit in _CLUSTER_ROWS:
+        print(f"  {label:22s} {getattr(r, name) * scale:12.4g} {unit}")
     print("  hit ratio by tier: " + ", ".join(f"{k} {v:.3f}" for k, v in r.hit_ratio.items()))
     if r.utilisation:
         print("  network: " + ", ".join(f"{k} {v:.3f}" for k, v in r.utilisation.items()))
@@ -292,6 +400,9 @@ def _search_action(a: argparse.Namespace) -> int:
     if a.export:
         for kind, path in search.export(study, a.export).items():
             print(f"wrote {kind}: {path}")
+        from .search._report import KALEIDO_HINT, kaleido_available
+        if not kaleido_available():
+            print(f"no PNG/SVG written: {KALEIDO_HINT}")
     return 0
 
 
@@ -306,7 +417,7 @@ def _search_grid(a: argparse.Namespace) -> int:
     viol = (g.constraints > 0).sum(axis=0)
     print("  violations: " + (", ".join(f"{c} x{int(n)}" for c, n in zip(search.CONSTRAINTS, viol)
                                         if n) or "none"))
-    print(f"best feasible by {sp.metrics[0]}:")
+    print(f"best feasible by {search.objective_label(sp.metrics[0])}:")
     for i in g.top(a.top):
         vals = " ".join(f"{m}={_fmt_num(float(v))}" for m, v in zip(sp.metrics, g.values[i]))
         params = " ".join(f"{k}={_fmt_num(v)}" for k, v in g.points[i].items())
@@ -335,8 +446,10 @@ def _cmd_app(a: argparse.Namespace) -> int:
         extra = [str(Path(p).resolve()) for p in a.hardware]
         env["KVMODEL_HARDWARE"] = os.pathsep.join(
             [p for p in [env.get("KVMODEL_HARDWARE", "")] if p] + extra)
+    # the app never reaches the internet: no usage statistics sent to Streamlit
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(_app_path()),
-                            "--server.port", str(a.port), "--server.headless", "true"], env=env)
+                            "--server.port", str(a.port), "--server.headless", "true",
+                            "--browser.gatherUsageStats", "false"], env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

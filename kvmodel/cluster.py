@@ -58,6 +58,7 @@ from scipy import special
 
 from . import _xp as xp
 from ._estimate import Estimate, estimate
+from ._fields import add_aliases, fields_dict
 from ._policy_curve import EVICTIONS, policy_hit_ratio_curve
 from ._schema import typed_table
 from ._queueing import normal_quantile
@@ -81,8 +82,18 @@ _CXL_DEVICE = "cxl-micron-cz120"  # node_tiers' default CXL expander
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs.
-    ``servers``, ``dram_B``, ``ssd_B`` and ``nics`` may be numpy arrays (see the module doc)."""
+    """Central KV pool (Mooncake-Store / LMCache-server like): DRAM (+SSD) servers behind NICs,
+    shared by the whole cluster (used when ``Cluster.sharing == "central_pool"``).
+    ``servers``, ``dram_B``, ``ssd_B`` and ``nics`` may be numpy arrays (see the module doc).
+
+    Fields (per server unless said otherwise):
+      servers: pool servers in the cluster (count).
+      dram_B: DRAM per server, bytes (1e12 = 1 TB).
+      ssd_B: SSD per server, bytes (0: DRAM only).
+      nic: link key of each server's NICs (``kvmodel hardware link``).
+      nics: NICs per server (count).
+      memory, nvme: hardware_db keys of the server's DRAM and NVMe (bandwidth, $/GB).
+    """
     servers: int = 4
     dram_B: float = 1e12
     ssd_B: float = 0.0
@@ -94,46 +105,83 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class P2PSpec:
-    """Peer-to-peer sharing of the instances' DRAM tiers. ``lookup_latency_s`` and
-    ``replication`` may be numpy arrays (see the module doc)."""
-    placement: str = "rendezvous"       # rendezvous | consistent_hash | directory
-    lookup_latency_s: float = 0.0       # directory lookups (e.g. a Redis/etcd round trip)
-    replication: int = 1                # copies of each block (hot prefixes spread)
+    """Peer-to-peer sharing of the instances' DRAM tiers (used when ``Cluster.sharing ==
+    "p2p"``); cluster-wide settings. ``lookup_latency_s`` and ``replication`` may be numpy
+    arrays (see the module doc).
+
+    Fields:
+      placement: which peer owns a block: rendezvous | consistent_hash | directory.
+      lookup_latency_s: seconds per remote lookup (e.g. a Redis/etcd round trip); 0 for the
+        hash placements unless given.
+      replication: copies of each block in the cluster (count; hot prefixes spread).
+    """
+    placement: str = "rendezvous"
+    lookup_latency_s: float = 0.0
+    replication: int = 1
 
 
 @dataclass(frozen=True)
 class Cluster:
     """A cluster configuration. ``hbm_cache_fraction``, ``dram_B``, ``cxl_B`` and ``ssd_B``
-    may be numpy arrays (see the module doc); every other field is a scalar."""
+    may be numpy arrays (see the module doc); every other field is a scalar.
+
+    Fields:
+      model, gpu: catalog keys (``kvmodel models``, ``kvmodel hardware gpu``).
+      instances: serving instances in the cluster (colocated prefill+decode), count.
+      tp: GPUs per instance (tensor parallel); instances per node = GPUs per node // tp.
+      precision: weight precision (fp16, bf16, fp8, ...), every instance.
+      prefill_instances, decode_instances: > 0 both: P/D disaggregation with that many
+        instances of each role in the cluster (``instances`` is then ignored).
+      decode_gpu: GPU key of the decode instances (None: ``gpu``).
+      sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
+      routing: request routing policy (``kvmodel.ROUTING_POLICIES``), cluster-wide.
+      epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean).
+      node: node template key (None: the default node for ``gpu``).
+      hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
+      dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
+        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe; 0: no tier).
+      nic: link key of each node's NICs (None: the node template's).
+      pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).
+      framework: serving framework key (step overheads), every instance.
+      eviction: prefix-cache eviction/admission policy: lru, fifo, lfu, s3fifo, arc,
+        lru-admit-reuse.
+    """
     model: str
     gpu: str
     instances: int = 8
     tp: int = 8
     precision: str = "fp8"
-    prefill_instances: int = 0          # > 0 with decode_instances: P/D disaggregation
+    prefill_instances: int = 0
     decode_instances: int = 0
     decode_gpu: str | None = None
     sharing: str = "none"
     routing: str = "round_robin"
     epsilon: float = 0.25
     node: str | None = None
-    hbm_cache_fraction: float = 0.3     # share of each instance's KV pool kept as prefix cache
-    dram_B: float | None = None         # per instance; None: its share of the node's DRAM
-    cxl_B: float = 0.0
-    ssd_B: float | None = None
+    hbm_cache_fraction: float = 0.3
+    dram_B: float | None = None         # per instance
+    cxl_B: float = 0.0                  # per instance
+    ssd_B: float | None = None          # per instance
     nic: str | None = None
     pool: PoolSpec = field(default_factory=PoolSpec)
     p2p: P2PSpec = field(default_factory=P2PSpec)
     framework: str = "tensorrt-llm"
-    eviction: str = "lru"               # prefix-cache eviction/admission (kvmodel.EVICTION_POLICIES)
+    eviction: str = "lru"
 
 
 @dataclass(frozen=True)
 class Workload:
     """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs.
-    ``request_rate`` may be a numpy array (see the module doc)."""
+    ``request_rate`` may be a numpy array (see the module doc).
+
+    Fields:
+      trace: the requests (:class:`kvmodel.Trace`): lengths in tokens, KV block ids.
+      request_rate: requests/s offered to the whole cluster (None: the trace's own rate).
+      ttft_slo_s: TTFT objective per request, seconds.
+      tpot_slo_s: TPOT (time per output token after the first) objective, seconds.
+    """
     trace: Trace
-    request_rate: float | None = None   # requests/s; None: the trace's own rate
+    request_rate: float | None = None
     ttft_slo_s: float = 2.0
     tpot_slo_s: float = 0.1
     _profile: list = field(default_factory=list, compare=False, repr=False)
@@ -193,7 +241,9 @@ class Workload:
 @dataclass(frozen=True)
 class ClusterResult:
     """Result of :func:`evaluate`: Python scalars, or arrays of the broadcast shape when any
-    vectorised field was an array (see the module doc)."""
+    vectorised field was an array (see the module doc). Whole-cluster figures unless the name
+    says otherwise; times in seconds (``ttft_s``, ``tpot_s``, ``e2e_s`` are means), rates per
+    second, money in US dollars."""
     ttft_s: Any
     ttft_p50_s: Any
     tpot_s: Any
@@ -201,21 +251,31 @@ class ClusterResult:
     ttft_p90_s: Any
     ttft_p99_s: Any
     tpot_p99_s: Any
-    output_tok_s: Any
-    served_rate: Any
+    output_tok_per_s: Any           # generated tokens/s, whole cluster
+    served_rate_per_s: Any          # requests/s served (0 when unstable)
     stable: Any
     reason: Any
-    goodput_rps: Any
-    cost_per_hour: Any
-    cost_per_mtok: Any
-    hit_ratio: dict[str, Any]
-    per_instance_rate: Any
-    imbalance: Any
-    utilisation: dict[str, Any]
-    instances: dict[str, Any]
+    goodput_per_s: Any              # requests/s served within both SLOs
+    cost_usd_per_h: Any             # hardware cost of the whole cluster, $/h
+    cost_usd_per_mtok: Any          # $ per million output tokens (inf without tokens)
+    hit_ratio: dict[str, Any]       # share of KV block accesses served by each cache level
+    per_instance_rate_per_s: Any    # requests/s reaching the busiest instance
+    imbalance: Any                  # busiest instance's load / mean load (>= 1)
+    utilisation: dict[str, Any]     # network link utilisations (1 = saturated)
+    instances: dict[str, Any]       # the per-instance Estimate of each role
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "instances"}
+        """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
+        instance's Estimate its own ``to_dict``)."""
+        return fields_dict(self)
+
+
+add_aliases(ClusterResult, {"output_tok_s": "output_tok_per_s",
+                            "served_rate": "served_rate_per_s",
+                            "goodput_rps": "goodput_per_s",
+                            "cost_per_hour": "cost_usd_per_h",
+                            "cost_per_mtok": "cost_usd_per_mtok",
+                            "per_instance_rate": "per_instance_rate_per_s"})
 
 
 # ---- array inputs ----------------------------------------------------------------------------
@@ -294,7 +354,29 @@ def _show(v, ok) -> str:
 
 
 # ---- validation ------------------------------------------------------------------------------
+MAX_INSTANCES = 4096   # instances per cluster (per pool when disaggregated): bounds memory and time
+MAX_TP = 1024          # GPUs in one tensor-parallel group
+
+
+def _count(name: str, v: Any, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name}={v!r}: must be an integer in [{lo}, {hi}]")
+
+
+def _check_sizes(c: Cluster) -> None:
+    """Counts are integers within documented bounds, checked before anything is allocated."""
+    disagg = c.prefill_instances > 0 or c.decode_instances > 0
+    for name in (("prefill_instances", "decode_instances") if disagg else ("instances",)):
+        _count(f"Cluster.{name}", getattr(c, name), 1, MAX_INSTANCES)
+    _count("Cluster.tp", c.tp, 1, MAX_TP)
+    eps = c.epsilon
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"Cluster.epsilon={eps!r}: must be a finite number >= 0 (bounded "
+                         f"prefix affinity's load slack)")
+
+
 def _check(c: Cluster) -> None:
+    _check_sizes(c)
     if c.sharing not in SHARING:
         raise ValueError(f"sharing={c.sharing!r}; allowed: {SHARING}")
     if c.routing not in _ROUTINGS:
@@ -686,8 +768,18 @@ def evaluate(c: Cluster, w: Workload) -> ClusterResult:
         return _evaluate(c, w, lam, shape)
 
 
+def _check_workload(w: Workload) -> None:
+    if len(w.trace) == 0:
+        raise ValueError(f"Workload.trace {w.trace.name!r} has no requests")
+    for name in ("ttft_slo_s", "tpot_slo_s"):
+        v = getattr(w, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise ValueError(f"Workload.{name}={v!r}: must be a finite number > 0 (seconds)")
+
+
 def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
+    _check_workload(w)
     key, node, n, per_node = _layout(c)
     block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(_kv_precision(c))
     hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
@@ -723,10 +815,10 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         e2e_s=xp.where(stable, ttft + (O - 1) * m["tpot"], inf),
         ttft_p90_s=xp.where(stable, m["ttft90"] + delay, inf),
         ttft_p99_s=xp.where(stable, m["ttft99"] + delay, inf),
-        tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_s=tok, served_rate=served,
-        goodput_rps=good, cost_per_hour=cost,
-        cost_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
-        per_instance_rate=lam * imb / n, imbalance=imb)
+        tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_per_s=tok,
+        served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost,
+        cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
+        per_instance_rate_per_s=lam * imb / n, imbalance=imb)
     if shape is None:
         out = {k: float(v) for k, v in out.items()}
         hit_ratio = {k: float(v) for k, v in hits.items()}

@@ -274,6 +274,9 @@ def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
     layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
     if h is None or nh is None or layers is None:
         raise ValueError("config.json needs hidden_size, num_attention_heads and num_hidden_layers")
+    for name, v in (("hidden_size", h), ("num_attention_heads", nh), ("num_hidden_layers", layers)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1")
     kv = _first(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
     if kv is None:
         kv = 1 if cfg.get("multi_query") else nh
@@ -312,9 +315,13 @@ def load_hf_config(path: str | os.PathLike[str], key: str | None = None) -> Mode
     """Build a :class:`ModelSpec` from a Hugging Face ``config.json`` (multimodal: its text_config)."""
     p = Path(path)
     try:
-        cfg = json.loads(p.read_text())
+        cfg = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{p}: cannot read config.json: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not a UTF-8 text file (config.json is JSON): {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{p}: config.json must hold a JSON object, got {type(cfg).__name__}")
     if isinstance(cfg.get("text_config"), dict):
         cfg = {**cfg["text_config"], "_name_or_path": cfg.get("_name_or_path", "")}
     try:

@@ -41,8 +41,9 @@ class Placement:
     sustainable: np.ndarray       # utilisation <= 1
 
     def table(self) -> list[dict[str, Any]]:
-        return [dict(tier=t, capacity_blocks=int(c), hit_fraction=float(h), read_GBps=r / 1e9,
-                     write_GBps=w / 1e9, utilisation=float(u), sustainable=bool(ok))
+        """One row per tier, SI numbers (bytes/s); formatting is the caller's (CLI, app)."""
+        return [dict(tier=t, capacity_blocks=int(c), hit_fraction=float(h), read_Bps=float(r),
+                     write_Bps=float(w), utilisation=float(u), sustainable=bool(ok))
                 for t, c, h, r, w, u, ok in zip(self.tiers, self.capacity_blocks, self.hit_fraction,
                                                 self.read_Bps, self.write_Bps, self.utilisation,
                                                 self.sustainable)]

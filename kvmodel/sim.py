@@ -75,6 +75,7 @@ import numpy as np
 
 from ._estimate import (_check_static, _kv_per_seq, _memory_fit, _num, _parallelism, _params,
                         _precision, _Reasons, _setup)
+from ._fields import add_aliases
 from ._prefix import load_seconds
 from ._reuse_exact import LRUCache, _cached_prefix, _serve
 from ._roofline import Setup, step_ops
@@ -200,25 +201,26 @@ class SimResult:
 
     def summary(self) -> dict[str, float]:
         """Every statistic plus throughput, hit ratio and speed, as a flat dict."""
-        out = {f"{s}_{m}_s": self.stat(m, s) for m in ("ttft", "tpot", "e2e")
+        out = {f"{m}_{s}_s": self.stat(m, s) for m in ("ttft", "tpot", "e2e")
                for s in ("mean", "p50", "p90", "p99")}
-        out.update(throughput_tok_s=self.throughput_tok_s, hit_ratio=self.hit_ratio,
-                   steps=self.steps, events=self.events, wall_s=self.wall_s,
-                   rejected=self.n_rejected)
+        out.update(output_tok_per_s=self.output_tok_per_s,
+                   request_throughput_per_s=self.request_throughput_per_s,
+                   hit_ratio=self.hit_ratio, steps=self.steps, events=self.events,
+                   wall_s=self.wall_s, rejected=self.n_rejected)
         return out
 
-    mean_ttft_s = property(lambda self: self.stat("ttft", "mean"))
-    p50_ttft_s = property(lambda self: self.stat("ttft", "p50"))
-    p90_ttft_s = property(lambda self: self.stat("ttft", "p90"))
-    p99_ttft_s = property(lambda self: self.stat("ttft", "p99"))
-    mean_tpot_s = property(lambda self: self.stat("tpot", "mean"))
-    p50_tpot_s = property(lambda self: self.stat("tpot", "p50"))
-    p90_tpot_s = property(lambda self: self.stat("tpot", "p90"))
-    p99_tpot_s = property(lambda self: self.stat("tpot", "p99"))
-    mean_e2e_s = property(lambda self: self.stat("e2e", "mean"))
-    p50_e2e_s = property(lambda self: self.stat("e2e", "p50"))
-    p90_e2e_s = property(lambda self: self.stat("e2e", "p90"))
-    p99_e2e_s = property(lambda self: self.stat("e2e", "p99"))
+    ttft_mean_s = property(lambda self: self.stat("ttft", "mean"))
+    ttft_p50_s = property(lambda self: self.stat("ttft", "p50"))
+    ttft_p90_s = property(lambda self: self.stat("ttft", "p90"))
+    ttft_p99_s = property(lambda self: self.stat("ttft", "p99"))
+    tpot_mean_s = property(lambda self: self.stat("tpot", "mean"))
+    tpot_p50_s = property(lambda self: self.stat("tpot", "p50"))
+    tpot_p90_s = property(lambda self: self.stat("tpot", "p90"))
+    tpot_p99_s = property(lambda self: self.stat("tpot", "p99"))
+    e2e_mean_s = property(lambda self: self.stat("e2e", "mean"))
+    e2e_p50_s = property(lambda self: self.stat("e2e", "p50"))
+    e2e_p90_s = property(lambda self: self.stat("e2e", "p90"))
+    e2e_p99_s = property(lambda self: self.stat("e2e", "p99"))
 
     @property
     def finish_s(self) -> np.ndarray:
@@ -237,13 +239,13 @@ class SimResult:
         return int(self.output_len[self.served].sum())
 
     @property
-    def throughput_tok_s(self) -> float:
+    def output_tok_per_s(self) -> float:
         """Output tokens per second over the busy window."""
         a, b = self.busy_window_s
         return self.output_tokens / (b - a) if b > a else 0.0
 
     @property
-    def request_throughput_s(self) -> float:
+    def request_throughput_per_s(self) -> float:
         """Finished requests per second over the busy window."""
         a, b = self.busy_window_s
         return int(self.served.sum()) / (b - a) if b > a else 0.0
@@ -258,8 +260,15 @@ class SimResult:
         the event-by-event integral), ``XW`` (request throughput × mean E2E) and ``rel_err``."""
         a, b = self.busy_window_s
         L = self.area_s / (b - a) if b > a else 0.0
-        XW = self.request_throughput_s * self.mean_e2e_s
+        XW = self.request_throughput_per_s * self.e2e_mean_s
         return {"L": L, "XW": XW, "rel_err": abs(L - XW) / XW if XW else 0.0}
+
+
+_SIM_RENAMED = {"throughput_tok_s": "output_tok_per_s",
+                "request_throughput_s": "request_throughput_per_s"}
+_SIM_RENAMED |= {f"{s}_{m}_s": f"{m}_{s}_s" for m in ("ttft", "tpot", "e2e")
+                 for s in ("mean", "p50", "p90", "p99")}
+add_aliases(SimResult, _SIM_RENAMED)
 
 
 # ------------------------------------------------------------------------------ configuration

@@ -411,8 +411,12 @@ def _is_jsonl(path: Path, first_line: str) -> bool:
 
 
 def _first_line(path: Path) -> str:
-    with open(path, encoding="utf-8") as f:
-        return next((line for line in f if line.strip()), "")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return next((line for line in f if line.strip()), "")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: not a UTF-8 text trace file (binary or another "
+                         f"encoding): {exc}") from None
 
 
 def detect_format(path: str | Path) -> str:
@@ -497,11 +501,15 @@ def load_trace_with_report(path: str | Path, format: str | None = None, *, skip_
         json_like = fmt == "mooncake" or (fmt == "generic" and _is_jsonl(path, _first_line(path)))
         rows = (_json_rows(f, _parse_mooncake if fmt == "mooncake" else _parse_generic_json)
                 if json_like else _csv_rows(f, fmt, path.name))
-        for lineno, parse in rows:
-            try:
-                builder.add(parse())
-            except _RowError as err:
-                builder.fail(lineno, err)
+        try:
+            for lineno, parse in rows:
+                try:
+                    builder.add(parse())
+                except _RowError as err:
+                    builder.fail(lineno, err)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path.name}: not UTF-8 text after {report.rows} requests "
+                             f"(binary or another encoding): {exc}") from None
     return builder.build(display, relative=fmt == "azure"), report
 
 
@@ -529,10 +537,28 @@ class _Plan:
     system: np.ndarray       # system prompt index of the turn's session, -1 for none
 
 
+# Size limits of synthetic_trace, checked before anything large is allocated.
+MAX_SYNTHETIC_REQUESTS = 10_000_000
+MAX_SYNTHETIC_TOKENS = 1_000_000       # per system prompt, mean user message, mean answer
+MAX_SYNTHETIC_BLOCKS = 50_000_000      # prefix-block ids in the whole trace (400 MB of int64)
+MAX_SYNTHETIC_TURNS = 20_000_000       # n_requests x turns_mean: turns planned before the cut
+
+
 def _check_synth_args(n_requests: int, arrival: str, rate_per_s: float, burst_cv: float,
                       session_fraction: float, turns_mean: float, **nonneg: float) -> None:
-    if n_requests < 0:
-        raise ValueError(f"n_requests={n_requests}: must be >= 0")
+    if isinstance(n_requests, bool) or not isinstance(n_requests, (int, np.integer)) or \
+            not 0 <= n_requests <= MAX_SYNTHETIC_REQUESTS:
+        raise ValueError(f"n_requests={n_requests!r}: must be an integer in "
+                         f"[0, {MAX_SYNTHETIC_REQUESTS:,}]")
+    for name in ("system_prompt_tokens", "user_tokens_mean", "output_tokens_mean"):
+        if nonneg.get(name, 0) > MAX_SYNTHETIC_TOKENS:
+            raise ValueError(f"{name}={nonneg[name]!r}: must be <= {MAX_SYNTHETIC_TOKENS:,} tokens")
+    if nonneg.get("n_system_prompts", 0) > MAX_SYNTHETIC_REQUESTS:
+        raise ValueError(f"n_system_prompts={nonneg['n_system_prompts']!r}: must be <= "
+                         f"{MAX_SYNTHETIC_REQUESTS:,}")
+    if not 1 <= turns_mean <= MAX_SYNTHETIC_TURNS / max(n_requests, 1):
+        raise ValueError(f"turns_mean={turns_mean}: must be >= 1 and n_requests x turns_mean "
+                         f"<= {MAX_SYNTHETIC_TURNS:,} (turns planned before the cut)")
     if arrival not in ("poisson", "bursty"):
         raise ValueError(f"arrival={arrival!r}: must be 'poisson' or 'bursty'")
     if not rate_per_s > 0 or not burst_cv > 0:
@@ -671,6 +697,11 @@ def synthetic_trace(n_requests: int, *, seed: int = 0, arrival: str = "poisson",
                  n_system_prompts, system_prompt_tokens, zipf_alpha, session_fraction,
                  turns_mean, think_time_s, user_tokens_mean, output_tokens_mean)
     keep = np.argsort(plan.arrival_s, kind="stable")[:n_requests]
+    blocks = int(np.sum(-(-plan.input_len[keep] // block_tokens)))
+    if blocks > MAX_SYNTHETIC_BLOCKS:
+        raise ValueError(f"synthetic_trace: these arguments make {blocks:,} prefix blocks of "
+                         f"{block_tokens} tokens (limit {MAX_SYNTHETIC_BLOCKS:,}): lower "
+                         f"n_requests, turns_mean or the token means, or raise block_tokens")
     namer = _BlockNamer(block_tokens, system_prompt_tokens)
     chains = [namer.chain(s, p, n) for s, p, n in zip(plan.session[keep].tolist(),
                                                       plan.system[keep].tolist(),

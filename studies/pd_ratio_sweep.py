@@ -12,7 +12,7 @@ Model (public API): :class:`kvmodel.Cluster` / :func:`kvmodel.evaluate` with ``l
 (13B, MHA) on ``a100-sxm-80gb``, TP1, fp16, a Poisson workload
 (:func:`kvmodel.sim.poisson_requests`, 512/64 tokens, no prefix reuse), SLO TTFT 0.4 s / TPOT
 0.04 s. Goodput of a configuration = the largest request rate whose SLO fraction
-(``goodput_rps / served_rate``, the closed form's P(TTFT<=SLO)·P(TPOT<=SLO)) is >= 0.9, found
+(``goodput_per_s / served_rate_per_s``, the closed form's P(TTFT<=SLO)·P(TPOT<=SLO)) is >= 0.9, found
 by bisection. Configurations: colocated (N instances) and every xPyD with x + y = budget.
 Note ``evaluate`` uses mean-based TTFT/TPOT distributions, not P90 measured from a run.
 
@@ -44,7 +44,7 @@ def workload(rate: float) -> kvmodel.Workload:
 
 def ok(cluster: kvmodel.Cluster, rate: float) -> bool:
     r = kvmodel.evaluate(cluster, workload(rate))
-    return r.stable and r.served_rate > 0 and r.goodput_rps / r.served_rate >= ATTAIN
+    return r.stable and r.served_rate_per_s > 0 and r.goodput_per_s / r.served_rate_per_s >= ATTAIN
 
 
 def max_rate(cluster: kvmodel.Cluster, hi: float = 200.0, iters: int = 30) -> float:

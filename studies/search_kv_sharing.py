@@ -100,10 +100,10 @@ def point(c: kvmodel.Cluster, w: kvmodel.Workload, space, rate: float) -> dict:
     h = r.hit_ratio
     remote = h.get("pool", 0.0) + h.get("peer", 0.0)
     ok = bool(r.stable and r.ttft_p99_s <= space.slo["ttft_s"] and r.tpot_p99_s <= space.slo["tpot_s"])
-    return dict(rate=rate, per_instance_rate=rate / c.instances, stable=bool(r.stable), meets_slo=ok,
-                ttft_p99_s=r.ttft_p99_s, tpot_p99_s=r.tpot_p99_s, goodput_rps=r.goodput_rps,
-                cost_per_hour=r.cost_per_hour,
-                goodput_per_dollar=r.goodput_rps * 3600 / r.cost_per_hour,
+    return dict(rate=rate, per_instance_rate_per_s=rate / c.instances, stable=bool(r.stable), meets_slo=ok,
+                ttft_p99_s=r.ttft_p99_s, tpot_p99_s=r.tpot_p99_s, goodput_per_s=r.goodput_per_s,
+                cost_usd_per_h=r.cost_usd_per_h,
+                goodput_per_dollar=r.goodput_per_s * 3600 / r.cost_usd_per_h,
                 hit_total=sum(h.values()), hit_local=sum(h.values()) - remote, hit_remote=remote,
                 imbalance=r.imbalance, pool_nic_util=r.utilisation.get("pool_nic", 0.0),
                 peer_nic_util=r.utilisation.get("peer_nic_hottest", 0.0), reason=r.reason)
@@ -158,7 +158,7 @@ def best_rows(rows: list[dict]) -> list[dict]:
                         max_rate_round_robin=max(r["max_rate_at_slo"] for r in rs
                                                  if r["routing"] == "round_robin"),
                         goodput_per_dollar=same["max"]["goodput_per_dollar"] if "max" in same else 0.0,
-                        cost_per_hour=ref["cost_per_hour"], hit_total=ref["hit_total"],
+                        cost_usd_per_h=ref["cost_usd_per_h"], hit_total=ref["hit_total"],
                         hit_remote=ref["hit_remote"], imbalance=ref["imbalance"],
                         net_util_at_max=max(ref["pool_nic_util"], ref["peer_nic_util"]))
                    | {f"ttft_p99_at_{f}": same[f]["ttft_p99_s"] if f in same else math.nan
@@ -254,7 +254,7 @@ def optuna_studies(base_rates: dict, trials: int, out: Path = OUT,
                              feasible=sum(search.is_feasible(x) for x in st.trials),
                              objective=objective, value=t.values[0],
                              max_rate_at_slo=m.get("max_rate_at_slo", ""),
-                             cost_per_hour=m.get("cost_per_hour", ""),
+                             cost_usd_per_h=m.get("cost_usd_per_h", ""),
                              params=" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in t.params.items())))
     return rows

@@ -28,7 +28,7 @@ def one_tier_sweep(space) -> list[dict]:
             p = {d: 0.0 for d in DIMS.values()} | {dim: float(size), "placement": "exclusive",
                                                    "write_policy": "back"}
             o = search.evaluate_point(space, p)
-            rows.append(dict(tier=tier, size=size, cost_per_hour=o.metrics["cost_per_hour"],
+            rows.append(dict(tier=tier, size=size, cost_usd_per_h=o.metrics["cost_usd_per_h"],
                              ttft_p99_s=o.metrics["ttft_p99_s"], feasible=o.feasible,
                              hit=sum(v for k, v in o.metrics.items() if k.startswith("hit_"))))
     return rows
@@ -44,7 +44,7 @@ def main() -> None:
     out = HERE / "results" / "search_second_tier" / "second_tier_sweep.csv"
     write_rows(out, rows)
     for r in rows:
-        print(f"  {r['tier']:5s} {r['size']:>7} -> {r['cost_per_hour']:.2f} $/h, p99 TTFT "
+        print(f"  {r['tier']:5s} {r['size']:>7} -> {r['cost_usd_per_h']:.2f} $/h, p99 TTFT "
               f"{r['ttft_p99_s']:.3f} s, hit {r['hit']:.3f}")
 
 

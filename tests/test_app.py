@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +49,8 @@ def test_estimate_matches_library_and_reacts_to_widgets():
     clean(at)
     e = kvmodel.estimate("llama-3.1-70b", "h100-sxm", tp=8, precision="fp8", input_len=2048,
                          output_len=128, batch=1)
-    assert metric(at, "TTFT") == ui.fmt_time(e.ttft_s)
-    assert metric(at, "TPOT") == ui.fmt_time(e.tpot_s)
+    assert metric(at, "TTFT (ms)") == ui.fmt_ms(e.ttft_s)
+    assert metric(at, "TPOT (ms)") == ui.fmt_ms(e.tpot_s)
     assert len(at.dataframe) >= 1 and at.get("plotly_chart")
 
     at.selectbox(key="model").set_value("llama-3.1-8b")
@@ -62,8 +61,8 @@ def test_estimate_matches_library_and_reacts_to_widgets():
     clean(at)
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, precision="fp8", input_len=4096,
                          output_len=128, batch="max")
-    assert metric(at, "Output tok/s") == ui.fmt_num(e.output_tok_s)
-    assert metric(at, "TPOT") == ui.fmt_time(e.tpot_s)
+    assert metric(at, "Output (tok/s)") == ui.fmt_num(e.output_tok_per_s)
+    assert metric(at, "TPOT (ms)") == ui.fmt_ms(e.tpot_s)
     assert at.query_params["model"] == ["llama-3.1-8b"] or at.query_params["model"] == "llama-3.1-8b"
 
     at.radio(key="mode").set_value("request rate λ").run()
@@ -71,15 +70,8 @@ def test_estimate_matches_library_and_reacts_to_widgets():
     clean(at)
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", tp=1, precision="fp8", input_len=4096,
                          output_len=128, request_rate=2.0)
-    assert metric(at, "TTFT") == ui.fmt_time(e.ttft_s)
-
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        at.run()
-        times.append(time.perf_counter() - t0)
-    print(f"\nEstimate page AppTest rerun: median {1e3 * sorted(times)[2]:.0f} ms")
-    assert sorted(times)[2] < 2.0  # target 0.3 s; generous bound for slow CI machines
+    assert metric(at, "TTFT (ms)") == ui.fmt_ms(e.ttft_s)
+    assert metric(at, "Saturation rate (req/s)") == ui.fmt_num(e.saturation_request_rate_per_s)
 
 
 def test_estimate_bad_input_is_a_message_not_a_traceback():
@@ -100,7 +92,7 @@ def test_estimate_state_comes_from_the_link():
     assert at.selectbox(key="gpu").value == "h200-sxm" and at.number_input(key="tp").value == 2
     e = kvmodel.estimate("qwen3-8b", "h200-sxm", tp=2, precision="bf16", input_len=1000,
                          output_len=100, concurrency=8)
-    assert metric(at, "E2E") == ui.fmt_time(e.e2e_s)
+    assert metric(at, "E2E (s)") == ui.fmt_time(e.e2e_s)
     at = page("estimate", tp="abc", gpu="no-such-gpu")  # malformed link -> defaults
     clean(at)
     assert at.number_input(key="tp").value == 8 and at.selectbox(key="gpu").value == "h100-sxm"
@@ -113,7 +105,7 @@ def test_tiers_hit_ratio_equals_library():
     clean(at)
     trace = kvmodel.synthetic_trace(2000)
     block_B = trace.block_tokens * kvmodel.estimate(
-        "llama-3.1-70b", "h100-sxm", tp=8, precision="fp8").kv_bytes_per_token
+        "llama-3.1-70b", "h100-sxm", tp=8, precision="fp8").kv_B_per_token
     h = kvmodel.hit_ratio_curve(trace, np.array([math.floor(20e9 / block_B)]))[0]
     assert metric(at, "Total hit ratio") == f"{h:.3f}"
     assert len(at.get("plotly_chart")) == 3 and len(at.latex) >= 3
@@ -153,8 +145,8 @@ def test_cluster_compare_equals_library_and_sweeps():
                                          precision="fp8", sharing="p2p",
                                          routing="prefix_affinity_bounded"), w)
     row = df[(df["sharing"] == "p2p") & (df["routing"] == "prefix_affinity_bounded")].iloc[0]
-    assert row["ttft_p99_s"] == pytest.approx(r.ttft_p99_s, rel=1e-9)
-    assert row["cost_per_mtok"] == pytest.approx(r.cost_per_mtok, rel=1e-9)
+    assert row["ttft_p99_s"] == ui.fmt_ms(r.ttft_p99_s)
+    assert row["cost_usd_per_mtok"] == ui.fmt_money(r.cost_usd_per_mtok, "Mtok")
 
     at.radio(key="knob").set_value("network").run()
     clean(at)
@@ -271,7 +263,7 @@ def test_hardware_browse_and_custom_gpu(fresh_catalog):
     e = kvmodel.estimate("llama-3.1-70b", "my-h100-sxm", tp=8, precision="fp8", input_len=2048,
                          output_len=128, batch=1)
     assert metric(at, "HBM") == ui.fmt_bytes(141e9)
-    assert metric(at, "TTFT") == ui.fmt_time(e.ttft_s)
+    assert metric(at, "TTFT (ms)") == ui.fmt_ms(e.ttft_s)
 
 
 def test_hardware_bad_toml_keeps_catalog_usable(fresh_catalog):
@@ -284,7 +276,7 @@ def test_hardware_bad_toml_keeps_catalog_usable(fresh_catalog):
     assert "rejected" in texts(at.error)
     at.switch_page("app_pages/estimate.py").run()
     clean(at)
-    assert metric(at, "TTFT")
+    assert metric(at, "TTFT (ms)")
 
 
 def test_search_evaluates_a_grid(tmp_path):
@@ -292,10 +284,34 @@ def test_search_evaluates_a_grid(tmp_path):
     at = page("search", storage=str(tmp_path / "s.journal"))
     clean(at)
     at.number_input(key="grid_top").set_value(5)
-    at.button[1].click().run()  # the grid form's button (the launch form's is first)
+    at.button(key="grid_go").click().run()
     clean(at)
-    g = search.grid_search("tier-sizing-small")
+    g = search.grid_search(space="tier-sizing-small")
     assert metric(at, "points") == f"{len(g.points):,}"
     df = at.dataframe[-1].value
     assert len(df) == 5
-    assert df["goodput_per_dollar"].iloc[0] == pytest.approx(g.best()[1])
+    assert df["goodput_per_dollar (req/$)"].iloc[0] == ui.fmt_num(g.best()[1])
+
+
+def test_cluster_defaults_show_the_mooncake_trace_and_its_reuse_ceiling():
+    """Defaults: the built-in Mooncake conversation trace at a load where sharing and routing
+    differ; with affinity routing only, every sharing mode reaches the trace's ceiling and the
+    page says so."""
+    at = page("cluster", routing="round_robin", sw_inst="2")
+    clean(at)
+    assert at.radio(key="c_src").value == "mooncake-conversation"
+    assert at.number_input(key="c_req_rate").value == 10.0
+    df = at.dataframe[0].value
+    p99 = dict(zip(df["sharing"], df["ttft_p99_s"]))
+    w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"), request_rate=10.0)
+    none, pool = (kvmodel.evaluate(kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=4, tp=1,
+                                                   precision="fp8", sharing=s,
+                                                   routing="round_robin"), w)
+                  for s in ("none", "central_pool"))
+    assert p99["none"] == ui.fmt_ms(none.ttft_p99_s) and p99["central_pool"] == ui.fmt_ms(pool.ttft_p99_s)
+    assert none.ttft_p99_s > 1.2 * pool.ttft_p99_s  # a visible difference at the default load
+    assert "maximum hit ratio" not in texts(at.info)
+
+    at = page("cluster", routing="prefix_affinity_bounded", sw_inst="2")
+    clean(at)
+    assert "All sharing modes reach the trace's maximum hit ratio 0.37" in texts(at.info)

@@ -13,10 +13,10 @@ def test_estimate_json_has_contract_fields(capsys):
     assert main(["estimate", "--model", "llama-3.1-8b", "--gpu", "h200-sxm", "--tp", "1",
                  "--input-len", "512", "--output-len", "64", "--batch", "max", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch", "feasible", "reason",
+    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_per_s", "batch", "feasible", "reason",
               "breakdown", "interval"):
         assert f in d
-    assert d["feasible"] is True and d["output_tok_s"] > 0
+    assert d["feasible"] is True and d["output_tok_per_s"] > 0
 
 
 def test_bad_input_is_a_clear_error(capsys):

@@ -28,8 +28,8 @@ def test_every_sharing_and_routing_evaluates(workload):
             assert r.stable, (sharing, routing, r.reason)
             assert np.isfinite([r.ttft_s, r.tpot_s, r.e2e_s]).all()
             assert 0 <= sum(r.hit_ratio.values()) <= 1
-            assert r.goodput_rps <= r.served_rate + 1e-12
-            assert r.cost_per_hour > 0 and r.cost_per_mtok > 0
+            assert r.goodput_per_s <= r.served_rate_per_s + 1e-12
+            assert r.cost_usd_per_h > 0 and r.cost_usd_per_mtok > 0
 
 
 def test_p2p_unreplicated_equals_one_pooled_cache(workload):
@@ -48,7 +48,7 @@ def test_saturated_pool_nic_caps_throughput(workload):
     tiny = Cluster(**BASE, sharing="central_pool", hbm_cache_fraction=0.0, dram_B=0.0, ssd_B=0.0,
                    pool=PoolSpec(servers=1, nics=1, nic="tcp-25g", dram_B=1e12))
     r = evaluate(tiny, dataclasses.replace(workload, request_rate=40.0))
-    assert not r.stable and "network saturated" in r.reason and r.served_rate == 0
+    assert not r.stable and "network saturated" in r.reason and r.served_rate_per_s == 0
     assert r.utilisation["pool_nic"] >= 1
 
 
@@ -105,7 +105,7 @@ def test_cli_cluster(tmp_path, capsys):
     assert main(["cluster", "--config", str(cfg)]) == 0
     assert "hit ratio by tier" in capsys.readouterr().out
     assert main(["cluster", "--config", str(cfg), "--json"]) == 0
-    assert '"goodput_rps"' in capsys.readouterr().out
+    assert '"goodput_per_s"' in capsys.readouterr().out
 
 
 def test_more_pool_hits_never_raise_ttft(workload):

@@ -13,8 +13,8 @@ import kvmodel
 from kvmodel.cluster import Cluster, P2PSpec, PoolSpec, Workload, evaluate
 
 NUMERIC = ("ttft_s", "ttft_p50_s", "tpot_s", "e2e_s", "ttft_p90_s", "ttft_p99_s", "tpot_p99_s",
-           "output_tok_s", "served_rate", "goodput_rps", "cost_per_hour", "cost_per_mtok",
-           "per_instance_rate", "imbalance")
+           "output_tok_per_s", "served_rate_per_s", "goodput_per_s", "cost_usd_per_h", "cost_usd_per_mtok",
+           "per_instance_rate_per_s", "imbalance")
 BASE = dict(model="llama-3.1-8b", gpu="h100-sxm", tp=1, precision="fp8")
 
 
@@ -31,7 +31,7 @@ def workload():
 # other quantity matches to 1e-9.
 ROOT_RTOL = 1e-9
 RTOL = {k: ROOT_RTOL for k in ("ttft_s", "ttft_p50_s", "tpot_s", "e2e_s", "ttft_p90_s",
-                               "ttft_p99_s", "tpot_p99_s", "goodput_rps", "cost_per_mtok")}
+                               "ttft_p99_s", "tpot_p99_s", "goodput_per_s", "cost_usd_per_mtok")}
 
 
 def _close(a, b, rtol=1e-9) -> bool:
@@ -103,8 +103,8 @@ def _assert_matches(vec, scalars, shape):
                 assert v.shape == shape and not np.isnan(v).any() and (v >= 0).all()
                 assert _close(v.flat[i], sd.get(k, 0.0)), (name, k, i, v.flat[i], sd.get(k))
     unstable = ~vec.stable
-    assert np.isinf(vec.ttft_s[unstable]).all() and (vec.served_rate[unstable] == 0).all()
-    assert (vec.goodput_rps[unstable] == 0).all() and (vec.reason[unstable] != "").all()
+    assert np.isinf(vec.ttft_s[unstable]).all() and (vec.served_rate_per_s[unstable] == 0).all()
+    assert (vec.goodput_per_s[unstable] == 0).all() and (vec.reason[unstable] != "").all()
 
 
 def _thin(struct: dict) -> bool:
@@ -229,11 +229,11 @@ def test_estimate_tier_mix_takes_array_fractions():
         parts = [(t, float(x)) for t, x in (("dram", f[i]), ("ssd", 1.0 - f[i])) if x > 0]
         one = kvmodel.estimate(**KW, request_rate=1.0, cached_prefix_len=float(P[i]),
                                cache_tier=parts)
-        for k in ("ttft_s", "tpot_s", "ttft_p99_s", "saturation_request_rate"):
+        for k in ("ttft_s", "tpot_s", "ttft_p99_s", "saturation_request_rate_per_s"):
             assert _close(getattr(mix, k)[i], getattr(one, k), ROOT_RTOL), (k, i)
     # a zero prefix inside an array behaves like no prefix at all
     none = kvmodel.estimate(**KW, request_rate=1.0)
-    for k in ("ttft_s", "tpot_s", "e2e_s", "ttft_p50_s", "ttft_p99_s", "saturation_request_rate"):
+    for k in ("ttft_s", "tpot_s", "e2e_s", "ttft_p50_s", "ttft_p99_s", "saturation_request_rate_per_s"):
         assert _close(getattr(mix, k)[2], getattr(none, k), ROOT_RTOL), k
     with pytest.raises(ValueError, match="cache_tier fractions must be >= 0 and sum to 1"):
         kvmodel.estimate(**KW, cached_prefix_len=4096, cache_tier=[("dram", f), ("ssd", 0.5)])

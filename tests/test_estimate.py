@@ -15,7 +15,7 @@ BASE = dict(model="llama-3.1-70b", gpu="h100-sxm", tp=8, precision="fp8")
 
 def test_contract_fields():
     e = kvmodel.estimate(**BASE, input_len=2048, output_len=128, batch=1)
-    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch", "feasible", "reason",
+    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_per_s", "batch", "feasible", "reason",
               "breakdown"):
         assert hasattr(e, f)
     assert e.feasible and e.reason == ""
@@ -31,7 +31,7 @@ def test_contract_fields():
 def test_static_batch_identities():
     e = kvmodel.estimate(**BASE, input_len=1000, output_len=200, batch=8)
     assert e.e2e_s == pytest.approx(e.ttft_s + 199 * e.tpot_s)
-    assert e.output_tok_s == pytest.approx(8 * 200 / e.e2e_s)
+    assert e.output_tok_per_s == pytest.approx(8 * 200 / e.e2e_s)
     cal = _estimate._params()
     # the prefill breakdown sums to TTFT (pp=1), decode breakdown to TPOT
     assert sum(o["time_s"] for o in e.breakdown["prefill"].values()) + cal["request_overhead"] \
@@ -44,7 +44,7 @@ def test_closed_loop_obeys_littles_law(n):
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", precision="fp8", input_len=1000,
                          output_len=300, concurrency=n)
     assert e.feasible
-    requests_per_s = e.output_tok_s / 300
+    requests_per_s = e.output_tok_per_s / 300
     assert requests_per_s * e.e2e_s == pytest.approx(n, rel=1e-6)
 
 
@@ -60,14 +60,14 @@ def test_closed_loop_queues_beyond_capacity():
 def test_throughput_max_beats_small_batches():
     kw = dict(model="llama-3.1-8b", gpu="h200-sxm", precision="fp8", input_len=500, output_len=2000)
     best = kvmodel.estimate(**kw, batch="max")
-    assert best.output_tok_s > kvmodel.estimate(**kw, batch=1).output_tok_s * 20
+    assert best.output_tok_per_s > kvmodel.estimate(**kw, batch=1).output_tok_per_s * 20
     assert best.batch <= best.max_batch
 
 
 def test_data_parallel_replicas_scale_throughput():
     one = kvmodel.estimate(**BASE, input_len=500, output_len=500, batch="max")
     two = kvmodel.estimate(**{**BASE, "num_gpus": 16}, input_len=500, output_len=500, batch="max")
-    assert two.output_tok_s == pytest.approx(2 * one.output_tok_s)
+    assert two.output_tok_per_s == pytest.approx(2 * one.output_tok_per_s)
     assert two.tpot_s == pytest.approx(one.tpot_s)
 
 
@@ -83,7 +83,7 @@ def test_vectorised_equals_elementwise(mode):
         s = kvmodel.estimate(**kw, tp=int(tp[i]), input_len=int(I[i]), output_len=int(O[i]), **mode)
         assert v.feasible[i] == s.feasible
         assert v.reason[i] == s.reason
-        for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "batch"):
+        for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_per_s", "batch"):
             assert getattr(v, f)[i] == pytest.approx(getattr(s, f), rel=1e-6), f
 
 
@@ -91,10 +91,10 @@ def test_grid_of_100k_is_one_call_without_nan():
     I = np.arange(1, 100_001)
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", precision="fp8", input_len=I, output_len=256,
                          batch="max")
-    assert e.output_tok_s.shape == (100_000,)
-    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_s"):
+    assert e.output_tok_per_s.shape == (100_000,)
+    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_per_s"):
         assert not np.isnan(getattr(e, f)).any()
-    assert (e.output_tok_s >= 0).all()
+    assert (e.output_tok_per_s >= 0).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -113,7 +113,7 @@ def test_more_hbm_bandwidth_never_slower(toy_gpu, tmp_path):
         kw = dict(model="llama-3.1-8b", input_len=2000, output_len=200, **mode)
         slow, quick = kvmodel.estimate(gpu=toy_gpu, **kw), kvmodel.estimate(gpu=fast, **kw)
         assert quick.ttft_s <= slow.ttft_s and quick.tpot_s <= slow.tpot_s
-        assert quick.output_tok_s >= slow.output_tok_s
+        assert quick.output_tok_per_s >= slow.output_tok_per_s
 
 
 @pytest.mark.parametrize("model", list_models())
@@ -122,10 +122,10 @@ def test_every_model_on_gpus_is_finite_or_infeasible(model, gpu):
     e = kvmodel.estimate(model, gpu, tp=8, precision="fp8", input_len=1024, output_len=128,
                          batch="max")
     if e.feasible:
-        assert np.isfinite([e.ttft_s, e.tpot_s, e.e2e_s, e.output_tok_s]).all()
-        assert e.output_tok_s > 0
+        assert np.isfinite([e.ttft_s, e.tpot_s, e.e2e_s, e.output_tok_per_s]).all()
+        assert e.output_tok_per_s > 0
     else:
-        assert e.reason and e.output_tok_s == 0 and e.ttft_s == np.inf
+        assert e.reason and e.output_tok_per_s == 0 and e.ttft_s == np.inf
 
 
 def test_infeasible_reasons():
@@ -203,7 +203,7 @@ def test_closed_loop_prefill_server_saturates():
     n = np.array([1, 10, 100, 1000])
     e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", precision="fp8", input_len=32000,
                          output_len=1, concurrency=n)
-    x = e.output_tok_s  # requests/s when output_len = 1
+    x = e.output_tok_per_s  # requests/s when output_len = 1
     assert x[1] > x[0]  # a second client keeps the server busier ...
     assert x[3] <= x[2] * 1.05  # ... but a saturated server serves no faster with more clients
     assert np.allclose(x * e.e2e_s, n)  # Little's law

@@ -71,7 +71,7 @@ def test_open_loop_littles_law_and_throughput():
     lam = np.array([0.5, 2.0, 6.0])
     e = kvmodel.estimate(**KW, request_rate=lam)
     assert e.stable.all()
-    assert e.output_tok_s == pytest.approx(lam * 256)
+    assert e.output_tok_per_s == pytest.approx(lam * 256)
     # decoding sequences = lambda (O-1) TPOT: Little's law on the decode stage
     assert np.all(e.batch >= lam * 255 * e.tpot_s * (1 - 1e-9))
 
@@ -90,22 +90,22 @@ def test_open_loop_monotone_and_percentiles_ordered():
 
 def test_saturation_is_unstable_never_nan():
     e = kvmodel.estimate(**KW, request_rate=np.array([1.0, 1e3]))
-    sat = e.saturation_request_rate[0]
+    sat = e.saturation_request_rate_per_s[0]
     assert 1.0 < sat < 1e3
     assert e.stable.tolist() == [True, False]
     assert np.isinf(e.ttft_s[1]) and np.isinf(e.ttft_p99_s[1])
-    assert e.output_tok_s[1] == pytest.approx(sat * 256)
-    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_s", "ttft_p90_s"):
+    assert e.output_tok_per_s[1] == pytest.approx(sat * 256)
+    for f in ("ttft_s", "tpot_s", "e2e_s", "output_tok_per_s", "ttft_p90_s"):
         assert not np.isnan(getattr(e, f)).any()
     m = kvmodel.estimate(**KW, batch="max")
-    assert m.saturation_request_rate == pytest.approx(m.output_tok_s / 256)
+    assert m.saturation_request_rate_per_s == pytest.approx(m.output_tok_per_s / 256)
 
 
 def test_every_mode_reports_stability_and_percentiles():
     for mode in (dict(batch=4), dict(batch="max"), dict(concurrency=8), dict(request_rate=1.0)):
         e = kvmodel.estimate(**KW, **mode)
         assert e.stable is True or bool(e.stable)
-        assert e.saturation_request_rate > 0
+        assert e.saturation_request_rate_per_s > 0
         assert e.ttft_p50_s <= e.ttft_p99_s and e.e2e_p50_s <= e.e2e_p99_s
 
 
@@ -136,11 +136,11 @@ def test_length_cv_against_simulator():
     I = np.clip(rng.exponential(467, 3000).round(), 16, 4000).astype(int)
     cv = float(I.std() / I.mean())
     base = dict(KW, input_len=int(I.mean()))
-    sat = kvmodel.estimate(**base, batch="max").saturation_request_rate
+    sat = kvmodel.estimate(**base, batch="max").saturation_request_rate_per_s
     lam = 0.5 * sat
     e0 = kvmodel.estimate(**base, request_rate=lam)
     e1 = kvmodel.estimate(**base, request_rate=lam, length_cv=cv)
     kw = {k: v for k, v in KW.items() if k in ("tp", "precision")}
     s0 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, int(I.mean()), 256, seed=2), **kw)
     s1 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, I, 256, seed=2), **kw)
-    assert e1.ttft_s > e0.ttft_s and s1.mean_ttft_s > s0.mean_ttft_s
+    assert e1.ttft_s > e0.ttft_s and s1.ttft_mean_s > s0.ttft_mean_s

@@ -117,9 +117,9 @@ def test_point_maps_onto_cluster_per_instance():
                         dram_B=2048e9 / 8, cxl_B=512e9 / 8, ssd_B=7.68e12 / 8)
     r = kvmodel.evaluate(c, w)
     assert out.metrics["instances_per_node"] == 8
-    assert out.metrics["goodput_rps"] == pytest.approx(r.goodput_rps)
-    assert out.metrics["cost_per_hour"] == pytest.approx(r.cost_per_hour)
-    assert out.values[0] == pytest.approx(r.goodput_rps * 3600 / r.cost_per_hour)
+    assert out.metrics["goodput_per_s"] == pytest.approx(r.goodput_per_s)
+    assert out.metrics["cost_usd_per_h"] == pytest.approx(r.cost_usd_per_h)
+    assert out.values[0] == pytest.approx(r.goodput_per_s * 3600 / r.cost_usd_per_h)
 
 
 def test_inclusive_never_beats_exclusive_and_costs_the_same():
@@ -130,7 +130,7 @@ def test_inclusive_never_beats_exclusive_and_costs_the_same():
     inc = search.evaluate_point(s, p | {"placement": "inclusive"})
     hits = lambda o: sum(v for k, v in o.metrics.items() if k.startswith("hit_"))
     assert hits(inc) <= hits(ex) + 1e-12
-    assert inc.metrics["cost_per_hour"] == pytest.approx(ex.metrics["cost_per_hour"])
+    assert inc.metrics["cost_usd_per_h"] == pytest.approx(ex.metrics["cost_usd_per_h"])
 
 
 def test_block_coarsening_keeps_chained_prefixes():
@@ -189,7 +189,7 @@ def test_constraints_are_respected_and_infeasible_trials_kept():
     assert feas and infeas
     for t in feas:
         m = t.user_attrs["metrics"]
-        assert m["cost_per_hour"] <= 55.5 and m["ttft_p99_s"] <= 1.0 and m["tpot_p99_s"] <= 0.05
+        assert m["cost_usd_per_h"] <= 55.5 and m["ttft_p99_s"] <= 1.0 and m["tpot_p99_s"] <= 0.05
     assert all(t.user_attrs["metrics"]["reason"] for t in infeas)
     for t in search.best_trials(st):
         assert search.is_feasible(t)
@@ -324,7 +324,7 @@ def test_vectorised_max_rate_at_slo_equals_scalar_bisection():
         o = search.evaluate_point(s, p)
         np.testing.assert_allclose(g.values[i], o.values, rtol=1e-9)
         rate = o.metrics["max_rate_at_slo"]
-        assert o.values == pytest.approx((rate * out_len, rate * 3600 / o.metrics["cost_per_hour"]))
+        assert o.values == pytest.approx((rate * out_len, rate * 3600 / o.metrics["cost_usd_per_h"]))
     assert (g.values > 0).all()
 
 
@@ -526,6 +526,7 @@ def test_studies_open_in_optuna_dashboard(tmp_path):
     studies = get("/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == [SMALL]
     study = get(f"/api/studies/{studies[0]['study_id']}")
+    assert study["objective_names"] == ["goodput_per_dollar [req/$, maximise]"]  # not "Objective 0"
     assert len(study["trials"]) == 12
     t = study["trials"][0]
     assert t["state"] == "Complete" and t["params"] and t["values"]

@@ -86,7 +86,7 @@ def test_output_len_one_excluded_from_tpot_stats():
     tr = poisson_requests(4, 0.5, 500, [1, 10, 1, 10], seed=2)
     r = simulate(M, G, tr)
     assert np.all(r.tpot_s[[0, 2]] == 0.0) and np.all(r.tpot_s[[1, 3]] > 0)
-    assert r.mean_tpot_s == pytest.approx(r.tpot_s[[1, 3]].mean())
+    assert r.tpot_mean_s == pytest.approx(r.tpot_s[[1, 3]].mean())
     assert np.isfinite(list(r.summary().values())).all()
 
 
@@ -112,7 +112,7 @@ def test_conservation_and_little():
     assert np.all(r.e2e_s >= r.ttft_s) and np.all(r.queue_s >= 0)
     assert r.output_tokens == tr.output_len.sum() and r.requests_per_instance.sum() == 800
     first, last = r.busy_window_s
-    assert r.throughput_tok_s == pytest.approx(tr.output_len.sum() / (last - first))
+    assert r.output_tok_per_s == pytest.approx(tr.output_len.sum() / (last - first))
     lit = r.little()
     assert lit["rel_err"] < 0.02 and lit["L"] > 1.0
     # decode steps each sequence took: output_len - 1, so steps >= the longest request's
@@ -138,19 +138,19 @@ def test_kv_capacity_and_batch_limits_respected():
     assert r.max_kv_tokens[0] <= cap and r.max_kv_tokens[0] > cap - 4200
     assert r.max_running[0] == cap // 4200
     r2 = simulate("llama-3.1-70b", G, tr, max_batch_size=5, **kw)
-    assert r2.max_running[0] == 5 and r2.mean_ttft_s > r.mean_ttft_s
+    assert r2.max_running[0] == 5 and r2.ttft_mean_s > r.ttft_mean_s
 
 
 def test_low_load_ttft_is_unloaded_prefill():
     tr = poisson_requests(60, 0.05, 1000, 20, seed=7)
     r = simulate(M, G, tr)
     e = kvmodel.estimate(M, G, input_len=1000, output_len=20, batch=1)
-    assert _rel(r.p50_ttft_s, e.ttft_s) < 1e-9
-    assert _rel(r.mean_ttft_s, e.ttft_s) < 0.02
+    assert _rel(r.ttft_p50_s, e.ttft_s) < 1e-9
+    assert _rel(r.ttft_mean_s, e.ttft_s) < 0.02
 
 
 def test_ttft_increases_with_rate():
-    means = [simulate(M, G, poisson_requests(400, rate, 2000, 100, seed=8)).mean_ttft_s
+    means = [simulate(M, G, poisson_requests(400, rate, 2000, 100, seed=8)).ttft_mean_s
              for rate in (2.0, 6.0, 10.0, 14.0, 18.0)]
     assert all(b > a for a, b in zip(means, means[1:])), means
     assert means[-1] > 2.0 * means[0]
@@ -173,7 +173,7 @@ def test_prefix_affinity_beats_random_and_matches_replay():
     aff = simulate(M, G, tr, routing="prefix_affinity", **kw)
     rnd = simulate(M, G, tr, routing="random", seed=2, **kw)
     assert aff.hit_ratio > rnd.hit_ratio + 0.15
-    assert aff.mean_ttft_s < rnd.mean_ttft_s
+    assert aff.ttft_mean_s < rnd.ttft_mean_s
     # lookup at routing time: round_robin/random hit ratios equal the exact replay's
     assert rnd.hit_ratio == replay(tr, 120, 4, "random", seed=2).hit_ratio
     rr = simulate(M, G, tr, **kw)
@@ -196,7 +196,7 @@ def test_prefix_cache_tiers_order_ttft():
     hbm = simulate(M, G, tr, prefix_cache_blocks=200, **kw)
     ssd = simulate(M, G, tr, prefix_cache_blocks=200, cache_tier="ssd", **kw)
     assert hbm.hit_ratio > 0.3 and ssd.hit_ratio == hbm.hit_ratio
-    assert hbm.mean_ttft_s < ssd.mean_ttft_s and hbm.mean_ttft_s < none.mean_ttft_s
+    assert hbm.ttft_mean_s < ssd.ttft_mean_s and hbm.ttft_mean_s < none.ttft_mean_s
     assert hbm.kv_capacity_tokens == none.kv_capacity_tokens - 200 * tr.block_tokens
     assert ssd.kv_capacity_tokens == none.kv_capacity_tokens
 

@@ -19,13 +19,13 @@ CASES = [("llama-3.1-8b", "h100-sxm", 1, 1024, 128), ("llama-3.1-70b", "h100-sxm
 def test_closed_form_tracks_simulator(model, gpu, tp, I, O):
     sat = kvmodel.estimate(model, gpu, tp=tp, input_len=I, output_len=O, batch="max")
     for u in (0.1, 0.3, 0.5, 0.7):
-        lam = u * sat.saturation_request_rate
+        lam = u * sat.saturation_request_rate_per_s
         e = kvmodel.estimate(model, gpu, tp=tp, input_len=I, output_len=O, request_rate=lam)
         r = simulate(model, gpu, poisson_requests(4000, lam, I, O, seed=1), tp=tp)
         assert e.stable
-        assert e.tpot_s == pytest.approx(r.mean_tpot_s, rel=0.12), u
-        assert e.e2e_s == pytest.approx(r.mean_e2e_s, rel=0.12), u
-        assert e.ttft_s == pytest.approx(r.mean_ttft_s, rel=0.15), u
+        assert e.tpot_s == pytest.approx(r.tpot_mean_s, rel=0.12), u
+        assert e.e2e_s == pytest.approx(r.e2e_mean_s, rel=0.12), u
+        assert e.ttft_s == pytest.approx(r.ttft_mean_s, rel=0.15), u
         # Little's law holds in both
-        assert e.output_tok_s / O == pytest.approx(lam)
+        assert e.output_tok_per_s / O == pytest.approx(lam)
         assert r.little()["rel_err"] < 0.02

@@ -89,8 +89,8 @@ def test_mooncake_fig5_full_ordering():
 
 KV_SHARING_COLUMNS = {
     "local", "instances", "nic", "arch", "sharing", "routing", "epsilon", "pool_servers", "pool_TB",
-    "replication", "baseline_rate", "max_rate_at_slo", "load", "rate", "per_instance_rate", "stable",
-    "meets_slo", "ttft_p99_s", "tpot_p99_s", "goodput_rps", "cost_per_hour", "goodput_per_dollar",
+    "replication", "baseline_rate", "max_rate_at_slo", "load", "rate", "per_instance_rate_per_s", "stable",
+    "meets_slo", "ttft_p99_s", "tpot_p99_s", "goodput_per_s", "cost_usd_per_h", "goodput_per_dollar",
     "hit_total", "hit_local", "hit_remote", "imbalance", "pool_nic_util", "peer_nic_util", "reason"}
 
 

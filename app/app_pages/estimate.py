@@ -13,8 +13,10 @@ from kvmodel.models import BYTES_PER_ELEMENT
 
 import _common as ui
 
+OP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "star", "cross", "x", "pentagon",
+              "hexagon", "triangle-down"]
 MODES = {"batch N": "batch", "max (continuous batching)": "max", "concurrency N": "concurrency",
-         "request rate λ": "request_rate"}
+         "request rate λ": "rate"}
 
 
 def inputs() -> dict[str, Any]:
@@ -24,7 +26,7 @@ def inputs() -> dict[str, Any]:
         gpu=ui.select("GPU", ui.gpu_options(), "gpu", "h100-sxm", where=c[1]),
         precision=ui.select("Precision (weights)", list(BYTES_PER_ELEMENT), "precision", "fp8",
                             where=c[2]),
-        framework=ui.select("Framework", kvmodel.list_entries("framework"), "framework",
+        framework=ui.select("Framework", kvmodel.list_entries(section="framework"), "framework",
                             "tensorrt-llm", where=c[3]),
     )
     c = st.columns(4)
@@ -35,7 +37,7 @@ def inputs() -> dict[str, Any]:
     c = st.columns([3, 1])
     mode = MODES[ui.radio("Mode", list(MODES), "mode", "batch N", where=c[0])]
     ui.drop(*{"batch": ("clients", "rate"), "max": ("n", "clients", "rate"),
-              "concurrency": ("n", "rate"), "request_rate": ("n", "clients")}[mode])
+              "concurrency": ("n", "rate"), "rate": ("n", "clients")}[mode])
     if mode == "batch":
         kw["batch"] = ui.number("Batch N", "n", 1, 1, 1_000_000, where=c[1])
     elif mode == "max":
@@ -49,40 +51,74 @@ def inputs() -> dict[str, Any]:
 
 
 def headline(e: Any) -> None:
+    if e.mode == "rate" and not e.stable:
+        unstable(e)
+        return
     c = st.columns(5)
-    c[0].metric("TTFT", ui.fmt_time(e.ttft_s))
-    c[1].metric("TPOT", ui.fmt_time(e.tpot_s))
-    c[2].metric("E2E", ui.fmt_time(e.e2e_s))
-    c[3].metric("Output tok/s", ui.fmt_num(e.output_tok_s))
-    c[4].metric("Batch", ui.fmt_num(e.batch))
+    c[0].metric("TTFT (ms)", ui.fmt_ms(e.ttft_s))
+    c[1].metric("TPOT (ms)", ui.fmt_ms(e.tpot_s))
+    c[2].metric("E2E (s)", ui.fmt_time(e.e2e_s))
+    c[3].metric("Output (tok/s)", ui.fmt_num(e.output_tok_per_s))
+    c[4].metric("Batch (sequences)", ui.fmt_num(e.batch))
+
     def fmt(k: str, v: float) -> str:
-        return ui.fmt_num(v) if k == "output_tok_s" else ui.fmt_time(v)
+        return {"output_tok_per_s": lambda x: ui.fmt_num(x, "tok/s"), "e2e_s": ui.fmt_time}.get(
+            k, ui.fmt_ms)(v)
 
     band = ", ".join(f"{k.removesuffix('_s')} {fmt(k, lo)}–{fmt(k, hi)}"
                      for k, (lo, hi) in e.interval.items())
     if band:
         st.caption(f"10th–90th percentile band from the calibration residuals: {band}")
-    if e.mode in ("concurrency", "request_rate"):
-        if not e.stable:
-            st.warning(f"Unstable: the offered load reaches saturation "
-                       f"({ui.fmt_num(e.saturation_request_rate, 'req/s')}); latencies are infinite.")
-        rows = [{"metric": m, **{f"p{q}": ui.fmt_time(getattr(e, f"{m}_p{q}_s"))
-                                 for q in (50, 90, 99)}} for m in ("ttft", "tpot", "e2e")]
-        ui.show_table(pd.DataFrame(rows), "percentiles", "pct")
-        st.caption(f"Saturation request rate: {ui.fmt_num(e.saturation_request_rate, 'req/s')}; "
-                   f"mean queueing delay in TTFT {ui.fmt_time(e.queue_wait_s)}")
+    if e.mode in ("concurrency", "rate"):
+        queueing(e)
+
+
+def queueing(e: Any) -> None:
+    """Percentiles, saturation rate and queueing delay of the open / closed loop modes."""
+    st.markdown("**Latency percentiles**")
+    rows = [{"metric": m.upper(), **{f"p{q}": getattr(e, f"{m}_p{q}_s") for q in (50, 90, 99)}}
+            for m in ("ttft", "tpot", "e2e")]
+    shown = pd.DataFrame([{k: v if k == "metric" else (ui.fmt_time if r["metric"] == "E2E"
+                                                        else ui.fmt_ms)(v) for k, v in r.items()}
+                          for r in rows])
+    st.dataframe(shown, hide_index=True, key="table_pct")
+    ui.download_table(pd.DataFrame(rows), "percentiles", "pct")
+    c = st.columns(3)
+    c[0].metric("Saturation rate (req/s)", ui.fmt_num(e.saturation_request_rate_per_s))
+    c[1].metric("Mean queueing delay (ms)", ui.fmt_ms(e.queue_wait_s))
+    c[2].metric("P(request waits)", ui.fmt_pct(e.queue_wait_prob))
+
+
+def unstable(e: Any) -> None:
+    """An open loop above saturation: no latencies (they grow without bound), say why."""
+    lam = e.inputs["request_rate"]
+    sat = e.saturation_request_rate_per_s
+    st.error(
+        f"**Unstable: {ui.fmt_num(lam, 'req/s')} offered, but this instance saturates at "
+        f"{ui.fmt_num(sat, 'req/s')}** (utilisation {ui.fmt_pct(lam / sat) if sat > 0 else '∞'}). "
+        "Requests arrive faster than they can be served, so the queue and every latency grow "
+        "without bound: no TTFT, TPOT or batch to show. Lower the request rate below the "
+        "saturation rate, or add GPUs (TP / PP), a smaller model or precision.")
+    c = st.columns(3)
+    c[0].metric("Offered rate (req/s)", ui.fmt_num(lam))
+    c[1].metric("Saturation rate (req/s)", ui.fmt_num(sat))
+    c[2].metric("Throughput at saturation (tok/s)", ui.fmt_num(e.output_tok_per_s))
 
 
 def memory(e: Any, gpu: str) -> None:
     st.subheader("Memory fit (per GPU)")
-    hbm = kvmodel.get_gpu(gpu).hbm_capacity_B
+    hbm = kvmodel.get_gpu(key=gpu).hbm_capacity_B
     c = st.columns(4)
     c[0].metric("HBM", ui.fmt_bytes(hbm))
-    c[1].metric("Weights", ui.fmt_bytes(e.weights_bytes_per_gpu))
+    c[1].metric("Weights", ui.fmt_bytes(e.weights_B_per_gpu))
     c[2].metric("KV capacity (tokens)", ui.fmt_num(e.kv_capacity_tokens))
-    c[3].metric("Largest batch that fits", ui.fmt_num(e.max_batch))
-    st.progress(float(min(max(e.weights_bytes_per_gpu / hbm, 0.0), 1.0)),
-                text=f"weights use {100 * e.weights_bytes_per_gpu / hbm:.1f} % of HBM")
+    c[3].metric("Largest batch that fits (sequences)", ui.fmt_num(e.max_batch))
+    st.progress(float(min(max(e.weights_B_per_gpu / hbm, 0.0), 1.0)),
+                text=f"weights use {100 * e.weights_B_per_gpu / hbm:.1f} % of HBM")
+
+
+BREAKDOWN_UNITS = {"flops": "FLOP", "bytes": "B", "time_s": "ms", "intensity_flop_per_B": "FLOP/B",
+                   "attained_flop_s": "FLOP/s"}
 
 
 def breakdown_table(e: Any) -> pd.DataFrame:
@@ -106,7 +142,7 @@ def breakdown_chart(df: pd.DataFrame) -> go.Figure:
 
 
 def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | None:
-    g = kvmodel.get_gpu(gpu)
+    g = kvmodel.get_gpu(key=gpu)
     if precision not in g.peak_flops:
         return None
     compute = g.peak_flops[precision] * g.matmul_eff.get(precision, 1.0)
@@ -121,14 +157,20 @@ def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | No
     fig.add_trace(go.Scatter(x=[ridge, hi], y=[compute, compute], mode="lines", name=(
         f"{precision} compute roof {compute / 1e12:.4g} TFLOP/s (peak × measured eff.)"),
         line=dict(color="black")))
-    for ph, grp in pts.groupby("phase", sort=False):
+    # one legend entry per op (symbol) and phase (colour): text labels of ops with nearby
+    # intensities overlapped, a legend entry cannot
+    ops = list(dict.fromkeys(pts["op"]))
+    colours = {"prefill": "#1f77b4", "decode": "#d62728"}
+    for (ph, op), grp in pts.groupby(["phase", "op"], sort=False):
         fig.add_trace(go.Scatter(
-            x=grp["intensity_flop_per_B"], y=grp["attained_flop_s"], mode="markers+text",
-            text=grp["op"], textposition="top center", name=f"{ph} ops",
-            marker=dict(size=10, symbol="circle" if ph == "prefill" else "diamond")))
+            x=grp["intensity_flop_per_B"], y=grp["attained_flop_s"], mode="markers",
+            name=f"{op} ({ph})", legendgroup=ph, legendgrouptitle_text=f"{ph} ops",
+            hovertemplate=f"{op} ({ph})" + ": %{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra></extra>",
+            marker=dict(size=11, symbol=OP_SYMBOLS[ops.index(op) % len(OP_SYMBOLS)],
+                        color=colours.get(ph, "#2ca02c"), line=dict(width=1, color="white"))))
     fig.update_xaxes(type="log", title="arithmetic intensity (FLOP/byte)")
     fig.update_yaxes(type="log", title="attained FLOP/s (FLOPs / op time)")
-    fig.update_layout(height=460, margin=dict(t=30, b=10))
+    fig.update_layout(height=520, margin=dict(t=30, b=10), legend=dict(groupclick="toggleitem"))
     return fig
 
 
@@ -149,11 +191,8 @@ def main() -> None:
     memory(e, kw["gpu"])
     df = breakdown_table(e)
     st.subheader("Per-operator breakdown (one step of each phase)")
-    left, right = st.columns([1, 1])
-    with left:
-        ui.show_table(df, "breakdown", "breakdown", height=320)
-    with right:
-        ui.show_chart(breakdown_chart(df), "breakdown", "breakdown")
+    ui.show_chart(breakdown_chart(df), "breakdown", "breakdown")
+    ui.show_table(df, "breakdown", "breakdown", units=BREAKDOWN_UNITS)  # full width: no cut-off
     st.subheader("Roofline")
     fig = roofline_chart(df, kw["gpu"], kw["precision"])
     if fig is None:

@@ -8,6 +8,8 @@ import streamlit as st
 
 import kvmodel
 
+TABS = ["Load vs recompute", "Queueing", "Roofline"]
+
 
 @st.cache_resource(show_spinner=False)
 def queueing() -> list[tuple[str, str, str]]:
@@ -97,7 +99,8 @@ def main() -> None:
     st.caption("The closed forms behind kvmodel, rendered from sympy. Break-even from "
                "`kvmodel.break_even_formulas()`; queueing and roofline built here from the "
                "formulas documented in kvmodel.")
-    tabs = st.tabs(["Load vs recompute", "Queueing", "Roofline"])
+    # the open tab is part of the link (?tab=Queueing), like every other widget of the app
+    tabs = st.tabs(TABS, key="tab", bind="query-params")
     with tabs[0]:
         break_even()
     with tabs[1]:

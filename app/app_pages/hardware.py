@@ -15,7 +15,7 @@ from kvmodel.hardware import raw_entry
 import _common as ui
 
 SECTIONS = ["gpu", "link", "memory", "node", "framework", "model", "calibration"]
-KINDS = ["datasheet", "measured", "assumed"]
+KINDS = ["assumed", "datasheet", "measured"]  # the form starts as a what-if: assumed
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -36,8 +36,8 @@ def _row(entry: str, field: str, v: Any, entry_source: str) -> dict[str, Any]:
 
 def section_rows(section: str) -> list[dict[str, Any]]:
     rows = []
-    for key in kvmodel.list_entries(section):
-        e = raw_entry(section, key)
+    for key in kvmodel.list_entries(section=section):
+        e = raw_entry(section=section, key=key)
         src = e.get("source", "") if isinstance(e.get("source", ""), str) else ""
         for field, v in e.items():
             if field == "source" and isinstance(v, str):
@@ -60,7 +60,8 @@ def browse() -> None:
     df["value"] = df["value"].astype(str)
     st.caption(f"{df['entry'].nunique()} entries, {len(df)} values. kind: datasheet / measured / "
                "derived (with its arithmetic) / assumed (with its reason).")
-    ui.show_table(df, f"hardware_{section}", "hw", height=480)
+    ui.show_table(df, f"hardware_{section}", "hw", height=480,
+                  wide=["source", "derivation", "reason", "note"])
 
 
 # ---- custom GPU ----------------------------------------------------------------------------------
@@ -91,8 +92,8 @@ def gpu_toml(f: dict[str, Any]) -> str:
 
 
 def gpu_form(template: str) -> dict[str, Any] | None:
-    g = kvmodel.get_gpu(template)
-    links = kvmodel.list_entries("link")
+    g = kvmodel.get_gpu(key=template)
+    links = kvmodel.list_entries(section="link")
     k = f"hwf_{template}_"
     with st.form(f"custom_gpu_{template}"):
         c = st.columns(4)
@@ -125,9 +126,10 @@ def gpu_form(template: str) -> dict[str, Any] | None:
         f["tdp_W"] = c[4].number_input("TDP (W)", 0.0, None, g.tdp_W, key=k + "tdp")
         c = st.columns(4)
         f["kind"] = c[0].selectbox("Kind of these numbers", KINDS, key=k + "kind")
-        f["source"] = c[1].text_input("Source", "", key=k + "src",
-                                      placeholder="e.g. vendor datasheet, table 1")
-        f["reason"] = c[2].text_input("Reason (if assumed)", "", key=k + "reason")
+        f["source"] = c[1].text_input("Source", "my own numbers", key=k + "src",
+                                      help="e.g. vendor datasheet, table 1")
+        f["reason"] = c[2].text_input("Reason (if assumed)", f"what-if variant of {template}",
+                                      key=k + "reason")
         f["eff_reason"] = c[3].text_input("Why these efficiencies", f"like {template}",
                                           key=k + "effr")
         submitted = st.form_submit_button("Validate and load")
@@ -149,13 +151,15 @@ def custom() -> None:
     st.header("Your own GPU")
     st.caption("Describe a GPU; it is written as a hardware_db TOML file, validated by "
                "`kvmodel.load_hardware` and added to the catalog (for this app process).")
-    template = ui.select("Start from", kvmodel.list_entries("gpu"), "template", "h100-sxm")
+    template = ui.select("Start from", kvmodel.list_entries(section="gpu"), "template", "h100-sxm")
     f = gpu_form(template)
     if f is not None:
         if not KEY_RE.match(f["key"]):
             st.error(f"Key {f['key']!r}: use lower-case letters, digits, '-' and '_'")
         elif not f["source"].strip():
             st.error("Source: every number needs a source (e.g. the vendor datasheet).")
+        elif f["kind"] == "assumed" and not f["reason"].strip():
+            st.error("Reason: numbers of kind 'assumed' need a reason (e.g. 'what-if study').")
         else:
             text = gpu_toml(f)
             load_custom(text)

@@ -67,6 +67,31 @@ def storage(spec: str) -> Any:
     return JournalStorage(JournalFileBackend(spec))
 
 
+def unit_of(mod: Any | None, name: str) -> str:
+    """The unit of an objective or metric column ("" when unknown)."""
+    obj = getattr(mod, "OBJECTIVES", {}).get(name)
+    if obj is not None:
+        return obj.unit
+    for suffix, unit in (("_tok_per_s", "tok/s"), ("_per_s", "req/s"), ("_s", "s"),
+                         ("_Bps", "B/s"), ("_B", "B"), ("_rps", "req/s"), ("_usd_per_h", "$/h"),
+                         ("_usd_per_mtok", "$/Mtok"), ("cost_per_hour", "$/h"),
+                         ("cost_per_mtok", "$/Mtok")):
+        if name.endswith(suffix):
+            return unit
+    return ""
+
+
+def unit_label(mod: Any | None, name: str) -> str:
+    unit = unit_of(mod, name)
+    return f"{name} ({unit})" if unit else name
+
+
+def units(mod: Any | None, columns: Any) -> dict[str, str]:
+    """Formatting units of the columns the table formatter knows (others: plain numbers)."""
+    out = {c: unit_of(mod, str(c)) for c in columns}
+    return {c: u for c, u in out.items() if u in ui.FORMATS}
+
+
 def objective_names(study: Any) -> list[str]:
     n = len(study.directions)
     names = study.user_attrs.get("metrics") or study.metric_names or []
@@ -80,7 +105,7 @@ def feasible(t: Any) -> bool:
 
 def best(study: Any, mod: Any | None) -> list[Any]:
     if mod is not None and hasattr(mod, "best_trials") and "kvmodel_space" in study.user_attrs:
-        return mod.best_trials(study, top=10)
+        return mod.best_trials(study=study, top=10)
     if len(study.directions) > 1:
         return [t for t in study.best_trials if feasible(t)]
     import optuna
@@ -144,11 +169,11 @@ def show_study(spec: str, name: str, mod: Any | None) -> None:
         st.warning("No feasible trial: every configuration violates a constraint (SLO, fit, "
                    "stability, budget or tier bandwidth).")
     else:
-        ui.show_table(top, f"{name}_best", "best")
+        ui.show_table(top, f"{name}_best", "best", units=units(mod, top.columns))
     idx = 0
     if len(names) > 1:
         idx = names.index(ui.select("Objective for the single-target plots", names, "objective",
-                                    names[0]))
+                                    names[0], format_func=lambda n: unit_label(mod, n)))
     for i, (title, make) in enumerate(plots(study, names, idx)):
         st.subheader(title)
         fig, err = figure(spec, name, len(study.trials), title, idx, make)
@@ -158,7 +183,7 @@ def show_study(spec: str, name: str, mod: Any | None) -> None:
         ui.show_chart(fig, f"{name}_{title.lower().replace(' ', '_')}", f"plot{i}")
     with st.expander("All trials"):
         ours = mod is not None and hasattr(mod, "rows") and "kvmodel_space" in study.user_attrs
-        rows = pd.DataFrame(mod.rows(study)) if ours else study.trials_dataframe()
+        rows = pd.DataFrame(mod.rows(study=study)) if ours else study.trials_dataframe()
         ui.show_table(rows, f"{name}_trials", "trials")
 
 
@@ -183,7 +208,7 @@ def launch(mod: Any, target: str) -> None:
     step = max(1, n // 20)
     for k in range(min(step, n), n + step, step):
         k = min(k, n)
-        _, err = ui.guarded(mod.run, space, n_trials=k, storage=target,
+        _, err = ui.guarded(mod.run, space=space, n_trials=k, storage=target,
                             study_name=name or None, sampler=sampler)
         if err:
             st.error(f"The study failed: {err}")
@@ -208,27 +233,35 @@ def grid(mod: Any) -> None:
     st.caption("Every grid point of a space, evaluated in numpy: structural choices as groups, "
                f"capacities and pool / P2P sizes as columns (up to {GRID_LIMIT:,} points).")
     spaces = mod.builtin_spaces()
-    with st.form("grid"):
-        c = st.columns(2)
-        space = c[0].selectbox("Space", spaces, key="grid_space", index=spaces.index(
-            "tier-sizing-small") if "tier-sizing-small" in spaces else 0)
-        top = int(c[1].number_input("Best points to list", 1, 500, 20, key="grid_top"))
-        go = st.form_submit_button("Evaluate the grid")
-    if not go:
+    c = st.columns([2, 1, 1])
+    space = ui.select("Space", spaces, "grid_space", "tier-sizing-small", where=c[0])
+    top = ui.number("Best points to list", "grid_top", 20, 1, 500, where=c[1])
+    c[2].write("")  # aligns the button with the inputs
+    if c[2].button("Evaluate the grid", key="grid_go"):
+        st.query_params["grid"] = space  # the results are part of the link
+    if st.query_params.get("grid") != space:
         return
-    with st.spinner("evaluating the grid"):
-        g, err = ui.guarded(mod.grid_search, space, max_points=GRID_LIMIT)
+    g, err = grid_result(mod, space)
     if err:
         st.error(err)
         return
+    grid_results(g, space, top, mod)
+
+
+@st.cache_resource(show_spinner="Evaluating the grid…", max_entries=4)
+def grid_result(_mod: Any, space: str) -> tuple[Any, str]:
+    return ui.guarded(_mod.grid_search, space=space, max_points=GRID_LIMIT)
+
+
+def grid_results(g: Any, space: str, top: int, mod: Any) -> None:
     c = st.columns(4)
     c[0].metric("points", f"{len(g.points):,}")
     c[1].metric("feasible", f"{int(g.feasible.sum()):,}")
     c[2].metric("groups (evaluate() calls)", f"{g.groups:,}")
     c[3].metric("points / s", f"{g.points_per_s:,.0f}")
     metrics = list(g.space.metrics)
-    rows = [dict(g.points[i]) | {m: float(g.values[i, k]) for k, m in enumerate(metrics)}
-            for i in g.top(top)]
+    rows = [dict(g.points[i]) | {unit_label(mod, m): float(g.values[i, k])
+                                 for k, m in enumerate(metrics)} for i in g.top(top)]
     if not rows:
         st.warning("No feasible grid point: every point violates a constraint.")
         return
@@ -254,7 +287,7 @@ def main() -> None:
     else:
         import optuna
 
-        summaries, lerr = ui.guarded(optuna.get_all_study_summaries, storage(spec),
+        summaries, lerr = ui.guarded(optuna.get_all_study_summaries, storage=storage(spec),
                                      include_best_trial=False)
         if lerr:
             st.error(f"Cannot read the storage: {lerr}")

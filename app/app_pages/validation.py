@@ -88,11 +88,12 @@ def main() -> None:
         st.subheader(f"Error by {by}")
         t = error_table(df, by)
         ui.show_chart(error_chart(t, by), f"error_by_{by}", "errors")
-        ui.show_table(t, f"error_by_{by}", "errors")
+        ui.show_table(t.rename(columns={"median_ape_pct": "median APE (%)",
+                                        "mean_ape_pct": "mean APE (%)"}), f"error_by_{by}", "errors")
     st.subheader("All rows")
     cols = ["set", "id", "metric", "gpu", "model", "framework", "regime", "predicted", "measured",
             "ape", "source"]
-    ui.show_table(df[cols], "validation_rows", "rows")
+    ui.show_table(df[cols], "validation_rows", "rows", units={"ape": "%"}, wide=["source"])
 
 
 main()

@@ -23,14 +23,16 @@ from typing import Any
 
 from ._space import (DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space,
                      space_digest, space_from_dict)
-from ._objectives import CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo
+from ._objectives import (CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo,
+                          objective_label)
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
 from ._report import best_trials, export, is_feasible, pareto_front, rows
 from ._grid import GridResult, compare_with_grid, grid_points, grid_search
 
 __all__ = ["run", "show", "load", "export", "load_space", "space_from_dict", "builtin_spaces",
-           "Space", "Dim", "SpaceError", "DIMENSIONS", "OBJECTIVES", "CONSTRAINTS", "SAMPLERS",
+           "Space", "Dim", "SpaceError", "DIMENSIONS", "OBJECTIVES", "objective_label", "CONSTRAINTS",
+           "SAMPLERS",
            "Outcome", "evaluate_point", "max_rate_at_slo", "best_trials", "pareto_front", "rows",
            "is_feasible", "grid_points", "grid_search", "GridResult", "compare_with_grid",
            "open_storage", "DEFAULT_STORAGE", "make_sampler", "Progress", "SearchError",

@@ -25,8 +25,8 @@ from kvmodel.traces import BUILTIN, TraceNotFoundError, resolve_trace
 
 from ._space import DIMENSIONS, Space, SpaceError
 
-__all__ = ["OBJECTIVES", "CONSTRAINTS", "Outcome", "evaluate_point", "evaluate_columns",
-           "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]
+__all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point",
+           "evaluate_columns", "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]
 
 BIG = 1e9            # stands for an infinite cost or latency in objective values
 CONSTRAINTS = ("fit", "stable", "ttft_slo", "tpot_slo", "budget", "tier_bandwidth")
@@ -34,10 +34,24 @@ CONSTRAINTS = ("fit", "stable", "ttft_slo", "tpot_slo", "budget", "tier_bandwidt
 
 @dataclass(frozen=True)
 class Objective:
+    """One row of the objective table: how a trial's metrics become the objective value, the
+    value's unit (as printed) and whether larger is better. The key in :data:`OBJECTIVES` is
+    the identifier stored in studies and never changes; :attr:`label` is what people read
+    (CLI output, Optuna's ``metric_names`` shown by optuna-dashboard)."""
     direction: str                                   # "maximize" | "minimize"
     value: Callable[[dict, Space, Any], float]       # (metrics, space, workload) -> value
     unit: str
     doc: str
+
+    def label(self, name: str) -> str:
+        """``name [unit, maximise|minimise]``, e.g. ``goodput_per_dollar [req/$, maximise]``."""
+        verb = "maximise" if self.direction == "maximize" else "minimise"
+        return f"{name} [{self.unit}, {verb}]"
+
+
+def objective_label(name: str) -> str:
+    """Display label of objective ``name`` (the identifier itself when unknown)."""
+    return OBJECTIVES[name].label(name) if name in OBJECTIVES else name
 
 
 # objective values work on scalars and on numpy arrays alike (the vectorised grid)
@@ -49,12 +63,12 @@ def _ratio(num, den, zero):
 
 
 def _goodput_per_dollar(m, s, w):
-    return _ratio(np.asarray(m["goodput_rps"]) * 3600.0, m["cost_per_hour"], 0.0)
+    return _ratio(np.asarray(m["goodput_per_s"]) * 3600.0, m["cost_usd_per_h"], 0.0)
 
 
 def _cost_per_good_mtok(m, s, w):
-    tok_h = np.asarray(m["goodput_rps"], dtype=float) * w.output_len * 3600.0
-    return np.minimum(_ratio(m["cost_per_hour"], tok_h / 1e6, BIG), BIG)
+    tok_h = np.asarray(m["goodput_per_s"], dtype=float) * w.output_len * 3600.0
+    return np.minimum(_ratio(m["cost_usd_per_h"], tok_h / 1e6, BIG), BIG)
 
 
 def _ttft_p99(m, s, w):
@@ -62,7 +76,7 @@ def _ttft_p99(m, s, w):
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "goodput_per_dollar": Objective("maximize", _goodput_per_dollar, "requests/$",
+    "goodput_per_dollar": Objective("maximize", _goodput_per_dollar, "req/$",
                                     "requests served within both SLOs per dollar"),
     "cost_per_mtok": Objective("minimize", _cost_per_good_mtok, "$/Mtok",
                                "dollars per million output tokens served within the SLOs"),
@@ -72,14 +86,14 @@ OBJECTIVES: dict[str, Objective] = {
                                    "TTFT/TPOT percentiles meet the SLOs (bisection)"),
     "requests_per_dollar_at_slo": Objective(
         "maximize", lambda m, s, w: _ratio(np.asarray(m["max_rate_at_slo"]) * 3600.0,
-                                           m["cost_per_hour"], 0.0),
-        "requests/$", "capacity per dollar: the largest request rate meeting the SLOs "
+                                           m["cost_usd_per_h"], 0.0),
+        "req/$", "capacity per dollar: the largest request rate meeting the SLOs "
                       "(bisection) x 3600 / cost per hour -- unlike goodput per $ at a fixed "
                       "rate, it rewards tiers that raise the SLO-limited capacity"),
     "ttft_p99": Objective("minimize", _ttft_p99, "s", "p99 TTFT at the workload's fixed rate"),
-    "cost_per_hour": Objective("minimize", lambda m, s, w: m["cost_per_hour"], "$/h",
+    "cost_per_hour": Objective("minimize", lambda m, s, w: m["cost_usd_per_h"], "$/h",
                                "hardware cost"),
-    "goodput_rps": Objective("maximize", lambda m, s, w: m["goodput_rps"], "requests/s",
+    "goodput_rps": Objective("maximize", lambda m, s, w: m["goodput_per_s"], "req/s",
                              "requests/s within both SLOs"),
 }
 
@@ -271,6 +285,11 @@ def _tier_utilisation(c, w, write: str, inclusive: bool) -> float:
 
 
 # ---- evaluation ------------------------------------------------------------------------------
+def _raw(r) -> dict:
+    """The cluster result's fields as they are (arrays stay arrays, inf stays inf)."""
+    return {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+
+
 def _percentile(m: dict, space: Space) -> tuple[float, float]:
     t = {"mean": "ttft_s", "p90": "ttft_p90_s", "p99": "ttft_p99_s"}[space.slo["ttft_percentile"]]
     d = {"mean": "tpot_s", "p99": "tpot_p99_s"}[space.slo["tpot_percentile"]]
@@ -282,7 +301,7 @@ def _meets(c, w, rate, space: Space):
     w2 = dataclasses.replace(w, request_rate=rate)
     object.__setattr__(w2, "top", w.top_block_share)
     r = kvmodel.evaluate(c, w2)
-    t, d = _percentile(r.to_dict(), space)
+    t, d = _percentile(_raw(r), space)
     return np.asarray(r.stable) & (np.asarray(t) <= space.slo["ttft_s"]) \
         & (np.asarray(d) <= space.slo["tpot_s"])
 
@@ -315,7 +334,7 @@ def _constraint_values(m: dict, space: Space) -> list:
     return [np.zeros(np.shape(m["stable"])), np.where(m["stable"], 0.0, 1.0),
             np.minimum(np.asarray(ttft) / slo["ttft_s"] - 1.0, BIG),
             np.minimum(np.asarray(tpot) / slo["tpot_s"] - 1.0, BIG),
-            np.asarray(m["cost_per_hour"]) / budget - 1.0 if budget else
+            np.asarray(m["cost_usd_per_h"]) / budget - 1.0 if budget else
             np.full(np.shape(m["stable"]), -1.0),
             np.asarray(m.get("tier_utilisation", 0.0)) - 1.0]
 
@@ -330,7 +349,7 @@ def _violations(m: dict, space: Space) -> tuple[list[float], list[str]]:
     if m["stable"] and cons[3] > 0:
         why.append(f"TPOT {slo['tpot_percentile']} {tpot:.3g} s > SLO {slo['tpot_s']:g} s")
     if cons[4] > 0:
-        why.append(f"cost {m['cost_per_hour']:.4g} $/h > budget "
+        why.append(f"cost {m['cost_usd_per_h']:.4g} $/h > budget "
                    f"{space.budget['max_cost_per_hour']:g} $/h")
     if cons[5] > 0:
         why.append(f"tier path utilisation {m['tier_utilisation']:.2f} > 1 (write policy)")
@@ -355,13 +374,14 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
     real = kvmodel.Cluster(**kw)
     c = _inclusive(real, w) if p.get("placement") == "inclusive" else real
     r = kvmodel.evaluate(c, w)
-    m = {k: v for k, v in r.to_dict().items() if not isinstance(v, dict)} | derived
+    m = {k: v for k, v in _raw(r).items() if not isinstance(v, dict)} | derived
     m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()}
     if c is not real:
         key, node, n, per_node = _cl._layout(real)
-        m["cost_per_hour"] = _same(_cl._cost_per_hour(real, node, per_node))
-        m["cost_per_mtok"] = _same(np.minimum(_ratio(
-            m["cost_per_hour"], np.asarray(m["output_tok_s"]) * 3600 / 1e6, math.inf), math.inf))
+        m["cost_usd_per_h"] = _same(_cl._cost_per_hour(real, node, per_node))
+        m["cost_usd_per_mtok"] = _same(np.minimum(_ratio(
+            m["cost_usd_per_h"], np.asarray(m["output_tok_per_s"]) * 3600 / 1e6, math.inf),
+            math.inf))
     if "write_policy" in p:
         inclusive = p.get("placement") == "inclusive"
         n_pts = max((np.size(v) for v in p.values() if isinstance(v, np.ndarray)), default=0)

@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["best_trials", "pareto_front", "rows", "show", "export", "is_feasible", "dominates"]
+from ._objectives import objective_label
+
+__all__ = ["kaleido_available", "IMAGE_FORMATS", "best_trials", "pareto_front", "rows", "show", "export", "is_feasible", "dominates"]
 
 
 def is_feasible(trial: Any) -> bool:
@@ -83,7 +85,7 @@ def show(study: Any, top: int = 10) -> str:
     feas = [t for t in done if is_feasible(t)]
     lines = [f"study {study.study_name!r}: {len(ts)} trials, {len(done)} complete, "
              f"{len(feas)} feasible; objectives "
-             + ", ".join(f"{m} ({d.name.lower()})" for m, d in zip(metrics, study.directions))]
+             + ", ".join(objective_label(m) for m in metrics)]
     rec = study.user_attrs.get("recorded_only", [])
     if rec:
         lines.append(f"recorded but not modelled by evaluate(): {', '.join(rec)}")
@@ -112,10 +114,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def export(study: Any, out_dir: Any, html: bool = True) -> dict[str, Path]:
+def export(study: Any, out_dir: Any, html: bool = True,
+           images: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Write ``trials.csv`` (every trial, see :func:`rows`) and, with ``html``, plotly pages:
     ``pareto.html`` (several objectives) or ``history.html`` (one), ``parallel.html`` and
-    ``importance.html``. Returns {kind: path}."""
+    ``importance.html``; each plot also as an image per format in ``images`` (default
+    ``("png", "svg")`` when kaleido is installed, else none; asking for images without
+    kaleido raises ImportError saying what to install). Returns {kind: path}, e.g.
+    ``{"csv": ..., "history": ....html, "history.png": ...}``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rs = rows(study)
@@ -125,15 +131,38 @@ def export(study: Any, out_dir: Any, html: bool = True) -> dict[str, Path]:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rs)
-    if html and _complete_feasible(study):
-        paths |= _plots(study, out)
+    if images is None:
+        images = IMAGE_FORMATS if kaleido_available() else ()
+    elif images:
+        _need_kaleido()
+    if (html or images) and _complete_feasible(study):
+        paths |= _plots(study, out, html, tuple(images))
     return paths
 
 
-def _plots(study: Any, out: Path) -> dict[str, Path]:
+IMAGE_FORMATS = ("png", "svg")
+KALEIDO_HINT = ("PNG/SVG export needs kaleido>=1 (pip install 'kvmodel[export]') and a Chrome or "
+                "Chromium browser: a system one (e.g. Debian's chromium) is found by itself, "
+                "else run 'plotly_get_chrome' once; the HTML pages open in any browser and "
+                "save images from the plot's camera button")
+
+
+def kaleido_available() -> bool:
+    """Whether plotly can write static images (kaleido >= 1 importable)."""
+    import importlib.util
+    return importlib.util.find_spec("kaleido") is not None
+
+
+def _need_kaleido() -> None:
+    if not kaleido_available():
+        raise ImportError(KALEIDO_HINT)
+
+
+def _plots(study: Any, out: Path, html: bool = True,
+           images: tuple[str, ...] = ()) -> dict[str, Path]:
     import optuna.visualization as vis
     from ._study import constraints_of
-    metrics = study.user_attrs.get("metrics", ["value"])
+    metrics = [objective_label(m) for m in study.user_attrs.get("metrics", ["value"])]
     paths, figs = {}, {}
     if len(metrics) > 1:
         figs["pareto"] = vis.plot_pareto_front(study, target_names=metrics,
@@ -148,6 +177,10 @@ def _plots(study: Any, out: Path) -> dict[str, Path]:
     except (RuntimeError, ValueError, ZeroDivisionError):
         pass  # too few distinct trials to rank parameters
     for k, f in figs.items():
-        paths[k] = out / f"{k}.html"
-        f.write_html(paths[k], include_plotlyjs="cdn")
+        if html:
+            paths[k] = out / f"{k}.html"
+            f.write_html(paths[k], include_plotlyjs="cdn")
+        for fmt in images:
+            paths[f"{k}.{fmt}"] = out / f"{k}.{fmt}"
+            f.write_image(paths[f"{k}.{fmt}"], format=fmt)
     return paths

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from ._samplers import WindowedTPESampler
-from ._objectives import CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, recorded_only
+from ._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
+                          recorded_only)
 from ._space import Space, load_space
 from ._storage import DEFAULT_STORAGE, open_storage, sync
 
@@ -124,8 +125,8 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     return params
 
 
-_KEEP = ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "output_tok_s",
-         "goodput_rps", "cost_per_hour", "cost_per_mtok", "stable", "imbalance",
+_KEEP = ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "output_tok_per_s",
+         "goodput_per_s", "cost_usd_per_h", "cost_usd_per_mtok", "stable", "imbalance",
          "max_rate_at_slo", "tier_utilisation", "prefill_instances", "decode_instances")
 
 
@@ -157,13 +158,14 @@ def _create(space: Space, storage: Any, study_name: str, sampler: Any) -> Any:
         st.set_user_attr("metrics", list(space.metrics))
         st.set_user_attr("constraints", list(CONSTRAINTS))
         st.set_user_attr("recorded_only", recorded_only(space))
-        return st
-    _check_same_space(attrs, space, study_name)
-    if list(attrs.get("metrics", [])) != list(space.metrics):
-        raise SearchError(f"study {study_name!r} exists with objectives "
-                          f"{attrs.get('metrics')}, not {list(space.metrics)}")
-    if "kvmodel_space_sha256" not in attrs:  # a study from before the digest was recorded
-        st.set_user_attr("kvmodel_space_sha256", space.digest)
+    else:
+        _check_same_space(attrs, space, study_name)
+        if list(attrs.get("metrics", [])) != list(space.metrics):
+            raise SearchError(f"study {study_name!r} exists with objectives "
+                              f"{attrs.get('metrics')}, not {list(space.metrics)}")
+        if "kvmodel_space_sha256" not in attrs:  # a study from before the digest existed
+            st.set_user_attr("kvmodel_space_sha256", space.digest)
+    _name_metrics(st, space.metrics)
     return st
 
 
@@ -175,6 +177,19 @@ def _check_same_space(attrs: dict, space: Space, study_name: str) -> None:
             f"study {study_name!r} was run on space {name!r} (sha256 {str(digest)[:12]}), not "
             f"on space {space.name!r} (sha256 {space.digest[:12]}); its trials would mix two "
             f"spaces: give another study name (--study-name) or another storage")
+
+
+def _name_metrics(st: Any, metrics: Any) -> None:
+    """Label the objectives with unit and direction in Optuna's ``metric_names`` (what
+    optuna-dashboard shows instead of "Objective 0"); studies made before this get them when
+    reopened. The stored identifiers (user attribute ``metrics``) are unchanged."""
+    import warnings
+    import optuna
+    labels = [objective_label(m) for m in metrics]
+    if st.metric_names != labels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            st.set_metric_names(labels)
 
 
 def _n_complete(study: Any) -> int:

@@ -57,19 +57,20 @@ import numpy as np
 from ._reuse_analytic import ReuseProfile, _assignment, _check, analytic_hit_ratio_curve, \
     reuse_profile
 from ._reuse_exact import EVICTION_POLICIES, replay
+from .policies import EVICTION
 from ._trace_types import Trace
 
 __all__ = ["policy_hit_ratio_curve", "policy_curve_table", "PolicyCurveTable", "EVICTIONS",
            "DEFAULT_GRID_POINTS"]
 
-EVICTIONS = tuple(EVICTION_POLICIES)
+EVICTIONS = EVICTION.names()   # kvmodel.policies.EVICTION
 DEFAULT_GRID_POINTS = 4          # interior grid points; + 1, 2 and c_top = 7 replays
 MAX_STEP = 4.0                   # widest ratio between neighbouring grid capacities (>= 2)
 _LOG_WEIGHT = 0.5                # lam in u(c): share of grid spacing that follows log c
 # Policies that admit every missed block (when capacity > 0). With them, a cache that never
 # evicts holds exactly the blocks its instance has seen, so content-dependent routing matches
 # the infinite-cache routing of the analytic model (see _saturation).
-_ADMIT_ALL = frozenset({"lru", "fifo", "lfu", "s3fifo", "arc"})
+_ADMIT_ALL = frozenset(n for n, e in EVICTION.items() if "admits-every-miss" in e.tags)
 _CACHE_TAG = "policy_curve"
 
 

@@ -51,10 +51,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._trace_types import Trace
+from .policies.routing import CLOSED_FORMS
 
 __all__ = ["ReuseProfile", "reuse_profile", "analytic_hit_ratio_curve", "ROUTINGS"]
 
-ROUTINGS = ("single", "random", "round_robin", "prefix_affinity", "prefix_affinity_bounded")
+ROUTINGS = CLOSED_FORMS  # the closed-form routing models (kvmodel.policies.routing)
 _GRID_POINTS = 4096
 
 

@@ -15,17 +15,22 @@ Single instance + LRU uses a one-pass stack-distance method that yields the whol
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._trace_types import Trace
+from .policies import EVICTION
+from .policies.eviction import (ARCCache, CachePolicy, EVICTION_POLICIES, FIFOCache,  # noqa: F401
+                                LFUCache, LRUAdmitReuseCache, LRUCache, S3FIFOCache)
+from .policies.routing import CLOSED_FORMS
 
 __all__ = ["exact_hit_ratio_curve", "lru_hit_thresholds", "replay", "ReplayResult",
            "CachePolicy", "EVICTION_POLICIES", "ROUTINGS"]
 
-ROUTINGS = ("single", "random", "round_robin", "prefix_affinity", "prefix_affinity_bounded")
+# the routings a replay models: the closed-form routing models (kvmodel.policies.routing);
+# eviction policies: kvmodel.policies.EVICTION (EVICTION_POLICIES is its name -> class view)
+ROUTINGS = CLOSED_FORMS
 
 
 # ----------------------------------------------------------------------------- public entry point
@@ -63,8 +68,7 @@ def _check_args(capacities, instances, routing, eviction, epsilon) -> np.ndarray
     """Validate the shared arguments; return the capacities as an int64 array."""
     if routing not in ROUTINGS:
         raise ValueError(f"routing={routing!r}: must be one of {', '.join(ROUTINGS)}")
-    if eviction not in EVICTION_POLICIES:
-        raise ValueError(f"eviction={eviction!r}: must be one of {', '.join(EVICTION_POLICIES)}")
+    EVICTION.get_entry(eviction)
     if isinstance(instances, bool) or not isinstance(instances, (int, np.integer)) or instances < 1:
         raise ValueError(f"instances={instances!r}: must be an integer >= 1")
     if routing == "single" and instances != 1:
@@ -175,232 +179,6 @@ def _segmented_cummax(x: np.ndarray, offsets: np.ndarray, bound: int) -> np.ndar
     seg = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
     shift = seg * np.int64(bound + 1)
     return np.maximum.accumulate(x + shift) - shift
-
-
-# ------------------------------------------------------------------------- eviction policies
-
-class CachePolicy:
-    """A block cache of ``capacity`` blocks (0 allowed: holds nothing).
-
-    Contract used by :func:`replay` for each request: ``contains(b)`` is asked along the chain
-    first-to-last (stopping at the first miss) and must not change state; then ``touch(b)`` is
-    called for every block from the LAST to the FIRST. ``touch`` of a resident block updates the
-    policy's recency/frequency state; of a non-resident block it admits it (if the policy admits
-    it) after evicting per policy so that at most ``capacity`` blocks stay resident.
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-
-    def contains(self, block: int) -> bool:
-        raise NotImplementedError
-
-    def touch(self, block: int) -> None:
-        raise NotImplementedError
-
-
-class LRUCache(CachePolicy):
-    """Least recently used: touch moves to MRU; a miss inserts at MRU, evicting the LRU block."""
-
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
-        self.od: OrderedDict = OrderedDict()
-
-    def contains(self, block):
-        return block in self.od
-
-    def touch(self, block):
-        od = self.od
-        if block in od:
-            od.move_to_end(block)
-        elif self.capacity:
-            if len(od) >= self.capacity:
-                od.popitem(last=False)
-            od[block] = None
-
-
-class FIFOCache(LRUCache):
-    """First in, first out: hits change nothing; a miss evicts the oldest inserted block."""
-
-    def touch(self, block):
-        if block not in self.od:
-            super().touch(block)
-
-
-class LFUCache(CachePolicy):
-    """In-cache LFU: evict the block with the fewest accesses since its admission, ties to the
-    least recently used; frequencies are forgotten on eviction (no aging)."""
-
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
-        self.freq: dict = {}
-        self.buckets: defaultdict = defaultdict(OrderedDict)
-        self.min_f = 0
-
-    def contains(self, block):
-        return block in self.freq
-
-    def touch(self, block):
-        f = self.freq.get(block)
-        if f is not None:
-            self._unlink(block, f)
-            self._link(block, f + 1)
-        elif self.capacity:
-            if len(self.freq) >= self.capacity:
-                victim = next(iter(self.buckets[self.min_f]))
-                self._unlink(victim, self.min_f)
-                del self.freq[victim]
-            self._link(block, 1)
-            self.min_f = 1
-
-    def _link(self, block, f):
-        self.freq[block] = f
-        self.buckets[f][block] = None
-
-    def _unlink(self, block, f):
-        bucket = self.buckets[f]
-        del bucket[block]
-        if not bucket:
-            del self.buckets[f]
-            if self.min_f == f:
-                self.min_f = f + 1
-
-
-class S3FIFOCache(CachePolicy):
-    """S3-FIFO (Yang et al., SOSP 2023): small FIFO S (capacity // 10, at least 1), main FIFO M,
-    ghost FIFO G of evicted-from-S ids (at most capacity - |S cap| ids). Hits bump a 2-bit
-    frequency. New blocks enter S, or M if in G. Eviction (while full): from S if it is at its
-    share (or M is empty) -- the head moves to M if it was hit while in S, else to G; otherwise
-    from M -- a head with frequency > 0 is reinserted with frequency - 1, else evicted."""
-
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
-        self.s_cap = max(1, capacity // 10)
-        self.g_cap = max(0, capacity - self.s_cap)
-        self.S: OrderedDict = OrderedDict()
-        self.M: OrderedDict = OrderedDict()
-        self.G: OrderedDict = OrderedDict()
-
-    def contains(self, block):
-        return block in self.S or block in self.M
-
-    def touch(self, block):
-        for q in (self.S, self.M):
-            if block in q:
-                q[block] = min(q[block] + 1, 3)
-                return
-        if not self.capacity:
-            return
-        while len(self.S) + len(self.M) >= self.capacity:
-            self._evict()
-        if block in self.G:
-            del self.G[block]
-            self.M[block] = 0
-        else:
-            self.S[block] = 0
-
-    def _evict(self):
-        if self.S and (len(self.S) >= self.s_cap or not self.M):
-            block, f = self.S.popitem(last=False)
-            if f >= 1:
-                self.M[block] = 0
-            elif self.g_cap:
-                self.G[block] = None
-                if len(self.G) > self.g_cap:
-                    self.G.popitem(last=False)
-            return
-        while True:
-            block, f = self.M.popitem(last=False)
-            if not f:
-                return
-            self.M[block] = f - 1
-
-
-class ARCCache(CachePolicy):
-    """Adaptive Replacement Cache (Megiddo & Modha, FAST 2003): resident lists T1 (seen once)
-    and T2 (seen twice+), ghost lists B1/B2, adaptive target p for |T1|; as in the paper."""
-
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
-        self.p = 0.0
-        self.T1, self.T2, self.B1, self.B2 = (OrderedDict() for _ in range(4))
-
-    def contains(self, block):
-        return block in self.T1 or block in self.T2
-
-    def touch(self, x):
-        c, T1, T2, B1, B2 = self.capacity, self.T1, self.T2, self.B1, self.B2
-        if not c:
-            return
-        if x in T1 or x in T2:
-            (T1 if x in T1 else T2).pop(x)
-            T2[x] = None
-        elif x in B1 or x in B2:
-            self._ghost_hit(x)
-        else:
-            self._miss(x)
-
-    def _ghost_hit(self, x):
-        B1, B2, c = self.B1, self.B2, self.capacity
-        if x in B1:
-            self.p = min(c, self.p + max(len(B2) / len(B1), 1))
-            self._replace(x)
-            del B1[x]
-        else:
-            self.p = max(0.0, self.p - max(len(B1) / len(B2), 1))
-            self._replace(x)
-            del B2[x]
-        self.T2[x] = None
-
-    def _miss(self, x):
-        c, T1, B1 = self.capacity, self.T1, self.B1
-        l1 = len(T1) + len(B1)
-        total = l1 + len(self.T2) + len(self.B2)
-        if l1 == c:
-            if len(T1) < c:
-                B1.popitem(last=False)
-                self._replace(x)
-            else:
-                T1.popitem(last=False)
-        elif total >= c:
-            if total == 2 * c:
-                self.B2.popitem(last=False)
-            self._replace(x)
-        T1[x] = None
-
-    def _replace(self, x):
-        T1, T2 = self.T1, self.T2
-        if len(T1) + len(T2) < self.capacity:
-            return
-        if T1 and (len(T1) > self.p or (x in self.B2 and len(T1) == self.p) or not T2):
-            self.B1[T1.popitem(last=False)[0]] = None
-        else:
-            self.B2[T2.popitem(last=False)[0]] = None
-
-
-class LRUAdmitReuseCache(LRUCache):
-    """LRU that admits a block only on its second sighting (admit after first reuse): a first
-    sighting only records the id in a ghost LRU of at most ``capacity`` ids."""
-
-    def __init__(self, capacity: int):
-        super().__init__(capacity)
-        self.ghost: OrderedDict = OrderedDict()
-
-    def touch(self, block):
-        if block in self.od or not self.capacity:
-            return super().touch(block)
-        if block in self.ghost:
-            del self.ghost[block]
-            return super().touch(block)
-        self.ghost[block] = None
-        if len(self.ghost) > self.capacity:
-            self.ghost.popitem(last=False)
-
-
-EVICTION_POLICIES: dict[str, type[CachePolicy]] = {
-    "lru": LRUCache, "fifo": FIFOCache, "lfu": LFUCache, "s3fifo": S3FIFOCache,
-    "arc": ARCCache, "lru-admit-reuse": LRUAdmitReuseCache,
-}
 
 
 # --------------------------------------------------------------------------------- replay

@@ -59,24 +59,23 @@ from scipy import special
 from . import _xp as xp
 from ._estimate import Estimate, estimate
 from ._fields import add_aliases, fields_dict
-from ._policy_curve import EVICTIONS, policy_hit_ratio_curve
+from ._policy_curve import policy_hit_ratio_curve
 from ._schema import typed_table
 from ._queueing import normal_quantile
 from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from ._trace_types import Trace
 from .hardware import generation, get_calibration, get_gpu, get_link, get_memory, get_node
 from .models import get_model
+from .policies import EVICTION, P2P_PLACEMENT, ROUTING
+from .policies import SHARING as SHARING_ARCHITECTURES
 from .tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config"]
 
-SHARING = ("none", "central_pool", "p2p")
-_ROUTINGS = ("random", "round_robin", "least_loaded", "prefix_affinity", "prefix_affinity_bounded",
-             "dynamo", "llmd", "sglang", "mooncake")
-# cache + load cost functions trade hit ratio against balance; in the closed form they are
-# bounded prefix affinity with the cluster's epsilon (their exact rules run in kvmodel.sim)
-_AS_BOUNDED = ("dynamo", "llmd", "sglang", "mooncake")
+# policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
+# sharing); each entry names the closed form evaluate() uses for it (ClusterResult.closed_forms)
+SHARING = SHARING_ARCHITECTURES.names()
 _CXL_DEVICE = "cxl-micron-cz120"  # node_tiers' default CXL expander
 
 
@@ -110,7 +109,10 @@ class P2PSpec:
     arrays (see the module doc).
 
     Fields:
-      placement: which peer owns a block: rendezvous | consistent_hash | directory.
+      placement: which peer owns a block: a name of ``kvmodel.policies.P2P_PLACEMENT``
+        (rendezvous | consistent_hash | directory) or its policy object. The closed form does
+        not read it: owners are spread uniformly and a directory costs only
+        ``lookup_latency_s`` (see ``ClusterResult.closed_forms["placement"]``).
       lookup_latency_s: seconds per remote lookup (e.g. a Redis/etcd round trip); 0 for the
         hash placements unless given.
       replication: copies of each block in the cluster (count; hot prefixes spread).
@@ -134,8 +136,12 @@ class Cluster:
         instances of each role in the cluster (``instances`` is then ignored).
       decode_gpu: GPU key of the decode instances (None: ``gpu``).
       sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
-      routing: request routing policy (``kvmodel.ROUTING_POLICIES``), cluster-wide.
-      epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean).
+      routing: request routing policy, cluster-wide: a name of ``kvmodel.policies.ROUTING``
+        or a policy object (``kvmodel.make_policy(...)``). The closed form of each name is in
+        the registry (dynamo, llmd, sglang and mooncake are evaluated as bounded prefix
+        affinity; least_loaded as random) and in ``ClusterResult.closed_forms``.
+      epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean);
+        a routing object with its own ``epsilon`` overrides it.
       node: node template key (None: the default node for ``gpu``).
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
@@ -143,8 +149,9 @@ class Cluster:
       nic: link key of each node's NICs (None: the node template's).
       pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).
       framework: serving framework key (step overheads), every instance.
-      eviction: prefix-cache eviction/admission policy: lru, fifo, lfu, s3fifo, arc,
-        lru-admit-reuse.
+      eviction: prefix-cache eviction/admission policy: a name of
+        ``kvmodel.policies.EVICTION`` (lru, fifo, lfu, s3fifo, arc, lru-admit-reuse) or its
+        CachePolicy class.
     """
     model: str
     gpu: str
@@ -155,7 +162,7 @@ class Cluster:
     decode_instances: int = 0
     decode_gpu: str | None = None
     sharing: str = "none"
-    routing: str = "round_robin"
+    routing: Any = "round_robin"
     epsilon: float = 0.25
     node: str | None = None
     hbm_cache_fraction: float = 0.3
@@ -166,7 +173,7 @@ class Cluster:
     pool: PoolSpec = field(default_factory=PoolSpec)
     p2p: P2PSpec = field(default_factory=P2PSpec)
     framework: str = "tensorrt-llm"
-    eviction: str = "lru"
+    eviction: Any = "lru"
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,8 @@ class ClusterResult:
     imbalance: Any                  # busiest instance's load / mean load (>= 1)
     utilisation: dict[str, Any]     # network link utilisations (1 = saturated)
     instances: dict[str, Any]       # the per-instance Estimate of each role
+    # closed form used for routing / eviction / sharing / placement (kvmodel.policies entries)
+    closed_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
@@ -377,12 +386,7 @@ def _check_sizes(c: Cluster) -> None:
 
 def _check(c: Cluster) -> None:
     _check_sizes(c)
-    if c.sharing not in SHARING:
-        raise ValueError(f"sharing={c.sharing!r}; allowed: {SHARING}")
-    if c.routing not in _ROUTINGS:
-        raise ValueError(f"routing={c.routing!r}; allowed: {_ROUTINGS}")
-    if c.eviction not in EVICTIONS:
-        raise ValueError(f"eviction={c.eviction!r}; allowed: {EVICTIONS}")
+    _check_policies(c)
     disagg = c.prefill_instances > 0 or c.decode_instances > 0
     if disagg and (c.prefill_instances < 1 or c.decode_instances < 1):
         raise ValueError("prefill_instances and decode_instances must both be >= 1 to disaggregate")
@@ -395,9 +399,6 @@ def _check(c: Cluster) -> None:
         raise ValueError(f"hbm_cache_fraction={shown}: must be in [0, 1)")
     if not _all((c.p2p.replication >= 1) & (c.p2p.lookup_latency_s >= 0)):
         raise ValueError("p2p.replication must be >= 1 and p2p.lookup_latency_s >= 0")
-    if c.p2p.placement not in ("rendezvous", "consistent_hash", "directory"):
-        raise ValueError(f"p2p.placement={c.p2p.placement!r}; allowed: rendezvous, "
-                         "consistent_hash, directory")
     pl = c.pool
     if not _all((pl.servers >= 1) & (pl.nics >= 1) & (pl.dram_B >= 0) & (pl.ssd_B >= 0)):
         raise ValueError("pool: servers and nics must be >= 1, capacities >= 0")
@@ -411,6 +412,42 @@ def _check(c: Cluster) -> None:
                 raise ValueError(f"{name}={_show(v, ok)}: must be a finite number >= 0 (bytes)")
         elif not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
+
+
+# ---- policies --------------------------------------------------------------------------------
+def _check_policies(c: Cluster) -> None:
+    """Sharing, routing, eviction and P2P placement are registered names or policy objects."""
+    SHARING_ARCHITECTURES.name_of(c.sharing, "sharing")
+    ROUTING.name_of(c.routing, "routing")
+    EVICTION.name_of(c.eviction, "eviction")
+    P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement")
+
+
+def _named_policies(c: Cluster) -> Cluster:
+    """``c`` with policy objects replaced by their registered names (a routing object's own
+    ``epsilon``, if it has one, replaces ``Cluster.epsilon``)."""
+    def obj(v):  # a policy object (arrays are left for _resolve to reject)
+        return not isinstance(v, (str, *_SEQ))
+    kw = {}
+    for f, reg in (("sharing", SHARING_ARCHITECTURES), ("routing", ROUTING),
+                   ("eviction", EVICTION)):
+        if obj(getattr(c, f)):
+            kw[f] = reg.name_of(getattr(c, f), f)
+    if obj(c.routing) and getattr(c.routing, "epsilon", None) is not None:
+        kw["epsilon"] = c.routing.epsilon
+    if obj(c.p2p.placement):
+        kw["p2p"] = dataclasses.replace(
+            c.p2p, placement=P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement"))
+    return dataclasses.replace(c, **kw) if kw else c
+
+
+def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
+    """Closed form evaluate() uses for each policy family of ``c`` (names of the registries)."""
+    return {"routing": "single" if n == 1 else ROUTING[c.routing].closed_form,
+            "eviction": EVICTION[c.eviction].closed_form,
+            "sharing": SHARING_ARCHITECTURES[c.sharing].closed_form,
+            "placement": (P2P_PLACEMENT[c.p2p.placement].closed_form if c.sharing == "p2p"
+                          else "unused")}
 
 
 # ---- reuse -----------------------------------------------------------------------------------
@@ -433,10 +470,7 @@ def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
     """Hit ratio at total capacities ``cap_blocks`` over n instances: the analytic LRU curve,
     or for another eviction policy the exact replay at a few capacities, interpolated
     (kvmodel._policy_curve; built once per policy, routing and n, then microseconds)."""
-    r = {"least_loaded": "random"}.get(routing, routing)  # hit-wise, load balancing ~ random
-    r = "prefix_affinity_bounded" if r in _AS_BOUNDED else r
-    if n == 1:
-        r = "single"
+    r = "single" if n == 1 else ROUTING[routing].closed_form  # e.g. dynamo -> bounded affinity
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
     if eviction != "lru":
         return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
@@ -495,7 +529,7 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
 
 def _imbalance(c: Cluster, w: Workload, n: int) -> float:
     """Busiest instance's share of requests × n, from the routing's assignment."""
-    routing = "prefix_affinity_bounded" if c.routing in _AS_BOUNDED else c.routing
+    routing = ROUTING[c.routing].closed_form
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     from ._reuse_analytic import _assignment
@@ -761,7 +795,7 @@ def _reasons(m_reason, util: dict[str, Any], net_ok, stable, shape) -> Any:
 def evaluate(c: Cluster, w: Workload) -> ClusterResult:
     """Closed-form evaluation of a cluster on a workload (see the module docstring); the
     fields listed there may be numpy arrays, evaluated in one vectorised pass."""
-    c, lam, shape = _resolve(c, w)
+    c, lam, shape = _resolve(_named_policies(c), w)
     if shape is None:
         return _evaluate(c, w, lam, None)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -831,7 +865,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         hit_ratio = {k: full(v) for k, v in hits.items()}
         util = {k: full(v) for k, v in util.items()}
     return ClusterResult(**out, stable=stable, reason=reason, hit_ratio=hit_ratio,
-                         utilisation=util, instances=parts)
+                         utilisation=util, instances=parts, closed_forms=_closed_forms(c, n))
 
 
 # ---- configuration files ---------------------------------------------------------------------

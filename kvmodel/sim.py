@@ -81,15 +81,16 @@ from ._reuse_exact import LRUCache, _cached_prefix, _serve
 from ._roofline import Setup, step_ops
 from ._trace_types import Trace
 from .hardware import get_framework, get_gpu
-from .routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView, make_policy,
-                      policy_params)
+from .policies import ROUTING
+from .policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
+                               make_policy, policy_params)
 from .models import get_model
 from .tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS"]
 
-SIM_ROUTINGS = ("round_robin", "random", "least_loaded", "prefix_affinity",
-                "prefix_affinity_bounded")
+# the simulator's built-in routings (kvmodel.policies.ROUTING entries tagged "builtin")
+SIM_ROUTINGS = tuple(n for n, e in ROUTING.items() if "builtin" in e.tags)
 _STRETCH_CAP = 4096      # most decode steps evaluated in one vectorised call
 _MEMO_CAP = 1_000_000    # memoised scalar steps before the memo is cleared
 

@@ -23,7 +23,7 @@ from kvmodel.tiers import default_node_for_gpu
 
 from kvmodel.traces import BUILTIN, TraceNotFoundError, resolve_trace
 
-from ._space import DIMENSIONS, Space, SpaceError
+from ._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
 
 __all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point",
            "evaluate_columns", "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]
@@ -188,11 +188,9 @@ def check_names(space: Space) -> None:
     check_trace(space)
     known = {"model": kvmodel.list_models(), "gpu": kvmodel.list_entries("gpu"),
              "node": kvmodel.list_entries("node"), "nic": kvmodel.list_entries("link"),
-             "pool_nic": kvmodel.list_entries("link"), "sharing": _cl.SHARING,
-             "routing": _cl._ROUTINGS, "placement": ("inclusive", "exclusive"),
+             "pool_nic": kvmodel.list_entries("link"), "placement": ("inclusive", "exclusive"),
              "write_policy": ("through", "back"),
-             "p2p_placement": ("rendezvous", "consistent_hash", "directory"),
-             "eviction": ("lru", "fifo", "lfu", "s3fifo", "arc", "lru-admit-reuse"),
+             **{k: tuple(reg) for k, reg in POLICY_DIMS.items()},
              "precision": ("fp16", "bf16", "fp8", "int8", "fp4"),
              "framework": kvmodel.list_entries("framework")}
     values = {k: [v] for k, v in space.fixed.items()}

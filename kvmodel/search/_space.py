@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from .._schema import typed_table
+from ..policies import EVICTION, P2P_PLACEMENT, ROUTING, SHARING
 
 __all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
            "builtin_spaces", "SpaceError", "space_digest"]
@@ -100,21 +101,24 @@ DIMENSIONS: dict[str, DimInfo] = {
                               "real ones)"),
     "write_policy": DimInfo(str, "through | back: tier write traffic from kvmodel.place() -> "
                                  "the tier_bandwidth constraint (latencies unaffected)"),
-    "eviction": DimInfo(str, "Cluster.eviction: lru | fifo | lfu | s3fifo | arc | "
-                             "lru-admit-reuse (admission); non-LRU hit curves are exact replays "
+    "eviction": DimInfo(str, f"Cluster.eviction: {' | '.join(EVICTION)} (admission); "
+                             "non-LRU hit curves are exact replays "
                              "at a few capacities, interpolated (built once per policy, about "
                              "2-3 s on the Mooncake trace)"),
-    "sharing": DimInfo(str, "Cluster.sharing: none | central_pool | p2p"),
+    "sharing": DimInfo(str, f"Cluster.sharing: {' | '.join(SHARING)}"),
     "pool_servers": DimInfo(int, "PoolSpec.servers"),
     "pool_dram_GB": DimInfo(float, "PoolSpec.dram_B (per server)"),
     "pool_ssd_TB": DimInfo(float, "PoolSpec.ssd_B (per server)"),
     "pool_nic": DimInfo(str, "PoolSpec.nic (link name)"),
     "pool_nics": DimInfo(int, "PoolSpec.nics (per server)"),
     "p2p_replication": DimInfo(int, "P2PSpec.replication"),
-    "p2p_placement": DimInfo(str, "P2PSpec.placement: rendezvous | consistent_hash | directory"),
+    "p2p_placement": DimInfo(str, f"P2PSpec.placement: {' | '.join(P2P_PLACEMENT)} (no "
+                                  "effect on the closed form's numbers; lookup latency does)"),
     "p2p_lookup_us": DimInfo(float, "P2PSpec.lookup_latency_s = us x 1e-6"),
     "nic": DimInfo(str, "Cluster.nic (instance NIC link: network speed for P2P and P/D)"),
-    "routing": DimInfo(str, "Cluster.routing"),
+    "routing": DimInfo(str, f"Cluster.routing: {' | '.join(ROUTING)} (closed forms: "
+                            + ", ".join(f"{n} -> {e.closed_form}" for n, e in ROUTING.items()
+                                        if e.closed_form != n) + ")"),
     "epsilon": DimInfo(float, "Cluster.epsilon (load bound of prefix_affinity_bounded and the "
                               "cache+load cost routings)"),
 }
@@ -130,6 +134,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "pool_dram_GB": (0.0, 1e6), "pool_ssd_TB": (0.0, 1e4), "pool_nics": (1, 64),
     "p2p_replication": (1, 64), "p2p_lookup_us": (0.0, 1e6), "epsilon": (0.0, 100.0),
 }
+# Categorical dimensions whose values are policy names: allowed values are the registry's
+POLICY_DIMS = {"routing": ROUTING, "sharing": SHARING, "eviction": EVICTION,
+               "p2p_placement": P2P_PLACEMENT}
 MAX_STEPS = 1e15   # (high - low) / step beyond this: Optuna's Decimal arithmetic breaks down
 
 _TOP_KEYS = {"schema_version", "name", "description", "fixed", "workload", "slo", "budget",
@@ -285,6 +292,9 @@ def _value(name: str, v: Any, where: str) -> Any:
         return _number(v, f"{where}: dimension {name!r}", *BOUNDS[name], kind=kind)
     if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
         raise SpaceError(f"{where}: dimension {name!r} takes {kind.__name__} values, got {v!r}")
+    if name in POLICY_DIMS and v not in POLICY_DIMS[name]:
+        raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; registered: "
+                         f"{', '.join(POLICY_DIMS[name])}")
     return v
 
 

@@ -1,0 +1,519 @@
+"""Request routing across serving instances: one base class, its variants, one registry.
+
+Contract (:class:`RoutingPolicy`): ``choose(req, view)`` returns the index (``0 <= i <
+view.n``) of the instance that serves ``req``, or ``None`` to reject it (only policies with
+``may_reject = True``; a rejected request is recorded, never served). The choice is a pure
+function of the :class:`RouteRequest`, the :class:`RoutingView` and the policy's own state (a
+round-robin pointer, a call counter, a ``numpy.random.default_rng(seed)``), so the same
+policy parameters, seed and sequence of views give the same choices in any process.
+``reset(n_instances, n_requests)`` is called once before a run (it restarts that state and
+may pre-draw random numbers); every view of the run then has ``n == n_instances``. Policies
+never mutate the view.
+
+The view describes each instance *for this request* at its routing time:
+
+* ``cached[i]``: ``{tier: blocks}`` -- leading blocks of the request's hash chain resident on
+  instance i, each counted in the fastest tier holding it (tiers are :data:`kvmodel.TIER_KINDS`
+  names; in the simulator only the instance's LRU, in the tier set by ``cache_tier``);
+  ``prefix_blocks[i]`` is their sum.
+* ``active[i]``: routed, unfinished requests (running + waiting); ``running[i]``: decoding
+  sequences; ``waiting[i]``: requests not yet admitted; ``queued_prefill_tokens[i]``: prompt
+  tokens routed there and not yet prefilled (cache hits excluded).
+* ``kv_blocks[i]``: KV blocks of the routed, unfinished requests as a router tracks them
+  (prompt blocks, added at routing, removed at finish); ``kv_usage[i]``: engine KV-cache
+  utilisation in [0, 1] (reserved / capacity).
+* ``step_s[i]``: the instance's most recent step time (0 before its first step);
+  ``routed[i]``: requests routed there so far; ``cache_blocks[i]``: blocks resident in its
+  prefix cache; ``tree_blocks[i]``: blocks inserted into its prefix index since the start
+  (a router-side radix tree without eviction).
+* scalars ``n``, ``block_tokens`` and ``prefill_s_per_token`` (a prefill-time estimate).
+
+Variants (registry :data:`REGISTRY`, :data:`kvmodel.policies.ROUTING`; built by
+:func:`make_policy`; :data:`ROUTING_POLICIES` is its view name -> class):
+``round_robin``, ``random``, ``least_loaded``, ``prefix_affinity``,
+``prefix_affinity_bounded`` (the simulator's and :mod:`kvmodel._reuse_exact`'s built-ins) and
+the published cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (each
+class docstring gives the formula, its source and the defaults). Adding a variant: subclass
+:class:`RoutingPolicy` here and register it with ``_entry(...)`` below (its parameters with
+units and defaults, and the closed form :func:`kvmodel.evaluate` uses for it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..tiers import TIER_KINDS
+
+__all__ = ["RouteRequest", "RoutingView", "RoutingPolicy", "ROUTING_POLICIES", "make_policy",
+           "policy_params", "REGISTRY", "CLOSED_FORMS"]
+
+_PER_INSTANCE = ("cached", "active", "running", "waiting", "queued_prefill_tokens",
+                 "kv_blocks", "kv_usage", "step_s", "routed", "cache_blocks", "tree_blocks")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """The request being routed: its position in arrival order, lengths and chain length."""
+
+    index: int
+    input_len: int
+    output_len: int
+    n_blocks: int
+
+
+class RoutingView:
+    """Per-instance state for one routing decision (fields: see the module docstring).
+
+    Hand-made views (tests, notebooks): ``RoutingView(n, block_tokens=..., active=[...],
+    cached=[{"hbm": 3}, ...], ...)``; an omitted per-instance field is all zeros (``cached``:
+    empty dicts). Each given field must have ``n`` entries.
+    """
+
+    def __init__(self, n: int, *, block_tokens: int = 1, prefill_s_per_token: float = 0.0,
+                 **fields: Sequence):
+        unknown = set(fields) - set(_PER_INSTANCE)
+        if unknown:
+            raise ValueError(f"RoutingView: unknown fields {sorted(unknown)}; "
+                             f"allowed: {', '.join(_PER_INSTANCE)}")
+        self.n, self.block_tokens = int(n), int(block_tokens)
+        self.prefill_s_per_token = float(prefill_s_per_token)
+        for name in _PER_INSTANCE:
+            value = list(fields.get(name, [{} if name == "cached" else 0] * self.n))
+            if len(value) != self.n:
+                raise ValueError(f"RoutingView.{name}: {len(value)} entries, expected {n}")
+            setattr(self, name, value)
+
+    @cached_property
+    def prefix_blocks(self) -> list[int]:
+        return [sum(d.values()) for d in self.cached]
+
+
+# ------------------------------------------------------------------------------ base class
+
+class RoutingPolicy:
+    """Base class of routing policies (contract: module docstring).
+
+    Subclasses implement :meth:`choose`; constructor keyword arguments are the policy's
+    parameters (validated there, ``ValueError`` on bad values); ``name`` is its registry key.
+    """
+
+    name = ""
+    may_reject = False
+
+    def reset(self, n_instances: int, n_requests: int | None = None) -> None:
+        """Restart the policy's own state before a run of ``n_requests`` (if known)."""
+
+    def choose(self, req: RouteRequest, view: RoutingView) -> int | None:
+        raise NotImplementedError
+
+
+def _argbest(keys: Sequence[tuple]) -> int:
+    """Index of the smallest key tuple (first one on exact ties)."""
+    return min(range(len(keys)), key=keys.__getitem__)
+
+
+def _check(name: str, v: Any, lo: float = 0.0, *, above: bool = False,
+           none_ok: bool = False) -> None:
+    """``v`` must be a finite real >= lo (> lo with ``above``), or None with ``none_ok``."""
+    if v is None and none_ok:
+        return
+    ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+          and math.isfinite(v) and (v > lo if above else v >= lo))
+    if not ok:
+        raise ValueError(f"{name}={v!r}: must be a finite number {'>' if above else '>='} {lo}")
+
+
+def _tier_weights(name: str, defaults: dict[str, float], given: dict | None) -> dict[str, float]:
+    """``defaults`` updated with ``given`` (keys must be tier kinds, values >= 0)."""
+    out = dict(defaults)
+    for tier, w in (given or {}).items():
+        if tier not in TIER_KINDS:
+            raise ValueError(f"{name}: unknown tier {tier!r}; allowed: {', '.join(TIER_KINDS)}")
+        _check(f"{name}[{tier!r}]", w)
+        out[tier] = float(w)
+    return out
+
+
+def _credit(cached: dict[str, int], weights: dict[str, float]) -> float:
+    return sum(weights[tier] * blocks for tier, blocks in cached.items())
+
+
+# ------------------------------------------------------------------------------ simple variants
+
+class RoundRobin(RoutingPolicy):
+    """Instance ``k mod N`` for the k-th routed request (a pointer; ignores the view)."""
+
+    name = "round_robin"
+
+    def __init__(self):
+        self.k = 0
+
+    def reset(self, n_instances, n_requests=None):
+        self.k = 0
+
+    def choose(self, req, view):
+        i = self.k % view.n
+        self.k += 1
+        return i
+
+
+class Random(RoutingPolicy):
+    """Uniform instance per request: ``default_rng(seed).integers(N, size=n_requests)`` drawn
+    at :meth:`reset` (the draws of :func:`kvmodel._reuse_exact.replay`), one per call."""
+
+    name = "random"
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+        self.reset(0)
+
+    def reset(self, n_instances, n_requests=None):
+        self.rng = np.random.default_rng(self.seed)
+        self.picks = (self.rng.integers(0, n_instances, size=n_requests).tolist()
+                      if n_instances and n_requests else [])
+        self.k = 0
+
+    def choose(self, req, view):
+        i = self.picks[self.k] if self.k < len(self.picks) else int(self.rng.integers(view.n))
+        self.k += 1
+        return i
+
+
+class LeastLoaded(RoutingPolicy):
+    """Fewest active (routed, unfinished) requests; ties to the lowest index."""
+
+    name = "least_loaded"
+
+    def choose(self, req, view):
+        return _argbest([(a, i) for i, a in enumerate(view.active)])
+
+
+class PrefixAffinity(RoutingPolicy):
+    """Longest cached prefix; ties to the fewest active requests, then the lowest index. It can
+    send every request to one instance when all share a first block."""
+
+    name = "prefix_affinity"
+
+    def choose(self, req, view):
+        return _argbest([(-p, a, i) for i, (p, a) in
+                         enumerate(zip(view.prefix_blocks, view.active))])
+
+
+class PrefixAffinityBounded(RoutingPolicy):
+    """:class:`PrefixAffinity` among instances whose routed count after taking the request is
+    <= ceil((1 + epsilon)(k + 1)/N), k = requests routed so far (consistent hashing with
+    bounded loads, Mirrokni et al. 2018; the rule of :func:`kvmodel._reuse_exact.replay`).
+    The least-routed instance always qualifies. ``epsilon`` > 0 (default 0.25)."""
+
+    name = "prefix_affinity_bounded"
+
+    def __init__(self, *, epsilon: float = 0.25):
+        _check("epsilon", epsilon, above=True)
+        self.epsilon = float(epsilon)
+
+    def choose(self, req, view):
+        bound = math.ceil((1.0 + self.epsilon) * (sum(view.routed) + 1) / view.n)
+        keys = [(-p, a, i) for i, (p, a, r) in
+                enumerate(zip(view.prefix_blocks, view.active, view.routed)) if r + 1 <= bound]
+        return min(keys)[2]
+
+
+# ------------------------------------------------------------------------------ published costs
+
+_DYNAMO_CREDIT = {"hbm": 1.0, "dram": 0.75, "cxl": 0.75, "ssd": 0.25, "remote": 0.25}
+
+
+class Dynamo(RoutingPolicy):
+    """NVIDIA Dynamo KV router: minimise ``cost_i = w * prefill_blocks_i + decode_blocks_i``.
+
+    * ``prefill_blocks_i = max(queued_prefill_tokens_i / B + input_len / B - credit_i, 0)``:
+      prompt work already routed to the worker plus this request's prompt, less the overlap
+      credit ``credit_i = sum_tier credit[tier] * cached_i[tier]`` (B = block tokens).
+    * ``decode_blocks_i = kv_blocks_i + ceil(input_len / B)``: the worker's active KV blocks
+      plus the request's own.
+    * ``temperature`` 0: argmin, ties to the smallest prefix index (``cache_blocks``), then a
+      seeded random pick; > 0: sample with probability ~ exp(-(c - c_min) / ((c_max - c_min)
+      * temperature)) (costs min-max normalised), uniform when all costs are equal.
+
+    Sources: Dynamo docs "Router Design" / "Routing Concepts"
+    (docs.nvidia.com/dynamo/latest/router/README.html,
+    docs.nvidia.com/dynamo/dev/components/router/routing-concepts): ``cost =
+    overlap_score_weight * prefill_blocks + decode_blocks``, ``--kv-overlap-score-weight``
+    default 1 (docs/router/kv_cache_routing.md), ``--router-temperature`` default 0 (softmax
+    over normalised cost logits); later releases write ``cost = prefill_load_scale *
+    max(raw_prefill_blocks - overlap_credit_blocks, 0) + decode_blocks`` with per-tier credits
+    device ``overlap_score_credit`` 1.0, host ``host_cache_hit_weight`` 0.75, disk
+    ``disk_cache_hit_weight`` 0.25 (kv-router config defaults). Both forms coincide here:
+    ``overlap_score_weight`` plays ``prefill_load_scale``. Tier mapping (ours): hbm = device,
+    dram/cxl = host, ssd/remote = disk.
+    """
+
+    name = "dynamo"
+
+    def __init__(self, *, overlap_score_weight: float = 1.0, temperature: float = 0.0,
+                 tier_credit: dict | None = None, seed: int = 0):
+        _check("overlap_score_weight", overlap_score_weight)
+        _check("temperature", temperature)
+        self.w, self.temperature = float(overlap_score_weight), float(temperature)
+        self.credit = _tier_weights("tier_credit", _DYNAMO_CREDIT, tier_credit)
+        self.seed = seed
+        self.reset(0)
+
+    def reset(self, n_instances, n_requests=None):
+        self.rng = np.random.default_rng(self.seed)
+
+    def costs(self, req: RouteRequest, view: RoutingView) -> list[float]:
+        """``cost_i`` for every instance (see the class docstring)."""
+        B = view.block_tokens
+        own = math.ceil(req.input_len / B)
+        return [self.w * max((q + req.input_len) / B - _credit(c, self.credit), 0.0) + kv + own
+                for q, c, kv in zip(view.queued_prefill_tokens, view.cached, view.kv_blocks)]
+
+    def choose(self, req, view):
+        c = self.costs(req, view)
+        if self.temperature > 0:
+            return _softmax_min(c, self.temperature, self.rng)
+        low = min(c)
+        tied = [i for i in range(view.n) if c[i] == low]
+        tree = min(view.cache_blocks[i] for i in tied)
+        tied = [i for i in tied if view.cache_blocks[i] == tree]
+        return tied[0] if len(tied) == 1 else int(self.rng.choice(tied))
+
+
+def _softmax_min(costs: list[float], temperature: float, rng) -> int:
+    """Sample an index favouring low costs (min-max normalised softmax, as Dynamo does)."""
+    c = np.asarray(costs, dtype=np.float64)
+    span = c.max() - c.min()
+    p = np.ones_like(c) if span == 0 else np.exp(-(c - c.min()) / (span * temperature))
+    cum = np.cumsum(p / p.sum())
+    return int(min(np.searchsorted(cum, rng.random(), side="left"), len(c) - 1))
+
+
+class LLMD(RoutingPolicy):
+    """llm-d inference scheduler: maximise ``sum_k weight_k * scorer_k`` (max-score picker).
+
+    Scorers, each in [0, 1]: prefix-cache = cached prefix blocks / prompt blocks (tiers
+    weighted by ``tier_weight``, default 1.0 each); queue = ``(q_max - q_i) / (q_max - q_min)``
+    over the waiting-queue sizes (1 when all equal); kv-cache-utilization = ``1 - kv_usage``.
+    Ties: a seeded random pick (the picker shuffles before taking the maximum).
+
+    Sources: weights prefix-cache-scorer 3, kv-cache-utilization-scorer 2, queue-scorer 2 are
+    the EndpointPickerConfig of llm-d's "intelligent inference scheduling" well-lit path
+    (llm-d/llm-d guides/inference-scheduling, gaie values ``default-plugins.yaml``; the path
+    the blog "KV-Cache Wins You Can See", llm-d.ai/blog/kvcache-wins-you-can-see, 2025-09-24,
+    calls approximate-scheduling); the queue and kv-cache scorers as in
+    gateway-api-inference-extension ``pkg/epp/scheduling/framework/plugins/scorer``.
+    """
+
+    name = "llmd"
+
+    def __init__(self, *, prefix_weight: float = 3.0, kv_util_weight: float = 2.0,
+                 queue_weight: float = 2.0, tier_weight: dict | None = None, seed: int = 0):
+        for n, v in (("prefix_weight", prefix_weight), ("kv_util_weight", kv_util_weight),
+                     ("queue_weight", queue_weight)):
+            _check(n, v)
+        self.w = (float(prefix_weight), float(kv_util_weight), float(queue_weight))
+        self.tier_weight = _tier_weights("tier_weight", dict.fromkeys(TIER_KINDS, 1.0),
+                                         tier_weight)
+        self.seed = seed
+        self.reset(0)
+
+    def reset(self, n_instances, n_requests=None):
+        self.rng = np.random.default_rng(self.seed)
+
+    def scores(self, req: RouteRequest, view: RoutingView) -> list[float]:
+        """Weighted score of every instance (see the class docstring)."""
+        nb = req.n_blocks
+        prefix = [_credit(c, self.tier_weight) / nb if nb else 0.0 for c in view.cached]
+        q = view.waiting
+        lo, hi = min(q), max(q)
+        queue = [1.0 if hi == lo else (hi - x) / (hi - lo) for x in q]
+        wp, wk, wq = self.w
+        return [wp * p + wk * (1.0 - u) + wq * s
+                for p, u, s in zip(prefix, view.kv_usage, queue)]
+
+    def choose(self, req, view):
+        s = self.scores(req, view)
+        top = max(s)
+        best = [i for i, x in enumerate(s) if x == top]
+        return best[0] if len(best) == 1 else int(self.rng.choice(best))
+
+
+class SGLang(RoutingPolicy):
+    """SGLang router ``cache_aware`` policy.
+
+    Loads = active requests. If ``max - min > balance_abs_threshold`` and ``max >
+    balance_rel_threshold * min`` (imbalanced): the least-loaded instance. Otherwise the
+    instance with the longest cached prefix if its match ratio (prefix blocks / prompt blocks)
+    is > ``cache_threshold``, else the instance with the smallest prefix tree. Ties to the
+    lowest index (longest prefix: fewest active first).
+
+    Source: sgl-project/sglang ``sgl-router/src/policies/cache_aware.rs`` (the rule) and
+    ``sgl-router/py_src/sglang_router/router_args.py`` (defaults ``cache_threshold`` 0.3,
+    ``balance_abs_threshold`` 64, ``balance_rel_threshold`` 1.5; releases before the
+    model-gateway rename used 0.5, 32, 1.0001). The router's approximate radix tree keeps every
+    routed prompt (eviction only above ``max_tree_size`` = 2**26 characters), so its size is
+    modelled by ``tree_blocks`` (blocks inserted so far), not by the resident cache.
+    """
+
+    name = "sglang"
+
+    def __init__(self, *, cache_threshold: float = 0.3, balance_abs_threshold: float = 64,
+                 balance_rel_threshold: float = 1.5):
+        _check("cache_threshold", cache_threshold)
+        _check("balance_abs_threshold", balance_abs_threshold)
+        _check("balance_rel_threshold", balance_rel_threshold)
+        self.cache_threshold = float(cache_threshold)
+        self.abs, self.rel = float(balance_abs_threshold), float(balance_rel_threshold)
+
+    def imbalanced(self, loads: Sequence[int]) -> bool:
+        hi, lo = max(loads), min(loads)
+        return hi - lo > self.abs and hi > self.rel * lo
+
+    def choose(self, req, view):
+        if self.imbalanced(view.active):
+            return _argbest([(a, i) for i, a in enumerate(view.active)])
+        best = _argbest([(-p, a, i) for i, (p, a) in
+                         enumerate(zip(view.prefix_blocks, view.active))])
+        if req.n_blocks and view.prefix_blocks[best] / req.n_blocks > self.cache_threshold:
+            return best
+        return _argbest([(t, i) for i, t in enumerate(view.tree_blocks)])
+
+
+class Mooncake(RoutingPolicy):
+    """Mooncake Conductor's KVCache-centric prefill scheduling with early rejection.
+
+    Predicted TTFT on instance i: ``queued_prefill_tokens_i * p + max(input_len - prefix_i *
+    B, 1) * p`` (queueing + prefill of the uncached tokens, p = ``prefill_s_per_token``, from
+    the view unless given). With a KV pool (``pool_s_per_block`` set) an instance may first
+    fetch the blocks it misses up to the longest prefix cached anywhere: ``+ (best - prefix_i)
+    * pool_s_per_block`` with prefill from ``best``; the cheaper option counts (the policy only
+    predicts -- the simulator itself does not move blocks). Choose the smallest TTFT (ties to
+    the fewest active requests, then the lowest index: our choice, the paper gives none); if it
+    exceeds ``ttft_slo_s`` reject the request (None: never). The decode-side TBT check of the
+    paper has no counterpart in aggregated instances and is left out.
+
+    Source: Qin et al., "Mooncake: Trading More Storage for Less Computation", USENIX FAST
+    2025, Sec. 5 / Algorithm 1 (per-instance TTFT = KVCache transfer + queueing + prefill
+    time, minimum selected; requests whose predicted TTFT misses the SLO are rejected early;
+    arXiv:2407.00079). Mooncake's prefill pool is disaggregated; here decode steps on the
+    same instance are not part of the estimate.
+    """
+
+    name = "mooncake"
+    may_reject = True
+
+    def __init__(self, *, prefill_s_per_token: float | None = None,
+                 ttft_slo_s: float | None = None, pool_s_per_block: float | None = None):
+        _check("prefill_s_per_token", prefill_s_per_token, above=True, none_ok=True)
+        _check("ttft_slo_s", ttft_slo_s, above=True, none_ok=True)
+        _check("pool_s_per_block", pool_s_per_block, none_ok=True)
+        self.p, self.slo, self.pool = prefill_s_per_token, ttft_slo_s, pool_s_per_block
+
+    def ttft(self, req: RouteRequest, view: RoutingView) -> list[float]:
+        """Predicted TTFT of every instance (see the class docstring)."""
+        p = view.prefill_s_per_token if self.p is None else self.p
+        B, best = view.block_tokens, max(view.prefix_blocks)
+
+        def one(q: int, own: int) -> float:
+            t = (q + max(req.input_len - own * B, 1)) * p
+            if self.pool is not None and best > own:
+                t = min(t, (best - own) * self.pool + (q + max(req.input_len - best * B, 1)) * p)
+            return t
+        return [one(q, own) for q, own in zip(view.queued_prefill_tokens, view.prefix_blocks)]
+
+    def choose(self, req, view):
+        t = self.ttft(req, view)
+        i = _argbest([(x, a, i) for i, (x, a) in enumerate(zip(t, view.active))])
+        return None if self.slo is not None and t[i] > self.slo else i
+
+
+# ------------------------------------------------------------------------------ registry
+
+from . import Param, PolicyEntry, Registry  # noqa: E402
+
+# The closed-form routing models of the reuse layer (kvmodel._reuse_analytic, exact replays of
+# kvmodel._reuse_exact): "single" is one instance; each registered policy maps to one of them.
+CLOSED_FORMS = ("single", "random", "round_robin", "prefix_affinity", "prefix_affinity_bounded")
+
+REGISTRY = Registry("routing", "request routing across serving instances")
+_SIMS = ("kvmodel.sim.simulate",)
+_CURVE = "kvmodel._reuse_analytic:analytic_hit_ratio_curve"
+_SEED = Param("seed", 0, "1", "seed of the policy's random draws", kind=int)
+_EPS = Param("epsilon", 0.25, "fraction", "load bound: routed count <= ceil((1 + epsilon)(k + 1)"
+             "/N)", low_open=True)
+_AS_BOUNDED = ("the closed form evaluates it as bounded prefix affinity with Cluster.epsilon "
+               "(hit ratio and load imbalance of that assignment); its own cost function and "
+               "parameters run only in kvmodel.sim")
+
+
+def _entry(cls: type, description: str, closed_form: str, params=(), note: str = "",
+           tolerance: float | None = None, tags=("builtin",)) -> None:
+    REGISTRY.register(PolicyEntry(cls.name, description, closed_form, tuple(params), cls, _SIMS,
+                                  _CURVE, note, tolerance, tuple(tags)))
+
+
+_entry(RoundRobin, "instance k mod N for the k-th request", "round_robin",
+       note="exact request assignment, analytic (Che) LRU per instance", tolerance=0.08)
+_entry(Random, "uniform random instance per request", "random", (_SEED,),
+       note="expected hit ratio over the random draws (the seed is not used)", tolerance=0.08)
+_entry(LeastLoaded, "fewest active requests, ties to the lowest index", "random",
+       note="hit-wise the closed form treats load balancing as random routing; imbalance 1",
+       tolerance=0.12)
+_entry(PrefixAffinity, "longest cached prefix, ties least loaded", "prefix_affinity",
+       note="assignment of an infinite-cache prefix router, analytic LRU per instance",
+       tolerance=0.12)
+_entry(PrefixAffinityBounded, "longest cached prefix under a load bound (1 + epsilon) x mean",
+       "prefix_affinity_bounded", (_EPS,),
+       note="assignment of an infinite-cache bounded prefix router, analytic LRU per instance; "
+            "epsilon is Cluster.epsilon (or the policy object's)", tolerance=0.12)
+_entry(Dynamo, "NVIDIA Dynamo KV router: w x prefill blocks + decode blocks", "prefix_affinity_bounded",
+       (Param("overlap_score_weight", 1.0, "1", "weight of the prefill blocks term"),
+        Param("temperature", 0.0, "1", "softmax temperature over normalised costs (0: argmin)",),
+        Param("tier_credit", None, "tier->1", "overlap credit per cached block by tier (None: "
+              "hbm 1, dram/cxl 0.75, ssd/remote 0.25)", none_ok=True, kind=dict), _SEED),
+       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+_entry(LLMD, "llm-d scheduler: 3 x prefix + 2 x kv-util + 2 x queue scores", "prefix_affinity_bounded",
+       (Param("prefix_weight", 3.0, "1", "weight of the prefix-cache scorer"),
+        Param("kv_util_weight", 2.0, "1", "weight of the kv-cache-utilisation scorer"),
+        Param("queue_weight", 2.0, "1", "weight of the queue scorer"),
+        Param("tier_weight", None, "tier->1", "prefix credit per cached block by tier (None: "
+              "1 each)", none_ok=True, kind=dict), _SEED),
+       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+_entry(SGLang, "SGLang router cache_aware: prefix match above a threshold unless imbalanced",
+       "prefix_affinity_bounded",
+       (Param("cache_threshold", 0.3, "fraction", "minimum prefix match ratio", high=1.0),
+        Param("balance_abs_threshold", 64, "count", "imbalance: max - min active requests >"),
+        Param("balance_rel_threshold", 1.5, "1", "imbalance: max > this x min active")),
+       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+_entry(Mooncake, "Mooncake Conductor: smallest predicted TTFT, early rejection above the SLO",
+       "prefix_affinity_bounded",
+       (Param("prefill_s_per_token", None, "s/token", "prefill time per token (None: the "
+              "view's estimate)", low_open=True, none_ok=True),
+        Param("ttft_slo_s", None, "s", "reject when the predicted TTFT exceeds it (None: never)",
+              low_open=True, none_ok=True),
+        Param("pool_s_per_block", None, "s/block", "KV pool fetch time per block (None: no "
+              "pool)", none_ok=True)),
+       note=_AS_BOUNDED + "; rejections are not modelled (every request is served)",
+       tolerance=0.25, tags=("published",))
+
+# kvmodel.ROUTING_POLICIES: name -> class of every routing entry (a live view of REGISTRY)
+ROUTING_POLICIES = REGISTRY.implementations()
+
+
+def policy_params(name: str) -> tuple[str, ...]:
+    """Parameter names the policy registered as ``name`` accepts."""
+    return REGISTRY.get_entry(name).param_names
+
+
+def make_policy(name: str, **params: Any) -> RoutingPolicy:
+    """A fresh policy of the registered ``name`` with ``params`` (ValueError when the name or a
+    parameter name is unknown, or a value is invalid)."""
+    return REGISTRY.make(name, **params)

@@ -1,0 +1,47 @@
+"""KV sharing architectures of a cluster: local tiers only, a central pool, peer to peer.
+
+Variants (registry :data:`REGISTRY`, :data:`kvmodel.policies.SHARING`; ``kvmodel.cluster.SHARING``
+is the tuple of its names). Parameters are the fields of :class:`kvmodel.PoolSpec`
+(``central_pool``) and :class:`kvmodel.P2PSpec` (``p2p``) with their defaults. No simulator
+models sharing (``kvmodel.sim`` runs instances with private caches). Adding a variant: register
+it here and give :func:`kvmodel.evaluate` its closed form (``kvmodel.cluster._hits``).
+"""
+
+from __future__ import annotations
+
+from . import Param, PolicyEntry, Registry
+
+__all__ = ["REGISTRY"]
+
+_CURVE = "kvmodel._reuse_analytic:analytic_hit_ratio_curve"
+REGISTRY = Registry("sharing", "KV sharing architecture of the cluster")
+REGISTRY.register(PolicyEntry(
+    "none", "local tiers only: each instance's HBM/DRAM/CXL/SSD under the routing's curve",
+    "local_tiers", closed_form_fn=_CURVE,
+    closed_form_note="per-instance hit curve under the routing's closed form, split over the "
+                     "tiers by cumulative capacity"))
+REGISTRY.register(PolicyEntry(
+    "central_pool", "a pool of DRAM (+SSD) servers behind NICs shared by every instance",
+    "central_pool_lru", (
+        Param("servers", 4, "count", "pool servers in the cluster", low=1, kind=int),
+        Param("dram_B", 1e12, "B", "DRAM per server"),
+        Param("ssd_B", 0.0, "B", "SSD per server"),
+        Param("nic", "roce-400g", "key", "link key of each server's NICs", kind=str),
+        Param("nics", 2, "count", "NICs per server", low=1, kind=int),
+        Param("memory", "ddr5-4800", "key", "hardware_db key of the server DRAM", kind=str),
+        Param("nvme", "nvme-gen5", "key", "hardware_db key of the server NVMe", kind=str)),
+    closed_form_fn=_CURVE,
+    closed_form_note="one global LRU of the pool's capacity (inclusive of the local tiers); "
+                     "pool NICs as an M/D/1 queue, utilisation >= 1 is unstable"))
+REGISTRY.register(PolicyEntry(
+    "p2p", "peers fetch blocks from the owner's DRAM over RDMA",
+    "p2p_shared_dram", (
+        Param("placement", "rendezvous", "key", "owner of a block (kvmodel.policies."
+              "P2P_PLACEMENT)", kind=str),
+        Param("lookup_latency_s", 0.0, "s", "per remote lookup (e.g. a directory round trip)"),
+        Param("replication", 1, "count", "copies of each block in the cluster", low=1,
+              kind=int)),
+    closed_form_fn=_CURVE,
+    closed_form_note="the peers' DRAM is one cache of N x C_dram / replication blocks; a hit is "
+                     "local w.p. replication/N, else fetched from its owner (hot-spot NIC "
+                     "utilisation, lookup latency)"))

@@ -22,6 +22,8 @@ Contract of an entry (:class:`PolicyEntry`):
   every :class:`kvmodel.ClusterResult` reports it in ``closed_forms``); ``closed_form_fn``: the
   function computing it as ``"module:function"`` (imported on demand), or None;
   ``closed_form_note``: what the closed form keeps and what it ignores of the variant.
+* ``object_from_sim``: :meth:`Registry.make` returns ``sim(**params)`` (True) or a
+  :class:`PolicyRef` (False, e.g. eviction classes, built per cache with a capacity).
 * ``tolerance``: stated absolute agreement of the closed form's hit ratio with the simulator's
   (checked by the conformance suite on a small synthetic trace), None when not checked.
 
@@ -112,6 +114,7 @@ class PolicyEntry:
     closed_form_note: str = ""
     tolerance: float | None = None
     tags: tuple[str, ...] = ()
+    object_from_sim: bool = True
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -202,11 +205,13 @@ class Registry(Mapping):
         return {**e.defaults(), **params}
 
     def make(self, name: str, **params: Any) -> Any:
-        """A policy object: ``sim(**params)`` when the entry has a simulator class (only the
-        given params are passed), else a :class:`PolicyRef` carrying every param."""
+        """A policy object: ``sim(**params)`` when the entry's simulator class is built from the
+        params (``object_from_sim``; only the given params are passed), else a
+        :class:`PolicyRef` carrying every param (e.g. eviction classes are built per cache,
+        with its capacity)."""
         full = self.check_params(name, params)
         e = self._entries[name]
-        if e.sim is not None:
+        if e.sim is not None and e.object_from_sim:
             return e.sim(**params)
         return PolicyRef(self.family, name, full)
 

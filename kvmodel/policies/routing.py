@@ -456,43 +456,46 @@ _AS_BOUNDED = ("the closed form evaluates it as bounded prefix affinity with Clu
 
 def _entry(cls: type, description: str, closed_form: str, params=(), note: str = "",
            tolerance: float | None = None, tags=("builtin",)) -> None:
+    """Register ``cls``; ``tolerance``: |hit ratio of kvmodel.sim - closed form| stated for
+    synthetic_trace(200, seed 1 and 2), 2 instances x 60 blocks (measured <= 0.014 for the
+    built-ins, <= 0.053 for dynamo, whose cost function trades hits for balance)."""
     REGISTRY.register(PolicyEntry(cls.name, description, closed_form, tuple(params), cls, _SIMS,
                                   _CURVE, note, tolerance, tuple(tags)))
 
 
 _entry(RoundRobin, "instance k mod N for the k-th request", "round_robin",
-       note="exact request assignment, analytic (Che) LRU per instance", tolerance=0.08)
+       note="exact request assignment, analytic (Che) LRU per instance", tolerance=0.03)
 _entry(Random, "uniform random instance per request", "random", (_SEED,),
-       note="expected hit ratio over the random draws (the seed is not used)", tolerance=0.08)
+       note="expected hit ratio over the random draws (the seed is not used)", tolerance=0.03)
 _entry(LeastLoaded, "fewest active requests, ties to the lowest index", "random",
        note="hit-wise the closed form treats load balancing as random routing; imbalance 1",
-       tolerance=0.12)
+       tolerance=0.03)
 _entry(PrefixAffinity, "longest cached prefix, ties least loaded", "prefix_affinity",
        note="assignment of an infinite-cache prefix router, analytic LRU per instance",
-       tolerance=0.12)
+       tolerance=0.03)
 _entry(PrefixAffinityBounded, "longest cached prefix under a load bound (1 + epsilon) x mean",
        "prefix_affinity_bounded", (_EPS,),
        note="assignment of an infinite-cache bounded prefix router, analytic LRU per instance; "
-            "epsilon is Cluster.epsilon (or the policy object's)", tolerance=0.12)
+            "epsilon is Cluster.epsilon (or the policy object's)", tolerance=0.03)
 _entry(Dynamo, "NVIDIA Dynamo KV router: w x prefill blocks + decode blocks", "prefix_affinity_bounded",
        (Param("overlap_score_weight", 1.0, "1", "weight of the prefill blocks term"),
         Param("temperature", 0.0, "1", "softmax temperature over normalised costs (0: argmin)",),
         Param("tier_credit", None, "tier->1", "overlap credit per cached block by tier (None: "
               "hbm 1, dram/cxl 0.75, ssd/remote 0.25)", none_ok=True, kind=dict), _SEED),
-       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+       note=_AS_BOUNDED, tolerance=0.08, tags=("published",))
 _entry(LLMD, "llm-d scheduler: 3 x prefix + 2 x kv-util + 2 x queue scores", "prefix_affinity_bounded",
        (Param("prefix_weight", 3.0, "1", "weight of the prefix-cache scorer"),
         Param("kv_util_weight", 2.0, "1", "weight of the kv-cache-utilisation scorer"),
         Param("queue_weight", 2.0, "1", "weight of the queue scorer"),
         Param("tier_weight", None, "tier->1", "prefix credit per cached block by tier (None: "
               "1 each)", none_ok=True, kind=dict), _SEED),
-       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+       note=_AS_BOUNDED, tolerance=0.08, tags=("published",))
 _entry(SGLang, "SGLang router cache_aware: prefix match above a threshold unless imbalanced",
        "prefix_affinity_bounded",
        (Param("cache_threshold", 0.3, "fraction", "minimum prefix match ratio", high=1.0),
         Param("balance_abs_threshold", 64, "count", "imbalance: max - min active requests >"),
         Param("balance_rel_threshold", 1.5, "1", "imbalance: max > this x min active")),
-       note=_AS_BOUNDED, tolerance=0.25, tags=("published",))
+       note=_AS_BOUNDED, tolerance=0.08, tags=("published",))
 _entry(Mooncake, "Mooncake Conductor: smallest predicted TTFT, early rejection above the SLO",
        "prefix_affinity_bounded",
        (Param("prefill_s_per_token", None, "s/token", "prefill time per token (None: the "
@@ -502,7 +505,7 @@ _entry(Mooncake, "Mooncake Conductor: smallest predicted TTFT, early rejection a
         Param("pool_s_per_block", None, "s/block", "KV pool fetch time per block (None: no "
               "pool)", none_ok=True)),
        note=_AS_BOUNDED + "; rejections are not modelled (every request is served)",
-       tolerance=0.25, tags=("published",))
+       tolerance=0.08, tags=("published",))
 
 # kvmodel.ROUTING_POLICIES: name -> class of every routing entry (a live view of REGISTRY)
 ROUTING_POLICIES = REGISTRY.implementations()

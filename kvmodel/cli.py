@@ -356,6 +356,7 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     print("  hit ratio by tier: " + ", ".join(f"{k} {v:.3f}" for k, v in r.hit_ratio.items()))
     if r.utilisation:
         print("  network: " + ", ".join(f"{k} {v:.3f}" for k, v in r.utilisation.items()))
+    print("  closed forms: " + ", ".join(f"{k} {v}" for k, v in r.closed_forms.items()))
     return 0
 
 

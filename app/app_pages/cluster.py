@@ -11,8 +11,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import kvmodel
-from kvmodel.cluster import SHARING
 from kvmodel.models import BYTES_PER_ELEMENT
+from kvmodel.policies import ROUTING, SHARING
 
 import _common as ui
 
@@ -137,12 +137,13 @@ def run_grid(wkey: str, w: Any, configs: list[dict[str, Any]]) -> pd.DataFrame:
 def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
     st.header("Sharing × routing")
     c = st.columns([3, 1])
-    sharing = ui.multiselect("Sharing", SHARING, "sharing", list(SHARING), where=c[0])
+    sharing = ui.multiselect("Sharing", list(SHARING), "sharing", list(SHARING), where=c[0])
     metric = ui.select("Chart metric", list(METRICS), "c_metric", "ttft_p99_s", where=c[1],
                        format_func=label)
     # full width: three or more policy chips never hide behind the widget's edge
-    routing = ui.multiselect("Routing", list(kvmodel.ROUTING_POLICIES), "routing",
+    routing = ui.multiselect("Routing", list(ROUTING), "routing",
                              ["round_robin", "least_loaded", "prefix_affinity_bounded"])
+    closed_form_note(routing)
     if not sharing or not routing:
         st.info("Pick at least one sharing architecture and one routing policy.")
         return
@@ -160,6 +161,15 @@ def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
             "cost_usd_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
     ui.show_table(df[[c for c in cols if c in df]], "cluster_compare", "compare", units=UNITS,
                   wide=["reason"])
+
+
+def closed_form_note(routings: list[str]) -> None:
+    """Say which routings the closed form evaluates as another one (same numbers)."""
+    merged = [f"{r} → {ROUTING[r].closed_form}" for r in routings
+              if r in ROUTING and ROUTING[r].closed_form != r]
+    if merged:
+        st.caption("Evaluated in closed form as: " + ", ".join(merged) + " (their own rules "
+                   "run only in the simulator, `kvmodel.sim`).")
 
 
 def unstable_warning(df: pd.DataFrame) -> None:
@@ -190,8 +200,9 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
     st.header("Sweep one knob")
     c = st.columns(2)
     knob = ui.radio("Knob", ["instances", "network", "DRAM"], "knob", "instances", where=c[0])
-    routing = ui.select("Routing", list(kvmodel.ROUTING_POLICIES), "sw_routing",
+    routing = ui.select("Routing", list(ROUTING), "sw_routing",
                         "prefix_affinity_bounded", where=c[1])
+    closed_form_note([routing])
     values = sweep_values(knob)
     if not values:
         st.info("Give at least one value to sweep.")

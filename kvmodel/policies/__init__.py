@@ -42,6 +42,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 __all__ = ["Param", "PolicyEntry", "PolicyRef", "Registry", "UNITS", "FAMILIES",
            "ROUTING", "EVICTION", "P2P_PLACEMENT", "SHARING"]
 
@@ -84,8 +86,8 @@ class Param:
             return self.none_ok
         if self.kind in (str, dict):
             return isinstance(v, self.kind)
-        real = isinstance(v, (int, float)) or type(v).__module__ == "numpy"
-        if isinstance(v, bool) or not real or not math.isfinite(float(v)):
+        real = isinstance(v, (int, float, np.integer, np.floating))
+        if isinstance(v, (bool, np.bool_)) or not real or not math.isfinite(float(v)):
             return False
         if self.kind is int and float(v) != int(v):
             return False
@@ -188,7 +190,7 @@ class Registry(Mapping):
             if e.sim is not None and issubclass(cls, e.sim) and getattr(value, "name", None) == e.name:
                 return e.name
         raise TypeError(f"{label or self.family}={value!r}: expected a registered name "
-                        f"({', '.join(self)}) or a {self.family} policy object")
+                        f"({', '.join(self)}) or a policy object of one (Registry.make)")
 
     def check_params(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` over the entry's defaults; ValueError for an unknown name or a value

@@ -11,6 +11,8 @@ Loading it costs ``t_load = k·P / B`` (k KV bytes per token). Loading wins when
 (in the compute-bound regime the roofline is exactly this quadratic). ``ideal=True`` takes
 Mooncake's assumptions (FAST'25, §2.2, Eq. 2): peak FLOP/s, no attention or fixed costs, so
 ``B* = k·F / (2N)``: about 6 GB/s on 8×A800 and 19 GB/s on 8×H800 for LLaMA3-70B.
+
+The numeric functions take ``catalog=`` (a :class:`kvmodel.Catalog`; default: the active one).
 """
 
 from __future__ import annotations

@@ -11,19 +11,21 @@ import hashlib
 import inspect
 import math
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import streamlit as st
 
 import kvmodel
-from kvmodel.hardware import reset_catalog
+from kvmodel.hardware import Catalog, use_catalog
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent
 DEFAULT_TRACE = "mooncake-conversation"  # a built-in trace (kvmodel.traces.BUILTIN)
 CUSTOM_HW = "custom_hardware"  # st.session_state key: [{"toml": str, "keys": ["gpu.my-gpu"]}]
+CATALOG = "kvmodel_catalog"  # st.session_state key: this session's kvmodel.Catalog
 TRACE_SUFFIXES = ["jsonl", "json", "ndjson", "csv"]
 
 
@@ -334,45 +336,45 @@ def guarded(fn: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
 
 
 # ---- user hardware (Hardware page) ---------------------------------------------------------------
+# Custom hardware is per browser session: the Hardware page adds a file to this session's
+# kvmodel.Catalog (kept in st.session_state), the entry script runs every page inside
+# ``session_catalog()`` so that every library call of the page uses it, and caches shared by all
+# sessions (st.cache_data) take ``catalog_key()`` as an argument.
+def catalog() -> Catalog:
+    """This session's catalog: the bundled one plus the custom hardware loaded here."""
+    return st.session_state.get(CATALOG) or Catalog.default()
+
+
+def catalog_key() -> int:
+    """Key of this session's catalog for st.cache_data (unique per catalog)."""
+    return catalog().version
+
+
+@contextmanager
+def session_catalog() -> Iterator[Catalog]:
+    """Run the block (a page) with this session's catalog active for every kvmodel call."""
+    with use_catalog(catalog=catalog()) as cat:
+        yield cat
+
+
 def ensure_custom_hardware() -> list[str]:
-    """Re-register this session's validated custom hardware if the catalog forgot it
-    (another session reset it, or the server restarted with the session still open)."""
-    kept, names = [], []
-    for hw in st.session_state.get(CUSTOM_HW, []):
-        present = all(k.split(".", 1)[1] in _entries(k.split(".", 1)[0]) for k in hw["keys"])
-        err = "" if present else register_hardware(hw["toml"])[1]
-        if err:
-            st.warning(f"Custom hardware {', '.join(hw['keys'])} dropped: {err}")
-            continue
-        kept.append(hw)
-        names += hw["keys"]
-    if CUSTOM_HW in st.session_state:
-        st.session_state[CUSTOM_HW] = kept
-    return names
-
-
-def _entries(section: str) -> list[str]:
-    try:
-        return kvmodel.list_entries(section=section)
-    except ValueError:
-        return []
+    """``section.key`` names of this session's custom hardware (kept in its own catalog:
+    nothing another session does can remove it)."""
+    return [k for hw in st.session_state.get(CUSTOM_HW, []) for k in hw["keys"]]
 
 
 def register_hardware(toml_text: str) -> tuple[list[str], str]:
-    """Validate a hardware TOML through ``kvmodel.load_hardware``; (keys, "") or ([], error)."""
+    """Validate a hardware TOML (``kvmodel.Catalog.with_file``) and add it to this session's
+    catalog: (keys, "") or ([], error). A rejected file changes no catalog."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "custom_hardware.toml"
         path.write_text(toml_text, encoding="utf-8")
         try:
-            keys = kvmodel.load_hardware(path=path)
+            cat = catalog().with_file(path)
         except (kvmodel.HardwareDBError, ValueError, KeyError, TypeError) as exc:
-            msg = str(exc).replace(str(path), "custom_hardware.toml")
-            # load_hardware keeps an entry that failed a cross-reference check in the catalog,
-            # which then rejects every later file: start again from the bundled database
-            # (ensure_custom_hardware re-adds each session's validated files on its next run)
-            reset_catalog()
-            return [], msg
-    return keys, ""
+            return [], str(exc).replace(str(path), "custom_hardware.toml")
+    st.session_state[CATALOG] = cat
+    return list(cat.added), ""
 
 
 def gpu_options() -> list[str]:
@@ -522,9 +524,14 @@ def _upload(prefix: str) -> tuple[str, Any]:
 
 
 # ---- validation (cached) -------------------------------------------------------------------------
-@st.cache_data(show_spinner="Running the model over the published measurements…")
 def validation_rows(which: str) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """(predicted rows, total rows, skipped reasons) of the calibration or held-out set."""
+    return _validation_rows(which, catalog_key())
+
+
+@st.cache_data(show_spinner="Running the model over the published measurements…")
+def _validation_rows(which: str, catalog_key: int) -> tuple[list[dict[str, Any]], int,
+                                                            dict[str, int]]:
     if which == "held-out":
         from kvmodel._validate import holdout_data
         rep = kvmodel.validate(data=holdout_data())

@@ -16,6 +16,7 @@ APP_DIR = Path(__file__).resolve().parent
 # /cluster?... without this script (no st.navigation, no page config).
 if str(APP_DIR) not in sys.path:  # pages import app/_common.py
     sys.path.insert(0, str(APP_DIR))
+import _common as ui  # noqa: E402  (needs the path above)
 
 PAGES = [
     ("estimate.py", "Estimate", "estimate", ":material/speed:"),
@@ -30,4 +31,5 @@ PAGES = [
 st.set_page_config(page_title="kvmodel explorer", page_icon=":material/speed:", layout="wide")
 nav = st.navigation([st.Page(APP_DIR / "app_pages" / f, title=t, url_path=u, icon=i,
                              default=(u == "estimate")) for f, t, u, i in PAGES])
-nav.run()
+with ui.session_catalog():  # this browser session's hardware catalog, for every page
+    nav.run()

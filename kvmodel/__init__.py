@@ -6,12 +6,17 @@ Public API (everything a notebook needs)::
     e = kvmodel.estimate("llama-3.1-70b", "h100-sxm", tp=8, precision="fp8",
                          input_len=2048, output_len=128, batch=1)
     e.ttft_s, e.tpot_s, e.output_tok_per_s, e.breakdown
+
+Hardware, models and calibration come from a :class:`Catalog` (default: the bundled
+``hardware_db``); ``cat = kvmodel.Catalog.default().with_file("my_gpu.toml")`` adds a file,
+and ``estimate(..., catalog=cat)`` / ``evaluate(cluster, workload, catalog=cat)`` use it.
 """
 
 from ._estimate import METRICS, Estimate, estimate
 from ._schema import HardwareDBError, Quantity
-from .hardware import (FrameworkSpec, GPUSpec, LinkSpec, MemorySpec, NodeSpec, get_framework,
-                       get_gpu, get_link, get_memory, get_node, list_entries, load_hardware)
+from .hardware import (Catalog, FrameworkSpec, GPUSpec, LinkSpec, MemorySpec, NodeSpec,
+                       get_framework, get_gpu, get_link, get_memory, get_node, list_entries,
+                       load_hardware, use_catalog)
 from .models import ModelSpec, get_model, kv_bytes_per_token, list_models, load_hf_config
 from .tiers import TIER_KINDS, Tier, TransferPath, node_tiers
 from ._trace_types import Trace
@@ -29,7 +34,7 @@ __all__ = [
     "estimate", "Estimate", "METRICS", "validate",
     "get_model", "list_models", "load_hf_config", "kv_bytes_per_token", "ModelSpec",
     "get_gpu", "get_link", "get_memory", "get_node", "get_framework", "list_entries",
-    "load_hardware", "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec",
+    "load_hardware", "Catalog", "use_catalog", "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec",
     "HardwareDBError", "Quantity", "__version__",
     "node_tiers", "Tier", "TransferPath", "TIER_KINDS",
     "Trace", "load_trace", "load_trace_with_report", "LoadReport", "synthetic_trace",

@@ -14,12 +14,15 @@ import numpy as np
 
 from . import _xp as xp
 from ._fields import add_aliases, fields_dict
-from ._roofline import Setup, label_bounds, memory_per_gpu, step_ops
-from .hardware import (FrameworkSpec, GPUSpec, get_calibration, get_framework, get_gpu, get_link)
+from ._instance import (Reasons as _Reasons, check_static as _check_static, kv_per_seq as _kv_per_seq,
+                        memory_fit as _memory_fit, num as _num, parallelism as _parallelism,
+                        params as _params, precision_arg as _precision, setup as _setup)
+from ._roofline import Setup, label_bounds, step_ops
+from .hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
 from ._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
 from ._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, normal_quantile,
                         wait_quantile)
-from .models import BYTES_PER_ELEMENT, ModelSpec, get_model
+from .models import ModelSpec, get_model
 from .tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["estimate", "Estimate", "METRICS", "METRIC_FIELDS"]
@@ -78,125 +81,7 @@ add_aliases(Estimate, {"output_tok_s": "output_tok_per_s",
                        "saturation_request_rate": "saturation_request_rate_per_s"})
 
 
-# ---- input validation ---------------------------------------------------------------------------
-def _num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
-    if type(v) in (int, float):  # fast scalar path
-        if v >= minimum and v == v and v != float("inf") and (not integer or v == int(v)):
-            return float(v)
-    if isinstance(v, (bool, np.bool_)) or v is None:
-        raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
-    arr = np.asarray(v, dtype=float)
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}={v!r}: expected finite numbers")
-    if np.any(arr < minimum):
-        raise ValueError(f"{name}: values must be >= {minimum}, got min {arr.min():g}")
-    if integer and np.any(arr != np.round(arr)):
-        raise ValueError(f"{name}: values must be integers")
-    return arr if arr.ndim else float(arr)
-
-
-def _precision(name: str, p: str) -> str:
-    if p not in BYTES_PER_ELEMENT:
-        raise ValueError(f"{name}={p!r}; allowed: {sorted(BYTES_PER_ELEMENT)}")
-    return p
-
-
-_OVERRIDE: dict[str, float] = {}  # used only while fitting (kvmodel._validate.fit_calibration)
-
-
-def _params() -> dict[str, float]:
-    cal = get_calibration()
-    if _CACHE.get("src") is not cal:
-        _CACHE.update(src=cal, si={k: q.si for k, q in cal.items()})
-    if not _OVERRIDE:
-        return _CACHE["si"]
-    return {**_CACHE["si"], **_OVERRIDE}
-
-
-_CACHE: dict[str, Any] = {}
-
-
-def _supported(g: GPUSpec, p: str) -> str:
-    """``p`` when the GPU has peak FLOP/s for it, else a stand-in it has (bf16, fp16, then any)
-    so that an unsupported precision is reported by :func:`_check_static`, never a KeyError."""
-    for q in (p, "bf16", "fp16"):
-        if g.supports(q):
-            return q
-    return sorted(g.peak_flops)[0]
-
-
-def _setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
-           cal: Mapping[str, float]) -> Setup:
-    act = _supported(g, "fp16" if precision == "fp16" else "bf16")
-    attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
-    wp = _supported(g, precision)  # unsupported: flagged infeasible by _check_static
-    link = get_link(g.scale_up_link)
-    return Setup(
-        model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
-        w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
-        gemm_Fps=g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"],
-        attn_Fps=(g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
-                  * cal["attention_efficiency_factor"]),
-        hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
-        coll_alpha_s=cal["collective_latency"],
-        coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
-        p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
-        seq_s=cal["sequence_overhead"])
-
-
-# ---- feasibility --------------------------------------------------------------------------------
-class _Reasons:
-    """Accumulates the first reason of infeasibility per element; messages are formatted only
-    for the elements they apply to."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = shape
-        self.reason: Any = np.full(shape, "", dtype=object) if shape else ""
-        self.ok: Any = np.ones(shape, dtype=bool) if shape else True
-
-    def add(self, cond: Any, template: str, *args: Any) -> None:
-        if not self.shape:
-            if cond and self.ok:
-                self.reason, self.ok = template.format(*args), False
-            return
-        hit = np.broadcast_to(cond, self.shape) & self.ok
-        if not hit.any():
-            return
-        idx = np.nonzero(hit)
-        vals = [np.broadcast_to(a, self.shape)[idx] if np.ndim(a) else [a] * len(idx[0])
-                for a in args]
-        self.reason[idx] = [template.format(*v) for v in zip(*vals)] if args else template
-        self.ok = self.ok & ~hit
-
-    def widen(self, shape: tuple[int, ...]) -> None:
-        """Broadcast to ``shape`` (results may be arrays through inputs other than lengths)."""
-        if shape != self.shape:
-            self.reason = np.array(np.broadcast_to(np.asarray(self.reason, dtype=object), shape))
-            self.ok = np.array(np.broadcast_to(self.ok, shape))
-            self.shape = shape
-
-    @property
-    def feasible(self) -> Any:
-        return self.ok
-
-
-def _check_static(r: _Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str) -> None:
-    if not g.supports(precision):
-        r.add(True, "precision {} not supported on {} (supports {})", precision, g.key,
-              ", ".join(sorted(g.peak_flops)))
-    if kv == "fp8" and not g.supports("fp8") and g.vendor == "nvidia":
-        r.add(True, "fp8 KV cache needs fp8 support, absent on {}", g.key)
-    heads = m.num_attention_heads
-    r.add((tp > heads) | (heads % tp != 0), "tp={:.0f} does not divide num_attention_heads={}",
-          tp, heads)
-    r.add(pp > m.num_layers, "pp={:.0f} exceeds num_layers={}", pp, m.num_layers)
-
-
 # ---- modes --------------------------------------------------------------------------------------
-def _kv_per_seq(m: ModelSpec, ctx):
-    return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
-
-
 class _Prefix:
     """A cached prefix of P tokens loaded by ``load(tokens) -> seconds`` (None: no prefix);
     for continuous batching the per-request choice (load / recompute / split) is made for one
@@ -435,20 +320,6 @@ def _percentiles(r: dict, O) -> dict:
 
 
 # ---- public -------------------------------------------------------------------------------------
-def _parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
-    """Validated (tp, pp, ep, num_gpus, data-parallel replicas)."""
-    tp, pp, ep = _num("tp", tp), _num("pp", pp), _num("ep", ep)
-    if xp.any_true(ep > 1) and not m.is_moe:
-        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
-    if xp.any_true(tp % ep != 0):
-        raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
-    group = tp * pp
-    ngpu = group if num_gpus is None else _num("num_gpus", num_gpus)
-    if xp.any_true(ngpu % group != 0):
-        raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
-    return tp, pp, ep, ngpu, ngpu / group
-
-
 def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, Any]:
     if request_rate is not None:
         if concurrency is not None or not (isinstance(batch, (int, float)) and batch == 1):
@@ -534,21 +405,7 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
     return _Prefix(s, P, load, policy, I)
 
 
-def _memory_fit(r: _Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
-    """Weights per GPU, KV capacity in tokens and the largest batch; flags what does not fit."""
-    m, g = s.model, s.gpu
-    weights, acts = memory_per_gpu(s, mnt)
-    free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
-    r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
-          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
-    kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B
-    kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
-    max_batch = xp.minimum(xp.floor(kv_cap / _kv_per_seq(m, I + O)), mbs)
-    r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
-          kv_cap, I + O)
-    return weights, kv_cap, max_batch
-
-
+@catalog_arg
 def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
              input_len: Any = 1024, output_len: Any = 128, batch: Any = 1,
@@ -557,7 +414,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
              prefix_policy: str = "best", kv_layout: str = "contiguous",
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
-             request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0) -> Estimate:
+             request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
+             calibration: Mapping[str, float] | None = None, catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -576,6 +434,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
     of a block), shrunk by ``kv_compression`` (>= 1).
+
+    ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
+    looked up in (default: the active one, :func:`kvmodel.hardware.use_catalog`);
+    ``calibration``: parameter name -> SI value overriding the catalog's calibration.
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
@@ -584,7 +446,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
     I, O = _num("input_len", input_len), _num("output_len", output_len)
     mode, N = _mode(batch, concurrency, request_rate)
-    cal = _params()
+    cal = _params(calibration)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
                   kv_block_tokens, kv_compression)

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import _estimate
-from .hardware import data_dir
+from .hardware import data_dir, get_calibration
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
 
@@ -147,8 +147,10 @@ def _regime(r: dict[str, str]) -> str:
             "concurrency": "closed loop", "request_rate": "open loop"}.get(r["mode"], r["mode"])
 
 
-def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]] | None = None
-                   ) -> ValidationReport:
+def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]] | None = None,
+                   calibration: dict[str, float] | None = None) -> ValidationReport:
+    """The model over serving measurements; ``calibration`` (name -> SI value) overrides the
+    active catalog's calibration parameters."""
     rows = list(rows) if rows is not None else load_rows(path)
     rep = ValidationReport(total=len(rows))
     for r in rows:
@@ -157,7 +159,7 @@ def run_validation(path: str | Path | None = None, rows: Iterable[dict[str, str]
             rep.skipped[why] += 1
             continue
         try:
-            e = _estimate.estimate(**kw)
+            e = _estimate.estimate(**kw, calibration=calibration)
         except (KeyError, ValueError) as exc:
             rep.skipped[f"input not supported: {exc}"[:100]] += 1
             continue
@@ -180,27 +182,20 @@ def fit_calibration(path: str | Path | None = None) -> tuple[dict[str, float], V
     from scipy.optimize import least_squares
 
     rows = load_rows(path)
-    base = {k: q.si for k, q in _estimate.get_calibration().items()}
+    base = {k: q.si for k, q in get_calibration().items()}
     lo = np.array([_BOUNDS[k][0] for k in FIT_PARAMS])
     hi = np.array([_BOUNDS[k][1] for k in FIT_PARAMS])
     scale = np.array([_SCALE[k] for k in FIT_PARAMS])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        _estimate._OVERRIDE.update(dict(zip(FIT_PARAMS, x * scale)))
-        try:
-            return np.array([r["log_ratio"] for r in run_validation(rows=rows).rows])
-        finally:
-            _estimate._OVERRIDE.clear()
+        trial = dict(zip(FIT_PARAMS, x * scale))
+        return np.array([r["log_ratio"] for r in run_validation(rows=rows, calibration=trial).rows])
 
     x0 = np.clip(np.array([base[k] for k in FIT_PARAMS]) / scale, lo / scale, hi / scale)
     sol = least_squares(residuals, x0, bounds=(lo / scale, hi / scale), loss="soft_l1",
                         f_scale=0.2, diff_step=1e-3)
     fitted = dict(zip(FIT_PARAMS, (sol.x * scale).tolist()))
-    _estimate._OVERRIDE.update(fitted)
-    try:
-        rep = run_validation(rows=rows)
-    finally:
-        _estimate._OVERRIDE.clear()
+    rep = run_validation(rows=rows, calibration=fitted)
     return fitted, rep
 
 

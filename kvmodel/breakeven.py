@@ -11,6 +11,8 @@ Loading it costs ``t_load = k·P / B`` (k KV bytes per token). Loading wins when
 (in the compute-bound regime the roofline is exactly this quadratic). ``ideal=True`` takes
 Mooncake's assumptions (FAST'25, §2.2, Eq. 2): peak FLOP/s, no attention or fixed costs, so
 ``B* = k·F / (2N)``: about 6 GB/s on 8×A800 and 19 GB/s on 8×H800 for LLaMA3-70B.
+
+The numeric functions take ``catalog=`` (a :class:`kvmodel.Catalog`; default: the active one).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
-from . import _estimate
+from ._instance import num, params, setup
 from ._roofline import step_ops
-from .hardware import get_framework, get_gpu
+from .hardware import catalog_arg, get_framework, get_gpu
 from .models import get_model
 
 __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_len",
@@ -50,11 +52,12 @@ def _setup(model, gpu, num_gpus, precision, kv_precision):
     if precision not in g.peak_flops:
         raise ValueError(f"precision={precision!r} not supported on {g.key}")
     kv = kv_precision or precision
-    s = _estimate._setup(m, g, get_framework("tensorrt-llm"), float(num_gpus), 1.0, 1.0,
-                         precision, kv, _estimate._params())
+    s = setup(m, g, get_framework("tensorrt-llm"), float(num_gpus), 1.0, 1.0, precision, kv,
+              params())
     return s, m.kv_bytes_per_token(kv)
 
 
+@catalog_arg
 def recompute_coefficients(model, gpu, num_gpus: int = 8, precision: str = "bf16",
                            kv_precision: str | None = None, ideal: bool = False,
                            reference_len: float = 8192.0) -> tuple[float, float, float, float]:
@@ -69,6 +72,7 @@ def recompute_coefficients(model, gpu, num_gpus: int = 8, precision: str = "bf16
     return float(c0), float(tau), float(alpha), k
 
 
+@catalog_arg
 def break_even_bandwidth(model, gpu, num_gpus: int = 8, prefix_len: Any = 8192,
                          precision: str = "bf16", kv_precision: str | None = None,
                          ideal: bool = False, method: str = "closed_form"):
@@ -78,7 +82,7 @@ def break_even_bandwidth(model, gpu, num_gpus: int = 8, prefix_len: Any = 8192,
     per-operator roofline time of prefilling it (equal to the closed form in the compute-bound
     regime, by construction of the coefficients).
     """
-    P = _estimate._num("prefix_len", prefix_len)
+    P = num("prefix_len", prefix_len)
     if method == "roofline":
         s, k = _setup(model, gpu, num_gpus, precision, kv_precision)
         return k * P / step_ops(s, P, 1.0, P * (P + 1.0) / 2.0, 0.0, 0.0, P)[2]
@@ -89,10 +93,11 @@ def break_even_bandwidth(model, gpu, num_gpus: int = 8, prefix_len: Any = 8192,
     return break_even_formulas()["B_star_fn"](P, k, c0, tau, alpha)
 
 
+@catalog_arg
 def break_even_context_len(model, gpu, bandwidth_Bps, num_gpus: int = 8, precision: str = "bf16",
                            kv_precision: str | None = None, ideal: bool = False):
     """Prefix length above which loading at ``bandwidth_Bps`` beats recomputing (0: always)."""
-    B = _estimate._num("bandwidth_Bps", bandwidth_Bps, integer=False, minimum=1e-30)
+    B = num("bandwidth_Bps", bandwidth_Bps, integer=False, minimum=1e-30)
     c0, tau, alpha, k = recompute_coefficients(model, gpu, num_gpus, precision, kv_precision, ideal)
     b = tau - k / B
     if alpha == 0.0:  # linear (ideal): loading wins at every length iff it is faster per token

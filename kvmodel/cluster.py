@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -64,14 +63,16 @@ from ._schema import typed_table
 from ._queueing import normal_quantile
 from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from ._trace_types import Trace
-from .hardware import generation, get_calibration, get_gpu, get_link, get_memory, get_node
+from .hardware import catalog_arg, current, get_calibration, get_gpu, get_link, get_memory, get_node
 from .models import get_model
 from .policies import EVICTION, P2P_PLACEMENT, ROUTING
 from .policies import SHARING as SHARING_ARCHITECTURES
 from .tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
-           "load_cluster_config"]
+           "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
+           "inclusive_tiers", "tier_utilisation", "meets_slo", "max_rate_at_slo",
+           "TTFT_PERCENTILES", "TPOT_PERCENTILES"]
 
 # policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
 # sharing); each entry names the closed form evaluate() uses for it (ClusterResult.closed_forms)
@@ -238,11 +239,22 @@ class Workload:
     @property
     def top_block_share(self) -> float:
         """Share of block accesses that go to the single most-shared block."""
-        if "top" not in self.__dict__:
+        def share() -> float:
             ids = self.trace.block_ids
-            share = np.bincount(np.unique(ids, return_inverse=True)[1]).max() / len(ids) if len(ids) else 0.0
-            object.__setattr__(self, "top", float(share))
-        return self.__dict__["top"]
+            if not len(ids):
+                return 0.0
+            return float(np.bincount(np.unique(ids, return_inverse=True)[1]).max() / len(ids))
+        return self._memo("top", share)
+
+    def with_rate(self, rate: Any) -> "Workload":
+        """This workload at request rate ``rate`` (requests/s, a float or an array), sharing
+        the trace, its reuse profile and the trace statistics already computed."""
+        w = dataclasses.replace(self, request_rate=rate)
+        w.__dict__.update({k: v for k, v in self.__dict__.items() if k in _MEMO_KEYS})
+        return w
+
+
+_MEMO_KEYS = ("_input_len", "_output_len", "_length_cv", "_blocks", "top")
 
 
 @dataclass(frozen=True)
@@ -451,12 +463,13 @@ def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
 
 
 # ---- reuse -----------------------------------------------------------------------------------
-def _kv_precision(c: Cluster) -> str:
+def kv_precision(c: Cluster) -> str:
+    """KV-cache precision of the cluster's instances (fp8 for 8-bit and narrower weights)."""
     return "fp8" if c.precision in ("fp8", "fp4", "int8") else c.precision
 
 
-def _layout(c: Cluster):
-    """(node key, node, cache instances N, instances per node)."""
+def layout(c: Cluster) -> tuple[str, Any, int, int]:
+    """(node key, node spec, cache instances N, instances per node) of a cluster."""
     key = c.node or default_node_for_gpu(c.gpu)
     if key is None:
         raise ValueError(f"no node template uses gpu {c.gpu!r}; set Cluster.node")
@@ -542,14 +555,15 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> float:
 
 
 # ---- capacities and paths --------------------------------------------------------------------
-def _kv_capacity_tokens(model, gpu, tp, precision, I, O, framework) -> float:
-    """KV-cache capacity (tokens) of one instance; cached per hardware-catalog generation, so
-    load_hardware / reset_catalog (e.g. a new calibration) are seen."""
-    return _kv_capacity_cached(model, gpu, tp, precision, I, O, framework, generation())
+def kv_capacity_tokens(model: str, gpu: str, tp: int, precision: str, input_len: int,
+                       output_len: int, framework: str = "tensorrt-llm") -> float:
+    """KV-cache capacity (tokens) of one instance; ValueError when the instance is infeasible.
+    Memoised in the active catalog (a new catalog, e.g. another calibration, starts afresh)."""
+    key = (model, gpu, tp, precision, input_len, output_len, framework)
+    return current().cached("kv_capacity_tokens", key, lambda: _kv_capacity(*key))
 
 
-@lru_cache(maxsize=256)
-def _kv_capacity_cached(model, gpu, tp, precision, I, O, framework, _generation) -> float:
+def _kv_capacity(model, gpu, tp, precision, I, O, framework) -> float:
     probe = estimate(model, gpu, tp=tp, precision=precision, input_len=I, output_len=O,
                      framework=framework)
     if not probe.feasible:
@@ -559,9 +573,9 @@ def _kv_capacity_cached(model, gpu, tp, precision, I, O, framework, _generation)
 
 def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, Any]:
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
-    kv_tokens = _kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
+    kv_tokens = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
                                     round(w.output_len), c.framework)
-    tok_B = get_model(c.model).kv_bytes_per_token(_kv_precision(c))
+    tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
     dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
     ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
     return {"hbm": c.hbm_cache_fraction * kv_tokens * tok_B / block_B,
@@ -578,11 +592,11 @@ def _with_source(tier: Tier, capacity_B, devices, per_device_Bps: float, write_B
                                write_Bps=write_Bps * devices)
 
 
-@lru_cache(maxsize=1024)
-def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic, _generation) -> dict[str, Tier]:
-    """node_tiers for scalar capacities, cached per hardware-catalog generation (searches
-    revisit the same capacities; the paths' size curves cost ~0.1 ms to build)."""
-    return node_tiers(key, gpu, dram_B=dram_B, cxl_B=cxl_B, ssd_B=ssd_B, remote_B=1.0, nic=nic)
+def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
+    """node_tiers for scalar capacities, memoised in the active catalog (searches revisit the
+    same capacities; the paths' size curves cost ~0.1 ms to build)."""
+    return current().cached("node_tiers", (key, gpu, dram_B, cxl_B, ssd_B, nic), lambda: node_tiers(
+        key, gpu, dram_B=dram_B, cxl_B=cxl_B, ssd_B=ssd_B, remote_B=1.0, nic=nic), maxsize=1024)
 
 
 def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
@@ -595,7 +609,7 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
     def scaled(v):
         return None if v is None else (0.0 if arr(v) else v * per_node)
     t = dict(_node_tiers(key, c.gpu, scaled(c.dram_B), scaled(c.cxl_B), scaled(c.ssd_B),
-                         c.nic, generation()))
+                         c.nic))
     if arr(c.dram_B):
         t["dram"] = dataclasses.replace(t["dram"], capacity_B=c.dram_B * per_node)
     if arr(c.cxl_B) or arr(c.ssd_B):
@@ -701,7 +715,7 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     link = get_link(get_gpu(c.gpu).scale_up_link if same_node else (c.nic or node.nic_link))
     per_gpu = (link.achieved_bw_Bps if same_node
                else node.nics * link.achieved_bw_Bps / node.gpus_per_node)
-    kv_B = I * get_model(c.model).kv_bytes_per_token(_kv_precision(c)) / c.tp
+    kv_B = I * get_model(c.model).kv_bytes_per_token(kv_precision(c)) / c.tp
     t_tr = kv_B / per_gpu + link.latency_s
     L = get_model(c.model).num_layers
     slow = t_tr - (p.ttft_s - p.queue_wait_s)  # NaN (inf - inf) where the prefill is unstable
@@ -735,6 +749,13 @@ def _combine(parts: dict) -> dict[str, Any]:
 
 
 # ---- cost and goodput ------------------------------------------------------------------------
+def cost_per_hour(c: Cluster) -> Any:
+    """Hardware cost of the whole cluster, $/h: nodes at their price, extra DRAM/CXL/SSD beyond
+    the node template and the central pool's media amortised over ``hardware_amortization``."""
+    _, node, _, per_node = layout(c)
+    return _cost_per_hour(c, node, per_node)
+
+
 def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
     n = (c.prefill_instances + c.decode_instances) or c.instances
     nodes = math.ceil(n / per_node)
@@ -792,9 +813,11 @@ def _reasons(m_reason, util: dict[str, Any], net_ok, stable, shape) -> Any:
     return reason
 
 
-def evaluate(c: Cluster, w: Workload) -> ClusterResult:
+@catalog_arg
+def evaluate(c: Cluster, w: Workload, catalog: Any = None) -> ClusterResult:
     """Closed-form evaluation of a cluster on a workload (see the module docstring); the
-    fields listed there may be numpy arrays, evaluated in one vectorised pass."""
+    fields listed there may be numpy arrays, evaluated in one vectorised pass. ``catalog``:
+    the :class:`kvmodel.Catalog` that names are looked up in (default: the active one)."""
     c, lam, shape = _resolve(_named_policies(c), w)
     if shape is None:
         return _evaluate(c, w, lam, None)
@@ -814,8 +837,8 @@ def _check_workload(w: Workload) -> None:
 def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
     _check_workload(w)
-    key, node, n, per_node = _layout(c)
-    block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(_kv_precision(c))
+    key, node, n, per_node = layout(c)
+    block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(kv_precision(c))
     hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
     imb = _imbalance(c, w, n)
     util = _network(c, w, node, hits, block_B, lam)
@@ -866,6 +889,101 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         util = {k: full(v) for k, v in util.items()}
     return ClusterResult(**out, stable=stable, reason=reason, hit_ratio=hit_ratio,
                          utilisation=util, instances=parts, closed_forms=_closed_forms(c, n))
+
+
+# ---- derived quantities of a configuration (used by kvmodel.search) --------------------------
+def inclusive_tiers(c: Cluster, w: Workload) -> Cluster:
+    """The cluster with the effective capacities of an inclusive hierarchy: each lower tier adds
+    only the capacity beyond the largest tier above it (it also holds their blocks). Capacities
+    may be arrays."""
+    key, node, n, per_node = layout(c)
+    tok = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
+                             round(w.output_len), c.framework)
+    kv_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
+    hbm = c.hbm_cache_fraction * tok * kv_B
+    dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
+    ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
+    top, eff = hbm, []
+    for cap in (dram, c.cxl_B, ssd):  # numpy maximum: capacities may be arrays (grid)
+        eff.append(_same(np.maximum(0.0, np.asarray(cap) - top)))
+        top = np.maximum(top, cap)
+    return dataclasses.replace(c, dram_B=eff[0], cxl_B=eff[1], ssd_B=eff[2])
+
+
+def _same(v):
+    """A 0-d array back to a Python float (the scalar path keeps scalar fields)."""
+    return float(v) if np.ndim(v) == 0 else v
+
+
+def tier_utilisation(c: Cluster, w: Workload, write: str, inclusive: bool) -> float:
+    """Highest tier-path utilisation of one node (HBM, DRAM, CXL, SSD) under the write policy
+    (``through`` | ``back``), from :func:`kvmodel.place`; scalar capacities only."""
+    from .placement import place
+    key, node, n, per_node = layout(c)
+    tiers = node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
+                       cxl_B=c.cxl_B * per_node,
+                       ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
+    tok = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
+                             round(w.output_len), c.framework)
+    tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
+    chain = [Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node, None)]
+    chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
+    nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
+    rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
+    pl = place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B, block_rate=rate,
+               inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node)
+    return float(np.max(pl.utilisation))
+
+
+#: ClusterResult field of each SLO percentile
+TTFT_PERCENTILES = {"mean": "ttft_s", "p90": "ttft_p90_s", "p99": "ttft_p99_s"}
+TPOT_PERCENTILES = {"mean": "tpot_s", "p99": "tpot_p99_s"}
+
+
+def _slo_targets(w: Workload, ttft_percentile: str, tpot_percentile: str, ttft_slo_s, tpot_slo_s):
+    if ttft_percentile not in TTFT_PERCENTILES:
+        raise ValueError(f"ttft_percentile={ttft_percentile!r}; allowed: {list(TTFT_PERCENTILES)}")
+    if tpot_percentile not in TPOT_PERCENTILES:
+        raise ValueError(f"tpot_percentile={tpot_percentile!r}; allowed: {list(TPOT_PERCENTILES)}")
+    return (TTFT_PERCENTILES[ttft_percentile], TPOT_PERCENTILES[tpot_percentile],
+            w.ttft_slo_s if ttft_slo_s is None else ttft_slo_s,
+            w.tpot_slo_s if tpot_slo_s is None else tpot_slo_s)
+
+
+def meets_slo(c: Cluster, w: Workload, rate: Any, ttft_percentile: str = "p99",
+              tpot_percentile: str = "p99", ttft_slo_s: float | None = None,
+              tpot_slo_s: float | None = None) -> Any:
+    """Whether the cluster is stable at request rate(s) ``rate`` with the TTFT/TPOT
+    percentiles within the SLOs (default: the workload's); a bool array for array inputs."""
+    t_f, d_f, t_slo, d_slo = _slo_targets(w, ttft_percentile, tpot_percentile, ttft_slo_s,
+                                          tpot_slo_s)
+    r = evaluate(c, w.with_rate(rate))
+    return (np.asarray(r.stable) & (np.asarray(getattr(r, t_f)) <= t_slo)
+            & (np.asarray(getattr(r, d_f)) <= d_slo))
+
+
+def max_rate_at_slo(c: Cluster, w: Workload, ttft_percentile: str = "p99",
+                    tpot_percentile: str = "p99", ttft_slo_s: float | None = None,
+                    tpot_slo_s: float | None = None, iters: int = 12) -> Any:
+    """Largest request rate (bisection, relative precision 2**-iters of the bracket) at which
+    :func:`meets_slo` holds; 0 when even a trickle misses the SLOs. Works elementwise when the
+    cluster's capacity fields are arrays (every step is one vectorised evaluate); a float for
+    a scalar cluster."""
+    def meets(rate):
+        return meets_slo(c, w, rate, ttft_percentile, tpot_percentile, ttft_slo_s, tpot_slo_s)
+    hi0 = max(w.rate, 1e-3)
+    trickle = meets(hi0 * 1e-3)
+    shape = np.shape(trickle)
+    lo, hi = np.zeros(shape), np.full(shape, hi0)
+    grow = np.ones(shape, dtype=bool)
+    while grow.any():  # widen the bracket: x4 while the SLOs still hold
+        grow &= meets(hi) & (hi < 1e6)
+        lo, hi = np.where(grow, hi, lo), np.where(grow, hi * 4, hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        ok = meets(mid)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return _same(np.where(trickle, lo, 0.0))
 
 
 # ---- configuration files ---------------------------------------------------------------------

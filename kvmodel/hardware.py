@@ -1,18 +1,25 @@
 """Hardware catalog: validated, frozen specs built once from ``hardware_db`` files.
 
-Public entry points: :func:`get_gpu`, :func:`get_link`, :func:`get_memory`, :func:`get_node`,
-:func:`get_framework`, :func:`list_entries`, :func:`load_hardware` (add a user file).
+Public entry points: :class:`Catalog` (a set of entries, passed to the library as
+``catalog=``), :func:`get_gpu`, :func:`get_link`, :func:`get_memory`, :func:`get_node`,
+:func:`get_framework`, :func:`list_entries` (each takes ``catalog=``; default: the active
+catalog, see :func:`use_catalog`), :func:`load_hardware` / :func:`reset_catalog` (add a user
+file to / reset the default catalog).
 All spec attributes are SI floats (bytes, seconds, B/s, FLOP/s, W, USD); the sourced
 :class:`Quantity` behind each number is in ``spec.quantities``.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from ._schema import (SCHEMAS, Curve, HardwareDBError, Quantity, RawDB, check_refs, load_file)
 
@@ -20,6 +27,7 @@ __all__ = [
     "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec", "HardwareDBError",
     "Quantity", "data_dir", "get_gpu", "get_link", "get_memory", "get_node", "get_framework",
     "get_calibration", "list_entries", "load_hardware", "raw_entry", "reset_catalog",
+    "Catalog", "current", "use_catalog", "catalog_arg",
 ]
 
 
@@ -185,134 +193,219 @@ def _framework(key: str, e: dict[str, Any]) -> FrameworkSpec:
 _BUILDERS = {"gpu": _gpu, "link": _link, "memory": _memory, "node": _node, "framework": _framework}
 
 
-class _Catalog:
-    def __init__(self) -> None:
-        self.raw = RawDB()
-        self.specs: dict[str, dict[str, Any]] = {s: {} for s in SCHEMAS}
-        self.frozen: dict[str, Any] = {}
-        base = data_dir()
-        files = sorted(base.glob("*.toml")) + sorted((base / "models").glob("*.toml"))
-        extra = [Path(p) for p in os.environ.get("KVMODEL_HARDWARE", "").split(os.pathsep) if p]
-        for path in files:
-            load_file(path, self.raw)
-        for path in extra:
-            load_file(path, self.raw, replace=True)
-        self._build()
+_IDS = itertools.count(1)
 
-    def _build(self) -> None:
-        self.frozen = {}
-        check_refs(self.raw)
+
+class Catalog:
+    """Hardware entries, models and calibration: an immutable set of validated ``hardware_db``
+    files, plus the caches of values derived from them.
+
+    ``Catalog.default()`` is the bundled database (and the files in ``$KVMODEL_HARDWARE``);
+    ``cat.with_file(path)`` returns a new catalog with a user file added (its entries override
+    those of the same key; ``new.added`` names them) and leaves ``cat`` as it was, also when
+    the file is rejected. Pass a catalog to the library (``estimate(..., catalog=cat)``,
+    ``evaluate(cluster, workload, catalog=cat)``, ``get_gpu(name, catalog=cat)``) or make it
+    the active one for a block (``with use_catalog(cat): ...``).
+
+    Caching has one scheme: every value derived from the entries (specs, models, the
+    calibration's SI numbers, the cluster layer's capacities and tiers) is memoised in the
+    catalog object itself (:meth:`cached`), so a new catalog starts with empty caches and
+    nothing is ever invalidated. ``version`` is unique per catalog (a cache key for caches
+    outside the library, e.g. Streamlit's).
+    """
+
+    def __init__(self, raw: RawDB, files: tuple[Path, ...] = (), added: tuple[str, ...] = ()):
+        check_refs(raw)
+        self._raw, self.files, self.added = raw, files, added
+        self.version = next(_IDS)
+        self._memo: dict[str, dict[Any, Any]] = {}
+        self._specs: dict[str, dict[str, Any]] = {s: {} for s in SCHEMAS}
         for section, build in _BUILDERS.items():
-            for key, e in self.raw.entries[section].items():
+            for key, e in raw.entries[section].items():
                 try:
-                    self.specs[section][key] = build(key, e)
+                    self._specs[section][key] = build(key, e)
                 except HardwareDBError as exc:
-                    raise HardwareDBError(f"{self.raw.origin[(section, key)]}: {exc}") from None
+                    raise HardwareDBError(f"{raw.origin[(section, key)]}: {exc}") from None
 
-    def add(self, path: Path) -> list[str]:
-        before = {(s, k) for s in SCHEMAS for k in self.raw.entries[s]}
-        saved = ({s: dict(e) for s, e in self.raw.entries.items()}, dict(self.raw.origin))
+    @classmethod
+    def bundled(cls) -> "Catalog":
+        """A new catalog of the bundled ``hardware_db`` plus the files in ``$KVMODEL_HARDWARE``."""
+        raw = RawDB()
+        base = data_dir()
+        for path in sorted(base.glob("*.toml")) + sorted((base / "models").glob("*.toml")):
+            load_file(path, raw)
+        extra = tuple(Path(p) for p in os.environ.get("KVMODEL_HARDWARE", "").split(os.pathsep)
+                      if p)
+        for path in extra:
+            load_file(path, raw, replace=True)
+        return cls(raw, extra)
+
+    @classmethod
+    def default(cls) -> "Catalog":
+        """The process-wide default catalog (built on first use; :func:`load_hardware` adds
+        files to it, :func:`reset_catalog` forgets them)."""
+        if _DEFAULT[0] is None:
+            _DEFAULT[0] = cls.bundled()
+        return _DEFAULT[0]
+
+    def with_file(self, path: str | os.PathLike[str]) -> "Catalog":
+        """A new catalog with the entries of a user file in the ``hardware_db`` format added
+        (or overriding); ``.added`` lists its ``section.key`` names. Errors name the file and
+        field; ``self`` never changes."""
+        path = Path(path)
+        raw = RawDB({s: dict(e) for s, e in self._raw.entries.items()}, dict(self._raw.origin))
+        load_file(path, raw, replace=True)
+        before = self._raw.entries
+        added = tuple(f"{s}.{k}" for s in SCHEMAS for k in raw.entries[s]
+                      if k not in before[s] or raw.origin[(s, k)] == str(path))
+        return Catalog(raw, self.files + (path,), added)
+
+    load = with_file
+
+    # ---- look-ups -------------------------------------------------------------------------
+    def entries(self, section: str) -> list[str]:
+        """Sorted keys of a section: gpu, link, memory, node, framework, model, calibration."""
+        if section not in SCHEMAS:
+            raise ValueError(f"section={section!r} not one of {sorted(SCHEMAS)}")
+        return sorted(self._raw.entries[section])
+
+    def raw(self, section: str, key: str) -> dict[str, Any]:
+        """The validated fields of one entry (KeyError naming the known keys)."""
+        if section not in SCHEMAS:
+            raise ValueError(f"section={section!r} not one of {sorted(SCHEMAS)}")
+        entries = self._raw.entries[section]
+        k = key.lower()
+        if k not in entries:
+            raise KeyError(f"unknown {section} {key!r}; known: {', '.join(sorted(entries))}")
+        return entries[k]
+
+    def spec(self, section: str, key: Any) -> Any:
+        """The frozen spec of an entry (a spec object passes through unchanged)."""
+        if not isinstance(key, str):
+            return key  # already a spec object (user-built)
+        specs = self._specs[section]
+        if key in specs:
+            return specs[key]
+        self.raw(section, key)
+        return specs[key.lower()]
+
+    @property
+    def calibration(self) -> Mapping[str, Quantity]:
+        """The calibrated model parameters (``[calibration.model]`` in calibration.toml)."""
+        return self.cached("calibration", None, lambda: _frozen(self.raw("calibration", "model")))
+
+    def params(self) -> dict[str, float]:
+        """The calibration as SI floats (shared: do not modify)."""
+        return self.cached("calibration_si", None,
+                           lambda: {k: q.si for k, q in self.calibration.items()})
+
+    def cached(self, name: str, key: Any, compute: Callable[[], Any], maxsize: int = 4096) -> Any:
+        """``compute()`` memoised in this catalog under (``name``, ``key``); a table that
+        outgrows ``maxsize`` starts again (bounded memory in long searches)."""
+        table = self._memo.setdefault(name, {})
         try:
-            load_file(path, self.raw, replace=True)
-            self._build()
-        except HardwareDBError:  # a rejected file leaves the catalog as it was
-            self.raw.entries, self.raw.origin = saved
-            self._build()
-            raise
-        return [f"{s}.{k}" for s in SCHEMAS for k in self.raw.entries[s]
-                if (s, k) not in before or self.raw.origin[(s, k)] == str(path)]
+            return table[key]
+        except KeyError:
+            pass
+        if len(table) >= maxsize:
+            table.clear()
+        value = table[key] = compute()
+        return value
+
+    def __repr__(self) -> str:
+        extra = ", ".join(str(p) for p in self.files)
+        return f"Catalog(version={self.version}, files=[{extra}])"
 
 
-_CATALOG: _Catalog | None = None
-_GENERATION = [0]  # bumped whenever the catalog changes: caches of derived values key on it
+_DEFAULT: list[Catalog | None] = [None]
+_ACTIVE: ContextVar[Catalog | None] = ContextVar("kvmodel_catalog", default=None)
 
 
-def generation() -> int:
-    """A counter that changes whenever the catalog changes (load_hardware, reset_catalog);
-    caches of values derived from hardware entries include it in their key."""
-    return _GENERATION[0]
+def current() -> Catalog:
+    """The active catalog: the one of the innermost :func:`use_catalog` block (of this thread
+    or task), else the default one."""
+    cat = _ACTIVE.get()
+    return Catalog.default() if cat is None else cat
 
 
-def _catalog() -> _Catalog:
-    global _CATALOG
-    if _CATALOG is None:
-        _CATALOG = _Catalog()
-    return _CATALOG
+@contextmanager
+def use_catalog(catalog: Catalog | None) -> Iterator[Catalog]:
+    """Make ``catalog`` the active one inside the block (None: leave the active one)."""
+    if catalog is None:
+        yield current()
+        return
+    if not isinstance(catalog, Catalog):
+        raise TypeError(f"catalog={catalog!r}: expected a kvmodel.Catalog or None")
+    token = _ACTIVE.set(catalog)
+    try:
+        yield catalog
+    finally:
+        _ACTIVE.reset(token)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def catalog_arg(fn: F) -> F:
+    """Decorator: the function takes ``catalog=`` (a :class:`Catalog` or None) and runs with
+    it active, so that every look-up it makes, however deep, uses that catalog."""
+    @functools.wraps(fn)
+    def run(*args: Any, catalog: Catalog | None = None, **kwargs: Any) -> Any:
+        if catalog is None:
+            return fn(*args, **kwargs)
+        with use_catalog(catalog):
+            return fn(*args, **kwargs)
+    return run  # type: ignore[return-value]
 
 
 def reset_catalog() -> None:
-    """Forget user-added files; the next lookup reloads the bundled database."""
-    global _CATALOG
-    _CATALOG = None
-    _GENERATION[0] += 1
-    from . import models
-    models._clear_cache()
+    """Forget the files added to the default catalog; the next lookup reloads the bundled
+    database (other catalogs are not affected)."""
+    _DEFAULT[0] = None
 
 
 def load_hardware(path: str | os.PathLike[str]) -> list[str]:
-    """Validate a user file in the ``hardware_db`` format and add (or override) its entries.
+    """Validate a user file in the ``hardware_db`` format and add (or override) its entries in
+    the default catalog (``Catalog.with_file`` for a catalog of your own).
 
-    Returns the ``section.key`` names it defined. Errors name the file and field.
+    Returns the ``section.key`` names it defined. Errors name the file and field; a rejected
+    file leaves the catalog as it was.
     """
-    try:
-        return _catalog().add(Path(path))
-    finally:
-        _GENERATION[0] += 1
+    cat = Catalog.default().with_file(path)
+    _DEFAULT[0] = cat
+    return list(cat.added)
 
 
-def list_entries(section: str) -> list[str]:
+def list_entries(section: str, catalog: Catalog | None = None) -> list[str]:
     """Sorted keys of a section: gpu, link, memory, node, framework, model."""
-    if section not in SCHEMAS:
-        raise ValueError(f"section={section!r} not one of {sorted(SCHEMAS)}")
-    return sorted(_catalog().raw.entries[section])
+    return (catalog or current()).entries(section)
 
 
-def raw_entry(section: str, key: str) -> Mapping[str, Any]:
+def raw_entry(section: str, key: str, catalog: Catalog | None = None) -> Mapping[str, Any]:
     """The validated fields of one entry (quantities with their sources)."""
-    return _frozen(_lookup_raw(section, key))
+    return _frozen((catalog or current()).raw(section, key))
 
 
-def _lookup_raw(section: str, key: str) -> dict[str, Any]:
-    entries = _catalog().raw.entries[section]
-    k = key.lower()
-    if k not in entries:
-        raise KeyError(f"unknown {section} {key!r}; known: {', '.join(sorted(entries))}")
-    return entries[k]
+def get_gpu(key: str | GPUSpec, catalog: Catalog | None = None) -> GPUSpec:
+    return (catalog or current()).spec("gpu", key)
 
 
-def _get(section: str, key: Any) -> Any:
-    if not isinstance(key, str):
-        return key  # already a spec object (user-built)
-    specs = _catalog().specs[section]
-    if key in specs:
-        return specs[key]
-    _lookup_raw(section, key)
-    return specs[key.lower()]
+def get_link(key: str | LinkSpec, catalog: Catalog | None = None) -> LinkSpec:
+    return (catalog or current()).spec("link", key)
 
 
-def get_gpu(key: str | GPUSpec) -> GPUSpec:
-    return _get("gpu", key)
+def get_memory(key: str | MemorySpec, catalog: Catalog | None = None) -> MemorySpec:
+    return (catalog or current()).spec("memory", key)
 
 
-def get_link(key: str | LinkSpec) -> LinkSpec:
-    return _get("link", key)
+def get_node(key: str | NodeSpec, catalog: Catalog | None = None) -> NodeSpec:
+    return (catalog or current()).spec("node", key)
 
 
-def get_memory(key: str | MemorySpec) -> MemorySpec:
-    return _get("memory", key)
+def get_framework(key: str | FrameworkSpec, catalog: Catalog | None = None) -> FrameworkSpec:
+    return (catalog or current()).spec("framework", key)
 
 
-def get_node(key: str | NodeSpec) -> NodeSpec:
-    return _get("node", key)
-
-
-def get_framework(key: str | FrameworkSpec) -> FrameworkSpec:
-    return _get("framework", key)
-
-
-def get_calibration() -> Mapping[str, Quantity]:
+def get_calibration(catalog: Catalog | None = None) -> Mapping[str, Quantity]:
     """The calibrated model parameters (``[calibration.model]`` in calibration.toml)."""
-    cat = _catalog()
-    if "calibration" not in cat.frozen:
-        cat.frozen["calibration"] = _frozen(_lookup_raw("calibration", "model"))
-    return cat.frozen["calibration"]
+    return (catalog or current()).calibration

@@ -13,9 +13,12 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ._schema import HardwareDBError, parse_entry
+
+if TYPE_CHECKING:
+    from .hardware import Catalog
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token"]
@@ -187,15 +190,6 @@ def _check_model(m: ModelSpec) -> None:
         raise HardwareDBError(f"{where}: experts_per_token > num_experts")
 
 
-_CACHE: dict[str, ModelSpec] = {}
-_INDEX: dict[str, str] = {}
-
-
-def _clear_cache() -> None:
-    _CACHE.clear()
-    _INDEX.clear()
-
-
 _SUFFIXES = ("-instruct", "-chat", "-hf", "-base", "-it")
 
 
@@ -218,23 +212,26 @@ def _candidates(name: str) -> list[str]:
     return out
 
 
-def _index() -> dict[str, str]:
-    if not _INDEX:
-        from .hardware import _catalog
-        for key, e in _catalog().raw.entries["model"].items():
-            for alias in (key, e["hf_id"], *e.get("aliases", ())):
-                for c in _candidates(alias)[:2]:
-                    _INDEX.setdefault(c, key)
-    return _INDEX
+def _index(cat: "Catalog") -> dict[str, str]:
+    """Every accepted spelling (key, published name, alias) -> model key, built once per catalog."""
+    index: dict[str, str] = {}
+    for key in cat.entries("model"):
+        e = cat.raw("model", key)
+        for alias in (key, e["hf_id"], *e.get("aliases", ())):
+            for c in _candidates(alias)[:2]:
+                index.setdefault(c, key)
+    return index
 
 
-def list_models() -> list[str]:
+def list_models(catalog: "Catalog | None" = None) -> list[str]:
     from .hardware import list_entries
-    return list_entries("model")
+    return list_entries("model", catalog)
 
 
-def get_model(name: str | ModelSpec | os.PathLike[str]) -> ModelSpec:
-    """Catalog model by key, published name or alias (case-insensitive), or a config.json path."""
+def get_model(name: str | ModelSpec | os.PathLike[str], catalog: "Catalog | None" = None
+              ) -> ModelSpec:
+    """Catalog model by key, published name or alias (case-insensitive), or a config.json path.
+    ``catalog``: where to look names up (default: the active catalog)."""
     if isinstance(name, ModelSpec):
         return name
     if isinstance(name, os.PathLike) or (isinstance(name, str) and name.endswith(".json")
@@ -242,17 +239,18 @@ def get_model(name: str | ModelSpec | os.PathLike[str]) -> ModelSpec:
         return load_hf_config(name)
     if not isinstance(name, str):
         raise TypeError(f"model must be a name, a ModelSpec or a config.json path, got {name!r}")
-    if name in _CACHE:
-        return _CACHE[name]
-    index = _index()
+    from .hardware import current
+    cat = catalog or current()
+    return cat.cached("model", name, lambda: _lookup(cat, name))
+
+
+def _lookup(cat: "Catalog", name: str) -> ModelSpec:
+    index = cat.cached("model_index", None, lambda: _index(cat))
     for c in _candidates(name):
         if c in index:
             key = index[c]
-            if key not in _CACHE:
-                from .hardware import _catalog
-                _CACHE[key] = _spec_from_entry(key, _catalog().raw.entries["model"][key])
-            return _CACHE[key]
-    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())} "
+            return cat.cached("model", key, lambda: _spec_from_entry(key, cat.raw("model", key)))
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(cat.entries('model'))} "
                    "(or pass a Hugging Face config.json path)")
 
 

@@ -73,14 +73,14 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import (_check_static, _kv_per_seq, _memory_fit, _num, _parallelism, _params,
-                        _precision, _Reasons, _setup)
+from ._instance import (Reasons, check_static, kv_per_seq, memory_fit, num, parallelism, params,
+                        precision_arg, setup)
 from ._fields import add_aliases
 from ._prefix import load_seconds
 from ._reuse_exact import LRUCache, _cached_prefix, _serve
 from ._roofline import Setup, step_ops
 from ._trace_types import Trace
-from .hardware import get_framework, get_gpu
+from .hardware import catalog_arg, get_framework, get_gpu
 from .policies import ROUTING
 from .policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
                                make_policy, policy_params)
@@ -289,17 +289,17 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
             max_batch_size, prefix_blocks, block_tokens, cache_tier, node) -> _Config:
     """Build the instance like ``estimate``: Setup, calibration, memory fit; validate."""
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
-    precision = _precision("precision", precision)
-    kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
+    precision = precision_arg("precision", precision)
+    kv = precision_arg("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
                                                      else precision))
-    tp, pp, ep, _, _ = _parallelism(m, tp, pp, 1, None)
-    cal = _params()
-    s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
-    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
-    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
-    r = _Reasons(())
-    _check_static(r, m, g, tp, pp, precision, kv)
-    _, kv_cap, _ = _memory_fit(r, s, cal, 1.0, 1.0, mnt, mbs)
+    tp, pp, ep, _, _ = parallelism(m, tp, pp, 1, None)
+    cal = params()
+    s = setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    mnt = cal["max_num_tokens"] if max_num_tokens is None else num("max_num_tokens", max_num_tokens)
+    mbs = cal["max_batch_size"] if max_batch_size is None else num("max_batch_size", max_batch_size)
+    r = Reasons(())
+    check_static(r, m, g, tp, pp, precision, kv)
+    _, kv_cap, _ = memory_fit(r, s, cal, 1.0, 1.0, mnt, mbs)
     if not r.feasible:
         raise ValueError(f"infeasible instance: {r.reason}")
     tier = _tier(cache_tier, node, g.key)
@@ -441,7 +441,7 @@ class _Sim:
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
         self.arr = tr.arrival_s.tolist()
         self.ready = [a + cfg.req_s for a in self.arr]
-        self.res = np.asarray(_kv_per_seq(cfg.setup.model, tr.input_len + tr.output_len)).tolist()
+        self.res = np.asarray(kv_per_seq(cfg.setup.model, tr.input_len + tr.output_len)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
         n = len(self.arr)
         self.hit_tok, self.load_s = [0] * n, [0.0] * n
@@ -737,13 +737,14 @@ class _Sim:
 
 # ------------------------------------------------------------------------------ public
 
+@catalog_arg
 def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
              precision: str = "bf16", kv_precision: str | None = None,
              framework="tensorrt-llm", max_num_tokens=None, max_batch_size=None,
              routing: str | RoutingPolicy = "round_robin", seed: int = 0,
              prefix_cache_blocks: int = 0, block_tokens: int | None = None,
              cache_tier: str | Tier = "hbm", node: str | None = None, epsilon: float = 0.25,
-             routing_params: dict | None = None) -> SimResult:
+             routing_params: dict | None = None, catalog: Any = None) -> SimResult:
     """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
 
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
@@ -756,7 +757,8 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     ``prefix_affinity_bounded``'s load bound, tie-breaking draws) unless ``routing_params``
     sets them. ``prefix_cache_blocks``: LRU prefix
     cache per instance, in hash blocks of ``block_tokens`` tokens (default: the trace's), held
-    in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`).
+    in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`). ``catalog``:
+    the :class:`kvmodel.Catalog` that names are looked up in (default: the active one).
 
     Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
     unsupported precision, TP not dividing the heads) or a request whose reservation exceeds an

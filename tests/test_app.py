@@ -261,7 +261,8 @@ def test_hardware_browse_and_custom_gpu(fresh_catalog):
     at.selectbox(key="gpu").set_value("my-h100-sxm").run()
     clean(at)
     e = kvmodel.estimate("llama-3.1-70b", "my-h100-sxm", tp=8, precision="fp8", input_len=2048,
-                         output_len=128, batch=1)
+                         output_len=128, batch=1, catalog=at.session_state[ui.CATALOG])
+    assert "my-h100-sxm" not in kvmodel.list_entries("gpu")  # this session's catalog only
     assert metric(at, "HBM") == ui.fmt_bytes(141e9)
     assert metric(at, "TTFT (ms)") == ui.fmt_ms(e.ttft_s)
 

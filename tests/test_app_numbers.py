@@ -212,7 +212,8 @@ def test_hardware_default_custom_gpu_form_submits(fresh_catalog):
     at.button[0].click().run()  # the form exactly as it opens: no field touched
     assert not at.exception and not at.error, texts(at.error)
     assert "gpu.my-h100-sxm" in texts(at.success)
-    g, h = kvmodel.get_gpu(key="my-h100-sxm"), kvmodel.get_gpu(key="h100-sxm")
+    cat = at.session_state[ui.CATALOG]
+    g, h = kvmodel.get_gpu(key="my-h100-sxm", catalog=cat), kvmodel.get_gpu(key="h100-sxm")
     assert g.hbm_capacity_B == pytest.approx(h.hbm_capacity_B)
 
 

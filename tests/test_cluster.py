@@ -119,17 +119,17 @@ def test_more_pool_hits_never_raise_ttft(workload):
 
 
 def test_capacity_cache_sees_hardware_changes(tmp_path, toy_gpu):
-    """The per-instance KV capacity is cached, but per catalog generation: redefining the GPU
+    """The per-instance KV capacity is memoised per catalog: redefining the GPU
     (load_hardware) changes it."""
     from conftest import TOY_GPU
     from kvmodel import cluster
     args = ("llama-3.1-8b", "toy", 1, "bf16", 1024, 128, "tensorrt-llm")
-    small = cluster._kv_capacity_tokens(*args)
-    assert cluster._kv_capacity_tokens(*args) == small
+    small = cluster.kv_capacity_tokens(*args)
+    assert cluster.kv_capacity_tokens(*args) == small
     p = tmp_path / "bigger.toml"
     p.write_text(TOY_GPU.replace("value = 100, unit = \"GB\"", "value = 200, unit = \"GB\""))
     kvmodel.load_hardware(p)
-    assert cluster._kv_capacity_tokens(*args) > 1.5 * small
+    assert cluster.kv_capacity_tokens(*args) > 1.5 * small
 
 
 @pytest.mark.parametrize("eviction", ["lru", "fifo", "lfu", "s3fifo", "arc", "lru-admit-reuse"])

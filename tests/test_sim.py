@@ -6,7 +6,7 @@ import pytest
 
 import kvmodel
 import kvmodel.sim as sim
-from kvmodel._estimate import _params, _setup
+from kvmodel._instance import params as _params, setup as _setup
 from kvmodel._reuse_exact import replay
 from kvmodel._roofline import step_ops
 from kvmodel.hardware import get_framework, get_gpu

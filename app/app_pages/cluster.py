@@ -107,7 +107,7 @@ def cluster_inputs() -> dict[str, Any]:
 
 @st.cache_data(show_spinner="Evaluating clusters…", max_entries=256)
 def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
-             cfg: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+             cfg: tuple[tuple[str, Any], ...], catalog_key: int) -> dict[str, Any]:
     """One row of results (or the error message) for a cluster configuration."""
     c, err = ui.guarded(kvmodel.Cluster, **dict(cfg))
     r, err = (None, err) if err else ui.guarded(kvmodel.evaluate, c=c, w=_w)
@@ -125,7 +125,8 @@ def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
 
 
 def run_grid(wkey: str, w: Any, configs: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [evaluate(wkey, w, w.rate, (w.ttft_slo_s, w.tpot_slo_s), tuple(sorted(cfg.items())))
+    rows = [evaluate(wkey, w, w.rate, (w.ttft_slo_s, w.tpot_slo_s), tuple(sorted(cfg.items())),
+                     ui.catalog_key())
             for cfg in configs]
     df = pd.DataFrame(rows)
     for col in METRICS:

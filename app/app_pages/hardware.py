@@ -139,8 +139,7 @@ def gpu_form(template: str) -> dict[str, Any] | None:
 def load_custom(toml_text: str) -> None:
     keys, err = ui.register_hardware(toml_text)
     if err:
-        st.error(f"kvmodel.load_hardware rejected the file: {err}")
-        ui.ensure_custom_hardware()
+        st.error(f"kvmodel rejected the file (nothing was loaded): {err}")
         return
     hw = [h for h in st.session_state.get(ui.CUSTOM_HW, []) if not set(h["keys"]) & set(keys)]
     st.session_state[ui.CUSTOM_HW] = hw + [{"toml": toml_text, "keys": keys}]
@@ -150,7 +149,8 @@ def load_custom(toml_text: str) -> None:
 def custom() -> None:
     st.header("Your own GPU")
     st.caption("Describe a GPU; it is written as a hardware_db TOML file, validated by "
-               "`kvmodel.load_hardware` and added to the catalog (for this app process).")
+               "`kvmodel.Catalog.with_file` and added to this browser session's catalog "
+               "(other sessions do not see it).")
     template = ui.select("Start from", kvmodel.list_entries(section="gpu"), "template", "h100-sxm")
     f = gpu_form(template)
     if f is not None:

@@ -241,7 +241,7 @@ def grid(mod: Any) -> None:
         st.query_params["grid"] = space  # the results are part of the link
     if st.query_params.get("grid") != space:
         return
-    g, err = grid_result(mod, space)
+    g, err = grid_result(mod, space, ui.catalog_key())
     if err:
         st.error(err)
         return
@@ -249,7 +249,7 @@ def grid(mod: Any) -> None:
 
 
 @st.cache_resource(show_spinner="Evaluating the grid…", max_entries=4)
-def grid_result(_mod: Any, space: str) -> tuple[Any, str]:
+def grid_result(_mod: Any, space: str, catalog_key: int) -> tuple[Any, str]:
     return ui.guarded(_mod.grid_search, space=space, max_points=GRID_LIMIT)
 
 

@@ -70,7 +70,7 @@ def tier_inputs(cfg: dict[str, Any]) -> dict[str, Any]:
 # ---- hit ratio vs capacity -----------------------------------------------------------------------
 @st.cache_data(show_spinner="Splitting hits across tiers…", max_entries=32)
 def placement(trace_key: str, _trace: Any, _tiers: list[Any], tier_key: tuple, block_B: float,
-              block_rate: float, inclusive: bool, method: str) -> tuple[list[dict], float, list[int]]:
+              block_rate: float, inclusive: bool, method: str, catalog_key: int) -> tuple[list[dict], float, list[int]]:
     p = kvmodel.place(trace=_trace, tiers=_tiers, block_bytes=block_B, block_rate=block_rate,
                       inclusive=inclusive, method=method)
     edges = np.asarray(p.capacity_blocks if inclusive else np.cumsum(p.capacity_blocks))
@@ -96,7 +96,7 @@ def hit_ratio_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     order = [k for k in ("hbm", "dram", "cxl", "ssd", "remote") if k in tiers]
     tier_key = (cfg["node"],) + tuple((k, tiers[k].capacity_B) for k in order)
     table, miss, edges = placement(key, trace, [tiers[k] for k in order], tier_key, block_B,
-                                   block_rate, inclusive, method)
+                                   block_rate, inclusive, method, ui.catalog_key())
     df = pd.DataFrame({"capacity_blocks": caps, "capacity_GB": np.asarray(caps) * block_B / GB,
                        "hit_ratio": curve})
     fig = go.Figure(go.Scatter(x=df["capacity_GB"], y=df["hit_ratio"], mode="lines",
@@ -165,7 +165,7 @@ def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
 # ---- break-even ----------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Break-even bandwidth…", max_entries=64)
 def break_even(model: str, gpu: str, n: int, P: tuple[int, ...], precision: str, kvp: str,
-               ideal: bool) -> list[float]:
+               ideal: bool, catalog_key: int) -> list[float]:
     return np.asarray(kvmodel.break_even_bandwidth(model=model, gpu=gpu, num_gpus=n, prefix_len=np.array(P),
                                                    precision=precision, kv_precision=kvp,
                                                    ideal=ideal), dtype=float).tolist()
@@ -182,6 +182,7 @@ def break_even_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     lib = dict(model=cfg["model"], gpu=cfg["gpu"], num_gpus=cfg["num_gpus"],
                precision=cfg["precision"], kv_precision=cfg["kv_precision"], ideal=ideal)
     B, err = ui.guarded(break_even, n=lib["num_gpus"], P=P, kvp=lib["kv_precision"],
+                        catalog_key=ui.catalog_key(),
                         **{k: lib[k] for k in ("model", "gpu", "precision", "ideal")})
     if err:
         st.error(f"Break-even: {err}")

@@ -241,45 +241,9 @@ def _cluster_kwargs(p: dict) -> tuple[dict, dict]:
     return kw, derived
 
 
-def _inclusive(c, w) -> Any:
-    """The cluster with effective capacities of an inclusive hierarchy: each lower tier adds
-    only the capacity beyond the largest tier above it (it also holds their blocks)."""
-    key, node, n, per_node = _cl._layout(c)
-    tok = _cl._kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
-                                  round(w.output_len), c.framework)
-    kv_B = kvmodel.get_model(c.model).kv_bytes_per_token(_cl._kv_precision(c))
-    hbm = c.hbm_cache_fraction * tok * kv_B
-    dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
-    ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
-    top, eff = hbm, []
-    for cap in (dram, c.cxl_B, ssd):  # numpy maximum: capacities may be arrays (grid)
-        eff.append(_same(np.maximum(0.0, np.asarray(cap) - top)))
-        top = np.maximum(top, cap)
-    return dataclasses.replace(c, dram_B=eff[0], cxl_B=eff[1], ssd_B=eff[2])
-
-
 def _same(v):
     """A 0-d array back to a Python float (the scalar path keeps scalar fields)."""
     return float(v) if np.ndim(v) == 0 else v
-
-
-def _tier_utilisation(c, w, write: str, inclusive: bool) -> float:
-    """Highest tier-path utilisation of one node under the write policy (kvmodel.place)."""
-    key, node, n, per_node = _cl._layout(c)
-    tiers = kvmodel.node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
-                               cxl_B=c.cxl_B * per_node,
-                               ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
-    tok = _cl._kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
-                                  round(w.output_len), c.framework)
-    tok_B = kvmodel.get_model(c.model).kv_bytes_per_token(_cl._kv_precision(c))
-    chain = [kvmodel.Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node, None)]
-    chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
-    nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
-    rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
-    pl = kvmodel.place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B,
-                       block_rate=rate, inclusive=inclusive, write=write,
-                       gpus_per_node=node.gpus_per_node)
-    return float(np.max(pl.utilisation))
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -289,39 +253,16 @@ def _raw(r) -> dict:
 
 
 def _percentile(m: dict, space: Space) -> tuple[float, float]:
-    t = {"mean": "ttft_s", "p90": "ttft_p90_s", "p99": "ttft_p99_s"}[space.slo["ttft_percentile"]]
-    d = {"mean": "tpot_s", "p99": "tpot_p99_s"}[space.slo["tpot_percentile"]]
-    return m[t], m[d]
-
-
-def _meets(c, w, rate, space: Space):
-    """Whether the SLO percentiles hold at request rate(s) ``rate`` (bool or bool array)."""
-    w2 = dataclasses.replace(w, request_rate=rate)
-    object.__setattr__(w2, "top", w.top_block_share)
-    r = kvmodel.evaluate(c, w2)
-    t, d = _percentile(_raw(r), space)
-    return np.asarray(r.stable) & (np.asarray(t) <= space.slo["ttft_s"]) \
-        & (np.asarray(d) <= space.slo["tpot_s"])
+    return (m[_cl.TTFT_PERCENTILES[space.slo["ttft_percentile"]]],
+            m[_cl.TPOT_PERCENTILES[space.slo["tpot_percentile"]]])
 
 
 def max_rate_at_slo(c, w, space: Space, iters: int = 12):
-    """Largest request rate (bisection, relative precision 2**-iters of the bracket) whose
-    TTFT/TPOT percentiles meet the space's SLOs; 0 when even a trickle misses them. Works
-    elementwise when the cluster's capacity fields are arrays (every step is one vectorised
-    evaluate); returns a float for a scalar cluster."""
-    hi0 = max(w.rate, 1e-3)
-    trickle = _meets(c, w, hi0 * 1e-3, space)
-    shape = np.shape(trickle)
-    lo, hi = np.zeros(shape), np.full(shape, hi0)
-    grow = np.ones(shape, dtype=bool)
-    while grow.any():  # widen the bracket: x4 while the SLOs still hold
-        grow &= _meets(c, w, hi, space) & (hi < 1e6)
-        lo, hi = np.where(grow, hi, lo), np.where(grow, hi * 4, hi)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        ok = _meets(c, w, mid, space)
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    return _same(np.where(trickle, lo, 0.0))
+    """Largest request rate whose TTFT/TPOT percentiles meet the space's SLOs
+    (:func:`kvmodel.cluster.max_rate_at_slo` with the space's percentiles and targets)."""
+    slo = space.slo
+    return _cl.max_rate_at_slo(c, w, slo["ttft_percentile"], slo["tpot_percentile"],
+                               slo["ttft_s"], slo["tpot_s"], iters=iters)
 
 
 def _constraint_values(m: dict, space: Space) -> list:
@@ -370,13 +311,12 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
     kw, derived = _cluster_kwargs(p)
     w = workload_for(space, p.get("block_tokens"))
     real = kvmodel.Cluster(**kw)
-    c = _inclusive(real, w) if p.get("placement") == "inclusive" else real
+    c = _cl.inclusive_tiers(real, w) if p.get("placement") == "inclusive" else real
     r = kvmodel.evaluate(c, w)
     m = {k: v for k, v in _raw(r).items() if not isinstance(v, dict)} | derived
     m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()}
     if c is not real:
-        key, node, n, per_node = _cl._layout(real)
-        m["cost_usd_per_h"] = _same(_cl._cost_per_hour(real, node, per_node))
+        m["cost_usd_per_h"] = _same(_cl.cost_per_hour(real))
         m["cost_usd_per_mtok"] = _same(np.minimum(_ratio(
             m["cost_usd_per_h"], np.asarray(m["output_tok_per_s"]) * 3600 / 1e6, math.inf),
             math.inf))
@@ -384,11 +324,11 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
         inclusive = p.get("placement") == "inclusive"
         n_pts = max((np.size(v) for v in p.values() if isinstance(v, np.ndarray)), default=0)
         if n_pts:  # kvmodel.place is scalar: one call per point
-            m["tier_utilisation"] = np.array([_tier_utilisation(
+            m["tier_utilisation"] = np.array([_cl.tier_utilisation(
                 kvmodel.Cluster(**_cluster_kwargs(_at(p, i))[0]), w, p["write_policy"],
                 inclusive) for i in range(n_pts)])
         else:
-            m["tier_utilisation"] = _tier_utilisation(real, w, p["write_policy"], inclusive)
+            m["tier_utilisation"] = _cl.tier_utilisation(real, w, p["write_policy"], inclusive)
     if {"throughput_at_slo", "requests_per_dollar_at_slo"} & set(space.metrics):
         if np.ndim(m["stable"]) == 0 and not m["stable"]:
             m["max_rate_at_slo"] = 0.0

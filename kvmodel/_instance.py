@@ -1,0 +1,170 @@
+"""The instance model's shared seam: what :mod:`kvmodel.sim`, :mod:`kvmodel.breakeven` and
+:mod:`kvmodel.cluster` share with :func:`kvmodel.estimate` — argument checks (:func:`num`,
+:func:`precision_arg`, :func:`parallelism`), the calibration in SI units (:func:`params`),
+the roofline setup of one instance (:func:`setup`), feasibility bookkeeping (:class:`Reasons`,
+:func:`check_static`), KV per sequence and the memory fit (:func:`kv_per_seq`,
+:func:`memory_fit`).
+
+**Import rule.** No kvmodel module imports another module's underscore names; what two
+modules share lives here under a public name (this module is private to the package, its
+names are not part of the public API). ``tests/test_catalog.py`` checks the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _xp as xp
+from ._roofline import Setup, memory_per_gpu
+from .hardware import FrameworkSpec, GPUSpec, current, get_link
+from .models import BYTES_PER_ELEMENT, ModelSpec
+
+__all__ = ["num", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
+           "kv_per_seq", "parallelism", "memory_fit"]
+
+
+def num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
+    if type(v) in (int, float):  # fast scalar path
+        if v >= minimum and v == v and v != float("inf") and (not integer or v == int(v)):
+            return float(v)
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
+    arr = np.asarray(v, dtype=float)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}={v!r}: expected finite numbers")
+    if np.any(arr < minimum):
+        raise ValueError(f"{name}: values must be >= {minimum}, got min {arr.min():g}")
+    if integer and np.any(arr != np.round(arr)):
+        raise ValueError(f"{name}: values must be integers")
+    return arr if arr.ndim else float(arr)
+
+
+def precision_arg(name: str, p: str) -> str:
+    if p not in BYTES_PER_ELEMENT:
+        raise ValueError(f"{name}={p!r}; allowed: {sorted(BYTES_PER_ELEMENT)}")
+    return p
+
+
+def params(calibration: Mapping[str, float] | None = None) -> Mapping[str, float]:
+    """The active catalog's calibration in SI floats, with ``calibration`` (parameter name ->
+    SI value) overriding some of them (e.g. the trial values of a fit)."""
+    base = current().params()
+    if not calibration:
+        return base
+    if not isinstance(calibration, Mapping):
+        raise TypeError(f"calibration={calibration!r}: expected a mapping of parameter name to "
+                        "SI value, or None")
+    unknown = sorted(set(calibration) - set(base))
+    if unknown:
+        raise ValueError(f"calibration: unknown parameter(s) {unknown}; allowed: {sorted(base)}")
+    return {**base, **{k: float(v) for k, v in calibration.items()}}
+
+
+def supported(g: GPUSpec, p: str) -> str:
+    """``p`` when the GPU has peak FLOP/s for it, else a stand-in it has (bf16, fp16, then any)
+    so that an unsupported precision is reported by :func:`check_static`, never a KeyError."""
+    for q in (p, "bf16", "fp16"):
+        if g.supports(q):
+            return q
+    return sorted(g.peak_flops)[0]
+
+
+def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
+           cal: Mapping[str, float]) -> Setup:
+    act = supported(g, "fp16" if precision == "fp16" else "bf16")
+    attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
+    wp = supported(g, precision)  # unsupported: flagged infeasible by check_static
+    link = get_link(g.scale_up_link)
+    return Setup(
+        model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
+        w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
+        gemm_Fps=g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"],
+        attn_Fps=(g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
+                  * cal["attention_efficiency_factor"]),
+        hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
+        coll_alpha_s=cal["collective_latency"],
+        coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
+        p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
+        seq_s=cal["sequence_overhead"])
+
+
+class Reasons:
+    """Accumulates the first reason of infeasibility per element; messages are formatted only
+    for the elements they apply to."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.reason: Any = np.full(shape, "", dtype=object) if shape else ""
+        self.ok: Any = np.ones(shape, dtype=bool) if shape else True
+
+    def add(self, cond: Any, template: str, *args: Any) -> None:
+        if not self.shape:
+            if cond and self.ok:
+                self.reason, self.ok = template.format(*args), False
+            return
+        hit = np.broadcast_to(cond, self.shape) & self.ok
+        if not hit.any():
+            return
+        idx = np.nonzero(hit)
+        vals = [np.broadcast_to(a, self.shape)[idx] if np.ndim(a) else [a] * len(idx[0])
+                for a in args]
+        self.reason[idx] = [template.format(*v) for v in zip(*vals)] if args else template
+        self.ok = self.ok & ~hit
+
+    def widen(self, shape: tuple[int, ...]) -> None:
+        """Broadcast to ``shape`` (results may be arrays through inputs other than lengths)."""
+        if shape != self.shape:
+            self.reason = np.array(np.broadcast_to(np.asarray(self.reason, dtype=object), shape))
+            self.ok = np.array(np.broadcast_to(self.ok, shape))
+            self.shape = shape
+
+    @property
+    def feasible(self) -> Any:
+        return self.ok
+
+
+def check_static(r: Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str) -> None:
+    if not g.supports(precision):
+        r.add(True, "precision {} not supported on {} (supports {})", precision, g.key,
+              ", ".join(sorted(g.peak_flops)))
+    if kv == "fp8" and not g.supports("fp8") and g.vendor == "nvidia":
+        r.add(True, "fp8 KV cache needs fp8 support, absent on {}", g.key)
+    heads = m.num_attention_heads
+    r.add((tp > heads) | (heads % tp != 0), "tp={:.0f} does not divide num_attention_heads={}",
+          tp, heads)
+    r.add(pp > m.num_layers, "pp={:.0f} exceeds num_layers={}", pp, m.num_layers)
+
+
+def kv_per_seq(m: ModelSpec, ctx):
+    return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
+
+
+def parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
+    """Validated (tp, pp, ep, num_gpus, data-parallel replicas)."""
+    tp, pp, ep = num("tp", tp), num("pp", pp), num("ep", ep)
+    if xp.any_true(ep > 1) and not m.is_moe:
+        raise ValueError(f"ep={ep}: expert parallelism needs an MoE model; {m.key} is dense")
+    if xp.any_true(tp % ep != 0):
+        raise ValueError(f"ep={ep} must divide tp={tp} (experts are split inside the TP group)")
+    group = tp * pp
+    ngpu = group if num_gpus is None else num("num_gpus", num_gpus)
+    if xp.any_true(ngpu % group != 0):
+        raise ValueError(f"num_gpus={num_gpus} must be a multiple of tp*pp={group}")
+    return tp, pp, ep, ngpu, ngpu / group
+
+
+def memory_fit(r: Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
+    """Weights per GPU, KV capacity in tokens and the largest batch; flags what does not fit."""
+    m, g = s.model, s.gpu
+    weights, acts = memory_per_gpu(s, mnt)
+    free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
+    r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
+          weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
+    kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B
+    kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
+    max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O)), mbs)
+    r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
+          kv_cap, I + O)
+    return weights, kv_cap, max_batch

@@ -30,6 +30,9 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s")
 METRIC_FIELDS = {"ttft_s": "ttft_s", "tpot_s": "tpot_s", "e2e_s": "e2e_s",
                  "output_tok_s": "output_tok_per_s"}
 _FIXED_POINT_ITERS = 60
+# largest token length, batch or client count accepted: far beyond any context window or
+# deployment, small enough that products of them (pairs of attention, FLOPs) stay finite
+MAX_COUNT = 1e9
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,10 @@ add_aliases(Estimate, {"output_tok_s": "output_tok_per_s",
 
 
 # ---- input validation ---------------------------------------------------------------------------
-def _num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
+def _num(name: str, v: Any, integer: bool = True, minimum: float = 1,
+         maximum: float = float("inf")) -> Any:
     if type(v) in (int, float):  # fast scalar path
-        if v >= minimum and v == v and v != float("inf") and (not integer or v == int(v)):
+        if minimum <= v <= maximum and v != float("inf") and (not integer or v == int(v)):
             return float(v)
     if isinstance(v, (bool, np.bool_)) or v is None:
         raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
@@ -90,9 +94,33 @@ def _num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
         raise ValueError(f"{name}={v!r}: expected finite numbers")
     if np.any(arr < minimum):
         raise ValueError(f"{name}: values must be >= {minimum}, got min {arr.min():g}")
+    if np.any(arr > maximum):
+        raise ValueError(f"{name}={_show(v)}: values must be <= {maximum:,.0f}, got max "
+                         f"{arr.max():g}")
     if integer and np.any(arr != np.round(arr)):
         raise ValueError(f"{name}: values must be integers")
     return arr if arr.ndim else float(arr)
+
+
+def _show(v: Any) -> str:
+    """``v`` for an error message: a scalar as is, an array by its shape."""
+    return f"array of shape {np.shape(v)}" if np.ndim(v) else repr(v)
+
+
+def _same_shape(**named: Any) -> tuple[int, ...]:
+    """Broadcast shape of the named arguments; a mismatch names the two that clash."""
+    shape: tuple[int, ...] = ()
+    widest = ""
+    for name, v in named.items():
+        try:
+            new = np.broadcast_shapes(shape, np.shape(v))
+        except ValueError:
+            raise ValueError(f"{name} has shape {np.shape(v)}, which does not broadcast with "
+                             f"{widest} of shape {shape}: array arguments must have equal "
+                             "shapes (or shapes numpy broadcasts, e.g. (3, 1) with (4,))") from None
+        if new != shape:
+            shape, widest = new, name
+    return shape
 
 
 def _precision(name: str, p: str) -> str:
@@ -449,6 +477,10 @@ def _parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
     return tp, pp, ep, ngpu, ngpu / group
 
 
+_MODE_ARG = {"rate": "request_rate", "concurrency": "concurrency", "batch": "batch",
+             "max": "batch"}
+
+
 def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, Any]:
     if request_rate is not None:
         if concurrency is not None or not (isinstance(batch, (int, float)) and batch == 1):
@@ -457,12 +489,12 @@ def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, 
     if concurrency is not None:
         if not (isinstance(batch, (int, float)) and batch == 1):
             raise ValueError("give either batch or concurrency, not both")
-        return "concurrency", _num("concurrency", concurrency)
+        return "concurrency", _num("concurrency", concurrency, maximum=MAX_COUNT)
     if isinstance(batch, str):
         if batch != "max":
             raise ValueError(f"batch={batch!r}: expected a number or 'max'")
         return "max", None
-    return "batch", _num("batch", batch)
+    return "batch", _num("batch", batch, maximum=MAX_COUNT)
 
 
 def _resolve_tier(s: Setup, tier, node) -> Tier | None:
@@ -582,15 +614,18 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
                                                      else precision))
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
-    I, O = _num("input_len", input_len), _num("output_len", output_len)
+    I = _num("input_len", input_len, maximum=MAX_COUNT)
+    O = _num("output_len", output_len, maximum=MAX_COUNT)
     mode, N = _mode(batch, concurrency, request_rate)
     cal = _params()
+    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
+    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
+    _same_shape(tp=tp, pp=pp, ep=ep, num_gpus=ngpu, input_len=I, output_len=O,
+                **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
+                cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
                   kv_block_tokens, kv_compression)
-    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
-    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
-
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

@@ -89,7 +89,11 @@ def _num(name: str, v: Any, integer: bool = True, minimum: float = 1,
             return float(v)
     if isinstance(v, (bool, np.bool_)) or v is None:
         raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
-    arr = np.asarray(v, dtype=float)
+    try:
+        arr = np.asarray(v, dtype=float)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}={_show(v)}: expected a number or an array of numbers "
+                         f">= {minimum}") from None
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}={v!r}: expected finite numbers")
     if np.any(arr < minimum):
@@ -608,6 +612,17 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
     of a block), shrunk by ``kv_compression`` (>= 1).
+
+    What may move against intuition (physical, not solver noise; ``tests/test_fuzz.py``):
+    in a closed loop, more HBM bandwidth lowers E2E and raises throughput, but mean TPOT and
+    TTFT may rise (TPOT by 3x seen at 4x bandwidth): decode-only steps get faster, clients
+    cycle faster, so a larger share of steps carries a compute-bound prefill chunk (TPOT is
+    the mean step time) and more clients queue for the prefill server; TPOT stays below TTFT.
+    A few more prompt tokens may lower TTFT with ``batch="max"`` or a closed loop (7% and 11%
+    seen) only where the running batch shrinks (the largest batch that fits the KV cache, or
+    throughput-max's token-budget batch ``max_num_tokens·O/(I+O)``): fewer sequences share each
+    step. At a fixed batch TTFT never falls as prompts grow; at a fixed batch or request rate no
+    latency rises with bandwidth.
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)

@@ -228,7 +228,8 @@ def test_csv_trace_fuzz(header, drop, rows):
     _load_and_check(text, "fuzz.csv")
 
 
-_good_row = st.fixed_dictionaries({"arrival_s": st.floats(0, 1e4), "input_len": st.integers(0, 10**5),
+_good_row = st.fixed_dictionaries({"arrival_s": st.floats(0, 1e4),
+                                   "input_len": st.integers(0, 10**5),
                                    "output_len": st.integers(0, 10**4)})
 _value = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                    st.text(max_size=3), st.none(), st.lists(st.integers(0, 9), max_size=3))

@@ -33,6 +33,9 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tok_s")
 METRIC_FIELDS = {"ttft_s": "ttft_s", "tpot_s": "tpot_s", "e2e_s": "e2e_s",
                  "output_tok_s": "output_tok_per_s"}
 _FIXED_POINT_ITERS = 60
+# largest token length, batch or client count accepted: far beyond any context window or
+# deployment, small enough that products of them (pairs of attention, FLOPs) stay finite
+MAX_COUNT = 1e9
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,22 @@ add_aliases(Estimate, {"output_tok_s": "output_tok_per_s",
                        "weights_bytes_per_gpu": "weights_B_per_gpu",
                        "kv_bytes_per_token": "kv_B_per_token",
                        "saturation_request_rate": "saturation_request_rate_per_s"})
+
+
+def _same_shape(**named: Any) -> tuple[int, ...]:
+    """Broadcast shape of the named arguments; a mismatch names the two that clash."""
+    shape: tuple[int, ...] = ()
+    widest = ""
+    for name, v in named.items():
+        try:
+            new = np.broadcast_shapes(shape, np.shape(v))
+        except ValueError:
+            raise ValueError(f"{name} has shape {np.shape(v)}, which does not broadcast with "
+                             f"{widest} of shape {shape}: array arguments must have equal "
+                             "shapes (or shapes numpy broadcasts, e.g. (3, 1) with (4,))") from None
+        if new != shape:
+            shape, widest = new, name
+    return shape
 
 
 # ---- modes --------------------------------------------------------------------------------------
@@ -320,6 +339,10 @@ def _percentiles(r: dict, O) -> dict:
 
 
 # ---- public -------------------------------------------------------------------------------------
+_MODE_ARG = {"rate": "request_rate", "concurrency": "concurrency", "batch": "batch",
+             "max": "batch"}
+
+
 def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, Any]:
     if request_rate is not None:
         if concurrency is not None or not (isinstance(batch, (int, float)) and batch == 1):
@@ -328,12 +351,12 @@ def _mode(batch: Any, concurrency: Any, request_rate: Any = None) -> tuple[str, 
     if concurrency is not None:
         if not (isinstance(batch, (int, float)) and batch == 1):
             raise ValueError("give either batch or concurrency, not both")
-        return "concurrency", _num("concurrency", concurrency)
+        return "concurrency", _num("concurrency", concurrency, maximum=MAX_COUNT)
     if isinstance(batch, str):
         if batch != "max":
             raise ValueError(f"batch={batch!r}: expected a number or 'max'")
         return "max", None
-    return "batch", _num("batch", batch)
+    return "batch", _num("batch", batch, maximum=MAX_COUNT)
 
 
 def _resolve_tier(s: Setup, tier, node) -> Tier | None:
@@ -438,21 +461,35 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
+
+    What may move against intuition (physical, not solver noise; ``tests/test_fuzz.py``):
+    in a closed loop, more HBM bandwidth lowers E2E and raises throughput, but mean TPOT and
+    TTFT may rise (TPOT by 3x seen at 4x bandwidth): decode-only steps get faster, clients
+    cycle faster, so a larger share of steps carries a compute-bound prefill chunk (TPOT is
+    the mean step time) and more clients queue for the prefill server; TPOT stays below TTFT.
+    A few more prompt tokens may lower TTFT with ``batch="max"`` or a closed loop (7% and 11%
+    seen) only where the running batch shrinks (the largest batch that fits the KV cache, or
+    throughput-max's token-budget batch ``max_num_tokens·O/(I+O)``): fewer sequences share each
+    step. At a fixed batch TTFT never falls as prompts grow; at a fixed batch or request rate no
+    latency rises with bandwidth.
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
     kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
                                                      else precision))
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
-    I, O = _num("input_len", input_len), _num("output_len", output_len)
+    I = _num("input_len", input_len, maximum=MAX_COUNT)
+    O = _num("output_len", output_len, maximum=MAX_COUNT)
     mode, N = _mode(batch, concurrency, request_rate)
     cal = _params(calibration)
+    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
+    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
+    _same_shape(tp=tp, pp=pp, ep=ep, num_gpus=ngpu, input_len=I, output_len=O,
+                **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
+                cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
                   kv_block_tokens, kv_compression)
-    mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
-    mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
-
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

@@ -21,24 +21,39 @@ from ._roofline import Setup, memory_per_gpu
 from .hardware import FrameworkSpec, GPUSpec, current, get_link
 from .models import BYTES_PER_ELEMENT, ModelSpec
 
-__all__ = ["num", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
+__all__ = ["num", "show", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
            "kv_per_seq", "parallelism", "memory_fit"]
 
 
-def num(name: str, v: Any, integer: bool = True, minimum: float = 1) -> Any:
+def num(name: str, v: Any, integer: bool = True, minimum: float = 1,
+        maximum: float = float("inf")) -> Any:
+    """``v`` checked as a finite number (or array) in [minimum, maximum], integer when asked;
+    errors name the argument, the value and what is allowed."""
     if type(v) in (int, float):  # fast scalar path
-        if v >= minimum and v == v and v != float("inf") and (not integer or v == int(v)):
+        if minimum <= v <= maximum and v != float("inf") and (not integer or v == int(v)):
             return float(v)
     if isinstance(v, (bool, np.bool_)) or v is None:
         raise ValueError(f"{name}={v!r}: expected a number >= {minimum}")
-    arr = np.asarray(v, dtype=float)
+    try:
+        arr = np.asarray(v, dtype=float)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}={show(v)}: expected a number or an array of numbers "
+                         f">= {minimum}") from None
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}={v!r}: expected finite numbers")
     if np.any(arr < minimum):
         raise ValueError(f"{name}: values must be >= {minimum}, got min {arr.min():g}")
+    if np.any(arr > maximum):
+        raise ValueError(f"{name}={show(v)}: values must be <= {maximum:,.0f}, got max "
+                         f"{arr.max():g}")
     if integer and np.any(arr != np.round(arr)):
         raise ValueError(f"{name}: values must be integers")
     return arr if arr.ndim else float(arr)
+
+
+def show(v: Any) -> str:
+    """``v`` for an error message: a scalar as is, an array by its shape."""
+    return f"array of shape {np.shape(v)}" if np.ndim(v) else repr(v)
 
 
 def precision_arg(name: str, p: str) -> str:

@@ -161,6 +161,23 @@ SCHEMAS: dict[str, dict[str, Field]] = {
 }
 
 
+# physical range of a positive value per dimension, SI (lower, upper, unit shown): every entry
+# of hardware_db lies 2-5 orders of magnitude inside; a value outside is a typo in value or unit
+_BOUNDS = {"bytes": (1e3, 1e18, "B"), "bandwidth": (1e6, 1e16, "B/s"),
+           "compute": (1e9, 1e19, "FLOP/s"), "time": (1e-12, 3600.0, "s"), "power": (1.0, 1e6, "W")}
+
+
+def _check_range(where: str, value: float, unit: str, si: float) -> None:
+    """A positive value of a bounded dimension must lie in :data:`_BOUNDS` (in SI)."""
+    bounds = _BOUNDS.get(dimension_of(unit))
+    if bounds is None or si <= 0:
+        return
+    lo, hi, si_unit = bounds
+    if not lo <= si <= hi:
+        raise _err(where, f"value {value:g} {unit} = {si:g} {si_unit} is outside the physical "
+                   f"range [{lo:g}, {hi:g}] {si_unit}; check the value and unit")
+
+
 def _err(where: str, msg: str) -> HardwareDBError:
     return HardwareDBError(f"{where}: {msg}")
 
@@ -195,6 +212,7 @@ def parse_quantity(raw: Any, where: str, dim: str, positive: bool = True) -> Qua
         raise _err(where, f"must be > 0, got {value}")
     if value < 0:
         raise _err(where, f"must be >= 0, got {value}")
+    _check_range(where, value, unit, to_si(value, unit))
     return Quantity(to_si(value, unit), float(value), unit, kind, str(raw["source"]),
                     str(raw.get("derivation", "")), str(raw.get("reason", "")),
                     str(raw.get("date", "")), str(raw.get("note", "")))

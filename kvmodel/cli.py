@@ -15,6 +15,16 @@ import numpy as np
 __all__ = ["main"]
 
 
+def _port(v: str) -> int:
+    try:
+        port = int(v)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port {v!r}: expected an integer in 1..65535")
+    return port
+
+
 def _batch(v: str) -> Any:
     if v == "max":
         return v
@@ -74,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     _search_parser(sub)
     _traces_parser(sub)
     ap = sub.add_parser("app", help="open the Streamlit explorer (app/streamlit_app.py)")
-    ap.add_argument("--port", type=int, default=8501, help="HTTP port (default: %(default)s)")
+    ap.add_argument("--port", type=_port, default=8501, help="HTTP port (default: %(default)s)")
     return p
 
 
@@ -180,6 +190,8 @@ def _cmd_traces(a: argparse.Namespace) -> int:
         print("load with kvmodel.load_trace(NAME); citations and sha256: kvmodel traces NAME")
         return 0
     tr = load_trace(a.name)
+    if not len(tr):
+        raise ValueError(f"trace {a.name!r} has no requests (a header and no rows?)")
     dur = float(tr.arrival_s[-1] - tr.arrival_s[0]) if len(tr) > 1 else 0.0
     print(f"{tr.name}: {len(tr):,} requests over {dur:,.0f} s "
           f"({len(tr) / dur if dur > 0 else float('nan'):.3g} requests/s)")

@@ -1021,6 +1021,9 @@ def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
     if extra or "cluster" not in data:
         raise ValueError(f"{p}: needs a [cluster] table (and optionally [workload]); "
                          f"unknown: {sorted(extra)}")
+    for table in ("cluster", "workload"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ValueError(f"{p}: {table} = {data[table]!r}: expected a [{table}] table")
     raw = dict(data["cluster"])
     pool, p2p = raw.pop("pool", {}), raw.pop("p2p", {})
     cl = _gb(_gb(_gb(typed_table(raw, _CLUSTER_KEYS, f"{p}: [cluster]"), "dram_GB"), "cxl_GB"), "ssd_GB")

@@ -304,9 +304,20 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
         raise ValueError(f"infeasible instance: {r.reason}")
     tier = _tier(cache_tier, node, g.key)
     if tier is None:
+        _check_prefix_fits(prefix_blocks, block_tokens, kv_cap)
         kv_cap -= prefix_blocks * block_tokens
     return _Config(s, float(kv_cap), float(mnt), float(mbs), cal["request_overhead"], tier,
                    block_tokens)
+
+
+def _check_prefix_fits(blocks: int, block_tokens: int, kv_cap: float) -> None:
+    """An HBM prefix cache is carved out of the KV pool: it must leave room for requests."""
+    if blocks * block_tokens >= kv_cap:
+        raise ValueError(f"prefix_cache_blocks={blocks}: the prefix cache ({blocks} blocks x "
+                         f"{block_tokens} tokens = {blocks * block_tokens:,} tokens) exceeds the "
+                         f"instance's KV capacity of {kv_cap:,.0f} tokens; allowed: fewer than "
+                         f"{int(np.ceil(kv_cap / block_tokens)):,} blocks (or cache_tier='dram', "
+                         "'ssd', ... outside HBM)")
 
 
 def _tier(cache_tier: str | Tier, node: str | None, gpu: str) -> Tier | None:

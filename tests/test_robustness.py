@@ -4,6 +4,7 @@ finite, consistent result (the reliability audit's library probes)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -151,3 +152,110 @@ def test_synthetic_trace_n_requests_must_be_an_integer():
         kvmodel.synthetic_trace(2.5)
     with pytest.raises(ValueError, match=r"n_requests=-5"):
         kvmodel.synthetic_trace(-5)
+
+
+# ---- estimate: shapes and absurd sizes ---------------------------------------------------------
+def test_mismatched_array_shapes_name_the_arguments():
+    with pytest.raises(ValueError, match=r"output_len has shape \(4,\), which does not broadcast "
+                                         r"with input_len of shape \(3,\)"):
+        kvmodel.estimate("llama-3.1-8b", "h100-sxm", input_len=np.full(3, 100.0),
+                         output_len=np.full(4, 10.0))
+    with pytest.raises(ValueError, match=r"request_rate has shape \(2,\)"):
+        kvmodel.estimate("llama-3.1-8b", "h100-sxm", input_len=np.full(3, 100.0),
+                         request_rate=np.ones(2))
+    e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", input_len=np.full((3, 1), 100.0),
+                         output_len=np.full(4, 10.0))
+    assert np.shape(e.ttft_s) == (3, 4)
+
+
+@pytest.mark.parametrize("kw, name", [({"input_len": 1e107}, "input_len"),
+                                      ({"output_len": 1e107}, "output_len"),
+                                      ({"input_len": np.array([10.0, 2e9])}, "input_len"),
+                                      ({"batch": 1e12}, "batch"),
+                                      ({"concurrency": 1e12}, "concurrency")])
+def test_absurd_sizes_name_the_allowed_maximum(kw, name):
+    with pytest.raises(ValueError, match=f"{name}=.*must be <= 1,000,000,000"):
+        kvmodel.estimate("llama-3.1-8b", "h100-sxm", **kw)
+
+
+@pytest.mark.parametrize("mode", [{}, {"batch": "max"}, {"concurrency": 8}, {"request_rate": 1.0}])
+def test_infeasible_lengths_give_finite_breakdowns(mode):
+    """Largest allowed prompt: infeasible with a reason; every number is finite or inf (times)."""
+    e = kvmodel.estimate("llama-3.1-8b", "h100-sxm", input_len=1e9, output_len=10, **mode)
+    assert not e.feasible and "KV cache holds" in e.reason
+    for ops in e.breakdown.values():
+        for op in ops.values():
+            assert all(np.isfinite(v) and v >= 0 for k, v in op.items() if k != "bound")
+    assert np.isinf(e.ttft_s) and e.output_tok_per_s == 0.0
+
+
+# ---- hardware files, cluster files, command line ----------------------------------------------
+@pytest.mark.parametrize("old, new, match", [
+    ('value = 1, unit = "TB/s"', 'value = 1e-300, unit = "TB/s"',
+     (r"hbm_bandwidth: value 1e-300 TB/s = 1e-288 B/s is outside the physical range "
+      r"\[1e\+06, 1e\+16\] B/s")),
+    ('value = 100, unit = "GB"', 'value = 1e30, unit = "GB"', "hbm_capacity: .* outside"),
+    ('value = 1000, unit = "TFLOP/s"', 'value = 1e-6, unit = "TFLOP/s"', "peak_flops.bf16: .*"),
+    ('value = 500, unit = "W"', 'value = 5e9, unit = "W"', r"tdp: .*\[1, 1e\+06\] W"),
+])
+def test_hardware_values_outside_physical_range(tmp_path, fresh_catalog, old, new, match):
+    from conftest import TOY_GPU
+    p = tmp_path / "bad.toml"
+    p.write_text(TOY_GPU.replace(old, new))
+    with pytest.raises(kvmodel.HardwareDBError, match=match):
+        kvmodel.load_hardware(p)
+
+
+def _cli(*argv):
+    from kvmodel.cli import main
+    return main(list(argv))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("cluster = 5\n", r"cluster = 5: expected a \[cluster\] table"),
+    ('workload = "x"\n[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\n',
+     r"workload = 'x': expected a \[workload\] table"),
+    ('[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\ntp = 0\n',
+     r"Cluster.tp=0: must be an integer in \[1, 1024\]"),
+    ('[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\ntp = "2"\n',
+     r"\[cluster\].tp: expected int, got '2'"),
+])
+def test_cluster_file_errors(tmp_path, capsys, text, match):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert _cli("cluster", "--config", str(cfg), "--trace", "mooncake-synthetic") == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_cluster_json_has_no_infinity(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\ninstances = 2\ntp = 1\n'
+                   "[workload]\nrequest_rate = 1e9\n")
+    assert _cli("cluster", "--config", str(cfg), "--trace", "mooncake-synthetic", "--json") == 0
+    out = capsys.readouterr().out
+    assert "Infinity" not in out and "NaN" not in out
+    d = json.loads(out)
+    assert d["stable"] is False and d["ttft_s"] is None and "unstable" in d["reason"]
+
+
+@pytest.mark.parametrize("port", ["-1", "0", "65536", "http"])
+def test_app_port_is_checked(capsys, port):
+    with pytest.raises(SystemExit) as exc:
+        _cli("app", "--port", port)
+    assert exc.value.code == 2
+    assert "expected an integer in 1..65535" in capsys.readouterr().err
+
+
+def test_traces_summary_of_empty_file(tmp_path, capsys):
+    p = tmp_path / "empty.csv"
+    p.write_text("arrival_s,input_len,output_len\n")
+    assert _cli("traces", str(p)) == 2
+    assert "has no requests" in capsys.readouterr().err
+
+
+def test_sim_prefix_cache_larger_than_kv_pool():
+    with pytest.raises(ValueError, match=r"prefix_cache_blocks=2000: the prefix cache \(2000 "
+                       r"blocks x 512 tokens = 1,024,000 tokens\) exceeds the instance's KV "
+                       r"capacity of [\d,]+ tokens; allowed: fewer than [\d,]+ blocks"):
+        kvmodel.sim.simulate("llama-3.1-8b", "h100-sxm", kvmodel.synthetic_trace(300, seed=1),
+                             instances=2, tp=1, prefix_cache_blocks=2000)

@@ -123,6 +123,10 @@ def _make_class():
                     seed=seed, n_startup_trials=n_startup_trials, constant_liar=False,
                     constraints_func=_stored_constraints, **tpe_kw)
             self.window: Any = None          # the in-memory study TPE works on
+            self._store: Any = None          # ... and its storage
+            self._idle = optuna.samplers.RandomSampler()   # the window's own (unused) sampler
+            self._multivariate = bool(tpe_kw.get("multivariate", False))
+            self._group = bool(tpe_kw.get("group", False))
             self._elite: list = []
             self._n_seen, self._last_seen = 0, -1   # finished trials merged into the elite
             self._draws = 0
@@ -176,13 +180,18 @@ def _make_class():
             self._elite = self._key_sort(study, self._elite + new)[:self.elite_size]
             cap = self.elite_size + self.recent_size + self.recent_size // 3
             if self.window is not None and len(self.window_trials()) + len(new) <= cap:
-                self.window.add_trials(self._lean(new))
-                return
-            keep = {t.number: t for t in self._elite}
-            keep.update((t.number, t) for t in trials[-self.recent_size:])
-            self.window = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
-                                              directions=study.directions)
-            self.window.add_trials(self._lean([keep[k] for k in sorted(keep)]))
+                add = new
+            else:
+                keep = {t.number: t for t in self._elite}
+                keep.update((t.number, t) for t in trials[-self.recent_size:])
+                add = [keep[k] for k in sorted(keep)]
+                self._store = optuna.storages.InMemoryStorage()
+                optuna.create_study(storage=self._store, study_name="window",
+                                    directions=study.directions, sampler=self._idle)
+            # a new Study object on the same storage each time: a Study caches its trial list
+            # between its own ask/tell, which the window never calls
+            self.window = optuna.study.Study("window", self._store, sampler=self._idle)
+            self.window.add_trials(self._lean(add))
 
         # -- BaseSampler, delegated to the TPESampler on the window --------------------------
         def before_trial(self, study: Any, trial: Any) -> None:
@@ -193,7 +202,14 @@ def _make_class():
             self.tpe.before_trial(self.window, trial)
 
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
-            return self.tpe.infer_relative_search_space(self.window, trial)
+            if self._group or not self._multivariate:  # TPE keeps the groups it samples by
+                return self.tpe.infer_relative_search_space(self.window, trial)
+            # TPE's own intersection remembers the trial numbers it has seen, and a rebuilt
+            # window numbers its trials from 0 again: compute the window's intersection here
+            space = optuna.search_space.intersection_search_space(
+                self.window.get_trials(deepcopy=False,
+                                       states=(optuna.trial.TrialState.COMPLETE,)))
+            return {name: d for name, d in space.items() if not d.single()}
 
         def sample_relative(self, study: Any, trial: Any, search_space: dict) -> dict:
             return self.tpe.sample_relative(self.window, trial, search_space)

@@ -4,8 +4,9 @@
   format (``JournalStorage`` over :class:`JournalFile`, our own ``BaseJournalBackend`` with
   group commit) — embedded, nothing to start, append-only, safe for several processes on one
   machine (an ``flock`` on the file, whole-line ``O_APPEND`` writes), readable by
-  optuna-dashboard and ``optuna.load_study``, and the fastest embedded choice: each finished trial is
-  one appended line instead of SQL transactions (measured: see ``benchmarks/search_speed.py``).
+  optuna-dashboard and ``optuna.load_study``, and the fastest embedded choice: each finished
+  trial is one appended line instead of SQL transactions (measured: see
+  ``benchmarks/search_speed.py``).
   Every line is written to the operating system before the call returns, so a killed worker
   (SIGKILL) loses nothing it finished; ``fsync`` (durability against a power cut or kernel
   crash) runs at most once per ``FSYNC_EVERY_S`` second(s) and when the run ends, instead of on

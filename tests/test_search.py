@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import subprocess
@@ -384,15 +385,20 @@ def _toy_float(trial):
 
 
 def _tpe(**kw):
-    import warnings
-    warnings.simplefilter("ignore")
     return dict(seed=3, constraints_func=constraints_of, multivariate=True, n_startup_trials=10) | kw
+
+
+def _plain_tpe(**kw):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constraints_func: FutureWarning in Optuna 5
+        return optuna.samplers.TPESampler(**_tpe(constant_liar=False) | kw)
 
 
 def test_windowed_tpe_is_optuna_tpe_until_the_window_fills():
     from kvmodel.search._samplers import WindowedTPESampler
     a = optuna.create_study(sampler=WindowedTPESampler(**_tpe(elite=10, recent=30)))
-    b = optuna.create_study(sampler=optuna.samplers.TPESampler(**_tpe()))
+    b = optuna.create_study(sampler=_plain_tpe())
     a.optimize(_toy_float, n_trials=40)
     b.optimize(_toy_float, n_trials=40)
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
@@ -402,17 +408,25 @@ def test_window_keeps_the_true_elite_and_the_newest_trials():
     from kvmodel.search._samplers import WindowedTPESampler, gamma_exact, violation
     smp = WindowedTPESampler(**_tpe(elite=10, recent=20))
     st = optuna.create_study(direction="maximize", sampler=smp)
-    st.optimize(_toy_float, n_trials=120)
-    view = smp._window(st)
-    numbers = [t.number for t in view._get_trials()]
-    assert numbers == sorted(numbers) and len(numbers) <= 30
+    sizes = []
+    st.optimize(_toy_float, n_trials=120,
+                callbacks=[lambda s, t: sizes.append(len(smp.window_trials()))])
+    assert max(sizes) <= 10 + 20 + 20 // 3 and sizes[-1] >= 20
+    smp.before_trial(st, st.trials[-1])          # merge the last trial as an ask would
+    window = smp.window_trials()
+    # the window's trials are lean copies: match them to the study's by parameters
+    numbers = [next(t.number for t in st.trials if t.params == w.params) for w in window]
+    assert numbers == sorted(numbers)
     assert set(range(100, 120)) <= set(numbers)                    # the 20 newest
     feas = sorted((t for t in st.trials if violation(t) <= 0), key=lambda t: -t.value)
     assert {t.number for t in feas[:10]} <= set(numbers)           # the 10 best feasible
+    assert all(w.system_attrs["constraints"] == tuple(st.trials[n].user_attrs["constraints"])
+               for w, n in zip(window, numbers))                   # constraints carried over
     assert gamma_exact(10, 20) and gamma_exact(25, 75) and not gamma_exact(5, 95)
-    # TPE's good set (gamma = 3 of 30) drawn from the window is the study's best 3
-    below, _ = optuna.samplers._tpe.sampler._split_trials(view, view._get_trials(), 3)
-    assert {t.number for t in below} == {t.number for t in feas[:3]}
+    # TPE's good set (gamma = 3 for <= 30 trials) drawn from the window is the study's best 3
+    ok = sorted((w for w in window if max(w.system_attrs["constraints"]) <= 0),
+                key=lambda w: -w.value)
+    assert [w.value for w in ok[:3]] == [t.value for t in feas[:3]]
 
 
 def test_pareto_ranks_match_brute_force():
@@ -429,13 +443,14 @@ def test_pareto_ranks_match_brute_force():
 
 def test_each_finished_trial_is_one_journal_line_and_resume_draws_anew(tmp_path):
     import json
-    from optuna.storages.journal._storage import JournalOperation
+    create_trial = 4   # Optuna's journal op code for a new trial (later op codes edit trials)
     path = tmp_path / "s.journal"
     search.run(SMALL, n_trials=10, storage=str(path), sampler="random")
     st = search.run(SMALL, n_trials=30, storage=str(path), sampler="random")
-    ops = [json.loads(x)["op_code"] for x in path.read_text().splitlines()]
-    trial_ops = [o for o in ops if o >= JournalOperation.CREATE_TRIAL]
-    assert trial_ops == [JournalOperation.CREATE_TRIAL] * 30   # one line per trial, nothing else
+    logs = [json.loads(x) for x in path.read_text().splitlines()]
+    trial_logs = [x for x in logs if x["op_code"] >= create_trial]
+    assert [x["op_code"] for x in trial_logs] == [create_trial] * 30   # one line per trial
+    assert all("datetime_start" in x for x in trial_logs)              # ... each a whole trial
     first = [t.params for t in st.trials[:10]]
     assert not any(t.params in first for t in st.trials[10:20])     # a new seed on resume
     assert all(t.state.name == "COMPLETE" for t in st.trials)
@@ -446,20 +461,27 @@ def test_each_finished_trial_is_one_journal_line_and_resume_draws_anew(tmp_path)
 def test_journal_group_commit_writes_through_and_syncs(tmp_path):
     from kvmodel.search._storage import JournalFile
     b = JournalFile(str(tmp_path / "j"), fsync_every_s=3600.0)
-    b.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
-    assert b._dirty and len(list(JournalFile(str(tmp_path / "j")).read_logs(0))) == 1
+    logs = [{"op_code": 0, "worker_id": "w", "study_name": f"s{i}", "directions": [1]}
+            for i in range(3)]
+    b.append_logs(logs[:1])
+    assert b._dirty and list(JournalFile(str(tmp_path / "j")).read_logs(0)) == logs[:1]
     b.sync()
     assert not b._dirty
+    b.append_logs(logs[1:])
+    assert list(b.read_logs(0)) == logs and list(b.read_logs(2)) == logs[2:]
+    assert list(b.read_logs(1)) == logs[1:] and list(b.read_logs(5)) == []
+    with open(tmp_path / "j", "ab") as f:   # another writer's line, half written: not read yet
+        f.write(b'{"op_code":0,"wor')
+    assert list(b.read_logs(1)) == logs[1:]
 
 
 def test_workers_see_each_others_trials(tmp_path):
     """Two mirrors on one journal: each copies in what the other finished before asking."""
     from kvmodel.search._study import _create, _Mirror
     space = search.load_space(SMALL)
-    store = search.open_storage(str(tmp_path / "w.journal"))
-    a = _Mirror(_create(space, store, "w", None), optuna.samplers.RandomSampler(seed=1))
-    b = _Mirror(_create(space, search.open_storage(str(tmp_path / "w.journal")), "w", None),
-                optuna.samplers.RandomSampler(seed=2))
+    one, two = (search.open_storage(str(tmp_path / "w.journal")) for _ in range(2))
+    a = _Mirror(_create(space, one, "w", None), one, optuna.samplers.RandomSampler(seed=1))
+    b = _Mirror(_create(space, two, "w", None), two, optuna.samplers.RandomSampler(seed=2))
     for m in (a, a, b):
         t = m.mem.ask()
         t.suggest_float("x", 0, 1)
@@ -480,28 +502,31 @@ def test_window_elite_survives_trials_finishing_out_of_order():
         return t.suggest_float("x", 0, 1) + 10.0
     for _ in range(12):
         st.optimize(f, n_trials=1)
-    smp._window(st)
     for t, v in zip(held, (-3.0, -2.0, -1.0)):  # the best three, finished last
         t.suggest_float("x", 0, 1)
         t.set_user_attr("constraints", [0.0])
         st.tell(t, v)
-    view = smp._window(st)
-    assert sorted(t.value for t in view._get_trials()[:3]) == [-3.0, -2.0, -1.0]
+    for _ in range(12):                         # they fall out of the recent window ...
+        st.optimize(f, n_trials=1)
+    values = sorted(w.value for w in smp.window_trials())
+    assert values[:3] == [-3.0, -2.0, -1.0]     # ... and stay in the elite
 
 
-def test_refit_every_k_fits_once_per_k_draws_and_still_optimises():
+def test_refit_every_k_feeds_new_trials_once_per_k_draws_and_still_optimises():
     from kvmodel.search._samplers import WindowedTPESampler
-    smp = WindowedTPESampler(**_tpe(elite=10, recent=30, refit_every=4, constant_liar=False))
-    fits = []
-    build = smp._build_parzen_estimator
-    smp._build_parzen_estimator = lambda *a, **k: fits.append(1) or build(*a, **k)
+    smp = WindowedTPESampler(**_tpe(elite=10, recent=30, refit_every=4))
+    sizes = []
     st = optuna.create_study(direction="maximize", sampler=smp)
-    st.optimize(_toy_float, n_trials=90)
-    assert len(fits) == 2 * 20  # below + above, once per 4 of the 80 model-based draws
+    st.optimize(_toy_float, n_trials=90,
+                callbacks=[lambda s, t: sizes.append(len(smp.window_trials()))])
+    assert sizes[:11] == list(range(11))       # start-up: every draw sees every trial
+    runs = [len(list(g)) for _, g in itertools.groupby(sizes[11:])]
+    assert max(runs) == 4 and len(runs) <= len(sizes[11:]) // 4 + 2  # then 4 trials at a time
     best = search.best_trials(st, top=1)[0]
     assert abs(best.params["x"] - 3.0) < 0.5 and best.params["y"] == 6
-    with pytest.raises(ValueError, match="refit_every"):
-        WindowedTPESampler(refit_every=0)
+    for bad in (dict(refit_every=0), dict(elite=0), dict(constant_liar=True)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            WindowedTPESampler(**bad)
 
 
 def test_studies_open_in_optuna_dashboard(tmp_path):

@@ -297,3 +297,103 @@ def test_mutated_space_is_rejected_by_name_or_evaluates_to_finite_results(mutati
         assert all(math.isfinite(v) for v in o.values + o.constraints), (mutations, o)
         assert o.feasible == all(c <= 0 for c in o.constraints)
         assert (o.reason == "") == o.feasible, (mutations, o.reason)
+
+
+# ---- kvmodel uses Optuna's public API only --------------------------------------------------
+def _optuna_private_names(tmp: Path) -> set[str]:
+    """Private (``_x``, not dunder) names Optuna's classes and objects carry: class members of
+    every public Optuna class, plus instance attributes of a live study, trial and storages."""
+    import inspect
+    from optuna.storages import journal
+    private = lambda names: {n for n in names if n.startswith("_") and not n.startswith("__")}
+    out: set[str] = set()
+    for mod in (optuna.study, optuna.trial, optuna.storages, optuna.samplers, journal,
+                optuna.distributions, optuna.pruners, optuna.search_space):
+        for obj in vars(mod).values():
+            if inspect.isclass(obj) and obj.__module__.startswith("optuna"):
+                out |= private(dir(obj))
+    st = optuna.create_study(storage=journal.JournalStorage(
+        journal.JournalFileBackend(str(tmp / "p.journal"))))
+    trial = st.ask()
+    frozen = st.tell(trial, 1.0)
+    for obj in (st, trial, frozen, st._storage, optuna.samplers.TPESampler(),
+                optuna.storages.InMemoryStorage(), optuna.storages.RDBStorage("sqlite://")):
+        out |= private(vars(obj))
+    return out
+
+
+def _own_self_attrs(tree) -> set[tuple[int, str]]:
+    """(class line, attribute) of every ``self._x = ...`` a class body assigns itself."""
+    import ast
+    own = set()
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        for node in ast.walk(cls):
+            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name) and node.value.id == "self"):
+                own.add((cls.lineno, node.attr))
+    return own
+
+
+def _private_optuna_uses(source: str, names: set[str]) -> list[str]:
+    """Lines of ``source`` that import a private Optuna module or name, reach a private name
+    through ``optuna.``, or touch an attribute Optuna keeps private (``study._storage``) other
+    than one its own class assigns on ``self``."""
+    import ast
+    tree = ast.parse(source)
+    own = _own_self_attrs(tree)
+    ours = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+            and (n.level or (n.module or "").startswith("kvmodel")) for a in n.names}
+    classes = [(c.lineno, c.end_lineno) for c in ast.walk(tree) if isinstance(c, ast.ClassDef)]
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optuna"):
+            parts = node.module.split(".") + [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            parts = [p for a in node.names if a.name.startswith("optuna")
+                     for p in a.name.split(".")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            root = node
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            on_optuna = isinstance(root, ast.Name) and root.id == "optuna"
+            mine = isinstance(node.value, ast.Name) and node.value.id == "self" and any(
+                a <= node.lineno <= b and (a, node.attr) in own for a, b in classes)
+            mine = mine or isinstance(root, ast.Name) and root.id in ours  # kvmodel's modules
+            parts = [node.attr] if (on_optuna or node.attr in names) and not mine else []
+        else:
+            continue
+        if any(p.startswith("_") and not p.startswith("__") for p in parts):
+            bad.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return bad
+
+
+def test_kvmodel_and_the_app_use_no_private_optuna_name(tmp_path):
+    names = _optuna_private_names(tmp_path)
+    assert {"_storage", "_study_id", "_trial_id", "_get_trials", "_rng"} <= names
+    old = ("from optuna.samplers._tpe import sampler as tpe\n"
+           "import optuna.storages.journal._storage\n"
+           "from optuna.study import _constrained_optimization\n"
+           "x = optuna.samplers._tpe.sampler._split_trials\n"
+           "y = study._storage.create_new_trial(study._study_id)\n"
+           "z = store._get_trials(sid)\n"
+           "w = [t._trial_id for t in trials]\n"
+           "class S(optuna.samplers.TPESampler):\n"
+           "    def f(self):\n"
+           "        return self._rng.rng\n"
+           "class Mine:\n"
+           "    def __init__(self):\n"
+           "        self._rng = 1\n"
+           "    def g(self):\n"
+           "        return self._rng, self.__class__\n"
+           "from . import _estimate\n"
+           "s = _estimate._params()\n")
+    found = _private_optuna_uses(old, names)
+    lines = sorted({int(f.split(":")[0].split()[1]) for f in found})
+    assert lines == [1, 2, 3, 4, 5, 6, 7, 10], found     # not Mine's own self._rng
+    bad = {}
+    for path in sorted([*(ROOT / "kvmodel").rglob("*.py"), *(ROOT / "app").rglob("*.py")]):
+        uses = _private_optuna_uses(path.read_text(), names)
+        if uses:
+            bad[str(path.relative_to(ROOT))] = uses
+    assert not bad, bad

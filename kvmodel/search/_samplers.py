@@ -1,29 +1,35 @@
-"""A TPE sampler whose cost per trial does not grow with the study: Optuna's ``TPESampler``
-shown a bounded window of the history.
+"""A TPE sampler whose cost per trial does not grow with the study: Optuna's public
+``TPESampler`` shown a bounded window of the history.
 
 Optuna's TPE refits its two Parzen estimators on every finished trial at every ask, in Python
 loops over trials and parameters, so a study of n trials costs O(n^2): on 2 cores about 10 s
 for 1,000 trials of a 5-parameter toy before any objective runs (``benchmarks/search_speed.py``).
-:class:`WindowedTPESampler` passes the unmodified Optuna algorithm a view of the study holding
+:class:`WindowedTPESampler` is a ``BaseSampler`` that delegates every draw to a plain
+``TPESampler`` working on its own in-memory study (``InMemoryStorage``), the *window*, holding
 
 * the ``elite`` best finished trials (feasible first, by objective; infeasible ones by total
   constraint violation; several objectives: by non-domination rank), kept incrementally, and
-* the ``recent`` newest finished trials.
+* the ``recent`` newest finished trials,
+
+plus the trials finished since the window was last rebuilt: new trials are appended, and the
+window is rebuilt from elite and recent once it holds ``recent // 3`` more than
+``elite + recent`` (an in-memory study cannot drop trials; appending costs ~0.05 ms a trial,
+rebuilding ~5 ms). Window trials are lean copies: parameters, values and the constraint values
+(Optuna's ``system_attrs["constraints"]`` of the copy), nothing else.
 
 TPE's "good" set l(x) is the best ``gamma(n) = min(ceil(n / 10), 25)`` trials; with
-``elite >= gamma(elite + recent)`` those are exactly the best trials of the whole study, so l(x)
-is unchanged by the window (below ``elite + recent`` finished trials nothing is dropped at all).
-Only the "bad" density g(x) is estimated from the elite remainder plus the recent trials, the
-ones Optuna's default weights favour anyway (they ramp older trials down). The cost per ask is
-then bounded by the window size.
+``elite >= gamma(window)`` those are exactly the best trials of the whole study (every trial
+that is, or was since the last rebuild, among the best is in the window), so l(x) is unchanged
+by the window (below ``elite + recent`` finished trials nothing is dropped at all). Only the
+"bad" density g(x) is estimated from the elite remainder plus the recent trials, the ones
+Optuna's default weights favour anyway (they ramp older trials down). The cost per ask is then
+bounded by the window size.
 
-Most of what remains is fixed numpy overhead per fit (Parzen estimators, truncated-normal
-masses, on the order of 8 ms per ask on 2 cores for five stepped parameters). With
-``refit_every = k`` the estimators are fitted once per k draws and each of the k draws is the
-best of its own ``n_ei_candidates`` candidates from that fit — exactly what k sequential asks
-would return if no trial finished in between (batch TPE without a liar). ``kvmodel.search``
-uses k = 4: 1,000 tier-sizing trials in about 6 s instead of 12 s, with the same gap to the
-grid optimum (``benchmarks/search_speed.py``).
+``refit_every = k``: finished trials reach the window once per k draws, so k consecutive draws
+come from the same Parzen estimators, each the best of its own ``n_ei_candidates`` candidates:
+batch TPE without a liar, what k sequential asks would return if no trial finished in between.
+(Optuna's public API fits the estimators inside every draw, so the fit itself is repeated; the
+draws' distribution is the same as one fit shared by k draws.) ``kvmodel.search`` uses k = 4.
 """
 
 from __future__ import annotations
@@ -35,15 +41,22 @@ import numpy as np
 
 __all__ = ["WindowedTPESampler", "violation", "pareto_ranks"]
 
-_FINISHED = None  # resolved lazily to (COMPLETE, PRUNED); Optuna is imported only when used
+
+def constraint_values(trial: Any) -> "list[float] | None":
+    """The constraint values (<= 0 satisfied) of a trial: ``user_attrs["constraints"]``, where
+    kvmodel's objective stores them, else ``system_attrs["constraints"]`` (studies written
+    before kvmodel kept its own copy, and Optuna's ``constraints_func`` samplers); None when the
+    trial has neither."""
+    c = trial.user_attrs.get("constraints")
+    if c is None:
+        c = trial.system_attrs.get("constraints")
+    return None if c is None else [float(x) for x in c]
 
 
 def violation(trial: Any) -> float:
-    """Total positive constraint violation Optuna recorded for a trial (0 = feasible)."""
-    c = trial.system_attrs.get("constraints")
-    if c is None:
-        return 0.0
-    return float(sum(max(float(x), 0.0) for x in c))
+    """Total positive constraint violation a trial recorded (0 = feasible or unconstrained)."""
+    c = constraint_values(trial)
+    return 0.0 if c is None else float(sum(max(x, 0.0) for x in c))
 
 
 def pareto_ranks(values: np.ndarray) -> np.ndarray:
@@ -67,58 +80,69 @@ def pareto_ranks(values: np.ndarray) -> np.ndarray:
     return rank
 
 
-class _Window:
-    """A read-only view of a study that lists only the given finished trials."""
 
-    def __init__(self, study: Any, trials: list) -> None:
-        self._study, self._trials = study, trials
+def _lean(trial: Any, constraints: "list[float] | None") -> Any:
+    """A copy of a finished trial holding what TPE reads: parameters, values, constraints."""
+    import optuna
+    attrs = {} if constraints is None else {"constraints": tuple(constraints)}
+    return optuna.trial.create_trial(state=trial.state, params=trial.params,
+                                     distributions=trial.distributions, values=trial.values,
+                                     system_attrs=attrs)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
-    def _get_trials(self, deepcopy: bool = False, states: Any = None, use_cache: bool = False):
-        ts = self._trials if states is None else [t for t in self._trials if t.state in states]
-        if deepcopy:
-            import copy
-            return copy.deepcopy(ts)
-        return ts
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None):
-        return self._get_trials(deepcopy=deepcopy, states=states)
-
-    @property
-    def trials(self):
-        return self._get_trials(deepcopy=True)
+def _stored_constraints(trial: Any) -> tuple:
+    """The inner TPE's ``constraints_func``: a window trial carries its constraints already
+    (Optuna 4 reads them only when a constraints_func is set; the inner sampler's
+    ``after_trial``, which would call it, is never run)."""
+    return tuple(trial.system_attrs.get("constraints", ()))
 
 
 def _make_class():
+    import warnings
     import optuna
 
-    class WindowedTPESampler(optuna.samplers.TPESampler):
-        """Optuna's TPESampler over a bounded window of the history (see the module docstring).
-        ``elite`` and ``recent`` size the window; every other argument is TPESampler's."""
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
-        def __init__(self, *args: Any, elite: int = 25, recent: int = 75, refit_every: int = 1,
-                     **kw: Any) -> None:
-            if elite < 1 or recent < 1:
-                raise ValueError(f"elite={elite}, recent={recent}: both must be >= 1")
-            if refit_every < 1:
-                raise ValueError(f"refit_every={refit_every}: must be >= 1")
-            super().__init__(*args, **kw)
+    class WindowedTPESampler(optuna.samplers.BaseSampler):
+        """Optuna's TPESampler over a bounded window of the history (see the module docstring).
+        ``elite`` and ``recent`` size the window, ``refit_every`` sets how often finished trials
+        reach it; ``constraints_func`` (default: :func:`constraint_values`) gives a trial's
+        constraint values; every other keyword argument is TPESampler's."""
+
+        def __init__(self, *, seed: int | None = None, elite: int = 25, recent: int = 75,
+                     refit_every: int = 1, n_startup_trials: int = 10,
+                     constraints_func: Any = None, **tpe_kw: Any) -> None:
+            _check_window(elite, recent, refit_every, tpe_kw)
             self.elite_size, self.recent_size = int(elite), int(recent)
-            self.refit_every = int(refit_every)
-            self._batches: dict = {}
+            self.refit_every, self.n_startup_trials = int(refit_every), int(n_startup_trials)
+            self.constraints_func = constraints_func or constraint_values
+            with warnings.catch_warnings():  # constraints_func: FutureWarning in Optuna 5;
+                warnings.simplefilter("ignore", FutureWarning)  # group: ExperimentalWarning
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.tpe = optuna.samplers.TPESampler(
+                    seed=seed, n_startup_trials=n_startup_trials, constant_liar=False,
+                    constraints_func=_stored_constraints, **tpe_kw)
+            self.window: Any = None          # the in-memory study TPE works on
+            self._store: Any = None          # ... and its storage
+            self._idle = optuna.samplers.RandomSampler()   # the window's own (unused) sampler
+            self._multivariate = bool(tpe_kw.get("multivariate", False))
+            self._group = bool(tpe_kw.get("group", False))
             self._elite: list = []
-            self._n_seen, self._last_seen = 0, -1      # finished trials merged into the elite
-            self._n_space = 0                          # COMPLETE trials given to the space
-            self._view: tuple[int, Any] | None = None
+            self._n_seen, self._last_seen = 0, -1   # finished trials merged into the elite
+            self._draws = 0
 
         # -- the window ----------------------------------------------------------------------
+        def window_trials(self) -> list:
+            """The lean trials TPE sees now, oldest first."""
+            return [] if self.window is None else self.window.get_trials(deepcopy=False)
+
         def _key_sort(self, study: Any, trials: list) -> list:
             """``trials`` best first: feasible by objective(s), then infeasible by violation."""
-            ok = [violation(t) <= 0 and t.values is not None for t in trials]
+            viol = [sum(max(x, 0.0) for x in (self.constraints_func(t) or ())) for t in trials]
+            ok = [v <= 0 and t.values is not None for t, v in zip(trials, viol)]
             feas = [t for t, f in zip(trials, ok) if f]
-            infeas = sorted((t for t, f in zip(trials, ok) if not f), key=violation)
+            infeas = [t for _, t in sorted(((v, i), t) for i, (t, v, f)
+                                           in enumerate(zip(trials, viol, ok)) if not f)]
             signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
                               for d in study.directions])
             if feas:
@@ -129,18 +153,6 @@ def _make_class():
                     order = np.lexsort((v[:, 0], pareto_ranks(v)))
                 feas = [feas[i] for i in order]
             return feas + infeas
-
-        def _window(self, study: Any) -> Any:
-            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            trials = study._get_trials(deepcopy=False, states=states, use_cache=True)
-            if len(trials) <= self.elite_size + self.recent_size:
-                return study
-            new = self._new(trials)
-            if new:
-                self._elite = self._key_sort(study, self._elite + new)[:self.elite_size]
-            keep = {t.number: t for t in self._elite}
-            keep.update((t.number, t) for t in trials[-self.recent_size:])
-            return _Window(study, [keep[k] for k in sorted(keep)])
 
         def _new(self, trials: list) -> list:
             """Finished trials not merged yet. Sequential studies append them in number order;
@@ -155,62 +167,70 @@ def _make_class():
             self._last_seen = trials[-1].number if trials else -1
             return new
 
-        def _view_for(self, study: Any, trial: Any) -> Any:
-            if self._view is None or self._view[0] != trial.number:
-                self._view = (trial.number, self._window(study))
-            return self._view[1]
+        def _lean(self, trials: list) -> list:
+            return [_lean(t, self.constraints_func(t)) for t in trials]
 
-        # -- TPESampler entry points, fed the window ---------------------------------------
-        def infer_relative_search_space(self, study: Any, trial: Any):
-            if not self._group:
-                return super().infer_relative_search_space(self._view_for(study, trial), trial)
-            # the group-decomposed search space accumulates a union: feed it only new trials
-            done = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,),
-                                     use_cache=True)
-            fresh = done[self._n_space:] if self._n_space <= len(done) else done
-            self._n_space = len(done)
-            return super().infer_relative_search_space(_Window(study, fresh), trial)
+        def _refresh(self, study: Any) -> None:
+            """Merge the finished trials of ``study`` into the elite and the window; rebuild
+            the window from elite and recent trials when it holds too many."""
+            trials = study.get_trials(deepcopy=False, states=finished)
+            new = self._new(trials)
+            if not new and self.window is not None:
+                return
+            self._elite = self._key_sort(study, self._elite + new)[:self.elite_size]
+            cap = self.elite_size + self.recent_size + self.recent_size // 3
+            if self.window is not None and len(self.window_trials()) + len(new) <= cap:
+                add = new
+            else:
+                keep = {t.number: t for t in self._elite}
+                keep.update((t.number, t) for t in trials[-self.recent_size:])
+                add = [keep[k] for k in sorted(keep)]
+                self._store = optuna.storages.InMemoryStorage()
+                optuna.create_study(storage=self._store, study_name="window",
+                                    directions=study.directions, sampler=self._idle)
+            # a new Study object on the same storage each time: a Study caches its trial list
+            # between its own ask/tell, which the window never calls
+            self.window = optuna.study.Study("window", self._store, sampler=self._idle)
+            self.window.add_trials(self._lean(add))
 
-        def sample_relative(self, study: Any, trial: Any, search_space: Any):
-            return super().sample_relative(self._view_for(study, trial), trial, search_space)
+        # -- BaseSampler, delegated to the TPESampler on the window --------------------------
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if (self.window is None or self._draws % self.refit_every == 0
+                    or len(self.window_trials()) < self.n_startup_trials):
+                self._refresh(study)
+            self._draws += 1
+            self.tpe.before_trial(self.window, trial)
 
-        def _sample(self, study: Any, trial: Any, search_space: Any) -> dict:
-            """TPE's draw; with ``refit_every`` = k > 1 the Parzen estimators are fitted once
-            per k draws of the same search space, and each of those k draws is the best of its
-            own ``n_ei_candidates`` candidates from that fit (what k sequential asks would give
-            if no trial finished in between)."""
-            if self.refit_every == 1 or self._constant_liar:
-                return super()._sample(study, trial, search_space)
-            key = tuple(sorted((k, repr(d)) for k, d in search_space.items()))
-            queue = self._batches.get(key)
-            if not queue:
-                queue = self._batches[key] = self._draw_batch(study, search_space)
-            return queue.pop()
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
+            if self._group or not self._multivariate:  # TPE keeps the groups it samples by
+                return self.tpe.infer_relative_search_space(self.window, trial)
+            # TPE's own intersection remembers the trial numbers it has seen, and a rebuilt
+            # window numbers its trials from 0 again: compute the window's intersection here
+            space = optuna.search_space.intersection_search_space(
+                self.window.get_trials(deepcopy=False,
+                                       states=(optuna.trial.TrialState.COMPLETE,)))
+            return {name: d for name, d in space.items() if not d.single()}
 
-        def _draw_batch(self, study: Any, search_space: Any) -> list:
-            from optuna.samplers._tpe import sampler as tpe
-            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            trials = study._get_trials(deepcopy=False, states=states, use_cache=True)
-            if self._gamma is None:
-                self._gamma = (tpe.default_gamma if len(study.directions) <= 1
-                               else tpe.default_gamma_multiobjective)
-            below, above = tpe._split_trials(study, trials, self._gamma(len(trials)))
-            mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
-            mpe_above = self._build_parzen_estimator(study, search_space, above,
-                                                     handle_below=False)
-            k, m = self.refit_every, self._n_ei_candidates
-            samples = mpe_below.sample(self._rng.rng, k * m)
-            acq = self._compute_acquisition_func(samples, mpe_below, mpe_above).reshape(k, m)
-            best = np.argmax(acq, axis=1) + m * np.arange(k)
-            out = [{name: search_space[name].to_external_repr(samples[name][i].item())
-                    for name in search_space} for i in best]
-            return out[::-1]  # popped from the end: first group first
+        def sample_relative(self, study: Any, trial: Any, search_space: dict) -> dict:
+            return self.tpe.sample_relative(self.window, trial, search_space)
 
         def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any):
-            return super().sample_independent(self._view_for(study, trial), trial, param_name,
-                                              dist)
+            return self.tpe.sample_independent(self.window, trial, param_name, dist)
+
+        def reseed_rng(self) -> None:
+            self.tpe.reseed_rng()
 
     return WindowedTPESampler
+
+
+def _check_window(elite: int, recent: int, refit_every: int, tpe_kw: dict) -> None:
+    if elite < 1 or recent < 1:
+        raise ValueError(f"elite={elite}, recent={recent}: both must be >= 1")
+    if refit_every < 1:
+        raise ValueError(f"refit_every={refit_every}: must be >= 1")
+    if tpe_kw.pop("constant_liar", False):
+        raise ValueError("constant_liar=True: not supported; the window holds finished trials "
+                         "only (kvmodel's workers never persist RUNNING trials); use False")
 
 
 _CLASS: list = []
@@ -225,5 +245,6 @@ def WindowedTPESampler(*args: Any, **kw: Any) -> Any:  # noqa: N802 (a class fac
 
 
 def gamma_exact(elite: int, recent: int) -> bool:
-    """True when the window keeps TPE's good set exact: elite >= min(ceil(window/10), 25)."""
-    return elite >= min(math.ceil((elite + recent) / 10), 25)
+    """True when the window keeps TPE's good set exact: ``elite`` is at least TPE's
+    ``gamma = min(ceil(n / 10), 25)`` of the largest window (``elite + recent + recent // 3``)."""
+    return elite >= min(math.ceil((elite + recent + recent // 3) / 10), 25)

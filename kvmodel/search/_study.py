@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing as mp
 import signal
@@ -10,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from ._samplers import WindowedTPESampler
+from ._samplers import WindowedTPESampler, constraint_values
 from ._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
                           recorded_only)
 from ._space import Space, load_space
@@ -67,9 +68,11 @@ class _Stop:
 
 
 def constraints_of(trial: Any) -> list[float]:
-    """Constraint values (<= 0 satisfied) a trial recorded; a trial without them (failed before
-    evaluating) counts as violating the fit constraint."""
-    return list(trial.user_attrs.get("constraints", [1.0] + [0.0] * (len(CONSTRAINTS) - 1)))
+    """Constraint values (<= 0 satisfied) a trial recorded (``user_attrs["constraints"]``, or
+    Optuna's ``system_attrs["constraints"]`` in older studies); a trial without them (failed
+    before evaluating) counts as violating the fit constraint."""
+    c = constraint_values(trial)
+    return [1.0] + [0.0] * (len(CONSTRAINTS) - 1) if c is None else c
 
 
 def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
@@ -77,17 +80,26 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     (tpe, nsga2, gp); random and grid record the constraints without steering by them."""
     import warnings
     import optuna
-    s = optuna.samplers
-    # constraints_func: deprecated in Optuna 5 in favour of per-key Trial.set_constraint (one
-    # storage write per constraint); kept while it works, as it costs one write per trial
-    warnings.filterwarnings("ignore", message=".*constraints_func.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*``group``.*")
-    if name == "tpe":  # Optuna's TPE on a bounded window of the history, refitted every 4
-        # draws (see _samplers). No constant liar: workers persist finished trials only, so a
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler={name!r}; allowed: {SAMPLERS}")
+    if name == "tpe":  # Optuna's TPE on a bounded window of the history, fed new trials every
+        # 4 draws (see _samplers). No constant liar: workers persist finished trials only, so a
         # mirror never holds another worker's RUNNING trial to lie about.
         return WindowedTPESampler(seed=seed, constraints_func=constraints_of, multivariate=True,
                                   group=True, n_startup_trials=20, elite=25, recent=75,
-                                  refit_every=4, constant_liar=False)
+                                  refit_every=4)
+    # constraints_func: deprecated in Optuna 5 (FutureWarning) in favour of per-key
+    # Trial.set_constraint; it still works up to Optuna 7 and reads kvmodel's own copy of the
+    # constraints (user_attrs), so the warning is silenced here, only around construction
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _optuna_sampler(name, space, seed)
+
+
+def _optuna_sampler(name: str, space: Space, seed: int | None) -> Any:
+    import optuna
+    s = optuna.samplers
     if name == "nsga2":
         return s.NSGAIISampler(seed=seed, constraints_func=constraints_of)
     if name == "gp":
@@ -99,13 +111,11 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
         return s.GPSampler(seed=seed, constraints_func=constraints_of)
     if name == "random":
         return s.RandomSampler(seed=seed)
-    if name == "grid":
-        if space.grid_size() > GRID_MAX_POINTS:
-            raise ValueError(f"sampler 'grid': space {space.name!r} has {space.grid_size():,} "
-                             f"grid points, more than {GRID_MAX_POINTS:,}; narrow the ranges "
-                             f"or use tpe / nsga2 / random")
-        return s.GridSampler({d.name: d.grid_values() for d in space.dims}, seed=seed)
-    raise ValueError(f"sampler={name!r}; allowed: {SAMPLERS}")
+    if space.grid_size() > GRID_MAX_POINTS:
+        raise ValueError(f"sampler 'grid': space {space.name!r} has {space.grid_size():,} "
+                         f"grid points, more than {GRID_MAX_POINTS:,}; narrow the ranges "
+                         f"or use tpe / nsga2 / random")
+    return s.GridSampler({d.name: d.grid_values() for d in space.dims}, seed=seed)
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
@@ -248,8 +258,9 @@ def _worker(space: Space, storage: Any, name: str, sampler: str, seed: int | Non
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _Stop() as stop:
         try:
-            st = _create(space, open_storage(storage), name, make_sampler(sampler, space, seed))
-            _loop(st, space, sampler, seed, total, None, stop, quota)
+            store = open_storage(storage)
+            st = _create(space, store, name, None)
+            _loop(st, store, space, sampler, seed, total, None, stop, quota)
         except SearchError as exc:
             print(f"kvmodel search worker: {exc}", file=sys.stderr, flush=True)
             sys.exit(3)
@@ -263,13 +274,18 @@ class _Mirror:
     of Optuna's define-by-run trial (create, each parameter, attributes, state). A worker
     killed mid-trial therefore leaves nothing behind: the trial it was running is simply
     redone. Trials other workers finished are copied in before every ask, so a sampler sees
-    the whole study.
+    the whole study. ``storage`` is the storage object ``persist`` was opened on; only public
+    storage methods are used.
     """
 
-    def __init__(self, persist: Any, sampler: Any) -> None:
+    def __init__(self, persist: Any, storage: Any, sampler: Any) -> None:
         import optuna
-        self.persist, self.known, self.last_id, self.cursor = persist, set(), -1, 0
-        self.same = isinstance(persist._storage, optuna.storages.InMemoryStorage)
+        self.persist, self.store = persist, storage
+        self.sid = storage.get_study_id_from_name(persist.study_name)
+        self.known: set = set()          # numbers of persistent trials handled
+        self.pending: set = set()        # (RDB) numbers seen unfinished, to look at again
+        self.seen, self.cursor = 0, 0
+        self.same = isinstance(storage, optuna.storages.InMemoryStorage)
         self.mem = persist if self.same else optuna.create_study(
             storage=optuna.storages.InMemoryStorage(), sampler=sampler,
             directions=persist.directions)
@@ -281,38 +297,64 @@ class _Mirror:
         import optuna
         done = (optuna.trial.TrialState.COMPLETE,)
         if self.same:
-            self.n_complete = len(self.persist._get_trials(deepcopy=False, states=done))
+            self.n_complete = len(self.persist.get_trials(deepcopy=False, states=done))
             return self.n_complete
-        store, sid = self.persist._storage, self.persist._study_id
-        if isinstance(store, optuna.storages.RDBStorage):  # only rows newer than the last seen
-            new = store._get_trials(sid, done, set(), self.last_id - 64)
+        if isinstance(self.store, optuna.storages.RDBStorage):
+            new = self._new_rdb()
         else:  # journal: its in-memory replay is already incremental; trials are appended
-            listed = store.get_all_trials(sid, deepcopy=False, states=done)
+            listed = self.store.get_all_trials(self.sid, deepcopy=False, states=done)
             new, self.cursor = listed[self.cursor:], len(listed)
         for t in new:
-            if t._trial_id not in self.known:
-                self.known.add(t._trial_id)
-                self.last_id = max(self.last_id, t._trial_id)
+            if t.number not in self.known:
+                self.known.add(t.number)
+                self.n_complete += 1
                 self.mem.add_trial(t)
-        self.n_complete = len(self.known)
         return self.n_complete
 
+    def _new_rdb(self) -> list:
+        """COMPLETE trials numbered after the last look (and those unfinished then): a count
+        query, then one lookup per new trial, instead of reloading the study."""
+        import optuna
+        n = self.store.get_n_trials(self.sid)
+        out = []
+        for number in sorted(self.pending | set(range(self.seen, n))) if n > self.seen \
+                else sorted(self.pending):
+            if number in self.known:
+                continue
+            t = self.store.get_trial(
+                self.store.get_trial_id_from_study_id_trial_number(self.sid, number))
+            if not t.state.is_finished():
+                self.pending.add(number)
+                continue
+            self.pending.discard(number)
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                out.append(t)
+        self.seen = max(self.seen, n)
+        return out
+
     def push(self, trial: Any) -> None:
-        """Write a finished trial of the mirror to the persistent storage."""
+        """Write a finished trial of the mirror to the persistent storage, with its
+        constraints also where Optuna and optuna-dashboard look (``system_attrs``)."""
         if self.same:
             return
-        tid = self.persist._storage.create_new_trial(self.persist._study_id, template_trial=trial)
-        self.last_id = max(self.last_id, tid)
+        cons = trial.user_attrs.get("constraints")
+        if (cons is not None and "constraints" not in trial.system_attrs
+                and trial.state.name in ("COMPLETE", "PRUNED")):
+            trial = copy.copy(trial)
+            trial.system_attrs = {**trial.system_attrs, "constraints": tuple(cons)}
+        tid = self.store.create_new_trial(self.sid, template_trial=trial)
+        number = self.store.get_trial_number_from_id(tid)
+        self.known.add(number)
         if trial.state.name == "COMPLETE":
-            self.known.add(tid)
             self.n_complete += 1
 
 
-def _loop(st: Any, space: Space, sampler: str, seed: int | None, total: int,
+def _loop(st: Any, store: Any, space: Space, sampler: str, seed: int | None, total: int,
           bar: "Progress | None", stop: "_Stop | None" = None, quota: int | None = None) -> None:
     """Ask, evaluate, tell and persist until the study holds ``total`` COMPLETE trials, this
-    process has completed ``quota`` of them, or ``stop`` caught a signal."""
-    mirror = _Mirror(st, None)
+    process has completed ``quota`` of them, or ``stop`` caught a signal. ``store``: the
+    storage object ``st`` was opened on."""
+    mirror = _Mirror(st, store, None)
     done = mirror.n_complete
     if done >= total:
         return
@@ -323,7 +365,7 @@ def _loop(st: Any, space: Space, sampler: str, seed: int | None, total: int,
     try:
         _ask_tell(mirror, objective, total, bar, stop, total - done if quota is None else quota)
     finally:
-        sync(st._storage)
+        sync(store)
 
 
 def _ask_tell(mirror: _Mirror, objective: Any, total: int, bar: Any, stop: Any,
@@ -338,14 +380,12 @@ def _ask_tell(mirror: _Mirror, objective: Any, total: int, bar: Any, stop: Any,
             value = objective(trial)
         except Exception as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
-            mirror.push(mirror.mem._storage.get_trial(trial._trial_id))
+            mirror.push(mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL))
             raise
         if value is None:
-            mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
+            frozen = mirror.mem.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
-            mirror.mem.tell(trial, value)
-        frozen = mirror.mem._storage.get_trial(trial._trial_id)
+            frozen = mirror.mem.tell(trial, value)
         mirror.push(frozen)
         fails = fails + 1 if frozen.state.name == "FAIL" else 0
         mine += fails == 0
@@ -388,14 +428,15 @@ def run(space: Any, n_trials: int = 100, storage: Any = None, study_name: str | 
             raise ValueError(f"{arg}={v!r}: must be an integer >= 1")
     name = study_name or space.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = _create(space, open_storage(storage), name, None)
+    store = open_storage(storage)
+    st = _create(space, store, name, None)
     done = _n_complete(st)
     if done >= n_trials:
         return st
     bar = Progress(n_trials, done) if progress else None
     with _Stop() as stop:
         if workers <= 1:
-            _loop(st, space, sampler, seed, n_trials, bar, stop)
+            _loop(st, store, space, sampler, seed, n_trials, bar, stop)
         else:
             _run_workers(space, storage, name, sampler, seed, n_trials, workers, bar, stop,
                          n_trials - done)

@@ -69,7 +69,7 @@ def _coerce(raw: str, default: Any, options: Sequence[Any] | None = None,
             value = [x for x in raw.split(",") if x]
         else:
             value = raw
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc"; "inf" for an integer
         return default
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = min(max(value, lo if lo is not None else value), hi if hi is not None else value)

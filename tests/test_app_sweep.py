@@ -174,6 +174,18 @@ def test_a_link_beyond_a_maximum_is_clamped_to_it():
     assert at.number_input(key="dram_gb").value == ui.MAX_CAPACITY_GB
 
 
+@pytest.mark.parametrize("name,params", [
+    ("estimate", dict(tp="inf", input_len="-inf", n="nan", output_len="1e400")),
+    ("tiers", dict(hbm_gb="inf", points="inf", ttft_pts="-1e300", be_max="1e400", t_src="synthetic",
+                   t_n="inf")),
+])
+def test_non_finite_link_values_fall_back_or_clamp(name, params):
+    at = page(name, **params)
+    clean(at)
+    for w in at.number_input:
+        assert w.min <= w.value <= w.max, (w.key, w.value)
+
+
 def test_sweep_values_beyond_the_maximum_are_ignored_with_a_warning():
     at = page("cluster", c_src="synthetic", c_n="300", sharing="none", routing="round_robin",
               sw_inst="2,100000")

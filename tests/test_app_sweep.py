@@ -7,20 +7,21 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 import kvmodel
-from kvmodel import cluster as kcluster, traces as ktraces
+from kvmodel import cluster as kcluster
+from kvmodel import traces as ktraces
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "streamlit_app.py"
 sys.path.insert(0, str(ROOT / "app"))
-import _common as ui  # noqa: E402
+import _common as ui
 
 TIMEOUT = 60
 KINDS = ("number_input", "selectbox", "radio", "multiselect", "checkbox")
@@ -175,9 +176,9 @@ def test_a_link_beyond_a_maximum_is_clamped_to_it():
 
 
 @pytest.mark.parametrize("name,params", [
-    ("estimate", dict(tp="inf", input_len="-inf", n="nan", output_len="1e400")),
-    ("tiers", dict(hbm_gb="inf", points="inf", ttft_pts="-1e300", be_max="1e400", t_src="synthetic",
-                   t_n="inf")),
+    ("estimate", {"tp": "inf", "input_len": "-inf", "n": "nan", "output_len": "1e400"}),
+    ("tiers", {"hbm_gb": "inf", "points": "inf", "ttft_pts": "-1e300", "be_max": "1e400",
+               "t_src": "synthetic", "t_n": "inf"}),
 ])
 def test_non_finite_link_values_fall_back_or_clamp(name, params):
     at = page(name, **params)
@@ -259,7 +260,7 @@ def test_search_unreadable_storage_is_a_message(spec, tmp_path):
 
 
 # ---- Tiers: empty cache, absurd capacities -------------------------------------------------------
-TIERS = dict(t_src="synthetic", t_n="500", points="10", ttft_pts="5", be_max="16384")
+TIERS = {"t_src": "synthetic", "t_n": "500", "points": "10", "ttft_pts": "5", "be_max": "16384"}
 
 
 def test_tiers_all_capacities_zero_is_an_empty_cache():

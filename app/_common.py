@@ -19,6 +19,7 @@ import numpy as np
 import streamlit as st
 
 import kvmodel
+from kvmodel import cluster as _cluster, traces as _traces
 from kvmodel.hardware import Catalog, use_catalog
 
 APP_DIR = Path(__file__).resolve().parent
@@ -27,6 +28,30 @@ DEFAULT_TRACE = "mooncake-conversation"  # a built-in trace (kvmodel.traces.BUIL
 CUSTOM_HW = "custom_hardware"  # st.session_state key: [{"toml": str, "keys": ["gpu.my-gpu"]}]
 CATALOG = "kvmodel_catalog"  # st.session_state key: this session's kvmodel.Catalog
 TRACE_SUFFIXES = ["jsonl", "json", "ndjson", "csv"]
+
+# ---- widget maxima -------------------------------------------------------------------------------
+# Every size-like input has a maximum. Where kvmodel has a cap the widget uses it (or is tighter):
+# _cluster.MAX_INSTANCES / MAX_TP, _traces.MAX_SYNTHETIC_*. The others are the app's
+# own bounds, far above any deployment, that keep every computation finite and bounded in memory
+# (a capacity of 1e300 GB overflows the int64 block counts; a rate of 1e300 req/s is no workload).
+MAX_INSTANCES = _cluster.MAX_INSTANCES  # instances of one cluster
+MAX_TP = _cluster.MAX_TP                # GPUs in one tensor-parallel group (also PP)
+MAX_RATE_PER_S = 1e6        # request rates (req/s)
+MAX_CAPACITY_GB = 1e6       # memory or storage capacity of one instance or node (GB): 1 PB
+MAX_TOKENS = 10_000_000     # prompt, output and prefix lengths (tokens)
+MAX_BATCH = 1_000_000       # sequences in a batch; closed-loop clients
+MAX_TIME_S = 3600.0         # SLOs and think times (s)
+MAX_SEED = 2**32 - 1
+MAX_BANDWIDTH_GBPS = 1e6    # custom hardware: link and memory bandwidths (GB/s; TB/s for HBM)
+MAX_TFLOPS = 1e6            # custom hardware: peak TFLOP/s per precision
+MAX_TDP_W = 1e5             # custom hardware: board power (W)
+# synthetic traces: the library allows 1e6-token means (MAX_SYNTHETIC_TOKENS) and 1e7 requests,
+# which take minutes and gigabytes; the app stays at sizes that answer within seconds
+MAX_SYNTH_REQUESTS = min(200_000, _traces.MAX_SYNTHETIC_REQUESTS)
+MAX_SYNTH_TOKENS = min(32_768, _traces.MAX_SYNTHETIC_TOKENS)  # mean user / output tokens
+MAX_SYNTH_SYSTEM_TOKENS = min(131_072, _traces.MAX_SYNTHETIC_TOKENS)
+MAX_SYNTH_SYSTEM_PROMPTS = min(100_000, _traces.MAX_SYNTHETIC_REQUESTS)
+MAX_SYNTH_TURNS = 100.0     # mean turns (library: n_requests x turns <= MAX_SYNTHETIC_TURNS)
 
 
 # ---- query-parameter backed widgets --------------------------------------------------------------
@@ -46,7 +71,7 @@ def _coerce(raw: str, default: Any, options: Sequence[Any] | None = None,
             value = [x for x in raw.split(",") if x]
         else:
             value = raw
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc"; "inf" for an integer
         return default
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = min(max(value, lo if lo is not None else value), hi if hi is not None else value)
@@ -110,8 +135,9 @@ def multiselect(label: str, options: Iterable[Any], key: str, default: Sequence[
     return _publish(key, where.multiselect(label, opts, key=key, **kw))
 
 
-def number(label: str, key: str, default: int | float, min_value: int | float | None = None,
-           max_value: int | float | None = None, where: Any = st, **kw: Any) -> Any:
+def number(label: str, key: str, default: int | float, min_value: int | float,
+           max_value: int | float, where: Any = st, **kw: Any) -> Any:
+    """A number input with both bounds (a link's out-of-range value is clamped to them)."""
     if isinstance(default, float):
         min_value = None if min_value is None else float(min_value)
         max_value = None if max_value is None else float(max_value)
@@ -137,18 +163,21 @@ def text(label: str, key: str, default: str, where: Any = st, **kw: Any) -> str:
     return _publish(key, where.text_input(label, key=key, **kw))
 
 
-def int_list(label: str, key: str, default: str, where: Any = st, minimum: float = 0) -> list[float]:
-    """Comma-separated numbers; a clear warning (and no values) when they do not parse."""
+def int_list(label: str, key: str, default: str, where: Any = st, minimum: float = 0,
+             maximum: float = math.inf) -> list[float]:
+    """Comma-separated numbers in [minimum, maximum]; a clear warning for the others (and no
+    values at all when the text does not parse)."""
     raw = text(label, key, default, where=where)
     try:
         vals = [float(x) for x in raw.replace(";", ",").split(",") if x.strip()]
     except ValueError:
         st.warning(f"{label}: '{raw}' is not a comma-separated list of numbers")
         return []
-    bad = [v for v in vals if not math.isfinite(v) or v < minimum]
-    if bad:
-        st.warning(f"{label}: values must be >= {minimum:g}; ignoring {bad}")
-    return [v for v in vals if math.isfinite(v) and v >= minimum]
+    ok = [math.isfinite(v) and minimum <= v <= maximum for v in vals]
+    if not all(ok):
+        st.warning(f"{label}: values must be in [{minimum:g}, {maximum:g}]; ignoring "
+                   f"{[v for v, good in zip(vals, ok) if not good]}")
+    return [v for v, good in zip(vals, ok) if good]
 
 
 def defaults_of(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -330,7 +359,7 @@ def guarded(fn: Callable[..., Any], /, **kwargs: Any) -> tuple[Any, str]:
     Arguments by keyword only, so that their order can never drift from the library's."""
     try:
         return fn(**kwargs), ""
-    except (ValueError, KeyError, TypeError, ZeroDivisionError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, ArithmeticError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         return None, f"{type(exc).__name__}: {msg}"
 
@@ -444,28 +473,32 @@ def synthetic_widgets(prefix: str, where: Any = st, n_default: int = 5000) -> tu
     d = defaults_of(kvmodel.synthetic_trace)
     c = where.columns(4)
     p: dict[str, Any] = {
-        "n_requests": number("requests", f"{prefix}n", n_default, 1, 200_000, where=c[0], step=500),
-        "seed": number("seed", f"{prefix}seed", int(d["seed"]), 0, None, where=c[1]),
+        "n_requests": number("requests", f"{prefix}n", n_default, 1, MAX_SYNTH_REQUESTS,
+                             where=c[0], step=500),
+        "seed": number("seed", f"{prefix}seed", int(d["seed"]), 0, MAX_SEED, where=c[1]),
         "arrival": select("arrival", ["poisson", "bursty"], f"{prefix}arr", d["arrival"], where=c[2]),
-        "rate_per_s": number("rate (req/s)", f"{prefix}rate", float(d["rate_per_s"]), 1e-3, None,
-                             where=c[3]),
-        "burst_cv": number("burst CV", f"{prefix}bcv", float(d["burst_cv"]), 0.01, None, where=c[0]),
+        "rate_per_s": number("rate (req/s)", f"{prefix}rate", float(d["rate_per_s"]), 1e-3,
+                             MAX_RATE_PER_S, where=c[3]),
+        "burst_cv": number("burst CV", f"{prefix}bcv", float(d["burst_cv"]), 0.01, 100.0,
+                           where=c[0]),
         "n_system_prompts": number("system prompts", f"{prefix}nsys", int(d["n_system_prompts"]),
-                                   0, None, where=c[1]),
+                                   0, MAX_SYNTH_SYSTEM_PROMPTS, where=c[1]),
         "system_prompt_tokens": number("system prompt tokens", f"{prefix}systok",
-                                       int(d["system_prompt_tokens"]), 0, None, where=c[2]),
-        "zipf_alpha": number("Zipf α", f"{prefix}zipf", float(d["zipf_alpha"]), 0.0, None,
+                                       int(d["system_prompt_tokens"]), 0, MAX_SYNTH_SYSTEM_TOKENS,
+                                       where=c[2]),
+        "zipf_alpha": number("Zipf α", f"{prefix}zipf", float(d["zipf_alpha"]), 0.0, 10.0,
                              where=c[3]),
         "session_fraction": number("multi-turn fraction", f"{prefix}sess",
                                    float(d["session_fraction"]), 0.0, 1.0, where=c[0]),
-        "turns_mean": number("mean turns", f"{prefix}turns", float(d["turns_mean"]), 1.0, None,
-                             where=c[1]),
+        "turns_mean": number("mean turns", f"{prefix}turns", float(d["turns_mean"]), 1.0,
+                             MAX_SYNTH_TURNS, where=c[1]),
         "think_time_s": number("think time (s)", f"{prefix}think", float(d["think_time_s"]), 0.0,
-                               None, where=c[2]),
+                               MAX_TIME_S, where=c[2]),
         "user_tokens_mean": number("mean user tokens", f"{prefix}utok", float(d["user_tokens_mean"]),
-                                   0.0, None, where=c[3]),
+                                   0.0, MAX_SYNTH_TOKENS, where=c[3]),
         "output_tokens_mean": number("mean output tokens", f"{prefix}otok",
-                                     float(d["output_tokens_mean"]), 0.0, None, where=c[0]),
+                                     float(d["output_tokens_mean"]), 0.0, MAX_SYNTH_TOKENS,
+                                     where=c[0]),
     }
     params = tuple(sorted(p.items()))
     trace, err = guarded(synthetic, params=params)

@@ -17,12 +17,16 @@ from kvmodel.policies import ROUTING, SHARING
 import _common as ui
 
 GB = 1e9  # display unit
+# bounded affinity's slack is a fraction above the mean load: beyond instances - 1 it bounds nothing
+MAX_EPSILON = float(ui.MAX_INSTANCES)
 NETWORK_FAMILIES = ("infiniband", "roce", "ethernet", "tcp")
 METRICS = {  # result column -> (chart label with its unit, factor from the SI value)
     "ttft_s": ("TTFT mean (ms)", 1e3), "ttft_p50_s": ("TTFT p50 (ms)", 1e3),
     "ttft_p99_s": ("TTFT p99 (ms)", 1e3), "goodput_per_s": ("goodput (req/s)", 1.0),
     "cost_usd_per_mtok": ("cost ($ / Mtok)", 1.0),
 }
+RESULTS = ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s",
+           "goodput_per_s", "output_tok_per_s", "cost_usd_per_h", "cost_usd_per_mtok", "imbalance")
 UNITS = {"ttft_s": "ms", "ttft_p50_s": "ms", "ttft_p90_s": "ms", "ttft_p99_s": "ms",
          "tpot_s": "ms", "tpot_p99_s": "ms", "goodput_per_s": "req/s", "output_tok_per_s": "tok/s",
          "cost_usd_per_h": "$/h", "cost_usd_per_mtok": "$/Mtok", "hit_ratio": "%", "dram_B": "B"}
@@ -63,14 +67,15 @@ def workload_inputs() -> tuple[str, Any]:
     own = kvmodel.Workload(trace=trace).rate
     start = DEFAULT_RATE.get(key, round(own, 3))
     c = st.columns(3)
-    rate = ui.number("Request rate (req/s)", "c_req_rate", start, 1e-6, None, where=c[0],
+    start = min(max(start, 1e-6), ui.MAX_RATE_PER_S)
+    rate = ui.number("Request rate (req/s)", "c_req_rate", start, 1e-6, ui.MAX_RATE_PER_S, where=c[0],
                      format="%.3f", help=f"the trace's own rate is {own:.3g} req/s"
                      + (f"; the default {start:g} req/s loads the default cluster enough for "
                         "tiers, sharing and routing to matter" if key in DEFAULT_RATE else ""))
     slo = {k: float(_field_default(kvmodel.Workload, k)) for k in ("ttft_slo_s", "tpot_slo_s")}
-    ttft = ui.number("TTFT SLO (s)", "c_ttft_slo", slo["ttft_slo_s"], 1e-6, None, where=c[1],
+    ttft = ui.number("TTFT SLO (s)", "c_ttft_slo", slo["ttft_slo_s"], 1e-6, ui.MAX_TIME_S, where=c[1],
                      format="%.3f")
-    tpot = ui.number("TPOT SLO (s)", "c_tpot_slo", slo["tpot_slo_s"], 1e-6, None, where=c[2],
+    tpot = ui.number("TPOT SLO (s)", "c_tpot_slo", slo["tpot_slo_s"], 1e-6, ui.MAX_TIME_S, where=c[2],
                      format="%.3f")
     return key, ui.workload(key, trace, rate, ttft, tpot)
 
@@ -87,13 +92,14 @@ def cluster_inputs() -> dict[str, Any]:
         model=ui.select("Model", ui.model_options(), "model", "llama-3.1-8b", where=c[0]),
         gpu=ui.select("GPU", ui.gpu_options(), "gpu", "h100-sxm", where=c[1]),
         precision=ui.select("Precision", list(BYTES_PER_ELEMENT), "precision", "fp8", where=c[2]),
-        instances=ui.number("Instances", "instances", 4, 1, 4096, where=c[3]),
-        tp=ui.number("TP", "tp", 1, 1, 1024, where=c[4]),
+        instances=ui.number("Instances", "instances", 4, 1, ui.MAX_INSTANCES, where=c[3]),
+        tp=ui.number("TP", "tp", 1, 1, ui.MAX_TP, where=c[4]),
         epsilon=ui.number("Balance ε", "epsilon", float(_field_default(kvmodel.Cluster, "epsilon")),
-                          0.0, None, where=c[5], help="bounded prefix affinity slack"),
+                          0.0, MAX_EPSILON, where=c[5], help="bounded prefix affinity slack"),
     )
     c = st.columns(3)
-    dram = ui.number("DRAM per instance (GB, 0 = node share)", "dram_gb", 0.0, 0.0, None, where=c[0])
+    dram = ui.number("DRAM per instance (GB, 0 = node share)", "dram_gb", 0.0, 0.0,
+                     ui.MAX_CAPACITY_GB, where=c[0])
     if dram > 0:
         base["dram_B"] = dram * GB
     nic = ui.select("NIC link", ["node default"] + network_links(), "nic", "node default", where=c[1])
@@ -115,20 +121,23 @@ def evaluate(wkey: str, _w: Any, rate: float, slos: tuple[float, float],
         return dict(cfg, stable=False, reason=err)
     d = r.to_dict()
     row = dict(cfg)
-    row.update({k: d[k] for k in ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
-                                  "tpot_p99_s",
-                                  "goodput_per_s", "output_tok_per_s", "cost_usd_per_h", "cost_usd_per_mtok",
-                                  "stable", "reason", "imbalance")})
+    row.update({k: d[k] for k in RESULTS + ("stable", "reason")})
     row["hit_ratio"] = sum(d["hit_ratio"].values())
     row.update({f"hit_{k}": v for k, v in d["hit_ratio"].items()})
     return row
 
 
 def run_grid(wkey: str, w: Any, configs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per configuration; every result column present (missing where a configuration
+    is infeasible or failed: its ``reason`` says why)."""
     rows = [evaluate(wkey, w, w.rate, (w.ttft_slo_s, w.tpot_slo_s), tuple(sorted(cfg.items())),
                      ui.catalog_key())
             for cfg in configs]
     df = pd.DataFrame(rows)
+    for col in RESULTS + ("hit_ratio",):
+        if col not in df:
+            df[col] = float("nan")
+    df["reason"] = df["reason"].fillna("")
     for col in METRICS:
         if col in df:
             df[col] = df[col].map(ui.finite)
@@ -152,11 +161,10 @@ def compare_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
     unstable_warning(df)
     reuse_ceiling_note(w, df)
     scale = METRICS[metric][1]
-    fig = go.Figure([go.Bar(name=s, x=g["routing"], y=pd.to_numeric(g[metric]) * scale)
-                     for s, g in df.groupby("sharing", sort=False)])
-    fig.update_layout(barmode="group", yaxis_title=label(metric), height=380,
-                      margin=dict(t=30, b=10), legend_title="sharing")
-    ui.show_chart(fig, "cluster_compare", "compare")
+    if not has_values(df, [metric]):
+        st.info(f"No configuration has a finite {label(metric)}: no chart to draw.")
+    else:
+        compare_chart(df, metric, scale)
     cols = ["sharing", "routing", "ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s",
             "goodput_per_s",
             "cost_usd_per_mtok", "hit_ratio", "imbalance", "stable", "reason"]
@@ -171,6 +179,19 @@ def closed_form_note(routings: list[str]) -> None:
     if merged:
         st.caption("Evaluated in closed form as: " + ", ".join(merged) + " (their own rules "
                    "run only in the simulator, `kvmodel.sim`).")
+
+
+def has_values(df: pd.DataFrame, cols: list[str]) -> bool:
+    """Whether any of ``cols`` holds a finite number (else a chart would be empty)."""
+    return bool(pd.DataFrame({c: pd.to_numeric(df[c]) for c in cols}).notna().to_numpy().any())
+
+
+def compare_chart(df: pd.DataFrame, metric: str, scale: float) -> None:
+    fig = go.Figure([go.Bar(name=s, x=g["routing"], y=pd.to_numeric(g[metric]) * scale)
+                     for s, g in df.groupby("sharing", sort=False)])
+    fig.update_layout(barmode="group", yaxis_title=label(metric), height=380,
+                      margin=dict(t=30, b=10), legend_title="sharing")
+    ui.show_chart(fig, "cluster_compare", "compare")
 
 
 def unstable_warning(df: pd.DataFrame) -> None:
@@ -190,11 +211,12 @@ def unstable_warning(df: pd.DataFrame) -> None:
 def sweep_values(knob: str) -> list[Any]:
     if knob == "instances":
         return [int(v) for v in ui.int_list("Instances (comma-separated)", "sw_inst", "1,2,4,8,16",
-                                            minimum=1)]
+                                            minimum=1, maximum=ui.MAX_INSTANCES)]
     if knob == "network":
         return ui.multiselect("NIC links", network_links(), "sw_nic",
                               ["roce-100g", "roce-200g", "roce-400g", "roce-800g"])
-    return ui.int_list("DRAM per instance (GB)", "sw_dram", "50,100,200,500,1000", minimum=0)
+    return ui.int_list("DRAM per instance (GB)", "sw_dram", "50,100,200,500,1000", minimum=0,
+                       maximum=ui.MAX_CAPACITY_GB)
 
 
 def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
@@ -214,6 +236,16 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
                for s in SHARING for v in values]
     df = run_grid(wkey, w, configs)
     df["value"] = [v for _ in SHARING for v in values]
+    unstable_warning(df)
+    if has_values(df, list(METRICS)):
+        ui.show_chart(sweep_chart(df, knob), f"sweep_{knob}", "sweep")
+    ui.show_table(df, f"sweep_{knob}", "sweep", wide=["reason"],
+                  units=UNITS | {c: "%" for c in df.columns if c.startswith("hit_")})
+    if knob == "DRAM":
+        st.caption("DRAM values in GB (1 GB = 1e9 B).")
+
+
+def sweep_chart(df: pd.DataFrame, knob: str) -> go.Figure:
     rows = (len(METRICS) + 1) // 2
     fig = make_subplots(rows=rows, cols=2, subplot_titles=[label(c) for c in METRICS])
     for i, (col, (_, scale)) in enumerate(METRICS.items()):
@@ -230,12 +262,7 @@ def sweep_section(wkey: str, w: Any, base: dict[str, Any]) -> None:
                                  "DRAM": "DRAM per instance (GB)"}[knob])
     fig.update_yaxes(rangemode="tozero")  # a 0.1 ms wobble must not look like a trend
     fig.update_layout(height=280 * rows, margin=dict(t=40, b=10))
-    unstable_warning(df)
-    ui.show_chart(fig, f"sweep_{knob}", "sweep")
-    ui.show_table(df, f"sweep_{knob}", "sweep", wide=["reason"],
-                  units=UNITS | {c: "%" for c in df.columns if c.startswith("hit_")})
-    if scale != 1:
-        st.caption("DRAM values in GB (1 GB = 1e9 B).")
+    return fig
 
 
 def main() -> None:

@@ -30,22 +30,24 @@ def inputs() -> dict[str, Any]:
                             "tensorrt-llm", where=c[3]),
     )
     c = st.columns(4)
-    kw["tp"] = ui.number("TP", "tp", 8, 1, 1024, where=c[0])
-    kw["pp"] = ui.number("PP", "pp", 1, 1, 1024, where=c[1])
-    kw["input_len"] = ui.number("Input tokens", "input_len", 2048, 1, 10_000_000, where=c[2], step=256)
-    kw["output_len"] = ui.number("Output tokens", "output_len", 128, 1, 10_000_000, where=c[3], step=64)
+    kw["tp"] = ui.number("TP", "tp", 8, 1, ui.MAX_TP, where=c[0])
+    kw["pp"] = ui.number("PP", "pp", 1, 1, ui.MAX_TP, where=c[1])
+    kw["input_len"] = ui.number("Input tokens", "input_len", 2048, 1, ui.MAX_TOKENS, where=c[2],
+                                step=256)
+    kw["output_len"] = ui.number("Output tokens", "output_len", 128, 1, ui.MAX_TOKENS, where=c[3],
+                                 step=64)
     c = st.columns([3, 1])
     mode = MODES[ui.radio("Mode", list(MODES), "mode", "batch N", where=c[0])]
     ui.drop(*{"batch": ("clients", "rate"), "max": ("n", "clients", "rate"),
               "concurrency": ("n", "rate"), "rate": ("n", "clients")}[mode])
     if mode == "batch":
-        kw["batch"] = ui.number("Batch N", "n", 1, 1, 1_000_000, where=c[1])
+        kw["batch"] = ui.number("Batch N", "n", 1, 1, ui.MAX_BATCH, where=c[1])
     elif mode == "max":
         kw["batch"] = "max"
     elif mode == "concurrency":
-        kw["concurrency"] = ui.number("Clients N", "clients", 16, 1, 1_000_000, where=c[1])
+        kw["concurrency"] = ui.number("Clients N", "clients", 16, 1, ui.MAX_BATCH, where=c[1])
     else:
-        kw["request_rate"] = ui.number("Requests/s λ", "rate", 1.0, 1e-6, None, where=c[1],
+        kw["request_rate"] = ui.number("Requests/s λ", "rate", 1.0, 1e-6, ui.MAX_RATE_PER_S, where=c[1],
                                        format="%.3f")
     return kw
 

@@ -55,7 +55,9 @@ def browse() -> None:
     flt = ui.text("Filter (entry or field contains)", "filter", "", where=c[1])
     df = pd.DataFrame(section_rows(section))
     if flt:
-        m = df["entry"].str.contains(flt, case=False) | df["field"].str.contains(flt, case=False)
+        # plain text, not a regular expression: "[" or "(" are characters to find
+        m = (df["entry"].str.contains(flt, case=False, regex=False)
+             | df["field"].str.contains(flt, case=False, regex=False))
         df = df[m]
     df["value"] = df["value"].astype(str)
     st.caption(f"{df['entry'].nunique()} entries, {len(df)} values. kind: datasheet / measured / "
@@ -104,9 +106,9 @@ def gpu_form(template: str) -> dict[str, Any] | None:
                                   key=k + "vendor"),
             architecture=c[3].text_input("Architecture", g.architecture, key=k + "arch"))
         c = st.columns(4)
-        f["hbm_GB"] = c[0].number_input("HBM capacity (GB)", 0.0, None, g.hbm_capacity_B / 1e9,
+        f["hbm_GB"] = c[0].number_input("HBM capacity (GB)", 0.0, ui.MAX_CAPACITY_GB, g.hbm_capacity_B / 1e9,
                                         key=k + "hbm")
-        f["hbm_TBps"] = c[1].number_input("HBM bandwidth (TB/s)", 0.0, None, g.hbm_bw_Bps / 1e12,
+        f["hbm_TBps"] = c[1].number_input("HBM bandwidth (TB/s)", 0.0, ui.MAX_BANDWIDTH_GBPS / 1e3, g.hbm_bw_Bps / 1e12,
                                           key=k + "hbmbw")
         f["matmul_eff"] = c[2].number_input("Matmul efficiency", 0.0, 1.0,
                                             round(min(g.matmul_eff.values()), 3), key=k + "meff")
@@ -114,16 +116,16 @@ def gpu_form(template: str) -> dict[str, Any] | None:
                                          key=k + "beff")
         st.markdown("Dense peak TFLOP/s per precision (0 = not supported)")
         c = st.columns(len(g.peak_flops))
-        f["peak"] = {p: c[i].number_input(p, 0.0, None, v / 1e12, key=k + "pk_" + p)
+        f["peak"] = {p: c[i].number_input(p, 0.0, ui.MAX_TFLOPS, v / 1e12, key=k + "pk_" + p)
                      for i, (p, v) in enumerate(g.peak_flops.items())}
         c = st.columns(5)
         f["scale_up_link"] = c[0].selectbox("Scale-up link", links, links.index(g.scale_up_link),
                                             key=k + "sul")
-        f["scale_up_GBps"] = c[1].number_input("Scale-up GB/s", 0.0, None, g.scale_up_bw_Bps / 1e9,
+        f["scale_up_GBps"] = c[1].number_input("Scale-up GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS, g.scale_up_bw_Bps / 1e9,
                                                key=k + "sub")
         f["host_link"] = c[2].selectbox("Host link", links, links.index(g.host_link), key=k + "hl")
-        f["host_GBps"] = c[3].number_input("Host GB/s", 0.0, None, g.host_bw_Bps / 1e9, key=k + "hb")
-        f["tdp_W"] = c[4].number_input("TDP (W)", 0.0, None, g.tdp_W, key=k + "tdp")
+        f["host_GBps"] = c[3].number_input("Host GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS, g.host_bw_Bps / 1e9, key=k + "hb")
+        f["tdp_W"] = c[4].number_input("TDP (W)", 0.0, ui.MAX_TDP_W, g.tdp_W, key=k + "tdp")
         c = st.columns(4)
         f["kind"] = c[0].selectbox("Kind of these numbers", KINDS, key=k + "kind")
         f["source"] = c[1].text_input("Source", "my own numbers", key=k + "src",

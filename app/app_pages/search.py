@@ -16,6 +16,10 @@ RESULTS = ui.REPO_DIR / "studies" / "results"
 STORAGE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".journal", ".log")
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 FALLBACK_STORAGE = "kvmodel-search.journal"
+ALLOWED = ("a journal file path (e.g. studies/results/x.journal), a SQLite file (.db, .sqlite, "
+           ".sqlite3) or an SQLAlchemy URL (sqlite:///path.db, postgresql+psycopg://user@host/db, "
+           "mysql+pymysql://user@host/db)")
+PENDING = "search_show_study"  # session key: the study to select on the next run (after a launch)
 
 
 def search_module() -> tuple[Any | None, str]:
@@ -65,6 +69,26 @@ def storage(spec: str) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     Path(spec).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(spec))
+
+
+def storage_error(spec: str, exc: BaseException) -> str:
+    """What went wrong opening ``spec`` (first line of the back end's message) and what is allowed."""
+    lines = str(exc).strip().splitlines()
+    return (f"Cannot open the storage {spec!r} ({type(exc).__name__}: {lines[0] if lines else ''})."
+            f" Allowed: {ALLOWED}.")
+
+
+def read_summaries(spec: str) -> tuple[list[Any], str]:
+    """(summaries of the studies in ``spec``, "") or ([], why it cannot be read).
+
+    The storage is user input and each back end raises its own exception types (SQLAlchemy,
+    psycopg, json, UnicodeDecodeError of a binary file), so every Exception becomes a message."""
+    import optuna
+
+    try:
+        return optuna.get_all_study_summaries(storage=storage(spec), include_best_trial=False), ""
+    except Exception as exc:  # noqa: BLE001 (see the docstring)
+        return [], storage_error(spec, exc)
 
 
 def unit_of(mod: Any | None, name: str) -> str:
@@ -204,22 +228,32 @@ def launch(mod: Any, target: str) -> None:
         submitted = st.form_submit_button("Run")
     if not submitted:
         return
-    bar = st.progress(0.0, text=f"0 / {n} trials")
-    step = max(1, n // 20)
-    for k in range(min(step, n), n + step, step):
-        k = min(k, n)
-        _, err = ui.guarded(mod.run, space=space, n_trials=k, storage=target,
-                            study_name=name or None, sampler=sampler)
+    _, err = read_summaries(target)
+    if err or not run_chunks(mod, target, space, sampler, n, name):
         if err:
-            st.error(f"The study failed: {err}")
-            return
-        bar.progress(k / n, text=f"{k} / {n} trials")
-        if k == n:
-            break
+            st.error(err)
+        return
     st.session_state["search_done"] = f"Study {(name or space)!r} holds {n} complete trials."
-    st.session_state["study"] = name or space  # show it after the rerun
+    # the Study selectbox exists already in this run: select the new study on the next one
+    st.session_state[PENDING] = name or space
     storage.clear()
     st.rerun()
+
+
+def run_chunks(mod: Any, target: str, space: str, sampler: str, n: int, name: str) -> bool:
+    """Run ``kvmodel.search.run`` in chunks under a progress bar; False (and an error) if it fails."""
+    bar = st.progress(0.0, text=f"0 / {n} trials")
+    step = max(1, n // 20)
+    for k in [*range(step, n, step), n]:
+        try:
+            mod.run(space=space, n_trials=k, storage=target, study_name=name or None,
+                    sampler=sampler)
+        except Exception as exc:  # noqa: BLE001 (storage back ends raise their own types)
+            st.error(f"The study failed on {target!r}: {type(exc).__name__}: "
+                     f"{(str(exc).strip().splitlines() or [''])[0]}")
+            return False
+        bar.progress(k / n, text=f"{k} / {n} trials")
+    return True
 
 
 GRID_LIMIT = 500_000  # points; tier-sizing's 381,480 take a few seconds
@@ -274,6 +308,8 @@ def main() -> None:
                "`kvmodel.search` or any Optuna storage (journal / SQLite file, or an RDB URL).")
     if "search_done" in st.session_state:
         st.success(st.session_state.pop("search_done"))
+    if PENDING in st.session_state:  # before the Study selectbox is created
+        st.session_state["study"] = st.session_state.pop(PENDING)
     mod, why = search_module()
     found = discovered()
     default = found[0] if found else getattr(mod, "DEFAULT_STORAGE", FALLBACK_STORAGE)
@@ -281,29 +317,31 @@ def main() -> None:
                    help="found: " + (", ".join(found) or "none"))
     if mod is None:
         st.info(f"{why}: existing studies can be read here, but not launched.")
-    spec, err = resolve(text)
-    if err:
-        st.info(err + " — launch a study below (with kvmodel.search) or point to another storage.")
-    else:
-        import optuna
-
-        summaries, lerr = ui.guarded(optuna.get_all_study_summaries, storage=storage(spec),
-                                     include_best_trial=False)
-        if lerr:
-            st.error(f"Cannot read the storage: {lerr}")
-        elif not summaries:
-            st.info("The storage holds no studies yet.")
-        else:
-            names = [s.study_name for s in summaries]
-            show_study(spec, ui.select("Study", names, "study", names[-1]), mod)
+    readable = studies(text, mod)
     if mod is not None:
         st.header("Launch a short study")
         target, terr = resolve(text, must_exist=False)
-        if terr:
-            st.info(terr)
+        if terr or not readable:
+            st.info(terr or "Launching needs a storage that can be read: fix the storage above.")
         else:
             launch(mod, target)
         grid(mod)
 
+
+def studies(text: str, mod: Any | None) -> bool:
+    """Show the studies of the storage named by ``text``; False when it exists but is unreadable."""
+    spec, err = resolve(text)
+    if err:
+        st.info(err + " — launch a study below (with kvmodel.search) or point to another storage.")
+        return True
+    summaries, lerr = read_summaries(spec)
+    if lerr:
+        st.error(lerr)
+    elif not summaries:
+        st.info("The storage holds no studies yet.")
+    else:
+        names = [s.study_name for s in summaries]
+        show_study(spec, ui.select("Study", names, "study", names[-1]), mod)
+    return not lerr
 
 main()

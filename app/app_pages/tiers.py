@@ -50,14 +50,15 @@ def tier_inputs(cfg: dict[str, Any]) -> dict[str, Any]:
                      if f.name == "hbm_cache_fraction")
     st.markdown("**Tier capacities** (whole node; defaults from the node template)")
     c = st.columns(5)
+    top = ui.MAX_CAPACITY_GB
     hbm = ui.number("HBM prefix cache (GB)", "hbm_gb", round(cfg["kv_pool_B"] * hbm_share / GB, 1),
-                    0.0, None, where=c[0], help="part of the KV pool kept for cached prefixes")
+                    0.0, top, where=c[0], help="part of the KV pool kept for cached prefixes")
     dram = ui.number("Host DRAM (GB)", "dram_gb", round(default_tiers["dram"].capacity_B / GB, 1),
-                     0.0, None, where=c[1])
-    cxl = ui.number("CXL memory (GB)", "cxl_gb", 0.0, 0.0, None, where=c[2])
+                     0.0, top, where=c[1])
+    cxl = ui.number("CXL memory (GB)", "cxl_gb", 0.0, 0.0, top, where=c[2])
     ssd = ui.number("NVMe SSD (GB)", "ssd_gb", round(default_tiers["ssd"].capacity_B / GB, 1),
-                    0.0, None, where=c[3])
-    remote = ui.number("Remote memory (GB)", "remote_gb", 0.0, 0.0, None, where=c[4])
+                    0.0, top, where=c[3])
+    remote = ui.number("Remote memory (GB)", "remote_gb", 0.0, 0.0, top, where=c[4])
     tiers, err = ui.guarded(kvmodel.node_tiers, node=cfg["node"], dram_B=dram * GB, cxl_B=cxl * GB,
                             ssd_B=ssd * GB, remote_B=remote * GB)
     if err:
@@ -95,8 +96,13 @@ def hit_ratio_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     block_rate = kvmodel.Workload(trace=trace).rate * float(np.mean(trace.blocks_per_request))
     order = [k for k in ("hbm", "dram", "cxl", "ssd", "remote") if k in tiers]
     tier_key = (cfg["node"],) + tuple((k, tiers[k].capacity_B) for k in order)
-    table, miss, edges = placement(key, trace, [tiers[k] for k in order], tier_key, block_B,
-                                   block_rate, inclusive, method, ui.catalog_key())
+    if order:
+        table, miss, edges = placement(key, trace, [tiers[k] for k in order], tier_key, block_B,
+                                       block_rate, inclusive, method, ui.catalog_key())
+    else:  # every capacity 0: an empty cache, every block a miss
+        table, miss, edges = [], 1.0, []
+        st.info("Every tier capacity is 0: the cache is empty and every prefix block is "
+                "recomputed.")
     df = pd.DataFrame({"capacity_blocks": caps, "capacity_GB": np.asarray(caps) * block_B / GB,
                        "hit_ratio": curve})
     fig = go.Figure(go.Scatter(x=df["capacity_GB"], y=df["hit_ratio"], mode="lines",
@@ -125,8 +131,8 @@ def hit_ratio_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
 def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     st.header("TTFT vs cached prefix length")
     c = st.columns(4)
-    I = ui.number("Prompt tokens", "ttft_in", 8704, 2, 10_000_000, where=c[0], step=512)
-    O = ui.number("Output tokens", "ttft_out", 64, 1, 1_000_000, where=c[1])
+    I = ui.number("Prompt tokens", "ttft_in", 8704, 2, ui.MAX_TOKENS, where=c[0], step=512)
+    O = ui.number("Output tokens", "ttft_out", 64, 1, ui.MAX_TOKENS, where=c[1])
     policy = ui.select("Prefix policy", ["load", "best", "split"], "policy", "load", where=c[2],
                        help="load: always load the cached prefix; best/split: kvmodel's choice")
     n = ui.number("Points", "ttft_pts", 33, 2, 400, where=c[3])
@@ -177,7 +183,7 @@ def break_even_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     c = st.columns(2)
     ideal = ui.checkbox("Mooncake Eq. 2 assumptions (peak FLOP/s, linear recompute)", "ideal",
                         False, where=c[0])
-    top = ui.number("Longest prefix (tokens)", "be_max", int(mpe), 256, 10_000_000, where=c[1])
+    top = ui.number("Longest prefix (tokens)", "be_max", int(mpe), 256, ui.MAX_TOKENS, where=c[1])
     P = tuple(np.unique(np.geomspace(128, top, 60).astype(np.int64)).tolist())
     lib = dict(model=cfg["model"], gpu=cfg["gpu"], num_gpus=cfg["num_gpus"],
                precision=cfg["precision"], kv_precision=cfg["kv_precision"], ideal=ideal)

@@ -64,9 +64,15 @@ def place(trace: Any, tiers: list[Tier], block_bytes: float, block_rate: float =
     if not tiers:
         raise ValueError("tiers: give at least one tier, fastest first")
     cap = np.array([np.floor(t.capacity_B / block_bytes) for t in tiers])
+    if not np.all(np.isfinite(cap)):
+        raise ValueError(f"tiers: capacities must be finite, got "
+                         f"{[t.capacity_B for t in tiers]} bytes")
     edge = cap if inclusive else np.cumsum(cap)
     above = np.concatenate([[0.0], np.maximum.accumulate(edge)[:-1]])
-    H = hit_ratio_curve(trace, np.concatenate([edge, above]).astype(np.int64), method=method)
+    # a cache of 2**53 blocks or more holds every block of any trace that fits in memory, so
+    # the hit ratio is the same as at 2**53: query there (int64 would overflow near 9.2e18)
+    query = np.minimum(np.concatenate([edge, above]), 2.0**53).astype(np.int64)
+    H = hit_ratio_curve(trace, query, method=method)
     H_edge, H_above = H[: len(tiers)], H[len(tiers):]
     H_edge = np.maximum.accumulate(H_edge)
     served = np.maximum(H_edge - np.concatenate([[0.0], H_edge[:-1]]), 0.0)

@@ -259,3 +259,14 @@ def test_sim_prefix_cache_larger_than_kv_pool():
                        r"capacity of [\d,]+ tokens; allowed: fewer than [\d,]+ blocks"):
         kvmodel.sim.simulate("llama-3.1-8b", "h100-sxm", kvmodel.synthetic_trace(300, seed=1),
                              instances=2, tp=1, prefix_cache_blocks=2000)
+
+
+def test_place_with_astronomical_capacity_saturates_instead_of_overflowing():
+    """1e300 B used to overflow the int64 block count ("got min -9223372036854775808")."""
+    tr = kvmodel.synthetic_trace(300, seed=1)
+    huge = kvmodel.place(tr, [kvmodel.Tier("hbm", 1e300, None)], block_bytes=1e6, block_rate=10.0)
+    every = kvmodel.place(tr, [kvmodel.Tier("hbm", 1e6 * tr.total_blocks, None)], block_bytes=1e6,
+                          block_rate=10.0)
+    assert huge.hit_fraction[0] == every.hit_fraction[0] > 0
+    with pytest.raises(ValueError, match="finite"):
+        kvmodel.place(tr, [kvmodel.Tier("hbm", float("inf"), None)], block_bytes=1e6)

@@ -19,12 +19,13 @@ import numpy as np
 import streamlit as st
 
 import kvmodel
-from kvmodel import cluster as _cluster, traces as _traces
-from kvmodel.hardware import Catalog, use_catalog
+from kvmodel import cluster as _cluster
+from kvmodel.workload import traces as _traces
+from kvmodel.catalog.hardware import Catalog, use_catalog
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent
-DEFAULT_TRACE = "mooncake-conversation"  # a built-in trace (kvmodel.traces.BUILTIN)
+DEFAULT_TRACE = "mooncake-conversation"  # a built-in trace (kvmodel.workload.traces.BUILTIN)
 CUSTOM_HW = "custom_hardware"  # st.session_state key: [{"toml": str, "keys": ["gpu.my-gpu"]}]
 CATALOG = "kvmodel_catalog"  # st.session_state key: this session's kvmodel.Catalog
 TRACE_SUFFIXES = ["jsonl", "json", "ndjson", "csv"]
@@ -512,7 +513,7 @@ def trace_picker(prefix: str, allow_upload: bool = True) -> tuple[str, Any]:
     """Pick a built-in trace, an uploaded file or a synthetic trace; (key, trace).
 
     A built-in trace that cannot be read is an error box and no trace, never a fallback."""
-    builtin = kvmodel.traces.BUILTIN
+    builtin = kvmodel.workload.traces.BUILTIN
     sources = list(builtin) + ["synthetic"] + (["upload"] if allow_upload else [])
     src = radio("Trace", sources, f"{prefix}src", DEFAULT_TRACE,
                 help="built-in public traces shipped with kvmodel (`kvmodel traces`): Mooncake "
@@ -566,7 +567,7 @@ def validation_rows(which: str) -> tuple[list[dict[str, Any]], int, dict[str, in
 def _validation_rows(which: str, catalog_key: int) -> tuple[list[dict[str, Any]], int,
                                                             dict[str, int]]:
     if which == "held-out":
-        from kvmodel._validate import holdout_data
+        from kvmodel.instance.calibration import holdout_data
         rep = kvmodel.validate(data=holdout_data())
     else:
         rep = kvmodel.validate()

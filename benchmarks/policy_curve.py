@@ -6,7 +6,7 @@ Mooncake conversation trace, prints
       the routing footprint are warmed first, as the cluster model has them anyway),
   (b) the per-call time once cached (4 capacities, as cluster._hits asks, and 1000),
   (c) max |interpolated - exact| over ~20 off-grid capacities (log-uniform per-instance
-      capacities between 3 and saturation, exact = kvmodel._reuse_exact.replay), next to the
+      capacities between 3 and saturation, exact = kvmodel.workload._reuse_exact.replay), next to the
       same grid interpolated linearly in log c ("log") and as the analytic LRU times the
       interpolated ratio policy/LRU ("ratio"), to back the interpolation choice.
 Usage:
@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kvmodel  # noqa: E402
-from kvmodel._policy_curve import (DEFAULT_GRID_POINTS, EVICTIONS, _lru,  # noqa: E402
+from kvmodel.workload._policy_curve import (DEFAULT_GRID_POINTS, EVICTIONS, _lru,  # noqa: E402
                                    _saturation, policy_curve_table, policy_hit_ratio_curve)
-from kvmodel._reuse_analytic import reuse_profile  # noqa: E402
-from kvmodel._reuse_exact import replay  # noqa: E402
+from kvmodel.workload._reuse_analytic import reuse_profile  # noqa: E402
+from kvmodel.workload._reuse_exact import replay  # noqa: E402
 
 TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 CASES = [(1, "single"), (8, "prefix_affinity_bounded")]

@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kvmodel._reuse_analytic import (_back, _pairs, _prefix_max, _solve_mixture,  # noqa: E402
+from kvmodel.workload._reuse_analytic import (_back, _pairs, _prefix_max, _solve_mixture,  # noqa: E402
                                      analytic_hit_ratio_curve, reuse_profile)
-from kvmodel._trace_types import Trace  # noqa: E402
+from kvmodel.workload._trace_types import Trace  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "test_reuse_analytic.py")
 oracle = importlib.util.module_from_spec(_spec)

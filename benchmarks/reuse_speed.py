@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 import kvmodel
-from kvmodel._reuse_analytic import analytic_hit_ratio_curve, reuse_profile
-from kvmodel._reuse_exact import exact_hit_ratio_curve, replay
-from kvmodel._trace_types import Trace
-from kvmodel.traces import DATA_DIR
+from kvmodel.workload._reuse_analytic import analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._reuse_exact import exact_hit_ratio_curve, replay
+from kvmodel.workload._trace_types import Trace
+from kvmodel.workload.traces import DATA_DIR
 
 TRACES = DATA_DIR  # the built-in traces bundled in the package
 

@@ -7,7 +7,7 @@ recorded speed figures, so that every figure the README states is one the comman
 
 Sections live between ``<!-- BEGIN generated:NAME -->`` and ``<!-- END generated:NAME -->``:
 ``fidelity`` (the tables ``kvmodel validate`` and ``kvmodel validate --holdout`` print, from
-``kvmodel._validate.run_validation``), ``parameters`` (the fitted globals of
+``kvmodel.instance.calibration.run_validation``), ``parameters`` (the fitted globals of
 ``hardware_db/calibration.toml``) and the ``speed-*`` sections, rendered from
 ``benchmarks/results/speed.json``, which ``--speed`` rewrites with the machine it ran on.
 """
@@ -96,7 +96,7 @@ def pct(x: float) -> str:
 
 def validation_reports() -> dict:
     """The reports ``kvmodel validate`` and ``kvmodel validate --holdout`` print."""
-    from kvmodel._validate import default_data, holdout_data, run_validation
+    from kvmodel.instance.calibration import default_data, holdout_data, run_validation
     return {"calibration": run_validation(default_data()),
             "held out": run_validation(holdout_data())}
 
@@ -131,7 +131,7 @@ def render_fidelity(ctx: dict) -> str:
 
 
 def render_parameters(ctx: dict) -> str:
-    from kvmodel._validate import FIT_PARAMS
+    from kvmodel.instance.calibration import FIT_PARAMS
     model = ctx["calibration"]["calibration"]["model"]
     parts = [f"`{k}` {sig(model[k]['value'], 3)}{_UNITS[model[k]['unit']]}" for k in FIT_PARAMS]
     text = (f"The {len(parts)} global parameters of kind `derived` in "
@@ -244,7 +244,7 @@ def context(speed_path: Path = SPEED_JSON, sections=tuple(SECTIONS)) -> dict:
     if "fidelity" in sections:
         ctx["reports"] = validation_reports()
     if "parameters" in sections:
-        from kvmodel.hardware import data_dir
+        from kvmodel.catalog.hardware import data_dir
         ctx["calibration"] = tomllib.loads((data_dir() / "calibration.toml").read_text())
     if any(n.startswith("speed") for n in sections):
         ctx["speed"] = json.loads(Path(speed_path).read_text())

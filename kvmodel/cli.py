@@ -41,7 +41,7 @@ Run 'kvmodel SUBCOMMAND --help' for each subcommand's options."""
 
 
 def _precisions() -> list[str]:
-    from .models import BYTES_PER_ELEMENT
+    from kvmodel.catalog.models import BYTES_PER_ELEMENT
     return sorted(BYTES_PER_ELEMENT)
 
 
@@ -163,7 +163,7 @@ def _search_parser(sub: Any) -> None:
 
 
 def _objective_help() -> str:
-    from .search._objectives import OBJECTIVES
+    from kvmodel.search._objectives import OBJECTIVES
     import textwrap
     return "\n".join(f"  {o.label(k)}\n" + textwrap.fill(o.doc, 78, initial_indent=" " * 6,
                                                           subsequent_indent=" " * 6)
@@ -181,7 +181,7 @@ def _traces_parser(sub: Any) -> None:
 
 
 def _cmd_traces(a: argparse.Namespace) -> int:
-    from .traces import BUILTIN, load_trace
+    from kvmodel.workload.traces import BUILTIN, load_trace
     if a.name is None:
         print(f"{'name':23s} {'requests':>9s} {'size':>8s}  {'prefix ids':10s} {'licence':11s} source")
         for t in BUILTIN.values():
@@ -241,7 +241,7 @@ def _print_estimate(e: Any) -> None:
 
 
 def _cmd_estimate(a: argparse.Namespace) -> int:
-    from . import estimate
+    from kvmodel import estimate
     e = estimate(a.model, a.gpu, tp=a.tp, pp=a.pp, ep=a.ep, num_gpus=a.num_gpus,
                  precision=a.precision, kv_precision=a.kv_precision, input_len=a.input_len,
                  output_len=a.output_len,
@@ -256,7 +256,7 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from ._validate import holdout_data, run_validation
+    from kvmodel.instance.calibration import holdout_data, run_validation
     rep = run_validation(holdout_data() if a.holdout else a.data)
     print(rep.format())
     if a.rows:
@@ -267,7 +267,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from ._validate import fit_calibration, write_calibration
+    from kvmodel.instance.calibration import fit_calibration, write_calibration
     fitted, rep = fit_calibration(a.data)
     for k, v in fitted.items():
         print(f"  {k:28s} {v:.4g}")
@@ -300,7 +300,7 @@ def _human(si: float, dimension: str) -> str:
 
 
 def _quantity_line(name: str, q: Any) -> str:
-    from ._units import dimension_of
+    from kvmodel.base.units import dimension_of
     text = _human(q.si, dimension_of(q.unit))
     if q.unit not in text.split()[-1:] and dimension_of(q.unit) in _HUMAN:
         text += f" (= {q.value:g} {q.unit})"  # as sourced, e.g. 81559 MiB
@@ -308,8 +308,8 @@ def _quantity_line(name: str, q: Any) -> str:
 
 
 def _cmd_hardware(a: argparse.Namespace) -> int:
-    from .hardware import list_entries, raw_entry
-    from ._schema import Quantity
+    from kvmodel.catalog.hardware import list_entries, raw_entry
+    from kvmodel.base.schema import Quantity
     if not a.key:
         print("\n".join(list_entries(a.section)))
         return 0
@@ -325,7 +325,7 @@ def _cmd_hardware(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from .models import get_model, list_models
+    from kvmodel.catalog.models import get_model, list_models
     print(f"{'key':18s} {'params':>9} {'active':>9} {'KV B/token bf16':>16}  attention")
     for k in list_models():
         m = get_model(k)
@@ -346,8 +346,8 @@ _CLUSTER_ROWS = (("TTFT mean", "ttft_s", 1e3, "ms"), ("TTFT p99", "ttft_p99_s", 
 
 def _cmd_cluster(a: argparse.Namespace) -> int:
     from pathlib import Path
-    from .cluster import Workload, evaluate, load_cluster_config
-    from .traces import BUILTIN, load_trace
+    from kvmodel.cluster import Workload, evaluate, load_cluster_config
+    from kvmodel.workload.traces import BUILTIN, load_trace
     c, wk = load_cluster_config(a.config)
     trace = a.trace or wk.pop("trace", None)
     wk.pop("trace", None)
@@ -380,7 +380,7 @@ def _check_search_args(a: argparse.Namespace) -> None:
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
-    from . import search
+    from kvmodel import search
     _check_search_args(a)
     try:
         return _search_action(a)
@@ -393,7 +393,7 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
 
 def _search_action(a: argparse.Namespace) -> int:
-    from . import search
+    from kvmodel import search
     if a.action == "spaces":
         for name in search.builtin_spaces():
             print(f"{name:20s} {search.load_space(name).description}")
@@ -413,14 +413,14 @@ def _search_action(a: argparse.Namespace) -> int:
     if a.export:
         for kind, path in search.export(study, a.export).items():
             print(f"wrote {kind}: {path}")
-        from .search._report import KALEIDO_HINT, kaleido_available
+        from kvmodel.search._report import KALEIDO_HINT, kaleido_available
         if not kaleido_available():
             print(f"no PNG/SVG written: {KALEIDO_HINT}")
     return 0
 
 
 def _search_grid(a: argparse.Namespace) -> int:
-    from . import search
+    from kvmodel import search
     if not a.space:
         raise ValueError("search grid: give --space FILE or a built-in name")
     g = search.grid_search(a.space)
@@ -467,7 +467,7 @@ def _cmd_app(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    from .hardware import HardwareDBError, load_hardware
+    from kvmodel.catalog.hardware import HardwareDBError, load_hardware
     try:
         for path in a.hardware:
             load_hardware(path)

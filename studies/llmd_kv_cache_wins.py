@@ -24,7 +24,7 @@ no per-user prompt repeats) as a second workload. Routing map:
 
 * precise -> ``llmd`` (exact cache view, weights prefix 3 / kv-util 2 / queue 2 = the report's
   precise-scheduling EndpointPickerConfig);
-* approximate -> :class:`ApproxPrefix` defined here (a :class:`kvmodel.routing.RoutingPolicy`
+* approximate -> :class:`ApproxPrefix` defined here (a :class:`kvmodel.policies.routing.RoutingPolicy`
   subclass): the llm-d approximate prefix scorer -- a router-side LRU of routed block hashes per
   pod (``lruCapacityPerServer`` 31,250 blocks of 64 tokens = 2.0 M tokens, far above the real
   307 k cache, so it believes evicted prefixes are still cached) with weights 1/1/1 as in the
@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import kvmodel
-from kvmodel.routing import RoutingPolicy
+from kvmodel.policies.routing import RoutingPolicy
 from kvmodel.sim import simulate
 
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import kvmodel
-from kvmodel.hardware import reset_catalog
+from kvmodel.catalog.hardware import reset_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -220,7 +220,7 @@ def test_validation_matches_library():
     at.selectbox(key="by").set_value("source")
     at.run()
     clean(at)
-    from kvmodel._validate import holdout_data
+    from kvmodel.instance.calibration import holdout_data
     ape = np.median([r["ape"] for r in kvmodel.validate(holdout_data()).rows])
     assert metric(at, "held-out: median APE") == f"{100 * ape:.1f} %"
 

@@ -259,7 +259,7 @@ def test_every_library_call_in_the_app_is_by_keyword():
 
 def test_keyword_check_catches_a_positional_call(tmp_path):
     f = tmp_path / "p.py"
-    f.write_text("import kvmodel\nfrom kvmodel.breakeven import recompute_coefficients\n"
+    f.write_text("import kvmodel\nfrom kvmodel.instance.breakeven import recompute_coefficients\n"
                  "x = kvmodel.break_even_context_len('m', 'g', 8, 1e9)\n"
                  "y = recompute_coefficients('m', gpu='g')\nz = ui.guarded(f, 1)\n")
     assert [b.split(":")[1] for b in _positional_library_calls(f)] == ["3", "4", "5"]

@@ -13,7 +13,7 @@ import pytest
 
 import kvmodel
 from kvmodel import cluster as kcluster
-from kvmodel import traces as ktraces
+from kvmodel.workload import traces as ktraces
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest

@@ -20,7 +20,7 @@ import pytest
 import kvmodel
 from kvmodel import search
 from kvmodel.cli import main
-from kvmodel.traces import BUILTIN, DATA_DIR, TraceNotFoundError, builtin_path, load_trace
+from kvmodel.workload.traces import BUILTIN, DATA_DIR, TraceNotFoundError, builtin_path, load_trace
 
 from conftest import ROOT
 
@@ -142,7 +142,7 @@ _FRESH = textwrap.dedent("""
     import kvmodel
     from kvmodel import search
     out = {"file": kvmodel.__file__, "traces": {}, "spaces": {}}
-    for name in kvmodel.traces.BUILTIN:
+    for name in kvmodel.workload.traces.BUILTIN:
         out["traces"][name] = len(kvmodel.load_trace(name))
     for name in search.builtin_spaces():
         st = search.run(name, n_trials=6, storage=optuna.storages.InMemoryStorage(), seed=0)

@@ -15,7 +15,7 @@ import pytest
 
 import kvmodel
 from kvmodel import cluster
-from kvmodel.hardware import Catalog, current, use_catalog
+from kvmodel.catalog.hardware import Catalog, current, use_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_load_hardware_and_reset_act_on_the_default_catalog(tmp_path, fresh_cata
     assert kvmodel.load_hardware(write(tmp_path, "toy.toml", gpu_toml("toy"))) == ["gpu.toy"]
     assert Catalog.default() is not before and "toy" in kvmodel.list_entries("gpu")
     assert "toy" not in before.entries("gpu")
-    kvmodel.hardware.reset_catalog()
+    kvmodel.catalog.hardware.reset_catalog()
     assert "toy" not in kvmodel.list_entries("gpu")
 
 
@@ -136,7 +136,7 @@ def test_catalogs_in_threads_do_not_mix(tmp_path, fresh_catalog):
 
 # ---- calibration as an argument ------------------------------------------------------------------
 def test_calibration_argument_overrides_without_state():
-    base = kvmodel.hardware.get_calibration()
+    base = kvmodel.catalog.hardware.get_calibration()
     e0 = kvmodel.estimate("llama-3.1-70b", "h100-sxm", **ARGS)
     same = {"memory_efficiency_factor": base["memory_efficiency_factor"].si}
     assert kvmodel.estimate("llama-3.1-70b", "h100-sxm", **ARGS, calibration=same).tpot_s == e0.tpot_s
@@ -151,10 +151,11 @@ def test_calibration_argument_overrides_without_state():
 
 
 def test_validation_passes_trial_calibration_explicitly():
-    from kvmodel import _estimate, _validate
+    from kvmodel.instance import _estimate
+    from kvmodel.instance import calibration as _validate
     rows = _validate.load_rows()[:40]
     ref = _validate.run_validation(rows=rows)
-    trial = {"kernel_latency": 10 * kvmodel.hardware.get_calibration()["kernel_latency"].si}
+    trial = {"kernel_latency": 10 * kvmodel.catalog.hardware.get_calibration()["kernel_latency"].si}
     moved = _validate.run_validation(rows=rows, calibration=trial)
     assert [r["predicted"] for r in moved.rows] != [r["predicted"] for r in ref.rows]
     assert [r["predicted"] for r in _validate.run_validation(rows=rows).rows] == \
@@ -202,14 +203,14 @@ def dataclass_with(c, **kw):
 # ---- the seam's import rule ----------------------------------------------------------------------
 # underscore names still shared outside the seam, owned by other work (kvmodel._reuse_*,
 # routing names of the registries): the list may only shrink
-KNOWN = {("sim.py", "_cached_prefix"), ("sim.py", "_serve"), ("cluster.py", "_assignment"),
-         ("_policy_curve.py", "_assignment"), ("_policy_curve.py", "_check"),
-         ("search/_objectives.py", "_ROUTINGS")}
+KNOWN = {("sim/__init__.py", "_cached_prefix"), ("sim/__init__.py", "_serve"),
+         ("cluster/__init__.py", "_assignment"), ("workload/_policy_curve.py", "_assignment"),
+         ("workload/_policy_curve.py", "_check")}
 
 
 def _private_uses(path: Path) -> set[tuple[str, str]]:
     """Underscore names this module takes from another kvmodel module (by import or through
-    an imported module), except from the seam kvmodel._instance."""
+    an imported module), except from the seam kvmodel.instance.seam."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     rel = path.relative_to(ROOT / "kvmodel").as_posix()
     modules, out = set(), set()
@@ -219,7 +220,7 @@ def _private_uses(path: Path) -> set[tuple[str, str]]:
         for a in n.names:
             if _is_module(path, n, a.name):  # from . import _estimate: the module itself
                 modules.add(a.asname or a.name)
-            elif a.name.startswith("_") and not (n.module or "").endswith("_instance"):
+            elif a.name.startswith("_") and not (n.module or "").endswith(".seam"):
                 out.add((rel, a.name))
     for n in ast.walk(tree):
         if (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
@@ -242,12 +243,12 @@ def _is_module(path: Path, node: ast.ImportFrom, name: str) -> bool:
 def test_no_module_imports_another_modules_private_names():
     found = set()
     for path in sorted((ROOT / "kvmodel").rglob("*.py")):
-        found |= {u for u in _private_uses(path) if u[0] != "_instance.py"}
+        found |= {u for u in _private_uses(path) if u[0] != "instance/seam.py"}
     assert found <= KNOWN, sorted(found - KNOWN)
 
 
 def test_import_kvmodel_stays_light():
-    code = "import sys, kvmodel, kvmodel._instance; print(sorted(m for m in ('optuna', " \
+    code = "import sys, kvmodel, kvmodel.instance.seam; print(sorted(m for m in ('optuna', " \
            "'streamlit', 'plotly') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""})

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import kvmodel
-from kvmodel import _estimate
-from kvmodel.models import list_models
+from kvmodel.instance import _estimate
+from kvmodel.catalog.models import list_models
 
 BASE = dict(model="llama-3.1-70b", gpu="h100-sxm", tp=8, precision="fp8")
 

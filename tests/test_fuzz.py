@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import kvmodel
-from kvmodel.hardware import get_gpu, reset_catalog
+from kvmodel.catalog.hardware import get_gpu, reset_catalog
 from kvmodel.search import SpaceError, space_from_dict
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True,

@@ -5,8 +5,8 @@ import math
 import pytest
 
 import kvmodel
-from kvmodel._schema import KINDS, Curve, HardwareDBError, Quantity
-from kvmodel.hardware import data_dir, list_entries, raw_entry
+from kvmodel.base.schema import KINDS, Curve, HardwareDBError, Quantity
+from kvmodel.catalog.hardware import data_dir, list_entries, raw_entry
 
 REQUIRED_GPUS = ["a100-sxm-80gb", "a100-sxm-40gb", "h100-sxm", "h100-pcie", "h200-sxm", "h800-sxm",
                  "h20-3e", "gh200", "b200", "gb200", "l40s", "rtx-pro-6000", "mi300x", "mi325x"]
@@ -119,7 +119,7 @@ def test_env_var_adds_user_file(tmp_path, monkeypatch, fresh_catalog):
     p = tmp_path / "env.toml"
     p.write_text(GOOD)
     monkeypatch.setenv("KVMODEL_HARDWARE", str(p))
-    kvmodel.hardware.reset_catalog()
+    kvmodel.catalog.hardware.reset_catalog()
     assert kvmodel.get_memory("test-ram").read_bw_Bps == pytest.approx(38.4e9)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import kvmodel
-from kvmodel.models import get_model, list_models
+from kvmodel.catalog.models import get_model, list_models
 
 # KV bytes/token in bf16, derived by hand from each published config.json:
 #   MHA/GQA: 2 (K and V) x layers x kv_heads x head_dim x 2 bytes;  MLA: layers x (512 + 64) x 2

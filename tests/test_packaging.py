@@ -26,7 +26,7 @@ def test_wheel_ships_hardware_db_and_runs_outside_checkout(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import kvmodel, pathlib; e = kvmodel.estimate('llama-3.1-8b', 'h100-sxm'); "
-            "assert e.feasible; d = kvmodel.hardware.data_dir(); "
+            "assert e.feasible; d = kvmodel.catalog.hardware.data_dir(); "
             "assert '_hardware_db' in str(d), d; "
             "assert len(kvmodel.load_trace('mooncake-conversation')) == 12031; "
             "print(len(kvmodel.validate().rows))")

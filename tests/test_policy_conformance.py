@@ -14,8 +14,8 @@ import pytest
 
 import kvmodel
 from kvmodel import Cluster, P2PSpec, PoolSpec, Workload, sim
-from kvmodel._policy_curve import policy_hit_ratio_curve
-from kvmodel._reuse_exact import replay
+from kvmodel.workload._policy_curve import policy_hit_ratio_curve
+from kvmodel.workload._reuse_exact import replay
 from kvmodel.policies import FAMILIES, UNITS, PolicyRef
 
 M, G = "llama-3.1-8b", "h100-sxm"
@@ -72,7 +72,7 @@ def test_names_stable_unique_and_well_formed():
 
 def test_old_public_names_are_views_of_the_registries():
     assert dict(kvmodel.ROUTING_POLICIES) == {n: e.sim for n, e in FAMILIES["routing"].items()}
-    assert tuple(kvmodel.reuse.EVICTION_POLICIES) == FAMILIES["eviction"].names()
+    assert tuple(kvmodel.workload.reuse.EVICTION_POLICIES) == FAMILIES["eviction"].names()
     assert kvmodel.cluster.SHARING == FAMILIES["sharing"].names()
     assert set(sim.SIM_ROUTINGS) < set(FAMILIES["routing"])
 
@@ -144,7 +144,7 @@ def test_closed_form_agrees_with_simulator(family, name, small):
     """|simulated - closed-form| hit ratio <= the entry's stated tolerance (routing: kvmodel.sim,
     2 instances x 60 blocks; eviction: exact replay at 3 capacities, 1 and 2 instances)."""
     e = FAMILIES[family][name]
-    prof = kvmodel._reuse_analytic.reuse_profile(small)
+    prof = kvmodel.workload._reuse_analytic.reuse_profile(small)
     if family == "routing":
         r = sim.simulate(M, G, small, instances=2, tp=1, routing=name, prefix_cache_blocks=60)
         h_cf = e.closed_form_function()(prof, [120], instances=2, routing=e.closed_form)

@@ -1,12 +1,12 @@
-"""Non-LRU hit-ratio curves for the closed-form model (kvmodel._policy_curve)."""
+"""Non-LRU hit-ratio curves for the closed-form model (kvmodel.workload._policy_curve)."""
 
 import numpy as np
 import pytest
 
 import kvmodel
-import kvmodel._policy_curve as pc
-from kvmodel._policy_curve import EVICTIONS, policy_curve_table, policy_hit_ratio_curve
-from kvmodel._reuse_analytic import analytic_hit_ratio_curve, reuse_profile
+import kvmodel.workload._policy_curve as pc
+from kvmodel.workload._policy_curve import EVICTIONS, policy_curve_table, policy_hit_ratio_curve
+from kvmodel.workload._reuse_analytic import analytic_hit_ratio_curve, reuse_profile
 
 POLICIES = [e for e in EVICTIONS if e != "lru"]
 CASES = [(1, "single"), (4, "prefix_affinity_bounded"), (3, "random"), (2, "round_robin"),

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import kvmodel
-from kvmodel._queueing import (allen_cunneen_wait, erlang_c, kingman_wait, mg1_wait,
+from kvmodel.instance._queueing import (allen_cunneen_wait, erlang_c, kingman_wait, mg1_wait,
                                wait_quantile)
 
 

@@ -10,9 +10,9 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from kvmodel._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
-from kvmodel._trace_types import Trace
-from kvmodel.traces import DATA_DIR
+from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._trace_types import Trace
+from kvmodel.workload.traces import DATA_DIR
 
 TRACES = DATA_DIR  # the built-in traces bundled in the package
 

@@ -7,11 +7,11 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from kvmodel._reuse_exact import (EVICTION_POLICIES, ROUTINGS, _count_lower_left,
+from kvmodel.workload._reuse_exact import (EVICTION_POLICIES, ROUTINGS, _count_lower_left,
                                   _pre_request_depths, exact_hit_ratio_curve,
                                   lru_hit_thresholds, replay)
-from kvmodel._trace_types import Trace
-from kvmodel.traces import builtin_path
+from kvmodel.workload._trace_types import Trace
+from kvmodel.workload.traces import builtin_path
 
 A, B, C, D = 10, 11, 12, 13
 CONVERSATION = builtin_path("mooncake-conversation")

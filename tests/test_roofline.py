@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from kvmodel._roofline import Setup, label_bounds, memory_per_gpu, step_ops, _distinct_experts
-from kvmodel.hardware import get_framework, get_gpu
-from kvmodel.models import ModelSpec
+from kvmodel.instance._roofline import Setup, label_bounds, memory_per_gpu, step_ops, _distinct_experts
+from kvmodel.catalog.hardware import get_framework, get_gpu
+from kvmodel.catalog.models import ModelSpec
 
 # Toy model: h=1000, 10 layers, 10 heads of 100 (MHA), gated MLP of 4000, vocab 10,000.
 TOY = ModelSpec(key="toy", name="toy", hf_id="toy", attention="mha", hidden_size=1000,

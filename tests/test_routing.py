@@ -1,4 +1,4 @@
-"""Routing policies (kvmodel.routing): registry, a conformance suite over every registered
+"""Routing policies (kvmodel.policies.routing): registry, a conformance suite over every registered
 policy, hand-worked cost functions, and their effect in the simulator."""
 
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kvmodel
-from kvmodel.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
+from kvmodel.policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
                              make_policy)
 from kvmodel.sim import simulate
 
@@ -212,7 +212,7 @@ def test_builtin_rules_by_hand():
 
 
 def test_seeded_choices_same_in_another_process():
-    code = ("from kvmodel.routing import make_policy, RoutingView, RouteRequest\n"
+    code = ("from kvmodel.policies.routing import make_policy, RoutingView, RouteRequest\n"
             "v = RoutingView(4, block_tokens=16, kv_blocks=[3, 1, 4, 1])\n"
             "p = make_policy('dynamo', temperature=0.7, seed=9)\n"
             "print([p.choose(RouteRequest(0, 64, 1, 4), v) for _ in range(30)])")

@@ -6,11 +6,11 @@ import pytest
 
 import kvmodel
 import kvmodel.sim as sim
-from kvmodel._instance import params as _params, setup as _setup
-from kvmodel._reuse_exact import replay
-from kvmodel._roofline import step_ops
-from kvmodel.hardware import get_framework, get_gpu
-from kvmodel.models import get_model
+from kvmodel.instance.seam import params as _params, setup as _setup
+from kvmodel.workload._reuse_exact import replay
+from kvmodel.instance._roofline import step_ops
+from kvmodel.catalog.hardware import get_framework, get_gpu
+from kvmodel.catalog.models import get_model
 from kvmodel.sim import SIM_ROUTINGS, poisson_requests, simulate
 
 M, G = "llama-3.1-8b", "h100-sxm"

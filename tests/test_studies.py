@@ -56,8 +56,8 @@ def test_llmd_approx_policy_learns_affinity():
     tr, _ = m.exact_trace(scale=0.01)
     pol = m.ApproxPrefix(tr)
     pol.reset(4)
-    view = kvmodel.routing.RoutingView(4, block_tokens=64)
-    req = kvmodel.routing.RouteRequest(0, 7200, 1000, 113)
+    view = kvmodel.policies.routing.RoutingView(4, block_tokens=64)
+    req = kvmodel.policies.routing.RouteRequest(0, 7200, 1000, 113)
     first = pol.choose(req, view)
     assert pol.choose(req, view) == first      # the router's own history pulls it back
 

@@ -5,10 +5,10 @@ import pytest
 import sympy as sp
 
 import kvmodel
-from kvmodel import _estimate
-from kvmodel._prefix import pipeline_makespan
-from kvmodel.breakeven import break_even_formulas, recompute_coefficients
-from kvmodel.hardware import get_link
+from kvmodel.instance import _estimate
+from kvmodel.instance._prefix import pipeline_makespan
+from kvmodel.instance.breakeven import break_even_formulas, recompute_coefficients
+from kvmodel.catalog.hardware import get_link
 from kvmodel.tiers import TransferPath, node_tiers
 
 KW = dict(model="llama-3.1-70b", gpu="h100-sxm", tp=8, precision="bf16", input_len=8192,
@@ -161,7 +161,7 @@ def _toy_trace():
 
 
 def test_placement_splits_hits_by_cumulative_capacity():
-    from kvmodel.placement import place
+    from kvmodel.workload.placement import place
     tr = _toy_trace()
     hbm = kvmodel.Tier("hbm", 2.0, None)
     dram = node_tiers("dgx-h100", dram_B=3.0)["dram"]
@@ -179,7 +179,7 @@ def test_placement_splits_hits_by_cumulative_capacity():
 
 
 def test_placement_flags_unsustainable_write_traffic():
-    from kvmodel.placement import place
+    from kvmodel.workload.placement import place
     tr = _toy_trace()
     ssd = node_tiers("dgx-h100", ssd_B=10.0)["ssd"]
     ok = place(tr, [kvmodel.Tier("hbm", 1.0, None), ssd], 1.0, block_rate=1e3, method="exact")

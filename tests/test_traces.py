@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from kvmodel._trace_types import Trace
-from kvmodel.traces import (DATA_DIR, LoadReport, detect_format, load_trace, load_trace_with_report,
+from kvmodel.workload._trace_types import Trace
+from kvmodel.workload.traces import (DATA_DIR, LoadReport, detect_format, load_trace, load_trace_with_report,
                             synthetic_trace)
 
 DATA = ROOT / "tests" / "data"
@@ -225,7 +225,7 @@ def test_synthetic_is_deterministic_across_processes():
     kw = dict(seed=7, arrival="bursty", burst_cv=2.0)
     a, b = synthetic_trace(500, **kw), synthetic_trace(500, **kw)
     assert all(np.array_equal(x, y) for x, y in zip(_arrays(a), _arrays(b)))
-    code = ("from kvmodel.traces import synthetic_trace; import test_traces as T; "
+    code = ("from kvmodel.workload.traces import synthetic_trace; import test_traces as T; "
             "print(T._digest(synthetic_trace(500, seed=7, arrival='bursty', burst_cv=2.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT / "tests", env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin"})

@@ -1,6 +1,6 @@
 import pytest
 
-from kvmodel._units import UNITS, dimension_of, to_si
+from kvmodel.base.units import UNITS, dimension_of, to_si
 
 
 def test_decimal_and_binary_bytes_are_distinct():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import kvmodel
-from kvmodel._validate import load_rows, row_kwargs, run_validation
+from kvmodel.instance.calibration import load_rows, row_kwargs, run_validation
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_bundled_csv_matches_shared_copy_schema():
 
 def test_bad_csv_names_line(tmp_path):
     p = tmp_path / "bad.csv"
-    text = open(kvmodel.hardware.data_dir() / "measurements" / "serving_calibration.csv").read()
+    text = open(kvmodel.catalog.hardware.data_dir() / "measurements" / "serving_calibration.csv").read()
     lines = text.splitlines()
     lines[3] = lines[3].replace(",output_tok_s,total,", ",output_tok_s,total,-")
     p.write_text("\n".join(lines))
@@ -49,7 +49,7 @@ def test_request_rate_rows_are_predicted():
 
 
 def test_holdout_set_runs_and_is_never_fitted():
-    from kvmodel._validate import holdout_data
+    from kvmodel.instance.calibration import holdout_data
     rep = run_validation(holdout_data())
     assert len(rep.rows) == rep.total >= 100
     gpus = set(rep.groups("gpu"))

@@ -11,7 +11,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import kvmodel
-from kvmodel.models import BYTES_PER_ELEMENT
+from kvmodel.catalog.models import BYTES_PER_ELEMENT
 from kvmodel.policies import ROUTING, SHARING
 
 import _common as ui

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import kvmodel
-from kvmodel.models import BYTES_PER_ELEMENT
+from kvmodel.catalog.models import BYTES_PER_ELEMENT
 
 import _common as ui
 

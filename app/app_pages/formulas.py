@@ -13,7 +13,7 @@ TABS = ["Load vs recompute", "Queueing", "Roofline"]
 
 @st.cache_resource(show_spinner=False)
 def queueing() -> list[tuple[str, str, str]]:
-    """(title, LaTeX, note) of the queueing closed forms documented in kvmodel._queueing."""
+    """(title, LaTeX, note) of the queueing closed forms documented in kvmodel.instance._queueing."""
     import sympy as sp
 
     lam, mu, ES, ES2, rho, ca, cs, W, L, q, p = sp.symbols(

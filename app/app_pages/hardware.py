@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import kvmodel
-from kvmodel.hardware import raw_entry
+from kvmodel.catalog.hardware import raw_entry
 
 import _common as ui
 

@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import kvmodel
-from kvmodel.breakeven import recompute_coefficients
-from kvmodel.hardware import raw_entry
-from kvmodel.models import BYTES_PER_ELEMENT
+from kvmodel.instance.breakeven import recompute_coefficients
+from kvmodel.catalog.hardware import raw_entry
+from kvmodel.catalog.models import BYTES_PER_ELEMENT
 
 import _common as ui
 

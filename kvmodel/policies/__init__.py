@@ -242,10 +242,10 @@ class _Implementations(Mapping):
         return repr(dict(self))
 
 
-from .eviction import REGISTRY as EVICTION  # noqa: E402  (entries need the base above)
-from .placement import REGISTRY as P2P_PLACEMENT  # noqa: E402
-from .routing import REGISTRY as ROUTING  # noqa: E402
-from .sharing import REGISTRY as SHARING  # noqa: E402
+from kvmodel.policies.eviction import REGISTRY as EVICTION  # noqa: E402  (entries need the base above)
+from kvmodel.policies.placement import REGISTRY as P2P_PLACEMENT  # noqa: E402
+from kvmodel.policies.routing import REGISTRY as ROUTING  # noqa: E402
+from kvmodel.policies.sharing import REGISTRY as SHARING  # noqa: E402
 
 FAMILIES: dict[str, Registry] = {"routing": ROUTING, "eviction": EVICTION,
                                  "p2p_placement": P2P_PLACEMENT, "sharing": SHARING}

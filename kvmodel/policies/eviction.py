@@ -1,21 +1,21 @@
 """Prefix-cache eviction/admission policies: one base class, its variants, one registry.
 
-Contract (:class:`CachePolicy`, used by :func:`kvmodel._reuse_exact.replay` and the simulator's
+Contract (:class:`CachePolicy`, used by :func:`kvmodel.workload._reuse_exact.replay` and the simulator's
 prefix cache): see the class docstring. Variants (registry :data:`REGISTRY`,
 :data:`kvmodel.policies.EVICTION`): ``lru``, ``fifo``, ``lfu``, ``s3fifo``, ``arc``,
 ``lru-admit-reuse``. Adding a variant: subclass :class:`CachePolicy` here (``name`` = its
 registry key) and register it with ``_entry(...)`` below.
 
 Closed forms (what :func:`kvmodel.evaluate` uses): ``lru`` is the analytic TTL (Che)
-approximation of :mod:`kvmodel._reuse_analytic`; every other policy is the exact replay at a
-few capacities, interpolated along the LRU curve's shape (:mod:`kvmodel._policy_curve`).
+approximation of :mod:`kvmodel.workload._reuse_analytic`; every other policy is the exact replay at a
+few capacities, interpolated along the LRU curve's shape (:mod:`kvmodel.workload._policy_curve`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
 
-from . import PolicyEntry, Registry
+from kvmodel.policies import PolicyEntry, Registry
 
 __all__ = ["CachePolicy", "LRUCache", "FIFOCache", "LFUCache", "S3FIFOCache", "ARCCache",
            "LRUAdmitReuseCache", "REGISTRY", "EVICTION_POLICIES"]
@@ -256,14 +256,14 @@ class LRUAdmitReuseCache(LRUCache):
 # ------------------------------------------------------------------------------ registry
 
 REGISTRY = Registry("eviction", "prefix-cache eviction and admission")
-_REPLAY = "kvmodel._reuse_exact.replay"
-_INTERP = ("replay_interpolated", "kvmodel._policy_curve:policy_hit_ratio_curve",
+_REPLAY = "kvmodel.workload._reuse_exact.replay"
+_INTERP = ("replay_interpolated", "kvmodel.workload._policy_curve:policy_hit_ratio_curve",
            "exact replays at a few capacities per (policy, routing, instances), interpolated "
            "with the analytic LRU curve's shape; the split over tiers by cumulative capacity "
            "treats each tier as the next stretch of one cache (an approximation for non-stack "
            "policies)")
 # tag "admits-every-miss": a miss is always admitted (capacity > 0), so a never-evicting cache
-# holds every block its instance has seen (kvmodel._policy_curve relies on it)
+# holds every block its instance has seen (kvmodel.workload._policy_curve relies on it)
 _ADMIT = ("admits-every-miss",)
 
 
@@ -278,7 +278,7 @@ def _entry(cls: type, description: str, closed_form: tuple, simulators=(_REPLAY,
 
 
 _entry(LRUCache, "least recently used", ("analytic_lru",
-       "kvmodel._reuse_analytic:analytic_hit_ratio_curve",
+       "kvmodel.workload._reuse_analytic:analytic_hit_ratio_curve",
        "analytic TTL (Che) approximation of LRU on the trace's reuse profile"),
        simulators=(_REPLAY, "kvmodel.sim.simulate"))
 _entry(FIFOCache, "first in, first out", _INTERP)

@@ -15,7 +15,7 @@ difference between a hash and a directory is only the lookup latency the user se
 
 from __future__ import annotations
 
-from . import PolicyEntry, Registry
+from kvmodel.policies import PolicyEntry, Registry
 
 __all__ = ["REGISTRY", "CLOSED_FORM"]
 

@@ -31,7 +31,7 @@ The view describes each instance *for this request* at its routing time:
 Variants (registry :data:`REGISTRY`, :data:`kvmodel.policies.ROUTING`; built by
 :func:`make_policy`; :data:`ROUTING_POLICIES` is its view name -> class):
 ``round_robin``, ``random``, ``least_loaded``, ``prefix_affinity``,
-``prefix_affinity_bounded`` (the simulator's and :mod:`kvmodel._reuse_exact`'s built-ins) and
+``prefix_affinity_bounded`` (the simulator's and :mod:`kvmodel.workload._reuse_exact`'s built-ins) and
 the published cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (each
 class docstring gives the formula, its source and the defaults). Adding a variant: subclass
 :class:`RoutingPolicy` here and register it with ``_entry(...)`` below (its parameters with
@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tiers import TIER_KINDS
+from kvmodel.tiers import TIER_KINDS
 
 __all__ = ["RouteRequest", "RoutingView", "RoutingPolicy", "ROUTING_POLICIES", "make_policy",
            "policy_params", "REGISTRY", "CLOSED_FORMS"]
@@ -166,7 +166,7 @@ class RoundRobin(RoutingPolicy):
 
 class Random(RoutingPolicy):
     """Uniform instance per request: ``default_rng(seed).integers(N, size=n_requests)`` drawn
-    at :meth:`reset` (the draws of :func:`kvmodel._reuse_exact.replay`), one per call."""
+    at :meth:`reset` (the draws of :func:`kvmodel.workload._reuse_exact.replay`), one per call."""
 
     name = "random"
 
@@ -209,7 +209,7 @@ class PrefixAffinity(RoutingPolicy):
 class PrefixAffinityBounded(RoutingPolicy):
     """:class:`PrefixAffinity` among instances whose routed count after taking the request is
     <= ceil((1 + epsilon)(k + 1)/N), k = requests routed so far (consistent hashing with
-    bounded loads, Mirrokni et al. 2018; the rule of :func:`kvmodel._reuse_exact.replay`).
+    bounded loads, Mirrokni et al. 2018; the rule of :func:`kvmodel.workload._reuse_exact.replay`).
     The least-routed instance always qualifies. ``epsilon`` > 0 (default 0.25)."""
 
     name = "prefix_affinity_bounded"
@@ -437,15 +437,15 @@ class Mooncake(RoutingPolicy):
 
 # ------------------------------------------------------------------------------ registry
 
-from . import Param, PolicyEntry, Registry  # noqa: E402
+from kvmodel.policies import Param, PolicyEntry, Registry  # noqa: E402
 
-# The closed-form routing models of the reuse layer (kvmodel._reuse_analytic, exact replays of
-# kvmodel._reuse_exact): "single" is one instance; each registered policy maps to one of them.
+# The closed-form routing models of the reuse layer (kvmodel.workload._reuse_analytic, exact replays of
+# kvmodel.workload._reuse_exact): "single" is one instance; each registered policy maps to one of them.
 CLOSED_FORMS = ("single", "random", "round_robin", "prefix_affinity", "prefix_affinity_bounded")
 
 REGISTRY = Registry("routing", "request routing across serving instances")
 _SIMS = ("kvmodel.sim.simulate",)
-_CURVE = "kvmodel._reuse_analytic:analytic_hit_ratio_curve"
+_CURVE = "kvmodel.workload._reuse_analytic:analytic_hit_ratio_curve"
 _SEED = Param("seed", 0, "1", "seed of the policy's random draws", kind=int)
 _EPS = Param("epsilon", 0.25, "fraction", "load bound: routed count <= ceil((1 + epsilon)(k + 1)"
              "/N)", low_open=True)

@@ -9,11 +9,11 @@ it here and give :func:`kvmodel.evaluate` its closed form (``kvmodel.cluster._hi
 
 from __future__ import annotations
 
-from . import Param, PolicyEntry, Registry
+from kvmodel.policies import Param, PolicyEntry, Registry
 
 __all__ = ["REGISTRY"]
 
-_CURVE = "kvmodel._reuse_analytic:analytic_hit_ratio_curve"
+_CURVE = "kvmodel.workload._reuse_analytic:analytic_hit_ratio_curve"
 REGISTRY = Registry("sharing", "KV sharing architecture of the cluster")
 REGISTRY.register(PolicyEntry(
     "none", "local tiers only: each instance's HBM/DRAM/CXL/SSD under the routing's curve",

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._space import (DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space,
+from kvmodel.search._space import (DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space,
                      space_digest, space_from_dict)
-from ._objectives import (CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo,
+from kvmodel.search._objectives import (CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo,
                           objective_label)
-from ._storage import DEFAULT_STORAGE, open_storage
-from ._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
-from ._report import best_trials, export, is_feasible, pareto_front, rows
-from ._grid import GridResult, compare_with_grid, grid_points, grid_search
+from kvmodel.search._storage import DEFAULT_STORAGE, open_storage
+from kvmodel.search._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
+from kvmodel.search._report import best_trials, export, is_feasible, pareto_front, rows
+from kvmodel.search._grid import GridResult, compare_with_grid, grid_points, grid_search
 
 __all__ = ["run", "show", "load", "export", "load_space", "space_from_dict", "builtin_spaces",
            "Space", "Dim", "SpaceError", "DIMENSIONS", "OBJECTIVES", "objective_label", "CONSTRAINTS",
@@ -55,5 +55,5 @@ def load(storage: Any = None, study_name: str | None = None) -> Any:
 def show(study: Any = None, storage: Any = None, study_name: str | None = None,
          top: int = 10) -> str:
     """Text report of a study (object, or loaded from ``storage``/``study_name``)."""
-    from ._report import show as _show
+    from kvmodel.search._report import show as _show
     return _show(study if study is not None else load(storage, study_name), top)

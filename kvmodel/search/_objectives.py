@@ -21,9 +21,9 @@ import kvmodel
 from kvmodel import cluster as _cl
 from kvmodel.tiers import default_node_for_gpu
 
-from kvmodel.traces import BUILTIN, TraceNotFoundError, resolve_trace
+from kvmodel.workload.traces import BUILTIN, TraceNotFoundError, resolve_trace
 
-from ._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
+from kvmodel.search._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
 
 __all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point",
            "evaluate_columns", "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]
@@ -118,7 +118,7 @@ _WORKLOADS: dict[tuple, Any] = {}
 def _load_trace(spec: dict, base_dir: str):
     """The space's trace: ``"synthetic"`` (with ``[workload.synthetic]``), a built-in trace name
     (``kvmodel traces``) or a file path relative to the space file. A trace that cannot be found
-    raises :class:`kvmodel.traces.TraceNotFoundError` (never recorded as an infeasible trial)."""
+    raises :class:`kvmodel.workload.traces.TraceNotFoundError` (never recorded as an infeasible trial)."""
     name = spec["trace"]
     if name == "synthetic":
         kw = dict(spec.get("synthetic", {}))
@@ -135,7 +135,7 @@ def _load_trace(spec: dict, base_dir: str):
 
 def check_trace(space: Space) -> None:
     """Fail fast (before any trial) when the space's trace is neither a built-in trace nor an
-    existing file: :class:`kvmodel.traces.TraceNotFoundError` naming the space, the file and the
+    existing file: :class:`kvmodel.workload.traces.TraceNotFoundError` naming the space, the file and the
     built-in names."""
     name = space.workload.get("trace", "synthetic")
     if name == "synthetic":
@@ -183,7 +183,7 @@ def workload_for(space: Space, block_tokens: int | None = None):
 def check_names(space: Space) -> None:
     """Raise :class:`SpaceError` naming the dimension when a choice or fixed value is not a
     known model / GPU / node / link / routing / sharing / policy, and
-    :class:`kvmodel.traces.TraceNotFoundError` when the space's trace cannot be found (so a run
+    :class:`kvmodel.workload.traces.TraceNotFoundError` when the space's trace cannot be found (so a run
     or a grid fails before its first trial)."""
     check_trace(space)
     known = {"model": kvmodel.list_models(), "gpu": kvmodel.list_entries("gpu"),

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._objectives import objective_label
+from kvmodel.search._objectives import objective_label
 
 __all__ = ["kaleido_available", "IMAGE_FORMATS", "best_trials", "pareto_front", "rows", "show", "export", "is_feasible", "dominates"]
 
@@ -161,7 +161,7 @@ def _need_kaleido() -> None:
 def _plots(study: Any, out: Path, html: bool = True,
            images: tuple[str, ...] = ()) -> dict[str, Path]:
     import optuna.visualization as vis
-    from ._study import constraints_of
+    from kvmodel.search._study import constraints_of
     metrics = [objective_label(m) for m in study.user_attrs.get("metrics", ["value"])]
     paths, figs = {}, {}
     if len(metrics) > 1:

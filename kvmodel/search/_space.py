@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._schema import typed_table
-from ..policies import EVICTION, P2P_PLACEMENT, ROUTING, SHARING
+from kvmodel.base.schema import typed_table
+from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING, SHARING
 
 __all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
            "builtin_spaces", "SpaceError", "space_digest"]
@@ -459,7 +459,7 @@ def _budget(t: dict, where: str) -> dict:
 
 
 def _metrics(t: dict, where: str) -> tuple[str, ...]:
-    from ._objectives import OBJECTIVES
+    from kvmodel.search._objectives import OBJECTIVES
     m = _typed(t, _OBJECTIVE_KEYS, f"{where}: [objective]").get("metrics", ["goodput_per_dollar"])
     if not m or any(x not in OBJECTIVES for x in m) or len(set(m)) != len(m):
         raise SpaceError(f"{where}: [objective].metrics={m!r}: distinct names from "

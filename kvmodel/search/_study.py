@@ -11,11 +11,11 @@ import threading
 import time
 from typing import Any
 
-from ._samplers import WindowedTPESampler, constraint_values
-from ._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
+from kvmodel.search._samplers import WindowedTPESampler, constraint_values
+from kvmodel.search._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
                           recorded_only)
-from ._space import Space, load_space
-from ._storage import DEFAULT_STORAGE, open_storage, sync
+from kvmodel.search._space import Space, load_space
+from kvmodel.search._storage import DEFAULT_STORAGE, open_storage, sync
 
 __all__ = ["run", "make_sampler", "suggest", "SAMPLERS", "constraints_of", "Progress",
            "SearchError", "SearchInterrupted", "MAX_CONSECUTIVE_FAILS"]
@@ -242,7 +242,7 @@ class Progress:
 
 
 def _best_text(study: Any) -> str:
-    from ._report import best_trials
+    from kvmodel.search._report import best_trials
     best = best_trials(study, top=1)
     if not best:
         return "- (no feasible trial yet)"

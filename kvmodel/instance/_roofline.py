@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _xp as xp
-from .hardware import FrameworkSpec, GPUSpec
-from .models import ModelSpec
+from kvmodel.base import xp as xp
+from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec
+from kvmodel.catalog.models import ModelSpec
 
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds"]
 

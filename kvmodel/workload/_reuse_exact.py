@@ -1,4 +1,4 @@
-"""Exact block-level prefix-cache hit ratios of a :class:`~kvmodel._trace_types.Trace`.
+"""Exact block-level prefix-cache hit ratios of a :class:`~kvmodel.workload._trace_types.Trace`.
 
 Model (exact, no sampling): requests are served in file order, each instantly. A request's hit
 is the number of leading blocks of its hash chain that are all resident on the instance serving
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._trace_types import Trace
-from .policies import EVICTION
-from .policies.eviction import (ARCCache, CachePolicy, EVICTION_POLICIES, FIFOCache,  # noqa: F401
+from kvmodel.workload._trace_types import Trace
+from kvmodel.policies import EVICTION
+from kvmodel.policies.eviction import (ARCCache, CachePolicy, EVICTION_POLICIES, FIFOCache,  # noqa: F401
                                 LFUCache, LRUAdmitReuseCache, LRUCache, S3FIFOCache)
-from .policies.routing import CLOSED_FORMS
+from kvmodel.policies.routing import CLOSED_FORMS
 
 __all__ = ["exact_hit_ratio_curve", "lru_hit_thresholds", "replay", "ReplayResult",
            "CachePolicy", "EVICTION_POLICIES", "ROUTINGS"]

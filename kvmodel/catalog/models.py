@@ -15,10 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ._schema import HardwareDBError, parse_entry
+from kvmodel.base.schema import HardwareDBError, parse_entry
 
 if TYPE_CHECKING:
-    from .hardware import Catalog
+    from kvmodel.catalog.hardware import Catalog
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token"]
@@ -224,7 +224,7 @@ def _index(cat: "Catalog") -> dict[str, str]:
 
 
 def list_models(catalog: "Catalog | None" = None) -> list[str]:
-    from .hardware import list_entries
+    from kvmodel.catalog.hardware import list_entries
     return list_entries("model", catalog)
 
 
@@ -239,7 +239,7 @@ def get_model(name: str | ModelSpec | os.PathLike[str], catalog: "Catalog | None
         return load_hf_config(name)
     if not isinstance(name, str):
         raise TypeError(f"model must be a name, a ModelSpec or a config.json path, got {name!r}")
-    from .hardware import current
+    from kvmodel.catalog.hardware import current
     cat = catalog or current()
     return cat.cached("model", name, lambda: _lookup(cat, name))
 

@@ -5,10 +5,10 @@ eviction)`` answers in tens of microseconds per call (vectorised over any shape)
 table per (eviction, instances, routing, epsilon[, seed]) is built and cached in
 ``profile._cache``.
 
-* ``eviction="lru"`` is exactly :func:`~kvmodel._reuse_analytic.analytic_hit_ratio_curve`
+* ``eviction="lru"`` is exactly :func:`~kvmodel.workload._reuse_analytic.analytic_hit_ratio_curve`
   (the analytic TTL/Che model), so LRU results do not change.
-* Any other policy of :data:`~kvmodel._reuse_exact.EVICTION_POLICIES` is replayed exactly
-  (:func:`~kvmodel._reuse_exact.replay`, same semantics and routing as
+* Any other policy of :data:`~kvmodel.workload._reuse_exact.EVICTION_POLICIES` is replayed exactly
+  (:func:`~kvmodel.workload._reuse_exact.replay`, same semantics and routing as
   ``hit_ratio_curve(method="exact")``) at a few per-instance capacities ``c_k`` and
   interpolated in between.
 
@@ -54,11 +54,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._reuse_analytic import ReuseProfile, _assignment, _check, analytic_hit_ratio_curve, \
+from kvmodel.workload._reuse_analytic import ReuseProfile, _assignment, _check, analytic_hit_ratio_curve, \
     reuse_profile
-from ._reuse_exact import EVICTION_POLICIES, replay
-from .policies import EVICTION
-from ._trace_types import Trace
+from kvmodel.workload._reuse_exact import EVICTION_POLICIES, replay
+from kvmodel.policies import EVICTION
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["policy_hit_ratio_curve", "policy_curve_table", "PolicyCurveTable", "EVICTIONS",
            "DEFAULT_GRID_POINTS"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import _xp as xp
-from ._roofline import Setup, step_ops
-from .tiers import Tier
+from kvmodel.base import xp as xp
+from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.tiers import Tier
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "load_seconds", "pipeline_makespan",
            "prefill_with_prefix"]

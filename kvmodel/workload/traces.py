@@ -1,6 +1,6 @@
 """Request traces: loaders for public trace formats and a seeded synthetic workload generator.
 
-Everything produces a :class:`~kvmodel._trace_types.Trace` (arrival times in seconds from the
+Everything produces a :class:`~kvmodel.workload._trace_types.Trace` (arrival times in seconds from the
 trace start, prompt/output token counts, CSR-stored prefix-block hash chains).
 
 Supported file formats (``load_trace(path, format=...)``; ``format=None`` auto-detects)
@@ -65,7 +65,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ._trace_types import Trace
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["load_trace", "load_trace_with_report", "LoadReport", "detect_format",
            "synthetic_trace", "FORMATS", "BUILTIN", "BuiltinTrace", "builtin_path",
@@ -82,7 +82,7 @@ _REQUIRED = {"mooncake": ("timestamp", "input_length", "output_length", "hash_id
 
 # ---------------------------------------------------------------- built-in traces
 
-DATA_DIR = Path(__file__).resolve().parent / "_data" / "traces"
+DATA_DIR = Path(__file__).resolve().parents[1] / "_data" / "traces"
 
 
 @dataclass(frozen=True)

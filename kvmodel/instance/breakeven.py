@@ -21,12 +21,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import sympy as sp
 
-from ._instance import num, params, setup
-from ._roofline import step_ops
-from .hardware import catalog_arg, get_framework, get_gpu
-from .models import get_model
+from kvmodel.instance.seam import num, params, setup
+from kvmodel.instance._roofline import step_ops
+from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
+from kvmodel.catalog.models import get_model
 
 __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_len",
            "recompute_coefficients"]
@@ -35,6 +34,8 @@ __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_le
 @lru_cache(maxsize=1)
 def break_even_formulas() -> dict[str, Any]:
     """Sympy expressions (and LaTeX) of t_rec, t_load, B* and P*, and numpy functions of them."""
+    import sympy as sp  # sympy only when the formulas are asked for (~0.2 s import)
+
     P, k, B, c0, tau, alpha = sp.symbols("P k B c_0 tau alpha", positive=True)
     t_rec = c0 + tau * P + alpha * P**2
     t_load = k * P / B

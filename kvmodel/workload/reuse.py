@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._reuse_exact import EVICTION_POLICIES, ROUTINGS, exact_hit_ratio_curve
+from kvmodel.workload._reuse_exact import EVICTION_POLICIES, ROUTINGS, exact_hit_ratio_curve
 
 __all__ = ["hit_ratio_curve", "ROUTINGS", "EVICTION_POLICIES", "METHODS"]
 
@@ -30,7 +30,7 @@ def hit_ratio_curve(trace: Any, capacities_blocks: Any, instances: int = 1, rout
     if method == "analytic":
         if eviction != "lru":
             raise ValueError(f"eviction={eviction!r}: the analytic method models LRU only")
-        from ._reuse_analytic import analytic_hit_ratio_curve
+        from kvmodel.workload._reuse_analytic import analytic_hit_ratio_curve
         return analytic_hit_ratio_curve(trace, capacities_blocks, instances=instances,
                                         routing=routing, seed=seed, epsilon=epsilon)
     raise ValueError(f"method={method!r}; allowed: {METHODS}")

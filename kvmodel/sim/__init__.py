@@ -1,9 +1,9 @@
 """Reference discrete-event simulator of LLM serving: the oracle for the closed-form queueing.
 
-:func:`simulate` replays a :class:`~kvmodel._trace_types.Trace` (arrivals, prompt and output
+:func:`simulate` replays a :class:`~kvmodel.workload._trace_types.Trace` (arrivals, prompt and output
 lengths, prefix-block hash chains) on ``instances`` identical serving instances, each one
 TP×PP group built exactly like :func:`kvmodel.estimate` builds its ``Setup`` (same hardware,
-calibration, memory fit and per-step roofline :func:`~kvmodel._roofline.step_ops`).
+calibration, memory fit and per-step roofline :func:`~kvmodel.instance._roofline.step_ops`).
 
 Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defaults):
 
@@ -23,7 +23,7 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   (k = 1..output_len−1) attends over ``input_len + k`` tokens, so a lone request's mean step
   context is ``input_len + output_len/2`` — the context ``estimate`` uses.
 * Prefix cache (``prefix_cache_blocks > 0`` blocks per instance): an LRU of block hashes with
-  the semantics of :mod:`kvmodel._reuse_exact` (hit = leading resident blocks, then the chain
+  the semantics of :mod:`kvmodel.workload._reuse_exact` (hit = leading resident blocks, then the chain
   is refreshed deepest-first). **Simplification**: lookup and refresh happen when the request
   is routed (its arrival), as in ``_reuse_exact.replay`` — so with ``round_robin``/``random``
   the hit ratio equals ``replay``'s exactly. The hit, capped at ``input_len − 1`` tokens, is
@@ -36,9 +36,9 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
 
-Routing across instances at arrival: any policy of :data:`kvmodel.routing.ROUTING_POLICIES`
-(or a :class:`~kvmodel.routing.RoutingPolicy` instance), given a
-:class:`~kvmodel.routing.RoutingView` of the instances at that time. The built-ins of
+Routing across instances at arrival: any policy of :data:`kvmodel.policies.routing.ROUTING_POLICIES`
+(or a :class:`~kvmodel.policies.routing.RoutingPolicy` instance), given a
+:class:`~kvmodel.policies.routing.RoutingView` of the instances at that time. The built-ins of
 :data:`SIM_ROUTINGS`: ``round_robin`` (k mod N), ``random`` (the draws of ``replay``:
 ``default_rng(seed).integers(N)`` for all requests up front), ``least_loaded`` (fewest
 routed-but-unfinished requests, ties to the lowest index), ``prefix_affinity`` (longest cached
@@ -46,7 +46,7 @@ prefix, ties least loaded, then lowest index; it can send every request to one i
 all share a first block), ``prefix_affinity_bounded`` (the same among instances whose routed
 count after taking request k is <= ceil((1+epsilon)(k+1)/N), as in ``replay``); the published
 cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (see
-:mod:`kvmodel.routing`). View fields in the simulator: ``cached`` = the LRU prefix hit (tier
+:mod:`kvmodel.policies.routing`). View fields in the simulator: ``cached`` = the LRU prefix hit (tier
 ``hbm`` or the ``cache_tier`` kind), ``queued_prefill_tokens`` = uncached prompt tokens routed
 and not yet prefilled, ``kv_blocks`` = prompt blocks of routed unfinished requests,
 ``kv_usage`` = reserved / capacity, ``step_s`` = the last step's latency (the first of a decode
@@ -73,19 +73,19 @@ from typing import Any
 
 import numpy as np
 
-from ._instance import (Reasons, check_static, kv_per_seq, memory_fit, num, parallelism, params,
+from kvmodel.instance.seam import (Reasons, check_static, kv_per_seq, memory_fit, num, parallelism, params,
                         precision_arg, setup)
-from ._fields import add_aliases
-from ._prefix import load_seconds
-from ._reuse_exact import LRUCache, _cached_prefix, _serve
-from ._roofline import Setup, step_ops
-from ._trace_types import Trace
-from .hardware import catalog_arg, get_framework, get_gpu
-from .policies import ROUTING
-from .policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
+from kvmodel.base.fields import add_aliases
+from kvmodel.instance._prefix import load_seconds
+from kvmodel.workload._reuse_exact import LRUCache, _cached_prefix, _serve
+from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.workload._trace_types import Trace
+from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
+from kvmodel.policies import ROUTING
+from kvmodel.policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
                                make_policy, policy_params)
-from .models import get_model
-from .tiers import TIER_KINDS, Tier, node_tiers
+from kvmodel.catalog.models import get_model
+from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS"]
 
@@ -761,9 +761,9 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
     ``gpu``, ``tp``, ``pp``, ``precision``, ``kv_precision``, ``framework``,
     ``max_num_tokens`` and ``max_batch_size`` defaulting to the calibration). ``routing`` is a
-    key of :data:`kvmodel.routing.ROUTING_POLICIES` (e.g. one of :data:`SIM_ROUTINGS`,
+    key of :data:`kvmodel.policies.routing.ROUTING_POLICIES` (e.g. one of :data:`SIM_ROUTINGS`,
     ``"dynamo"``, ``"llmd"``, ``"sglang"``, ``"mooncake"``) built with ``routing_params``, or a
-    :class:`~kvmodel.routing.RoutingPolicy` instance (used as is, after ``reset``). ``seed``
+    :class:`~kvmodel.policies.routing.RoutingPolicy` instance (used as is, after ``reset``). ``seed``
     and ``epsilon`` (> 0) are passed to policies that take them (``random``'s draws,
     ``prefix_affinity_bounded``'s load bound, tie-breaking draws) unless ``routing_params``
     sets them. ``prefix_cache_blocks``: LRU prefix

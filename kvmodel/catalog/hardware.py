@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from ._schema import (SCHEMAS, Curve, HardwareDBError, Quantity, RawDB, check_refs, load_file)
+from kvmodel.base.schema import (SCHEMAS, Curve, HardwareDBError, Quantity, RawDB, check_refs, load_file)
 
 __all__ = [
     "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec", "HardwareDBError",
@@ -33,7 +33,7 @@ __all__ = [
 
 def data_dir() -> Path:
     """Folder of the bundled ``hardware_db`` (inside a wheel, or the checkout's top level)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the kvmodel package
     for cand in (here / "_hardware_db", here.parent / "hardware_db"):
         if (cand / "gpus.toml").is_file():
             return cand

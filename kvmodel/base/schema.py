@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._units import UNITS, dimension_of, to_si
+from kvmodel.base.units import UNITS, dimension_of, to_si
 
 SCHEMA_VERSION = 1
 KINDS = ("datasheet", "measured", "derived", "assumed")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _xp as xp
-from .hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
+from kvmodel.base import xp as xp
+from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu"]
 

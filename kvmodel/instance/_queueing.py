@@ -13,9 +13,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
-from . import _xp as xp
+from kvmodel.base import xp as xp
 
 __all__ = ["mg1_wait", "kingman_wait", "erlang_c", "allen_cunneen_wait", "wait_quantile",
            "normal_quantile", "QUANTILES"]
@@ -34,6 +33,7 @@ def kingman_wait(rho, ca2, cs2, ES):
 
 def erlang_c(c, a):
     """P(wait) in M/M/c; ``c`` servers (>= 1), offered load ``a`` < c."""
+    from scipy import special  # scipy only when a queue needs it
     c = np.floor(np.asarray(c, dtype=float))
     a = np.asarray(a, dtype=float)
     log_pmf = c * np.log(np.maximum(a, 1e-300)) - a - special.gammaln(c + 1.0)
@@ -55,4 +55,5 @@ def wait_quantile(mean_wait, p_wait, q: float):
 
 
 def normal_quantile(q: float) -> float:
+    from scipy import special  # scipy only when a queue needs it
     return float(special.ndtri(q))

@@ -18,8 +18,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import _estimate
-from .hardware import data_dir, get_calibration
+from kvmodel.instance import _estimate
+from kvmodel.catalog.hardware import data_dir, get_calibration
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
 
@@ -201,7 +201,7 @@ def fit_calibration(path: str | Path | None = None) -> tuple[dict[str, float], V
 
 def interval_ratios(rep: ValidationReport, min_rows: int = 5) -> dict[str, tuple[float, float]]:
     """10th/90th percentile of measured/predicted per metric (pooled when a metric has few rows)."""
-    from ._estimate import METRICS
+    from kvmodel.instance._estimate import METRICS
 
     pooled = np.exp(-np.array([r["log_ratio"] for r in rep.rows]))
     out = {}
@@ -215,7 +215,7 @@ def interval_ratios(rep: ValidationReport, min_rows: int = 5) -> dict[str, tuple
 def write_calibration(fitted: dict[str, float], rep: ValidationReport, path: Path | None = None,
                       data_name: str = "hardware_db/measurements/serving_calibration.csv") -> Path:
     """Rewrite the fitted parameters and error bands in ``calibration.toml`` (kind 'derived')."""
-    from ._schema import HardwareDBError
+    from kvmodel.base.schema import HardwareDBError
 
     p = path or data_dir() / "calibration.toml"
     a = rep.ape()
@@ -247,10 +247,10 @@ def write_calibration(fitted: dict[str, float], rep: ValidationReport, path: Pat
             done.add(name)
     text += [lines[k] for k in lines if k not in done]
     p.write_text("\n".join(text) + "\n")
-    from .hardware import reset_catalog
+    from kvmodel.catalog.hardware import reset_catalog
     reset_catalog()
     try:
-        from .hardware import get_calibration
+        from kvmodel.catalog.hardware import get_calibration
         get_calibration()
     except HardwareDBError as exc:  # pragma: no cover - would mean we wrote a bad file
         raise RuntimeError(f"wrote an invalid {p}: {exc}") from exc

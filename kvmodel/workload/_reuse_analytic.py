@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._trace_types import Trace
-from .policies.routing import CLOSED_FORMS
+from kvmodel.workload._trace_types import Trace
+from kvmodel.policies.routing import CLOSED_FORMS
 
 __all__ = ["ReuseProfile", "reuse_profile", "analytic_hit_ratio_curve", "ROUTINGS"]
 

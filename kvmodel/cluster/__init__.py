@@ -5,13 +5,13 @@ through local tiers only, a central pool, or peer to peer — closed form, about
 
 1. **Reuse.** The workload's analytic reuse profile gives the hit ratio H(C) of each cache
    level (per-instance levels under the routing policy; shared levels as one cache), split by
-   cumulative capacity as in :mod:`kvmodel.placement`. Central pool: a global LRU of the pool's
+   cumulative capacity as in :mod:`kvmodel.workload.placement`. Central pool: a global LRU of the pool's
    capacity (inclusive of the local tiers). P2P: the peers' DRAM forms one cache of
    N·C_dram / replication blocks; a hit is local with probability replication/N, else fetched
    from its owner over RDMA after the lookup latency (rendezvous/consistent hashing: 0 unless
    given; directory: its latency). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
    s3fifo, arc, lru-admit-reuse) replaces the analytic LRU curve by the policy's exact replay
-   at a few capacities, interpolated (:mod:`kvmodel._policy_curve`; about 2-3 s to build per
+   at a few capacities, interpolated (:mod:`kvmodel.workload._policy_curve`; about 2-3 s to build per
    policy, routing and instance count, then microseconds). The split by cumulative capacity
    reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
    an approximation for the others.
@@ -53,21 +53,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import special
 
-from . import _xp as xp
-from ._estimate import Estimate, estimate
-from ._fields import add_aliases, fields_dict
-from ._policy_curve import policy_hit_ratio_curve
-from ._schema import typed_table
-from ._queueing import normal_quantile
-from ._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
-from ._trace_types import Trace
-from .hardware import catalog_arg, current, get_calibration, get_gpu, get_link, get_memory, get_node
-from .models import get_model
-from .policies import EVICTION, P2P_PLACEMENT, ROUTING
-from .policies import SHARING as SHARING_ARCHITECTURES
-from .tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
+from kvmodel.base import xp as xp
+from kvmodel.instance._estimate import Estimate, estimate
+from kvmodel.base.fields import add_aliases, fields_dict
+from kvmodel.workload._policy_curve import policy_hit_ratio_curve
+from kvmodel.base.schema import typed_table
+from kvmodel.instance._queueing import normal_quantile
+from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._trace_types import Trace
+from kvmodel.catalog.hardware import catalog_arg, current, get_calibration, get_gpu, get_link, get_memory, get_node
+from kvmodel.catalog.models import get_model
+from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING
+from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
+from kvmodel.tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
@@ -482,7 +481,7 @@ def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
            eviction: str = "lru") -> np.ndarray:
     """Hit ratio at total capacities ``cap_blocks`` over n instances: the analytic LRU curve,
     or for another eviction policy the exact replay at a few capacities, interpolated
-    (kvmodel._policy_curve; built once per policy, routing and n, then microseconds)."""
+    (kvmodel.workload._policy_curve; built once per policy, routing and n, then microseconds)."""
     r = "single" if n == 1 else ROUTING[routing].closed_form  # e.g. dynamo -> bounded affinity
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
     if eviction != "lru":
@@ -545,7 +544,7 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> float:
     routing = ROUTING[c.routing].closed_form
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
-    from ._reuse_analytic import _assignment
+    from kvmodel.workload._reuse_analytic import _assignment
     key = ("imbalance", routing, n, c.epsilon)
     prof = w.profile
     if key not in prof._cache:
@@ -779,6 +778,7 @@ def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
 def _slo_fraction(m: dict[str, Any], ttft_slo: float, tpot_slo: float) -> Any:
     """P(TTFT <= SLO) x P(TPOT <= SLO) from the wait law and the TPOT spread."""
     vec = xp.is_array(m["ttft"], m["wait"], m["pwait"], m["tpot"], m["tpot90"])
+    from scipy import special  # scipy only on the array path
     exp, erfc = (np.exp, special.erfc) if vec else (math.exp, math.erfc)
     base, W, p = m["ttft"] - m["wait"], m["wait"], m["pwait"]
     late = ttft_slo < base
@@ -918,7 +918,7 @@ def _same(v):
 def tier_utilisation(c: Cluster, w: Workload, write: str, inclusive: bool) -> float:
     """Highest tier-path utilisation of one node (HBM, DRAM, CXL, SSD) under the write policy
     (``through`` | ``back``), from :func:`kvmodel.place`; scalar capacities only."""
-    from .placement import place
+    from kvmodel.workload.placement import place
     key, node, n, per_node = layout(c)
     tiers = node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
                        cxl_B=c.cxl_B * per_node,

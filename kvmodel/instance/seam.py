@@ -1,4 +1,4 @@
-"""The instance model's shared seam: what :mod:`kvmodel.sim`, :mod:`kvmodel.breakeven` and
+"""The instance model's shared seam: what :mod:`kvmodel.sim`, :mod:`kvmodel.instance.breakeven` and
 :mod:`kvmodel.cluster` share with :func:`kvmodel.estimate` — argument checks (:func:`num`,
 :func:`precision_arg`, :func:`parallelism`), the calibration in SI units (:func:`params`),
 the roofline setup of one instance (:func:`setup`), feasibility bookkeeping (:class:`Reasons`,
@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _xp as xp
-from ._roofline import Setup, memory_per_gpu
-from .hardware import FrameworkSpec, GPUSpec, current, get_link
-from .models import BYTES_PER_ELEMENT, ModelSpec
+from kvmodel.base import xp as xp
+from kvmodel.instance._roofline import Setup, memory_per_gpu
+from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current, get_link
+from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 
 __all__ = ["num", "show", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
            "kv_per_seq", "parallelism", "memory_fit"]

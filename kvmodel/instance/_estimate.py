@@ -12,18 +12,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _xp as xp
-from ._fields import add_aliases, fields_dict
-from ._instance import (Reasons as _Reasons, check_static as _check_static, kv_per_seq as _kv_per_seq,
+from kvmodel.base import xp as xp
+from kvmodel.base.fields import add_aliases, fields_dict
+from kvmodel.instance.seam import (Reasons as _Reasons, check_static as _check_static, kv_per_seq as _kv_per_seq,
                         memory_fit as _memory_fit, num as _num, parallelism as _parallelism,
                         params as _params, precision_arg as _precision, setup as _setup)
-from ._roofline import Setup, label_bounds, step_ops
-from .hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
-from ._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
-from ._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, normal_quantile,
+from kvmodel.instance._roofline import Setup, label_bounds, step_ops
+from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
+from kvmodel.instance._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
+from kvmodel.instance._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, normal_quantile,
                         wait_quantile)
-from .models import ModelSpec, get_model
-from .tiers import TIER_KINDS, Tier, node_tiers
+from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["estimate", "Estimate", "METRICS", "METRIC_FIELDS"]
 
@@ -459,7 +459,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     of a block), shrunk by ``kv_compression`` (>= 1).
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
-    looked up in (default: the active one, :func:`kvmodel.hardware.use_catalog`);
+    looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
 
     What may move against intuition (physical, not solver noise; ``tests/test_fuzz.py``):

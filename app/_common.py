@@ -20,8 +20,8 @@ import streamlit as st
 
 import kvmodel
 from kvmodel import cluster as _cluster
-from kvmodel.workload import traces as _traces
 from kvmodel.catalog.hardware import Catalog, use_catalog
+from kvmodel.workload import traces as _traces
 
 APP_DIR = Path(__file__).resolve().parent
 REPO_DIR = APP_DIR.parent

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import statistics
 
-from kvmodel.instance import _estimate
-from kvmodel.instance._roofline import _op
 from kvmodel.catalog.hardware import data_dir, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
+from kvmodel.instance import _estimate
+from kvmodel.instance._roofline import _op
 
 DATA = data_dir() / "measurements" / "h200_microbench_2026-11-26.json"
 

@@ -29,8 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kvmodel  # noqa: E402
-from kvmodel.workload._policy_curve import (DEFAULT_GRID_POINTS, EVICTIONS, _lru,  # noqa: E402
-                                   _saturation, policy_curve_table, policy_hit_ratio_curve)
+from kvmodel.workload._policy_curve import (  # noqa: E402
+    DEFAULT_GRID_POINTS,
+    EVICTIONS,
+    _lru,
+    _saturation,
+    policy_curve_table,
+    policy_hit_ratio_curve,
+)
 from kvmodel.workload._reuse_analytic import reuse_profile  # noqa: E402
 from kvmodel.workload._reuse_exact import replay  # noqa: E402
 

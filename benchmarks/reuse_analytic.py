@@ -1,7 +1,7 @@
 """Analytic (Che/TTL) prefix-cache hit ratio vs exact LRU replay on the Mooncake traces.
 
 Prints, per trace, routing and instance count, the max |analytic - exact| block hit ratio over
-~10 capacities (exact = the OrderedDict oracle of tests/test_reuse_analytic.py, run in a
+~10 capacities (exact = the OrderedDict oracle of tests/workload/test_reuse_analytic.py, run in a
 process pool), then the analytic evaluation speed. Usage:
     .venv/bin/python benchmarks/reuse_analytic.py [--quick] [--speed-only] [--json FILE]
 
@@ -24,8 +24,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kvmodel.workload._reuse_analytic import (_back, _pairs, _prefix_max, _solve_mixture,  # noqa: E402
-                                     analytic_hit_ratio_curve, reuse_profile)
+from kvmodel.workload._reuse_analytic import (  # noqa: E402
+    _back,
+    _pairs,
+    _prefix_max,
+    _solve_mixture,
+    analytic_hit_ratio_curve,
+    reuse_profile,
+)
 from kvmodel.workload._trace_types import Trace  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "test_reuse_analytic.py")

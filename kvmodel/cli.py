@@ -1,4 +1,5 @@
-"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search | traces | app``.
+"""Command line: ``kvmodel estimate | validate | calibrate | hardware | models | cluster | search |
+traces | app``.
 
 Units are converted for people here (ms, GB, $/h); the library stays in SI.
 """
@@ -163,8 +164,9 @@ def _search_parser(sub: Any) -> None:
 
 
 def _objective_help() -> str:
-    from kvmodel.search._objectives import OBJECTIVES
     import textwrap
+
+    from kvmodel.search._objectives import OBJECTIVES
     return "\n".join(f"  {o.label(k)}\n" + textwrap.fill(o.doc, 78, initial_indent=" " * 6,
                                                           subsequent_indent=" " * 6)
                      for k, o in OBJECTIVES.items())
@@ -308,8 +310,8 @@ def _quantity_line(name: str, q: Any) -> str:
 
 
 def _cmd_hardware(a: argparse.Namespace) -> int:
-    from kvmodel.catalog.hardware import list_entries, raw_entry
     from kvmodel.base.schema import Quantity
+    from kvmodel.catalog.hardware import list_entries, raw_entry
     if not a.key:
         print("\n".join(list_entries(a.section)))
         return 0
@@ -346,6 +348,7 @@ _CLUSTER_ROWS = (("TTFT mean", "ttft_s", 1e3, "ms"), ("TTFT p99", "ttft_p99_s", 
 
 def _cmd_cluster(a: argparse.Namespace) -> int:
     from pathlib import Path
+
     from kvmodel.cluster import Workload, evaluate, load_cluster_config
     from kvmodel.workload.traces import BUILTIN, load_trace
     c, wk = load_cluster_config(a.config)

@@ -1,6 +1,7 @@
 """Study: where should Llama-3.1-70B's KV cache live on an H100 node?
 
-1. TTFT vs cached prefix length (prompt = prefix + 512 new tokens) when the prefix sits in HBM, host DRAM (PCIe Gen5), CXL
+1. TTFT vs cached prefix length (prompt = prefix + 512 new tokens) when the prefix sits in HBM,
+   host DRAM (PCIe Gen5), CXL
    expanders, Gen5 NVMe (GPUDirect Storage) or remote DRAM over 400G RDMA, against recomputing.
 2. Hit ratio of the Mooncake conversation trace vs DRAM / CXL / SSD capacity in GB (exact LRU
    curve, one pass), with the analytic (TTL) curve beside it.

@@ -40,8 +40,6 @@ import argparse
 import csv
 from pathlib import Path
 
-import numpy as np
-
 import kvmodel
 from kvmodel.sim import simulate
 
@@ -117,14 +115,16 @@ def main() -> None:
     order_pub = sorted(PUBLISHED, key=PUBLISHED.get)
     order_mod = sorted(base, key=lambda k: base[k]["model_mean_ttft_s"])
     print(f"ordering published: {' < '.join(order_pub)}")
-    print(f"ordering model:     {' < '.join(order_mod)}  ({'agrees' if order_pub == order_mod else 'DIFFERS'})")
+    verdict = "agrees" if order_pub == order_mod else "DIFFERS"
+    print(f"ordering model:     {' < '.join(order_mod)}  ({verdict})")
     with open(out / "fig5_ttft.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     import plotly.graph_objects as go
     labels = [f"{r['paper_policy']}<br>({r['routing']})" for r in rows]
-    fig = go.Figure([go.Bar(x=labels, y=[r["published_mean_ttft_s"] for r in rows], name="published (Fig. 5)"),
+    fig = go.Figure([go.Bar(x=labels, y=[r["published_mean_ttft_s"] for r in rows],
+                            name="published (Fig. 5)"),
                      go.Bar(x=labels, y=[r["model_mean_ttft_s"] for r in rows], name="model (simulate)")])
     fig.update_layout(title="Mooncake FAST'25 Fig. 5: average TTFT by scheduling policy",
                       yaxis_title="average TTFT (s)", barmode="group")

@@ -67,7 +67,8 @@ def cluster_rows(trace, dram_per_node_GB: list[float], routing: str = "random") 
                          hit_gain=h_p / h_l if h_l > 0 else float("inf"),
                          prefill_saved=1 - (1 - h_p) / (1 - h_l),
                          ttft_local_s=local.ttft_s, ttft_pool_s=pool.ttft_s,
-                         ttft_saved=1 - pool.ttft_s / local.ttft_s if np.isfinite(local.ttft_s) else float("nan"),
+                         ttft_saved=(1 - pool.ttft_s / local.ttft_s if np.isfinite(local.ttft_s)
+                                     else float("nan")),
                          pool_nic_util=pool.utilisation.get("pool_nic", 0.0)))
     return rows
 
@@ -97,7 +98,8 @@ def main() -> None:
     print(f"{'total blocks':>12s} {'global':>7s} {'local rnd':>9s} {'local aff':>9s} {'gain rnd':>8s} "
           f"{'gain aff':>8s} {'prefill saved rnd':>17s} | analytic gain rnd")
     for i in range(0, len(total), 3):
-        g, lr, la = h["global_exact"][i], h["local_random_exact"][i], h["local_prefix_affinity_bounded_exact"][i]
+        g, lr = h["global_exact"][i], h["local_random_exact"][i]
+        la = h["local_prefix_affinity_bounded_exact"][i]
         ga = h["global_analytic"][i] / max(h["local_random_analytic"][i], 1e-12)
         print(f"{total[i]:12d} {g:7.3f} {lr:9.3f} {la:9.3f} {g / max(lr, 1e-12):8.2f} "
               f"{g / max(la, 1e-12):8.2f} {1 - (1 - g) / (1 - lr):17.2f} | {ga:6.2f}")
@@ -115,8 +117,9 @@ def main() -> None:
     print(f"{'DRAM/node GB':>12s} {'hit local':>9s} {'hit pool':>8s} {'gain':>5s} {'prefill saved':>13s} "
           f"{'TTFT local':>10s} {'TTFT pool':>9s} {'TTFT saved':>10s}")
     for r in rows:
-        print(f"{r['dram_per_node_GB']:12.0f} {r['hit_local']:9.3f} {r['hit_pool']:8.3f} {r['hit_gain']:5.2f} "
-              f"{r['prefill_saved']:13.2f} {r['ttft_local_s']:10.3f} {r['ttft_pool_s']:9.3f} {r['ttft_saved']:10.2f}")
+        print(f"{r['dram_per_node_GB']:12.0f} {r['hit_local']:9.3f} {r['hit_pool']:8.3f} "
+              f"{r['hit_gain']:5.2f} {r['prefill_saved']:13.2f} {r['ttft_local_s']:10.3f} "
+              f"{r['ttft_pool_s']:9.3f} {r['ttft_saved']:10.2f}")
     import plotly.graph_objects as go
     fig = go.Figure()
     for k, v in h.items():

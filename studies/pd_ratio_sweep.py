@@ -128,7 +128,8 @@ def main() -> None:
     fig = go.Figure()
     for b in a.budgets:
         sub = [r for r in rows if r["budget"] == b]
-        fig.add_trace(go.Bar(x=[r["config"] for r in sub], y=[r["rps_per_gpu"] for r in sub], name=f"{b} GPUs"))
+        fig.add_trace(go.Bar(x=[r["config"] for r in sub], y=[r["rps_per_gpu"] for r in sub],
+                             name=f"{b} GPUs"))
     fig.add_hline(y=PUBLISHED["2P1D rps/GPU"], annotation_text="DistServe 2P1D 3.3 rps/GPU")
     fig.add_hline(y=PUBLISHED["colocated rps/GPU"], annotation_text="DistServe colocated 1.6 rps/GPU")
     fig.update_layout(title="Goodput per GPU vs P:D split (llama-2-13b, A100, 512/64)",

@@ -323,7 +323,8 @@ def figures(best: list[dict], win: list[dict], rows: list[dict], path: Path) -> 
                                      showlegend=j == 1, mode="lines+markers",
                                      line=dict(color=colors.get(a))), row=1, col=j)
         fig.update_xaxes(title_text="load / baseline", row=1, col=j)
-    fig.update_layout(title=f"p99 TTFT (s, capped at 10) at 50/80/95 % of the no-sharing baseline rate, {nic}",
+    fig.update_layout(title=("p99 TTFT (s, capped at 10) at 50/80/95 % of the no-sharing baseline "
+                             f"rate, {nic}"),
                       height=380)
     parts.append(fig)
     html = [parts[0].to_html(full_html=False, include_plotlyjs="cdn")]
@@ -410,8 +411,9 @@ def main() -> None:
         print(f"\nsimulator check, no sharing at 0.95 x baseline ({time.perf_counter() - t1:.0f} s): "
               "hit ratio / request imbalance / p99 TTFT, closed form -> simulator")
         for r in sim:
-            print(f"  n={r['instances']:<3d} {r['routing']:24s} {r['epsilon']!s:5s} hit {r['hit_closed_form']:.3f}->"
-                  f"{r['hit_sim']:.3f}  imbalance {r['imbalance_closed_form']:.3f}->{r['imbalance_sim']:.3f}  "
+            print(f"  n={r['instances']:<3d} {r['routing']:24s} {r['epsilon']!s:5s} "
+                  f"hit {r['hit_closed_form']:.3f}->{r['hit_sim']:.3f}  "
+                  f"imbalance {r['imbalance_closed_form']:.3f}->{r['imbalance_sim']:.3f}  "
                   f"p99 TTFT {r['ttft_p99_closed_form']:.2f}->{r['ttft_p99_sim']:.2f} s "
                   f"(sim p50 {r['ttft_p50_sim']:.2f} s)")
     if a.trials > 0:
@@ -423,7 +425,8 @@ def main() -> None:
         print(f"\nOptuna TPE, {a.trials} trials per size, space {SPACE} at 0.95 x baseline, objective "
               f"{a.objective} ({time.perf_counter() - t1:.0f} s); best trial:")
         for r in opt:
-            print(f"  n={r['instances']:<3d} {r['value']:9.4g}  max rate {float(r['max_rate_at_slo'] or 0):6.1f} req/s "
+            rate = float(r['max_rate_at_slo'] or 0)
+            print(f"  n={r['instances']:<3d} {r['value']:9.4g}  max rate {rate:6.1f} req/s "
                   f"({r['feasible']}/{r['trials']} feasible)  {r['params']}")
     print(f"\nwrote {out} in {time.perf_counter() - t0:.0f} s")
 

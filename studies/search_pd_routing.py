@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import csv
 
-from kvmodel import search
 from search_common import HERE, run_and_export
+
+from kvmodel import search
 
 
 def main() -> None:

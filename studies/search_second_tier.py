@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from kvmodel import search
 from search_common import HERE, run_and_export, write_rows
+
+from kvmodel import search
 
 DIMS = {"dram": "dram_GB_per_node", "cxl": "cxl_GB_per_node", "ssd": "ssd_TB_per_node"}
 SIZES = {"dram": [0, 512, 1024, 2048, 4096], "cxl": [0, 512, 1024, 2048, 4096],

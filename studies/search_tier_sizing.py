@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from kvmodel import search
 from search_common import run_and_export
+
+from kvmodel import search
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import _common as ui
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -13,8 +14,6 @@ from plotly.subplots import make_subplots
 import kvmodel
 from kvmodel.catalog.models import BYTES_PER_ELEMENT
 from kvmodel.policies import ROUTING, SHARING
-
-import _common as ui
 
 GB = 1e9  # display unit
 # bounded affinity's slack is a fraction above the mean load: beyond instances - 1 it bounds nothing

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import _common as ui
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 import kvmodel
 from kvmodel.catalog.models import BYTES_PER_ELEMENT
-
-import _common as ui
 
 OP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "star", "cross", "x", "pentagon",
               "hexagon", "triangle-down"]

@@ -6,13 +6,12 @@ import json
 import re
 from typing import Any
 
+import _common as ui
 import pandas as pd
 import streamlit as st
 
 import kvmodel
 from kvmodel.catalog.hardware import raw_entry
-
-import _common as ui
 
 SECTIONS = ["gpu", "link", "memory", "node", "framework", "model", "calibration"]
 KINDS = ["assumed", "datasheet", "measured"]  # the form starts as a what-if: assumed
@@ -108,7 +107,8 @@ def gpu_form(template: str) -> dict[str, Any] | None:
         c = st.columns(4)
         f["hbm_GB"] = c[0].number_input("HBM capacity (GB)", 0.0, ui.MAX_CAPACITY_GB, g.hbm_capacity_B / 1e9,
                                         key=k + "hbm")
-        f["hbm_TBps"] = c[1].number_input("HBM bandwidth (TB/s)", 0.0, ui.MAX_BANDWIDTH_GBPS / 1e3, g.hbm_bw_Bps / 1e12,
+        f["hbm_TBps"] = c[1].number_input("HBM bandwidth (TB/s)", 0.0, ui.MAX_BANDWIDTH_GBPS / 1e3,
+                                            g.hbm_bw_Bps / 1e12,
                                           key=k + "hbmbw")
         f["matmul_eff"] = c[2].number_input("Matmul efficiency", 0.0, 1.0,
                                             round(min(g.matmul_eff.values()), 3), key=k + "meff")
@@ -121,10 +121,12 @@ def gpu_form(template: str) -> dict[str, Any] | None:
         c = st.columns(5)
         f["scale_up_link"] = c[0].selectbox("Scale-up link", links, links.index(g.scale_up_link),
                                             key=k + "sul")
-        f["scale_up_GBps"] = c[1].number_input("Scale-up GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS, g.scale_up_bw_Bps / 1e9,
+        f["scale_up_GBps"] = c[1].number_input("Scale-up GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS,
+                                                 g.scale_up_bw_Bps / 1e9,
                                                key=k + "sub")
         f["host_link"] = c[2].selectbox("Host link", links, links.index(g.host_link), key=k + "hl")
-        f["host_GBps"] = c[3].number_input("Host GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS, g.host_bw_Bps / 1e9, key=k + "hb")
+        f["host_GBps"] = c[3].number_input("Host GB/s", 0.0, ui.MAX_BANDWIDTH_GBPS, g.host_bw_Bps / 1e9,
+                                             key=k + "hb")
         f["tdp_W"] = c[4].number_input("TDP (W)", 0.0, ui.MAX_TDP_W, g.tdp_W, key=k + "tdp")
         c = st.columns(4)
         f["kind"] = c[0].selectbox("Kind of these numbers", KINDS, key=k + "kind")

@@ -7,10 +7,9 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
+import _common as ui
 import pandas as pd
 import streamlit as st
-
-import _common as ui
 
 RESULTS = ui.REPO_DIR / "studies" / "results"
 STORAGE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".journal", ".log")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import _common as ui
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 import kvmodel
-from kvmodel.instance.breakeven import recompute_coefficients
 from kvmodel.catalog.hardware import raw_entry
 from kvmodel.catalog.models import BYTES_PER_ELEMENT
-
-import _common as ui
+from kvmodel.instance.breakeven import recompute_coefficients
 
 GB = 1e9  # display unit (SI, as everywhere in kvmodel)
 DASHES = ["dot", "dash", "dashdot", "longdash", "longdashdot"]  # tiers stay apart where they overlap
@@ -71,7 +70,8 @@ def tier_inputs(cfg: dict[str, Any]) -> dict[str, Any]:
 # ---- hit ratio vs capacity -----------------------------------------------------------------------
 @st.cache_data(show_spinner="Splitting hits across tiers…", max_entries=32)
 def placement(trace_key: str, _trace: Any, _tiers: list[Any], tier_key: tuple, block_B: float,
-              block_rate: float, inclusive: bool, method: str, catalog_key: int) -> tuple[list[dict], float, list[int]]:
+              block_rate: float, inclusive: bool, method: str,
+              catalog_key: int) -> tuple[list[dict], float, list[int]]:
     p = kvmodel.place(trace=_trace, tiers=_tiers, block_bytes=block_B, block_rate=block_rate,
                       inclusive=inclusive, method=method)
     edges = np.asarray(p.capacity_blocks if inclusive else np.cumsum(p.capacity_blocks))

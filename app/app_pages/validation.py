@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import _common as ui
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-
-import _common as ui
 
 SETS = {"calibration": "calibration (the global parameters are fitted on it)",
         "held-out": "held-out (GPUs and frameworks the fit never sees)"}
@@ -19,7 +18,7 @@ def load(which: list[str]) -> pd.DataFrame:
     for w in which:
         rows, total, skipped = ui.validation_rows(w)
         st.caption(f"**{w}**: {len(rows)} of {total} rows predicted"
-                   + (f"; skipped: " + "; ".join(f"{n}× {why}" for why, n in skipped.items())
+                   + ("; skipped: " + "; ".join(f"{n}× {why}" for why, n in skipped.items())
                       if skipped else ""))
         frames.append(pd.DataFrame(rows).assign(set=w))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -21,7 +21,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from kvmodel.base.schema import (SCHEMAS, Curve, HardwareDBError, Quantity, RawDB, check_refs, load_file)
+from kvmodel.base.schema import (
+    SCHEMAS,
+    Curve,
+    HardwareDBError,
+    Quantity,
+    RawDB,
+    check_refs,
+    load_file,
+)
 
 __all__ = [
     "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec", "HardwareDBError",

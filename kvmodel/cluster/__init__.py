@@ -55,18 +55,26 @@ from typing import Any
 import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.base.fields import add_aliases, fields_dict
-from kvmodel.workload._policy_curve import policy_hit_ratio_curve
 from kvmodel.base.schema import typed_table
-from kvmodel.instance._queueing import normal_quantile
-from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
-from kvmodel.workload._trace_types import Trace
-from kvmodel.catalog.hardware import catalog_arg, current, get_calibration, get_gpu, get_link, get_memory, get_node
+from kvmodel.catalog.hardware import (
+    catalog_arg,
+    current,
+    get_calibration,
+    get_gpu,
+    get_link,
+    get_memory,
+    get_node,
+)
 from kvmodel.catalog.models import get_model
+from kvmodel.instance._estimate import Estimate, estimate
+from kvmodel.instance._queueing import normal_quantile
 from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING
 from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
-from kvmodel.tiers import Tier, TransferPath, default_node_for_gpu, node_tiers
+from kvmodel.tiers import Tier, default_node_for_gpu, node_tiers
+from kvmodel.workload._policy_curve import policy_hit_ratio_curve
+from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",

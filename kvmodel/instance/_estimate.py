@@ -14,15 +14,27 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.fields import add_aliases, fields_dict
-from kvmodel.instance.seam import (Reasons as _Reasons, check_static as _check_static, kv_per_seq as _kv_per_seq,
-                        memory_fit as _memory_fit, num as _num, parallelism as _parallelism,
-                        params as _params, precision_arg as _precision, setup as _setup)
-from kvmodel.instance._roofline import Setup, label_bounds, step_ops
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
-from kvmodel.instance._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
-from kvmodel.instance._queueing import (QUANTILES, allen_cunneen_wait, erlang_c, kingman_wait, normal_quantile,
-                        wait_quantile)
 from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
+from kvmodel.instance._queueing import (
+    QUANTILES,
+    allen_cunneen_wait,
+    erlang_c,
+    kingman_wait,
+    normal_quantile,
+    wait_quantile,
+)
+from kvmodel.instance._roofline import Setup, label_bounds, step_ops
+from kvmodel.instance.seam import Reasons as _Reasons
+from kvmodel.instance.seam import check_static as _check_static
+from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
+from kvmodel.instance.seam import memory_fit as _memory_fit
+from kvmodel.instance.seam import num as _num
+from kvmodel.instance.seam import parallelism as _parallelism
+from kvmodel.instance.seam import params as _params
+from kvmodel.instance.seam import precision_arg as _precision
+from kvmodel.instance.seam import setup as _setup
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
 
 __all__ = ["estimate", "Estimate", "METRICS", "METRIC_FIELDS"]
@@ -462,7 +474,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
 
-    What may move against intuition (physical, not solver noise; ``tests/test_fuzz.py``):
+    What may move against intuition (physical, not solver noise; ``tests/robustness/test_fuzz.py``):
     in a closed loop, more HBM bandwidth lowers E2E and raises throughput, but mean TPOT and
     TTFT may rise (TPOT by 3x seen at 4x bandwidth): decode-only steps get faster, clients
     cycle faster, so a larger share of steps carries a compute-bound prefill chunk (TPOT is

@@ -122,7 +122,8 @@ def _moe(s: Setup, tokens, layers):
     flops = flops + 2.0 * tokens * m.router_params
     w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
     nbytes = (w + m.router_params) * s.w_B + act * (2.0 + 2.0 * m.experts_per_token)
-    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)  # route, 2 grouped GEMMs, combine
+    # route, 2 grouped GEMMs, combine
+    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)
 
 
 def _elementwise(s: Setup, tokens, layers):
@@ -205,6 +206,7 @@ def memory_per_gpu(s: Setup, max_num_tokens):
                + m.num_moe_layers / s.pp * (experts / s.tp + m.router_params))
     heads = xp.where(s.pp > 1, 1.0, 1.0 if m.tie_word_embeddings else 2.0)
     weights = (weights + heads * m.embedding_params / s.tp) * s.w_B
-    widest = max(m.intermediate_size * m.mlp_matrices, m.moe_intermediate_size * m.mlp_matrices * m.experts_per_token)
+    widest = max(m.intermediate_size * m.mlp_matrices,
+                 m.moe_intermediate_size * m.mlp_matrices * m.experts_per_token)
     activations = max_num_tokens * (4.0 * m.hidden_size + widest / s.tp) * s.act_B
     return weights, activations

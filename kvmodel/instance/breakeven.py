@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from kvmodel.instance.seam import num, params, setup
-from kvmodel.instance._roofline import step_ops
 from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
+from kvmodel.instance._roofline import step_ops
+from kvmodel.instance.seam import num, params, setup
 
 __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_len",
            "recompute_coefficients"]
@@ -66,7 +66,8 @@ def recompute_coefficients(model, gpu, num_gpus: int = 8, precision: str = "bf16
     s, k = _setup(model, gpu, num_gpus, precision, kv_precision)
     if ideal:
         m, g = s.model, s.gpu
-        return 0.0, 2.0 * (m.active_params - m.embedding_params) / (num_gpus * g.peak_flops[precision]), 0.0, k
+        tau = 2.0 * (m.active_params - m.embedding_params) / (num_gpus * g.peak_flops[precision])
+        return 0.0, tau, 0.0, k
     P = np.array([0.5, 1.0, 2.0]) * reference_len
     t = step_ops(s, P, 1.0, P * (P + 1.0) / 2.0, 0.0, 0.0, P)[2]
     alpha, tau, c0 = np.polyfit(P, t, 2)

@@ -18,8 +18,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from kvmodel.instance import _estimate
 from kvmodel.catalog.hardware import data_dir, get_calibration
+from kvmodel.instance import _estimate
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
 

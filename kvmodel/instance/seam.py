@@ -7,7 +7,7 @@ the roofline setup of one instance (:func:`setup`), feasibility bookkeeping (:cl
 
 **Import rule.** No kvmodel module imports another module's underscore names; what two
 modules share lives here under a public name (this module is private to the package, its
-names are not part of the public API). ``tests/test_catalog.py`` checks the rule.
+names are not part of the public API). ``tests/catalog/test_catalog.py`` checks the rule.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._roofline import Setup, memory_per_gpu
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current, get_link
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
+from kvmodel.instance._roofline import Setup, memory_per_gpu
 
 __all__ = ["num", "show", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
            "kv_per_seq", "parallelism", "memory_fit"]

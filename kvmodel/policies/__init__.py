@@ -4,7 +4,7 @@ Families (module, registry): routing (:mod:`.routing`, :data:`ROUTING`), evictio
 (:mod:`.eviction`, :data:`EVICTION`), P2P placement (:mod:`.placement`,
 :data:`P2P_PLACEMENT`), sharing architecture (:mod:`.sharing`, :data:`SHARING`). They are all
 :class:`Registry` objects of :class:`PolicyEntry`; :data:`FAMILIES` lists them (the conformance
-suite ``tests/test_policy_conformance.py`` runs over every entry of every family). A new family
+suite ``tests/policies/test_policy_conformance.py`` runs over every entry of every family). A new family
 (e.g. KV-transfer connectors) is one module defining ``REGISTRY = Registry("connector", ...)``
 and its entries, plus one line in :data:`FAMILIES`.
 

@@ -21,14 +21,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvmodel.search._space import (DIMENSIONS, Dim, Space, SpaceError, builtin_spaces, load_space,
-                     space_digest, space_from_dict)
-from kvmodel.search._objectives import (CONSTRAINTS, OBJECTIVES, Outcome, evaluate_point, max_rate_at_slo,
-                          objective_label)
-from kvmodel.search._storage import DEFAULT_STORAGE, open_storage
-from kvmodel.search._study import SAMPLERS, Progress, SearchError, SearchInterrupted, make_sampler, run
-from kvmodel.search._report import best_trials, export, is_feasible, pareto_front, rows
 from kvmodel.search._grid import GridResult, compare_with_grid, grid_points, grid_search
+from kvmodel.search._objectives import (
+    CONSTRAINTS,
+    OBJECTIVES,
+    Outcome,
+    evaluate_point,
+    max_rate_at_slo,
+    objective_label,
+)
+from kvmodel.search._report import best_trials, export, is_feasible, pareto_front, rows
+from kvmodel.search._space import (
+    DIMENSIONS,
+    Dim,
+    Space,
+    SpaceError,
+    builtin_spaces,
+    load_space,
+    space_digest,
+    space_from_dict,
+)
+from kvmodel.search._storage import DEFAULT_STORAGE, open_storage
+from kvmodel.search._study import (
+    SAMPLERS,
+    Progress,
+    SearchError,
+    SearchInterrupted,
+    make_sampler,
+    run,
+)
 
 __all__ = ["run", "show", "load", "export", "load_space", "space_from_dict", "builtin_spaces",
            "Space", "Dim", "SpaceError", "DIMENSIONS", "OBJECTIVES", "objective_label", "CONSTRAINTS",

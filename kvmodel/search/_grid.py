@@ -24,8 +24,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kvmodel.search._objectives import (CONSTRAINTS, OBJECTIVES, VECTOR_DIMS, Outcome, check_names,
-                          evaluate_columns, evaluate_point)
+from kvmodel.search._objectives import (
+    CONSTRAINTS,
+    OBJECTIVES,
+    VECTOR_DIMS,
+    Outcome,
+    check_names,
+    evaluate_columns,
+    evaluate_point,
+)
 from kvmodel.search._space import Space, load_space
 
 __all__ = ["grid_points", "grid_groups", "grid_search", "GridResult", "compare_with_grid"]
@@ -209,6 +216,7 @@ def compare_with_grid(space: Any, budgets: tuple[int, ...] = (25, 50, 100, 200),
     """For each trial budget: Optuna's best feasible value (first objective, in-memory studies,
     one per seed) vs the grid optimum; ``gap`` is the relative shortfall (0 = found it)."""
     import optuna
+
     from kvmodel.search._report import best_trials
     from kvmodel.search._study import run
     space = load_space(space)

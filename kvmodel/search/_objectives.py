@@ -19,11 +19,9 @@ import numpy as np
 
 import kvmodel
 from kvmodel import cluster as _cl
-from kvmodel.tiers import default_node_for_gpu
-
-from kvmodel.workload.traces import BUILTIN, TraceNotFoundError, resolve_trace
-
 from kvmodel.search._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
+from kvmodel.tiers import default_node_for_gpu
+from kvmodel.workload.traces import BUILTIN, TraceNotFoundError, resolve_trace
 
 __all__ = ["OBJECTIVES", "objective_label", "CONSTRAINTS", "Outcome", "evaluate_point",
            "evaluate_columns", "workload_for", "check_names", "check_trace", "BIG", "VECTOR_DIMS"]

@@ -9,7 +9,8 @@ from typing import Any
 
 from kvmodel.search._objectives import objective_label
 
-__all__ = ["kaleido_available", "IMAGE_FORMATS", "best_trials", "pareto_front", "rows", "show", "export", "is_feasible", "dominates"]
+__all__ = ["kaleido_available", "IMAGE_FORMATS", "best_trials", "pareto_front", "rows", "show",
+           "export", "is_feasible", "dominates"]
 
 
 def is_feasible(trial: Any) -> bool:
@@ -161,6 +162,7 @@ def _need_kaleido() -> None:
 def _plots(study: Any, out: Path, html: bool = True,
            images: tuple[str, ...] = ()) -> dict[str, Path]:
     import optuna.visualization as vis
+
     from kvmodel.search._study import constraints_of
     metrics = [objective_label(m) for m in study.user_attrs.get("metrics", ["value"])]
     paths, figs = {}, {}

@@ -99,6 +99,7 @@ def _stored_constraints(trial: Any) -> tuple:
 
 def _make_class():
     import warnings
+
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

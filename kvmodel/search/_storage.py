@@ -40,6 +40,7 @@ def _journal_file_class():
     import json
     import os
     import time
+
     from optuna.storages.journal import BaseJournalBackend
 
     class JournalFile(BaseJournalBackend):
@@ -169,6 +170,7 @@ class StorageError(ValueError):
 
 def _rdb(url: str, **kw: Any) -> Any:
     import warnings
+
     import optuna
     try:
         with warnings.catch_warnings():

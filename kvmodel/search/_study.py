@@ -11,9 +11,15 @@ import threading
 import time
 from typing import Any
 
+from kvmodel.search._objectives import (
+    CONSTRAINTS,
+    OBJECTIVES,
+    check_names,
+    evaluate_point,
+    objective_label,
+    recorded_only,
+)
 from kvmodel.search._samplers import WindowedTPESampler, constraint_values
-from kvmodel.search._objectives import (CONSTRAINTS, OBJECTIVES, check_names, evaluate_point, objective_label,
-                          recorded_only)
 from kvmodel.search._space import Space, load_space
 from kvmodel.search._storage import DEFAULT_STORAGE, open_storage, sync
 
@@ -79,6 +85,7 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     """The Optuna sampler ``name`` (:data:`SAMPLERS`), constraint-aware where Optuna supports it
     (tpe, nsga2, gp); random and grid record the constraints without steering by them."""
     import warnings
+
     import optuna
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r}; allowed: {SAMPLERS}")
@@ -194,6 +201,7 @@ def _name_metrics(st: Any, metrics: Any) -> None:
     optuna-dashboard shows instead of "Objective 0"); studies made before this get them when
     reopened. The stored identifiers (user attribute ``metrics``) are unchanged."""
     import warnings
+
     import optuna
     labels = [objective_label(m) for m in metrics]
     if st.metric_names != labels:

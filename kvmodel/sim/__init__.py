@@ -73,19 +73,34 @@ from typing import Any
 
 import numpy as np
 
-from kvmodel.instance.seam import (Reasons, check_static, kv_per_seq, memory_fit, num, parallelism, params,
-                        precision_arg, setup)
 from kvmodel.base.fields import add_aliases
-from kvmodel.instance._prefix import load_seconds
-from kvmodel.workload._reuse_exact import LRUCache, _cached_prefix, _serve
-from kvmodel.instance._roofline import Setup, step_ops
-from kvmodel.workload._trace_types import Trace
 from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
-from kvmodel.policies import ROUTING
-from kvmodel.policies.routing import (ROUTING_POLICIES, RouteRequest, RoutingPolicy, RoutingView,
-                               make_policy, policy_params)
 from kvmodel.catalog.models import get_model
+from kvmodel.instance._prefix import load_seconds
+from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance.seam import (
+    Reasons,
+    check_static,
+    kv_per_seq,
+    memory_fit,
+    num,
+    parallelism,
+    params,
+    precision_arg,
+    setup,
+)
+from kvmodel.policies import ROUTING
+from kvmodel.policies.routing import (
+    ROUTING_POLICIES,
+    RouteRequest,
+    RoutingPolicy,
+    RoutingView,
+    make_policy,
+    policy_params,
+)
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
+from kvmodel.workload._reuse_exact import LRUCache, _cached_prefix, _serve
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS"]
 

@@ -54,10 +54,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kvmodel.workload._reuse_analytic import ReuseProfile, _assignment, _check, analytic_hit_ratio_curve, \
-    reuse_profile
-from kvmodel.workload._reuse_exact import EVICTION_POLICIES, replay
 from kvmodel.policies import EVICTION
+from kvmodel.workload._reuse_analytic import (
+    ReuseProfile,
+    _assignment,
+    _check,
+    analytic_hit_ratio_curve,
+    reuse_profile,
+)
+from kvmodel.workload._reuse_exact import EVICTION_POLICIES, replay
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["policy_hit_ratio_curve", "policy_curve_table", "PolicyCurveTable", "EVICTIONS",

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kvmodel.workload._trace_types import Trace
 from kvmodel.policies.routing import CLOSED_FORMS
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["ReuseProfile", "reuse_profile", "analytic_hit_ratio_curve", "ROUTINGS"]
 
@@ -85,7 +85,8 @@ class ReuseProfile:
     ``tail_m`` sorted tails of accesses followed by exactly ``m`` (< K) later accesses, same
     layout. ``arr_time``/``arr_rank``: ticks and ranks (j-1: earlier accesses of the block) of
     the accesses with rank < K, by time: a block first reaches an instance at its j-th access
-    w.p. ``p q^(j-1)`` (warm-up fill). ``block_offsets``/``block_ids`` keep the trace's chains for assignment routings.
+    w.p. ``p q^(j-1)`` (warm-up fill). ``block_offsets``/``block_ids`` keep the trace's chains for
+    assignment routings.
     """
     n_requests: int
     total_accesses: int

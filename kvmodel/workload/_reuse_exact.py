@@ -19,11 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmodel.workload._trace_types import Trace
 from kvmodel.policies import EVICTION
-from kvmodel.policies.eviction import (ARCCache, CachePolicy, EVICTION_POLICIES, FIFOCache,  # noqa: F401
-                                LFUCache, LRUAdmitReuseCache, LRUCache, S3FIFOCache)
+from kvmodel.policies.eviction import (  # noqa: F401
+    EVICTION_POLICIES,
+    ARCCache,
+    CachePolicy,
+    FIFOCache,
+    LFUCache,
+    LRUAdmitReuseCache,
+    LRUCache,
+    S3FIFOCache,
+)
 from kvmodel.policies.routing import CLOSED_FORMS
+from kvmodel.workload._trace_types import Trace
 
 __all__ = ["exact_hit_ratio_curve", "lru_hit_thresholds", "replay", "ReplayResult",
            "CachePolicy", "EVICTION_POLICIES", "ROUTINGS"]

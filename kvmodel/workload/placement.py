@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kvmodel.workload.reuse import hit_ratio_curve
 from kvmodel.tiers import Tier
+from kvmodel.workload.reuse import hit_ratio_curve
 
 __all__ = ["Placement", "place"]
 

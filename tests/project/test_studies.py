@@ -1,0 +1,128 @@
+"""Smoke tests of the study scripts in studies/: import each and run its core on a tiny case."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kvmodel
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+TRACE = "mooncake-conversation"  # built-in trace
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _small_trace() -> kvmodel.Trace:
+    return _load("mooncake_fig5").head(kvmodel.load_trace(TRACE), 300)
+
+
+def test_mooncake_fig5_core():
+    m = _load("mooncake_fig5")
+    tr = _small_trace()
+    assert len(tr) == 300
+    rows = m.run(tr, instances=2, cache_blocks=200,
+                 policies=[("global cache-aware", "mooncake"), ("random", "random")])
+    assert [r["routing"] for r in rows] == ["mooncake", "random"]
+    assert all(r["model_mean_ttft_s"] > 0 and math.isfinite(r["model_mean_ttft_s"]) for r in rows)
+    assert set(m.PUBLISHED) == {"global cache-aware", "local cache-aware", "load-balancing", "random"}
+
+
+def test_llmd_workload_and_core():
+    m = _load("llmd_kv_cache_wins")
+    tr, stage = m.exact_trace(scale=0.02)
+    assert tr.block_tokens == 64 and np.all(tr.input_len == 7200)
+    assert int(tr.blocks_per_request[0]) == 113 and stage.max() == len(m.LADDER)
+    # requests of the same group share the first 93 blocks
+    ids = [tuple(tr.hash_ids(i)[:93]) for i in range(len(tr))]
+    assert len(set(ids)) <= m.GROUPS
+    rows, per_stage = m.run(tr, stage, names=["precise", "approximate", "random"])
+    assert [r["policy"] for r in rows] == ["precise", "approximate", "random"]
+    assert rows[0]["model_token_hit"] >= rows[-1]["model_token_hit"]
+    assert per_stage
+
+
+def test_llmd_approx_policy_learns_affinity():
+    m = _load("llmd_kv_cache_wins")
+    tr, _ = m.exact_trace(scale=0.01)
+    pol = m.ApproxPrefix(tr)
+    pol.reset(4)
+    view = kvmodel.policies.routing.RoutingView(4, block_tokens=64)
+    req = kvmodel.policies.routing.RouteRequest(0, 7200, 1000, 113)
+    first = pol.choose(req, view)
+    assert pol.choose(req, view) == first      # the router's own history pulls it back
+
+
+def test_pool_vs_local_core():
+    m = _load("mooncake_pool_vs_local")
+    tr = _small_trace()
+    h = m.hit_curves(tr, np.array([50, 500, 5000]))
+    assert np.all(h["global_exact"] >= h["local_random_exact"] - 1e-9)
+    rows = m.cluster_rows(tr, [100])
+    assert rows[0]["hit_pool"] >= rows[0]["hit_local"]
+
+
+def test_pd_ratio_sweep_core():
+    m = _load("pd_ratio_sweep")
+    rows = m.sweep(3)
+    assert [r["config"] for r in rows] == ["colocated x3", "1P2D", "2P1D"]
+    assert all(r["rate"] >= 0 for r in rows)
+    assert rows[2]["rate"] > rows[1]["rate"]   # prefill-heavy split wins at 512/64, as DistServe
+
+
+@pytest.mark.slow
+def test_mooncake_fig5_full_ordering():
+    m = _load("mooncake_fig5")
+    rows = m.run(kvmodel.load_trace(TRACE))
+    t = {r["routing"]: r["model_mean_ttft_s"] for r in rows}
+    assert t["mooncake"] < t["sglang"] < t["least_loaded"] < t["random"]
+
+
+KV_SHARING_COLUMNS = {
+    "local", "instances", "nic", "arch", "sharing", "routing", "epsilon", "pool_servers", "pool_TB",
+    "replication", "baseline_rate", "max_rate_at_slo", "load", "rate", "per_instance_rate_per_s", "stable",
+    "meets_slo", "ttft_p99_s", "tpot_p99_s", "goodput_per_s", "cost_usd_per_h", "goodput_per_dollar",
+    "hit_total", "hit_local", "hit_remote", "imbalance", "pool_nic_util", "peer_nic_util", "reason"}
+
+
+def test_search_kv_sharing_core(capsys):
+    """search_kv_sharing.py's grid at 4 instances, one NIC and one epsilon (its --quick setup,
+    smaller): the columns, the load points, and that with round robin every sharing
+    architecture carries at least the no-sharing rate at the SLOs, because it hits more."""
+    from kvmodel import search
+    m = _load("search_kv_sharing")
+    space = search.load_space(m.SPACE)
+    tr = kvmodel.load_trace(TRACE)
+    w = m.workload(space, tr)
+    rows, base = m.sweep(w, space, sizes=(4,), nics=("roce-400g",), epsilons=(0.25,))
+    assert set(base) == {4} and base[4] > 0
+    assert all(set(r) == KV_SHARING_COLUMNS for r in rows)
+    # 5 architectures x 2 routings x (50 / 80 / 95 % of the baseline + its own max rate)
+    assert len(rows) == len(m.ARCHS) * 2 * (len(m.LOADS) + 1)
+    assert {r["load"] for r in rows} == {"50%", "80%", "95%", "max"}
+    assert all(r["meets_slo"] and r["max_rate_at_slo"] > 0 for r in rows if r["load"] == "max")
+    assert base[4] == max(r["max_rate_at_slo"] for r in rows if r["arch"] == "none")
+
+    def rr(arch, key):
+        return next(r[key] for r in rows if r["arch"] == arch and r["routing"] == "round_robin"
+                    and r["load"] == "50%")
+    for arch in m.ARCHS[1:]:
+        assert rr(arch, "hit_total") >= rr("none", "hit_total") - 1e-9, arch
+        assert rr(arch, "max_rate_at_slo") >= rr("none", "max_rate_at_slo"), arch
+        assert (rr(arch, "hit_remote") > 0) and rr("none", "hit_remote") == 0
+    best = m.best_rows(rows)
+    assert sorted(b["arch"] for b in best) == sorted(m.ARCHS)
+    assert all(b["max_rate_at_slo"] >= b["max_rate_round_robin"] for b in best)
+    win = m.winners(best)
+    assert len(win) == 1 and win[0]["gain_over_none"] >= -m.TIE
+    m.print_summary(best, win)
+    assert "max rate at the SLOs" in capsys.readouterr().out

@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--write", action="store_true", help="write them into calibration.toml")
     h = _sub(sub, "hardware", "list hardware_db entries or show one with units and sources")
     h.add_argument("section", nargs="?", default="gpu",
-                   choices=("gpu", "link", "memory", "node", "framework", "calibration"),
+                   choices=("gpu", "link", "memory", "node", "framework", "connector", "calibration"),
                    help="which table (default: %(default)s; choices: %(choices)s)")
     h.add_argument("key", nargs="?", help="entry to show (omitted: list the section's keys)")
     _sub(sub, "models", "list the LLM catalog (parameters, KV bytes per token)")

@@ -100,6 +100,10 @@ def _i(required: bool = True, positive: bool = True) -> Field:
     return Field("int", required=required, positive=positive)
 
 
+# software on the KV path (hardware_db/connectors.toml): "ideal" is bytes / path bandwidth only
+CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "sglang-hicache",
+                      "dynamo-kvbm")
+
 SCHEMAS: dict[str, dict[str, Field]] = {
     "gpu": {
         "name": _s(), "vendor": _s(choices=("nvidia", "amd")), "architecture": _s(),
@@ -138,6 +142,13 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "framework": {
         "name": _s(), "step_overhead": _q("time"), "note": _s(required=False),
         "source": _s(required=False),
+    },
+    "connector": {
+        "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),
+        "per_request": _q("time", positive=False), "per_block": _q("time", positive=False),
+        "bandwidth_efficiency": _q("dimensionless"),
+        "streaming": _s(choices=("layer", "before_prefill")), "save": _s(choices=("async", "sync")),
+        "note": _s(required=False),
     },
     "calibration": {},  # free-form: every value is a quantity (checked in _parse_calibration)
     "model": {

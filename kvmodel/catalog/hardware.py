@@ -33,7 +33,8 @@ from kvmodel.base.schema import (
 
 __all__ = [
     "GPUSpec", "LinkSpec", "MemorySpec", "NodeSpec", "FrameworkSpec", "HardwareDBError",
-    "Quantity", "data_dir", "get_gpu", "get_link", "get_memory", "get_node", "get_framework",
+    "Quantity", "ConnectorSpec", "get_connector", "data_dir", "get_gpu", "get_link", "get_memory",
+    "get_node", "get_framework",
     "get_calibration", "list_entries", "load_hardware", "raw_entry", "reset_catalog",
     "Catalog", "current", "use_catalog", "catalog_arg",
 ]
@@ -121,6 +122,27 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class ConnectorSpec:
+    """Software that moves KV between a tier and HBM (``hardware_db/connectors.toml``).
+
+    ``per_request_s``: fixed cost per request and tier load (lookup, metadata, RPC);
+    ``per_block_s``: cost per transfer descriptor (block or block x layer) that is not hidden
+    by transfers in flight; ``bandwidth_efficiency``: achievable share (0..1] of the path's
+    sustained bandwidth; ``streaming``: ``"layer"`` (layer l's KV arrives while layer l-1
+    computes) or ``"before_prefill"`` (the whole load precedes the prefill); ``save_sync``:
+    whether saving new KV blocks the request."""
+    key: str
+    name: str
+    family: str
+    per_request_s: float
+    per_block_s: float
+    bandwidth_efficiency: float
+    streaming: str
+    save_sync: bool
+    quantities: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class FrameworkSpec:
     key: str
     name: str
@@ -198,7 +220,16 @@ def _framework(key: str, e: dict[str, Any]) -> FrameworkSpec:
     return FrameworkSpec(key, e["name"], e["step_overhead"].si, _frozen(e))
 
 
-_BUILDERS = {"gpu": _gpu, "link": _link, "memory": _memory, "node": _node, "framework": _framework}
+def _connector(key: str, e: dict[str, Any]) -> ConnectorSpec:
+    eff = e["bandwidth_efficiency"].si
+    if not 0.0 < eff <= 1.0:
+        raise HardwareDBError(f"connector.{key}.bandwidth_efficiency = {eff:g}: must be in (0, 1]")
+    return ConnectorSpec(key, e["name"], e["family"], e["per_request"].si, e["per_block"].si, eff,
+                         e["streaming"], e["save"] == "sync", _frozen(e))
+
+
+_BUILDERS = {"gpu": _gpu, "link": _link, "memory": _memory, "node": _node, "framework": _framework,
+             "connector": _connector}
 
 
 _IDS = itertools.count(1)
@@ -412,6 +443,11 @@ def get_node(key: str | NodeSpec, catalog: Catalog | None = None) -> NodeSpec:
 
 def get_framework(key: str | FrameworkSpec, catalog: Catalog | None = None) -> FrameworkSpec:
     return (catalog or current()).spec("framework", key)
+
+
+def get_connector(key: str | ConnectorSpec, catalog: Catalog | None = None) -> ConnectorSpec:
+    """A KV connector of ``hardware_db/connectors.toml`` (``kvmodel hardware connector``)."""
+    return (catalog or current()).spec("connector", key)
 
 
 def get_calibration(catalog: Catalog | None = None) -> Mapping[str, Quantity]:

@@ -7,9 +7,9 @@ cluster layer share with the instance model (setup, checks, memory fit)."""
 
 from kvmodel.instance._estimate import METRIC_FIELDS, METRICS, Estimate, estimate
 from kvmodel.instance.breakeven import (
-                                        break_even_bandwidth,
-                                        break_even_context_len,
-                                        break_even_formulas,
+    break_even_bandwidth,
+    break_even_context_len,
+    break_even_formulas,
 )
 
 __all__ = ["estimate", "Estimate", "METRICS", "METRIC_FIELDS", "break_even_bandwidth",

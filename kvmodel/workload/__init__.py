@@ -6,11 +6,11 @@ from kvmodel.workload._trace_types import Trace
 from kvmodel.workload.placement import Placement, place
 from kvmodel.workload.reuse import hit_ratio_curve
 from kvmodel.workload.traces import (
-                                     BUILTIN,
-                                     LoadReport,
-                                     load_trace,
-                                     load_trace_with_report,
-                                     synthetic_trace,
+    BUILTIN,
+    LoadReport,
+    load_trace,
+    load_trace_with_report,
+    synthetic_trace,
 )
 
 __all__ = ["Trace", "load_trace", "load_trace_with_report", "LoadReport", "synthetic_trace",

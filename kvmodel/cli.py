@@ -113,9 +113,9 @@ def _estimate_parser(sub: Any) -> None:
                    help="prompt tokens per request (default: %(default)s)")
     e.add_argument("--output-len", type=int, default=128,
                    help="generated tokens per request (default: %(default)s)")
-    e.add_argument("--batch", type=_batch, default=1,
+    e.add_argument("--batch", type=_batch, default=None,
                    help="static batch size, or 'max' for continuous batching at the largest "
-                        "batch that fits (default: %(default)s)")
+                        "batch that fits (default: 1; not with --concurrency or --request-rate)")
     e.add_argument("--concurrency", type=int, default=None,
                    help="closed loop with N clients (default: off)")
     e.add_argument("--request-rate", type=float, default=None,
@@ -244,10 +244,14 @@ def _print_estimate(e: Any) -> None:
 
 def _cmd_estimate(a: argparse.Namespace) -> int:
     from kvmodel import estimate
+    if a.batch is not None and (a.concurrency is not None or a.request_rate is not None):
+        other = "--concurrency" if a.concurrency is not None else "--request-rate"
+        raise ValueError(f"--batch {a.batch} with {other}: give one mode (--batch, --concurrency "
+                         "or --request-rate), not two")
     e = estimate(a.model, a.gpu, tp=a.tp, pp=a.pp, ep=a.ep, num_gpus=a.num_gpus,
                  precision=a.precision, kv_precision=a.kv_precision, input_len=a.input_len,
                  output_len=a.output_len,
-                 batch=1 if (a.concurrency or a.request_rate) else a.batch,
+                 batch=1 if a.batch is None else a.batch,
                  concurrency=a.concurrency, request_rate=a.request_rate,
                  arrival_cv=a.arrival_cv, framework=a.framework)
     if a.json:

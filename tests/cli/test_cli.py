@@ -46,3 +46,11 @@ def test_open_loop_cli(capsys):
     assert "p50/p90/p99" in out and "stable" in out
     assert main(["estimate", "--request-rate", "500"]) == 0
     assert "UNSTABLE" in capsys.readouterr().out
+
+
+def test_estimate_refuses_two_modes(capsys):
+    """--batch used to be dropped silently next to --concurrency (the API raises)."""
+    assert main(["estimate", "--batch", "4", "--concurrency", "4"]) == 2
+    assert "not two" in capsys.readouterr().err
+    assert main(["estimate", "--batch", "max", "--request-rate", "1"]) == 2
+    assert main(["estimate", "--concurrency", "4"]) == 0

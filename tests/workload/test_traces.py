@@ -235,7 +235,8 @@ def test_synthetic_is_deterministic_across_processes():
             "print(T._digest(synthetic_trace(500, seed=7, arrival='bursty', burst_cv=2.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT / "tests" / "workload",
-                         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin"})
+                         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin",
+                              "PYTHONPATH": str(ROOT / "tests")})  # conftest.py
     assert out.stdout.strip() == _digest(a)
     c = synthetic_trace(500, seed=8, arrival="bursty", burst_cv=2.0)
     assert not np.array_equal(a.arrival_s, c.arrival_s)

@@ -9,26 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptests import ENTRY, ROOT, TIMEOUT, AppTest, page, ui  # noqa: F401
 
 import kvmodel
-
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-ENTRY = ROOT / "app" / "streamlit_app.py"
-sys.path.insert(0, str(ROOT / "app"))
-import _common as ui  # noqa: E402  (the app's own formatters: the test compares like with like)
-
-TIMEOUT = 60
-
-
-def page(name: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
-    at.switch_page(f"app_pages/{name}.py")
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
 
 
 def clean(at: AppTest) -> None:

@@ -4,35 +4,18 @@ uncaught exception. Then one test per reported failure (issue 15)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from apptests import ENTRY, ROOT, TIMEOUT, AppTest, page, ui  # noqa: F401
 
 import kvmodel
 from kvmodel import cluster as kcluster
 from kvmodel.workload import traces as ktraces
 
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest
-
-ROOT = Path(__file__).resolve().parents[2]
-ENTRY = ROOT / "app" / "streamlit_app.py"
-sys.path.insert(0, str(ROOT / "app"))
-import _common as ui  # noqa: E402 (app/ is put on the path first)
-
-TIMEOUT = 60
 KINDS = ("number_input", "selectbox", "radio", "multiselect", "checkbox")
-
-
-def page(name: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT)
-    at.switch_page(f"app_pages/{name}.py")
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
 
 
 def clean(at: AppTest, what: str = "") -> None:

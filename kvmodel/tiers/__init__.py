@@ -22,7 +22,8 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
-__all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu"]
+__all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu",
+           "transfer_seconds"]
 
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
 
@@ -48,12 +49,17 @@ class TransferPath:
     links: tuple[LinkSpec, ...]
     source_Bps: float = float("inf")   # read bandwidth of the source available to this GPU
     source_latency_s: float = 0.0      # device access latency (DRAM ns, NVMe tens of us)
+    source_write_Bps: float | None = None  # write bandwidth of the source (None: as read)
 
-    def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False):
-        """Sustained bandwidth for large transfers, shared by ``concurrent`` users."""
+    def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read"):
+        """Sustained bandwidth for large transfers, shared by ``concurrent`` users; ``direction``
+        ``"write"`` is limited by the source devices' write bandwidth."""
         hop = min(l.achieved_bw_Bps / (2.0 if both_directions and l.duplex == "half" else 1.0)
                   for l in self.links) if self.links else float("inf")
-        return xp.minimum(hop, self.source_Bps) / concurrent
+        src = self.source_Bps
+        if direction == "write" and self.source_write_Bps is not None:
+            src = self.source_write_Bps
+        return xp.minimum(hop, src) / concurrent
 
     def setup_s(self, transfer_B):
         hops = [_hop_setup_s(l, transfer_B) for l in self.links]
@@ -63,7 +69,8 @@ class TransferPath:
         return out
 
     def time_s(self, nbytes, transfer_B, in_flight=8.0, concurrent=1.0):
-        """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes."""
+        """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes (no software cost;
+        :func:`transfer_seconds` adds the connector's)."""
         n = xp.ceil(nbytes / transfer_B)
         bw = self.bandwidth_Bps(concurrent)
         if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
@@ -96,9 +103,10 @@ def _dram(node, gpu, dram_B) -> Tier:
     mem = get_memory(node.host_memory)
     host = get_link(gpu.host_link)
     share = mem.socket_read_bw_Bps * node.cpus / node.gpus_per_node
-    path = TransferPath(f"{mem.key} -> {host.key}", (host,), share, mem.latency_s)
-    cap = node.host_dram_B if dram_B is None else dram_B
     write = mem.socket_read_bw_Bps * mem.write_bw_Bps / mem.read_bw_Bps * node.cpus
+    path = TransferPath(f"{mem.key} -> {host.key}", (host,), share, mem.latency_s,
+                        write / node.gpus_per_node)
+    cap = node.host_dram_B if dram_B is None else dram_B
     return Tier("dram", cap, path, mem.price_per_B, mem.key, write_Bps=write)
 
 
@@ -107,7 +115,7 @@ def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
     devices = max(1.0, np.ceil(cxl_B / mem.capacity_B)) if cxl_B else 0.0
     share = mem.read_bw_Bps * devices / node.gpus_per_node
     path = TransferPath(f"{device} -> {link} -> {host.key}", (get_link(link), host), share,
-                        mem.latency_s)
+                        mem.latency_s, mem.write_bw_Bps * devices / node.gpus_per_node)
     return Tier("cxl", cxl_B, path, mem.price_per_B, device, {"devices": devices},
                 write_Bps=mem.write_bw_Bps * devices)
 
@@ -117,7 +125,7 @@ def _ssd(gpu, node, ssd_B, nvme: str | None) -> Tier:
     drives = node.nvme_drives if ssd_B is None else max(1.0, np.ceil(ssd_B / mem.capacity_B))
     share = mem.read_bw_Bps * drives / node.gpus_per_node
     path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,), share,
-                        mem.latency_s)
+                        mem.latency_s, mem.write_bw_Bps * drives / node.gpus_per_node)
     return Tier("ssd", node.nvme_capacity_B if ssd_B is None else ssd_B, path, mem.price_per_B,
                 mem.key, {"drives": drives}, write_Bps=mem.write_bw_Bps * drives)
 
@@ -157,3 +165,6 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
         "ssd": _ssd(g, n, ssd_B, nvme),
         "remote": _remote(g, n, remote_B, nic),
     }
+
+
+from kvmodel.tiers.transfers import transfer_seconds  # noqa: E402  (uses the classes above)

@@ -60,3 +60,4 @@ def test_bad_arguments_name_themselves(kw, match):
         transfer_seconds(TransferPath("toy", (TOY,)), 1e9, 1e6, **kw)
     with pytest.raises(TypeError, match="tier_or_path"):
         transfer_seconds("dram", 1e9, 1e6)
+

@@ -123,7 +123,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "bandwidth": _q("bandwidth"), "latency": _q("time"),
         "duplex": _s(choices=("full", "half")),
         "achieved_bandwidth": _q("bandwidth", required=False),
-        "size_bandwidth": Field("curve", required=False), "note": _s(required=False),
+        "size_bandwidth": Field("curve", required=False),
+        "multi_nic_bandwidth": Field("curve", required=False), "note": _s(required=False),
     },
     "memory": {
         "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme")),

@@ -23,7 +23,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu",
-           "transfer_seconds"]
+           "transfer_seconds", "nic_aggregate_Bps"]
 
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
 
@@ -39,6 +39,20 @@ def _hop_setup_s(link: LinkSpec, size_B):
     bw = np.where(size < c.x[0], y[0] * size / c.x[0], bw)  # below the curve: setup-bound
     setup = np.maximum(size / bw - size / link.achieved_bw_Bps, link.latency_s)
     return setup if np.ndim(setup) else float(setup)
+
+
+def nic_aggregate_Bps(link: LinkSpec, nics):
+    """Achieved bandwidth of ``nics`` NICs of ``link`` used together on one node: the link's
+    ``multi_nic_bandwidth`` measurements give the per-NIC efficiency (interpolated in log n,
+    held outside the points); without them, ``nics`` times one NIC's achieved bandwidth."""
+    c = link.quantities.get("multi_nic_bandwidth")
+    if c is None:
+        return link.achieved_bw_Bps * nics
+    x, y = np.asarray(c.x), np.asarray(c.y)
+    eff = y / (x * link.achieved_bw_Bps)
+    n = np.maximum(np.asarray(nics, dtype=float), 1.0)
+    out = link.achieved_bw_Bps * nics * np.interp(np.log(n), np.log(x), eff)
+    return out if np.ndim(out) else float(out)
 
 
 @dataclass(frozen=True)
@@ -132,9 +146,9 @@ def _ssd(gpu, node, ssd_B, nvme: str | None) -> Tier:
 
 def _remote(gpu, node, remote_B, nic: str | None) -> Tier:
     link, host = get_link(nic or node.nic_link), get_link(gpu.host_link)
-    share = link.achieved_bw_Bps * node.nics / node.gpus_per_node
-    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), share)
-    return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=link.achieved_bw_Bps * node.nics)
+    agg = nic_aggregate_Bps(link, node.nics)
+    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), agg / node.gpus_per_node)
+    return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=agg)
 
 
 def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,

@@ -599,13 +599,15 @@ def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[
             "pool": c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B}
 
 
-def _with_source(tier: Tier, capacity_B, devices, per_device_Bps: float, write_Bps: float,
-                 gpus_per_node: int, meta_key: str) -> Tier:
-    """``tier`` with array capacities: its path's source bandwidth scaled by the device count."""
-    path = dataclasses.replace(tier.path, source_Bps=per_device_Bps * devices / gpus_per_node)
+def _with_source(tier: Tier, capacity_B, devices, gpus_per_node: int, meta_key: str) -> Tier:
+    """``tier`` with array capacities: its path's source bandwidth scaled by the device count
+    (per-device rates and any cap from the tier's ``meta``, as :func:`node_tiers` sets them)."""
+    cap = tier.meta.get("source_cap_Bps", np.inf)
+    rd, wr = tier.meta["device_read_Bps"], tier.meta["device_write_Bps"]
+    path = dataclasses.replace(tier.path, source_Bps=np.minimum(rd * devices / gpus_per_node, cap),
+                               source_write_Bps=np.minimum(wr * devices / gpus_per_node, cap))
     return dataclasses.replace(tier, capacity_B=capacity_B, path=path,
-                               meta={**tier.meta, meta_key: devices},
-                               write_Bps=write_Bps * devices)
+                               meta={**tier.meta, meta_key: devices}, write_Bps=wr * devices)
 
 
 def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
@@ -633,13 +635,11 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
         if arr(c.cxl_B):
             mem, cap = get_memory(_CXL_DEVICE), c.cxl_B * per_node
             dev = np.where(cap > 0, np.maximum(1.0, np.ceil(cap / mem.capacity_B)), 0.0)
-            t["cxl"] = _with_source(t["cxl"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
-                                    node.gpus_per_node, "devices")
+            t["cxl"] = _with_source(t["cxl"], cap, dev, node.gpus_per_node, "devices")
         if arr(c.ssd_B):
             mem, cap = get_memory(node.nvme), c.ssd_B * per_node
             dev = np.maximum(1.0, np.ceil(cap / mem.capacity_B))
-            t["ssd"] = _with_source(t["ssd"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
-                                    node.gpus_per_node, "drives")
+            t["ssd"] = _with_source(t["ssd"], cap, dev, node.gpus_per_node, "drives")
     return {"hbm": t["hbm"], "dram": t["dram"], "cxl": t["cxl"], "ssd": t["ssd"],
             "pool": t["remote"], "peer": t["remote"]}
 

@@ -157,7 +157,10 @@ def kv_per_seq(m: ModelSpec, ctx, tp=1.0, kv_B: float = 2.0):
     (``ctx`` for full attention; sliding windows, chunks and recurrent state per layer kind via
     :meth:`ModelSpec.kv_bytes_rank`, on one of ``tp`` ranks with ``kv_B`` bytes per element)."""
     if m.is_uniform:
-        return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
+        kind = m.layer_kinds[0]
+        if kind == "full":
+            return ctx
+        return xp.minimum(ctx, m.sliding_window if kind == "sliding" else m.attention_chunk_size)
     return m.kv_bytes_rank(ctx, kv_B, tp) / m.kv_token_bytes_rank(kv_B, tp)
 
 

@@ -286,3 +286,69 @@ def test_hybrid_linear_model_batch_counts_its_state():
     per_seq_rank = m.kv_bytes(1024, "bf16", tp=2) / 2
     per_tok_rank = m.kv_token_bytes_rank(2.0, 2)
     assert e.max_batch == np.floor(e.kv_capacity_tokens * per_tok_rank / per_seq_rank)
+
+
+# ---- load_hf_config reads each family's layer keys ------------------------------------------
+_GDN = {"linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4}
+_DS = {"hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128,
+       "num_key_value_heads": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+       "n_routed_experts": 256, "num_experts_per_tok": 8, "n_shared_experts": 1,
+       "first_k_dense_replace": 3, "kv_lora_rank": 512, "q_lora_rank": 1536,
+       "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 129280}
+FAMILY_CONFIGS = {  # the keys each family's config.json uses (values of the catalog model)
+    "gpt-oss-120b": {"model_type": "gpt_oss", "hidden_size": 2880, "num_hidden_layers": 36,
+                     "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+                     "intermediate_size": 2880, "num_local_experts": 128,
+                     "num_experts_per_tok": 4, "vocab_size": 201088, "sliding_window": 128,
+                     "layer_types": ["sliding_attention", "full_attention"] * 18},
+    "qwen3-next-80b-a3b": {"model_type": "qwen3_next", "hidden_size": 2048,
+                           "num_hidden_layers": 48, "num_attention_heads": 16,
+                           "num_key_value_heads": 2, "head_dim": 256, "intermediate_size": 5120,
+                           "moe_intermediate_size": 512, "num_experts": 512,
+                           "num_experts_per_tok": 10, "shared_expert_intermediate_size": 512,
+                           "decoder_sparse_step": 1, "vocab_size": 151936,
+                           "full_attention_interval": 4, **_GDN},
+    "qwen3.5-9b": {"model_type": "qwen3_5", "text_config": {
+        "model_type": "qwen3_5_text", "hidden_size": 4096, "num_hidden_layers": 32,
+        "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256,
+        "intermediate_size": 12288, "vocab_size": 248320,
+        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8, **_GDN}},
+    "gemma-3-27b": {"model_type": "gemma3", "text_config": {
+        "model_type": "gemma3_text", "hidden_size": 5376, "num_hidden_layers": 62,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+        "intermediate_size": 21504, "vocab_size": 262208, "sliding_window": 1024,
+        "sliding_window_pattern": 6, "tie_word_embeddings": True}},
+    "llama-4-scout": {"model_type": "llama4", "text_config": {
+        "model_type": "llama4_text", "hidden_size": 5120, "num_hidden_layers": 48,
+        "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+        "intermediate_size": 8192, "intermediate_size_mlp": 16384, "vocab_size": 202048,
+        "num_local_experts": 16, "num_experts_per_tok": 1, "attention_chunk_size": 8192}},
+    "deepseek-v3.2": {"model_type": "deepseek_v32", **_DS, "index_head_dim": 128,
+                      "index_n_heads": 64, "index_topk": 2048},
+    "minimax-m2": {"model_type": "minimax_m2", "hidden_size": 3072, "num_hidden_layers": 62,
+                   "num_attention_heads": 48, "num_key_value_heads": 8, "head_dim": 128,
+                   "intermediate_size": 1536, "num_local_experts": 256,
+                   "num_experts_per_tok": 8, "vocab_size": 200064,
+                   "attn_type_list": [1] * 62},
+    "qwen2.5-72b": {"model_type": "qwen2", "hidden_size": 8192, "num_hidden_layers": 80,
+                    "num_attention_heads": 64, "num_key_value_heads": 8,
+                    "intermediate_size": 29568, "vocab_size": 152064, "sliding_window": 131072,
+                    "use_sliding_window": False, "max_window_layers": 70},
+}
+
+
+@pytest.mark.parametrize("key", sorted(FAMILY_CONFIGS))
+def test_hf_config_of_each_family_sizes_like_the_catalog(tmp_path, key):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(FAMILY_CONFIGS[key]))
+    m, ref = kvmodel.load_hf_config(p), get_model(key)
+    assert m.layer_counts == ref.layer_counts
+    L = np.array([1, 128, 1024, 8192, 131072])
+    for tp in (1, 8):
+        np.testing.assert_array_equal(m.kv_bytes(L, tp=tp), ref.kv_bytes(L, tp=tp))
+
+
+def test_hf_layer_types_all_full_ignores_sliding_window(tmp_path):
+    m = _toy(tmp_path, sliding_window=16, layer_types=["full_attention"] * 4)
+    assert m.layer_kinds == ("full",) * 4 and m.kv_bytes(100) == 4 * 64 * 100

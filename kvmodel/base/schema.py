@@ -171,7 +171,14 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "shared_expert_intermediate_size": _i(required=False, positive=False),
         "first_dense_layers": _i(required=False, positive=False),
         "moe_layer_step": _i(required=False), "sliding_window": _i(required=False),
-        "attention_chunk_size": _i(required=False), "note": _s(required=False),
+        "attention_chunk_size": _i(required=False),
+        # per-layer kinds (full / sliding / chunked / linear), repeated over the layers
+        "layer_pattern": Field("strlist", required=False),
+        "linear_num_key_heads": _i(required=False), "linear_num_value_heads": _i(required=False),
+        "linear_key_head_dim": _i(required=False), "linear_value_head_dim": _i(required=False),
+        "linear_conv_kernel_dim": _i(required=False),
+        "index_head_dim": _i(required=False), "index_n_heads": _i(required=False),
+        "index_topk": _i(required=False), "note": _s(required=False),
     },
 }
 

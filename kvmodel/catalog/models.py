@@ -15,19 +15,35 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+
 from kvmodel.base.schema import HardwareDBError, parse_entry
 
 if TYPE_CHECKING:
     from kvmodel.catalog.hardware import Catalog
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
-           "kv_bytes_per_token"]
+           "kv_bytes_per_token", "LAYER_KINDS"]
 
 #: storage bytes per element of each precision (definitions, not measurements)
 BYTES_PER_ELEMENT: dict[str, float] = {
     "fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp6": 0.75,
     "fp4": 0.5,
 }
+
+#: what a layer caches: ``full`` attention keeps every token, ``sliding`` the last
+#: ``sliding_window`` tokens, ``chunked`` (Llama 4 local attention) at most one chunk of
+#: ``attention_chunk_size`` tokens, ``linear`` (Gated DeltaNet, Mamba) a constant recurrent state
+LAYER_KINDS = ("full", "sliding", "chunked", "linear")
+ATTENTION_KINDS = ("full", "sliding", "chunked")
+
+#: DeepSeek-V3.2 DSA indexer cache format (a definition of the engines' layout, not a
+#: measurement): the indexer key is stored in fp8 (1 B per element) with one fp32 scale (4 B)
+#: per block of 128 elements, whatever the KV precision (vLLM's and SGLang's DeepSeek-V3.2
+#: indexer caches: index_head_dim 128 -> 128 + 4 = 132 B per token per layer)
+INDEXER_KEY_B = 1.0
+INDEXER_SCALE_B = 4.0
+INDEXER_SCALE_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -58,8 +74,46 @@ class ModelSpec:
     first_dense_layers: int = 0
     moe_layer_step: int = 1
     sliding_window: int = 0
+    attention_chunk_size: int = 0
+    layer_pattern: tuple[str, ...] = ()
+    linear_num_key_heads: int = 0
+    linear_num_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel_dim: int = 0
+    index_head_dim: int = 0
+    index_n_heads: int = 0
+    index_topk: int = 0
     source: str = ""
     aliases: tuple[str, ...] = ()
+
+    # ---- layer kinds ----------------------------------------------------------------------
+    @cached_property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """Kind of each layer (:data:`LAYER_KINDS`): ``layer_pattern`` repeated over the layers
+        (cut at ``num_layers``); without one, every layer is ``sliding`` when the model has a
+        ``sliding_window`` (Mistral 7B v0.1), else ``full``."""
+        pattern = self.layer_pattern or (("sliding",) if self.sliding_window else ("full",))
+        return tuple(pattern[i % len(pattern)] for i in range(self.num_layers))
+
+    @cached_property
+    def layer_counts(self) -> dict[str, int]:
+        """Number of layers of each kind in :data:`LAYER_KINDS` (zeros included)."""
+        kinds = self.layer_kinds
+        return {k: kinds.count(k) for k in LAYER_KINDS}
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Layers whose cache grows with the context (full, sliding and chunked attention)."""
+        c = self.layer_counts
+        return c["full"] + c["sliding"] + c["chunked"]
+
+    @property
+    def is_uniform(self) -> bool:
+        """Every layer caches the same per-token KV (one attention kind, no indexer, no state):
+        the per-token sizing of the original model applies unchanged."""
+        return len(set(self.layer_kinds)) == 1 and "linear" not in self.layer_kinds \
+            and not self.index_head_dim
 
     # ---- layer counts -------------------------------------------------------------------
     @property
@@ -108,6 +162,21 @@ class ModelSpec:
             return q + kv + nh * self.v_head_dim * h
         return h * nh * self.head_dim * 2 + 2 * h * self.num_kv_heads * self.head_dim
 
+    @cached_property
+    def linear_attn_params(self) -> int:
+        """Weights of one linear-attention (Gated DeltaNet) layer: q/k/v/z projections, the
+        beta/alpha gates, the depthwise causal conv and the output projection."""
+        kd = self.linear_num_key_heads * self.linear_key_head_dim
+        vd = self.linear_num_value_heads * self.linear_value_head_dim
+        proj = self.hidden_size * (2 * kd + 2 * vd + 2 * self.linear_num_value_heads)
+        return proj + (2 * kd + vd) * self.linear_conv_kernel_dim + vd * self.hidden_size
+
+    @property
+    def mixer_params(self) -> int:
+        """Token-mixing weights of all layers: attention layers plus linear-attention layers."""
+        return (self.num_attention_layers * self.attn_params
+                + self.layer_counts["linear"] * self.linear_attn_params)
+
     @property
     def mlp_matrices(self) -> int:
         """Weight matrices per MLP/expert: 3 for gated (SwiGLU), 2 for plain (GELU)."""
@@ -138,7 +207,7 @@ class ModelSpec:
     def total_params(self) -> int:
         moe = self.num_experts * self.expert_params + self.shared_expert_params + self.router_params
         head = 0 if self.tie_word_embeddings else self.embedding_params
-        return (self.num_layers * self.attn_params + self.num_dense_layers * self.dense_mlp_params
+        return (self.mixer_params + self.num_dense_layers * self.dense_mlp_params
                 + self.num_moe_layers * moe + self.embedding_params + head)
 
     @cached_property
@@ -147,12 +216,87 @@ class ModelSpec:
         moe = (self.experts_per_token * self.expert_params + self.shared_expert_params
                + self.router_params)
         head = 0 if self.tie_word_embeddings else self.embedding_params
-        return (self.num_layers * self.attn_params + self.num_dense_layers * self.dense_mlp_params
+        return (self.mixer_params + self.num_dense_layers * self.dense_mlp_params
                 + self.num_moe_layers * moe + self.embedding_params + head)
 
     def kv_bytes_per_token(self, kv_precision: str = "bf16") -> float:
-        """KV cache bytes per token for the whole model (all layers, no TP replication)."""
-        return self.num_layers * self.kv_elements_per_token_layer * _bytes(kv_precision)
+        """KV bytes one token adds in every layer that caches it (all attention layers plus the
+        DSA indexer, no TP replication): the size of a token's slot in a KV block. What a
+        sequence holds depends on its length (sliding windows, recurrent state): see
+        :meth:`kv_bytes`."""
+        kv_B = _bytes(kv_precision)
+        if self.is_uniform:
+            return self.num_layers * self.kv_elements_per_token_layer * kv_B
+        return self.num_attention_layers * (self.kv_elements_per_token_layer * kv_B
+                                            + self.indexer_bytes_per_token_layer)
+
+    # ---- KV sizing per layer kind (vectorised over context and TP) ------------------------
+    @property
+    def indexer_bytes_per_token_layer(self) -> float:
+        """DSA indexer cache bytes per token per layer (0 without an indexer)."""
+        if not self.index_head_dim:
+            return 0.0
+        blocks = -(-self.index_head_dim // INDEXER_SCALE_BLOCK)
+        return self.index_head_dim * INDEXER_KEY_B + blocks * INDEXER_SCALE_B
+
+    def kv_elements_rank(self, tp: Any = 1) -> Any:
+        """Cached KV elements per token per attention layer on one of ``tp`` ranks: MLA's
+        latent + rope key on every rank; GQA/MQA heads split, replicated when tp > KV heads."""
+        if self.attention == "mla":
+            return float(self.kv_elements_per_token_layer) + 0.0 * np.asarray(tp, dtype=float)
+        return 2.0 * np.ceil(self.num_kv_heads / np.asarray(tp, dtype=float)) * self.head_dim
+
+    def linear_state_elements_rank(self, tp: Any = 1) -> Any:
+        """Recurrent state elements per sequence per linear-attention layer on one rank:
+        the state (value heads x key dim x value dim) plus the causal-conv window
+        ((kernel - 1) x (2 key heads x key dim + value heads x value dim)); heads split over
+        TP. Gated DeltaNet as written; Mamba-2 maps heads -> value heads, head_dim -> value
+        dim, d_state -> key dim, n_groups -> key heads."""
+        t = np.asarray(tp, dtype=float)
+        kh = np.ceil(self.linear_num_key_heads / t)
+        vh = np.ceil(self.linear_num_value_heads / t)
+        dk, dv = self.linear_key_head_dim, self.linear_value_head_dim
+        conv = (self.linear_conv_kernel_dim - 1) * (2.0 * kh * dk + vh * dv)
+        return vh * dk * dv + conv
+
+    def kv_token_bytes_rank(self, kv_B: float, tp: Any = 1) -> Any:
+        """Per-token KV bytes on one rank over all attention layers (indexer included);
+        ``kv_B`` bytes per element."""
+        per_layer = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
+        return _out(self.num_attention_layers * per_layer)
+
+    def kv_bytes_rank(self, context_len: Any, kv_B: float, tp: Any = 1,
+                      state_B: float = 2.0) -> Any:
+        """KV bytes one sequence of ``context_len`` tokens holds on one of ``tp`` ranks
+        (bytes per element: ``kv_B`` for KV, ``state_B`` for recurrent state)."""
+        L = np.asarray(context_len, dtype=float)
+        c = self.layer_counts
+        tokens = c["full"] * L
+        if c["sliding"]:
+            tokens = tokens + c["sliding"] * np.minimum(L, self.sliding_window)
+        if c["chunked"]:
+            tokens = tokens + c["chunked"] * np.minimum(L, self.attention_chunk_size)
+        per_layer = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
+        out = tokens * per_layer
+        if c["linear"]:
+            out = out + c["linear"] * self.linear_state_elements_rank(tp) * state_B
+        return _out(out)
+
+    def kv_bytes(self, context_len: Any, kv_precision: str = "bf16", tp: Any = 1,
+                 state_precision: str = "bf16") -> Any:
+        """KV cache bytes of one sequence of ``context_len`` tokens, summed over its layers
+        and over the ``tp`` ranks of its tensor-parallel group (replicas counted).
+
+        Per layer kind: full attention holds every token, sliding ``min(L, sliding_window)``,
+        chunked ``min(L, attention_chunk_size)`` (one chunk, what the allocator reserves),
+        linear attention a constant recurrent state (in ``state_precision``: engines keep it in
+        the model dtype whatever the KV precision). Each token costs
+        :meth:`kv_elements_rank` elements per rank (GQA heads replicated when tp > KV heads,
+        MLA's latent on every rank) plus the DSA indexer key. Vectorised: ``context_len`` and
+        ``tp`` broadcast; a float for scalars."""
+        L = _nonneg("context_len", context_len)
+        t = _nonneg("tp", tp, minimum=1)
+        return _out(t * self.kv_bytes_rank(L, _bytes(kv_precision), t, _bytes(state_precision)))
 
 
 def _bytes(precision: str) -> float:
@@ -160,6 +304,24 @@ def _bytes(precision: str) -> float:
         return BYTES_PER_ELEMENT[precision]
     except KeyError:
         raise ValueError(f"precision={precision!r}; allowed: {sorted(BYTES_PER_ELEMENT)}") from None
+
+
+def _out(x: Any) -> Any:
+    """A 0-d result as a Python float, an array as is."""
+    return x if np.ndim(x) else float(x)
+
+
+def _nonneg(name: str, v: Any, minimum: float = 0.0) -> Any:
+    """``v`` as finite float(s) >= ``minimum``; errors name the argument and the value."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        raise TypeError(f"{name}={v!r}: expected a number or an array of numbers >= {minimum:g}")
+    try:
+        arr = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}={v!r}: expected a number or an array of numbers") from None
+    if not np.all(np.isfinite(arr)) or np.any(arr < minimum):
+        raise ValueError(f"{name}={v!r}: expected finite numbers >= {minimum:g}")
+    return arr
 
 
 def kv_bytes_per_token(model: str | ModelSpec, kv_precision: str = "bf16") -> float:
@@ -188,6 +350,30 @@ def _check_model(m: ModelSpec) -> None:
         raise HardwareDBError(f"{where}: MoE needs experts_per_token and moe_intermediate_size")
     if m.experts_per_token > max(m.num_experts, 0) and m.is_moe:
         raise HardwareDBError(f"{where}: experts_per_token > num_experts")
+    _check_layers(m, where)
+
+
+_NEEDS = {"sliding": ("sliding_window",), "chunked": ("attention_chunk_size",),
+          "linear": ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+                     "linear_value_head_dim", "linear_conv_kernel_dim")}
+
+
+def _check_layers(m: ModelSpec, where: str) -> None:
+    """Layer kinds are known, each has the sizes it needs, and some layer is attention."""
+    bad = sorted(set(m.layer_pattern) - set(LAYER_KINDS))
+    if bad:
+        raise HardwareDBError(f"{where}: layer_pattern has unknown kind(s) {bad}; allowed: "
+                              f"{list(LAYER_KINDS)}")
+    for kind in set(m.layer_kinds):
+        missing = [f for f in _NEEDS.get(kind, ()) if getattr(m, f) < 1]
+        if missing:
+            raise HardwareDBError(f"{where}: '{kind}' layers need {', '.join(missing)} >= 1")
+    if m.num_attention_layers == 0:
+        raise HardwareDBError(f"{where}: layer_pattern {list(m.layer_pattern)} has no attention "
+                              f"layer; allowed: at least one of {list(ATTENTION_KINDS)}")
+    if m.index_head_dim and m.attention != "mla":
+        raise HardwareDBError(f"{where}: index_head_dim={m.index_head_dim} (a DSA indexer) needs "
+                              "attention 'mla'")
 
 
 _SUFFIXES = ("-instruct", "-chat", "-hf", "-base", "-it")
@@ -306,7 +492,60 @@ def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
             f["num_shared_experts"] = max(1, f["num_shared_experts"])
     if cfg.get("sliding_window") and not cfg.get("max_window_layers") and cfg.get("use_sliding_window", True):
         f["sliding_window"] = cfg["sliding_window"]
+    layer_fields = _hf_layers(cfg, layers)
+    if "layer_pattern" not in layer_fields and isinstance(cfg.get("layer_types"), list):
+        f.pop("sliding_window", None)  # layer_types says every layer is full attention
+    f.update(layer_fields)
     return f
+
+
+# config.json ``layer_types`` spellings -> LAYER_KINDS
+_HF_LAYER_TYPES = {"full_attention": "full", "attention": "full", "sliding_attention": "sliding",
+                   "chunked_attention": "chunked", "linear_attention": "linear", "mamba": "linear"}
+_LINEAR_KEYS = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+                "linear_value_head_dim", "linear_conv_kernel_dim")
+_INDEX_KEYS = ("index_head_dim", "index_n_heads", "index_topk")
+
+
+def _hf_pattern(cfg: Mapping[str, Any], layers: int) -> tuple[str, ...]:
+    """Layer kinds from ``layer_types``, else from the interval keys of each family
+    (``full_attention_interval``: Qwen3-Next/3.5; ``sliding_window_pattern``: Gemma 3;
+    ``attention_chunk_size`` with ``no_rope_layers`` / ``no_rope_layer_interval``: Llama 4)."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        unknown = sorted(set(types) - set(_HF_LAYER_TYPES))
+        if unknown:
+            raise ValueError(f"layer_types has unknown type(s) {unknown}; allowed: "
+                             f"{sorted(_HF_LAYER_TYPES)}")
+        return tuple(_HF_LAYER_TYPES[t] for t in types)
+    if cfg.get("full_attention_interval"):
+        return ("linear",) * (int(cfg["full_attention_interval"]) - 1) + ("full",)
+    every = _first(cfg, "sliding_window_pattern", "_sliding_window_pattern")
+    if every and cfg.get("sliding_window"):
+        return ("sliding",) * (int(every) - 1) + ("full",)
+    if cfg.get("attention_chunk_size"):
+        nope = cfg.get("no_rope_layers")
+        if isinstance(nope, list) and len(nope) == layers:
+            return tuple("chunked" if r else "full" for r in nope)
+        return ("chunked",) * (int(cfg.get("no_rope_layer_interval") or 4) - 1) + ("full",)
+    return ()
+
+
+def _hf_layers(cfg: Mapping[str, Any], layers: int) -> dict[str, Any]:
+    """Per-layer-kind fields: the pattern, the window / chunk sizes, the linear-attention
+    state geometry and the DSA indexer."""
+    pattern = _hf_pattern(cfg, layers)
+    out: dict[str, Any] = {}
+    if pattern and set(pattern) != {"full"}:
+        out["layer_pattern"] = list(pattern)
+    if "sliding" in pattern and cfg.get("sliding_window"):
+        out["sliding_window"] = cfg["sliding_window"]
+    if "chunked" in pattern:
+        out["attention_chunk_size"] = cfg["attention_chunk_size"]
+    if "linear" in pattern:
+        out.update({k: cfg[k] for k in _LINEAR_KEYS})
+    out.update({k: cfg[k] for k in _INDEX_KEYS if cfg.get(k)})
+    return out
 
 
 def load_hf_config(path: str | os.PathLike[str], key: str | None = None) -> ModelSpec:

@@ -49,7 +49,10 @@ class Setup:
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
 
     # ---- per-rank geometry, computed once --------------------------------------------------
-    kv_elems_rank: Any = None  # cached KV elements per token per layer on one rank
+    # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
+    # all layers of the attention layers' KV and DSA indexer, in KV elements, so that
+    # layers x kv_elems_rank x kv_B is a token's KV bytes on the rank)
+    kv_elems_rank: Any = None
     qkv_w_rank: Any = None     # QKV projection weight elements per rank per layer
     o_w_rank: Any = None       # O projection weight elements per rank per layer
 
@@ -61,6 +64,8 @@ class Setup:
         else:
             kv = 2.0 * xp.ceil(m.num_kv_heads / tp) * m.head_dim  # heads replicate if tp > kv
             qkv = m.hidden_size * m.num_attention_heads * m.head_dim / tp + m.hidden_size * kv
+        if not m.is_uniform:  # mixed layer kinds: the per-layer average of the cached KV
+            kv = m.kv_token_bytes_rank(self.kv_B, tp) / (m.num_layers * self.kv_B)
         object.__setattr__(self, "kv_elems_rank", kv)
         object.__setattr__(self, "qkv_w_rank", qkv)
         object.__setattr__(self, "o_w_rank", m.num_attention_heads * m.v_dim * m.hidden_size / tp)

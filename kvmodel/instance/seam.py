@@ -152,8 +152,16 @@ def check_static(r: Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, k
     r.add(pp > m.num_layers, "pp={:.0f} exceeds num_layers={}", pp, m.num_layers)
 
 
-def kv_per_seq(m: ModelSpec, ctx):
-    return xp.minimum(ctx, m.sliding_window) if m.sliding_window else ctx
+def kv_per_seq(m: ModelSpec, ctx, tp=1.0, kv_B: float = 2.0):
+    """KV a sequence of ``ctx`` tokens holds, in tokens of :meth:`ModelSpec.kv_token_bytes_rank`
+    (``ctx`` for full attention; sliding windows, chunks and recurrent state per layer kind via
+    :meth:`ModelSpec.kv_bytes_rank`, on one of ``tp`` ranks with ``kv_B`` bytes per element)."""
+    if m.is_uniform:
+        kind = m.layer_kinds[0]
+        if kind == "full":
+            return ctx
+        return xp.minimum(ctx, m.sliding_window if kind == "sliding" else m.attention_chunk_size)
+    return m.kv_bytes_rank(ctx, kv_B, tp) / m.kv_token_bytes_rank(kv_B, tp)
 
 
 def parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
@@ -179,7 +187,7 @@ def memory_fit(r: Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
           weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
     kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B
     kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
-    max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O)), mbs)
+    max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O, s.tp, s.kv_B)), mbs)
     r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
           kv_cap, I + O)
     return weights, kv_cap, max_batch

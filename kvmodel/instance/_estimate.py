@@ -14,9 +14,23 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.fields import add_aliases, fields_dict
-from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
+from kvmodel.catalog.hardware import (
+    ConnectorSpec,
+    FrameworkSpec,
+    GPUSpec,
+    catalog_arg,
+    get_connector,
+    get_framework,
+    get_gpu,
+)
 from kvmodel.catalog.models import ModelSpec, get_model
-from kvmodel.instance._prefix import LAYOUTS, POLICIES, load_seconds, prefill_with_prefix
+from kvmodel.instance._prefix import (
+    LAYOUTS,
+    POLICIES,
+    load_seconds,
+    overlap_layers,
+    prefill_with_prefix,
+)
 from kvmodel.instance._queueing import (
     QUANTILES,
     allen_cunneen_wait,
@@ -118,13 +132,13 @@ class _Prefix:
     for continuous batching the per-request choice (load / recompute / split) is made for one
     request alone and then applied to all."""
 
-    def __init__(self, s: Setup, P, load, policy: str, I):
+    def __init__(self, s: Setup, P, load, policy: str, I, layers=None):
         self.none = load is None
-        self.P, self.policy, self.load = P, policy, load
+        self.P, self.policy, self.load, self.layers = P, policy, load, layers
         self.loaded, self.exposed = 0.0, 0.0
         if self.none:
             return
-        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy)
+        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy, layers)
         self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
 
     def new_tokens(self, I):
@@ -135,8 +149,8 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
     if pre.none:
         ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
     else:
-        ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok),
-                                              pre.policy)
+        ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok, B),
+                                              pre.policy, pre.layers)
     lat_p = lat_p + req_s
     c = I + O / 2.0
     kv_c = _kv_per_seq(s.model, c)
@@ -398,7 +412,7 @@ def _fraction(f):
     return arr if arr.ndim else float(arr)
 
 
-def _loader(s: Setup, tier, node, layout, block_tokens, compression):
+def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="ideal"):
     """tokens -> seconds for one tier, or a mix [(tier, fraction), ...] loaded one after another.
 
     Fractions may be arrays (broadcasting with the other arguments); each element's fractions
@@ -414,15 +428,17 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression):
         raise ValueError(f"cache_tier fractions must be >= 0 and sum to 1, got {got}")
     parts = [(t, f) for t, f in parts if t is not None and xp.any_true(f > 0)]
 
-    def load(tok):
+    def load(tok, requests=1.0):
         out = 0.0 * tok
         for t, f in parts:
-            out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression)
+            out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression,
+                                     connector=connector, requests=requests)
         return out
     return load
 
 
-def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression) -> _Prefix:
+def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
+            connector="ideal") -> _Prefix:
     """Validate the cached-prefix arguments and build the prefix loader."""
     if policy not in POLICIES:
         raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
@@ -434,10 +450,10 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
     if xp.any_true(P >= I):
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
-    load = _loader(s, tier, node, layout, block_tokens, compression)
+    load = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
-    return _Prefix(s, P, load, policy, I)
+    return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector))
 
 
 @catalog_arg
@@ -449,6 +465,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
              prefix_policy: str = "best", kv_layout: str = "contiguous",
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
+             connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              calibration: Mapping[str, float] | None = None, catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
@@ -468,7 +485,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``[(tier, fraction), ...]`` whose parts load one after another; fractions may be arrays);
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
-    of a block), shrunk by ``kv_compression`` (>= 1).
+    of a block), shrunk by ``kv_compression`` (>= 1), by ``connector`` (``hardware_db/
+    connectors.toml``: its per-request and per-descriptor costs and bandwidth share); loading
+    hides behind computing only with a per-layer layout and a layer-wise connector.
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -501,7 +520,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
-                  kv_block_tokens, kv_compression)
+                  kv_block_tokens, kv_compression, get_connector(connector))
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

@@ -7,11 +7,10 @@ is a registered policy by the same key. Parameters (defaults: the catalog entry)
 entry's numbers: ``per_request_s`` (s), ``per_block_s`` (s per descriptor) and
 ``bandwidth_efficiency`` (fraction of the path's sustained bandwidth, in (0, 1]).
 
-Closed form: ``connector_transfer_s`` -- per-request cost + descriptors x per-block cost +
-bytes / (path bandwidth x efficiency / concurrent) + the path's setup costs
-(``kvmodel.tiers.transfer_seconds`` once it exists). The reference simulator's prefix-load path
-calls the same function, so there is no separate simulator class (``sim`` is None and
-:meth:`Registry.make` returns a :class:`PolicyRef`).
+Closed form: ``kvmodel.tiers.transfer_seconds`` -- per-request cost + descriptors x per-block
+cost + bytes / (path bandwidth x efficiency / concurrent) + the path's setup costs. The
+reference simulator's prefix-load path calls the same function, so there is no separate
+simulator class (``sim`` is None and :meth:`Registry.make` returns a :class:`PolicyRef`).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from kvmodel.policies import Param, PolicyEntry, Registry
 
 __all__ = ["REGISTRY", "CLOSED_FORM_FN"]
 
-CLOSED_FORM_FN = "kvmodel.tiers.fidelity:connector_transfer_s"
+CLOSED_FORM_FN = "kvmodel.tiers:transfer_seconds"
 
 
 def _entry(key: str) -> PolicyEntry:

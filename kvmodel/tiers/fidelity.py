@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import numpy as np
 
 import kvmodel.tiers as _tiers
-from kvmodel.catalog.hardware import data_dir, get_connector, get_link, get_memory
+from kvmodel.catalog.hardware import data_dir, get_link, get_memory
 
 __all__ = ["connector_transfer_s", "path_from_spec", "load_component_rows", "component_data",
            "run_tier_validation", "TierValidationReport"]
@@ -48,20 +48,10 @@ def component_data() -> Path:
 def connector_transfer_s(path, nbytes, transfer_B, *, connector="ideal", in_flight=None,
                          concurrent=1.0, direction="read", catalog=None):
     """Seconds to move ``nbytes`` as transfers of ``transfer_B`` over ``path`` with
-    ``connector`` (a ``connectors.toml`` key or spec): ``kvmodel.tiers.transfer_seconds`` where
-    it exists; otherwise the same contract on :meth:`TransferPath.time_s` -- per-request cost +
-    descriptors x per-block cost + the path's time at ``bandwidth_efficiency`` of its bandwidth
-    (``direction`` is then carried by how the path was built, see :func:`path_from_spec`)."""
-    fn = getattr(_tiers, "transfer_seconds", None)
-    if fn is not None:
-        return fn(path, nbytes, transfer_B, connector=connector, in_flight=in_flight,
-                  concurrent=concurrent, direction=direction, catalog=catalog)
-    c = get_connector(connector, catalog)
-    n = np.ceil(np.asarray(nbytes, dtype=float) / transfer_B)
-    move = path.time_s(nbytes, transfer_B, 8.0 if in_flight is None else in_flight,
-                       concurrent / c.bandwidth_efficiency)
-    out = c.per_request_s + n * c.per_block_s + move
-    return out if np.ndim(out) else float(out)
+    ``connector``: :func:`kvmodel.tiers.transfer_seconds` (one request's load)."""
+    return _tiers.transfer_seconds(path, nbytes, transfer_B, connector=connector,
+                                   in_flight=in_flight, concurrent=concurrent,
+                                   direction=direction, catalog=catalog)
 
 
 def path_from_spec(spec: str, direction: str = "read") -> "_tiers.TransferPath":
@@ -81,7 +71,7 @@ def path_from_spec(spec: str, direction: str = "read") -> "_tiers.TransferPath":
             raise ValueError(f"path={spec!r}: hop {hop!r} must be 'memory:<key>' or 'link:<key>'")
     if not links and src_bw == float("inf"):
         raise ValueError(f"path={spec!r}: no hop (expected 'memory:<key>' and/or 'link:<key>')")
-    return _tiers.TransferPath(spec, tuple(links), src_bw, src_lat)
+    return _tiers.TransferPath(spec, tuple(links), src_bw, src_lat, source_write_Bps=src_bw)
 
 
 def _check_row(p: Path, i: int, r: dict[str, str]) -> None:

@@ -572,3 +572,18 @@ def _validation_rows(which: str, catalog_key: int) -> tuple[list[dict[str, Any]]
     else:
         rep = kvmodel.validate()
     return [dict(r) for r in rep.rows], rep.total, dict(rep.skipped)
+
+
+def connector_select(key: str, where: Any = st) -> str:
+    """A KV connector (``kvmodel.policies.CONNECTOR``, from ``hardware_db/connectors.toml``)."""
+    from kvmodel.policies import CONNECTOR
+
+    return select("KV connector", CONNECTOR.names(), key, "ideal", where=where,
+                  help="software on the KV path: per-request and per-descriptor costs, share of "
+                       "the path bandwidth, layer-wise vs load-before-prefill (ideal = bytes / "
+                       "path bandwidth)")
+
+
+def estimate_connector_kw(name: str) -> dict[str, Any]:
+    """``{"connector": name}`` where ``kvmodel.estimate`` takes a connector, else ``{}``."""
+    return {"connector": name} if "connector" in inspect.signature(kvmodel.estimate).parameters else {}

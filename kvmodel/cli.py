@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--holdout", action="store_true",
                    help="use the bundled held-out set (GPUs/frameworks never used for fitting)")
     v.add_argument("--rows", action="store_true", help="also list every row, worst first")
+    v.add_argument("--tiers", action="store_true",
+                   help="KV-path fidelity: the transfer model vs component measurements (--data: "
+                        "a CSV in the kv_components schema; default the bundled "
+                        "hardware_db/measurements/kv_components.csv)")
     c = _sub(sub, "calibrate", "fit the global efficiency parameters to measurements")
     c.add_argument("--data", default=None,
                    help="CSV in the serving_calibration schema (default: the bundled one)")
@@ -261,8 +265,21 @@ def _cmd_estimate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate_tiers(a: argparse.Namespace) -> int:
+    from kvmodel.tiers.fidelity import run_tier_validation
+    rep = run_tier_validation(a.data)
+    print(rep.format())
+    if a.rows:
+        for r in sorted(rep.rows, key=lambda r: -r["ape"]):
+            print(f"  {r['id']:28s} {r['split']:11s} {r['connector']:22s} {r['metric']:13s} "
+                  f"pred {r['predicted']:10.4g} meas {r['measured']:10.4g} {100 * r['ape']:7.1f}%")
+    return 0
+
+
 def _cmd_validate(a: argparse.Namespace) -> int:
     from kvmodel.instance.calibration import holdout_data, run_validation
+    if a.tiers:
+        return _cmd_validate_tiers(a)
     rep = run_validation(holdout_data() if a.holdout else a.data)
     print(rep.format())
     if a.rows:

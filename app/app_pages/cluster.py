@@ -96,7 +96,7 @@ def cluster_inputs() -> dict[str, Any]:
         epsilon=ui.number("Balance ε", "epsilon", float(_field_default(kvmodel.Cluster, "epsilon")),
                           0.0, MAX_EPSILON, where=c[5], help="bounded prefix affinity slack"),
     )
-    c = st.columns(3)
+    c = st.columns(4)
     dram = ui.number("DRAM per instance (GB, 0 = node share)", "dram_gb", 0.0, 0.0,
                      ui.MAX_CAPACITY_GB, where=c[0])
     if dram > 0:
@@ -107,6 +107,7 @@ def cluster_inputs() -> dict[str, Any]:
     base["hbm_cache_fraction"] = ui.number(
         "HBM share kept as prefix cache", "hbm_frac",
         float(_field_default(kvmodel.Cluster, "hbm_cache_fraction")), 0.0, 0.99, where=c[2])
+    base["connector"] = ui.connector_select("connector", where=c[3])
     return base
 
 

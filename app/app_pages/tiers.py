@@ -130,12 +130,13 @@ def hit_ratio_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
 # ---- TTFT vs cached prefix -----------------------------------------------------------------------
 def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     st.header("TTFT vs cached prefix length")
-    c = st.columns(4)
+    c = st.columns(5)
     I = ui.number("Prompt tokens", "ttft_in", 8704, 2, ui.MAX_TOKENS, where=c[0], step=512)
     O = ui.number("Output tokens", "ttft_out", 64, 1, ui.MAX_TOKENS, where=c[1])
     policy = ui.select("Prefix policy", ["load", "best", "split"], "policy", "load", where=c[2],
                        help="load: always load the cached prefix; best/split: kvmodel's choice")
     n = ui.number("Points", "ttft_pts", 33, 2, 400, where=c[3])
+    connector = ui.connector_select("ttft_connector", where=c[4])
     P = np.unique(np.linspace(0, I - 1, n).astype(np.int64))
     common = dict(tp=cfg["num_gpus"], precision=cfg["precision"], input_len=I, output_len=O)
     base, err = ui.guarded(kvmodel.estimate, model=cfg["model"], gpu=cfg["gpu"], **common)
@@ -150,7 +151,8 @@ def ttft_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     shown = sorted(tiers.items(), key=lambda kt: kt[0] != "hbm")
     for i, (kind, tier) in enumerate(shown):
         e, err = ui.guarded(kvmodel.estimate, model=cfg["model"], gpu=cfg["gpu"], cached_prefix_len=P,
-                            cache_tier=tier, prefix_policy=policy, **common)
+                            cache_tier=tier, prefix_policy=policy, **common,
+                            **ui.estimate_connector_kw(connector))
         if err:
             st.warning(f"{kind}: {err}")
             continue

@@ -48,6 +48,7 @@ All-scalar inputs give Python floats, bools and str, as before.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,7 @@ from kvmodel.catalog.models import get_model
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
-from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING
+from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING
 from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
 from kvmodel.tiers import (
     Tier,
@@ -169,6 +170,10 @@ class Cluster:
       eviction: prefix-cache eviction/admission policy: a name of
         ``kvmodel.policies.EVICTION`` (lru, fifo, lfu, s3fifo, arc, lru-admit-reuse) or its
         CachePolicy class.
+      connector: KV connector moving prefixes between tiers and HBM, every instance: a name of
+        ``kvmodel.policies.CONNECTOR`` (``hardware_db/connectors.toml``) or its policy object;
+        "ideal" is bytes / path bandwidth. Passed to ``estimate(connector=)`` where the
+        instance model accepts it.
     """
     model: str
     gpu: str
@@ -191,6 +196,7 @@ class Cluster:
     p2p: P2PSpec = field(default_factory=P2PSpec)
     framework: str = "tensorrt-llm"
     eviction: Any = "lru"
+    connector: Any = "ideal"
 
 
 @dataclass(frozen=True)
@@ -448,6 +454,7 @@ def _check_policies(c: Cluster) -> None:
     SHARING_ARCHITECTURES.name_of(c.sharing, "sharing")
     ROUTING.name_of(c.routing, "routing")
     EVICTION.name_of(c.eviction, "eviction")
+    CONNECTOR.name_of(c.connector, "connector")
     P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement")
 
 
@@ -458,7 +465,7 @@ def _named_policies(c: Cluster) -> Cluster:
         return not isinstance(v, (str, *_SEQ))
     kw = {}
     for f, reg in (("sharing", SHARING_ARCHITECTURES), ("routing", ROUTING),
-                   ("eviction", EVICTION)):
+                   ("eviction", EVICTION), ("connector", CONNECTOR)):
         if obj(getattr(c, f)):
             kw[f] = reg.name_of(getattr(c, f), f)
     if obj(c.routing) and getattr(c.routing, "epsilon", None) is not None:
@@ -473,6 +480,7 @@ def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
     """Closed form evaluate() uses for each policy family of ``c`` (names of the registries)."""
     return {"routing": "single" if n == 1 else ROUTING[c.routing].closed_form,
             "eviction": EVICTION[c.eviction].closed_form,
+            "connector": CONNECTOR[c.connector].closed_form,
             "sharing": SHARING_ARCHITECTURES[c.sharing].closed_form,
             "placement": (P2P_PLACEMENT[c.p2p.placement].closed_form if c.sharing == "p2p"
                           else "unused")}
@@ -709,10 +717,18 @@ def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict
     return dict(cached_prefix_len=P, cache_tier=mix)
 
 
+def _connector_kw(c: Cluster) -> dict:
+    """``{"connector": name}`` when the instance model takes one (``estimate(connector=)``),
+    else ``{}`` (then only "ideal", today's transfer model, is what the instances use)."""
+    if "connector" not in inspect.signature(estimate).parameters:
+        return {}
+    return {"connector": c.connector}
+
+
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 length_cv=w.length_cv, **pre)
+                 length_cv=w.length_cv, **pre, **_connector_kw(c))
     return {"instance": e}
 
 
@@ -720,7 +736,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     """Prefill pool at ``lam_p`` per instance (its busiest), decode pool at its share of ``lam``."""
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv, **pre)
+                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv, **pre,
+                 **_connector_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",

@@ -2,7 +2,8 @@
 
 Families (module, registry): routing (:mod:`.routing`, :data:`ROUTING`), eviction/admission
 (:mod:`.eviction`, :data:`EVICTION`), P2P placement (:mod:`.placement`,
-:data:`P2P_PLACEMENT`), sharing architecture (:mod:`.sharing`, :data:`SHARING`). They are all
+:data:`P2P_PLACEMENT`), sharing architecture (:mod:`.sharing`, :data:`SHARING`), KV connectors
+(:mod:`.connectors`, :data:`CONNECTOR`, one entry per catalog connector). They are all
 :class:`Registry` objects of :class:`PolicyEntry`; :data:`FAMILIES` lists them (the conformance
 suite ``tests/policies/test_policy_conformance.py`` runs over every entry of every family). A new family
 (e.g. KV-transfer connectors) is one module defining ``REGISTRY = Registry("connector", ...)``
@@ -45,7 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["Param", "PolicyEntry", "PolicyRef", "Registry", "UNITS", "FAMILIES",
-           "ROUTING", "EVICTION", "P2P_PLACEMENT", "SHARING"]
+           "ROUTING", "EVICTION", "P2P_PLACEMENT", "SHARING", "CONNECTOR"]
 
 # units a parameter may carry: "1" (dimensionless weight or ratio), "fraction" (of a quantity,
 # >= 0), "count", "s", "s/token", "s/block", "B" (bytes), "key" (a hardware_db key),
@@ -242,10 +243,12 @@ class _Implementations(Mapping):
         return repr(dict(self))
 
 
-from kvmodel.policies.eviction import REGISTRY as EVICTION  # noqa: E402  (entries need the base above)
+from kvmodel.policies.connectors import REGISTRY as CONNECTOR  # noqa: E402  (entries need the base above)
+from kvmodel.policies.eviction import REGISTRY as EVICTION  # noqa: E402
 from kvmodel.policies.placement import REGISTRY as P2P_PLACEMENT  # noqa: E402
 from kvmodel.policies.routing import REGISTRY as ROUTING  # noqa: E402
 from kvmodel.policies.sharing import REGISTRY as SHARING  # noqa: E402
 
 FAMILIES: dict[str, Registry] = {"routing": ROUTING, "eviction": EVICTION,
-                                 "p2p_placement": P2P_PLACEMENT, "sharing": SHARING}
+                                 "p2p_placement": P2P_PLACEMENT, "sharing": SHARING,
+                                 "connector": CONNECTOR}

@@ -214,7 +214,8 @@ def _cluster_kwargs(p: dict) -> tuple[dict, dict]:
     """Cluster keyword arguments from the dimension values; plus derived counts to record."""
     key, node, per_node = _per_node(p)
     kw = {k: p[k] for k in ("model", "gpu", "node", "precision", "framework", "instances", "tp",
-                            "sharing", "routing", "epsilon", "nic", "eviction") if k in p}
+                            "sharing", "routing", "epsilon", "nic", "eviction", "connector")
+          if k in p}
     kw["hbm_cache_fraction"] = p.get("hbm_kv_fraction", 0.3)
     for dim, field_, scale in (("dram_GB_per_node", "dram_B", 1e9), ("cxl_GB_per_node", "cxl_B", 1e9),
                                ("ssd_TB_per_node", "ssd_B", 1e12)):

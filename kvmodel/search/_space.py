@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmodel.base.schema import typed_table
-from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING, SHARING
+from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING, SHARING
 
 __all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
            "builtin_spaces", "SpaceError", "space_digest"]
@@ -106,6 +106,8 @@ DIMENSIONS: dict[str, DimInfo] = {
                              "at a few capacities, interpolated (built once per policy, about "
                              "2-3 s on the Mooncake trace)"),
     "sharing": DimInfo(str, f"Cluster.sharing: {' | '.join(SHARING)}"),
+    "connector": DimInfo(str, "Cluster.connector: a KV connector of kvmodel.policies.CONNECTOR "
+                              "(hardware_db/connectors.toml; 'ideal' = bytes / path bandwidth)"),
     "pool_servers": DimInfo(int, "PoolSpec.servers"),
     "pool_dram_GB": DimInfo(float, "PoolSpec.dram_B (per server)"),
     "pool_ssd_TB": DimInfo(float, "PoolSpec.ssd_B (per server)"),
@@ -136,7 +138,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 # Categorical dimensions whose values are policy names: allowed values are the registry's
 POLICY_DIMS = {"routing": ROUTING, "sharing": SHARING, "eviction": EVICTION,
-               "p2p_placement": P2P_PLACEMENT}
+               "p2p_placement": P2P_PLACEMENT, "connector": CONNECTOR}
 MAX_STEPS = 1e15   # (high - low) / step beyond this: Optuna's Decimal arithmetic breaks down
 
 _TOP_KEYS = {"schema_version", "name", "description", "fixed", "workload", "slo", "budget",

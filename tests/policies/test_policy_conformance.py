@@ -27,10 +27,13 @@ STABLE = {
     "eviction": {"lru", "fifo", "lfu", "s3fifo", "arc", "lru-admit-reuse"},
     "p2p_placement": {"rendezvous", "consistent_hash", "directory"},
     "sharing": {"none", "central_pool", "p2p"},
+    "connector": {"ideal", "vllm-offload-dma", "vllm-offload-kernel", "lmcache-cpu",
+                  "mooncake-te-rdma", "mooncake-te-tcp", "nixl-ucx-rdma", "sglang-hicache-l2",
+                  "sglang-hicache-l3-3fs"},
 }
 # the Cluster field each family configures, and the ClusterResult.closed_forms key
 SLOT = {"routing": "routing", "eviction": "eviction", "p2p_placement": "placement",
-        "sharing": "sharing"}
+        "sharing": "sharing", "connector": "connector"}
 ENTRIES = [(f, n) for f, reg in FAMILIES.items() for n in reg]
 PARAMS = [(f, n, p) for f, n in ENTRIES for p in FAMILIES[f][n].params]
 SIM_ENTRIES = [(f, n) for f, n in ENTRIES if FAMILIES[f][n].tolerance is not None]

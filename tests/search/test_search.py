@@ -42,7 +42,8 @@ def test_tier_sizing_is_builtin_and_every_dimension_is_documented():
     everything = search.load_space("everything")
     covered = {d.name for d in everything.dims} | set(everything.fixed)
     assert covered >= set(search.DIMENSIONS) - {"pool_ssd_TB", "pool_nic", "pool_nics",
-                                                 "p2p_placement", "p2p_lookup_us", "framework"}
+                                                 "p2p_placement", "p2p_lookup_us", "framework",
+                                                 "connector"}  # connector: tests/policies/test_connectors.py
     assert all(info.maps_to for info in search.DIMENSIONS.values())
     assert all(info.modelled for info in search.DIMENSIONS.values())
     assert search._objectives.recorded_only(everything) == []

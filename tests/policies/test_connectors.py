@@ -1,0 +1,115 @@
+"""Connector registry: every catalog connector is a registered policy, its parameters are the
+catalog's numbers with units and checked ranges, the closed form is the transfer model with the
+connector's costs (golden values by hand on a round-number toy path), Cluster/search accept it,
+and bad names or files give errors naming the field."""
+
+import math
+
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel import search
+from kvmodel.catalog.hardware import Catalog, HardwareDBError, LinkSpec, get_connector, list_entries
+from kvmodel.policies import CONNECTOR, FAMILIES, PolicyRef
+from kvmodel.tiers import TransferPath
+
+NAMES = list(CONNECTOR)
+
+
+def _toy_path(bw=10e9):
+    """One 10 GB/s full-duplex hop with no setup cost (latency 0)."""
+    link = LinkSpec("toy", "toy", "pcie", bw, 0.0, "full", bw, None)
+    return TransferPath("toy", (link,))
+
+
+def test_registry_follows_the_catalog():
+    assert "connector" in FAMILIES and FAMILIES["connector"] is CONNECTOR
+    assert set(NAMES) == set(list_entries("connector"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_params_are_the_catalog_numbers(name):
+    c, e = get_connector(name), CONNECTOR[name]
+    assert e.defaults() == {"per_request_s": c.per_request_s, "per_block_s": c.per_block_s,
+                            "bandwidth_efficiency": c.bandwidth_efficiency}
+    assert e.closed_form == f"transfer_seconds/{c.streaming}" and c.family in e.tags
+    ref = CONNECTOR.make(name)
+    assert isinstance(ref, PolicyRef) and CONNECTOR.name_of(ref) == name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_closed_form_by_hand_on_a_toy_path(name):
+    """1 GB in 1 MB transfers over 10 GB/s: per_request + 1000 x per_block + 0.1 s / eff."""
+    c = get_connector(name)
+    fn = CONNECTOR[name].closed_form_function()
+    t = fn(_toy_path(), 1e9, 1e6, connector=name)
+    assert t == pytest.approx(c.per_request_s + 1000 * c.per_block_s + 0.1 / c.bandwidth_efficiency)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_monotone_in_concurrency_and_bandwidth(name):
+    fn = CONNECTOR[name].closed_form_function()
+    conc = np.array([1.0, 2.0, 4.0])
+    t = fn(_toy_path(), 1e9, 1e6, connector=name, concurrent=conc)
+    assert np.all(np.diff(t) > 0)
+    assert fn(_toy_path(20e9), 1e9, 1e6, connector=name) <= fn(_toy_path(), 1e9, 1e6, connector=name)
+
+
+def test_two_concurrent_loads_on_one_link_take_twice_as_long():
+    fn = CONNECTOR["ideal"].closed_form_function()
+    assert fn(_toy_path(), 1e9, 1e9, connector="ideal", concurrent=2.0) == pytest.approx(0.2)
+
+
+def test_bad_names_and_params_name_the_field():
+    with pytest.raises(ValueError, match="connector='nope'.*unknown policy"):
+        CONNECTOR.get_entry("nope")
+    with pytest.raises(ValueError, match="bandwidth_efficiency=1.5"):
+        CONNECTOR.make("ideal", bandwidth_efficiency=1.5)
+    with pytest.raises(ValueError, match="connector.*unknown policy"):
+        kvmodel.evaluate(kvmodel.Cluster(model="llama-3.1-8b", gpu="h100-sxm", instances=2, tp=1,
+                                         connector="nope"),
+                         kvmodel.Workload(kvmodel.synthetic_trace(5)))
+
+
+def test_bad_connector_file_names_the_field(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text('schema_version = 1\n[connector.mine]\nname = "x"\nfamily = "lmcache"\n'
+                   'per_request = { value = 1, unit = "ms", kind = "assumed", source = "me", '
+                   'reason = "test" }\nper_block = { value = 0, unit = "s", kind = "assumed", '
+                   'source = "me", reason = "test" }\nbandwidth_efficiency = { value = 2, '
+                   'unit = "1", kind = "assumed", source = "me", reason = "test" }\n'
+                   'streaming = "layer"\nsave = "async"\n')
+    with pytest.raises(HardwareDBError, match="connector.mine.bandwidth_efficiency"):
+        get_connector("mine", catalog=Catalog.default().with_file(bad))
+
+
+def test_cluster_reports_the_connector_closed_form():
+    w = kvmodel.Workload(kvmodel.synthetic_trace(60, seed=3), request_rate=1.0)
+    c = kvmodel.Cluster(model="llama-3.1-8b", gpu="h100-sxm", instances=2, tp=1,
+                        connector="lmcache-cpu")
+    r = kvmodel.evaluate(c, w)
+    assert r.closed_forms["connector"] == "transfer_seconds/before_prefill"
+    assert kvmodel.evaluate(kvmodel.Cluster(model="llama-3.1-8b", gpu="h100-sxm", instances=2,
+                                            tp=1), w).closed_forms["connector"] == "transfer_seconds/layer"
+
+
+def test_search_dimension_takes_registered_connectors():
+    w = {"trace": "synthetic"}
+    fixed = {"model": "llama-3.1-8b", "gpu": "h100-sxm"}
+    sp = search.space_from_dict({"workload": w, "fixed": fixed,
+                                 "dims": {"connector": {"choices": NAMES}}})
+    assert sp.dims[0].choices == tuple(NAMES)
+    with pytest.raises(search.SpaceError, match="connector.*'nope'"):
+        search.space_from_dict({"workload": w, "dims": {"connector": {"choices": ["nope"]}}})
+
+
+def test_every_entry_has_a_sourced_number_not_all_assumed():
+    for name in NAMES:
+        if name == "ideal":
+            continue
+        q = get_connector(name).quantities
+        kinds = {q[f]["kind"] if isinstance(q[f], dict) else q[f].kind
+                 for f in ("per_request", "per_block", "bandwidth_efficiency")}
+        assert kinds - {"assumed"}, name
+        assert math.isfinite(get_connector(name).per_request_s)

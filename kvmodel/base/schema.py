@@ -124,7 +124,12 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "duplex": _s(choices=("full", "half")),
         "achieved_bandwidth": _q("bandwidth", required=False),
         "size_bandwidth": Field("curve", required=False),
-        "multi_nic_bandwidth": Field("curve", required=False), "note": _s(required=False),
+        "multi_nic_bandwidth": Field("curve", required=False),
+        "queue_depth": _q("count", required=False),
+        "bidirectional_efficiency": _q("dimensionless", required=False),
+        "kernel_copy_efficiency": _q("dimensionless", required=False),
+        "kernel_copy_latency": _q("time", required=False),
+        "tcp_link": _s(required=False, ref="link"), "note": _s(required=False),
     },
     "memory": {
         "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme")),
@@ -133,6 +138,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "read_bandwidth_per_socket": _q("bandwidth", required=False),
         "gds_read_bandwidth": _q("bandwidth", required=False),
         "gds_write_bandwidth": _q("bandwidth", required=False),
+        "queue_depth": _q("count", required=False),
         "price_per_gb": _q("money_per_byte"), "note": _s(required=False),
     },
     "node": {

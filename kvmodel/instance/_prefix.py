@@ -65,10 +65,11 @@ def pipeline_makespan(t_load, t_comp, layers):
 
 
 def _prefill(s: Setup, B, I, new):
-    """Prefill ``new`` tokens of B prompts of length I whose first I-new tokens' KV is in HBM."""
+    """Prefill ``new`` tokens of B prompts of length I whose first I-new tokens' KV is in HBM
+    (an MLA model up-projects the cached latent of those tokens for the prefill's attention)."""
     old = I - new
     pairs = B * (new * old + new * (new + 1.0) / 2.0)
-    return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new)
+    return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
 def _merge(cond, a: dict, b: dict) -> dict:

@@ -151,12 +151,27 @@ def _collectives(s: Setup, tokens, layers, moe_layers):
     return ar, {"flops": 0.0, "bytes": a2a_bytes * moe_layers * ep_on, "time_s": a2a}
 
 
-def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
+def _mla_upproj(s: Setup, cached, layers):
+    """MLA prefill over ``cached`` tokens whose latent is already in HBM: attention in the
+    unabsorbed form needs their K (no-rope part) and V per head, so the cached latent
+    (``kv_lora_rank`` wide) is up-projected through W_UK and W_UV and the result written and
+    read back: ``2·cached·r·heads·(d_nope + d_v)`` FLOPs per layer (weights already read by
+    ``qkv_proj`` in the same step)."""
+    m = s.model
+    width = s.k["heads"] * (m.qk_nope_head_dim + m.v_head_dim)
+    flops = 2.0 * cached * m.kv_lora_rank * width
+    return _op(flops * layers, 2.0 * cached * width * s.act_B * layers, s, s.gemm_Fps, layers)
+
+
+def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+             mla_cached=None):
     """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
 
     Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s)
     (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
     end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
+    ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
+    (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
     m, k = s.model, s.k
     layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
@@ -175,6 +190,8 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
                      s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
+    if mla_cached is not None and m.attention == "mla":
+        ops["mla_kv_upproj"] = _mla_upproj(s, mla_cached, layers)
     ops["elementwise"] = _elementwise(s, tokens, layers)
     head_w = k["head_w"]
     ops["lm_head"] = _op(2.0 * logits * head_w,

@@ -4,7 +4,8 @@ A :class:`TransferPath` is a chain of ``hardware_db`` links (PCIe, NVLink-C2C, C
 behind a source device (DRAM, CXL expander, NVMe, remote memory). Moving ``n`` transfers of
 ``s`` bytes costs ``n·s / B + ceil(n / in_flight) · λ(s)``: ``B`` is the narrowest sustained
 bandwidth along the chain (each hop's measured large-transfer bandwidth, the source device's
-share, divided among concurrent users and, on half-duplex hops, both directions); ``λ(s)`` is
+share, divided among concurrent users and, with both directions busy, each hop's measured
+bidirectional efficiency); ``λ(s)`` is
 the per-transfer setup cost of the slowest hop, taken from its measured size–bandwidth curve
 where one exists (``λ(s) = s/B_curve(s) − s/B_max``), else from its latency. Transfers in
 flight together hide each other's setup cost.
@@ -23,9 +24,10 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu",
-           "transfer_seconds", "nic_aggregate_Bps"]
+           "transfer_seconds", "nic_aggregate_Bps", "queue_depth", "transport_link", "TRANSPORTS"]
 
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
+TRANSPORTS = ("rdma", "tcp")
 
 
 def _hop_setup_s(link: LinkSpec, size_B):
@@ -55,6 +57,29 @@ def nic_aggregate_Bps(link: LinkSpec, nics):
     return out if np.ndim(out) else float(out)
 
 
+def _q(spec, name: str, default):
+    """An optional quantity of a hardware entry (SI value), or ``default``."""
+    q = spec.quantities.get(name)
+    return default if q is None else q.si
+
+
+def _hop_Bps(link: LinkSpec, both: bool = False, copy: str = "dma") -> float:
+    """One hop's sustained bandwidth per direction: its measured large-transfer rate, times
+    its ``kernel_copy_efficiency`` for SM-kernel copies, times its ``bidirectional_efficiency``
+    while the other direction moves too (a half-duplex hop without one: half)."""
+    bw = link.achieved_bw_Bps * (_q(link, "kernel_copy_efficiency", 1.0) if copy == "kernel" else 1.0)
+    if both:
+        bw *= _q(link, "bidirectional_efficiency", 0.5 if link.duplex == "half" else 1.0)
+    return bw
+
+
+def queue_depth(spec, default: float = 8.0) -> float:
+    """Transfers a device or link keeps in flight together (its ``queue_depth``: copy engines
+    for host<->GPU copies, outstanding RDMA work requests for NICs, cuFile I/O depth for
+    NVMe), or ``default`` where the entry records none."""
+    return _q(spec, "queue_depth", default)
+
+
 @dataclass(frozen=True)
 class TransferPath:
     """Links crossed from a tier to one GPU, in order, and the source's bandwidth share."""
@@ -65,15 +90,21 @@ class TransferPath:
     source_latency_s: float = 0.0      # device access latency (DRAM ns, NVMe tens of us)
     source_write_Bps: float | None = None  # write bandwidth of the source (None: as read)
     serial_setup: bool = False  # staged copy: the source's latency adds to the hops' setup
+    in_flight: float | None = None  # queue depth of the engine posting the transfers (None: 8)
+    gpu_copy: bool = False  # the GPU copies (DMA engine or SM kernel) from host-mapped memory
 
-    def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read"):
+    def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read",
+                      copy: str = "dma"):
         """Sustained bandwidth for large transfers, shared by ``concurrent`` users; ``direction``
-        ``"write"`` is limited by the source devices' write bandwidth."""
-        hop = min(l.achieved_bw_Bps / (2.0 if both_directions and l.duplex == "half" else 1.0)
-                  for l in self.links) if self.links else float("inf")
+        ``"write"`` is limited by the source devices' write bandwidth, ``"both"`` (equal bytes
+        each way at once, as ``both_directions``) by the slower of read and write and each hop's
+        bidirectional efficiency; ``copy="kernel"`` uses SM-copy rates where the GPU copies."""
+        both = both_directions or direction == "both"
+        copy = copy if self.gpu_copy else "dma"
+        hop = min(_hop_Bps(l, both, copy) for l in self.links) if self.links else float("inf")
         src = self.source_Bps
-        if direction == "write" and self.source_write_Bps is not None:
-            src = self.source_write_Bps
+        if direction in ("write", "both") and self.source_write_Bps is not None:
+            src = min(src, self.source_write_Bps) if direction == "both" else self.source_write_Bps
         return xp.minimum(hop, src) / concurrent
 
     def setup_s(self, transfer_B):
@@ -85,14 +116,21 @@ class TransferPath:
             out = xp.maximum(out, h)
         return out + self.source_latency_s if self.serial_setup else out
 
-    def time_s(self, nbytes, transfer_B, in_flight=8.0, concurrent=1.0):
+    def kernel_setup_s(self) -> float:
+        """Setup of one SM copy kernel moving every descriptor of a call: the hops' kernel
+        launch cost (``kernel_copy_latency``; else their latency), at least the source's."""
+        lat = [_q(l, "kernel_copy_latency", l.latency_s) for l in self.links]
+        return max([self.source_latency_s] + lat)
+
+    def time_s(self, nbytes, transfer_B, in_flight=None, concurrent=1.0):
         """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes (no software cost;
         :func:`transfer_seconds` adds the connector's)."""
         n = xp.ceil(nbytes / transfer_B)
         bw = self.bandwidth_Bps(concurrent)
         if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
             return xp.where(nbytes > 0, float("inf"), 0.0)
-        return nbytes / bw + xp.ceil(n / in_flight) * self.setup_s(transfer_B)
+        q = (self.in_flight or 8.0) if in_flight is None else in_flight
+        return nbytes / bw + xp.ceil(n / q) * self.setup_s(transfer_B)
 
 
 @dataclass(frozen=True)
@@ -122,7 +160,7 @@ def _dram(node, gpu, dram_B) -> Tier:
     share = mem.socket_read_bw_Bps * node.cpus / node.gpus_per_node
     write = mem.socket_read_bw_Bps * mem.write_bw_Bps / mem.read_bw_Bps * node.cpus
     path = TransferPath(f"{mem.key} -> {host.key}", (host,), share, mem.latency_s,
-                        write / node.gpus_per_node)
+                        write / node.gpus_per_node, in_flight=queue_depth(host), gpu_copy=True)
     cap = node.host_dram_B if dram_B is None else dram_B
     return Tier("dram", cap, path, mem.price_per_B, mem.key, write_Bps=write)
 
@@ -135,7 +173,8 @@ def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
     share = min(mem.read_bw_Bps, cxl.achieved_bw_Bps) * devices / node.gpus_per_node
     wshare = min(mem.write_bw_Bps, cxl.achieved_bw_Bps) * devices / node.gpus_per_node
     path = TransferPath(f"{device} x{devices:g} -> {link} -> {host.key}", (host,), share,
-                        max(mem.latency_s, cxl.latency_s), wshare)
+                        max(mem.latency_s, cxl.latency_s), wshare, in_flight=queue_depth(host),
+                        gpu_copy=True)
     meta = {"devices": devices, "link": cxl.key,
             "device_read_Bps": min(mem.read_bw_Bps, cxl.achieved_bw_Bps),
             "device_write_Bps": min(mem.write_bw_Bps, cxl.achieved_bw_Bps)}
@@ -162,22 +201,40 @@ def _ssd(gpu, node, ssd_B, nvme: str | None, gds: bool | None = None) -> Tier:
     bounce = float("inf")
     if gds:
         path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,),
-                            share, mem.latency_s, wshare)
+                            share, mem.latency_s, wshare, in_flight=queue_depth(mem))
     else:
         dram = get_memory(node.host_memory)
         bounce = dram.socket_read_bw_Bps * node.cpus / node.gpus_per_node / 2.0
         path = TransferPath(f"{mem.key} x{drives:g} -> {dram.key} bounce -> {host.key}", (host,),
-                            min(share, bounce), mem.latency_s, min(wshare, bounce), serial_setup=True)
+                            min(share, bounce), mem.latency_s, min(wshare, bounce), serial_setup=True,
+                            in_flight=min(queue_depth(mem), queue_depth(host)))
     meta = {"drives": drives, "gds": gds, "device_read_Bps": read, "device_write_Bps": write,
             "source_cap_Bps": bounce}
     return Tier("ssd", node.nvme_capacity_B if ssd_B is None else ssd_B, path, mem.price_per_B,
                 mem.key, meta, write_Bps=write * drives)
 
 
-def _remote(gpu, node, remote_B, nic: str | None) -> Tier:
-    link, host = get_link(nic or node.nic_link), get_link(gpu.host_link)
+def transport_link(nic: str | LinkSpec, transport: str = "rdma") -> LinkSpec:
+    """The link a ``transport`` runs on over NIC ``nic``: ``"rdma"`` the NIC itself, ``"tcp"``
+    its kernel-TCP transport (the entry's ``tcp_link``, at its measured share of the NIC)."""
+    link = get_link(nic)
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport={transport!r}: must be one of {TRANSPORTS}")
+    if transport == "rdma" or link.family == "tcp":
+        return link
+    tcp = link.quantities.get("tcp_link")
+    if tcp is None:
+        have = sorted(k for k in list_entries("link") if get_link(k).quantities.get("tcp_link"))
+        raise ValueError(f"transport='tcp': link {link.key!r} records no tcp_link; links with one: "
+                         f"{', '.join(have)}")
+    return get_link(tcp)
+
+
+def _remote(gpu, node, remote_B, nic: str | None, transport: str = "rdma") -> Tier:
+    link, host = transport_link(nic or node.nic_link, transport), get_link(gpu.host_link)
     agg = nic_aggregate_Bps(link, node.nics)
-    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), agg / node.gpus_per_node)
+    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), agg / node.gpus_per_node,
+                        in_flight=queue_depth(link))
     return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=agg)
 
 
@@ -185,12 +242,15 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
                cxl_B: float = 0.0, ssd_B: float | None = None, remote_B: float = 0.0,
                cxl_device: str = "cxl-micron-cz120", cxl_link: str = "cxl2-x8",
                nic: str | None = None, nvme: str | None = None,
-               gds: bool | None = None) -> dict[str, Tier]:
+               gds: bool | None = None, transport: str = "rdma") -> dict[str, Tier]:
     """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory.
 
     Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote); ``nvme`` and
     ``nic`` swap the drive model and the NIC link; ``gds`` (default: the node's, else True)
-    whether NVMe reads use GPUDirect Storage or a DRAM bounce buffer. Each path's source
+    whether NVMe reads use GPUDirect Storage or a DRAM bounce buffer; ``transport`` (``"rdma"``
+    or ``"tcp"``) what carries the remote tier over the NICs. Each path's in-flight depth is
+    the queue depth of the engine that posts its transfers (GPU copy engines for DRAM and CXL,
+    cuFile's NVMe queue for SSD, RDMA work requests for the NIC). Each path's source
     bandwidth is the per-GPU share when all GPUs of the node load at once.
     """
     if node is None:
@@ -211,7 +271,7 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
         "dram": _dram(n, g, dram_B),
         "cxl": _cxl(g, n, cxl_B, cxl_device, cxl_link),
         "ssd": _ssd(g, n, ssd_B, nvme, gds),
-        "remote": _remote(g, n, remote_B, nic),
+        "remote": _remote(g, n, remote_B, nic, transport),
     }
 
 

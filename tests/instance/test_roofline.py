@@ -126,3 +126,24 @@ def test_scalar_and_array_paths_agree():
     _, _, lat = step_ops(s, toks, toks, toks * 100, toks * 500, toks * 500, toks)
     for i, t in enumerate(toks):
         assert step_ops(s, t, t, t * 100, t * 500, t * 500, t)[2] == pytest.approx(lat[i])
+
+
+# Toy MLA: h=1000, 10 layers, 10 heads; latent r=100 (+ rope 10); per head d_nope=50, d_v=50.
+TOY_MLA = ModelSpec(key="toy-mla", name="toy-mla", hf_id="toy-mla", attention="mla",
+                    hidden_size=1000, num_layers=10, num_attention_heads=10, num_kv_heads=10,
+                    head_dim=60, intermediate_size=4000, vocab_size=10_000, kv_lora_rank=100,
+                    qk_nope_head_dim=50, qk_rope_head_dim=10, v_head_dim=50)
+
+
+def test_mla_prefill_over_a_cached_prefix_up_projects_the_latent():
+    from kvmodel.instance._prefix import _prefill
+    s = setup(model=TOY_MLA)
+    ops, _, _ = _prefill(s, 1.0, 1100.0, 100.0)  # 1000 cached tokens, 100 new
+    up = ops["mla_kv_upproj"]
+    # by hand: 2 x 1000 tokens x r=100 x 10 heads x (50 + 50) x 10 layers = 2e9 FLOPs;
+    # K/V written then read: 2 x 1000 x 10 x 100 x 2 B x 10 layers = 4e7 B
+    assert up["flops"] == pytest.approx(2e9) and up["bytes"] == pytest.approx(4e7)
+    # roofline at 1 PFLOP/s and 1 TB/s: max(2 us, 40 us) = 40 us
+    assert up["time_s"] == pytest.approx(40e-6)
+    assert _prefill(s, 1.0, 1100.0, 1100.0)[0]["mla_kv_upproj"]["flops"] == 0.0  # nothing cached
+    assert "mla_kv_upproj" not in _prefill(setup(), 1.0, 1100.0, 100.0)[0]  # MHA: K/V are cached

@@ -9,7 +9,7 @@ from kvmodel.catalog.hardware import get_link
 from kvmodel.instance import _estimate
 from kvmodel.instance._prefix import pipeline_makespan
 from kvmodel.instance.breakeven import break_even_formulas, recompute_coefficients
-from kvmodel.tiers import TransferPath, node_tiers
+from kvmodel.tiers import TransferPath, node_tiers, transfer_seconds
 
 KW = dict(model="llama-3.1-70b", gpu="h100-sxm", tp=8, precision="bf16", input_len=8192,
           output_len=64)
@@ -106,8 +106,12 @@ def test_bad_prefix_arguments(kw, match):
 
 def test_per_layer_layout_and_compression():
     kw = dict(KW, cached_prefix_len=8000, cache_tier="ssd", prefix_policy="load")
-    contiguous, per_layer = kvmodel.estimate(**kw), kvmodel.estimate(**kw, kv_layout="per_layer")
-    assert per_layer.ttft_s >= contiguous.ttft_s
+    contiguous = kvmodel.estimate(**kw)
+    # a per-layer layout posts 80x the descriptors: moving the bytes never gets faster, although
+    # the prefill may (it streams layer by layer under the compute, NVMe queue depth 128)
+    ssd, per_tok = node_tiers("dgx-h100")["ssd"], 327680.0 / 8  # 70B KV bytes per token per GPU
+    nb, blk = 8000 * per_tok, 256 * per_tok
+    assert transfer_seconds(ssd, nb, blk / 80) >= transfer_seconds(ssd, nb, blk)
     assert kvmodel.estimate(**kw, kv_compression=4.0).ttft_s <= contiguous.ttft_s
 
 

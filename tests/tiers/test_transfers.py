@@ -90,3 +90,57 @@ def test_multi_nic_aggregation_follows_the_measurements():
     assert nic_aggregate_Bps(get_link("ib-ndr"), 8) == pytest.approx(8 * 48.5e9)
     # RoCE setup is the verbs latency, not an end-to-end framework curve (was 2.06 ms)
     assert TransferPath("r", (roce,)).setup_s(4e6) == pytest.approx(2.8e-6)
+
+
+def test_queue_depth_per_tier_kind_from_the_catalog():
+    t = node_tiers("dgx-h100", cxl_B=1e12, remote_B=1e12)
+    # 3 copy engines (DRAM, CXL), cuFile queue depth 128 (NVMe), perftest tx depth 128 (RDMA)
+    assert [t[k].path.in_flight for k in ("dram", "cxl", "ssd", "remote")] == [3.0, 3.0, 128.0, 128.0]
+    p = t["dram"].path
+    # 64 descriptors of 64 KiB, 3 in flight: ceil(64 / 3) = 22 setups
+    want = 64 * 2**16 / p.bandwidth_Bps() + 22 * p.setup_s(2**16)
+    assert transfer_seconds(t["dram"], 64 * 2**16, 2**16) == pytest.approx(want)
+    assert node_tiers("dgx-h100", gds=False)["ssd"].path.in_flight == 3.0  # bounce: copy engines
+
+
+def test_both_directions_at_the_measured_bidirectional_efficiency():
+    half = TransferPath("toy", (LinkSpec("h", "h", "pcie", 10e9, 10e-6, "half", 10e9, None),))
+    # a half-duplex 10 GB/s hop without a measurement: 5 GB/s each way; 1 GB in one descriptor
+    assert transfer_seconds(half, 1e9, 1e9, direction="both") == pytest.approx(0.2 + 10e-6)
+    dram = node_tiers("dgx-h100")["dram"].path
+    # PCIe 5.0 x16: 55.43 GB/s one way, x 0.907 while the other direction copies too
+    assert dram.bandwidth_Bps(direction="both") == pytest.approx(55.43e9 * 0.907)
+    assert transfer_seconds(dram, 1e9, 2**20, direction="both") > transfer_seconds(dram, 1e9, 2**20)
+
+
+def test_kernel_copies_win_for_small_blocks_dma_for_large():
+    dram = node_tiers("dgx-h100")["dram"]
+    nb = 2**30
+    small_dma = transfer_seconds(dram, nb, 4096.0, copy="dma")
+    small_kernel = transfer_seconds(dram, nb, 4096.0, copy="kernel")
+    # 262,144 descriptors: DMA pays ceil(n / 3) per-copy setups; one 9 us kernel launch instead
+    assert small_kernel == pytest.approx(nb / 55.43e9 + 9e-6)
+    assert small_kernel < small_dma / 10
+    big = 2**30  # one descriptor: the DMA setup (10.5 us) and the kernel launch (9 us) are alike
+    assert transfer_seconds(dram, nb, big, copy="kernel") == pytest.approx(
+        transfer_seconds(dram, nb, big, copy="dma"), rel=1e-3)
+    # the NIC moves remote KV: a kernel copy changes nothing there
+    rem = node_tiers("dgx-h100", remote_B=1e12)["remote"]
+    assert transfer_seconds(rem, nb, 4096.0, copy="kernel") == transfer_seconds(rem, nb, 4096.0)
+    with pytest.raises(ValueError, match="copy='sm'"):
+        transfer_seconds(dram, nb, 4096.0, copy="sm")
+
+
+def test_tcp_transport_runs_at_its_measured_share_of_the_nic():
+    from kvmodel.tiers import transport_link
+    rdma = node_tiers("dgx-h100", remote_B=1e12, nic="roce-400g")["remote"]
+    tcp = node_tiers("dgx-h100", remote_B=1e12, nic="roce-400g", transport="tcp")["remote"]
+    # Mooncake TE: 190 GB/s RDMA on 8x400G, 4.6x TCP -> 41.3 GB/s per node, 8 GPUs share it
+    assert tcp.path.bandwidth_Bps() == pytest.approx(41.3e9 / 8)
+    assert rdma.path.bandwidth_Bps() == pytest.approx(190e9 / 8)
+    assert transfer_seconds(tcp, 1e9, 2**20) > 4 * transfer_seconds(rdma, 1e9, 2**20)
+    assert transport_link("roce-200g", "tcp").key == "tcp-200g"
+    with pytest.raises(ValueError, match="transport='udp'"):
+        transport_link("roce-400g", "udp")
+    with pytest.raises(ValueError, match="ib-ndr.*no tcp_link"):
+        node_tiers("dgx-h100", remote_B=1e12, nic="ib-ndr", transport="tcp")

@@ -158,6 +158,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "per_request": _q("time", positive=False), "per_block": _q("time", positive=False),
         "bandwidth_efficiency": _q("dimensionless"),
         "streaming": _s(choices=("layer", "before_prefill")), "save": _s(choices=("async", "sync")),
+        "copy": _s(required=False, choices=("dma", "kernel")),
         "note": _s(required=False),
     },
     "calibration": {},  # free-form: every value is a quantity (checked in _parse_calibration)

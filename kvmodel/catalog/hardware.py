@@ -130,7 +130,8 @@ class ConnectorSpec:
     by transfers in flight; ``bandwidth_efficiency``: achievable share (0..1] of the path's
     sustained bandwidth; ``streaming``: ``"layer"`` (layer l's KV arrives while layer l-1
     computes) or ``"before_prefill"`` (the whole load precedes the prefill); ``save_sync``:
-    whether saving new KV blocks the request."""
+    whether saving new KV blocks the request; ``copy``: ``"dma"`` (copy engines) or ``"kernel"``
+    (an SM gather kernel, one launch per layer) where the GPU copies from host memory."""
     key: str
     name: str
     family: str
@@ -139,6 +140,7 @@ class ConnectorSpec:
     bandwidth_efficiency: float
     streaming: str
     save_sync: bool
+    copy: str = "dma"  # how the GPU moves host-memory KV: copy engines ("dma") or an SM kernel
     quantities: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -225,7 +227,7 @@ def _connector(key: str, e: dict[str, Any]) -> ConnectorSpec:
     if not 0.0 < eff <= 1.0:
         raise HardwareDBError(f"connector.{key}.bandwidth_efficiency = {eff:g}: must be in (0, 1]")
     return ConnectorSpec(key, e["name"], e["family"], e["per_request"].si, e["per_block"].si, eff,
-                         e["streaming"], e["save"] == "sync", _frozen(e))
+                         e["streaming"], e["save"] == "sync", e.get("copy", "dma"), _frozen(e))
 
 
 _BUILDERS = {"gpu": _gpu, "link": _link, "memory": _memory, "node": _node, "framework": _framework,

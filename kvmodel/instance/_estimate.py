@@ -659,18 +659,20 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
 
 
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
-    """Say why an open-loop element is unstable: beyond the throughput-max saturation rate, or
+    """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
+    it also bounds the saturation rate), beyond the throughput-max saturation rate, or
     below it where one of the open loop's queues (prefill server, KV slots, token budget)
     already saturates -- its closed form is stricter than throughput-max (a known limitation of
     the per-prompt prefill queue: prompts sharing a step are not credited)."""
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
-    r.add(N >= sat_rate, "unstable: {:.4g} requests/s is at or beyond the saturation rate {:.4g} "
-          "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
     names = res.get("path_names", ())
     text = np.asarray(_UNSTABLE + tuple(
         f"the KV path segment '{n}' is over capacity: the reads and writes of all concurrent "
         "requests need more than its bandwidth" for n in names), dtype=object)
+    r.add(why >= len(_UNSTABLE), "unstable: at {:.4g} requests/s {}", N, text[why])
+    r.add(N >= sat_rate, "unstable: {:.4g} requests/s is at or beyond the saturation rate {:.4g} "
+          "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
     r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
           "{:.4g} requests/s, {}", N, sat_rate, text[why])
 

@@ -593,7 +593,8 @@ def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[
 def _with_source(tier: Tier, capacity_B, devices, per_device_Bps: float, write_Bps: float,
                  gpus_per_node: int, meta_key: str) -> Tier:
     """``tier`` with array capacities: its path's source bandwidth scaled by the device count."""
-    path = dataclasses.replace(tier.path, source_Bps=per_device_Bps * devices / gpus_per_node)
+    path = dataclasses.replace(tier.path, source_Bps=per_device_Bps * devices / gpus_per_node,
+                               source_write_Bps=write_Bps * devices / gpus_per_node)
     return dataclasses.replace(tier, capacity_B=capacity_B, path=path,
                                meta={**tier.meta, meta_key: devices},
                                write_Bps=write_Bps * devices)

@@ -92,7 +92,7 @@ class Estimate:
     queue_wait_prob: Any = 0.0  # probability that a request waits at all
     interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
-    # busy fraction of each KV path segment ("ssd: device ...", "dram: link pcie5-x16") from all
+    # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
     # concurrent loads and saves of one replica (empty without a prefix outside HBM)
     path_utilisation: Mapping[str, Any] = field(default_factory=dict)
 

@@ -53,9 +53,11 @@ class Segment:
 
 def path_segments(tier: Any, efficiency=1.0) -> list[Segment]:
     """The segments of ``tier``'s path (links in order, then the source device); the connector's
-    ``efficiency`` scales every bandwidth (the share of line rate its software achieves)."""
+    ``efficiency`` scales every bandwidth (the share of line rate its software achieves). Links
+    are named by their key alone (``"link pcie5-x16"``: the GPU's one host link, whichever tier
+    a load comes from), devices by tier and device (``"ssd: device nvme-gen4"``)."""
     path = tier.path
-    segs = [Segment(f"{tier.kind}: link {l.key}", l.achieved_bw_Bps * efficiency,
+    segs = [Segment(f"link {l.key}", l.achieved_bw_Bps * efficiency,
                     l.achieved_bw_Bps * efficiency, l.duplex == "half") for l in path.links]
     src_w = path.source_Bps if path.source_write_Bps is None else path.source_write_Bps
     segs.append(Segment(f"{tier.kind}: device {tier.device or path.name}",
@@ -78,7 +80,10 @@ class PathLoad:
             for tier, nbytes in pairs:
                 for seg in path_segments(tier, efficiency):
                     bw = seg.read_Bps if kind == "read" else seg.write_Bps
-                    out[seg.name] = out.get(seg.name, 0.0) + nbytes / bw
+                    # no bytes, no demand (even on a tier of zero devices, bandwidth 0)
+                    safe = xp.where(bw > 0, bw, 1.0)
+                    demand = xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
+                    out[seg.name] = out.get(seg.name, 0.0) + demand
                     self.shared[seg.name] = seg.shared
         for name in self.shared:
             self.read.setdefault(name, 0.0)

@@ -24,7 +24,7 @@ def test_two_concurrent_loads_on_one_10GBps_link_take_twice_as_long():
     nbytes = 5 * GB
     alone = nbytes / (10 * GB)
     load = PathLoad([(_toy_tier(), nbytes)], [])
-    assert load.read["dram: link toy"] == pytest.approx(alone)
+    assert load.read["link toy"] == pytest.approx(alone)
     # closed loop of 2 clients always on the path (no think time): utilisation 1
     assert alone * ps_closed_factor(1.0, 2.0) == pytest.approx(2 * nbytes / (10 * GB))
     # the simulator's server: both end at 2 x bytes / 10 GB/s
@@ -56,10 +56,10 @@ def test_open_loop_closed_forms():
 def test_writes_share_media_and_half_duplex_links_not_full_duplex_ones():
     full = PathLoad([(_toy_tier(), 1 * GB)], [(_toy_tier(), 1 * GB)])
     half = PathLoad([(_toy_tier(duplex="half"), 1 * GB)], [(_toy_tier(duplex="half"), 1 * GB)])
-    assert full.queued("dram: link toy") == pytest.approx(0.1)
-    assert half.queued("dram: link toy") == pytest.approx(0.2)
-    assert full.utilisation(5.0)["dram: link toy"] == pytest.approx(0.5)
-    assert half.utilisation(5.0)["dram: link toy"] == pytest.approx(1.0)
+    assert full.queued("link toy") == pytest.approx(0.1)
+    assert half.queued("link toy") == pytest.approx(0.2)
+    assert full.utilisation(5.0)["link toy"] == pytest.approx(0.5)
+    assert half.utilisation(5.0)["link toy"] == pytest.approx(1.0)
 
 
 # ---- estimate ---------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_faster_link_never_slower(mode):
     slow = kvmodel.estimate(M, G, cache_tier=_toy_tier(10 * GB), **kw)
     fast = kvmodel.estimate(M, G, cache_tier=_toy_tier(20 * GB), **kw)
     assert fast.ttft_s <= slow.ttft_s
-    assert fast.path_utilisation["dram: link toy"] <= slow.path_utilisation["dram: link toy"]
+    assert fast.path_utilisation["link toy"] <= slow.path_utilisation["link toy"]
 
 
 def test_open_loop_over_path_capacity_is_unstable_naming_the_segment():

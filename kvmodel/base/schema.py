@@ -123,13 +123,16 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "bandwidth": _q("bandwidth"), "latency": _q("time"),
         "duplex": _s(choices=("full", "half")),
         "achieved_bandwidth": _q("bandwidth", required=False),
-        "size_bandwidth": Field("curve", required=False), "note": _s(required=False),
+        "size_bandwidth": Field("curve", required=False),
+        "multi_nic_bandwidth": Field("curve", required=False), "note": _s(required=False),
     },
     "memory": {
         "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme")),
         "capacity": _q("bytes"), "read_bandwidth": _q("bandwidth"), "write_bandwidth": _q("bandwidth"),
         "latency": _q("time"), "channels_per_socket": _q("count", required=False),
         "read_bandwidth_per_socket": _q("bandwidth", required=False),
+        "gds_read_bandwidth": _q("bandwidth", required=False),
+        "gds_write_bandwidth": _q("bandwidth", required=False),
         "price_per_gb": _q("money_per_byte"), "note": _s(required=False),
     },
     "node": {
@@ -137,7 +140,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "cpus": _q("count"), "host_dram": _q("bytes"), "host_memory": _s(ref="memory"),
         "nics": _q("count"), "nic_link": _s(ref="link"), "nvme_drives": _q("count"),
         "nvme": _s(ref="memory"), "nvme_capacity": _q("bytes"), "scale_up_link": _s(ref="link"),
-        "price_per_hour": _q("money_rate"), "note": _s(required=False),
+        "price_per_hour": _q("money_rate"), "gds": Field("bool", required=False),
+        "note": _s(required=False),
     },
     "framework": {
         "name": _s(), "step_overhead": _q("time"), "note": _s(required=False),

@@ -61,6 +61,7 @@ from kvmodel.catalog.hardware import (
     catalog_arg,
     current,
     get_calibration,
+    get_connector,
     get_gpu,
     get_link,
     get_memory,
@@ -69,9 +70,17 @@ from kvmodel.catalog.hardware import (
 from kvmodel.catalog.models import get_model
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
+from kvmodel.instance.seam import params as _params
 from kvmodel.policies import EVICTION, P2P_PLACEMENT, ROUTING
 from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
-from kvmodel.tiers import Tier, default_node_for_gpu, node_tiers
+from kvmodel.tiers import (
+    Tier,
+    TransferPath,
+    default_node_for_gpu,
+    nic_aggregate_Bps,
+    node_tiers,
+    transfer_seconds,
+)
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
 from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from kvmodel.workload._trace_types import Trace
@@ -590,14 +599,15 @@ def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[
             "pool": c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B}
 
 
-def _with_source(tier: Tier, capacity_B, devices, per_device_Bps: float, write_Bps: float,
-                 gpus_per_node: int, meta_key: str) -> Tier:
-    """``tier`` with array capacities: its path's source bandwidth scaled by the device count."""
-    path = dataclasses.replace(tier.path, source_Bps=per_device_Bps * devices / gpus_per_node,
-                               source_write_Bps=write_Bps * devices / gpus_per_node)
+def _with_source(tier: Tier, capacity_B, devices, gpus_per_node: int, meta_key: str) -> Tier:
+    """``tier`` with array capacities: its path's source bandwidth scaled by the device count
+    (per-device rates and any cap from the tier's ``meta``, as :func:`node_tiers` sets them)."""
+    cap = tier.meta.get("source_cap_Bps", np.inf)
+    rd, wr = tier.meta["device_read_Bps"], tier.meta["device_write_Bps"]
+    path = dataclasses.replace(tier.path, source_Bps=np.minimum(rd * devices / gpus_per_node, cap),
+                               source_write_Bps=np.minimum(wr * devices / gpus_per_node, cap))
     return dataclasses.replace(tier, capacity_B=capacity_B, path=path,
-                               meta={**tier.meta, meta_key: devices},
-                               write_Bps=write_Bps * devices)
+                               meta={**tier.meta, meta_key: devices}, write_Bps=wr * devices)
 
 
 def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
@@ -625,13 +635,11 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
         if arr(c.cxl_B):
             mem, cap = get_memory(_CXL_DEVICE), c.cxl_B * per_node
             dev = np.where(cap > 0, np.maximum(1.0, np.ceil(cap / mem.capacity_B)), 0.0)
-            t["cxl"] = _with_source(t["cxl"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
-                                    node.gpus_per_node, "devices")
+            t["cxl"] = _with_source(t["cxl"], cap, dev, node.gpus_per_node, "devices")
         if arr(c.ssd_B):
             mem, cap = get_memory(node.nvme), c.ssd_B * per_node
             dev = np.maximum(1.0, np.ceil(cap / mem.capacity_B))
-            t["ssd"] = _with_source(t["ssd"], cap, dev, mem.read_bw_Bps, mem.write_bw_Bps,
-                                    node.gpus_per_node, "drives")
+            t["ssd"] = _with_source(t["ssd"], cap, dev, node.gpus_per_node, "drives")
     return {"hbm": t["hbm"], "dram": t["dram"], "cxl": t["cxl"], "ssd": t["ssd"],
             "pool": t["remote"], "peer": t["remote"]}
 
@@ -717,18 +725,30 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",
                  framework=c.framework)
-    # KV streamed layer by layer: only the part slower than the prefill compute is exposed
+    return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}
+
+
+def _handoff_s(c: Cluster, w: Workload, p: Estimate, node, I):
+    """Exposed seconds of the P/D KV handoff of one request, per GPU: its connector's costs
+    plus bytes over the scale-up link (same node) or this GPU's share of the node's NICs, all
+    blocks posted at once (one link setup). A layer-wise connector streams layer by layer
+    under the prefill (only the part slower than it is exposed, at least one layer's share);
+    one that sends after the prefill exposes all of it."""
     gpus = (c.prefill_instances + c.decode_instances) * c.tp
     same_node = gpus <= node.gpus_per_node
     link = get_link(get_gpu(c.gpu).scale_up_link if same_node else (c.nic or node.nic_link))
     per_gpu = (link.achieved_bw_Bps if same_node
-               else node.nics * link.achieved_bw_Bps / node.gpus_per_node)
-    kv_B = I * get_model(c.model).kv_bytes_per_token(kv_precision(c)) / c.tp
-    t_tr = kv_B / per_gpu + link.latency_s
+               else nic_aggregate_Bps(link, node.nics) / node.gpus_per_node)
+    per_tok = get_model(c.model).kv_bytes_per_token(kv_precision(c)) / c.tp
+    kv_B, block_B = I * per_tok, w.trace.block_tokens * per_tok
+    conn = get_connector(getattr(c, "connector", "ideal"))
+    path = TransferPath(f"P/D handoff over {link.key}", (), per_gpu, link.latency_s)
+    t_tr = transfer_seconds(path, kv_B, block_B, connector=conn, in_flight=math.ceil(kv_B / block_B))
+    if conn.streaming != "layer":
+        return t_tr + 0.0 * p.ttft_s
     L = get_model(c.model).num_layers
     slow = t_tr - (p.ttft_s - p.queue_wait_s)  # NaN (inf - inf) where the prefill is unstable
-    exposed = xp.where(slow > t_tr / L, slow, t_tr / L)
-    return {"prefill": p, "decode": d, "kv_transfer_s": exposed}
+    return xp.where(slow > t_tr / L, slow, t_tr / L)
 
 
 def _either(a, b):
@@ -746,7 +766,9 @@ def _combine(parts: dict) -> dict[str, Any]:
                     pwait=e.queue_wait_prob, tpot90=e.tpot_p90_s, stable=e.stable,
                     feasible=e.feasible, reason=e.reason)
     p, d, tr = parts["prefill"], parts["decode"], parts["kv_transfer_s"]
-    extra = tr + d.ttft_s - d.queue_wait_s  # transfer, then the decode side's first step
+    # transfer, then the decode side's first step; the request's fixed overhead (API, tokenise)
+    # is already in the prefill side's TTFT, not paid again on the decode side
+    extra = tr + d.ttft_s - d.queue_wait_s - _params()["request_overhead"]
     return dict(ttft=p.ttft_s + extra + d.queue_wait_s, ttft50=p.ttft_p50_s + extra,
                 tpot=d.tpot_s, ttft90=p.ttft_p90_s + extra,
                 ttft99=p.ttft_p99_s + extra, tpot99=d.tpot_p99_s, tpot90=d.tpot_p90_s,

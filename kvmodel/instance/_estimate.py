@@ -14,7 +14,15 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.fields import add_aliases, fields_dict
-from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, catalog_arg, get_framework, get_gpu
+from kvmodel.catalog.hardware import (
+    ConnectorSpec,
+    FrameworkSpec,
+    GPUSpec,
+    catalog_arg,
+    get_connector,
+    get_framework,
+    get_gpu,
+)
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
@@ -22,6 +30,7 @@ from kvmodel.instance._prefix import (
     POLICIES,
     kv_bytes_per_token_gpu,
     load_seconds,
+    overlap_layers,
     pipeline_makespan,
     prefill_with_prefix,
 )
@@ -131,27 +140,30 @@ class _Prefix:
     saves on the shared path segments (:mod:`kvmodel.instance._paths`); ``save_sync``: whether
     the save of new KV completes before the first token (else it only loads the path)."""
 
-    def __init__(self, s: Setup, P, load, policy: str, I, parts=(), per_tok=0.0, save=0.0,
-                 save_sync=False):
+    def __init__(self, s: Setup, P, load, policy: str, I, layers=None, parts=(), per_tok=0.0,
+                 save=0.0, conn=None):
         self.none = load is None
-        self.P, self.policy, self.load = P, policy, load
+        self.P, self.policy, self.load, self.layers = P, policy, load, layers
         self.loaded, self.exposed, self.t_load, self.t_comp = 0.0, 0.0, 0.0, 0.0
-        self.layers, self.path, self.save_sync = float(s.model.num_layers), None, save_sync
+        self.path, self.save_sync = None, bool(conn is not None and conn.save_sync)
+        depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
-        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy)
+        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy, layers)
         self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
         self.t_load, self.t_comp = load(tok), lat - self.exposed
+        self.depth = depth
         self.saved_B = xp.maximum(I - P, 0.0) * save * per_tok
+        eff = 1.0 if conn is None else conn.bandwidth_efficiency
         self.path = PathLoad([(t, tok * f * per_tok) for t, f in parts],
-                             [(t, self.saved_B * f) for t, f in parts])
+                             [(t, self.saved_B * f) for t, f in parts], eff)
 
     def new_tokens(self, I):
         return I - self.loaded
 
     def exposed_with(self, delay):
         """Exposed load time when each load spends ``delay`` more seconds on the path."""
-        mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.layers) - self.t_comp
+        mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.depth) - self.t_comp
         return xp.where((delay > 0) & (self.loaded > 0), mk, self.exposed)
 
     def save_op(self, util: dict | None = None) -> dict:
@@ -171,8 +183,8 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
     if pre.none:
         ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
     else:
-        ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok),
-                                              pre.policy)
+        ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok, B),
+                                              pre.policy, pre.layers)
     lat_p = lat_p + req_s
     c = I + O / 2.0
     kv_c = _kv_per_seq(s.model, c)
@@ -487,7 +499,7 @@ def _fraction(f):
     return arr if arr.ndim else float(arr)
 
 
-def _loader(s: Setup, tier, node, layout, block_tokens, compression):
+def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="ideal"):
     """tokens -> seconds for one tier, or a mix [(tier, fraction), ...] loaded one after another.
 
     Fractions may be arrays (broadcasting with the other arguments); each element's fractions
@@ -503,16 +515,17 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression):
         raise ValueError(f"cache_tier fractions must be >= 0 and sum to 1, got {got}")
     parts = [(t, f) for t, f in parts if t is not None and xp.any_true(f > 0)]
 
-    def load(tok):
+    def load(tok, requests=1.0):
         out = 0.0 * tok
         for t, f in parts:
-            out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression)
+            out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression,
+                                     connector=connector, requests=requests)
         return out
     return load, parts
 
 
 def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
-            save=1.0) -> _Prefix:
+            connector="ideal", save=1.0) -> _Prefix:
     """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
     of each prompt's new KV written through to the prefix's tier(s)."""
     if policy not in POLICIES:
@@ -526,10 +539,11 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
     save = _num("kv_save", save, integer=False, minimum=0.0, maximum=1.0)
-    load, parts = _loader(s, tier, node, layout, block_tokens, compression)
+    load, parts = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
-    return _Prefix(s, P, load, policy, I, parts, kv_bytes_per_token_gpu(s, compression), save)
+    return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
+                   kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
 @catalog_arg
@@ -541,6 +555,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              cached_prefix_len: Any = 0, cache_tier: str | Tier = "hbm", node: str | None = None,
              prefix_policy: str = "best", kv_layout: str = "contiguous",
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
+             connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              catalog: Any = None) -> Estimate:
@@ -561,14 +576,16 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``[(tier, fraction), ...]`` whose parts load one after another; fractions may be arrays);
     ``prefix_policy`` (best / load / recompute / split) decides how they are used. KV moves in
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
-    of a block), shrunk by ``kv_compression`` (>= 1). A fraction ``kv_save`` of each prompt's new
-    KV (its ``input_len - cached_prefix_len`` tokens) is written through to the same tier(s)
-    (0: nothing saved; below 1: an admission filter). Loads and saves of all concurrent
-    requests share the path's segments as processor-sharing servers
-    (:mod:`kvmodel.instance._paths`): ``path_utilisation`` reports each segment's busy
-    fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, latency it adds when the
-    connector saves synchronously), and an open loop that puts a segment over capacity is
-    unstable with a reason naming it.
+    of a block), shrunk by ``kv_compression`` (>= 1), by ``connector`` (``hardware_db/
+    connectors.toml``: its per-request and per-descriptor costs and bandwidth share); loading
+    hides behind computing only with a per-layer layout and a layer-wise connector. A fraction
+    ``kv_save`` of each prompt's new KV (its ``input_len - cached_prefix_len`` tokens) is
+    written through to the same tier(s) (0: nothing saved; below 1: an admission filter).
+    Loads and saves of all concurrent requests share the path's segments as processor-sharing
+    servers (:mod:`kvmodel.instance._paths`): ``path_utilisation`` reports each segment's busy
+    fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
+    when the connector saves synchronously), and an open loop that puts a segment over
+    capacity is unstable with a reason naming it.
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -601,7 +618,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
-                  kv_block_tokens, kv_compression, kv_save)
+                  kv_block_tokens, kv_compression, get_connector(connector), kv_save)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

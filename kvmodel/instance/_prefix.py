@@ -1,9 +1,13 @@
 """Cached prefixes: load a prefix's KV from a tier, recompute it, or split the two.
 
-Loading overlaps layer by layer with computing the new tokens: with ``L`` layers, per-layer
-load ``a = t_load/L`` and per-layer compute ``b = t_comp/L``, layer ``l``'s compute waits for
-its KV, so the prefill takes ``a + b + (L-1)·max(a, b)`` (a two-stage pipeline): only the part
-of loading not hidden behind computing earlier layers is exposed. Recompute prefills the whole
+Loading overlaps layer by layer with computing the new tokens only where the KV arrives layer
+by layer: a per-layer layout (one descriptor per block and layer) moved by a connector that
+streams layer-wise. With ``L`` layers, per-layer load ``a = t_load/L`` and per-layer compute
+``b = t_comp/L``, layer ``l``'s compute waits for its KV, so the prefill takes
+``a + b + (L-1)·max(a, b)`` (a two-stage pipeline): only the part of loading not hidden behind
+computing earlier layers is exposed. A contiguous layout (every block holds all layers: layer 0
+needs every block) or a connector that loads before the prefill exposes the whole load
+(``L = 1``: load, then compute). Recompute prefills the whole
 prompt. Split loads the first ``x`` prefix tokens and recomputes the rest, with ``x`` where load
 and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest.
 """
@@ -13,11 +17,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from kvmodel.base import xp as xp
+from kvmodel.catalog.hardware import ConnectorSpec, get_connector
 from kvmodel.instance._roofline import Setup, step_ops
-from kvmodel.tiers import Tier
+from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "load_seconds", "pipeline_makespan",
-           "prefill_with_prefix"]
+           "overlap_layers", "prefill_with_prefix"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -29,8 +34,10 @@ def kv_bytes_per_token_gpu(s: Setup, compression=1.0):
 
 
 def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block_tokens=256.0,
-                 compression=1.0, in_flight=8.0):
-    """Seconds for one GPU to bring ``tokens`` tokens of KV from ``tier`` into HBM."""
+                 compression=1.0, in_flight=None, connector: str | ConnectorSpec = "ideal",
+                 requests=1.0):
+    """Seconds for one GPU to bring ``tokens`` tokens of KV (of ``requests`` requests) from
+    ``tier`` into HBM; a per-layer layout posts one descriptor per block and layer."""
     if tier.path is None:
         return 0.0 * tokens
     per_tok = kv_bytes_per_token_gpu(s, compression)
@@ -38,7 +45,17 @@ def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block
     if layout == "per_layer":
         transfer = transfer / (s.model.num_layers / s.pp)
     nbytes = xp.maximum(tokens * per_tok, 0.0)
-    return xp.where(tokens > 0, tier.path.time_s(nbytes, transfer, in_flight), 0.0)
+    t = transfer_seconds(tier, nbytes, transfer, connector=connector, in_flight=in_flight,
+                         requests=requests)
+    return xp.where(tokens > 0, t, 0.0)
+
+
+def overlap_layers(s: Setup, layout: str, connector: str | ConnectorSpec = "ideal") -> float:
+    """Pipeline depth of load vs compute: the layers of this GPU where KV arrives layer by layer
+    (per-layer layout, layer-wise connector), else 1 (the whole load precedes the compute)."""
+    if layout == "per_layer" and get_connector(connector).streaming == "layer":
+        return s.model.num_layers / s.pp
+    return 1.0
 
 
 def pipeline_makespan(t_load, t_comp, layers):
@@ -60,13 +77,15 @@ def _merge(cond, a: dict, b: dict) -> dict:
                if kk in a[k]} for k in a}
 
 
-def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best"):
+def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best",
+                        layers=None):
     """Per-GPU prefill latency of B prompts (length I, cached prefix P) and its breakdown.
 
-    ``load(tokens)`` gives the seconds to load ``tokens`` prefix tokens of all B prompts.
+    ``load(tokens)`` gives the seconds to load ``tokens`` prefix tokens of all B prompts;
+    ``layers`` is the load/compute pipeline depth (:func:`overlap_layers`; None: all layers).
     Returns ``(ops, latency_s, loaded_tokens)``; ``ops["kv_load"]`` is the exposed load time.
     """
-    L = s.model.num_layers
+    L = s.model.num_layers if layers is None else layers
     ops_full, _, t_full = _prefill(s, B, I, I)
     ops_new, _, t_new = _prefill(s, B, I, I - P)
     t_ld = load(P)

@@ -23,7 +23,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu",
-           "transfer_seconds"]
+           "transfer_seconds", "nic_aggregate_Bps"]
 
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
 
@@ -41,6 +41,20 @@ def _hop_setup_s(link: LinkSpec, size_B):
     return setup if np.ndim(setup) else float(setup)
 
 
+def nic_aggregate_Bps(link: LinkSpec, nics):
+    """Achieved bandwidth of ``nics`` NICs of ``link`` used together on one node: the link's
+    ``multi_nic_bandwidth`` measurements give the per-NIC efficiency (interpolated in log n,
+    held outside the points); without them, ``nics`` times one NIC's achieved bandwidth."""
+    c = link.quantities.get("multi_nic_bandwidth")
+    if c is None:
+        return link.achieved_bw_Bps * nics
+    x, y = np.asarray(c.x), np.asarray(c.y)
+    eff = y / (x * link.achieved_bw_Bps)
+    n = np.maximum(np.asarray(nics, dtype=float), 1.0)
+    out = link.achieved_bw_Bps * nics * np.interp(np.log(n), np.log(x), eff)
+    return out if np.ndim(out) else float(out)
+
+
 @dataclass(frozen=True)
 class TransferPath:
     """Links crossed from a tier to one GPU, in order, and the source's bandwidth share."""
@@ -50,6 +64,7 @@ class TransferPath:
     source_Bps: float = float("inf")   # read bandwidth of the source available to this GPU
     source_latency_s: float = 0.0      # device access latency (DRAM ns, NVMe tens of us)
     source_write_Bps: float | None = None  # write bandwidth of the source (None: as read)
+    serial_setup: bool = False  # staged copy: the source's latency adds to the hops' setup
 
     def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read"):
         """Sustained bandwidth for large transfers, shared by ``concurrent`` users; ``direction``
@@ -62,11 +77,13 @@ class TransferPath:
         return xp.minimum(hop, src) / concurrent
 
     def setup_s(self, transfer_B):
+        """Per-transfer setup: the slowest of the source's latency and each hop's setup (a
+        staged path, ``serial_setup``, pays the source's latency on top of the hops')."""
         hops = [_hop_setup_s(l, transfer_B) for l in self.links]
-        out = self.source_latency_s + 0.0 * transfer_B
+        out = (0.0 if self.serial_setup else self.source_latency_s) + 0.0 * transfer_B
         for h in hops:
             out = xp.maximum(out, h)
-        return out
+        return out + self.source_latency_s if self.serial_setup else out
 
     def time_s(self, nbytes, transfer_B, in_flight=8.0, concurrent=1.0):
         """Seconds to move ``nbytes`` as transfers of ``transfer_B`` bytes (no software cost;
@@ -111,41 +128,70 @@ def _dram(node, gpu, dram_B) -> Tier:
 
 
 def _cxl(gpu, node, cxl_B, device: str, link: str) -> Tier:
-    mem, host = get_memory(device), get_link(gpu.host_link)
+    """CXL expanders, each behind its own link: the node's CXL bandwidth is the expanders'
+    count times the narrower of one device and one link, shared by the node's GPUs."""
+    mem, host, cxl = get_memory(device), get_link(gpu.host_link), get_link(link)
     devices = max(1.0, np.ceil(cxl_B / mem.capacity_B)) if cxl_B else 0.0
-    share = mem.read_bw_Bps * devices / node.gpus_per_node
-    path = TransferPath(f"{device} -> {link} -> {host.key}", (get_link(link), host), share,
-                        mem.latency_s, mem.write_bw_Bps * devices / node.gpus_per_node)
-    return Tier("cxl", cxl_B, path, mem.price_per_B, device, {"devices": devices},
-                write_Bps=mem.write_bw_Bps * devices)
+    share = min(mem.read_bw_Bps, cxl.achieved_bw_Bps) * devices / node.gpus_per_node
+    wshare = min(mem.write_bw_Bps, cxl.achieved_bw_Bps) * devices / node.gpus_per_node
+    path = TransferPath(f"{device} x{devices:g} -> {link} -> {host.key}", (host,), share,
+                        max(mem.latency_s, cxl.latency_s), wshare)
+    meta = {"devices": devices, "link": cxl.key,
+            "device_read_Bps": min(mem.read_bw_Bps, cxl.achieved_bw_Bps),
+            "device_write_Bps": min(mem.write_bw_Bps, cxl.achieved_bw_Bps)}
+    return Tier("cxl", cxl_B, path, mem.price_per_B, device, meta,
+                write_Bps=meta["device_write_Bps"] * devices)
 
 
-def _ssd(gpu, node, ssd_B, nvme: str | None) -> Tier:
+def _nvme_rate_Bps(mem, name: str, fallback: float) -> float:
+    """A drive's measured rate through GPUDirect Storage where recorded, else its datasheet."""
+    q = mem.quantities.get(name)
+    return fallback if q is None else q.si
+
+
+def _ssd(gpu, node, ssd_B, nvme: str | None, gds: bool | None = None) -> Tier:
+    """Local NVMe. With GPUDirect Storage drives DMA straight into HBM; without it every byte
+    lands in a DRAM bounce buffer first (written, then read again by the host-to-GPU copy):
+    DRAM carries twice the bytes and each transfer pays the drive's and the copy's setup."""
     mem, host = get_memory(nvme or node.nvme), get_link(gpu.host_link)
     drives = node.nvme_drives if ssd_B is None else max(1.0, np.ceil(ssd_B / mem.capacity_B))
-    share = mem.read_bw_Bps * drives / node.gpus_per_node
-    path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,), share,
-                        mem.latency_s, mem.write_bw_Bps * drives / node.gpus_per_node)
+    gds = node.quantities.get("gds", True) if gds is None else gds
+    read = _nvme_rate_Bps(mem, "gds_read_bandwidth", mem.read_bw_Bps)  # the drive's measured rate
+    write = _nvme_rate_Bps(mem, "gds_write_bandwidth", mem.write_bw_Bps)
+    share, wshare = read * drives / node.gpus_per_node, write * drives / node.gpus_per_node
+    bounce = float("inf")
+    if gds:
+        path = TransferPath(f"{mem.key} x{drives:g} -> {host.key} (GPUDirect Storage)", (host,),
+                            share, mem.latency_s, wshare)
+    else:
+        dram = get_memory(node.host_memory)
+        bounce = dram.socket_read_bw_Bps * node.cpus / node.gpus_per_node / 2.0
+        path = TransferPath(f"{mem.key} x{drives:g} -> {dram.key} bounce -> {host.key}", (host,),
+                            min(share, bounce), mem.latency_s, min(wshare, bounce), serial_setup=True)
+    meta = {"drives": drives, "gds": gds, "device_read_Bps": read, "device_write_Bps": write,
+            "source_cap_Bps": bounce}
     return Tier("ssd", node.nvme_capacity_B if ssd_B is None else ssd_B, path, mem.price_per_B,
-                mem.key, {"drives": drives}, write_Bps=mem.write_bw_Bps * drives)
+                mem.key, meta, write_Bps=write * drives)
 
 
 def _remote(gpu, node, remote_B, nic: str | None) -> Tier:
     link, host = get_link(nic or node.nic_link), get_link(gpu.host_link)
-    share = link.achieved_bw_Bps * node.nics / node.gpus_per_node
-    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), share)
-    return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=link.achieved_bw_Bps * node.nics)
+    agg = nic_aggregate_Bps(link, node.nics)
+    path = TransferPath(f"remote DRAM -> {link.key} -> {host.key}", (link, host), agg / node.gpus_per_node)
+    return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=agg)
 
 
 def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,
                cxl_B: float = 0.0, ssd_B: float | None = None, remote_B: float = 0.0,
                cxl_device: str = "cxl-micron-cz120", cxl_link: str = "cxl2-x8",
-               nic: str | None = None, nvme: str | None = None) -> dict[str, Tier]:
+               nic: str | None = None, nvme: str | None = None,
+               gds: bool | None = None) -> dict[str, Tier]:
     """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory.
 
     Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote); ``nvme`` and
-    ``nic`` swap the drive model and the NIC link. Each path's source bandwidth is the per-GPU
-    share when all GPUs of the node load at once.
+    ``nic`` swap the drive model and the NIC link; ``gds`` (default: the node's, else True)
+    whether NVMe reads use GPUDirect Storage or a DRAM bounce buffer. Each path's source
+    bandwidth is the per-GPU share when all GPUs of the node load at once.
     """
     if node is None:
         if gpu is None:
@@ -155,6 +201,8 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
             raise ValueError(f"no node template uses gpu {gpu!r}; pass node=")
     n = get_node(node)
     g = get_gpu(gpu or n.gpu)
+    if gds is not None and not isinstance(gds, bool):
+        raise TypeError(f"gds={gds!r}: expected True (GPUDirect Storage), False (DRAM bounce) or None")
     for name, v in (("dram_B", dram_B), ("cxl_B", cxl_B), ("ssd_B", ssd_B), ("remote_B", remote_B)):
         if v is not None and (not np.isfinite(v) or v < 0):
             raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
@@ -162,7 +210,7 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
         "hbm": Tier("hbm", g.hbm_capacity_B * n.gpus_per_node, None, 0.0, g.key),
         "dram": _dram(n, g, dram_B),
         "cxl": _cxl(g, n, cxl_B, cxl_device, cxl_link),
-        "ssd": _ssd(g, n, ssd_B, nvme),
+        "ssd": _ssd(g, n, ssd_B, nvme, gds),
         "remote": _remote(g, n, remote_B, nic),
     }
 

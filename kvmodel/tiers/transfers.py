@@ -44,13 +44,15 @@ def _check(direction: str, in_flight, concurrent) -> None:
 
 
 def transfer_seconds(tier_or_path, nbytes, transfer_B, *, connector: str | ConnectorSpec = "ideal",
-                     in_flight=None, concurrent=1.0, direction: str = "read", catalog=None):
+                     in_flight=None, concurrent=1.0, direction: str = "read", catalog=None,
+                     requests=1.0):
     """Seconds to move ``nbytes`` as descriptors of ``transfer_B`` bytes over a tier's path.
 
     ``connector`` (a ``hardware_db/connectors.toml`` key or spec) adds its per-request and
     per-descriptor costs and scales the path bandwidth by its efficiency; ``in_flight`` is the
     number of transfers outstanding together (None: the path's queue depth); ``concurrent`` users
-    share the bandwidth; ``direction="write"`` uses the devices' write bandwidth. An HBM tier
+    share the bandwidth; ``direction="write"`` uses the devices' write bandwidth; ``requests``
+    is how many requests' loads the call moves (each pays the per-request cost). An HBM tier
     (no path) costs 0. Vectorised over ``nbytes``, ``transfer_B``, ``in_flight``, ``concurrent``.
     """
     path, _kind = _path_of(tier_or_path)
@@ -64,5 +66,5 @@ def transfer_seconds(tier_or_path, nbytes, transfer_B, *, connector: str | Conne
     if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
         return xp.where(nbytes > 0, float("inf"), 0.0)
     wire = nbytes / bw + xp.ceil(n / q) * path.setup_s(transfer_B)
-    software = xp.where(nbytes > 0, conn.per_request_s + n * conn.per_block_s, 0.0)
+    software = xp.where(nbytes > 0, requests * conn.per_request_s + n * conn.per_block_s, 0.0)
     return wire + software

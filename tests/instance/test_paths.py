@@ -138,3 +138,21 @@ def test_littles_law_on_the_path_queue():
         delay, _ = load.delay(lam)
         U = lam * D
         assert lam * (D + delay) == pytest.approx(U / (1 - U))
+
+
+def test_sync_saves_add_latency_async_ones_only_load_and_efficiency_shares_the_path():
+    import dataclasses
+
+    from kvmodel.catalog.hardware import get_connector
+    ideal = get_connector("ideal")
+    sync = dataclasses.replace(ideal, key="ideal-sync", save_sync=True)
+    half = dataclasses.replace(ideal, key="ideal-half", bandwidth_efficiency=0.5)
+    kw = dict(request_rate=0.1, prefix_policy="load", **LONG)
+    a = kvmodel.estimate(M, G, **kw)
+    s = kvmodel.estimate(M, G, connector=sync, **kw)
+    h = kvmodel.estimate(M, G, connector=half, **kw)
+    save_s = s.breakdown["step"]["kv_save"]["time_s"]
+    assert save_s > 0 and s.ttft_s == pytest.approx(a.ttft_s + save_s)
+    assert s.path_utilisation == pytest.approx(a.path_utilisation)
+    for k, u in a.path_utilisation.items():
+        assert h.path_utilisation[k] == pytest.approx(2 * u)

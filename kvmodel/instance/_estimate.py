@@ -153,7 +153,8 @@ class _Prefix:
         self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
         self.t_load, self.t_comp = load(tok), lat - self.exposed
         self.depth = depth
-        self.saved_B = xp.maximum(I - P, 0.0) * save * per_tok
+        # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
+        self.saved_B = xp.where(P > 0, xp.maximum(I - P, 0.0) * save * per_tok, 0.0)
         eff = 1.0 if conn is None else conn.bandwidth_efficiency
         self.path = PathLoad([(t, tok * f * per_tok) for t, f in parts],
                              [(t, self.saved_B * f) for t, f in parts], eff)

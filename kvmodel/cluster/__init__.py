@@ -88,7 +88,7 @@ from kvmodel.workload._trace_types import Trace
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
-           "inclusive_tiers", "tier_utilisation", "meets_slo", "max_rate_at_slo",
+           "inclusive_tiers", "tier_utilisation", "tier_traffic", "meets_slo", "max_rate_at_slo",
            "TTFT_PERCENTILES", "TPOT_PERCENTILES"]
 
 # policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
@@ -966,6 +966,18 @@ def _same(v):
 def tier_utilisation(c: Cluster, w: Workload, write: str, inclusive: bool) -> float:
     """Highest tier-path utilisation of one node (HBM, DRAM, CXL, SSD) under the write policy
     (``through`` | ``back``), from :func:`kvmodel.place`; scalar capacities only."""
+    return float(np.max(_tier_placement(c, w, write, inclusive).utilisation))
+
+
+def tier_traffic(c: Cluster, w: Workload, write: str = "through", inclusive: bool = True,
+                 admit: float = 1.0) -> list[dict[str, Any]]:
+    """Per tier of one node (HBM, DRAM, CXL, SSD): hit fraction, read and write B/s (KV
+    saves under the write policy, ``admit`` of new blocks written), path utilisation and
+    whether the tier sustains it, from :func:`kvmodel.place`; scalar capacities only."""
+    return _tier_placement(c, w, write, inclusive, admit).table()
+
+
+def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit: float = 1.0):
     from kvmodel.workload.placement import place
     key, node, n, per_node = layout(c)
     tiers = node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
@@ -978,9 +990,8 @@ def tier_utilisation(c: Cluster, w: Workload, write: str, inclusive: bool) -> fl
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
     nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
-    pl = place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B, block_rate=rate,
-               inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node)
-    return float(np.max(pl.utilisation))
+    return place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B, block_rate=rate,
+                 inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node, admit=admit)
 
 
 #: ClusterResult field of each SLO percentile

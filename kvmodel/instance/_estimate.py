@@ -24,11 +24,14 @@ from kvmodel.catalog.hardware import (
     get_gpu,
 )
 from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
     POLICIES,
+    kv_bytes_per_token_gpu,
     load_seconds,
     overlap_layers,
+    pipeline_makespan,
     prefill_with_prefix,
 )
 from kvmodel.instance._queueing import (
@@ -98,6 +101,9 @@ class Estimate:
     queue_wait_prob: Any = 0.0  # probability that a request waits at all
     interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
+    # concurrent loads and saves of one replica (empty without a prefix outside HBM)
+    path_utilisation: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
@@ -130,19 +136,48 @@ def _same_shape(**named: Any) -> tuple[int, ...]:
 class _Prefix:
     """A cached prefix of P tokens loaded by ``load(tokens) -> seconds`` (None: no prefix);
     for continuous batching the per-request choice (load / recompute / split) is made for one
-    request alone and then applied to all."""
+    request alone and then applied to all. ``path``: the per-request demand of its loads and
+    saves on the shared path segments (:mod:`kvmodel.instance._paths`); ``save_sync``: whether
+    the save of new KV completes before the first token (else it only loads the path)."""
 
-    def __init__(self, s: Setup, P, load, policy: str, I, layers=None):
+    def __init__(self, s: Setup, P, load, policy: str, I, layers=None, parts=(), per_tok=0.0,
+                 save=0.0, conn=None):
         self.none = load is None
         self.P, self.policy, self.load, self.layers = P, policy, load, layers
-        self.loaded, self.exposed = 0.0, 0.0
+        self.loaded, self.exposed, self.t_load, self.t_comp = 0.0, 0.0, 0.0, 0.0
+        self.path, self.save_sync = None, bool(conn is not None and conn.save_sync)
+        depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
         ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy, layers)
         self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
+        self.t_load, self.t_comp = load(tok), lat - self.exposed
+        self.depth = depth
+        # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
+        self.saved_B = xp.where(P > 0, xp.maximum(I - P, 0.0) * save * per_tok, 0.0)
+        eff = 1.0 if conn is None else conn.bandwidth_efficiency
+        self.path = PathLoad([(t, tok * f * per_tok) for t, f in parts],
+                             [(t, self.saved_B * f) for t, f in parts], eff)
 
     def new_tokens(self, I):
         return I - self.loaded
+
+    def exposed_with(self, delay):
+        """Exposed load time when each load spends ``delay`` more seconds on the path."""
+        mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.depth) - self.t_comp
+        return xp.where((delay > 0) & (self.loaded > 0), mk, self.exposed)
+
+    def save_op(self, util: dict | None = None) -> dict:
+        """The breakdown op of a request's save: bytes per GPU and the latency it adds."""
+        t = self.path.write_time() if self.save_sync else 0.0
+        return {"flops": 0.0, "bytes": self.saved_B, "time_s": t + 0.0 * self.saved_B}
+
+
+def _path_outputs(pre: "_Prefix", rate, delay, p_wait) -> dict:
+    """Result entries of the path model: the extra exposed load time, its wait probability,
+    each segment's utilisation at ``rate`` requests/s per replica."""
+    extra = pre.exposed_with(delay) - pre.exposed
+    return dict(path_wait=extra, path_p=p_wait, path_util=pre.path.utilisation(rate))
 
 
 def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
@@ -169,14 +204,29 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     b, p = B / s.pp, P / s.pp
     ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
     period = stage + ops["framework"]["time_s"]
-    if not pre.none:  # prefix loads run beside compute; the path must keep up with them
+    extra = {}
+    if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(b / O * pre.loaded)
-        ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(load - period, 0.0)})
-        period = xp.maximum(period, load)
+        busy = _max_busy(pre.path.utilisation(b / O))  # path seconds per step, reads + writes
+        need = xp.maximum(load, busy)
+        ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
+                   kv_save=pre.save_op())
+        period = xp.maximum(period, need)
+        # B requests always in flight: a closed loop of B clients on the path
+        delay, p_wait = pre.path.delay(b / O / period, B)
+        extra = _path_outputs(pre, b / O / period, delay, p_wait)
     tpot = s.pp * period
-    ttft = req_s + tpot * xp.maximum(1.0, n / P) + pre.exposed
+    ttft = req_s + tpot * xp.maximum(1.0, n / P) + pre.exposed + extra.get("path_wait", 0.0)
+    ttft = ttft + (0.0 if pre.none else ops["kv_save"]["time_s"])
     e2e = ttft + (O - 1.0) * tpot
-    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * b / period, B=B)
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * b / period, B=B, **extra)
+
+
+def _max_busy(util: dict):
+    out = 0.0
+    for u in util.values():
+        out = xp.maximum(out, u)
+    return out
 
 
 def _bracketed_root(residual, lo, hi):
@@ -234,9 +284,15 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     prefill_s = req_s + n_chunks * t_pf + pre.exposed
 
     S = n_chunks * t_pf  # engine time one prompt's chunks occupy
+    contended = not pre.none and xp.any_true(a > 1.0)
 
     def rates(t):
-        return _prefill_queue(a, S, prefill_s + 0.5 * t, (O - 1.0) * t)
+        if not contended:
+            return _prefill_queue(a, S, prefill_s + 0.5 * t, (O - 1.0) * t)
+        delay = _closed_path_delay(pre, a, lambda extra: _prefill_queue(
+            a, S, prefill_s + extra + 0.5 * t, (O - 1.0) * t)[1])
+        return _prefill_queue(a, S, prefill_s + pre.exposed_with(delay) - pre.exposed + 0.5 * t,
+                              (O - 1.0) * t)
 
     def residual(t):
         _, X = rates(t)
@@ -250,9 +306,30 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     e2e = ttft + (O - 1.0) * t
     queued = svc_ttft - (prefill_s + 0.5 * t) + wait
     D = X * (O - 1.0) * t
+    extra = {}
+    if not pre.none:
+        extra = _path_outputs(pre, X, *pre.path.delay(X, a))  # at the root: its delay
+        queued = queued - extra["path_wait"]  # the path's delay has its own wait law
+        ops = dict(ops, kv_save=pre.save_op())
+        ttft, e2e = ttft + ops["kv_save"]["time_s"], e2e + ops["kv_save"]["time_s"]
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * X * O, B=a,
                 wait=queued, p_wait=xp.minimum(X * S, 1.0),
-                tpot_sd=_tpot_sd(s, t, t_pf, X * xp.ceil(new / chunk) * t, D, c, O))
+                tpot_sd=_tpot_sd(s, t, t_pf, X * xp.ceil(new / chunk) * t, D, c, O), **extra)
+
+
+def _closed_path_delay(pre: "_Prefix", a, rate_at):
+    """Delay of a load on the shared path in a closed loop of ``a`` clients: the root of
+    delay(X(extra)) = d, where ``rate_at(extra)`` is the cycle rate when each request's exposed
+    load grows by ``extra`` (a longer load slows the loop, lowering the path's load)."""
+    hi = 0.0 * a
+    for k in pre.path.names:
+        hi = xp.maximum(hi, 2.0 * xp.maximum(a - 1.0, 0.0) * pre.path.queued(k))
+
+    def residual(d):
+        X = rate_at(pre.exposed_with(d) - pre.exposed)
+        return pre.path.delay(X, a)[0] - d, None
+    d, _ = _bracketed_root(residual, 0.0 * hi, hi + 1e-12)
+    return xp.maximum(d, 0.0)
 
 
 def _chunk_step(s: Setup, I, new, chunk, D, c):
@@ -330,12 +407,20 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
     wait = w_pf + w_slot
     ttft = req_s + pre.exposed + 0.5 * t + S + wait
+    extra, why = {}, _why_unstable(rho, offered, bmax, lam * new * t, max_tokens - D)
+    if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
+        seg, _ = pre.path.over(lam)
+        stable = stable & (seg == 0)
+        why = xp.where((why == 0) & (seg > 0), 3 + seg, why)
+        delay, p_path = pre.path.delay(xp.where(seg == 0, lam, 0.0), None)
+        extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
+        ops = dict(ops, kv_save=pre.save_op())
+        ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
     e2e = ttft + (O - 1.0) * t
     return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
                 wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
                 tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
-                stable=stable, why=_why_unstable(rho, offered, bmax, lam * new * t,
-                                                 max_tokens - D))
+                stable=stable, why=why, **extra)
 
 
 def _why_unstable(rho, offered, bmax, prompt_tok_per_step, room):
@@ -354,10 +439,13 @@ def _percentiles(r: dict, O) -> dict:
     """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread."""
     out = {}
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
-    base = r["ttft"] - wait
+    path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
+    base = r["ttft"] - wait - path
     for q in QUANTILES:
         tag = f"p{int(round(q * 100))}"
         ttft_q = base + wait_quantile(wait, p_wait, q)
+        if xp.any_true(path > 0):  # the path's delay: 0 while idle, else exponential
+            ttft_q = ttft_q + wait_quantile(path, p_path, q)
         tpot_q = r["tpot"] + normal_quantile(q) * sd
         out[f"ttft_{tag}_s"], out[f"tpot_{tag}_s"] = ttft_q, tpot_q
         out[f"e2e_{tag}_s"] = ttft_q + (O - 1.0) * tpot_q
@@ -434,12 +522,13 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="
             out = out + load_seconds(s, t, tok * f, layout, block_tokens, compression,
                                      connector=connector, requests=requests)
         return out
-    return load
+    return load, parts
 
 
 def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
-            connector="ideal") -> _Prefix:
-    """Validate the cached-prefix arguments and build the prefix loader."""
+            connector="ideal", save=1.0) -> _Prefix:
+    """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
+    of each prompt's new KV written through to the prefix's tier(s)."""
     if policy not in POLICIES:
         raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
     if layout not in LAYOUTS:
@@ -450,10 +539,12 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
     if xp.any_true(P >= I):
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
-    load = _loader(s, tier, node, layout, block_tokens, compression, connector)
+    save = _num("kv_save", save, integer=False, minimum=0.0, maximum=1.0)
+    load, parts = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
-    return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector))
+    return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
+                   kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
 @catalog_arg
@@ -467,7 +558,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
-             calibration: Mapping[str, float] | None = None, catalog: Any = None) -> Estimate:
+             kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
+             catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -487,7 +579,14 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     transfers of ``kv_block_tokens`` tokens (``kv_layout="per_layer"``: one transfer per layer
     of a block), shrunk by ``kv_compression`` (>= 1), by ``connector`` (``hardware_db/
     connectors.toml``: its per-request and per-descriptor costs and bandwidth share); loading
-    hides behind computing only with a per-layer layout and a layer-wise connector.
+    hides behind computing only with a per-layer layout and a layer-wise connector. A fraction
+    ``kv_save`` of each prompt's new KV (its ``input_len - cached_prefix_len`` tokens) is
+    written through to the same tier(s) (0: nothing saved; below 1: an admission filter).
+    Loads and saves of all concurrent requests share the path's segments as processor-sharing
+    servers (:mod:`kvmodel.instance._paths`): ``path_utilisation`` reports each segment's busy
+    fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
+    when the connector saves synchronously), and an open loop that puts a segment over
+    capacity is unstable with a reason naming it.
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -520,7 +619,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
-                  kv_block_tokens, kv_compression, get_connector(connector))
+                  kv_block_tokens, kv_compression, get_connector(connector), kv_save)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
@@ -572,20 +671,28 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     saturation_request_rate_per_s=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
                     kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
                     weights_B_per_gpu=weights, kv_B_per_token=kv_tok_B,
-                    interval=_interval(out, cal), inputs=inputs)
+                    interval=_interval(out, cal), inputs=inputs,
+                    path_utilisation={k: xp.where(ok, u, 0.0)
+                                      for k, u in res.get("path_util", {}).items()})
 
 
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
-    """Say why an open-loop element is unstable: beyond the throughput-max saturation rate, or
+    """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
+    it also bounds the saturation rate), beyond the throughput-max saturation rate, or
     below it where one of the open loop's queues (prefill server, KV slots, token budget)
     already saturates -- its closed form is stricter than throughput-max (a known limitation of
     the per-prompt prefill queue: prompts sharing a step are not credited)."""
-    why = xp.where(res["stable"], 0, res["why"])
+    why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
+    names = res.get("path_names", ())
+    text = np.asarray(_UNSTABLE + tuple(
+        f"the KV path segment '{n}' is over capacity: the reads and writes of all concurrent "
+        "requests need more than its bandwidth" for n in names), dtype=object)
+    r.add(why >= len(_UNSTABLE), "unstable: at {:.4g} requests/s {}", N, text[why])
     r.add(N >= sat_rate, "unstable: {:.4g} requests/s is at or beyond the saturation rate {:.4g} "
           "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
     r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
-          "{:.4g} requests/s, {}", N, sat_rate, np.asarray(_UNSTABLE, dtype=object)[why])
+          "{:.4g} requests/s, {}", N, sat_rate, text[why])
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:

@@ -30,9 +30,14 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   skipped from prefill (its KV counts as already-cached context). With ``cache_tier="hbm"`` the
   cache is a dedicated HBM partition (``prefix_cache_blocks · block_tokens`` tokens taken off
   the KV capacity); with another tier (of ``node``) the hit is always loaded (never
-  recomputed), taking ``_prefix.load_seconds`` (one transfer per cache block, no contention
-  between loads) after admission before the request's first prefill chunk; the request holds
-  its reservation meanwhile and does not block later requests' chunks.
+  recomputed), taking ``_prefix.load_seconds`` (one transfer per cache block) after admission
+  before the request's first prefill chunk; the request holds its reservation meanwhile and
+  does not block later requests' chunks.
+* The KV path is a processor-sharing server per instance (:mod:`kvmodel.sim._path_server`):
+  the bandwidth part of every load (bytes x seconds per byte of the path's bottleneck segment)
+  shares it with the other loads and with the saves (``kv_save`` of each request's new KV,
+  written after its prefill, on segments reads and writes share); the rest of ``load_seconds``
+  (setup, latency) follows unshared. A lone load takes exactly ``load_seconds``.
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
 
@@ -76,7 +81,8 @@ import numpy as np
 from kvmodel.base.fields import add_aliases
 from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
-from kvmodel.instance._prefix import load_seconds
+from kvmodel.instance._paths import path_segments
+from kvmodel.instance._prefix import kv_bytes_per_token_gpu, load_seconds
 from kvmodel.instance._roofline import Setup, step_ops
 from kvmodel.instance.seam import (
     Reasons,
@@ -98,6 +104,7 @@ from kvmodel.policies.routing import (
     make_policy,
     policy_params,
 )
+from kvmodel.sim._path_server import PathServer, bottleneck
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
 from kvmodel.workload._reuse_exact import LRUCache, _cached_prefix, _serve
 from kvmodel.workload._trace_types import Trace
@@ -194,6 +201,14 @@ class SimResult:
     events: int                      # arrivals + instance events processed
     wall_s: float
     rejected: np.ndarray = field(default=None)   # bool [n]; None -> none rejected
+    # the KV path (bottleneck segment of cache_tier), per instance: seconds with a load or save
+    # in service, integral of jobs in service, sum of jobs' times in service (Little: equal
+    # to the integral), jobs served; bytes written through to the tier, all instances
+    path_busy_s: np.ndarray = field(default=None)
+    path_area_s: np.ndarray = field(default=None)
+    path_sojourn_s: np.ndarray = field(default=None)
+    path_jobs: np.ndarray = field(default=None)
+    saved_B: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rejected is None:
@@ -298,10 +313,12 @@ class _Config:
     req_s: float         # request overhead
     tier: Tier | None    # where cached prefixes live (None: HBM)
     block_tokens: int
+    save: float = 1.0    # fraction of each request's new KV written through to the tier
+    path_s_per_B: tuple[float, float] = (0.0, 0.0)  # bottleneck seconds per byte read, written
 
 
 def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
-            max_batch_size, prefix_blocks, block_tokens, cache_tier, node) -> _Config:
+            max_batch_size, prefix_blocks, block_tokens, cache_tier, node, save=1.0) -> _Config:
     """Build the instance like ``estimate``: Setup, calibration, memory fit; validate."""
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = precision_arg("precision", precision)
@@ -321,8 +338,10 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
     if tier is None:
         _check_prefix_fits(prefix_blocks, block_tokens, kv_cap)
         kv_cap -= prefix_blocks * block_tokens
+    path = (0.0, 0.0) if tier is None else bottleneck(path_segments(tier))
     return _Config(s, float(kv_cap), float(mnt), float(mbs), cal["request_overhead"], tier,
-                   block_tokens)
+                   block_tokens, float(num("kv_save", save, integer=False, minimum=0.0,
+                                           maximum=1.0)), path)
 
 
 def _check_prefix_fits(blocks: int, block_tokens: int, kv_cap: float) -> None:
@@ -412,7 +431,7 @@ class _Inst:
 
     __slots__ = ("idx", "waiting", "prefill", "D", "base", "offs", "fin", "n", "kv", "running",
                  "nsys", "ver", "kind", "end", "T", "k", "chunks", "max_kv", "max_run", "cache",
-                 "count", "steps", "qtok", "kvb", "tree", "last")
+                 "count", "steps", "qtok", "kvb", "tree", "last", "path", "loading")
 
     def __init__(self, idx: int, cache_blocks: int):
         self.idx, self.waiting, self.prefill = idx, deque(), []
@@ -422,6 +441,7 @@ class _Inst:
         self.max_kv, self.max_run, self.count, self.steps = 0.0, 0, 0, 0
         self.qtok, self.kvb, self.tree, self.last = 0, 0, 0, 0.0
         self.cache = LRUCache(cache_blocks) if cache_blocks else None
+        self.path, self.loading = PathServer(), {}  # loading: rid -> [prefill entry, fixed s]
 
 
 class _SimView(RoutingView):
@@ -471,6 +491,7 @@ class _Sim:
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
         n = len(self.arr)
         self.hit_tok, self.load_s = [0] * n, [0.0] * n
+        self.per_tok, self.saved_B = float(kv_bytes_per_token_gpu(cfg.setup)), 0.0
         self.first, self.done, self.admit = [0.0] * n, [0.0] * n, [0.0] * n
         self.where = [0] * n
         self.rejected = [False] * n
@@ -621,6 +642,7 @@ class _Sim:
                 continue
             rid = p[0]
             self.first[rid] = t
+            self._save(inst, t, rid)
             if self.O[rid] == 1:
                 self._finish(inst, rid, t)
                 continue
@@ -658,7 +680,39 @@ class _Sim:
             inst.max_kv = max(inst.max_kv, inst.kv)
             inst.max_run = max(inst.max_run, inst.running)
             self.admit[rid] = t
-            inst.prefill.append([rid, self.hit_tok[rid], t + self.load_s[rid]])
+            p = [rid, self.hit_tok[rid], t + self.load_s[rid]]
+            inst.prefill.append(p)
+            if self.load_s[rid] > 0:
+                self._path_job(inst, t, rid, p)
+
+    def _path_job(self, inst: _Inst, t: float, rid: int, p: list) -> None:
+        """Start ``rid``'s prefix load on the instance's path server (its bandwidth part; the
+        rest of ``load_s``, setup and latency, follows it unshared)."""
+        demand = self.hit_tok[rid] * self.per_tok * self.cfg.path_s_per_B[0]
+        demand = min(demand, self.load_s[rid])
+        inst.loading[rid] = [p, self.load_s[rid] - demand]
+        inst.path.add(t, ("load", rid), demand)
+        self._reproject(inst)
+
+    def _save(self, inst: _Inst, t: float, rid: int) -> None:
+        """Write ``rid``'s new KV through to the tier (asynchronously: only loads the path)."""
+        w = self.cfg.path_s_per_B[1]
+        if self.cfg.tier is None or inst.cache is None or w <= 0 or self.cfg.save <= 0:
+            return
+        new = self.I[rid] - self.hit_tok[rid]
+        inst.path.add(t, ("save", rid), new * self.cfg.save * self.per_tok * w)
+        self.saved_B += new * self.cfg.save * self.per_tok
+        self._reproject(inst)
+
+    def _reproject(self, inst: _Inst) -> None:
+        """Every load in service gets its end as the path's schedule now stands."""
+        fin = inst.path.finish_times()
+        for rid in list(inst.loading):
+            p, fixed = inst.loading[rid]
+            end = fin.get(("load", rid), inst.path.done.get(("load", rid)))
+            p[2] = end + fixed
+            if ("load", rid) not in fin:
+                del inst.loading[rid]
 
     def _chunks(self, inst: _Inst, t: float) -> list:
         """Prefill chunks of this step in admission order, within the token budget."""
@@ -758,7 +812,15 @@ class _Sim:
             kv_capacity_tokens=self.cfg.kv_cap, max_batch_size=self.cfg.mbs,
             max_num_tokens=self.cfg.mnt, hit_blocks=self.hit_blocks,
             total_blocks=served_blocks if any(x.cache for x in ins) else 0,
-            area_s=self.area, steps=self.steps, events=self.events, wall_s=wall)
+            area_s=self.area, steps=self.steps, events=self.events, wall_s=wall,
+            **self._path_stats())
+
+    def _path_stats(self) -> dict[str, Any]:
+        for x in self.insts:
+            x.path.drain()
+        get = lambda f: np.array([getattr(x.path, f) for x in self.insts])  # noqa: E731
+        return dict(path_busy_s=get("busy"), path_area_s=get("area"),
+                    path_sojourn_s=get("sojourn"), path_jobs=get("served"), saved_B=self.saved_B)
 
 
 # ------------------------------------------------------------------------------ public
@@ -770,7 +832,8 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
              routing: str | RoutingPolicy = "round_robin", seed: int = 0,
              prefix_cache_blocks: int = 0, block_tokens: int | None = None,
              cache_tier: str | Tier = "hbm", node: str | None = None, epsilon: float = 0.25,
-             routing_params: dict | None = None, catalog: Any = None) -> SimResult:
+             routing_params: dict | None = None, kv_save: float = 1.0,
+             catalog: Any = None) -> SimResult:
     """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
 
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
@@ -783,7 +846,9 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     ``prefix_affinity_bounded``'s load bound, tie-breaking draws) unless ``routing_params``
     sets them. ``prefix_cache_blocks``: LRU prefix
     cache per instance, in hash blocks of ``block_tokens`` tokens (default: the trace's), held
-    in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`). ``catalog``:
+    in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`); a fraction
+    ``kv_save`` of every request's newly computed KV is written through to that tier after
+    its prefill (asynchronously: it loads the path, nobody waits for it). ``catalog``:
     the :class:`kvmodel.Catalog` that names are looked up in (default: the active one).
 
     Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
@@ -795,7 +860,7 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0):
         raise ValueError(f"epsilon={epsilon!r}: must be a number > 0")
     cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
-                  max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node)
+                  max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node, kv_save)
     t0 = time.perf_counter()
     policy = _policy(routing, routing_params, seed=seed, epsilon=epsilon)
     sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks))

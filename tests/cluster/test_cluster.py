@@ -150,3 +150,16 @@ def test_eviction_policy_sets_the_hit_ratio(workload, eviction):
         assert hit == pytest.approx(ref, abs=0 if eviction == "lru" else 0.05)
     with pytest.raises(ValueError, match="eviction='mru'"):
         evaluate(Cluster(**BASE, eviction="mru"), workload)
+
+
+def test_tier_traffic_reports_reads_writes_and_fit_per_tier(workload):
+    from kvmodel.cluster import tier_traffic, tier_utilisation
+    c = Cluster(**BASE, dram_B=2e11, ssd_B=4e12)
+    rows = tier_traffic(c, workload)
+    assert [r["tier"] for r in rows] == ["hbm", "dram", "ssd"]
+    assert all(r["read_Bps"] >= 0 and r["write_Bps"] >= 0 for r in rows)
+    assert rows[1]["write_Bps"] > 0 and rows[1]["sustainable"]
+    assert max(r["utilisation"] for r in rows) == pytest.approx(
+        tier_utilisation(c, workload, "through", True))
+    half = tier_traffic(c, workload, admit=0.5)
+    assert half[2]["write_Bps"] == pytest.approx(rows[2]["write_Bps"] / 2)

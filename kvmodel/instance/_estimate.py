@@ -188,7 +188,7 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
                                               pre.policy, pre.layers)
     lat_p = lat_p + req_s
     c = I + O / 2.0
-    kv_c = _kv_per_seq(s.model, c)
+    kv_c = _kv_per_seq(s.model, c, s.tp, s.kv_B)
     ops_d, _, lat_d = step_ops(s, B, B, 0.0, B * kv_c, B * kv_c, B)
     e2e = lat_p + (O - 1.0) * lat_d
     return dict(bd={"prefill": ops_p, "decode": ops_d}, ttft=lat_p, tpot=lat_d, e2e=e2e,
@@ -200,7 +200,7 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     b_tok = xp.floor(max_tokens * O / (n + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
     P = B * n / O
-    c = _kv_per_seq(s.model, I + O / 2.0)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     b, p = B / s.pp, P / s.pp
     ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
     period = stage + ops["framework"]["time_s"]
@@ -275,7 +275,7 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     new = pre.new_tokens(I)
     n = N / dp
     a = xp.minimum(n, bmax)
-    c = _kv_per_seq(s.model, I + O / 2.0)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
 
     # a new request waits for the running step, then its prompt runs in chunks that share each
     # step's token budget with up to ``a`` decoding sequences
@@ -385,7 +385,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     in G/G/c (Allen–Cunneen, c = largest batch), for a KV slot.
     """
     new = pre.new_tokens(I)
-    c = _kv_per_seq(s.model, I + O / 2.0)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
 
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)

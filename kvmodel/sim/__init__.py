@@ -483,11 +483,15 @@ class _Sim:
     def __init__(self, cfg: _Config, tr: Trace, n_inst: int, policy: RoutingPolicy,
                  cache_blocks: int):
         self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
-        self.window = cfg.setup.model.sliding_window or 0
+        m = cfg.setup.model  # a window caps decode contexts only when every layer slides;
+        # mixed layer kinds (gpt-oss, Gemma 3, Llama 4, hybrids) are reserved exactly below and
+        # read every token in decode attention (conservative for their windowed layers)
+        self.window = (m.sliding_window or 0) if m.is_uniform and m.layer_kinds[0] == "sliding" else 0
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
         self.arr = tr.arrival_s.tolist()
         self.ready = [a + cfg.req_s for a in self.arr]
-        self.res = np.asarray(kv_per_seq(cfg.setup.model, tr.input_len + tr.output_len)).tolist()
+        self.res = np.asarray(kv_per_seq(m, tr.input_len + tr.output_len, cfg.setup.tp,
+                                         cfg.setup.kv_B)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
         n = len(self.arr)
         self.hit_tok, self.load_s = [0] * n, [0.0] * n

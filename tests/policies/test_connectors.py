@@ -113,3 +113,43 @@ def test_every_entry_has_a_sourced_number_not_all_assumed():
                  for f in ("per_request", "per_block", "bandwidth_efficiency")}
         assert kinds - {"assumed"}, name
         assert math.isfinite(get_connector(name).per_request_s)
+
+
+def test_second_pass_entries_and_their_categories():
+    """Mooncake Store (direct and as HiCache L3) and NIXL over UCX TCP: sourced costs, and all
+    three load the whole KV before the prefill (engine code), saving asynchronously."""
+    for name in ("mooncake-store", "sglang-hicache-l3-mooncake", "nixl-ucx-tcp"):
+        c = get_connector(name)
+        assert name in NAMES and c.streaming == "before_prefill" and not c.save_sync
+    assert get_connector("mooncake-store").per_request_s == pytest.approx(2 * 0.473e-3, rel=0.01)
+    assert get_connector("sglang-hicache-l3-mooncake").family == "sglang-hicache"
+
+
+def test_ucx_tcp_is_an_order_slower_than_rdma_on_the_same_wire():
+    """A 1 GB pull in 64 KB descriptors: the descriptor cost is shared, the bandwidth share is
+    0.065 of the TCP link over UCX TCP vs 1.0 over RDMA, so TCP takes > 10x as long."""
+    fn = CONNECTOR["nixl-ucx-tcp"].closed_form_function()
+    rdma = fn(_toy_path(), 1e9, 65536, connector="nixl-ucx-rdma")
+    tcp = fn(_toy_path(), 1e9, 65536, connector="nixl-ucx-tcp")
+    assert tcp / rdma > 10
+    assert tcp == pytest.approx(1e9 / 65536 * 3.9e-6 + 0.1 / 0.065)
+
+
+def test_store_master_rpcs_dominate_a_small_load():
+    """64 KB from the store over 10 GB/s: 6.6 us of bytes, 0.95 ms of master RPCs."""
+    fn = CONNECTOR["mooncake-store"].closed_form_function()
+    t = fn(_toy_path(), 65536, 65536, connector="mooncake-store")
+    assert t == pytest.approx(0.95e-3 + 65536 / 10e9, rel=0.01)
+    assert t > 100 * fn(_toy_path(), 65536, 65536, connector="ideal")
+
+
+def test_ucx_tcp_rows_of_the_component_data():
+    """The calibration row (nixlbench UCX TCP) is reproduced; the held-out one (ucx_perftest
+    over IPoIB, never fitted) is predicted within 35%."""
+    from kvmodel.tiers.fidelity import load_component_rows, predict_row
+    rows = {r["id"]: r for r in load_component_rows()}
+    for rid, tol in (("nixlbench-ucx-tcp-a3", 0.02), ("ucx-perftest-tcp-ipoib-edr", 0.35)):
+        r = rows[rid]
+        assert r["connector"] == "nixl-ucx-tcp"
+        assert predict_row(r) == pytest.approx(float(r["value"]), rel=tol)
+    assert rows["ucx-perftest-tcp-ipoib-edr"]["split"] == "holdout"

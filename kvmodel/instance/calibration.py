@@ -9,7 +9,6 @@ metric, GPU, framework and source (median and mean), plus coverage (rows skipped
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kvmodel.base.tables import read_csv
 from kvmodel.catalog.hardware import data_dir, get_calibration
 from kvmodel.instance import _estimate
 
@@ -57,12 +57,7 @@ def holdout_data() -> Path:
 def load_rows(path: str | Path | None = None) -> list[dict[str, str]]:
     """Read and check a calibration CSV; errors name the line and column."""
     p = Path(path) if path else default_data()
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{p}: missing column(s) {sorted(missing)}")
-        rows = list(reader)
+    rows = read_csv(p, _COLUMNS)
     for i, r in enumerate(rows, start=2):
         try:
             if float(r["value"]) <= 0:

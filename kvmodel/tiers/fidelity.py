@@ -19,7 +19,6 @@ into the device); ``metric`` (``seconds`` per stream, or aggregate ``bandwidth_B
 
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 import kvmodel.tiers as _tiers
+from kvmodel.base.tables import read_csv
 from kvmodel.catalog.hardware import data_dir, get_link, get_memory
 
 __all__ = ["connector_transfer_s", "path_from_spec", "load_component_rows", "component_data",
@@ -90,12 +90,7 @@ def _check_row(p: Path, i: int, r: dict[str, str]) -> None:
 def load_component_rows(path: str | Path | None = None) -> list[dict[str, str]]:
     """Read and check a component-measurement CSV; errors name the file, line and column."""
     p = Path(path) if path else component_data()
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{p}: missing column(s) {sorted(missing)}")
-        rows = list(reader)
+    rows = read_csv(p, COLUMNS)
     for i, r in enumerate(rows, start=2):
         _check_row(p, i, r)
     return rows

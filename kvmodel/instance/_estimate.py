@@ -50,6 +50,7 @@ from kvmodel.instance.seam import memory_fit as _memory_fit
 from kvmodel.instance.seam import num as _num
 from kvmodel.instance.seam import parallelism as _parallelism
 from kvmodel.instance.seam import params as _params
+from kvmodel.instance.seam import kv_precision_arg as _kv_precision
 from kvmodel.instance.seam import precision_arg as _precision
 from kvmodel.instance.seam import setup as _setup
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
@@ -605,8 +606,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
-    kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
-                                                     else precision))
+    kv = _kv_precision(kv_precision, precision)
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
     I = _num("input_len", input_len, maximum=MAX_COUNT)
     O = _num("output_len", output_len, maximum=MAX_COUNT)

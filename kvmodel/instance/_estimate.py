@@ -46,11 +46,11 @@ from kvmodel.instance._roofline import Setup, label_bounds, step_ops
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
 from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
+from kvmodel.instance.seam import kv_precision_arg as _kv_precision
 from kvmodel.instance.seam import memory_fit as _memory_fit
 from kvmodel.instance.seam import num as _num
 from kvmodel.instance.seam import parallelism as _parallelism
 from kvmodel.instance.seam import params as _params
-from kvmodel.instance.seam import kv_precision_arg as _kv_precision
 from kvmodel.instance.seam import precision_arg as _precision
 from kvmodel.instance.seam import setup as _setup
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers

@@ -18,8 +18,13 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current, get_link
-from kvmodel.catalog.models import (BYTES_PER_ELEMENT, KV_PRECISIONS, WEIGHT_ONLY, ModelSpec,
-                                    default_kv_precision)
+from kvmodel.catalog.models import (
+    BYTES_PER_ELEMENT,
+    KV_PRECISIONS,
+    WEIGHT_ONLY,
+    ModelSpec,
+    default_kv_precision,
+)
 from kvmodel.instance._roofline import Setup, memory_per_gpu
 
 __all__ = ["num", "show", "precision_arg", "kv_precision_arg", "params", "supported",

@@ -57,7 +57,11 @@ WEIGHT_ONLY: dict[str, tuple[str | None, str]] = {
     "int4": (None, "linear"), "mxfp4": ("fp4", "mlp"), "nvfp4": ("fp4", "linear"),
 }
 
-#: precisions a KV cache may be stored in (the weight-only formats are weight layouts)
+#: precisions a KV cache may be stored in (the weight-only formats are weight layouts). fp8 KV
+#: costs 1 B per element with no per-token scale bytes: vLLM's FP8 KV cache keeps per-tensor or
+#: per-attention-head k/v scales on the layer, not in the cache blocks (vLLM docs, features/
+#: quantization/quantized_kvcache); per-block scales exist only in DeepSeek-V3.2's indexer cache
+#: (INDEXER_SCALE_BLOCK below)
 KV_PRECISIONS = tuple(p for p in BYTES_PER_ELEMENT if p not in WEIGHT_ONLY)
 
 

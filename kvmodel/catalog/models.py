@@ -23,13 +23,55 @@ if TYPE_CHECKING:
     from kvmodel.catalog.hardware import Catalog
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
-           "kv_bytes_per_token", "LAYER_KINDS"]
+           "kv_bytes_per_token", "LAYER_KINDS", "WEIGHT_ONLY", "KV_PRECISIONS",
+           "default_kv_precision"]
 
-#: storage bytes per element of each precision (definitions, not measurements)
+#: storage bytes per element of each precision (definitions, not measurements); the weight-only
+#: formats count their block scales (:data:`WEIGHT_ONLY`)
 BYTES_PER_ELEMENT: dict[str, float] = {
     "fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "fp6": 0.75,
     "fp4": 0.5,
+    # w4a16: 4-bit integers + one fp16 scale per group of 128 (GPTQ/AWQ default group_size
+    # 128, the layout Marlin kernels read): (4 + 16/128) / 8
+    "int4": (4.0 + 16.0 / 128.0) / 8.0,
+    # OCP Microscaling Formats (MX) v1.0, MXFP4: E2M1 elements, one E8M0 (8-bit) shared scale
+    # per block of 32: (4 + 8/32) / 8 = 4.25 bits
+    "mxfp4": (4.0 + 8.0 / 32.0) / 8.0,
+    # NVIDIA NVFP4 (Blackwell): E2M1 elements, one FP8 E4M3 scale per block of 16 (+ one FP32
+    # per tensor, negligible): (4 + 8/16) / 8 = 4.5 bits
+    "nvfp4": (4.0 + 8.0 / 16.0) / 8.0,
 }
+
+#: weight-only formats: weights stream at their packed size, activations stay 16-bit.
+#: format -> (native GEMM precision a GPU may have for it, or None; which weights are packed:
+#: ``linear`` = every projection in the transformer blocks (qkv, o, MLP, experts), ``mlp`` =
+#: MLP and expert weights only). Embeddings, LM head and MoE router stay 16-bit in all three.
+#: int4: w4a16 runs 16-bit MMA after dequantising (no int4 activations), GPTQ/AWQ quantise every
+#: block linear layer. mxfp4: gpt-oss checkpoints (config.json quantization_config
+#: modules_to_not_convert: self_attn, mlp.router, embed_tokens, lm_head) pack the experts only.
+#: nvfp4: ModelOpt NVFP4 checkpoints pack the block linear layers (e.g. nvidia/DeepSeek-R1-FP4).
+#: Where the GPU has no fp4 peak the packed weights are dequantised to bf16 in the GEMM (gpt-oss
+#: on Hopper: vLLM's triton_kernels matmul_ogs / Marlin MXFP4 MoE, bf16 activations; vLLM
+#: recipes OpenAI/GPT-OSS.md), not fp8: the fp8-activation path (w4a8) is not the default.
+WEIGHT_ONLY: dict[str, tuple[str | None, str]] = {
+    "int4": (None, "linear"), "mxfp4": ("fp4", "mlp"), "nvfp4": ("fp4", "linear"),
+}
+
+#: precisions a KV cache may be stored in (the weight-only formats are weight layouts). fp8 KV
+#: costs 1 B per element with no per-token scale bytes: vLLM's FP8 KV cache keeps per-tensor or
+#: per-attention-head k/v scales on the layer, not in the cache blocks (vLLM docs, features/
+#: quantization/quantized_kvcache); per-block scales exist only in DeepSeek-V3.2's indexer cache
+#: (INDEXER_SCALE_BLOCK below)
+KV_PRECISIONS = tuple(p for p in BYTES_PER_ELEMENT if p not in WEIGHT_ONLY)
+
+
+def default_kv_precision(precision: str) -> str:
+    """The KV precision engines pick by default for weights in ``precision``: fp8 next to
+    fp8/fp4/int8 weights, the 16-bit model dtype next to weight-only formats (vLLM
+    ``kv_cache_dtype="auto"``), else the weight precision."""
+    if precision in ("fp8", "fp4", "int8"):
+        return "fp8"
+    return "bf16" if precision in WEIGHT_ONLY else precision
 
 #: what a layer caches: ``full`` attention keeps every token, ``sliding`` the last
 #: ``sliding_window`` tokens, ``chunked`` (Llama 4 local attention) at most one chunk of
@@ -224,7 +266,7 @@ class ModelSpec:
         DSA indexer, no TP replication): the size of a token's slot in a KV block. What a
         sequence holds depends on its length (sliding windows, recurrent state): see
         :meth:`kv_bytes`."""
-        kv_B = _bytes(kv_precision)
+        kv_B = _bytes("kv_precision", kv_precision)
         if self.is_uniform:
             return self.num_layers * self.kv_elements_per_token_layer * kv_B
         return self.num_attention_layers * (self.kv_elements_per_token_layer * kv_B
@@ -296,14 +338,15 @@ class ModelSpec:
         ``tp`` broadcast; a float for scalars."""
         L = _nonneg("context_len", context_len)
         t = _nonneg("tp", tp, minimum=1)
-        return _out(t * self.kv_bytes_rank(L, _bytes(kv_precision), t, _bytes(state_precision)))
+        return _out(t * self.kv_bytes_rank(L, _bytes("kv_precision", kv_precision), t,
+                                           _bytes("state_precision", state_precision)))
 
 
-def _bytes(precision: str) -> float:
-    try:
-        return BYTES_PER_ELEMENT[precision]
-    except KeyError:
-        raise ValueError(f"precision={precision!r}; allowed: {sorted(BYTES_PER_ELEMENT)}") from None
+def _bytes(name: str, precision: str) -> float:
+    """Bytes per element of a cache precision (weight-only formats are not cache formats)."""
+    if precision not in KV_PRECISIONS:
+        raise ValueError(f"{name}={precision!r}; allowed: {sorted(KV_PRECISIONS)}")
+    return BYTES_PER_ELEMENT[precision]
 
 
 def _out(x: Any) -> Any:

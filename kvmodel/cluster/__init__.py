@@ -68,7 +68,7 @@ from kvmodel.catalog.hardware import (
     get_memory,
     get_node,
 )
-from kvmodel.catalog.models import get_model
+from kvmodel.catalog.models import default_kv_precision, get_model
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -488,8 +488,9 @@ def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
 
 # ---- reuse -----------------------------------------------------------------------------------
 def kv_precision(c: Cluster) -> str:
-    """KV-cache precision of the cluster's instances (fp8 for 8-bit and narrower weights)."""
-    return "fp8" if c.precision in ("fp8", "fp4", "int8") else c.precision
+    """KV-cache precision of the cluster's instances (fp8 next to 8-bit and fp4 weights, 16-bit
+    next to weight-only formats)."""
+    return default_kv_precision(c.precision)
 
 
 def layout(c: Cluster) -> tuple[str, Any, int, int]:

@@ -46,6 +46,7 @@ from kvmodel.instance._roofline import Setup, label_bounds, step_ops
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
 from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
+from kvmodel.instance.seam import kv_precision_arg as _kv_precision
 from kvmodel.instance.seam import memory_fit as _memory_fit
 from kvmodel.instance.seam import num as _num
 from kvmodel.instance.seam import parallelism as _parallelism
@@ -605,8 +606,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
-    kv = _precision("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
-                                                     else precision))
+    kv = _kv_precision(kv_precision, precision)
     tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
     I = _num("input_len", input_len, maximum=MAX_COUNT)
     O = _num("output_len", output_len, maximum=MAX_COUNT)

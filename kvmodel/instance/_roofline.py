@@ -34,7 +34,7 @@ class Setup:
     tp: Any
     pp: Any
     ep: Any
-    w_B: float          # bytes per weight element
+    w_B: float          # bytes per weight element (a weight-only format: its packed weights)
     kv_B: float         # bytes per KV element
     act_B: float        # bytes per activation element
     gemm_Fps: float     # effective GEMM FLOP/s at the weight precision
@@ -47,6 +47,12 @@ class Setup:
     kernel_s: float = 0.0  # fixed cost per kernel (launch gap, ramp-up/tail), per op per layer
     k: Any = None          # per-setup constants of step_ops (computed once)
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
+    # weights a weight-only format leaves 16-bit (None: as w_B / gemm_Fps): attention
+    # projections (proj_*), and embeddings, LM head and MoE router (head_*)
+    proj_B: Any = None
+    head_B: Any = None
+    proj_Fps: Any = None
+    head_Fps: Any = None
 
     # ---- per-rank geometry, computed once --------------------------------------------------
     # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
@@ -57,6 +63,10 @@ class Setup:
     o_w_rank: Any = None       # O projection weight elements per rank per layer
 
     def __post_init__(self) -> None:
+        for name, default in (("proj_B", self.w_B), ("head_B", self.w_B),
+                              ("proj_Fps", self.gemm_Fps), ("head_Fps", self.gemm_Fps)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         m, tp = self.model, self.tp
         if m.attention == "mla":
             kv = float(m.kv_elements_per_token_layer)  # latent replicated on every rank
@@ -126,7 +136,11 @@ def _moe(s: Setup, tokens, layers):
     flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
     flops = flops + 2.0 * tokens * m.router_params
     w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
-    nbytes = (w + m.router_params) * s.w_B + act * (2.0 + 2.0 * m.experts_per_token)
+    if s.head_B == s.w_B:
+        nbytes = (w + m.router_params) * s.w_B
+    else:  # weight-only format: packed experts, 16-bit router
+        nbytes = w * s.w_B + m.router_params * s.head_B
+    nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token)
     # route, 2 grouped GEMMs, combine
     return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)
 
@@ -177,11 +191,11 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
     ops = {
         "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
-                        (s.qkv_w_rank * s.w_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
-                        s, s.gemm_Fps, layers),
+                        (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
+                        s, s.proj_Fps, layers),
         "attention": _attention(s, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers),
         "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
-                      (s.o_w_rank * s.w_B + tokens * 2.0 * h * s.act_B) * layers, s, s.gemm_Fps,
+                      (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s, s.proj_Fps,
                       layers),
     }
     mlp_w = k["mlp_w"]
@@ -195,7 +209,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ops["elementwise"] = _elementwise(s, tokens, layers)
     head_w = k["head_w"]
     ops["lm_head"] = _op(2.0 * logits * head_w,
-                         head_w * s.w_B + logits * k["vocab_rank"] * 4.0, s, s.gemm_Fps, 1.0)
+                         head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s, s.head_Fps, 1.0)
     ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l)
     if m.is_moe:
         ops["ep_alltoall"] = a2a
@@ -224,10 +238,16 @@ def memory_per_gpu(s: Setup, max_num_tokens):
     layers = m.num_layers / s.pp
     per_layer_attn = s.qkv_w_rank + s.o_w_rank
     experts = m.num_experts * m.expert_params + m.shared_expert_params
-    weights = (layers * per_layer_attn + m.num_dense_layers / s.pp * m.dense_mlp_params / s.tp
-               + m.num_moe_layers / s.pp * (experts / s.tp + m.router_params))
     heads = xp.where(s.pp > 1, 1.0, 1.0 if m.tie_word_embeddings else 2.0)
-    weights = (weights + heads * m.embedding_params / s.tp) * s.w_B
+    if s.proj_B == s.w_B and s.head_B == s.w_B:  # every weight in one precision
+        weights = (layers * per_layer_attn + m.num_dense_layers / s.pp * m.dense_mlp_params / s.tp
+                   + m.num_moe_layers / s.pp * (experts / s.tp + m.router_params))
+        weights = (weights + heads * m.embedding_params / s.tp) * s.w_B
+    else:  # weight-only format: packed MLP/experts (and projections), 16-bit the rest
+        packed = (m.num_dense_layers * m.dense_mlp_params + m.num_moe_layers * experts) / s.tp
+        weights = (packed / s.pp * s.w_B + layers * per_layer_attn * s.proj_B
+                   + (m.num_moe_layers / s.pp * m.router_params
+                      + heads * m.embedding_params / s.tp) * s.head_B)
     widest = max(m.intermediate_size * m.mlp_matrices,
                  m.moe_intermediate_size * m.mlp_matrices * m.experts_per_token)
     activations = max_num_tokens * (4.0 * m.hidden_size + widest / s.tp) * s.act_B

@@ -18,11 +18,18 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current, get_link
-from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
+from kvmodel.catalog.models import (
+    BYTES_PER_ELEMENT,
+    KV_PRECISIONS,
+    WEIGHT_ONLY,
+    ModelSpec,
+    default_kv_precision,
+)
 from kvmodel.instance._roofline import Setup, memory_per_gpu
 
-__all__ = ["num", "show", "precision_arg", "params", "supported", "setup", "Reasons", "check_static",
-           "kv_per_seq", "parallelism", "memory_fit"]
+__all__ = ["num", "show", "precision_arg", "kv_precision_arg", "params", "supported",
+           "compute_precision", "setup", "Reasons", "check_static", "kv_per_seq", "parallelism",
+           "memory_fit"]
 
 
 def num(name: str, v: Any, integer: bool = True, minimum: float = 1,
@@ -62,6 +69,16 @@ def precision_arg(name: str, p: str) -> str:
     return p
 
 
+def kv_precision_arg(kv_precision: str | None, precision: str) -> str:
+    """The KV precision: ``kv_precision`` checked against the cache formats, or the engines'
+    default next to weights in ``precision`` (:func:`default_kv_precision`)."""
+    kv = default_kv_precision(precision) if kv_precision is None else kv_precision
+    if kv not in KV_PRECISIONS:
+        raise ValueError(f"kv_precision={kv!r}; allowed: {sorted(KV_PRECISIONS)} (weight-only "
+                         f"formats {sorted(WEIGHT_ONLY)} are not cache formats)")
+    return kv
+
+
 def params(calibration: Mapping[str, float] | None = None) -> Mapping[str, float]:
     """The active catalog's calibration in SI floats, with ``calibration`` (parameter name ->
     SI value) overriding some of them (e.g. the trial values of a fit)."""
@@ -86,16 +103,42 @@ def supported(g: GPUSpec, p: str) -> str:
     return sorted(g.peak_flops)[0]
 
 
+def compute_precision(g: GPUSpec, p: str) -> str:
+    """The precision GEMMs on weights stored in ``p`` run in on ``g``: a weight-only format
+    (:data:`WEIGHT_ONLY`) in its native peak where the GPU has one (fp4 on Blackwell for
+    mxfp4/nvfp4), else dequantised to the 16-bit activation type; any other precision as
+    :func:`supported`."""
+    if p not in WEIGHT_ONLY:
+        return supported(g, p)
+    native = WEIGHT_ONLY[p][0]
+    return native if native is not None and g.supports(native) else supported(g, "bf16")
+
+
+def _weight_bytes(g: GPUSpec, precision: str, act: str, gemm_Fps: float,
+                  cal: Mapping[str, float]) -> dict[str, float]:
+    """Bytes and GEMM rate of the weights a weight-only format leaves 16-bit (attention
+    projections: ``proj_*``; embeddings, LM head, router: ``head_*``); other precisions store
+    every weight alike."""
+    w_B = BYTES_PER_ELEMENT[precision]
+    if precision not in WEIGHT_ONLY:
+        return dict(proj_B=w_B, head_B=w_B, proj_Fps=gemm_Fps, head_Fps=gemm_Fps)
+    act_Fps = g.peak_flops[act] * g.matmul_eff[act] * cal["gemm_efficiency_factor"]
+    packed = WEIGHT_ONLY[precision][1] == "linear"
+    return dict(proj_B=w_B if packed else BYTES_PER_ELEMENT[act], head_B=BYTES_PER_ELEMENT[act],
+                proj_Fps=gemm_Fps if packed else act_Fps, head_Fps=act_Fps)
+
+
 def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: str, kv: str,
            cal: Mapping[str, float]) -> Setup:
     act = supported(g, "fp16" if precision == "fp16" else "bf16")
     attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
-    wp = supported(g, precision)  # unsupported: flagged infeasible by check_static
+    wp = compute_precision(g, precision)  # unsupported: flagged infeasible by check_static
+    gemm_Fps = g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"]
     link = get_link(g.scale_up_link)
     return Setup(
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
         w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
-        gemm_Fps=g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"],
+        gemm_Fps=gemm_Fps, **_weight_bytes(g, precision, act, gemm_Fps, cal),
         attn_Fps=(g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
                   * cal["attention_efficiency_factor"]),
         hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
@@ -140,8 +183,15 @@ class Reasons:
         return self.ok
 
 
+def _runs(g: GPUSpec, p: str) -> bool:
+    """Whether ``g`` has a GEMM precision for weights stored in ``p``."""
+    if p in WEIGHT_ONLY:
+        return compute_precision(g, p) in (WEIGHT_ONLY[p][0], "bf16", "fp16")
+    return g.supports(p)
+
+
 def check_static(r: Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, kv: str) -> None:
-    if not g.supports(precision):
+    if not _runs(g, precision):
         r.add(True, "precision {} not supported on {} (supports {})", precision, g.key,
               ", ".join(sorted(g.peak_flops)))
     if kv == "fp8" and not g.supports("fp8") and g.vendor == "nvidia":

@@ -88,6 +88,7 @@ from kvmodel.instance.seam import (
     Reasons,
     check_static,
     kv_per_seq,
+    kv_precision_arg,
     memory_fit,
     num,
     parallelism,
@@ -322,8 +323,7 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
     """Build the instance like ``estimate``: Setup, calibration, memory fit; validate."""
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = precision_arg("precision", precision)
-    kv = precision_arg("kv_precision", kv_precision or ("fp8" if precision in ("fp8", "fp4", "int8")
-                                                     else precision))
+    kv = kv_precision_arg(kv_precision, precision)
     tp, pp, ep, _, _ = parallelism(m, tp, pp, 1, None)
     cal = params()
     s = setup(m, g, fw, tp, pp, ep, precision, kv, cal)

@@ -25,7 +25,7 @@ import numpy as np
 from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
 from kvmodel.instance._roofline import step_ops
-from kvmodel.instance.seam import num, params, setup
+from kvmodel.instance.seam import compute_precision, kv_precision_arg, num, params, precision_arg, setup
 
 __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_len",
            "recompute_coefficients"]
@@ -50,9 +50,9 @@ def break_even_formulas() -> dict[str, Any]:
 
 def _setup(model, gpu, num_gpus, precision, kv_precision):
     m, g = get_model(model), get_gpu(gpu)
-    if precision not in g.peak_flops:
+    if compute_precision(g, precision_arg("precision", precision)) not in g.peak_flops:
         raise ValueError(f"precision={precision!r} not supported on {g.key}")
-    kv = kv_precision or precision
+    kv = kv_precision_arg(kv_precision, precision)
     s = setup(m, g, get_framework("tensorrt-llm"), float(num_gpus), 1.0, 1.0, precision, kv,
               params())
     return s, m.kv_bytes_per_token(kv)
@@ -66,7 +66,8 @@ def recompute_coefficients(model, gpu, num_gpus: int = 8, precision: str = "bf16
     s, k = _setup(model, gpu, num_gpus, precision, kv_precision)
     if ideal:
         m, g = s.model, s.gpu
-        tau = 2.0 * (m.active_params - m.embedding_params) / (num_gpus * g.peak_flops[precision])
+        peak = g.peak_flops[compute_precision(g, precision)]  # weight-only: its compute format
+        tau = 2.0 * (m.active_params - m.embedding_params) / (num_gpus * peak)
         return 0.0, tau, 0.0, k
     P = np.array([0.5, 1.0, 2.0]) * reference_len
     t = step_ops(s, P, 1.0, P * (P + 1.0) / 2.0, 0.0, 0.0, P)[2]

@@ -1,8 +1,10 @@
 """Weight-only quantisation (int4 w4a16, mxfp4, nvfp4): packed weight bytes by hand on a toy
 model, the compute precision per GPU, gpt-oss-120b MXFP4 on one H100, and clear errors."""
 
+import numpy as np
 import pytest
 
+import kvmodel
 from kvmodel import estimate
 from kvmodel.catalog.hardware import get_framework, get_gpu
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec, get_model
@@ -111,3 +113,15 @@ def test_existing_precisions_unchanged_by_the_split():
     s = toy_setup("fp8")
     assert s.proj_B == s.head_B == s.w_B == 1.0
     assert s.proj_Fps == s.head_Fps == s.gemm_Fps
+
+
+def test_break_even_takes_weight_only_formats():
+    """Break-even runs the prefix recompute in the format's compute precision (bf16 on Hopper)."""
+    q = kvmodel.break_even_bandwidth("gpt-oss-120b", "h100-sxm", num_gpus=1, prefix_len=8192,
+                                     precision="mxfp4")
+    assert np.isfinite(q) and q > 0
+    ideal_q = kvmodel.break_even_bandwidth("llama-3.1-8b", "h100-sxm", num_gpus=1,
+                                           prefix_len=8192, precision="int4", ideal=True)
+    ideal_b = kvmodel.break_even_bandwidth("llama-3.1-8b", "h100-sxm", num_gpus=1,
+                                           prefix_len=8192, precision="bf16", ideal=True)
+    assert ideal_q == pytest.approx(ideal_b)  # same bf16 compute, same KV bytes

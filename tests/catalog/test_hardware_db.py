@@ -9,7 +9,8 @@ from kvmodel.base.schema import KINDS, Curve, HardwareDBError, Quantity
 from kvmodel.catalog.hardware import data_dir, list_entries, raw_entry
 
 REQUIRED_GPUS = ["a100-sxm-80gb", "a100-sxm-40gb", "h100-sxm", "h100-pcie", "h200-sxm", "h800-sxm",
-                 "h20-3e", "gh200", "b200", "gb200", "l40s", "rtx-pro-6000", "mi300x", "mi325x"]
+                 "h20-3e", "gh200", "b200", "gb200", "l40s", "rtx-pro-6000", "mi300x", "mi325x",
+                 "h20", "rtx-4090", "a10", "l4", "b300", "gb300", "mi355x"]
 REQUIRED_LINKS = ["pcie3-x16", "pcie4-x16", "pcie5-x16", "pcie6-x16", "nvlink3", "nvlink4",
                   "nvlink5", "nvlink-c2c", "cxl1-x8", "cxl1-x16", "cxl2-x8", "cxl2-x16", "cxl3-x8",
                   "cxl3-x16", "ib-hdr", "ib-ndr", "ib-xdr", "roce-100g", "roce-200g", "roce-400g",

@@ -10,14 +10,13 @@ metric, GPU, framework and source (median and mean), plus coverage (rows skipped
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from kvmodel.base.tables import read_csv
+from kvmodel.base.tables import ErrorReport, read_csv
 from kvmodel.catalog.hardware import data_dir, get_calibration
 from kvmodel.instance import _estimate
 
@@ -108,20 +107,8 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
 
 
 @dataclass
-class ValidationReport:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
-    total: int = 0
-
-    def ape(self) -> np.ndarray:
-        return np.array([r["ape"] for r in self.rows])
-
-    def groups(self, by: str) -> dict[str, tuple[int, float, float]]:
-        """{group: (n, median APE, mean APE)} over predicted rows."""
-        g: dict[str, list[float]] = defaultdict(list)
-        for r in self.rows:
-            g[r[by]].append(r["ape"])
-        return {k: (len(v), float(np.median(v)), float(np.mean(v))) for k, v in sorted(g.items())}
+class ValidationReport(ErrorReport):
+    """The serving model against published serving measurements (``kvmodel validate``)."""
 
     def format(self) -> str:
         lines = [f"coverage: {len(self.rows)} of {self.total} rows predicted"]

@@ -19,15 +19,14 @@ into the device); ``metric`` (``seconds`` per stream, or aggregate ``bandwidth_B
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 import kvmodel.tiers as _tiers
-from kvmodel.base.tables import read_csv
+from kvmodel.base.tables import ErrorReport, read_csv
 from kvmodel.catalog.hardware import data_dir, get_link, get_memory
 
 __all__ = ["connector_transfer_s", "path_from_spec", "load_component_rows", "component_data",
@@ -107,20 +106,8 @@ def predict_row(r: dict[str, str], catalog=None) -> float:
 
 
 @dataclass
-class TierValidationReport:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
-    total: int = 0
-
-    def ape(self, split: str | None = None) -> np.ndarray:
-        return np.array([r["ape"] for r in self.rows if split in (None, r["split"])])
-
-    def groups(self, by: str) -> dict[str, tuple[int, float, float]]:
-        """{group: (n, median APE, mean APE)} over predicted rows."""
-        g: dict[str, list[float]] = defaultdict(list)
-        for r in self.rows:
-            g[r[by]].append(r["ape"])
-        return {k: (len(v), float(np.median(v)), float(np.mean(v))) for k, v in sorted(g.items())}
+class TierValidationReport(ErrorReport):
+    """``transfer_seconds`` against component measurements (``kvmodel validate --tiers``)."""
 
     def format(self) -> str:
         lines = [f"coverage: {len(self.rows)} of {self.total} rows predicted"]

@@ -33,6 +33,7 @@ from kvmodel.instance._prefix import (
     overlap_layers,
     pipeline_makespan,
     prefill_with_prefix,
+    prefix_bytes_gpu,
 )
 from kvmodel.instance._queueing import (
     QUANTILES,
@@ -134,6 +135,24 @@ def _same_shape(**named: Any) -> tuple[int, ...]:
 
 
 # ---- modes --------------------------------------------------------------------------------------
+def _prefix_B(s: Setup, tokens, per_tok):
+    """KV bytes one GPU moves for ``tokens`` tokens of one request's prefix (``per_tok``: its
+    per-token rate after compression; mixed layer kinds via :func:`prefix_bytes_gpu`)."""
+    m = s.model
+    if m.is_uniform and m.layer_kinds[0] == "full":
+        return tokens * per_tok
+    return prefix_bytes_gpu(s, tokens) * (per_tok / kv_bytes_per_token_gpu(s))
+
+
+def _new_kv_B(s: Setup, I, P, per_tok):
+    """KV bytes one GPU writes for a request's I - P new prompt tokens (what a windowed or
+    linear-attention layer adds beyond its prefix, for mixed layer kinds)."""
+    m = s.model
+    if m.is_uniform and m.layer_kinds[0] == "full":
+        return xp.maximum(I - P, 0.0) * per_tok
+    return xp.maximum(_prefix_B(s, I, per_tok) - _prefix_B(s, P, per_tok), 0.0)
+
+
 class _Prefix:
     """A cached prefix of P tokens loaded by ``load(tokens) -> seconds`` (None: no prefix);
     for continuous batching the per-request choice (load / recompute / split) is made for one
@@ -155,9 +174,10 @@ class _Prefix:
         self.t_load, self.t_comp = load(tok), lat - self.exposed
         self.depth = depth
         # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
-        self.saved_B = xp.where(P > 0, xp.maximum(I - P, 0.0) * save * per_tok, 0.0)
+        self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
         eff = 1.0 if conn is None else conn.bandwidth_efficiency
-        self.path = PathLoad([(t, tok * f * per_tok) for t, f in parts],
+        loaded_B = _prefix_B(s, tok, per_tok)
+        self.path = PathLoad([(t, f * loaded_B) for t, f in parts],
                              [(t, self.saved_B * f) for t, f in parts], eff)
 
     def new_tokens(self, I):
@@ -207,7 +227,7 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix")
     period = stage + ops["framework"]["time_s"]
     extra = {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
-        load = pre.load(b / O * pre.loaded)
+        load = pre.load(b / O * pre.loaded, b / O)  # b/O requests start their loads per step
         busy = _max_busy(pre.path.utilisation(b / O))  # path seconds per step, reads + writes
         need = xp.maximum(load, busy)
         ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},

@@ -21,8 +21,8 @@ from kvmodel.catalog.hardware import ConnectorSpec, get_connector
 from kvmodel.instance._roofline import Setup, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
-__all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "load_seconds", "pipeline_makespan",
-           "overlap_layers", "prefill_with_prefix"]
+__all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
+           "pipeline_makespan", "overlap_layers", "prefill_with_prefix"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -31,6 +31,19 @@ LAYOUTS = ("contiguous", "per_layer")
 def kv_bytes_per_token_gpu(s: Setup, compression=1.0):
     """KV bytes one GPU holds per token (its layers and KV heads), after compression."""
     return s.model.num_layers / s.pp * s.kv_elems_rank * s.kv_B / compression
+
+
+def prefix_bytes_gpu(s: Setup, tokens, requests=1.0, compression=1.0):
+    """KV bytes one GPU moves for ``tokens`` prefix tokens of ``requests`` requests: the
+    per-token rate for full-attention models; per layer kind otherwise (a sliding or chunked
+    layer holds at most its window or chunk of each prefix, a linear-attention layer its state
+    snapshot), from :meth:`ModelSpec.kv_bytes_rank` on this GPU's share of the layers."""
+    m = s.model
+    if m.is_uniform and m.layer_kinds[0] == "full":
+        return tokens * kv_bytes_per_token_gpu(s, compression)
+    r = xp.maximum(requests, 1e-12)
+    per_req = m.kv_bytes_rank(xp.maximum(tokens, 0.0) / r, s.kv_B, s.tp) / s.pp / compression
+    return xp.where(tokens > 0, r * per_req, 0.0)
 
 
 def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block_tokens=256.0,
@@ -44,7 +57,7 @@ def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block
     transfer = block_tokens * per_tok
     if layout == "per_layer":
         transfer = transfer / (s.model.num_layers / s.pp)
-    nbytes = xp.maximum(tokens * per_tok, 0.0)
+    nbytes = xp.maximum(prefix_bytes_gpu(s, tokens, requests, compression), 0.0)
     t = transfer_seconds(tier, nbytes, transfer, connector=connector, in_flight=in_flight,
                          requests=requests)
     return xp.where(tokens > 0, t, 0.0)

@@ -19,6 +19,7 @@ import numpy as np
 
 import kvmodel
 from kvmodel import cluster as _cl
+from kvmodel.catalog.models import BYTES_PER_ELEMENT
 from kvmodel.search._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
 from kvmodel.tiers import default_node_for_gpu
 from kvmodel.workload.traces import BUILTIN, TraceNotFoundError, resolve_trace
@@ -178,6 +179,11 @@ def workload_for(space: Space, block_tokens: int | None = None):
 
 
 # ---- configuration ---------------------------------------------------------------------------
+# weight precisions a space may name: every format of the catalog, weight-only ones included
+# (int4 / mxfp4 / nvfp4), except the accumulation-only fp32 and tf32
+WEIGHT_PRECISIONS = tuple(sorted(set(BYTES_PER_ELEMENT) - {"fp32", "tf32"}))
+
+
 def check_names(space: Space) -> None:
     """Raise :class:`SpaceError` naming the dimension when a choice or fixed value is not a
     known model / GPU / node / link / routing / sharing / policy, and
@@ -189,7 +195,7 @@ def check_names(space: Space) -> None:
              "pool_nic": kvmodel.list_entries("link"), "placement": ("inclusive", "exclusive"),
              "write_policy": ("through", "back"),
              **{k: tuple(reg) for k, reg in POLICY_DIMS.items()},
-             "precision": ("fp16", "bf16", "fp8", "int8", "fp4"),
+             "precision": WEIGHT_PRECISIONS,
              "framework": kvmodel.list_entries("framework")}
     values = {k: [v] for k, v in space.fixed.items()}
     values |= {d.name: list(d.choices) for d in space.dims if d.choices is not None}

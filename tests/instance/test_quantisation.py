@@ -125,3 +125,22 @@ def test_break_even_takes_weight_only_formats():
     ideal_b = kvmodel.break_even_bandwidth("llama-3.1-8b", "h100-sxm", num_gpus=1,
                                            prefix_len=8192, precision="bf16", ideal=True)
     assert ideal_q == pytest.approx(ideal_b)  # same bf16 compute, same KV bytes
+
+
+def test_search_spaces_may_name_weight_only_formats():
+    from kvmodel import search
+    from kvmodel.search._objectives import check_names
+    raw = space_dict("tier-sizing-small")
+    raw["fixed"]["precision"] = "mxfp4"
+    check_names(search.space_from_dict(raw))  # accepted
+    raw["fixed"]["precision"] = "fp9"
+    with pytest.raises(search.SpaceError, match="fp9"):
+        check_names(search.space_from_dict(raw))
+
+
+def space_dict(name):
+    import tomllib
+    from pathlib import Path
+
+    from kvmodel import search
+    return tomllib.loads((Path(search.__file__).parent / "spaces" / f"{name}.toml").read_text())

@@ -1,0 +1,349 @@
+"""The simulator's shared KV level: a central pool or peer-to-peer DRAM, with network contention.
+
+Selected by ``simulate(sharing="central_pool" | "p2p", sharing_spec=SimPool(...) | SimP2P(...))``.
+The instance's own prefix cache (``prefix_cache_blocks``, in HBM) stays the first level. On a
+request's arrival (when it is routed, like the local lookup):
+
+* **Local.** The instance's LRU gives the leading hit ``h_l`` blocks (unchanged semantics).
+* **Shared lookup.** The next leading blocks ``chain[h_l:]`` are looked up in the shared level;
+  the hit ``h_s`` is the run of them present there. Central pool: one global LRU of
+  ``capacity_blocks`` blocks shared by every instance; each block lives on pool server
+  ``hash(block) mod servers``. P2P: every instance holds an LRU partition of
+  ``capacity_blocks`` blocks in its DRAM; block ``b`` is owned by ``replication`` consecutive
+  instances from ``hash(b) mod N`` (``placement="block"``) or from ``hash(chain[0]) mod N``
+  (``"prefix"``: a whole prefix chain on the same owners; trace block ids are prefix hashes, so
+  every chain holding ``b`` has the same first block). A hit block is served by the requester
+  itself when it is among the holders (level ``peer_local``: host DRAM to HBM at ``local_Bps``,
+  no network), else by the holder whose NIC has the fewest transfers in service (level ``peer``).
+* **Inclusive refresh and puts.** Then the whole chain is refreshed deepest-first in the shared
+  level (the pool, or every owner's partition): the shared level sees every access, as the
+  closed form's single-cache curve assumes. Blocks missing there are inserted: each is a *put*
+  of one block's KV (``block_tokens`` x KV bytes per token) that leaves the requester's NIC
+  and enters the pool server's NIC (or the owner's NIC; none for the requester's own
+  partition), written after the request's prefill completes, asynchronously (it loads the
+  servers, nobody waits for it). A capacity of 0 stores and puts nothing.
+* **Transfer.** At admission the shared hit's KV (the hit tokens beyond the local hit, capped
+  at ``input_len - 1`` like every hit, x KV bytes per token of the whole instance) is fetched:
+  one job per serving resource with its blocks' share of the bytes (pool server transmit side,
+  owner's NIC transmit side, or the requester's host path for ``peer_local``) plus one job of
+  all the remote bytes on the requester's NIC receive side. Every resource is a
+  processor-sharing server (:class:`~kvmodel.sim._path_server.PathServer`, demand = bytes /
+  bandwidth); NICs are full duplex (a transmit and a receive server each). **Simplification:**
+  the jobs of one transfer run concurrently and independently, and the transfer ends when the
+  last of them ends (a fluid flow is not throttled by its other segments), then the lookup
+  round trip ``lookup_s`` is added; a lone transfer takes bytes / (slowest segment) +
+  ``lookup_s`` exactly. The request's first prefill chunk waits for it (it holds its KV
+  reservation meanwhile), as a local-tier load does. Pool server bandwidth is
+  ``min(nics x NIC achieved bandwidth, media bandwidth)`` per direction (media: DRAM or SSD
+  read for gets, write for puts).
+
+The shared level needs ``cache_tier="hbm"`` (a local DRAM/SSD tier together with a shared
+level is not simulated). Accounting: hit blocks per level, bytes per flow (conservation: the
+bytes every serving resource sends equal the bytes the requesters receive; every block fetched
+from the pool was put there earlier), and per network server busy time, time-integral of jobs
+and jobs' summed sojourn (Little's law: the two integrals are equal).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from kvmodel.catalog.hardware import get_link
+from kvmodel.policies.eviction import LRUCache
+from kvmodel.sim._path_server import PathServer
+
+__all__ = ["SimPool", "SimP2P", "SHARING_MODES", "SharedLevel", "sharing_spec"]
+
+SHARING_MODES = ("none", "central_pool", "p2p")
+P2P_PLACEMENTS = ("block", "prefix")
+_MASK = (1 << 64) - 1
+
+
+def _nonneg(name: str, v: Any, integer: bool = False, positive: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    if ok and integer:
+        ok = float(v).is_integer() and math.isfinite(v)
+    if not ok or v < 0 or (positive and v <= 0):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name}={v!r}: must be {kind} {'> 0' if positive else '>= 0'}")
+
+
+def _link_Bps(name: str, key: str) -> float:
+    """Achieved bandwidth of a hardware_db link (bytes/s); ValueError naming the field."""
+    try:
+        return float(get_link(key).achieved_bw_Bps)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{name}={key!r}: not a link key of hardware_db/links.toml "
+                         f"(`kvmodel hardware link`): {e}") from None
+
+
+@dataclass(frozen=True)
+class SimPool:
+    """Central pool for :func:`kvmodel.sim.simulate` (``sharing="central_pool"``).
+
+    capacity_blocks: pool capacity, hash blocks, whole pool (0: the pool stores nothing).
+    servers: pool servers; nics: NICs per server; nic: their link key (hardware_db).
+    media_read_Bps, media_write_Bps: per-server DRAM/SSD bandwidth for gets / puts (inf: the
+      NICs bound; the write default is the read value).
+    client_nic, client_nics: each instance's NIC link key and NIC count (a share of its node's,
+      may be fractional). lookup_s: metadata lookup round trip per fetch, seconds.
+    """
+    capacity_blocks: int = 0
+    servers: int = 1
+    nics: int = 1
+    nic: str = "roce-400g"
+    media_read_Bps: float = math.inf
+    media_write_Bps: float | None = None
+    client_nic: str = "roce-400g"
+    client_nics: float = 1.0
+    lookup_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _nonneg("capacity_blocks", self.capacity_blocks, integer=True)
+        for name in ("servers", "nics"):
+            _nonneg(name, getattr(self, name), integer=True, positive=True)
+        _nonneg("media_read_Bps", self.media_read_Bps, positive=True)
+        if self.media_write_Bps is not None:
+            _nonneg("media_write_Bps", self.media_write_Bps, positive=True)
+        _nonneg("client_nics", self.client_nics, positive=True)
+        _nonneg("lookup_s", self.lookup_s)
+        _link_Bps("nic", self.nic)
+        _link_Bps("client_nic", self.client_nic)
+
+    def server_Bps(self) -> tuple[float, float]:
+        """(get, put) bandwidth of one pool server, bytes/s."""
+        nic = self.nics * _link_Bps("nic", self.nic)
+        write = self.media_read_Bps if self.media_write_Bps is None else self.media_write_Bps
+        return min(nic, self.media_read_Bps), min(nic, write)
+
+
+@dataclass(frozen=True)
+class SimP2P:
+    """Peer-to-peer DRAM sharing for :func:`kvmodel.sim.simulate` (``sharing="p2p"``).
+
+    capacity_blocks: DRAM partition of every instance reachable by its peers, hash blocks
+      (0: nothing stored). placement: "block" (owners by the block's hash) or "prefix" (by the
+      chain's first block). replication: copies of each block (1..instances).
+    client_nic, client_nics: each instance's NIC link key and NIC count (may be fractional);
+      owners serve and requesters receive through them. local_Bps: host DRAM -> HBM bandwidth
+      for blocks the requester owns itself (inf: free). lookup_s: directory round trip per fetch.
+    """
+    capacity_blocks: int = 0
+    placement: str = "block"
+    replication: int = 1
+    client_nic: str = "roce-400g"
+    client_nics: float = 1.0
+    local_Bps: float = math.inf
+    lookup_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _nonneg("capacity_blocks", self.capacity_blocks, integer=True)
+        if self.placement not in P2P_PLACEMENTS:
+            raise ValueError(f"placement={self.placement!r}; allowed: {P2P_PLACEMENTS}")
+        _nonneg("replication", self.replication, integer=True, positive=True)
+        _nonneg("client_nics", self.client_nics, positive=True)
+        _nonneg("local_Bps", self.local_Bps, positive=True)
+        _nonneg("lookup_s", self.lookup_s)
+        _link_Bps("client_nic", self.client_nic)
+
+
+def sharing_spec(sharing: str, spec: Any, instances: int) -> SimPool | SimP2P | None:
+    """Validate ``simulate``'s ``sharing``/``sharing_spec``; the spec (None for "none")."""
+    if sharing not in SHARING_MODES:
+        raise ValueError(f"sharing={sharing!r}; allowed: {SHARING_MODES}")
+    want = {"none": type(None), "central_pool": SimPool, "p2p": SimP2P}[sharing]
+    if sharing != "none" and spec is None:
+        spec = want()
+    if not isinstance(spec, want):
+        raise ValueError(f"sharing_spec={spec!r}: sharing={sharing!r} takes "
+                         f"{'no spec' if sharing == 'none' else want.__name__}")
+    if sharing == "p2p" and spec.replication > instances:
+        raise ValueError(f"sharing_spec.replication={spec.replication}: at most instances="
+                         f"{instances}")
+    return spec
+
+
+def _mix(b: int) -> int:
+    """A 64-bit multiplicative hash of a block id (placement and pool server choice)."""
+    return ((int(b) * 0x9E3779B97F4A7C15) & _MASK) >> 17
+
+
+class SharedLevel:
+    """Engine-side state of the shared level: its LRU(s), the network servers, pending fetches
+    and the accounting (see the module docstring)."""
+
+    def __init__(self, spec: SimPool | SimP2P, n_inst: int, block_tokens: int, tok_B: float):
+        self.spec, self.n, self.bt, self.tok_B = spec, n_inst, block_tokens, tok_B
+        self.pool = isinstance(spec, SimPool)
+        self.cap = int(spec.capacity_blocks)
+        client = spec.client_nics * _link_Bps("client_nic", spec.client_nic)
+        self.Bps: dict[str, float] = {}
+        for i in range(n_inst):
+            self.Bps[f"rx[{i}]"] = self.Bps[f"tx[{i}]"] = client
+        if self.pool:
+            get, put = spec.server_Bps()
+            for s in range(spec.servers):
+                self.Bps[f"pool_tx[{s}]"], self.Bps[f"pool_rx[{s}]"] = get, put
+            self.lru = LRUCache(self.cap)
+        else:
+            for i in range(n_inst):
+                self.Bps[f"host[{i}]"] = spec.local_Bps
+            self.parts = [LRUCache(self.cap) for _ in range(n_inst)]
+        self.srv = {k: PathServer() for k in self.Bps}
+        self.get_B = dict.fromkeys(self.Bps, 0.0)
+        self.put_B = dict.fromkeys(self.Bps, 0.0)
+        self.levels = {"pool": 0} if self.pool else {"peer_local": 0, "peer": 0}
+        self.plan: dict[int, tuple[list, float]] = {}   # rid -> ([(server, bytes)], lookup s)
+        self.puts: dict[int, list] = {}                  # rid -> [(server, bytes)]
+        self.pending: dict[int, list] = {}               # rid -> [prefill entry, fixed, servers]
+        self.got: set = set()                            # distinct blocks fetched (pool)
+        self.stored: set = set()                         # distinct blocks ever put (pool)
+
+    # ---- lookup at arrival -------------------------------------------------------------------
+    def lookup(self, t: float, i: int, rid: int, chain: list, h_local: int, cap_tok: int) -> int:
+        """Shared hit (blocks) of ``rid`` routed to instance ``i`` after a local hit of
+        ``h_local`` blocks; refreshes the shared level and records the fetch and the puts."""
+        if self.pool:
+            src, missing = self._pool_lookup(chain, h_local)
+        else:
+            src, missing = self._p2p_lookup(t, i, chain, h_local)
+        h = len(src)
+        bt = self.bt
+        tok = min((h_local + h) * bt, cap_tok) - min(h_local * bt, cap_tok)
+        if h and tok > 0:
+            each = tok * self.tok_B / h
+            gets: dict[str, float] = {}
+            for name in src:
+                gets[name] = gets.get(name, 0.0) + each
+            remote = sum(v for k, v in gets.items() if not k.startswith("host"))
+            if remote > 0:
+                gets[f"rx[{i}]"] = remote
+            self.plan[rid] = (list(gets.items()), float(self.spec.lookup_s))
+        self._plan_puts(i, rid, missing)
+        return h
+
+    def _pool_lookup(self, chain: list, h_local: int) -> tuple[list, dict]:
+        lru, S = self.lru, self.spec.servers
+        src = []
+        for b in chain[h_local:]:
+            if not lru.contains(b):
+                break
+            src.append(f"pool_tx[{_mix(b) % S}]")
+            self.got.add(b)
+        self.levels["pool"] += len(src)
+        missing: dict[str, int] = {}
+        if self.cap:
+            for b in chain:
+                if not lru.contains(b):
+                    key = f"pool_rx[{_mix(b) % S}]"
+                    missing[key] = missing.get(key, 0) + 1
+                    self.stored.add(b)
+        for b in reversed(chain):
+            lru.touch(b)
+        return src, missing
+
+    def _owners(self, b: int, root: int) -> list[int]:
+        base = _mix(root if self.spec.placement == "prefix" else b) % self.n
+        return [(base + k) % self.n for k in range(self.spec.replication)]
+
+    def _p2p_lookup(self, t: float, i: int, chain: list, h_local: int) -> tuple[list, dict]:
+        parts, root, n = self.parts, chain[0] if chain else 0, self.n
+        src = []
+        for b in chain[h_local:]:
+            holders = [o for o in self._owners(b, root) if parts[o].contains(b)]
+            if not holders:
+                break
+            if i in holders:
+                src.append(f"host[{i}]")
+                continue
+            o = min(holders, key=lambda o: (self._jobs(t, f"tx[{o}]"), (o - i) % n))
+            src.append(f"tx[{o}]")
+        local = sum(1 for s in src if s.startswith("host"))
+        self.levels["peer_local"] += local
+        self.levels["peer"] += len(src) - local
+        missing: dict[str, int] = {}
+        for b in reversed(chain):
+            for o in self._owners(b, root):
+                if self.cap and not parts[o].contains(b) and o != i:
+                    missing[f"rx[{o}]"] = missing.get(f"rx[{o}]", 0) + 1
+                parts[o].touch(b)
+        return src, missing
+
+    def _jobs(self, t: float, name: str) -> int:
+        s = self.srv[name]
+        s.advance(t)
+        return len(s.jobs)
+
+    def _plan_puts(self, i: int, rid: int, missing: dict) -> None:
+        block_B = self.bt * self.tok_B
+        puts = [(k, c * block_B) for k, c in missing.items()]
+        total = sum(v for _, v in puts)
+        if total > 0:
+            self.puts[rid] = puts + [(f"tx[{i}]", total)]
+
+    # ---- transfers ---------------------------------------------------------------------------
+    def fetch(self, t: float, rid: int, p: list) -> None:
+        """At admission: start ``rid``'s fetch (if it has one); ``p[2]`` (its first-chunk time)
+        becomes the fetch's projected end plus the lookup round trip."""
+        plan = self.plan.pop(rid, None)
+        if plan is None:
+            return
+        gets, fixed = plan
+        self.pending[rid] = [p, fixed, [k for k, _ in gets]]
+        p[2] = t + fixed
+        touched = []
+        for name, nbytes in gets:
+            self._add(t, name, ("get", rid), nbytes)
+            self.get_B[name] += nbytes
+            touched.append(name)
+        self._reproject(touched)
+
+    def put(self, t: float, rid: int) -> None:
+        """After ``rid``'s prefill: its puts load the servers (nobody waits for them)."""
+        puts = self.puts.pop(rid, None)
+        if not puts:
+            return
+        for name, nbytes in puts:
+            self._add(t, name, ("put", rid), nbytes)
+            self.put_B[name] += nbytes
+        self._reproject([k for k, _ in puts])
+
+    def _add(self, t: float, name: str, key: tuple, nbytes: float) -> None:
+        self.srv[name].add(t, key, nbytes / self.Bps[name])
+
+    def _reproject(self, names: list) -> None:
+        """Every pending fetch with a job on one of the servers ``names`` gets its new end."""
+        fin = {k: self.srv[k].finish_times() for k in set(names)}
+        rids = {r for k in fin for kind, r in self.srv[k].jobs if kind == "get"}
+        for rid in rids & self.pending.keys():
+            self._end(rid, fin)
+
+    def _end(self, rid: int, fin: dict) -> None:
+        p, fixed, names = self.pending[rid]
+        end, live, key = p[2] - fixed, False, ("get", rid)
+        for name in names:
+            s = self.srv[name]
+            if key in s.jobs:
+                f = fin.get(name)
+                if f is None:
+                    f = fin[name] = s.finish_times()
+                end, live = max(end, f[key]), True
+            else:
+                end = max(end, s.done[key])
+        p[2] = end + fixed
+        if not live:
+            del self.pending[rid]
+
+    # ---- results -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Hit blocks per shared level, bytes per flow and per network server statistics."""
+        net = {}
+        for name, s in self.srv.items():
+            s.drain()
+            net[name] = dict(Bps=self.Bps[name], busy_s=s.busy, area_s=s.area,
+                             sojourn_s=s.sojourn, jobs=s.served, get_B=self.get_B[name],
+                             put_B=self.put_B[name])
+        return dict(level_hit_blocks=dict(self.levels), network=net,
+                    pool_blocks_got=len(self.got), pool_blocks_put=len(self.stored))

@@ -38,6 +38,13 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   shares it with the other loads and with the saves (``kv_save`` of each request's new KV,
   written after its prefill, on segments reads and writes share); the rest of ``load_seconds``
   (setup, latency) follows unshared. A lone load takes exactly ``load_seconds``.
+* Shared level (``sharing="central_pool"`` or ``"p2p"``, :mod:`kvmodel.sim._sharing`): after
+  the local (HBM) hit, the next leading blocks are looked up in a global LRU pool or in the
+  peers' DRAM partitions (owner by block or prefix hash, ``replication`` copies); the shared
+  hit is fetched at admission over processor-sharing NIC servers (pool servers, owners and the
+  requester, full duplex) plus a lookup round trip, and blocks the shared level lacks are put
+  there after the prefill (loading the NICs). ``SimResult`` reports hits per level, bytes per
+  network server and Little's law per server. ``sharing="none"`` leaves all of the above as is.
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
 

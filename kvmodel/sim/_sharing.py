@@ -50,7 +50,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kvmodel.catalog.hardware import get_link
+from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.policies.eviction import LRUCache
 from kvmodel.sim._path_server import PathServer
 
@@ -86,7 +86,9 @@ class SimPool:
     capacity_blocks: pool capacity, hash blocks, whole pool (0: the pool stores nothing).
     servers: pool servers; nics: NICs per server; nic: their link key (hardware_db).
     media_read_Bps, media_write_Bps: per-server DRAM/SSD bandwidth for gets / puts (inf: the
-      NICs bound; the write default is the read value).
+      NICs bound; the write default is the read value); or media + media_devices: a
+      hardware_db memory key (``ddr5-4800``, ``nvme-gen5``, ...) and the devices per server
+      (DIMMs or drives), whose read / write bandwidths add up. One medium per pool.
     client_nic, client_nics: each instance's NIC link key and NIC count (a share of its node's,
       may be fractional). lookup_s: metadata lookup round trip per fetch, seconds.
     """
@@ -96,6 +98,8 @@ class SimPool:
     nic: str = "roce-400g"
     media_read_Bps: float = math.inf
     media_write_Bps: float | None = None
+    media: str | None = None
+    media_devices: int = 1
     client_nic: str = "roce-400g"
     client_nics: float = 1.0
     lookup_s: float = 0.0
@@ -109,14 +113,30 @@ class SimPool:
             _nonneg("media_write_Bps", self.media_write_Bps, positive=True)
         _nonneg("client_nics", self.client_nics, positive=True)
         _nonneg("lookup_s", self.lookup_s)
+        _nonneg("media_devices", self.media_devices, integer=True, positive=True)
+        if self.media is not None:
+            if self.media_read_Bps != math.inf or self.media_write_Bps is not None:
+                raise ValueError(f"media={self.media!r}: give either media (+ media_devices) "
+                                 "or media_read_Bps/media_write_Bps, not both")
+            try:
+                get_memory(self.media)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"media={self.media!r}: not a memory key of hardware_db: "
+                                 f"{e}") from None
         _link_Bps("nic", self.nic)
         _link_Bps("client_nic", self.client_nic)
 
     def server_Bps(self) -> tuple[float, float]:
         """(get, put) bandwidth of one pool server, bytes/s."""
         nic = self.nics * _link_Bps("nic", self.nic)
-        write = self.media_read_Bps if self.media_write_Bps is None else self.media_write_Bps
-        return min(nic, self.media_read_Bps), min(nic, write)
+        if self.media is not None:
+            m = get_memory(self.media)
+            read, write = (self.media_devices * float(m.read_bw_Bps),
+                           self.media_devices * float(m.write_bw_Bps))
+        else:
+            read = self.media_read_Bps
+            write = read if self.media_write_Bps is None else self.media_write_Bps
+        return min(nic, read), min(nic, write)
 
 
 @dataclass(frozen=True)

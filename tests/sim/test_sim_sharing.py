@@ -4,7 +4,7 @@ toy cases by hand, conservation of bytes, Little's law per server, monotonicity,
 import numpy as np
 import pytest
 
-from kvmodel.catalog.hardware import get_link
+from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.sim import SimP2P, SimPool, poisson_requests, simulate
 from kvmodel.sim._sharing import SharedLevel
 from kvmodel.workload._trace_types import Trace
@@ -41,6 +41,16 @@ def test_a_lone_pull_takes_bytes_over_bandwidth_plus_the_lookup_round_trip():
     lvl.lookup(0.0, 1, 1, [7], 0, 10)
     lvl.fetch(0.0, 1, p)
     assert p[2] == pytest.approx(GB / get_link("tcp-25g").achieved_bw_Bps)
+
+
+def test_pool_media_from_hardware_db_bound_the_servers():
+    ssd = SimPool(nic="ib-ndr", nics=2, media="nvme-gen4", media_devices=2)
+    drive = get_memory("nvme-gen4")                                  # 6.5 / 3.5 GB/s a drive
+    assert ssd.server_Bps() == (2 * drive.read_bw_Bps, 2 * drive.write_bw_Bps)  # not the NICs
+    dram = SimPool(nic="ib-ndr", nics=2, media="ddr5-4800", media_devices=16)
+    assert dram.server_Bps() == (2 * get_link("ib-ndr").achieved_bw_Bps,) * 2
+    with pytest.raises(ValueError, match="media='ddr5-4800'"):
+        SimPool(media="ddr5-4800", media_read_Bps=1e9)
 
 
 def test_a_put_into_a_nic_delays_a_pull_through_it():

@@ -16,8 +16,8 @@ Same configuration on both sides. Mapping assumptions:
   peers reach (``SimP2P.capacity_blocks``; the owner's own blocks load at the node DRAM path's
   bandwidth per instance, ``local_Bps``).
 - Pool: ``PoolSpec(servers, dram_B, nic=link, nics)`` = ``SimPool(capacity_blocks = servers x
-  dram_B / block bytes, servers, nics, nic)``, media bandwidth unbounded (NIC-bound), no
-  metadata lookup (today's closed form has none); P2P: ``placement`` "rendezvous" (per block
+  dram_B / block bytes, servers, nics, nic, media=PoolSpec.memory, media_devices=DIMMs
+  holding dram_B)``, no metadata lookup (today's closed form has none); P2P: ``placement`` "rendezvous" (per block
   hash) = ``SimP2P(placement="block")``, ``lookup_latency_s`` = ``lookup_s``, replication 1.
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 import kvmodel
-from kvmodel.catalog.hardware import get_node
+from kvmodel.catalog.hardware import get_memory, get_node
 from kvmodel.catalog.models import get_model
 from kvmodel.cluster import Cluster, P2PSpec, PoolSpec, Workload, evaluate, kv_capacity_tokens
 from kvmodel.instance._paths import path_segments
@@ -68,7 +69,9 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
         "central_pool": (dataclasses.replace(base, sharing="central_pool", pool=pool), dict(
             sim, sharing="central_pool", sharing_spec=SimPool(
                 capacity_blocks=int(pool.servers * pool.dram_B / block_B), servers=pool.servers,
-                nics=pool.nics, nic=link, **nic))),
+                nics=pool.nics, nic=link, media=pool.memory,
+                media_devices=math.ceil(pool.dram_B / get_memory(pool.memory).capacity_B),
+                **nic))),
         "p2p": (dataclasses.replace(base, sharing="p2p", dram_B=a.dram_GB * 1e9,
                                     p2p=P2PSpec(placement="rendezvous")), dict(
             sim, sharing="p2p", sharing_spec=SimP2P(

@@ -776,6 +776,7 @@ class _Sim:
         """Prefill chunks of this step in admission order, within the token budget."""
         budget = self.cfg.mnt - inst.D
         out = []
+        self._refresh_fetches(inst)
         for p in inst.prefill:
             if budget <= 0:
                 break
@@ -790,11 +791,20 @@ class _Sim:
         """Earliest future time new prefill work can start (a queued request becomes ready or a
         prefix load ends); inf if none (a ready head blocked by KV/batch waits for a finish)."""
         b = math.inf
+        self._refresh_fetches(inst)
         if inst.waiting and self.ready[inst.waiting[0]] > t:
             b = self.ready[inst.waiting[0]]
         for p in inst.prefill:
             b = min(b, p[2])
         return b
+
+    def _refresh_fetches(self, inst: _Inst) -> None:
+        """Project the shared-level fetches of ``inst``'s prefilling requests again."""
+        pend = self.share.pending if self.share is not None else None
+        if pend:
+            for p in inst.prefill:
+                if p[0] in pend:
+                    self.share.refresh(p[0])
 
     def _ctx(self, inst: _Inst, m):
         """Sum of decode contexts at step(s) ``m`` (capped by a sliding window)."""

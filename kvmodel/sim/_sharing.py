@@ -27,13 +27,15 @@ request's arrival (when it is routed, like the local lookup):
   one job per serving resource with its blocks' share of the bytes (pool server transmit side,
   owner's NIC transmit side, or the requester's host path for ``peer_local``) plus one job of
   all the remote bytes on the requester's NIC receive side. Every resource is a
-  processor-sharing server (:class:`~kvmodel.sim._path_server.PathServer`, demand = bytes /
-  bandwidth); NICs are full duplex (a transmit and a receive server each). **Simplification:**
+  processor-sharing server (:class:`VirtualPS`, demand = bytes / bandwidth; the same
+  discipline as :class:`~kvmodel.sim._path_server.PathServer`, in O(log jobs) per event); NICs are full duplex (a transmit and a receive server each). **Simplification:**
   the jobs of one transfer run concurrently and independently, and the transfer ends when the
   last of them ends (a fluid flow is not throttled by its other segments), then the lookup
   round trip ``lookup_s`` is added; a lone transfer takes bytes / (slowest segment) +
   ``lookup_s`` exactly. The request's first prefill chunk waits for it (it holds its KV
-  reservation meanwhile), as a local-tier load does. Pool server bandwidth is
+  reservation meanwhile), as a local-tier load does. The fetch's end is projected again
+  whenever the instance looks at it (forming a step), so later transfers that slow it down
+  are accounted exactly. Pool server bandwidth is
   ``min(nics x NIC achieved bandwidth, media bandwidth)`` per direction (media: DRAM or SSD
   read for gets, write for puts).
 
@@ -52,9 +54,9 @@ from typing import Any
 
 from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.policies.eviction import LRUCache
-from kvmodel.sim._path_server import PathServer
+import heapq
 
-__all__ = ["SimPool", "SimP2P", "SHARING_MODES", "SharedLevel", "sharing_spec"]
+__all__ = ["SimPool", "SimP2P", "SHARING_MODES", "SharedLevel", "VirtualPS", "sharing_spec"]
 
 SHARING_MODES = ("none", "central_pool", "p2p")
 P2P_PLACEMENTS = ("block", "prefix")
@@ -190,6 +192,76 @@ def _mix(b: int) -> int:
     return ((int(b) * 0x9E3779B97F4A7C15) & _MASK) >> 17
 
 
+class VirtualPS:
+    """Processor-sharing server in virtual time: ``V`` is the service every job in service
+    has received (seconds of the whole server), growing at ``1/n`` per second with ``n`` jobs;
+    a job of demand ``d`` arriving at ``V0`` leaves when ``V`` reaches ``V0 + d``. Completions
+    come off a heap (O(log n)); :meth:`end` projects one job's departure if nothing else
+    arrives. Bookkeeping as :class:`~kvmodel.sim._path_server.PathServer` (busy time, integral
+    of jobs, summed sojourns, jobs served)."""
+
+    __slots__ = ("t", "V", "heap", "jobs", "since", "done", "area", "busy", "sojourn", "served")
+
+    def __init__(self) -> None:
+        self.t = self.V = self.area = self.busy = self.sojourn = 0.0
+        self.heap: list = []                    # (V at departure, key)
+        self.jobs: dict = {}                    # key -> V at departure
+        self.since: dict = {}
+        self.done: dict = {}
+        self.served = 0
+
+    def advance(self, t: float) -> None:
+        """Serve until ``t`` (departures in order)."""
+        heap = self.heap
+        while heap:
+            n = len(heap)
+            dt = (heap[0][0] - self.V) * n
+            if self.t + dt > t:
+                break
+            self._serve(dt, n)
+            self.V = heap[0][0]
+            while heap and heap[0][0] <= self.V:
+                self._finish(heapq.heappop(heap)[1])
+        if heap and t > self.t:
+            n = len(heap)
+            dt = t - self.t
+            self._serve(dt, n)
+            self.V += dt / n
+        self.t = max(self.t, t)
+
+    def _serve(self, dt: float, n: int) -> None:
+        self.area += n * dt
+        self.busy += dt
+        self.t += dt
+
+    def _finish(self, key) -> None:
+        del self.jobs[key]
+        self.done[key] = self.t
+        self.sojourn += self.t - self.since.pop(key)
+        self.served += 1
+
+    def add(self, t: float, key, demand: float) -> None:
+        """A job of ``demand`` seconds (alone on the server) arrives at ``t``."""
+        self.advance(t)
+        self.since[key] = t
+        if demand > 0:
+            self.jobs[key] = vf = self.V + demand
+            heapq.heappush(self.heap, (vf, key))
+        else:
+            self.jobs[key] = self.V
+            self._finish(key)
+
+    def drain(self) -> None:
+        self.advance(math.inf)
+
+    def end(self, key) -> float:
+        """Departure of job ``key``: done, or projected with no further arrivals."""
+        if key not in self.jobs:
+            return self.done[key]
+        vf, V = self.jobs[key], self.V
+        return self.t + sum(min(v, vf) - V for v, _ in self.heap)
+
+
 class SharedLevel:
     """Engine-side state of the shared level: its LRU(s), the network servers, pending fetches
     and the accounting (see the module docstring)."""
@@ -211,7 +283,7 @@ class SharedLevel:
             for i in range(n_inst):
                 self.Bps[f"host[{i}]"] = spec.local_Bps
             self.parts = [LRUCache(self.cap) for _ in range(n_inst)]
-        self.srv = {k: PathServer() for k in self.Bps}
+        self.srv = {k: VirtualPS() for k in self.Bps}
         self.get_B = dict.fromkeys(self.Bps, 0.0)
         self.put_B = dict.fromkeys(self.Bps, 0.0)
         self.levels = {"pool": 0} if self.pool else {"peer_local": 0, "peer": 0}
@@ -311,50 +383,29 @@ class SharedLevel:
         if plan is None:
             return
         gets, fixed = plan
-        self.pending[rid] = [p, fixed, [k for k, _ in gets]]
-        p[2] = t + fixed
-        touched = []
         for name, nbytes in gets:
-            self._add(t, name, ("get", rid), nbytes)
+            self.srv[name].add(t, ("get", rid), nbytes / self.Bps[name])
             self.get_B[name] += nbytes
-            touched.append(name)
-        self._reproject(touched)
+        self.pending[rid] = [p, fixed, [k for k, _ in gets]]
+        self.refresh(rid)
+
+    def refresh(self, rid: int) -> None:
+        """Project ``rid``'s fetch end again (later transfers may have slowed it down)."""
+        p, fixed, names = self.pending[rid]
+        key, end, live = ("get", rid), 0.0, False
+        for name in names:
+            s = self.srv[name]
+            end = max(end, s.end(key))
+            live = live or key in s.jobs
+        p[2] = max(p[2], end + fixed)
+        if not live:
+            del self.pending[rid]
 
     def put(self, t: float, rid: int) -> None:
         """After ``rid``'s prefill: its puts load the servers (nobody waits for them)."""
-        puts = self.puts.pop(rid, None)
-        if not puts:
-            return
-        for name, nbytes in puts:
-            self._add(t, name, ("put", rid), nbytes)
+        for name, nbytes in self.puts.pop(rid, ()):
+            self.srv[name].add(t, ("put", rid), nbytes / self.Bps[name])
             self.put_B[name] += nbytes
-        self._reproject([k for k, _ in puts])
-
-    def _add(self, t: float, name: str, key: tuple, nbytes: float) -> None:
-        self.srv[name].add(t, key, nbytes / self.Bps[name])
-
-    def _reproject(self, names: list) -> None:
-        """Every pending fetch with a job on one of the servers ``names`` gets its new end."""
-        fin = {k: self.srv[k].finish_times() for k in set(names)}
-        rids = {r for k in fin for kind, r in self.srv[k].jobs if kind == "get"}
-        for rid in rids & self.pending.keys():
-            self._end(rid, fin)
-
-    def _end(self, rid: int, fin: dict) -> None:
-        p, fixed, names = self.pending[rid]
-        end, live, key = p[2] - fixed, False, ("get", rid)
-        for name in names:
-            s = self.srv[name]
-            if key in s.jobs:
-                f = fin.get(name)
-                if f is None:
-                    f = fin[name] = s.finish_times()
-                end, live = max(end, f[key]), True
-            else:
-                end = max(end, s.done[key])
-        p[2] = end + fixed
-        if not live:
-            del self.pending[rid]
 
     # ---- results -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import pytest
 
 from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.sim import SimP2P, SimPool, poisson_requests, simulate
-from kvmodel.sim._sharing import SharedLevel
+from kvmodel.sim._path_server import PathServer
+from kvmodel.sim._sharing import SharedLevel, VirtualPS
 from kvmodel.workload._trace_types import Trace
 
 M, G, BT = "llama-3.1-8b", "h100-sxm", 64
@@ -21,12 +22,33 @@ def _pool_level(**kw):
     return lvl
 
 
+def test_virtual_time_server_matches_the_path_server_job_by_job():
+    rng = np.random.default_rng(7)
+    t = np.cumsum(rng.exponential(1.0, 400))
+    d = rng.exponential(0.8, 400) * (rng.random(400) > 0.1)   # some zero-demand jobs
+    ref, fast = PathServer(), VirtualPS()
+    for k in range(400):
+        for s in (ref, fast):
+            s.add(t[k], k, d[k])
+        if k % 50 == 7:   # projections agree while jobs are in service
+            proj = ref.finish_times()
+            for key in list(fast.jobs)[:5]:
+                assert fast.end(key) == pytest.approx(proj[key], rel=1e-9, abs=1e-12)
+    ref.drain()
+    fast.drain()
+    ends = np.array([fast.done[k] for k in range(400)])
+    assert np.allclose(ends, [ref.done[k] for k in range(400)], rtol=1e-9, atol=1e-12)
+    assert fast.area == pytest.approx(ref.area) and fast.busy == pytest.approx(ref.busy)
+    assert fast.area == pytest.approx(fast.sojourn, rel=1e-12) and fast.served == 400
+
+
 def test_two_concurrent_1GB_pulls_over_one_10GBps_server_take_0_2s_each():
     lvl = _pool_level()
     assert lvl.lookup(0.0, 0, 1, [7], 0, 10) == 1 and lvl.lookup(0.0, 1, 2, [7], 0, 10) == 1
     p1, p2 = [1, 0, 0.0], [2, 0, 0.0]
     lvl.fetch(0.0, 1, p1)
     lvl.fetch(0.0, 2, p2)
+    lvl.refresh(1)                               # the engine re-projects when it forms a step
     assert p1[2] == pytest.approx(0.2) and p2[2] == pytest.approx(0.2)
 
 
@@ -39,6 +61,7 @@ def test_a_lone_pull_takes_bytes_over_bandwidth_plus_the_lookup_round_trip():
     # a slower client NIC is the bottleneck instead: 1 GB / 3.125 GB/s (25 GbE, TCP)
     lvl = _pool_level(client_nic="tcp-25g")
     lvl.lookup(0.0, 1, 1, [7], 0, 10)
+    p = [1, 0, 0.0]
     lvl.fetch(0.0, 1, p)
     assert p[2] == pytest.approx(GB / get_link("tcp-25g").achieved_bw_Bps)
 

@@ -97,13 +97,31 @@ def compare(a: argparse.Namespace, trace: kvmodel.Trace, link: str, mode: str, c
     err = dict(ttft=_rel(cf["ttft"], sm["ttft"]), p99=_rel(cf["p99"], sm["p99"]),
                hit=cf["hit"] - sm["hit"])
     ok = {k: abs(err[k]) <= BARS[k] for k in BARS}
-    net = r.network_stats()
+    net, span = r.network_stats(), r.busy_window_s[1] - r.busy_window_s[0]
+    owners = [v["get_B"] / v["Bps"] / span for n, v in r.network.items() if n.startswith("tx")]
     return dict(link=link, mode=mode, closed=cf, sim=sm, err=err, ok=ok, stable=bool(e.stable),
                 closed_levels=dict(e.hit_ratio), sim_levels=r.hit_ratio_by_level(),
                 closed_util=dict(e.utilisation),
                 sim_util_max={k: max((v["util"] for n, v in net.items() if n.startswith(k)),
-                                     default=0.0) for k in ("pool_tx", "tx", "rx")},
+                                     default=0.0) for k in ("pool_tx", "pool_rx", "tx", "rx")},
+                sim_peer_get_util_hottest=max(owners) if mode == "p2p" else 0.0,
                 evaluate_s=t1 - t0, simulate_s=t2 - t1)
+
+
+def _added(rows: list) -> None:
+    """Sharing's change of mean TTFT against "none" on the same link, both sides: isolates
+    the shared level's terms from the instance queue's own error."""
+    base = {r["link"]: r for r in rows if r["mode"] == "none"}
+    for r in rows:
+        b = base.get(r["link"])
+        if b is None or r is b:
+            continue
+        dc = r["closed"]["ttft"] - b["closed"]["ttft"]
+        ds = r["sim"]["ttft"] - b["sim"]["ttft"]
+        d99c, d99s = r["closed"]["p99"] - b["closed"]["p99"], r["sim"]["p99"] - b["sim"]["p99"]
+        print(f"{r['link']:>9} {r['mode']:>12} | TTFT mean vs none: {dc * 1e3:+8.1f} ms closed, "
+              f"{ds * 1e3:+8.1f} ms sim | p99 vs none: {d99c * 1e3:+8.1f} ms closed, "
+              f"{d99s * 1e3:+8.1f} ms sim")
 
 
 def _print(row: dict) -> None:
@@ -114,8 +132,10 @@ def _print(row: dict) -> None:
           f"{e['p99']:+7.1%} {mark('p99'):4} | hit {c['hit']:.3f} vs {s['hit']:.3f} "
           f"{e['hit']:+.3f} {mark('hit'):4} | sim {row['simulate_s']:.1f} s")
     fmt = lambda d: ", ".join(f"{k} {v:.3f}" for k, v in d.items() if v)  # noqa: E731
+    hot = row["sim_peer_get_util_hottest"]
     print(f"{'':23}levels closed: {fmt(row['closed_levels'])}; sim: {fmt(row['sim_levels'])}; "
-          f"util closed: {fmt(row['closed_util']) or '-'}; sim max: {fmt(row['sim_util_max']) or '-'}")
+          f"util closed: {fmt(row['closed_util']) or '-'}; sim max: {fmt(row['sim_util_max']) or '-'}"
+          + (f"; sim hottest owner (gets only) {hot:.3f}" if hot else ""))
 
 
 def main() -> None:
@@ -144,6 +164,7 @@ def main() -> None:
             if mode in a.modes:
                 rows.append(compare(a, trace, link, mode, c, kw))
                 _print(rows[-1])
+    _added(rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1, default=float))
 

@@ -290,6 +290,7 @@ class SharedLevel:
         self.plan: dict[int, tuple[list, float]] = {}   # rid -> ([(server, bytes)], lookup s)
         self.puts: dict[int, list] = {}                  # rid -> [(server, bytes)]
         self.pending: dict[int, list] = {}               # rid -> [prefill entry, fixed, servers]
+        self.owner_memo: dict[int, tuple] = {}
         self.got: set = set()                            # distinct blocks fetched (pool)
         self.stored: set = set()                         # distinct blocks ever put (pool)
 
@@ -336,9 +337,14 @@ class SharedLevel:
             lru.touch(b)
         return src, missing
 
-    def _owners(self, b: int, root: int) -> list[int]:
-        base = _mix(root if self.spec.placement == "prefix" else b) % self.n
-        return [(base + k) % self.n for k in range(self.spec.replication)]
+    def _owners(self, b: int, root: int) -> tuple[int, ...]:
+        """Owners of block ``b`` (first block of its chain ``root``), memoised per block."""
+        own = self.owner_memo.get(b)
+        if own is None:
+            base = _mix(root if self.spec.placement == "prefix" else b) % self.n
+            own = self.owner_memo[b] = tuple((base + k) % self.n
+                                             for k in range(self.spec.replication))
+        return own
 
     def _p2p_lookup(self, t: float, i: int, chain: list, h_local: int) -> tuple[list, dict]:
         parts, root, n = self.parts, chain[0] if chain else 0, self.n
@@ -350,18 +356,20 @@ class SharedLevel:
             if i in holders:
                 src.append(f"host[{i}]")
                 continue
-            o = min(holders, key=lambda o: (self._jobs(t, f"tx[{o}]"), (o - i) % n))
+            o = holders[0] if len(holders) == 1 else min(
+                holders, key=lambda o: (self._jobs(t, f"tx[{o}]"), (o - i) % n))
             src.append(f"tx[{o}]")
         local = sum(1 for s in src if s.startswith("host"))
         self.levels["peer_local"] += local
         self.levels["peer"] += len(src) - local
-        missing: dict[str, int] = {}
+        missing: dict[int, int] = {}   # owner -> blocks put there
         for b in reversed(chain):
             for o in self._owners(b, root):
-                if self.cap and not parts[o].contains(b) and o != i:
-                    missing[f"rx[{o}]"] = missing.get(f"rx[{o}]", 0) + 1
-                parts[o].touch(b)
-        return src, missing
+                c = parts[o]
+                if o != i and self.cap and not c.contains(b):
+                    missing[o] = missing.get(o, 0) + 1
+                c.touch(b)
+        return src, {f"rx[{o}]": k for o, k in missing.items()}
 
     def _jobs(self, t: float, name: str) -> int:
         s = self.srv[name]

@@ -17,8 +17,9 @@ Same configuration on both sides. Mapping assumptions:
   bandwidth per instance, ``local_Bps``).
 - Pool: ``PoolSpec(servers, dram_B, nic=link, nics)`` = ``SimPool(capacity_blocks = servers x
   dram_B / block bytes, servers, nics, nic, media=PoolSpec.memory, media_devices=DIMMs
-  holding dram_B)``, no metadata lookup (today's closed form has none); P2P: ``placement`` "rendezvous" (per block
-  hash) = ``SimP2P(placement="block")``, ``lookup_latency_s`` = ``lookup_s``, replication 1.
+  holding dram_B)``, no metadata lookup (today's closed form has none); P2P: ``placement``
+  "rendezvous" (per block hash) = ``SimP2P(placement="block")``, ``lookup_latency_s`` =
+  ``lookup_s``, replication 1.
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
 Bars of issue 13: mean TTFT within 20 %, p99 within 35 %, hit ratio within 0.02.

@@ -27,17 +27,17 @@ request's arrival (when it is routed, like the local lookup):
   one job per serving resource with its blocks' share of the bytes (pool server transmit side,
   owner's NIC transmit side, or the requester's host path for ``peer_local``) plus one job of
   all the remote bytes on the requester's NIC receive side. Every resource is a
-  processor-sharing server (:class:`VirtualPS`, demand = bytes / bandwidth; the same
-  discipline as :class:`~kvmodel.sim._path_server.PathServer`, in O(log jobs) per event); NICs are full duplex (a transmit and a receive server each). **Simplification:**
-  the jobs of one transfer run concurrently and independently, and the transfer ends when the
-  last of them ends (a fluid flow is not throttled by its other segments), then the lookup
-  round trip ``lookup_s`` is added; a lone transfer takes bytes / (slowest segment) +
-  ``lookup_s`` exactly. The request's first prefill chunk waits for it (it holds its KV
-  reservation meanwhile), as a local-tier load does. The fetch's end is projected again
-  whenever the instance looks at it (forming a step), so later transfers that slow it down
-  are accounted exactly. Pool server bandwidth is
-  ``min(nics x NIC achieved bandwidth, media bandwidth)`` per direction (media: DRAM or SSD
-  read for gets, write for puts).
+  processor-sharing server (:class:`VirtualPS`, demand = bytes / bandwidth; the discipline of
+  :class:`~kvmodel.sim._path_server.PathServer` in O(log jobs) per event); NICs are full
+  duplex (a transmit and a receive server each). **Simplification:** the jobs of one transfer
+  run concurrently and independently, and the transfer ends when the last of them ends (a
+  fluid flow is not throttled by its other segments), then the lookup round trip
+  ``lookup_s`` is added; a lone transfer takes bytes / (slowest segment) + ``lookup_s``
+  exactly. The request's first prefill chunk waits for it (it holds its KV reservation
+  meanwhile), as a local-tier load does. The fetch's end is projected again whenever the
+  instance looks at it (forming a step), so later transfers that slow it down are accounted
+  exactly. Pool server bandwidth is ``min(nics x NIC achieved bandwidth, media bandwidth)``
+  per direction (media: DRAM or SSD read for gets, write for puts).
 
 The shared level needs ``cache_tier="hbm"`` (a local DRAM/SSD tier together with a shared
 level is not simulated). Accounting: hit blocks per level, bytes per flow (conservation: the
@@ -48,13 +48,13 @@ and jobs' summed sojourn (Little's law: the two integrals are equal).
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.policies.eviction import LRUCache
-import heapq
 
 __all__ = ["SimPool", "SimP2P", "SHARING_MODES", "SharedLevel", "VirtualPS", "sharing_spec"]
 

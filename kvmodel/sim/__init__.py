@@ -324,6 +324,17 @@ class SimResult:
                              Bps_mean=(s["get_B"] + s["put_B"]) / span)
         return out
 
+    def shared_bytes(self) -> dict[str, float]:
+        """Bytes moved by the shared level, by flow: ``got`` (fetched from the pool servers or
+        the owners), ``received`` (arriving at the requesters' NICs: equal to ``got``),
+        ``host`` (P2P blocks the requester owns, no network), ``put`` (leaving the writers'
+        NICs) and ``stored`` (arriving at the pool servers or owners: equal to ``put``)."""
+        def total(prefixes, f):
+            return float(sum(s[f] for k, s in self.network.items() if k.startswith(prefixes)))
+        return dict(got=total(("pool_tx", "tx"), "get_B"), received=total("rx", "get_B"),
+                    host=total("host", "get_B"), put=total("tx", "put_B"),
+                    stored=total(("pool_rx", "rx"), "put_B"))
+
     def little(self) -> dict[str, float]:
         """Little's law check over the busy window: ``L`` (time-average number in system, from
         the event-by-event integral), ``XW`` (request throughput × mean E2E) and ``rel_err``."""

@@ -137,6 +137,9 @@ def test_bytes_are_conserved_between_senders_and_receivers(runs):
         assert sent > 0 and sent == pytest.approx(side("rx", "get_B"), rel=1e-12)
         put_in = side("pool_rx", "put_B") + side("rx", "put_B")
         assert put_in > 0 and side("tx", "put_B") == pytest.approx(put_in, rel=1e-12)
+        b = runs[mode].shared_bytes()
+        assert b["got"] == pytest.approx(b["received"]) and b["put"] == pytest.approx(b["stored"])
+        assert (b["host"] > 0) == (mode == "p2p")
     r = runs["pool"]
     assert 0 < r.pool_blocks_got <= r.pool_blocks_put
     block_B = BT * 131072.0                            # llama-3.1-8b bf16: 128 KiB per token

@@ -313,7 +313,9 @@ class SimResult:
     def network_stats(self) -> dict[str, dict[str, float]]:
         """Per network server over the busy window: ``util`` (busy fraction), ``mean_jobs``
         (time-average jobs in service), ``little_rel_err`` (|integral of jobs - summed
-        sojourns| / summed sojourns) and ``Bps_mean`` (bytes moved / window)."""
+        sojourns| / summed sojourns) and ``Bps_mean`` (bytes moved / window). Puts are
+        asynchronous: a server whose put backlog outlasts the window (offered load above its
+        bandwidth) shows ``util`` > 1, its demand over the window."""
         a, b = self.busy_window_s
         span = (b - a) or 1.0
         out = {}

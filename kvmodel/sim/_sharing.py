@@ -39,6 +39,10 @@ request's arrival (when it is routed, like the local lookup):
   exactly. Pool server bandwidth is ``min(nics x NIC achieved bandwidth, media bandwidth)``
   per direction (media: DRAM or SSD read for gets, write for puts).
 
+Limits: puts never fail or back-pressure, and a block counts as stored from its request's
+arrival (like the local LRU) though its put may still be queued, so an overloaded put
+direction (``network_stats()[...]["util"]`` > 1) still serves gets of blocks not yet arrived;
+routing policies see only the local cache (``RoutingView.cached``), not the shared level.
 The shared level needs ``cache_tier="hbm"`` (a local DRAM/SSD tier together with a shared
 level is not simulated). Accounting: hit blocks per level, bytes per flow (conservation: the
 bytes every serving resource sends equal the bytes the requesters receive; every block fetched

@@ -31,13 +31,14 @@ request's arrival (when it is routed, like the local lookup):
   :class:`~kvmodel.sim._path_server.PathServer` in O(log jobs) per event); NICs are full
   duplex (a transmit and a receive server each). **Simplification:** the jobs of one transfer
   run concurrently and independently, and the transfer ends when the last of them ends (a
-  fluid flow is not throttled by its other segments), then the lookup round trip
-  ``lookup_s`` is added; a lone transfer takes bytes / (slowest segment) + ``lookup_s``
-  exactly. The request's first prefill chunk waits for it (it holds its KV reservation
-  meanwhile), as a local-tier load does. The fetch's end is projected again whenever the
-  instance looks at it (forming a step), so later transfers that slow it down are accounted
-  exactly. Pool server bandwidth is ``min(nics x NIC achieved bandwidth, media bandwidth)``
-  per direction (media: DRAM or SSD read for gets, write for puts).
+  fluid flow is not throttled by its other segments), then the lookup round trip ``lookup_s``
+  is added (pool: every request whose chain goes beyond its local hit asks the metadata
+  service, hit or miss; P2P: requests fetching from a peer); a lone transfer takes bytes /
+  (slowest segment) + ``lookup_s`` exactly. The request's first prefill chunk waits for it (it
+  holds its KV reservation meanwhile), as a local-tier load does. The fetch's end is projected
+  again whenever the instance looks at it (forming a step), so later transfers that slow it
+  down are accounted exactly. Pool server bandwidth is ``min(nics x NIC achieved bandwidth,
+  media bandwidth)`` per direction (media: DRAM or SSD read for gets, write for puts).
 
 Limits: puts never fail or back-pressure, and a block counts as stored from its request's
 arrival (like the local LRU) though its put may still be queued, so an overloaded put
@@ -309,15 +310,17 @@ class SharedLevel:
         h = len(src)
         bt = self.bt
         tok = min((h_local + h) * bt, cap_tok) - min(h_local * bt, cap_tok)
-        if h and tok > 0:
-            each = tok * self.tok_B / h
-            gets: dict[str, float] = {}
-            for name in src:
-                gets[name] = gets.get(name, 0.0) + each
-            remote = sum(v for k, v in gets.items() if not k.startswith("host"))
-            if remote > 0:
-                gets[f"rx[{i}]"] = remote
-            self.plan[rid] = (list(gets.items()), float(self.spec.lookup_s))
+        gets: dict[str, float] = {}
+        for name in src if tok > 0 else ():
+            gets[name] = gets.get(name, 0.0) + tok * self.tok_B / h
+        remote = sum(v for k, v in gets.items() if not k.startswith("host"))
+        if remote > 0:
+            gets[f"rx[{i}]"] = remote
+        # the pool's metadata is asked whenever the local cache leaves blocks; a peer only
+        # when a block comes over the network
+        ask = self.cap > 0 and len(chain) > h_local if self.pool else remote > 0
+        if gets or ask:
+            self.plan[rid] = (list(gets.items()), float(self.spec.lookup_s) if ask else 0.0)
         self._plan_puts(i, rid, missing)
         return h
 
@@ -399,6 +402,7 @@ class SharedLevel:
             self.srv[name].add(t, ("get", rid), nbytes / self.Bps[name])
             self.get_B[name] += nbytes
         self.pending[rid] = [p, fixed, [k for k, _ in gets]]
+        p[2] = max(p[2], t + fixed)
         self.refresh(rid)
 
     def refresh(self, rid: int) -> None:

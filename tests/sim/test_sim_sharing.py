@@ -156,6 +156,11 @@ def test_littles_law_holds_on_every_network_server(runs):
             assert 0.0 <= s["util"] <= 1.0 and s["mean_jobs"] >= s["util"] - 1e-12
 
 
+def test_the_pool_metadata_round_trip_is_paid_by_misses_too():
+    first = lambda rtt: _run("central_pool", SimPool(capacity_blocks=400, lookup_s=rtt)).ttft_s[0]  # noqa: E731
+    assert first(0.01) - first(0.0) == pytest.approx(0.01)   # request 0 finds nothing anywhere
+
+
 def test_pool_with_capacity_zero_is_sharing_none_exactly(runs):
     r = _run("central_pool", SimPool(capacity_blocks=0, lookup_s=1e-3))
     ref = runs["none"]

@@ -4,7 +4,7 @@ for KV sharing none / central_pool / p2p on a 25 GbE-class network and on Infini
     python benchmarks/cluster_vs_sim.py [--trace mooncake-conversation] [--instances 16]
         [--speedup 1] [--links tcp-25g ib-ndr] [--model llama-3.1-8b] [--gpu h100-sxm]
         [--hbm-fraction 0.05] [--dram-GB 64] [--pool-servers 2] [--pool-GB 2000]
-        [--routing round_robin] [--json FILE]
+        [--routing round_robin] [--lookup-s 0] [--json FILE]
 
 Same configuration on both sides. Mapping assumptions:
 - TP1 instances of ``--model`` at bf16 on ``--gpu``'s default node (instances per node =
@@ -17,9 +17,11 @@ Same configuration on both sides. Mapping assumptions:
   bandwidth per instance, ``local_Bps``).
 - Pool: ``PoolSpec(servers, dram_B, nic=link, nics)`` = ``SimPool(capacity_blocks = servers x
   dram_B / block bytes, servers, nics, nic, media=PoolSpec.memory, media_devices=DIMMs
-  holding dram_B)``, no metadata lookup (today's closed form has none); P2P: ``placement``
-  "rendezvous" (per block hash) = ``SimP2P(placement="block")``, ``lookup_latency_s`` =
-  ``lookup_s``, replication 1.
+  holding dram_B)`` (or ``sockets`` x the memory's per-socket bandwidth where PoolSpec has
+  ``sockets``); metadata round trip ``--lookup-s`` on both sides (``PoolSpec.metadata_rtt_s``
+  where the closed form has it; today's has no lookup, so keep 0 to compare with it). P2P:
+  ``placement`` "rendezvous" (per block hash) = ``SimP2P(placement="block")``,
+  ``lookup_latency_s`` = ``lookup_s`` = ``--lookup-s``, replication 1.
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
 Bars of issue 13: mean TTFT within 20 %, p99 within 35 %, hit ratio within 0.02.
@@ -63,21 +65,25 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
     sim = dict(instances=a.instances, routing=a.routing, block_tokens=trace.block_tokens,
                prefix_cache_blocks=int(a.hbm_fraction * kv_tok / trace.block_tokens))
     nic = dict(client_nic=link, client_nics=node.nics / per_node)
-    pool = PoolSpec(servers=a.pool_servers, dram_B=a.pool_GB * 1e9, nic=link, nics=1)
+    names = {f.name for f in dataclasses.fields(PoolSpec)}
+    extra = {"metadata_rtt_s": a.lookup_s} if "metadata_rtt_s" in names else {}
+    pool = PoolSpec(servers=a.pool_servers, dram_B=a.pool_GB * 1e9, nic=link, nics=1, **extra)
+    mem = get_memory(pool.memory)
+    media = (dict(media_read_Bps=pool.sockets * mem.socket_read_bw_Bps) if "sockets" in names
+             else dict(media=pool.memory, media_devices=math.ceil(pool.dram_B / mem.capacity_B)))
     dram = bottleneck(path_segments(node_tiers(node.key, a.gpu)["dram"]))[0]
     return {
         "none": (base, dict(sim)),
         "central_pool": (dataclasses.replace(base, sharing="central_pool", pool=pool), dict(
             sim, sharing="central_pool", sharing_spec=SimPool(
                 capacity_blocks=int(pool.servers * pool.dram_B / block_B), servers=pool.servers,
-                nics=pool.nics, nic=link, media=pool.memory,
-                media_devices=math.ceil(pool.dram_B / get_memory(pool.memory).capacity_B),
-                **nic))),
+                nics=pool.nics, nic=link, lookup_s=a.lookup_s, **media, **nic))),
         "p2p": (dataclasses.replace(base, sharing="p2p", dram_B=a.dram_GB * 1e9,
-                                    p2p=P2PSpec(placement="rendezvous")), dict(
+                                    p2p=P2PSpec(placement="rendezvous",
+                                                lookup_latency_s=a.lookup_s)), dict(
             sim, sharing="p2p", sharing_spec=SimP2P(
                 capacity_blocks=int(a.dram_GB * 1e9 / block_B), placement="block",
-                local_Bps=1.0 / dram, **nic))),
+                local_Bps=1.0 / dram, lookup_s=a.lookup_s, **nic))),
     }
 
 
@@ -153,6 +159,7 @@ def main() -> None:
     ap.add_argument("--dram-GB", type=float, default=64.0, help="P2P DRAM per instance")
     ap.add_argument("--pool-servers", type=int, default=2)
     ap.add_argument("--pool-GB", type=float, default=1000.0, help="pool DRAM per server")
+    ap.add_argument("--lookup-s", type=float, default=0.0, help="metadata / directory RTT")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     a = ap.parse_args()
     trace = _compressed(kvmodel.load_trace(a.trace), a.speedup)

@@ -116,7 +116,8 @@ def check_load_keys(d: dict, where: str) -> None:
     try:
         check_load(ns)
     except ValueError as exc:
-        raise ValueError(f"{where}: {str(exc).replace('Workload.', '')}") from None
+        msg = str(exc).replace('Workload: ', '').replace('Workload.', '')
+        raise ValueError(f"{where}: {msg}") from None
 
 
 # ---- closed loop -----------------------------------------------------------------------------

@@ -58,7 +58,6 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.base.fields import add_aliases, fields_dict
 from kvmodel.base.schema import typed_table
-from kvmodel.cluster import _workloads
 from kvmodel.catalog.hardware import (
     catalog_arg,
     current,
@@ -70,6 +69,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster import _workloads
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params

@@ -107,12 +107,17 @@ def check_load(w) -> None:
     if mode == "burst" and w.session_mode == "closed":
         raise ValueError("Workload.session_mode='closed' with burst: allowed session modes "
                          "for a burst: ('open',)")
+    if w.session_mode == "closed" and w.trace.session is None:
+        raise ValueError(f"Workload.session_mode='closed': trace {w.trace.name!r} has no "
+                         "session ids; allowed: a trace with Trace.session (see "
+                         "kvmodel.workload.traces.infer_sessions for traces with hashes)")
 
 
 def check_load_keys(d: dict, where: str) -> None:
     """Check the load fields of a ``[workload]`` table (errors prefixed with ``where``)."""
     keys = ("request_rate", "concurrency", "burst", "think_time_s")
-    ns = SimpleNamespace(**{k: d.get(k) for k in keys}, session_mode=d.get("session_mode", "open"))
+    ns = SimpleNamespace(**{k: d.get(k) for k in keys}, session_mode=d.get("session_mode", "open"),
+                         trace=SimpleNamespace(session=(), name=""))  # trace: checked later
     try:
         check_load(ns)
     except ValueError as exc:

@@ -15,8 +15,7 @@ Closed modes (``simulate(concurrency=, think_time_s=, session_mode=)``):
 * ``session_mode="closed"``: turn k of a session is sent ``think_time_s`` after turn k-1
   finished (``think_time_s=None``: the trace's own gap between the two turns' arrivals, i.e.
   its arrival-to-arrival think time read as finish-to-send). Without ``concurrency`` a
-  session's first turn is sent at its trace arrival. Requests without a session
-  (``Trace.session`` is None) are sessions of one turn.
+  session's first turn is sent at its trace arrival. The trace must carry ``session``.
 """
 
 from __future__ import annotations
@@ -134,6 +133,10 @@ def arrivals(tr: Trace, arr: list, ready: list, req_s: float, concurrency, think
     closed = session_mode == "closed"
     if concurrency is None and not closed:
         return TraceArrivals(arr)
+    if closed and tr.session is None:
+        raise ValueError(f"session_mode='closed': trace {tr.name!r} has no session ids; "
+                         "allowed: a trace with Trace.session (see kvmodel.workload.traces."
+                         "infer_sessions for traces with hashes)")
     units, gaps = _units(tr, closed)
     if think_time_s is not None:
         gaps = np.zeros(len(tr))

@@ -14,11 +14,13 @@ exactly when fewer distinct blocks than the cache holds were touched in between,
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from kvmodel.workload._trace_types import Trace
 
-__all__ = ["session_turns", "closed_session_trace", "reorder"]
+__all__ = ["session_turns", "closed_session_trace", "reorder", "infer_sessions"]
 
 
 def session_turns(tr: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,3 +86,33 @@ def reorder(tr: Trace, idx: np.ndarray, arrival_s: np.ndarray | None = None) -> 
     arr = tr.arrival_s[idx] if arrival_s is None else np.asarray(arrival_s, dtype=np.float64)
     return Trace(arr, tr.input_len[idx], tr.output_len[idx], offsets, tr.block_ids[pos],
                  tr.block_tokens, tr.name, None if tr.session is None else tr.session[idx])
+
+
+def infer_sessions(tr: Trace) -> Trace:
+    """``tr`` with ``session`` inferred from the hash chains (traces that carry no session
+    column, e.g. Mooncake's): request i continues request j (an earlier turn of the same
+    conversation) when i's chain holds, at the same position, the last full block of j's
+    chain and that block first appeared in j (so a shared system prompt links nobody);
+    each turn is continued at most once, by the first later request that extends it, and
+    the deepest such block of i's chain wins. Other requests open a new session. Sessions
+    are numbered in order of first turn. A trace with ``session`` is returned as it is."""
+    if tr.session is not None:
+        return tr
+    ids, off, bt = tr.block_ids.tolist(), tr.block_offsets.tolist(), tr.block_tokens
+    full = (tr.input_len // bt).tolist()
+    seen: set[int] = set()
+    open_turn: dict[int, int] = {}  # last full block introduced by a turn -> that turn
+    session = np.empty(len(tr), dtype=np.int64)
+    count = 0
+    for i in range(len(tr)):
+        chain = ids[off[i]:off[i + 1]]
+        parent = next((open_turn.pop(b) for b in reversed(chain) if b in open_turn), -1)
+        if parent < 0:
+            session[i], count = count, count + 1
+        else:
+            session[i] = session[parent]
+        k = min(full[i], len(chain))
+        if k and chain[k - 1] not in seen:
+            open_turn[chain[k - 1]] = i
+        seen.update(chain)
+    return dataclasses.replace(tr, session=session)

@@ -13,6 +13,7 @@ from kvmodel.cluster import Cluster, Workload, evaluate, kv_capacity_tokens, loa
 from kvmodel.cluster._workloads import active_clients, burst_times
 from kvmodel.sim import poisson_requests, simulate
 from kvmodel.workload._sessions import closed_session_trace, reorder, session_turns
+from kvmodel.workload.traces import infer_sessions
 
 C8 = Cluster("llama-3.1-8b", "h100-sxm", instances=8, tp=1, precision="bf16")
 
@@ -236,3 +237,26 @@ def test_config_file_reads_the_load_fields(tmp_path):
                  '[workload]\nburst = 8\nrequest_rate = 2.0\n')
     with pytest.raises(ValueError, match=r"c.toml: \[workload\]: request_rate and burst"):
         load_cluster_config(p)
+
+
+# ---- sessions of traces without a session column ---------------------------------------------
+def test_closed_sessions_need_session_ids(trace):
+    with pytest.raises(ValueError, match="has no session ids"):
+        evaluate(C8, Workload(trace, session_mode="closed"))
+
+
+def test_inferred_sessions_recover_the_synthetic_conversations():
+    st = kvmodel.synthetic_trace(2000, seed=1, block_tokens=64)
+    bare = dataclasses.replace(st, session=None)
+    inf = infer_sessions(bare).session
+    pairs = set(zip(inf.tolist(), st.session.tolist()))
+    true, found = len(set(st.session.tolist())), len(set(inf.tolist()))
+    assert len(pairs) - found <= 0.01 * found       # an inferred session is one conversation
+    assert true <= found <= 1.15 * true               # few conversations split
+    assert infer_sessions(st) is st                   # a trace with sessions is kept
+
+
+def test_builtin_mooncake_conversation_has_multi_turn_sessions():
+    from kvmodel.workload.traces import load_trace
+    turns = np.bincount(infer_sessions(load_trace("mooncake-conversation")).session)
+    assert (turns > 1).sum() == 2223 and turns[turns > 1].sum() == 5531 and turns.max() == 17

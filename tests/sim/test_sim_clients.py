@@ -99,3 +99,8 @@ def test_clients_run_sessions_one_after_another():
 def test_client_arguments_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         simulate(M, G, _varied(10), **kw)
+
+
+def test_closed_sessions_need_session_ids():
+    with pytest.raises(ValueError, match="has no session ids"):
+        simulate(M, G, _varied(10), session_mode="closed")

@@ -24,6 +24,9 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    assignment), with the cached prefix loaded from the tier mix. Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
+   Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
+   multi-turn sessions (``Workload.session_mode="closed"``): :mod:`kvmodel.cluster._workloads`
+   (colocated clusters, scalar fields; ``ClusterResult.workload`` reports what they derive).
 4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 

@@ -43,8 +43,10 @@ the burst overlap earlier prompts' compute: an upper bound per prompt).
 **Closed sessions** (``session_mode="closed"``): turn k of a session is sent think time after
 turn k-1 completed. Its prefix is turn k-1's context; whether it is still cached depends on
 how many other requests came in between. The cluster is evaluated once with the trace order,
-then the trace is re-timed with that evaluation's mean E2E
-(:func:`kvmodel.workload._sessions.closed_session_trace`) and evaluated again: the reuse
+then the trace is re-timed with that evaluation's mean E2E (rounded to a 2 % grid, so that
+nearby configurations share the re-timed trace and its reuse profile, extracted once per
+Workload and grid point; :func:`kvmodel.workload._sessions.closed_session_trace`) and
+evaluated again: the reuse
 profile of the re-timed order gives the hit ratio (a turn's context survives when
 ``think + e2e`` is shorter than the cache's residence time at that request rate).
 """
@@ -170,16 +172,14 @@ def closed_instances(c, w, pre: dict, imb: float, n: int, kw: dict):
     """({"instance": Estimate at the active clients}, cluster request rate, info)."""
     n_c = w.concurrency * imb / n
     Z = float(w.think_time_s or 0.0)
-    ks = _grid(n_c)
+    exact = Z == 0.0 and n_c == round(n_c)  # one scalar estimate (~1 ms), no interpolation
+    ks = np.array([n_c]) if exact else _grid(n_c)
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
-                 output_len=round(w.output_len), concurrency=ks, framework=c.framework,
-                 **pre, **kw)
-    R = np.asarray(e.e2e_s, dtype=float)
-    if not np.all(np.isfinite(R)):
-        a = n_c
-    else:
-        a = active_clients(n_c, ks, R, Z)
-    est = _at(e, ks, a, w.output_len)
+                 output_len=round(w.output_len), concurrency=float(n_c) if exact else ks,
+                 framework=c.framework, **pre, **kw)
+    R = np.atleast_1d(np.asarray(e.e2e_s, dtype=float))
+    a = n_c if exact or not np.all(np.isfinite(R)) else active_clients(n_c, ks, R, Z)
+    est = e if exact else _at(e, ks, a, w.output_len)
     rate = w.concurrency / (est.e2e_s + Z) if np.isfinite(est.e2e_s) else 0.0
     info = dict(clients_per_instance=n_c, active_clients_per_instance=a, think_time_s=Z)
     return {"instance": est}, rate, info
@@ -315,6 +315,15 @@ def finish(r, w, info: dict):
         workload=dict(r.workload, **info))
 
 
+_R_STEP = 1.02  # closed sessions re-time with E2E on a 2 % grid: nearby configurations
+#                 share one re-timed trace and its reuse profile (~0.4 s to extract)
+
+
+def _bin(R: float) -> float:
+    """``R`` rounded to the nearest power of _R_STEP (0 stays 0)."""
+    return 0.0 if R <= 0 else float(_R_STEP ** round(math.log(R) / math.log(_R_STEP)))
+
+
 def closed_sessions(c, w, run: Callable) -> Any:
     """Evaluate with closed sessions: once in trace order, then on the trace re-timed with
     that mean E2E (see the module doc). ``run(cluster, workload)`` is ``evaluate``."""
@@ -326,19 +335,17 @@ def closed_sessions(c, w, run: Callable) -> Any:
         w_open, think_time_s=None))
     if not np.all(np.isfinite(r0.e2e_s)):
         return r0
-    R = float(np.max(r0.e2e_s))
+    R = _bin(float(np.max(r0.e2e_s)))
     clients = w.concurrency
     scale = 1.0  # session starts at the workload's rate: trace times x trace rate / rate
     if clients is None and w.request_rate is not None:
         scale = float(w_open.with_rate(None).rate / w.rate)
     key = ("_closed_sessions", R, clients, w.think_time_s, scale)
-    if key not in w.__dict__:
-        w.__dict__[key] = closed_session_trace(w.trace, R, w.think_time_s, clients, scale)
-    tr = w.__dict__[key]
-    w1 = dataclasses.replace(w_open, trace=tr, _profile=[],
-                             request_rate=w.request_rate if clients else w.rate)
-    if clients is None:
-        w1 = dataclasses.replace(w1, think_time_s=None)
-    r1 = run(c, w1)
+    if key not in w.__dict__:  # the re-timed workload and its reuse profile, once per key
+        tr = closed_session_trace(w.trace, R, w.think_time_s, clients, scale)
+        w.__dict__[key] = dataclasses.replace(
+            w_open, trace=tr, _profile=[], request_rate=w.request_rate if clients else w.rate,
+            think_time_s=w.think_time_s if clients else None)
+    r1 = run(c, w.__dict__[key])
     return dataclasses.replace(r1, workload=dict(r1.workload, session_mode="closed",
                                                  session_e2e_s=R))

@@ -969,7 +969,8 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         util = {k: full(v) for k, v in util.items()}
     return _workloads.finish(ClusterResult(
         **out, stable=stable, reason=reason, hit_ratio=hit_ratio, utilisation=util,
-        instances=parts, closed_forms=_closed_forms(c, n)), w, info)
+        instances=parts, closed_forms=_closed_forms(c, n), workload=_workloads.describe(w)),
+        w, info)
 
 
 # ---- derived quantities of a configuration (used by kvmodel.search) --------------------------

@@ -291,13 +291,17 @@ def instances(c, w, pre: dict, imb: float, n: int, kw: dict, shape, kv: str | No
     return parts, rate, dict(info, loop_rate=rate)
 
 
+def describe(w) -> dict[str, str]:
+    """``ClusterResult.workload`` of every evaluation: the load and session modes."""
+    return {"load_mode": load_mode(w), "session_mode": w.session_mode}
+
+
 def finish(r, w, info: dict):
     """The ClusterResult of a closed-loop or burst workload: served rate N/(R+Z) (closed loop,
     Little's law exact) or N/makespan (burst), tokens, goodput and $/Mtok from it."""
     mode = load_mode(w)
-    info = dict(info, load_mode=mode, session_mode=w.session_mode)
     if mode == "rate":
-        return dataclasses.replace(r, workload=dict(r.workload, **info))
+        return r
     if not r.stable:
         rate = 0.0
     elif mode == "concurrency":

@@ -24,6 +24,9 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    assignment), with the cached prefix loaded from the tier mix. Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
+   Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
+   multi-turn sessions (``Workload.session_mode="closed"``): :mod:`kvmodel.cluster._workloads`
+   (colocated clusters, scalar fields; ``ClusterResult.workload`` reports what they derive).
 4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 
@@ -69,6 +72,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster import _workloads
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -201,19 +205,35 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Workload:
-    """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs.
+    """A trace (its reuse profile is extracted once and cached) under a load, with SLOs.
     ``request_rate`` may be a numpy array (see the module doc).
+
+    The load is one of (:mod:`kvmodel.cluster._workloads` has the closed forms):
+    ``request_rate`` (open loop, the default: the trace's own rate), ``concurrency`` (closed
+    loop) or ``burst`` (finite). ``ClusterResult.workload`` reports what each mode derives.
 
     Fields:
       trace: the requests (:class:`kvmodel.Trace`): lengths in tokens, KV block ids.
       request_rate: requests/s offered to the whole cluster (None: the trace's own rate).
       ttft_slo_s: TTFT objective per request, seconds.
       tpot_slo_s: TPOT (time per output token after the first) objective, seconds.
+      concurrency: closed loop of this many clients across the cluster (count), each sending
+        its next request ``think_time_s`` after its previous one completed.
+      burst: this many prompts at t = 0 (count), served once (makespan, TTFT statistics).
+      think_time_s: seconds a client thinks between a response and its next request
+        (None: 0 for clients; for closed sessions the trace's own gap between turns).
+      session_mode: ``"open"`` (arrivals as the trace gives them) or ``"closed"`` (a
+        session's turn k is sent think time after turn k-1 completed, so whether its prefix,
+        turn k-1's context, is still cached depends on the cluster's speed).
     """
     trace: Trace
     request_rate: float | None = None
     ttft_slo_s: float = 2.0
     tpot_slo_s: float = 0.1
+    concurrency: int | None = None
+    burst: int | None = None
+    think_time_s: float | None = None
+    session_mode: str = "open"
     _profile: list = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -306,6 +326,9 @@ class ClusterResult:
     instances: dict[str, Any]       # the per-instance Estimate of each role
     # closed form used for routing / eviction / sharing / placement (kvmodel.policies entries)
     closed_forms: dict[str, str] = field(default_factory=dict)
+    # load mode and what it derives: clients per instance, active clients, throughput, burst
+    # makespan, session re-timing (kvmodel.cluster._workloads)
+    workload: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
@@ -867,6 +890,9 @@ def evaluate(c: Cluster, w: Workload, catalog: Any = None) -> ClusterResult:
     """Closed-form evaluation of a cluster on a workload (see the module docstring); the
     fields listed there may be numpy arrays, evaluated in one vectorised pass. ``catalog``:
     the :class:`kvmodel.Catalog` that names are looked up in (default: the active one)."""
+    _workloads.check_load(w)
+    if w.session_mode == "closed":
+        return _workloads.closed_sessions(c, w, lambda c1, w1: evaluate(c1, w1, catalog))
     c, lam, shape = _resolve(_named_policies(c), w)
     if shape is None:
         return _evaluate(c, w, lam, None)
@@ -890,12 +916,17 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(kv_precision(c))
     hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
     imb = _imbalance(c, w, n)
-    util = _network(c, w, node, hits, block_B, lam)
     pre = _prefix_args(hits, _tiers(c, key, per_node), w.input_len)
-    # vector: the instance sees every configuration (prefix and rate broadcast together)
-    lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
-    parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
-             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    info = {}
+    if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
+        parts, lam, info = _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape,
+                                                kv_precision(c))
+    else:
+        # vector: the instance sees every configuration (prefix and rate broadcast together)
+        lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
+        parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
+                 if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    util = _network(c, w, node, hits, block_B, lam)
     m = _combine(parts)
     delay = _extra_delay(c, w, node, hits, util, block_B)
     net_ok = True
@@ -936,8 +967,10 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         stable = full(stable, bool)
         hit_ratio = {k: full(v) for k, v in hits.items()}
         util = {k: full(v) for k, v in util.items()}
-    return ClusterResult(**out, stable=stable, reason=reason, hit_ratio=hit_ratio,
-                         utilisation=util, instances=parts, closed_forms=_closed_forms(c, n))
+    return _workloads.finish(ClusterResult(
+        **out, stable=stable, reason=reason, hit_ratio=hit_ratio, utilisation=util,
+        instances=parts, closed_forms=_closed_forms(c, n), workload=_workloads.describe(w)),
+        w, info)
 
 
 # ---- derived quantities of a configuration (used by kvmodel.search) --------------------------
@@ -1057,7 +1090,8 @@ _CLUSTER_KEYS = {
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
               "memory": str, "nvme": str}
 _P2P_KEYS = {"placement": str, "lookup_latency_us": float, "replication": int}
-_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float}
+_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float,
+                  "concurrency": int, "burst": int, "think_time_s": float, "session_mode": str}
 
 
 def _gb(d: dict, key: str) -> dict:
@@ -1068,7 +1102,8 @@ def _gb(d: dict, key: str) -> dict:
 
 def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
     """Read a cluster TOML file: ``[cluster]`` (+ ``[cluster.pool]``, ``[cluster.p2p]``) and an
-    optional ``[workload]``. Capacities in GB (1e9 B), lookup latency in µs. Returns the Cluster
+    optional ``[workload]`` (trace, SLOs and one load: request_rate, concurrency or burst;
+    think_time_s, session_mode). Capacities in GB (1e9 B), lookup latency in µs. Returns the Cluster
     and the workload keyword arguments; errors name the file and field."""
     import tomllib
     from pathlib import Path
@@ -1096,4 +1131,6 @@ def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
         pp["lookup_latency_s"] = pp.pop("lookup_latency_us") * 1e-6
     c = Cluster(**cl, pool=PoolSpec(**pl), p2p=P2PSpec(**pp))
     _check(c)
-    return c, typed_table(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")
+    wk = typed_table(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")
+    _workloads.check_load_keys(wk, f"{p}: [workload]")
+    return c, wk

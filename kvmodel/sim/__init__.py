@@ -112,6 +112,7 @@ from kvmodel.policies.routing import (
     make_policy,
     policy_params,
 )
+from kvmodel.sim._clients import arrivals, check_clients
 from kvmodel.sim._path_server import PathServer, bottleneck
 from kvmodel.sim._sharing import SharedLevel, SimP2P, SimPool, sharing_spec
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
@@ -532,7 +533,8 @@ class _Sim:
     """The event loop (see the module docstring for the semantics)."""
 
     def __init__(self, cfg: _Config, tr: Trace, n_inst: int, policy: RoutingPolicy,
-                 cache_blocks: int, share: SimPool | SimP2P | None = None):
+                 cache_blocks: int, share: SimPool | SimP2P | None = None,
+                 clients: tuple = (None, None, "open")):
         self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
         m = cfg.setup.model  # a window caps decode contexts only when every layer slides;
         # mixed layer kinds (gpt-oss, Gemma 3, Llama 4, hybrids) are reserved exactly below and
@@ -541,6 +543,7 @@ class _Sim:
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
         self.arr = tr.arrival_s.tolist()
         self.ready = [a + cfg.req_s for a in self.arr]
+        self.source = arrivals(tr, self.arr, self.ready, cfg.req_s, *clients)  # sim/_clients
         self.res = np.asarray(kv_per_seq(m, tr.input_len + tr.output_len, cfg.setup.tp,
                                          cfg.setup.kv_B)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
@@ -571,13 +574,12 @@ class _Sim:
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> None:
         """Process arrivals and instance events in time order (arrivals first on ties)."""
-        heap, arr, n = self.heap, self.arr, len(self.arr)
-        ai = 0
+        heap, src = self.heap, self.source
         while True:
             th = heap[0][0] if heap else math.inf
-            if ai < n and arr[ai] <= th:
-                self._arrive(ai, arr[ai])
-                ai += 1
+            ta = src.next_time()
+            if ta < math.inf and ta <= th:
+                self._arrive(src.pop(), ta)
                 continue
             if not heap:
                 return
@@ -603,6 +605,7 @@ class _Sim:
         i = self._route(rid, chain)
         if i is None:
             self.rejected[rid] = True
+            self.source.done(rid, t)
             return
         self._count(t, +1)
         inst = self.insts[i]
@@ -693,6 +696,7 @@ class _Sim:
 
     def _finish(self, inst: _Inst, rid: int, t: float) -> None:
         self.done[rid] = t
+        self.source.done(rid, t)
         inst.kv -= self.res[rid]
         inst.kvb -= -(-self.I[rid] // self.cfg.block_tokens)
         inst.running -= 1
@@ -868,7 +872,7 @@ class _Sim:
     # ---- output ------------------------------------------------------------------------------
     def _times(self, tr: Trace) -> dict[str, np.ndarray]:
         """Per-request times and instance; NaN times and instance -1 for rejected requests."""
-        arr, O, rej = tr.arrival_s, tr.output_len, np.asarray(self.rejected)
+        arr, O, rej = np.asarray(self.arr), tr.output_len, np.asarray(self.rejected)
         first, done = np.asarray(self.first), np.asarray(self.done)
         out = dict(ttft_s=first - arr, e2e_s=done - arr, queue_s=np.asarray(self.admit) - arr,
                    tpot_s=np.where(O > 1, (done - first) / np.maximum(O - 1, 1), 0.0))
@@ -883,7 +887,7 @@ class _Sim:
         ins, rej = self.insts, np.asarray(self.rejected)
         served_blocks = tr.total_blocks - int(tr.blocks_per_request[rej].sum())
         return SimResult(
-            arrival_s=tr.arrival_s.copy(), **self._times(tr), rejected=rej,
+            arrival_s=np.asarray(self.arr, dtype=np.float64), **self._times(tr), rejected=rej,
             input_len=tr.input_len.copy(), output_len=tr.output_len.copy(),
             cached_tokens=np.asarray(self.hit_tok, dtype=np.int64),
             requests_per_instance=np.array([x.count for x in ins], dtype=np.int64),
@@ -915,7 +919,8 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
              cache_tier: str | Tier = "hbm", node: str | None = None, epsilon: float = 0.25,
              routing_params: dict | None = None, kv_save: float = 1.0,
              sharing: str = "none", sharing_spec: SimPool | SimP2P | None = None,
-             catalog: Any = None) -> SimResult:
+             concurrency: int | None = None, think_time_s: float | None = None,
+             session_mode: str = "open", catalog: Any = None) -> SimResult:
     """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
 
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
@@ -933,7 +938,12 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     its prefill (asynchronously: it loads the path, nobody waits for it). ``sharing``: none |
     central_pool | p2p, a shared level beyond the local cache described by ``sharing_spec``
     (a :class:`SimPool` or :class:`SimP2P`; None: its defaults), with network contention
-    (:mod:`kvmodel.sim._sharing`; needs ``cache_tier="hbm"``). ``catalog``:
+    (:mod:`kvmodel.sim._sharing`; needs ``cache_tier="hbm"``).
+    ``concurrency=N`` (clients, each sending its next request ``think_time_s`` after its
+    previous one finished) and ``session_mode="closed"`` (a session's turn k sent
+    ``think_time_s``, default the trace's own gap, after turn k-1 finished) replace the trace's
+    arrival times by closed-loop ones (:mod:`kvmodel.sim._clients`); ``SimResult.arrival_s``
+    holds the times requests were sent. ``catalog``:
     the :class:`kvmodel.Catalog` that names are looked up in (default: the active one).
 
     Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
@@ -942,6 +952,7 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     ``SimResult.rejected``); see the module docstring for the semantics.
     """
     bt = _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
+    check_clients(concurrency, think_time_s, session_mode)
     if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0):
         raise ValueError(f"epsilon={epsilon!r}: must be a number > 0")
     cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
@@ -949,7 +960,8 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     share = _sharing_arg(sharing, sharing_spec, int(instances), cfg)
     t0 = time.perf_counter()
     policy = _policy(routing, routing_params, seed=seed, epsilon=epsilon)
-    sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks), share)
+    sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks), share,
+               (concurrency, think_time_s, session_mode))
     sim.run()
     return sim.result(requests, time.perf_counter() - t0)
 

@@ -590,7 +590,14 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
 def _p2p_shares(c: Cluster, w: Workload, n: int, h_hbm):
     """(local share, hot-owner share, put copies, form) of the P2P placement (_sharing)."""
     routing = "single" if n == 1 else ROUTING[c.routing].closed_form
-    return _sharing.p2p_shares(w.profile, n, routing, c.epsilon,
+    prof = w.profile
+
+    def assign():  # prefix affinity: the reuse model's assignment; others spread like round robin
+        if routing in ("prefix_affinity", "prefix_affinity_bounded"):
+            from kvmodel.workload._reuse_analytic import _assignment
+            return np.asarray(_assignment(prof, n, routing, c.epsilon), dtype=np.int64)
+        return np.arange(prof.n_requests, dtype=np.int64) % n
+    return _sharing.p2p_shares(prof, assign, n, routing, c.epsilon,
                                P2P_PLACEMENT[c.p2p.placement].closed_form, c.p2p.replication,
                                h_hbm)
 
@@ -1084,7 +1091,9 @@ _CLUSTER_KEYS = {
     "eviction": str,
 }
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
-              "memory": str, "nvme": str}
+              "memory": str, "nvme": str, "metadata_rtt_us": float, "scope": str,
+              "rack_nodes": int, "sockets": int, "server_cost_usd": float,
+              "port_cost_usd": float}
 _P2P_KEYS = {"placement": str, "lookup_latency_us": float, "replication": int}
 _WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float}
 
@@ -1120,6 +1129,8 @@ def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
         if need not in cl:
             raise ValueError(f"{p}: [cluster].{need}: missing required key")
     pl = _gb(_gb(typed_table(pool, _POOL_KEYS, f"{p}: [cluster.pool]"), "dram_GB"), "ssd_GB")
+    if "metadata_rtt_us" in pl:
+        pl["metadata_rtt_s"] = pl.pop("metadata_rtt_us") * 1e-6
     pp = typed_table(p2p, _P2P_KEYS, f"{p}: [cluster.p2p]")
     if "lookup_latency_us" in pp:
         pp["lookup_latency_s"] = pp.pop("lookup_latency_us") * 1e-6

@@ -290,6 +290,7 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
     per_req = w.blocks_per_request * block_B
     peer_B = rate * hits["peer"] * per_req              # peer gets, whole cluster, B/s
     put_B = rate * xp.maximum(0.0, 1.0 - sum(hits.values())) * per_req * put_copies
+    put_B = xp.where(dram_B_inst > 0, put_B, 0.0)  # no DRAM tier: nothing shared, no puts
     out_hot = peer_B * hot
     gpu = get_gpu(c.gpu)
     uplink = get_link(gpu.host_link).achieved_bw_Bps * c.tp   # one PCIe uplink per GPU
@@ -406,24 +407,13 @@ def pool_cost_per_hour(c, nodes: int, hours: float) -> Any:
 
 
 # ---- P2P shares of a configuration -----------------------------------------------------------
-def _assign(prof, n: int, routing: str, eps: float) -> np.ndarray:
-    """Instance of each request under the routing's closed form: the prefix-affinity
-    assignments of the reuse model; round robin for the others (random routing spreads a
-    block's accesses like round robin does)."""
-    if n > 1 and routing in ("prefix_affinity", "prefix_affinity_bounded"):
-        from kvmodel.workload._reuse_analytic import _assignment
-        return np.asarray(_assignment(prof, n, routing, eps), dtype=np.int64)
-    return np.arange(prof.n_requests, dtype=np.int64) % n
-
-
-def p2p_shares(prof, n: int, routing: str, eps: float, form: str, r, h_hbm):
+def p2p_shares(prof, assign_fn, n: int, routing: str, eps: float, form: str, r, h_hbm):
     """(local share, hot-owner share, put copies, form) of a P2P configuration at HBM hit
-    ratio(s) ``h_hbm`` (see :func:`p2p_table`)."""
+    ratio(s) ``h_hbm`` (see :func:`p2p_table`); ``assign_fn()``: instance of each request."""
     eps_key = eps if routing == "prefix_affinity_bounded" else None
 
     def table_of(rv: int):
-        return p2p_table(prof, lambda: _assign(prof, n, routing, eps), n, routing, eps_key,
-                         form, rv)
+        return p2p_table(prof, assign_fn, n, routing, eps_key, form, rv)
     return (*p2p_lookup(table_of, r, h_hbm), form)
 
 

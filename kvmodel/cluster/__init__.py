@@ -6,25 +6,27 @@ through local tiers only, a central pool, or peer to peer — closed form, about
 1. **Reuse.** The workload's analytic reuse profile gives the hit ratio H(C) of each cache
    level (per-instance levels under the routing policy; shared levels as one cache), split by
    cumulative capacity as in :mod:`kvmodel.workload.placement`. Central pool: a global LRU of the pool's
-   capacity (inclusive of the local tiers). P2P: the peers' DRAM forms one cache of
-   N·C_dram / replication blocks; a hit is local with probability replication/N, else fetched
-   from its owner over RDMA after the lookup latency (rendezvous/consistent hashing: 0 unless
-   given; directory: its latency). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
+   capacity (inclusive of the local tiers; or a pool per rack). P2P: the peers' DRAM forms
+   one cache of N·C_dram / replication blocks; the placement's closed form gives the local
+   share of its hits and the hottest owner's share of the peer traffic, measured on the trace
+   (:mod:`kvmodel.cluster._sharing`). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
    s3fifo, arc, lru-admit-reuse) replaces the analytic LRU curve by the policy's exact replay
    at a few capacities, interpolated (:mod:`kvmodel.workload._policy_curve`; about 2-3 s to build per
    policy, routing and instance count, then microseconds). The split by cumulative capacity
    reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
    an approximation for the others.
-2. **Network.** Pool NICs carry every pool hit: utilisation ρ = demand / (servers × NICs × NIC
-   bandwidth), an M/D/1 wait ρ/(2(1−ρ)) per transfer; ρ ≥ 1 caps the served rate. Peer NICs
-   carry remote hits; the owner of the hottest block (the most shared prefix) carries
-   ``max(1/N, p_top/replication)`` of them (hot spot).
+2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new
+   KV), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the hottest owner's NIC
+   and PCIe uplink, puts, lookups. Transfers queue at processor-sharing servers whose delay
+   tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
+   ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
    assignment), with the cached prefix loaded from the tier mix. Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
-4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over
+4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media (+ servers and ports at
+   the user's prices) amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 
 **Vectorised evaluation.** These fields accept numpy arrays (or lists), which broadcast
@@ -69,6 +71,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster import _sharing
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -85,8 +88,6 @@ from kvmodel.tiers import (
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
 from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
 from kvmodel.workload._trace_types import Trace
-
-from kvmodel.cluster import _sharing
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",

@@ -57,7 +57,8 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import get_calibration, get_gpu, get_link, get_memory
 
-__all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool", "sum_wait_quantile",
+__all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool",
+           "sum_wait_quantile",
            "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_racks"]
 
 PLACEMENT_FORMS = ("block_hash", "prefix_hash", "directory_writer")

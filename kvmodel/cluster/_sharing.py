@@ -44,7 +44,8 @@ Semantics (what a simulator must run to referee these closed forms):
   r >= 2 every block survives and 1/N of the shared content is re-replicated); the hit-ratio
   dip and the re-warm time (the shared level's capacity / the put rate: the LRU's turnover
   time, an upper bound, the hot blocks return first) are reported. A pool server's loss drops
-  1/servers of the pool hits.
+  1/servers of the pool hits. Scale-out: a hash placement moves 1/(N+1) of the shared bytes to
+  a new instance; a writer-owned one moves none.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def p2p_table(prof, assign_fn, n: int, routing: str, eps: float, form: str,
     if form not in PLACEMENT_FORMS:
         raise ValueError(f"placement closed form {form!r}: allowed {PLACEMENT_FORMS}")
     key = ("p2p_table", form, n, routing, eps, int(r))
+    if not prof.block_ids.size:  # a trace without KV blocks shares nothing: uniform owners
+        share = min(1.0, int(r) / n)
+        return dict(local=np.full(_GRID.size, share), hot=np.full(_GRID.size, 1.0 / n),
+                    put_copies=np.array(min(int(r), n) - share))
     if key not in prof._cache:
         akey = ("p2p_access", n, routing, eps)
         if akey not in prof._cache:
@@ -188,8 +193,9 @@ def ps_queue(job_rate, service_s, rho) -> dict[str, Any]:
     r = xp.where(ok, rho, 0.0)
     s = xp.where(ok, service_s, 0.0)
     resp = s / (1 - r)
-    return dict(rho=rho, job_rate=job_rate, service_s=s, wait_s=r * s / (1 - r), p_wait=r,
-                response_s=resp, L=xp.where(ok, job_rate, 0.0) * resp)
+    lam = xp.where(ok, job_rate, 0.0)
+    return dict(rho=rho, job_rate=lam, service_s=s, wait_s=r * s / (1 - r), p_wait=r,
+                response_s=resp, L=lam * resp)
 
 
 def _tail(t, a, ma, b, mb):
@@ -208,7 +214,7 @@ def _single_quantile(p, pr, m):
     return np.where(pr > q, m * np.log(np.maximum(pr, 1e-300) / q), 0.0)
 
 
-def sum_wait_quantile(p, a, ma, b, mb, iters: int = 40):
+def sum_wait_quantile(p, a, ma, b, mb, iters: int = 32):
     """p-quantile(s) of X + Y (laws of :func:`_tail`; ``ma``, ``mb`` the conditional means;
     ``p`` may be an array broadcasting with the others), by bisection between the larger and
     the sum of the single quantiles at the halved tail (union bound)."""
@@ -312,6 +318,10 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
               "peer_hot_owner_share": hot,
               "churn_instance_loss_dip": xp.where(r > 1, 0.0, shared / n),
               "churn_rereplicate_B": xp.where(r > 1, _p2p_bytes(c, dram_B_inst, n) / n, 0.0),
+              # adding an instance: hashing moves 1/(N+1) of the shared blocks to it; a
+              # writer-owned placement moves nothing (the new instance fills as it computes)
+              "churn_scale_out_move_B": (0.0 if form == "directory_writer"
+                                         else _p2p_bytes(c, dram_B_inst, n) / (n + 1)),
               "churn_rewarm_s": xp.where(put_B > 0, _p2p_bytes(c, dram_B_inst, n)
                                          / xp.where(put_B > 0, put_B, 1.0), math.inf)}
     lookup = xp.where(hits["peer"] > 0, c.p2p.lookup_latency_s, 0.0)
@@ -325,12 +335,20 @@ def _p2p_bytes(c, dram_B, n):
 
 def flows(c, w, node, hits, block_B, rate, n, *, racks=1, h_pool_dram=0.0, shares=None,
           peer_Bps=1.0, instance_Bps=1.0, dram_B_inst=0.0) -> SharingFlows:
-    """Traffic, utilisations and queues of the cluster's sharing mode (empty for ``none``)."""
+    """Traffic, utilisations and queues of the cluster's sharing mode (empty for ``none``).
+    Each queue's arrival rate, mean response and mean number in system (Little's law) are
+    copied into ``detail`` as ``queue_<name>_jobs_per_s``, ``_response_s``, ``_in_system``."""
     if "pool" in hits:
-        return _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps)
-    if "peer" in hits:
-        return _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst)
-    return SharingFlows(util={}, queues={}, fixed_s=0.0, detail={})
+        f = _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps)
+    elif "peer" in hits:
+        f = _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst)
+    else:
+        return SharingFlows(util={}, queues={}, fixed_s=0.0, detail={})
+    for name, q in f["queues"].items():
+        f["detail"].update({f"queue_{name}_jobs_per_s": q["job_rate"],
+                            f"queue_{name}_response_s": q["response_s"],
+                            f"queue_{name}_in_system": q["L"]})
+    return f
 
 
 # ---- delays ----------------------------------------------------------------------------------
@@ -369,7 +387,7 @@ def _quantile_scalar(p: float, a: float, ma: float, b: float, mb: float) -> floa
     alone = single(p, a, ma)
     lo = max(alone, single(p, b, mb))
     hi = single(1 - q / 2, a, ma) + single(1 - q / 2, b, mb) + 1e-15
-    for _ in range(40):
+    for _ in range(32):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if tail(mid) > q else (lo, mid)
     return max(hi - alone, 0.0)

@@ -37,6 +37,21 @@ def test_ps_queue_littles_law_and_geometric_oracle():
     assert q["p_wait"] == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize("sharing", ["central_pool", "p2p"])
+def test_littles_law_on_every_queue_of_a_result(sharing, workload):
+    c = Cluster(**BASE, sharing=sharing, dram_B=2e9, nic="tcp-25g",
+                pool=PoolSpec(servers=1, nics=1, nic="tcp-25g", dram_B=1e10, ssd_B=1e10))
+    r = evaluate(c, workload.with_rate(3.0))
+    names = [k[len("queue_"):-len("_jobs_per_s")] for k in r.sharing if k.endswith("_jobs_per_s")]
+    assert names and r.stable
+    for q in names:
+        lam, T = r.sharing[f"queue_{q}_jobs_per_s"], r.sharing[f"queue_{q}_response_s"]
+        assert lam > 0 and T > 0
+        assert r.sharing[f"queue_{q}_in_system"] == pytest.approx(lam * T, rel=1e-12)
+        rho = r.utilisation[q]
+        assert r.sharing[f"queue_{q}_in_system"] == pytest.approx(rho / (1 - rho), rel=1e-9)
+
+
 def test_sum_quantile_matches_monte_carlo():
     rng = np.random.default_rng(0)
     n = 400_000
@@ -197,6 +212,8 @@ def test_churn_fields(workload):
         (r1.hit_ratio["dram"] + r1.hit_ratio["peer"]) / 4)
     assert r2.sharing["churn_instance_loss_dip"] == 0.0
     assert r2.sharing["churn_rereplicate_B"] == pytest.approx(4 * 2e9 / 2 / 4)
+    assert r1.sharing["churn_scale_out_move_B"] == pytest.approx(4 * 2e9 / 5)
+    assert evaluate(_p2p(placement="directory"), workload).sharing["churn_scale_out_move_B"] == 0
     assert 0 < r1.sharing["churn_rewarm_s"] < math.inf
 
 

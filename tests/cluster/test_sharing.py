@@ -230,3 +230,18 @@ def test_vector_equals_scalar(workload):
                 assert getattr(v, f)[i, j] == pytest.approx(getattr(s, f), rel=1e-6), f
             for k, u in s.sharing.items():
                 assert v.sharing[k][i, j] == pytest.approx(u, rel=1e-9), k
+
+
+def test_pool_vector_equals_scalar(workload):
+    ssd = np.array([0.0, 5e9, 2e10])
+    servers = np.array([[1.0], [3.0]])
+    c = _pool(servers=servers, nics=1, nic="roce-100g", dram_B=1e9, ssd_B=ssd)
+    v = evaluate(c, workload.with_rate(2.0))
+    for i in range(2):
+        for j in range(3):
+            s = evaluate(_pool(servers=int(servers[i, 0]), nics=1, nic="roce-100g", dram_B=1e9,
+                               ssd_B=float(ssd[j])), workload.with_rate(2.0))
+            for f in ("ttft_s", "ttft_p90_s", "ttft_p99_s", "cost_usd_per_h"):
+                assert getattr(v, f)[i, j] == pytest.approx(getattr(s, f), rel=1e-6), f
+            for k, u in s.utilisation.items():
+                assert v.utilisation[k][i, j] == pytest.approx(u, rel=1e-9), k

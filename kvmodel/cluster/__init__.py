@@ -589,7 +589,8 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
 
 
 def _p2p_shares(c: Cluster, w: Workload, n: int, h_hbm):
-    """(local share, hot-owner share, put copies, form) of the P2P placement (_sharing)."""
+    """(local share, hot-owner share, put copies, put hot share, form) of the P2P placement
+    (kvmodel.cluster._sharing)."""
     routing = "single" if n == 1 else ROUTING[c.routing].closed_form
     prof = w.profile
 

@@ -26,8 +26,9 @@ Semantics (what a simulator must run to referee these closed forms):
   ratio once per (placement, N, routing, replication) and memoised on the reuse profile.
   Requests whose peer blocks miss HBM are taken to be those with the longest per-instance reuse
   gaps (an LRU keeps the shortest). Inserted blocks are written to their owners (puts: r copies
-  minus the one the writer holds); lookups cost ``P2PSpec.lookup_latency_s`` per request with a
-  peer hit (0 for hash placements unless given).
+  minus the one the writer holds; the busiest receiver's share measured like the gets);
+  lookups cost ``P2PSpec.lookup_latency_s`` per request with a peer hit (0 for hash
+  placements unless given).
 * **Transfers** cross NICs modelled as processor-sharing servers (M/G/1-PS: mean response
   S/(1-rho), insensitive to the size distribution); a server at utilisation >= 1 is saturated.
   The PS slowdown beyond the service time is taken as an atom at 0 (probability 1 - rho) plus an
@@ -141,7 +142,19 @@ def _table(acc: dict, form: str, n: int, r: int) -> dict[str, np.ndarray]:
         if acc["first"].any() else fallback
     return dict(local=local_share, hot=np.maximum(hot, 1.0 / n),
                 put_copies=np.array(min(r, n) - (1.0 if form == "directory_writer"
-                                                  else writer_owns)))
+                                                  else writer_owns)),
+                put_hot=np.array(_put_hot(acc, owners, form, n)))
+
+
+def _put_hot(acc: dict, owners: np.ndarray, form: str, n: int) -> float:
+    """Busiest owner's share of the copies of inserted blocks written over the network."""
+    f = acc["first"]
+    ow = owners[:, f]
+    if form == "directory_writer":
+        ow = ow[1:]  # the writer keeps copy 0
+    sent = ow[ow != acc["inst"][f][None, :]]
+    cnt = np.bincount(sent, minlength=n)
+    return float(max(cnt.max() / cnt.sum(), 1.0 / n)) if cnt.sum() else 1.0 / n
 
 
 def p2p_table(prof, assign_fn, n: int, routing: str, eps: float, form: str,
@@ -155,7 +168,7 @@ def p2p_table(prof, assign_fn, n: int, routing: str, eps: float, form: str,
     if not prof.block_ids.size:  # a trace without KV blocks shares nothing: uniform owners
         share = min(1.0, int(r) / n)
         return dict(local=np.full(_GRID.size, share), hot=np.full(_GRID.size, 1.0 / n),
-                    put_copies=np.array(min(int(r), n) - share))
+                    put_copies=np.array(min(int(r), n) - share), put_hot=np.array(1.0 / n))
     if key not in prof._cache:
         akey = ("p2p_access", n, routing, eps)
         if akey not in prof._cache:
@@ -164,21 +177,24 @@ def p2p_table(prof, assign_fn, n: int, routing: str, eps: float, form: str,
     return prof._cache[key]
 
 
-def p2p_lookup(table_of, r, h_hbm) -> tuple[Any, Any, Any]:
-    """(local share, hot-owner share, put copies) at HBM hit ratio(s) ``h_hbm`` and
-    replication(s) ``r`` (scalars or arrays); ``table_of(r)`` gives the table of one r."""
+def p2p_lookup(table_of, r, h_hbm) -> tuple[Any, Any, Any, Any]:
+    """(local share, hot-owner share, put copies, busiest owner's share of the puts) at HBM hit
+    ratio(s) ``h_hbm`` and replication(s) ``r`` (scalars or arrays); ``table_of(r)`` gives
+    the table of one r."""
     if not xp.is_array(r, h_hbm):
         t = table_of(int(r))
         return (float(np.interp(h_hbm, _GRID, t["local"])),
-                float(np.interp(h_hbm, _GRID, t["hot"])), float(t["put_copies"]))
+                float(np.interp(h_hbm, _GRID, t["hot"])), float(t["put_copies"]),
+                float(t["put_hot"]))
     r_a, h_a = np.broadcast_arrays(np.asarray(r, dtype=float), np.asarray(h_hbm, dtype=float))
-    out = [np.empty(r_a.shape) for _ in range(3)]
+    out = [np.empty(r_a.shape) for _ in range(4)]
     for rv in np.unique(r_a):
         m = r_a == rv
         t = table_of(int(rv))
         out[0][m] = np.interp(h_a[m], _GRID, t["local"])
         out[1][m] = np.interp(h_a[m], _GRID, t["hot"])
         out[2][m] = float(t["put_copies"])
+        out[3][m] = float(t["put_hot"])
     return tuple(out)
 
 
@@ -293,7 +309,7 @@ def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps) -> S
 
 def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> SharingFlows:
     """P2P: the hottest owner's NIC out (gets) and its PCIe uplink; NIC in (puts), lookups."""
-    local_share, hot, put_copies, form = shares
+    local_share, hot, put_copies, put_hot, form = shares
     per_req = w.blocks_per_request * block_B
     peer_B = rate * hits["peer"] * per_req              # peer gets, whole cluster, B/s
     put_B = rate * xp.maximum(0.0, 1.0 - sum(hits.values())) * per_req * put_copies
@@ -302,8 +318,9 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
     gpu = get_gpu(c.gpu)
     uplink = get_link(gpu.host_link).achieved_bw_Bps * c.tp   # one PCIe uplink per GPU
     dram_B = rate * hits.get("dram", 0.0) * per_req / n      # the owner's own DRAM loads
-    util = {"peer_nic_hottest": out_hot / peer_Bps, "peer_nic_in": put_B / n / peer_Bps,
-            "peer_pcie_hottest": xp.maximum(out_hot + dram_B, put_B / n) / uplink}
+    in_hot = put_B * put_hot                            # puts reaching the busiest receiver
+    util = {"peer_nic_hottest": out_hot / peer_Bps, "peer_nic_in": in_hot / peer_Bps,
+            "peer_pcie_hottest": xp.maximum(out_hot + dram_B, in_hot) / uplink}
     # per-block hashing spreads a request's peer blocks over the owners (every request is a
     # job at the hot owner with its share); per-prefix and writer placements send a request's
     # peer blocks to one owner (the hot owner sees its share of the requests, whole transfers)
@@ -315,7 +332,7 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
     shared = hits.get("dram", 0.0) + hits["peer"]
     r = c.p2p.replication
     detail = {"peer_get_Bps": peer_B, "peer_put_Bps": put_B, "peer_local_share": local_share,
-              "peer_hot_owner_share": hot,
+              "peer_hot_owner_share": hot, "peer_put_hot_share": put_hot,
               "churn_instance_loss_dip": xp.where(r > 1, 0.0, shared / n),
               "churn_rereplicate_B": xp.where(r > 1, _p2p_bytes(c, dram_B_inst, n) / n, 0.0),
               # adding an instance: hashing moves 1/(N+1) of the shared blocks to it; a
@@ -427,8 +444,9 @@ def pool_cost_per_hour(c, nodes: int, hours: float) -> Any:
 
 # ---- P2P shares of a configuration -----------------------------------------------------------
 def p2p_shares(prof, assign_fn, n: int, routing: str, eps: float, form: str, r, h_hbm):
-    """(local share, hot-owner share, put copies, form) of a P2P configuration at HBM hit
-    ratio(s) ``h_hbm`` (see :func:`p2p_table`); ``assign_fn()``: instance of each request."""
+    """(local share, hot-owner share, put copies, put hot share, form) of a P2P configuration
+    at HBM hit ratio(s) ``h_hbm`` (see :func:`p2p_table`); ``assign_fn()``: instance of each
+    request."""
     eps_key = eps if routing == "prefix_affinity_bounded" else None
 
     def table_of(rv: int):

@@ -150,12 +150,13 @@ class P2PSpec:
         closed form (block hash, prefix hash, writer-owned with a directory) sets the local
         share of peer-level hits and the hottest owner's share of the peer traffic, both
         measured on the trace (:mod:`kvmodel.cluster._sharing`).
-      lookup_latency_s: seconds per request with a peer hit (e.g. a Redis/etcd round trip for
-        a directory); 0 for the hash placements unless given.
+      lookup_latency_s: seconds per request with a peer hit (None: the directory placement
+        pays the calibration's ``pool_metadata_rtt``, a key-value round trip; hash placements
+        compute the owner and pay 0).
       replication: copies of each block in the cluster (count; hot prefixes spread).
     """
     placement: str = "rendezvous"
-    lookup_latency_s: float = 0.0
+    lookup_latency_s: float | None = None
     replication: int = 1
 
 
@@ -452,7 +453,8 @@ def _check(c: Cluster) -> None:
     if not _all(ok):
         shown = _show(h, ok) if isinstance(h, np.ndarray) else h
         raise ValueError(f"hbm_cache_fraction={shown}: must be in [0, 1)")
-    if not _all((c.p2p.replication >= 1) & (c.p2p.lookup_latency_s >= 0)):
+    lookup = 0.0 if c.p2p.lookup_latency_s is None else c.p2p.lookup_latency_s
+    if not _all((c.p2p.replication >= 1) & (lookup >= 0)):
         raise ValueError("p2p.replication must be >= 1 and p2p.lookup_latency_s >= 0")
     pl = c.pool
     _sharing.check_pool(pl)

@@ -27,8 +27,8 @@ Semantics (what a simulator must run to referee these closed forms):
   Requests whose peer blocks miss HBM are taken to be those with the longest per-instance reuse
   gaps (an LRU keeps the shortest). Inserted blocks are written to their owners (puts: r copies
   minus the one the writer holds; the busiest receiver's share measured like the gets);
-  lookups cost ``P2PSpec.lookup_latency_s`` per request with a peer hit (0 for hash
-  placements unless given).
+  lookups cost ``P2PSpec.lookup_latency_s`` per request with a peer hit (default: the
+  directory's key-value round trip, calibration ``pool_metadata_rtt``; 0 for hashes).
 * **Transfers** cross NICs modelled as processor-sharing servers (M/G/1-PS: mean response
   S/(1-rho), insensitive to the size distribution); a server at utilisation >= 1 is saturated.
   The PS slowdown beyond the service time is taken as an atom at 0 (probability 1 - rho) plus an
@@ -341,8 +341,16 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
                                          else _p2p_bytes(c, dram_B_inst, n) / (n + 1)),
               "churn_rewarm_s": xp.where(put_B > 0, _p2p_bytes(c, dram_B_inst, n)
                                          / xp.where(put_B > 0, put_B, 1.0), math.inf)}
-    lookup = xp.where(hits["peer"] > 0, c.p2p.lookup_latency_s, 0.0)
+    lookup = xp.where(hits["peer"] > 0, _p2p_lookup_s(c, form), 0.0)
     return SharingFlows(util=util, queues=q, fixed_s=lookup, detail=detail)
+
+
+def _p2p_lookup_s(c, form: str):
+    """Seconds of the owner lookup per request with a peer hit: the user's, else a directory
+    round trip (calibration ``pool_metadata_rtt``) for the writer-owned placement, 0 for hashes."""
+    if c.p2p.lookup_latency_s is not None:
+        return c.p2p.lookup_latency_s
+    return get_calibration()["pool_metadata_rtt"].si if form == "directory_writer" else 0.0
 
 
 def _p2p_bytes(c, dram_B, n):

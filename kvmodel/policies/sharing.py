@@ -49,7 +49,8 @@ REGISTRY.register(PolicyEntry(
     "p2p_shared_dram", (
         Param("placement", "rendezvous", "key", "owner of a block (kvmodel.policies."
               "P2P_PLACEMENT)", kind=str),
-        Param("lookup_latency_s", 0.0, "s", "per remote lookup (e.g. a directory round trip)"),
+        Param("lookup_latency_s", None, "s", "per request with a peer hit (None: directory "
+              "pays the calibration's pool_metadata_rtt, hash placements 0)", none_ok=True),
         Param("replication", 1, "count", "copies of each block in the cluster", low=1,
               kind=int)),
     closed_form_fn=_CURVE,

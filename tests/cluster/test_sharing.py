@@ -245,3 +245,12 @@ def test_pool_vector_equals_scalar(workload):
                 assert getattr(v, f)[i, j] == pytest.approx(getattr(s, f), rel=1e-6), f
             for k, u in s.utilisation.items():
                 assert v.utilisation[k][i, j] == pytest.approx(u, rel=1e-9), k
+
+
+def test_directory_pays_a_lookup_hashes_do_not(workload):
+    rtt = get_calibration()["pool_metadata_rtt"].si
+    for pl, extra in (("rendezvous", 0.0), ("directory", rtt)):
+        a = evaluate(_p2p(placement=pl), workload)
+        b = evaluate(_p2p(placement=pl, lookup_latency_s=0.0), workload)
+        assert a.hit_ratio["peer"] > 0
+        assert a.ttft_s - b.ttft_s == pytest.approx(extra, abs=1e-12)

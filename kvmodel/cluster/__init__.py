@@ -69,6 +69,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -83,7 +84,13 @@ from kvmodel.tiers import (
     transfer_seconds,
 )
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
-from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._reuse_analytic import (
+    ReuseProfile,
+    analytic_hit_ratio_curve,
+    assignment,
+    reuse_profile,
+)
+from kvmodel.workload._routing_closed import LOADED_FORMS
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
@@ -156,10 +163,14 @@ class Cluster:
       sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
       routing: request routing policy, cluster-wide: a name of ``kvmodel.policies.ROUTING``
         or a policy object (``kvmodel.make_policy(...)``). The closed form of each name is in
-        the registry (dynamo, llmd, sglang and mooncake are evaluated as bounded prefix
-        affinity; least_loaded as random) and in ``ClusterResult.closed_forms``.
+        the registry and in ``ClusterResult.closed_forms``: least_loaded, dynamo, llmd,
+        sglang and mooncake replay their own rule against the fluid load of the workload's
+        rate, quantised to a few utilisation levels (:mod:`kvmodel.cluster._routing_load`).
       epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean);
         a routing object with its own ``epsilon`` overrides it.
+      routing_params: parameters of the routing policy (its registry entry's names; None:
+        the defaults); a routing object carries its own. The load-aware closed forms
+        (least_loaded, dynamo, llmd, sglang, mooncake) replay the policy's rule with them.
       node: node template key (None: the default node for ``gpu``).
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
@@ -186,6 +197,7 @@ class Cluster:
     sharing: str = "none"
     routing: Any = "round_robin"
     epsilon: float = 0.25
+    routing_params: dict | None = None
     node: str | None = None
     hbm_cache_fraction: float = 0.3
     dram_B: float | None = None         # per instance
@@ -452,7 +464,7 @@ def _check(c: Cluster) -> None:
 def _check_policies(c: Cluster) -> None:
     """Sharing, routing, eviction and P2P placement are registered names or policy objects."""
     SHARING_ARCHITECTURES.name_of(c.sharing, "sharing")
-    ROUTING.name_of(c.routing, "routing")
+    ROUTING.check_params(ROUTING.name_of(c.routing, "routing"), c.routing_params or {})
     EVICTION.name_of(c.eviction, "eviction")
     CONNECTOR.name_of(c.connector, "connector")
     P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement")
@@ -470,6 +482,8 @@ def _named_policies(c: Cluster) -> Cluster:
             kw[f] = reg.name_of(getattr(c, f), f)
     if obj(c.routing) and getattr(c.routing, "epsilon", None) is not None:
         kw["epsilon"] = c.routing.epsilon
+    if obj(c.routing) and hasattr(c.routing, "params"):  # its parameters go to the closed form
+        kw["routing_params"] = {**(c.routing_params or {}), **c.routing.params()}
     if obj(c.p2p.placement):
         kw["p2p"] = dataclasses.replace(
             c.p2p, placement=P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement"))
@@ -479,6 +493,7 @@ def _named_policies(c: Cluster) -> Cluster:
 def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
     """Closed form evaluate() uses for each policy family of ``c`` (names of the registries)."""
     return {"routing": "single" if n == 1 else ROUTING[c.routing].closed_form,
+            "routing_params": params_text(c) if n > 1 and is_loaded(c.routing) else "",
             "eviction": EVICTION[c.eviction].closed_form,
             "connector": CONNECTOR[c.connector].closed_form,
             "sharing": SHARING_ARCHITECTURES[c.sharing].closed_form,
@@ -504,12 +519,19 @@ def layout(c: Cluster) -> tuple[str, Any, int, int]:
 
 
 def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
-           eviction: str = "lru") -> np.ndarray:
+           eviction: str = "lru", c: Cluster | None = None) -> np.ndarray:
     """Hit ratio at total capacities ``cap_blocks`` over n instances: the analytic LRU curve,
     or for another eviction policy the exact replay at a few capacities, interpolated
-    (kvmodel.workload._policy_curve; built once per policy, routing and n, then microseconds)."""
-    r = "single" if n == 1 else ROUTING[routing].closed_form  # e.g. dynamo -> bounded affinity
+    (kvmodel.workload._policy_curve; built once per policy, routing and n, then microseconds).
+    Load-aware routers (``c`` given): their own rule replayed at the load level of the
+    workload's rate (kvmodel.cluster._routing_load), with LRU; with another eviction policy
+    they fall back to the bounded prefix-affinity assignment."""
+    r = "single" if n == 1 else ROUTING[routing].closed_form
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
+    loaded = r in LOADED_FORMS
+    if loaded and eviction == "lru" and c is not None:
+        return loaded_curve(c, w, cap, n)
+    r = "prefix_affinity_bounded" if loaded else r
     if eviction != "lru":
         return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
                                       epsilon=eps, eviction=eviction)
@@ -540,7 +562,7 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
     """
     kinds = ("hbm", "dram", "cxl", "ssd")
     local = n * np.cumsum(_stack([caps[t] for t in kinds]), axis=0)
-    h_local = _curve(w, local, n, c.routing, c.epsilon, c.eviction)
+    h_local = _curve(w, local, n, c.routing, c.epsilon, c.eviction, c)
     r = c.p2p.replication
     shared = _stack([caps["pool"], n * (caps["hbm"] + caps["dram"] / r)])
     h_shared = _curve(w, shared, 1, "single", c.epsilon, c.eviction)
@@ -565,16 +587,18 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
     return out
 
 
-def _imbalance(c: Cluster, w: Workload, n: int) -> float:
-    """Busiest instance's share of requests × n, from the routing's assignment."""
+def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
+    """Busiest instance's share of requests × n, from the routing's assignment (load-aware
+    routers: at the workload's load level; an array for an array rate)."""
     routing = ROUTING[c.routing].closed_form
+    if n > 1 and routing in LOADED_FORMS:
+        return loaded_imbalance(c, w, n)
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
-    from kvmodel.workload._reuse_analytic import _assignment
     key = ("imbalance", routing, n, c.epsilon)
     prof = w.profile
     if key not in prof._cache:
-        counts = np.bincount(_assignment(prof, n, routing, c.epsilon), minlength=n)
+        counts = np.bincount(assignment(prof, n, routing, c.epsilon), minlength=n)
         prof._cache[key] = float(counts.max() * n / counts.sum())
     return prof._cache[key]
 

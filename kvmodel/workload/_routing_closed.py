@@ -99,6 +99,9 @@ def canonical_params(name: str, params: dict | None = None) -> dict:
     """``params`` over the entry's defaults with the parameters that cannot change the choice
     removed or normalised (module docstring); ValueError for unknown names or values."""
     full = ROUTING.check_params(name, dict(params or {}))
+    for p in ROUTING[name].params:  # 64 and 64.0 are one threshold
+        if p.kind in (float, int) and full[p.name] is not None:
+            full[p.name] = p.kind(full[p.name])
     if name == "mooncake" and full["ttft_slo_s"] is None and full["pool_s_per_block"] is None:
         full["prefill_s_per_token"] = None
     if name == "dynamo" and full["overlap_score_weight"] == 0:

@@ -88,16 +88,30 @@ class RouterLoad:
         r = self.rate_per_s
         if r is not None and not (isinstance(r, (int, float)) and 0 < r < math.inf):
             raise ValueError(f"RouterLoad.rate_per_s={r!r}: must be a finite number > 0 or None")
+        object.__setattr__(self, "_key", tuple(
+            None if v is None else float(f"{v:.9g}") for v in
+            (r, self.residence_s, self.prefill_s, self.waiting_s, self.kv_capacity_tokens,
+             self.prefill_s_per_token)))
 
     def key(self) -> tuple:
-        return tuple(None if v is None else float(f"{v:.9g}") for v in
-                     (self.rate_per_s, self.residence_s, self.prefill_s, self.waiting_s,
-                      self.kv_capacity_tokens, self.prefill_s_per_token))
+        """The load's figures (9 significant digits): the cache key of its assignments."""
+        return self._key
+
+
+_CANONICAL: dict = {}
 
 
 def canonical_params(name: str, params: dict | None = None) -> dict:
     """``params`` over the entry's defaults with the parameters that cannot change the choice
-    removed or normalised (module docstring); ValueError for unknown names or values."""
+    removed or normalised (module docstring); ValueError for unknown names or values. The
+    returned dict is shared (memoised): do not modify it."""
+    key = (name, _params_key(params or {}))
+    if key not in _CANONICAL:
+        _CANONICAL[key] = _canonical(name, params)
+    return _CANONICAL[key]
+
+
+def _canonical(name: str, params: dict | None) -> dict:
     full = ROUTING.check_params(name, dict(params or {}))
     for p in ROUTING[name].params:  # 64 and 64.0 are one threshold
         if p.kind in (float, int) and full[p.name] is not None:
@@ -266,9 +280,14 @@ def routed_imbalance(profile_or_trace: ReuseProfile | Trace, instances: int, rou
                      params: dict | None = None, load: RouterLoad | None = None,
                      seed: int = 0) -> float:
     """Busiest instance's routed count x N / routed total (1 with nothing routed)."""
-    a = routed_assignment(profile_or_trace, instances, routing, params, load, seed)
-    counts = np.bincount(a[a >= 0], minlength=int(instances))
-    return float(counts.max() * len(counts) / counts.sum()) if counts.sum() else 1.0
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    key = ("imbalance",) + _key(routing, int(instances), full, load or RouterLoad())
+    if key not in prof._cache:
+        a = routed_assignment(prof, instances, routing, full, load, seed)
+        counts = np.bincount(a[a >= 0], minlength=int(instances))
+        prof._cache[key] = float(counts.max() * len(counts) / counts.sum()) if counts.sum() \
+            else 1.0
+    return prof._cache[key]
 
 
 def routed_hit_ratio_curve(profile_or_trace: ReuseProfile | Trace, capacities_blocks,

@@ -492,8 +492,10 @@ def _named_policies(c: Cluster) -> Cluster:
 
 def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
     """Closed form evaluate() uses for each policy family of ``c`` (names of the registries)."""
-    return {"routing": "single" if n == 1 else ROUTING[c.routing].closed_form,
-            "routing_params": params_text(c) if n > 1 and is_loaded(c.routing) else "",
+    own = n > 1 and is_loaded(c.routing) and c.eviction == "lru"  # else the fallback of _curve
+    return {"routing": ("single" if n == 1 else ROUTING[c.routing].closed_form if own or not
+                        is_loaded(c.routing) else "prefix_affinity_bounded"),
+            "routing_params": params_text(c) if own else "",
             "eviction": EVICTION[c.eviction].closed_form,
             "connector": CONNECTOR[c.connector].closed_form,
             "sharing": SHARING_ARCHITECTURES[c.sharing].closed_form,
@@ -592,7 +594,9 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
     routers: at the workload's load level; an array for an array rate)."""
     routing = ROUTING[c.routing].closed_form
     if n > 1 and routing in LOADED_FORMS:
-        return loaded_imbalance(c, w, n)
+        if c.eviction == "lru":
+            return loaded_imbalance(c, w, n)
+        routing = "prefix_affinity_bounded"  # the fallback of _curve
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     key = ("imbalance", routing, n, c.epsilon)

@@ -147,6 +147,9 @@ def _tier_weights(name: str, defaults: dict[str, float], given: dict | None) -> 
 
 
 def _credit(cached: dict[str, int], weights: dict[str, float]) -> float:
+    if len(cached) == 1:  # the common case, without a generator (same value as the sum)
+        for tier, blocks in cached.items():
+            return 0 + weights[tier] * blocks
     return sum(weights[tier] * blocks for tier, blocks in cached.items())
 
 

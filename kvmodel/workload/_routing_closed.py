@@ -19,7 +19,8 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
   ``kv_capacity_tokens``) sum the requests routed to i within the last ``R`` seconds;
   ``waiting_i`` and ``queued_prefill_tokens_i`` (uncached prompt tokens) those within the last
   ``T`` seconds. ``routed_i`` counts every request so far; ``tree_blocks_i`` and
-  ``cache_blocks_i`` the distinct blocks instance i has seen.
+  ``cache_blocks_i`` the distinct blocks instance i has seen; ``running_i`` = active - waiting;
+  ``step_s_i`` 0 (no registered policy reads it).
 * ``prefill_s_per_token`` from the load (Mooncake's estimate; the argmin does not depend on it
   unless the policy has a pool or an SLO).
 
@@ -171,7 +172,7 @@ class _Fluid:
         self.load = load
         z = [0] * n
         self.active, self.kvb, self.kvtok, self.wait, self.qtok = z[:], z[:], z[:], z[:], z[:]
-        self.routed, self.tree = z[:], z[:]
+        self.routed, self.tree, self._zeros = z[:], z[:], z[:]
         self.res, self.pre, self.adm = [], [], deque()  # expiry queues
 
     def expire(self, now: float) -> None:
@@ -187,13 +188,20 @@ class _Fluid:
             self.wait[self.adm.popleft()[1]] -= 1
 
     def view(self, n: int, block_tokens: int, prefix: list[int]) -> RoutingView:
+        """The view of this request (fields as RoutingView's, filled without its checks:
+        every list has n entries by construction; policies never mutate a view)."""
+        v = RoutingView.__new__(RoutingView)
+        v.n, v.block_tokens = n, block_tokens
+        v.prefill_s_per_token = self.load.prefill_s_per_token
         cap = self.load.kv_capacity_tokens
-        return RoutingView(n, block_tokens=block_tokens,
-                           prefill_s_per_token=self.load.prefill_s_per_token,
-                           cached=[{"hbm": p} for p in prefix], active=self.active,
-                           waiting=self.wait, queued_prefill_tokens=self.qtok,
-                           kv_blocks=self.kvb, kv_usage=[x / cap for x in self.kvtok],
-                           routed=self.routed, cache_blocks=self.tree, tree_blocks=self.tree)
+        v.cached, v.active = [{"hbm": p} for p in prefix], self.active
+        v.running = [a - w for a, w in zip(self.active, self.wait)]
+        v.waiting, v.queued_prefill_tokens, v.kv_blocks = self.wait, self.qtok, self.kvb
+        v.kv_usage = [x / cap for x in self.kvtok]
+        v.step_s, v.routed = self._zeros, self.routed
+        v.cache_blocks = v.tree_blocks = self.tree
+        v.__dict__["prefix_blocks"] = prefix
+        return v
 
     def add(self, now: float, stay: float, pre: float, i: int, blocks: int, tokens: int,
             uncached: int) -> None:

@@ -45,8 +45,8 @@ max-score pick is scale-free). Equal canonical parameters give equal numbers, an
 
 from __future__ import annotations
 
-import math
 import heapq
+import math
 from collections import deque
 from dataclasses import dataclass
 

@@ -172,7 +172,7 @@ class _Fluid:
         self.load = load
         z = [0] * n
         self.active, self.kvb, self.kvtok, self.wait, self.qtok = z[:], z[:], z[:], z[:], z[:]
-        self.routed, self.tree, self._zeros = z[:], z[:], z[:]
+        self.routed, self.tree, self._zeros, self._tier = z[:], z[:], z[:], []
         self.res, self.pre, self.adm = [], [], deque()  # expiry queues
 
     def expire(self, now: float) -> None:
@@ -194,7 +194,9 @@ class _Fluid:
         v.n, v.block_tokens = n, block_tokens
         v.prefill_s_per_token = self.load.prefill_s_per_token
         cap = self.load.kv_capacity_tokens
-        v.cached, v.active = [{"hbm": p} for p in prefix], self.active
+        while len(self._tier) <= max(prefix, default=0):  # {"hbm": p}, shared read-only
+            self._tier.append({"hbm": len(self._tier)})
+        v.cached, v.active = [self._tier[p] for p in prefix], self.active
         v.running = [a - w for a, w in zip(self.active, self.wait)]
         v.waiting, v.queued_prefill_tokens, v.kv_blocks = self.wait, self.qtok, self.kvb
         v.kv_usage = [x / cap for x in self.kvtok]

@@ -88,25 +88,24 @@ def test_mooncake_fig5_full_ordering():
 
 
 KV_SHARING_COLUMNS = {
-    "local", "instances", "nic", "arch", "sharing", "routing", "epsilon", "pool_servers", "pool_TB",
-    "replication", "baseline_rate", "max_rate_at_slo", "load", "rate", "per_instance_rate_per_s", "stable",
-    "meets_slo", "ttft_p99_s", "tpot_p99_s", "goodput_per_s", "cost_usd_per_h", "goodput_per_dollar",
-    "hit_total", "hit_local", "hit_remote", "imbalance", "pool_nic_util", "peer_nic_util", "reason"}
+    "instances", "nic", "arch", "sharing", "routing", "epsilon", "baseline_rate", "max_rate_at_slo",
+    "limit", "load", "rate", "per_instance_rate_per_s", "stable", "meets_slo", "ttft_p99_s",
+    "tpot_p99_s", "goodput_per_s", "cost_usd_per_h", "goodput_per_dollar", "hit_total", "hit_local",
+    "hit_remote", "imbalance", "net_out_util", "net_in_util", "reason"}
 
 
 def test_search_kv_sharing_core(capsys):
-    """search_kv_sharing.py's grid at 4 instances, one NIC and one epsilon (its --quick setup,
-    smaller): the columns, the load points, and that with round robin every sharing
-    architecture carries at least the no-sharing rate at the SLOs, because it hits more."""
+    """search_kv_sharing.py's grid at 4 instances, one NIC, round robin and one epsilon: the
+    columns, the load points, that with round robin every sharing architecture hits more and
+    carries at least the no-sharing rate, and the summary tables."""
     from kvmodel import search
     m = _load("search_kv_sharing")
     space = search.load_space(m.SPACE)
-    tr = kvmodel.load_trace(TRACE)
-    w = m.workload(space, tr)
-    rows, base = m.sweep(w, space, sizes=(4,), nics=("roce-400g",), epsilons=(0.25,))
+    w = m.workload(space, kvmodel.load_trace(TRACE))
+    rows, base = m.sweep(w, space, sizes=(4,), nics=("roce-400g",), routes=m.routings((0.25,), ()))
     assert set(base) == {4} and base[4] > 0
     assert all(set(r) == KV_SHARING_COLUMNS for r in rows)
-    # 5 architectures x 2 routings x (50 / 80 / 95 % of the baseline + its own max rate)
+    # every architecture x 2 routings x (50 / 80 / 95 % of the baseline + its own max rate)
     assert len(rows) == len(m.ARCHS) * 2 * (len(m.LOADS) + 1)
     assert {r["load"] for r in rows} == {"50%", "80%", "95%", "max"}
     assert all(r["meets_slo"] and r["max_rate_at_slo"] > 0 for r in rows if r["load"] == "max")
@@ -115,14 +114,32 @@ def test_search_kv_sharing_core(capsys):
     def rr(arch, key):
         return next(r[key] for r in rows if r["arch"] == arch and r["routing"] == "round_robin"
                     and r["load"] == "50%")
-    for arch in m.ARCHS[1:]:
+    for arch in list(m.ARCHS)[1:]:
         assert rr(arch, "hit_total") >= rr("none", "hit_total") - 1e-9, arch
         assert rr(arch, "max_rate_at_slo") >= rr("none", "max_rate_at_slo"), arch
         assert (rr(arch, "hit_remote") > 0) and rr("none", "hit_remote") == 0
+    # the assumed server/port prices only add cost
+    assert rr(m.PRICED, "cost_usd_per_h") > rr("pool-n/8x2TB", "cost_usd_per_h")
     best = m.best_rows(rows)
     assert sorted(b["arch"] for b in best) == sorted(m.ARCHS)
     assert all(b["max_rate_at_slo"] >= b["max_rate_round_robin"] for b in best)
     win = m.winners(best)
-    assert len(win) == 1 and win[0]["gain_over_none"] >= -m.TIE
-    m.print_summary(best, win)
+    assert len(win) == 1 and win[0]["gain_over_none"] >= -m.TIE and m.PRICED not in win[0]["co_winners"]
+    cross = m.crossovers(win)
+    assert {c["family"] for c in cross} == {"pool", "p2p"}
+    m.print_summary(best, win, cross, m.router_table(rows))
     assert "max rate at the SLOs" in capsys.readouterr().out
+
+
+def test_search_kv_sharing_pool_puts_bind_on_25gbe():
+    """On 25 GbE a one-server pool is capped by its NIC ingress (every recomputed block is put
+    into the pool), whatever the routing: its max rate is below no sharing's."""
+    from kvmodel import search
+    m = _load("search_kv_sharing")
+    space = search.load_space(m.SPACE)
+    w = m.workload(space, kvmodel.load_trace(TRACE))
+    rows, base = m.sweep(w, space, sizes=(8,), nics=("tcp-25g",), archs=("none", "pool-1x4TB"),
+                         routes=m.routings((0.1,), ()), loads=())
+    pool = [r for r in rows if r["arch"] == "pool-1x4TB"]
+    assert pool and all("pool_nic_in" in r["limit"] for r in pool)
+    assert max(r["max_rate_at_slo"] for r in pool) < 0.5 * base[8]

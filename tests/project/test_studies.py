@@ -143,3 +143,45 @@ def test_search_kv_sharing_pool_puts_bind_on_25gbe():
     pool = [r for r in rows if r["arch"] == "pool-1x4TB"]
     assert pool and all("pool_nic_in" in r["limit"] for r in pool)
     assert max(r["max_rate_at_slo"] for r in pool) < 0.5 * base[8]
+
+
+def test_router_choice_core(capsys):
+    """router_choice.py on 4 instances of the shared-system-prompt trace (shortened), two loads,
+    three routers: saturation per router, a winner per cell, the load-aware closed forms differ
+    from round robin, and the simulator spot check runs each exact rule."""
+    m = _load("router_choice")
+    tr = m.traces(n_synthetic=600)["shared-system-prompt"]
+    assert len(tr) == 600 and tr.name == "shared-system-prompt"
+    w = kvmodel.Workload(tr)
+    routers = (("round_robin", 0.25), ("prefix_affinity_bounded", 0.1), ("sglang", 0.25))
+    sat, rows = m.grid("syn", w, sizes=(4,), loads=(0.5, 0.85), routers=routers)
+    assert len(sat) == 3 and max(s["of_best"] for s in sat) == 1.0
+    assert len(rows) == 2 * 3 and all(r["rate"] > 0 for r in rows)
+    hits = {r["routing"]: r["hit"] for r in rows if r["load"] == 0.5}
+    assert hits["PAB0.1"] > hits["RR"] and hits["sglang"] > hits["RR"]   # cache-aware hits more
+    win = m.winners(rows)
+    assert len(win) == 2 and all(x["winner"] in hits for x in win)
+    sim = m.sim_check("syn", w, rows, cells=((4, 0.5),), routers=routers[:2])
+    assert [r["routing"] for r in sim] == ["RR", "PAB0.1"]
+    assert all(0 <= r["hit_sim"] <= 1 and r["ttft_mean_sim"] > 0 for r in sim)
+    m.print_summary(sat, win, sim)
+    assert "winner by p99 TTFT" in capsys.readouterr().out
+
+
+def test_dram_for_slo_core(capsys):
+    """dram_for_slo.py at one rate, bounded affinity: more DRAM never raises p99 TTFT, the
+    smallest DRAM meeting a looser SLO is no larger than a tighter one's, and the no-DRAM max
+    rate is below the 4 TB one."""
+    m = _load("dram_for_slo")
+    w = kvmodel.Workload(kvmodel.load_trace(TRACE), tpot_slo_s=m.TPOT_SLO)
+    rows = m.grid(w, routers=m.ROUTERS[:1], rates=(1.3,))
+    assert len(rows) == len(m.DRAM_B) * len(m.SSD_B)
+    p99 = [r["ttft_p99_s"] for r in sorted(rows, key=lambda r: r["dram_GB"]) if r["ssd_TB"] == 0]
+    assert all(b <= a + 1e-9 for a, b in zip(p99, p99[1:]))
+    needs = m.need(rows)
+    d = [x["min_dram_GB"] for x in sorted(needs, key=lambda x: x["ttft_p99_slo_s"])]
+    assert d == sorted(d, reverse=True) and d[0] > 0
+    ranges = m.rate_range(w, routers=m.ROUTERS[:1], slos=(3.0,))
+    assert 0 < ranges[0]["max_rate_per_instance_no_dram"] < ranges[0]["max_rate_per_instance_max_dram"]
+    m.print_summary(needs, ranges)
+    assert "smallest DRAM per node" in capsys.readouterr().out

@@ -20,7 +20,8 @@ Traces: the Mooncake conversation trace (built in) and a synthetic shared-system
 
     python studies/router_choice.py [--sizes 4 8 16 32] [--quick] [--no-sim]
 
-Writes studies/results/router_choice/: saturation.csv, grid.csv, winners.csv, sim_check.csv.
+Writes studies/results/router_choice/: saturation.csv, grid.csv, winners.csv, sim_check.csv,
+sim_winners.csv.
 """
 
 from __future__ import annotations
@@ -152,6 +153,22 @@ def sim_check(name: str, w: kvmodel.Workload, grid_rows: list[dict], cells=SIM_C
     return out
 
 
+def sim_winners(sim: list[dict], win: list[dict]) -> list[dict]:
+    """Per spot-checked cell: the simulator's best router by p99 and by mean TTFT, beside the
+    closed form's winner."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in sim:
+        cells.setdefault((r["trace"], r["instances"], r["load"]), []).append(r)
+    cf = {(x["trace"], x["instances"], x["load"]): x["winner"] for x in win}
+    return [dict(trace=t, instances=n, load=f, closed_form_winner=cf.get((t, n, f), ""),
+                 sim_winner_p99=min(rs, key=lambda r: r["ttft_p99_sim"])["routing"],
+                 sim_winner_mean=min(rs, key=lambda r: r["ttft_mean_sim"])["routing"],
+                 sim_p99_of_closed_form_winner=next((r["ttft_p99_sim"] for r in rs
+                                                     if r["routing"] == cf.get((t, n, f))), np.nan),
+                 sim_best_p99=min(r["ttft_p99_sim"] for r in rs))
+            for (t, n, f), rs in cells.items()]
+
+
 # ---- report ----------------------------------------------------------------------------------
 def print_summary(sat: list[dict], win: list[dict], sim: list[dict]) -> None:
     print("\nsaturation rate (req/s) per router, and the best router's")
@@ -174,6 +191,11 @@ def print_summary(sat: list[dict], win: list[dict], sim: list[dict]) -> None:
                   f"{r['imbalance_closed']:.3f}->{r['imbalance_sim']:.3f}  mean TTFT "
                   f"{r['ttft_mean_closed']:.2f}->{r['ttft_mean_sim']:.2f} s  p99 "
                   f"{r['ttft_p99_closed']:.2f}->{r['ttft_p99_sim']:.2f} s")
+        for x in sim_winners(sim, win):
+            print(f"  {x['trace']:22s} n={x['instances']} {x['load']:.0%}: closed-form winner "
+                  f"{x['closed_form_winner']} (sim p99 {x['sim_p99_of_closed_form_winner']:.2f} s); "
+                  f"simulator's best p99 {x['sim_winner_p99']} ({x['sim_best_p99']:.2f} s), "
+                  f"best mean {x['sim_winner_mean']}")
 
 
 def main() -> None:
@@ -198,7 +220,8 @@ def main() -> None:
             sim += sim_check(name, w, g)
         print(f"{name}: {time.perf_counter() - t0:.0f} s so far")
     win = winners(rows)
-    for fname, table in (("saturation", sat), ("grid", rows), ("winners", win), ("sim_check", sim)):
+    for fname, table in (("saturation", sat), ("grid", rows), ("winners", win), ("sim_check", sim),
+                         ("sim_winners", sim_winners(sim, win))):
         if table:
             write_rows(out / f"{fname}.csv", table)
     print_summary(sat, win, sim)

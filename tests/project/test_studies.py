@@ -164,6 +164,8 @@ def test_router_choice_core(capsys):
     sim = m.sim_check("syn", w, rows, cells=((4, 0.5),), routers=routers[:2])
     assert [r["routing"] for r in sim] == ["RR", "PAB0.1"]
     assert all(0 <= r["hit_sim"] <= 1 and r["ttft_mean_sim"] > 0 for r in sim)
+    sw = m.sim_winners(sim, win)
+    assert len(sw) == 1 and sw[0]["sim_winner_p99"] in ("RR", "PAB0.1")
     m.print_summary(sat, win, sim)
     assert "winner by p99 TTFT" in capsys.readouterr().out
 

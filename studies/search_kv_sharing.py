@@ -291,12 +291,32 @@ def print_summary(best: list[dict], win: list[dict], cross: list[dict], routers:
                       f"+{extra:.2f} $/h)")
 
 
+def markdown(best: list[dict], win: list[dict], sizes=(16, 32, 64)) -> str:
+    """The .md write-up's tables: max rate per (NIC, size) and architecture, and the winner map."""
+    archs = [a for a in dict.fromkeys(b["arch"] for b in best) if a != PRICED]
+    nics = list(dict.fromkeys(b["nic"] for b in best))
+    cell = {(b["instances"], b["nic"], b["arch"]): b for b in best}
+    lines = ["| NIC | n | " + " | ".join(archs) + " |", "|---|---:|" + "---:|" * len(archs)]
+    lines += [f"| {nic} | {n} | " + " | ".join(f"{cell[n, nic, a]['max_rate_at_slo']:.1f}" for a in archs)
+              + " |" for nic in nics for n in sizes if (n, nic, archs[0]) in cell]
+    ns = sorted({x["instances"] for x in win})
+    w = {(x["instances"], x["nic"]): x for x in win}
+    lines += ["", "| n | " + " | ".join(nics) + " |", "|---:|" + "---|" * len(nics)]
+    for n in ns:
+        lines.append(f"| {n} | " + " | ".join(
+            "tie" if w[n, nic]["tie"] else
+            f"{'P2P' if family(w[n, nic]['winner']) == 'p2p' else 'pool'} {w[n, nic]['gain_over_none']:+.1%}"
+            f" (pool {w[n, nic]['pool_vs_none']:+.1%})" for nic in nics) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--nics", nargs="+", default=list(NICS))
     ap.add_argument("--quick", action="store_true",
                     help="sizes 8 32, NICs tcp-25g roce-400g, one epsilon, no load-aware routers")
+    ap.add_argument("--markdown", action="store_true", help="also print the write-up's tables")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
     routes = routings()
@@ -318,6 +338,8 @@ def main() -> None:
                         ("routers", routers)):
         write_rows(out / f"{name}.csv", table)
     print_summary(best, win, cross, routers)
+    if a.markdown:
+        print("\n" + markdown(best, win))
     print(f"\nwrote {out} in {time.perf_counter() - t0:.0f} s")
 
 

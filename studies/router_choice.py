@@ -198,11 +198,36 @@ def print_summary(sat: list[dict], win: list[dict], sim: list[dict]) -> None:
                   f"best mean {x['sim_winner_mean']}")
 
 
+def markdown(sat: list[dict], win: list[dict]) -> str:
+    """The .md write-up's tables: saturation per router (best in bold), winner per cell."""
+    rs = list(dict.fromkeys(s["routing"] for s in sat))
+    cells: dict[tuple, dict] = {}
+    for s in sat:
+        cells.setdefault((s["trace"], s["instances"]), {})[s["routing"]] = s["saturation_rate"]
+    out = ["| trace | n | " + " | ".join(rs) + " |", "|---|---:|" + "---:|" * len(rs)]
+    out += [f"| {t} | {n} | " + " | ".join(("**%.1f**" if d[r] == max(d.values()) else "%.1f") % d[r]
+                                          for r in rs) + " |" for (t, n), d in cells.items()]
+    loads = list(dict.fromkeys(x["load"] for x in win))
+    out += ["", "| trace | n | " + " | ".join(f"{f:.0%}" for f in loads) + " |",
+            "|---|---:|" + "---|" * len(loads)]
+    by: dict[tuple, dict] = {}
+    for x in win:
+        by.setdefault((x["trace"], x["instances"]), {})[x["load"]] = x
+
+    def fmt(x):
+        m = x["margin_over_runner_up"]
+        return (f"{x['winner']} {x['p99_s']:.2f} s, +{m:.0%} {x['runner_up']}" if math.isfinite(m)
+                else f"{x['winner']} {x['p99_s']:.2f} s (others unstable)")
+    out += [f"| {t} | {n} | " + " | ".join(fmt(d[f]) for f in loads) + " |" for (t, n), d in by.items()]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--quick", action="store_true", help="sizes 8, loads 0.5 0.85, no simulator")
     ap.add_argument("--no-sim", action="store_true", help="skip the simulator spot check")
+    ap.add_argument("--markdown", action="store_true", help="also print the write-up's tables")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
     loads = LOADS
@@ -225,6 +250,8 @@ def main() -> None:
         if table:
             write_rows(out / f"{fname}.csv", table)
     print_summary(sat, win, sim)
+    if a.markdown:
+        print("\n" + markdown(sat, win))
     print(f"\nwrote {out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -167,6 +167,7 @@ def test_router_choice_core(capsys):
     sw = m.sim_winners(sim, win)
     assert len(sw) == 1 and sw[0]["sim_winner_p99"] in ("RR", "PAB0.1")
     m.print_summary(sat, win, sim)
+    assert "| syn | 4 |" in m.markdown(sat, win)
     assert "winner by p99 TTFT" in capsys.readouterr().out
 
 

@@ -198,8 +198,9 @@ def print_summary(sat: list[dict], win: list[dict], sim: list[dict]) -> None:
                   f"best mean {x['sim_winner_mean']}")
 
 
-def markdown(sat: list[dict], win: list[dict]) -> str:
-    """The .md write-up's tables: saturation per router (best in bold), winner per cell."""
+def markdown(sat: list[dict], win: list[dict], sim: list[dict] = ()) -> str:
+    """The .md write-up's tables: saturation per router (best in bold), winner per cell, and
+    the simulator spot check (hit ratio, mean and p99 TTFT, closed form -> simulator)."""
     rs = list(dict.fromkeys(s["routing"] for s in sat))
     cells: dict[tuple, dict] = {}
     for s in sat:
@@ -219,6 +220,12 @@ def markdown(sat: list[dict], win: list[dict]) -> str:
         return (f"{x['winner']} {x['p99_s']:.2f} s, +{m:.0%} {x['runner_up']}" if math.isfinite(m)
                 else f"{x['winner']} {x['p99_s']:.2f} s (others unstable)")
     out += [f"| {t} | {n} | " + " | ".join(fmt(d[f]) for f in loads) + " |" for (t, n), d in by.items()]
+    if sim:
+        out += ["", "| trace | load | router | hit | mean TTFT s | p99 TTFT s |",
+                "|---|---:|---|---|---|---|"]
+        out += [f"| {r['trace']} | {r['load']:.0%} | {r['routing']} | {r['hit_closed']:.3f} → "
+                f"{r['hit_sim']:.3f} | {r['ttft_mean_closed']:.2f} → {r['ttft_mean_sim']:.2f} | "
+                f"{r['ttft_p99_closed']:.2f} → {r['ttft_p99_sim']:.2f} |" for r in sim]
     return "\n".join(out)
 
 
@@ -251,7 +258,7 @@ def main() -> None:
             write_rows(out / f"{fname}.csv", table)
     print_summary(sat, win, sim)
     if a.markdown:
-        print("\n" + markdown(sat, win))
+        print("\n" + markdown(sat, win, sim))
     print(f"\nwrote {out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -24,6 +24,7 @@ from kvmodel.catalog.hardware import (
     get_gpu,
 )
 from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance import _openloop as _ol
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -39,7 +40,6 @@ from kvmodel.instance._queueing import (
     QUANTILES,
     allen_cunneen_wait,
     erlang_c,
-    kingman_wait,
     normal_quantile,
     wait_quantile,
 )
@@ -397,63 +397,82 @@ def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
     return (var / xp.maximum(O - 1.0, 1.0)) ** 0.5
 
 
-def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0):
+def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0,
+               lam_sat=np.inf):
     """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
 
-    Step time t solves t = step(D + P) with D = λ(O−1)t decoding and P = λ·I·t prompt tokens
-    per step (Little's law). A prompt's prefill is a deterministic service S (its chunks in
-    steps shared with D decoders); it waits as in G/D/1 (Kingman) for the prefill server and, as
-    in G/G/c (Allen–Cunneen, c = largest batch), for a KV slot.
+    Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
+    and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
+    waits for the token-budget prefill server (G/G/1 on token work, saturating at ``lam_sat``,
+    the throughput-max rate per replica), then for a KV slot as in G/G/c (Allen–Cunneen,
+    c = largest batch), then runs its own chunks in busy steps.
     """
     new = pre.new_tokens(I)
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-
-    def residual(t):
-        D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        return _mixed_step(s, t, D, lam, I, new, c, max_tokens)
-
-    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
-                         bmax + max_tokens)[2]
-    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    D = lam * (O - 1.0) * t
+    t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
+    f, t_p, _ = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
     chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
-    t_pf, n_chunks = _chunk_step(s, I, new, chunk, D, c)
-    S = n_chunks * t_pf
-    rho = lam * S  # prefill-server utilisation (prompts batched into one step are not credited)
+    n_chunks = xp.ceil(new / chunk)
+    S = n_chunks * t_p  # its own chunks, each in a busy step shared with other prompts
+    rho, w_pf, _ = _ol.token_server(s, lam, D, I, new, c, max_tokens, ca2, cs2)
     hold = S + (O - 0.5) * t  # slot held from admission to the last token
-    offered = lam * hold
-    stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
-    rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
-    w_pf = kingman_wait(rho_s, ca2, cs2, S)
+    # slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
+    # offered load is capped at bmax·λ/λ_sat so both agree on the rate (they differ by the
+    # busy steps a prompt's own chunks take, ~1-5 % of the hold)
+    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
+    stable = (rho < 1.0) & (offered < bmax)
+    off_s = xp.where(stable, offered, 0.5 * bmax)
     w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
     wait = w_pf + w_slot
     ttft = req_s + pre.exposed + 0.5 * t + S + wait
-    extra, why = {}, _why_unstable(rho, offered, bmax, lam * new * t, max_tokens - D)
+    extra, why = {}, _why_unstable(rho, offered, bmax)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
         stable = stable & (seg == 0)
-        why = xp.where((why == 0) & (seg > 0), 3 + seg, why)
+        why = xp.where((why == 0) & (seg > 0), 2 + seg, why)
         delay, p_path = pre.path.delay(xp.where(seg == 0, lam, 0.0), None)
         extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
-    e2e = ttft + (O - 1.0) * t
-    return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
-                wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
-                tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
-                stable=stable, why=why, **extra)
+    tpot = _ol.tpot_weighted(t, _open_dt_dD(s, t, D, lam, I, new, c, max_tokens), lam, O)
+    e2e = ttft + (O - 1.0) * tpot
+    rho_s = xp.where(stable, rho, 0.5)
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * lam * O,
+                B=lam * (O - 1.0) * tpot + lam * S, wait=wait,
+                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
+                tpot_sd=_tpot_sd(s, t, t_p, f, D, c, O), stable=stable, why=why, **extra)
 
 
-def _why_unstable(rho, offered, bmax, prompt_tok_per_step, room):
-    """Index of the first saturated resource per element: 0 none, 1 prefill server, 2 KV slots,
-    3 token budget (the order of the ``stable`` test in :func:`_open_loop`)."""
-    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2,
-                                            xp.where(prompt_tok_per_step > room + 1e-9, 3, 0)))
+def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
+    """Mean step time t of the open loop, the busy step's ops and D = λ(O−1)t."""
+    def residual(t):
+        D = xp.minimum(lam * (O - 1.0) * t, bmax)
+        return _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)
+
+    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
+                         bmax + max_tokens)[2]
+    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    return t, ops, lam * (O - 1.0) * t
 
 
-_UNSTABLE = ("", "the prefill server is saturated (each prompt's prefill steps take the whole "
-             "interval between arrivals)", "the KV cache holds too few sequences for the "
-             "offered load", "prompt tokens per step exceed the token budget max_num_tokens")
+def _open_dt_dD(s: Setup, t, D, lam, I, new, c, max_tokens):
+    """dt/dD of the mean step at fixed λ (implicit: t = h(t, D) gives h_D / (1 − h_t))."""
+    dD, dt = xp.maximum(1e-3 * D, 1e-3), 1e-4 * t
+    g0 = _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)[0]
+    h_D = (_ol.busy_step(s, t, D + dD, lam, I, new, c, max_tokens)[0] - g0) / dD
+    h_t = (_ol.busy_step(s, t + dt, D, lam, I, new, c, max_tokens)[0] - g0) / dt + 1.0
+    return h_D / xp.maximum(1.0 - h_t, 1e-6)
+
+
+def _why_unstable(rho, offered, bmax):
+    """Index of the first saturated resource per element: 0 none, 1 prefill server (token
+    budget), 2 KV slots (the order of the ``stable`` test in :func:`_open_loop`)."""
+    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2, 0))
+
+
+_UNSTABLE = ("", "the token-budget prefill server is saturated (prompt tokens arrive faster "
+             "than the budget max_num_tokens left by the decoders serves them)",
+             "the KV cache holds too few sequences for the offered load")
 
 
 def _percentiles(r: dict, O) -> dict:
@@ -657,7 +676,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
         cs2 = _num("length_cv", length_cv, integer=False, minimum=0.0) ** 2
-        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2)
+        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
+                         sat["tok"] / (O * dp))
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,

@@ -452,12 +452,12 @@ def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
     hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
                          bmax + max_tokens)[2]
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    return t, ops, lam * (O - 1.0) * t
+    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax)
 
 
 def _open_dt_dD(s: Setup, t, D, lam, I, new, c, max_tokens):
     """dt/dD of the mean step at fixed λ (implicit: t = h(t, D) gives h_D / (1 − h_t))."""
-    dD, dt = xp.maximum(1e-3 * D, 1e-3), 1e-4 * t
+    dD, dt = xp.maximum(1e-3 * D, 1e-3), xp.maximum(1e-4 * t, 1e-12)
     g0 = _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)[0]
     h_D = (_ol.busy_step(s, t, D + dD, lam, I, new, c, max_tokens)[0] - g0) / dD
     h_t = (_ol.busy_step(s, t + dt, D, lam, I, new, c, max_tokens)[0] - g0) / dt + 1.0
@@ -719,9 +719,9 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
     """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
     it also bounds the saturation rate), beyond the throughput-max saturation rate, or
-    below it where one of the open loop's queues (prefill server, KV slots, token budget)
-    already saturates -- its closed form is stricter than throughput-max (a known limitation of
-    the per-prompt prefill queue: prompts sharing a step are not credited)."""
+    below it where one of the open loop's queues (token-budget prefill server, KV slots)
+    saturates -- both are built to saturate at the throughput-max rate, so this last reason
+    is kept only as a guard."""
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
     names = res.get("path_names", ())

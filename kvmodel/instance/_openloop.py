@@ -83,10 +83,10 @@ def token_server(s: Setup, lam, D, I, new, c, max_tokens, ca2, cs2):
     budget = xp.maximum(max_tokens - D, 1.0)
     t_full = step_ops(s, D + budget, D + budget / new, budget * (I - new / 2.0), D * c, D * c,
                       D + budget)[2]
-    mu = budget / t_full
-    rho = lam * new / mu
+    per_prompt = new * t_full / budget  # seconds of full-budget service per prompt
+    rho = lam * per_prompt
     rho_s = xp.where(rho < 1.0, rho, 0.5)
-    return rho, kingman_wait(rho_s, ca2, cs2, new / mu), t_full
+    return rho, kingman_wait(rho_s, ca2, cs2, per_prompt), t_full
 
 
 def tpot_weighted(t, dt_dD, lam, O):

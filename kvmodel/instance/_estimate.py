@@ -410,7 +410,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     new = pre.new_tokens(I)
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
-    f, t_p, _ = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
+    f, t_p, t_d = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
     chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
     n_chunks = xp.ceil(new / chunk)
     S = n_chunks * t_p  # its own chunks, each in a busy step shared with other prompts
@@ -424,7 +424,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     off_s = xp.where(stable, offered, 0.5 * bmax)
     w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
     wait = w_pf + w_slot
-    ttft = req_s + pre.exposed + 0.5 * t + S + wait
+    ttft = req_s + pre.exposed + _ol.residual_step(f, t_p, t_d) + S + wait
     extra, why = {}, _why_unstable(rho, offered, bmax)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
@@ -434,7 +434,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
-    tpot = _ol.tpot_weighted(t, _open_dt_dD(s, t, D, lam, I, new, c, max_tokens), lam, O)
+    T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
+    _, tpot = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     e2e = ttft + (O - 1.0) * tpot
     rho_s = xp.where(stable, rho, 0.5)
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * lam * O,
@@ -453,15 +454,6 @@ def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
                          bmax + max_tokens)[2]
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
     return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax)
-
-
-def _open_dt_dD(s: Setup, t, D, lam, I, new, c, max_tokens):
-    """dt/dD of the mean step at fixed λ (implicit: t = h(t, D) gives h_D / (1 − h_t))."""
-    dD, dt = xp.maximum(1e-3 * D, 1e-3), xp.maximum(1e-4 * t, 1e-12)
-    g0 = _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)[0]
-    h_D = (_ol.busy_step(s, t, D + dD, lam, I, new, c, max_tokens)[0] - g0) / dD
-    h_t = (_ol.busy_step(s, t + dt, D, lam, I, new, c, max_tokens)[0] - g0) / dt + 1.0
-    return h_D / xp.maximum(1.0 - h_t, 1e-6)
 
 
 def _why_unstable(rho, offered, bmax):

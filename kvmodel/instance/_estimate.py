@@ -25,6 +25,7 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
+from kvmodel.instance._mixture import PrefixMix, check_classes, mixture_quantile
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -177,8 +178,10 @@ class _Prefix:
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
         eff = 1.0 if conn is None else conn.bandwidth_efficiency
         loaded_B = _prefix_B(s, tok, per_tok)
-        self.path = PathLoad([(t, f * loaded_B) for t, f in parts],
-                             [(t, self.saved_B * f) for t, f in parts], eff)
+        self.reads = [(t, f * loaded_B) for t, f in parts]
+        self.writes = [(t, self.saved_B * f) for t, f in parts]
+        self.eff = eff
+        self.path = PathLoad(self.reads, self.writes, eff)
 
     def new_tokens(self, I):
         return I - self.loaded
@@ -403,29 +406,28 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
     and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
-    waits for the token-budget prefill server (G/G/1 on token work, saturating at ``lam_sat``,
-    the throughput-max rate per replica), then for a KV slot as in G/G/c (Allen–Cunneen,
-    c = largest batch), then runs its own chunks in busy steps.
+    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot as in
+    G/G/c (Allen–Cunneen, c = largest batch; both saturate at ``lam_sat``, the throughput-max
+    rate per replica), then runs its own chunks in busy steps. ``pre`` may be a
+    :class:`~kvmodel.instance._mixture.PrefixMix` of hit classes (their mixture's moments feed
+    the queues; each class keeps its own service for the TTFT percentiles).
     """
-    new = pre.new_tokens(I)
+    new, mix = pre.new_tokens(I), isinstance(pre, PrefixMix)
+    cs2 = pre.new_scv(I, cs2) if mix else cs2
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
-    f, t_p, t_d = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
-    chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
-    n_chunks = xp.ceil(new / chunk)
-    S = n_chunks * t_p  # its own chunks, each in a busy step shared with other prompts
+    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
+    budget = xp.maximum(max_tokens - D, 1.0)
+    chunks = xp.ceil(new / xp.minimum(new, budget))
+
+    def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
+        return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
+    S = pre._mean(lambda p: S_of(p.new_tokens(I))) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, I, new, c, max_tokens, ca2, cs2)
-    hold = S + (O - 0.5) * t  # slot held from admission to the last token
-    # slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
-    # offered load is capped at bmax·λ/λ_sat so both agree on the rate (they differ by the
-    # busy steps a prompt's own chunks take, ~1-5 % of the hold)
-    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
-    stable = (rho < 1.0) & (offered < bmax)
-    off_s = xp.where(stable, offered, 0.5 * bmax)
-    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
-    wait = w_pf + w_slot
-    ttft = req_s + pre.exposed + _ol.residual_step(f, t_p, t_d) + S + wait
-    extra, why = {}, _why_unstable(rho, offered, bmax)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
+    common = req_s + _ol.residual_step(f, t_p, t_d)
+    ttft = common + pre.exposed + S + q["wait"]
+    extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
         stable = stable & (seg == 0)
@@ -434,14 +436,30 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
+        if mix:
+            extra.update(classes=pre.offsets(delay, lambda p: S_of(p.new_tokens(I))),
+                         ttft_common=common)
     T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
     _, tpot = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
-    e2e = ttft + (O - 1.0) * tpot
-    rho_s = xp.where(stable, rho, 0.5)
-    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * lam * O,
-                B=lam * (O - 1.0) * tpot + lam * S, wait=wait,
-                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
-                tpot_sd=_tpot_sd(s, t, t_p, f, D, c, O), stable=stable, why=why, **extra)
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
+                tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
+                p_wait=q["p_wait"], tpot_sd=_tpot_sd(s, t, t_p, f, D, c, O), stable=stable,
+                why=why, **extra)
+
+
+def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2) -> dict:
+    """Prefill plus KV-slot wait, the probability of waiting, stability and the slots' load.
+
+    Slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
+    offered load λ·hold is capped at bmax·λ/λ_sat so both agree on the rate (they differ by
+    the busy steps a prompt's own chunks take, ~1-5 % of the hold)."""
+    hold = S + (O - 0.5) * t  # slot held from admission to the last token
+    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
+    stable = (rho < 1.0) & (offered < bmax)
+    off_s, rho_s = xp.where(stable, offered, 0.5 * bmax), xp.where(stable, rho, 0.5)
+    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
+    return dict(wait=w_pf + w_slot, stable=stable, offered=offered,
+                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)))
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
@@ -475,8 +493,11 @@ def _percentiles(r: dict, O) -> dict:
     base = r["ttft"] - wait - path
     for q in QUANTILES:
         tag = f"p{int(round(q * 100))}"
-        ttft_q = base + wait_quantile(wait, p_wait, q)
-        if xp.any_true(path > 0):  # the path's delay: 0 while idle, else exponential
+        if "classes" in r:  # hit classes: each its own service after the common wait
+            ttft_q = r["ttft_common"] + mixture_quantile(wait, p_wait, r["classes"], q)
+        else:
+            ttft_q = base + wait_quantile(wait, p_wait, q)
+        if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.
             ttft_q = ttft_q + wait_quantile(path, p_path, q)
         tpot_q = r["tpot"] + normal_quantile(q) * sd
         out[f"ttft_{tag}_s"], out[f"tpot_{tag}_s"] = ttft_q, tpot_q
@@ -579,6 +600,25 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
                    kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
+def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+    if mode != "rate":
+        raise ValueError("prefix_classes needs request_rate (the open loop); for batch or "
+                         "concurrency give cached_prefix_len and cache_tier")
+    if not (isinstance(P, (int, float)) and P == 0) or not (isinstance(tier, str) and tier == "hbm"):
+        raise ValueError("give prefix_classes or cached_prefix_len/cache_tier, not both")
+    parts = check_classes(classes)
+    return PrefixMix([p for p, _, _ in parts], [_prefix(s, I, n, t, *pkw) for _, n, t in parts])
+
+
+def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
+    """Throughput-max of a mixture of hit classes: each request takes its class's share of
+    the engine's time at saturation, so the request rates combine harmonically."""
+    res = [_throughput_max(s, I, O, dp, fits, mnt, req_s, p) for p in mix.parts]
+    inv = sum(pi / xp.maximum(r["tok"], 1e-300) for pi, r in zip(mix.probs, res))
+    return dict(res[0], tok=1.0 / inv)
+
+
 @catalog_arg
 def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
@@ -591,7 +631,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
-             catalog: Any = None) -> Estimate:
+             prefix_classes: Any = None, catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -619,6 +659,14 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
     when the connector saves synchronously), and an open loop that puts a segment over
     capacity is unstable with a reason naming it.
+
+    ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
+    instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:
+    a miss), each loading its own prefix; the queues see the mixture's moments and the TTFT
+    percentiles the mixture of each class's service after the common wait
+    (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
+    harmonic mixture of the classes' throughput-max rates (each request takes its class's
+    share of the engine's time).
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -649,14 +697,19 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
-    pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
-                  kv_block_tokens, kv_compression, get_connector(connector), kv_save)
+    pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
+           get_connector(connector), kv_save)
+    if prefix_classes is None:
+        pre = _prefix(s, I, cached_prefix_len, cache_tier, *pkw)
+    else:
+        pre = _prefix_mix(s, I, prefix_classes, mode, cached_prefix_len, cache_tier, pkw)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
-    sat = _throughput_max(s, I, O, dp, fits, mnt, req_s, pre)
+    sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
+           else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)

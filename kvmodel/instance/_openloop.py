@@ -52,7 +52,7 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait
 from kvmodel.instance._roofline import Setup, step_ops
 
-__all__ = ["busy_step", "step_parts", "residual_step", "token_server", "step_response",
+__all__ = ["busy_step", "step_parts", "own_service", "residual_step", "token_server", "step_response",
            "fluctuation"]
 
 
@@ -85,13 +85,24 @@ def residual_step(f, t_p, t_d):
 
 
 def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens):
-    """(f, t_busy, t_decode) of the mean step: busy share and the two step kinds' times."""
+    """(f, t_busy, t_decode, P) of the mean step: busy share, the two step kinds' times and
+    the prompt tokens of a busy step."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = xp.ceil(new / xp.minimum(new, budget))
     f, P = _share(lam, t, new, chunks, budget)
     t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)[2]
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
-    return f, t_p, t_d
+    return f, t_p, t_d, P
+
+
+def own_service(n, new, chunks, t_p, t_d, P, budget):
+    """Seconds a prompt of ``n`` uncached tokens spends in its own busy steps, among prompts of
+    mean ``new`` uncached tokens (``chunks`` each): each of its ceil(n/b) steps costs t_d plus
+    σ = (t_p − t_d)/P per prompt token, for its chunk and the others' P − new/chunks tokens.
+    For n = new this is chunks·t_p (a prompt ends with the busy step it shares)."""
+    sigma = (t_p - t_d) / xp.maximum(P, 1e-300)
+    mine = xp.ceil(n / xp.minimum(n, budget))
+    return mine * (t_d + sigma * (P - new / chunks)) + sigma * n
 
 
 def token_server(s: Setup, lam, D, I, new, c, max_tokens, ca2, cs2):

@@ -69,6 +69,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster._classes import hit_classes, leading_reuse
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -703,25 +704,22 @@ def _extra_delay(c: Cluster, w: Workload, node, hits, util, block_B: float) -> A
 
 
 # ---- instances -------------------------------------------------------------------------------
-def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
-    """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
-    length and the fractions are arrays (0 tokens where nothing hits: no prefix there)."""
-    kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
-    total = sum(kept.values())
-    P = xp.floor(xp.minimum(total * I, I - 1.0))
-    if not xp.any_true(P > 0):
-        return {}
-    safe = xp.where(total > 0, total, 1.0)
-    mix = [(tiers[t], f / safe) for t, f in kept.items()]
-    if xp.is_array(total):  # elements with no hits still need fractions summing to 1
-        mix[0] = (mix[0][0], np.where(total > 0, mix[0][1], 1.0))
-    return dict(cached_prefix_len=P, cache_tier=mix)
+def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], w: "Workload") -> dict[str, Any]:
+    """Hit classes of the instances' requests: a miss, or a hit in one level loading its own
+    prefix (:mod:`kvmodel.cluster._classes`); ``{}`` where nothing hits. Array hit ratios give
+    array class probabilities and lengths."""
+    reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
+    classes = hit_classes(hits, tiers, w.input_len, reuse)
+    return {} if classes is None else dict(prefix_classes=classes)
+
+
+_ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters
 
 
 def _connector_kw(c: Cluster) -> dict:
     """``{"connector": name}`` when the instance model takes one (``estimate(connector=)``),
     else ``{}`` (then only "ideal", today's transfer model, is what the instances use)."""
-    if "connector" not in inspect.signature(estimate).parameters:
+    if not _ESTIMATE_TAKES_CONNECTOR:
         return {}
     return {"connector": c.connector}
 
@@ -891,7 +889,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
     imb = _imbalance(c, w, n)
     util = _network(c, w, node, hits, block_B, lam)
-    pre = _prefix_args(hits, _tiers(c, key, per_node), w.input_len)
+    pre = _prefix_args(hits, _tiers(c, key, per_node), w)
     # vector: the instance sees every configuration (prefix and rate broadcast together)
     lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)

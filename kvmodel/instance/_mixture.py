@@ -15,12 +15,13 @@ shared queues see the mixture:
 * TTFT of class k is the common part (request overhead, residual step, prefill and slot wait W)
   plus its own service ``S_k`` (its chunks, its exposed load, path delay, synchronous save).
   Its quantiles solve ``Σ_k π_k P(W + S_k > x) = 1 − q`` with W's law of
-  :func:`kvmodel.instance._queueing.wait_quantile` (0 w.p. 1 − p, else exponential), by
-  bisection on all elements at once (:func:`mixture_quantile`).
+  :func:`kvmodel.instance._queueing.wait_quantile` (0 w.p. 1 − p, else exponential), in
+  closed form interval by interval (:func:`mixture_quantile`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,6 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
 
 __all__ = ["check_classes", "PrefixMix", "mixture_quantile"]
-
-_BISECT = 60
 
 
 def check_classes(classes: Any) -> list[tuple[Any, Any, Any]]:
@@ -115,28 +114,54 @@ class PrefixMix:
         return out
 
 
-def _tail(x, mean_wait, p_wait, offsets):
-    """Σ_k π_k P(W + S_k > x) for W = 0 w.p. 1 − p, else exponential of mean W/p."""
-    p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
-    scale = xp.maximum(mean_wait / p, 1e-300)
-    out = 0.0
-    for pi, s in offsets:
-        above = p * np.exp(-np.maximum(x - s, 0.0) / scale)
-        out = out + pi * xp.where(x < s, 1.0, xp.where(mean_wait > 0, above, 0.0 * x))
-    return out
+def _scalar_quantile(mean_wait, p, classes, q):
+    """:func:`mixture_quantile` for Python floats (classes sorted by offset)."""
+    theta = max(mean_wait / p, 1e-300)
+    A, B, prev = sum(w for w, _ in classes), 0.0, None
+    for j, (w, sj) in enumerate(classes):
+        B = (B * math.exp(-(sj - prev) / theta) if prev is not None else 0.0)
+        B, A, prev = B + (p if mean_wait > 0 else 0.0) * w, A - w, sj
+        room = (1.0 - q) - A
+        if A + B <= 1.0 - q:
+            return sj
+        if room > 0:
+            x = sj + theta * math.log(max(B, 1e-300) / room)
+            if j + 1 == len(classes) or x < classes[j + 1][1]:
+                return x
+    return math.inf
 
 
 def mixture_quantile(mean_wait, p_wait, offsets, q: float):
-    """The q-quantile of W + S_K (K drawn with the classes' probabilities), by bisection:
-    the tail is non-increasing in x, bracketed by [0, max S_k + W/p·ln(p/(1−q)) + 1]."""
+    """The q-quantile of W + S_K (K drawn with the classes' probabilities), exactly.
+
+    With the offsets sorted, s_1 <= ... <= s_K, on [s_j, s_j+1) the tail is
+    ``A_j + B_j·exp(−(x − s_j)/θ)`` with ``A_j = Σ_{i>j} π_i`` (classes still in service),
+    ``B_j = p·Σ_{i<=j} π_i·exp(−(s_j − s_i)/θ)`` and θ = W/p; the quantile lies in the first
+    interval whose right end has tail <= 1 − q, at ``s_j + θ·ln(B_j / (1 − q − A_j))`` (or at
+    s_j when the tail there is already low enough). Elements broadcast; classes are few."""
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
-    top = 0.0
-    for _, s in offsets:
-        top = xp.maximum(top, s)
-    lo = 0.0 * (top + mean_wait)
-    hi = top + (mean_wait / p) * np.log(xp.maximum(p / (1.0 - q), 1.0)) + 1e-9 + lo
-    for _ in range(_BISECT):
-        mid = 0.5 * (lo + hi)
-        over = _tail(mid, mean_wait, p_wait, offsets) > 1.0 - q
-        lo, hi = xp.where(over, mid, lo), xp.where(over, hi, mid)
-    return hi
+    if not any(xp.is_array(w, o) for w, o in offsets) and not xp.is_array(mean_wait, p):
+        return _scalar_quantile(mean_wait, p, sorted(offsets, key=lambda c: c[1]), q)
+    S = np.asarray(np.broadcast_arrays(*[np.asarray(o, dtype=float) for _, o in offsets]))
+    pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
+    theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
+    shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], theta.shape, np.shape(p))
+    S, pi = (np.broadcast_to(a, (len(offsets),) + shape) for a in (S, pi))
+    order = np.argsort(S, axis=0, kind="stable")
+    S, pi = np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
+    theta, p = np.broadcast_to(theta, shape), np.broadcast_to(p, shape)
+    live = np.broadcast_to(np.asarray(mean_wait) > 0, shape)
+    out, found = np.zeros(S.shape[1:]), np.zeros(S.shape[1:], dtype=bool)
+    B, A = np.zeros(S.shape[1:]), pi.sum(axis=0)
+    for j in range(len(S)):
+        if j:
+            B = B * np.exp(-(S[j] - S[j - 1]) / theta)
+        B, A = B + np.where(live, p, 0.0) * pi[j], A - pi[j]
+        room = (1.0 - q) - A  # tail left to the wait inside this interval
+        at_start = A + B <= 1.0 - q
+        x = S[j] + theta * np.log(np.maximum(B, 1e-300) / np.maximum(room, 1e-300))
+        end = S[j + 1] if j + 1 < len(S) else np.inf
+        ok = ~found & (at_start | ((room > 0) & (x < end)))
+        out = np.where(ok, np.where(at_start, S[j], x), out)
+        found = found | ok
+    return out if out.ndim else float(out)

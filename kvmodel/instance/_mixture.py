@@ -146,7 +146,8 @@ def mixture_quantile(mean_wait, p_wait, offsets, q: float):
     pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
     theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
     shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], theta.shape, np.shape(p))
-    S, pi = (np.broadcast_to(a, (len(offsets),) + shape) for a in (S, pi))
+    S, pi = (np.broadcast_to(a.reshape((len(a),) + (1,) * (len(shape) - a.ndim + 1) + a.shape[1:]),
+                             (len(offsets),) + shape) for a in (S, pi))
     order = np.argsort(S, axis=0, kind="stable")
     S, pi = np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
     theta, p = np.broadcast_to(theta, shape), np.broadcast_to(p, shape)

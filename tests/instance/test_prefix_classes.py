@@ -99,3 +99,16 @@ def test_hit_classes_track_the_simulator():
         assert e.ttft_s == pytest.approx(r.stat("ttft", "mean"), rel=0.20), u
         assert e.ttft_p99_s == pytest.approx(r.stat("ttft", "p99"), rel=0.35), u
         assert e.tpot_s == pytest.approx(r.stat("tpot", "mean"), rel=0.15), u
+
+
+def test_mixture_quantile_arrays_match_scalars():
+    waits = np.array([[0.0], [0.3], [2.0]])           # shape (3, 1)
+    offs = [(np.array([0.2, 0.7]), np.array([1.0, 0.5])), (np.array([0.8, 0.3]), 2.0)]
+    for q in (0.5, 0.9, 0.99):
+        v = mixture_quantile(waits, 0.6, offs, q)
+        assert v.shape == (3, 2)
+        for i in range(3):
+            for j in range(2):
+                cls = [(float(np.broadcast_to(w, 2)[j]), float(np.broadcast_to(o, 2)[j]))
+                       for w, o in offs]
+                assert v[i, j] == pytest.approx(mixture_quantile(float(waits[i, 0]), 0.6, cls, q))

@@ -21,7 +21,8 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    ``max(1/N, p_top/replication)`` of them (hot spot).
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
-   assignment), with the cached prefix loaded from the tier mix. Disaggregated: prefill
+   assignment), its requests split into hit classes (a miss, or a hit in one level loading
+   its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
 4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over

@@ -440,10 +440,13 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
             extra.update(classes=pre.offsets(delay, lambda p: S_of(p.new_tokens(I))),
                          ttft_common=common)
     T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
-    _, tpot = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
+    # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
+    # drift of D (it changes over about O steps, so a request's window sees one level of it)
+    sd = (_tpot_sd(s, t, t_p, f, D, c, O) ** 2 + T1 * T1 * var_D) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
-                p_wait=q["p_wait"], tpot_sd=_tpot_sd(s, t, t_p, f, D, c, O), stable=stable,
+                p_wait=q["p_wait"], tpot_sd=sd, stable=stable,
                 why=why, **extra)
 
 

@@ -37,6 +37,8 @@ theorem). D counts the prompts completed in its last O − 1 steps: decoders joi
 steps, which lets more prompts in, a feedback of gain ``κ = λ(O−1)·T'`` (< 1 when stable).
 So ``Var(D) ≈ D·(1 + λt)/(1 − κ)²`` (at most ``(bmax − D)²``: D never exceeds the largest
 batch), the mean step is ``t̄ = T + ½T''·Var(D)/(1 − κ)`` and ``TPOT = t̄ + T'·Var(D)/D``.
+D drifts over about O steps, so one request's window sees one level of it: the spread of a
+request's mean TPOT adds ``T'²·Var(D)`` to the step-kind noise averaged over its O − 1 steps.
 Against :mod:`kvmodel.sim` on Llama-3.1-8B/70B (``benchmarks/queue_vs_sim.py``) this takes
 mean TPOT from −17 % to −8..−13 % of the simulator at 95 % load (measured there: D's variance
 is 2 to 22 times its mean from 50 % to 95 % load).
@@ -147,11 +149,12 @@ def fluctuation(t, T1, T2, D, lam, O, bmax):
     Var(D) = D·(1 + λt)/(1 − κ)² (decoders join in batches of a busy step's prompts, index of
     dispersion 1 + λt, amplified by the feedback κ = λ(O−1)·T'); the mean step rises by
     ½T''·Var/(1 − κ) (convexity, fed back through D = λ(O−1)t) and a request sees
-    t + T'·Var/D. D never exceeds the largest batch ``bmax``: Var(D) <= (bmax − D)²."""
+    t + T'·Var/D. D never exceeds the largest batch ``bmax``: Var(D) <= (bmax − D)².
+    Returns (mean step, TPOT, Var(D))."""
     kappa = xp.minimum(lam * (O - 1.0) * T1, _KAPPA_MAX)
     var = xp.minimum(D * (1.0 + lam * t) / (1.0 - kappa) ** 2, (bmax - D) ** 2)
     t_mean = t + 0.5 * T2 * var / (1.0 - kappa)
-    return t_mean, t_mean + T1 * var / xp.maximum(D, 1e-9)
+    return t_mean, t_mean + T1 * var / xp.maximum(D, 1e-9), var
 
 
 _KAPPA_MAX = 0.9

@@ -39,13 +39,14 @@ def test_fluctuation_by_hand():
     # t = 20 ms, T' = 0.1 ms, T'' = 0, D = 100, λ = 10/s, O = 101: κ = 10 x 100 x 1e-4 = 0.1,
     # Var(D) = 100 x (1 + 10 x 0.02) / 0.9² = 148.1; TPOT = t + T'·Var/D
     var = 100 * 1.2 / 0.81
-    t_mean, tpot = ol.fluctuation(0.02, 1e-4, 0.0, 100.0, 10.0, 101.0, 1000.0)
+    t_mean, tpot, v = ol.fluctuation(0.02, 1e-4, 0.0, 100.0, 10.0, 101.0, 1000.0)
     assert t_mean == 0.02 and tpot == pytest.approx(0.02 + 1e-4 * var / 100)
+    assert v == pytest.approx(var)
     # T'' = 1e-6 s per decoder²: the mean step rises by ½·T''·Var/(1 − κ)
-    t_mean, _ = ol.fluctuation(0.02, 1e-4, 1e-6, 100.0, 10.0, 101.0, 1000.0)
+    t_mean, _, _ = ol.fluctuation(0.02, 1e-4, 1e-6, 100.0, 10.0, 101.0, 1000.0)
     assert t_mean == pytest.approx(0.02 + 0.5e-6 * var / 0.9)
     # the batch ceiling bounds the spread: Var(D) <= (bmax − D)² = 25
-    _, tpot = ol.fluctuation(0.02, 1e-4, 0.0, 100.0, 10.0, 101.0, 105.0)
+    _, tpot, _ = ol.fluctuation(0.02, 1e-4, 0.0, 100.0, 10.0, 101.0, 105.0)
     assert tpot == pytest.approx(0.02 + 1e-4 * 25 / 100)
 
 

@@ -393,6 +393,9 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     if r.utilisation:
         print("  network: " + ", ".join(f"{k} {v:.3f}" for k, v in r.utilisation.items()))
     print("  closed forms: " + ", ".join(f"{k} {v}" for k, v in r.closed_forms.items()))
+    if r.workload.get("load_mode", "rate") != "rate" or r.workload.get("session_mode") == "closed":
+        print("  workload: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in r.workload.items()))
     return 0
 
 

@@ -6,26 +6,31 @@ through local tiers only, a central pool, or peer to peer — closed form, about
 1. **Reuse.** The workload's analytic reuse profile gives the hit ratio H(C) of each cache
    level (per-instance levels under the routing policy; shared levels as one cache), split by
    cumulative capacity as in :mod:`kvmodel.workload.placement`. Central pool: a global LRU of the pool's
-   capacity (inclusive of the local tiers). P2P: the peers' DRAM forms one cache of
-   N·C_dram / replication blocks; a hit is local with probability replication/N, else fetched
-   from its owner over RDMA after the lookup latency (rendezvous/consistent hashing: 0 unless
-   given; directory: its latency). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
+   capacity (inclusive of the local tiers; or a pool per rack). P2P: the peers' DRAM forms
+   one cache of N·C_dram / replication blocks; the placement's closed form gives the local
+   share of its hits and the hottest owner's share of the peer traffic, measured on the trace
+   (:mod:`kvmodel.cluster._sharing`). ``Cluster.eviction`` other than ``lru`` (fifo, lfu,
    s3fifo, arc, lru-admit-reuse) replaces the analytic LRU curve by the policy's exact replay
    at a few capacities, interpolated (:mod:`kvmodel.workload._policy_curve`; about 2-3 s to build per
    policy, routing and instance count, then microseconds). The split by cumulative capacity
    reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
    an approximation for the others.
-2. **Network.** Pool NICs carry every pool hit: utilisation ρ = demand / (servers × NICs × NIC
-   bandwidth), an M/D/1 wait ρ/(2(1−ρ)) per transfer; ρ ≥ 1 caps the served rate. Peer NICs
-   carry remote hits; the owner of the hottest block (the most shared prefix) carries
-   ``max(1/N, p_top/replication)`` of them (hot spot).
+2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new
+   KV), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the hottest owner's NIC
+   and PCIe uplink, puts, lookups. Transfers queue at processor-sharing servers whose delay
+   tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
+   ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
    assignment), its requests split into hit classes (a miss, or a hit in one level loading
    its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
-4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media amortised over
+   Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
+   multi-turn sessions (``Workload.session_mode="closed"``): :mod:`kvmodel.cluster._workloads`
+   (colocated clusters, scalar fields; ``ClusterResult.workload`` reports what they derive).
+4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media (+ servers and ports at
+   the user's prices) amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 
 **Vectorised evaluation.** These fields accept numpy arrays (or lists), which broadcast
@@ -70,6 +75,7 @@ from kvmodel.catalog.hardware import (
     get_node,
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.cluster import _sharing, _workloads
 from kvmodel.cluster._classes import hit_classes, leading_reuse
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -112,6 +118,15 @@ class PoolSpec:
       nic: link key of each server's NICs (``kvmodel hardware link``).
       nics: NICs per server (count).
       memory, nvme: hardware_db keys of the server's DRAM and NVMe (bandwidth, $/GB).
+      metadata_rtt_s: seconds of the metadata lookup each request makes (None: the
+        calibration's ``pool_metadata_rtt``, a datacenter key-value round trip).
+      scope: "cluster" (one pool) or "rack" (one pool of ``servers`` per rack of
+        ``rack_nodes`` nodes; its hit ratio from the rack's own traffic).
+      sockets: CPU sockets per server (DRAM bandwidth = sockets x the memory's per-socket rate).
+      server_cost_usd, port_cost_usd: purchase price of a server (chassis, CPUs, without the
+        media) and of one NIC with its switch port and cable, US dollars, amortised like the
+        media; 0 by default: no sourced price is bundled in hardware_db.
+    Semantics (DRAM/SSD split, puts, queues): :mod:`kvmodel.cluster._sharing`.
     """
     servers: int = 4
     dram_B: float = 1e12
@@ -120,6 +135,12 @@ class PoolSpec:
     nics: int = 2
     memory: str = "ddr5-4800"
     nvme: str = "nvme-gen5"
+    metadata_rtt_s: float | None = None
+    scope: str = "cluster"
+    rack_nodes: int = 8
+    sockets: int = 2
+    server_cost_usd: float = 0.0
+    port_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,15 +151,17 @@ class P2PSpec:
 
     Fields:
       placement: which peer owns a block: a name of ``kvmodel.policies.P2P_PLACEMENT``
-        (rendezvous | consistent_hash | directory) or its policy object. The closed form does
-        not read it: owners are spread uniformly and a directory costs only
-        ``lookup_latency_s`` (see ``ClusterResult.closed_forms["placement"]``).
-      lookup_latency_s: seconds per remote lookup (e.g. a Redis/etcd round trip); 0 for the
-        hash placements unless given.
+        (rendezvous | consistent_hash | prefix_hash | directory) or its policy object; its
+        closed form (block hash, prefix hash, writer-owned with a directory) sets the local
+        share of peer-level hits and the hottest owner's share of the peer traffic, both
+        measured on the trace (:mod:`kvmodel.cluster._sharing`).
+      lookup_latency_s: seconds per request with a peer hit (None: the directory placement
+        pays the calibration's ``pool_metadata_rtt``, a key-value round trip; hash placements
+        compute the owner and pay 0).
       replication: copies of each block in the cluster (count; hot prefixes spread).
     """
     placement: str = "rendezvous"
-    lookup_latency_s: float = 0.0
+    lookup_latency_s: float | None = None
     replication: int = 1
 
 
@@ -203,19 +226,35 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Workload:
-    """A trace (its reuse profile is extracted once and cached) at a request rate, with SLOs.
+    """A trace (its reuse profile is extracted once and cached) under a load, with SLOs.
     ``request_rate`` may be a numpy array (see the module doc).
+
+    The load is one of (:mod:`kvmodel.cluster._workloads` has the closed forms):
+    ``request_rate`` (open loop, the default: the trace's own rate), ``concurrency`` (closed
+    loop) or ``burst`` (finite). ``ClusterResult.workload`` reports what each mode derives.
 
     Fields:
       trace: the requests (:class:`kvmodel.Trace`): lengths in tokens, KV block ids.
       request_rate: requests/s offered to the whole cluster (None: the trace's own rate).
       ttft_slo_s: TTFT objective per request, seconds.
       tpot_slo_s: TPOT (time per output token after the first) objective, seconds.
+      concurrency: closed loop of this many clients across the cluster (count), each sending
+        its next request ``think_time_s`` after its previous one completed.
+      burst: this many prompts at t = 0 (count), served once (makespan, TTFT statistics).
+      think_time_s: seconds a client thinks between a response and its next request
+        (None: 0 for clients; for closed sessions the trace's own gap between turns).
+      session_mode: ``"open"`` (arrivals as the trace gives them) or ``"closed"`` (a
+        session's turn k is sent think time after turn k-1 completed, so whether its prefix,
+        turn k-1's context, is still cached depends on the cluster's speed).
     """
     trace: Trace
     request_rate: float | None = None
     ttft_slo_s: float = 2.0
     tpot_slo_s: float = 0.1
+    concurrency: int | None = None
+    burst: int | None = None
+    think_time_s: float | None = None
+    session_mode: str = "open"
     _profile: list = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -308,6 +347,11 @@ class ClusterResult:
     instances: dict[str, Any]       # the per-instance Estimate of each role
     # closed form used for routing / eviction / sharing / placement (kvmodel.policies entries)
     closed_forms: dict[str, str] = field(default_factory=dict)
+    # load mode and what it derives: clients per instance, active clients, throughput, burst
+    # makespan, session re-timing (kvmodel.cluster._workloads)
+    workload: dict[str, Any] = field(default_factory=dict)
+    # sharing traffic (B/s), placement shares, churn (kvmodel.cluster._sharing.flows)
+    sharing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
@@ -433,9 +477,11 @@ def _check(c: Cluster) -> None:
     if not _all(ok):
         shown = _show(h, ok) if isinstance(h, np.ndarray) else h
         raise ValueError(f"hbm_cache_fraction={shown}: must be in [0, 1)")
-    if not _all((c.p2p.replication >= 1) & (c.p2p.lookup_latency_s >= 0)):
+    lookup = 0.0 if c.p2p.lookup_latency_s is None else c.p2p.lookup_latency_s
+    if not _all((c.p2p.replication >= 1) & (lookup >= 0)):
         raise ValueError("p2p.replication must be >= 1 and p2p.lookup_latency_s >= 0")
     pl = c.pool
+    _sharing.check_pool(pl)
     if not _all((pl.servers >= 1) & (pl.nics >= 1) & (pl.dram_B >= 0) & (pl.ssd_B >= 0)):
         raise ValueError("pool: servers and nics must be >= 1, capacities >= 0")
     for name in ("dram_B", "ssd_B", "cxl_B"):
@@ -554,7 +600,7 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
         present = caps[t] > 0  # an absent tier serves nothing
         if t == "dram" and c.sharing == "p2p":
             h = xp.where(present, xp.maximum(h_prev, h_shared[1]), h_prev)
-            share = xp.minimum(1.0, r / n)
+            share = _p2p_shares(c, w, n, h_prev)[0]
             out["dram"], out["peer"] = (h - h_prev) * share, (h - h_prev) * (1 - share)
             if not vector and not present:
                 del out["peer"]  # scalar evaluation: no peer level without DRAM
@@ -563,8 +609,41 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
             out[t] = h - h_prev
         h_prev = h
     if c.sharing == "central_pool":
-        out["pool"] = xp.maximum(h_prev, h_shared[0]) - h_prev
+        h_pool = h_shared[0] if c.pool.scope == "cluster" else _pool_curve(c, w, caps["pool"], n)
+        out["pool"] = xp.maximum(h_prev, h_pool) - h_prev
     return out
+
+
+def _p2p_shares(c: Cluster, w: Workload, n: int, h_hbm):
+    """(local share, hot-owner share, put copies, put hot share, form) of the P2P placement
+    (kvmodel.cluster._sharing)."""
+    routing = "single" if n == 1 else ROUTING[c.routing].closed_form
+    prof = w.profile
+
+    def assign():  # prefix affinity: the reuse model's assignment; others spread like round robin
+        if routing in ("prefix_affinity", "prefix_affinity_bounded"):
+            from kvmodel.workload._reuse_analytic import _assignment
+            return np.asarray(_assignment(prof, n, routing, c.epsilon), dtype=np.int64)
+        return np.arange(prof.n_requests, dtype=np.int64) % n
+    return _sharing.p2p_shares(prof, assign, n, routing, c.epsilon,
+                               P2P_PLACEMENT[c.p2p.placement].closed_form, c.p2p.replication,
+                               h_hbm)
+
+
+def _pool_curve(c: Cluster, w: Workload, cap_blocks, n: int):
+    """Hit ratio of the pools at ``cap_blocks`` per pool: one global LRU (scope cluster), or
+    one pool per rack, the racks playing the routing's instances (scope rack)."""
+    racks = _sharing.pool_racks(c, math.ceil(_instances_total(c) / layout(c)[3]))
+    if racks == 1:
+        h = _curve(w, cap_blocks, 1, "single", c.epsilon, c.eviction)
+    else:
+        h = _curve(w, racks * np.asarray(cap_blocks, dtype=float), racks, c.routing, c.epsilon,
+                   c.eviction)
+    return float(h.flat[0]) if np.ndim(cap_blocks) == 0 else h
+
+
+def _instances_total(c: Cluster) -> int:
+    return (c.prefill_instances + c.decode_instances) or c.instances
 
 
 def _imbalance(c: Cluster, w: Workload, n: int) -> float:
@@ -655,20 +734,20 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
             "pool": t["remote"], "peer": t["remote"]}
 
 
-def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate) -> dict[str, Any]:
-    """Utilisation of the pool's NICs and of the hottest peer's NICs (whole cluster)."""
-    blocks_per_req = w.blocks_per_request
-    util = {}
+def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate,
+             caps: dict[str, Any]) -> "_sharing.SharingFlows":
+    """Traffic, utilisations and queues of the sharing mode (kvmodel.cluster._sharing): pool
+    NICs (out and in), DRAM and SSDs; or the hottest peer's NIC and PCIe uplink, puts."""
+    n = c.prefill_instances or c.instances
+    kw: dict[str, Any] = {"peer_Bps": _peer_Bps(c, node), "instance_Bps": _peer_Bps(c, node)}
     if "pool" in hits:
-        nic = get_link(c.pool.nic)
-        cap = c.pool.servers * c.pool.nics * nic.achieved_bw_Bps
-        util["pool_nic"] = rate * hits["pool"] * blocks_per_req * block_B / cap
+        nodes = math.ceil(_instances_total(c) / layout(c)[3])
+        h_prev = sum(v for k, v in hits.items() if k != "pool")
+        h_dram = _pool_curve(c, w, c.pool.servers * c.pool.dram_B / block_B, n)
+        kw.update(racks=_sharing.pool_racks(c, nodes), h_pool_dram=xp.maximum(h_dram - h_prev, 0.0))
     if "peer" in hits:
-        n = c.prefill_instances or c.instances
-        per_owner = _peer_Bps(c, node)
-        hot = xp.maximum(1.0 / n, w.top_block_share / c.p2p.replication)
-        util["peer_nic_hottest"] = rate * hits["peer"] * blocks_per_req * block_B * hot / per_owner
-    return util
+        kw.update(shares=_p2p_shares(c, w, n, hits["hbm"]), dram_B_inst=caps["dram"] * block_B)
+    return _sharing.flows(c, w, node, hits, block_B, rate, n, **kw)
 
 
 def _peer_Bps(c: Cluster, node) -> float:
@@ -678,30 +757,10 @@ def _peer_Bps(c: Cluster, node) -> float:
     return node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // c.tp)
 
 
-def _md1(u, ok):
-    """M/D/1 mean wait in service times, u/(2(1-u)), where ``ok`` (0 < u < 1); else 0."""
-    us = xp.where(ok, u, 0.0)
-    return us / (2 * (1 - us))
-
-
-def _extra_delay(c: Cluster, w: Workload, node, hits, util, block_B: float) -> Any:
-    """Per-request delay outside the compute pipeline: pool NIC queueing, directory lookups."""
-    delay = 0.0
-    blocks = w.blocks_per_request
-    if "pool" in hits:
-        u = util["pool_nic"]
-        ok = (0 < u) & (u < 1)
-        nic = get_link(c.pool.nic)
-        service = hits["pool"] * blocks * block_B / (c.pool.servers * c.pool.nics * nic.achieved_bw_Bps)
-        delay = delay + xp.where(ok, _md1(u, ok) * service, 0.0)
-    if "peer" in hits:
-        has = hits["peer"] > 0
-        delay = delay + xp.where(has, c.p2p.lookup_latency_s, 0.0)
-        u = util["peer_nic_hottest"]
-        ok = has & (0 < u) & (u < 1)
-        delay = delay + xp.where(ok, _md1(u, ok) * hits["peer"] * blocks * block_B
-                                 / _peer_Bps(c, node), 0.0)
-    return delay
+def _extra_delay(flows: "_sharing.SharingFlows", m: dict[str, Any]) -> dict[str, Any]:
+    """Per-request delay outside the compute pipeline (lookups, exposed SSD time, network
+    queues with tails): ``mean`` and the increase of each TTFT percentile (``p50``..``p99``)."""
+    return _sharing.delays(flows, m)
 
 
 # ---- instances -------------------------------------------------------------------------------
@@ -846,9 +905,7 @@ def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
         extra = xp.maximum(0.0, c.ssd_B * per_node - node.nvme_capacity_B) * nodes
         dollars = dollars + extra * get_memory(node.nvme).price_per_B / hours
     if c.sharing == "central_pool":
-        media = (c.pool.dram_B * get_memory(c.pool.memory).price_per_B
-                 + c.pool.ssd_B * get_memory(c.pool.nvme).price_per_B)
-        dollars = dollars + c.pool.servers * media / hours
+        dollars = dollars + _sharing.pool_cost_per_hour(c, nodes, hours)
     return dollars
 
 
@@ -895,6 +952,9 @@ def evaluate(c: Cluster, w: Workload, catalog: Any = None) -> ClusterResult:
     """Closed-form evaluation of a cluster on a workload (see the module docstring); the
     fields listed there may be numpy arrays, evaluated in one vectorised pass. ``catalog``:
     the :class:`kvmodel.Catalog` that names are looked up in (default: the active one)."""
+    _workloads.check_load(w)
+    if w.session_mode == "closed":
+        return _workloads.closed_sessions(c, w, lambda c1, w1: evaluate(c1, w1, catalog))
     c, lam, shape = _resolve(_named_policies(c), w)
     if shape is None:
         return _evaluate(c, w, lam, None)
@@ -916,16 +976,23 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check_workload(w)
     key, node, n, per_node = layout(c)
     block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(kv_precision(c))
-    hits = _hits(c, w, _caps(c, w, node, per_node, block_B), n, shape is not None)
+    caps = _caps(c, w, node, per_node, block_B)
+    hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
-    util = _network(c, w, node, hits, block_B, lam)
     pre = _prefix_args(hits, _tiers(c, key, per_node), w.input_len)
-    # vector: the instance sees every configuration (prefix and rate broadcast together)
-    lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
-    parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
-             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    info = {}
+    if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
+        parts, lam, info = _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape,
+                                                kv_precision(c))
+    else:
+        # vector: the instance sees every configuration (prefix and rate broadcast together)
+        lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
+        parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
+                 if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    flows = _network(c, w, node, hits, block_B, lam, caps)
+    util = flows["util"]
     m = _combine(parts)
-    delay = _extra_delay(c, w, node, hits, util, block_B)
+    delay = _extra_delay(flows, m)
     net_ok = True
     for u in util.values():
         net_ok = net_ok & (u < 1.0)
@@ -938,17 +1005,18 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     served = xp.where(stable, lam, 0.0)
     cost = _cost_per_hour(c, node, per_node)
     tok = served * O
-    ttft = m["ttft"] + delay
+    ttft = m["ttft"] + delay["mean"]
     frac = _slo_fraction(dict(m, ttft=ttft), w.ttft_slo_s, w.tpot_slo_s) if (
         shape is not None or stable) else 0.0
     good = xp.where(stable, served * frac, 0.0)
     has_tok = tok > 0
     out = dict(
-        ttft_s=xp.where(stable, ttft, inf), ttft_p50_s=xp.where(stable, m["ttft50"] + delay, inf),
+        ttft_s=xp.where(stable, ttft, inf),
+        ttft_p50_s=xp.where(stable, m["ttft50"] + delay["p50"], inf),
         tpot_s=xp.where(stable, m["tpot"], inf),
         e2e_s=xp.where(stable, ttft + (O - 1) * m["tpot"], inf),
-        ttft_p90_s=xp.where(stable, m["ttft90"] + delay, inf),
-        ttft_p99_s=xp.where(stable, m["ttft99"] + delay, inf),
+        ttft_p90_s=xp.where(stable, m["ttft90"] + delay["p90"], inf),
+        ttft_p99_s=xp.where(stable, m["ttft99"] + delay["p99"], inf),
         tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_per_s=tok,
         served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost,
         cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
@@ -957,6 +1025,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         out = {k: float(v) for k, v in out.items()}
         hit_ratio = {k: float(v) for k, v in hits.items()}
         util = {k: float(v) for k, v in util.items()}
+        detail = {k: float(v) for k, v in flows["detail"].items()}
     else:
         def full(v, dtype=float):
             return np.array(np.broadcast_to(np.asarray(v, dtype=dtype), shape))
@@ -964,8 +1033,11 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         stable = full(stable, bool)
         hit_ratio = {k: full(v) for k, v in hits.items()}
         util = {k: full(v) for k, v in util.items()}
-    return ClusterResult(**out, stable=stable, reason=reason, hit_ratio=hit_ratio,
-                         utilisation=util, instances=parts, closed_forms=_closed_forms(c, n))
+        detail = {k: full(v) for k, v in flows["detail"].items()}
+    return _workloads.finish(ClusterResult(
+        **out, stable=stable, reason=reason, hit_ratio=hit_ratio, utilisation=util,
+        instances=parts, closed_forms=_closed_forms(c, n), workload=_workloads.describe(w),
+        sharing=detail), w, info)
 
 
 # ---- derived quantities of a configuration (used by kvmodel.search) --------------------------
@@ -1083,9 +1155,12 @@ _CLUSTER_KEYS = {
     "eviction": str,
 }
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
-              "memory": str, "nvme": str}
+              "memory": str, "nvme": str, "metadata_rtt_us": float, "scope": str,
+              "rack_nodes": int, "sockets": int, "server_cost_usd": float,
+              "port_cost_usd": float}
 _P2P_KEYS = {"placement": str, "lookup_latency_us": float, "replication": int}
-_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float}
+_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float,
+                  "concurrency": int, "burst": int, "think_time_s": float, "session_mode": str}
 
 
 def _gb(d: dict, key: str) -> dict:
@@ -1096,7 +1171,8 @@ def _gb(d: dict, key: str) -> dict:
 
 def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
     """Read a cluster TOML file: ``[cluster]`` (+ ``[cluster.pool]``, ``[cluster.p2p]``) and an
-    optional ``[workload]``. Capacities in GB (1e9 B), lookup latency in µs. Returns the Cluster
+    optional ``[workload]`` (trace, SLOs and one load: request_rate, concurrency or burst;
+    think_time_s, session_mode). Capacities in GB (1e9 B), lookup latency in µs. Returns the Cluster
     and the workload keyword arguments; errors name the file and field."""
     import tomllib
     from pathlib import Path
@@ -1119,9 +1195,13 @@ def load_cluster_config(path) -> tuple[Cluster, dict[str, Any]]:
         if need not in cl:
             raise ValueError(f"{p}: [cluster].{need}: missing required key")
     pl = _gb(_gb(typed_table(pool, _POOL_KEYS, f"{p}: [cluster.pool]"), "dram_GB"), "ssd_GB")
+    if "metadata_rtt_us" in pl:
+        pl["metadata_rtt_s"] = pl.pop("metadata_rtt_us") * 1e-6
     pp = typed_table(p2p, _P2P_KEYS, f"{p}: [cluster.p2p]")
     if "lookup_latency_us" in pp:
         pp["lookup_latency_s"] = pp.pop("lookup_latency_us") * 1e-6
     c = Cluster(**cl, pool=PoolSpec(**pl), p2p=P2PSpec(**pp))
     _check(c)
-    return c, typed_table(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")
+    wk = typed_table(data.get("workload", {}), _WORKLOAD_KEYS, f"{p}: [workload]")
+    _workloads.check_load_keys(wk, f"{p}: [workload]")
+    return c, wk

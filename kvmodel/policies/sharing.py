@@ -2,8 +2,7 @@
 
 Variants (registry :data:`REGISTRY`, :data:`kvmodel.policies.SHARING`; ``kvmodel.cluster.SHARING``
 is the tuple of its names). Parameters are the fields of :class:`kvmodel.PoolSpec`
-(``central_pool``) and :class:`kvmodel.P2PSpec` (``p2p``) with their defaults. No simulator
-models sharing (``kvmodel.sim`` runs instances with private caches). Adding a variant: register
+(``central_pool``) and :class:`kvmodel.P2PSpec` (``p2p``) with their defaults. Adding a variant: register
 it here and give :func:`kvmodel.evaluate` its closed form (``kvmodel.cluster._hits``).
 """
 
@@ -29,19 +28,33 @@ REGISTRY.register(PolicyEntry(
         Param("nic", "roce-400g", "key", "link key of each server's NICs", kind=str),
         Param("nics", 2, "count", "NICs per server", low=1, kind=int),
         Param("memory", "ddr5-4800", "key", "hardware_db key of the server DRAM", kind=str),
-        Param("nvme", "nvme-gen5", "key", "hardware_db key of the server NVMe", kind=str)),
+        Param("nvme", "nvme-gen5", "key", "hardware_db key of the server NVMe", kind=str),
+        Param("metadata_rtt_s", None, "s", "metadata lookup per request (None: calibration's "
+              "pool_metadata_rtt)", none_ok=True),
+        Param("scope", "cluster", "key", "cluster (one pool) or rack (a pool per rack)",
+              kind=str),
+        Param("rack_nodes", 8, "count", "nodes per rack (scope rack)", low=1, kind=int),
+        Param("sockets", 2, "count", "CPU sockets per server (DRAM bandwidth)", low=1,
+              kind=int),
+        Param("server_cost_usd", 0.0, "1", "purchase price of a server without media, USD"),
+        Param("port_cost_usd", 0.0, "1", "price of one NIC + switch port + cable, USD")),
     closed_form_fn=_CURVE,
-    closed_form_note="one global LRU of the pool's capacity (inclusive of the local tiers); "
-                     "pool NICs as an M/D/1 queue, utilisation >= 1 is unstable"))
+    closed_form_note="one global LRU of the pool's capacity (inclusive of the local tiers; or "
+                     "one pool per rack); DRAM hot part, SSD at the drives' read bandwidth; "
+                     "puts of new KV; metadata RTT per request; NICs, DRAM and SSDs as "
+                     "processor-sharing queues with tails (kvmodel.cluster._sharing); "
+                     "utilisation >= 1 is unstable"))
 REGISTRY.register(PolicyEntry(
     "p2p", "peers fetch blocks from the owner's DRAM over RDMA",
     "p2p_shared_dram", (
         Param("placement", "rendezvous", "key", "owner of a block (kvmodel.policies."
               "P2P_PLACEMENT)", kind=str),
-        Param("lookup_latency_s", 0.0, "s", "per remote lookup (e.g. a directory round trip)"),
+        Param("lookup_latency_s", None, "s", "per request with a peer hit (None: directory "
+              "pays the calibration's pool_metadata_rtt, hash placements 0)", none_ok=True),
         Param("replication", 1, "count", "copies of each block in the cluster", low=1,
               kind=int)),
     closed_form_fn=_CURVE,
-    closed_form_note="the peers' DRAM is one cache of N x C_dram / replication blocks; a hit is "
-                     "local w.p. replication/N, else fetched from its owner (hot-spot NIC "
-                     "utilisation, lookup latency)"))
+    closed_form_note="the peers' DRAM is one cache of N x C_dram / replication blocks; the "
+                     "placement's closed form (kvmodel.policies.placement) gives the local "
+                     "share and the hottest owner's share of the peer traffic from the trace; "
+                     "owner NIC (PS queue with tail) and PCIe, puts, lookups, churn"))

@@ -287,7 +287,9 @@ def _violations(m: dict, space: Space) -> tuple[list[float], list[str]]:
     cons = [float(x) for x in _constraint_values(m, space)]
     ttft, tpot = _percentile(m, space)
     slo = space.slo
-    why = [] if m["stable"] else [f"unstable: {m['reason']}"]
+    reason = str(m["reason"])  # the instance's reasons already start with "unstable:"
+    why = [] if m["stable"] else [reason if reason.startswith("unstable") else
+                                  f"unstable: {reason}"]
     if m["stable"] and cons[2] > 0:
         why.append(f"TTFT {slo['ttft_percentile']} {ttft:.3g} s > SLO {slo['ttft_s']:g} s")
     if m["stable"] and cons[3] > 0:

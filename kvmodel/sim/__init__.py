@@ -38,6 +38,13 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   shares it with the other loads and with the saves (``kv_save`` of each request's new KV,
   written after its prefill, on segments reads and writes share); the rest of ``load_seconds``
   (setup, latency) follows unshared. A lone load takes exactly ``load_seconds``.
+* Shared level (``sharing="central_pool"`` or ``"p2p"``, :mod:`kvmodel.sim._sharing`): after
+  the local (HBM) hit, the next leading blocks are looked up in a global LRU pool or in the
+  peers' DRAM partitions (owner by block or prefix hash, ``replication`` copies); the shared
+  hit is fetched at admission over processor-sharing NIC servers (pool servers, owners and the
+  requester, full duplex) plus a lookup round trip, and blocks the shared level lacks are put
+  there after the prefill (loading the NICs). ``SimResult`` reports hits per level, bytes per
+  network server and Little's law per server. ``sharing="none"`` leaves all of the above as is.
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
 
@@ -105,12 +112,14 @@ from kvmodel.policies.routing import (
     make_policy,
     policy_params,
 )
+from kvmodel.sim._clients import arrivals, check_clients
 from kvmodel.sim._path_server import PathServer, bottleneck
+from kvmodel.sim._sharing import SharedLevel, SimP2P, SimPool, sharing_spec
 from kvmodel.tiers import TIER_KINDS, Tier, node_tiers
 from kvmodel.workload._reuse_exact import LRUCache, _cached_prefix, _serve
 from kvmodel.workload._trace_types import Trace
 
-__all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS"]
+__all__ = ["simulate", "SimResult", "poisson_requests", "SIM_ROUTINGS", "SimPool", "SimP2P"]
 
 # the simulator's built-in routings (kvmodel.policies.ROUTING entries tagged "builtin")
 SIM_ROUTINGS = tuple(n for n, e in ROUTING.items() if "builtin" in e.tags)
@@ -210,6 +219,13 @@ class SimResult:
     path_sojourn_s: np.ndarray = field(default=None)
     path_jobs: np.ndarray = field(default=None)
     saved_B: float = 0.0
+    # the shared level (kvmodel.sim._sharing; empty with sharing="none"): hit blocks per level
+    # beyond the local cache, per network server statistics (Bps, busy_s, area_s, sojourn_s,
+    # jobs, get_B, put_B), distinct pool blocks fetched and put
+    level_hit_blocks: dict = field(default_factory=dict)
+    network: dict = field(default_factory=dict)
+    pool_blocks_got: int = 0
+    pool_blocks_put: int = 0
 
     def __post_init__(self) -> None:
         if self.rejected is None:
@@ -287,6 +303,41 @@ class SimResult:
         """Prefix-cache block hit ratio (hit blocks / all chain blocks; 0 without blocks)."""
         return self.hit_blocks / self.total_blocks if self.total_blocks else 0.0
 
+    def hit_ratio_by_level(self) -> dict[str, float]:
+        """Share of chain blocks served by each level: ``local`` (the instance's cache), then
+        the shared levels of the run (``pool``; ``peer_local``, ``peer``)."""
+        tot = self.total_blocks or 1
+        local = self.hit_blocks - sum(self.level_hit_blocks.values())
+        out = {"local": local / tot} if self.total_blocks else {}
+        return out | {k: v / tot for k, v in self.level_hit_blocks.items() if self.total_blocks}
+
+    def network_stats(self) -> dict[str, dict[str, float]]:
+        """Per network server over the busy window: ``util`` (busy fraction), ``mean_jobs``
+        (time-average jobs in service), ``little_rel_err`` (|integral of jobs - summed
+        sojourns| / summed sojourns) and ``Bps_mean`` (bytes moved / window). Puts are
+        asynchronous: a server whose put backlog outlasts the window (offered load above its
+        bandwidth) shows ``util`` > 1, its demand over the window."""
+        a, b = self.busy_window_s
+        span = (b - a) or 1.0
+        out = {}
+        for name, s in self.network.items():
+            soj = s["sojourn_s"]
+            out[name] = dict(util=s["busy_s"] / span, mean_jobs=s["area_s"] / span,
+                             little_rel_err=abs(s["area_s"] - soj) / soj if soj else 0.0,
+                             Bps_mean=(s["get_B"] + s["put_B"]) / span)
+        return out
+
+    def shared_bytes(self) -> dict[str, float]:
+        """Bytes moved by the shared level, by flow: ``got`` (fetched from the pool servers or
+        the owners), ``received`` (arriving at the requesters' NICs: equal to ``got``),
+        ``host`` (P2P blocks the requester owns, no network), ``put`` (leaving the writers'
+        NICs) and ``stored`` (arriving at the pool servers or owners: equal to ``put``)."""
+        def total(prefixes, f):
+            return float(sum(s[f] for k, s in self.network.items() if k.startswith(prefixes)))
+        return dict(got=total(("pool_tx", "tx"), "get_B"), received=total("rx", "get_B"),
+                    host=total("host", "get_B"), put=total("tx", "put_B"),
+                    stored=total(("pool_rx", "rx"), "put_B"))
+
     def little(self) -> dict[str, float]:
         """Little's law check over the busy window: ``L`` (time-average number in system, from
         the event-by-event integral), ``XW`` (request throughput × mean E2E) and ``rel_err``."""
@@ -316,6 +367,7 @@ class _Config:
     block_tokens: int
     save: float = 1.0    # fraction of each request's new KV written through to the tier
     path_s_per_B: tuple[float, float] = (0.0, 0.0)  # bottleneck seconds per byte read, written
+    tok_B: float = 0.0   # KV bytes per token of the whole instance (network transfers)
 
 
 def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
@@ -341,7 +393,7 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
     path = (0.0, 0.0) if tier is None else bottleneck(path_segments(tier))
     return _Config(s, float(kv_cap), float(mnt), float(mbs), cal["request_overhead"], tier,
                    block_tokens, float(num("kv_save", save, integer=False, minimum=0.0,
-                                           maximum=1.0)), path)
+                                           maximum=1.0)), path, float(m.kv_bytes_per_token(kv)))
 
 
 def _check_prefix_fits(blocks: int, block_tokens: int, kv_cap: float) -> None:
@@ -481,7 +533,8 @@ class _Sim:
     """The event loop (see the module docstring for the semantics)."""
 
     def __init__(self, cfg: _Config, tr: Trace, n_inst: int, policy: RoutingPolicy,
-                 cache_blocks: int):
+                 cache_blocks: int, share: SimPool | SimP2P | None = None,
+                 clients: tuple = (None, None, "open")):
         self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
         m = cfg.setup.model  # a window caps decode contexts only when every layer slides;
         # mixed layer kinds (gpt-oss, Gemma 3, Llama 4, hybrids) are reserved exactly below and
@@ -490,6 +543,7 @@ class _Sim:
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
         self.arr = tr.arrival_s.tolist()
         self.ready = [a + cfg.req_s for a in self.arr]
+        self.source = arrivals(tr, self.arr, self.ready, cfg.req_s, *clients)  # sim/_clients
         self.res = np.asarray(kv_per_seq(m, tr.input_len + tr.output_len, cfg.setup.tp,
                                          cfg.setup.kv_B)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
@@ -506,6 +560,8 @@ class _Sim:
         self.heap: list[tuple[float, int, int]] = []
         self.hit_blocks = self.steps = self.events = self.nsys = 0
         self.area, self.t_last = 0.0, 0.0
+        self.share = None if share is None else SharedLevel(share, n_inst, cfg.block_tokens,
+                                                            cfg.tok_B)
         self._check_fit()
 
     def _check_fit(self) -> None:
@@ -518,13 +574,12 @@ class _Sim:
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> None:
         """Process arrivals and instance events in time order (arrivals first on ties)."""
-        heap, arr, n = self.heap, self.arr, len(self.arr)
-        ai = 0
+        heap, src = self.heap, self.source
         while True:
             th = heap[0][0] if heap else math.inf
-            if ai < n and arr[ai] <= th:
-                self._arrive(ai, arr[ai])
-                ai += 1
+            ta = src.next_time()
+            if ta < math.inf and ta <= th:
+                self._arrive(src.pop(), ta)
                 continue
             if not heap:
                 return
@@ -550,6 +605,7 @@ class _Sim:
         i = self._route(rid, chain)
         if i is None:
             self.rejected[rid] = True
+            self.source.done(rid, t)
             return
         self._count(t, +1)
         inst = self.insts[i]
@@ -594,6 +650,8 @@ class _Sim:
     def _lookup(self, inst: _Inst, rid: int, chain: list) -> int:
         """Prefix-cache hit of ``rid`` on ``inst`` (then refresh), its skipped tokens and load;
         returns the hit in blocks."""
+        if self.share is not None:
+            return self._shared_lookup(inst, rid, chain)
         if inst.cache is None or not chain:
             return 0
         hit = _serve(inst.cache, chain)
@@ -603,6 +661,14 @@ class _Sim:
         if tok > 0 and self.cfg.tier is not None:
             self.load_s[rid] = float(load_seconds(self.cfg.setup, self.cfg.tier, float(tok),
                                                   "contiguous", float(self.cfg.block_tokens)))
+        return hit
+
+    def _shared_lookup(self, inst: _Inst, rid: int, chain: list) -> int:
+        """Local hit, then the shared level's (kvmodel.sim._sharing); the prefix skips prefill."""
+        local = _serve(inst.cache, chain) if inst.cache is not None and chain else 0
+        hit = local + self.share.lookup(self.arr[rid], inst.idx, rid, chain, local, self.I[rid] - 1)
+        self.hit_blocks += hit
+        self.hit_tok[rid] = min(hit * self.cfg.block_tokens, self.I[rid] - 1)
         return hit
 
     # ---- instance events ---------------------------------------------------------------------
@@ -630,6 +696,7 @@ class _Sim:
 
     def _finish(self, inst: _Inst, rid: int, t: float) -> None:
         self.done[rid] = t
+        self.source.done(rid, t)
         inst.kv -= self.res[rid]
         inst.kvb -= -(-self.I[rid] // self.cfg.block_tokens)
         inst.running -= 1
@@ -686,6 +753,8 @@ class _Sim:
             self.admit[rid] = t
             p = [rid, self.hit_tok[rid], t + self.load_s[rid]]
             inst.prefill.append(p)
+            if self.share is not None:
+                self.share.fetch(t, rid, p)
             if self.load_s[rid] > 0:
                 self._path_job(inst, t, rid, p)
 
@@ -700,6 +769,8 @@ class _Sim:
 
     def _save(self, inst: _Inst, t: float, rid: int) -> None:
         """Write ``rid``'s new KV through to the tier (asynchronously: only loads the path)."""
+        if self.share is not None:
+            self.share.put(t, rid)
         w = self.cfg.path_s_per_B[1]
         if self.cfg.tier is None or inst.cache is None or w <= 0 or self.cfg.save <= 0:
             return
@@ -722,6 +793,7 @@ class _Sim:
         """Prefill chunks of this step in admission order, within the token budget."""
         budget = self.cfg.mnt - inst.D
         out = []
+        self._refresh_fetches(inst)
         for p in inst.prefill:
             if budget <= 0:
                 break
@@ -736,11 +808,20 @@ class _Sim:
         """Earliest future time new prefill work can start (a queued request becomes ready or a
         prefix load ends); inf if none (a ready head blocked by KV/batch waits for a finish)."""
         b = math.inf
+        self._refresh_fetches(inst)
         if inst.waiting and self.ready[inst.waiting[0]] > t:
             b = self.ready[inst.waiting[0]]
         for p in inst.prefill:
             b = min(b, p[2])
         return b
+
+    def _refresh_fetches(self, inst: _Inst) -> None:
+        """Project the shared-level fetches of ``inst``'s prefilling requests again."""
+        pend = self.share.pending if self.share is not None else None
+        if pend:
+            for p in inst.prefill:
+                if p[0] in pend:
+                    self.share.refresh(p[0])
 
     def _ctx(self, inst: _Inst, m):
         """Sum of decode contexts at step(s) ``m`` (capped by a sliding window)."""
@@ -791,7 +872,7 @@ class _Sim:
     # ---- output ------------------------------------------------------------------------------
     def _times(self, tr: Trace) -> dict[str, np.ndarray]:
         """Per-request times and instance; NaN times and instance -1 for rejected requests."""
-        arr, O, rej = tr.arrival_s, tr.output_len, np.asarray(self.rejected)
+        arr, O, rej = np.asarray(self.arr), tr.output_len, np.asarray(self.rejected)
         first, done = np.asarray(self.first), np.asarray(self.done)
         out = dict(ttft_s=first - arr, e2e_s=done - arr, queue_s=np.asarray(self.admit) - arr,
                    tpot_s=np.where(O > 1, (done - first) / np.maximum(O - 1, 1), 0.0))
@@ -806,7 +887,7 @@ class _Sim:
         ins, rej = self.insts, np.asarray(self.rejected)
         served_blocks = tr.total_blocks - int(tr.blocks_per_request[rej].sum())
         return SimResult(
-            arrival_s=tr.arrival_s.copy(), **self._times(tr), rejected=rej,
+            arrival_s=np.asarray(self.arr, dtype=np.float64), **self._times(tr), rejected=rej,
             input_len=tr.input_len.copy(), output_len=tr.output_len.copy(),
             cached_tokens=np.asarray(self.hit_tok, dtype=np.int64),
             requests_per_instance=np.array([x.count for x in ins], dtype=np.int64),
@@ -815,9 +896,9 @@ class _Sim:
             max_running=np.array([x.max_run for x in ins], dtype=np.int64),
             kv_capacity_tokens=self.cfg.kv_cap, max_batch_size=self.cfg.mbs,
             max_num_tokens=self.cfg.mnt, hit_blocks=self.hit_blocks,
-            total_blocks=served_blocks if any(x.cache for x in ins) else 0,
+            total_blocks=served_blocks if any(x.cache for x in ins) or self.share else 0,
             area_s=self.area, steps=self.steps, events=self.events, wall_s=wall,
-            **self._path_stats())
+            **self._path_stats(), **(self.share.stats() if self.share else {}))
 
     def _path_stats(self) -> dict[str, Any]:
         for x in self.insts:
@@ -837,7 +918,9 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
              prefix_cache_blocks: int = 0, block_tokens: int | None = None,
              cache_tier: str | Tier = "hbm", node: str | None = None, epsilon: float = 0.25,
              routing_params: dict | None = None, kv_save: float = 1.0,
-             catalog: Any = None) -> SimResult:
+             sharing: str = "none", sharing_spec: SimPool | SimP2P | None = None,
+             concurrency: int | None = None, think_time_s: float | None = None,
+             session_mode: str = "open", catalog: Any = None) -> SimResult:
     """Discrete-event simulation of ``requests`` served by ``instances`` TP×PP groups.
 
     Each instance is configured as :func:`kvmodel.estimate` would configure it (``model``,
@@ -852,7 +935,15 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     cache per instance, in hash blocks of ``block_tokens`` tokens (default: the trace's), held
     in ``cache_tier`` (a tier name of ``node``'s template or a :class:`Tier`); a fraction
     ``kv_save`` of every request's newly computed KV is written through to that tier after
-    its prefill (asynchronously: it loads the path, nobody waits for it). ``catalog``:
+    its prefill (asynchronously: it loads the path, nobody waits for it). ``sharing``: none |
+    central_pool | p2p, a shared level beyond the local cache described by ``sharing_spec``
+    (a :class:`SimPool` or :class:`SimP2P`; None: its defaults), with network contention
+    (:mod:`kvmodel.sim._sharing`; needs ``cache_tier="hbm"``).
+    ``concurrency=N`` (clients, each sending its next request ``think_time_s`` after its
+    previous one finished) and ``session_mode="closed"`` (a session's turn k sent
+    ``think_time_s``, default the trace's own gap, after turn k-1 finished) replace the trace's
+    arrival times by closed-loop ones (:mod:`kvmodel.sim._clients`); ``SimResult.arrival_s``
+    holds the times requests were sent. ``catalog``:
     the :class:`kvmodel.Catalog` that names are looked up in (default: the active one).
 
     Raises ``ValueError`` for malformed arguments, an infeasible instance (weights do not fit,
@@ -861,15 +952,28 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     ``SimResult.rejected``); see the module docstring for the semantics.
     """
     bt = _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
+    check_clients(concurrency, think_time_s, session_mode)
     if not (isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and epsilon > 0):
         raise ValueError(f"epsilon={epsilon!r}: must be a number > 0")
     cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
                   max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node, kv_save)
+    share = _sharing_arg(sharing, sharing_spec, int(instances), cfg)
     t0 = time.perf_counter()
     policy = _policy(routing, routing_params, seed=seed, epsilon=epsilon)
-    sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks))
+    sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks), share,
+               (concurrency, think_time_s, session_mode))
     sim.run()
     return sim.result(requests, time.perf_counter() - t0)
+
+
+def _sharing_arg(sharing, spec, instances: int, cfg: _Config) -> SimPool | SimP2P | None:
+    """The shared level's spec (None: no sharing); it needs the local cache in HBM."""
+    spec = sharing_spec(sharing, spec, instances)
+    if spec is not None and cfg.tier is not None:
+        raise ValueError(f"sharing={sharing!r} with cache_tier={cfg.tier.kind!r}: the shared "
+                         "level is simulated above an HBM prefix cache only; allowed: "
+                         "cache_tier='hbm'")
+    return spec
 
 
 def _policy(routing, params: dict | None, **defaults) -> RoutingPolicy:

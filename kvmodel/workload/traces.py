@@ -46,6 +46,14 @@ lengths must be non-negative integers. A malformed line raises ``ValueError`` na
 line number and field, e.g. ``conv.jsonl: line 17: input_length='abc' must be a non-negative
 integer``; with ``skip_bad=True`` it is skipped and counted in the :class:`LoadReport`.
 
+Sessions: only ``generic`` files carry a ``session`` column; none of the built-in traces
+does (Mooncake's and Azure's rows are single requests). :func:`infer_sessions` recovers the
+conversations of a trace with prefix hashes from its chains (a turn extends the previous
+turn's blocks): on ``mooncake-conversation`` it finds 2,223 multi-turn sessions holding 5,531
+of the 12,031 requests (up to 17 turns), on ``mooncake-synthetic`` 268 holding 537 of 3,993;
+Azure traces have no hashes, so every request stays a session of its own.
+``synthetic_trace`` fills ``session`` itself.
+
 Auto-detection: ``.jsonl``/``.json``/``.ndjson`` files (or any file whose first non-blank
 character is ``{``) are JSON Lines: mooncake if the first record has ``timestamp``/
 ``input_length``, generic if it has ``arrival_s``. Otherwise CSV: azure if the header has
@@ -65,11 +73,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from kvmodel.workload._sessions import infer_sessions
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["load_trace", "load_trace_with_report", "LoadReport", "detect_format",
            "synthetic_trace", "FORMATS", "BUILTIN", "BuiltinTrace", "builtin_path",
-           "resolve_trace", "TraceNotFoundError"]
+           "resolve_trace", "TraceNotFoundError", "infer_sessions"]
 
 FORMATS = ("mooncake", "azure", "generic")
 MAX_REPORTED_ERRORS = 20

@@ -579,3 +579,18 @@ def test_cli_search_grid_prints_best_and_writes_every_point(tmp_path, capsys):
     top = g.top(5)
     vals = g.values[top, 0]
     assert list(vals) == sorted(vals, reverse=True) and vals[0] == g.best()[1]
+
+
+def test_unstable_reason_is_prefixed_once():
+    """An instance's reason already starts with 'unstable:'; the violation list does not add a
+    second prefix, and a bare cluster reason gets one."""
+    from kvmodel.search._objectives import _violations
+    space = _small()
+    base = {"stable": False, "ttft_p99_s": 1.0, "tpot_p99_s": 0.01, "cost_usd_per_h": 1.0,
+            "ttft_s": 1.0, "tpot_s": 0.01, "ttft_p90_s": 1.0, "goodput_per_s": 0.0}
+    for reason, want in (("unstable: 2.5 requests/s is beyond saturation",
+                          "unstable: 2.5 requests/s is beyond saturation"),
+                         ("network saturated: pool_nic utilisation 1.20",
+                          "unstable: network saturated: pool_nic utilisation 1.20")):
+        _, why = _violations(dict(base, reason=reason), space)
+        assert why[0] == want

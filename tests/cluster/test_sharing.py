@@ -1,0 +1,256 @@
+"""Central pool and P2P closed forms (kvmodel.cluster._sharing): hand-checked toy cases,
+Little's law and an independent oracle for the queues, monotonicity and conservation."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel import Cluster, P2PSpec, PoolSpec, Workload, evaluate
+from kvmodel.catalog.hardware import get_calibration, get_link
+from kvmodel.cluster import _sharing, cost_per_hour
+
+BASE = dict(model="llama-3.1-8b", gpu="h100-sxm", instances=4, tp=1, precision="bf16")
+
+
+@pytest.fixture(scope="module")
+def workload():
+    return Workload(kvmodel.synthetic_trace(600, seed=4, rate_per_s=4.0), request_rate=1.0)
+
+
+def _pool(**kw):
+    return Cluster(**BASE, sharing="central_pool", hbm_cache_fraction=0.0, dram_B=0.0,
+                   ssd_B=0.0, pool=PoolSpec(**kw))
+
+
+# ---- queues ----------------------------------------------------------------------------------
+def test_ps_queue_littles_law_and_geometric_oracle():
+    lam, S = 3.0, 0.2                      # rho = 0.6
+    q = _sharing.ps_queue(lam, S, lam * S)
+    assert q["L"] == pytest.approx(lam * q["response_s"])          # Little: L = lambda T
+    # M/G/1-PS has the M/M/1 number-in-system law P(N = k) = (1 - rho) rho^k
+    k = np.arange(2000)
+    assert q["L"] == pytest.approx(np.sum(k * 0.4 * 0.6 ** k))
+    assert q["wait_s"] == pytest.approx(q["response_s"] - S)
+    assert q["p_wait"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("sharing", ["central_pool", "p2p"])
+def test_littles_law_on_every_queue_of_a_result(sharing, workload):
+    c = Cluster(**BASE, sharing=sharing, dram_B=2e9, nic="tcp-25g",
+                pool=PoolSpec(servers=1, nics=1, nic="tcp-25g", dram_B=1e10, ssd_B=1e10))
+    r = evaluate(c, workload.with_rate(3.0))
+    names = [k[len("queue_"):-len("_jobs_per_s")] for k in r.sharing if k.endswith("_jobs_per_s")]
+    assert names and r.stable
+    for q in names:
+        lam, T = r.sharing[f"queue_{q}_jobs_per_s"], r.sharing[f"queue_{q}_response_s"]
+        assert lam > 0 and T > 0
+        assert r.sharing[f"queue_{q}_in_system"] == pytest.approx(lam * T, rel=1e-12)
+        rho = r.utilisation[q]
+        assert r.sharing[f"queue_{q}_in_system"] == pytest.approx(rho / (1 - rho), rel=1e-9)
+
+
+def test_sum_quantile_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    a, ma, b, mb = 0.3, 0.05, 0.6, 0.2
+    x = np.where(rng.random(n) < a, rng.exponential(ma, n), 0.0)
+    y = np.where(rng.random(n) < b, rng.exponential(mb, n), 0.0)
+    for p in (0.5, 0.9, 0.99):
+        exact = _sharing.sum_wait_quantile(p, a, ma, b, mb)
+        assert float(exact) == pytest.approx(np.quantile(x + y, p), rel=0.03, abs=2e-3)
+        assert _sharing._quantile_scalar(p, a, ma, b, mb) == pytest.approx(
+            float(exact) - float(_sharing._single_quantile(p, a, ma)), rel=1e-6, abs=1e-9)
+
+
+def test_pool_nic_at_rho_065_has_a_tail_not_a_mean_shift(workload):
+    """A single 25 GbE pool NIC near rho = 0.65: p99 grows by several service times, while
+    the old M/D/1 mean shift moved every percentile by 0.93 service times."""
+    c = _pool(servers=1, nics=1, nic="tcp-25g", dram_B=1e12)
+    r1 = evaluate(c, workload)
+    rate = workload.rate * 0.65 / r1.utilisation["pool_nic"]
+    r = evaluate(c, workload.with_rate(rate))
+    assert r.utilisation["pool_nic"] == pytest.approx(0.65, rel=1e-3)
+    nic = get_link("tcp-25g").achieved_bw_Bps
+    S = 0.65 / rate
+    assert S == pytest.approx(r.hit_ratio["pool"] * workload.blocks_per_request
+                              * r.sharing["pool_get_Bps"] / (rate * r.hit_ratio["pool"]
+                                                              * workload.blocks_per_request)
+                              / nic, rel=1e-9)
+    inst = r.instances["instance"]
+    mean_shift = r.ttft_s - inst.ttft_s - r.sharing["pool_metadata_s"]
+    assert mean_shift == pytest.approx(0.65 * S / 0.35, rel=1e-6)   # PS: rho S / (1 - rho)
+    p99_shift = r.ttft_p99_s - inst.ttft_p99_s - r.sharing["pool_metadata_s"]
+    assert p99_shift > 3 * mean_shift
+
+
+# ---- central pool ----------------------------------------------------------------------------
+def test_pool_toy_utilisations_by_hand(workload):
+    """1 server x 1 NIC: utilisation = rate x hit x blocks x block bytes / NIC bandwidth."""
+    c = _pool(servers=1, nics=1, nic="roce-100g", dram_B=1e12)
+    r = evaluate(c, workload)
+    block_B = workload.trace.block_tokens * kvmodel.get_model(BASE["model"]).kv_bytes_per_token("bf16")
+    per_req = workload.blocks_per_request * block_B
+    nic = get_link("roce-100g").achieved_bw_Bps
+    get = workload.rate * r.hit_ratio["pool"] * per_req
+    put = workload.rate * (1 - sum(r.hit_ratio.values())) * per_req
+    assert r.utilisation["pool_nic"] == pytest.approx(get / nic)
+    assert r.utilisation["pool_nic_in"] == pytest.approx(put / nic)
+    assert r.sharing["pool_get_Bps"] == pytest.approx(get)
+    assert r.sharing["pool_put_Bps"] == pytest.approx(put)
+
+
+def test_pool_puts_cover_gets(workload):
+    """Bytes put into the pool over the trace >= bytes of distinct blocks got - capacity."""
+    c = _pool(servers=1, nics=2, dram_B=2e9)
+    r = evaluate(c, workload)
+    span = workload.trace.arrival_s[-1] - workload.trace.arrival_s[0]
+    T = len(workload.trace) / workload.rate
+    block_B = r.sharing["pool_get_Bps"] / max(
+        workload.rate * r.hit_ratio["pool"] * workload.blocks_per_request, 1e-30)
+    distinct = len(np.unique(workload.trace.block_ids)) * block_B
+    assert span > 0
+    assert r.sharing["pool_put_Bps"] * T >= distinct - 2e9 - 1e-6
+
+
+def test_pool_ssd_served_at_ssd_speed(workload):
+    """Moving capacity from pool DRAM to pool SSD keeps the hit ratio, puts the reads on the
+    SSDs and never makes TTFT faster."""
+    dram = _pool(servers=1, nics=4, dram_B=4e9)
+    ssd = dataclasses.replace(dram, pool=dataclasses.replace(dram.pool, dram_B=1e8, ssd_B=3.9e9))
+    a, b = evaluate(dram, workload), evaluate(ssd, workload)
+    assert b.hit_ratio["pool"] == pytest.approx(a.hit_ratio["pool"], abs=1e-9)
+    assert b.sharing["pool_get_ssd"] > 0.5 * b.hit_ratio["pool"]
+    assert "pool_ssd" in b.utilisation and "pool_ssd" not in a.utilisation
+    assert b.ttft_s >= a.ttft_s
+
+
+def test_pool_metadata_rtt_is_paid_by_every_request(workload):
+    base = _pool(servers=2, dram_B=1e12, metadata_rtt_s=0.0)
+    slow = dataclasses.replace(base, pool=dataclasses.replace(base.pool, metadata_rtt_s=1e-3))
+    a, b = evaluate(base, workload), evaluate(slow, workload)
+    for f in ("ttft_s", "ttft_p50_s", "ttft_p99_s"):
+        assert getattr(b, f) - getattr(a, f) == pytest.approx(1e-3, rel=1e-6)
+    default = evaluate(_pool(servers=2, dram_B=1e12), workload)
+    assert default.sharing["pool_metadata_s"] == pytest.approx(
+        get_calibration()["pool_metadata_rtt"].si)
+
+
+def test_pool_full_cost_and_rack_scope(workload):
+    c = _pool(servers=2, nics=2, dram_B=1e11)
+    priced = dataclasses.replace(c, pool=dataclasses.replace(c.pool, server_cost_usd=20000.0,
+                                                             port_cost_usd=1000.0))
+    hours = get_calibration()["hardware_amortization"].si
+    extra = cost_per_hour(priced) - cost_per_hour(c)
+    assert extra == pytest.approx(2 * (20000 + 2 * 1000) / hours)
+    big = dataclasses.replace(c, instances=16)
+    rack = dataclasses.replace(big, pool=dataclasses.replace(big.pool, scope="rack", rack_nodes=1))
+    nodes = math.ceil(16 / 8)
+    assert cost_per_hour(rack) - cost_per_hour(big) == pytest.approx(
+        (nodes - 1) * (cost_per_hour(c) - cost_per_hour(
+            dataclasses.replace(c, sharing="none"))))
+    r = evaluate(rack, workload)
+    assert r.sharing["pool_racks"] == nodes
+    with pytest.raises(ValueError, match="scope"):
+        evaluate(dataclasses.replace(c, pool=dataclasses.replace(c.pool, scope="row")), workload)
+
+
+# ---- P2P -------------------------------------------------------------------------------------
+def _p2p(**kw):
+    return Cluster(**BASE, sharing="p2p", dram_B=2e9, p2p=P2PSpec(**kw))
+
+
+def test_more_replicas_never_hotter_owner(workload):
+    hot = [evaluate(_p2p(placement=pl, replication=r), workload).sharing["peer_hot_owner_share"]
+           for pl in ("rendezvous", "prefix_hash") for r in (1, 2, 4)]
+    for i in (0, 3):
+        assert hot[i] >= hot[i + 1] - 1e-12 >= hot[i + 2] - 2e-12
+        assert hot[i + 2] >= 0.25 - 1e-12
+
+
+def test_prefix_placement_concentrates_peer_traffic(workload):
+    blk = evaluate(_p2p(placement="rendezvous"), workload).sharing["peer_hot_owner_share"]
+    pre = evaluate(_p2p(placement="prefix_hash"), workload).sharing["peer_hot_owner_share"]
+    assert pre > blk
+
+
+def test_hash_local_share_is_r_over_n_under_round_robin(workload):
+    r = evaluate(_p2p(placement="rendezvous"), workload)
+    assert r.sharing["peer_local_share"] == pytest.approx(0.25, abs=0.08)
+    assert r.hit_ratio["dram"] / (r.hit_ratio["dram"] + r.hit_ratio["peer"]) == pytest.approx(
+        r.sharing["peer_local_share"])
+
+
+def test_directory_under_affinity_keeps_hits_local(workload):
+    c = dataclasses.replace(_p2p(placement="directory"), routing="prefix_affinity")
+    r = evaluate(c, workload)
+    rr = evaluate(_p2p(placement="directory"), workload)
+    hashed = evaluate(dataclasses.replace(c, p2p=P2PSpec(placement="rendezvous")), workload)
+    assert r.sharing["peer_local_share"] > rr.sharing["peer_local_share"]
+    assert r.sharing["peer_local_share"] > hashed.sharing["peer_local_share"] + 0.05
+
+
+@pytest.mark.parametrize("sharing", ["central_pool", "p2p"])
+def test_more_network_bandwidth_never_slower(sharing, workload):
+    w = workload.with_rate(2.0)
+    res = []
+    for nic in ("tcp-25g", "roce-100g", "roce-400g"):
+        c = Cluster(**BASE, sharing=sharing, dram_B=2e9, nic=nic,
+                    pool=PoolSpec(servers=1, nics=1, nic=nic, dram_B=1e11))
+        res.append(evaluate(c, w))
+    for a, b in zip(res, res[1:]):
+        for f in ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s"):
+            assert getattr(b, f) <= getattr(a, f) + 1e-12, f
+
+
+def test_churn_fields(workload):
+    r1 = evaluate(_p2p(replication=1), workload)
+    r2 = evaluate(_p2p(replication=2), workload)
+    assert r1.sharing["churn_instance_loss_dip"] == pytest.approx(
+        (r1.hit_ratio["dram"] + r1.hit_ratio["peer"]) / 4)
+    assert r2.sharing["churn_instance_loss_dip"] == 0.0
+    assert r2.sharing["churn_rereplicate_B"] == pytest.approx(4 * 2e9 / 2 / 4)
+    assert r1.sharing["churn_scale_out_move_B"] == pytest.approx(4 * 2e9 / 5)
+    assert evaluate(_p2p(placement="directory"), workload).sharing["churn_scale_out_move_B"] == 0
+    assert 0 < r1.sharing["churn_rewarm_s"] < math.inf
+
+
+def test_vector_equals_scalar(workload):
+    reps = np.array([1.0, 2.0, 3.0])
+    rate = np.array([[0.5], [1.5]])
+    c = _p2p(replication=reps, placement="prefix_hash")
+    v = evaluate(c, workload.with_rate(rate))
+    for i in range(2):
+        for j in range(3):
+            s = evaluate(_p2p(replication=int(reps[j]), placement="prefix_hash"),
+                         workload.with_rate(float(rate[i, 0])))
+            for f in ("ttft_s", "ttft_p99_s", "ttft_p50_s"):
+                assert getattr(v, f)[i, j] == pytest.approx(getattr(s, f), rel=1e-6), f
+            for k, u in s.sharing.items():
+                assert v.sharing[k][i, j] == pytest.approx(u, rel=1e-9), k
+
+
+def test_pool_vector_equals_scalar(workload):
+    ssd = np.array([0.0, 5e9, 2e10])
+    servers = np.array([[1.0], [3.0]])
+    c = _pool(servers=servers, nics=1, nic="roce-100g", dram_B=1e9, ssd_B=ssd)
+    v = evaluate(c, workload.with_rate(2.0))
+    for i in range(2):
+        for j in range(3):
+            s = evaluate(_pool(servers=int(servers[i, 0]), nics=1, nic="roce-100g", dram_B=1e9,
+                               ssd_B=float(ssd[j])), workload.with_rate(2.0))
+            for f in ("ttft_s", "ttft_p90_s", "ttft_p99_s", "cost_usd_per_h"):
+                assert getattr(v, f)[i, j] == pytest.approx(getattr(s, f), rel=1e-6), f
+            for k, u in s.utilisation.items():
+                assert v.utilisation[k][i, j] == pytest.approx(u, rel=1e-9), k
+
+
+def test_directory_pays_a_lookup_hashes_do_not(workload):
+    rtt = get_calibration()["pool_metadata_rtt"].si
+    for pl, extra in (("rendezvous", 0.0), ("directory", rtt)):
+        a = evaluate(_p2p(placement=pl), workload)
+        b = evaluate(_p2p(placement=pl, lookup_latency_s=0.0), workload)
+        assert a.hit_ratio["peer"] > 0
+        assert a.ttft_s - b.ttft_s == pytest.approx(extra, abs=1e-12)

@@ -77,6 +77,7 @@ from kvmodel.catalog.hardware import (
 from kvmodel.catalog.models import default_kv_precision, get_model
 from kvmodel.cluster import _sharing, _workloads
 from kvmodel.cluster._classes import hit_classes, leading_reuse
+from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance.seam import params as _params
@@ -91,7 +92,13 @@ from kvmodel.tiers import (
     transfer_seconds,
 )
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
-from kvmodel.workload._reuse_analytic import ReuseProfile, analytic_hit_ratio_curve, reuse_profile
+from kvmodel.workload._reuse_analytic import (
+    ReuseProfile,
+    analytic_hit_ratio_curve,
+    assignment,
+    reuse_profile,
+)
+from kvmodel.workload._routing_closed import LOADED_FORMS
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
@@ -181,10 +188,14 @@ class Cluster:
       sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
       routing: request routing policy, cluster-wide: a name of ``kvmodel.policies.ROUTING``
         or a policy object (``kvmodel.make_policy(...)``). The closed form of each name is in
-        the registry (dynamo, llmd, sglang and mooncake are evaluated as bounded prefix
-        affinity; least_loaded as random) and in ``ClusterResult.closed_forms``.
+        the registry and in ``ClusterResult.closed_forms``: least_loaded, dynamo, llmd,
+        sglang and mooncake replay their own rule against the fluid load of the workload's
+        rate, quantised to a few utilisation levels (:mod:`kvmodel.cluster._routing_load`).
       epsilon: load bound of the bounded prefix-affinity routers (fraction above the mean);
         a routing object with its own ``epsilon`` overrides it.
+      routing_params: parameters of the routing policy (its registry entry's names; None:
+        the defaults); a routing object carries its own. The load-aware closed forms
+        (least_loaded, dynamo, llmd, sglang, mooncake) replay the policy's rule with them.
       node: node template key (None: the default node for ``gpu``).
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
@@ -211,6 +222,7 @@ class Cluster:
     sharing: str = "none"
     routing: Any = "round_robin"
     epsilon: float = 0.25
+    routing_params: dict | None = None
     node: str | None = None
     hbm_cache_fraction: float = 0.3
     dram_B: float | None = None         # per instance
@@ -500,7 +512,7 @@ def _check(c: Cluster) -> None:
 def _check_policies(c: Cluster) -> None:
     """Sharing, routing, eviction and P2P placement are registered names or policy objects."""
     SHARING_ARCHITECTURES.name_of(c.sharing, "sharing")
-    ROUTING.name_of(c.routing, "routing")
+    ROUTING.check_params(ROUTING.name_of(c.routing, "routing"), c.routing_params or {})
     EVICTION.name_of(c.eviction, "eviction")
     CONNECTOR.name_of(c.connector, "connector")
     P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement")
@@ -518,6 +530,8 @@ def _named_policies(c: Cluster) -> Cluster:
             kw[f] = reg.name_of(getattr(c, f), f)
     if obj(c.routing) and getattr(c.routing, "epsilon", None) is not None:
         kw["epsilon"] = c.routing.epsilon
+    if obj(c.routing) and hasattr(c.routing, "params"):  # its parameters go to the closed form
+        kw["routing_params"] = {**(c.routing_params or {}), **c.routing.params()}
     if obj(c.p2p.placement):
         kw["p2p"] = dataclasses.replace(
             c.p2p, placement=P2P_PLACEMENT.name_of(c.p2p.placement, "p2p.placement"))
@@ -526,7 +540,10 @@ def _named_policies(c: Cluster) -> Cluster:
 
 def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
     """Closed form evaluate() uses for each policy family of ``c`` (names of the registries)."""
-    return {"routing": "single" if n == 1 else ROUTING[c.routing].closed_form,
+    own = n > 1 and is_loaded(c.routing) and c.eviction == "lru"  # else the fallback of _curve
+    return {"routing": ("single" if n == 1 else ROUTING[c.routing].closed_form if own or not
+                        is_loaded(c.routing) else "prefix_affinity_bounded"),
+            "routing_params": params_text(c) if own else "",
             "eviction": EVICTION[c.eviction].closed_form,
             "connector": CONNECTOR[c.connector].closed_form,
             "sharing": SHARING_ARCHITECTURES[c.sharing].closed_form,
@@ -552,12 +569,19 @@ def layout(c: Cluster) -> tuple[str, Any, int, int]:
 
 
 def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
-           eviction: str = "lru") -> np.ndarray:
+           eviction: str = "lru", c: Cluster | None = None) -> np.ndarray:
     """Hit ratio at total capacities ``cap_blocks`` over n instances: the analytic LRU curve,
     or for another eviction policy the exact replay at a few capacities, interpolated
-    (kvmodel.workload._policy_curve; built once per policy, routing and n, then microseconds)."""
-    r = "single" if n == 1 else ROUTING[routing].closed_form  # e.g. dynamo -> bounded affinity
+    (kvmodel.workload._policy_curve; built once per policy, routing and n, then microseconds).
+    Load-aware routers (``c`` given): their own rule replayed at the load level of the
+    workload's rate (kvmodel.cluster._routing_load), with LRU; with another eviction policy
+    they fall back to the bounded prefix-affinity assignment."""
+    r = "single" if n == 1 else ROUTING[routing].closed_form
     cap = np.floor(np.maximum(np.atleast_1d(np.asarray(cap_blocks, dtype=float)), 0.0))
+    loaded = r in LOADED_FORMS
+    if loaded and eviction == "lru" and c is not None:
+        return loaded_curve(c, w, cap, n)
+    r = "prefix_affinity_bounded" if loaded else r
     if eviction != "lru":
         return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
                                       epsilon=eps, eviction=eviction)
@@ -588,7 +612,7 @@ def _hits(c: Cluster, w: Workload, caps: dict[str, Any], n: int,
     """
     kinds = ("hbm", "dram", "cxl", "ssd")
     local = n * np.cumsum(_stack([caps[t] for t in kinds]), axis=0)
-    h_local = _curve(w, local, n, c.routing, c.epsilon, c.eviction)
+    h_local = _curve(w, local, n, c.routing, c.epsilon, c.eviction, c)
     r = c.p2p.replication
     shared = _stack([caps["pool"], n * (caps["hbm"] + caps["dram"] / r)])
     h_shared = _curve(w, shared, 1, "single", c.epsilon, c.eviction)
@@ -619,8 +643,15 @@ def _p2p_shares(c: Cluster, w: Workload, n: int, h_hbm):
     (kvmodel.cluster._sharing)."""
     routing = "single" if n == 1 else ROUTING[c.routing].closed_form
     prof = w.profile
+    loaded = n > 1 and routing in LOADED_FORMS
+    if loaded:  # the router's own replay at the middle load level (one table per router, not
+        # per rate: scalar and array rates agree), its parameters in the memo key
+        routing = f"{routing}[{params_text(c)}]"
 
-    def assign():  # prefix affinity: the reuse model's assignment; others spread like round robin
+    def assign():  # prefix affinity: the reuse model's assignment; load-aware routers: their
+        # own replay; the others spread like round robin
+        if loaded:
+            return _routed_mid_load(c, w, n)
         if routing in ("prefix_affinity", "prefix_affinity_bounded"):
             from kvmodel.workload._reuse_analytic import _assignment
             return np.asarray(_assignment(prof, n, routing, c.epsilon), dtype=np.int64)
@@ -646,16 +677,30 @@ def _instances_total(c: Cluster) -> int:
     return (c.prefill_instances + c.decode_instances) or c.instances
 
 
-def _imbalance(c: Cluster, w: Workload, n: int) -> float:
-    """Busiest instance's share of requests × n, from the routing's assignment."""
+def _routed_mid_load(c: Cluster, w: Workload, n: int) -> np.ndarray:
+    """Instance of each request under a load-aware router's own rule at load level 0.5
+    (kvmodel.cluster._routing_load; rejected requests, -1, stay on instance 0)."""
+    from kvmodel.cluster._routing_load import level_loads, routing_params
+    from kvmodel.workload._routing_closed import LOAD_LEVELS, routed_assignment
+    j = int(np.abs(np.asarray(LOAD_LEVELS) - 0.5).argmin())
+    a = routed_assignment(w.profile, n, c.routing, routing_params(c), level_loads(c, w, n)[1][j])
+    return np.maximum(np.asarray(a, dtype=np.int64), 0)
+
+
+def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
+    """Busiest instance's share of requests × n, from the routing's assignment (load-aware
+    routers: at the workload's load level; an array for an array rate)."""
     routing = ROUTING[c.routing].closed_form
+    if n > 1 and routing in LOADED_FORMS:
+        if c.eviction == "lru":
+            return loaded_imbalance(c, w, n)
+        routing = "prefix_affinity_bounded"  # the fallback of _curve
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
-    from kvmodel.workload._reuse_analytic import _assignment
     key = ("imbalance", routing, n, c.epsilon)
     prof = w.profile
     if key not in prof._cache:
-        counts = np.bincount(_assignment(prof, n, routing, c.epsilon), minlength=n)
+        counts = np.bincount(assignment(prof, n, routing, c.epsilon), minlength=n)
         prof._cache[key] = float(counts.max() * n / counts.sum())
     return prof._cache[key]
 

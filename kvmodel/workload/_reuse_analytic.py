@@ -53,7 +53,8 @@ import numpy as np
 from kvmodel.policies.routing import CLOSED_FORMS
 from kvmodel.workload._trace_types import Trace
 
-__all__ = ["ReuseProfile", "reuse_profile", "analytic_hit_ratio_curve", "ROUTINGS"]
+__all__ = ["ReuseProfile", "reuse_profile", "analytic_hit_ratio_curve", "ROUTINGS",
+           "assignment_hit_blocks", "assignment"]
 
 ROUTINGS = CLOSED_FORMS  # the closed-form routing models (kvmodel.policies.routing)
 _GRID_POINTS = 4096
@@ -105,6 +106,12 @@ class ReuseProfile:
     arr_rank: np.ndarray
     block_offsets: np.ndarray
     block_ids: np.ndarray
+    # the trace's requests (load-aware routing closed forms replay them): arrival times (s),
+    # prompt and output tokens, block size in tokens; None in profiles built without them
+    arrival_s: np.ndarray | None = None
+    input_len: np.ndarray | None = None
+    output_len: np.ndarray | None = None
+    block_tokens: int | None = None
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -222,7 +229,9 @@ def reuse_profile(trace: Trace, k_max: int = 64) -> ReuseProfile:
     sel = sel[np.argsort(pr["time"][sel], kind="stable")]
     return ReuseProfile(len(trace), pr["ticks"], pr["unique"], _single_from_pairs(pr), k_max,
                         g, g_off, iv, iv_cs, iv_off, tl, tl_cs, tl_off, pr["time"][sel],
-                        pr["rank"][sel], off, ids)
+                        pr["rank"][sel], off, ids, np.asarray(trace.arrival_s, np.float64),
+                        np.asarray(trace.input_len, np.int64),
+                        np.asarray(trace.output_len, np.int64), int(trace.block_tokens))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -326,6 +335,12 @@ def _assignment(prof: ReuseProfile, n: int, routing: str, eps: float) -> np.ndar
     return _route_infinite(prof, n, routing == "prefix_affinity_bounded", eps)
 
 
+def assignment(prof: ReuseProfile, n: int, routing: str, eps: float) -> np.ndarray:
+    """Instance of each request under a cache-only assignment routing (round_robin,
+    prefix_affinity, prefix_affinity_bounded with ``eps``)."""
+    return _assignment(prof, n, routing, eps)
+
+
 def _instance_tables(prof: ReuseProfile, assign: np.ndarray, n: int) -> list[_Single]:
     """Single-cache tables of each instance's sub-trace (own clock) under ``assign``."""
     lens = np.diff(prof.block_offsets)
@@ -341,8 +356,16 @@ def _instance_tables(prof: ReuseProfile, assign: np.ndarray, n: int) -> list[_Si
 def _solve_assigned(prof: ReuseProfile, cap: np.ndarray, n: int, routing: str,
                     eps: float) -> np.ndarray:
     key = (routing, n, eps if routing == "prefix_affinity_bounded" else None)
+    return assignment_hit_blocks(prof, key, lambda: _assignment(prof, n, routing, eps), cap, n)
+
+
+def assignment_hit_blocks(prof: ReuseProfile, key: tuple, assign_fn, cap: np.ndarray,
+                          n: int) -> np.ndarray:
+    """Expected hit blocks at per-instance capacities ``cap`` (integral) when request r is
+    served by instance ``assign_fn()[r]`` (-1: not served), each instance an LRU on its own
+    sub-trace and clock. ``key`` names the assignment in ``prof._cache`` (built once)."""
     if key not in prof._cache:
-        prof._cache[key] = _instance_tables(prof, _assignment(prof, n, routing, eps), n)
+        prof._cache[key] = _instance_tables(prof, np.asarray(assign_fn()), n)
     tables = prof._cache[key]
     # every instance gets the same integral capacity, so the summed hits are tabulated once
     # for every capacity up to the largest instance's distinct blocks (beyond it nothing

@@ -189,7 +189,7 @@ def test_policy_object_evaluates_as_its_name(family, name, workload):
 @pytest.mark.parametrize("family", ["routing", "p2p_placement", "sharing"])
 def test_entries_sharing_a_closed_form_give_identical_numbers(family, workload):
     """What closed_forms reports is what evaluate does: variants merged into one closed form
-    (e.g. dynamo/llmd/sglang/mooncake -> bounded affinity, every P2P placement) are equal.
+    (e.g. every P2P placement) are equal.
     (Eviction's closed forms name a method run on the policy itself, not a merge.)"""
     groups = {}
     for name, e in FAMILIES[family].items():

@@ -1,0 +1,142 @@
+"""The load the load-aware routing closed forms of :func:`kvmodel.evaluate` see.
+
+The routers ``least_loaded``, ``dynamo``, ``llmd``, ``sglang`` and ``mooncake`` are evaluated by
+replaying their own rule over the trace against a fluid load
+(:mod:`kvmodel.workload._routing_closed`). Here that load comes from the instance model at the
+operating point, quantised so that evaluation stays a table look-up:
+
+* utilisation ``rho = request_rate / (N * saturation rate of one instance)`` is rounded to the
+  nearest of :data:`~kvmodel.workload._routing_closed.LOAD_LEVELS` (0.05 ... 0.95; above 0.95
+  the top level);
+* at each level one vectorised :func:`kvmodel.estimate` of an instance (the trace's mean prompt
+  and output, no cached prefix; disaggregated: a prefill instance, output 1) at
+  ``level * saturation`` gives the mean residence ``R = e2e_s`` (its ``batch`` is Little's
+  ``rate * R``), the mean TTFT, the KV capacity and a prefill time per token (TTFT / prompt at
+  the lowest level); the trace is replayed at the cluster rate ``level * N * saturation``.
+
+The levels are built once per (catalog, model, GPU, TP, precision, framework, trace lengths, N)
+(one estimate call) and each (policy, params, N, level) assignment once per trace, so a
+configuration costs one replay the first time (tens of ms to ~1 s for 10^4 requests) and a
+look-up afterwards. A level's hit ratio and imbalance hold for every rate rounded to it: the
+curves are piecewise constant in the request rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kvmodel.catalog.hardware import current
+from kvmodel.instance import estimate
+from kvmodel.instance.seam import params as seam_params
+from kvmodel.policies import ROUTING
+from kvmodel.workload._routing_closed import (
+    LOAD_LEVELS,
+    LOADED_FORMS,
+    RouterLoad,
+    canonical_params,
+    routed_hit_ratio_curve,
+    routed_imbalance,
+)
+
+__all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
+           "loaded_imbalance", "params_text"]
+
+
+def is_loaded(routing: str) -> bool:
+    """True when ``routing``'s closed form depends on the load (its own replayed rule)."""
+    return ROUTING[routing].closed_form in LOADED_FORMS
+
+
+def routing_params(c: Any) -> dict:
+    """Canonical parameters of the cluster's (named) routing policy: ``Cluster.routing_params``
+    over the registry defaults, parameters that cannot change the choice dropped."""
+    return canonical_params(c.routing, c.routing_params)
+
+
+def params_text(c: Any) -> str:
+    """``name=value`` list of the canonical routing parameters (for ``closed_forms``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(routing_params(c).items()))
+
+
+def _instance(c: Any, w: Any) -> tuple:
+    disagg = bool(c.prefill_instances)
+    return (c.model, c.gpu, c.tp, c.precision, c.framework, round(w.input_len),
+            1 if disagg else round(w.output_len))
+
+
+def level_loads(c: Any, w: Any, n: int) -> tuple[float, tuple[RouterLoad, ...]]:
+    """(saturation rate of one instance, the :class:`RouterLoad` of each load level)."""
+    key = _instance(c, w) + (n,)
+    return current().cached("router_level_loads", key, lambda: _build(key))
+
+
+def _build(key: tuple) -> tuple[float, tuple[RouterLoad, ...]]:
+    model, gpu, tp, precision, framework, I, O, n = key
+    kw = dict(tp=tp, precision=precision, input_len=I, output_len=O, framework=framework)
+    sat = float(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s)
+    if not sat > 0:
+        return sat, tuple(RouterLoad() for _ in LOAD_LEVELS)
+    e = estimate(model, gpu, request_rate=sat * np.asarray(LOAD_LEVELS), **kw)
+    res, ttft = np.asarray(e.e2e_s, float), np.asarray(e.ttft_s, float)
+    wait = np.asarray(e.queue_wait_s, float) + float(seam_params(None)["request_overhead"])
+    ok = np.isfinite(res) & np.isfinite(ttft) & np.asarray(e.stable, bool)
+    for j in range(1, len(LOAD_LEVELS)):  # an unstable level keeps the last stable figures
+        if not ok[j]:
+            res[j], ttft[j], wait[j] = res[j - 1], ttft[j - 1], wait[j - 1]
+    p = float(ttft[0]) / max(I, 1) if ok[0] else 1e-4
+    cap = float(np.max(e.kv_capacity_tokens))
+    return sat, tuple(RouterLoad(rate_per_s=float(lv * n * sat),
+                                 residence_s=float(res[j]) if np.isfinite(res[j]) else 0.0,
+                                 prefill_s=float(ttft[j]) if np.isfinite(ttft[j]) else 0.0,
+                                 waiting_s=float(wait[j]) if np.isfinite(wait[j]) else 0.0,
+                                 kv_capacity_tokens=cap, prefill_s_per_token=p)
+                      for j, lv in enumerate(LOAD_LEVELS))
+
+
+def level_index(c: Any, w: Any, n: int, rate: Any) -> Any:
+    """Index into LOAD_LEVELS nearest to the utilisation at ``rate`` (int, or an int array
+    shaped like an array ``rate``)."""
+    sat, _ = level_loads(c, w, n)
+    rho = np.asarray(rate, float) / (n * sat) if sat > 0 else np.zeros(np.shape(rate))
+    idx = np.abs(rho[..., None] - np.asarray(LOAD_LEVELS)).argmin(-1)
+    return int(idx) if idx.ndim == 0 else idx
+
+
+def _one(c: Any, w: Any, n: int, j: int, cap: np.ndarray) -> np.ndarray:
+    load = level_loads(c, w, n)[1][j]
+    return routed_hit_ratio_curve(w.profile, cap, n, c.routing, params=routing_params(c),
+                                  load=load)
+
+
+def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
+    """Hit ratio at total capacities ``cap`` (levels along axis 0, then the configuration
+    shape) at the workload's rate; an array rate broadcasts against ``cap[0]``."""
+    idx = level_index(c, w, n, w.rate)
+    if isinstance(idx, int):
+        return _one(c, w, n, idx, cap)
+    d = max(cap.ndim - 1, idx.ndim)
+    capx = cap.reshape(cap.shape[:1] + (1,) * (d - cap.ndim + 1) + cap.shape[1:])
+    idxx = idx.reshape((1,) * (d + 1 - idx.ndim) + idx.shape)
+    shape = np.broadcast_shapes(capx.shape, idxx.shape)
+    capb, idxb = np.broadcast_to(capx, shape), np.broadcast_to(idxx, shape)
+    out = np.empty(shape)
+    for j in np.unique(idx):
+        m = idxb == j
+        out[m] = _one(c, w, n, int(j), capb[m])
+    return out
+
+
+def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
+    """Busiest instance's routed share x N at the workload's rate (array for an array rate)."""
+    idx = level_index(c, w, n, w.rate)
+    loads = level_loads(c, w, n)[1]
+    params = routing_params(c)
+
+    def imb(j: int) -> float:
+        return routed_imbalance(w.profile, n, c.routing, params, loads[j])
+    if isinstance(idx, int):
+        return imb(idx)
+    table = np.array([imb(int(j)) if j in idx else 1.0 for j in range(len(LOAD_LEVELS))])
+    return table[idx]

@@ -1,0 +1,324 @@
+"""Closed forms of the load-aware routers (least_loaded, dynamo, llmd, sglang, mooncake): each
+policy's own rule replayed once over the trace against a fluid load instead of the simulator's
+live state, giving its own request -> instance assignment, hence its own hit ratio curve and
+load imbalance.
+
+Replay. Requests arrive in trace order at the trace's arrival times rescaled to the operating
+request rate ``RouterLoad.rate_per_s`` (whole cluster). Each is routed by the registered policy
+object itself (``make_policy(name, **params).choose``, the class the simulator runs) given a
+:class:`~kvmodel.policies.routing.RoutingView` built as follows:
+
+* ``cached[i] = {"hbm": p_i}``: ``p_i`` = leading blocks of the request's chain that instance i
+  has been routed before (caches never evict, as :func:`~kvmodel.workload._reuse_analytic.
+  _route_infinite` assumes; this is exactly SGLang's router-side tree, and an over-estimate
+  for indexers that see evictions when the caches are much smaller than the working set).
+* In flight, from Little's law at the operating point: a request counts as active for the mean
+  residence time ``R`` (``residence_s``; about ``rate * R`` requests in flight cluster-wide)
+  and as waiting for prefill for the mean TTFT ``T`` (``prefill_s``). ``active_i``,
+  ``kv_blocks_i`` (prompt blocks), ``kv_usage_i`` (prompt + output tokens over
+  ``kv_capacity_tokens``) sum the requests routed to i within the last ``R`` seconds;
+  ``waiting_i`` and ``queued_prefill_tokens_i`` (uncached prompt tokens) those within the last
+  ``T`` seconds. ``routed_i`` counts every request so far; ``tree_blocks_i`` and
+  ``cache_blocks_i`` the distinct blocks instance i has seen; ``running_i`` = active - waiting;
+  ``step_s_i`` 0 (no registered policy reads it).
+* ``prefill_s_per_token`` from the load (Mooncake's estimate; the argmin does not depend on it
+  unless the policy has a pool or an SLO).
+
+A rejected request (Mooncake with ``ttft_slo_s``) is served nowhere: it counts as a miss.
+Hit ratio: the analytic LRU of each instance's sub-trace (as for round robin and prefix
+affinity, :func:`~kvmodel.workload._reuse_analytic.assignment_hit_blocks`). Imbalance: the
+busiest instance's routed count x N / routed total (the simulator's ``requests_per_instance``).
+
+Load levels. The assignment depends on the load, so callers quantise it to a few levels of
+utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see
+:mod:`kvmodel.cluster._routing_load`) and describe each by one :class:`RouterLoad`. Every
+(policy, parameters, N, load) assignment is built once (a Python replay, ~40 us per request and
+instance count) and cached in ``profile._cache``; later calls are table look-ups.
+
+Parameters that cannot change the choice are dropped before caching
+(:func:`canonical_params`): Mooncake's ``prefill_s_per_token`` without pool or SLO (a common
+factor of every predicted TTFT), Dynamo's ``tier_credit`` with ``overlap_score_weight`` 0 and
+llm-d's ``tier_weight`` with ``prefix_weight`` 0; llm-d's weights are scaled to sum 1 (the
+max-score pick is scale-free). Equal canonical parameters give equal numbers, and
+``ClusterResult.closed_forms["routing_params"]`` shows them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvmodel.policies import ROUTING
+from kvmodel.policies.routing import LOADED_FORMS, RouteRequest, RoutingView, make_policy
+from kvmodel.workload._reuse_analytic import (
+    ReuseProfile,
+    analytic_hit_ratio_curve,
+    assignment_hit_blocks,
+    reuse_profile,
+)
+from kvmodel.workload._trace_types import Trace
+
+__all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
+           "routed_hit_ratio_curve", "routed_imbalance"]
+
+# utilisation levels (offered load / saturation rate of an instance) the load is quantised to
+LOAD_LEVELS = (0.05, 0.25, 0.5, 0.7, 0.85, 0.95)
+
+
+@dataclass(frozen=True)
+class RouterLoad:
+    """The fluid load a router sees (see the module docstring). ``rate_per_s`` None replays
+    the trace at its own arrival times; the default (nothing in flight) is an idle cluster."""
+    rate_per_s: float | None = None
+    residence_s: float = 0.0
+    prefill_s: float = 0.0
+    waiting_s: float = 0.0
+    kv_capacity_tokens: float = math.inf
+    prefill_s_per_token: float = 1e-4
+
+    def __post_init__(self):
+        for name in ("residence_s", "prefill_s", "waiting_s", "kv_capacity_tokens",
+                     "prefill_s_per_token"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0 and not math.isnan(v)):
+                raise ValueError(f"RouterLoad.{name}={v!r}: must be a number >= 0")
+        r = self.rate_per_s
+        if r is not None and not (isinstance(r, (int, float)) and 0 < r < math.inf):
+            raise ValueError(f"RouterLoad.rate_per_s={r!r}: must be a finite number > 0 or None")
+        object.__setattr__(self, "_key", tuple(
+            None if v is None else float(f"{v:.9g}") for v in
+            (r, self.residence_s, self.prefill_s, self.waiting_s, self.kv_capacity_tokens,
+             self.prefill_s_per_token)))
+
+    def key(self) -> tuple:
+        """The load's figures (9 significant digits): the cache key of its assignments."""
+        return self._key
+
+
+_CANONICAL: dict = {}
+
+
+def canonical_params(name: str, params: dict | None = None) -> dict:
+    """``params`` over the entry's defaults with the parameters that cannot change the choice
+    removed or normalised (module docstring); ValueError for unknown names or values. The
+    returned dict is shared (memoised): do not modify it."""
+    key = (name, _params_key(params or {}))
+    if key not in _CANONICAL:
+        _CANONICAL[key] = _canonical(name, params)
+    return _CANONICAL[key]
+
+
+def _canonical(name: str, params: dict | None) -> dict:
+    full = ROUTING.check_params(name, dict(params or {}))
+    for p in ROUTING[name].params:  # 64 and 64.0 are one threshold
+        if p.kind in (float, int) and full[p.name] is not None:
+            full[p.name] = p.kind(full[p.name])
+    if name == "mooncake" and full["ttft_slo_s"] is None and full["pool_s_per_block"] is None:
+        full["prefill_s_per_token"] = None
+    if name == "dynamo" and full["overlap_score_weight"] == 0:
+        full["tier_credit"] = None
+    if name == "llmd":
+        total = full["prefix_weight"] + full["kv_util_weight"] + full["queue_weight"]
+        for k in ("prefix_weight", "kv_util_weight", "queue_weight"):
+            full[k] = full[k] / total if total > 0 else 0.0
+        if full["prefix_weight"] == 0:
+            full["tier_weight"] = None
+    return full
+
+
+def _params_key(params: dict) -> tuple:
+    return tuple((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                 for k, v in sorted(params.items()))
+
+
+# ----------------------------------------------------------------------------- replay
+
+def _prefixes(seen: dict, chain: list, n: int) -> list[int]:
+    """Leading blocks of ``chain`` each instance has seen (``seen``: block -> instance bits)."""
+    out = [len(chain)] * n
+    alive = (1 << n) - 1
+    for d, b in enumerate(chain):
+        now = alive & seen.get(b, 0)
+        gone = alive & ~now
+        while gone:
+            low = gone & -gone
+            out[low.bit_length() - 1] = d
+            gone ^= low
+        alive = now
+        if not alive:
+            break
+    return out
+
+
+def _arrivals(prof: ReuseProfile, rate: float | None) -> list[float]:
+    """Arrival times (s) replayed at the cluster rate ``rate`` (None: the trace's own)."""
+    t = prof.arrival_s - prof.arrival_s[0]
+    span = float(t[-1]) if len(t) else 0.0
+    if rate is None:
+        return t.tolist()
+    if span <= 0:  # all at once: spread evenly at the rate
+        return (np.arange(len(t)) / rate).tolist()
+    return (t * ((len(t) / span) / rate)).tolist()
+
+
+class _Fluid:
+    """Per-instance counters of the fluid load (module docstring) and their expiry queues."""
+
+    def __init__(self, n: int, load: RouterLoad):
+        self.load = load
+        z = [0] * n
+        self.active, self.kvb, self.kvtok, self.wait, self.qtok = z[:], z[:], z[:], z[:], z[:]
+        self.routed, self.tree, self._zeros, self._tier = z[:], z[:], z[:], []
+        self.res, self.pre, self.adm = [], [], deque()  # expiry queues
+
+    def expire(self, now: float) -> None:
+        while self.res and self.res[0][0] <= now:
+            _, _, i, b, tok = heapq.heappop(self.res)
+            self.active[i] -= 1
+            self.kvb[i] -= b
+            self.kvtok[i] -= tok
+        while self.pre and self.pre[0][0] <= now:
+            _, _, i, q = heapq.heappop(self.pre)
+            self.qtok[i] -= q
+        while self.adm and self.adm[0][0] <= now:
+            self.wait[self.adm.popleft()[1]] -= 1
+
+    def view(self, n: int, block_tokens: int, prefix: list[int]) -> RoutingView:
+        """The view of this request (fields as RoutingView's, filled without its checks:
+        every list has n entries by construction; policies never mutate a view)."""
+        v = RoutingView.__new__(RoutingView)
+        v.n, v.block_tokens = n, block_tokens
+        v.prefill_s_per_token = self.load.prefill_s_per_token
+        cap = self.load.kv_capacity_tokens
+        while len(self._tier) <= max(prefix, default=0):  # {"hbm": p}, shared read-only
+            self._tier.append({"hbm": len(self._tier)})
+        v.cached, v.active = [self._tier[p] for p in prefix], self.active
+        v.running = [a - w for a, w in zip(self.active, self.wait)]
+        v.waiting, v.queued_prefill_tokens, v.kv_blocks = self.wait, self.qtok, self.kvb
+        v.kv_usage = [x / cap for x in self.kvtok]
+        v.step_s, v.routed = self._zeros, self.routed
+        v.cache_blocks = v.tree_blocks = self.tree
+        v.__dict__["prefix_blocks"] = prefix
+        return v
+
+    def add(self, now: float, stay: float, pre: float, i: int, blocks: int, tokens: int,
+            uncached: int) -> None:
+        self.active[i] += 1
+        self.kvb[i] += blocks
+        self.kvtok[i] += tokens
+        self.wait[i] += 1
+        self.qtok[i] += uncached
+        self.routed[i] += 1
+        heapq.heappush(self.res, (now + stay, self.routed[i], i, blocks, tokens))
+        heapq.heappush(self.pre, (now + pre, self.routed[i], i, uncached))
+        self.adm.append((now + self.load.waiting_s, i))
+
+
+def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoad) -> np.ndarray:
+    """Instance of each request (-1: rejected) under the policy's own rule (module docstring)."""
+    policy = make_policy(name, **params)
+    policy.reset(n, prof.n_requests)
+    B, ids, off = prof.block_tokens, prof.block_ids.tolist(), prof.block_offsets.tolist()
+    I, O = prof.input_len.tolist(), prof.output_len.tolist()
+    state, seen = _Fluid(n, load), {}
+    # residence of request r: the mean TTFT, then its own decode at the mean per-token pace
+    pace = (load.residence_s - load.prefill_s) / max(float(np.mean(prof.output_len)), 1.0)
+    stay = (load.prefill_s + np.maximum(pace, 0.0) * prof.output_len).tolist()
+    # prefill pending: the wait for admission, then compute in proportion to uncached tokens
+    wait, per_tok = load.waiting_s, max(load.prefill_s - load.waiting_s, 0.0) / max(
+        float(np.mean(prof.input_len)), 1.0)
+    out = np.empty(prof.n_requests, np.int64)
+    for r, now in enumerate(_arrivals(prof, load.rate_per_s)):
+        state.expire(now)
+        chain = ids[off[r]:off[r + 1]]
+        prefix = _prefixes(seen, chain, n)
+        i = policy.choose(RouteRequest(r, I[r], O[r], len(chain)), state.view(n, B, prefix))
+        out[r] = -1 if i is None else i
+        if i is None:
+            continue
+        hit_tok = min(prefix[i] * B, max(I[r] - 1, 0))
+        u = I[r] - hit_tok
+        state.add(now, stay[r], wait + per_tok * u, i, -(-I[r] // B), I[r] + O[r], u)
+        bit = 1 << i
+        for b in chain[prefix[i]:]:
+            seen[b] = seen.get(b, 0) | bit
+        state.tree[i] += len(chain) - prefix[i]
+    return out
+
+
+# ----------------------------------------------------------------------------- public
+
+def _prepare(profile_or_trace, routing: str, params: dict | None, seed: int):
+    if routing not in LOADED_FORMS:
+        raise ValueError(f"routing={routing!r}: not a load-aware closed form; expected one of "
+                         f"{', '.join(LOADED_FORMS)}")
+    prof = profile_or_trace if isinstance(profile_or_trace, ReuseProfile) \
+        else reuse_profile(profile_or_trace)
+    if prof.arrival_s is None:
+        raise ValueError("profile has no requests (arrival_s None): build it with reuse_profile")
+    params = dict(params or {})
+    if "seed" in ROUTING[routing].param_names:
+        params.setdefault("seed", seed)
+    return prof, canonical_params(routing, params)
+
+
+def _key(routing: str, n: int, params: dict, load: RouterLoad) -> tuple:
+    return ("routed", routing, n, _params_key(params), load.key())
+
+
+def routed_assignment(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
+                      params: dict | None = None, load: RouterLoad | None = None,
+                      seed: int = 0) -> np.ndarray:
+    """Instance of each request (-1: rejected) under ``routing``'s own rule and ``load``
+    (default: idle), cached per (routing, canonical params, instances, load)."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    load = load or RouterLoad()
+    n = int(instances)
+    if n < 1 or n != instances:
+        raise ValueError(f"instances={instances!r}: must be an integer >= 1")
+    key = ("assign",) + _key(routing, n, full, load)
+    if key not in prof._cache:
+        prof._cache[key] = _replay(prof, n, routing, full, load)
+    return prof._cache[key]
+
+
+def routed_imbalance(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
+                     params: dict | None = None, load: RouterLoad | None = None,
+                     seed: int = 0) -> float:
+    """Busiest instance's routed count x N / routed total (1 with nothing routed)."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    key = ("imbalance",) + _key(routing, int(instances), full, load or RouterLoad())
+    if key not in prof._cache:
+        a = routed_assignment(prof, instances, routing, full, load, seed)
+        counts = np.bincount(a[a >= 0], minlength=int(instances))
+        prof._cache[key] = float(counts.max() * len(counts) / counts.sum()) if counts.sum() \
+            else 1.0
+    return prof._cache[key]
+
+
+def routed_hit_ratio_curve(profile_or_trace: ReuseProfile | Trace, capacities_blocks,
+                           instances: int = 1, routing: str = "dynamo", seed: int = 0,
+                           epsilon: float = 0.25, params: dict | None = None,
+                           load: RouterLoad | None = None) -> np.ndarray:
+    """Block hit ratio at each total capacity (blocks over all instances, ``floor(C / N)``
+    each) under the load-aware router ``routing`` with ``params`` at ``load`` (default: idle).
+    Same contract as :func:`~kvmodel.workload._reuse_analytic.analytic_hit_ratio_curve`
+    (``epsilon`` is accepted for symmetry and unused); one instance is the single cache."""
+    caps = np.asarray(capacities_blocks, dtype=np.float64)
+    if caps.size and (not np.all(np.isfinite(caps)) or np.any(caps < 0)):
+        raise ValueError("capacities_blocks must be finite and >= 0")
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    n = int(instances)
+    if n == 1:
+        return analytic_hit_ratio_curve(prof, caps, 1, "single")
+    if prof.total_accesses == 0:
+        return np.zeros(caps.shape)
+    load = load or RouterLoad()
+    key = _key(routing, n, full, load)
+    hits = assignment_hit_blocks(
+        prof, key, lambda: routed_assignment(prof, n, routing, full, load), np.floor(caps / n), n)
+    return hits / prof.total_accesses

@@ -7,11 +7,10 @@ the issue's bars (mean TTFT 20 %, p99 TTFT 35 %, mean TPOT 15 %); beyond that, a
 KV slots bind (an 8K shared prefix), the simulator saturates earlier (see the bars below).
 """
 
+import numpy as np
 import pytest
 
 import kvmodel
-import numpy as np
-
 from kvmodel.sim import poisson_requests, simulate
 from kvmodel.workload._trace_types import Trace
 

@@ -22,7 +22,8 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
-   assignment), with the cached prefix loaded from the tier mix. Disaggregated: prefill
+   assignment), its requests split into hit classes (a miss, or a hit in one level loading
+   its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
    Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
@@ -75,6 +76,7 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
 from kvmodel.cluster import _sharing, _workloads
+from kvmodel.cluster._classes import hit_classes, leading_reuse
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -807,25 +809,51 @@ def _extra_delay(flows: "_sharing.SharingFlows", m: dict[str, Any]) -> dict[str,
 
 
 # ---- instances -------------------------------------------------------------------------------
+class _PrefixArgs(dict):
+    """``estimate`` keyword arguments of the mean cached prefix (``cached_prefix_len``,
+    ``cache_tier``: what the closed-loop and burst instances use) that also keeps the hit
+    shares, so the open-loop instances can ask for request-level hit classes instead."""
+
+    def __init__(self, hits: dict, tiers: dict):
+        super().__init__()
+        self.hits, self.tiers = hits, tiers
+
+
 def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
     """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
-    length and the fractions are arrays (0 tokens where nothing hits: no prefix there)."""
+    length and the fractions are arrays (0 tokens where nothing hits: no prefix there). The
+    result also keeps ``hits`` and ``tiers`` for :func:`_hit_kw`."""
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
     total = sum(kept.values())
     P = xp.floor(xp.minimum(total * I, I - 1.0))
+    out = _PrefixArgs(hits, tiers)
     if not xp.any_true(P > 0):
-        return {}
+        return out
     safe = xp.where(total > 0, total, 1.0)
     mix = [(tiers[t], f / safe) for t, f in kept.items()]
     if xp.is_array(total):  # elements with no hits still need fractions summing to 1
         mix[0] = (mix[0][0], np.where(total > 0, mix[0][1], 1.0))
-    return dict(cached_prefix_len=P, cache_tier=mix)
+    out.update(cached_prefix_len=P, cache_tier=mix)
+    return out
+
+
+def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
+    """Open-loop instances: request-level hit classes (a miss, or a hit in one level loading
+    its own prefix: :mod:`kvmodel.cluster._classes`) in place of the mean prefix."""
+    if not isinstance(pre, _PrefixArgs) or not pre:
+        return dict(pre)
+    reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
+    classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
+    return dict(pre) if classes is None else dict(prefix_classes=classes)
+
+
+_ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters
 
 
 def _connector_kw(c: Cluster) -> dict:
     """``{"connector": name}`` when the instance model takes one (``estimate(connector=)``),
     else ``{}`` (then only "ideal", today's transfer model, is what the instances use)."""
-    if "connector" not in inspect.signature(estimate).parameters:
+    if not _ESTIMATE_TAKES_CONNECTOR:
         return {}
     return {"connector": c.connector}
 
@@ -833,7 +861,7 @@ def _connector_kw(c: Cluster) -> dict:
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 length_cv=w.length_cv, **pre, **_connector_kw(c))
+                 length_cv=w.length_cv, **_hit_kw(pre, w), **_connector_kw(c))
     return {"instance": e}
 
 
@@ -841,8 +869,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     """Prefill pool at ``lam_p`` per instance (its busiest), decode pool at its share of ``lam``."""
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv, **pre,
-                 **_connector_kw(c))
+                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv,
+                 **_hit_kw(pre, w), **_connector_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",

@@ -24,6 +24,8 @@ from kvmodel.catalog.hardware import (
     get_gpu,
 )
 from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance import _openloop as _ol
+from kvmodel.instance._mixture import PrefixMix, check_classes, mixture_quantile
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -39,7 +41,6 @@ from kvmodel.instance._queueing import (
     QUANTILES,
     allen_cunneen_wait,
     erlang_c,
-    kingman_wait,
     normal_quantile,
     wait_quantile,
 )
@@ -177,8 +178,10 @@ class _Prefix:
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
         eff = 1.0 if conn is None else conn.bandwidth_efficiency
         loaded_B = _prefix_B(s, tok, per_tok)
-        self.path = PathLoad([(t, f * loaded_B) for t, f in parts],
-                             [(t, self.saved_B * f) for t, f in parts], eff)
+        self.reads = [(t, f * loaded_B) for t, f in parts]
+        self.writes = [(t, self.saved_B * f) for t, f in parts]
+        self.eff = eff
+        self.path = PathLoad(self.reads, self.writes, eff)
 
     def new_tokens(self, I):
         return I - self.loaded
@@ -397,63 +400,92 @@ def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
     return (var / xp.maximum(O - 1.0, 1.0)) ** 0.5
 
 
-def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0):
+def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0,
+               lam_sat=np.inf):
     """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
 
-    Step time t solves t = step(D + P) with D = λ(O−1)t decoding and P = λ·I·t prompt tokens
-    per step (Little's law). A prompt's prefill is a deterministic service S (its chunks in
-    steps shared with D decoders); it waits as in G/D/1 (Kingman) for the prefill server and, as
-    in G/G/c (Allen–Cunneen, c = largest batch), for a KV slot.
+    Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
+    and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
+    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot as in
+    G/G/c (Allen–Cunneen, c = largest batch; both saturate at ``lam_sat``, the throughput-max
+    rate per replica), then runs its own chunks in busy steps. ``pre`` may be a
+    :class:`~kvmodel.instance._mixture.PrefixMix` of hit classes (their mixture's moments feed
+    the queues; each class keeps its own service for the TTFT percentiles).
     """
-    new = pre.new_tokens(I)
+    new, mix = pre.new_tokens(I), isinstance(pre, PrefixMix)
+    cs2 = pre.new_scv(I, cs2) if mix else cs2
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
+    t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
+    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
+    budget = xp.maximum(max_tokens - D, 1.0)
+    chunks = xp.ceil(new / xp.minimum(new, budget))
 
-    def residual(t):
-        D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        return _mixed_step(s, t, D, lam, I, new, c, max_tokens)
-
-    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
-                         bmax + max_tokens)[2]
-    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    D = lam * (O - 1.0) * t
-    chunk = xp.minimum(new, xp.maximum(max_tokens - D, 1.0))
-    t_pf, n_chunks = _chunk_step(s, I, new, chunk, D, c)
-    S = n_chunks * t_pf
-    rho = lam * S  # prefill-server utilisation (prompts batched into one step are not credited)
-    hold = S + (O - 0.5) * t  # slot held from admission to the last token
-    offered = lam * hold
-    stable = (rho < 1.0) & (offered < bmax) & (lam * new * t <= max_tokens - D + 1e-9)
-    rho_s, off_s = xp.where(stable, rho, 0.5), xp.where(stable, offered, 0.5 * bmax)
-    w_pf = kingman_wait(rho_s, ca2, cs2, S)
-    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
-    wait = w_pf + w_slot
-    ttft = req_s + pre.exposed + 0.5 * t + S + wait
-    extra, why = {}, _why_unstable(rho, offered, bmax, lam * new * t, max_tokens - D)
+    def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
+        return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
+    S = pre._mean(lambda p: S_of(p.new_tokens(I))) if mix else S_of(new)
+    rho, w_pf, _ = _ol.token_server(s, lam, D, I, new, c, max_tokens, ca2, cs2)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
+    common = req_s + _ol.residual_step(f, t_p, t_d)
+    ttft = common + pre.exposed + S + q["wait"]
+    extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
         stable = stable & (seg == 0)
-        why = xp.where((why == 0) & (seg > 0), 3 + seg, why)
+        why = xp.where((why == 0) & (seg > 0), 2 + seg, why)
         delay, p_path = pre.path.delay(xp.where(seg == 0, lam, 0.0), None)
         extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
-    e2e = ttft + (O - 1.0) * t
-    return dict(bd={"step": ops}, ttft=ttft, tpot=t, e2e=e2e, tok=dp * lam * O, B=D + lam * S,
-                wait=wait, p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)),
-                tpot_sd=_tpot_sd(s, t, t_pf, lam * xp.ceil(new / chunk) * t, D, c, O),
-                stable=stable, why=why, **extra)
+        if mix:
+            extra.update(classes=pre.offsets(delay, lambda p: S_of(p.new_tokens(I))),
+                         ttft_common=common)
+    T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
+    # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
+    # drift of D (it changes over about O steps, so a request's window sees one level of it)
+    sd = (_tpot_sd(s, t, t_p, f, D, c, O) ** 2 + T1 * T1 * var_D) ** 0.5
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
+                tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
+                p_wait=q["p_wait"], tpot_sd=sd, stable=stable,
+                why=why, **extra)
 
 
-def _why_unstable(rho, offered, bmax, prompt_tok_per_step, room):
-    """Index of the first saturated resource per element: 0 none, 1 prefill server, 2 KV slots,
-    3 token budget (the order of the ``stable`` test in :func:`_open_loop`)."""
-    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2,
-                                            xp.where(prompt_tok_per_step > room + 1e-9, 3, 0)))
+def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2) -> dict:
+    """Prefill plus KV-slot wait, the probability of waiting, stability and the slots' load.
+
+    Slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
+    offered load λ·hold is capped at bmax·λ/λ_sat so both agree on the rate (they differ by
+    the busy steps a prompt's own chunks take, ~1-5 % of the hold)."""
+    hold = S + (O - 0.5) * t  # slot held from admission to the last token
+    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
+    stable = (rho < 1.0) & (offered < bmax)
+    off_s, rho_s = xp.where(stable, offered, 0.5 * bmax), xp.where(stable, rho, 0.5)
+    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
+    return dict(wait=w_pf + w_slot, stable=stable, offered=offered,
+                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)))
 
 
-_UNSTABLE = ("", "the prefill server is saturated (each prompt's prefill steps take the whole "
-             "interval between arrivals)", "the KV cache holds too few sequences for the "
-             "offered load", "prompt tokens per step exceed the token budget max_num_tokens")
+def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
+    """Mean step time t of the open loop, the busy step's ops and D = λ(O−1)t."""
+    def residual(t):
+        D = xp.minimum(lam * (O - 1.0) * t, bmax)
+        return _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)
+
+    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
+                         bmax + max_tokens)[2]
+    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax)
+
+
+def _why_unstable(rho, offered, bmax):
+    """Index of the first saturated resource per element: 0 none, 1 prefill server (token
+    budget), 2 KV slots (the order of the ``stable`` test in :func:`_open_loop`)."""
+    return xp.where(rho >= 1.0, 1, xp.where(offered >= bmax, 2, 0))
+
+
+_UNSTABLE = ("", "the token-budget prefill server is saturated (prompt tokens arrive faster "
+             "than the budget max_num_tokens left by the decoders serves them)",
+             "the KV cache holds too few sequences for the offered load")
 
 
 def _percentiles(r: dict, O) -> dict:
@@ -464,8 +496,11 @@ def _percentiles(r: dict, O) -> dict:
     base = r["ttft"] - wait - path
     for q in QUANTILES:
         tag = f"p{int(round(q * 100))}"
-        ttft_q = base + wait_quantile(wait, p_wait, q)
-        if xp.any_true(path > 0):  # the path's delay: 0 while idle, else exponential
+        if "classes" in r:  # hit classes: each its own service after the common wait
+            ttft_q = r["ttft_common"] + mixture_quantile(wait, p_wait, r["classes"], q)
+        else:
+            ttft_q = base + wait_quantile(wait, p_wait, q)
+        if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.
             ttft_q = ttft_q + wait_quantile(path, p_path, q)
         tpot_q = r["tpot"] + normal_quantile(q) * sd
         out[f"ttft_{tag}_s"], out[f"tpot_{tag}_s"] = ttft_q, tpot_q
@@ -568,6 +603,25 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
                    kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
+def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+    if mode != "rate":
+        raise ValueError("prefix_classes needs request_rate (the open loop); for batch or "
+                         "concurrency give cached_prefix_len and cache_tier")
+    if not (isinstance(P, (int, float)) and P == 0) or not (isinstance(tier, str) and tier == "hbm"):
+        raise ValueError("give prefix_classes or cached_prefix_len/cache_tier, not both")
+    parts = check_classes(classes)
+    return PrefixMix([p for p, _, _ in parts], [_prefix(s, I, n, t, *pkw) for _, n, t in parts])
+
+
+def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
+    """Throughput-max of a mixture of hit classes: each request takes its class's share of
+    the engine's time at saturation, so the request rates combine harmonically."""
+    res = [_throughput_max(s, I, O, dp, fits, mnt, req_s, p) for p in mix.parts]
+    inv = sum(pi / xp.maximum(r["tok"], 1e-300) for pi, r in zip(mix.probs, res))
+    return dict(res[0], tok=1.0 / inv)
+
+
 @catalog_arg
 def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
@@ -580,7 +634,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
-             catalog: Any = None) -> Estimate:
+             prefix_classes: Any = None, catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -608,6 +662,14 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
     when the connector saves synchronously), and an open loop that puts a segment over
     capacity is unstable with a reason naming it.
+
+    ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
+    instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:
+    a miss), each loading its own prefix; the queues see the mixture's moments and the TTFT
+    percentiles the mixture of each class's service after the common wait
+    (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
+    harmonic mixture of the classes' throughput-max rates (each request takes its class's
+    share of the engine's time).
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -638,14 +700,19 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
-    pre = _prefix(s, I, cached_prefix_len, cache_tier, node, prefix_policy, kv_layout,
-                  kv_block_tokens, kv_compression, get_connector(connector), kv_save)
+    pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
+           get_connector(connector), kv_save)
+    if prefix_classes is None:
+        pre = _prefix(s, I, cached_prefix_len, cache_tier, *pkw)
+    else:
+        pre = _prefix_mix(s, I, prefix_classes, mode, cached_prefix_len, cache_tier, pkw)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
-    sat = _throughput_max(s, I, O, dp, fits, mnt, req_s, pre)
+    sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
+           else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)
@@ -657,7 +724,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
         cs2 = _num("length_cv", length_cv, integer=False, minimum=0.0) ** 2
-        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2)
+        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
+                         sat["tok"] / (O * dp))
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,
@@ -699,9 +767,9 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
     """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
     it also bounds the saturation rate), beyond the throughput-max saturation rate, or
-    below it where one of the open loop's queues (prefill server, KV slots, token budget)
-    already saturates -- its closed form is stricter than throughput-max (a known limitation of
-    the per-prompt prefill queue: prompts sharing a step are not credited)."""
+    below it where one of the open loop's queues (token-budget prefill server, KV slots)
+    saturates -- both are built to saturate at the throughput-max rate, so this last reason
+    is kept only as a guard."""
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
     names = res.get("path_names", ())

@@ -114,15 +114,15 @@ DIMENSIONS: dict[str, DimInfo] = {
     "pool_nic": DimInfo(str, "PoolSpec.nic (link name)"),
     "pool_nics": DimInfo(int, "PoolSpec.nics (per server)"),
     "p2p_replication": DimInfo(int, "P2PSpec.replication"),
-    "p2p_placement": DimInfo(str, f"P2PSpec.placement: {' | '.join(P2P_PLACEMENT)} (no "
-                                  "effect on the closed form's numbers; lookup latency does)"),
+    "p2p_placement": DimInfo(str, f"P2PSpec.placement: {' | '.join(P2P_PLACEMENT)} (local "
+                                  "share and hottest owner measured on the trace's peer traffic)"),
     "p2p_lookup_us": DimInfo(float, "P2PSpec.lookup_latency_s = us x 1e-6"),
     "nic": DimInfo(str, "Cluster.nic (instance NIC link: network speed for P2P and P/D)"),
     "routing": DimInfo(str, f"Cluster.routing: {' | '.join(ROUTING)} (closed forms: "
                             + ", ".join(f"{n} -> {e.closed_form}" for n, e in ROUTING.items()
                                         if e.closed_form != n) + ")"),
-    "epsilon": DimInfo(float, "Cluster.epsilon (load bound of prefix_affinity_bounded and the "
-                              "cache+load cost routings)"),
+    "epsilon": DimInfo(float, "Cluster.epsilon (load bound of prefix_affinity_bounded; the "
+                              "load-aware routings take their own parameters)"),
 }
 
 # Allowed values (inclusive) of the numeric dimensions. Lower bounds are physical (a count is

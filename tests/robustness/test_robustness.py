@@ -17,16 +17,19 @@ from kvmodel.cluster import MAX_INSTANCES
 
 
 # ---- open loop: stability, saturation rate, reason and throughput agree -----------------------
-def test_open_loop_unstable_below_saturation_says_why():
-    """The audit's repro: unstable below the throughput-max saturation rate, with a reason, and
-    never serving more than is offered."""
+def test_open_loop_stable_up_to_saturation_on_the_audit_repro():
+    """The audit's repro (once unstable below the throughput-max saturation rate, issue 13):
+    the token-budget prefill server is stable up to the reported rate and not beyond."""
     e = kvmodel.estimate("llama-2-13b", "h100-sxm", tp=1, precision="bf16", input_len=10532,
                          output_len=40, request_rate=1.45)
-    assert e.feasible and not e.stable
-    assert 1.45 < e.saturation_request_rate_per_s
-    assert "below the throughput-max saturation rate" in e.reason and "KV cache" in e.reason
-    assert e.output_tok_per_s <= 1.45 * 40 + 1e-9
-    assert np.isinf(e.ttft_s)
+    sat = e.saturation_request_rate_per_s
+    assert e.feasible and e.stable and 1.45 < sat and np.isfinite(e.ttft_s)
+    kw = dict(tp=1, precision="bf16", input_len=10532, output_len=40)
+    near = kvmodel.estimate("llama-2-13b", "h100-sxm", request_rate=0.99 * sat, **kw)
+    over = kvmodel.estimate("llama-2-13b", "h100-sxm", request_rate=1.01 * sat, **kw)
+    assert near.stable and np.isfinite(near.ttft_s) and near.ttft_s > e.ttft_s
+    assert not over.stable and "at or beyond the saturation rate" in over.reason
+    assert over.output_tok_per_s <= 1.01 * sat * 40 + 1e-9 and np.isinf(over.ttft_s)
 
 
 def test_open_loop_beyond_saturation_reason():

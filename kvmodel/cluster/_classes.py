@@ -1,0 +1,80 @@
+"""Request-level hit classes for the cluster's instances (miss, or a hit in one cache level).
+
+The cluster's reuse model gives ``hits[k]``: the share of block accesses served by level k
+(HBM, DRAM, CXL, SSD, pool, peer), H = Σ hits[k]. The instance queue needs a request-level
+split instead: which requests hit, and how long a hit is. Approximation used here:
+
+* from the trace (once per workload, :func:`leading_reuse`): the share ``r`` of requests whose
+  prompt starts with blocks an earlier request already used, and the mean length ``L`` of that
+  reusable leading run (tokens, at most ``I - 1``) -- the hit an infinite cache would give;
+* a request with such a run finds **all of it or none of it** cached: it hits with probability
+  ``p = min(H·I / L, r)`` (so that the mean cached tokens stay H·I, the cluster's mean), with
+  length ``L' = H·I / p`` (L unless the reuse model's H exceeds the infinite-cache bound);
+* a hit comes from level k with probability ``hits[k] / H`` and loads its L' tokens from there.
+
+What it leaves out: partial hits (a run cut by an eviction) and the correlation between a
+request's run length and the level it hits (long shared prefixes are the hot ones, kept in the
+fastest level). The classes go to ``estimate(prefix_classes=...)``
+(:mod:`kvmodel.instance._mixture`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kvmodel.base import xp as xp
+from kvmodel.workload._trace_types import Trace
+
+__all__ = ["leading_reuse", "hit_classes"]
+
+
+def leading_reuse(tr: Trace) -> tuple[float, float]:
+    """(share of requests with a reusable leading run, its mean length in tokens given one)."""
+    n, ids, off = len(tr), tr.block_ids, tr.block_offsets
+    if n == 0 or len(ids) == 0:
+        return 0.0, 0.0
+    lens = np.diff(off)
+    req = np.repeat(np.arange(n), lens)
+    first = np.full(int(ids.max()) + 1 if ids.min() >= 0 else 0, n, dtype=np.int64)
+    if len(first) == 0 or len(first) > 4 * len(ids) + 1024:  # sparse ids: via unique
+        _, inv = np.unique(ids, return_inverse=True)
+        first = np.full(inv.max() + 1, n, dtype=np.int64)
+        np.minimum.at(first, inv, req)
+        seen = first[inv] < req
+    else:
+        np.minimum.at(first, ids, req)
+        seen = first[ids] < req
+    pos = np.arange(len(ids)) - np.repeat(off[:-1], lens)
+    big = np.iinfo(np.int64).max
+    stop = np.where(seen, big, pos)
+    has = lens > 0
+    lead = np.zeros(n, dtype=np.int64)
+    lead[has] = np.minimum.reduceat(stop, off[:-1][has])
+    lead = np.where(lead == big, lens, lead)
+    x = np.minimum(lead * tr.block_tokens, np.maximum(tr.input_len - 1, 0)).astype(float)
+    share = float(np.mean(x > 0))
+    return share, float(x[x > 0].mean()) if share > 0 else 0.0
+
+
+def hit_classes(hits: dict[str, Any], tiers: dict, I: float, reuse: tuple[float, float]):
+    """``prefix_classes`` for :func:`kvmodel.estimate` from the cluster's per-level block hit
+    shares (arrays broadcast); None where nothing hits anywhere."""
+    kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}
+    H = sum(kept.values())
+    if not xp.any_true(H > 0):
+        return None
+    r, L = reuse
+    if L <= 0:  # no reuse seen in the trace: every hit is a whole prompt's prefix
+        r, L = 1.0, I - 1.0
+    mean_tok = H * I
+    p = xp.minimum(mean_tok / L, r)
+    safe_p = xp.where(p > 0, p, 1.0)
+    Lh = xp.floor(xp.minimum(xp.where(p > 0, mean_tok / safe_p, 0.0), I - 1.0))
+    safe_H = xp.where(H > 0, H, 1.0)
+    out = [(1.0 - p, 0, "hbm")]
+    for t, f in kept.items():
+        if xp.any_true(f > 0):
+            out.append((p * f / safe_H, Lh, tiers[t]))
+    return out

@@ -415,31 +415,34 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     new, mix = pre.new_tokens(I), isinstance(pre, PrefixMix)
     cs2 = pre.new_scv(I, cs2) if mix else cs2
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
-    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
+    Ia = pre.attn_len(I) if mix else I  # attention length of the mixture's prompt tokens
+    t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens)
+    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens)
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = xp.ceil(new / xp.minimum(new, budget))
 
     def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
         return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
-    S = pre._mean(lambda p: S_of(p.new_tokens(I))) if mix else S_of(new)
-    rho, w_pf, _ = _ol.token_server(s, lam, D, I, new, c, max_tokens, ca2, cs2)
+    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
+    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
+    rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
+    if mix:
+        extra.update(classes=pre.offsets(0.0, own), ttft_common=common)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
         stable = stable & (seg == 0)
         why = xp.where((why == 0) & (seg > 0), 2 + seg, why)
         delay, p_path = pre.path.delay(xp.where(seg == 0, lam, 0.0), None)
-        extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
+        extra.update(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
-            extra.update(classes=pre.offsets(delay, lambda p: S_of(p.new_tokens(I))),
-                         ttft_common=common)
-    T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
+            extra.update(classes=pre.offsets(delay, own))
+    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
     # drift of D (it changes over about O steps, so a request's window sees one level of it)
@@ -611,13 +614,16 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     if not (isinstance(P, (int, float)) and P == 0) or not (isinstance(tier, str) and tier == "hbm"):
         raise ValueError("give prefix_classes or cached_prefix_len/cache_tier, not both")
     parts = check_classes(classes)
-    return PrefixMix([p for p, _, _ in parts], [_prefix(s, I, n, t, *pkw) for _, n, t in parts])
+    lens = [I if L is None else L for *_, L in parts]
+    return PrefixMix([c[0] for c in parts], [_prefix(s, L, c[1], c[2], *pkw)
+                                             for c, L in zip(parts, lens)],
+                     lens, any(c[3] is not None for c in parts))
 
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
     the engine's time at saturation, so the request rates combine harmonically."""
-    res = [_throughput_max(s, I, O, dp, fits, mnt, req_s, p) for p in mix.parts]
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, L in zip(mix.parts, mix.lens)]
     inv = sum(pi / xp.maximum(r["tok"], 1e-300) for pi, r in zip(mix.probs, res))
     return dict(res[0], tok=1.0 / inv)
 

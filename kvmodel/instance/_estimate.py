@@ -25,7 +25,7 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
-from kvmodel.instance._mixture import PrefixMix, check_classes, mixture_quantile
+from kvmodel.instance._mixture import PrefixMix, check_classes, length_bands, mixture_quantile
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -606,18 +606,41 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
                    kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
-def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+def _checked_classes(classes, mode, P, tier) -> list:
+    """``prefix_classes`` validated (:func:`~kvmodel.instance._mixture.check_classes`), in the
+    open loop and without a plain cached prefix."""
     if mode != "rate":
         raise ValueError("prefix_classes needs request_rate (the open loop); for batch or "
                          "concurrency give cached_prefix_len and cache_tier")
     if not (isinstance(P, (int, float)) and P == 0) or not (isinstance(tier, str) and tier == "hbm"):
         raise ValueError("give prefix_classes or cached_prefix_len/cache_tier, not both")
-    parts = check_classes(classes)
+    return check_classes(classes)
+
+
+def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+    parts = _checked_classes(classes, mode, P, tier)
     lens = [I if L is None else L for *_, L in parts]
     return PrefixMix([c[0] for c in parts], [_prefix(s, L, c[1], c[2], *pkw)
                                              for c, L in zip(parts, lens)],
                      lens, any(c[3] is not None for c in parts))
+
+
+def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
+    """``length_cv`` > 0 in the open loop: each hit class (or the one prefix) crossed with the
+    lognormal's quantile bands (:func:`~kvmodel.instance._mixture.length_bands`), a band's
+    prompt ``I·m_b`` and its cached prefix scaled alike (``floor(P·m_b)``: a hit covers the
+    same share of every prompt). Classes that already carry lengths take no length_cv."""
+    base = ([(1.0, P, tier, None)] if classes is None
+            else _checked_classes(classes, "rate", P, tier))
+    if any(c[3] is not None for c in base):
+        raise ValueError("length_cv must be 0 when prefix_classes carry their own input_len "
+                         "(the classes already hold the length spread)")
+    if classes is None:  # the plain prefix's own validation first (tier, policy, P < I)
+        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None)]
+    crossed = [(c[0] * pb, xp.floor(c[1] * mb), c[2], xp.maximum(I * mb, 1.0))
+               for c in base for pb, mb in length_bands(cv)]
+    return _prefix_mix(s, I, crossed, "rate", 0, "hbm", pkw)
 
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
@@ -708,7 +731,11 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
            get_connector(connector), kv_save)
-    if prefix_classes is None:
+    cv = _num("length_cv", length_cv, integer=False, minimum=0.0)
+    if mode == "rate" and xp.any_true(cv > 0):  # prompt-length classes from the spread
+        pre = _spread_mix(s, I, cv, prefix_classes, cached_prefix_len, cache_tier, pkw)
+        cv = 0.0  # the classes carry the spread
+    elif prefix_classes is None:
         pre = _prefix(s, I, cached_prefix_len, cache_tier, *pkw)
     else:
         pre = _prefix_mix(s, I, prefix_classes, mode, cached_prefix_len, cache_tier, pkw)
@@ -729,7 +756,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         res = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
-        cs2 = _num("length_cv", length_cv, integer=False, minimum=0.0) ** 2
+        cs2 = cv ** 2
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
                          sat["tok"] / (O * dp))
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,

@@ -25,7 +25,13 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
-from kvmodel.instance._mixture import PrefixMix, check_classes, length_bands, mixture_quantile
+from kvmodel.instance._mixture import (
+    PrefixMix,
+    PrefixRow,
+    check_classes,
+    length_bands,
+    mixture_quantile,
+)
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -618,12 +624,30 @@ def _checked_classes(classes, mode, P, tier) -> list:
 
 
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`);
+    classes of one tier are built as one prefix stacked on a leading axis (one loader, one
+    vectorised prefill solve) and read back row by row."""
     parts = _checked_classes(classes, mode, P, tier)
-    lens = [I if L is None else L for *_, L in parts]
-    return PrefixMix([c[0] for c in parts], [_prefix(s, L, c[1], c[2], *pkw)
-                                             for c, L in zip(parts, lens)],
-                     lens, any(c[3] is not None for c in parts))
+    lens = [I if c[3] is None else c[3] for c in parts]
+    groups: dict = {}
+    for k, c in enumerate(parts):
+        groups.setdefault(c[2] if isinstance(c[2], str) else id(c[2]), []).append(k)
+    prefixes, stacks = [None] * len(parts), []
+    for ks in groups.values():
+        if len(ks) == 1:
+            k = ks[0]
+            prefixes[k] = _prefix(s, lens[k], parts[k][1], parts[k][2], *pkw)
+            stacks.append((prefixes[k], ks, lens[k]))
+            continue
+        Ps = np.stack(np.broadcast_arrays(*[np.asarray(parts[k][1], dtype=float) for k in ks]
+                                          + [np.asarray(lens[k], dtype=float) for k in ks]))
+        g = _prefix(s, Ps[len(ks):], Ps[:len(ks)], parts[ks[0]][2], *pkw)
+        for j, k in enumerate(ks):
+            prefixes[k] = PrefixRow(g, j)
+        stacks.append((g, ks, Ps[len(ks):]))
+    mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
+    mix.stacks = stacks
+    return mix
 
 
 def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
@@ -646,8 +670,12 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
     the engine's time at saturation, so the request rates combine harmonically."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, L in zip(mix.parts, mix.lens)]
-    inv = sum(pi / xp.maximum(r["tok"], 1e-300) for pi, r in zip(mix.probs, res))
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
+    inv = 0.0
+    for r, (_, ks, _) in zip(res, mix.stacks):
+        tok = xp.maximum(r["tok"], 1e-300)
+        for j, k in enumerate(ks):
+            inv = inv + mix.probs[k] / (tok[j] if len(ks) > 1 else tok)
     return dict(res[0], tok=1.0 / inv)
 
 

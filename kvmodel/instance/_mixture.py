@@ -41,7 +41,8 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
 
-__all__ = ["check_classes", "PrefixMix", "mixture_quantile", "length_bands", "TAIL_BANDS"]
+__all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "length_bands",
+           "TAIL_BANDS"]
 
 TAIL_BANDS = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 """Quantile bands of prompt-length classes: finer in the tail, where p90/p99 TTFT come from."""
@@ -63,6 +64,11 @@ def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
         p = c[0]
         if isinstance(p, (bool, np.bool_)) or p is None:
             raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected a number in [0, 1]")
+        if type(p) in (int, float):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected numbers in [0, 1]")
+            out.append((float(p), c[1], c[2], _length(k, c)))
+            continue
         p = np.asarray(p, dtype=float)
         if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
             raise ValueError(f"prefix_classes[{k}] probability {c[0]!r}: expected numbers in [0, 1]")
@@ -79,6 +85,8 @@ def _length(k: int, c) -> Any:
     if len(c) == 3 or c[3] is None:
         return None
     L = c[3]
+    if type(L) in (int, float) and L >= 1 and math.isfinite(L):
+        return float(L)
     bad = isinstance(L, (bool, np.bool_, str, bytes))
     arr = None if bad else np.asarray(L, dtype=float) if _numeric(L) else None
     if arr is None or np.any(~np.isfinite(arr)) or np.any(arr < 1):
@@ -113,6 +121,38 @@ def length_bands(length_cv: Any, bands=TAIL_BANDS) -> list[tuple[float, Any]]:
         m = (special.ndtr(z[j + 1] - sigma) - special.ndtr(z[j] - sigma)) / (q[j + 1] - q[j])
         out.append((float(q[j + 1] - q[j]), m if m.ndim else float(m)))
     return out
+
+
+def _row(x, j: int):
+    """Row j of a stacked value (a value without the row axis is the same for every row)."""
+    if not isinstance(x, np.ndarray):
+        return x
+    v = x[j] if x.ndim else x
+    return float(v) if np.ndim(v) == 0 else v
+
+
+class PrefixRow:
+    """Class j of a prefix built once for several classes stacked on a leading axis (same
+    tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
+
+    def __init__(self, stacked, j: int):
+        self.stacked, self.j = stacked, j
+        self.none = stacked.none
+        self.save_sync = stacked.save_sync
+        self.loaded, self.exposed = _row(stacked.loaded, j), _row(stacked.exposed, j)
+        if not self.none:
+            self.eff = stacked.eff
+            self.reads = [(t, _row(b, j)) for t, b in stacked.reads]
+            self.writes = [(t, _row(b, j)) for t, b in stacked.writes]
+
+    def exposed_with(self, delay):
+        """Exposed load with ``delay`` (this row's, or all rows' stacked on the first axis)."""
+        return _row(self.stacked.exposed_with(delay), self.j)
+
+    def save_op(self, util: dict | None = None) -> dict:
+        if "_save" not in self.__dict__:
+            self._save = {k: _row(v, self.j) for k, v in self.stacked.save_op().items()}
+        return self._save
 
 
 class PrefixMix:
@@ -171,10 +211,26 @@ class PrefixMix:
         return p.loaded / xp.maximum(self.loaded, 1e-300)
 
     def exposed_with(self, delay):
-        return self._mean(lambda p: self._exposed_k(p, delay))
+        return sum(pi * e for pi, e in zip(self.probs, self._exposed_all(delay)))
 
-    def _exposed_k(self, p, delay):
-        return p.exposed if p.none else p.exposed_with(delay * self._share(p))
+    def _exposed_all(self, delay) -> list:
+        """Each class's exposed load when the mean load waits ``delay`` more on the path
+        (stacked rows of one prefix in one call, each with its own share of the delay)."""
+        out = [p.exposed if p.none else None for p in self.parts]
+        for k, p in enumerate(self.parts):
+            if out[k] is not None:
+                continue
+            if not isinstance(p, PrefixRow):
+                out[k] = p.exposed_with(delay * self._share(p))
+                continue
+            ks = [i for i, q in enumerate(self.parts)
+                  if isinstance(q, PrefixRow) and q.stacked is p.stacked]
+            d = np.stack(np.broadcast_arrays(*[np.asarray(delay * self._share(self.parts[i]),
+                                                          dtype=float) for i in ks]))
+            got = p.stacked.exposed_with(d)
+            for i in ks:
+                out[i] = _row(got, self.parts[i].j)
+        return out
 
     def save_op(self, util: dict | None = None) -> dict:
         ops = [p.save_op() for p in self.parts if not p.none]
@@ -193,9 +249,9 @@ class PrefixMix:
         """Per class: (probability, own TTFT part: ``own[k]`` (:meth:`own`), exposed load with
         its path delay, synchronous save)."""
         out = []
-        for pi, p, o in zip(self.probs, self.parts, own):
+        for pi, p, o, e in zip(self.probs, self.parts, own, self._exposed_all(delay)):
             if not p.none:
-                o = o + self._exposed_k(p, delay) + p.save_op()["time_s"]
+                o = o + e + p.save_op()["time_s"]
             out.append((pi, o))
         return out
 

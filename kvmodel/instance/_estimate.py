@@ -631,7 +631,8 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
     for k, c in enumerate(parts):
-        groups.setdefault(c[2] if isinstance(c[2], str) else id(c[2]), []).append(k)
+        miss = not xp.is_array(c[1]) and c[1] == 0  # misses never share a hit's stack
+        groups.setdefault((c[2] if isinstance(c[2], str) else id(c[2]), miss), []).append(k)
     prefixes, stacks = [None] * len(parts), []
     for ks in groups.values():
         if len(ks) == 1:

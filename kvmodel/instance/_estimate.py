@@ -625,8 +625,8 @@ def _checked_classes(classes, mode, P, tier) -> list:
 
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`);
-    classes of one tier are built as one prefix stacked on a leading axis (one loader, one
-    vectorised prefill solve) and read back row by row."""
+    scalar classes of one tier are built as one prefix stacked on a leading axis (one loader,
+    one vectorised prefill solve) and read back row by row."""
     parts = _checked_classes(classes, mode, P, tier)
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
@@ -635,13 +635,12 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
         groups.setdefault((c[2] if isinstance(c[2], str) else id(c[2]), miss), []).append(k)
     prefixes, stacks = [None] * len(parts), []
     for ks in groups.values():
-        if len(ks) == 1:
-            k = ks[0]
-            prefixes[k] = _prefix(s, lens[k], parts[k][1], parts[k][2], *pkw)
-            stacks.append((prefixes[k], ks, lens[k]))
+        if len(ks) == 1 or xp.is_array(*[parts[k][1] for k in ks], *[lens[k] for k in ks]):
+            for k in ks:  # arrays: per class (a row axis would not align with the others)
+                prefixes[k] = _prefix(s, lens[k], parts[k][1], parts[k][2], *pkw)
+                stacks.append((prefixes[k], [k], lens[k]))
             continue
-        Ps = np.stack(np.broadcast_arrays(*[np.asarray(parts[k][1], dtype=float) for k in ks]
-                                          + [np.asarray(lens[k], dtype=float) for k in ks]))
+        Ps = np.array([float(parts[k][1]) for k in ks] + [float(lens[k]) for k in ks])
         g = _prefix(s, Ps[len(ks):], Ps[:len(ks)], parts[ks[0]][2], *pkw)
         for j, k in enumerate(ks):
             prefixes[k] = PrefixRow(g, j)

@@ -40,6 +40,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
+from kvmodel.instance._prefix import pipeline_makespan
 
 __all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "length_bands",
            "TAIL_BANDS"]
@@ -146,8 +147,13 @@ class PrefixRow:
             self.writes = [(t, _row(b, j)) for t, b in stacked.writes]
 
     def exposed_with(self, delay):
-        """Exposed load with ``delay`` (this row's, or all rows' stacked on the first axis)."""
-        return _row(self.stacked.exposed_with(delay), self.j)
+        """Exposed load when each load spends ``delay`` more seconds on the path (as
+        ``_Prefix.exposed_with``, on this row's load and compute times)."""
+        if not hasattr(self, "t_load"):
+            st = self.stacked
+            self.t_load, self.t_comp = _row(st.t_load, self.j), _row(st.t_comp, self.j)
+        mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.stacked.depth) - self.t_comp
+        return xp.where((delay > 0) & (self.loaded > 0), mk, self.exposed)
 
     def save_op(self, util: dict | None = None) -> dict:
         if "_save" not in self.__dict__:
@@ -214,23 +220,10 @@ class PrefixMix:
         return sum(pi * e for pi, e in zip(self.probs, self._exposed_all(delay)))
 
     def _exposed_all(self, delay) -> list:
-        """Each class's exposed load when the mean load waits ``delay`` more on the path
-        (stacked rows of one prefix in one call, each with its own share of the delay)."""
-        out = [p.exposed if p.none else None for p in self.parts]
-        for k, p in enumerate(self.parts):
-            if out[k] is not None:
-                continue
-            if not isinstance(p, PrefixRow):
-                out[k] = p.exposed_with(delay * self._share(p))
-                continue
-            ks = [i for i, q in enumerate(self.parts)
-                  if isinstance(q, PrefixRow) and q.stacked is p.stacked]
-            d = np.stack(np.broadcast_arrays(*[np.asarray(delay * self._share(self.parts[i]),
-                                                          dtype=float) for i in ks]))
-            got = p.stacked.exposed_with(d)
-            for i in ks:
-                out[i] = _row(got, self.parts[i].j)
-        return out
+        """Each class's exposed load when the mean load waits ``delay`` more on the path (a
+        class's share of it: its loaded tokens over the mean)."""
+        return [p.exposed if p.none else p.exposed_with(delay * self._share(p))
+                for p in self.parts]
 
     def save_op(self, util: dict | None = None) -> dict:
         ops = [p.save_op() for p in self.parts if not p.none]

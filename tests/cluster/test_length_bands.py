@@ -17,6 +17,7 @@ def test_trace_bands_by_hand():
     bands = trace_bands(x, bands=(0.0, 0.5, 0.9, 1.0))
     assert bands == [(0.5, 25.5), (0.4, 70.5), (0.1, 95.5)]
     assert sum(p * L for p, L in trace_bands(x)) == pytest.approx(x.mean())
+    assert len(trace_bands(x)) == 4
 
 
 def test_with_lengths_keeps_probabilities_and_mean_hit():

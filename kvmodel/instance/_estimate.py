@@ -726,7 +726,13 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     percentiles the mixture of each class's service after the common wait
     (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
     harmonic mixture of the classes' throughput-max rates (each request takes its class's
-    share of the engine's time).
+    share of the engine's time). A class may carry its own prompt length,
+    ``(probability, cached_prefix_len, cache_tier, input_len)``: it computes its own chunks
+    and attention pairs (long prompts dominate the tail); ``input_len`` then still sets the
+    decode context and the KV per sequence, and ``length_cv`` must be 0. In the open loop
+    ``length_cv`` > 0 is itself turned into such classes: the lognormal's quantile bands
+    (:data:`~kvmodel.instance._mixture.TAIL_BANDS`, finer in the tail), each hit class (or
+    the one cached prefix, scaled with the prompt) crossed with them.
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);

@@ -54,8 +54,8 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait
 from kvmodel.instance._roofline import Setup, step_ops
 
-__all__ = ["busy_step", "step_parts", "own_service", "pair_seconds", "residual_step", "token_server", "step_response",
-           "fluctuation"]
+__all__ = ["busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
+           "token_server", "step_response", "fluctuation"]
 
 
 def _share(lam, t, new, chunks, budget):

@@ -76,7 +76,7 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import default_kv_precision, get_model
 from kvmodel.cluster import _sharing, _workloads
-from kvmodel.cluster._classes import hit_classes, leading_reuse
+from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, with_lengths
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -329,7 +329,7 @@ class Workload:
         return w
 
 
-_MEMO_KEYS = ("_input_len", "_output_len", "_length_cv", "_blocks", "top")
+_MEMO_KEYS = ("_input_len", "_output_len", "_length_cv", "_blocks", "top", "_length_bands")
 
 
 @dataclass(frozen=True)
@@ -839,12 +839,17 @@ def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict
 
 def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
     """Open-loop instances: request-level hit classes (a miss, or a hit in one level loading
-    its own prefix: :mod:`kvmodel.cluster._classes`) in place of the mean prefix."""
-    if not isinstance(pre, _PrefixArgs) or not pre:
-        return dict(pre)
-    reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
-    classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
-    return dict(pre) if classes is None else dict(prefix_classes=classes)
+    its own prefix) crossed with the trace's prompt-length bands, in place of the mean prefix
+    and ``length_cv`` (:mod:`kvmodel.cluster._classes`)."""
+    if not isinstance(pre, _PrefixArgs):
+        return dict(pre, length_cv=w.length_cv)
+    classes = None
+    if pre:
+        reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
+        classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
+    bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
+    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len)
+    return dict(prefix_classes=classes, length_cv=0.0)
 
 
 _ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters
@@ -861,7 +866,7 @@ def _connector_kw(c: Cluster) -> dict:
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 length_cv=w.length_cv, **_hit_kw(pre, w), **_connector_kw(c))
+                 **_hit_kw(pre, w), **_connector_kw(c))
     return {"instance": e}
 
 
@@ -869,8 +874,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     """Prefill pool at ``lam_p`` per instance (its busiest), decode pool at its share of ``lam``."""
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam_p, framework=c.framework, length_cv=w.length_cv,
-                 **_hit_kw(pre, w), **_connector_kw(c))
+                 request_rate=lam_p, framework=c.framework, **_hit_kw(pre, w),
+                 **_connector_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",

@@ -25,7 +25,13 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
-from kvmodel.instance._mixture import PrefixMix, check_classes, mixture_quantile
+from kvmodel.instance._mixture import (
+    PrefixMix,
+    PrefixRow,
+    check_classes,
+    length_bands,
+    mixture_quantile,
+)
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
     LAYOUTS,
@@ -415,31 +421,34 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     new, mix = pre.new_tokens(I), isinstance(pre, PrefixMix)
     cs2 = pre.new_scv(I, cs2) if mix else cs2
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    t, ops, D = _open_step(s, lam, I, O, new, c, bmax, max_tokens)
-    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, I, new, c, max_tokens)
+    Ia = pre.attn_len(I) if mix else I  # attention length of the mixture's prompt tokens
+    t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens)
+    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens)
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = xp.ceil(new / xp.minimum(new, budget))
 
     def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
         return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
-    S = pre._mean(lambda p: S_of(p.new_tokens(I))) if mix else S_of(new)
-    rho, w_pf, _ = _ol.token_server(s, lam, D, I, new, c, max_tokens, ca2, cs2)
+    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
+    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
+    rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
+    if mix:
+        extra.update(classes=pre.offsets(0.0, own), ttft_common=common)
     if not pre.none:  # loads queue on the path beside every request's save (M/G/1-PS)
         seg, _ = pre.path.over(lam)
         stable = stable & (seg == 0)
         why = xp.where((why == 0) & (seg > 0), 2 + seg, why)
         delay, p_path = pre.path.delay(xp.where(seg == 0, lam, 0.0), None)
-        extra = dict(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
+        extra.update(_path_outputs(pre, lam, delay, p_path), path_names=pre.path.names)
         ops = dict(ops, kv_save=pre.save_op())
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
-            extra.update(classes=pre.offsets(delay, lambda p: S_of(p.new_tokens(I))),
-                         ttft_common=common)
-    T1, T2 = _ol.step_response(s, t, D, lam, I, new, c, max_tokens)
+            extra.update(classes=pre.offsets(delay, own))
+    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
     # drift of D (it changes over about O steps, so a request's window sees one level of it)
@@ -603,22 +612,70 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
                    kv_bytes_per_token_gpu(s, compression), save, connector)
 
 
-def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`)."""
+def _checked_classes(classes, mode, P, tier) -> list:
+    """``prefix_classes`` validated (:func:`~kvmodel.instance._mixture.check_classes`), in the
+    open loop and without a plain cached prefix."""
     if mode != "rate":
         raise ValueError("prefix_classes needs request_rate (the open loop); for batch or "
                          "concurrency give cached_prefix_len and cache_tier")
     if not (isinstance(P, (int, float)) and P == 0) or not (isinstance(tier, str) and tier == "hbm"):
         raise ValueError("give prefix_classes or cached_prefix_len/cache_tier, not both")
-    parts = check_classes(classes)
-    return PrefixMix([p for p, _, _ in parts], [_prefix(s, I, n, t, *pkw) for _, n, t in parts])
+    return check_classes(classes)
+
+
+def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`);
+    scalar classes of one tier are built as one prefix stacked on a leading axis (one loader,
+    one vectorised prefill solve) and read back row by row."""
+    parts = _checked_classes(classes, mode, P, tier)
+    lens = [I if c[3] is None else c[3] for c in parts]
+    groups: dict = {}
+    for k, c in enumerate(parts):
+        miss = not xp.is_array(c[1]) and c[1] == 0  # misses never share a hit's stack
+        groups.setdefault((c[2] if isinstance(c[2], str) else id(c[2]), miss), []).append(k)
+    prefixes, stacks = [None] * len(parts), []
+    for ks in groups.values():
+        if len(ks) == 1 or xp.is_array(*[parts[k][1] for k in ks], *[lens[k] for k in ks]):
+            for k in ks:  # arrays: per class (a row axis would not align with the others)
+                prefixes[k] = _prefix(s, lens[k], parts[k][1], parts[k][2], *pkw)
+                stacks.append((prefixes[k], [k], lens[k]))
+            continue
+        Ps = np.array([float(parts[k][1]) for k in ks] + [float(lens[k]) for k in ks])
+        g = _prefix(s, Ps[len(ks):], Ps[:len(ks)], parts[ks[0]][2], *pkw)
+        for j, k in enumerate(ks):
+            prefixes[k] = PrefixRow(g, j)
+        stacks.append((g, ks, Ps[len(ks):]))
+    mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
+    mix.stacks = stacks
+    return mix
+
+
+def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
+    """``length_cv`` > 0 in the open loop: each hit class (or the one prefix) crossed with the
+    lognormal's quantile bands (:func:`~kvmodel.instance._mixture.length_bands`), a band's
+    prompt ``I·m_b`` and its cached prefix scaled alike (``floor(P·m_b)``: a hit covers the
+    same share of every prompt). Classes that already carry lengths take no length_cv."""
+    base = ([(1.0, P, tier, None)] if classes is None
+            else _checked_classes(classes, "rate", P, tier))
+    if any(c[3] is not None for c in base):
+        raise ValueError("length_cv must be 0 when prefix_classes carry their own input_len "
+                         "(the classes already hold the length spread)")
+    if classes is None:  # the plain prefix's own validation first (tier, policy, P < I)
+        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None)]
+    crossed = [(c[0] * pb, xp.floor(c[1] * mb), c[2], xp.maximum(I * mb, 1.0))
+               for c in base for pb, mb in length_bands(cv)]
+    return _prefix_mix(s, I, crossed, "rate", 0, "hbm", pkw)
 
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
     the engine's time at saturation, so the request rates combine harmonically."""
-    res = [_throughput_max(s, I, O, dp, fits, mnt, req_s, p) for p in mix.parts]
-    inv = sum(pi / xp.maximum(r["tok"], 1e-300) for pi, r in zip(mix.probs, res))
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
+    inv = 0.0
+    for r, (_, ks, _) in zip(res, mix.stacks):
+        tok = xp.maximum(r["tok"], 1e-300)
+        for j, k in enumerate(ks):
+            inv = inv + mix.probs[k] / (tok[j] if len(ks) > 1 else tok)
     return dict(res[0], tok=1.0 / inv)
 
 
@@ -669,7 +726,13 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     percentiles the mixture of each class's service after the common wait
     (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
     harmonic mixture of the classes' throughput-max rates (each request takes its class's
-    share of the engine's time).
+    share of the engine's time). A class may carry its own prompt length,
+    ``(probability, cached_prefix_len, cache_tier, input_len)``: it computes its own chunks
+    and attention pairs (long prompts dominate the tail); ``input_len`` then still sets the
+    decode context and the KV per sequence, and ``length_cv`` must be 0. In the open loop
+    ``length_cv`` > 0 is itself turned into such classes: the lognormal's quantile bands
+    (:data:`~kvmodel.instance._mixture.TAIL_BANDS`, finer in the tail), each hit class (or
+    the one cached prefix, scaled with the prompt) crossed with them.
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -702,7 +765,11 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
            get_connector(connector), kv_save)
-    if prefix_classes is None:
+    cv = _num("length_cv", length_cv, integer=False, minimum=0.0)
+    if mode == "rate" and xp.any_true(cv > 0):  # prompt-length classes from the spread
+        pre = _spread_mix(s, I, cv, prefix_classes, cached_prefix_len, cache_tier, pkw)
+        cv = 0.0  # the classes carry the spread
+    elif prefix_classes is None:
         pre = _prefix(s, I, cached_prefix_len, cache_tier, *pkw)
     else:
         pre = _prefix_mix(s, I, prefix_classes, mode, cached_prefix_len, cache_tier, pkw)
@@ -723,7 +790,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         res = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
     else:
         ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
-        cs2 = _num("length_cv", length_cv, integer=False, minimum=0.0) ** 2
+        cs2 = cv ** 2
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
                          sat["tok"] / (O * dp))
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,

@@ -3,17 +3,29 @@
 ``estimate(..., prefix_classes=[(probability, cached_prefix_len, cache_tier), ...])`` describes
 the requests as a mixture: class k (probability π_k, summing to 1) has ``cached_prefix_len``
 tokens cached in ``cache_tier`` (a tier name, a :class:`~kvmodel.tiers.Tier` or a mix
-``[(tier, fraction), ...]``; length 0 is a miss). Each class is its own prefix
-(:class:`kvmodel.instance._estimate._Prefix`: its load time, its uncached prompt tokens); the
-shared queues see the mixture:
+``[(tier, fraction), ...]``; length 0 is a miss). A class may carry its own prompt length as a
+fourth element, ``(probability, cached_prefix_len, cache_tier, input_len)`` (default: the
+estimate's ``input_len``): prompt-length classes (:func:`length_bands` discretises a lognormal
+spread, the cluster uses the trace's own quantile bands). Each class is its own prefix
+(:class:`kvmodel.instance._estimate._Prefix`: its load time, its uncached prompt tokens ``n_k``
+over its own prompt ``I_k``); the shared queues see the mixture:
 
 * the token-budget prefill server gets the mixture's uncached tokens: mean ``n̄ = Σ π_k n_k``
-  and SCV ``Σ π_k n_k² (1 + c_len²) / n̄² − 1`` (``c_len``: ``length_cv``, scaling every class);
+  and SCV ``Σ π_k n_k² (1 + c_len²) / n̄² − 1`` (``c_len``: ``length_cv``, scaling every class;
+  0 when the classes carry lengths: they already hold the spread);
+* a busy step's attention pairs per prompt token are the mixture's,
+  ``a = Σ π_k n_k (I_k − n_k/2) / n̄`` (causal pairs grow as I², so long prompts weigh more),
+  passed to the step model as an attention length ``I_attn = a + n̄/2``; the decode side (KV
+  per sequence, TPOT's context) keeps the estimate's mean ``input_len``. Hit classes of one
+  prompt length (no class gives its own) keep the mean prompt's ``n̄ (I − n̄/2)`` pairs and no
+  per-class pair term, exactly as before length classes (TPOT there is tested against the
+  simulator with it);
 * the KV path carries every class's loads and saves (a request's mean demand ``Σ π_k d_k``);
   in M/G/1-PS a load's delay is proportional to its own demand, so class k's path delay is the
   mean delay scaled by its loaded tokens over the mean;
 * TTFT of class k is the common part (request overhead, residual step, prefill and slot wait W)
-  plus its own service ``S_k`` (its chunks, its exposed load, path delay, synchronous save).
+  plus its own service ``S_k`` (its chunks, its own attention pairs ``n_k (I_k − n_k/2)`` beyond
+  the mean ``n_k·a``, its exposed load, path delay, synchronous save).
   Its quantiles solve ``Σ_k π_k P(W + S_k > x) = 1 − q`` with W's law of
   :func:`kvmodel.instance._queueing.wait_quantile` (0 w.p. 1 − p, else exponential), in
   closed form interval by interval (:func:`mixture_quantile`).
@@ -28,47 +40,146 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
+from kvmodel.instance._prefix import pipeline_makespan
 
-__all__ = ["check_classes", "PrefixMix", "mixture_quantile"]
+__all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "length_bands",
+           "TAIL_BANDS"]
+
+TAIL_BANDS = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+"""Quantile bands of prompt-length classes: finer in the tail, where p90/p99 TTFT come from."""
 
 
-def check_classes(classes: Any) -> list[tuple[Any, Any, Any]]:
+def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
     """Validate ``prefix_classes``: a non-empty list of (probability, cached_prefix_len, tier)
-    with probabilities >= 0 summing to 1 (element-wise for arrays)."""
+    or (probability, cached_prefix_len, tier, input_len) with probabilities >= 0 summing to 1
+    (element-wise for arrays) and input_len >= 1 tokens. Returns 4-tuples (input_len None
+    where a class gave none)."""
     if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
         raise ValueError(f"prefix_classes={classes!r}: expected a non-empty list of "
-                         "(probability, cached_prefix_len, cache_tier) tuples")
+                         "(probability, cached_prefix_len, cache_tier[, input_len]) tuples")
     out = []
     for k, c in enumerate(classes):
-        if not isinstance(c, (list, tuple)) or len(c) != 3:
+        if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
             raise ValueError(f"prefix_classes[{k}]={c!r}: expected (probability, "
-                             "cached_prefix_len, cache_tier)")
+                             "cached_prefix_len, cache_tier[, input_len])")
         p = c[0]
         if isinstance(p, (bool, np.bool_)) or p is None:
             raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected a number in [0, 1]")
+        if type(p) in (int, float):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected numbers in [0, 1]")
+            out.append((float(p), c[1], c[2], _length(k, c)))
+            continue
         p = np.asarray(p, dtype=float)
         if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
             raise ValueError(f"prefix_classes[{k}] probability {c[0]!r}: expected numbers in [0, 1]")
-        out.append((p if p.ndim else float(p), c[1], c[2]))
-    total = sum(p for p, _, _ in out)
+        out.append((p if p.ndim else float(p), c[1], c[2], _length(k, c)))
+    total = sum(c[0] for c in out)
     if np.any(np.abs(np.asarray(total) - 1.0) > 1e-6):
         raise ValueError(f"prefix_classes probabilities must sum to 1, got {np.min(total):g}"
                          + (f" to {np.max(total):g}" if np.ndim(total) else ""))
     return out
 
 
+def _length(k: int, c) -> Any:
+    """A class's own prompt length (None: the estimate's input_len), validated."""
+    if len(c) == 3 or c[3] is None:
+        return None
+    L = c[3]
+    if type(L) in (int, float) and L >= 1 and math.isfinite(L):
+        return float(L)
+    bad = isinstance(L, (bool, np.bool_, str, bytes))
+    arr = None if bad else np.asarray(L, dtype=float) if _numeric(L) else None
+    if arr is None or np.any(~np.isfinite(arr)) or np.any(arr < 1):
+        raise ValueError(f"prefix_classes[{k}] input_len {L!r}: expected a number of prompt "
+                         "tokens >= 1 (or an array of them)")
+    return arr if arr.ndim else float(arr)
+
+
+def _numeric(v) -> bool:
+    try:
+        np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def length_bands(length_cv: Any, bands=TAIL_BANDS) -> list[tuple[float, Any]]:
+    """Prompt-length classes of a lognormal spread with coefficient of variation ``length_cv``
+    (a number or an array; mean 1): ``[(probability, relative mean length), ...]``, one per
+    quantile band ``[q_j, q_j+1)`` of ``bands``, each class the band's mean length.
+
+    For ln X ~ N(−σ²/2, σ²), σ² = ln(1 + cv²), the band's mean is
+    ``(Φ(z_j+1 − σ) − Φ(z_j − σ)) / (q_j+1 − q_j)`` with z = Φ⁻¹(q): the relative means
+    average to exactly 1 and the top band carries the tail (its mean, not its edge)."""
+    from scipy import special  # scipy only where lengths spread
+    cv = np.asarray(length_cv, dtype=float)
+    sigma = np.sqrt(np.log1p(cv * cv))
+    q = np.asarray(bands, dtype=float)
+    z = special.ndtri(q)  # -inf .. inf at the ends
+    out = []
+    for j in range(len(q) - 1):
+        m = (special.ndtr(z[j + 1] - sigma) - special.ndtr(z[j] - sigma)) / (q[j + 1] - q[j])
+        out.append((float(q[j + 1] - q[j]), m if m.ndim else float(m)))
+    return out
+
+
+def _row(x, j: int):
+    """Row j of a stacked value (a value without the row axis is the same for every row)."""
+    if not isinstance(x, np.ndarray):
+        return x
+    v = x[j] if x.ndim else x
+    return float(v) if np.ndim(v) == 0 else v
+
+
+class PrefixRow:
+    """Class j of a prefix built once for several classes stacked on a leading axis (same
+    tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
+
+    def __init__(self, stacked, j: int):
+        self.stacked, self.j = stacked, j
+        self.none = stacked.none
+        self.save_sync = stacked.save_sync
+        self.loaded, self.exposed = _row(stacked.loaded, j), _row(stacked.exposed, j)
+        if not self.none:
+            self.eff = stacked.eff
+            self.reads = [(t, _row(b, j)) for t, b in stacked.reads]
+            self.writes = [(t, _row(b, j)) for t, b in stacked.writes]
+
+    def exposed_with(self, delay):
+        """Exposed load when each load spends ``delay`` more seconds on the path (as
+        ``_Prefix.exposed_with``, on this row's load and compute times)."""
+        if not hasattr(self, "t_load"):
+            st = self.stacked
+            self.t_load, self.t_comp = _row(st.t_load, self.j), _row(st.t_comp, self.j)
+        mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.stacked.depth) - self.t_comp
+        return xp.where((delay > 0) & (self.loaded > 0), mk, self.exposed)
+
+    def save_op(self, util: dict | None = None) -> dict:
+        if "_save" not in self.__dict__:
+            self._save = {k: _row(v, self.j) for k, v in self.stacked.save_op().items()}
+        return self._save
+
+
 class PrefixMix:
     """The classes' prefixes with their probabilities, seen by the open loop as one prefix
     (the interface of ``_Prefix``: ``none``, ``new_tokens``, ``exposed``, ``path``,
-    ``save_op``, ``exposed_with``) plus the per-class parts (:meth:`offsets`)."""
+    ``save_op``, ``exposed_with``) plus the per-class parts (:meth:`offsets`). ``lens``: each
+    class's prompt length (``lengths``: whether any class gave its own)."""
 
-    def __init__(self, probs: list, prefixes: list):
-        self.probs, self.parts = probs, prefixes
+    def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False):
+        self.probs, self.parts, self.lens, self.lengths = probs, prefixes, lens, lengths
         live = [p for p in prefixes if not p.none]
         self.none = not live
         self.save_sync = any(p.save_sync for p in live)
         self.loaded = self._mean(lambda p: p.loaded)
         self.exposed = self._mean(lambda p: p.exposed)
+        self.new = sum(pi * (L - p.loaded) for pi, p, L in zip(probs, prefixes, lens))
+        if lengths:  # attention pairs per prompt token of the mixture
+            pairs = sum(pi * self.pairs_k(k) for k, pi in enumerate(probs))
+            self.attn = pairs / xp.maximum(self.new, 1e-300)
+        else:  # hit classes of one prompt length: the mean prompt's pairs (as without classes)
+            self.attn = lens[0] - self.new / 2.0
         self.path = None
         if live:
             reads = [(t, b * pi) for pi, p in zip(probs, prefixes) if not p.none for t, b in p.reads]
@@ -78,13 +189,27 @@ class PrefixMix:
     def _mean(self, f):
         return sum(pi * f(p) for pi, p in zip(self.probs, self.parts))
 
+    def new_k(self, k: int):
+        """Uncached prompt tokens of class k (its own prompt less what it loads)."""
+        return self.lens[k] - self.parts[k].loaded
+
+    def pairs_k(self, k: int):
+        """Causal attention pairs class k's uncached tokens compute over its own context."""
+        n = self.new_k(k)
+        return n * (self.lens[k] - n / 2.0)
+
     def new_tokens(self, I):
-        return I - self.loaded
+        return self.new
+
+    def attn_len(self, I):
+        """The attention length whose ``new·(I_attn − new/2)`` pairs are the mixture's."""
+        return self.attn + self.new / 2.0
 
     def new_scv(self, I, cs2):
-        """SCV of the classes' uncached prompt tokens, each scaled by the length spread."""
-        n = self.new_tokens(I)
-        m2 = self._mean(lambda p: p.new_tokens(I) ** 2) * (1.0 + cs2)
+        """SCV of the classes' uncached prompt tokens, each scaled by the length spread (not
+        when the classes carry their own lengths: ``cs2`` must then be 0)."""
+        n = self.new
+        m2 = sum(pi * self.new_k(k) ** 2 for k, pi in enumerate(self.probs)) * (1.0 + cs2)
         return xp.maximum(m2 / xp.maximum(n * n, 1e-300) - 1.0, 0.0)
 
     def _share(self, p):
@@ -92,25 +217,35 @@ class PrefixMix:
         return p.loaded / xp.maximum(self.loaded, 1e-300)
 
     def exposed_with(self, delay):
-        return self._mean(lambda p: self._exposed_k(p, delay))
+        return sum(pi * e for pi, e in zip(self.probs, self._exposed_all(delay)))
 
-    def _exposed_k(self, p, delay):
-        return p.exposed if p.none else p.exposed_with(delay * self._share(p))
+    def _exposed_all(self, delay) -> list:
+        """Each class's exposed load when the mean load waits ``delay`` more on the path (a
+        class's share of it: its loaded tokens over the mean)."""
+        return [p.exposed if p.none else p.exposed_with(delay * self._share(p))
+                for p in self.parts]
 
     def save_op(self, util: dict | None = None) -> dict:
         ops = [p.save_op() for p in self.parts if not p.none]
         live = [pi for pi, p in zip(self.probs, self.parts) if not p.none]
         return {k: sum(pi * o[k] for pi, o in zip(live, ops)) for k in ("flops", "bytes", "time_s")}
 
-    def offsets(self, delay, S_of):
-        """Per class: (probability, own TTFT part: chunks ``S_of(new_k)``, exposed load with
+    def own(self, S_of, pair_s):
+        """Per class: its own chunks ``S_of(n_k)`` plus, for length classes, its attention
+        pairs beyond the mean's ``n_k·a`` at ``pair_s`` seconds per pair (0 on average)."""
+        if not self.lengths:  # hit classes of one length: chunks only, as without classes
+            return [S_of(self.new_k(k)) for k in range(len(self.parts))]
+        return [S_of(self.new_k(k)) + pair_s * (self.pairs_k(k) - self.new_k(k) * self.attn)
+                for k in range(len(self.parts))]
+
+    def offsets(self, delay, own):
+        """Per class: (probability, own TTFT part: ``own[k]`` (:meth:`own`), exposed load with
         its path delay, synchronous save)."""
         out = []
-        for pi, p in zip(self.probs, self.parts):
-            own = S_of(p) + self._exposed_k(p, delay)
+        for pi, p, o, e in zip(self.probs, self.parts, own, self._exposed_all(delay)):
             if not p.none:
-                own = own + p.save_op()["time_s"]
-            out.append((pi, own))
+                o = o + e + p.save_op()["time_s"]
+            out.append((pi, o))
         return out
 
 

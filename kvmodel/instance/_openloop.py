@@ -54,8 +54,8 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait
 from kvmodel.instance._roofline import Setup, step_ops
 
-__all__ = ["busy_step", "step_parts", "own_service", "residual_step", "token_server", "step_response",
-           "fluctuation"]
+__all__ = ["busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
+           "token_server", "step_response", "fluctuation"]
 
 
 def _share(lam, t, new, chunks, budget):
@@ -105,6 +105,15 @@ def own_service(n, new, chunks, t_p, t_d, P, budget):
     sigma = (t_p - t_d) / xp.maximum(P, 1e-300)
     mine = xp.ceil(n / xp.minimum(n, budget))
     return mine * (t_d + sigma * (P - new / chunks)) + sigma * n
+
+
+def pair_seconds(s: Setup, t_p, D, P, I, new, c):
+    """Seconds one more causal attention pair of prompt tokens adds to a busy step: the slope
+    of the step time between the busy step's pairs and twice as many (a prompt longer than
+    the mean computes more pairs per token; :meth:`~kvmodel.instance._mixture.PrefixMix.own`)."""
+    pairs = P * (I - new / 2.0)
+    t2 = step_ops(s, D + P, D + P / new, 2.0 * pairs, D * c, D * c, D + P)[2]
+    return (t2 - t_p) / xp.maximum(pairs, 1e-300)
 
 
 def token_server(s: Setup, lam, D, I, new, c, max_tokens, ca2, cs2):

@@ -180,11 +180,11 @@ def test_dram_for_slo_core(capsys):
     rows = m.grid(w, routers=m.ROUTERS[:1], rates=(1.3,))
     assert len(rows) == len(m.DRAM_B) * len(m.SSD_B)
     p99 = [r["ttft_p99_s"] for r in sorted(rows, key=lambda r: r["dram_GB"]) if r["ssd_TB"] == 0]
-    # monotone up to 0.5 %: the request-level hit classes (all-or-nothing leading runs crossed
-    # with prompt-length bands, kvmodel/cluster/_classes.py) let p99 rise by ~0.1 % between two
-    # neighbouring DRAM sizes (169 -> 193 GB); a known artefact of that approximation
+    # Since prompt-length classes the p99 can rise by a few ms (< 0.5 %) between neighbouring
+    # DRAM sizes (4 ms at 193 GB here): the percentile mixes length-band classes whose hit
+    # shares shift with the cache size. More DRAM must still lower it overall.
     assert all(b <= a * 1.005 for a, b in zip(p99, p99[1:]))
-    assert p99[-1] < p99[0]
+    assert p99[-1] < 0.9 * p99[0]
     needs = m.need(rows)
     d = [x["min_dram_GB"] for x in sorted(needs, key=lambda x: x["ttft_p99_slo_s"])]
     assert d == sorted(d, reverse=True) and d[0] > 0

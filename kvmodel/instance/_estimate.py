@@ -820,12 +820,12 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
                          sat["tok"] / (O * dp))
     extra = {}
-    if plan is not None:
-        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
-    if s.wide is not None:
+    if s.wide is not None:  # of the step without speculation
         bd = res["bd"]
         extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
                                                  else bd["step"])
+    if plan is not None:
+        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,

@@ -148,3 +148,21 @@ def test_errors_name_the_argument(kw, match):
 def test_gpu_without_a_node_template_needs_node(toy_gpu):
     with pytest.raises(ValueError, match="no node template has gpu 'toy'"):
         estimate(dataclasses.replace(TOY), "toy", ep=2, attention_dp=True)
+
+
+@pytest.mark.parametrize("ep, dispatch_us, combine_us", [(16, 118, 195), (32, 155, 273),
+                                                         (64, 173, 314)])
+def test_deepep_low_latency_kernels_within_20_percent(ep, dispatch_us, combine_us):
+    """Component check against DeepEP's low-latency table (docs/legacy.md @0297fc80: H800,
+    one CX7 400 Gb/s NIC per GPU, 128 tokens, hidden 7168, top-8, FP8 dispatch, BF16
+    combine); the efficiencies come from the same README's normal-kernel table, the
+    latency from calibration.toml. One MoE layer; dispatch and combine separately."""
+    cal, nic = params(), get_link("ib-ndr")
+    ds = dataclasses.replace(TOY, hidden_size=7168, num_experts=256, experts_per_token=8)
+    common = dict(ep=float(ep), gpus_per_node=8.0, nvl_Bps=160e9 * cal[
+        "ep_alltoall_nvlink_efficiency"], net_Bps=nic.bw_Bps * cal["ep_alltoall_rdma_efficiency"],
+        alpha_s=cal["collective_latency"], net_alpha_s=nic.latency_s)
+    for size, measured in ((1.0, dispatch_us), (2.0, combine_us)):
+        w = WideEP(dispatch_B=size, combine_B=0.0, **common)
+        one_way = w.alltoall(ds, 128.0, 1.0, 1.0)["time_s"] - w.alpha_s - w.net_alpha_s
+        assert one_way * 1e6 == pytest.approx(measured, rel=0.2)

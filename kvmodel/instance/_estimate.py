@@ -7,7 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -25,6 +25,8 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
+from kvmodel.instance import _speculative as _spec
+from kvmodel.instance import _wide_ep as _wide
 from kvmodel.instance._mixture import (
     PrefixMix,
     PrefixRow,
@@ -113,6 +115,12 @@ class Estimate:
     # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
     # concurrent loads and saves of one replica (empty without a prefix outside HBM)
     path_utilisation: Mapping[str, Any] = field(default_factory=dict)
+    # DP attention with wide EP (``attention_dp``): the step's all-to-all bytes and time per
+    # GPU, its NVLink / network parts and share of the step (empty when off)
+    wide_ep: Mapping[str, Any] = field(default_factory=dict)
+    # speculative decoding: TPOT factor, accepted tokens per verify step, verify / draft /
+    # plain decode step times, the drafter's weights and KV per token per GPU (empty when off)
+    speculative: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
@@ -691,7 +699,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
-             prefix_classes: Any = None, catalog: Any = None) -> Estimate:
+             prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
+             catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -734,6 +743,19 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     (:data:`~kvmodel.instance._mixture.TAIL_BANDS`, finer in the tail), each hit class (or
     the one cached prefix, scaled with the prompt) crossed with them.
 
+    ``attention_dp=True``: DP attention with wide expert parallelism (DeepSeek/Kimi-style
+    DP16/EP16): ``ep`` GPUs (default ``num_gpus``; may span nodes of the ``node`` template)
+    shard the routed experts, attention runs on ``ep / tp`` data-parallel ranks of ``tp`` GPUs
+    (each its own requests and KV; throughput counts every rank), and each MoE layer
+    dispatches (fp8 where the GPU has it) and combines over NVLink and the node's NICs
+    (:mod:`kvmodel.instance._wide_ep`; ``{"dispatch": p, "combine": p}`` sets the precisions).
+    ``wide_ep`` reports the all-to-all. ``speculative``: a
+    :class:`~kvmodel.instance._speculative.Speculative` or a mapping ``{"method": "mtp" |
+    "draft", "k": drafted tokens, "acceptance": α, "draft_model": name, "mtp_layers": n}``;
+    TPOT is scaled by (t_verify + t_draft) / (E[tokens]·t_decode) with E[tokens] =
+    (1 - α^(k+1)) / (1 - α), the drafter's KV and weights come out of the KV cache
+    (:mod:`kvmodel.instance._speculative`); ``speculative`` reports the factor and its parts.
+
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
@@ -752,7 +774,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
     kv = _kv_precision(kv_precision, precision)
-    tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
+    wide = _wide.wide_ep_arg(attention_dp)
+    tp, pp, ep, ngpu, dp = (_parallelism(m, tp, pp, ep, num_gpus) if wide is None
+                            else _wide.wide_parallelism(m, tp, pp, ep, num_gpus))
     I = _num("input_len", input_len, maximum=MAX_COUNT)
     O = _num("output_len", output_len, maximum=MAX_COUNT)
     mode, N = _mode(batch, concurrency, request_rate)
@@ -763,6 +787,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    s, plan = _extended(s, wide, node, _spec.speculative_arg(speculative, cal),
+                        lambda dm: _setup(dm, g, fw, tp, 1.0, 1.0, precision, kv, cal), cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
            get_connector(connector), kv_save)
     cv = _num("length_cv", length_cv, integer=False, minimum=0.0)
@@ -793,17 +819,35 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         cs2 = cv ** 2
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
                          sat["tok"] / (O * dp))
+    extra = {}
+    if s.wide is not None:  # of the step without speculation
+        bd = res["bd"]
+        extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
+                                                 else bd["step"])
+    if plan is not None:
+        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,
                   concurrency=N if mode == "concurrency" else None,
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-                     m.kv_bytes_per_token(kv))
+                     m.kv_bytes_per_token(kv), extra)
+
+
+def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
+    """The setup with DP attention's wide EP and a speculative drafter's weights and KV;
+    the drafter's plan (None without speculation)."""
+    if wide is not None:
+        s = replace(s, wide=_wide.wide_ep(s.gpu, s.ep, node, wide, cal, s.act_B))
+    if spec is None:
+        return s, None
+    plan = _spec.plan(spec, s, make_setup)
+    return replace(s, spec_w_B=plan.weights_B, spec_kv_tok_B=plan.kv_tok_B), plan
 
 
 def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-              kv_tok_B) -> Estimate:
+              kv_tok_B, extra=None) -> Estimate:
     """Mask infeasible / unstable elements (inf times, never NaN) and build the Estimate."""
     for ops in res["bd"].values():
         label_bounds(ops)
@@ -828,7 +872,8 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     weights_B_per_gpu=weights, kv_B_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs,
                     path_utilisation={k: xp.where(ok, u, 0.0)
-                                      for k, u in res.get("path_util", {}).items()})
+                                      for k, u in res.get("path_util", {}).items()},
+                    **(extra or {}))
 
 
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:

@@ -299,3 +299,17 @@ def test_cluster_defaults_show_the_mooncake_trace_and_its_reuse_ceiling():
     at = page("cluster", routing="prefix_affinity_bounded", sw_inst="2")
     clean(at)
     assert "All sharing modes reach the trace's maximum hit ratio 0.37" in texts(at.info)
+
+
+# ---- Roofline of weight-only formats -------------------------------------------------------------
+@pytest.mark.parametrize("gpu, precision, roof", [
+    ("h100-sxm", "mxfp4", "bf16 (GEMMs on mxfp4 weights)"),  # no fp4 on Hopper: dequantised
+    ("h100-sxm", "int4", "bf16 (GEMMs on int4 weights)"),
+    ("b200", "nvfp4", "fp4 (GEMMs on nvfp4 weights)"),  # native fp4 on Blackwell
+])
+def test_roofline_shows_weight_only_formats(gpu, precision, roof):
+    at = page("estimate", model="gpt-oss-20b", gpu=gpu, tp="1", precision=precision)
+    clean(at)
+    assert "no roofline" not in texts(at.info)
+    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert f"{roof} compute roof" in specs

@@ -313,3 +313,11 @@ def test_roofline_shows_weight_only_formats(gpu, precision, roof):
     assert "no roofline" not in texts(at.info)
     specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
     assert f"{roof} compute roof" in specs
+
+
+def test_break_even_default_prefix_is_capped_for_10m_position_models():
+    # Llama 4 Scout's config allows 10,485,760 positions, beyond the widget's 10M bound
+    at = page("tiers", model="llama-4-scout", t_src="synthetic", t_n="1000", points="5",
+              ttft_pts="3")
+    clean(at)
+    assert at.number_input(key="be_max").value == ui.MAX_TOKENS

@@ -70,9 +70,10 @@ def test_hybrid_block_size_rule(tmp_path):
 
 def test_qwen35_block_size_matches_vllm():
     # vLLM logs "Setting attention block size to 528 tokens to ensure that attention page
-    # size is >= mamba page size" for Qwen3.5-4B/9B (vLLM issue #40696; LMCache Qwen3.5 recipe):
-    # 8 KV x 256 ... per layer 2 x 4 x 256 x 2 B = 4,096 B per token; state 32 x 128 x 128 x 4 B
-    # (mamba_ssm_dtype float32) + 3 x (2 x 16 x 128 + 32 x 128) x 2 B = 2,146,304 B -> 524 -> 528
+    # size is >= mamba page size" for Qwen3.5-4B (vLLM issue #40696) and 9B (LMCache Qwen3.5
+    # recipe note, search-index file id 56156006681). Attention: 2 x 4 KV heads x 256 x 2 B =
+    # 4,096 B per token per layer; state 32 x 128 x 128 x 4 B (mamba_ssm_dtype float32) + conv
+    # 3 x (2 x 16 x 128 + 32 x 128) x 2 B = 2,146,304 B -> 524 tokens -> 528 (multiple of 16)
     m = get_model("qwen3.5-9b")
     assert m.state_block_tokens("bf16", "fp32", "bf16") == 528
 

@@ -379,14 +379,19 @@ class ModelSpec:
         ``mamba_ssm_cache_dtype``)."""
         if not self.has_recurrent_state:
             return 0
-        align = int(_nonneg("align", align, minimum=1))
-        state_B = _bytes("state_precision", state_precision)
-        conv_B = _bytes("conv_precision", conv_precision or state_precision)
+        return int(self.snapshot_grid_tokens(
+            _bytes("kv_precision", kv_precision), tp, _bytes("state_precision", state_precision),
+            _bytes("conv_precision", conv_precision or state_precision), align))
+
+    def snapshot_grid_tokens(self, kv_B: float, tp: Any = 1, state_B: float = 2.0,
+                             conv_B: float | None = None, align: int = 16) -> Any:
+        """:meth:`state_block_tokens` from bytes per element (``kv_B`` KV, ``state_B`` SSM
+        state, ``conv_B`` conv window, default ``state_B``); vectorised over ``tp``."""
+        align = float(_nonneg("align", align, minimum=1))
         ssm, conv = self._linear_state_parts(tp)
-        page = float(ssm * state_B + conv * conv_B)
-        tok = float(self.kv_elements_rank(tp) * _bytes("kv_precision", kv_precision)
-                    + self.indexer_bytes_per_token_layer)
-        return int(align * np.ceil(page / (align * tok)))
+        page = ssm * state_B + conv * (state_B if conv_B is None else conv_B)
+        tok = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
+        return _out(align * np.ceil(page / (align * tok)))
 
     def reusable_prefix(self, prefix_len: Any, block_tokens: Any) -> Any:
         """Tokens of a cached ``prefix_len``-token prefix a request can skip: all of them for

@@ -108,3 +108,11 @@ def test_errors_name_the_argument(tmp_path):
         m.reusable_prefix(-1, 16)
     with pytest.raises(ValueError, match="state_precision"):
         m.state_block_tokens(state_precision="mxfp4")
+
+
+def test_snapshot_grid_vectorised_over_tp(tmp_path):
+    m = _hybrid(tmp_path)
+    # tp=2: 1 KV head per rank = 32 B/token/layer; state per rank 2 value heads x 64 + conv
+    # 3 x (2 x 8 + 2 x 8) = 224 elements = 448 B -> ceil(448 / (16 x 32)) = 1 -> 16 tokens
+    np.testing.assert_array_equal(m.snapshot_grid_tokens(2.0, np.array([1, 2])), [16, 16])
+    assert m.snapshot_grid_tokens(2.0, 1, state_B=4.0, conv_B=2.0, align=1) == 22  # 1408 / 64

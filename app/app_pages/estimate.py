@@ -148,7 +148,7 @@ def roof_precision(gpu: str, precision: str) -> str | None:
     weight-only formats (int4, mxfp4, nvfp4) in their native fp4 where the GPU has it, else
     dequantised to bf16 (as the estimate computes them); None without a peak for it."""
     g = kvmodel.get_gpu(key=gpu)
-    p = compute_precision(g, precision)
+    p = compute_precision(g=g, p=precision)
     return p if p in g.peak_flops else None
 
 

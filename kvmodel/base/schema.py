@@ -106,7 +106,7 @@ CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "s
 
 SCHEMAS: dict[str, dict[str, Field]] = {
     "gpu": {
-        "name": _s(), "vendor": _s(choices=("nvidia", "amd")), "architecture": _s(),
+        "name": _s(), "vendor": _s(choices=("nvidia", "amd", "huawei")), "architecture": _s(),
         "hbm_capacity": _q("bytes"), "hbm_bandwidth": _q("bandwidth"),
         "peak_flops": Field("precisions", "compute"),
         "achieved_matmul_flops": Field("precisions", "compute", required=False),
@@ -118,8 +118,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "tdp": _q("power"), "form_factor": _s(required=False), "note": _s(required=False),
     },
     "link": {
-        "name": _s(), "family": _s(choices=("pcie", "nvlink", "nvlink-c2c", "infinity-fabric", "cxl",
-                                            "infiniband", "roce", "ethernet", "tcp")),
+        "name": _s(), "family": _s(choices=("pcie", "nvlink", "nvlink-c2c", "infinity-fabric", "hccs",
+                                            "cxl", "infiniband", "roce", "ethernet", "tcp")),
         "bandwidth": _q("bandwidth"), "latency": _q("time"),
         "duplex": _s(choices=("full", "half")),
         "achieved_bandwidth": _q("bandwidth", required=False),

@@ -689,12 +689,16 @@ def _routed_mid_load(c: Cluster, w: Workload, n: int) -> np.ndarray:
 
 def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
     """Busiest instance's share of requests × n, from the routing's assignment (load-aware
-    routers: at the workload's load level; an array for an array rate)."""
+    routers: at the workload's load level; an array for an array rate; random: the expected
+    balls-into-bins maximum over the trace's requests)."""
     routing = ROUTING[c.routing].closed_form
     if n > 1 and routing in LOADED_FORMS:
         if c.eviction == "lru":
             return loaded_imbalance(c, w, n)
         routing = "prefix_affinity_bounded"  # the fallback of _curve
+    if n > 1 and routing == "random":  # balls into bins over the trace's requests
+        from kvmodel.workload._routing_closed import random_imbalance
+        return random_imbalance(w.profile.n_requests, n)
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     key = ("imbalance", routing, n, c.epsilon)

@@ -245,17 +245,25 @@ def _remote(gpu, node, remote_B, nic: str | None, transport: str = "rdma") -> Ti
     return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=agg)
 
 
+_STORAGE_ARG = {"file": "file_system", "object": "object_store"}  # node_tiers' argument per kind
+
+
 def _storage_system(system: str, kind: str):
     """The ``hardware_db`` memory entry of a file system / object store, checked against the
-    tier kind (``"file"`` needs family ``file``, ``"object"`` family ``object``)."""
-    if kind not in STORAGE_TIER_KINDS:
-        raise ValueError(f"kind={kind!r}: must be one of {STORAGE_TIER_KINDS}")
-    mem = get_memory(system)
-    if mem.family != kind:
-        have = sorted(k for k in list_entries("memory") if get_memory(k).family == kind)
-        raise ValueError(f"{kind} system {system!r} has family {mem.family!r}, not {kind!r}; "
-                         f"{kind} entries: {', '.join(have)}")
-    return mem
+    tier kind (``"file"`` needs family ``file``, ``"object"`` family ``object``); errors name
+    node_tiers' argument (``file_system=`` / ``object_store=``)."""
+    arg = _STORAGE_ARG[kind]
+    try:
+        mem = get_memory(system) if isinstance(system, str) else None
+    except KeyError:
+        mem = None
+    if mem is not None and mem.family == kind:
+        return mem
+    have = ", ".join(k for k in list_entries("memory") if get_memory(k).family == kind)
+    if mem is None:
+        raise ValueError(f"{arg}={system!r}: unknown {kind} entry; known: {have}")
+    raise ValueError(f"{arg}={system!r} has family {mem.family!r}, not {kind!r}; "
+                     f"{kind} entries: {have}")
 
 
 def _storage_link(mem, nic: str | None) -> LinkSpec:
@@ -295,13 +303,13 @@ def storage_tier(system: str, capacity_B: float, *, node: str | None = None,
     """A ``file`` or ``object`` tier (by the family of ``hardware_db`` memory entry ``system``,
     e.g. ``"fs-3fs"``, ``"s3-standard"``) of ``capacity_B`` bytes for a node template, usable
     as ``estimate(..., cache_tier=...)``. ``nic`` replaces the entry's ``client_link``."""
+    known = [k for k in list_entries("memory") if get_memory(k).family in STORAGE_TIER_KINDS]
+    if not isinstance(system, str) or system.lower() not in known:
+        raise ValueError(f"system={system!r}: not a file system or object store; known: "
+                         f"{', '.join(known)}")
     kind = get_memory(system).family
-    if kind not in STORAGE_TIER_KINDS:
-        raise ValueError(f"system={system!r} has family {kind!r}; a storage tier needs one of "
-                         f"{STORAGE_TIER_KINDS}")
-    key = "file_B" if kind == "file" else "object_B"
-    sys_key = "file_system" if kind == "file" else "object_store"
-    return node_tiers(node, gpu, nic=nic, **{key: capacity_B, sys_key: system})[kind]
+    return node_tiers(node, gpu, nic=nic, **{f"{kind}_B": capacity_B,
+                                              _STORAGE_ARG[kind]: system})[kind]
 
 
 def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,

@@ -63,7 +63,7 @@ latency = { value = 1, unit = "us", kind = "assumed", source = "test", reason = 
 metadata_latency = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "toy" }
 queue_depth = { value = 16, unit = "count", kind = "assumed", source = "test", reason = "toy" }
 client_link = "tcp-100g"
-price_per_gb = { value = 0.1, unit = "USD/GB", kind = "assumed", source = "t", reason = "t", date = "2025-01" }
+price_per_gb = { value = 1, unit = "USD/GB", kind = "assumed", source = "t", reason = "t", date = "2025-01" }
 """
 
 

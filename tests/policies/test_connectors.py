@@ -197,3 +197,13 @@ def test_lmcache_remote_on_the_object_tier_adds_lookup_and_first_byte():
     ideal = transfer_seconds(t, 1e6, 1e6)
     remote = transfer_seconds(t, 1e6, 1e6, connector="lmcache-remote")
     assert ideal >= 30e-3 and remote - ideal >= 2.1e-3
+
+
+def test_lmcache_p2p_rows_of_the_component_data():
+    """LMCache PR #4432's P2P reads over 100 GbE RoCE (one > 4 GiB destination registration,
+    the production L1) are the source of lmcache-p2p's share, so they are reproduced."""
+    from kvmodel.tiers.fidelity import load_component_rows, predict_row
+    rows = [r for r in load_component_rows() if r["connector"] == "lmcache-p2p"]
+    assert len(rows) == 3 and all(r["split"] == "calibration" for r in rows)
+    for r in rows:
+        assert predict_row(r) == pytest.approx(float(r["value"]), rel=0.02)

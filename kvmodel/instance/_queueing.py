@@ -17,7 +17,7 @@ import numpy as np
 from kvmodel.base import xp as xp
 
 __all__ = ["mg1_wait", "kingman_wait", "erlang_c", "allen_cunneen_wait", "wait_quantile",
-           "normal_quantile", "QUANTILES"]
+           "normal_quantile", "normal_cdf", "QUANTILES"]
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -52,6 +52,13 @@ def wait_quantile(mean_wait, p_wait, q: float):
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
     tail = (mean_wait / p) * np.log(xp.maximum(p / (1.0 - q), 1.0))
     return xp.where(mean_wait > 0, tail, 0.0 * mean_wait)
+
+
+def normal_cdf(x):
+    """Standard normal distribution function, element-wise."""
+    from scipy import special  # scipy only when a queue needs it
+    out = special.ndtr(x)
+    return out if np.ndim(out) else float(out)
 
 
 def normal_quantile(q: float) -> float:

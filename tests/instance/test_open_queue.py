@@ -89,3 +89,42 @@ def test_more_load_never_lowers_latency_and_littles_law(model, tp, I, O, P):
     # an array gives each element what it gets alone
     one = _est(model, tp, I, O, P, request_rate=float(lam[12]))
     assert one.ttft_s == pytest.approx(e.ttft_s[12], rel=1e-6)
+
+
+def _halfin_whitt(beta):
+    from scipy import stats
+    return 1.0 / (1.0 + beta * stats.norm.cdf(beta) / stats.norm.pdf(beta))
+
+
+def test_slot_queue_is_halfin_whitt_for_poisson_occupancy():
+    # z = 1, κ = 0, hold 1/μ = 2 s, c = 100, λ = 47.5/s: a = 95, β = 5/√95, λ_sat = cμ = 50/s
+    c, hold, lam = 100.0, 2.0, 47.5
+    w, p, N = ol.slot_queue(lam, hold, 0.0, 0.0, 128.0, c, c / hold, 1.0)
+    beta = (c - lam * hold) / math.sqrt(lam * hold)
+    assert N == pytest.approx(95.0)
+    assert p == pytest.approx(_halfin_whitt(beta), rel=1e-9)
+    # a waiting request waits c_a²/(2θ) on average (deterministic holds), θ = λ_sat − λ
+    assert w == pytest.approx(p * 1.0 / (2.0 * 2.5), rel=1e-9)
+    # and Halfin–Whitt is close to the exact Erlang C here
+    from kvmodel.instance._queueing import erlang_c
+    assert p == pytest.approx(erlang_c(c, lam * hold), rel=0.1)
+
+
+def test_slot_queue_dispersion_and_load():
+    c, hold, sat = 100.0, 2.0, 50.0
+    lam = np.array([30.0, 40.0, 45.0, 48.0, 49.5, 49.95])
+    w1, p1, _ = ol.slot_queue(lam, hold, 0.0, 0.0, 101.0, c, sat, 1.0)
+    # κ = λ(O − 1)T' = 0.5 and λt = 0.25: z = (1 + 0.25) / 0.5² = 5
+    t, T1 = 0.25 / lam, 0.5 / (100.0 * lam)
+    w5, p5, _ = ol.slot_queue(lam, hold, t, T1, 101.0, c, sat, 1.0)
+    # more load, more waiting; more dispersed occupancy, more waiting; finite below saturation
+    assert np.all(np.diff(p1) > 0) and np.all(np.diff(w1) > 0)
+    assert np.all(p5 > p1) and np.all(w5 > w1) and np.all(np.isfinite(w5))
+    # the wait grows without bound as λ → λ_sat: the queue's drift θ vanishes
+    assert w5[-1] > 10.0 * w5[-3]
+    # and an array gives each element what it gets alone
+    one = ol.slot_queue(float(lam[2]), hold, float(t[2]), float(T1[2]), 101.0, c, sat, 1.0)
+    assert one[0] == pytest.approx(w5[2]) and one[1] == pytest.approx(p5[2])
+    # deterministic arrivals (c_a² = 0) never wait for a slot
+    w0, _, _ = ol.slot_queue(lam, hold, t, T1, 101.0, c, sat, 0.0)
+    assert np.all(w0 == 0.0)

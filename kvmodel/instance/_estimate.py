@@ -410,9 +410,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
     and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
-    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot as in
-    G/G/c (Allen–Cunneen, c = largest batch; both saturate at ``lam_sat``, the throughput-max
-    rate per replica), then runs its own chunks in busy steps. ``pre`` may be a
+    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot (a
+    diffusion of the slot occupancy, c = largest batch, :func:`_ol.slot_queue`; both saturate
+    at ``lam_sat``, the throughput-max rate per replica), then runs its own chunks in busy
+    steps. ``pre`` may be a
     :class:`~kvmodel.instance._mixture.PrefixMix` of hit classes (their mixture's moments feed
     the queues; each class keeps its own service for the TTFT percentiles).
     """

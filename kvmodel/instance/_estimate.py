@@ -46,6 +46,7 @@ from kvmodel.instance._prefix import (
 from kvmodel.instance._queueing import (
     QUANTILES,
     normal_quantile,
+    sum_wait_law,
     wait_quantile,
 )
 from kvmodel.instance._roofline import Setup, label_bounds, step_ops
@@ -464,9 +465,8 @@ def _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1) -> dict:
     hold = w_pf + S + (O - 1.0) * tpot  # a slot is held from admission to the last token
     w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2)
     stable = (rho < 1.0) & (offered < bmax)
-    rho_s = xp.where(stable, rho, 0.5)
-    return dict(wait=w_pf + w_slot, stable=stable, offered=offered,
-                p_wait=1.0 - (1.0 - rho_s) * (1.0 - p_slot))
+    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
+    return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):

@@ -29,17 +29,17 @@ An M/G/c (Erlang C, Allen–Cunneen) reading treats N as Poisson with independen
 the holds are nearly deterministic (O − 1 steps) and all lengthen together when N rises (the
 step time grows with the batch), so N is far more dispersed: Var(N) = z·N̄ with
 ``z = (c_a² + λt)/(1 − κ)²`` (the *TPOT* paragraph: decoders join in batches, feedback gain
-``κ = λ(O − 1)·T'``; 2 to 22 in the simulator), and it relaxes over ``τ = h/(1 − κ)``. As a
-diffusion below the cap N is then Gaussian, N(N̄, V), with infinitesimal variance
-``σ² = 2V/τ``. At the cap the batch is full: the queue of waiting requests drifts down at
-``θ = λ_sat − λ`` (a full batch releases slots at the saturation rate), and since every
-running request's end is fixed by when it was admitted, only arrivals add noise there
-(variance rate ``λ·c_a²``). The stationary density of a piecewise diffusion keeps σ²·f
-continuous at the cap (zero net flux), so the probability mass above it (requests waiting) is
-``M = σ²·f(c)/(2θ)`` against ``Φ(β)`` below, with ``β = (c − N̄)/√V`` and
-``f(c) = φ(β)/√V``: ``P(wait) = M / (Φ(β) + M)``. A waiting request's wait is the time the
-queue above the cap takes to drain, exponential with mean ``c_a²/(2θ)`` (Allen–Cunneen's
-``(c_a² + c_s²)/2`` with deterministic holds, c_s² = 0), so ``W_slot = P(wait)·c_a²/(2θ)``.
+``κ = λ(O − 1)·T'``; 2 to 22 in the simulator). As a diffusion below the cap N is then
+Gaussian, N(N̄, V). Its local noise is that of its steps: arrivals (variance rate ``λ·c_a²``)
+and departures, which come in the batches that finished prefill in one busy step,
+``λ(1 + λt)``, so ``σ² = λ(c_a² + 1 + λt)``; the large V is a weak restoring force (the
+feedback, the holds' memory), not more local noise. At the cap the batch is full and the
+queue of waiting requests drifts down at ``θ = λ_sat − λ`` (a full batch releases slots at
+the saturation rate). Zero net flux at the cap makes the probability mass above it (requests
+waiting) ``M = σ²·f(c)/(2θ)`` against ``Φ(β)`` below, with ``β = (c − N̄)/√V`` and
+``f(c) = φ(β)/√V``: ``P(wait) = M / (Φ(β) + M)``. A waiting request waits while the queue
+above the cap drains, exponential with Allen–Cunneen's mean ``(c_a² + c_s²)/2 / θ`` with
+deterministic holds (c_s² = 0), so ``W_slot = P(wait)·c_a²/(2θ)``.
 For Poisson occupancy (z = 1, κ = 0, h = 1/μ) this is the Halfin–Whitt delay probability
 ``1/(1 + β·Φ(β)/φ(β))`` of M/M/c. W_slot is finite exactly while λ < λ_sat, so the prefill
 and slot queues are both stable exactly below the reported saturation rate.
@@ -206,7 +206,8 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2):
     sd = V ** 0.5
     beta = (bmax - N) / sd
     dens = np.exp(-0.5 * beta * beta) / (_SQRT_2PI * sd)  # occupancy density at the cap
-    mass = V * (1.0 - kappa) / hold * dens / xp.where(ok, theta, 1.0)  # queue's share
+    sigma2 = lam * (ca2 + 1.0 + lam * t)  # local variance: arrivals, batched departures
+    mass = sigma2 * dens / (2.0 * xp.where(ok, theta, 1.0))  # the queue's share
     p = mass / (normal_cdf(beta) + mass)
     wait = p * ca2 / (2.0 * xp.where(ok, theta, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N

@@ -47,9 +47,8 @@ from kvmodel.instance._prefix import (
 )
 from kvmodel.instance._queueing import (
     QUANTILES,
-    allen_cunneen_wait,
-    erlang_c,
     normal_quantile,
+    sum_wait_law,
     wait_quantile,
 )
 from kvmodel.instance._roofline import Setup, label_bounds, step_ops
@@ -420,9 +419,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
     and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
-    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot as in
-    G/G/c (Allen–Cunneen, c = largest batch; both saturate at ``lam_sat``, the throughput-max
-    rate per replica), then runs its own chunks in busy steps. ``pre`` may be a
+    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot (a
+    diffusion of the slot occupancy, c = largest batch, :func:`_ol.slot_queue`; both saturate
+    at ``lam_sat``, the throughput-max rate per replica), then runs its own chunks in busy
+    steps. ``pre`` may be a
     :class:`~kvmodel.instance._mixture.PrefixMix` of hit classes (their mixture's moments feed
     the queues; each class keeps its own service for the TTFT percentiles).
     """
@@ -440,7 +440,9 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
+    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
+    q = _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -456,8 +458,6 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
             extra.update(classes=pre.offsets(delay, own))
-    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
-    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
     # drift of D (it changes over about O steps, so a request's window sees one level of it)
     sd = (_tpot_sd(s, t, t_p, f, D, c, O) ** 2 + T1 * T1 * var_D) ** 0.5
@@ -467,19 +467,14 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                 why=why, **extra)
 
 
-def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2) -> dict:
-    """Prefill plus KV-slot wait, the probability of waiting, stability and the slots' load.
-
-    Slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
-    offered load λ·hold is capped at bmax·λ/λ_sat so both agree on the rate (they differ by
-    the busy steps a prompt's own chunks take, ~1-5 % of the hold)."""
-    hold = S + (O - 0.5) * t  # slot held from admission to the last token
-    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
+def _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1) -> dict:
+    """Prefill plus KV-slot wait (:func:`kvmodel.instance._openloop.slot_queue`), the
+    probability of waiting, stability and the slots' mean occupancy."""
+    hold = w_pf + S + (O - 1.0) * tpot  # a slot is held from admission to the last token
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2)
     stable = (rho < 1.0) & (offered < bmax)
-    off_s, rho_s = xp.where(stable, offered, 0.5 * bmax), xp.where(stable, rho, 0.5)
-    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
-    return dict(wait=w_pf + w_slot, stable=stable, offered=offered,
-                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)))
+    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
+    return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):

@@ -19,10 +19,15 @@ def test_toy_link_golden_by_hand():
     assert transfer_seconds(p, 1e9, 1e6) == pytest.approx(0.1 + 125 * 10e-6)
     # two users share the link: twice the wire time, same setup
     assert transfer_seconds(p, 1e9, 1e6, concurrent=2) == pytest.approx(0.2 + 125 * 10e-6)
-    # a connector: 1 ms per request, 2 us per descriptor, 50 % of the bandwidth
+    # a connector: 1 ms per request, 2 us per descriptor, 50 % of the bandwidth; posting 1000
+    # descriptors (2 ms) overlaps the link's 1000 one-at-a-time setups (10 ms): the slower paces
     c = _conn(1e-3, 2e-6, 0.5)
     assert transfer_seconds(p, 1e9, 1e6, connector=c, in_flight=1) == pytest.approx(
-        1e-3 + 1000 * 2e-6 + 0.2 + 1000 * 10e-6)
+        1e-3 + 0.2 + max(1000 * 2e-6, 1000 * 10e-6))
+    # posting slower than the setups (20 us each, 8 in flight): 1000 x 20 us = 20 ms paces them
+    slow_post = _conn(1e-3, 20e-6, 0.5)
+    assert transfer_seconds(p, 1e9, 1e6, connector=slow_post) == pytest.approx(
+        1e-3 + 0.2 + 1000 * 20e-6)
     assert transfer_seconds(p, 0.0, 1e6, connector=c) == 0.0
 
 

@@ -131,8 +131,9 @@ class PoolSpec:
         ``rack_nodes`` nodes; its hit ratio from the rack's own traffic).
       sockets: CPU sockets per server (DRAM bandwidth = sockets x the memory's per-socket rate).
       server_cost_usd, port_cost_usd: purchase price of a server (chassis, CPUs, without the
-        media) and of one NIC with its switch port and cable, US dollars, amortised like the
-        media; 0 by default: no sourced price is bundled in hardware_db.
+        media) and of one NIC with its switch port, US dollars, amortised like the media; None
+        (default): the sourced prices in hardware_db/calibration.toml (``pool_server_price``;
+        ``pool_nic_price + pool_switch_port_price``), see ``_sharing.pool_prices``.
     Semantics (DRAM/SSD split, puts, queues): :mod:`kvmodel.cluster._sharing`.
     """
     servers: int = 4
@@ -146,8 +147,8 @@ class PoolSpec:
     scope: str = "cluster"
     rack_nodes: int = 8
     sockets: int = 2
-    server_cost_usd: float = 0.0
-    port_cost_usd: float = 0.0
+    server_cost_usd: float | None = None
+    port_cost_usd: float | None = None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from kvmodel.catalog.hardware import get_calibration, get_gpu, get_link, get_mem
 
 __all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool",
            "sum_wait_quantile",
-           "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_racks"]
+           "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_prices", "pool_racks"]
 
 PLACEMENT_FORMS = ("block_hash", "prefix_hash", "directory_writer")
 _GRID = np.linspace(0.0, 1.0, 41)   # HBM hit ratio grid of the P2P tables
@@ -439,14 +439,26 @@ def delays(f: SharingFlows, m: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- cost ------------------------------------------------------------------------------------
+def pool_prices(pool) -> tuple[float, float]:
+    """(server, port) purchase prices in USD: the user's ``PoolSpec.server_cost_usd`` /
+    ``port_cost_usd``, or where None the sourced ``hardware_db/calibration.toml`` prices: a
+    2-socket storage server without media (``pool_server_price``) and one ConnectX-7 400G NIC
+    plus its share of a 64-port 400G switch (``pool_nic_price + pool_switch_port_price``)."""
+    cal = get_calibration()
+    server = cal["pool_server_price"].si if pool.server_cost_usd is None else pool.server_cost_usd
+    port = (cal["pool_nic_price"].si + cal["pool_switch_port_price"].si
+            if pool.port_cost_usd is None else pool.port_cost_usd)
+    return server, port
+
+
 def pool_cost_per_hour(c, nodes: int, hours: float) -> Any:
-    """$/h of the pools: media (DRAM, SSD) plus servers and their NIC ports at the user's
-    prices (``PoolSpec.server_cost_usd``, ``port_cost_usd``; no sourced price is bundled),
-    amortised over ``hours``, times the number of pools."""
+    """$/h of the pools: media (DRAM, SSD) plus servers and their NIC ports (prices:
+    :func:`pool_prices`), amortised over ``hours``, times the number of pools."""
     pl = c.pool
     media = (pl.dram_B * get_memory(pl.memory).price_per_B
              + pl.ssd_B * get_memory(pl.nvme).price_per_B)
-    per_server = media + pl.server_cost_usd + pl.nics * pl.port_cost_usd
+    server, port = pool_prices(pl)
+    per_server = media + server + pl.nics * port
     return pool_racks(c, nodes) * pl.servers * per_server / hours
 
 
@@ -472,7 +484,7 @@ def check_pool(pool) -> None:
             raise ValueError(f"pool.{name}={v!r}: must be an integer >= {lo}")
     for name in ("server_cost_usd", "port_cost_usd", "metadata_rtt_s"):
         v = getattr(pool, name)
-        if v is None and name == "metadata_rtt_s":
+        if v is None:  # metadata_rtt_s: the calibration's; prices: hardware_db's (pool_prices)
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
             raise ValueError(f"pool.{name}={v!r}: must be a finite number >= 0")

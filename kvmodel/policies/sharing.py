@@ -36,8 +36,10 @@ REGISTRY.register(PolicyEntry(
         Param("rack_nodes", 8, "count", "nodes per rack (scope rack)", low=1, kind=int),
         Param("sockets", 2, "count", "CPU sockets per server (DRAM bandwidth)", low=1,
               kind=int),
-        Param("server_cost_usd", 0.0, "1", "purchase price of a server without media, USD"),
-        Param("port_cost_usd", 0.0, "1", "price of one NIC + switch port + cable, USD")),
+        Param("server_cost_usd", None, "1", "purchase price of a server without media, USD "
+              "(None: hardware_db's pool_server_price)", none_ok=True),
+        Param("port_cost_usd", None, "1", "price of one NIC + switch port, USD (None: "
+              "hardware_db's pool_nic_price + pool_switch_port_price)", none_ok=True)),
     closed_form_fn=_CURVE,
     closed_form_note="one global LRU of the pool's capacity (inclusive of the local tiers; or "
                      "one pool per rack); DRAM hot part, SSD at the drives' read bandwidth; "

@@ -19,7 +19,7 @@ into the device); ``metric`` (``seconds`` per stream, or aggregate ``bandwidth_B
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -98,11 +98,24 @@ def load_component_rows(path: str | Path | None = None) -> list[dict[str, str]]:
     return rows
 
 
+NIC_FAMILIES = ("roce", "infiniband", "ethernet", "tcp")
+
+
+def _lane_path(path: "_tiers.TransferPath", lanes: float) -> "_tiers.TransferPath":
+    """The path of one of ``lanes`` NICs used together: each gets its share of the NICs'
+    aggregate (:func:`kvmodel.tiers.nic_aggregate_Bps`, as the remote tier uses), not a whole NIC."""
+    nics = [lk for lk in path.links if lk.family in NIC_FAMILIES]
+    if lanes <= 1 or not nics:
+        return path
+    share = _tiers.nic_aggregate_Bps(nics[-1], lanes) / lanes
+    return replace(path, source_Bps=min(path.source_Bps, share))
+
+
 def predict_row(r: dict[str, str], catalog=None) -> float:
     """The model's value of one row, in the row's metric."""
     lanes, conc = float(r["lanes"]), float(r["concurrency"])
     nbytes = float(r["nbytes"]) / lanes
-    path = path_from_spec(r["path"], r["direction"])
+    path = _lane_path(path_from_spec(r["path"], r["direction"]), lanes)
     t = float(connector_transfer_s(path, nbytes, float(r["transfer_B"]), connector=r["connector"],
                                    concurrent=conc, direction=r["direction"], catalog=catalog))
     return t if r["metric"] == "seconds" else conc * float(r["nbytes"]) / t

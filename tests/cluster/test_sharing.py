@@ -140,11 +140,16 @@ def test_pool_metadata_rtt_is_paid_by_every_request(workload):
 
 def test_pool_full_cost_and_rack_scope(workload):
     c = _pool(servers=2, nics=2, dram_B=1e11)
+    free = dataclasses.replace(c, pool=dataclasses.replace(c.pool, server_cost_usd=0.0,
+                                                           port_cost_usd=0.0))
     priced = dataclasses.replace(c, pool=dataclasses.replace(c.pool, server_cost_usd=20000.0,
                                                              port_cost_usd=1000.0))
     hours = get_calibration()["hardware_amortization"].si
-    extra = cost_per_hour(priced) - cost_per_hour(c)
+    extra = cost_per_hour(priced) - cost_per_hour(free)
     assert extra == pytest.approx(2 * (20000 + 2 * 1000) / hours)
+    # defaults: hardware_db's sourced prices, 11,000 USD a server, 2,188 + 469 USD a port
+    default = cost_per_hour(c) - cost_per_hour(free)
+    assert default == pytest.approx(2 * (11000 + 2 * (2188 + 469)) / hours)
     big = dataclasses.replace(c, instances=16)
     rack = dataclasses.replace(big, pool=dataclasses.replace(big.pool, scope="rack", rack_nodes=1))
     nodes = math.ceil(16 / 8)

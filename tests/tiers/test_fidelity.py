@@ -68,3 +68,28 @@ def test_cli_validate_tiers(capsys):
     out = capsys.readouterr().out
     for s in ("absolute % error by connector", "by path", "holdout: n=", "pcie5-h2d-h200"):
         assert s in out
+
+
+def _row(rid):
+    return next(r for r in load_component_rows() if r["id"] == rid)
+
+
+def test_lanes_get_their_share_of_the_measured_nic_aggregate():
+    from kvmodel.tiers.fidelity import predict_row
+    # 8 x 400G RoCE used together: the model's aggregate (190 GB/s, Mooncake TE), not 8 x 47.5
+    assert predict_row(_row("te-rdma-8x400g")) == pytest.approx(190e9, rel=0.01)
+    # one NIC: unchanged
+    one = dict(_row("te-rdma-8x400g"), lanes="1", nbytes="5e9")
+    assert predict_row(one) == pytest.approx(47.5e9, rel=0.01)
+
+
+def test_batched_dma_per_descriptor_cost_is_not_counted_twice():
+    from kvmodel.tiers.fidelity import predict_row
+    # 4096 copies of 4 KB: posting 4096 x 2.56 us = 10.5 ms overlaps the engines' setups
+    # (512 x 13.1 us = 6.7 ms); plus 16.8 MB at 55.4 GB/s = 0.3 ms -> 10.8 ms (measured 10.5 ms)
+    assert predict_row(_row("dma-batch-4k-mi300x")) == pytest.approx(4096 * 2.56e-6 + 0.3e-3, rel=0.02)
+
+
+def test_rows_on_an_unnamed_drive_have_no_path():
+    for rid in ("gds-cpuonly-read", "gds-cpuonly-write", "gds-bounce-read", "gds-bounce-write"):
+        assert _row(rid)["path"] == ""

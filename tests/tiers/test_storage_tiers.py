@@ -115,13 +115,14 @@ def test_estimate_takes_a_storage_tier_and_object_is_slower_than_file():
 
 
 def test_connector_over_a_file_tier_pays_both_costs():
-    """HiCache L3 file backend on the 3FS tier: the tier's 0.95 ms open plus 80 us per page."""
+    """HiCache L3 file backend on the 3FS tier: the tier's 0.95 ms open, and 80 us per page
+    posted while the path sets up earlier pages (the slower of the two paces the descriptors)."""
     t = node_tiers("dgx-h100", file_B=1e15)["file"]
     meta, bytes_s = t.path.request_s, 1e9 / t.path.bandwidth_Bps()
     setups = transfer_seconds(t, 1e9, 1e6) - meta - bytes_s
     assert setups >= 0
     conn = transfer_seconds(t, 1e9, 1e6, connector="sglang-hicache-l3-file")
-    assert conn == pytest.approx(meta + 1000 * 80e-6 + bytes_s / 0.35 + setups)
+    assert conn == pytest.approx(meta + max(1000 * 80e-6, setups) + bytes_s / 0.35)
 
 
 @pytest.mark.parametrize("kind", STORAGE_TIER_KINDS)

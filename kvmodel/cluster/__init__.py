@@ -799,25 +799,25 @@ def _pool_kw(c: Cluster, w: Workload, hits, block_B: float, n: int) -> dict[str,
 
 
 def _admitted(c: Cluster, w: Workload, hits, block_B: float, rate, n: int):
-    """(hits, (admitted share of the pool's puts, pool hit ratio lost to dropped puts)) under
-    ``PoolSpec.put_policy`` (kvmodel.cluster._sharing.pool_admission)."""
+    """(hits, (admitted share of the pool's puts, pool hit ratio lost to dropped puts, local
+    hits offered again)) under ``PoolSpec.put_policy`` (kvmodel.cluster._sharing.pool_admission)."""
     if "pool" not in hits or c.pool.put_policy == "all":
-        return hits, (1.0, 0.0)
+        return hits, (1.0, 0.0, 0.0)
     kw = _pool_kw(c, w, hits, block_B, n)
-    hits, a, lost = _sharing.pool_admission(c, w, hits, block_B, rate, kw["racks"],
-                                            kw["h_pool_dram"])
-    return hits, (a, lost)
+    hits, *admit = _sharing.pool_admission(c, w, hits, block_B, rate, kw["racks"],
+                                           kw["h_pool_dram"])
+    return hits, tuple(admit)
 
 
 def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate,
-             caps: dict[str, Any], admit=(1.0, 0.0)) -> "_sharing.SharingFlows":
+             caps: dict[str, Any], admit=(1.0, 0.0, 0.0)) -> "_sharing.SharingFlows":
     """Traffic, utilisations and queues of the sharing mode (kvmodel.cluster._sharing): pool
-    NICs (out and in), DRAM and SSDs, puts as admitted (``admit``: share, lost pool hits); or
-    the hottest peer's NIC and PCIe uplink, puts."""
+    NICs (out and in), DRAM and SSDs, puts as admitted (``admit``: :func:`_admitted`); or the
+    hottest peer's NIC and PCIe uplink, puts."""
     n = c.prefill_instances or c.instances
     kw: dict[str, Any] = {"peer_Bps": _peer_Bps(c, node), "instance_Bps": _peer_Bps(c, node)}
     if "pool" in hits:
-        kw.update(_pool_kw(c, w, hits, block_B, n), admit=admit[0], lost=admit[1])
+        kw.update(_pool_kw(c, w, hits, block_B, n), admit=admit)
     if "peer" in hits:
         kw.update(shares=_p2p_shares(c, w, n, hits["hbm"]), dram_B_inst=caps["dram"] * block_B)
     return _sharing.flows(c, w, node, hits, block_B, rate, n, **kw)
@@ -1060,7 +1060,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     tiers = _tiers(c, key, per_node)
     loop = _workloads.load_mode(w) != "rate"   # closed loop or burst: lam is what it serves
     later = loop and c.sharing == "central_pool" and c.pool.put_policy == "throttle"
-    admit = (1.0, 0.0)
+    admit = (1.0, 0.0, 0.0)
     if not later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
     pre = _prefix_args(hits, tiers, w.input_len)

@@ -28,10 +28,10 @@ Semantics (what a simulator must run to referee these closed forms):
   offers before it dropped). The share of such hits at each run position j is measured once
   on the trace's single-cache stream (:func:`put_run_table`, tabulated against the pool's
   cumulative hit ratio) and applied to the pool level's hits in proportion (local-tier hits
-  cost nothing: a local tier stores the block whatever the pool does). Not modelled: the room
-  dropped blocks leave in the pool's LRU (a capacity-bound pool keeps other blocks longer, so
-  its hit is underestimated; exact when the pool holds the working set) and re-offers of
-  blocks hit locally but absent from the pool.
+  cost nothing: a local tier stores the block whatever the pool does, but a local hit of a
+  block absent from the pool offers it again, with the same probability). Not modelled: the
+  room dropped blocks leave in the pool's LRU (a capacity-bound pool keeps other blocks longer,
+  so its hit is underestimated; exact when the pool holds the working set).
 * **P2P** (``P2PSpec``): the peers' DRAM is one cache of N x C_dram / replication blocks.
   Which peer holds a block is the placement's closed form (``kvmodel.policies.placement``):
   ``block_hash`` (rendezvous, consistent hashing: each block hashed to an owner, r copies on
@@ -360,10 +360,11 @@ def _pool_Bps(pl) -> dict[str, Any]:
 
 def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
     """(hits with the pool level's lost hits removed, admitted share of the puts, lost pool
-    hit ratio) under ``PoolSpec.put_policy`` (module doc); ``hits`` unchanged for "all"."""
+    hit ratio, re-offered local hits) under ``PoolSpec.put_policy`` (module doc); ``hits``
+    unchanged for "all"."""
     pl = c.pool
     if "pool" not in hits or pl.put_policy == "all":
-        return hits, 1.0, 0.0
+        return hits, 1.0, 0.0, 0.0
     h_prev = sum(v for k, v in hits.items() if k != "pool")
     h_cum, hp = h_prev + hits["pool"], hits["pool"]
     miss = xp.maximum(0.0, 1.0 - h_cum)
@@ -377,12 +378,12 @@ def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
         lo, hi = np.zeros(np.shape(hp)), np.ones(np.shape(hp))
         for _ in range(24):   # a = 1 - P_K(rho(a)): a - g(a) rises from <= 0 at 0 to >= 0 at 1
             mid = (lo + hi) / 2
-            rho = per_req * (miss + hp * put_loss(w.profile, h_cum, mid)) / cap
+            rho = per_req * (miss + h_cum * put_loss(w.profile, h_cum, mid)) / cap
             up = mid >= 1.0 - ps_block_prob(rho, pl.put_queue_limit)
             lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
         a = lo if xp.is_array(hp, rate) else float(lo)   # lo: the put path stays below 1
-    lost = hp * put_loss(w.profile, h_cum, a)
-    return dict(hits, pool=hp - lost), a, lost
+    loss = put_loss(w.profile, h_cum, a)
+    return dict(hits, pool=hp - hp * loss), a, hp * loss, h_prev * loss
 
 
 # ---- flows of a configuration ----------------------------------------------------------------
@@ -405,9 +406,10 @@ def _pool_rtt(c) -> float:
 
 
 def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps,
-          admit=1.0, lost=0.0) -> SharingFlows:
-    """Central pool: NIC out (gets) and in (puts), DRAM and SSD bandwidth, per pool; a share
-    ``admit`` of the offered puts written (``lost``: pool hit ratio the drops cost)."""
+          admit=(1.0, 0.0, 0.0)) -> SharingFlows:
+    """Central pool: NIC out (gets) and in (puts), DRAM and SSD bandwidth, per pool; ``admit``:
+    (share of the offered puts written, pool hit ratio the drops cost, local hits re-offered)."""
+    admit, lost, reoffer = admit
     pl = c.pool
     bw = _pool_Bps(pl)
     nic, dram_Bps, ssd_rd, ssd_wr = bw["nic"], bw["dram"], bw["ssd_rd"], bw["ssd_wr"]
@@ -417,7 +419,7 @@ def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps,
     get_dram = xp.minimum(h_pool_dram, hits["pool"])
     get_ssd = xp.maximum(hits["pool"] - get_dram, 0.0)
     get_ssd = xp.where(get_ssd > 1e-12, get_ssd, 0.0)  # rounding residue
-    offered = xp.maximum(0.0, 1.0 - total)              # recomputed blocks offered as puts
+    offered = xp.maximum(0.0, 1.0 - total) + reoffer    # recomputed (or absent) blocks offered
     put = offered * admit                               # ... and written
     Bps = {k: lam * f * per_req for k, f in (("get", hits["pool"]), ("get_dram", get_dram),
                                               ("get_ssd", get_ssd), ("put", put))}
@@ -503,13 +505,13 @@ def _p2p_bytes(c, dram_B, n):
 
 
 def flows(c, w, node, hits, block_B, rate, n, *, racks=1, h_pool_dram=0.0, shares=None,
-          peer_Bps=1.0, instance_Bps=1.0, dram_B_inst=0.0, admit=1.0,
-          lost=0.0) -> SharingFlows:
+          peer_Bps=1.0, instance_Bps=1.0, dram_B_inst=0.0,
+          admit=(1.0, 0.0, 0.0)) -> SharingFlows:
     """Traffic, utilisations and queues of the cluster's sharing mode (empty for ``none``).
     Each queue's arrival rate, mean response and mean number in system (Little's law) are
     copied into ``detail`` as ``queue_<name>_jobs_per_s``, ``_response_s``, ``_in_system``."""
     if "pool" in hits:
-        f = _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps, admit, lost)
+        f = _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps, admit)
     elif "peer" in hits:
         f = _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst)
     else:

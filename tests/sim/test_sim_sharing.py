@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import kvmodel
-
 from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.sim import SimP2P, SimPool, poisson_requests, simulate
 from kvmodel.sim._path_server import PathServer

@@ -314,15 +314,28 @@ def put_loss(prof, h_cum, admit):
     """Share of the pool level's hits lost when a share ``admit`` of the puts is admitted, at
     the pool's cumulative hit ratio ``h_cum`` (bilinear in the table of :func:`put_run_table`;
     scalars or arrays)."""
+    return _loss_at(_loss_row(prof, h_cum), admit)
+
+
+def _loss_row(prof, h_cum) -> np.ndarray:
+    """The loss table's row at ``h_cum`` (linear between grid rows): [..., admission grid]."""
     h_grid, loss = put_run_table(prof)
-    a = np.clip(np.asarray(admit, dtype=float), 0.0, 1.0)
     h = np.clip(np.asarray(h_cum, dtype=float), h_grid[0], h_grid[-1])
     g = np.clip(np.searchsorted(h_grid, h, side="right") - 1, 0, h_grid.size - 2)
     span = h_grid[g + 1] - h_grid[g]
     fg = np.where(span > 0, (h - h_grid[g]) / np.where(span > 0, span, 1.0), 0.0)
+    return loss[g] * (1 - fg)[..., None] + loss[g + 1] * fg[..., None]
+
+
+def _loss_at(row: np.ndarray, admit):
+    """A loss row (:func:`_loss_row`) at admission(s) ``admit`` (linear on its grid)."""
+    if row.ndim == 1 and np.ndim(admit) == 0:
+        return float(np.interp(min(max(float(admit), 0.0), 1.0), _ADMIT_GRID, row))
+    a = np.clip(np.asarray(admit, dtype=float), 0.0, 1.0)
+    a = np.broadcast_to(a, np.broadcast_shapes(a.shape, row.shape[:-1]))
     i = np.clip((a * (_ADMIT_GRID.size - 1)).astype(np.int64), 0, _ADMIT_GRID.size - 2)
     fa = a * (_ADMIT_GRID.size - 1) - i
-    row = loss[g] * (1 - fg)[..., None] + loss[g + 1] * fg[..., None]  # [..., A]
+    row = np.broadcast_to(row, a.shape + row.shape[-1:])
     out = (np.take_along_axis(row, i[..., None], -1)[..., 0] * (1 - fa)
            + np.take_along_axis(row, (i + 1)[..., None], -1)[..., 0] * fa)
     return float(out) if out.ndim == 0 else out
@@ -331,6 +344,12 @@ def put_loss(prof, h_cum, admit):
 def ps_block_prob(rho, k: int):
     """Blocking probability of an M/G/1-PS queue holding at most ``k`` jobs at offered load
     ``rho``: (1 - rho) rho^k / (1 - rho^(k+1)) (1/(k+1) at rho = 1; insensitive, PASTA)."""
+    if np.ndim(rho) == 0:
+        x = max(float(rho), 0.0)
+        r = 1.0 / x if x > 1.0 else x                     # the form in r <= 1
+        if abs(1.0 - r) < 1e-9:
+            return 1.0 / (k + 1)
+        return (1.0 - r) / (1.0 - r ** (k + 1)) * (1.0 if x > 1.0 else r ** k)
     rho = np.maximum(np.asarray(rho, dtype=float), 0.0)
     r = np.where(rho > 1.0, 1.0 / np.maximum(rho, 1e-300), rho)   # the form in r <= 1
     one = np.abs(1.0 - r) < 1e-9
@@ -368,6 +387,7 @@ def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
     h_prev = sum(v for k, v in hits.items() if k != "pool")
     h_cum, hp = h_prev + hits["pool"], hits["pool"]
     miss = xp.maximum(0.0, 1.0 - h_cum)
+    row = _loss_row(w.profile, h_cum)
     if pl.put_policy == "fraction":
         a = pl.put_admission + 0.0 * hp
     else:
@@ -375,15 +395,32 @@ def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
         bw = _pool_Bps(pl)
         get_ssd = xp.maximum(hp - xp.minimum(h_pool_dram, hp), 0.0)
         cap = _put_capacity(pl, bw, per_req * (hp + get_ssd))
-        lo, hi = np.zeros(np.shape(hp)), np.ones(np.shape(hp))
-        for _ in range(24):   # a = 1 - P_K(rho(a)): a - g(a) rises from <= 0 at 0 to >= 0 at 1
-            mid = (lo + hi) / 2
-            rho = per_req * (miss + h_cum * put_loss(w.profile, h_cum, mid)) / cap
-            up = mid >= 1.0 - ps_block_prob(rho, pl.put_queue_limit)
-            lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
-        a = lo if xp.is_array(hp, rate) else float(lo)   # lo: the put path stays below 1
-    loss = put_loss(w.profile, h_cum, a)
+        a = _fixed_point(row, per_req * miss / cap, per_req * h_cum / cap, pl.put_queue_limit,
+                         xp.is_array(hp, rate, cap))
+    loss = _loss_at(row, a)
     return dict(hits, pool=hp - hp * loss), a, hp * loss, h_prev * loss
+
+
+def _fixed_point(row, rho_miss, rho_hit, k: int, vector: bool):
+    """Admission a = 1 - P_K(rho(a)), rho(a) = rho_miss + rho_hit x loss(a), by bisection
+    (a - g(a) rises from <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load
+    stays below the path's bandwidth."""
+    if not vector:
+        lo, hi = 0.0, 1.0
+        for _ in range(24):
+            mid = (lo + hi) / 2
+            if mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k):
+                hi = mid
+            else:
+                lo = mid
+        return lo
+    shape = np.broadcast_shapes(np.shape(rho_miss), np.shape(rho_hit), row.shape[:-1])
+    lo, hi = np.zeros(shape), np.ones(shape)
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        up = mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k)
+        lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+    return lo
 
 
 # ---- flows of a configuration ----------------------------------------------------------------

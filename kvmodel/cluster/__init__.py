@@ -15,10 +15,11 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    policy, routing and instance count, then microseconds). The split by cumulative capacity
    reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
    an approximation for the others.
-2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new
-   KV), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the hottest owner's NIC
-   and PCIe uplink, puts, lookups. Transfers queue at processor-sharing servers whose delay
-   tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
+2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new KV,
+   all written or admitted under ``PoolSpec.put_policy``: dropped puts cost the pool the hits
+   they would have served), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the
+   hottest owner's NIC and PCIe uplink, puts, lookups. Transfers queue at processor-sharing
+   servers whose delay tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
    ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its

@@ -368,3 +368,14 @@ def test_put_policy_fields_are_checked_and_read_from_toml(tmp_path):
     c, _ = kvmodel.cluster.load_cluster_config(f)
     assert (c.pool.put_policy, c.pool.put_queue_limit) == ("throttle", 4)
     assert PoolSpec().put_policy == "all"            # default: write-through, as before
+
+
+def test_throttle_in_a_closed_loop_sizes_admission_at_the_loops_rate(sessions):
+    loop = Workload(sessions.trace, concurrency=200, think_time_s=0.5)
+    assert not evaluate(_ssd_pool(), loop).stable                    # write-through saturates
+    r = evaluate(_ssd_pool(put_policy="throttle"), loop)
+    assert r.stable and r.workload["load_mode"] == "concurrency"
+    assert 0 < r.sharing["pool_put_admitted"] < 1 and r.utilisation["pool_ssd_write"] < 1
+    # the loop's rate with the throttled hits; the admission was sized at the (higher) rate
+    # of the unthrottled hits, so the put path is no fuller than that
+    assert r.served_rate_per_s == pytest.approx(200 / (r.e2e_s + 0.5), rel=1e-9)

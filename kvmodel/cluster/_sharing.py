@@ -274,7 +274,7 @@ _ADMIT_GRID = np.linspace(0.0, 1.0, 101)
 def _run_rows(gap: np.ndarray, weight: np.ndarray, xs: np.ndarray) -> tuple:
     """Per reach ``x`` of ``xs``: hits (weighted) and their count by run position j = 1.._RUN_J
     (consecutive accesses with gap <= x since the block's last access with a longer gap; ``gap``
-    in (block, time) order, inf at a block's first access)."""
+    in (block, time) order, ticks since the block's previous access, inf at its first)."""
     idx = np.arange(gap.size)
     h, rows = np.empty(xs.size), np.empty((xs.size, _RUN_J))
     for k, x in enumerate(xs):
@@ -294,10 +294,9 @@ def put_run_table(prof) -> tuple[np.ndarray, np.ndarray]:
     key = ("put_run_table",)
     if key in prof._cache:
         return prof._cache[key]
-    from kvmodel.workload._reuse_analytic import _back, _pairs
-    pr = _pairs(np.asarray(prof.block_offsets, np.int64), np.asarray(prof.block_ids, np.int64))
-    gap = _back(pr, 1)[0]
-    weight = np.bincount(pr["pair_of"], minlength=gap.size).astype(float)  # accesses per pair
+    acc = _accesses(prof, np.zeros(prof.n_requests, dtype=np.int64))   # one cache
+    order = np.lexsort((np.arange(acc["b"].size), acc["b"]))           # by (block, time)
+    gap, weight = acc["gap"][order], np.ones(order.size)
     finite = np.sort(gap[np.isfinite(gap)])
     xs = (np.r_[finite[np.linspace(0, finite.size - 1, 40).astype(np.int64)], np.inf]
           if finite.size else np.array([np.inf]))

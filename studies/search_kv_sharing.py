@@ -16,11 +16,11 @@ Method (public API: kvmodel.evaluate, kvmodel.search.max_rate_at_slo):
    trip per request with a peer hit). Routings (:data:`ROUTINGS`): round robin, bounded prefix
    affinity at each epsilon of EPSILONS, least_loaded, dynamo, llmd, sglang, mooncake at their
    registry defaults. An architecture is scored with its best routing (by max rate at the SLOs).
-2. Load. Each configuration's own max request rate at the SLOs (p99 TTFT <= 3 s, p99 TPOT
-   <= 50 ms; bisection) is the capacity; goodput per $ at that rate is the headline. At the max
-   rate the network utilisations (pool NIC out/in, hottest peer NIC, peer NIC in) and, at 3 %
-   above it, what breaks first (``limit``) say which term decides. p99 TTFT at 50/80/95 % of the
-   no-sharing baseline R_n (best routing) is recorded too.
+2. Load. Each configuration's own max request rate at the SLOs (p99 TTFT <= 6 s, p99 TPOT
+   <= 50 ms, the ``kv-sharing`` space's; bisection) is the capacity; goodput per $ at that rate
+   is the headline. At the max rate the network utilisations (pool NIC out/in, hottest peer NIC,
+   peer NIC in) and, at 3 % above it, what breaks first (``limit``) say which term decides. p99
+   TTFT at 50/80/95 % of the no-sharing baseline R_n (best routing) is recorded too.
 3. Cost. Pool server and NIC-port prices are user inputs (``PoolSpec.server_cost_usd`` /
    ``port_cost_usd``) that default to 0 because no sourced price is bundled in hardware_db; the
    sensitivity arch ``pool-n/8x2TB$`` (excluded from the winner map) charges the ASSUMED prices

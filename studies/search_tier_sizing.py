@@ -1,6 +1,7 @@
 """Study: tier sizing (DRAM / CXL / SSD per node, HBM prefix-cache share, number of DGX H100
 nodes) for Llama-3.1-70B serving the Mooncake conversation trace; goodput per $ under p99 TTFT
-3 s / p99 TPOT 50 ms and a 300 $/h budget (built-in space ``tier-sizing``).
+6 s / p99 TPOT 50 ms and a 300 $/h budget (built-in space ``tier-sizing``; 6 s because the
+trace's p99 prompt alone takes over 3 s to prefill on 70B TP8).
 
     python studies/search_tier_sizing.py [--trials 600]
 

@@ -15,10 +15,11 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    policy, routing and instance count, then microseconds). The split by cumulative capacity
    reads each tier as the next stretch of one cache, exact for stack policies (LRU, LFU) and
    an approximation for the others.
-2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new
-   KV), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the hottest owner's NIC
-   and PCIe uplink, puts, lookups. Transfers queue at processor-sharing servers whose delay
-   tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
+2. **Network.** (:mod:`kvmodel.cluster._sharing`) Pool: NICs out (gets) and in (puts of new KV,
+   all written or admitted under ``PoolSpec.put_policy``: dropped puts cost the pool the hits
+   they would have served), DRAM and SSD bandwidth, a metadata round trip per request. P2P: the
+   hottest owner's NIC and PCIe uplink, puts, lookups. Transfers queue at processor-sharing
+   servers whose delay tails feed the TTFT percentiles; utilisation >= 1 is unstable. Churn in
    ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
@@ -134,7 +135,14 @@ class PoolSpec:
         media) and of one NIC with its switch port, US dollars, amortised like the media; None
         (default): the sourced prices in hardware_db/calibration.toml (``pool_server_price``;
         ``pool_nic_price + pool_switch_port_price``), see ``_sharing.pool_prices``.
-    Semantics (DRAM/SSD split, puts, queues): :mod:`kvmodel.cluster._sharing`.
+      put_policy: admission of puts of new KV (:data:`kvmodel.cluster._sharing.PUT_POLICIES`):
+        "all" (write-through; a saturated put path is unstable), "fraction" (admit
+        ``put_admission`` of the requests' puts) or "throttle" (drop a put when
+        ``put_queue_limit`` puts are queued at the pool server; hits of dropped blocks lost).
+      put_admission: share of puts admitted under "fraction", in (0, 1].
+      put_queue_limit: puts queued at a pool server (count, >= 1) beyond which "throttle"
+        drops new ones.
+    Semantics (DRAM/SSD split, puts and their admission, queues): :mod:`kvmodel.cluster._sharing`.
     """
     servers: int = 4
     dram_B: float = 1e12
@@ -149,6 +157,9 @@ class PoolSpec:
     sockets: int = 2
     server_cost_usd: float | None = None
     port_cost_usd: float | None = None
+    put_policy: str = "all"
+    put_admission: float = 1.0
+    put_queue_limit: int = 8
 
 
 @dataclass(frozen=True)
@@ -388,7 +399,8 @@ _VECTOR_FIELDS = (("Cluster", ("hbm_cache_fraction", "dram_B", "cxl_B", "ssd_B")
 _SCALAR_FIELDS = (("Cluster", ("model", "gpu", "instances", "tp", "precision", "prefill_instances",
                                "decode_instances", "decode_gpu", "sharing", "routing", "epsilon",
                                "node", "nic", "framework", "eviction")),
-                  ("pool", ("nic", "memory", "nvme")),
+                  ("pool", ("nic", "memory", "nvme", "put_policy", "put_admission",
+                            "put_queue_limit")),
                   ("p2p", ("placement",)),
                   ("Workload", ("ttft_slo_s", "tpot_slo_s")))
 _SEQ = (np.ndarray, list, tuple)
@@ -784,17 +796,34 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
             "pool": t["remote"], "peer": t["remote"]}
 
 
+def _pool_kw(c: Cluster, w: Workload, hits, block_B: float, n: int) -> dict[str, Any]:
+    """Pools in the cluster (``racks``) and the pool hit ratio its DRAM serves."""
+    nodes = math.ceil(_instances_total(c) / layout(c)[3])
+    h_prev = sum(v for k, v in hits.items() if k != "pool")
+    h_dram = _pool_curve(c, w, c.pool.servers * c.pool.dram_B / block_B, n)
+    return dict(racks=_sharing.pool_racks(c, nodes), h_pool_dram=xp.maximum(h_dram - h_prev, 0.0))
+
+
+def _admitted(c: Cluster, w: Workload, hits, block_B: float, rate, n: int):
+    """(hits, (admitted share of the pool's puts, pool hit ratio lost to dropped puts, local
+    hits offered again)) under ``PoolSpec.put_policy`` (kvmodel.cluster._sharing.pool_admission)."""
+    if "pool" not in hits or c.pool.put_policy == "all":
+        return hits, (1.0, 0.0, 0.0)
+    kw = _pool_kw(c, w, hits, block_B, n)
+    hits, *admit = _sharing.pool_admission(c, w, hits, block_B, rate, kw["racks"],
+                                           kw["h_pool_dram"])
+    return hits, tuple(admit)
+
+
 def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate,
-             caps: dict[str, Any]) -> "_sharing.SharingFlows":
+             caps: dict[str, Any], admit=(1.0, 0.0, 0.0)) -> "_sharing.SharingFlows":
     """Traffic, utilisations and queues of the sharing mode (kvmodel.cluster._sharing): pool
-    NICs (out and in), DRAM and SSDs; or the hottest peer's NIC and PCIe uplink, puts."""
+    NICs (out and in), DRAM and SSDs, puts as admitted (``admit``: :func:`_admitted`); or the
+    hottest peer's NIC and PCIe uplink, puts."""
     n = c.prefill_instances or c.instances
     kw: dict[str, Any] = {"peer_Bps": _peer_Bps(c, node), "instance_Bps": _peer_Bps(c, node)}
     if "pool" in hits:
-        nodes = math.ceil(_instances_total(c) / layout(c)[3])
-        h_prev = sum(v for k, v in hits.items() if k != "pool")
-        h_dram = _pool_curve(c, w, c.pool.servers * c.pool.dram_B / block_B, n)
-        kw.update(racks=_sharing.pool_racks(c, nodes), h_pool_dram=xp.maximum(h_dram - h_prev, 0.0))
+        kw.update(_pool_kw(c, w, hits, block_B, n), admit=admit)
     if "peer" in hits:
         kw.update(shares=_p2p_shares(c, w, n, hits["hbm"]), dram_B_inst=caps["dram"] * block_B)
     return _sharing.flows(c, w, node, hits, block_B, rate, n, **kw)
@@ -1035,17 +1064,28 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
-    pre = _prefix_args(hits, _tiers(c, key, per_node), w.input_len)
+    tiers = _tiers(c, key, per_node)
+    loop = _workloads.load_mode(w) != "rate"   # closed loop or burst: lam is what it serves
+    later = loop and c.sharing == "central_pool" and c.pool.put_policy == "throttle"
+    admit = (1.0, 0.0, 0.0)
+    if not later:
+        hits, admit = _admitted(c, w, hits, block_B, lam, n)
+    pre = _prefix_args(hits, tiers, w.input_len)
     info = {}
-    if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
+    if loop:
         parts, lam, info = _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape,
                                                 kv_precision(c))
+        if later:  # puts throttled at the rate the loop serves, then its instances again
+            hits, admit = _admitted(c, w, hits, block_B, lam, n)   # with the hits drops leave
+            parts, lam, info = _workloads.instances(
+                c, w, _prefix_args(hits, tiers, w.input_len), imb, n, _connector_kw(c), shape,
+                kv_precision(c))
     else:
         # vector: the instance sees every configuration (prefix and rate broadcast together)
         lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
         parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
                  if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
-    flows = _network(c, w, node, hits, block_B, lam, caps)
+    flows = _network(c, w, node, hits, block_B, lam, caps, admit)
     util = flows["util"]
     m = _combine(parts)
     delay = _extra_delay(flows, m)
@@ -1215,7 +1255,8 @@ _CLUSTER_KEYS = {
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
               "memory": str, "nvme": str, "metadata_rtt_us": float, "scope": str,
               "rack_nodes": int, "sockets": int, "server_cost_usd": float,
-              "port_cost_usd": float}
+              "port_cost_usd": float, "put_policy": str, "put_admission": float,
+              "put_queue_limit": int}
 _P2P_KEYS = {"placement": str, "lookup_latency_us": float, "replication": int}
 _WORKLOAD_KEYS = {"trace": str, "request_rate": float, "ttft_slo_s": float, "tpot_slo_s": float,
                   "concurrency": int, "burst": int, "think_time_s": float, "session_mode": str}

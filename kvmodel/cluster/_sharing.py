@@ -9,10 +9,29 @@ Semantics (what a simulator must run to referee these closed forms):
   tiers (``scope="cluster"``), or one pool per rack of ``rack_nodes`` nodes whose hit ratio is
   the routing's curve over the racks (``scope="rack"``: the racks play the instances). The pool
   DRAM is the hot part of its LRU stack: pool hits up to the pool's DRAM capacity come from
-  DRAM, the rest from its SSDs at the drives' read bandwidth. Every recomputed block is put into
-  the pool (write-through of new KV): NIC ingress, DRAM writes, and SSD writes when the pool has
+  DRAM, the rest from its SSDs at the drives' read bandwidth. Every recomputed block is offered
+  to the pool as a put (new KV): NIC ingress, DRAM writes, and SSD writes when the pool has
   SSDs. Each request pays one metadata round trip (``PoolSpec.metadata_rtt_s``; default the
   calibration's ``pool_metadata_rtt``) before its transfer.
+* **Put admission** (``PoolSpec.put_policy``). ``"all"`` (default): write-through, a put path
+  above its bandwidth makes the configuration unstable. ``"fraction"``: a share
+  ``put_admission`` of the requests' puts is admitted. ``"throttle"``: the put path of a pool
+  server is an M/G/1-PS queue holding at most ``put_queue_limit`` puts (one per request); a put
+  arriving to a full queue is dropped (Mooncake Store / LMCache remote drop puts rather than
+  back-pressure). Its admission is 1 - P_K with the finite PS queue's blocking probability
+  P_K = (1 - rho) rho^K / (1 - rho^(K+1)) (insensitive to the size law, PASTA), rho the offered
+  put load, which itself grows as drops turn later hits into misses: the admission solves
+  a = 1 - P_K(rho(a)) (bisection). A request's puts are admitted or dropped together (its chain
+  stays a prefix). *Lost hits*: a block whose put is dropped is recomputed at its next access
+  and offered again, so along a block's accesses a pool-level hit that is the j-th re-access
+  since the block was last absent from the pool is lost with probability (1 - a)^j (all j
+  offers before it dropped). The share of such hits at each run position j is measured once
+  on the trace's single-cache stream (:func:`put_run_table`, tabulated against the pool's
+  cumulative hit ratio) and applied to the pool level's hits in proportion (local-tier hits
+  cost nothing: a local tier stores the block whatever the pool does, but a local hit of a
+  block absent from the pool offers it again, with the same probability). Not modelled: the
+  room dropped blocks leave in the pool's LRU (a capacity-bound pool keeps other blocks longer,
+  so its hit is underestimated; exact when the pool holds the working set).
 * **P2P** (``P2PSpec``): the peers' DRAM is one cache of N x C_dram / replication blocks.
   Which peer holds a block is the placement's closed form (``kvmodel.policies.placement``):
   ``block_hash`` (rendezvous, consistent hashing: each block hashed to an owner, r copies on
@@ -60,7 +79,8 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import get_calibration, get_gpu, get_link, get_memory
 
 __all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool",
-           "sum_wait_quantile",
+           "sum_wait_quantile", "PUT_POLICIES", "put_run_table", "put_loss", "ps_block_prob",
+           "pool_admission",
            "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_prices", "pool_racks"]
 
 PLACEMENT_FORMS = ("block_hash", "prefix_hash", "directory_writer")
@@ -245,6 +265,163 @@ def sum_wait_quantile(p, a, ma, b, mb, iters: int = 32):
     return hi
 
 
+# ---- pool put admission -----------------------------------------------------------------------
+PUT_POLICIES = ("all", "fraction", "throttle")
+_RUN_J = 64                            # run positions tabulated (later ones lumped at the last)
+_ADMIT_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def _run_rows(gap: np.ndarray, weight: np.ndarray, xs: np.ndarray) -> tuple:
+    """Per reach ``x`` of ``xs``: hits (weighted) and their count by run position j = 1.._RUN_J
+    (consecutive accesses with gap <= x since the block's last access with a longer gap; ``gap``
+    in (block, time) order, ticks since the block's previous access, inf at its first)."""
+    idx = np.arange(gap.size)
+    h, rows = np.empty(xs.size), np.empty((xs.size, _RUN_J))
+    for k, x in enumerate(xs):
+        hit = gap <= x
+        start = np.maximum.accumulate(np.where(hit, 0, idx))
+        j = np.minimum(idx - start, _RUN_J)[hit]
+        rows[k] = np.bincount(j, weight[hit], _RUN_J + 1)[1:]
+        h[k] = rows[k].sum()
+    return h, rows
+
+
+def put_run_table(prof) -> tuple[np.ndarray, np.ndarray]:
+    """(cumulative single-cache hit ratio grid, share of lost hits at admission a): the table
+    ``(h_grid, loss[g, i])`` of :func:`put_loss` at ``_ADMIT_GRID[i]``, measured once on the
+    trace (memoised on the profile): the reach of an LRU at hit ratio h, the hits' run
+    positions j, and loss = sum_j n_j (1 - a)^j / sum_j n_j (module doc)."""
+    key = ("put_run_table",)
+    if key in prof._cache:
+        return prof._cache[key]
+    acc = _accesses(prof, np.zeros(prof.n_requests, dtype=np.int64))   # one cache
+    order = np.lexsort((np.arange(acc["b"].size), acc["b"]))           # by (block, time)
+    gap, weight = acc["gap"][order], np.ones(order.size)
+    finite = np.sort(gap[np.isfinite(gap)])
+    xs = (np.r_[finite[np.linspace(0, finite.size - 1, 40).astype(np.int64)], np.inf]
+          if finite.size else np.array([np.inf]))
+    h, rows = _run_rows(gap, weight, xs)
+    pw = (1.0 - _ADMIT_GRID)[:, None] ** np.arange(1, _RUN_J + 1)[None, :]   # [A, J]
+    loss = rows @ pw.T / np.maximum(h, 1e-300)[:, None]                       # [G, A]
+    h_grid = np.r_[0.0, h / max(prof.total_accesses, 1)]
+    loss = np.vstack([loss[:1], loss])
+    prof._cache[key] = (h_grid, loss)
+    return prof._cache[key]
+
+
+def put_loss(prof, h_cum, admit):
+    """Share of the pool level's hits lost when a share ``admit`` of the puts is admitted, at
+    the pool's cumulative hit ratio ``h_cum`` (bilinear in the table of :func:`put_run_table`;
+    scalars or arrays)."""
+    return _loss_at(_loss_row(prof, h_cum), admit)
+
+
+def _loss_row(prof, h_cum) -> np.ndarray:
+    """The loss table's row at ``h_cum`` (linear between grid rows): [..., admission grid]."""
+    h_grid, loss = put_run_table(prof)
+    h = np.clip(np.asarray(h_cum, dtype=float), h_grid[0], h_grid[-1])
+    g = np.clip(np.searchsorted(h_grid, h, side="right") - 1, 0, h_grid.size - 2)
+    span = h_grid[g + 1] - h_grid[g]
+    fg = np.where(span > 0, (h - h_grid[g]) / np.where(span > 0, span, 1.0), 0.0)
+    return loss[g] * (1 - fg)[..., None] + loss[g + 1] * fg[..., None]
+
+
+def _loss_at(row: np.ndarray, admit):
+    """A loss row (:func:`_loss_row`) at admission(s) ``admit`` (linear on its grid)."""
+    if row.ndim == 1 and np.ndim(admit) == 0:
+        return float(np.interp(min(max(float(admit), 0.0), 1.0), _ADMIT_GRID, row))
+    a = np.clip(np.asarray(admit, dtype=float), 0.0, 1.0)
+    a = np.broadcast_to(a, np.broadcast_shapes(a.shape, row.shape[:-1]))
+    i = np.clip((a * (_ADMIT_GRID.size - 1)).astype(np.int64), 0, _ADMIT_GRID.size - 2)
+    fa = a * (_ADMIT_GRID.size - 1) - i
+    row = np.broadcast_to(row, a.shape + row.shape[-1:])
+    out = (np.take_along_axis(row, i[..., None], -1)[..., 0] * (1 - fa)
+           + np.take_along_axis(row, (i + 1)[..., None], -1)[..., 0] * fa)
+    return float(out) if out.ndim == 0 else out
+
+
+def ps_block_prob(rho, k: int):
+    """Blocking probability of an M/G/1-PS queue holding at most ``k`` jobs at offered load
+    ``rho``: (1 - rho) rho^k / (1 - rho^(k+1)) (1/(k+1) at rho = 1; insensitive, PASTA)."""
+    if np.ndim(rho) == 0:
+        x = max(float(rho), 0.0)
+        r = 1.0 / x if x > 1.0 else x                     # the form in r <= 1
+        if abs(1.0 - r) < 1e-9:
+            return 1.0 / (k + 1)
+        return (1.0 - r) / (1.0 - r ** (k + 1)) * (1.0 if x > 1.0 else r ** k)
+    rho = np.maximum(np.asarray(rho, dtype=float), 0.0)
+    r = np.where(rho > 1.0, 1.0 / np.maximum(rho, 1e-300), rho)   # the form in r <= 1
+    one = np.abs(1.0 - r) < 1e-9
+    rs = np.where(one, 0.5, r)
+    tail = (1.0 - rs) * rs ** k / (1.0 - rs ** (k + 1))            # rho <= 1
+    over = (1.0 - rs) / (1.0 - rs ** (k + 1))                       # rho > 1 (r = 1/rho)
+    return np.where(one, 1.0 / (k + 1), np.where(rho > 1.0, over, tail))
+
+
+def _put_capacity(pl, pool_Bps: dict, get_load_Bps):
+    """Bytes/s the put path of the pools takes: NIC ingress, SSD writes, DRAM left by gets."""
+    has_ssd = pl.ssd_B > 0
+    dram = xp.maximum(pool_Bps["dram"] - get_load_Bps, 1e-9 * pool_Bps["dram"])
+    cap = xp.minimum(pool_Bps["nic"], dram / xp.where(has_ssd, 2.0, 1.0))
+    return xp.where(has_ssd, xp.minimum(cap, xp.where(has_ssd, pool_Bps["ssd_wr"], 1.0)), cap)
+
+
+def _pool_Bps(pl) -> dict[str, Any]:
+    """Bandwidths (bytes/s, one pool, all its servers): NIC, DRAM, SSD read and write."""
+    nic = get_link(pl.nic).achieved_bw_Bps * pl.nics * pl.servers
+    mem, nvme = get_memory(pl.memory), get_memory(pl.nvme)
+    drives = xp.where(pl.ssd_B > 0, xp.maximum(1.0, xp.ceil(pl.ssd_B / nvme.capacity_B)), 0.0)
+    return dict(nic=nic, dram=mem.socket_read_bw_Bps * pl.sockets * pl.servers,
+                ssd_rd=drives * nvme.read_bw_Bps * pl.servers,
+                ssd_wr=drives * nvme.write_bw_Bps * pl.servers)
+
+
+def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
+    """(hits with the pool level's lost hits removed, admitted share of the puts, lost pool
+    hit ratio, re-offered local hits) under ``PoolSpec.put_policy`` (module doc); ``hits``
+    unchanged for "all"."""
+    pl = c.pool
+    if "pool" not in hits or pl.put_policy == "all":
+        return hits, 1.0, 0.0, 0.0
+    h_prev = sum(v for k, v in hits.items() if k != "pool")
+    h_cum, hp = h_prev + hits["pool"], hits["pool"]
+    miss = xp.maximum(0.0, 1.0 - h_cum)
+    row = _loss_row(w.profile, h_cum)
+    if pl.put_policy == "fraction":
+        a = pl.put_admission + 0.0 * hp
+    else:
+        per_req = w.blocks_per_request * block_B * rate / racks     # B/s of one pool
+        bw = _pool_Bps(pl)
+        get_ssd = xp.maximum(hp - xp.minimum(h_pool_dram, hp), 0.0)
+        cap = _put_capacity(pl, bw, per_req * (hp + get_ssd))
+        a = _fixed_point(row, per_req * miss / cap, per_req * h_cum / cap, pl.put_queue_limit,
+                         xp.is_array(hp, rate, cap))
+    loss = _loss_at(row, a)
+    return dict(hits, pool=hp - hp * loss), a, hp * loss, h_prev * loss
+
+
+def _fixed_point(row, rho_miss, rho_hit, k: int, vector: bool):
+    """Admission a = 1 - P_K(rho(a)), rho(a) = rho_miss + rho_hit x loss(a), by bisection
+    (a - g(a) rises from <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load
+    stays below the path's bandwidth."""
+    if not vector:
+        lo, hi = 0.0, 1.0
+        for _ in range(24):
+            mid = (lo + hi) / 2
+            if mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k):
+                hi = mid
+            else:
+                lo = mid
+        return lo
+    shape = np.broadcast_shapes(np.shape(rho_miss), np.shape(rho_hit), row.shape[:-1])
+    lo, hi = np.zeros(shape), np.ones(shape)
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        up = mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k)
+        lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+    return lo
+
+
 # ---- flows of a configuration ----------------------------------------------------------------
 class SharingFlows(dict):
     """What :func:`flows` computes: ``util`` (utilisation per resource, >= 1 saturated),
@@ -264,22 +441,22 @@ def _pool_rtt(c) -> float:
     return get_calibration()["pool_metadata_rtt"].si if v is None else v
 
 
-def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps) -> SharingFlows:
-    """Central pool: NIC out (gets) and in (puts), DRAM and SSD bandwidth, per pool."""
+def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps,
+          admit=(1.0, 0.0, 0.0)) -> SharingFlows:
+    """Central pool: NIC out (gets) and in (puts), DRAM and SSD bandwidth, per pool; ``admit``:
+    (share of the offered puts written, pool hit ratio the drops cost, local hits re-offered)."""
+    admit, lost, reoffer = admit
     pl = c.pool
-    nic = get_link(pl.nic).achieved_bw_Bps * pl.nics * pl.servers
-    mem, nvme = get_memory(pl.memory), get_memory(pl.nvme)
-    dram_Bps = mem.socket_read_bw_Bps * pl.sockets * pl.servers
-    drives = xp.where(pl.ssd_B > 0, xp.maximum(1.0, xp.ceil(pl.ssd_B / nvme.capacity_B)), 0.0)
-    ssd_rd = drives * nvme.read_bw_Bps * pl.servers
-    ssd_wr = drives * nvme.write_bw_Bps * pl.servers
+    bw = _pool_Bps(pl)
+    nic, dram_Bps, ssd_rd, ssd_wr = bw["nic"], bw["dram"], bw["ssd_rd"], bw["ssd_wr"]
     per_req = w.blocks_per_request * block_B
     lam = rate / racks                                  # requests/s reaching one pool
     total = sum(hits.values())
     get_dram = xp.minimum(h_pool_dram, hits["pool"])
     get_ssd = xp.maximum(hits["pool"] - get_dram, 0.0)
     get_ssd = xp.where(get_ssd > 1e-12, get_ssd, 0.0)  # rounding residue
-    put = xp.maximum(0.0, 1.0 - total)                  # recomputed blocks written
+    offered = xp.maximum(0.0, 1.0 - total) + reoffer    # recomputed (or absent) blocks offered
+    put = offered * admit                               # ... and written
     Bps = {k: lam * f * per_req for k, f in (("get", hits["pool"]), ("get_dram", get_dram),
                                               ("get_ssd", get_ssd), ("put", put))}
     has_ssd = pl.ssd_B > 0
@@ -304,6 +481,11 @@ def _pool(c, w, hits, block_B, rate, racks: int, h_pool_dram, instance_Bps) -> S
               "churn_pool_server_dip": hits["pool"] / pl.servers,
               "churn_rewarm_s": xp.where(Bps["put"] > 0, cap_B / xp.where(Bps["put"] > 0,
                                                                           Bps["put"], 1.0), math.inf)}
+    if pl.put_policy != "all":
+        offered_Bps = lam * offered * per_req * racks
+        detail.update(pool_put_admitted=admit + 0.0 * total, pool_put_offered_Bps=offered_Bps,
+                      pool_put_dropped_Bps=offered_Bps - Bps["put"] * racks,
+                      pool_hit_lost=lost + 0.0 * total)
     return SharingFlows(util=util, queues=q, fixed_s=_pool_rtt(c) + exposed, detail=detail)
 
 
@@ -359,12 +541,13 @@ def _p2p_bytes(c, dram_B, n):
 
 
 def flows(c, w, node, hits, block_B, rate, n, *, racks=1, h_pool_dram=0.0, shares=None,
-          peer_Bps=1.0, instance_Bps=1.0, dram_B_inst=0.0) -> SharingFlows:
+          peer_Bps=1.0, instance_Bps=1.0, dram_B_inst=0.0,
+          admit=(1.0, 0.0, 0.0)) -> SharingFlows:
     """Traffic, utilisations and queues of the cluster's sharing mode (empty for ``none``).
     Each queue's arrival rate, mean response and mean number in system (Little's law) are
     copied into ``detail`` as ``queue_<name>_jobs_per_s``, ``_response_s``, ``_in_system``."""
     if "pool" in hits:
-        f = _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps)
+        f = _pool(c, w, hits, block_B, rate, racks, h_pool_dram, instance_Bps, admit)
     elif "peer" in hits:
         f = _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst)
     else:
@@ -478,7 +661,13 @@ def check_pool(pool) -> None:
     """Validate the PoolSpec fields this module reads (ValueError naming field and value)."""
     if pool.scope not in ("cluster", "rack"):
         raise ValueError(f"pool.scope={pool.scope!r}: allowed 'cluster' or 'rack'")
-    for name, lo in (("rack_nodes", 1), ("sockets", 1)):
+    if pool.put_policy not in PUT_POLICIES:
+        raise ValueError(f"pool.put_policy={pool.put_policy!r}: allowed {PUT_POLICIES}")
+    a = pool.put_admission
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
+        raise ValueError(f"pool.put_admission={a!r}: must be a number in (0, 1] (share of "
+                         "puts admitted)")
+    for name, lo in (("rack_nodes", 1), ("sockets", 1), ("put_queue_limit", 1)):
         v = getattr(pool, name)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"pool.{name}={v!r}: must be an integer >= {lo}")

@@ -39,11 +39,18 @@ REGISTRY.register(PolicyEntry(
         Param("server_cost_usd", None, "1", "purchase price of a server without media, USD "
               "(None: hardware_db's pool_server_price)", none_ok=True),
         Param("port_cost_usd", None, "1", "price of one NIC + switch port, USD (None: "
-              "hardware_db's pool_nic_price + pool_switch_port_price)", none_ok=True)),
+              "hardware_db's pool_nic_price + pool_switch_port_price)", none_ok=True),
+        Param("put_policy", "all", "key", "admission of puts: all | fraction | throttle",
+              kind=str),
+        Param("put_admission", 1.0, "fraction", "share of puts admitted (put_policy fraction)",
+              low=0.0, low_open=True, high=1.0),
+        Param("put_queue_limit", 8, "count", "puts queued at a pool server beyond which "
+              "throttle drops new ones", low=1, kind=int)),
     closed_form_fn=_CURVE,
     closed_form_note="one global LRU of the pool's capacity (inclusive of the local tiers; or "
                      "one pool per rack); DRAM hot part, SSD at the drives' read bandwidth; "
-                     "puts of new KV; metadata RTT per request; NICs, DRAM and SSDs as "
+                     "puts of new KV (all, a share, or throttled at a full put queue: dropped "
+                     "puts lose later hits); metadata RTT per request; NICs, DRAM and SSDs as "
                      "processor-sharing queues with tails (kvmodel.cluster._sharing); "
                      "utilisation >= 1 is unstable"))
 REGISTRY.register(PolicyEntry(

@@ -67,6 +67,9 @@ class Group:
 
 
 def _vectorised(space: Space) -> set[str]:
+    w = space.workload
+    if "concurrency" in w or "burst" in w or w.get("session_mode") == "closed":
+        return set()   # evaluate() takes arrays for open-loop rates only: point by point
     parents = {p for d in space.dims for p, _ in d.when}
     return {d.name for d in space.dims if d.name in VECTOR_DIMS and d.name not in parents}
 

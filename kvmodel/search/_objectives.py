@@ -20,7 +20,15 @@ import numpy as np
 import kvmodel
 from kvmodel import cluster as _cl
 from kvmodel.catalog.models import BYTES_PER_ELEMENT
-from kvmodel.search._space import DIMENSIONS, POLICY_DIMS, Space, SpaceError
+from kvmodel.cluster._sharing import PUT_POLICIES
+from kvmodel.search._space import (
+    DIMENSIONS,
+    LOAD_MODES,
+    POLICY_DIMS,
+    ROUTING_PARAM_DIMS,
+    Space,
+    SpaceError,
+)
 from kvmodel.tiers import default_node_for_gpu
 from kvmodel.workload.traces import BUILTIN, TraceNotFoundError, resolve_trace
 
@@ -167,14 +175,16 @@ def workload_for(space: Space, block_tokens: int | None = None):
         _TRACES[tkey] = _load_trace(spec, space.base_dir)
     base = _TRACES[tkey]
     bt = block_tokens or base.block_tokens
-    key = (tkey, bt, spec.get("request_rate"), slo["ttft_s"], slo["tpot_s"])
+    key = (tkey, bt, spec.get("request_rate"), slo["ttft_s"], slo["tpot_s"],
+           tuple(spec.get(k) for k in LOAD_MODES))
     if key not in _WORKLOADS:
         if bt % base.block_tokens:
             raise ValueError(f"block_tokens={bt}: must be a multiple of the trace's "
                              f"{base.block_tokens}-token blocks")
         tr = base if bt == base.block_tokens else _coarsen(base, bt)
         _WORKLOADS[key] = kvmodel.Workload(tr, request_rate=spec.get("request_rate"),
-                                           ttft_slo_s=slo["ttft_s"], tpot_slo_s=slo["tpot_s"])
+                                           ttft_slo_s=slo["ttft_s"], tpot_slo_s=slo["tpot_s"],
+                                           **{k: spec[k] for k in LOAD_MODES if k in spec})
     return _WORKLOADS[key]
 
 
@@ -195,7 +205,7 @@ def check_names(space: Space) -> None:
              "pool_nic": kvmodel.list_entries("link"), "placement": ("inclusive", "exclusive"),
              "write_policy": ("through", "back"),
              **{k: tuple(reg) for k, reg in POLICY_DIMS.items()},
-             "precision": WEIGHT_PRECISIONS,
+             "precision": WEIGHT_PRECISIONS, "pool_put_policy": PUT_POLICIES,
              "framework": kvmodel.list_entries("framework")}
     values = {k: [v] for k, v in space.fixed.items()}
     values |= {d.name: list(d.choices) for d in space.dims if d.choices is not None}
@@ -239,6 +249,13 @@ def _cluster_kwargs(p: dict) -> tuple[dict, dict]:
                                         ("pool_ssd_TB", "ssd_B", 1e12), ("pool_nic", "nic", None),
                                         ("pool_nics", "nics", 1)) if d in p and s is not None}
     pool |= {"nic": p["pool_nic"]} if "pool_nic" in p else {}
+    pool |= {f: p[d] for d, f in (("pool_put_policy", "put_policy"),
+                                  ("pool_put_admission", "put_admission"),
+                                  ("pool_put_queue_limit", "put_queue_limit")) if d in p}
+    routing_params = {prm.name: p[d] for d, (router, prm) in ROUTING_PARAM_DIMS.items()
+                      if d in p and p.get("routing") == router}
+    if routing_params:
+        kw["routing_params"] = routing_params
     p2p = {f: p[d] * s for d, f, s in (("p2p_replication", "replication", 1),
                                        ("p2p_lookup_us", "lookup_latency_s", 1e-6)) if d in p}
     p2p |= {"placement": p["p2p_placement"]} if "p2p_placement" in p else {}

@@ -41,6 +41,20 @@ are errors that name the table and key)::
     when = { sharing = "p2p" }        # conditional: sampled only when sharing is p2p
                                       # (a list value means "any of")
 
+The ``[workload]`` table may also set the load (kvmodel.Workload fields, :data:`LOAD_MODES`):
+``concurrency`` (closed loop of that many clients) or ``burst`` (that many prompts at once),
+``think_time_s`` and ``session_mode = "closed"`` (a session's turn waits for the previous
+one). They describe the demand, not the design, so they are options of the space, never
+searched: a search over them would choose the easiest demand rather than the best cluster for
+a given one (compare demands with one study each). With ``concurrency`` or ``burst`` the
+``request_rate`` is not given (the clients set the load) and the grid evaluates point by point.
+
+Routing parameters are dimensions named ``<router>_<param>`` (:data:`ROUTING_PARAM_DIMS`, from
+the routing registry: ``dynamo_overlap_score_weight``, ``llmd_prefix_weight``,
+``sglang_balance_abs_threshold``, ...). Each must be conditional on its router (``when =
+{ routing = "dynamo" }``, or routing fixed to it) and goes to ``Cluster.routing_params``; each
+distinct value replays the router over the trace once (a step keeps the tables few).
+
 Dimension names are the keys of :data:`DIMENSIONS`, each documented with what it maps to in
 the model (a dimension may be declared ``modelled=False``: kept in the study, ignored by
 ``kvmodel.evaluate``; every built-in dimension is modelled).
@@ -57,10 +71,11 @@ from pathlib import Path
 from typing import Any
 
 from kvmodel.base.schema import typed_table
+from kvmodel.cluster._sharing import PUT_POLICIES
 from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING, SHARING
 
 __all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
-           "builtin_spaces", "SpaceError", "space_digest"]
+           "builtin_spaces", "SpaceError", "space_digest", "ROUTING_PARAM_DIMS", "LOAD_MODES"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
@@ -123,7 +138,34 @@ DIMENSIONS: dict[str, DimInfo] = {
                                         if e.closed_form != n) + ")"),
     "epsilon": DimInfo(float, "Cluster.epsilon (load bound of prefix_affinity_bounded; the "
                               "load-aware routings take their own parameters)"),
+    "pool_put_policy": DimInfo(str, f"PoolSpec.put_policy: {' | '.join(PUT_POLICIES)} (admission "
+                                    "of puts of new KV; dropped puts lose the hits they would "
+                                    "have served)"),
+    "pool_put_admission": DimInfo(float, "PoolSpec.put_admission (share of puts admitted under "
+                                         "put_policy fraction)"),
+    "pool_put_queue_limit": DimInfo(int, "PoolSpec.put_queue_limit (puts queued at a pool server "
+                                         "beyond which put_policy throttle drops new ones)"),
 }
+
+
+def _routing_param_dims() -> dict[str, tuple[str, Any]]:
+    """``<router>_<param>`` -> (router, registry Param) for every numeric parameter of a routing
+    entry (not its seed, nor epsilon: the ``epsilon`` dimension)."""
+    out = {}
+    for router, entry in ROUTING.items():
+        for prm in entry.params:
+            if prm.kind in (int, float) and prm.name not in ("seed", "epsilon"):
+                out[f"{router}_{prm.name}"] = (router, prm)
+    return out
+
+
+#: routing-parameter dimensions: name -> (router, registry Param); a value goes to
+#: ``Cluster.routing_params`` when that router is the routing (its ``when`` must say so)
+ROUTING_PARAM_DIMS = _routing_param_dims()
+for _name, (_router, _prm) in ROUTING_PARAM_DIMS.items():
+    DIMENSIONS[_name] = DimInfo(_prm.kind, f"Cluster.routing_params[{_prm.name!r}] of routing "
+                                           f"{_router!r}: {_prm.description} ({_prm.unit}); "
+                                           f"sampled only when routing = {_router!r}")
 
 # Allowed values (inclusive) of the numeric dimensions. Lower bounds are physical (a count is
 # >= 1, a capacity or latency >= 0, a share in [0, 1]); upper bounds lie far beyond any real
@@ -135,7 +177,13 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "ssd_TB_per_node": (0.0, 1e4), "block_tokens": (1, 1 << 20), "pool_servers": (1, 1024),
     "pool_dram_GB": (0.0, 1e6), "pool_ssd_TB": (0.0, 1e4), "pool_nics": (1, 64),
     "p2p_replication": (1, 64), "p2p_lookup_us": (0.0, 1e6), "epsilon": (0.0, 100.0),
+    "pool_put_admission": (1e-6, 1.0), "pool_put_queue_limit": (1, 1 << 20),
 }
+# routing parameters: the registry's range (an open lower bound moved up by 1e-12; no upper
+# bound: 1e6, far beyond any weight, threshold or time the policies use)
+BOUNDS |= {n: ((p.low or 0.0) + (1e-12 if p.low_open else 0.0) if p.kind is float
+               else int(p.low or 0) + int(p.low_open), 1e6 if p.high is None else p.high)
+           for n, (_, p) in ROUTING_PARAM_DIMS.items()}
 # Categorical dimensions whose values are policy names: allowed values are the registry's
 POLICY_DIMS = {"routing": ROUTING, "sharing": SHARING, "eviction": EVICTION,
                "p2p_placement": P2P_PLACEMENT, "connector": CONNECTOR}
@@ -143,7 +191,12 @@ MAX_STEPS = 1e15   # (high - low) / step beyond this: Optuna's Decimal arithmeti
 
 _TOP_KEYS = {"schema_version", "name", "description", "fixed", "workload", "slo", "budget",
              "objective", "dims"}
-_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "synthetic": dict}
+_WORKLOAD_KEYS = {"trace": str, "request_rate": float, "synthetic": dict, "concurrency": int,
+                  "burst": int, "think_time_s": float, "session_mode": str}
+#: [workload] keys of the closed-loop / burst / session modes (kvmodel.Workload fields): part
+#: of the workload, not of the design, so options of a space rather than dimensions (a search
+#: over them would pick the easiest demand instead of the best cluster for a given one)
+LOAD_MODES = ("concurrency", "burst", "think_time_s", "session_mode")
 _SLO_KEYS = {"ttft_s": float, "ttft_percentile": str, "tpot_s": float, "tpot_percentile": str}
 _BUDGET_KEYS = {"max_cost_per_hour": float}
 _OBJECTIVE_KEYS = {"metrics": list}
@@ -297,6 +350,9 @@ def _value(name: str, v: Any, where: str) -> Any:
     if name in POLICY_DIMS and v not in POLICY_DIMS[name]:
         raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; registered: "
                          f"{', '.join(POLICY_DIMS[name])}")
+    if name == "pool_put_policy" and v not in PUT_POLICIES:
+        raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; allowed: "
+                         f"{', '.join(PUT_POLICIES)}")
     return v
 
 
@@ -376,11 +432,15 @@ def space_from_dict(data: dict, where: str = "<dict>", base_dir: str = ".") -> S
     fixed = {k: _value(k, v, f"{where}: [fixed].{k}") if k in DIMENSIONS else _unknown_fixed(k, where)
              for k, v in _table(data, "fixed", where).items()}
     _check_cross(dims, fixed, where)
+    workload = _workload(_table(data, "workload", where), where)
+    metrics = _metrics(_table(data, "objective", where), where)
+    rated = {"throughput_at_slo", "requests_per_dollar_at_slo"} & set(metrics)
+    if rated and ("concurrency" in workload or "burst" in workload):
+        raise SpaceError(f"{where}: [objective].metrics {sorted(rated)} search the request "
+                         f"rate; a closed-loop or burst [workload] sets no rate")
     return Space(name=str(data.get("name", Path(where).stem)), dims=dims, fixed=fixed,
-                 workload=_workload(_table(data, "workload", where), where),
-                 slo=_slo(_table(data, "slo", where), where),
-                 budget=_budget(_table(data, "budget", where), where),
-                 metrics=_metrics(_table(data, "objective", where), where),
+                 workload=workload, slo=_slo(_table(data, "slo", where), where),
+                 budget=_budget(_table(data, "budget", where), where), metrics=metrics,
                  description=str(data.get("description", "")), base_dir=base_dir)
 
 
@@ -411,6 +471,25 @@ def _check_cross(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
     for k in ("model", "gpu"):
         if k not in fixed and k not in names:
             raise SpaceError(f"{where}: dimension {k!r} must be fixed or searched")
+    _check_routing_params(dims, fixed, where)
+
+
+def _check_routing_params(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
+    """A routing-parameter dimension is sampled only when its router is the routing: routing
+    fixed to it, or ``when = { routing = "<router>" }``; a fixed one needs its router fixed."""
+    for d in dims:
+        if d.name not in ROUTING_PARAM_DIMS:
+            continue
+        router = ROUTING_PARAM_DIMS[d.name][0]
+        cond = dict(d.when).get("routing")
+        if fixed.get("routing") != router and cond != (router,):
+            raise SpaceError(f"{where}: [dims.{d.name}]: a parameter of routing {router!r}: "
+                             f"fix routing = {router!r} or add when = {{ routing = "
+                             f"\"{router}\" }}")
+    for k in fixed:
+        if k in ROUTING_PARAM_DIMS and fixed.get("routing") != ROUTING_PARAM_DIMS[k][0]:
+            raise SpaceError(f"{where}: [fixed].{k}: a parameter of routing "
+                             f"{ROUTING_PARAM_DIMS[k][0]!r}; fix routing to it as well")
 
 
 def _workload(t: dict, where: str) -> dict:
@@ -422,7 +501,26 @@ def _workload(t: dict, where: str) -> dict:
         _number(w["request_rate"], f"{where}: [workload].request_rate (requests/s)", 1e-9, 1e6)
     if "synthetic" in w:
         w["synthetic"] = _synthetic(w["synthetic"], f"{where}: [workload].synthetic")
+    _load_mode(w, where)
     return w
+
+
+def _load_mode(w: dict, where: str) -> None:
+    """Check the closed-loop / burst / session options of ``[workload]`` (:data:`LOAD_MODES`)."""
+    for k in ("concurrency", "burst"):
+        if k in w:
+            _number(w[k], f"{where}: [workload].{k} (count)", 1, 10**7, kind=int)
+    if "concurrency" in w and "burst" in w:
+        raise SpaceError(f"{where}: [workload]: give at most one of concurrency or burst")
+    if ("concurrency" in w or "burst" in w) and "request_rate" in w:
+        raise SpaceError(f"{where}: [workload].request_rate: an open-loop rate; not with "
+                         f"{'concurrency' if 'concurrency' in w else 'burst'} (the load then "
+                         f"comes from the clients)")
+    if "think_time_s" in w:
+        _number(w["think_time_s"], f"{where}: [workload].think_time_s (seconds)", 0.0, 1e6)
+    if w.get("session_mode", "open") not in ("open", "closed"):
+        raise SpaceError(f"{where}: [workload].session_mode={w['session_mode']!r}; allowed: "
+                         f"'open', 'closed'")
 
 
 def _synthetic(t: dict, where: str) -> dict:

@@ -226,6 +226,8 @@ class SimResult:
     network: dict = field(default_factory=dict)
     pool_blocks_got: int = 0
     pool_blocks_put: int = 0
+    # central pool puts, blocks: offered, admitted, dropped (put admission), evicted, resident
+    pool_puts: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rejected is None:

@@ -40,9 +40,20 @@ request's arrival (when it is routed, like the local lookup):
   down are accounted exactly. Pool server bandwidth is ``min(nics x NIC achieved bandwidth,
   media bandwidth)`` per direction (media: DRAM or SSD read for gets, write for puts).
 
-Limits: puts never fail or back-pressure, and a block counts as stored from its request's
-arrival (like the local LRU) though its put may still be queued, so an overloaded put
-direction (``network_stats()[...]["util"]`` > 1) still serves gets of blocks not yet arrived;
+* **Put admission** (central pool). By default every put is written. ``put_admission`` < 1
+  admits that share of the requests' puts (a fixed hash of the request id, so runs repeat);
+  ``put_queue_limit`` drops a request's puts when its target pool servers hold on average at
+  least that many puts in service (``pool_rx`` jobs) at its arrival, when the sim stores its
+  blocks: a saturated put path sheds load instead of queueing without bound. A request's puts
+  are admitted or dropped together (its chain stays a prefix); dropped blocks are not inserted
+  (the blocks already present are still refreshed), so their next access misses and offers them
+  again. ``pool_puts`` counts blocks offered, admitted, dropped, evicted and resident at the end
+  (conservation: offered = admitted + dropped, admitted = evicted + resident).
+
+Limits: without a queue limit puts never fail or back-pressure, and a block counts as stored
+from its request's arrival (like the local LRU) though its put may still be queued, so an
+overloaded put direction (``network_stats()[...]["util"]`` > 1) still serves gets of blocks
+not yet arrived;
 routing policies see only the local cache (``RoutingView.cached``), not the shared level.
 The shared level needs ``cache_tier="hbm"`` (a local DRAM/SSD tier together with a shared
 level is not simulated). Accounting: hit blocks per level, bytes per flow (conservation: the
@@ -98,6 +109,9 @@ class SimPool:
       (DIMMs or drives), whose read / write bandwidths add up. One medium per pool.
     client_nic, client_nics: each instance's NIC link key and NIC count (a share of its node's,
       may be fractional). lookup_s: metadata lookup round trip per fetch, seconds.
+    put_admission: share of the requests' puts admitted, in (0, 1] (1: all).
+    put_queue_limit: puts in service at a pool server (count, >= 1) from which a request's
+      puts are dropped (None: never).
     """
     capacity_blocks: int = 0
     servers: int = 1
@@ -110,9 +124,16 @@ class SimPool:
     client_nic: str = "roce-400g"
     client_nics: float = 1.0
     lookup_s: float = 0.0
+    put_admission: float = 1.0
+    put_queue_limit: int | None = None
 
     def __post_init__(self) -> None:
         _nonneg("capacity_blocks", self.capacity_blocks, integer=True)
+        _nonneg("put_admission", self.put_admission, positive=True)
+        if self.put_admission > 1:
+            raise ValueError(f"put_admission={self.put_admission!r}: must be in (0, 1]")
+        if self.put_queue_limit is not None:
+            _nonneg("put_queue_limit", self.put_queue_limit, integer=True, positive=True)
         for name in ("servers", "nics"):
             _nonneg(name, getattr(self, name), integer=True, positive=True)
         _nonneg("media_read_Bps", self.media_read_Bps, positive=True)
@@ -298,13 +319,14 @@ class SharedLevel:
         self.owner_memo: dict[int, tuple] = {}
         self.got: set = set()                            # distinct blocks fetched (pool)
         self.stored: set = set()                         # distinct blocks ever put (pool)
+        self.put_blocks = dict.fromkeys(("offered", "admitted", "dropped", "evicted"), 0)
 
     # ---- lookup at arrival -------------------------------------------------------------------
     def lookup(self, t: float, i: int, rid: int, chain: list, h_local: int, cap_tok: int) -> int:
         """Shared hit (blocks) of ``rid`` routed to instance ``i`` after a local hit of
         ``h_local`` blocks; refreshes the shared level and records the fetch and the puts."""
         if self.pool:
-            src, missing = self._pool_lookup(chain, h_local)
+            src, missing = self._pool_lookup(t, rid, chain, h_local)
         else:
             src, missing = self._p2p_lookup(t, i, chain, h_local)
         h = len(src)
@@ -324,7 +346,7 @@ class SharedLevel:
         self._plan_puts(i, rid, missing)
         return h
 
-    def _pool_lookup(self, chain: list, h_local: int) -> tuple[list, dict]:
+    def _pool_lookup(self, t: float, rid: int, chain: list, h_local: int) -> tuple[list, dict]:
         lru, S = self.lru, self.spec.servers
         src = []
         for b in chain[h_local:]:
@@ -334,15 +356,39 @@ class SharedLevel:
             self.got.add(b)
         self.levels["pool"] += len(src)
         missing: dict[str, int] = {}
-        if self.cap:
-            for b in chain:
-                if not lru.contains(b):
-                    key = f"pool_rx[{_mix(b) % S}]"
-                    missing[key] = missing.get(key, 0) + 1
-                    self.stored.add(b)
+        new = list(dict.fromkeys(b for b in chain if not lru.contains(b))) if self.cap else []
+        for b in new:
+            key = f"pool_rx[{_mix(b) % S}]"
+            missing[key] = missing.get(key, 0) + 1
+        admit = self._admit(t, rid, missing)
+        pb = self.put_blocks
+        if not admit:
+            pb["dropped"] += len(new)
+            pb["offered"] += len(new)
+            missing = {}
         for b in reversed(chain):
-            lru.touch(b)
+            if lru.contains(b):
+                lru.touch(b)
+            elif admit and self.cap:   # an insertion: evicts the LRU block when full
+                pb["evicted"] += len(lru.od) >= self.cap
+                pb["admitted"] += 1
+                pb["offered"] += 1
+                self.stored.add(b)
+                lru.touch(b)
         return src, missing
+
+    def _admit(self, t: float, rid: int, missing: dict) -> bool:
+        """Whether ``rid``'s puts are admitted (module doc): its share of ``put_admission``
+        (a fixed hash of ``rid``), then the put queues of its target pool servers."""
+        if not missing:
+            return True
+        spec = self.spec
+        if spec.put_admission < 1 and _mix(rid + 0x5DEECE66D) / 2.0 ** 47 >= spec.put_admission:
+            return False
+        if spec.put_queue_limit is None:
+            return True
+        jobs = sum(self._jobs(t, k) for k in missing) / len(missing)
+        return jobs < spec.put_queue_limit
 
     def _owners(self, b: int, root: int) -> tuple[int, ...]:
         """Owners of block ``b`` (first block of its chain ``root``), memoised per block."""
@@ -432,5 +478,7 @@ class SharedLevel:
             net[name] = dict(Bps=self.Bps[name], busy_s=s.busy, area_s=s.area,
                              sojourn_s=s.sojourn, jobs=s.served, get_B=self.get_B[name],
                              put_B=self.put_B[name])
+        puts = dict(self.put_blocks, resident=len(self.lru.od)) if self.pool else {}
         return dict(level_hit_blocks=dict(self.levels), network=net,
-                    pool_blocks_got=len(self.got), pool_blocks_put=len(self.stored))
+                    pool_blocks_got=len(self.got), pool_blocks_put=len(self.stored),
+                    pool_puts=puts)

@@ -259,3 +259,128 @@ def test_directory_pays_a_lookup_hashes_do_not(workload):
         b = evaluate(_p2p(placement=pl, lookup_latency_s=0.0), workload)
         assert a.hit_ratio["peer"] > 0
         assert a.ttft_s - b.ttft_s == pytest.approx(extra, abs=1e-12)
+
+
+# ---- pool put admission (PoolSpec.put_policy) ------------------------------------------------
+def _chains(chains: list[list[int]]) -> kvmodel.Trace:
+    """A trace of the given block chains, one request per second, 64-token blocks."""
+    n = len(chains)
+    offs = np.r_[0, np.cumsum([len(ch) for ch in chains])].astype(np.int64)
+    return kvmodel.Trace(np.arange(n, dtype=float), np.array([64 * len(ch) + 1 for ch in chains]),
+                         np.full(n, 8), offs, np.concatenate(chains).astype(np.int64),
+                         block_tokens=64)
+
+
+def test_put_loss_by_run_position_by_hand():
+    # block 7 accessed 3 times: its hits are run positions 1 and 2, lost w.p. (1-a) and (1-a)^2
+    prof = Workload(_chains([[7], [7], [7]])).profile
+    h_top = 2 / 3                                         # 2 hits of 3 accesses
+    for a in (0.5, 0.25, 0.9):
+        want = ((1 - a) + (1 - a) ** 2) / 2
+        assert _sharing.put_loss(prof, h_top, a) == pytest.approx(want, rel=1e-12)
+    assert _sharing.put_loss(prof, h_top, 0.333) == pytest.approx(
+        (0.667 + 0.667 ** 2) / 2, rel=1e-3)               # between grid points: interpolated
+    assert _sharing.put_loss(prof, h_top, 1.0) == 0.0 and _sharing.put_loss(prof, h_top, 0.0) == 1.0
+    # two blocks each reused once: every hit is a first re-access, lost w.p. 1 - a
+    prof2 = Workload(_chains([[1], [2], [1], [2]])).profile
+    assert _sharing.put_loss(prof2, 0.5, 0.3) == pytest.approx(0.7, rel=1e-12)
+
+
+def test_finite_ps_blocking_matches_the_truncated_geometric_law():
+    for rho in (0.3, 0.99, 1.0, 1.7, 40.0):
+        for k in (1, 4, 16):
+            pi = rho ** np.arange(k + 1, dtype=float)    # M/G/1-PS/K: P(N = j) ~ rho^j, j <= K
+            assert _sharing.ps_block_prob(rho, k) == pytest.approx(pi[-1] / pi.sum(), rel=1e-9)
+    rho = np.linspace(0.0, 5.0, 51)
+    p = _sharing.ps_block_prob(rho, 8)
+    assert np.all(np.diff(p) >= 0) and p[0] == 0.0                # more load, more drops
+    assert np.all(_sharing.ps_block_prob(rho, 16) <= p + 1e-15)   # a longer queue drops less
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    """Two-turn sessions: every request's new KV is the next turn's prefix."""
+    tr = kvmodel.synthetic_trace(1500, seed=5, rate_per_s=30.0, session_fraction=1.0,
+                                 turns_mean=2, think_time_s=2.0, system_prompt_tokens=0,
+                                 user_tokens_mean=512, output_tokens_mean=64, block_tokens=64)
+    return Workload(tr)
+
+
+def _ssd_pool(**kw):
+    """Puts bound by one PM9A3-class drive's writes (3.5 GB/s), gets by 400 GbE out of DRAM."""
+    base = dict(servers=1, nics=1, nic="roce-400g", dram_B=2e12, ssd_B=7.68e12,
+                nvme="nvme-gen4", metadata_rtt_s=0.0)
+    return Cluster("gpt-j-6b", "h100-sxm", instances=8, tp=1, precision="bf16",
+                   sharing="central_pool", hbm_cache_fraction=0.02, dram_B=0.0, ssd_B=0.0,
+                   nic="roce-400g", pool=PoolSpec(**(base | kw)))
+
+
+def test_throttle_turns_an_overloaded_put_path_into_lost_hits(sessions):
+    full = evaluate(_ssd_pool(), sessions)
+    assert not full.stable and "pool_ssd_write" in full.reason        # write-through: unstable
+    thr = evaluate(_ssd_pool(put_policy="throttle", put_queue_limit=8), sessions)
+    d = thr.sharing
+    assert thr.stable and thr.utilisation["pool_ssd_write"] < 1.0
+    a, lost = d["pool_put_admitted"], d["pool_hit_lost"]
+    assert 0 < a < 1 and lost > 0
+    # the admission is the finite PS queue's fixed point at the offered put load
+    cap = kvmodel.get_memory("nvme-gen4").write_bw_Bps                 # one drive
+    rho = d["pool_put_offered_Bps"] / cap
+    assert a == pytest.approx(1 - _sharing.ps_block_prob(rho, 8), abs=1e-6)
+    # conservation: offered = written + dropped; what drops cost is exactly the pool hits lost
+    assert d["pool_put_offered_Bps"] == pytest.approx(d["pool_put_Bps"] + d["pool_put_dropped_Bps"])
+    assert d["pool_put_Bps"] == pytest.approx(a * d["pool_put_offered_Bps"], rel=1e-12)
+    assert thr.hit_ratio["pool"] == pytest.approx(full.hit_ratio["pool"] - lost, rel=1e-12)
+    assert thr.hit_ratio["hbm"] == full.hit_ratio["hbm"]                # local tiers untouched
+    # dropped puts come back: the offered bytes grow by the lost hits plus local hits re-offered
+    per_hit = sessions.rate * sessions.blocks_per_request * 64 * 458752.0   # gpt-j: 448 KiB/token
+    loss = _sharing.put_loss(sessions.profile, sum(full.hit_ratio.values()), a)
+    extra = (d["pool_put_offered_Bps"] - full.sharing["pool_put_Bps"]) / per_hit
+    assert extra == pytest.approx(sum(full.hit_ratio.values()) * loss, rel=1e-9)
+
+
+def test_more_admission_capacity_never_lowers_the_hit(sessions):
+    def pool_hit(**kw):
+        return evaluate(_ssd_pool(**kw), sessions).hit_ratio["pool"]
+    by_k = [pool_hit(put_policy="throttle", put_queue_limit=k) for k in (1, 2, 4, 8, 32, 128)]
+    assert all(b >= a for a, b in zip(by_k, by_k[1:])) and by_k[-1] > by_k[0], by_k
+    by_drives = [pool_hit(put_policy="throttle", ssd_B=7.68e12 * k) for k in (1, 2, 3, 5)]
+    assert all(b >= a for a, b in zip(by_drives, by_drives[1:])), by_drives
+    by_share = [pool_hit(put_policy="fraction", put_admission=x) for x in (0.1, 0.4, 0.7, 1.0)]
+    assert all(b > a for a, b in zip(by_share, by_share[1:])), by_share
+    assert by_share[-1] == pool_hit()                                  # all admitted = "all"
+
+
+def test_throttle_vector_equals_scalar(sessions):
+    ssd = np.array([7.68e12, 1.536e13, 3.072e13])
+    v = evaluate(_ssd_pool(put_policy="throttle", ssd_B=ssd), sessions)
+    for j, s_B in enumerate(ssd):
+        s = evaluate(_ssd_pool(put_policy="throttle", ssd_B=float(s_B)), sessions)
+        assert v.hit_ratio["pool"][j] == pytest.approx(s.hit_ratio["pool"], rel=1e-9)
+        for k in ("pool_put_admitted", "pool_put_Bps", "pool_hit_lost"):
+            assert v.sharing[k][j] == pytest.approx(s.sharing[k], rel=1e-9), k
+        assert v.ttft_s[j] == pytest.approx(s.ttft_s, rel=1e-6)
+
+
+def test_put_policy_fields_are_checked_and_read_from_toml(tmp_path):
+    for kw, field_ in ((dict(put_policy="drop"), "put_policy"), (dict(put_admission=0.0),
+                       "put_admission"), (dict(put_queue_limit=0), "put_queue_limit")):
+        with pytest.raises(ValueError, match=f"pool.{field_}"):
+            _sharing.check_pool(PoolSpec(**kw))
+    f = tmp_path / "c.toml"
+    f.write_text('[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\nsharing = "central_pool"\n'
+                 '[cluster.pool]\nput_policy = "throttle"\nput_queue_limit = 4\n')
+    c, _ = kvmodel.cluster.load_cluster_config(f)
+    assert (c.pool.put_policy, c.pool.put_queue_limit) == ("throttle", 4)
+    assert PoolSpec().put_policy == "all"            # default: write-through, as before
+
+
+def test_throttle_in_a_closed_loop_sizes_admission_at_the_loops_rate(sessions):
+    loop = Workload(sessions.trace, concurrency=200, think_time_s=0.5)
+    assert not evaluate(_ssd_pool(), loop).stable                    # write-through saturates
+    r = evaluate(_ssd_pool(put_policy="throttle"), loop)
+    assert r.stable and r.workload["load_mode"] == "concurrency"
+    assert 0 < r.sharing["pool_put_admitted"] < 1 and r.utilisation["pool_ssd_write"] < 1
+    # the loop's rate with the throttled hits; the admission was sized at the (higher) rate
+    # of the unthrottled hits, so the put path is no fuller than that
+    assert r.served_rate_per_s == pytest.approx(200 / (r.e2e_s + 0.5), rel=1e-9)

@@ -4,6 +4,7 @@ toy cases by hand, conservation of bytes, Little's law per server, monotonicity,
 import numpy as np
 import pytest
 
+import kvmodel
 from kvmodel.catalog.hardware import get_link, get_memory
 from kvmodel.sim import SimP2P, SimPool, poisson_requests, simulate
 from kvmodel.sim._path_server import PathServer
@@ -221,3 +222,73 @@ def test_bad_sharing_arguments_name_the_field():
         SimPool(nic="eth-7g")
     with pytest.raises(ValueError, match="capacity_blocks=-1"):
         SimPool(capacity_blocks=-1)
+
+
+# ---- pool put admission ----------------------------------------------------------------------
+def test_a_full_put_queue_drops_the_put_by_hand():
+    lvl = SharedLevel(SimPool(capacity_blocks=8, media_read_Bps=10 * GB, put_queue_limit=1),
+                      2, block_tokens=1, tok_B=GB)
+    lvl.lookup(0.0, 0, 0, [7], 0, 10)            # empty put queue: admitted, block 7 stored
+    lvl.put(0.0, 0)                              # its 1 GB put: 0.1 s at 10 GB/s
+    lvl.lookup(0.05, 1, 1, [8], 0, 10)           # one put in service = the limit: dropped
+    assert lvl.lru.contains(7) and not lvl.lru.contains(8) and 1 not in lvl.puts
+    assert lvl.put_blocks == dict(offered=2, admitted=1, dropped=1, evicted=0)
+    lvl.lookup(0.2, 1, 2, [8], 0, 10)            # the queue drained: offered again, admitted
+    assert lvl.lru.contains(8) and lvl.puts[2] == [("pool_rx[0]", GB), ("tx[1]", GB)]
+    lvl.lookup(0.3, 0, 3, [7, 9], 0, 10)         # a hit refreshes; only 9 is a put
+    assert lvl.put_blocks["offered"] == 4 and lvl.levels["pool"] == 1
+
+
+def test_put_admission_share_is_a_fixed_hash_of_the_request():
+    def dropped(seed_shift):
+        lvl = SharedLevel(SimPool(capacity_blocks=10**6, put_admission=0.3), 1, 1, GB)
+        for rid in range(2000):
+            lvl.lookup(0.0, 0, rid, [rid + seed_shift], 0, 10)
+        return lvl.put_blocks["dropped"]
+    d = dropped(10**7)
+    assert d == dropped(10**7) and abs(d / 2000 - 0.7) < 0.04       # repeatable, ~1 - 0.3
+    with pytest.raises(ValueError, match="put_admission"):
+        SimPool(put_admission=1.5)
+    with pytest.raises(ValueError, match="put_queue_limit"):
+        SimPool(put_queue_limit=0)
+
+
+def _sessions(n=400, lam=30.0):
+    return kvmodel.synthetic_trace(n, seed=5, rate_per_s=lam, session_fraction=1.0, turns_mean=2,
+                                   think_time_s=2.0, system_prompt_tokens=0,
+                                   user_tokens_mean=512, output_tokens_mean=64, block_tokens=BT)
+
+
+def _put_run(tr, **kw):
+    spec = SimPool(**(dict(capacity_blocks=10**6, nic="roce-400g", client_nic="roce-400g",
+                           media_write_Bps=2 * GB) | kw))
+    return simulate("gpt-j-6b", G, tr, instances=4, prefix_cache_blocks=20, block_tokens=BT,
+                    sharing="central_pool", sharing_spec=spec)
+
+
+def test_puts_are_conserved_offered_admitted_dropped_evicted():
+    r = _put_run(_sessions(), capacity_blocks=200, put_queue_limit=4)
+    p = r.pool_puts
+    assert p["dropped"] > 0 and p["evicted"] > 0
+    assert p["offered"] == p["admitted"] + p["dropped"]
+    assert p["admitted"] == p["evicted"] + p["resident"] and p["resident"] == 200
+    block_B = BT * 458752.0                                   # gpt-j-6b bf16: 448 KiB a token
+    stored = sum(s["put_B"] for k, s in r.network.items() if k.startswith("pool_rx"))
+    assert stored == pytest.approx(p["admitted"] * block_B, rel=1e-12)
+    assert r.pool_blocks_put <= p["admitted"]                 # distinct blocks ever stored
+
+
+def test_more_put_capacity_never_admits_less_nor_lowers_the_hit_at_scale():
+    tr = _sessions(800)
+    runs = [_put_run(tr, put_queue_limit=k) for k in (1, 2, 4, 8, 16)]
+    admitted = [r.pool_puts["admitted"] for r in runs]
+    assert all(b >= a for a, b in zip(admitted, admitted[1:])), admitted
+    unlimited = _put_run(tr)                                  # no limit: every put written
+    assert unlimited.pool_puts["dropped"] == 0
+    assert all(unlimited.hit_ratio > r.hit_ratio for r in runs)
+    # which requests a queue limit drops (and so their reuse) varies from limit to limit: the
+    # hit moves by a few points between neighbouring limits, monotone over x4 bandwidth steps
+    by_bw = [_put_run(tr, put_queue_limit=2, media_write_Bps=x * GB) for x in (0.5, 2.0, 8.0, 32.0)]
+    for f in (lambda r: r.pool_puts["admitted"], lambda r: r.hit_ratio):
+        vals = [f(r) for r in by_bw]
+        assert all(b >= a for a, b in zip(vals, vals[1:])), vals

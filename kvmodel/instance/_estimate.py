@@ -40,6 +40,7 @@ from kvmodel.instance._prefix import (
     load_seconds,
     overlap_layers,
     pipeline_makespan,
+    prefill_choice,
     prefill_with_prefix,
     prefix_bytes_gpu,
 )
@@ -176,9 +177,10 @@ class _Prefix:
         depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
-        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy, layers)
-        self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
-        self.t_load, self.t_comp = load(tok), lat - self.exposed
+        ch = prefill_choice(s, 1.0, I, P, load, policy, layers)
+        tok, lat = ch["tok"], ch["lat"]
+        self.loaded, self.exposed = tok, lat - ch["comp"]
+        self.t_load, self.t_comp = ch["t_load"], lat - self.exposed
         self.depth = depth
         # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)

@@ -22,7 +22,8 @@ from kvmodel.instance._roofline import Setup, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
-           "pipeline_makespan", "overlap_layers", "prefill_with_prefix"]
+           "pipeline_makespan", "overlap_layers", "prefill_with_prefix",
+           "prefill_choice"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -99,6 +100,24 @@ def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: s
     ``layers`` is the load/compute pipeline depth (:func:`overlap_layers`; None: all layers).
     Returns ``(ops, latency_s, loaded_tokens)``; ``ops["kv_load"]`` is the exposed load time.
     """
+    c = _choose(s, B, I, P, load, policy, layers, breakdown=True)
+    ops = dict(c["ops"])
+    ops["kv_load"] = {"flops": 0.0, "bytes": c["tok"] * B * kv_bytes_per_token_gpu(s),
+                      "time_s": c["lat"] - c["comp"]}
+    return ops, c["lat"], c["tok"]
+
+
+def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best",
+                   layers=None) -> dict:
+    """:func:`prefill_with_prefix` without the op breakdown (the same choice, element by
+    element): ``lat`` (latency), ``tok`` (loaded tokens), ``comp`` (compute seconds) and
+    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path)."""
+    return _choose(s, B, I, P, load, policy, layers, breakdown=False)
+
+
+def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> dict:
+    """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
+    only with ``breakdown`` (merging every op's fields costs more than the choice itself)."""
     L = s.model.num_layers if layers is None else layers
     ops_full, _, t_full = _prefill(s, B, I, I)
     ops_new, _, t_new = _prefill(s, B, I, I - P)
@@ -108,21 +127,21 @@ def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: s
     x = xp.where(P > 0, t_full * P / xp.maximum(t_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
     ops_x, _, t_x = _prefill(s, B, I, I - x)
-    mk_split = pipeline_makespan(load(x), t_x, L)
-    cands = {"recompute": (t_full, 0.0, ops_full, t_full), "load": (mk_load, P, ops_new, t_new),
-             "split": (mk_split, x, ops_x, t_x)}
+    t_lx = load(x)
+    mk_split = pipeline_makespan(t_lx, t_x, L)
+    cands = {"recompute": (t_full, 0.0, ops_full, t_full, 0.0), "load": (mk_load, P, ops_new, t_new, t_ld),
+             "split": (mk_split, x, ops_x, t_x, t_lx)}
     if policy != "best":
-        lat, tok, ops, comp = cands[policy]
+        lat, tok, ops, comp, t_load = cands[policy]
     else:
-        lat, tok, ops, comp = cands["recompute"]
+        lat, tok, ops, comp, t_load = cands["recompute"]
         for name in ("load", "split"):
             c = cands[name]
             better = c[0] < lat
-            ops = _merge(better, c[2], ops)
-            lat, tok, comp = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
-                              xp.where(better, c[3], comp))
-    lat, tok = lat + 0.0 * P, tok + 0.0 * P  # keep the prefix's shape under every policy
-    ops = dict(ops)
-    ops["kv_load"] = {"flops": 0.0, "bytes": tok * B * kv_bytes_per_token_gpu(s),
-                      "time_s": lat - comp}
-    return ops, lat, tok
+            if breakdown:
+                ops = _merge(better, c[2], ops)
+            lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
+                                      xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
+    # keep the prefix's shape under every policy
+    lat, tok, t_load = lat + 0.0 * P, tok + 0.0 * P, t_load + 0.0 * P
+    return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load)

@@ -592,10 +592,8 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="
     return load, parts
 
 
-def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
-            connector="ideal", save=1.0) -> _Prefix:
-    """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
-    of each prompt's new KV written through to the prefix's tier(s)."""
+def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
+    """Validated (P, block_tokens, compression, save) of a cached prefix."""
     if policy not in POLICIES:
         raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
     if layout not in LAYOUTS:
@@ -607,11 +605,53 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
     save = _num("kv_save", save, integer=False, minimum=0.0, maximum=1.0)
+    return P, block_tokens, compression, save
+
+
+def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
+            connector="ideal", save=1.0) -> _Prefix:
+    """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
+    of each prompt's new KV written through to the prefix's tier(s)."""
+    P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
+                                                      compression, save)
     load, parts = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
     return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
                    kv_bytes_per_token_gpu(s, compression), save, connector)
+
+
+def _rows_prefix(s: Setup, I, P, tiers: list, rows: list, node, policy, layout, block_tokens,
+                 compression, connector="ideal", save=1.0) -> _Prefix:
+    """One prefix of classes stacked on axis 0 (``P``, ``I``: 1-d, every row a hit) whose
+    rows ``rows[g]`` load from ``tiers[g]``: one prefill choice and one path for all of them.
+    Each tier's loader sees only its rows' tokens (0 elsewhere, which loads nothing), so a
+    row's load, reads and writes are those of its own tier; ``part_group`` / ``row_group``
+    say which tier each path part and each row belongs to."""
+    P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
+                                                      compression, save)
+    masks, loaders, parts, part_group = [], [], [], []
+    row_group = np.zeros(len(P), dtype=int)
+    for g, (tier, ks) in enumerate(zip(tiers, rows)):
+        m = np.zeros(len(P))
+        m[ks] = 1.0
+        row_group[ks] = g
+        ld, pts = _loader(s, tier, node, layout, block_tokens, compression, connector)
+        if pts:  # an HBM tier loads nothing
+            masks.append(m)
+            loaders.append(ld)
+        parts += [(t, f * m) for t, f in pts]
+        part_group += [g] * len(pts)
+
+    def load(tok, requests=1.0):
+        out = 0.0 * tok
+        for ld, m in zip(loaders, masks):
+            out = out + ld(tok * m, requests)
+        return out
+    pre = _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
+                  kv_bytes_per_token_gpu(s, compression), save, connector)
+    pre.part_group, pre.row_group = part_group, row_group.tolist()
+    return pre
 
 
 def _checked_classes(classes, mode, P, tier) -> list:
@@ -626,16 +666,23 @@ def _checked_classes(classes, mode, P, tier) -> list:
 
 
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`);
-    scalar classes of one tier are built as one prefix stacked on a leading axis (one loader,
-    one vectorised prefill solve) and read back row by row."""
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`).
+    Scalar classes are stacked on a leading axis and read back row by row: the misses of a
+    tier as one prefix (nothing to load), every hit of every tier as one more (one prefill
+    choice, one loader per tier, one path: :func:`_rows_prefix`)."""
     parts = _checked_classes(classes, mode, P, tier)
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
     for k, c in enumerate(parts):
         miss = not xp.is_array(c[1]) and c[1] == 0  # misses never share a hit's stack
         groups.setdefault((c[2] if isinstance(c[2], str) else id(c[2]), miss), []).append(k)
+    order = [k for ks in groups.values() for k in ks]  # the groups' order (harmonic sums)
     prefixes, stacks = [None] * len(parts), []
+    scalar = not xp.is_array(*[c[1] for c in parts], *lens)
+    hits = [ks for (_, miss), ks in groups.items() if not miss] if scalar else []
+    if sum(len(ks) for ks in hits) > 1:
+        _stack_hits(s, parts, lens, hits, pkw, prefixes, stacks)
+        groups = {key: ks for key, ks in groups.items() if key[1]}
     for ks in groups.values():
         if len(ks) == 1 or xp.is_array(*[parts[k][1] for k in ks], *[lens[k] for k in ks]):
             for k in ks:  # arrays: per class (a row axis would not align with the others)
@@ -648,8 +695,24 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks = stacks
+    mix.stacks, mix.order = stacks, order
     return mix
+
+
+def _stack_hits(s: Setup, parts, lens, hits: list, pkw, prefixes: list, stacks: list) -> None:
+    """The scalar hit classes of every tier (``hits``: class indices per tier) as one
+    :func:`_rows_prefix`, its rows in ``prefixes``, the stack appended to ``stacks``."""
+    ks = [k for g in hits for k in g]
+    Ps = np.array([float(parts[k][1]) for k in ks])
+    Ls = np.array([float(lens[k]) for k in ks])
+    rows, j = [], 0
+    for g in hits:
+        rows.append(list(range(j, j + len(g))))
+        j += len(g)
+    stacked = _rows_prefix(s, Ls, Ps, [parts[g[0]][2] for g in hits], rows, *pkw)
+    for j, k in enumerate(ks):
+        prefixes[k] = PrefixRow(stacked, j)
+    stacks.append((stacked, ks, Ls))
 
 
 def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
@@ -673,11 +736,14 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
     the engine's time at saturation, so the request rates combine harmonically."""
     res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
-    inv = 0.0
+    tok_of = {}
     for r, (_, ks, _) in zip(res, mix.stacks):
         tok = xp.maximum(r["tok"], 1e-300)
         for j, k in enumerate(ks):
-            inv = inv + mix.probs[k] / (tok[j] if len(ks) > 1 else tok)
+            tok_of[k] = tok[j] if len(ks) > 1 else tok
+    inv = 0.0
+    for k in mix.order:  # summed in the classes' group order
+        inv = inv + mix.probs[k] / tok_of[k]
     return dict(res[0], tok=1.0 / inv)
 
 

@@ -132,6 +132,15 @@ def _row(x, j: int):
     return float(v) if np.ndim(v) == 0 else v
 
 
+def _own_parts(stacked, j: int) -> list[bool]:
+    """Which of a stacked prefix's path parts row j loads from (all, unless the stack's rows
+    come from several tiers: ``part_group`` / ``row_group``)."""
+    groups = getattr(stacked, "part_group", None)
+    if groups is None:
+        return [True] * len(stacked.reads)
+    return [g == stacked.row_group[j] for g in groups]
+
+
 class PrefixRow:
     """Class j of a prefix built once for several classes stacked on a leading axis (same
     tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
@@ -143,8 +152,9 @@ class PrefixRow:
         self.loaded, self.exposed = _row(stacked.loaded, j), _row(stacked.exposed, j)
         if not self.none:
             self.eff = stacked.eff
-            self.reads = [(t, _row(b, j)) for t, b in stacked.reads]
-            self.writes = [(t, _row(b, j)) for t, b in stacked.writes]
+            own = _own_parts(stacked, j)  # rows of several tiers: this row's tier only
+            self.reads = [(t, _row(b, j)) for i, (t, b) in enumerate(stacked.reads) if own[i]]
+            self.writes = [(t, _row(b, j)) for i, (t, b) in enumerate(stacked.writes) if own[i]]
 
     def exposed_with(self, delay):
         """Exposed load when each load spends ``delay`` more seconds on the path (as

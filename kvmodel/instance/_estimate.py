@@ -194,6 +194,10 @@ class _Prefix:
     def new_tokens(self, I):
         return I - self.loaded
 
+    def times(self) -> tuple:
+        """(load seconds, compute seconds, overlap depth) of the chosen prefix use."""
+        return self.t_load, self.t_comp, self.depth
+
     def exposed_with(self, delay):
         """Exposed load time when each load spends ``delay`` more seconds on the path."""
         mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.depth) - self.t_comp
@@ -623,15 +627,15 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
 
 def _rows_prefix(s: Setup, I, P, tiers: list, rows: list, node, policy, layout, block_tokens,
                  compression, connector="ideal", save=1.0) -> _Prefix:
-    """One prefix of classes stacked on axis 0 (``P``, ``I``: 1-d, every row a hit) whose
-    rows ``rows[g]`` load from ``tiers[g]``: one prefill choice and one path for all of them.
+    """One prefix of classes stacked on axis 0 (``P``, ``I``: 1-d) whose rows ``rows[g]``
+    load from ``tiers[g]`` (rows in none: misses, P = 0): one prefill choice and one path for all of them.
     Each tier's loader sees only its rows' tokens (0 elsewhere, which loads nothing), so a
     row's load, reads and writes are those of its own tier; ``part_group`` / ``row_group``
     say which tier each path part and each row belongs to."""
     P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
                                                       compression, save)
     masks, loaders, parts, part_group = [], [], [], []
-    row_group = np.zeros(len(P), dtype=int)
+    row_group = np.full(len(P), -1)  # rows of no tier (misses) load nothing
     for g, (tier, ks) in enumerate(zip(tiers, rows)):
         m = np.zeros(len(P))
         m[ks] = 1.0
@@ -679,10 +683,9 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     order = [k for ks in groups.values() for k in ks]  # the groups' order (harmonic sums)
     prefixes, stacks = [None] * len(parts), []
     scalar = not xp.is_array(*[c[1] for c in parts], *lens)
-    hits = [ks for (_, miss), ks in groups.items() if not miss] if scalar else []
-    if sum(len(ks) for ks in hits) > 1:
-        _stack_hits(s, parts, lens, hits, pkw, prefixes, stacks)
-        groups = {key: ks for key, ks in groups.items() if key[1]}
+    if scalar and len(parts) > 1 and any(not miss for _, miss in groups):
+        _stack_all(s, parts, lens, groups, pkw, prefixes, stacks)
+        groups = {}
     for ks in groups.values():
         if len(ks) == 1 or xp.is_array(*[parts[k][1] for k in ks], *[lens[k] for k in ks]):
             for k in ks:  # arrays: per class (a row axis would not align with the others)
@@ -699,17 +702,19 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     return mix
 
 
-def _stack_hits(s: Setup, parts, lens, hits: list, pkw, prefixes: list, stacks: list) -> None:
-    """The scalar hit classes of every tier (``hits``: class indices per tier) as one
-    :func:`_rows_prefix`, its rows in ``prefixes``, the stack appended to ``stacks``."""
-    ks = [k for g in hits for k in g]
-    Ps = np.array([float(parts[k][1]) for k in ks])
+def _stack_all(s: Setup, parts, lens, groups: dict, pkw, prefixes: list, stacks: list) -> None:
+    """Scalar classes (``groups``: class indices per (tier, miss)) as one
+    :func:`_rows_prefix`: the hits load from their tier, the misses (0 tokens) from none;
+    its rows go to ``prefixes``, the stack to ``stacks``."""
+    ks = [k for g in groups.values() for k in g]
+    row = {k: j for j, k in enumerate(ks)}
+    hits = [(parts[g[0]][2], [row[k] for k in g]) for (_, miss), g in groups.items() if not miss]
+    for (_, miss), g in groups.items():
+        if miss:  # a miss loads nothing, but its tier must still be a valid one
+            _loader(s, parts[g[0]][2], pkw[0], *pkw[2:6])
     Ls = np.array([float(lens[k]) for k in ks])
-    rows, j = [], 0
-    for g in hits:
-        rows.append(list(range(j, j + len(g))))
-        j += len(g)
-    stacked = _rows_prefix(s, Ls, Ps, [parts[g[0]][2] for g in hits], rows, *pkw)
+    stacked = _rows_prefix(s, Ls, np.array([float(parts[k][1]) for k in ks]),
+                           [t for t, _ in hits], [r for _, r in hits], *pkw)
     for j, k in enumerate(ks):
         prefixes[k] = PrefixRow(stacked, j)
     stacks.append((stacked, ks, Ls))

@@ -7,7 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +19,7 @@ from kvmodel.catalog.hardware import (
     FrameworkSpec,
     GPUSpec,
     catalog_arg,
+    current,
     get_connector,
     get_framework,
     get_gpu,
@@ -669,11 +670,58 @@ def _checked_classes(classes, mode, P, tier) -> list:
     return check_classes(classes)
 
 
+_MIX_MEMO = 256  # prefix mixtures memoised per catalog (the configurations of a search)
+_SETUP_FIELDS = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
+
+
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`).
-    Scalar classes are stacked on a leading axis and read back row by row: the misses of a
-    tier as one prefix (nothing to load), every hit of every tier as one more (one prefill
-    choice, one loader per tier, one path: :func:`_rows_prefix`)."""
+    Scalar classes are stacked on a leading axis and read back row by row, misses and hits of
+    every tier as one prefix (one prefill choice, one loader per tier, one path:
+    :func:`_rows_prefix`). Nothing here depends on the request rate: with scalar inputs the
+    mixture is memoised in the active catalog (:func:`_mix_key`), so a sweep or bisection of
+    the rate, or a search revisiting a configuration, builds it once."""
+    key, refs = _mix_key(s, I, classes, mode, P, tier, pkw)
+    if key is None:
+        return _build_mix(s, I, classes, mode, P, tier, pkw)
+    held, mix = current().cached("prefix_mix", key, lambda: (refs, _build_mix(
+        s, I, classes, mode, P, tier, pkw)), maxsize=_MIX_MEMO)
+    if len(held) != len(refs) or any(a is not b for a, b in zip(held, refs)):
+        return _build_mix(s, I, classes, mode, P, tier, pkw)  # an id of a former object
+    return mix
+
+
+class _Uncached(Exception):
+    """An input the prefix-mixture memo does not key (an array, a tier mix)."""
+
+
+def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
+    """(key, objects) of a prefix mixture's inputs: numbers and strings by value, objects
+    (specs, tiers, connector) by identity, with the objects themselves kept beside the memo
+    entry so that a recycled id is recognised; (None, None) for arrays or tier mixes."""
+    refs: list = []
+
+    def atom(v):
+        if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+            return v
+        if isinstance(v, (np.ndarray, list, tuple, dict)):
+            raise _Uncached
+        refs.append(v)
+        return ("id", id(v))
+    try:
+        if mode != "rate" or not isinstance(classes, (list, tuple)):
+            raise _Uncached
+        cls = tuple(tuple(atom(v) for v in c) if isinstance(c, (list, tuple)) else atom(c)
+                    for c in classes)
+        key = (tuple(atom(getattr(s, f)) for f in _SETUP_FIELDS), atom(I), cls, atom(P),
+               atom(tier), tuple(atom(v) for v in pkw))
+    except _Uncached:
+        return None, None
+    return key, tuple(refs)
+
+
+def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """:func:`_prefix_mix` without the memo."""
     parts = _checked_classes(classes, mode, P, tier)
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
@@ -739,7 +787,19 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
-    the engine's time at saturation, so the request rates combine harmonically."""
+    the engine's time at saturation, so the request rates combine harmonically. Kept on the
+    mixture for scalar arguments (a memoised mixture is reused at every request rate)."""
+    key = (I, O, dp, fits, mnt, req_s)
+    if xp.is_array(*key):
+        return _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
+    memo = mix.__dict__.setdefault("_saturation", {})
+    if key not in memo:
+        memo[key] = _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
+    return dict(memo[key])
+
+
+def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
+    """:func:`_throughput_max_mix` without the memo."""
     res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
     tok_of = {}
     for r, (_, ks, _) in zip(res, mix.stacks):

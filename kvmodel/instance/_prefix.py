@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import ConnectorSpec, get_connector
 from kvmodel.instance._roofline import Setup, step_ops
@@ -86,6 +88,12 @@ def _prefill(s: Setup, B, I, new):
     return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
+def _rows(I, P) -> bool:
+    """Whether I and P are 1-d arrays of one length (classes stacked on axis 0)."""
+    return (isinstance(I, np.ndarray) and isinstance(P, np.ndarray) and I.ndim == 1
+            and I.shape == P.shape)
+
+
 def _merge(cond, a: dict, b: dict) -> dict:
     return {k: {f: xp.where(cond, a[k][f], b[k][f]) for f in ("flops", "bytes", "time_s")}
             | {kk: xp.where(cond, a[k][kk], b[k][kk]) for kk in ("compute_s", "memory_s")
@@ -119,8 +127,13 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> di
     """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
     only with ``breakdown`` (merging every op's fields costs more than the choice itself)."""
     L = s.model.num_layers if layers is None else layers
-    ops_full, _, t_full = _prefill(s, B, I, I)
-    ops_new, _, t_new = _prefill(s, B, I, I - P)
+    if breakdown or not _rows(I, P):
+        ops_full, _, t_full = _prefill(s, B, I, I)
+        ops_new, _, t_new = _prefill(s, B, I, I - P)
+    else:  # stacked classes: the whole prompt and its uncached part in one roofline call
+        ops_full = ops_new = None
+        t_full, t_new = np.split(_prefill(s, B, np.concatenate([I, I]),
+                                          np.concatenate([I, I - P]))[2], 2)
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
     # balance point of a linearised split: load(x) = compute(I - x)

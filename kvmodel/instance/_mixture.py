@@ -132,6 +132,25 @@ def _row(x, j: int):
     return float(v) if np.ndim(v) == 0 else v
 
 
+def _row_of(stacked, x, j: int):
+    """:func:`_row` of a value of ``stacked``; a 1-d float array is split into Python floats
+    once per stack (every class reads its row)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype != np.float64:
+        return _row(x, j)
+    lists = stacked.__dict__.setdefault("_row_lists", {})
+    got = lists.get(id(x))
+    if got is None or got[0] is not x:
+        got = lists[id(x)] = (x, x.tolist())
+    return got[1][j]
+
+
+def _stack_save(stacked) -> dict:
+    """The stacked prefix's save op, built once for all its rows."""
+    if "_save_all" not in stacked.__dict__:
+        stacked._save_all = stacked.save_op()
+    return stacked._save_all
+
+
 def _own_parts(stacked, j: int) -> list[bool]:
     """Which of a stacked prefix's path parts row j loads from (all, unless the stack's rows
     come from several tiers: ``part_group`` / ``row_group``)."""
@@ -149,18 +168,22 @@ class PrefixRow:
         self.stacked, self.j = stacked, j
         self.none = stacked.none
         self.save_sync = stacked.save_sync
-        self.loaded, self.exposed = _row(stacked.loaded, j), _row(stacked.exposed, j)
+        self.loaded = _row_of(stacked, stacked.loaded, j)
+        self.exposed = _row_of(stacked, stacked.exposed, j)
         if not self.none:
             self.eff = stacked.eff
             own = _own_parts(stacked, j)  # rows of several tiers: this row's tier only
-            self.reads = [(t, _row(b, j)) for i, (t, b) in enumerate(stacked.reads) if own[i]]
-            self.writes = [(t, _row(b, j)) for i, (t, b) in enumerate(stacked.writes) if own[i]]
+            self.reads = [(t, _row_of(stacked, b, j)) for i, (t, b) in enumerate(stacked.reads)
+                          if own[i]]
+            self.writes = [(t, _row_of(stacked, b, j)) for i, (t, b)
+                           in enumerate(stacked.writes) if own[i]]
 
     def times(self) -> tuple:
         """(load seconds, compute seconds, overlap depth) of this row."""
         if not hasattr(self, "t_load"):
             st = self.stacked
-            self.t_load, self.t_comp = _row(st.t_load, self.j), _row(st.t_comp, self.j)
+            self.t_load = _row_of(st, st.t_load, self.j)
+            self.t_comp = _row_of(st, st.t_comp, self.j)
         return self.t_load, self.t_comp, self.stacked.depth
 
     def exposed_with(self, delay):
@@ -172,7 +195,8 @@ class PrefixRow:
 
     def save_op(self, util: dict | None = None) -> dict:
         if "_save" not in self.__dict__:
-            self._save = {k: _row(v, self.j) for k, v in self.stacked.save_op().items()}
+            self._save = {k: _row_of(self.stacked, v, self.j)
+                          for k, v in _stack_save(self.stacked).items()}
         return self._save
 
 

@@ -39,6 +39,7 @@ from kvmodel.instance._prefix import (
     POLICIES,
     kv_bytes_per_token_gpu,
     load_seconds,
+    on_distinct,
     overlap_layers,
     pipeline_makespan,
     prefill_choice,
@@ -232,15 +233,33 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
                 tok=dp * B * O / e2e, B=B)
 
 
-def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
-    n = pre.new_tokens(I)  # prompt tokens each request computes
+def _tm_batch(s: Setup, O, bmax, max_tokens, n):
+    """Throughput-max's batch B (the largest that fits, or the token budget's), its prompts
+    in flight P and per pipeline stage b, p; ``n``: prompt tokens each request computes."""
     b_tok = xp.floor(max_tokens * O / (n + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
     P = B * n / O
-    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    b, p = B / s.pp, P / s.pp
+    return B, P, B / s.pp, P / s.pp
+
+
+def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
+    """(ops, period) of throughput-max's step: a stage's busy time plus the framework's."""
+    _, _, b, p = _tm_batch(s, O, bmax, max_tokens, n)
     ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
-    period = stage + ops["framework"]["time_s"]
+    return ops, stage + ops["framework"]["time_s"]
+
+
+def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
+                    breakdown: bool = True):
+    """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
+    ops are left out, and a large array of prefixes is computed on its distinct lengths)."""
+    n = pre.new_tokens(I)  # prompt tokens each request computes
+    B, P, b, p = _tm_batch(s, O, bmax, max_tokens, n)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
+    if breakdown or xp.is_array(I, O, bmax, max_tokens, c):
+        ops, period = _tm_step(s, I, O, bmax, max_tokens, n, c)
+    else:
+        ops, period = {}, on_distinct(lambda v: _tm_step(s, I, O, bmax, max_tokens, v, c)[1], n)
     extra = {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(b / O * pre.loaded, b / O)  # b/O requests start their loads per step
@@ -800,7 +819,8 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """:func:`_throughput_max_mix` without the memo."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
+           for p, _, L in mix.stacks]
     tok_of = {}
     for r, (_, ks, _) in zip(res, mix.stacks):
         tok = xp.maximum(r["tok"], 1e-300)

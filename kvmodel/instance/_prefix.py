@@ -25,7 +25,7 @@ from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
            "pipeline_makespan", "overlap_layers", "prefill_with_prefix",
-           "prefill_choice"]
+           "prefill_choice", "on_distinct"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -88,6 +88,28 @@ def _prefill(s: Setup, B, I, new):
     return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
+_DISTINCT_MIN = 4096  # array size from which a prefill is computed on its distinct values
+
+
+def on_distinct(f: Callable[[Any], Any], x):
+    """``f(x)`` for an element-wise ``f``; a large array ``x`` of token counts (a vectorised
+    evaluation: whole tokens, a few thousand distinct values at most) is computed on its
+    distinct values and spread back, element by element the same numbers."""
+    if isinstance(x, np.ndarray) and x.size >= _DISTINCT_MIN:
+        u, inv = np.unique(x, return_inverse=True)
+        y = f(u)
+        if np.shape(y) == u.shape:  # (not where f's other arguments hold arrays)
+            return y[inv.ravel()].reshape(x.shape)
+    return f(x)
+
+
+def _prefill_s(s: Setup, B, I, new):
+    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I)."""
+    if xp.is_array(B, I):
+        return _prefill(s, B, I, new)[2]
+    return on_distinct(lambda v: _prefill(s, B, I, v)[2], new)
+
+
 def _rows(I, P) -> bool:
     """Whether I and P are 1-d arrays of one length (classes stacked on axis 0)."""
     return (isinstance(I, np.ndarray) and isinstance(P, np.ndarray) and I.ndim == 1
@@ -127,9 +149,12 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> di
     """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
     only with ``breakdown`` (merging every op's fields costs more than the choice itself)."""
     L = s.model.num_layers if layers is None else layers
-    if breakdown or not _rows(I, P):
+    if breakdown:
         ops_full, _, t_full = _prefill(s, B, I, I)
         ops_new, _, t_new = _prefill(s, B, I, I - P)
+    elif not _rows(I, P):
+        ops_full = ops_new = None
+        t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
     else:  # stacked classes: the whole prompt and its uncached part in one roofline call
         ops_full = ops_new = None
         t_full, t_new = np.split(_prefill(s, B, np.concatenate([I, I]),
@@ -139,7 +164,10 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> di
     # balance point of a linearised split: load(x) = compute(I - x)
     x = xp.where(P > 0, t_full * P / xp.maximum(t_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
-    ops_x, _, t_x = _prefill(s, B, I, I - x)
+    if breakdown:
+        ops_x, _, t_x = _prefill(s, B, I, I - x)
+    else:
+        ops_x, t_x = None, _prefill_s(s, B, I, I - x)
     t_lx = load(x)
     mk_split = pipeline_makespan(t_lx, t_x, L)
     cands = {"recompute": (t_full, 0.0, ops_full, t_full, 0.0), "load": (mk_load, P, ops_new, t_new, t_ld),

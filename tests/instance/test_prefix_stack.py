@@ -60,3 +60,22 @@ def test_memo_gives_the_fresh_result_and_follows_the_calibration():
     current()._memo.pop("prefix_mix", None)
     assert cal.ttft_s == _est(request_rate=0.5, prefix_classes=cls, calibration=slow).ttft_s
     assert cal.ttft_s > other_rate.ttft_s  # half the HBM bandwidth: not the memoised mixture
+
+
+def test_large_grids_computed_on_distinct_prefixes_equal_the_direct_computation(monkeypatch):
+    import kvmodel.instance._prefix as prefix
+    from kvmodel.cluster import Cluster, Workload, evaluate
+    rng = np.random.default_rng(3)
+    n = 2 * prefix._DISTINCT_MIN
+    c = Cluster("llama-3.1-8b", G, instances=4, tp=1, sharing="central_pool",
+                dram_B=10 ** rng.uniform(9, 12, n), ssd_B=10 ** rng.uniform(10, 13, n),
+                hbm_cache_fraction=rng.uniform(0, 0.9, n))
+    w = Workload(kvmodel.load_trace("mooncake-conversation"), request_rate=4.0)
+    fast = evaluate(c, w)
+    monkeypatch.setattr(prefix, "_DISTINCT_MIN", 10 ** 12)  # every element computed directly
+    direct = evaluate(c, w)
+    assert np.isfinite(fast.ttft_p99_s).mean() > 0.5
+    for f in ("ttft_s", "ttft_p99_s", "tpot_s", "goodput_per_s"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(direct, f), err_msg=f)
+    np.testing.assert_array_equal(fast.instances["instance"].saturation_request_rate_per_s,
+                                  direct.instances["instance"].saturation_request_rate_per_s)

@@ -11,6 +11,7 @@ import streamlit as st
 
 import kvmodel
 from kvmodel.catalog.models import BYTES_PER_ELEMENT
+from kvmodel.instance.seam import compute_precision
 
 OP_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "star", "cross", "x", "pentagon",
               "hexagon", "triangle-down"]
@@ -142,11 +143,22 @@ def breakdown_chart(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def roof_precision(gpu: str, precision: str) -> str | None:
+    """The GEMM precision the compute roof is drawn in for weights stored in ``precision``:
+    weight-only formats (int4, mxfp4, nvfp4) in their native fp4 where the GPU has it, else
+    dequantised to bf16 (as the estimate computes them); None without a peak for it."""
+    g = kvmodel.get_gpu(key=gpu)
+    p = compute_precision(g=g, p=precision)
+    return p if p in g.peak_flops else None
+
+
 def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | None:
     g = kvmodel.get_gpu(key=gpu)
-    if precision not in g.peak_flops:
+    cp = roof_precision(gpu, precision)
+    if cp is None:
         return None
-    compute = g.peak_flops[precision] * g.matmul_eff.get(precision, 1.0)
+    compute = g.peak_flops[cp] * g.matmul_eff.get(cp, 1.0)
+    roof = cp if cp == precision else f"{cp} (GEMMs on {precision} weights)"
     bw = g.hbm_bw_Bps * g.hbm_eff
     pts = df.dropna(subset=["intensity_flop_per_B", "attained_flop_s"])
     ridge = compute / bw
@@ -156,7 +168,7 @@ def roofline_chart(df: pd.DataFrame, gpu: str, precision: str) -> go.Figure | No
     fig.add_trace(go.Scatter(x=[lo, ridge], y=[lo * bw, compute], mode="lines", name=(
         f"HBM roof {bw / 1e12:.3g} TB/s (peak × measured eff.)"), line=dict(color="gray")))
     fig.add_trace(go.Scatter(x=[ridge, hi], y=[compute, compute], mode="lines", name=(
-        f"{precision} compute roof {compute / 1e12:.4g} TFLOP/s (peak × measured eff.)"),
+        f"{roof} compute roof {compute / 1e12:.4g} TFLOP/s (peak × measured eff.)"),
         line=dict(color="black")))
     # one legend entry per op (symbol) and phase (colour): text labels of ops with nearby
     # intensities overlapped, a legend entry cannot

@@ -185,7 +185,8 @@ def break_even_section(cfg: dict[str, Any], tiers: dict[str, Any]) -> None:
     c = st.columns(2)
     ideal = ui.checkbox("Mooncake Eq. 2 assumptions (peak FLOP/s, linear recompute)", "ideal",
                         False, where=c[0])
-    top = ui.number("Longest prefix (tokens)", "be_max", int(mpe), 256, ui.MAX_TOKENS, where=c[1])
+    top = ui.number("Longest prefix (tokens)", "be_max", int(min(mpe, ui.MAX_TOKENS)), 256,
+                    ui.MAX_TOKENS, where=c[1])  # Llama 4 Scout: 10,485,760 positions
     P = tuple(np.unique(np.geomspace(128, top, 60).astype(np.int64)).tolist())
     lib = dict(model=cfg["model"], gpu=cfg["gpu"], num_gpus=cfg["num_gpus"],
                precision=cfg["precision"], kv_precision=cfg["kv_precision"], ideal=ideal)

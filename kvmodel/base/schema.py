@@ -104,9 +104,12 @@ def _i(required: bool = True, positive: bool = True) -> Field:
 CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "sglang-hicache",
                       "dynamo-kvbm")
 
+# shared file systems and object stores reached over the network (tiers "file" and "object")
+STORAGE_FAMILIES = ("file", "object")
+
 SCHEMAS: dict[str, dict[str, Field]] = {
     "gpu": {
-        "name": _s(), "vendor": _s(choices=("nvidia", "amd")), "architecture": _s(),
+        "name": _s(), "vendor": _s(choices=("nvidia", "amd", "huawei")), "architecture": _s(),
         "hbm_capacity": _q("bytes"), "hbm_bandwidth": _q("bandwidth"),
         "peak_flops": Field("precisions", "compute"),
         "achieved_matmul_flops": Field("precisions", "compute", required=False),
@@ -118,8 +121,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "tdp": _q("power"), "form_factor": _s(required=False), "note": _s(required=False),
     },
     "link": {
-        "name": _s(), "family": _s(choices=("pcie", "nvlink", "nvlink-c2c", "infinity-fabric", "cxl",
-                                            "infiniband", "roce", "ethernet", "tcp")),
+        "name": _s(), "family": _s(choices=("pcie", "nvlink", "nvlink-c2c", "infinity-fabric", "hccs",
+                                            "cxl", "infiniband", "roce", "ethernet", "tcp")),
         "bandwidth": _q("bandwidth"), "latency": _q("time"),
         "duplex": _s(choices=("full", "half")),
         "achieved_bandwidth": _q("bandwidth", required=False),
@@ -132,13 +135,17 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "tcp_link": _s(required=False, ref="link"), "note": _s(required=False),
     },
     "memory": {
-        "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme")),
+        "name": _s(), "family": _s(choices=("ddr4", "ddr5", "lpddr5x", "cxl", "nvme") + STORAGE_FAMILIES),
         "capacity": _q("bytes"), "read_bandwidth": _q("bandwidth"), "write_bandwidth": _q("bandwidth"),
         "latency": _q("time"), "channels_per_socket": _q("count", required=False),
         "read_bandwidth_per_socket": _q("bandwidth", required=False),
         "gds_read_bandwidth": _q("bandwidth", required=False),
         "gds_write_bandwidth": _q("bandwidth", required=False),
         "queue_depth": _q("count", required=False),
+        # file / object tiers (STORAGE_FAMILIES): per-request open / lookup / first-byte cost and
+        # the network the client reaches the service over (both required there)
+        "metadata_latency": _q("time", required=False, positive=False),
+        "client_link": _s(required=False, ref="link"),
         "price_per_gb": _q("money_per_byte"), "note": _s(required=False),
     },
     "node": {

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from kvmodel.base.schema import (
     SCHEMAS,
+    STORAGE_FAMILIES,
     Curve,
     HardwareDBError,
     Quantity,
@@ -200,6 +201,11 @@ def _link(key: str, e: dict[str, Any]) -> LinkSpec:
 
 
 def _memory(key: str, e: dict[str, Any]) -> MemorySpec:
+    if e["family"] in STORAGE_FAMILIES:  # a shared file system / object store: how to reach it
+        for name in ("metadata_latency", "client_link"):
+            if name not in e:
+                raise HardwareDBError(f"[memory.{key}].{name}: required for family "
+                                      f"{e['family']!r} (one of {STORAGE_FAMILIES})")
     if "read_bandwidth_per_socket" in e:
         socket = e["read_bandwidth_per_socket"].si
     elif "channels_per_socket" in e:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token", "LAYER_KINDS", "WEIGHT_ONLY", "KV_PRECISIONS",
-           "default_kv_precision"]
+           "default_kv_precision", "SNAPSHOT_MODES"]
 
 #: storage bytes per element of each precision (definitions, not measurements); the weight-only
 #: formats count their block scales (:data:`WEIGHT_ONLY`)
@@ -83,6 +83,10 @@ ATTENTION_KINDS = ("full", "sliding", "chunked")
 #: measurement): the indexer key is stored in fp8 (1 B per element) with one fp32 scale (4 B)
 #: per block of 128 elements, whatever the KV precision (vLLM's and SGLang's DeepSeek-V3.2
 #: indexer caches: index_head_dim 128 -> 128 + 4 = 132 B per token per layer)
+#: how a prefix cache keeps recurrent-state snapshots (:meth:`ModelSpec.prefix_cache_bytes`):
+#: ``block`` one per block boundary, ``node`` one per cached prefix (radix node)
+SNAPSHOT_MODES = ("block", "node")
+
 INDEXER_KEY_B = 1.0
 INDEXER_SCALE_B = 4.0
 INDEXER_SCALE_BLOCK = 128
@@ -294,12 +298,17 @@ class ModelSpec:
         ((kernel - 1) x (2 key heads x key dim + value heads x value dim)); heads split over
         TP. Gated DeltaNet as written; Mamba-2 maps heads -> value heads, head_dim -> value
         dim, d_state -> key dim, n_groups -> key heads."""
+        ssm, conv = self._linear_state_parts(tp)
+        return ssm + conv
+
+    def _linear_state_parts(self, tp: Any = 1) -> tuple[Any, Any]:
+        """(recurrent state, causal-conv window) elements per linear layer on one rank."""
         t = np.asarray(tp, dtype=float)
         kh = np.ceil(self.linear_num_key_heads / t)
         vh = np.ceil(self.linear_num_value_heads / t)
         dk, dv = self.linear_key_head_dim, self.linear_value_head_dim
         conv = (self.linear_conv_kernel_dim - 1) * (2.0 * kh * dk + vh * dv)
-        return vh * dk * dv + conv
+        return vh * dk * dv, conv
 
     def kv_token_bytes_rank(self, kv_B: float, tp: Any = 1) -> Any:
         """Per-token KV bytes on one rank over all attention layers (indexer included);
@@ -307,10 +316,9 @@ class ModelSpec:
         per_layer = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
         return _out(self.num_attention_layers * per_layer)
 
-    def kv_bytes_rank(self, context_len: Any, kv_B: float, tp: Any = 1,
-                      state_B: float = 2.0) -> Any:
-        """KV bytes one sequence of ``context_len`` tokens holds on one of ``tp`` ranks
-        (bytes per element: ``kv_B`` for KV, ``state_B`` for recurrent state)."""
+    def _attention_bytes_rank(self, context_len: Any, kv_B: float, tp: Any = 1) -> Any:
+        """Attention-layer KV bytes of ``context_len`` tokens on one rank: full layers every
+        token, sliding ``min(L, window)``, chunked ``min(L, chunk)`` (no recurrent state)."""
         L = np.asarray(context_len, dtype=float)
         c = self.layer_counts
         tokens = c["full"] * L
@@ -319,7 +327,14 @@ class ModelSpec:
         if c["chunked"]:
             tokens = tokens + c["chunked"] * np.minimum(L, self.attention_chunk_size)
         per_layer = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
-        out = tokens * per_layer
+        return tokens * per_layer
+
+    def kv_bytes_rank(self, context_len: Any, kv_B: float, tp: Any = 1,
+                      state_B: float = 2.0) -> Any:
+        """KV bytes one sequence of ``context_len`` tokens holds on one of ``tp`` ranks
+        (bytes per element: ``kv_B`` for KV, ``state_B`` for recurrent state)."""
+        c = self.layer_counts
+        out = self._attention_bytes_rank(context_len, kv_B, tp)
         if c["linear"]:
             out = out + c["linear"] * self.linear_state_elements_rank(tp) * state_B
         return _out(out)
@@ -340,6 +355,103 @@ class ModelSpec:
         t = _nonneg("tp", tp, minimum=1)
         return _out(t * self.kv_bytes_rank(L, _bytes("kv_precision", kv_precision), t,
                                            _bytes("state_precision", state_precision)))
+
+    # ---- prefix caching: what a cached prefix can be reused for, and what it holds ---------
+    @property
+    def has_recurrent_state(self) -> bool:
+        """Some layer keeps a recurrent state (linear attention / Mamba): a cached prefix is
+        reusable only up to a position where the engine kept a state snapshot."""
+        return self.layer_counts["linear"] > 0
+
+    def _snapshot_bytes_rank(self, tp: Any, state_B: float, conv_B: float) -> Any:
+        """One state snapshot of a sequence (all linear layers) on one rank."""
+        ssm, conv = self._linear_state_parts(tp)
+        return self.layer_counts["linear"] * (ssm * state_B + conv * conv_B)
+
+    def state_block_tokens(self, kv_precision: str = "bf16", state_precision: str = "bf16",
+                           conv_precision: str | None = None, tp: int = 1, align: int = 16) -> int:
+        """Attention block size (tokens) a hybrid engine sets so that one block of an attention
+        layer is at least one linear layer's state (vLLM ``HybridAttentionMambaModelConfig``:
+        ``align * ceil(mamba_page / (align * attention bytes per token per layer))``, ``align``
+        16 = the attention kernels' block multiple); prefix-cache hits and state snapshots sit
+        on this grid. 0 without linear layers. ``conv_precision``: default ``state_precision``
+        (vLLM keeps the conv window in the model dtype, the SSM state in
+        ``mamba_ssm_cache_dtype``)."""
+        if not self.has_recurrent_state:
+            return 0
+        return int(self.snapshot_grid_tokens(
+            _bytes("kv_precision", kv_precision), tp, _bytes("state_precision", state_precision),
+            _bytes("conv_precision", conv_precision or state_precision), align))
+
+    def snapshot_grid_tokens(self, kv_B: float, tp: Any = 1, state_B: float = 2.0,
+                             conv_B: float | None = None, align: int = 16) -> Any:
+        """:meth:`state_block_tokens` from bytes per element (``kv_B`` KV, ``state_B`` SSM
+        state, ``conv_B`` conv window, default ``state_B``); vectorised over ``tp``."""
+        align = float(_nonneg("align", align, minimum=1))
+        ssm, conv = self._linear_state_parts(tp)
+        page = ssm * state_B + conv * (state_B if conv_B is None else conv_B)
+        tok = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
+        return _out(align * np.ceil(page / (align * tok)))
+
+    def reusable_prefix(self, prefix_len: Any, block_tokens: Any) -> Any:
+        """Tokens of a cached ``prefix_len``-token prefix a request can skip: all of them for
+        attention-only models (sliding and chunked layers need only their last window, which a
+        prefix holds); for models with recurrent state, the prefix floored to the last multiple
+        of ``block_tokens`` where a state snapshot exists (vLLM: the mamba block grid,
+        :meth:`state_block_tokens`; SGLang ``MambaRadixCache``: page size 1 without the extra
+        buffer, ``mamba_track_interval`` 256 with it). Vectorised."""
+        L = _nonneg("prefix_len", prefix_len)
+        b = _nonneg("block_tokens", block_tokens, minimum=1)
+        if not self.has_recurrent_state:
+            return _out(L + 0.0 * b)
+        return _out(np.floor(L / b) * b)
+
+    def prefix_cache_bytes(self, prefix_len: Any, block_tokens: Any, kv_precision: str = "bf16",
+                           tp: Any = 1, snapshots: str = "block", state_precision: str = "bf16",
+                           conv_precision: str | None = None) -> Any:
+        """Bytes a prefix cache keeps for the reusable part ``R`` (:meth:`reusable_prefix`) of a
+        ``prefix_len``-token prefix, summed over the ``tp`` ranks: full-attention KV of ``R``
+        tokens, sliding / chunked KV of ``min(R, window / chunk)`` (all a hit needs: vLLM hybrid
+        KV cache manager), and recurrent-state snapshots: ``snapshots="block"`` one per
+        ``block_tokens`` boundary (vLLM ``mamba_cache_mode="all"``: the state at every
+        ``i * block_size``), ``"node"`` one per cached prefix (SGLang ``MambaRadixCache``: one
+        ``mamba_value`` per radix node; vLLM ``"align"``: the last block-aligned state of a
+        step). Vectorised over ``prefix_len``, ``block_tokens`` and ``tp``."""
+        if snapshots not in SNAPSHOT_MODES:
+            raise ValueError(f"snapshots={snapshots!r}; allowed: {list(SNAPSHOT_MODES)}")
+        R = np.asarray(self.reusable_prefix(prefix_len, block_tokens), dtype=float)
+        b = np.asarray(block_tokens, dtype=float)
+        t = _nonneg("tp", tp, minimum=1)
+        out = self._attention_bytes_rank(R, _bytes("kv_precision", kv_precision), t)
+        if self.has_recurrent_state:
+            n = np.floor(R / b) if snapshots == "block" else (R > 0).astype(float)
+            state_B = _bytes("state_precision", state_precision)
+            conv_B = _bytes("conv_precision", conv_precision or state_precision)
+            out = out + n * self._snapshot_bytes_rank(t, state_B, conv_B)
+        return _out(t * out)
+
+    def cache_block_bytes(self, block_tokens: Any, kv_precision: str = "bf16",
+                          prefix_len: Any = None, snapshot_tokens: Any = None,
+                          snapshots: str = "block", state_precision: str = "bf16") -> Any:
+        """Bytes one ``block_tokens``-token block of a cached prefix takes in a prefix cache,
+        the size hit ratios count capacity in: ``block_tokens * kv_bytes_per_token`` when every
+        layer is full attention; otherwise the mean per token of :meth:`prefix_cache_bytes` over a
+        ``prefix_len``-token prefix (default one block) times ``block_tokens``: windows bounded,
+        state snapshots every ``snapshot_tokens`` (default the larger of ``block_tokens`` and
+        :meth:`state_block_tokens`) spread over the blocks between them. No TP replication
+        (as :meth:`kv_bytes_per_token`)."""
+        b = _nonneg("block_tokens", block_tokens, minimum=1)
+        if set(self.layer_kinds) == {"full"}:
+            return _out(block_tokens * self.kv_bytes_per_token(kv_precision))
+        s = b
+        if snapshot_tokens is not None:
+            s = _nonneg("snapshot_tokens", snapshot_tokens, minimum=1)
+        elif self.has_recurrent_state:
+            s = np.maximum(b, self.state_block_tokens(kv_precision, state_precision))
+        L = b if prefix_len is None else _nonneg("prefix_len", prefix_len)
+        R = np.maximum(np.asarray(self.reusable_prefix(L, s)), s)
+        per_tok = self.prefix_cache_bytes(R, s, kv_precision, 1, snapshots, state_precision) / R
+        return _out(b * per_tok)
 
 
 def _bytes(name: str, precision: str) -> float:

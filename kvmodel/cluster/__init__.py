@@ -689,12 +689,16 @@ def _routed_mid_load(c: Cluster, w: Workload, n: int) -> np.ndarray:
 
 def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
     """Busiest instance's share of requests × n, from the routing's assignment (load-aware
-    routers: at the workload's load level; an array for an array rate)."""
+    routers: at the workload's load level; an array for an array rate; random: the expected
+    balls-into-bins maximum over the trace's requests)."""
     routing = ROUTING[c.routing].closed_form
     if n > 1 and routing in LOADED_FORMS:
         if c.eviction == "lru":
             return loaded_imbalance(c, w, n)
         routing = "prefix_affinity_bounded"  # the fallback of _curve
+    if n > 1 and routing == "random":  # balls into bins over the trace's requests
+        from kvmodel.workload._routing_closed import random_imbalance
+        return random_imbalance(w.profile.n_requests, n)
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     key = ("imbalance", routing, n, c.epsilon)
@@ -1025,7 +1029,8 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
     _check_workload(w)
     key, node, n, per_node = layout(c)
-    block_B = w.trace.block_tokens * get_model(c.model).kv_bytes_per_token(kv_precision(c))
+    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
+                                                   w.input_len)  # windows, state snapshots
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
@@ -1153,7 +1158,9 @@ def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit:
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
     nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
-    return place(w.profile, chain, block_bytes=w.trace.block_tokens * tok_B, block_rate=rate,
+    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
+                                                   w.input_len)
+    return place(w.profile, chain, block_bytes=block_B, block_rate=rate,
                  inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node, admit=admit)
 
 

@@ -9,8 +9,22 @@ split instead: which requests hit, and how long a hit is. Approximation used her
   reusable leading run (tokens, at most ``I - 1``) -- the hit an infinite cache would give;
 * a request with such a run finds **all of it or none of it** cached: it hits with probability
   ``p = min(H·I / L, r)`` (so that the mean cached tokens stay H·I, the cluster's mean), with
-  length ``L' = H·I / p`` (L unless the reuse model's H exceeds the infinite-cache bound);
-* a hit comes from level k with probability ``hits[k] / H`` and loads its L' tokens from there.
+  length L; a hit comes from level k with probability ``hits[k]·I / L`` and loads its L tokens
+  from there;
+* past that cap (H·I > r·L: the reuse model's H above the infinite-cache bound) every hit
+  request's run is extended equally by the remaining tokens (at most to ``I - 1``), loaded
+  from the levels that hold them (a class's tier is then a mix).
+
+**Monotone by construction.** The levels' cached tokens (``hits[k]·I`` per request, levels in
+``hits`` order, fastest first) fill a fixed sequence of token slots: the hit rows first
+(request by request, ``L`` tokens each, ``r`` of the requests), then the extension (token by
+token across all rows). More cache of any level raises every cumulative share H_<=k (one LRU
+stack), so each slot is then held by the same or a faster level, or newly held: every request
+holds at least as many tokens in the k fastest levels, for every k
+(``tests/cluster/test_hit_class_monotone.py`` checks it with hypothesis and over DRAM x SSD
+sweeps). A request's TTFT is then never longer as long as loading a token from a faster level
+is no slower, and loading it no slower than computing it. (The instance model's queue still
+has its own non-monotone steps, named in that test.)
 
 What it leaves out: partial hits (a run cut by an eviction) and the correlation between a
 request's run length and the level it hits (long shared prefixes are the hot ones, kept in the
@@ -74,7 +88,10 @@ def leading_reuse(tr: Trace) -> tuple[float, float]:
 
 def hit_classes(hits: dict[str, Any], tiers: dict, I: float, reuse: tuple[float, float]):
     """``prefix_classes`` for :func:`kvmodel.estimate` from the cluster's per-level block hit
-    shares (arrays broadcast); None where nothing hits anywhere."""
+    shares (arrays broadcast; levels in ``hits`` order, fastest first); None where nothing
+    hits anywhere. Construction (module docstring, "Monotone by construction"): the levels'
+    cached tokens fill the hit rows (``r`` of the requests, ``L`` tokens each) in level order,
+    the rest extends every row equally."""
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}
     H = sum(kept.values())
     if not xp.any_true(H > 0):
@@ -82,15 +99,25 @@ def hit_classes(hits: dict[str, Any], tiers: dict, I: float, reuse: tuple[float,
     r, L = reuse
     if L <= 0:  # no reuse seen in the trace: every hit is a whole prompt's prefix
         r, L = 1.0, I - 1.0
-    mean_tok = H * I
-    p = xp.minimum(mean_tok / L, r)
-    safe_p = xp.where(p > 0, p, 1.0)
-    Lh = xp.floor(xp.minimum(xp.where(p > 0, mean_tok / safe_p, 0.0), I - 1.0))
-    safe_H = xp.where(H > 0, H, 1.0)
-    out = [(1.0 - p, 0, "hbm")]
+    L = min(L, I - 1.0)
+    rows, top = r * L, r * (I - 1.0)  # tokens the rows hold; the most a request can hold
+    cum, rows_k, ext_k = 0.0, {}, {}
     for t, f in kept.items():
-        if xp.any_true(f > 0):
-            out.append((p * f / safe_H, Lh, tiers[t]))
+        nxt = xp.minimum(cum + f * I, top)
+        rows_k[t] = xp.minimum(nxt, rows) - xp.minimum(cum, rows)
+        ext_k[t] = xp.maximum(nxt, rows) - xp.maximum(cum, rows)
+        cum = nxt
+    ext = sum(ext_k.values()) / r  # extension tokens of every hit request
+    Lh = xp.floor(L + ext)
+    out = [(1.0 - xp.minimum(cum, rows) / L, 0, "hbm")]
+    mixed = xp.any_true(ext > 0)
+    safe = xp.where(L + ext > 0, L + ext, 1.0)
+    for t in kept:
+        if not xp.any_true(rows_k[t] > 0):
+            continue
+        tier = tiers[t] if not mixed else [(tiers[t], L / safe)] + [
+            (tiers[u], e / r / safe) for u, e in ext_k.items() if xp.any_true(e > 0)]
+        out.append((rows_k[t] / L, Lh, tier))
     return out
 
 

@@ -7,7 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -26,6 +26,8 @@ from kvmodel.catalog.hardware import (
 )
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _openloop as _ol
+from kvmodel.instance import _speculative as _spec
+from kvmodel.instance import _wide_ep as _wide
 from kvmodel.instance._mixture import (
     PrefixMix,
     PrefixRow,
@@ -48,9 +50,8 @@ from kvmodel.instance._prefix import (
 )
 from kvmodel.instance._queueing import (
     QUANTILES,
-    allen_cunneen_wait,
-    erlang_c,
     normal_quantile,
+    sum_wait_law,
     wait_quantile,
 )
 from kvmodel.instance._roofline import Setup, label_bounds, step_ops
@@ -116,6 +117,12 @@ class Estimate:
     # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
     # concurrent loads and saves of one replica (empty without a prefix outside HBM)
     path_utilisation: Mapping[str, Any] = field(default_factory=dict)
+    # DP attention with wide EP (``attention_dp``): the step's all-to-all bytes and time per
+    # GPU, its NVLink / network parts and share of the step (empty when off)
+    wide_ep: Mapping[str, Any] = field(default_factory=dict)
+    # speculative decoding: TPOT factor, accepted tokens per verify step, verify / draft /
+    # plain decode step times, the drafter's weights and KV per token per GPU (empty when off)
+    speculative: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
@@ -438,9 +445,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
     and prompts sharing busy steps' token budget (:mod:`kvmodel.instance._openloop`). A prompt
-    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot as in
-    G/G/c (Allen–Cunneen, c = largest batch; both saturate at ``lam_sat``, the throughput-max
-    rate per replica), then runs its own chunks in busy steps. ``pre`` may be a
+    waits for the token-budget prefill server (G/G/1 on token work), then for a KV slot (a
+    diffusion of the slot occupancy, c = largest batch, :func:`_ol.slot_queue`; both saturate
+    at ``lam_sat``, the throughput-max rate per replica), then runs its own chunks in busy
+    steps. ``pre`` may be a
     :class:`~kvmodel.instance._mixture.PrefixMix` of hit classes (their mixture's moments feed
     the queues; each class keeps its own service for the TTFT percentiles).
     """
@@ -458,7 +466,9 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2)
+    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
+    q = _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -474,8 +484,6 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
             extra.update(classes=pre.offsets(delay, own))
-    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
-    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
     # drift of D (it changes over about O steps, so a request's window sees one level of it)
     sd = (_tpot_sd(s, t, t_p, f, D, c, O) ** 2 + T1 * T1 * var_D) ** 0.5
@@ -485,19 +493,14 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                 why=why, **extra)
 
 
-def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, cs2) -> dict:
-    """Prefill plus KV-slot wait, the probability of waiting, stability and the slots' load.
-
-    Slots saturate where throughput-max does when its batch is slot-bound (B = bmax): the
-    offered load λ·hold is capped at bmax·λ/λ_sat so both agree on the rate (they differ by
-    the busy steps a prompt's own chunks take, ~1-5 % of the hold)."""
-    hold = S + (O - 0.5) * t  # slot held from admission to the last token
-    offered = xp.minimum(lam * hold, bmax * lam / lam_sat)
+def _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1) -> dict:
+    """Prefill plus KV-slot wait (:func:`kvmodel.instance._openloop.slot_queue`), the
+    probability of waiting, stability and the slots' mean occupancy."""
+    hold = w_pf + S + (O - 1.0) * tpot  # a slot is held from admission to the last token
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2)
     stable = (rho < 1.0) & (offered < bmax)
-    off_s, rho_s = xp.where(stable, offered, 0.5 * bmax), xp.where(stable, rho, 0.5)
-    w_slot = allen_cunneen_wait(bmax, off_s, xp.where(stable, 1.0 / hold, 1.0), ca2, cs2)
-    return dict(wait=w_pf + w_slot, stable=stable, offered=offered,
-                p_wait=1.0 - (1.0 - rho_s) * (1.0 - erlang_c(bmax, off_s)))
+    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
+    return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
@@ -711,29 +714,31 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
 
 
 class _Uncached(Exception):
-    """An input the prefix-mixture memo does not key (an array, a tier mix)."""
+    """An input the prefix-mixture memo does not key (an array)."""
 
 
 def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
     """(key, objects) of a prefix mixture's inputs: numbers and strings by value, objects
     (specs, tiers, connector) by identity, with the objects themselves kept beside the memo
-    entry so that a recycled id is recognised; (None, None) for arrays or tier mixes."""
+    entry so that a recycled id is recognised; (None, None) where an input holds an array."""
     refs: list = []
 
     def atom(v):
-        if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+        if isinstance(v, (bool, np.bool_)):  # not equal to 1 / 0 here (validation differs)
+            return ("bool", bool(v))
+        if v is None or isinstance(v, (int, float, str, np.generic)):
             return v
-        if isinstance(v, (np.ndarray, list, tuple, dict)):
+        if isinstance(v, (list, tuple)):  # classes, tier mixes
+            return tuple(atom(x) for x in v)
+        if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
         refs.append(v)
         return ("id", id(v))
     try:
         if mode != "rate" or not isinstance(classes, (list, tuple)):
             raise _Uncached
-        cls = tuple(tuple(atom(v) for v in c) if isinstance(c, (list, tuple)) else atom(c)
-                    for c in classes)
-        key = (tuple(atom(getattr(s, f)) for f in _SETUP_FIELDS), atom(I), cls, atom(P),
-               atom(tier), tuple(atom(v) for v in pkw))
+        key = (tuple(atom(getattr(s, f)) for f in _SETUP_FIELDS), atom(I), atom(classes),
+               atom(P), atom(tier), atom(pkw))
     except _Uncached:
         return None, None
     return key, tuple(refs)
@@ -844,7 +849,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
-             prefix_classes: Any = None, catalog: Any = None) -> Estimate:
+             prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
+             catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -887,6 +893,19 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     (:data:`~kvmodel.instance._mixture.TAIL_BANDS`, finer in the tail), each hit class (or
     the one cached prefix, scaled with the prompt) crossed with them.
 
+    ``attention_dp=True``: DP attention with wide expert parallelism (DeepSeek/Kimi-style
+    DP16/EP16): ``ep`` GPUs (default ``num_gpus``; may span nodes of the ``node`` template)
+    shard the routed experts, attention runs on ``ep / tp`` data-parallel ranks of ``tp`` GPUs
+    (each its own requests and KV; throughput counts every rank), and each MoE layer
+    dispatches (fp8 where the GPU has it) and combines over NVLink and the node's NICs
+    (:mod:`kvmodel.instance._wide_ep`; ``{"dispatch": p, "combine": p}`` sets the precisions).
+    ``wide_ep`` reports the all-to-all. ``speculative``: a
+    :class:`~kvmodel.instance._speculative.Speculative` or a mapping ``{"method": "mtp" |
+    "draft", "k": drafted tokens, "acceptance": α, "draft_model": name, "mtp_layers": n}``;
+    TPOT is scaled by (t_verify + t_draft) / (E[tokens]·t_decode) with E[tokens] =
+    (1 - α^(k+1)) / (1 - α), the drafter's KV and weights come out of the KV cache
+    (:mod:`kvmodel.instance._speculative`); ``speculative`` reports the factor and its parts.
+
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
@@ -905,7 +924,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
     kv = _kv_precision(kv_precision, precision)
-    tp, pp, ep, ngpu, dp = _parallelism(m, tp, pp, ep, num_gpus)
+    wide = _wide.wide_ep_arg(attention_dp)
+    tp, pp, ep, ngpu, dp = (_parallelism(m, tp, pp, ep, num_gpus) if wide is None
+                            else _wide.wide_parallelism(m, tp, pp, ep, num_gpus))
     I = _num("input_len", input_len, maximum=MAX_COUNT)
     O = _num("output_len", output_len, maximum=MAX_COUNT)
     mode, N = _mode(batch, concurrency, request_rate)
@@ -916,6 +937,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
     s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    s, plan = _extended(s, wide, node, _spec.speculative_arg(speculative, cal),
+                        lambda dm: _setup(dm, g, fw, tp, 1.0, 1.0, precision, kv, cal), cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
            get_connector(connector), kv_save)
     cv = _num("length_cv", length_cv, integer=False, minimum=0.0)
@@ -946,17 +969,35 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
         cs2 = cv ** 2
         res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
                          sat["tok"] / (O * dp))
+    extra = {}
+    if s.wide is not None:  # of the step without speculation
+        bd = res["bd"]
+        extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
+                                                 else bd["step"])
+    if plan is not None:
+        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,
                   concurrency=N if mode == "concurrency" else None,
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-                     m.kv_bytes_per_token(kv))
+                     m.kv_bytes_per_token(kv), extra)
+
+
+def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
+    """The setup with DP attention's wide EP and a speculative drafter's weights and KV;
+    the drafter's plan (None without speculation)."""
+    if wide is not None:
+        s = replace(s, wide=_wide.wide_ep(s.gpu, s.ep, node, wide, cal, s.act_B))
+    if spec is None:
+        return s, None
+    plan = _spec.plan(spec, s, make_setup)
+    return replace(s, spec_w_B=plan.weights_B, spec_kv_tok_B=plan.kv_tok_B), plan
 
 
 def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-              kv_tok_B) -> Estimate:
+              kv_tok_B, extra=None) -> Estimate:
     """Mask infeasible / unstable elements (inf times, never NaN) and build the Estimate."""
     for ops in res["bd"].values():
         label_bounds(ops)
@@ -981,7 +1022,8 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     weights_B_per_gpu=weights, kv_B_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs,
                     path_utilisation={k: xp.where(ok, u, 0.0)
-                                      for k, u in res.get("path_util", {}).items()})
+                                      for k, u in res.get("path_util", {}).items()},
+                    **(extra or {}))
 
 
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:

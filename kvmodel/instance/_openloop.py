@@ -20,9 +20,29 @@ so its utilisation is ``ρ = λ·new / μ``. A prompt waits as in G/G/1 (Kingman
 ``W = (ca2 + cs2)/2 · ρ/(1 − ρ) · new/μ``, then runs its own ``ceil(new/b)`` chunks in busy
 steps. ρ reaches 1 where the token budget saturates: at the throughput-max rate when its
 batch is budget-bound (``B = max_num_tokens·O/(new + O)``); when its batch is slot-bound
-(``B = bmax``) the KV slots saturate first. The caller adds the KV-slot wait (Allen–Cunneen
-over the largest batch) with its offered load capped at ``bmax·λ/λ_sat``, so both queues are
-stable exactly below the reported saturation rate.
+(``B = bmax``) the KV slots saturate first (next paragraph).
+
+**KV slots.** A request holds one of the c = ``bmax`` slots from admission to its last token,
+``h = W_prefill + S + (O − 1)·TPOT`` on average, so the occupancy N has mean ``N̄ = λ·h``
+(Little; capped at ``c·λ/λ_sat``, so it reaches c exactly at the reported saturation rate).
+An M/G/c (Erlang C, Allen–Cunneen) reading treats N as Poisson with independent holds; here
+the holds are nearly deterministic (O − 1 steps) and all lengthen together when N rises (the
+step time grows with the batch), so N is far more dispersed: Var(N) = z·N̄ with
+``z = (c_a² + λt)/(1 − κ)²`` (the *TPOT* paragraph: decoders join in batches, feedback gain
+``κ = λ(O − 1)·T'``; 2 to 22 in the simulator). As a diffusion below the cap N is then
+Gaussian, N(N̄, V). Its local noise is that of its steps: arrivals (variance rate ``λ·c_a²``)
+and departures, which come in the batches that finished prefill in one busy step,
+``λ(1 + λt)``, so ``σ² = λ(c_a² + 1 + λt)``; the large V is a weak restoring force (the
+feedback, the holds' memory), not more local noise. At the cap the batch is full and the
+queue of waiting requests drifts down at ``θ = λ_sat − λ`` (a full batch releases slots at
+the saturation rate). Zero net flux at the cap makes the probability mass above it (requests
+waiting) ``M = σ²·f(c)/(2θ)`` against ``Φ(β)`` below, with ``β = (c − N̄)/√V`` and
+``f(c) = φ(β)/√V``: ``P(wait) = M / (Φ(β) + M)``. A waiting request waits while the queue
+above the cap drains, exponential with Allen–Cunneen's mean ``(c_a² + c_s²)/2 / θ`` with
+deterministic holds (c_s² = 0), so ``W_slot = P(wait)·c_a²/(2θ)``.
+For Poisson occupancy (z = 1, κ = 0, h = 1/μ) this is the Halfin–Whitt delay probability
+``1/(1 + β·Φ(β)/φ(β))`` of M/M/c. W_slot is finite exactly while λ < λ_sat, so the prefill
+and slot queues are both stable exactly below the reported saturation rate.
 
 **Arrival residual.** An arrival lands in a step with probability proportional to its length,
 so it waits ``E[t²] / (2·E[t])`` for the running step (busy steps are several times longer
@@ -51,11 +71,11 @@ import math
 import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._queueing import kingman_wait
+from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, step_ops
 
 __all__ = ["busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
-           "token_server", "step_response", "fluctuation"]
+           "token_server", "step_response", "fluctuation", "slot_queue"]
 
 
 def _share(lam, t, new, chunks, budget):
@@ -160,10 +180,37 @@ def fluctuation(t, T1, T2, D, lam, O, bmax):
     ½T''·Var/(1 − κ) (convexity, fed back through D = λ(O−1)t) and a request sees
     t + T'·Var/D. D never exceeds the largest batch ``bmax``: Var(D) <= (bmax − D)².
     Returns (mean step, TPOT, Var(D))."""
-    kappa = xp.minimum(lam * (O - 1.0) * T1, _KAPPA_MAX)
+    kappa = xp.minimum(lam * (O - 1.0) * T1, KAPPA_MAX)
     var = xp.minimum(D * (1.0 + lam * t) / (1.0 - kappa) ** 2, (bmax - D) ** 2)
     t_mean = t + 0.5 * T2 * var / (1.0 - kappa)
     return t_mean, t_mean + T1 * var / xp.maximum(D, 1e-9), var
 
 
-_KAPPA_MAX = 0.9
+KAPPA_MAX = 0.9
+
+
+
+def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2):
+    """Wait for one of ``bmax`` KV slots (module docstring, *KV slots*).
+
+    ``hold``: mean seconds a request holds its slot; ``t``, ``T1``: mean step and its slope
+    in the batch (:func:`step_response`); ``lam_sat``: the rate at which a full batch releases
+    slots. Returns ``(wait, p_wait, occupancy)``: mean wait, probability of waiting and the
+    mean occupancy; the wait of a waiting request is exponential with mean ``wait/p_wait``."""
+    kappa = xp.minimum(lam * (O - 1.0) * T1, KAPPA_MAX)
+    z = (ca2 + lam * t) / (1.0 - kappa) ** 2  # index of dispersion of the occupancy
+    theta = lam_sat - lam  # drift of the queue above the cap
+    ok = theta > 0
+    N = xp.minimum(lam * hold, bmax * lam / lam_sat)
+    V = xp.maximum(N * z, 1e-12)
+    sd = V ** 0.5
+    beta = (bmax - N) / sd
+    dens = np.exp(-0.5 * beta * beta) / (_SQRT_2PI * sd)  # occupancy density at the cap
+    sigma2 = lam * (ca2 + 1.0 + lam * t)  # local variance: arrivals, batched departures
+    mass = sigma2 * dens / (2.0 * xp.where(ok, theta, 1.0))  # the queue's share
+    p = mass / (normal_cdf(beta) + mass)
+    wait = p * ca2 / (2.0 * xp.where(ok, theta, 1.0))
+    return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N
+
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)

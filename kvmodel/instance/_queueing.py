@@ -6,6 +6,8 @@
 * ``erlang_c``: probability that an arrival waits in M/M/c with offered load ``a = λ/μ``,
   through Erlang B = Poisson pmf(c; a) / cdf(c; a) (stable for thousands of servers).
 * ``allen_cunneen_wait``: G/G/c mean wait, ``C(c, a) / (cμ − λ) · (c_a² + c_s²)/2``.
+* ``sum_wait_law``: two independent waits of that law as one, with the sum's mean and
+  second moment.
 * ``wait_quantile``: the q-quantile of a wait that is 0 with probability ``1 − p`` and otherwise
   exponential with mean ``W/p`` (exact for M/M/1 and M/M/c; the usual approximation otherwise).
 """
@@ -16,8 +18,8 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 
-__all__ = ["mg1_wait", "kingman_wait", "erlang_c", "allen_cunneen_wait", "wait_quantile",
-           "normal_quantile", "QUANTILES"]
+__all__ = ["mg1_wait", "kingman_wait", "erlang_c", "allen_cunneen_wait", "wait_quantile", "sum_wait_law",
+           "normal_quantile", "normal_cdf", "QUANTILES"]
 
 QUANTILES = (0.5, 0.9, 0.99)
 
@@ -47,11 +49,33 @@ def allen_cunneen_wait(c, a, mu, ca2, cs2):
     return erlang_c(c, a) / (c * mu - a * mu) * (ca2 + cs2) / 2.0
 
 
+def sum_wait_law(w1, p1, w2, p2):
+    """The sum of two independent waits, each 0 w.p. 1 − p_i else exponential with mean
+    w_i/p_i, read as one such law with the sum's mean W = w1 + w2 and second moment
+    ``E[W²] = 2w1²/p1 + 2w2²/p2 + 2w1·w2``: mean wait ``W`` and probability
+    ``p = 2W²/E[W²]`` (at most 1). With one wait zero it is the other exactly; the tail
+    follows the longer of the two conditional waits where that one carries the mass.
+    Returns ``(W, p)``."""
+    def m2(w, p):
+        return xp.where(w > 0, 2.0 * w * w / xp.maximum(p, 1e-300), 0.0)
+    W = w1 + w2
+    second = m2(w1, p1) + m2(w2, p2) + 2.0 * w1 * w2
+    p = xp.where(W > 0, 2.0 * W * W / xp.maximum(second, 1e-300), xp.maximum(p1, p2))
+    return W, xp.minimum(p, 1.0)
+
+
 def wait_quantile(mean_wait, p_wait, q: float):
     """q-quantile of a wait: 0 w.p. 1 - p_wait, else exponential with mean mean_wait / p_wait."""
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
     tail = (mean_wait / p) * np.log(xp.maximum(p / (1.0 - q), 1.0))
     return xp.where(mean_wait > 0, tail, 0.0 * mean_wait)
+
+
+def normal_cdf(x):
+    """Standard normal distribution function, element-wise."""
+    from scipy import special  # scipy only when a queue needs it
+    out = special.ndtr(x)
+    return out if np.ndim(out) else float(out)
 
 
 def normal_quantile(q: float) -> float:

@@ -53,6 +53,12 @@ class Setup:
     head_B: Any = None
     proj_Fps: Any = None
     head_Fps: Any = None
+    # DP-attention with wide EP (:class:`kvmodel.instance._wide_ep.WideEP`; None: experts are
+    # split over the TP group); ``spec_w_B`` / ``spec_kv_tok_B``: weights per GPU and KV bytes
+    # per token per GPU of speculative-decoding draft / MTP layers (:mod:`._speculative`)
+    wide: Any = None
+    spec_w_B: Any = 0.0
+    spec_kv_tok_B: Any = 0.0
 
     # ---- per-rank geometry, computed once --------------------------------------------------
     # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
@@ -135,7 +141,10 @@ def _moe(s: Setup, tokens, layers):
     act = tokens * m.hidden_size * s.act_B
     flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
     flops = flops + 2.0 * tokens * m.router_params
-    w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
+    if s.wide is None:
+        w = (_distinct_experts(m, tokens) * m.expert_params + m.shared_expert_params) / s.tp
+    else:  # wide EP: this GPU's experts, hit by the whole EP group's tokens
+        w = s.wide.expert_read(m, tokens, s.tp) + m.shared_expert_params / s.tp
     if s.head_B == s.w_B:
         nbytes = (w + m.router_params) * s.w_B
     else:  # weight-only format: packed experts, 16-bit router
@@ -159,9 +168,11 @@ def _collectives(s: Setup, tokens, layers, moe_layers):
     tp_on, ep_on = s.k["tp_on"], s.k["ep_on"]
     one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
     n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
+    ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
+    if s.wide is not None:  # DP attention: dispatch / combine over NVLink and the NICs
+        return ar, s.wide.alltoall(m, tokens, s.tp, moe_layers)
     a2a_bytes = 2.0 * msg / s.ep * m.experts_per_token * (s.ep - 1.0) / s.ep
     a2a = ep_on * moe_layers * (2.0 * s.coll_alpha_s + a2a_bytes / s.coll_Bps)
-    ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
     return ar, {"flops": 0.0, "bytes": a2a_bytes * moe_layers * ep_on, "time_s": a2a}
 
 
@@ -238,6 +249,8 @@ def memory_per_gpu(s: Setup, max_num_tokens):
     layers = m.num_layers / s.pp
     per_layer_attn = s.qkv_w_rank + s.o_w_rank
     experts = m.num_experts * m.expert_params + m.shared_expert_params
+    if s.wide is not None:  # wide EP: the GPU's share of the experts, as a TP-split total
+        experts = s.wide.expert_weights(m, s.tp) * s.tp
     heads = xp.where(s.pp > 1, 1.0, 1.0 if m.tie_word_embeddings else 2.0)
     if s.proj_B == s.w_B and s.head_B == s.w_B:  # every weight in one precision
         weights = (layers * per_layer_attn + m.num_dense_layers / s.pp * m.dense_mlp_params / s.tp
@@ -251,4 +264,4 @@ def memory_per_gpu(s: Setup, max_num_tokens):
     widest = max(m.intermediate_size * m.mlp_matrices,
                  m.moe_intermediate_size * m.mlp_matrices * m.experts_per_token)
     activations = max_num_tokens * (4.0 * m.hidden_size + widest / s.tp) * s.act_B
-    return weights, activations
+    return weights + s.spec_w_B, activations

@@ -235,7 +235,7 @@ def memory_fit(r: Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
     free = g.hbm_capacity_B - cal["runtime_reserve"] - weights - acts
     r.add(free <= 0, "weights {:.1f} GB + activations {:.1f} GB per GPU exceed HBM {:.1f} GB",
           weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
-    kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B
+    kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B + s.spec_kv_tok_B
     kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
     max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O, s.tp, s.kv_B)), mbs)
     r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",

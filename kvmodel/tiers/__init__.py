@@ -8,9 +8,11 @@ share, divided among concurrent users and, with both directions busy, each hop's
 bidirectional efficiency); ``λ(s)`` is
 the per-transfer setup cost of the slowest hop, taken from its measured size–bandwidth curve
 where one exists (``λ(s) = s/B_curve(s) − s/B_max``), else from its latency. Transfers in
-flight together hide each other's setup cost.
+flight together hide each other's setup cost. A path to a shared file system or object store
+also pays a per-request metadata cost (open / lookup / first byte) that nothing hides.
 
-:func:`node_tiers` builds HBM / DRAM / CXL / SSD / remote tiers of a node template.
+:func:`node_tiers` builds HBM / DRAM / CXL / SSD / remote / file / object tiers of a node
+template; :func:`storage_tier` one file or object tier from a ``hardware_db`` storage entry.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from typing import Any
 import numpy as np
 
 from kvmodel.base import xp as xp
+from kvmodel.base.schema import STORAGE_FAMILIES
 from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
 
-__all__ = ["TransferPath", "Tier", "TIER_KINDS", "node_tiers", "default_node_for_gpu",
-           "transfer_seconds", "nic_aggregate_Bps", "queue_depth", "transport_link", "TRANSPORTS"]
+__all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tiers",
+           "default_node_for_gpu", "storage_tier", "transfer_seconds", "nic_aggregate_Bps",
+           "queue_depth", "transport_link", "TRANSPORTS"]
 
-TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote")
+STORAGE_TIER_KINDS = STORAGE_FAMILIES  # "file" (Lustre, Weka, 3FS, NFS) and "object" (S3-class)
+TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote") + STORAGE_TIER_KINDS
 TRANSPORTS = ("rdma", "tcp")
 
 
@@ -92,6 +97,7 @@ class TransferPath:
     serial_setup: bool = False  # staged copy: the source's latency adds to the hops' setup
     in_flight: float | None = None  # queue depth of the engine posting the transfers (None: 8)
     gpu_copy: bool = False  # the GPU copies (DMA engine or SM kernel) from host-mapped memory
+    request_s: float = 0.0  # per-request metadata cost of the source (open / lookup / first byte)
 
     def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read",
                       copy: str = "dma"):
@@ -130,7 +136,8 @@ class TransferPath:
         if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
             return xp.where(nbytes > 0, float("inf"), 0.0)
         q = (self.in_flight or 8.0) if in_flight is None else in_flight
-        return nbytes / bw + xp.ceil(n / q) * self.setup_s(transfer_B)
+        meta = xp.where(nbytes > 0, self.request_s, 0.0)
+        return nbytes / bw + xp.ceil(n / q) * self.setup_s(transfer_B) + meta
 
 
 @dataclass(frozen=True)
@@ -238,20 +245,93 @@ def _remote(gpu, node, remote_B, nic: str | None, transport: str = "rdma") -> Ti
     return Tier("remote", remote_B, path, 0.0, link.key, write_Bps=agg)
 
 
+_STORAGE_ARG = {"file": "file_system", "object": "object_store"}  # node_tiers' argument per kind
+
+
+def _storage_system(system: str, kind: str):
+    """The ``hardware_db`` memory entry of a file system / object store, checked against the
+    tier kind (``"file"`` needs family ``file``, ``"object"`` family ``object``); errors name
+    node_tiers' argument (``file_system=`` / ``object_store=``)."""
+    arg = _STORAGE_ARG[kind]
+    try:
+        mem = get_memory(system) if isinstance(system, str) else None
+    except KeyError:
+        mem = None
+    if mem is not None and mem.family == kind:
+        return mem
+    have = ", ".join(k for k in list_entries("memory") if get_memory(k).family == kind)
+    if mem is None:
+        raise ValueError(f"{arg}={system!r}: unknown {kind} entry; known: {have}")
+    raise ValueError(f"{arg}={system!r} has family {mem.family!r}, not {kind!r}; "
+                     f"{kind} entries: {have}")
+
+
+def _storage_link(mem, nic: str | None) -> LinkSpec:
+    """The network link a storage client reaches ``mem`` over: ``nic`` (over kernel TCP where the
+    entry's own ``client_link`` is a TCP link, e.g. S3 over HTTPS; a NIC without a TCP transport,
+    e.g. InfiniBand, leaves such a store on its ``client_link``), else that ``client_link``."""
+    client = get_link(mem.quantities["client_link"])
+    if nic is None:
+        return client
+    if client.family != "tcp":
+        return get_link(nic)
+    link = get_link(nic)
+    if link.family == "tcp":
+        return link
+    return transport_link(link, "tcp") if "tcp_link" in link.quantities else client
+
+
+def _storage(gpu, node, cap_B, system: str, nic: str | None, kind: str) -> Tier:
+    """A shared file system or object store reached over the node's NICs: the client's measured
+    read / write bandwidth per node (capped by the NICs), the per-IO latency (hidden by the
+    client's queue depth) and a per-request metadata cost (open / lookup / first byte)."""
+    mem = _storage_system(system, kind)
+    link, host = _storage_link(mem, nic), get_link(gpu.host_link)
+    nics = nic_aggregate_Bps(link, node.nics)
+    read, write = min(mem.read_bw_Bps, nics), min(mem.write_bw_Bps, nics)
+    meta_s = mem.quantities["metadata_latency"].si
+    path = TransferPath(f"{mem.key} -> {link.key} x{node.nics} -> {host.key}", (link, host),
+                        read / node.gpus_per_node, mem.latency_s, write / node.gpus_per_node,
+                        in_flight=queue_depth(mem), request_s=meta_s)
+    meta = {"system": mem.key, "link": link.key, "client_read_Bps": read,
+            "client_write_Bps": write, "metadata_s": meta_s}
+    return Tier(kind, cap_B, path, mem.price_per_B, mem.key, meta, write_Bps=write)
+
+
+def storage_tier(system: str, capacity_B: float, *, node: str | None = None,
+                 gpu: str | None = None, nic: str | None = None) -> Tier:
+    """A ``file`` or ``object`` tier (by the family of ``hardware_db`` memory entry ``system``,
+    e.g. ``"fs-3fs"``, ``"s3-standard"``) of ``capacity_B`` bytes for a node template, usable
+    as ``estimate(..., cache_tier=...)``. ``nic`` replaces the entry's ``client_link``."""
+    known = [k for k in list_entries("memory") if get_memory(k).family in STORAGE_TIER_KINDS]
+    if not isinstance(system, str) or system.lower() not in known:
+        raise ValueError(f"system={system!r}: not a file system or object store; known: "
+                         f"{', '.join(known)}")
+    kind = get_memory(system).family
+    return node_tiers(node, gpu, nic=nic, **{f"{kind}_B": capacity_B,
+                                              _STORAGE_ARG[kind]: system})[kind]
+
+
 def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float | None = None,
                cxl_B: float = 0.0, ssd_B: float | None = None, remote_B: float = 0.0,
                cxl_device: str = "cxl-micron-cz120", cxl_link: str = "cxl2-x8",
                nic: str | None = None, nvme: str | None = None,
-               gds: bool | None = None, transport: str = "rdma") -> dict[str, Tier]:
-    """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory.
+               gds: bool | None = None, transport: str = "rdma", file_B: float = 0.0,
+               file_system: str = "fs-3fs", object_B: float = 0.0,
+               object_store: str = "s3-standard") -> dict[str, Tier]:
+    """KV tiers of one node: HBM (all GPUs), host DRAM, CXL expanders, local NVMe, remote memory,
+    a shared file system (``file``) and an object store (``object``).
 
-    Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote); ``nvme`` and
-    ``nic`` swap the drive model and the NIC link; ``gds`` (default: the node's, else True)
-    whether NVMe reads use GPUDirect Storage or a DRAM bounce buffer; ``transport`` (``"rdma"``
-    or ``"tcp"``) what carries the remote tier over the NICs. Each path's in-flight depth is
-    the queue depth of the engine that posts its transfers (GPU copy engines for DRAM and CXL,
-    cuFile's NVMe queue for SSD, RDMA work requests for the NIC). Each path's source
-    bandwidth is the per-GPU share when all GPUs of the node load at once.
+    Capacities default to the node template (DRAM, NVMe) and zero (CXL, remote, file, object);
+    ``nvme`` and ``nic`` swap the drive model and the NIC link; ``gds`` (default: the node's,
+    else True) whether NVMe reads use GPUDirect Storage or a DRAM bounce buffer; ``transport``
+    (``"rdma"`` or ``"tcp"``) what carries the remote tier over the NICs; ``file_system`` and
+    ``object_store`` name ``hardware_db`` memory entries of family ``file`` / ``object``
+    (``kvmodel hardware memory``), reached over their ``client_link`` (or ``nic``). Each path's
+    in-flight depth is the queue depth of the engine that posts its transfers (GPU copy engines
+    for DRAM and CXL, cuFile's NVMe queue for SSD, RDMA work requests for the NIC, the storage
+    client's outstanding I/Os). Each path's source bandwidth is the per-GPU share when all GPUs
+    of the node load at once.
     """
     if node is None:
         if gpu is None:
@@ -263,7 +343,8 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
     g = get_gpu(gpu or n.gpu)
     if gds is not None and not isinstance(gds, bool):
         raise TypeError(f"gds={gds!r}: expected True (GPUDirect Storage), False (DRAM bounce) or None")
-    for name, v in (("dram_B", dram_B), ("cxl_B", cxl_B), ("ssd_B", ssd_B), ("remote_B", remote_B)):
+    for name, v in (("dram_B", dram_B), ("cxl_B", cxl_B), ("ssd_B", ssd_B), ("remote_B", remote_B),
+                    ("file_B", file_B), ("object_B", object_B)):
         if v is not None and (not np.isfinite(v) or v < 0):
             raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
     return {
@@ -272,6 +353,8 @@ def node_tiers(node: str | None = None, gpu: str | None = None, *, dram_B: float
         "cxl": _cxl(g, n, cxl_B, cxl_device, cxl_link),
         "ssd": _ssd(g, n, ssd_B, nvme, gds),
         "remote": _remote(g, n, remote_B, nic, transport),
+        "file": _storage(g, n, file_B, file_system, nic, "file"),
+        "object": _storage(g, n, object_B, object_store, nic, "object"),
     }
 
 

@@ -57,20 +57,23 @@ def path_from_spec(spec: str, direction: str = "read") -> "_tiers.TransferPath":
     """A :class:`TransferPath` from ``memory:<key>>link:<key>>...`` (see the module doc)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r}: must be one of {DIRECTIONS}")
-    links, src_bw, src_lat = [], float("inf"), 0.0
+    links, src_bw, src_lat, meta, depth = [], float("inf"), 0.0, 0.0, None
     for hop in filter(None, (h.strip() for h in spec.split(">"))):
         kind, _, key = hop.partition(":")
         if kind == "memory":
             m = get_memory(key)
             src_bw = m.read_bw_Bps if direction == "read" else m.write_bw_Bps
             src_lat = m.latency_s
+            if m.family in _tiers.STORAGE_TIER_KINDS:  # file systems / object stores
+                meta, depth = m.quantities["metadata_latency"].si, _tiers.queue_depth(m)
         elif kind == "link":
             links.append(get_link(key))
         else:
             raise ValueError(f"path={spec!r}: hop {hop!r} must be 'memory:<key>' or 'link:<key>'")
     if not links and src_bw == float("inf"):
         raise ValueError(f"path={spec!r}: no hop (expected 'memory:<key>' and/or 'link:<key>')")
-    return _tiers.TransferPath(spec, tuple(links), src_bw, src_lat, source_write_Bps=src_bw)
+    return _tiers.TransferPath(spec, tuple(links), src_bw, src_lat, source_write_Bps=src_bw,
+                               in_flight=depth, request_s=meta)
 
 
 def _check_row(p: Path, i: int, r: dict[str, str]) -> None:

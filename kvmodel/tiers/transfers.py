@@ -3,13 +3,16 @@
 ``transfer_seconds`` is the one transfer formula the instance, cluster and simulator share::
 
     t = per_request + n_desc · per_block                       (software, not hidden in flight)
+        + metadata                                             (the source's per-request cost)
         + nbytes / (B · efficiency / concurrent)               (the path's sustained bandwidth)
         + ceil(n_desc / in_flight) · λ(transfer_B)             (setup of the path, hidden in flight)
 
 ``n_desc = ceil(nbytes / transfer_B)`` descriptors of ``transfer_B`` bytes; ``B`` is the path's
 narrowest read (``direction="read"``), write (``"write"``) or concurrent both-ways (``"both"``:
 each hop at its measured bidirectional efficiency) bandwidth; ``λ`` the path's per-transfer
-setup cost (:meth:`TransferPath.setup_s`); ``in_flight`` defaults to the path's queue depth.
+setup cost (:meth:`TransferPath.setup_s`); ``in_flight`` defaults to the path's queue depth;
+``metadata`` the path's ``request_s`` per request (a file system's open / lookup, an object
+store's first byte; 0 for device and memory tiers).
 With ``copy="kernel"`` on a path the GPU copies (DRAM, CXL), one SM gather kernel moves every
 descriptor: one launch replaces the ``ceil(n_desc / in_flight)`` DMA setups and the hop runs at
 its SM-copy rate, which wins for many small blocks. The ``ideal`` connector (zero software
@@ -85,5 +88,6 @@ def transfer_seconds(tier_or_path, nbytes, transfer_B, *, connector: str | Conne
     if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
         return xp.where(nbytes > 0, float("inf"), 0.0)
     wire = nbytes / bw + _setups_s(path, n, transfer_B, in_flight, copy)
-    software = xp.where(nbytes > 0, requests * conn.per_request_s + n * conn.per_block_s, 0.0)
+    per_request = conn.per_request_s + getattr(path, "request_s", 0.0)
+    software = xp.where(nbytes > 0, requests * per_request + n * conn.per_block_s, 0.0)
     return wire + software

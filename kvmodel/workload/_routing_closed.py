@@ -51,6 +51,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm, poisson
 
 from kvmodel.policies import ROUTING
 from kvmodel.policies.routing import LOADED_FORMS, RouteRequest, RoutingView, make_policy
@@ -63,7 +64,7 @@ from kvmodel.workload._reuse_analytic import (
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
-           "routed_hit_ratio_curve", "routed_imbalance"]
+           "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance"]
 
 # utilisation levels (offered load / saturation rate of an instance) the load is quantised to
 LOAD_LEVELS = (0.05, 0.25, 0.5, 0.7, 0.85, 0.95)
@@ -322,3 +323,37 @@ def routed_hit_ratio_curve(profile_or_trace: ReuseProfile | Trace, capacities_bl
     hits = assignment_hit_blocks(
         prof, key, lambda: routed_assignment(prof, n, routing, full, load), np.floor(caps / n), n)
     return hits / prof.total_accesses
+
+
+def random_imbalance(requests: int, instances: int) -> float:
+    """Expected busiest instance's routed count x N / ``requests`` when each of ``requests``
+    goes to one of ``instances`` uniformly at random (balls into bins): ``E[max_i X_i]·N/n``,
+    (X_i) multinomial(n, 1/N), with ``E[max] = Σ_k (1 − P(max ≤ k))``.
+
+    ``P(max ≤ k)`` by Poissonisation: with Y_i iid Poisson(λ = n/N), the multinomial is the Y's
+    given Σ Y_i = n, so ``P(max ≤ k) = F(k)^N · P(Σ Y_i = n | all Y_i ≤ k) / P(Σ Y_i = n)``
+    (F: the Poisson CDF); the conditional sum of N truncated Poissons is taken as normal (mean
+    N·μ_k, variance N·σ_k² of Y | Y ≤ k), ``P(Σ Y_i = n)`` is exact. Against 40,000 seeded
+    multinomial draws: within 0.1 % for n/N ≥ 12 (8 x 1,000: 1.130 vs 1.129), 2 % at n/N = 1.
+
+    This is the imbalance the simulator reports (``requests_per_instance`` over the run) and
+    what the replayed routers report (routed counts over the trace), so ``requests`` is the
+    trace's request count (8 instances: 1,000 requests give 1.13, the Mooncake trace's 23,608
+    give 1.026). The fluctuation of the in-flight requests (a few per instance) is not added on
+    top: each instance's Poisson arrivals already carry it into the instance queue."""
+    n, N = requests, instances
+    for name, v, lo in (("requests", n, 0), ("instances", N, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
+    if N == 1 or n == 0:
+        return 1.0
+    lam = n / N
+    k0 = max(int(lam - 12.0 * math.sqrt(lam)), 0)  # below k0, P(max <= k) < 1e-30
+    k = np.arange(k0, min(n, int(lam + 12.0 * math.sqrt(lam) + 10)) + 1)
+    lF = poisson.logcdf(k, lam)
+    mu = lam * np.exp(poisson.logcdf(k - 1, lam) - lF)  # E[Y | Y <= k]
+    m2 = lam * lam * np.exp(poisson.logcdf(k - 2, lam) - lF) + mu
+    sd = np.sqrt(N * np.maximum(m2 - mu * mu, 1e-12))
+    logp = N * lF + norm.logpdf(n, N * mu, sd) - poisson.logpmf(n, n)
+    e_max = k0 + float(np.sum(1.0 - np.exp(np.minimum(logp, 0.0))))
+    return max(e_max * N / n, 1.0)

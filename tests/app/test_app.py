@@ -299,3 +299,25 @@ def test_cluster_defaults_show_the_mooncake_trace_and_its_reuse_ceiling():
     at = page("cluster", routing="prefix_affinity_bounded", sw_inst="2")
     clean(at)
     assert "All sharing modes reach the trace's maximum hit ratio 0.37" in texts(at.info)
+
+
+# ---- Roofline of weight-only formats -------------------------------------------------------------
+@pytest.mark.parametrize("gpu, precision, roof", [
+    ("h100-sxm", "mxfp4", "bf16 (GEMMs on mxfp4 weights)"),  # no fp4 on Hopper: dequantised
+    ("h100-sxm", "int4", "bf16 (GEMMs on int4 weights)"),
+    ("b200", "nvfp4", "fp4 (GEMMs on nvfp4 weights)"),  # native fp4 on Blackwell
+])
+def test_roofline_shows_weight_only_formats(gpu, precision, roof):
+    at = page("estimate", model="gpt-oss-20b", gpu=gpu, tp="1", precision=precision)
+    clean(at)
+    assert "no roofline" not in texts(at.info)
+    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert f"{roof} compute roof" in specs
+
+
+def test_break_even_default_prefix_is_capped_for_10m_position_models():
+    # Llama 4 Scout's config allows 10,485,760 positions, beyond the widget's 10M bound
+    at = page("tiers", model="llama-4-scout", t_src="synthetic", t_n="1000", points="5",
+              ttft_pts="3")
+    clean(at)
+    assert at.number_input(key="be_max").value == ui.MAX_TOKENS

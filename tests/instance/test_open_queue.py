@@ -89,3 +89,77 @@ def test_more_load_never_lowers_latency_and_littles_law(model, tp, I, O, P):
     # an array gives each element what it gets alone
     one = _est(model, tp, I, O, P, request_rate=float(lam[12]))
     assert one.ttft_s == pytest.approx(e.ttft_s[12], rel=1e-6)
+
+
+def _halfin_whitt(beta):
+    from scipy import stats
+    return 1.0 / (1.0 + beta * stats.norm.cdf(beta) / stats.norm.pdf(beta))
+
+
+def test_slot_queue_is_halfin_whitt_for_poisson_occupancy():
+    # z = 1, κ = 0, hold 1/μ = 2 s, c = 100, λ = 47.5/s: a = 95, β = 5/√95, λ_sat = cμ = 50/s
+    c, hold, lam = 100.0, 2.0, 47.5
+    w, p, N = ol.slot_queue(lam, hold, 0.0, 0.0, 128.0, c, c / hold, 1.0)
+    beta = (c - lam * hold) / math.sqrt(lam * hold)
+    assert N == pytest.approx(95.0)
+    assert p == pytest.approx(_halfin_whitt(beta), rel=1e-9)
+    # a waiting request waits c_a²/(2θ) on average (deterministic holds), θ = λ_sat − λ
+    assert w == pytest.approx(p * 1.0 / (2.0 * 2.5), rel=1e-9)
+    # and Halfin–Whitt is close to the exact Erlang C here
+    from kvmodel.instance._queueing import erlang_c
+    assert p == pytest.approx(erlang_c(c, lam * hold), rel=0.1)
+
+
+def test_slot_queue_dispersion_and_load():
+    c, hold, sat = 100.0, 2.0, 50.0
+    lam = np.array([30.0, 40.0, 45.0, 48.0, 49.5, 49.95])
+    w1, p1, _ = ol.slot_queue(lam, hold, 0.0, 0.0, 101.0, c, sat, 1.0)
+    # κ = λ(O − 1)T' = 0.5 and λt = 0.25: z = (1 + 0.25) / 0.5² = 5
+    t, T1 = 0.25 / lam, 0.5 / (100.0 * lam)
+    w5, p5, _ = ol.slot_queue(lam, hold, t, T1, 101.0, c, sat, 1.0)
+    # more load, more waiting; finite below saturation
+    assert np.all(np.diff(p1) > 0) and np.all(np.diff(w1) > 0) and np.all(np.isfinite(w5))
+    assert np.all(np.diff(p5) > 0) and np.all(np.diff(w5) > 0)
+    # where the cap lies well beyond the mean (β = (c − N̄)/√V > 1) a more dispersed occupancy
+    # reaches it more often (near the cap a wider law puts less density there)
+    assert np.all(p5[:2] > 4 * p1[:2])
+    # the wait grows without bound as λ → λ_sat: the queue's drift θ vanishes
+    assert w5[-1] > 10.0 * w5[-3]
+    # and an array gives each element what it gets alone
+    one = ol.slot_queue(float(lam[2]), hold, float(t[2]), float(T1[2]), 101.0, c, sat, 1.0)
+    assert one[0] == pytest.approx(w5[2]) and one[1] == pytest.approx(p5[2])
+    # deterministic arrivals (c_a² = 0) never wait for a slot
+    w0, _, _ = ol.slot_queue(lam, hold, t, T1, 101.0, c, sat, 0.0)
+    assert np.all(w0 == 0.0)
+
+
+def test_sum_wait_law_by_hand():
+    from kvmodel.instance._queueing import sum_wait_law
+    # one wait zero: the other exactly
+    W, p = sum_wait_law(0.02, 0.4, 0.0, 0.0)
+    assert W == 0.02 and p == pytest.approx(0.4)
+    # X: p 0.5, mean 0.02 (conditional 0.04); Y: p 0.1, mean 0.05 (conditional 0.5):
+    # E[W²] = 2·0.02²/0.5 + 2·0.05²/0.1 + 2·0.02·0.05 = 0.0016 + 0.05 + 0.002 = 0.0536
+    W, p = sum_wait_law(0.02, 0.5, 0.05, 0.1)
+    assert W == pytest.approx(0.07) and p == pytest.approx(2 * 0.07**2 / 0.0536)
+    # the law's conditional mean W/p lies between the two conditional waits, near the long one
+    assert 0.04 < W / p < 0.5 and W / p > 0.35
+    # vectorised as scalars
+    Wv, pv = sum_wait_law(np.array([0.02, 0.02]), 0.5, np.array([0.0, 0.05]), 0.1)
+    assert Wv.tolist() == pytest.approx([0.02, 0.07]) and pv[1] == pytest.approx(p)
+
+
+def test_slot_bound_wait_tracks_the_simulator():
+    # 8B, 2048/256 on one H100 at 95 % of saturation: the batch is capped by 197 KV slots and
+    # the simulator's requests wait for one. Allen–Cunneen over Poisson occupancy gave mean
+    # TTFT −52 % and p99 −78 % here; pooled over three 8,000-request runs the occupancy
+    # diffusion is within the issue's bars (seed groups 11-13 / 21-23 / 31-33 gave
+    # 0.98 / 1.08 / 0.81 on the mean and 0.77 / 1.28 / 1.01 on p99)
+    from kvmodel.sim import poisson_requests, simulate
+    sat = _est("llama-3.1-8b", 1, 2048, 256, 0, batch="max").saturation_request_rate_per_s
+    e = _est("llama-3.1-8b", 1, 2048, 256, 0, request_rate=0.95 * sat)
+    runs = [simulate("llama-3.1-8b", G, poisson_requests(8000, 0.95 * sat, 2048, 256, seed=k))
+            for k in (11, 12, 13)]
+    ttft = np.concatenate([r.ttft_s[500:] for r in runs])
+    assert e.ttft_s == pytest.approx(ttft.mean(), rel=0.2)
+    assert e.ttft_p99_s == pytest.approx(np.quantile(ttft, 0.99), rel=0.35)

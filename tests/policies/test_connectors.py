@@ -153,3 +153,57 @@ def test_ucx_tcp_rows_of_the_component_data():
         assert r["connector"] == "nixl-ucx-tcp"
         assert predict_row(r) == pytest.approx(float(r["value"]), rel=tol)
     assert rows["ucx-perftest-tcp-ipoib-edr"]["split"] == "holdout"
+
+
+THIRD_PASS = ("lmcache-disk", "lmcache-remote", "lmcache-p2p", "sglang-hicache-l3-file",
+              "dynamo-kvbm-g2", "dynamo-kvbm-g3", "dynamo-kvbm-g4")
+
+
+def test_third_pass_entries_and_their_categories():
+    """LMCache disk / remote / P2P, HiCache L3 file and Dynamo KVBM G2-G4: all load the whole KV
+    before the prefill and save asynchronously (engine code and docs); LMCache copies with its
+    CPU->GPU kernel, KVBM with cudaMemcpyAsync."""
+    for name in THIRD_PASS:
+        c = get_connector(name)
+        assert name in NAMES and c.streaming == "before_prefill" and not c.save_sync, name
+    assert {get_connector(n).family for n in THIRD_PASS} == {"lmcache", "sglang-hicache",
+                                                            "dynamo-kvbm"}
+    assert all(get_connector(n).copy == "kernel" for n in THIRD_PASS if n.startswith("lmcache"))
+    assert all(get_connector(n).copy == "dma" for n in THIRD_PASS if n.startswith("dynamo"))
+
+
+def test_lmcache_disk_pays_a_file_per_chunk():
+    """1 GB in 32 MiB chunk files (a 256-token chunk of an 8B model) over 10 GB/s:
+    ceil(1e9 / 2**25) = 30 files x 2.56 ms + 0.1 s of bytes."""
+    fn = CONNECTOR["lmcache-disk"].closed_form_function()
+    t = fn(_toy_path(), 1e9, 2**25, connector="lmcache-disk")
+    assert t == pytest.approx(30 * 2.56e-3 + 0.1, rel=1e-3)
+
+
+def test_kvbm_g2_unbatched_copies_cost_more_per_block_than_batched_dma():
+    """KVBM issues one cudaMemcpyAsync per block (3.55 us); vLLM batches its swaps (2.56 us):
+    a fragmented 4 KB-block load is slower through KVBM, a large-block one the same."""
+    fn = CONNECTOR["dynamo-kvbm-g2"].closed_form_function()
+    small = [fn(_toy_path(), 1e8, 4096, connector=n) for n in ("dynamo-kvbm-g2", "vllm-offload-dma")]
+    assert small[0] > small[1]
+    big = [fn(_toy_path(), 1e9, 1e9, connector=n) for n in ("dynamo-kvbm-g2", "vllm-offload-dma")]
+    assert big[0] == pytest.approx(big[1], rel=1e-3)
+
+
+def test_lmcache_remote_on_the_object_tier_adds_lookup_and_first_byte():
+    """LMCache's 2.1 ms lookup and the S3 tier's 30 ms existence check both precede the GETs."""
+    from kvmodel.tiers import node_tiers, transfer_seconds
+    t = node_tiers("dgx-h100", object_B=1e15)["object"]
+    ideal = transfer_seconds(t, 1e6, 1e6)
+    remote = transfer_seconds(t, 1e6, 1e6, connector="lmcache-remote")
+    assert ideal >= 30e-3 and remote - ideal >= 2.1e-3
+
+
+def test_lmcache_p2p_rows_of_the_component_data():
+    """LMCache PR #4432's P2P reads over 100 GbE RoCE (one > 4 GiB destination registration,
+    the production L1) are the source of lmcache-p2p's share, so they are reproduced."""
+    from kvmodel.tiers.fidelity import load_component_rows, predict_row
+    rows = [r for r in load_component_rows() if r["connector"] == "lmcache-p2p"]
+    assert len(rows) == 3 and all(r["split"] == "calibration" for r in rows)
+    for r in rows:
+        assert predict_row(r) == pytest.approx(float(r["value"]), rel=0.02)

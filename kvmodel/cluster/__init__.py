@@ -696,13 +696,17 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
         if c.eviction == "lru":
             return loaded_imbalance(c, w, n)
         routing = "prefix_affinity_bounded"  # the fallback of _curve
-    if n > 1 and routing == "random":  # balls into bins over the trace's requests
+    prof = w.profile
+    if n > 1 and routing == "random":  # balls into bins over the trace's requests (memoised:
+        # a pure function of the request and instance counts, ~1 ms of scipy per call)
         from kvmodel.workload._routing_closed import random_imbalance
-        return random_imbalance(w.profile.n_requests, n)
+        key = ("imbalance", routing, n)
+        if key not in prof._cache:
+            prof._cache[key] = random_imbalance(prof.n_requests, n)
+        return prof._cache[key]
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     key = ("imbalance", routing, n, c.epsilon)
-    prof = w.profile
     if key not in prof._cache:
         counts = np.bincount(assignment(prof, n, routing, c.epsilon), minlength=n)
         prof._cache[key] = float(counts.max() * n / counts.sum())

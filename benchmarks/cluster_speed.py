@@ -3,6 +3,11 @@ with local tiers and P2P sharing (after the workload's reuse profile is extracte
 configurations per second of one vectorised evaluate() over 10^5 local-tier configurations
 (arrays of dram_B / cxl_B / ssd_B / hbm_cache_fraction).
 
+Two per-call figures: the same configuration again (as a rate sweep, a bisection or a search
+revisiting it: the instance's prefix mixture, which does not depend on the rate, comes from
+the catalog's memo) and a new configuration every call (200 distinct DRAM sizes: every call
+builds its tiers and prefix mixture, as a search's new trials do).
+
     python benchmarks/cluster_speed.py [--json FILE]
 
 --json also writes the figures (seconds, configurations/s) to FILE.
@@ -11,6 +16,7 @@ configurations per second of one vectorised evaluate() over 10^5 local-tier conf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -47,7 +53,8 @@ def _median_s(fn, repeats: int) -> float:
 
 def measure(w: Workload) -> dict:
     """Median seconds per scalar evaluate() and configurations/s vectorised, per setup."""
-    out = dict(instances=16, grid=GRID, evaluate_s={}, vector_configs_per_s={}, build_s={})
+    out = dict(instances=16, grid=GRID, evaluate_s={}, evaluate_new_config_s={},
+               vector_configs_per_s={}, build_s={})
     grid = _grid(GRID)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
@@ -56,6 +63,9 @@ def measure(w: Workload) -> dict:
         evaluate(c, w)  # builds the routing tables once
         out["build_s"][f"{sharing} {routing}"] = time.perf_counter() - t0
         out["evaluate_s"][f"{sharing} {routing}"] = _median_s(lambda: evaluate(c, w), 200)
+        news = iter([dataclasses.replace(c, dram_B=float(d)) for d in np.linspace(5e11, 2e12, 200)])
+        out["evaluate_new_config_s"][f"{sharing} {routing}"] = _median_s(
+            lambda: evaluate(next(news), w), 200)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
                     routing=routing, **grid)
@@ -77,8 +87,9 @@ def main() -> None:
     print(f"reuse profile (once): {profile_s:.2f} s")
     out = dict(trace=trace.name, profile_s=profile_s, **measure(w))
     for setup, s in out["evaluate_s"].items():
-        print(f"16 instances, {setup:37s} {s * 1e6:8.0f} us (first call, tables built: "
-              f"{out['build_s'][setup]:.2f} s)")
+        print(f"16 instances, {setup:37s} {s * 1e6:8.0f} us again, "
+              f"{out['evaluate_new_config_s'][setup] * 1e6:6.0f} us a new configuration "
+              f"(first call, tables built: {out['build_s'][setup]:.2f} s)")
     for setup, r in out["vector_configs_per_s"].items():
         print(f"16 instances, {setup:37s} vectorised, {GRID:.0e} configs: {GRID / r:6.3f} s, "
               f"{r:9,.0f} configs/s")

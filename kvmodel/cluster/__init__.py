@@ -709,13 +709,17 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
         if c.eviction == "lru":
             return loaded_imbalance(c, w, n)
         routing = "prefix_affinity_bounded"  # the fallback of _curve
-    if n > 1 and routing == "random":  # balls into bins over the trace's requests
+    prof = w.profile
+    if n > 1 and routing == "random":  # balls into bins over the trace's requests (memoised:
+        # a pure function of the request and instance counts, ~1 ms of scipy per call)
         from kvmodel.workload._routing_closed import random_imbalance
-        return random_imbalance(w.profile.n_requests, n)
+        key = ("imbalance", routing, n)
+        if key not in prof._cache:
+            prof._cache[key] = random_imbalance(prof.n_requests, n)
+        return prof._cache[key]
     if n == 1 or routing not in ("prefix_affinity", "prefix_affinity_bounded"):
         return 1.0
     key = ("imbalance", routing, n, c.epsilon)
-    prof = w.profile
     if key not in prof._cache:
         counts = np.bincount(assignment(prof, n, routing, c.epsilon), minlength=n)
         prof._cache[key] = float(counts.max() * n / counts.sum())
@@ -1064,31 +1068,11 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
-    tiers = _tiers(c, key, per_node)
-    loop = _workloads.load_mode(w) != "rate"   # closed loop or burst: lam is what it serves
-    later = loop and c.sharing == "central_pool" and c.pool.put_policy == "throttle"
-    admit = (1.0, 0.0, 0.0)
-    if not later:
-        hits, admit = _admitted(c, w, hits, block_B, lam, n)
-    pre = _prefix_args(hits, tiers, w.input_len)
-    info = {}
-    if loop:
-        parts, lam, info = _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape,
-                                                kv_precision(c))
-        if later:  # puts throttled at the rate the loop serves, then its instances again
-            hits, admit = _admitted(c, w, hits, block_B, lam, n)   # with the hits drops leave
-            parts, lam, info = _workloads.instances(
-                c, w, _prefix_args(hits, tiers, w.input_len), imb, n, _connector_kw(c), shape,
-                kv_precision(c))
-    else:
-        # vector: the instance sees every configuration (prefix and rate broadcast together)
-        lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
-        parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
-                 if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    hits, admit, parts, lam, info = _served(c, w, lam, shape, hits, _tiers(c, key, per_node),
+                                            imb, n, node, block_B)
     flows = _network(c, w, node, hits, block_B, lam, caps, admit)
     util = flows["util"]
     m = _combine(parts)
-    delay = _extra_delay(flows, m)
     net_ok = True
     for u in util.values():
         net_ok = net_ok & (u < 1.0)
@@ -1096,6 +1080,46 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     if shape is None:
         stable = bool(stable)
     reason = _reasons(m["reason"], util, net_ok, stable, shape)
+    out = _figures(c, w, lam, m, _extra_delay(flows, m), stable, shape, node, per_node)
+    out.update(per_instance_rate_per_s=lam * imb / n, imbalance=imb)
+    return _workloads.finish(_result(out, stable, reason, hits, util, flows["detail"], shape,
+                                     instances=parts, closed_forms=_closed_forms(c, n),
+                                     workload=_workloads.describe(w)), w, info)
+
+
+def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
+    """(instance estimates of each role, the request rate served, what the load mode derives):
+    open loop at ``lam`` (the busiest instance at its share), or closed loop / burst."""
+    if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
+        return _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape, kv_precision(c))
+    # vector: the instance sees every configuration (prefix and rate broadcast together)
+    lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
+    parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
+             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+    return parts, lam, {}
+
+
+def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node, block_B):
+    """(hits after pool put admission, admission figures, instance estimates, rate served,
+    load-mode info). Throttled pool puts under a closed loop or burst are admitted at the rate
+    the loop serves, then its instances are solved again with the hits the drops leave."""
+    later = (_workloads.load_mode(w) != "rate" and c.sharing == "central_pool"
+             and c.pool.put_policy == "throttle")
+    admit = (1.0, 0.0, 0.0)
+    if not later:
+        hits, admit = _admitted(c, w, hits, block_B, lam, n)
+    parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
+                                  imb, n, node)
+    if later:
+        hits, admit = _admitted(c, w, hits, block_B, lam, n)
+        parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
+                                      imb, n, node)
+    return hits, admit, parts, lam, info
+
+
+def _figures(c: Cluster, w: Workload, lam, m: dict, delay: dict, stable, shape, node,
+             per_node: int) -> dict[str, Any]:
+    """Latencies (inf where unstable), served rate, tokens, goodput and cost of the cluster."""
     inf = math.inf
     O = w.output_len
     served = xp.where(stable, lam, 0.0)
@@ -1106,7 +1130,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         shape is not None or stable) else 0.0
     good = xp.where(stable, served * frac, 0.0)
     has_tok = tok > 0
-    out = dict(
+    return dict(
         ttft_s=xp.where(stable, ttft, inf),
         ttft_p50_s=xp.where(stable, m["ttft50"] + delay["p50"], inf),
         tpot_s=xp.where(stable, m["tpot"], inf),
@@ -1115,25 +1139,24 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
         ttft_p99_s=xp.where(stable, m["ttft99"] + delay["p99"], inf),
         tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_per_s=tok,
         served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost,
-        cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf),
-        per_instance_rate_per_s=lam * imb / n, imbalance=imb)
+        cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf))
+
+
+def _result(out: dict, stable, reason, hits: dict, util: dict, detail: dict, shape,
+            **rest) -> ClusterResult:
+    """The ClusterResult: Python floats for a scalar evaluation, else arrays of ``shape``."""
     if shape is None:
-        out = {k: float(v) for k, v in out.items()}
-        hit_ratio = {k: float(v) for k, v in hits.items()}
-        util = {k: float(v) for k, v in util.items()}
-        detail = {k: float(v) for k, v in flows["detail"].items()}
+        def full(v, dtype=float):
+            return float(v)
     else:
         def full(v, dtype=float):
             return np.array(np.broadcast_to(np.asarray(v, dtype=dtype), shape))
-        out = {k: full(v) for k, v in out.items()}
         stable = full(stable, bool)
-        hit_ratio = {k: full(v) for k, v in hits.items()}
-        util = {k: full(v) for k, v in util.items()}
-        detail = {k: full(v) for k, v in flows["detail"].items()}
-    return _workloads.finish(ClusterResult(
-        **out, stable=stable, reason=reason, hit_ratio=hit_ratio, utilisation=util,
-        instances=parts, closed_forms=_closed_forms(c, n), workload=_workloads.describe(w),
-        sharing=detail), w, info)
+    return ClusterResult(
+        **{k: full(v) for k, v in out.items()}, stable=stable, reason=reason,
+        hit_ratio={k: full(v) for k, v in hits.items()},
+        utilisation={k: full(v) for k, v in util.items()},
+        sharing={k: full(v) for k, v in detail.items()}, **rest)
 
 
 # ---- derived quantities of a configuration (used by kvmodel.search) --------------------------

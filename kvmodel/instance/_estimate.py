@@ -7,7 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +19,7 @@ from kvmodel.catalog.hardware import (
     FrameworkSpec,
     GPUSpec,
     catalog_arg,
+    current,
     get_connector,
     get_framework,
     get_gpu,
@@ -40,8 +41,10 @@ from kvmodel.instance._prefix import (
     POLICIES,
     kv_bytes_per_token_gpu,
     load_seconds,
+    on_distinct,
     overlap_layers,
     pipeline_makespan,
+    prefill_choice,
     prefill_with_prefix,
     prefix_bytes_gpu,
 )
@@ -183,9 +186,10 @@ class _Prefix:
         depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
-        ops, lat, tok = prefill_with_prefix(s, 1.0, I, P, load, policy, layers)
-        self.loaded, self.exposed = tok, ops["kv_load"]["time_s"]
-        self.t_load, self.t_comp = load(tok), lat - self.exposed
+        ch = prefill_choice(s, 1.0, I, P, load, policy, layers)
+        tok, lat = ch["tok"], ch["lat"]
+        self.loaded, self.exposed = tok, lat - ch["comp"]
+        self.t_load, self.t_comp = ch["t_load"], lat - self.exposed
         self.depth = depth
         # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
@@ -198,6 +202,10 @@ class _Prefix:
 
     def new_tokens(self, I):
         return I - self.loaded
+
+    def times(self) -> tuple:
+        """(load seconds, compute seconds, overlap depth) of the chosen prefix use."""
+        return self.t_load, self.t_comp, self.depth
 
     def exposed_with(self, delay):
         """Exposed load time when each load spends ``delay`` more seconds on the path."""
@@ -232,15 +240,33 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
                 tok=dp * B * O / e2e, B=B)
 
 
-def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix"):
-    n = pre.new_tokens(I)  # prompt tokens each request computes
+def _tm_batch(s: Setup, O, bmax, max_tokens, n):
+    """Throughput-max's batch B (the largest that fits, or the token budget's), its prompts
+    in flight P and per pipeline stage b, p; ``n``: prompt tokens each request computes."""
     b_tok = xp.floor(max_tokens * O / (n + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
     P = B * n / O
-    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    b, p = B / s.pp, P / s.pp
+    return B, P, B / s.pp, P / s.pp
+
+
+def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
+    """(ops, period) of throughput-max's step: a stage's busy time plus the framework's."""
+    _, _, b, p = _tm_batch(s, O, bmax, max_tokens, n)
     ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
-    period = stage + ops["framework"]["time_s"]
+    return ops, stage + ops["framework"]["time_s"]
+
+
+def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
+                    breakdown: bool = True):
+    """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
+    ops are left out, and a large array of prefixes is computed on its distinct lengths)."""
+    n = pre.new_tokens(I)  # prompt tokens each request computes
+    B, P, b, p = _tm_batch(s, O, bmax, max_tokens, n)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
+    if breakdown or xp.is_array(I, O, bmax, max_tokens, c):
+        ops, period = _tm_step(s, I, O, bmax, max_tokens, n, c)
+    else:
+        ops, period = {}, on_distinct(lambda v: _tm_step(s, I, O, bmax, max_tokens, v, c)[1], n)
     extra = {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(b / O * pre.loaded, b / O)  # b/O requests start their loads per step
@@ -593,10 +619,8 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="
     return load, parts
 
 
-def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
-            connector="ideal", save=1.0) -> _Prefix:
-    """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
-    of each prompt's new KV written through to the prefix's tier(s)."""
+def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
+    """Validated (P, block_tokens, compression, save) of a cached prefix."""
     if policy not in POLICIES:
         raise ValueError(f"prefix_policy={policy!r}; allowed: {POLICIES}")
     if layout not in LAYOUTS:
@@ -608,11 +632,53 @@ def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compressio
         raise ValueError("cached_prefix_len must be < input_len (at least one prompt token is "
                          "computed to produce the first output token)")
     save = _num("kv_save", save, integer=False, minimum=0.0, maximum=1.0)
+    return P, block_tokens, compression, save
+
+
+def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
+            connector="ideal", save=1.0) -> _Prefix:
+    """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
+    of each prompt's new KV written through to the prefix's tier(s)."""
+    P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
+                                                      compression, save)
     load, parts = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
     return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
                    kv_bytes_per_token_gpu(s, compression), save, connector)
+
+
+def _rows_prefix(s: Setup, I, P, tiers: list, rows: list, node, policy, layout, block_tokens,
+                 compression, connector="ideal", save=1.0) -> _Prefix:
+    """One prefix of classes stacked on axis 0 (``P``, ``I``: 1-d) whose rows ``rows[g]``
+    load from ``tiers[g]`` (rows in none: misses, P = 0): one prefill choice and one path for all of them.
+    Each tier's loader sees only its rows' tokens (0 elsewhere, which loads nothing), so a
+    row's load, reads and writes are those of its own tier; ``part_group`` / ``row_group``
+    say which tier each path part and each row belongs to."""
+    P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
+                                                      compression, save)
+    masks, loaders, parts, part_group = [], [], [], []
+    row_group = np.full(len(P), -1)  # rows of no tier (misses) load nothing
+    for g, (tier, ks) in enumerate(zip(tiers, rows)):
+        m = np.zeros(len(P))
+        m[ks] = 1.0
+        row_group[ks] = g
+        ld, pts = _loader(s, tier, node, layout, block_tokens, compression, connector)
+        if pts:  # an HBM tier loads nothing
+            masks.append(m)
+            loaders.append(ld)
+        parts += [(t, f * m) for t, f in pts]
+        part_group += [g] * len(pts)
+
+    def load(tok, requests=1.0):
+        out = 0.0 * tok
+        for ld, m in zip(loaders, masks):
+            out = out + ld(tok * m, requests)
+        return out
+    pre = _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
+                  kv_bytes_per_token_gpu(s, compression), save, connector)
+    pre.part_group, pre.row_group = part_group, row_group.tolist()
+    return pre
 
 
 def _checked_classes(classes, mode, P, tier) -> list:
@@ -626,17 +692,72 @@ def _checked_classes(classes, mode, P, tier) -> list:
     return check_classes(classes)
 
 
+_MIX_MEMO = 256  # prefix mixtures memoised per catalog (the configurations of a search)
+_SETUP_FIELDS = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
+
+
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`);
-    scalar classes of one tier are built as one prefix stacked on a leading axis (one loader,
-    one vectorised prefill solve) and read back row by row."""
+    """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`).
+    Scalar classes are stacked on a leading axis and read back row by row, misses and hits of
+    every tier as one prefix (one prefill choice, one loader per tier, one path:
+    :func:`_rows_prefix`). Nothing here depends on the request rate: with scalar inputs the
+    mixture is memoised in the active catalog (:func:`_mix_key`), so a sweep or bisection of
+    the rate, or a search revisiting a configuration, builds it once."""
+    key, refs = _mix_key(s, I, classes, mode, P, tier, pkw)
+    if key is None:
+        return _build_mix(s, I, classes, mode, P, tier, pkw)
+    held, mix = current().cached("prefix_mix", key, lambda: (refs, _build_mix(
+        s, I, classes, mode, P, tier, pkw)), maxsize=_MIX_MEMO)
+    if len(held) != len(refs) or any(a is not b for a, b in zip(held, refs)):
+        return _build_mix(s, I, classes, mode, P, tier, pkw)  # an id of a former object
+    return mix
+
+
+class _Uncached(Exception):
+    """An input the prefix-mixture memo does not key (an array)."""
+
+
+def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
+    """(key, objects) of a prefix mixture's inputs: numbers and strings by value, objects
+    (specs, tiers, connector) by identity, with the objects themselves kept beside the memo
+    entry so that a recycled id is recognised; (None, None) where an input holds an array."""
+    refs: list = []
+
+    def atom(v):
+        if isinstance(v, (bool, np.bool_)):  # not equal to 1 / 0 here (validation differs)
+            return ("bool", bool(v))
+        if v is None or isinstance(v, (int, float, str, np.generic)):
+            return v
+        if isinstance(v, (list, tuple)):  # classes, tier mixes
+            return tuple(atom(x) for x in v)
+        if isinstance(v, (np.ndarray, dict, set)):
+            raise _Uncached
+        refs.append(v)
+        return ("id", id(v))
+    try:
+        if mode != "rate" or not isinstance(classes, (list, tuple)):
+            raise _Uncached
+        key = (tuple(atom(getattr(s, f)) for f in _SETUP_FIELDS), atom(I), atom(classes),
+               atom(P), atom(tier), atom(pkw))
+    except _Uncached:
+        return None, None
+    return key, tuple(refs)
+
+
+def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
+    """:func:`_prefix_mix` without the memo."""
     parts = _checked_classes(classes, mode, P, tier)
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
     for k, c in enumerate(parts):
         miss = not xp.is_array(c[1]) and c[1] == 0  # misses never share a hit's stack
         groups.setdefault((c[2] if isinstance(c[2], str) else id(c[2]), miss), []).append(k)
+    order = [k for ks in groups.values() for k in ks]  # the groups' order (harmonic sums)
     prefixes, stacks = [None] * len(parts), []
+    scalar = not xp.is_array(*[c[1] for c in parts], *lens)
+    if scalar and len(parts) > 1 and any(not miss for _, miss in groups):
+        _stack_all(s, parts, lens, groups, pkw, prefixes, stacks)
+        groups = {}
     for ks in groups.values():
         if len(ks) == 1 or xp.is_array(*[parts[k][1] for k in ks], *[lens[k] for k in ks]):
             for k in ks:  # arrays: per class (a row axis would not align with the others)
@@ -649,8 +770,26 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks = stacks
+    mix.stacks, mix.order = stacks, order
     return mix
+
+
+def _stack_all(s: Setup, parts, lens, groups: dict, pkw, prefixes: list, stacks: list) -> None:
+    """Scalar classes (``groups``: class indices per (tier, miss)) as one
+    :func:`_rows_prefix`: the hits load from their tier, the misses (0 tokens) from none;
+    its rows go to ``prefixes``, the stack to ``stacks``."""
+    ks = [k for g in groups.values() for k in g]
+    row = {k: j for j, k in enumerate(ks)}
+    hits = [(parts[g[0]][2], [row[k] for k in g]) for (_, miss), g in groups.items() if not miss]
+    for (_, miss), g in groups.items():
+        if miss:  # a miss loads nothing, but its tier must still be a valid one
+            _loader(s, parts[g[0]][2], pkw[0], *pkw[2:6])
+    Ls = np.array([float(lens[k]) for k in ks])
+    stacked = _rows_prefix(s, Ls, np.array([float(parts[k][1]) for k in ks]),
+                           [t for t, _ in hits], [r for _, r in hits], *pkw)
+    for j, k in enumerate(ks):
+        prefixes[k] = PrefixRow(stacked, j)
+    stacks.append((stacked, ks, Ls))
 
 
 def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
@@ -672,13 +811,29 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
-    the engine's time at saturation, so the request rates combine harmonically."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p) for p, _, L in mix.stacks]
-    inv = 0.0
+    the engine's time at saturation, so the request rates combine harmonically. Kept on the
+    mixture for scalar arguments (a memoised mixture is reused at every request rate)."""
+    key = (I, O, dp, fits, mnt, req_s)
+    if xp.is_array(*key):
+        return _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
+    memo = mix.__dict__.setdefault("_saturation", {})
+    if key not in memo:
+        memo[key] = _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
+    return dict(memo[key])
+
+
+def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
+    """:func:`_throughput_max_mix` without the memo."""
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
+           for p, _, L in mix.stacks]
+    tok_of = {}
     for r, (_, ks, _) in zip(res, mix.stacks):
         tok = xp.maximum(r["tok"], 1e-300)
         for j, k in enumerate(ks):
-            inv = inv + mix.probs[k] / (tok[j] if len(ks) > 1 else tok)
+            tok_of[k] = tok[j] if len(ks) > 1 else tok
+    inv = 0.0
+    for k in mix.order:  # summed in the classes' group order
+        inv = inv + mix.probs[k] / tok_of[k]
     return dict(res[0], tok=1.0 / inv)
 
 

@@ -132,6 +132,34 @@ def _row(x, j: int):
     return float(v) if np.ndim(v) == 0 else v
 
 
+def _row_of(stacked, x, j: int):
+    """:func:`_row` of a value of ``stacked``; a 1-d float array is split into Python floats
+    once per stack (every class reads its row)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype != np.float64:
+        return _row(x, j)
+    lists = stacked.__dict__.setdefault("_row_lists", {})
+    got = lists.get(id(x))
+    if got is None or got[0] is not x:
+        got = lists[id(x)] = (x, x.tolist())
+    return got[1][j]
+
+
+def _stack_save(stacked) -> dict:
+    """The stacked prefix's save op, built once for all its rows."""
+    if "_save_all" not in stacked.__dict__:
+        stacked._save_all = stacked.save_op()
+    return stacked._save_all
+
+
+def _own_parts(stacked, j: int) -> list[bool]:
+    """Which of a stacked prefix's path parts row j loads from (all, unless the stack's rows
+    come from several tiers: ``part_group`` / ``row_group``)."""
+    groups = getattr(stacked, "part_group", None)
+    if groups is None:
+        return [True] * len(stacked.reads)
+    return [g == stacked.row_group[j] for g in groups]
+
+
 class PrefixRow:
     """Class j of a prefix built once for several classes stacked on a leading axis (same
     tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
@@ -140,24 +168,35 @@ class PrefixRow:
         self.stacked, self.j = stacked, j
         self.none = stacked.none
         self.save_sync = stacked.save_sync
-        self.loaded, self.exposed = _row(stacked.loaded, j), _row(stacked.exposed, j)
+        self.loaded = _row_of(stacked, stacked.loaded, j)
+        self.exposed = _row_of(stacked, stacked.exposed, j)
         if not self.none:
             self.eff = stacked.eff
-            self.reads = [(t, _row(b, j)) for t, b in stacked.reads]
-            self.writes = [(t, _row(b, j)) for t, b in stacked.writes]
+            own = _own_parts(stacked, j)  # rows of several tiers: this row's tier only
+            self.reads = [(t, _row_of(stacked, b, j)) for i, (t, b) in enumerate(stacked.reads)
+                          if own[i]]
+            self.writes = [(t, _row_of(stacked, b, j)) for i, (t, b)
+                           in enumerate(stacked.writes) if own[i]]
+
+    def times(self) -> tuple:
+        """(load seconds, compute seconds, overlap depth) of this row."""
+        if not hasattr(self, "t_load"):
+            st = self.stacked
+            self.t_load = _row_of(st, st.t_load, self.j)
+            self.t_comp = _row_of(st, st.t_comp, self.j)
+        return self.t_load, self.t_comp, self.stacked.depth
 
     def exposed_with(self, delay):
         """Exposed load when each load spends ``delay`` more seconds on the path (as
         ``_Prefix.exposed_with``, on this row's load and compute times)."""
-        if not hasattr(self, "t_load"):
-            st = self.stacked
-            self.t_load, self.t_comp = _row(st.t_load, self.j), _row(st.t_comp, self.j)
+        self.times()
         mk = pipeline_makespan(self.t_load + delay, self.t_comp, self.stacked.depth) - self.t_comp
         return xp.where((delay > 0) & (self.loaded > 0), mk, self.exposed)
 
     def save_op(self, util: dict | None = None) -> dict:
         if "_save" not in self.__dict__:
-            self._save = {k: _row(v, self.j) for k, v in self.stacked.save_op().items()}
+            self._save = {k: _row_of(self.stacked, v, self.j)
+                          for k, v in _stack_save(self.stacked).items()}
         return self._save
 
 
@@ -180,6 +219,9 @@ class PrefixMix:
             self.attn = pairs / xp.maximum(self.new, 1e-300)
         else:  # hit classes of one prompt length: the mean prompt's pairs (as without classes)
             self.attn = lens[0] - self.new / 2.0
+        vals = [*lens, *(p.loaded for p in prefixes)]  # scalar classes: vectorised over them
+        self._rows = None if xp.is_array(*vals) else (np.array(lens, dtype=float),
+                                                      np.array(vals[len(lens):], dtype=float))
         self.path = None
         if live:
             reads = [(t, b * pi) for pi, p in zip(probs, prefixes) if not p.none for t, b in p.reads]
@@ -222,8 +264,26 @@ class PrefixMix:
     def _exposed_all(self, delay) -> list:
         """Each class's exposed load when the mean load waits ``delay`` more on the path (a
         class's share of it: its loaded tokens over the mean)."""
-        return [p.exposed if p.none else p.exposed_with(delay * self._share(p))
-                for p in self.parts]
+        rows = self._time_rows() if self._rows is not None and not xp.is_array(delay) else None
+        if rows is None:
+            return [p.exposed if p.none else p.exposed_with(delay * self._share(p))
+                    for p in self.parts]
+        t_load, t_comp, depth, exposed, live = rows  # every class at once, element by element
+        loaded = self._rows[1]
+        d = delay * (loaded / xp.maximum(self.loaded, 1e-300))
+        mk = pipeline_makespan(t_load + d, t_comp, depth) - t_comp
+        return np.where(live & (d > 0) & (loaded > 0), mk, exposed).tolist()
+
+    def _time_rows(self):
+        """Per class (arrays over the classes): load and compute seconds, overlap depth,
+        exposed load, whether it loads at all; None when any of them is an array."""
+        if "_times" not in self.__dict__:
+            vals = [(0.0, 0.0, 1.0, p.exposed) if p.none else (*p.times(), p.exposed)
+                    for p in self.parts]
+            flat = [v for row in vals for v in row]
+            self._times = None if xp.is_array(*flat) else (
+                *np.array(vals, dtype=float).T, np.array([not p.none for p in self.parts]))
+        return self._times
 
     def save_op(self, util: dict | None = None) -> dict:
         ops = [p.save_op() for p in self.parts if not p.none]
@@ -233,6 +293,14 @@ class PrefixMix:
     def own(self, S_of, pair_s):
         """Per class: its own chunks ``S_of(n_k)`` plus, for length classes, its attention
         pairs beyond the mean's ``n_k·a`` at ``pair_s`` seconds per pair (0 on average)."""
+        if self._rows is not None and not xp.is_array(pair_s):  # every class at once
+            lens, loaded = self._rows
+            n = lens - loaded
+            out = S_of(n)
+            if self.lengths:
+                out = out + pair_s * (n * (lens - n / 2.0) - n * self.attn)
+            if isinstance(out, np.ndarray) and out.shape == n.shape:
+                return out.tolist()
         if not self.lengths:  # hit classes of one length: chunks only, as without classes
             return [S_of(self.new_k(k)) for k in range(len(self.parts))]
         return [S_of(self.new_k(k)) + pair_s * (self.pairs_k(k) - self.new_k(k) * self.attn)

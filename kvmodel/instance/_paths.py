@@ -76,9 +76,12 @@ class PathLoad:
         self.read: dict[str, Any] = {}
         self.write: dict[str, Any] = {}
         self.shared: dict[str, bool] = {}
+        segs: dict[int, list[Segment]] = {}  # each tier's segments, built once
         for pairs, out, kind in ((reads, self.read, "read"), (writes, self.write, "write")):
             for tier, nbytes in pairs:
-                for seg in path_segments(tier, efficiency):
+                if id(tier) not in segs:
+                    segs[id(tier)] = path_segments(tier, efficiency)
+                for seg in segs[id(tier)]:
                     bw = seg.read_Bps if kind == "read" else seg.write_Bps
                     # no bytes, no demand (even on a tier of zero devices, bandwidth 0)
                     safe = xp.where(bw > 0, bw, 1.0)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import ConnectorSpec, get_connector
 from kvmodel.instance._roofline import Setup, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
-           "pipeline_makespan", "overlap_layers", "prefill_with_prefix"]
+           "pipeline_makespan", "overlap_layers", "prefill_with_prefix",
+           "prefill_choice", "on_distinct"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -85,6 +88,34 @@ def _prefill(s: Setup, B, I, new):
     return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
+_DISTINCT_MIN = 4096  # array size from which a prefill is computed on its distinct values
+
+
+def on_distinct(f: Callable[[Any], Any], x):
+    """``f(x)`` for an element-wise ``f``; a large array ``x`` of token counts (a vectorised
+    evaluation: whole tokens, a few thousand distinct values at most) is computed on its
+    distinct values and spread back, element by element the same numbers."""
+    if isinstance(x, np.ndarray) and x.size >= _DISTINCT_MIN:
+        u, inv = np.unique(x, return_inverse=True)
+        y = f(u)
+        if np.shape(y) == u.shape:  # (not where f's other arguments hold arrays)
+            return y[inv.ravel()].reshape(x.shape)
+    return f(x)
+
+
+def _prefill_s(s: Setup, B, I, new):
+    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I)."""
+    if xp.is_array(B, I):
+        return _prefill(s, B, I, new)[2]
+    return on_distinct(lambda v: _prefill(s, B, I, v)[2], new)
+
+
+def _rows(I, P) -> bool:
+    """Whether I and P are 1-d arrays of one length (classes stacked on axis 0)."""
+    return (isinstance(I, np.ndarray) and isinstance(P, np.ndarray) and I.ndim == 1
+            and I.shape == P.shape)
+
+
 def _merge(cond, a: dict, b: dict) -> dict:
     return {k: {f: xp.where(cond, a[k][f], b[k][f]) for f in ("flops", "bytes", "time_s")}
             | {kk: xp.where(cond, a[k][kk], b[k][kk]) for kk in ("compute_s", "memory_s")
@@ -99,30 +130,59 @@ def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: s
     ``layers`` is the load/compute pipeline depth (:func:`overlap_layers`; None: all layers).
     Returns ``(ops, latency_s, loaded_tokens)``; ``ops["kv_load"]`` is the exposed load time.
     """
+    c = _choose(s, B, I, P, load, policy, layers, breakdown=True)
+    ops = dict(c["ops"])
+    ops["kv_load"] = {"flops": 0.0, "bytes": c["tok"] * B * kv_bytes_per_token_gpu(s),
+                      "time_s": c["lat"] - c["comp"]}
+    return ops, c["lat"], c["tok"]
+
+
+def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best",
+                   layers=None) -> dict:
+    """:func:`prefill_with_prefix` without the op breakdown (the same choice, element by
+    element): ``lat`` (latency), ``tok`` (loaded tokens), ``comp`` (compute seconds) and
+    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path)."""
+    return _choose(s, B, I, P, load, policy, layers, breakdown=False)
+
+
+def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> dict:
+    """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
+    only with ``breakdown`` (merging every op's fields costs more than the choice itself)."""
     L = s.model.num_layers if layers is None else layers
-    ops_full, _, t_full = _prefill(s, B, I, I)
-    ops_new, _, t_new = _prefill(s, B, I, I - P)
+    if breakdown:
+        ops_full, _, t_full = _prefill(s, B, I, I)
+        ops_new, _, t_new = _prefill(s, B, I, I - P)
+    elif not _rows(I, P):
+        ops_full = ops_new = None
+        t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
+    else:  # stacked classes: the whole prompt and its uncached part in one roofline call
+        ops_full = ops_new = None
+        t_full, t_new = np.split(_prefill(s, B, np.concatenate([I, I]),
+                                          np.concatenate([I, I - P]))[2], 2)
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
     # balance point of a linearised split: load(x) = compute(I - x)
     x = xp.where(P > 0, t_full * P / xp.maximum(t_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
-    ops_x, _, t_x = _prefill(s, B, I, I - x)
-    mk_split = pipeline_makespan(load(x), t_x, L)
-    cands = {"recompute": (t_full, 0.0, ops_full, t_full), "load": (mk_load, P, ops_new, t_new),
-             "split": (mk_split, x, ops_x, t_x)}
-    if policy != "best":
-        lat, tok, ops, comp = cands[policy]
+    if breakdown:
+        ops_x, _, t_x = _prefill(s, B, I, I - x)
     else:
-        lat, tok, ops, comp = cands["recompute"]
+        ops_x, t_x = None, _prefill_s(s, B, I, I - x)
+    t_lx = load(x)
+    mk_split = pipeline_makespan(t_lx, t_x, L)
+    cands = {"recompute": (t_full, 0.0, ops_full, t_full, 0.0), "load": (mk_load, P, ops_new, t_new, t_ld),
+             "split": (mk_split, x, ops_x, t_x, t_lx)}
+    if policy != "best":
+        lat, tok, ops, comp, t_load = cands[policy]
+    else:
+        lat, tok, ops, comp, t_load = cands["recompute"]
         for name in ("load", "split"):
             c = cands[name]
             better = c[0] < lat
-            ops = _merge(better, c[2], ops)
-            lat, tok, comp = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
-                              xp.where(better, c[3], comp))
-    lat, tok = lat + 0.0 * P, tok + 0.0 * P  # keep the prefix's shape under every policy
-    ops = dict(ops)
-    ops["kv_load"] = {"flops": 0.0, "bytes": tok * B * kv_bytes_per_token_gpu(s),
-                      "time_s": lat - comp}
-    return ops, lat, tok
+            if breakdown:
+                ops = _merge(better, c[2], ops)
+            lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
+                                      xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
+    # keep the prefix's shape under every policy
+    lat, tok, t_load = lat + 0.0 * P, tok + 0.0 * P, t_load + 0.0 * P
+    return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load)

@@ -1,0 +1,81 @@
+"""Hit classes of several tiers built as one stacked prefix (kvmodel.instance._estimate
+._rows_prefix) and the rate-independent memo of the prefix mixture: the same numbers as
+classes built one by one, the harmonic saturation of the classes' own throughput-max rates,
+and no memo shared between calibrations."""
+
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel.catalog.hardware import current
+from kvmodel.tiers import default_node_for_gpu
+
+M, G, I, O = "llama-3.1-8b", "h100-sxm", 9216, 128
+FIELDS = ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "e2e_s",
+          "queue_wait_s", "saturation_request_rate_per_s")
+
+
+def _classes():
+    """A miss and hits in HBM, DRAM and SSD of the default node (two prefix lengths each)."""
+    t = kvmodel.node_tiers(default_node_for_gpu(G), G, dram_B=2e12, ssd_B=30e12)
+    return [(0.2, 0, "hbm"), (0.1, 4096, t["hbm"]), (0.1, 8192, t["hbm"]), (0.15, 4096, t["dram"]),
+            (0.15, 8192, t["dram"]), (0.2, 2048, t["ssd"]), (0.1, 6144, t["ssd"])]
+
+
+def _est(**kw):
+    return kvmodel.estimate(M, G, input_len=I, output_len=O, **kw)
+
+
+def test_stacked_tiers_equal_classes_built_one_by_one():
+    cls = _classes()
+    stacked = _est(request_rate=1.0, prefix_classes=cls)
+    # arrays of one element take the per-class path (no stack across classes)
+    one_by_one = _est(request_rate=1.0, prefix_classes=[(p, np.array([n]), t) for p, n, t in cls])
+    assert stacked.stable and stacked.path_utilisation
+    for f in FIELDS:
+        assert getattr(stacked, f) == pytest.approx(float(getattr(one_by_one, f)[0]), rel=1e-12), f
+    for k, u in stacked.path_utilisation.items():
+        assert u == pytest.approx(float(one_by_one.path_utilisation[k][0]), rel=1e-12), k
+
+
+def test_saturation_is_the_harmonic_mix_of_each_class_alone():
+    cls = _classes()
+    mix = _est(request_rate=1.0, prefix_classes=cls).saturation_request_rate_per_s
+    alone = [_est(batch="max", cached_prefix_len=n, cache_tier=t).saturation_request_rate_per_s
+             for _, n, t in cls]
+    assert mix == pytest.approx(1.0 / sum(p / r for (p, _, _), r in zip(cls, alone)), rel=1e-12)
+
+
+def test_memo_gives_the_fresh_result_and_follows_the_calibration():
+    cls = _classes()
+    current()._memo.pop("prefix_mix", None)
+    fresh = _est(request_rate=1.0, prefix_classes=cls)
+    again = _est(request_rate=1.0, prefix_classes=cls)  # from the memo
+    other_rate = _est(request_rate=0.5, prefix_classes=cls)  # the memo serves every rate
+    slow = dict(memory_efficiency_factor=0.5)
+    cal = _est(request_rate=0.5, prefix_classes=cls, calibration=slow)
+    current()._memo.pop("prefix_mix", None)
+    assert [getattr(again, f) for f in FIELDS] == [getattr(fresh, f) for f in FIELDS]
+    assert other_rate.ttft_s == _est(request_rate=0.5, prefix_classes=cls).ttft_s
+    current()._memo.pop("prefix_mix", None)
+    assert cal.ttft_s == _est(request_rate=0.5, prefix_classes=cls, calibration=slow).ttft_s
+    assert cal.ttft_s > other_rate.ttft_s  # half the HBM bandwidth: not the memoised mixture
+
+
+def test_large_grids_computed_on_distinct_prefixes_equal_the_direct_computation(monkeypatch):
+    import kvmodel.instance._prefix as prefix
+    from kvmodel.cluster import Cluster, Workload, evaluate
+    rng = np.random.default_rng(3)
+    n = 2 * prefix._DISTINCT_MIN
+    c = Cluster("llama-3.1-8b", G, instances=4, tp=1, sharing="central_pool",
+                dram_B=10 ** rng.uniform(9, 12, n), ssd_B=10 ** rng.uniform(10, 13, n),
+                hbm_cache_fraction=rng.uniform(0, 0.9, n))
+    w = Workload(kvmodel.load_trace("mooncake-conversation"), request_rate=4.0)
+    fast = evaluate(c, w)
+    monkeypatch.setattr(prefix, "_DISTINCT_MIN", 10 ** 12)  # every element computed directly
+    direct = evaluate(c, w)
+    assert np.isfinite(fast.ttft_p99_s).mean() > 0.5
+    for f in ("ttft_s", "ttft_p99_s", "tpot_s", "goodput_per_s"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(direct, f), err_msg=f)
+    np.testing.assert_array_equal(fast.instances["instance"].saturation_request_rate_per_s,
+                                  direct.instances["instance"].saturation_request_rate_per_s)

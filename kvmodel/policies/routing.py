@@ -325,9 +325,8 @@ class LLMD(RoutingPolicy):
 
     Sources: weights prefix-cache-scorer 3, kv-cache-utilization-scorer 2, queue-scorer 2 are
     the EndpointPickerConfig of llm-d's "intelligent inference scheduling" well-lit path
-    (llm-d/llm-d guides/inference-scheduling, gaie values ``default-plugins.yaml``; the path
-    the blog "KV-Cache Wins You Can See", llm-d.ai/blog/kvcache-wins-you-can-see, 2025-09-24,
-    calls approximate-scheduling); the queue and kv-cache scorers as in
+    (llm-d/llm-d guides/inference-scheduling, gaie values ``default-plugins.yaml``); the
+    queue and kv-cache scorers as in
     gateway-api-inference-extension ``pkg/epp/scheduling/framework/plugins/scorer``.
     """
 

@@ -21,10 +21,11 @@ Method (public API: kvmodel.evaluate, kvmodel.search.max_rate_at_slo):
    is the headline. At the max rate the network utilisations (pool NIC out/in, hottest peer NIC,
    peer NIC in) and, at 3 % above it, what breaks first (``limit``) say which term decides. p99
    TTFT at 50/80/95 % of the no-sharing baseline R_n (best routing) is recorded too.
-3. Cost. Pool server and NIC-port prices are user inputs (``PoolSpec.server_cost_usd`` /
-   ``port_cost_usd``) that default to 0 because no sourced price is bundled in hardware_db; the
-   sensitivity arch ``pool-n/8x2TB$`` (excluded from the winner map) charges the ASSUMED prices
-   of :data:`ASSUMED_PRICES`, amortised like the media.
+3. Cost. Every pool pays its media plus hardware_db's sourced server and NIC + switch-port
+   prices (``calibration.toml``: ``pool_server_price``, ``pool_nic_price`` +
+   ``pool_switch_port_price``; the ``PoolSpec.server_cost_usd`` / ``port_cost_usd`` defaults),
+   amortised like the media; the sensitivity arch ``pool-n/8x2TB$`` (excluded from the winner
+   map) charges twice those prices (:data:`HIGH_PRICES`).
 
     python studies/search_kv_sharing.py [--sizes 4 8 16 32 64] [--nics ...] [--quick]
 
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import kvmodel
 from kvmodel import search
+from kvmodel.catalog import get_calibration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_common import HERE, write_rows  # noqa: E402
@@ -57,9 +59,11 @@ EPSILONS = (0.05, 0.1, 0.25)
 LOADS = (0.5, 0.8, 0.95)
 LOAD_AWARE = ("least_loaded", "dynamo", "llmd", "sglang", "mooncake")
 TB = 1e12
-# ASSUMED prices for the cost sensitivity only (no sourced price in hardware_db): a 2-socket
-# storage server without its media, and one 2-port NIC share + switch port + cable per NIC.
-ASSUMED_PRICES = dict(server_cost_usd=20_000.0, port_cost_usd=2_000.0)
+# cost sensitivity only: twice hardware_db's sourced pool prices (server without media; NIC +
+# switch port), e.g. a vendor-configured server and optics instead of street prices
+_CAL = get_calibration()
+HIGH_PRICES = dict(server_cost_usd=2.0 * _CAL["pool_server_price"].si,
+                   port_cost_usd=2.0 * (_CAL["pool_nic_price"].si + _CAL["pool_switch_port_price"].si))
 PRICED = "pool-n/8x2TB$"
 
 
@@ -82,7 +86,7 @@ ARCHS = {
     "p2p-block-r2": _p2p("rendezvous", 2),
     "p2p-prefix-r1": _p2p("prefix_hash", 1),
     "p2p-dir-r1": _p2p("directory", 1),
-    PRICED: _pool(lambda n: math.ceil(n / 8), 2 * TB, **ASSUMED_PRICES),
+    PRICED: _pool(lambda n: math.ceil(n / 8), 2 * TB, **HIGH_PRICES),
 }
 
 
@@ -281,7 +285,7 @@ def print_summary(best: list[dict], win: list[dict], cross: list[dict], routers:
               f"({c['gain_at_crossover']:+.1%}, {c['arch_at_crossover']}); at n={c['largest_instances']}: "
               f"{c['gain_at_largest']:+.1%} ({c['arch_at_largest']})")
     if any(b["arch"] == PRICED for b in best):
-        print(f"\npool with ASSUMED prices {ASSUMED_PRICES}: goodput/$ unpriced -> priced, vs none")
+        print(f"\npool at twice the sourced prices {HIGH_PRICES}: goodput/$ sourced -> doubled, vs none")
         for n in sizes:
             for nic in nics:
                 p, q, z = (cell[n, nic, a] for a in ("pool-n/8x2TB", PRICED, "none"))

@@ -57,8 +57,10 @@ def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], m
     mode's (result, throughput-max); ``pre`` is the uncontended ``best`` prefix."""
     cands = [build("recompute"), build("load"), build("split")]
     runs = [serve(c) for c in cands]
-    cands.append(build("split", _stretch(cands[2], runs[2][0])))
-    runs.append(serve(cands[3]))
+    refined = build("split", _stretch(cands[2], runs[2][0]))
+    same = not xp.any_true(refined.loaded != cands[2].loaded)  # an idle path: x1 = x0
+    cands.append(refined)
+    runs.append(runs[2] if same else serve(refined))
     scores = [_score(res, sat, mode, N, O) for res, sat in runs]
     # the uncontended choice first: recompute (nothing loaded), load (all), else split at x0
     idx = xp.where(pre.loaded <= 0, 0, xp.where(pre.loaded >= pre.P, 1, 2))

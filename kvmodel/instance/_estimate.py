@@ -883,7 +883,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     servers (:mod:`kvmodel.instance._paths`): ``path_utilisation`` reports each segment's busy
     fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
     when the connector saves synchronously), and an open loop that puts a segment over
-    capacity is unstable with a reason naming it.
+    capacity is unstable with a reason naming it. ``prefix_policy="best"`` decides under that
+    contention (:mod:`kvmodel.instance._contended`: load, recompute and split each served with
+    its own path load, the lowest stable mean TTFT wins, so concurrency can turn a load into a
+    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads.
 
     ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
     instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:

@@ -9,7 +9,9 @@ computing earlier layers is exposed. A contiguous layout (every block holds all 
 needs every block) or a connector that loads before the prefill exposes the whole load
 (``L = 1``: load, then compute). Recompute prefills the whole
 prompt. Split loads the first ``x`` prefix tokens and recomputes the rest, with ``x`` where load
-and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest.
+and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest
+(here alone on the path: :mod:`kvmodel.instance._contended` decides it for an estimate whose
+concurrent loads share the path).
 """
 
 from __future__ import annotations

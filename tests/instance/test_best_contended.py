@@ -73,6 +73,28 @@ def test_more_concurrency_never_loads_more(mode, xs, tier):
     assert all(b <= a for a, b in zip(loaded, loaded[1:])), loaded
 
 
+@pytest.mark.parametrize("mode", [dict(concurrency=8), dict(request_rate=1.0), dict(batch="max")])
+@pytest.mark.parametrize("layout", ["contiguous", "per_layer"])
+def test_a_slower_path_never_loads_more(mode, layout):
+    kw = dict(NVME, kv_layout=layout, **mode)
+    loaded = [float(kvmodel.estimate(M, G, **dict(kw, cache_tier=_toy_tier(bw * GB)))
+                    .prefix_loaded_tokens) for bw in (40, 20, 10, 5, 2.5)]
+    assert all(b <= a for a, b in zip(loaded, loaded[1:])), loaded
+    assert loaded[-1] < loaded[0]
+
+
+def test_beyond_the_kv_slots_loading_returns_as_throughput_sets_the_wait():
+    """More clients than KV slots: a request's TTFT is mostly its wait for a slot, which the
+    engine's throughput sets, and loading the prefix relieves the engine (the monotone law
+    above holds while the path, not the engine, is the bottleneck)."""
+    kw = dict(input_len=16_384, output_len=128, cached_prefix_len=8_192, cache_tier="ssd")
+    few, many = (kvmodel.estimate(M, G, concurrency=c, **kw) for c in (16, 64))
+    assert 16 < many.max_batch < 64  # 16 clients fit the KV slots, 64 wait for them
+    assert few.prefix_loaded_tokens == 0 and many.prefix_loaded_tokens == 8_192
+    rec = kvmodel.estimate(M, G, concurrency=64, prefix_policy="recompute", **kw)
+    assert many.output_tok_per_s > rec.output_tok_per_s and many.ttft_s < rec.ttft_s
+
+
 @pytest.mark.parametrize("mode", [dict(concurrency=2), dict(concurrency=8),
                                   dict(request_rate=0.5), dict(request_rate=1.0),
                                   dict(batch="max")])

@@ -971,9 +971,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
 
     def serve(p):
         return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cv ** 2)
-    if _best.contended(pre, prefix_policy, mode, None if N is None else N / dp):  # the choice under the path's load
-        res, sat, loaded = _best.choose(pre, lambda pol, f=1.0: _prefix(
-            s, I, cached_prefix_len, cache_tier, node, pol, *pkw[2:], stretch=f), serve, mode, N, O)
+    if _best.contended(pre, prefix_policy, mode, None if N is None else N / dp):
+        def build(pol, f=1.0):
+            return _prefix(s, I, cached_prefix_len, cache_tier, node, pol, *pkw[2:], stretch=f)
+        res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
     else:
         (res, sat), loaded = serve(pre), pre.loaded
     extra = {"prefix_loaded_tokens": loaded + 0.0 * I}

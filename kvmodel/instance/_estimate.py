@@ -25,6 +25,7 @@ from kvmodel.catalog.hardware import (
     get_gpu,
 )
 from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance import _contended as _best
 from kvmodel.instance import _openloop as _ol
 from kvmodel.instance import _speculative as _spec
 from kvmodel.instance import _wide_ep as _wide
@@ -117,6 +118,9 @@ class Estimate:
     # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
     # concurrent loads and saves of one replica (empty without a prefix outside HBM)
     path_utilisation: Mapping[str, Any] = field(default_factory=dict)
+    # cached prefix tokens each request loads (the rest of its prefix is recomputed), as the
+    # prefix policy chose them; the classes' mean with prefix_classes
+    prefix_loaded_tokens: Any = 0.0
     # DP attention with wide EP (``attention_dp``): the step's all-to-all bytes and time per
     # GPU, its NVLink / network parts and share of the step (empty when off)
     wide_ep: Mapping[str, Any] = field(default_factory=dict)
@@ -178,7 +182,7 @@ class _Prefix:
     the save of new KV completes before the first token (else it only loads the path)."""
 
     def __init__(self, s: Setup, P, load, policy: str, I, layers=None, parts=(), per_tok=0.0,
-                 save=0.0, conn=None):
+                 save=0.0, conn=None, stretch=1.0):
         self.none = load is None
         self.P, self.policy, self.load, self.layers = P, policy, load, layers
         self.loaded, self.exposed, self.t_load, self.t_comp = 0.0, 0.0, 0.0, 0.0
@@ -186,7 +190,7 @@ class _Prefix:
         depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
-        ch = prefill_choice(s, 1.0, I, P, load, policy, layers)
+        ch = prefill_choice(s, 1.0, I, P, load, policy, layers, stretch)
         tok, lat = ch["tok"], ch["lat"]
         self.loaded, self.exposed = tok, lat - ch["comp"]
         self.t_load, self.t_comp = ch["t_load"], lat - self.exposed
@@ -222,7 +226,8 @@ def _path_outputs(pre: "_Prefix", rate, delay, p_wait) -> dict:
     """Result entries of the path model: the extra exposed load time, its wait probability,
     each segment's utilisation at ``rate`` requests/s per replica."""
     extra = pre.exposed_with(delay) - pre.exposed
-    return dict(path_wait=extra, path_p=p_wait, path_util=pre.path.utilisation(rate))
+    return dict(path_wait=extra, path_p=p_wait, path_util=pre.path.utilisation(rate),
+                path_delay=delay)
 
 
 def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
@@ -636,16 +641,17 @@ def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
 
 
 def _prefix(s: Setup, I, P, tier, node, policy, layout, block_tokens, compression,
-            connector="ideal", save=1.0) -> _Prefix:
+            connector="ideal", save=1.0, stretch=1.0) -> _Prefix:
     """Validate the cached-prefix arguments and build the prefix loader; ``save``: the fraction
-    of each prompt's new KV written through to the prefix's tier(s)."""
+    of each prompt's new KV written through to the prefix's tier(s); ``stretch``: the path's
+    contention factor a split balances against (:func:`~kvmodel.instance._prefix.prefill_choice`)."""
     P, block_tokens, compression, save = _prefix_args(I, P, policy, layout, block_tokens,
                                                       compression, save)
     load, parts = _loader(s, tier, node, layout, block_tokens, compression, connector)
     if not xp.any_true(P > 0):
         return _Prefix(s, 0.0, None, policy, I)
     return _Prefix(s, P, load, policy, I, overlap_layers(s, layout, connector), parts,
-                   kv_bytes_per_token_gpu(s, compression), save, connector)
+                   kv_bytes_per_token_gpu(s, compression), save, connector, stretch)
 
 
 def _rows_prefix(s: Setup, I, P, tiers: list, rows: list, node, policy, layout, block_tokens,
@@ -877,7 +883,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     servers (:mod:`kvmodel.instance._paths`): ``path_utilisation`` reports each segment's busy
     fraction, ``breakdown[...]["kv_save"]`` the save (bytes per GPU, and the latency it adds
     when the connector saves synchronously), and an open loop that puts a segment over
-    capacity is unstable with a reason naming it.
+    capacity is unstable with a reason naming it. ``prefix_policy="best"`` decides under that
+    contention (:mod:`kvmodel.instance._contended`: load, recompute and split each served with
+    its own path load, the lowest stable mean TTFT wins, so concurrency can turn a load into a
+    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads.
 
     ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
     instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:
@@ -954,22 +963,21 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
-    sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
-           else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",
               N, max_batch)
-        res = _static(s, I, O, N, dp, req_s, pre)
-    elif mode == "max":
-        res = sat
-    elif mode == "concurrency":
-        res = _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre)
+    ca2 = (_num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2 if mode == "rate"
+           else None)
+
+    def serve(p):
+        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cv ** 2)
+    if _best.contended(pre, prefix_policy, mode, None if N is None else N / dp):
+        def build(pol, f=1.0):
+            return _prefix(s, I, cached_prefix_len, cache_tier, node, pol, *pkw[2:], stretch=f)
+        res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
     else:
-        ca2 = _num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2
-        cs2 = cv ** 2
-        res = _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                         sat["tok"] / (O * dp))
-    extra = {}
+        (res, sat), loaded = serve(pre), pre.loaded
+    extra = {"prefix_loaded_tokens": loaded + 0.0 * I}
     if s.wide is not None:  # of the step without speculation
         bd = res["bd"]
         extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
@@ -983,6 +991,20 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
                      m.kv_bytes_per_token(kv), extra)
+
+
+def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tuple[dict, dict]:
+    """(result, throughput-max) of one mode with the prefix ``pre``."""
+    sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
+           else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
+    if mode == "batch":
+        return _static(s, I, O, N, dp, req_s, pre), sat
+    if mode == "max":
+        return sat, sat
+    if mode == "concurrency":
+        return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
+    return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
+                      sat["tok"] / (O * dp)), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:

@@ -9,7 +9,9 @@ computing earlier layers is exposed. A contiguous layout (every block holds all 
 needs every block) or a connector that loads before the prefill exposes the whole load
 (``L = 1``: load, then compute). Recompute prefills the whole
 prompt. Split loads the first ``x`` prefix tokens and recomputes the rest, with ``x`` where load
-and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest.
+and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest
+(here alone on the path: :mod:`kvmodel.instance._contended` decides it for an estimate whose
+concurrent loads share the path).
 """
 
 from __future__ import annotations
@@ -138,14 +140,18 @@ def prefill_with_prefix(s: Setup, B, I, P, load: Callable[[Any], Any], policy: s
 
 
 def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = "best",
-                   layers=None) -> dict:
+                   layers=None, stretch=1.0) -> dict:
     """:func:`prefill_with_prefix` without the op breakdown (the same choice, element by
     element): ``lat`` (latency), ``tok`` (loaded tokens), ``comp`` (compute seconds) and
-    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path)."""
-    return _choose(s, B, I, P, load, policy, layers, breakdown=False)
+    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path).
+    ``stretch`` (>= 1, may be an array): the factor by which contention on the shared path
+    lengthens a load; the split then balances ``stretch·load(x)`` against computing the rest
+    (fewer tokens loaded as the path gets busier), everything else stays uncontended."""
+    return _choose(s, B, I, P, load, policy, layers, breakdown=False, stretch=stretch)
 
 
-def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> dict:
+def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
+            stretch=1.0) -> dict:
     """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
     only with ``breakdown`` (merging every op's fields costs more than the choice itself)."""
     L = s.model.num_layers if layers is None else layers
@@ -161,8 +167,8 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool) -> di
                                           np.concatenate([I, I - P]))[2], 2)
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
-    # balance point of a linearised split: load(x) = compute(I - x)
-    x = xp.where(P > 0, t_full * P / xp.maximum(t_ld + t_full - t_new, 1e-30), 0.0)
+    # balance point of a linearised split: stretch·load(x) = compute(I - x)
+    x = xp.where(P > 0, t_full * P / xp.maximum(stretch * t_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
     if breakdown:
         ops_x, _, t_x = _prefill(s, B, I, I - x)

@@ -70,6 +70,10 @@ def test_bar_four_concurrent_long_prefixes_on_one_nvme_at_least_double_ttft():
     one = kvmodel.estimate(M, G, concurrency=1, **LONG)
     four = kvmodel.estimate(M, G, concurrency=4, **LONG)
     assert four.ttft_s >= 2.0 * one.ttft_s
+    # the same loads queue harder on the drive ("best" itself loads less as the drive fills:
+    # tests/instance/test_best_contended.py)
+    one, four = (kvmodel.estimate(M, G, concurrency=c, prefix_policy="load", **LONG)
+                 for c in (1, 4))
     dev = [k for k in four.path_utilisation if "device" in k]
     assert dev and four.path_utilisation[dev[0]] > one.path_utilisation[dev[0]]
 
@@ -96,6 +100,9 @@ def test_faster_link_never_slower(mode):
     slow = kvmodel.estimate(M, G, cache_tier=_toy_tier(10 * GB), **kw)
     fast = kvmodel.estimate(M, G, cache_tier=_toy_tier(20 * GB), **kw)
     assert fast.ttft_s <= slow.ttft_s
+    # the same loads keep a faster link less busy ("best" may load more over it)
+    slow, fast = (kvmodel.estimate(M, G, cache_tier=_toy_tier(bw), prefix_policy="load", **kw)
+                  for bw in (10 * GB, 20 * GB))
     assert fast.path_utilisation["link toy"] <= slow.path_utilisation["link toy"]
 
 

@@ -83,10 +83,7 @@ class PathLoad:
                     segs[id(tier)] = path_segments(tier, efficiency)
                 for seg in segs[id(tier)]:
                     bw = seg.read_Bps if kind == "read" else seg.write_Bps
-                    # no bytes, no demand (even on a tier of zero devices, bandwidth 0)
-                    safe = xp.where(bw > 0, bw, 1.0)
-                    demand = xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
-                    out[seg.name] = out.get(seg.name, 0.0) + demand
+                    out[seg.name] = out.get(seg.name, 0.0) + _demand(nbytes, bw)
                     self.shared[seg.name] = seg.shared
         for name in self.shared:
             self.read.setdefault(name, 0.0)
@@ -141,6 +138,17 @@ class PathLoad:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.shared)
+
+
+def _demand(nbytes, bw):
+    """Seconds of bandwidth ``bw`` that ``nbytes`` need; no bytes, no demand (even on a tier of
+    zero devices, bandwidth 0: inf where bytes meet it)."""
+    if not isinstance(bw, np.ndarray) and bw > 0:  # the common case: one positive bandwidth
+        if isinstance(nbytes, np.ndarray):
+            return np.where(nbytes > 0, nbytes / bw + 0.0, 0.0)
+        return nbytes / bw + 0.0 if nbytes > 0 else 0.0
+    safe = xp.where(bw > 0, bw, 1.0)
+    return xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
 
 
 def _max_over(values) -> Any:

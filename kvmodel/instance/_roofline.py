@@ -118,7 +118,9 @@ def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]
     t_c = flops / rate_Fps
     t_m = nbytes / setup.hbm_Bps
     fixed = kernels * setup.kernel_s
-    return {"flops": flops, "bytes": nbytes, "time_s": xp.maximum(t_c, t_m) + fixed,
+    top = (t_c if t_c >= t_m else t_m) if type(t_c) is float and type(t_m) is float else (
+        xp.maximum(t_c, t_m))  # (Python floats: xp.maximum's scalar path, inlined)
+    return {"flops": flops, "bytes": nbytes, "time_s": top + fixed,
             "compute_s": t_c, "memory_s": t_m, "fixed_s": fixed}
 
 

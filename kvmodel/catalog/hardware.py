@@ -372,7 +372,10 @@ def current() -> Catalog:
     """The active catalog: the one of the innermost :func:`use_catalog` block (of this thread
     or task), else the default one."""
     cat = _ACTIVE.get()
-    return Catalog.default() if cat is None else cat
+    if cat is None:  # the default catalog, built on first use (Catalog.default)
+        cat = _DEFAULT[0]
+        return Catalog.default() if cat is None else cat
+    return cat
 
 
 @contextmanager

@@ -578,26 +578,31 @@ def _waits(f: SharingFlows, m: dict[str, Any]):
 
 
 def _quantile_scalar(p: float, a: float, ma: float, b: float, mb: float) -> float:
-    """:func:`sum_wait_quantile` minus the instance-only quantile, on Python floats."""
+    """:func:`sum_wait_quantile` minus the instance-only quantile, on Python floats: bisection
+    on the tail ``a(1−b)·e^(−t/ma) + b(1−a)·e^(−t/mb) + ab·both(t)``, its constant factors
+    computed once (the same operations, in the same order, at every step)."""
     q = 1.0 - p
 
     def single(pp, pr, mm):
         return mm * math.log(pr / (1.0 - pp)) if pr > 1.0 - pp else 0.0
-
-    def tail(t):
-        ea = math.exp(-t / ma) if ma > 0 else 0.0
-        eb = math.exp(-t / mb) if mb > 0 else 0.0
-        if abs(ma - mb) <= 1e-9 * max(ma, mb):
-            both = (1 + t / ma) * ea if ma > 0 else 0.0
-        else:
-            both = (ma * ea - mb * eb) / (ma - mb)
-        return a * (1 - b) * ea + b * (1 - a) * eb + a * b * both
+    ca, cb, cab = a * (1 - b), b * (1 - a), a * b
+    same = abs(ma - mb) <= 1e-9 * max(ma, mb)
+    dm = ma - mb
     alone = single(p, a, ma)
     lo = max(alone, single(p, b, mb))
     hi = single(1 - q / 2, a, ma) + single(1 - q / 2, b, mb) + 1e-15
     for _ in range(32):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if tail(mid) > q else (lo, mid)
+        ea = math.exp(-mid / ma) if ma > 0 else 0.0
+        eb = math.exp(-mid / mb) if mb > 0 else 0.0
+        if same:
+            both = (1 + mid / ma) * ea if ma > 0 else 0.0
+        else:
+            both = (ma * ea - mb * eb) / dm
+        if ca * ea + cb * eb + cab * both > q:
+            lo = mid
+        else:
+            hi = mid
     return max(hi - alone, 0.0)
 
 

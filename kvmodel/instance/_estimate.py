@@ -435,11 +435,13 @@ def _mixed_step(s: Setup, t, D, lam, I, new, c, max_tokens):
     return f * t_p + (1.0 - f) * t_d - t, ops
 
 
-def _tpot_sd(s: Setup, t, t_pf, f, D, c, O):
-    """Std. dev. of a request's mean inter-token time: steps are decode-only (t_d) or carry a
-    prefill chunk (t_pf) with frequency f; a request averages O-1 independent steps."""
+def _tpot_sd(s: Setup, t, t_pf, f, D, c, O, t_d=None):
+    """Std. dev. of a request's mean inter-token time: steps are decode-only (t_d; computed
+    here when not given) or carry a prefill chunk (t_pf) with frequency f; a request averages
+    O-1 independent steps."""
     f = xp.minimum(xp.maximum(f, 0.0), 1.0)
-    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    if t_d is None:
+        t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     var = f * (1.0 - f) * (t_pf - t_d) ** 2
     return (var / xp.maximum(O - 1.0, 1.0)) ** 0.5
 
@@ -491,7 +493,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
             extra.update(classes=pre.offsets(delay, own))
     # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
     # drift of D (it changes over about O steps, so a request's window sees one level of it)
-    sd = (_tpot_sd(s, t, t_p, f, D, c, O) ** 2 + T1 * T1 * var_D) ** 0.5
+    sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
                 p_wait=q["p_wait"], tpot_sd=sd, stable=stable,
@@ -719,6 +721,9 @@ def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     return mix
 
 
+_PLAIN = (float, int, str, type(None))  # keyed by value as they are
+
+
 class _Uncached(Exception):
     """An input the prefix-mixture memo does not key (an array)."""
 
@@ -730,12 +735,14 @@ def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
     refs: list = []
 
     def atom(v):
+        if type(v) in _PLAIN:  # the common case first (not bool: type, not isinstance)
+            return v
         if isinstance(v, (bool, np.bool_)):  # not equal to 1 / 0 here (validation differs)
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
             return v
         if isinstance(v, (list, tuple)):  # classes, tier mixes
-            return tuple(atom(x) for x in v)
+            return tuple([atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
         refs.append(v)

@@ -76,18 +76,15 @@ class PathLoad:
         self.read: dict[str, Any] = {}
         self.write: dict[str, Any] = {}
         self.shared: dict[str, bool] = {}
-        segs: dict[int, list[Segment]] = {}  # each tier's segments, built once
-        for pairs, out, kind in ((reads, self.read, "read"), (writes, self.write, "write")):
+        segs: dict[int, list] = {}  # each tier's (name, read, write bandwidth, shared), once
+        for pairs, out, w in ((reads, self.read, False), (writes, self.write, True)):
             for tier, nbytes in pairs:
                 if id(tier) not in segs:
-                    segs[id(tier)] = path_segments(tier, efficiency)
-                for seg in segs[id(tier)]:
-                    bw = seg.read_Bps if kind == "read" else seg.write_Bps
-                    # no bytes, no demand (even on a tier of zero devices, bandwidth 0)
-                    safe = xp.where(bw > 0, bw, 1.0)
-                    demand = xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
-                    out[seg.name] = out.get(seg.name, 0.0) + demand
-                    self.shared[seg.name] = seg.shared
+                    segs[id(tier)] = [(g.name, g.read_Bps, g.write_Bps, g.shared)
+                                      for g in path_segments(tier, efficiency)]
+                for name, r_bw, w_bw, shared in segs[id(tier)]:
+                    out[name] = out.get(name, 0.0) + _demand(nbytes, w_bw if w else r_bw)
+                    self.shared[name] = shared
         for name in self.shared:
             self.read.setdefault(name, 0.0)
             self.write.setdefault(name, 0.0)
@@ -141,6 +138,17 @@ class PathLoad:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.shared)
+
+
+def _demand(nbytes, bw):
+    """Seconds of bandwidth ``bw`` that ``nbytes`` need; no bytes, no demand (even on a tier of
+    zero devices, bandwidth 0: inf where bytes meet it)."""
+    if not isinstance(bw, np.ndarray) and bw > 0:  # the common case: one positive bandwidth
+        if isinstance(nbytes, np.ndarray):
+            return np.where(nbytes > 0, nbytes / bw + 0.0, 0.0)
+        return nbytes / bw + 0.0 if nbytes > 0 else 0.0
+    safe = xp.where(bw > 0, bw, 1.0)
+    return xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
 
 
 def _max_over(values) -> Any:

@@ -118,7 +118,9 @@ def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]
     t_c = flops / rate_Fps
     t_m = nbytes / setup.hbm_Bps
     fixed = kernels * setup.kernel_s
-    return {"flops": flops, "bytes": nbytes, "time_s": xp.maximum(t_c, t_m) + fixed,
+    top = (t_c if t_c >= t_m else t_m) if type(t_c) is float and type(t_m) is float else (
+        xp.maximum(t_c, t_m))  # (Python floats: xp.maximum's scalar path, inlined)
+    return {"flops": flops, "bytes": nbytes, "time_s": top + fixed,
             "compute_s": t_c, "memory_s": t_m, "fixed_s": fixed}
 
 
@@ -161,14 +163,17 @@ def _elementwise(s: Setup, tokens, layers):
     return _op(0.0, tokens * s.k["elem_tok"] * s.act_B, s, s.gemm_Fps, 3.0 * layers)
 
 
-def _collectives(s: Setup, tokens, layers, moe_layers):
-    """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP."""
+def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
+    """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP
+    (None without ``alltoall``: a dense model has no all-to-all op)."""
     m = s.model
     msg = tokens * m.hidden_size * s.act_B
     tp_on, ep_on = s.k["tp_on"], s.k["ep_on"]
     one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
     n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
     ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
+    if not alltoall:
+        return ar, None
     if s.wide is not None:  # DP attention: dispatch / combine over NVLink and the NICs
         return ar, s.wide.alltoall(m, tokens, s.tp, moe_layers)
     a2a_bytes = 2.0 * msg / s.ep * m.experts_per_token * (s.ep - 1.0) / s.ep
@@ -221,7 +226,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     head_w = k["head_w"]
     ops["lm_head"] = _op(2.0 * logits * head_w,
                          head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s, s.head_Fps, 1.0)
-    ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l)
+    ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l, m.is_moe)
     if m.is_moe:
         ops["ep_alltoall"] = a2a
     stage = 0.0

@@ -192,6 +192,16 @@ def render_speed_reuse(ctx: dict) -> str:
     return wrap(text)
 
 
+def _cluster_times(cl: dict) -> str:
+    """Per-evaluate time: a new configuration every call (when measured), and the same
+    configuration again (its memoised prefix mixture reused)."""
+    again = span(cl["evaluate_s"].values(), time_str)
+    if "evaluate_new_config_s" not in cl:
+        return again
+    return (f"{span(cl['evaluate_new_config_s'].values(), time_str)} for a new configuration "
+            f"each call ({again} when the same configuration is evaluated again)")
+
+
 def render_speed_cluster(ctx: dict) -> str:
     s = ctx["speed"]
     cl, sim = s["cluster"], s["sim"]
@@ -200,7 +210,7 @@ def render_speed_cluster(ctx: dict) -> str:
                      for n in sorted(runs, key=int, reverse=True))
     text = (f"Speed (`python benchmarks/cluster_speed.py`, {measured_on(s)}): one `evaluate` "
             f"of a "
-            f"{cl['instances']}-instance cluster takes {span(cl['evaluate_s'].values(), time_str)} "
+            f"{cl['instances']}-instance cluster takes {_cluster_times(cl)} "
             f"after the trace's reuse profile is extracted once ({time_str(cl['profile_s'])}); "
             f"capacities, HBM share, pool / P2P sizes and the request rate may be numpy arrays: "
             f"{cl['grid']:,d} configurations evaluate at "

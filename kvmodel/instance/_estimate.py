@@ -261,14 +261,14 @@ def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
     With deterministic lengths a full batch keeps the step phases of the arrivals that first
     filled its slots (Poisson), so a step carries a chunk with probability f = 1 − e^(−x) and
     then x/f chunks on average, capped by the budget max_tokens − D (a budget-bound batch
-    fills every step): the open loop's busy-step law (:func:`kvmodel.instance._openloop._share`
+    fills every step): the open loop's busy-step law (:func:`kvmodel.instance._openloop.busy_share`
     at λ·t = q). Mixing the two kinds, rather than spreading the prompt tokens evenly over the
     steps, keeps the roofline's convexity: a lone chunk of a long prompt is compute-bound where
     a few prompt tokens per step hide under the weight reads. Ops and period are the
     f-weighted mean of the two kinds."""
     _, k, q = _tm_batch(s, O, bmax, max_tokens, n)
     D = q * (O - 1.0)
-    f, P = _ol._share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
+    f, P = _ol.busy_share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
     d, tok = D / s.pp, P / s.pp  # per stage: decoders, prompt tokens of a busy step
     m = tok * k / n  # chunks of a busy step
     start = (I - n) + n * (k - 1.0) / (2.0 * k)  # mean context before a chunk

@@ -657,6 +657,9 @@ def _prefix_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, held)
     """Largest batch once the KV of ``held`` cached-prefix tokens sits in HBM: the shared
     prefix is a partition of the KV pool (as ``prefix_cache_blocks`` in :mod:`kvmodel.sim`),
     and every request still reserves its whole I + O tokens beside it."""
+    if not xp.any_true(held > 0):
+        return max_batch
+    r.widen(np.broadcast_shapes(r.shape, np.shape(held)))
     free = kv_cap - _kv_per_seq(s.model, held, s.tp, s.kv_B)
     fit = xp.minimum(xp.floor(xp.maximum(free, 0.0) / _kv_per_seq(s.model, I + O, s.tp, s.kv_B)),
                      mbs)

@@ -653,6 +653,15 @@ def _hbm_share(s: Setup, tier, node):
     return sum(_fraction(f) for t, f in mix if _resolve_tier(s, t, node) is None)
 
 
+def _held_hbm(s: Setup, classes, P, tier, node):
+    """Cached-prefix tokens resident in HBM: the HBM share of ``cached_prefix_len``. With
+    ``prefix_classes`` the classes' prefixes live in the caller's own cache partition (the
+    cluster's ``hbm_cache_fraction``), so nothing more is taken off here."""
+    if classes is not None:
+        return 0.0
+    return _num("cached_prefix_len", P, minimum=0) * _hbm_share(s, tier, node)
+
+
 def _prefix_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, held):
     """Largest batch once the KV of ``held`` cached-prefix tokens sits in HBM: the shared
     prefix is a partition of the KV pool (as ``prefix_cache_blocks`` in :mod:`kvmodel.sim`),
@@ -1002,9 +1011,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
-    if not isinstance(pre, PrefixMix) and not pre.none:
-        max_batch = _prefix_partition(r, s, kv_cap, max_batch, I, O, mbs,
-                                      pre.P * _hbm_share(s, cache_tier, node))
+    max_batch = _prefix_partition(r, s, kv_cap, max_batch, I, O, mbs,
+                                  _held_hbm(s, prefix_classes, cached_prefix_len, cache_tier, node))
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
     sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
            else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))

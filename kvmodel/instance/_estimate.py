@@ -246,19 +246,45 @@ def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
 
 
 def _tm_batch(s: Setup, O, bmax, max_tokens, n):
-    """Throughput-max's batch B (the largest that fits, or the token budget's), its prompts
-    in flight P and per pipeline stage b, p; ``n``: prompt tokens each request computes."""
+    """Throughput-max's batch B (the largest that fits, or the token budget's), and its
+    cycle: each of the B slots runs its prompt's k chunks in k steps, then O − 1 decode steps,
+    so q = B / (O − 1 + k) requests complete per step; ``n``: prompt tokens each request
+    computes, in k = ceil(n / (max_tokens − B)) chunks beside the decoders.
+    Returns (B, k, q)."""
     b_tok = xp.floor(max_tokens * O / (n + O))
     B = xp.maximum(xp.minimum(bmax, b_tok), 1.0)
-    P = B * n / O
-    return B, P, B / s.pp, P / s.pp
+    k = xp.ceil(n / xp.minimum(n, xp.maximum(max_tokens - B, 1.0)))
+    return B, k, B / (O - 1.0 + k)
 
 
 def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
-    """(ops, period) of throughput-max's step: a stage's busy time plus the framework's."""
-    _, _, b, p = _tm_batch(s, O, bmax, max_tokens, n)
-    ops, stage, lat = step_ops(s, b + p, b, p * (I - n / 2.0), b * c, b * c + p / n * (I - n), b + p)
-    return ops, stage + ops["framework"]["time_s"]
+    """(ops, mean period) of throughput-max's steps, per pipeline stage plus the framework's.
+
+    The engine's steps are of two kinds, as in :mod:`kvmodel.sim`: a slot admitted when another
+    finishes runs its prompt as whole chunks of n / k tokens beside the D = q·(O − 1)
+    decoders, and the steps no chunk lands in decode only. Chunks come at x = q·k per step.
+    With deterministic lengths a full batch keeps the step phases of the arrivals that first
+    filled its slots (Poisson), so a step carries a chunk with probability f = 1 − e^(−x) and
+    then x/f chunks on average, capped by the budget max_tokens − D (a budget-bound batch
+    fills every step): the open loop's busy-step law (:func:`kvmodel.instance._openloop.busy_share`
+    at λ·t = q). Mixing the two kinds, rather than spreading the prompt tokens evenly over the
+    steps, keeps the roofline's convexity: a lone chunk of a long prompt is compute-bound where
+    a few prompt tokens per step hide under the weight reads. Ops and period are the
+    f-weighted mean of the two kinds."""
+    _, k, q = _tm_batch(s, O, bmax, max_tokens, n)
+    D = q * (O - 1.0)
+    f, P = _ol.busy_share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
+    d, tok = D / s.pp, P / s.pp  # per stage: decoders, prompt tokens of a busy step
+    m = tok * k / n  # chunks of a busy step
+    start = (I - n) + n * (k - 1.0) / (2.0 * k)  # mean context before a chunk
+    busy, stage_b, _ = step_ops(s, d + tok, d + m / k, tok * (I - n / 2.0), d * c,
+                                d * c + m * start, d + tok)
+    dec, stage_d, _ = step_ops(s, d, d, 0.0, d * c, d * c, d)
+    ops = {op: {key: f * v + (1.0 - f) * dec[op][key] for key, v in vals.items()}
+           for op, vals in busy.items()}
+    period = (f * (stage_b + busy["framework"]["time_s"])
+              + (1.0 - f) * (stage_d + dec["framework"]["time_s"]))
+    return ops, period
 
 
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
@@ -266,7 +292,8 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
     """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
     ops are left out, and a large array of prefixes is computed on its distinct lengths)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
-    B, P, b, p = _tm_batch(s, O, bmax, max_tokens, n)
+    B, _, q = _tm_batch(s, O, bmax, max_tokens, n)
+    r = q / s.pp  # requests starting (and finishing) per stage period
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     if breakdown or xp.is_array(I, O, bmax, max_tokens, c):
         ops, period = _tm_step(s, I, O, bmax, max_tokens, n, c)
@@ -274,20 +301,21 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
         ops, period = {}, on_distinct(lambda v: _tm_step(s, I, O, bmax, max_tokens, v, c)[1], n)
     extra = {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
-        load = pre.load(b / O * pre.loaded, b / O)  # b/O requests start their loads per step
-        busy = _max_busy(pre.path.utilisation(b / O))  # path seconds per step, reads + writes
+        load = pre.load(r * pre.loaded, r)  # r requests start their loads per step
+        busy = _max_busy(pre.path.utilisation(r))  # path seconds per step, reads + writes
         need = xp.maximum(load, busy)
         ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
                    kv_save=pre.save_op())
         period = xp.maximum(period, need)
         # B requests always in flight: a closed loop of B clients on the path
-        delay, p_wait = pre.path.delay(b / O / period, B)
-        extra = _path_outputs(pre, b / O / period, delay, p_wait)
+        delay, p_wait = pre.path.delay(r / period, B)
+        extra = _path_outputs(pre, r / period, delay, p_wait)
     tpot = s.pp * period
-    ttft = req_s + tpot * xp.maximum(1.0, n / P) + pre.exposed + extra.get("path_wait", 0.0)
+    ttft = req_s + tpot * xp.maximum(1.0, 1.0 / q) + pre.exposed + extra.get("path_wait", 0.0)
     ttft = ttft + (0.0 if pre.none else ops["kv_save"]["time_s"])
     e2e = ttft + (O - 1.0) * tpot
-    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * b / period, B=B, **extra)
+    return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * r * O / period, B=B,
+                **extra)
 
 
 def _max_busy(util: dict):
@@ -624,6 +652,36 @@ def _loader(s: Setup, tier, node, layout, block_tokens, compression, connector="
                                      connector=connector, requests=requests)
         return out
     return load, parts
+
+
+def _hbm_share(s: Setup, tier, node):
+    """Share of a cached prefix that ``cache_tier`` (a name, a Tier or a mix) holds in HBM."""
+    mix = tier if isinstance(tier, (list, tuple)) else [(tier, 1.0)]
+    return sum(_fraction(f) for t, f in mix if _resolve_tier(s, t, node) is None)
+
+
+def _held_hbm(s: Setup, classes, P, tier, node):
+    """Cached-prefix tokens resident in HBM: the HBM share of ``cached_prefix_len``. With
+    ``prefix_classes`` the classes' prefixes live in the caller's own cache partition (the
+    cluster's ``hbm_cache_fraction``), so nothing more is taken off here."""
+    if classes is not None:
+        return 0.0
+    return _num("cached_prefix_len", P, minimum=0) * _hbm_share(s, tier, node)
+
+
+def _prefix_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, held):
+    """Largest batch once the KV of ``held`` cached-prefix tokens sits in HBM: the shared
+    prefix is a partition of the KV pool (as ``prefix_cache_blocks`` in :mod:`kvmodel.sim`),
+    and every request still reserves its whole I + O tokens beside it."""
+    if not xp.any_true(held > 0):
+        return max_batch
+    r.widen(np.broadcast_shapes(r.shape, np.shape(held)))
+    free = kv_cap - _kv_per_seq(s.model, held, s.tp, s.kv_B)
+    fit = xp.minimum(xp.floor(xp.maximum(free, 0.0) / _kv_per_seq(s.model, I + O, s.tp, s.kv_B)),
+                     mbs)
+    r.add((max_batch >= 1) & (fit < 1), "the cached prefix's {:.0f} tokens in HBM leave {:.0f} "
+          "KV tokens, less than one request of {:.0f}", held, free, I + O)
+    return xp.where(held > 0, fit, max_batch)
 
 
 def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
@@ -969,6 +1027,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
+    max_batch = _prefix_partition(r, s, kv_cap, max_batch, I, O, mbs,
+                                  _held_hbm(s, prefix_classes, cached_prefix_len, cache_tier, node))
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",

@@ -226,3 +226,9 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2):
 
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def busy_share(lam, t, new, chunks, budget):
+    """Busy-step share f and prompt tokens P of a busy step (the *Steps* law of the module
+    docstring), for callers outside the open loop: throughput-max's steps at saturation."""
+    return _share(lam, t, new, chunks, budget)

@@ -19,8 +19,12 @@ def _est(**kw):
 
 
 def test_one_class_is_the_plain_prefix():
-    a = _est(request_rate=5.0, prefix_classes=[(1.0, 8192, "hbm")])
+    # at equal KV slots: a plain HBM prefix takes its own partition off them (47 of 48), hit
+    # classes live in the caller's cache partition (the cluster's hbm_cache_fraction)
     b = _est(request_rate=5.0, cached_prefix_len=8192)
+    a = _est(request_rate=5.0, prefix_classes=[(1.0, 8192, "hbm")], max_batch_size=b.max_batch)
+    assert b.max_batch == 47
+    assert _est(request_rate=5.0, prefix_classes=[(1.0, 8192, "hbm")]).max_batch == 48
     for f in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s", "saturation_request_rate_per_s"):
         assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-12), f
     # p50/p90/p99 from the mixture solver agree with the single wait law
@@ -35,8 +39,10 @@ def test_misses_and_hits_spread_the_tail_beyond_the_mean_prefix():
     assert mix.stable and mean.stable
     assert mix.ttft_p99_s > mean.ttft_p99_s  # the bimodal service widens the tail
     assert mix.ttft_p50_s <= mix.ttft_p90_s <= mix.ttft_p99_s and mix.ttft_s < mix.ttft_p99_s
-    # the saturation rate is the harmonic mixture of the classes' rates
-    hit = _est(batch="max", cached_prefix_len=8192).saturation_request_rate_per_s
+    # the saturation rate is the harmonic mixture of the classes' rates (the hit class's own:
+    # a plain HBM prefix would also take its partition off the KV slots, 47 of 48)
+    hit = _est(request_rate=2.0,
+               prefix_classes=[(1.0, 8192, "hbm")]).saturation_request_rate_per_s
     miss = _est(batch="max").saturation_request_rate_per_s
     assert mix.saturation_request_rate_per_s == pytest.approx(1.0 / (0.5 / hit + 0.5 / miss))
 

@@ -41,8 +41,12 @@ def test_stacked_tiers_equal_classes_built_one_by_one():
 def test_saturation_is_the_harmonic_mix_of_each_class_alone():
     cls = _classes()
     mix = _est(request_rate=1.0, prefix_classes=cls).saturation_request_rate_per_s
-    alone = [_est(batch="max", cached_prefix_len=n, cache_tier=t).saturation_request_rate_per_s
+    # each class alone as a one-class mixture (a plain HBM prefix would also take its own
+    # partition off the KV slots; hit classes live in the caller's cache partition)
+    alone = [_est(request_rate=1.0, prefix_classes=[(1.0, n, t)]).saturation_request_rate_per_s
              for _, n, t in cls]
+    plain = [_est(batch="max", cached_prefix_len=n, cache_tier=t) for _, n, t in cls[3:]]
+    assert [e.saturation_request_rate_per_s for e in plain] == pytest.approx(alone[3:], rel=1e-12)
     assert mix == pytest.approx(1.0 / sum(p / r for (p, _, _), r in zip(cls, alone)), rel=1e-12)
 
 

@@ -916,8 +916,9 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
                  **_connector_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
-                 request_rate=lam / c.decode_instances, cached_prefix_len=I - 1, cache_tier="hbm",
-                 framework=c.framework)
+                 request_rate=lam / c.decode_instances, framework=c.framework,
+                 prefix_classes=[(1.0, I - 1, "hbm")])  # handed-off KV: each request's own,
+    # not a shared prefix partition of the decode GPU's KV pool (a plain cached_prefix_len is)
     return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}
 
 

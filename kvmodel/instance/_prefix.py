@@ -86,8 +86,10 @@ def _prefill(s: Setup, B, I, new):
     """Prefill ``new`` tokens of B prompts of length I whose first I-new tokens' KV is in HBM
     (an MLA model up-projects the cached latent of those tokens for the prefill's attention)."""
     old = I - new
-    pairs = B * (new * old + new * (new + 1.0) / 2.0)
-    return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
+    pairs = new * old + new * (new + 1.0) / 2.0
+    if type(B) is float and B == 1.0:  # one prompt: x·1.0 is x, bit for bit (skip the copies)
+        return step_ops(s, new, B, pairs, 0.0, old, new, mla_cached=old)
+    return step_ops(s, B * new, B, B * pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
 _DISTINCT_MIN = 4096  # array size from which a prefill is computed on its distinct values
@@ -163,8 +165,8 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
         t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
     else:  # stacked classes: the whole prompt and its uncached part in one roofline call
         ops_full = ops_new = None
-        t_full, t_new = np.split(_prefill(s, B, np.concatenate([I, I]),
-                                          np.concatenate([I, I - P]))[2], 2)
+        t = _prefill(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))[2]
+        t_full, t_new = t[:len(I)], t[len(I):]
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
     # balance point of a linearised split: stretch·load(x) = compute(I - x)

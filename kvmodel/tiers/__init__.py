@@ -86,6 +86,24 @@ def queue_depth(spec, default: float = 8.0) -> float:
     return _q(spec, "queue_depth", default)
 
 
+_PATH_MEMOS: dict = {}  # (path, its links' ids) -> memo of scalar bandwidths and setups
+
+
+def _shared_memo(path) -> dict:
+    """The memo of paths equal to ``path`` over the very same link objects (a link's
+    ``quantities`` take no part in equality; the key holds the path, so the ids stay valid)."""
+    try:
+        key = (path, tuple(map(id, path.links)))
+        memo = _PATH_MEMOS.get(key)
+    except TypeError:  # an unhashable field: this path alone
+        return {}
+    if memo is None:
+        if len(_PATH_MEMOS) >= _MEMO_MAX:
+            _PATH_MEMOS.clear()
+        memo = _PATH_MEMOS[key] = {}
+    return memo
+
+
 @dataclass(frozen=True)
 class TransferPath:
     """Links crossed from a tier to one GPU, in order, and the source's bandwidth share."""
@@ -101,11 +119,12 @@ class TransferPath:
     request_s: float = 0.0  # per-request metadata cost of the source (open / lookup / first byte)
 
     def _memo(self, key: tuple, compute):
-        """``compute()`` memoised on this (frozen) path by ``key`` of Python scalars (a new
-        configuration evaluates the same path at the same few sizes many times)."""
+        """``compute()`` memoised by ``key`` of Python scalars on this (frozen) path, shared by
+        equal paths over the same link objects (a new configuration rebuilds its tiers' paths,
+        equal to the last one's, and evaluates them at the same few sizes many times)."""
         memo = self.__dict__.get("_memo_")
         if memo is None:
-            memo = {}
+            memo = _shared_memo(self)
             object.__setattr__(self, "_memo_", memo)
         out = memo.get(key)
         if out is None:

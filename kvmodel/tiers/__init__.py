@@ -24,7 +24,8 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.schema import STORAGE_FAMILIES
-from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
+from kvmodel.catalog.hardware import (LinkSpec, current, get_gpu, get_link, get_memory, get_node,
+                                      list_entries)
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tiers",
            "default_node_for_gpu", "storage_tier", "transfer_seconds", "nic_aggregate_Bps",
@@ -199,7 +200,11 @@ class Tier:
 
 
 def default_node_for_gpu(gpu: str) -> str | None:
-    """The first node template built from this GPU, if any."""
+    """The first node template built from this GPU, if any (memoised in the catalog)."""
+    return current().cached("default_node_for_gpu", gpu, lambda: _first_node(gpu))
+
+
+def _first_node(gpu: str) -> str | None:
     for key in list_entries("node"):
         if get_node(key).gpu == gpu:
             return key

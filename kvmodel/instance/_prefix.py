@@ -170,7 +170,8 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
     # balance point of a linearised split: stretch·load(x) = compute(I - x)
-    x = xp.where(P > 0, t_full * P / xp.maximum(stretch * t_ld + t_full - t_new, 1e-30), 0.0)
+    st_ld = t_ld if type(stretch) is float and stretch == 1.0 else stretch * t_ld  # 1.0·t is t
+    x = xp.where(P > 0, t_full * P / xp.maximum(st_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
     if breakdown:
         ops_x, _, t_x = _prefill(s, B, I, I - x)
@@ -192,5 +193,6 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
             lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
                                       xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
     # keep the prefix's shape under every policy
-    lat, tok, t_load = lat + 0.0 * P, tok + 0.0 * P, t_load + 0.0 * P
+    zero = 0.0 * P
+    lat, tok, t_load = lat + zero, tok + zero, t_load + zero
     return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load)

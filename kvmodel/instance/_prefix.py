@@ -86,8 +86,10 @@ def _prefill(s: Setup, B, I, new):
     """Prefill ``new`` tokens of B prompts of length I whose first I-new tokens' KV is in HBM
     (an MLA model up-projects the cached latent of those tokens for the prefill's attention)."""
     old = I - new
-    pairs = B * (new * old + new * (new + 1.0) / 2.0)
-    return step_ops(s, B * new, B, pairs, 0.0, B * old, B * new, mla_cached=B * old)
+    pairs = new * old + new * (new + 1.0) / 2.0
+    if type(B) is float and B == 1.0:  # one prompt: x·1.0 is x, bit for bit (skip the copies)
+        return step_ops(s, new, B, pairs, 0.0, old, new, mla_cached=old)
+    return step_ops(s, B * new, B, B * pairs, 0.0, B * old, B * new, mla_cached=B * old)
 
 
 _DISTINCT_MIN = 4096  # array size from which a prefill is computed on its distinct values
@@ -163,12 +165,13 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
         t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
     else:  # stacked classes: the whole prompt and its uncached part in one roofline call
         ops_full = ops_new = None
-        t_full, t_new = np.split(_prefill(s, B, np.concatenate([I, I]),
-                                          np.concatenate([I, I - P]))[2], 2)
+        t = _prefill(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))[2]
+        t_full, t_new = t[:len(I)], t[len(I):]
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)
     # balance point of a linearised split: stretch·load(x) = compute(I - x)
-    x = xp.where(P > 0, t_full * P / xp.maximum(stretch * t_ld + t_full - t_new, 1e-30), 0.0)
+    st_ld = t_ld if type(stretch) is float and stretch == 1.0 else stretch * t_ld  # 1.0·t is t
+    x = xp.where(P > 0, t_full * P / xp.maximum(st_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
     if breakdown:
         ops_x, _, t_x = _prefill(s, B, I, I - x)
@@ -190,5 +193,6 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
             lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
                                       xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
     # keep the prefix's shape under every policy
-    lat, tok, t_load = lat + 0.0 * P, tok + 0.0 * P, t_load + 0.0 * P
+    zero = 0.0 * P
+    lat, tok, t_load = lat + zero, tok + zero, t_load + zero
     return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load)

@@ -24,7 +24,8 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.schema import STORAGE_FAMILIES
-from kvmodel.catalog.hardware import LinkSpec, get_gpu, get_link, get_memory, get_node, list_entries
+from kvmodel.catalog.hardware import (LinkSpec, current, get_gpu, get_link, get_memory, get_node,
+                                      list_entries)
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tiers",
            "default_node_for_gpu", "storage_tier", "transfer_seconds", "nic_aggregate_Bps",
@@ -33,6 +34,7 @@ __all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tie
 STORAGE_TIER_KINDS = STORAGE_FAMILIES  # "file" (Lustre, Weka, 3FS, NFS) and "object" (S3-class)
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote") + STORAGE_TIER_KINDS
 TRANSPORTS = ("rdma", "tcp")
+_MEMO_MAX = 256  # memoised scalar bandwidths / setups per path
 
 
 def _hop_setup_s(link: LinkSpec, size_B):
@@ -85,6 +87,24 @@ def queue_depth(spec, default: float = 8.0) -> float:
     return _q(spec, "queue_depth", default)
 
 
+_PATH_MEMOS: dict = {}  # (path, its links' ids) -> memo of scalar bandwidths and setups
+
+
+def _shared_memo(path) -> dict:
+    """The memo of paths equal to ``path`` over the very same link objects (a link's
+    ``quantities`` take no part in equality; the key holds the path, so the ids stay valid)."""
+    try:
+        key = (path, tuple(map(id, path.links)))
+        memo = _PATH_MEMOS.get(key)
+    except TypeError:  # an unhashable field: this path alone
+        return {}
+    if memo is None:
+        if len(_PATH_MEMOS) >= _MEMO_MAX:
+            _PATH_MEMOS.clear()
+        memo = _PATH_MEMOS[key] = {}
+    return memo
+
+
 @dataclass(frozen=True)
 class TransferPath:
     """Links crossed from a tier to one GPU, in order, and the source's bandwidth share."""
@@ -99,12 +119,33 @@ class TransferPath:
     gpu_copy: bool = False  # the GPU copies (DMA engine or SM kernel) from host-mapped memory
     request_s: float = 0.0  # per-request metadata cost of the source (open / lookup / first byte)
 
+    def _memo(self, key: tuple, compute):
+        """``compute()`` memoised by ``key`` of Python scalars on this (frozen) path, shared by
+        equal paths over the same link objects (a new configuration rebuilds its tiers' paths,
+        equal to the last one's, and evaluates them at the same few sizes many times)."""
+        memo = self.__dict__.get("_memo_")
+        if memo is None:
+            memo = _shared_memo(self)
+            object.__setattr__(self, "_memo_", memo)
+        out = memo.get(key)
+        if out is None:
+            out = compute()
+            if len(memo) < _MEMO_MAX:
+                memo[key] = out
+        return out
+
     def bandwidth_Bps(self, concurrent=1.0, both_directions: bool = False, direction: str = "read",
                       copy: str = "dma"):
         """Sustained bandwidth for large transfers, shared by ``concurrent`` users; ``direction``
         ``"write"`` is limited by the source devices' write bandwidth, ``"both"`` (equal bytes
         each way at once, as ``both_directions``) by the slower of read and write and each hop's
         bidirectional efficiency; ``copy="kernel"`` uses SM-copy rates where the GPU copies."""
+        if type(concurrent) is float:
+            return self._memo(("bw", concurrent, both_directions, direction, copy),
+                              lambda: self._bandwidth_Bps(concurrent, both_directions, direction, copy))
+        return self._bandwidth_Bps(concurrent, both_directions, direction, copy)
+
+    def _bandwidth_Bps(self, concurrent, both_directions: bool, direction: str, copy: str):
         both = both_directions or direction == "both"
         copy = copy if self.gpu_copy else "dma"
         hop = min(_hop_Bps(l, both, copy) for l in self.links) if self.links else float("inf")
@@ -116,6 +157,11 @@ class TransferPath:
     def setup_s(self, transfer_B):
         """Per-transfer setup: the slowest of the source's latency and each hop's setup (a
         staged path, ``serial_setup``, pays the source's latency on top of the hops')."""
+        if type(transfer_B) is float:
+            return self._memo(("setup", transfer_B), lambda: self._setup_s(transfer_B))
+        return self._setup_s(transfer_B)
+
+    def _setup_s(self, transfer_B):
         hops = [_hop_setup_s(l, transfer_B) for l in self.links]
         out = (0.0 if self.serial_setup else self.source_latency_s) + 0.0 * transfer_B
         for h in hops:
@@ -154,7 +200,11 @@ class Tier:
 
 
 def default_node_for_gpu(gpu: str) -> str | None:
-    """The first node template built from this GPU, if any."""
+    """The first node template built from this GPU, if any (memoised in the catalog)."""
+    return current().cached("default_node_for_gpu", gpu, lambda: _first_node(gpu))
+
+
+def _first_node(gpu: str) -> str | None:
     for key in list_entries("node"):
         if get_node(key).gpu == gpu:
             return key

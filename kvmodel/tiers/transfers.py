@@ -30,6 +30,7 @@ twice (predicted 17.5 ms for that measurement).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kvmodel.base import xp as xp
@@ -96,8 +97,11 @@ def transfer_seconds(tier_or_path, nbytes, transfer_B, *, connector: str | Conne
     bw = path.bandwidth_Bps(concurrent, direction=direction, copy=copy) * conn.bandwidth_efficiency
     if not xp.any_true(bw > 0):  # a path with no bandwidth (e.g. a tier of zero devices)
         return xp.where(nbytes > 0, float("inf"), 0.0)
-    posting = xp.where(nbytes > 0, n * conn.per_block_s, 0.0)
+    moves = nbytes > 0
+    posting = xp.where(moves, n * conn.per_block_s, 0.0)
     descriptors = xp.maximum(posting, _setups_s(path, n, transfer_B, in_flight, copy))
-    per_request = conn.per_request_s + getattr(path, "request_s", 0.0)
-    software = xp.where(nbytes > 0, requests * per_request, 0.0)
+    per_request = requests * (conn.per_request_s + getattr(path, "request_s", 0.0))
+    if type(per_request) is float and per_request == 0.0 and math.copysign(1.0, per_request) > 0:
+        return nbytes / bw + descriptors + 0.0  # no software cost: the same +0.0 everywhere
+    software = xp.where(moves, per_request, 0.0)
     return nbytes / bw + descriptors + software

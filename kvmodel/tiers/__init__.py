@@ -24,8 +24,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.base.schema import STORAGE_FAMILIES
-from kvmodel.catalog.hardware import (LinkSpec, current, get_gpu, get_link, get_memory, get_node,
-                                      list_entries)
+from kvmodel.catalog.hardware import LinkSpec, current, get_gpu, get_link, get_memory, get_node, list_entries
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tiers",
            "default_node_for_gpu", "storage_tier", "transfer_seconds", "nic_aggregate_Bps",

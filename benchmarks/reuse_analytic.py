@@ -34,7 +34,8 @@ from kvmodel.workload._reuse_analytic import (  # noqa: E402
 )
 from kvmodel.workload._trace_types import Trace  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "workload" / "test_reuse_analytic.py")
+_spec = importlib.util.spec_from_file_location(
+    "oracle", ROOT / "tests" / "workload" / "test_reuse_analytic.py")
 oracle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(oracle)
 

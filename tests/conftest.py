@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,15 @@ def toy_gpu(tmp_path, fresh_catalog):
     p.write_text(TOY_GPU)
     kvmodel.load_hardware(p)
     return kvmodel.get_gpu("toy")
+
+
+def toy_hf_model(tmp_path, **extra):
+    """A toy Hugging Face config loaded through load_hf_config: 4 layers, 4 heads, 2 KV heads of
+    head_dim 8 (64 B of bf16 K+V per token per attention layer: 2 x 2 x 8 x 2 B); ``extra``
+    overrides or adds config keys."""
+    cfg = {"model_type": "toy", "hidden_size": 32, "num_hidden_layers": 4,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+           "intermediate_size": 64, "vocab_size": 100, **extra}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    return kvmodel.load_hf_config(p)

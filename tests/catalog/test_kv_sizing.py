@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import toy_hf_model
 
 import kvmodel
 from kvmodel.catalog.hardware import list_entries
@@ -15,15 +16,7 @@ from kvmodel.catalog.models import get_model, list_models
 GiB = 2**30
 
 
-def _toy(tmp_path, **extra):
-    """A toy HF config: 4 layers, 4 heads, 2 KV heads of head_dim 8 (64 B of bf16 K+V per token
-    per layer: 2 x 2 x 8 x 2 B), loaded through load_hf_config."""
-    cfg = {"model_type": "toy", "hidden_size": 32, "num_hidden_layers": 4,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-           "intermediate_size": 64, "vocab_size": 100, **extra}
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    return kvmodel.load_hf_config(p)
+_toy = toy_hf_model
 
 
 # ---- golden sizes by hand, one toy config per layer kind -----------------------------------

@@ -2,23 +2,14 @@
 ``cache_block_bytes``, ``state_block_tokens``): golden numbers by hand on toy configs, the
 engine's published block size for Qwen3.5, and attention-only models unchanged."""
 
-import json
 
 import numpy as np
 import pytest
+from conftest import toy_hf_model
 
-import kvmodel
 from kvmodel.catalog.models import get_model, list_models
 
-
-def _toy(tmp_path, **extra):
-    """4 heads, 2 KV heads of head_dim 8: 64 B of bf16 K+V per token per attention layer."""
-    cfg = {"model_type": "toy", "hidden_size": 32, "num_hidden_layers": 4,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-           "intermediate_size": 64, "vocab_size": 100, **extra}
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    return kvmodel.load_hf_config(p)
+_toy = toy_hf_model
 
 
 def _hybrid(tmp_path):

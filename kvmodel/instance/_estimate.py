@@ -908,6 +908,41 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     return dict(res[0], tok=1.0 / inv)
 
 
+def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):
+    """(prefix, length CV left for the queues): lognormal prompt-length classes from the spread
+    in an open loop (the classes then carry it), a plain cached prefix, or the caller's classes."""
+    if mode == "rate" and xp.any_true(cv > 0):
+        return _spread_mix(s, I, cv, classes, P, tier, pkw), 0.0
+    if classes is None:
+        return _prefix(s, I, P, tier, *pkw), cv
+    return _prefix_mix(s, I, classes, mode, P, tier, pkw), cv
+
+
+def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
+    """(mode result, saturation rate, extra Estimate fields): the mode's queues on the prefix,
+    or on the best of the prefix policies under path contention; the wide-EP summary (of the
+    step without speculation) and speculation applied at the solved point."""
+    dp, fits, mnt, req_s, ca2, cs2 = queue
+    P, tier, pkw = cached
+
+    def serve(p):
+        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2)
+    if _best.contended(pre, pkw[1], mode, None if N is None else N / dp):
+        def build(pol, f=1.0):
+            return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
+        res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
+    else:
+        (res, sat), loaded = serve(pre), pre.loaded
+    extra = {"prefix_loaded_tokens": loaded + 0.0 * I}
+    if s.wide is not None:
+        bd = res["bd"]
+        extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
+                                                 else bd["step"])
+    if plan is not None:
+        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
+    return res, sat, extra
+
+
 @catalog_arg
 def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any = 1, ep: Any = 1,
              num_gpus: Any = None, precision: str = "bf16", kv_precision: str | None = None,
@@ -1015,14 +1050,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                         lambda dm: _setup(dm, g, fw, tp, 1.0, 1.0, precision, kv, cal), cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
            get_connector(connector), kv_save)
-    cv = _num("length_cv", length_cv, integer=False, minimum=0.0)
-    if mode == "rate" and xp.any_true(cv > 0):  # prompt-length classes from the spread
-        pre = _spread_mix(s, I, cv, prefix_classes, cached_prefix_len, cache_tier, pkw)
-        cv = 0.0  # the classes carry the spread
-    elif prefix_classes is None:
-        pre = _prefix(s, I, cached_prefix_len, cache_tier, *pkw)
-    else:
-        pre = _prefix_mix(s, I, prefix_classes, mode, cached_prefix_len, cache_tier, pkw)
+    pre, cv = _build_prefix(s, mode, I, _num("length_cv", length_cv, integer=False, minimum=0.0),
+                            prefix_classes, cached_prefix_len, cache_tier, pkw)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)
@@ -1035,22 +1064,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
               N, max_batch)
     ca2 = (_num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2 if mode == "rate"
            else None)
-
-    def serve(p):
-        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cv ** 2)
-    if _best.contended(pre, prefix_policy, mode, None if N is None else N / dp):
-        def build(pol, f=1.0):
-            return _prefix(s, I, cached_prefix_len, cache_tier, node, pol, *pkw[2:], stretch=f)
-        res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
-    else:
-        (res, sat), loaded = serve(pre), pre.loaded
-    extra = {"prefix_loaded_tokens": loaded + 0.0 * I}
-    if s.wide is not None:  # of the step without speculation
-        bd = res["bd"]
-        extra["wide_ep"] = _wide.wide_ep_summary(s.wide, bd["decode"] if "decode" in bd
-                                                 else bd["step"])
-    if plan is not None:
-        res, sat, extra["speculative"] = _spec.apply(plan, s, res, sat, mode, I, O)
+    res, sat, extra = _solve(s, mode, N, I, O, (dp, fits, mnt, req_s, ca2, cv ** 2), pre,
+                             (cached_prefix_len, cache_tier, pkw), plan)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
                   batch=N if mode == "batch" else mode,

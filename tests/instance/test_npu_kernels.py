@@ -109,3 +109,18 @@ def test_h20_measured_efficiencies():
     assert g.matmul_eff["bf16"] == pytest.approx(142.25 / 148)
     assert g.hbm_eff == pytest.approx(3712.3 / 4000)
     assert g.matmul_eff["fp8"] == pytest.approx(0.803)  # no fp8 measurement: sibling ratio
+
+
+@pytest.mark.parametrize("I, O", [(1000, 50), (8000, 20)])
+def test_simulator_agrees_with_estimate_under_the_floor(I, O):
+    """One request on vLLM-Ascend: the simulator's steps and the closed form take the same
+    host-bound decode (36 layers x 832 us) and the same prefill (floor hidden)."""
+    from kvmodel.sim import poisson_requests, simulate
+
+    r = simulate("qwen3-8b", "ascend-910b", poisson_requests(1, 1.0, I, O),
+                 framework="vllm-ascend")
+    e = kvmodel.estimate("qwen3-8b", "ascend-910b", input_len=I, output_len=O, batch=1,
+                         framework="vllm-ascend")
+    assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)
+    assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
+    assert e.tpot_s >= 36 * 832e-6  # decode of one sequence is host-bound

@@ -124,3 +124,11 @@ def test_simulator_agrees_with_estimate_under_the_floor(I, O):
     assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)
     assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
     assert e.tpot_s >= 36 * 832e-6  # decode of one sequence is host-bound
+
+
+@pytest.mark.parametrize("key", kvmodel.list_entries("gpu"))
+def test_measured_attention_rates_are_below_peak(key):
+    g = get_gpu(key)
+    for p, q in g.quantities.get("achieved_attention_flops", {}).items():
+        assert p in g.peak_flops and 0 < q.si <= g.peak_flops[p], (key, p)
+        assert q.kind in ("measured", "derived") and q.source

@@ -113,6 +113,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "hbm_capacity": _q("bytes"), "hbm_bandwidth": _q("bandwidth"),
         "peak_flops": Field("precisions", "compute"),
         "achieved_matmul_flops": Field("precisions", "compute", required=False),
+        # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
+        # attention_efficiency_factor where the vendor's attention kernel has its own figure)
+        "achieved_attention_flops": Field("precisions", "compute", required=False),
         "matmul_efficiency": _q("dimensionless", required=False),
         "achieved_hbm_bandwidth": _q("bandwidth", required=False),
         "hbm_efficiency": _q("dimensionless", required=False),
@@ -159,6 +162,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "framework": {
         "name": _s(), "step_overhead": _q("time"), "note": _s(required=False),
         "source": _s(required=False),
+        # host time to issue one layer's kernels where they are launched one by one (eager or
+        # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
+        "layer_dispatch": _q("time", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

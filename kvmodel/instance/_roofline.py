@@ -47,6 +47,7 @@ class Setup:
     kernel_s: float = 0.0  # fixed cost per kernel (launch gap, ramp-up/tail), per op per layer
     k: Any = None          # per-setup constants of step_ops (computed once)
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
+    layer_host_s: float = 0.0  # host time to issue one layer's kernels (0: hidden / graphed)
     # weights a weight-only format leaves 16-bit (None: as w_B / gemm_Fps): attention
     # projections (proj_*), and embeddings, LM head and MoE router (head_*)
     proj_B: Any = None
@@ -233,7 +234,10 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     for op in ops.values():
         stage = stage + op["time_s"]
     send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": s.overhead_s + logits * s.seq_s}
+    host = s.overhead_s + logits * s.seq_s
+    if s.layer_host_s:  # kernels issued one layer at a time: a stage lasts at least the issuing
+        host = host + xp.maximum(layers * s.layer_host_s - stage, 0.0)
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": host}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
     return ops, stage, latency
 

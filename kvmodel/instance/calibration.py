@@ -67,7 +67,13 @@ def load_rows(path: str | Path | None = None) -> list[dict[str, str]]:
 
 
 def framework_key(name: str) -> str:
+    """The ``frameworks.toml`` key of a row's engine string. MindIE has no entry: its rows map
+    to ``"mindie"`` and are reported as not supported rather than predicted as another engine."""
     n = name.lower()
+    if "mindie" in n:
+        return "mindie"
+    if "vllm-ascend" in n or "vllm ascend" in n:
+        return "vllm-ascend"
     if "vllm" in n:
         return "vllm"
     if "sglang" in n:

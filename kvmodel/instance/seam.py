@@ -139,13 +139,23 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
         w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
         gemm_Fps=gemm_Fps, **_weight_bytes(g, precision, act, gemm_Fps, cal),
-        attn_Fps=(g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
-                  * cal["attention_efficiency_factor"]),
+        attn_Fps=_attention_Fps(g, attn_p, wp, cal),
         hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
         coll_alpha_s=cal["collective_latency"],
         coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
         p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
-        seq_s=cal["sequence_overhead"])
+        seq_s=cal["sequence_overhead"],
+        layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0)
+
+
+def _attention_Fps(g: GPUSpec, attn_p: str, wp: str, cal: Mapping[str, float]) -> float:
+    """Effective attention FLOP/s: the GPU's measured attention kernel where it has one
+    (``achieved_attention_flops``), else its best GEMM rate x ``attention_efficiency_factor``."""
+    measured = g.quantities.get("achieved_attention_flops", {})
+    if attn_p in measured:
+        return measured[attn_p].si
+    return (g.peak_flops.get(attn_p, g.peak_flops[wp]) * g.matmul_eff.get(attn_p, 1.0)
+            * cal["attention_efficiency_factor"])
 
 
 class Reasons:

@@ -1,0 +1,134 @@
+"""Engine- and vendor-specific kernel rates: a GPU's measured attention kernel
+(``achieved_attention_flops``), a framework's per-layer host dispatch floor (``layer_dispatch``,
+vLLM-Ascend) and the row-to-framework mapping of the held-out set."""
+
+import pytest
+
+import kvmodel
+from kvmodel.catalog.hardware import Catalog, get_framework, get_gpu, use_catalog
+from kvmodel.catalog.models import get_model
+from kvmodel.instance import calibration as cal
+from kvmodel.instance import seam
+from kvmodel.instance._roofline import step_ops
+
+TOY_FRAMEWORK = """schema_version = 1
+[framework.toy-eager]
+name = "toy eager engine"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+layer_dispatch = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+[framework.toy-graphed]
+name = "toy engine, kernels issued as one graph"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+@pytest.mark.parametrize("name, key", [
+    ("vLLM-Ascend v0.9.1 (vllm bench serve, random dataset)", "vllm-ascend"),
+    ("MindIE 2.1RC1", "mindie"),
+    ("vLLM v0.6.3", "vllm"),
+    ("SGLang v0.4", "sglang"),
+    ("TensorRT-LLM v0.17", "tensorrt-llm"),
+])
+def test_framework_key(name, key):
+    assert cal.framework_key(name) == key
+
+
+def test_ascend_holdout_rows_use_the_ascend_engine():
+    rows = [r for r in cal.load_rows(cal.holdout_data()) if r["gpu"] == "ascend-910b"]
+    assert rows and all(cal.row_kwargs(r)[0]["framework"] == "vllm-ascend" for r in rows)
+    rep = cal.run_validation(rows=rows)
+    assert len(rep.rows) == len(rows)  # every row predicted, none skipped
+
+
+def test_mindie_rows_are_skipped_not_predicted_as_another_engine():
+    row = dict(cal.load_rows(cal.holdout_data())[-1], framework="MindIE 2.1RC1")
+    rep = cal.run_validation(rows=[row])
+    assert not rep.rows and sum(rep.skipped.values()) == 1
+
+
+def _setup(model, gpu, fw, calibration=None):
+    m, g = get_model(model), get_gpu(gpu)
+    return seam.setup(m, g, get_framework(fw), 1.0, 1.0, 1.0, "bf16", "bf16",
+                      seam.params(calibration))
+
+
+def test_measured_attention_kernel_replaces_the_global_factor():
+    s = _setup("qwen3-8b", "ascend-910b", "vllm")
+    assert s.attn_Fps == pytest.approx(150.78e12)  # torch_npu flash attention, 910B2
+    s2 = _setup("qwen3-8b", "ascend-910b", "vllm", {"attention_efficiency_factor": 0.5})
+    assert s2.attn_Fps == s.attn_Fps
+    h = get_gpu("h100-sxm")  # no measured attention kernel: best GEMM x the global factor
+    sh = _setup("qwen3-8b", "h100-sxm", "vllm", {"attention_efficiency_factor": 0.5})
+    assert sh.attn_Fps == pytest.approx(h.peak_flops["bf16"] * h.matmul_eff["bf16"] * 0.5)
+
+
+@pytest.fixture
+def toy_catalog(tmp_path):
+    p = tmp_path / "fw.toml"
+    p.write_text(TOY_FRAMEWORK)
+    with use_catalog(Catalog.default().with_file(p)) as c:
+        yield c
+
+
+def test_layer_dispatch_floor_in_decode(toy_catalog):
+    """Decode of one sequence: Qwen3-8B's 36 layers issue for 36 x 1 ms = 36 ms, longer than
+    the NPU's work (~16 GB of weights at ~1.2 TB/s), so the step is host-bound:
+    latency = 36 ms + 1 ms step overhead + 1 x the per-sequence cost, exactly."""
+    s = _setup("qwen3-8b", "ascend-910b", "toy-eager")
+    ops, stage, latency = step_ops(s, 1.0, 1.0, 0.0, 1000.0, 1000.0, 1.0)
+    assert stage < 36e-3
+    assert latency == pytest.approx(36e-3 + 1e-3 + s.seq_s)
+    assert ops["framework"]["time_s"] == pytest.approx(latency - stage)
+
+
+def test_layer_dispatch_hidden_under_a_long_prefill(toy_catalog):
+    s = _setup("qwen3-8b", "ascend-910b", "toy-eager")
+    ops, stage, latency = step_ops(s, 8192.0, 1.0, 8192.0 ** 2 / 2, 0.0, 0.0, 8192.0)
+    assert stage > 36e-3
+    assert latency == pytest.approx(stage + 1e-3 + s.seq_s)
+
+
+def test_layer_dispatch_never_lowers_latency(toy_catalog):
+    eager, graphed = (_setup("qwen3-8b", "ascend-910b", f) for f in ("toy-eager", "toy-graphed"))
+    for tokens in (1.0, 64.0, 512.0, 8192.0):
+        args = (tokens, tokens, 0.0, tokens * 2000.0, tokens * 2000.0, tokens)
+        a, b = step_ops(eager, *args)[2], step_ops(graphed, *args)[2]
+        assert a >= b and a == pytest.approx(max(b, 36e-3 + 1e-3 + tokens * eager.seq_s))
+
+
+def test_vllm_ascend_entry_is_sourced():
+    f = get_framework("vllm-ascend")
+    q = f.quantities["layer_dispatch"]
+    assert q.si == pytest.approx(832e-6) and q.kind == "measured" and "9404" in q.source
+    assert kvmodel.estimate("qwen3-8b", "ascend-910b", tp=1, precision="bf16", input_len=128,
+                            output_len=128, concurrency=1, framework="vllm-ascend").feasible
+
+
+def test_h20_measured_efficiencies():
+    g = get_gpu("h20")
+    assert g.matmul_eff["bf16"] == pytest.approx(142.25 / 148)
+    assert g.hbm_eff == pytest.approx(3712.3 / 4000)
+    assert g.matmul_eff["fp8"] == pytest.approx(0.803)  # no fp8 measurement: sibling ratio
+
+
+@pytest.mark.parametrize("I, O", [(1000, 50), (8000, 20)])
+def test_simulator_agrees_with_estimate_under_the_floor(I, O):
+    """One request on vLLM-Ascend: the simulator's steps and the closed form take the same
+    host-bound decode (36 layers x 832 us) and the same prefill (floor hidden)."""
+    from kvmodel.sim import poisson_requests, simulate
+
+    r = simulate("qwen3-8b", "ascend-910b", poisson_requests(1, 1.0, I, O),
+                 framework="vllm-ascend")
+    e = kvmodel.estimate("qwen3-8b", "ascend-910b", input_len=I, output_len=O, batch=1,
+                         framework="vllm-ascend")
+    assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)
+    assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
+    assert e.tpot_s >= 36 * 832e-6  # decode of one sequence is host-bound
+
+
+@pytest.mark.parametrize("key", kvmodel.list_entries("gpu"))
+def test_measured_attention_rates_are_below_peak(key):
+    g = get_gpu(key)
+    for p, q in g.quantities.get("achieved_attention_flops", {}).items():
+        assert p in g.peak_flops and 0 < q.si <= g.peak_flops[p], (key, p)
+        assert q.kind in ("measured", "derived") and q.source

@@ -151,7 +151,9 @@ def test_synthetic_trace_limits(kw, match):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=match):
         kvmodel.synthetic_trace(5000, **kw)
-    assert time.perf_counter() - t0 < 10.0
+    # the limits are checked before any trace is built: generating what was asked for would take
+    # minutes or exhaust memory; 60 s leaves room for a loaded CI machine
+    assert time.perf_counter() - t0 < 60.0
 
 
 def test_synthetic_trace_n_requests_must_be_an_integer():

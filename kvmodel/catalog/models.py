@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token", "LAYER_KINDS", "WEIGHT_ONLY", "KV_PRECISIONS",
-           "default_kv_precision", "SNAPSHOT_MODES"]
+           "default_kv_precision", "SNAPSHOT_MODES", "FRAMEWORK_SNAPSHOTS", "snapshot_mode"]
 
 #: storage bytes per element of each precision (definitions, not measurements); the weight-only
 #: formats count their block scales (:data:`WEIGHT_ONLY`)
@@ -86,6 +86,19 @@ ATTENTION_KINDS = ("full", "sliding", "chunked")
 #: how a prefix cache keeps recurrent-state snapshots (:meth:`ModelSpec.prefix_cache_bytes`):
 #: ``block`` one per block boundary, ``node`` one per cached prefix (radix node)
 SNAPSHOT_MODES = ("block", "node")
+
+#: snapshot mode of each serving framework's prefix cache for hybrid models (others: block):
+#: SGLang ``MambaRadixCache`` keeps one ``mamba_value`` per radix node; vLLM keeps the state at
+#: block boundaries of its hybrid block size (:meth:`ModelSpec.state_block_tokens`)
+FRAMEWORK_SNAPSHOTS = {"sglang": "node"}
+
+
+def snapshot_mode(framework: Any) -> str:
+    """:data:`SNAPSHOT_MODES` entry of a framework key (or a spec with a ``key``): ``node`` for
+    SGLang, ``block`` for vLLM, TensorRT-LLM and any other."""
+    key = framework if isinstance(framework, str) else getattr(framework, "key", "")
+    return FRAMEWORK_SNAPSHOTS.get(str(key).lower(), "block")
+
 
 #: Hugging Face ``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` spellings -> precision keys
 _HF_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "fp32": "fp32",

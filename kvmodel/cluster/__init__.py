@@ -75,7 +75,7 @@ from kvmodel.catalog.hardware import (
     get_memory,
     get_node,
 )
-from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_mode
 from kvmodel.cluster import _sharing, _workloads
 from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, with_lengths
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
@@ -105,7 +105,7 @@ from kvmodel.workload._trace_types import Trace
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
            "inclusive_tiers", "tier_utilisation", "tier_traffic", "meets_slo", "max_rate_at_slo",
-           "TTFT_PERCENTILES", "TPOT_PERCENTILES"]
+           "TTFT_PERCENTILES", "TPOT_PERCENTILES", "snapshot_grid", "block_bytes"]
 
 # policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
 # sharing); each entry names the closed form evaluate() uses for it (ClusterResult.closed_forms)
@@ -571,6 +571,32 @@ def kv_precision(c: Cluster) -> str:
     return default_kv_precision(c.precision)
 
 
+def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, float | None]:
+    """(snapshot mode, reuse grid in tokens) of the instances' prefix cache. Hybrid models
+    (recurrent state) reuse a prefix only up to a state snapshot: ``block`` frameworks (vLLM,
+    TensorRT-LLM) keep one at every boundary of the engine's hybrid block
+    (:meth:`ModelSpec.state_block_tokens` at the instances' KV precision and TP, never finer
+    than the trace's blocks); ``node`` (SGLang) one per radix node, taken on the trace's
+    blocks. None for attention-only models (every cached token is reusable)."""
+    m, mode = get_model(c.model), snapshot_mode(c.framework)
+    if not m.has_recurrent_state:
+        return mode, None
+    b = float(w.trace.block_tokens)
+    if mode == "node":
+        return mode, b
+    return mode, max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+
+
+def block_bytes(c: Cluster, w: Workload) -> float:
+    """Bytes of one of the trace's KV blocks in the cluster's prefix caches
+    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots on the grid of
+    :func:`snapshot_grid`, in the framework's snapshot mode)."""
+    mode, grid = snapshot_grid(c, w)
+    kw = {} if grid is None else {"snapshot_tokens": grid, "snapshots": mode}
+    return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
+                                                w.input_len, **kw)
+
+
 def layout(c: Cluster) -> tuple[str, Any, int, int]:
     """(node key, node spec, cache instances N, instances per node) of a cluster."""
     key = c.node or default_node_for_gpu(c.gpu)
@@ -852,19 +878,23 @@ class _PrefixArgs(dict):
     ``cache_tier``: what the closed-loop and burst instances use) that also keeps the hit
     shares, so the open-loop instances can ask for request-level hit classes instead."""
 
-    def __init__(self, hits: dict, tiers: dict):
+    def __init__(self, hits: dict, tiers: dict, grid: float | None = None):
         super().__init__()
-        self.hits, self.tiers = hits, tiers
+        self.hits, self.tiers, self.grid = hits, tiers, grid
 
 
-def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
+def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
+                 grid: float | None = None) -> dict[str, Any]:
     """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
     length and the fractions are arrays (0 tokens where nothing hits: no prefix there). The
-    result also keeps ``hits`` and ``tiers`` for :func:`_hit_kw`."""
+    result also keeps ``hits``, ``tiers`` and the reuse ``grid`` (:func:`snapshot_grid`: a
+    hybrid model's prefix is floored to it) for :func:`_hit_kw`."""
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
     total = sum(kept.values())
     P = xp.floor(xp.minimum(total * I, I - 1.0))
-    out = _PrefixArgs(hits, tiers)
+    if grid is not None:
+        P = xp.floor(P / grid) * grid
+    out = _PrefixArgs(hits, tiers, grid)
     if not xp.any_true(P > 0):
         return out
     safe = xp.where(total > 0, total, 1.0)
@@ -886,7 +916,7 @@ def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
         reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
         classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
     bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
-    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len)
+    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid)
     return dict(prefix_classes=classes, length_cv=0.0)
 
 
@@ -1064,8 +1094,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
     _check_workload(w)
     key, node, n, per_node = layout(c)
-    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
-                                                   w.input_len)  # windows, state snapshots
+    block_B = block_bytes(c, w)  # windows, state snapshots
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
@@ -1106,15 +1135,15 @@ def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node,
     the loop serves, then its instances are solved again with the hits the drops leave."""
     later = (_workloads.load_mode(w) != "rate" and c.sharing == "central_pool"
              and c.pool.put_policy == "throttle")
-    admit = (1.0, 0.0, 0.0)
+    admit, grid = (1.0, 0.0, 0.0), snapshot_grid(c, w)[1]
     if not later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
-    parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
-                                  imb, n, node)
+    parts, lam, info = _instances(c, w, lam, shape,
+                                  _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
     if later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
-        parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
-                                      imb, n, node)
+        parts, lam, info = _instances(c, w, lam, shape,
+                                      _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
     return hits, admit, parts, lam, info
 
 
@@ -1211,8 +1240,7 @@ def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit:
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
     nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
-    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
-                                                   w.input_len)
+    block_B = block_bytes(c, w)
     return place(w.profile, chain, block_bytes=block_B, block_rate=rate,
                  inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node, admit=admit)
 

@@ -30,6 +30,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from kvmodel.base import xp as xp
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance._roofline import Setup, memory_per_gpu, step_ops
@@ -178,7 +180,10 @@ def apply(p: Plan, s: Setup, res: dict, sat: dict, mode: str, I, O) -> tuple[dic
     """(res, sat, summary): the mode result and the throughput-max result with speculation."""
     ctx = I + O / 2.0
     at = factor(p, s, xp.maximum(res["B"], 1.0), ctx)
-    at_sat = at if res is sat else factor(p, s, xp.maximum(sat["B"], 1.0), ctx)
+    B_sat = sat["B"]
+    if np.ndim(B_sat) > np.ndim(res["B"]):  # a hit-class mixture's throughput-max keeps the
+        B_sat = np.mean(B_sat, axis=0)       # batch of each row of its first class stack
+    at_sat = at if res is sat else factor(p, s, xp.maximum(B_sat, 1.0), ctx)
     new = _scaled(res, at["tpot_factor"], O, mode)
     new_sat = new if res is sat else dict(_scaled(sat, at_sat["tpot_factor"], O, "max"))
     bd = {}

@@ -572,8 +572,10 @@ def _check_parallel(c: Cluster) -> None:
 
 
 def _dp_on(c: Cluster) -> bool:
-    """DP attention is on: True or a mapping of its precisions."""
-    return isinstance(c.attention_dp, Mapping) or bool(c.attention_dp)
+    """DP attention is on: True or a mapping of its precisions (a cluster-like object without
+    the field: off)."""
+    dp = getattr(c, "attention_dp", False)
+    return isinstance(dp, Mapping) or bool(dp)
 
 
 def gpus_per_instance(c: Cluster) -> int:

@@ -43,7 +43,8 @@ together to any shape; one call then evaluates every configuration of the grid a
 - ``Workload.request_rate``
 
 Every other field is structural (model, gpu, tp, precision, instance counts, sharing, routing,
-epsilon, node, NICs, pool memory/NVMe, P2P placement, framework, SLOs) and must be a scalar:
+epsilon, node, NICs, pool memory/NVMe, P2P placement, framework, DP attention, ep, speculative
+decoding, SLOs) and must be a scalar:
 an array there raises ValueError (group the configurations by those fields and call once per
 group). With an array input every numeric field of the :class:`ClusterResult` is an array of
 the broadcast shape (``stable`` bool, ``reason`` an object array of str, ``hit_ratio`` and

@@ -127,3 +127,15 @@ def test_cluster_file_takes_the_parallel_fields(tmp_path):
     p.write_text('[cluster]\nmodel = "llama-3.1-8b"\ngpu = "h100-sxm"\nattention_dp = true\n')
     with pytest.raises(ValueError, match="MoE"):
         load_cluster_config(p)
+
+
+def test_vectorised_evaluation_equals_each_scalar_one(work):
+    import dataclasses
+    c = Cluster(model="deepseek-v3", gpu="h200-sxm", instances=2, tp=1, attention_dp=True,
+                ep=8, precision="fp8", speculative={"method": "mtp", "k": 2},
+                hbm_cache_fraction=np.array([0.05, 0.4]))
+    r = kvmodel.evaluate(c, work)
+    for i, f in enumerate((0.05, 0.4)):
+        one = kvmodel.evaluate(dataclasses.replace(c, hbm_cache_fraction=f), work)
+        for name in ("ttft_s", "ttft_p99_s", "tpot_s", "served_rate_per_s", "cost_usd_per_h"):
+            assert getattr(r, name)[i] == pytest.approx(getattr(one, name), rel=1e-9), name

@@ -198,7 +198,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "linear_key_head_dim": _i(required=False), "linear_value_head_dim": _i(required=False),
         "linear_conv_kernel_dim": _i(required=False),
         "index_head_dim": _i(required=False), "index_n_heads": _i(required=False),
-        "index_topk": _i(required=False), "note": _s(required=False),
+        "index_topk": _i(required=False),
+        # precision of the linear-attention recurrent state the config names (mamba_ssm_dtype)
+        "mamba_ssm_dtype": _s(required=False, choices=("fp32", "bf16", "fp16")),
+        "note": _s(required=False),
     },
 }
 

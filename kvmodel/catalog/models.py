@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token", "LAYER_KINDS", "WEIGHT_ONLY", "KV_PRECISIONS",
-           "default_kv_precision", "SNAPSHOT_MODES"]
+           "default_kv_precision", "SNAPSHOT_MODES", "FRAMEWORK_SNAPSHOTS", "snapshot_mode"]
 
 #: storage bytes per element of each precision (definitions, not measurements); the weight-only
 #: formats count their block scales (:data:`WEIGHT_ONLY`)
@@ -87,6 +87,26 @@ ATTENTION_KINDS = ("full", "sliding", "chunked")
 #: ``block`` one per block boundary, ``node`` one per cached prefix (radix node)
 SNAPSHOT_MODES = ("block", "node")
 
+#: snapshot mode of each serving framework's prefix cache for hybrid models (others: block):
+#: SGLang ``MambaRadixCache`` keeps one ``mamba_value`` per radix node; vLLM keeps the state at
+#: block boundaries of its hybrid block size (:meth:`ModelSpec.state_block_tokens`)
+FRAMEWORK_SNAPSHOTS = {"sglang": "node"}
+
+
+def snapshot_mode(framework: Any) -> str:
+    """:data:`SNAPSHOT_MODES` entry of a framework key (or a spec with a ``key``): ``node`` for
+    SGLang, ``block`` for vLLM, TensorRT-LLM and any other."""
+    key = framework if isinstance(framework, str) else getattr(framework, "key", "")
+    return FRAMEWORK_SNAPSHOTS.get(str(key).lower(), "block")
+
+
+#: Hugging Face ``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` spellings -> precision keys
+_HF_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "fp32": "fp32",
+              "bf16": "bf16", "fp16": "fp16"}
+#: the model dtype the catalog's hybrid models ship in (config.json ``torch_dtype`` bfloat16):
+#: what engines keep the causal-conv window in, and the SSM state when the config names none
+MODEL_DTYPE = "bf16"
+
 INDEXER_KEY_B = 1.0
 INDEXER_SCALE_B = 4.0
 INDEXER_SCALE_BLOCK = 128
@@ -130,6 +150,7 @@ class ModelSpec:
     index_head_dim: int = 0
     index_n_heads: int = 0
     index_topk: int = 0
+    mamba_ssm_dtype: str = ""
     source: str = ""
     aliases: tuple[str, ...] = ()
 
@@ -330,33 +351,59 @@ class ModelSpec:
         return tokens * per_layer
 
     def kv_bytes_rank(self, context_len: Any, kv_B: float, tp: Any = 1,
-                      state_B: float = 2.0) -> Any:
+                      state_B: float | None = None, conv_B: float | None = None) -> Any:
         """KV bytes one sequence of ``context_len`` tokens holds on one of ``tp`` ranks
-        (bytes per element: ``kv_B`` for KV, ``state_B`` for recurrent state)."""
+        (bytes per element: ``kv_B`` for KV, ``state_B`` for the recurrent state and ``conv_B``
+        for its conv window; None: :meth:`state_bytes` of the model's defaults, a given
+        ``state_B`` also sets the conv window's)."""
         c = self.layer_counts
         out = self._attention_bytes_rank(context_len, kv_B, tp)
         if c["linear"]:
-            out = out + c["linear"] * self.linear_state_elements_rank(tp) * state_B
+            if state_B is None:
+                state_B, conv_B = self.state_bytes()
+            out = out + self._snapshot_bytes_rank(tp, state_B, state_B if conv_B is None
+                                                  else conv_B)
         return _out(out)
 
     def kv_bytes(self, context_len: Any, kv_precision: str = "bf16", tp: Any = 1,
-                 state_precision: str = "bf16") -> Any:
+                 state_precision: str | None = None) -> Any:
         """KV cache bytes of one sequence of ``context_len`` tokens, summed over its layers
         and over the ``tp`` ranks of its tensor-parallel group (replicas counted).
 
         Per layer kind: full attention holds every token, sliding ``min(L, sliding_window)``,
         chunked ``min(L, attention_chunk_size)`` (one chunk, what the allocator reserves),
-        linear attention a constant recurrent state (in ``state_precision``: engines keep it in
-        the model dtype whatever the KV precision). Each token costs
+        linear attention a constant recurrent state (in ``state_precision``, whatever the KV
+        precision; None: the model's :attr:`default_state_precision`, conv window in the model
+        dtype; given: state and conv window both in it). Each token costs
         :meth:`kv_elements_rank` elements per rank (GQA heads replicated when tp > KV heads,
         MLA's latent on every rank) plus the DSA indexer key. Vectorised: ``context_len`` and
         ``tp`` broadcast; a float for scalars."""
         L = _nonneg("context_len", context_len)
         t = _nonneg("tp", tp, minimum=1)
-        return _out(t * self.kv_bytes_rank(L, _bytes("kv_precision", kv_precision), t,
-                                           _bytes("state_precision", state_precision)))
+        state_B, conv_B = self.state_bytes(state_precision)
+        return _out(t * self.kv_bytes_rank(L, _bytes("kv_precision", kv_precision), t, state_B,
+                                           conv_B))
 
     # ---- prefix caching: what a cached prefix can be reused for, and what it holds ---------
+    @property
+    def default_state_precision(self) -> str:
+        """Precision the engines keep the recurrent (SSM) state in when the caller names none:
+        the config's ``mamba_ssm_dtype`` (vLLM sets ``mamba_ssm_cache_dtype`` from it for
+        Qwen3.5, ``Qwen3_5ForConditionalGenerationConfig``), else the model dtype (vLLM
+        ``mamba_ssm_cache_dtype="auto"``). The conv window stays in the model dtype."""
+        return self.mamba_ssm_dtype or MODEL_DTYPE
+
+    def state_bytes(self, state_precision: str | None = None,
+                    conv_precision: str | None = None) -> tuple[float, float]:
+        """(SSM state, conv window) bytes per element. ``state_precision`` None: the model's
+        :attr:`default_state_precision` with the conv window in the model dtype; given: the
+        conv window in ``conv_precision``, default the same as the state."""
+        if state_precision is None:
+            state, conv = self.default_state_precision, conv_precision or MODEL_DTYPE
+        else:
+            state, conv = state_precision, conv_precision or state_precision
+        return _bytes("state_precision", state), _bytes("conv_precision", conv)
+
     @property
     def has_recurrent_state(self) -> bool:
         """Some layer keeps a recurrent state (linear attention / Mamba): a cached prefix is
@@ -368,26 +415,29 @@ class ModelSpec:
         ssm, conv = self._linear_state_parts(tp)
         return self.layer_counts["linear"] * (ssm * state_B + conv * conv_B)
 
-    def state_block_tokens(self, kv_precision: str = "bf16", state_precision: str = "bf16",
+    def state_block_tokens(self, kv_precision: str = "bf16", state_precision: str | None = None,
                            conv_precision: str | None = None, tp: int = 1, align: int = 16) -> int:
         """Attention block size (tokens) a hybrid engine sets so that one block of an attention
         layer is at least one linear layer's state (vLLM ``HybridAttentionMambaModelConfig``:
         ``align * ceil(mamba_page / (align * attention bytes per token per layer))``, ``align``
         16 = the attention kernels' block multiple); prefix-cache hits and state snapshots sit
-        on this grid. 0 without linear layers. ``conv_precision``: default ``state_precision``
-        (vLLM keeps the conv window in the model dtype, the SSM state in
-        ``mamba_ssm_cache_dtype``)."""
+        on this grid. 0 without linear layers. Precisions as :meth:`state_bytes` (vLLM keeps
+        the conv window in the model dtype, the SSM state in ``mamba_ssm_cache_dtype``, set
+        from the config's ``mamba_ssm_dtype``: the default)."""
         if not self.has_recurrent_state:
             return 0
-        return int(self.snapshot_grid_tokens(
-            _bytes("kv_precision", kv_precision), tp, _bytes("state_precision", state_precision),
-            _bytes("conv_precision", conv_precision or state_precision), align))
+        state_B, conv_B = self.state_bytes(state_precision, conv_precision)
+        return int(self.snapshot_grid_tokens(_bytes("kv_precision", kv_precision), tp, state_B,
+                                             conv_B, align))
 
-    def snapshot_grid_tokens(self, kv_B: float, tp: Any = 1, state_B: float = 2.0,
+    def snapshot_grid_tokens(self, kv_B: float, tp: Any = 1, state_B: float | None = None,
                              conv_B: float | None = None, align: int = 16) -> Any:
         """:meth:`state_block_tokens` from bytes per element (``kv_B`` KV, ``state_B`` SSM
-        state, ``conv_B`` conv window, default ``state_B``); vectorised over ``tp``."""
+        state, ``conv_B`` conv window, default ``state_B``; both None: :meth:`state_bytes`);
+        vectorised over ``tp``."""
         align = float(_nonneg("align", align, minimum=1))
+        if state_B is None:
+            state_B, conv_B = self.state_bytes()
         ssm, conv = self._linear_state_parts(tp)
         page = ssm * state_B + conv * (state_B if conv_B is None else conv_B)
         tok = self.kv_elements_rank(tp) * kv_B + self.indexer_bytes_per_token_layer
@@ -407,7 +457,8 @@ class ModelSpec:
         return _out(np.floor(L / b) * b)
 
     def prefix_cache_bytes(self, prefix_len: Any, block_tokens: Any, kv_precision: str = "bf16",
-                           tp: Any = 1, snapshots: str = "block", state_precision: str = "bf16",
+                           tp: Any = 1, snapshots: str = "block",
+                           state_precision: str | None = None,
                            conv_precision: str | None = None) -> Any:
         """Bytes a prefix cache keeps for the reusable part ``R`` (:meth:`reusable_prefix`) of a
         ``prefix_len``-token prefix, summed over the ``tp`` ranks: full-attention KV of ``R``
@@ -425,14 +476,13 @@ class ModelSpec:
         out = self._attention_bytes_rank(R, _bytes("kv_precision", kv_precision), t)
         if self.has_recurrent_state:
             n = np.floor(R / b) if snapshots == "block" else (R > 0).astype(float)
-            state_B = _bytes("state_precision", state_precision)
-            conv_B = _bytes("conv_precision", conv_precision or state_precision)
+            state_B, conv_B = self.state_bytes(state_precision, conv_precision)
             out = out + n * self._snapshot_bytes_rank(t, state_B, conv_B)
         return _out(t * out)
 
     def cache_block_bytes(self, block_tokens: Any, kv_precision: str = "bf16",
                           prefix_len: Any = None, snapshot_tokens: Any = None,
-                          snapshots: str = "block", state_precision: str = "bf16") -> Any:
+                          snapshots: str = "block", state_precision: str | None = None) -> Any:
         """Bytes one ``block_tokens``-token block of a cached prefix takes in a prefix cache,
         the size hit ratios count capacity in: ``block_tokens * kv_bytes_per_token`` when every
         layer is full attention; otherwise the mean per token of :meth:`prefix_cache_bytes` over a
@@ -699,6 +749,11 @@ def _hf_layers(cfg: Mapping[str, Any], layers: int) -> dict[str, Any]:
         out["attention_chunk_size"] = cfg["attention_chunk_size"]
     if "linear" in pattern:
         out.update({k: cfg[k] for k in _LINEAR_KEYS})
+        dtype = _first(cfg, "mamba_ssm_dtype", "mamba_ssm_cache_dtype")
+        if dtype is not None and dtype != "auto":
+            if dtype not in _HF_DTYPES:
+                raise ValueError(f"mamba_ssm_dtype={dtype!r}; allowed: {sorted(_HF_DTYPES)}")
+            out["mamba_ssm_dtype"] = _HF_DTYPES[dtype]
     out.update({k: cfg[k] for k in _INDEX_KEYS if cfg.get(k)})
     return out
 

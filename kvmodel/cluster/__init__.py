@@ -43,7 +43,8 @@ together to any shape; one call then evaluates every configuration of the grid a
 - ``Workload.request_rate``
 
 Every other field is structural (model, gpu, tp, precision, instance counts, sharing, routing,
-epsilon, node, NICs, pool memory/NVMe, P2P placement, framework, SLOs) and must be a scalar:
+epsilon, node, NICs, pool memory/NVMe, P2P placement, framework, DP attention, ep, speculative
+decoding, SLOs) and must be a scalar:
 an array there raises ValueError (group the configurations by those fields and call once per
 group). With an array input every numeric field of the :class:`ClusterResult` is an array of
 the broadcast shape (``stable`` bool, ``reason`` an object array of str, ``hit_ratio`` and
@@ -58,7 +59,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -75,12 +76,14 @@ from kvmodel.catalog.hardware import (
     get_memory,
     get_node,
 )
-from kvmodel.catalog.models import default_kv_precision, get_model
+from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_mode
 from kvmodel.cluster import _sharing, _workloads
 from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, with_lengths
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
+from kvmodel.instance._speculative import speculative_arg as _speculative_arg
+from kvmodel.instance._wide_ep import wide_ep_arg as _wide_ep_arg
 from kvmodel.instance.seam import params as _params
 from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING
 from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
@@ -105,7 +108,8 @@ from kvmodel.workload._trace_types import Trace
 __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evaluate", "SHARING",
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
            "inclusive_tiers", "tier_utilisation", "tier_traffic", "meets_slo", "max_rate_at_slo",
-           "TTFT_PERCENTILES", "TPOT_PERCENTILES"]
+           "TTFT_PERCENTILES", "TPOT_PERCENTILES", "snapshot_grid", "block_bytes",
+           "gpus_per_instance"]
 
 # policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
 # sharing); each entry names the closed form evaluate() uses for it (ClusterResult.closed_forms)
@@ -222,6 +226,21 @@ class Cluster:
         ``kvmodel.policies.CONNECTOR`` (``hardware_db/connectors.toml``) or its policy object;
         "ideal" is bytes / path bandwidth. Passed to ``estimate(connector=)`` where the
         instance model accepts it.
+      attention_dp: DP attention with wide expert parallelism (MoE models): True (or a mapping
+        ``{"dispatch": precision, "combine": precision}``) makes every instance an EP group of
+        ``ep`` GPUs, ``ep / tp`` data-parallel attention ranks of ``tp`` GPUs each with its own
+        requests and KV, the routed experts sharded over the ``ep`` GPUs and an all-to-all per
+        MoE layer over NVLink and the node's NICs (``estimate(attention_dp=, ep=, num_gpus=ep,
+        node=)``, :mod:`kvmodel.instance._wide_ep`). The instance's HBM prefix cache is its
+        ranks' together (a prefix-aware balancer inside the group assumed); a group wider than
+        a node takes ``ceil(ep / gpus_per_node)`` whole nodes.
+      ep: expert-parallel GPUs: with ``attention_dp`` the GPUs of each instance (a multiple of
+        ``tp``); without it experts split inside the TP group (``ep`` divides ``tp``). MoE only.
+      speculative: speculative decoding of every instance (None: off): a mapping ``{"method":
+        "mtp" | "draft", "k": drafted tokens, "acceptance": α, "draft_model": name,
+        "mtp_layers": n}`` or a :class:`kvmodel.instance._speculative.Speculative`; TPOT scaled
+        by the verify/draft factor, the drafter's weights and KV taken from the KV cache
+        (:mod:`kvmodel.instance._speculative`).
     """
     model: str
     gpu: str
@@ -246,6 +265,9 @@ class Cluster:
     framework: str = "tensorrt-llm"
     eviction: Any = "lru"
     connector: Any = "ideal"
+    attention_dp: Any = False
+    ep: int = 1
+    speculative: Any = None
 
 
 @dataclass(frozen=True)
@@ -398,7 +420,8 @@ _VECTOR_FIELDS = (("Cluster", ("hbm_cache_fraction", "dram_B", "cxl_B", "ssd_B")
                   ("Workload", ("request_rate",)))
 _SCALAR_FIELDS = (("Cluster", ("model", "gpu", "instances", "tp", "precision", "prefill_instances",
                                "decode_instances", "decode_gpu", "sharing", "routing", "epsilon",
-                               "node", "nic", "framework", "eviction")),
+                               "node", "nic", "framework", "eviction", "attention_dp", "ep",
+                               "speculative")),
                   ("pool", ("nic", "memory", "nvme", "put_policy", "put_admission",
                             "put_queue_limit")),
                   ("p2p", ("placement",)),
@@ -483,6 +506,7 @@ def _check_sizes(c: Cluster) -> None:
     for name in (("prefill_instances", "decode_instances") if disagg else ("instances",)):
         _count(f"Cluster.{name}", getattr(c, name), 1, MAX_INSTANCES)
     _count("Cluster.tp", c.tp, 1, MAX_TP)
+    _count("Cluster.ep", c.ep, 1, MAX_TP)
     eps = c.epsilon
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
         raise ValueError(f"Cluster.epsilon={eps!r}: must be a finite number >= 0 (bounded "
@@ -492,6 +516,7 @@ def _check_sizes(c: Cluster) -> None:
 def _check(c: Cluster) -> None:
     _check_sizes(c)
     _check_policies(c)
+    _check_parallel(c)
     disagg = c.prefill_instances > 0 or c.decode_instances > 0
     if disagg and (c.prefill_instances < 1 or c.decode_instances < 1):
         raise ValueError("prefill_instances and decode_instances must both be >= 1 to disaggregate")
@@ -519,6 +544,76 @@ def _check(c: Cluster) -> None:
                 raise ValueError(f"{name}={_show(v, ok)}: must be a finite number >= 0 (bytes)")
         elif not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}={v!r}: must be a finite number >= 0 (bytes)")
+
+
+def _check_parallel(c: Cluster) -> None:
+    """``attention_dp``, ``ep`` and ``speculative``: their types, the MoE model DP attention
+    and expert parallelism need, ``ep`` against ``tp``, the speculative mapping's fields."""
+    dp = c.attention_dp
+    if isinstance(dp, Mapping):
+        _wide_ep_arg(dp)
+    elif not isinstance(dp, (bool, np.bool_)):
+        raise ValueError(f"Cluster.attention_dp={dp!r}: expected True, False or a mapping with "
+                         f"keys among ['dispatch', 'combine'] (precisions)")
+    if (_dp_on(c) or c.ep > 1) and not get_model(c.model).is_moe:
+        raise ValueError(f"Cluster.attention_dp={dp!r}, ep={c.ep}: DP attention and expert "
+                         f"parallelism need an MoE model; {c.model!r} is dense")
+    if _dp_on(c) and c.ep % c.tp:
+        raise ValueError(f"Cluster.ep={c.ep}: with attention_dp every instance is an EP group "
+                         f"of ep GPUs, ep / tp attention ranks; ep must be a multiple of "
+                         f"tp={c.tp}")
+    if not _dp_on(c) and c.tp % c.ep:
+        raise ValueError(f"Cluster.ep={c.ep} must divide tp={c.tp} without attention_dp (experts "
+                         f"split inside the TP group); attention_dp=True for a wider EP group")
+    if c.speculative is not None:
+        try:
+            _speculative_arg(c.speculative, _params())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Cluster.speculative={c.speculative!r}: {exc}") from None
+
+
+def _dp_on(c: Cluster) -> bool:
+    """DP attention is on: True or a mapping of its precisions (a cluster-like object without
+    the field: off)."""
+    dp = getattr(c, "attention_dp", False)
+    return isinstance(dp, Mapping) or bool(dp)
+
+
+def gpus_per_instance(c: Cluster) -> int:
+    """GPUs of one instance: its EP group (``ep``) with DP attention, else its TP group."""
+    return c.ep if _dp_on(c) else c.tp
+
+
+def _ranks(c: Cluster) -> int:
+    """Attention ranks of one instance, each with its own KV pool (1 without DP attention)."""
+    return c.ep // c.tp if _dp_on(c) else 1
+
+
+def _nodes_per_instance(c: Cluster, node) -> int:
+    """Whole nodes one instance spans: an EP group wider than a node takes several (1 else;
+    a TP group wider than a node is counted as before, one node per instance)."""
+    if not _dp_on(c):
+        return 1
+    return max(1, math.ceil(c.ep / node.gpus_per_node))
+
+
+def _parallel_kw(c: Cluster) -> dict[str, Any]:
+    """``estimate`` keyword arguments of DP attention, expert parallelism and speculative
+    decoding ({} for plain TP instances: the calls stay as before)."""
+    kw: dict[str, Any] = {}
+    if _dp_on(c):
+        kw.update(attention_dp=c.attention_dp, ep=c.ep, num_gpus=c.ep, node=layout(c)[0])
+    elif c.ep > 1:
+        kw["ep"] = c.ep
+    if c.speculative is not None:
+        kw["speculative"] = c.speculative
+    return kw
+
+
+def _instance_kw(c: Cluster) -> dict[str, Any]:
+    """Every ``estimate`` keyword argument of an instance beyond model, GPU, TP, precision,
+    lengths and load: its connector, DP attention / EP and speculative decoding."""
+    return {**_connector_kw(c), **_parallel_kw(c)}
 
 
 # ---- policies --------------------------------------------------------------------------------
@@ -571,6 +666,32 @@ def kv_precision(c: Cluster) -> str:
     return default_kv_precision(c.precision)
 
 
+def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, float | None]:
+    """(snapshot mode, reuse grid in tokens) of the instances' prefix cache. Hybrid models
+    (recurrent state) reuse a prefix only up to a state snapshot: ``block`` frameworks (vLLM,
+    TensorRT-LLM) keep one at every boundary of the engine's hybrid block
+    (:meth:`ModelSpec.state_block_tokens` at the instances' KV precision and TP, never finer
+    than the trace's blocks); ``node`` (SGLang) one per radix node, taken on the trace's
+    blocks. None for attention-only models (every cached token is reusable)."""
+    m, mode = get_model(c.model), snapshot_mode(c.framework)
+    if not m.has_recurrent_state:
+        return mode, None
+    b = float(w.trace.block_tokens)
+    if mode == "node":
+        return mode, b
+    return mode, max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+
+
+def block_bytes(c: Cluster, w: Workload) -> float:
+    """Bytes of one of the trace's KV blocks in the cluster's prefix caches
+    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots on the grid of
+    :func:`snapshot_grid`, in the framework's snapshot mode)."""
+    mode, grid = snapshot_grid(c, w)
+    kw = {} if grid is None else {"snapshot_tokens": grid, "snapshots": mode}
+    return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
+                                                w.input_len, **kw)
+
+
 def layout(c: Cluster) -> tuple[str, Any, int, int]:
     """(node key, node spec, cache instances N, instances per node) of a cluster."""
     key = c.node or default_node_for_gpu(c.gpu)
@@ -578,7 +699,7 @@ def layout(c: Cluster) -> tuple[str, Any, int, int]:
         raise ValueError(f"no node template uses gpu {c.gpu!r}; set Cluster.node")
     node = get_node(key)
     n = c.prefill_instances if c.prefill_instances else c.instances
-    return key, node, n, max(1, node.gpus_per_node // c.tp)
+    return key, node, n, max(1, node.gpus_per_node // gpus_per_instance(c))
 
 
 def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
@@ -728,16 +849,28 @@ def _imbalance(c: Cluster, w: Workload, n: int) -> Any:
 
 # ---- capacities and paths --------------------------------------------------------------------
 def kv_capacity_tokens(model: str, gpu: str, tp: int, precision: str, input_len: int,
-                       output_len: int, framework: str = "tensorrt-llm") -> float:
-    """KV-cache capacity (tokens) of one instance; ValueError when the instance is infeasible.
-    Memoised in the active catalog (a new catalog, e.g. another calibration, starts afresh)."""
+                       output_len: int, framework: str = "tensorrt-llm", **parallel) -> float:
+    """KV-cache capacity (tokens) of one instance (of one attention rank with DP attention);
+    ValueError when the instance is infeasible. ``parallel``: DP attention / EP / speculative
+    ``estimate`` arguments (:func:`_parallel_kw`). Memoised in the active catalog (a new
+    catalog, e.g. another calibration, starts afresh)."""
     key = (model, gpu, tp, precision, input_len, output_len, framework)
-    return current().cached("kv_capacity_tokens", key, lambda: _kv_capacity(*key))
+    if parallel:
+        key += (repr(sorted(parallel.items())),)
+    return current().cached("kv_capacity_tokens", key,
+                            lambda: _kv_capacity(*key[:7], **parallel))
 
 
-def _kv_capacity(model, gpu, tp, precision, I, O, framework) -> float:
+def _instance_kv_tokens(c: Cluster, w: Workload) -> float:
+    """KV-cache capacity (tokens) of one of the cluster's instances: all its attention ranks."""
+    return _ranks(c) * kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision,
+                                          round(w.input_len), round(w.output_len), c.framework,
+                                          **_parallel_kw(c))
+
+
+def _kv_capacity(model, gpu, tp, precision, I, O, framework, **parallel) -> float:
     probe = estimate(model, gpu, tp=tp, precision=precision, input_len=I, output_len=O,
-                     framework=framework)
+                     framework=framework, **parallel)
     if not probe.feasible:
         raise ValueError(f"instance infeasible: {probe.reason}")
     return float(probe.kv_capacity_tokens)
@@ -745,8 +878,7 @@ def _kv_capacity(model, gpu, tp, precision, I, O, framework) -> float:
 
 def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, Any]:
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
-    kv_tokens = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
-                                    round(w.output_len), c.framework)
+    kv_tokens = _instance_kv_tokens(c, w)
     tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
     dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
     ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
@@ -837,7 +969,7 @@ def _peer_Bps(c: Cluster, node) -> float:
     """NIC bandwidth one peer (instance) serves its blocks with: its share of the node's NICs
     (the cluster's ``nic`` link, else the node template's)."""
     nic = get_link(c.nic or node.nic_link)
-    return node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // c.tp)
+    return node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // gpus_per_instance(c))
 
 
 def _extra_delay(flows: "_sharing.SharingFlows", m: dict[str, Any]) -> dict[str, Any]:
@@ -852,19 +984,23 @@ class _PrefixArgs(dict):
     ``cache_tier``: what the closed-loop and burst instances use) that also keeps the hit
     shares, so the open-loop instances can ask for request-level hit classes instead."""
 
-    def __init__(self, hits: dict, tiers: dict):
+    def __init__(self, hits: dict, tiers: dict, grid: float | None = None):
         super().__init__()
-        self.hits, self.tiers = hits, tiers
+        self.hits, self.tiers, self.grid = hits, tiers, grid
 
 
-def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float) -> dict[str, Any]:
+def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
+                 grid: float | None = None) -> dict[str, Any]:
     """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
     length and the fractions are arrays (0 tokens where nothing hits: no prefix there). The
-    result also keeps ``hits`` and ``tiers`` for :func:`_hit_kw`."""
+    result also keeps ``hits``, ``tiers`` and the reuse ``grid`` (:func:`snapshot_grid`: a
+    hybrid model's prefix is floored to it) for :func:`_hit_kw`."""
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
     total = sum(kept.values())
     P = xp.floor(xp.minimum(total * I, I - 1.0))
-    out = _PrefixArgs(hits, tiers)
+    if grid is not None:
+        P = xp.floor(P / grid) * grid
+    out = _PrefixArgs(hits, tiers, grid)
     if not xp.any_true(P > 0):
         return out
     safe = xp.where(total > 0, total, 1.0)
@@ -886,7 +1022,7 @@ def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
         reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
         classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
     bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
-    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len)
+    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid)
     return dict(prefix_classes=classes, length_cv=0.0)
 
 
@@ -904,7 +1040,7 @@ def _connector_kw(c: Cluster) -> dict:
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 **_hit_kw(pre, w), **_connector_kw(c))
+                 **_hit_kw(pre, w), **_instance_kw(c))
     return {"instance": e}
 
 
@@ -913,11 +1049,12 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
                  request_rate=lam_p, framework=c.framework, **_hit_kw(pre, w),
-                 **_connector_kw(c))
+                 **_instance_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,
-                 prefix_classes=[(1.0, I - 1, "hbm")])  # handed-off KV: each request's own,
+                 prefix_classes=[(1.0, I - 1, "hbm")], **_parallel_kw(c))
+    # handed-off KV: each request's own, never floored to a hybrid model's snapshot grid, and
     # not a shared prefix partition of the decode GPU's KV pool (a plain cached_prefix_len is)
     return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}
 
@@ -928,7 +1065,7 @@ def _handoff_s(c: Cluster, w: Workload, p: Estimate, node, I):
     blocks posted at once (one link setup). A layer-wise connector streams layer by layer
     under the prefill (only the part slower than it is exposed, at least one layer's share);
     one that sends after the prefill exposes all of it."""
-    gpus = (c.prefill_instances + c.decode_instances) * c.tp
+    gpus = (c.prefill_instances + c.decode_instances) * gpus_per_instance(c)
     same_node = gpus <= node.gpus_per_node
     link = get_link(get_gpu(c.gpu).scale_up_link if same_node else (c.nic or node.nic_link))
     per_gpu = (link.achieved_bw_Bps if same_node
@@ -982,7 +1119,7 @@ def cost_per_hour(c: Cluster) -> Any:
 
 def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
     n = (c.prefill_instances + c.decode_instances) or c.instances
-    nodes = math.ceil(n / per_node)
+    nodes = math.ceil(n / per_node) * _nodes_per_instance(c, node)
     hours = get_calibration()["hardware_amortization"].si
     dollars = nodes * node.price_per_s * 3600.0
     if xp.is_array(c.cxl_B) or c.cxl_B:  # arrays add 0 where there is no CXL
@@ -1064,8 +1201,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     _check(c)
     _check_workload(w)
     key, node, n, per_node = layout(c)
-    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
-                                                   w.input_len)  # windows, state snapshots
+    block_B = block_bytes(c, w)  # windows, state snapshots
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
@@ -1092,7 +1228,7 @@ def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
     """(instance estimates of each role, the request rate served, what the load mode derives):
     open loop at ``lam`` (the busiest instance at its share), or closed loop / burst."""
     if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
-        return _workloads.instances(c, w, pre, imb, n, _connector_kw(c), shape, kv_precision(c))
+        return _workloads.instances(c, w, pre, imb, n, _instance_kw(c), shape, kv_precision(c))
     # vector: the instance sees every configuration (prefix and rate broadcast together)
     lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
@@ -1106,15 +1242,15 @@ def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node,
     the loop serves, then its instances are solved again with the hits the drops leave."""
     later = (_workloads.load_mode(w) != "rate" and c.sharing == "central_pool"
              and c.pool.put_policy == "throttle")
-    admit = (1.0, 0.0, 0.0)
+    admit, grid = (1.0, 0.0, 0.0), snapshot_grid(c, w)[1]
     if not later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
-    parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
-                                  imb, n, node)
+    parts, lam, info = _instances(c, w, lam, shape,
+                                  _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
     if later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
-        parts, lam, info = _instances(c, w, lam, shape, _prefix_args(hits, tiers, w.input_len),
-                                      imb, n, node)
+        parts, lam, info = _instances(c, w, lam, shape,
+                                      _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
     return hits, admit, parts, lam, info
 
 
@@ -1166,8 +1302,7 @@ def inclusive_tiers(c: Cluster, w: Workload) -> Cluster:
     only the capacity beyond the largest tier above it (it also holds their blocks). Capacities
     may be arrays."""
     key, node, n, per_node = layout(c)
-    tok = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
-                             round(w.output_len), c.framework)
+    tok = _instance_kv_tokens(c, w)
     kv_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
     hbm = c.hbm_cache_fraction * tok * kv_B
     dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
@@ -1204,15 +1339,13 @@ def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit:
     tiers = node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
                        cxl_B=c.cxl_B * per_node,
                        ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
-    tok = kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision, round(w.input_len),
-                             round(w.output_len), c.framework)
+    tok = _instance_kv_tokens(c, w)
     tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
     chain = [Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node, None)]
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
     nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
-    block_B = get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
-                                                   w.input_len)
+    block_B = block_bytes(c, w)
     return place(w.profile, chain, block_bytes=block_B, block_rate=rate,
                  inclusive=inclusive, write=write, gpus_per_node=node.gpus_per_node, admit=admit)
 
@@ -1274,7 +1407,7 @@ _CLUSTER_KEYS = {
     "prefill_instances": int, "decode_instances": int, "decode_gpu": str, "sharing": str,
     "routing": str, "epsilon": float, "node": str, "hbm_cache_fraction": float,
     "dram_GB": float, "cxl_GB": float, "ssd_GB": float, "nic": str, "framework": str,
-    "eviction": str,
+    "eviction": str, "attention_dp": bool, "ep": int, "speculative": dict,
 }
 _POOL_KEYS = {"servers": int, "dram_GB": float, "ssd_GB": float, "nic": str, "nics": int,
               "memory": str, "nvme": str, "metadata_rtt_us": float, "scope": str,

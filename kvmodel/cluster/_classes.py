@@ -132,12 +132,17 @@ def trace_bands(input_len: np.ndarray, bands=CLUSTER_BANDS) -> list[tuple[float,
             for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def with_lengths(classes: list, bands: list, I: float) -> list:
+def with_lengths(classes: list, bands: list, I: float, grid: float | None = None) -> list:
     """Each (probability, cached tokens, tier) class crossed with each (share, prompt) band:
-    ``(π·share, floor(cached·L_b/I), tier, L_b)`` (at most L_b − 1 cached tokens)."""
+    ``(π·share, floor(cached·L_b/I), tier, L_b)`` (at most L_b − 1 cached tokens). ``grid``
+    (tokens; hybrid models, ``kvmodel.cluster.snapshot_grid``): the cached tokens floored to
+    a multiple of it, the longest prefix with a state snapshot (the rest is recomputed);
+    None: unchanged (attention-only models reuse every cached token)."""
     out = []
     for p, n, tier in classes:
         for share, L in bands:
             cached = xp.minimum(xp.floor(n * (L / I)), max(np.ceil(L) - 1.0, 0.0))
+            if grid is not None:
+                cached = xp.floor(cached / grid) * grid
             out.append((p * share, cached, tier, L))
     return out

@@ -30,6 +30,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from kvmodel.base import xp as xp
 from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance._roofline import Setup, memory_per_gpu, step_ops
@@ -174,13 +176,28 @@ def _scaled(r: dict, f, O, mode: str) -> dict:
     return out
 
 
+def _mixture_rows(sat: dict) -> bool:
+    """Whether a throughput-max result is a hit-class mixture's: only its ``tok`` is combined,
+    its other fields keep the rows of the first class stack (their shape does not broadcast to
+    ``tok``'s)."""
+    try:
+        return np.broadcast_shapes(np.shape(sat["B"]), np.shape(sat["tok"])) != np.shape(sat["tok"])
+    except ValueError:
+        return True
+
+
 def apply(p: Plan, s: Setup, res: dict, sat: dict, mode: str, I, O) -> tuple[dict, dict, dict]:
     """(res, sat, summary): the mode result and the throughput-max result with speculation."""
     ctx = I + O / 2.0
     at = factor(p, s, xp.maximum(res["B"], 1.0), ctx)
-    at_sat = at if res is sat else factor(p, s, xp.maximum(sat["B"], 1.0), ctx)
+    rows = res is not sat and _mixture_rows(sat)  # then the operating point's batch
+    at_sat = at if res is sat else factor(p, s, xp.maximum(res["B"] if rows else sat["B"], 1.0),
+                                          ctx)
     new = _scaled(res, at["tpot_factor"], O, mode)
-    new_sat = new if res is sat else dict(_scaled(sat, at_sat["tpot_factor"], O, "max"))
+    if rows:  # a mixture's throughput-max: its combined rate only
+        new_sat = dict(sat, tok=sat["tok"] / at_sat["tpot_factor"])
+    else:
+        new_sat = new if res is sat else dict(_scaled(sat, at_sat["tpot_factor"], O, "max"))
     bd = {}
     for key, ops in res["bd"].items():
         bd[key] = ops if key == "prefill" else dict(ops, spec_draft=_draft_op(at["draft_ops"],

@@ -24,6 +24,7 @@ from kvmodel.cluster._sharing import PUT_POLICIES
 from kvmodel.search._space import (
     DIMENSIONS,
     LOAD_MODES,
+    MOE_DIMS,
     POLICY_DIMS,
     ROUTING_PARAM_DIMS,
     Space,
@@ -206,7 +207,8 @@ def check_names(space: Space) -> None:
              "write_policy": ("through", "back"),
              **{k: tuple(reg) for k, reg in POLICY_DIMS.items()},
              "precision": WEIGHT_PRECISIONS, "pool_put_policy": PUT_POLICIES,
-             "framework": kvmodel.list_entries("framework")}
+             "framework": kvmodel.list_entries("framework"),
+             "spec_draft_model": kvmodel.list_models()}
     values = {k: [v] for k, v in space.fixed.items()}
     values |= {d.name: list(d.choices) for d in space.dims if d.choices is not None}
     for name, vals in values.items():
@@ -214,6 +216,42 @@ def check_names(space: Space) -> None:
             if name in known and v not in known[name]:
                 raise SpaceError(f"{space.name}: dimension {name!r}: unknown value {v!r}; "
                                  f"known: {sorted(known[name])}")
+    _check_moe(space)
+
+
+def _can_enable(space: Space, name: str) -> bool:
+    """Whether DP attention / expert parallelism ``name`` can be on in some point (DP
+    attention True, ep above 1)."""
+    def on(v):
+        return v is True if name == "attention_dp" else v > 1
+    if name in space.fixed:
+        return on(space.fixed[name])
+    d = next((x for x in space.dims if x.name == name), None)
+    if d is None:
+        return False
+    return any(on(v) for v in d.choices) if d.choices else d.high > 1
+
+
+def _check_moe(space: Space) -> None:
+    """DP attention and expert parallelism (:data:`MOE_DIMS`) only with MoE models: every
+    model they can be on with (the ``when`` of their dimension, else all of the space's)."""
+    models = ([space.fixed["model"]] if "model" in space.fixed
+              else list(space.dim("model").choices or ()))
+    for name in MOE_DIMS:
+        if not _can_enable(space, name):
+            continue
+        d = next((x for x in space.dims if x.name == name), None)
+        allowed = dict(d.when).get("model") if d is not None else None
+        dense = [m for m in (allowed or models) if not kvmodel.get_model(m).is_moe]
+        if dense:
+            raise SpaceError(f"{space.name}: dimension {name!r} needs an MoE model; "
+                             f"{dense} dense: make it conditional on the MoE models "
+                             f"(when = {{ model = [...] }}) or drop it")
+
+
+def _gpus_per_instance(c: dict) -> int:
+    """GPUs of one instance: the EP group with DP attention, else the TP group."""
+    return int(c.get("ep", 1) if c.get("attention_dp", False) else c.get("tp", 8))
 
 
 def _per_node(c: dict) -> tuple[str, Any, int]:
@@ -223,21 +261,37 @@ def _per_node(c: dict) -> tuple[str, Any, int]:
     node = kvmodel.get_node(key)
     if node.gpu != c["gpu"]:
         raise ValueError(f"node template {key!r} carries {node.gpu}, not {c['gpu']}")
-    return key, node, max(1, node.gpus_per_node // int(c.get("tp", 8)))
+    return key, node, max(1, node.gpus_per_node // _gpus_per_instance(c))
+
+
+def _speculative(p: dict) -> dict | None:
+    """``Cluster.speculative`` from the spec_* dimensions (None: spec_method none or absent)."""
+    method = p.get("spec_method", "none")
+    if method == "none":
+        return None
+    spec = {"method": method, "k": int(p.get("spec_k", 1))}
+    if "spec_acceptance" in p:
+        spec["acceptance"] = p["spec_acceptance"]
+    if method == "draft" and "spec_draft_model" in p:
+        spec["draft_model"] = p["spec_draft_model"]
+    return spec
 
 
 def _cluster_kwargs(p: dict) -> tuple[dict, dict]:
     """Cluster keyword arguments from the dimension values; plus derived counts to record."""
     key, node, per_node = _per_node(p)
     kw = {k: p[k] for k in ("model", "gpu", "node", "precision", "framework", "instances", "tp",
-                            "sharing", "routing", "epsilon", "nic", "eviction", "connector")
-          if k in p}
+                            "sharing", "routing", "epsilon", "nic", "eviction", "connector",
+                            "attention_dp", "ep") if k in p}
+    if _speculative(p) is not None:
+        kw["speculative"] = _speculative(p)
     kw["hbm_cache_fraction"] = p.get("hbm_kv_fraction", 0.3)
     for dim, field_, scale in (("dram_GB_per_node", "dram_B", 1e9), ("cxl_GB_per_node", "cxl_B", 1e9),
                                ("ssd_TB_per_node", "ssd_B", 1e12)):
         if dim in p:
             kw[field_] = p[dim] * scale / per_node
-    derived = {"node": key, "instances_per_node": per_node}
+    derived = {"node": key, "instances_per_node": per_node,
+               "gpus_per_instance": _gpus_per_instance(p)}
     n = int(p.get("instances", 8))
     if p.get("disaggregated", False):
         if n < 2:
@@ -338,7 +392,7 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
     c = _cl.inclusive_tiers(real, w) if p.get("placement") == "inclusive" else real
     r = kvmodel.evaluate(c, w)
     m = {k: v for k, v in _raw(r).items() if not isinstance(v, dict)} | derived
-    m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()}
+    m |= {f"hit_{k}": v for k, v in r.hit_ratio.items()} | _instance_options(r)
     if c is not real:
         m["cost_usd_per_h"] = _same(_cl.cost_per_hour(real))
         m["cost_usd_per_mtok"] = _same(np.minimum(_ratio(
@@ -359,6 +413,19 @@ def _metrics(space: Space, p: dict) -> tuple[dict, Any, Any, Any]:
         else:
             m["max_rate_at_slo"] = _same(np.where(m["stable"], max_rate_at_slo(c, w, space), 0.0))
     return m, c, w, real
+
+
+def _instance_options(r) -> dict[str, Any]:
+    """What DP attention and speculation do on the (decode-side) instance: the speculative
+    TPOT factor and accepted tokens per step, the all-to-all's share of a step."""
+    e = r.instances.get("decode", r.instances.get("instance"))
+    out = {}
+    if getattr(e, "speculative", None):
+        out |= {"spec_tpot_factor": e.speculative["tpot_factor"],
+                "spec_accepted_tokens": e.speculative["accepted_tokens"]}
+    if getattr(e, "wide_ep", None):
+        out["ep_alltoall_share"] = e.wide_ep["alltoall_share"]
+    return out
 
 
 def evaluate_point(space: Space, params: dict[str, Any]) -> Outcome:

@@ -55,6 +55,12 @@ the routing registry: ``dynamo_overlap_score_weight``, ``llmd_prefix_weight``,
 { routing = "dynamo" }``, or routing fixed to it) and goes to ``Cluster.routing_params``; each
 distinct value replays the router over the trace once (a step keeps the tables few).
 
+DP attention and expert parallelism (``attention_dp``, ``ep``) need an MoE model: with a dense
+model among the space's models they must be conditional on the MoE ones (``when = { model =
+[...] }``). Speculative decoding is ``spec_method`` (none | mtp | draft) with ``spec_k``,
+``spec_acceptance`` and ``spec_draft_model`` sampled only when it is on (their ``when`` names
+spec_method, or it is fixed).
+
 Dimension names are the keys of :data:`DIMENSIONS`, each documented with what it maps to in
 the model (a dimension may be declared ``modelled=False``: kept in the study, ignored by
 ``kvmodel.evaluate``; every built-in dimension is modelled).
@@ -75,7 +81,8 @@ from kvmodel.cluster._sharing import PUT_POLICIES
 from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING, SHARING
 
 __all__ = ["Dim", "Space", "DIMENSIONS", "BOUNDS", "load_space", "space_from_dict",
-           "builtin_spaces", "SpaceError", "space_digest", "ROUTING_PARAM_DIMS", "LOAD_MODES"]
+           "builtin_spaces", "SpaceError", "space_digest", "ROUTING_PARAM_DIMS", "LOAD_MODES",
+           "SPEC_METHODS", "SPEC_DIMS", "MOE_DIMS"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
@@ -145,7 +152,26 @@ DIMENSIONS: dict[str, DimInfo] = {
                                          "put_policy fraction)"),
     "pool_put_queue_limit": DimInfo(int, "PoolSpec.put_queue_limit (puts queued at a pool server "
                                          "beyond which put_policy throttle drops new ones)"),
+    "attention_dp": DimInfo(bool, "Cluster.attention_dp: DP attention with wide expert "
+                                  "parallelism, each instance an EP group of ep GPUs (ep / tp "
+                                  "attention ranks); MoE models only"),
+    "ep": DimInfo(int, "Cluster.ep: with attention_dp the GPUs of each instance's EP group (a "
+                       "multiple of tp), else experts split inside the TP group (divides tp); "
+                       "MoE models only"),
+    "spec_method": DimInfo(str, "Cluster.speculative['method']: none (off) | mtp | draft"),
+    "spec_k": DimInfo(int, "Cluster.speculative['k']: drafted tokens per verify step "
+                           "(sampled only under spec_method mtp or draft)"),
+    "spec_acceptance": DimInfo(float, "Cluster.speculative['acceptance'] per drafted token (mtp "
+                                      "without it: the calibration's mtp_acceptance; draft "
+                                      "needs it)"),
+    "spec_draft_model": DimInfo(str, "Cluster.speculative['draft_model']: a catalog model "
+                                     "(spec_method draft only)"),
 }
+#: spec_method values; dimensions that configure speculation (need spec_method mtp or draft)
+SPEC_METHODS = ("none", "mtp", "draft")
+SPEC_DIMS = ("spec_k", "spec_acceptance", "spec_draft_model")
+#: dimensions that need an MoE model (DP attention, expert parallelism)
+MOE_DIMS = ("attention_dp", "ep")
 
 
 def _routing_param_dims() -> dict[str, tuple[str, Any]]:
@@ -178,6 +204,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "pool_dram_GB": (0.0, 1e6), "pool_ssd_TB": (0.0, 1e4), "pool_nics": (1, 64),
     "p2p_replication": (1, 64), "p2p_lookup_us": (0.0, 1e6), "epsilon": (0.0, 100.0),
     "pool_put_admission": (1e-6, 1.0), "pool_put_queue_limit": (1, 1 << 20),
+    "ep": (1, 1024), "spec_k": (1, 16), "spec_acceptance": (0.0, 1.0),
 }
 # routing parameters: the registry's range (an open lower bound moved up by 1e-12; no upper
 # bound: 1e6, far beyond any weight, threshold or time the policies use)
@@ -350,6 +377,9 @@ def _value(name: str, v: Any, where: str) -> Any:
     if name in POLICY_DIMS and v not in POLICY_DIMS[name]:
         raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; registered: "
                          f"{', '.join(POLICY_DIMS[name])}")
+    if name == "spec_method" and v not in SPEC_METHODS:
+        raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; allowed: "
+                         f"{', '.join(SPEC_METHODS)}")
     if name == "pool_put_policy" and v not in PUT_POLICIES:
         raise SpaceError(f"{where}: dimension {name!r}: unknown value {v!r}; allowed: "
                          f"{', '.join(PUT_POLICIES)}")
@@ -472,6 +502,26 @@ def _check_cross(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
         if k not in fixed and k not in names:
             raise SpaceError(f"{where}: dimension {k!r} must be fixed or searched")
     _check_routing_params(dims, fixed, where)
+    _check_spec_dims(dims, fixed, where)
+
+
+def _check_spec_dims(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
+    """A speculation parameter (:data:`SPEC_DIMS`) is sampled only when speculation is on:
+    spec_method fixed to mtp / draft (draft for spec_draft_model), or ``when = { spec_method =
+    [...] }`` naming only those."""
+    for name in SPEC_DIMS:
+        on = ("draft",) if name == "spec_draft_model" else ("mtp", "draft")
+        d = next((x for x in dims if x.name == name), None)
+        if d is None:
+            ok = name not in fixed or fixed.get("spec_method") in on
+        else:
+            cond = dict(d.when).get("spec_method")
+            ok = fixed.get("spec_method") in on or (cond is not None and set(cond) <= set(on))
+        if not ok:
+            table = f"[dims.{name}]" if d is not None else f"[fixed].{name}"
+            raise SpaceError(f"{where}: {table}: a speculative-decoding parameter: fix "
+                             f"spec_method to one of {list(on)} or add when = {{ spec_method = "
+                             f"{list(on)} }}")
 
 
 def _check_routing_params(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:

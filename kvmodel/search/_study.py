@@ -144,7 +144,8 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
 
 _KEEP = ("ttft_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p99_s", "output_tok_per_s",
          "goodput_per_s", "cost_usd_per_h", "cost_usd_per_mtok", "stable", "imbalance",
-         "max_rate_at_slo", "tier_utilisation", "prefill_instances", "decode_instances")
+         "max_rate_at_slo", "tier_utilisation", "prefill_instances", "decode_instances",
+         "gpus_per_instance", "spec_tpot_factor", "spec_accepted_tokens", "ep_alltoall_share")
 
 
 def _objective(space: Space):

@@ -148,7 +148,9 @@ def _gqa(layers, kv_heads, head_dim):  # bf16 K+V bytes per token over `layers` 
 
 
 GDN_STATE_B = (32 * 128 * 128 + 3 * (2 * 16 * 128 + 32 * 128)) * 2  # Qwen3-Next / 3.5 layers
-HYBRID = {  # bf16 bytes of one sequence of L tokens, by hand from each config.json
+# Qwen3.5's config names mamba_ssm_dtype float32: the SSM state in fp32, the conv window in bf16
+GDN_STATE_FP32_SSM_B = 32 * 128 * 128 * 4 + 3 * (2 * 16 * 128 + 32 * 128) * 2
+HYBRID = {  # bf16 KV bytes of one sequence of L tokens (state in the config's dtype), by hand
     "gpt-oss-120b": lambda L: _gqa(1, 8, 64) * (18 * L + 18 * min(L, 128)),
     "gpt-oss-20b": lambda L: _gqa(1, 8, 64) * (12 * L + 12 * min(L, 128)),
     "gemma-3-27b": lambda L: _gqa(1, 16, 128) * (10 * L + 52 * min(L, 1024)),
@@ -156,7 +158,7 @@ HYBRID = {  # bf16 bytes of one sequence of L tokens, by hand from each config.j
     "llama-4-maverick": lambda L: _gqa(1, 8, 128) * (12 * L + 36 * min(L, 8192)),
     "mistral-7b": lambda L: _gqa(32, 8, 128) * min(L, 4096),
     "qwen3-next-80b-a3b": lambda L: _gqa(12, 2, 256) * L + 36 * GDN_STATE_B,
-    "qwen3.5-9b": lambda L: _gqa(8, 4, 256) * L + 24 * GDN_STATE_B,
+    "qwen3.5-9b": lambda L: _gqa(8, 4, 256) * L + 24 * GDN_STATE_FP32_SSM_B,
     "deepseek-v3.2": lambda L: 61 * ((512 + 64) * 2 + 128 + 4) * L,
 }
 PER_TOKEN_NEW = {  # full-attention newcomers, bf16 bytes per token
@@ -306,7 +308,8 @@ FAMILY_CONFIGS = {  # the keys each family's config.json uses (values of the cat
         "model_type": "qwen3_5_text", "hidden_size": 4096, "num_hidden_layers": 32,
         "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256,
         "intermediate_size": 12288, "vocab_size": 248320,
-        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8, **_GDN}},
+        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8,
+        "mamba_ssm_dtype": "float32", **_GDN}},
     "gemma-3-27b": {"model_type": "gemma3", "text_config": {
         "model_type": "gemma3_text", "hidden_size": 5376, "num_hidden_layers": 62,
         "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,

@@ -12,12 +12,12 @@ from kvmodel.catalog.models import get_model, list_models
 _toy = toy_hf_model
 
 
-def _hybrid(tmp_path):
+def _hybrid(tmp_path, **extra):
     """[linear, full]: state 4 x 8 x 8 = 256 elements, conv 3 x (2 x 2 x 8 + 4 x 8) = 192
     (896 B in bf16); one full layer of 64 B per token."""
     return _toy(tmp_path, num_hidden_layers=2, layer_types=["linear_attention", "full_attention"],
                 linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
-                linear_value_head_dim=8, linear_conv_kernel_dim=4)
+                linear_value_head_dim=8, linear_conv_kernel_dim=4, **extra)
 
 
 def test_hybrid_reuse_floors_to_the_snapshot_grid(tmp_path):
@@ -67,6 +67,38 @@ def test_qwen35_block_size_matches_vllm():
     # 3 x (2 x 16 x 128 + 32 x 128) x 2 B = 2,146,304 B -> 524 tokens -> 528 (multiple of 16)
     m = get_model("qwen3.5-9b")
     assert m.state_block_tokens("bf16", "fp32", "bf16") == 528
+    # the same from the catalog's mamba_ssm_dtype alone (what vLLM does with "auto")
+    assert m.state_block_tokens() == 528
+
+
+def test_state_precision_defaults_to_the_configs_mamba_ssm_dtype():
+    q, n = get_model("qwen3.5-9b"), get_model("qwen3-next-80b-a3b")
+    assert (q.default_state_precision, n.default_state_precision) == ("fp32", "bf16")
+    assert q.state_bytes() == (4.0, 2.0)  # SSM state fp32, conv window in the model dtype
+    assert q.state_bytes("bf16") == (2.0, 2.0)  # an explicit state precision sets both
+    # 24 linear layers: state 32 x 128 x 128 x 4 B + conv 3 x 8,192 x 2 B; 8 full layers
+    # of 2 x 4 x 256 x 2 B per token
+    assert q.kv_bytes(100) == 24 * (524_288 * 4 + 24_576 * 2) + 8 * 4_096 * 100
+    assert q.kv_bytes(100, state_precision="bf16") == 24 * (524_288 + 24_576) * 2 \
+        + 8 * 4_096 * 100
+    assert q.prefix_cache_bytes(1056, 528) == q.prefix_cache_bytes(
+        1056, 528, state_precision="fp32", conv_precision="bf16")
+    # Qwen3-Next names no mamba_ssm_dtype: bf16 throughout, as before
+    assert n.kv_bytes(100) == n.kv_bytes(100, state_precision="bf16")
+
+
+@pytest.mark.parametrize("dtype, want", [("float32", "fp32"), ("bfloat16", "bf16"),
+                                         ("auto", "bf16")])
+def test_hf_loader_reads_mamba_ssm_dtype(tmp_path, dtype, want):
+    m = _hybrid(tmp_path, mamba_ssm_dtype=dtype)
+    assert m.default_state_precision == want
+    # state 256 elements in the SSM dtype, conv window 192 in bf16; one full layer of 64 B
+    assert m.kv_bytes(10) == 256 * {"fp32": 4, "bf16": 2}[want] + 192 * 2 + 640
+
+
+def test_hf_loader_rejects_an_unknown_mamba_ssm_dtype(tmp_path):
+    with pytest.raises(ValueError, match="mamba_ssm_dtype"):
+        _hybrid(tmp_path, mamba_ssm_dtype="int3")
 
 
 def test_sliding_window_bytes_bounded_reuse_whole(tmp_path):

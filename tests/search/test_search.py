@@ -42,11 +42,13 @@ def test_tier_sizing_is_builtin_and_every_dimension_is_documented():
     everything = search.load_space("everything")
     covered = {d.name for d in everything.dims} | set(everything.fixed)
     # routing parameters: every router's in tests/search/test_search_dimensions.py; connector:
-    # tests/policies/test_connectors.py
+    # tests/policies/test_connectors.py; DP attention / EP / speculation (MoE models, not the
+    # dense model of this space): tests/search/test_search_wide_ep.py
     routers = set(search._space.ROUTING_PARAM_DIMS) - {"dynamo_overlap_score_weight"}
+    wide = {"attention_dp", "ep", "spec_method", "spec_k", "spec_acceptance", "spec_draft_model"}
     assert covered >= set(search.DIMENSIONS) - {"pool_ssd_TB", "pool_nic", "pool_nics",
                                                  "p2p_placement", "p2p_lookup_us", "framework",
-                                                 "connector"} - routers
+                                                 "connector"} - routers - wide
     assert all(info.maps_to for info in search.DIMENSIONS.values())
     assert all(info.modelled for info in search.DIMENSIONS.values())
     assert search._objectives.recorded_only(everything) == []

@@ -102,8 +102,10 @@ def chunk_count(new, budget, cls=None):
     if cls is None:
         return xp.ceil(new / xp.minimum(new, budget))
     pi, n = cls
-    b = np.asarray(budget)[..., None]
-    k = (pi * np.ceil(n / np.minimum(n, b))).sum(axis=-1)
+    k = np.divide(n, np.asarray(budget)[..., None])
+    np.ceil(k, out=k)
+    np.maximum(k, 1.0, out=k)  # a prompt within the budget: one chunk
+    k = np.einsum("...k,...k->...", pi, k)  # no (configurations x classes) temporary
     return k if k.ndim else float(k)
 
 

@@ -102,7 +102,10 @@ def chunk_count(new, budget, cls=None):
     if cls is None:
         return xp.ceil(new / xp.minimum(new, budget))
     pi, n = cls
-    k = np.divide(n, np.asarray(budget)[..., None])
+    b = np.asarray(budget)
+    if b.ndim == 0 and n.ndim == 1:  # one configuration: a dot product over the classes
+        return float(pi @ np.maximum(np.ceil(n / b), 1.0))
+    k = np.divide(n, b[..., None])
     np.ceil(k, out=k)
     np.maximum(k, 1.0, out=k)  # a prompt within the budget: one chunk
     k = np.einsum("...k,...k->...", pi, k)  # no (configurations x classes) temporary

@@ -2,7 +2,8 @@
 simulator (``kvmodel.sim.simulate``) from 30 % to 95 % of the saturation rate the closed form
 reports (``estimate(..., batch="max").saturation_request_rate_per_s``), on H100 SXM.
 
-    python benchmarks/queue_vs_sim.py [--n 3000] [--seed 1] [--seeds 1]
+    python benchmarks/queue_vs_sim.py [--n 3000] [--seed 1] [--seeds 1] [--cases 0,4]
+                                      [--loads 0.85,0.9,0.95]
 
 Cases: Llama-3.1-8B TP1 and Llama-3.1-70B TP8 with Poisson arrivals and fixed lengths, and an
 8K prefix cached in HBM (every prompt shares its first 8192 tokens; the simulator's LRU holds
@@ -69,24 +70,42 @@ def sim_saturation(model: str, tp: int, I: int, O: int, P: int, sat: float, n: i
     return (hi - lo) / (done[hi] - done[lo]) / sat
 
 
+def _ints(text: str) -> list[int]:
+    out = [int(x) for x in text.split(",")]
+    if any(not 0 <= i < len(CASES) for i in out):
+        raise argparse.ArgumentTypeError(f"cases {text!r}: indices 0..{len(CASES) - 1}")
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    out = [float(x) for x in text.split(",")]
+    if any(not 0.0 < u < 1.0 for u in out):
+        raise argparse.ArgumentTypeError(f"loads {text!r}: fractions in (0, 1)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000, help="simulated requests per point")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1, help="runs pooled per point")
+    ap.add_argument("--cases", type=_ints, default=list(range(len(CASES))),
+                    help="comma-separated indices into CASES (default: all)")
+    ap.add_argument("--loads", type=_floats, default=list(LOADS),
+                    help="comma-separated fractions of the reported saturation rate")
     a = ap.parse_args()
     seeds = range(a.seed, a.seed + a.seeds)
     print(f"closed form / simulator (ms) and relative error, {GPU}, {a.n} requests x "
           f"{a.seeds} run(s) per point")
     print(f"{'case':<34}{'load':>5} {'mean TTFT':>22} {'p99 TTFT':>22} {'mean TPOT':>22}")
-    for model, tp, I, O, P in CASES:
+    for model, tp, I, O, P in (CASES[i] for i in a.cases):
         sat = kvmodel.estimate(model, GPU, tp=tp, input_len=I, output_len=O,
                                cached_prefix_len=P, batch="max").saturation_request_rate_per_s
         name = f"{model} TP{tp} I={I} O={O}" + (f" P={P}" if P else "")
         print(f"{name}: simulator saturation / reported "
               f"{sim_saturation(model, tp, I, O, P, sat, a.n):.3f}")
-        for u in LOADS:
+        for u in a.loads:
             print(f"{name:<34}{u:5.2f} {row(model, tp, I, O, P, u, sat, a.n, seeds)}",
                   flush=True)
 

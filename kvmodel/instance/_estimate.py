@@ -491,17 +491,18 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     cs2 = pre.new_scv(I, cs2) if mix else cs2
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     Ia = pre.attn_len(I) if mix else I  # attention length of the mixture's prompt tokens
-    t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens)
-    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens)
+    cls = pre.uncached() if mix else None  # classes' uncached lengths: the expected chunks
+    t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens, cls)
+    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens, cls)
     budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = xp.ceil(new / xp.minimum(new, budget))
+    chunks = _ol.chunk_count(new, budget, cls)
 
     def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
         return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens)
+    T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
     q = _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1)
     common = req_s + _ol.residual_step(f, t_p, t_d)
@@ -538,11 +539,12 @@ def _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1) -> dict:
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
 
 
-def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens):
-    """Mean step time t of the open loop, the busy step's ops and D = λ(O−1)t."""
+def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens, cls=None):
+    """Mean step time t of the open loop, the busy step's ops and D = λ(O−1)t (``cls``: the
+    classes' uncached lengths, :func:`kvmodel.instance._openloop.chunk_count`)."""
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        return _ol.busy_step(s, t, D, lam, I, new, c, max_tokens)
+        return _ol.busy_step(s, t, D, lam, I, new, c, max_tokens, cls)
 
     hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
                          bmax + max_tokens)[2]

@@ -22,7 +22,8 @@ over its own prompt ``I_k``); the shared queues see the mixture:
   simulator with it);
 * the KV path carries every class's loads and saves (a request's mean demand ``Σ π_k d_k``);
   in M/G/1-PS a load's delay is proportional to its own demand, so class k's path delay is the
-  mean delay scaled by its loaded tokens over the mean;
+  mean delay scaled by the bytes its loads move over the path over the mean (none for a miss
+  or a hit held in HBM);
 * TTFT of class k is the common part (request overhead, residual step, prefill and slot wait W)
   plus its own service ``S_k`` (its chunks, its own attention pairs ``n_k (I_k − n_k/2)`` beyond
   the mean ``n_k·a``, its exposed load, path delay, synchronous save).
@@ -240,6 +241,17 @@ class PrefixMix:
         n = self.new_k(k)
         return n * (self.lens[k] - n / 2.0)
 
+    def uncached(self):
+        """(π, n): the classes' probabilities and uncached prompt tokens stacked on the last
+        axis (broadcast over any configuration axes), for the open loop's expected chunk count
+        (:func:`kvmodel.instance._openloop.chunk_count`)."""
+        if "_uncached" not in self.__dict__:
+            vals = [*self.probs, *(self.new_k(k) for k in range(len(self.probs)))]
+            a = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in vals))
+            K = len(self.probs)
+            self._uncached = (np.stack(a[:K], axis=-1), np.stack(a[K:], axis=-1))
+        return self._uncached
+
     def new_tokens(self, I):
         return self.new
 
@@ -254,25 +266,33 @@ class PrefixMix:
         m2 = sum(pi * self.new_k(k) ** 2 for k, pi in enumerate(self.probs)) * (1.0 + cs2)
         return xp.maximum(m2 / xp.maximum(n * n, 1e-300) - 1.0, 0.0)
 
-    def _share(self, p):
-        """Class p's path delay relative to the mean (its loaded tokens over the mean)."""
-        return p.loaded / xp.maximum(self.loaded, 1e-300)
+    def _shares(self) -> list:
+        """Each class's path delay relative to the mean request's: the bytes its loads move
+        over the path (:attr:`path`'s reads) over the mixture's mean. A class that loads
+        nothing over it (a miss, a hit held in HBM) waits on no path queue."""
+        if "_path_shares" not in self.__dict__:
+            own = [0.0 if p.none else sum(b for _, b in p.reads) for p in self.parts]
+            mean = sum(pi * d for pi, d in zip(self.probs, own))
+            self._path_shares = [d / xp.maximum(mean, 1e-300) for d in own]
+            if not xp.is_array(*own, mean):
+                self._path_shares = np.array(self._path_shares, dtype=float)
+        return self._path_shares
 
     def exposed_with(self, delay):
         return sum(pi * e for pi, e in zip(self.probs, self._exposed_all(delay)))
 
     def _exposed_all(self, delay) -> list:
         """Each class's exposed load when the mean load waits ``delay`` more on the path (a
-        class's share of it: its loaded tokens over the mean)."""
+        class's share of it: :meth:`_shares`)."""
+        shares = self._shares()
         rows = self._time_rows() if self._rows is not None and not xp.is_array(delay) else None
-        if rows is None:
-            return [p.exposed if p.none else p.exposed_with(delay * self._share(p))
-                    for p in self.parts]
+        if rows is None or not isinstance(shares, np.ndarray):
+            return [p.exposed if p.none else p.exposed_with(delay * sh)
+                    for p, sh in zip(self.parts, shares)]
         t_load, t_comp, depth, exposed, live = rows  # every class at once, element by element
-        loaded = self._rows[1]
-        d = delay * (loaded / xp.maximum(self.loaded, 1e-300))
+        d = delay * shares
         mk = pipeline_makespan(t_load + d, t_comp, depth) - t_comp
-        return np.where(live & (d > 0) & (loaded > 0), mk, exposed).tolist()
+        return np.where(live & (d > 0) & (self._rows[1] > 0), mk, exposed).tolist()
 
     def _time_rows(self):
         """Per class (arrays over the classes): load and compute seconds, overlap depth,

@@ -13,6 +13,12 @@ carries ``P = λ·new·t / f`` prompt tokens (conservation: λ·new tokens per s
 several prompts share a step, which is what makes busy steps longer and fewer than one prompt
 per step would. The mean step t solves ``t = f·t_busy(P) + (1 − f)·t_decode``.
 
+**Chunks.** A prompt of n uncached tokens runs in ``ceil(n/b)`` chunks. Where the prompts
+are a mixture (hit or length classes, probabilities π_j, uncached lengths n_j) the count ``k``
+above is the expected ``Σ π_j·ceil(n_j/b)``, not the count of the mean prompt ``ceil(n̄/b)``:
+chunk-steps start at rate λ·k and a busy step's smallest load is the mean chunk n̄/k, so the
+count moves smoothly with the class probabilities instead of jumping when n̄ crosses b.
+
 **Prefill queue.** Measured in tokens, the prefill work is served at ``μ = b / t_full`` tokens
 per second while there is a backlog (``t_full``: a step with D decodes and a full budget of
 prompt tokens; the decodes go first, prompts get the rest, as a fluid high-priority class),
@@ -74,7 +80,7 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, step_ops
 
-__all__ = ["busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
+__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
            "token_server", "step_response", "fluctuation", "slot_queue"]
 
 
@@ -89,21 +95,38 @@ def _share(lam, t, new, chunks, budget):
     return f, P
 
 
-def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens):
+def chunk_count(new, budget, cls=None):
+    """Expected prefill chunks per prompt (*Chunks* in the module docstring): ``ceil(new/b)``
+    for one prompt length, ``E[ceil(n_j/b)] = Σ π_j·ceil(n_j/b)`` over classes ``cls = (π, n)``
+    (arrays with the classes on the last axis, :meth:`~kvmodel.instance._mixture.PrefixMix.uncached`)."""
+    if cls is None:
+        return xp.ceil(new / xp.minimum(new, budget))
+    pi, n = cls
+    b = np.asarray(budget)
+    if b.ndim == 0 and n.ndim == 1:  # one configuration: a dot product over the classes
+        return float(pi @ np.maximum(np.ceil(n / b), 1.0))
+    k = np.divide(n, b[..., None])
+    np.ceil(k, out=k)
+    np.maximum(k, 1.0, out=k)  # a prompt within the budget: one chunk
+    k = np.einsum("...k,...k->...", pi, k)  # no (configurations x classes) temporary
+    return k if k.ndim else float(k)
+
+
+def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """Residual of the mean step time ``t`` at D decoders, and the busy step's ops."""
     budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = xp.ceil(new / xp.minimum(new, budget))
+    chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
     ops, _, t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     return f * t_p + (1.0 - f) * t_d - t, ops
 
 
-def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens):
+def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """:func:`busy_step`'s residual alone for array ``t``, ``D``: its busy and decode-only
     steps stacked on a new leading axis in one roofline call (element-wise, the same numbers)."""
     budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = xp.ceil(new / xp.minimum(new, budget))
+    chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
     busy = (D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
     decode = (D, D, 0.0, D * c, D * c, D)
@@ -118,11 +141,11 @@ def residual_step(f, t_p, t_d):
     return (f * t_p * t_p + (1.0 - f) * t_d * t_d) / (2.0 * xp.maximum(m1, 1e-300))
 
 
-def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens):
+def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """(f, t_busy, t_decode, P) of the mean step: busy share, the two step kinds' times and
     the prompt tokens of a busy step."""
     budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = xp.ceil(new / xp.minimum(new, budget))
+    chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
     t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)[2]
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
@@ -166,7 +189,7 @@ _DT = np.array([0.0, 1.0, -1.0, 0.0, 1.0])  # stencil of (t, D) points around th
 _DD = np.array([0.0, 0.0, 0.0, 1.0, 1.0])
 
 
-def step_response(s: Setup, t, D, lam, I, new, c, max_tokens):
+def step_response(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """T'(D) and T''(D) of the mean step T(D) at fixed λ, where T solves t = h(t, D)
     (:func:`busy_step`), by the implicit function theorem on finite differences of h at five
     points evaluated in one vectorised call."""
@@ -174,7 +197,7 @@ def step_response(s: Setup, t, D, lam, I, new, c, max_tokens):
     nd = np.ndim(t + D + e)
     axis = (slice(None),) + (None,) * nd
     tt, DD = t + _DT[axis] * e, D + _DD[axis] * d
-    h = _busy_residual(s, tt, DD, lam, I, new, c, max_tokens) + tt
+    h = _busy_residual(s, tt, DD, lam, I, new, c, max_tokens, cls) + tt
     h0, hp, hm, hd, hpd = h[0], h[1], h[2], h[3], h[4]
     h_t, h_tt = (hp - hm) / (2.0 * e), (hp - 2.0 * h0 + hm) / (e * e)
     h_D, h_tD = (hd - h0) / d, (hpd - hp - hd + h0) / (e * d)

@@ -379,47 +379,116 @@ def _pool_Bps(pl) -> dict[str, Any]:
 def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
     """(hits with the pool level's lost hits removed, admitted share of the puts, lost pool
     hit ratio, re-offered local hits) under ``PoolSpec.put_policy`` (module doc); ``hits``
-    unchanged for "all"."""
+    unchanged for "all". The pool's hit grows with the room dropped puts leave
+    (:func:`pool_room_hit`), so the offered puts, the admission and the losses are solved
+    together."""
     pl = c.pool
     if "pool" not in hits or pl.put_policy == "all":
         return hits, 1.0, 0.0, 0.0
     h_prev = sum(v for k, v in hits.items() if k != "pool")
-    h_cum, hp = h_prev + hits["pool"], hits["pool"]
-    miss = xp.maximum(0.0, 1.0 - h_cum)
-    row = _loss_row(w.profile, h_cum)
+    cum = _room_cum(c, w, hits, block_B, racks, h_prev)
     if pl.put_policy == "fraction":
-        a = pl.put_admission + 0.0 * hp
+        a = pl.put_admission + 0.0 * hits["pool"]
     else:
         per_req = w.blocks_per_request * block_B * rate / racks     # B/s of one pool
         bw = _pool_Bps(pl)
+        hp = hits["pool"]
         get_ssd = xp.maximum(hp - xp.minimum(h_pool_dram, hp), 0.0)
         cap = _put_capacity(pl, bw, per_req * (hp + get_ssd))
-        a = _fixed_point(row, per_req * miss / cap, per_req * h_cum / cap, pl.put_queue_limit,
+        a = _fixed_point(w.profile, cum, per_req / cap, pl.put_queue_limit,
                          xp.is_array(hp, rate, cap))
-    loss = _loss_at(row, a)
+    h_cum = cum(a)
+    hp = h_cum - h_prev
+    loss = _loss_at(_loss_row(w.profile, h_cum), a)
     return dict(hits, pool=hp - hp * loss), a, hp * loss, h_prev * loss
 
 
-def _fixed_point(row, rho_miss, rho_hit, k: int, vector: bool):
-    """Admission a = 1 - P_K(rho(a)), rho(a) = rho_miss + rho_hit x loss(a), by bisection
-    (a - g(a) rises from <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load
-    stays below the path's bandwidth."""
+def _put_rho(prof, cum, rho_req, a):
+    """Offered put load at admission ``a``: ``rho_req`` (one request's whole chain, as a share
+    of the put path) x (misses + hits lost to earlier drops), at the pool's hit ``cum(a)``."""
+    h = cum(a)
+    return rho_req * ((1.0 - h) + h * _loss_at(_loss_row(prof, h), a))
+
+
+def _fixed_point(prof, cum, rho_req, k: int, vector: bool):
+    """Admission a = 1 - P_K(rho(a)) (:func:`_put_rho`), by bisection (a - g(a) rises from
+    <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load stays below the
+    path's bandwidth."""
     if not vector:
         lo, hi = 0.0, 1.0
         for _ in range(24):
             mid = (lo + hi) / 2
-            if mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k):
+            if mid >= 1.0 - ps_block_prob(_put_rho(prof, cum, rho_req, mid), k):
                 hi = mid
             else:
                 lo = mid
         return lo
-    shape = np.broadcast_shapes(np.shape(rho_miss), np.shape(rho_hit), row.shape[:-1])
-    lo, hi = np.zeros(shape), np.ones(shape)
+    lo, hi = np.zeros(np.shape(rho_req)), np.ones(np.shape(rho_req))
     for _ in range(24):
         mid = (lo + hi) / 2
-        up = mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k)
+        up = mid >= 1.0 - ps_block_prob(_put_rho(prof, cum, rho_req, mid), k)
         lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
     return lo
+
+
+# ---- the room dropped puts leave in the pool's LRU ---------------------------------------------
+_ROOM_GRID = 96                        # capacities tabulated (geometric, 1 .. distinct blocks)
+
+
+def pool_room_table(prof, curve, key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(capacity k, hit ratio H(k), misses in the LRU's window (1 - H(k)) tau(k)) of one
+    pool's LRU curve ``curve`` (capacities -> hit ratio), memoised on the profile under
+    ``key``. tau(k) = integral of dk' / (1 - H(k')) is the window, in accesses, in which the
+    stream touches k distinct blocks (an LRU of k blocks: the working-set relation
+    dD/dt = miss ratio at size D)."""
+    key = ("pool_room",) + key
+    if key not in prof._cache:
+        k = np.r_[0.0, np.geomspace(1.0, max(float(prof.unique_blocks), 2.0), _ROOM_GRID)]
+        H = np.minimum(np.asarray(curve(k), dtype=float), 1.0 - 1e-9)
+        inv = 1.0 / (1.0 - H)
+        tau = np.r_[0.0, np.cumsum(np.diff(k) * (inv[1:] + inv[:-1]) / 2.0)]
+        prof._cache[key] = (k, H, (1.0 - H) * tau)
+    return prof._cache[key]
+
+
+def pool_room_hit(table, cap, admit):
+    """Hit ratio of an LRU of ``cap`` blocks (scalars or arrays) that stores only a share
+    ``admit`` of the blocks offered to it (table: :func:`pool_room_table`).
+
+    Within the window of an admit-all LRU of k blocks the stream touches k distinct blocks;
+    those whose first access there is a miss, (1 - H(k)) tau(k), are offered, and a share
+    1 - a of them is dropped and takes no room. The pool of ``cap`` blocks therefore reaches
+    as far as an admit-all LRU of k' blocks, k' - (1 - a)(1 - H(k')) tau(k') = cap (the
+    left side rises with k'), and hits H(k'); a = 1 gives k' = cap. First order: a dropped
+    block re-offered and admitted later in the same window is counted as room."""
+    k, H, miss_w = table
+    a = np.maximum(admit, 1e-6)
+    if np.ndim(a) == 0 and np.ndim(cap) == 0:
+        return float(np.interp(float(cap), k - (1.0 - float(a)) * miss_w, H))
+    g = k - (1.0 - np.asarray(a, dtype=float))[..., None] * miss_w      # [..., K]
+    cap = np.asarray(cap, dtype=float)
+    g = np.broadcast_to(g, np.broadcast_shapes(g.shape[:-1], cap.shape) + k.shape)
+    cap = np.broadcast_to(cap, g.shape[:-1])
+    i = np.clip((g < cap[..., None]).sum(-1), 1, k.size - 1)
+    g0 = np.take_along_axis(g, (i - 1)[..., None], -1)[..., 0]
+    g1 = np.take_along_axis(g, i[..., None], -1)[..., 0]
+    f = np.clip((cap - g0) / np.maximum(g1 - g0, 1e-300), 0.0, 1.0)
+    return H[i - 1] * (1.0 - f) + H[i] * f
+
+
+def _room_cum(c, w, hits, block_B, racks: int, h_prev):
+    """The pool's cumulative hit ratio as a function of the admission a: the evaluated one
+    (``hits``, at a = 1) raised by the room of :func:`pool_room_hit` (LRU pools only)."""
+    h0 = h_prev + hits["pool"]
+    if c.eviction != "lru":
+        return lambda a: h0
+    from kvmodel.cluster import _pool_curve                 # the cluster's own pool curve
+    key = (racks, c.routing if racks > 1 else "single", c.epsilon)
+    table = pool_room_table(w.profile, lambda k: _pool_curve(c, w, k, 1), key)
+    cap = c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B
+    base = pool_room_hit(table, cap, 1.0)
+    ref = xp.where(hits["pool"] > 0, h0, base)              # the pool curve's own value at cap
+    return lambda a: xp.maximum(h0, ref + pool_room_hit(table, cap, a) - base)
 
 
 # ---- flows of a configuration ----------------------------------------------------------------

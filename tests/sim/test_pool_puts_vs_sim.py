@@ -32,13 +32,15 @@ from kvmodel.sim import SimPool, simulate
 G, BT, HBM, K = "h100-sxm", 64, 0.02, 8
 
 
-def _pair(model: str, n: int, rate: float, policy: str = "throttle", **put):
+def _pair(model: str, n: int, rate: float, policy: str = "throttle", dram_B: float = 2e12,
+          ssd_B: float | None = None, **put):
     tr = kvmodel.synthetic_trace(3000, seed=5, rate_per_s=rate, session_fraction=1.0,
                                  turns_mean=2, think_time_s=2.0, system_prompt_tokens=0,
                                  user_tokens_mean=512, output_tokens_mean=64, block_tokens=BT)
     w = Workload(tr)
     nvme, dram = get_memory("nvme-gen4"), get_memory("ddr5-4800")
-    pool = PoolSpec(servers=1, nics=1, nic="roce-400g", dram_B=2e12, ssd_B=nvme.capacity_B,
+    ssd_B = nvme.capacity_B if ssd_B is None else ssd_B
+    pool = PoolSpec(servers=1, nics=1, nic="roce-400g", dram_B=dram_B, ssd_B=ssd_B,
                     nvme="nvme-gen4", metadata_rtt_s=0.0, put_policy=policy, **put)
     c = Cluster(model, G, instances=n, tp=1, precision="bf16", sharing="central_pool",
                 hbm_cache_fraction=HBM, dram_B=0.0, ssd_B=0.0, nic="roce-400g", pool=pool)

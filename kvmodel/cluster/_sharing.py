@@ -29,9 +29,17 @@ Semantics (what a simulator must run to referee these closed forms):
   on the trace's single-cache stream (:func:`put_run_table`, tabulated against the pool's
   cumulative hit ratio) and applied to the pool level's hits in proportion (local-tier hits
   cost nothing: a local tier stores the block whatever the pool does, but a local hit of a
-  block absent from the pool offers it again, with the same probability). Not modelled: the
-  room dropped blocks leave in the pool's LRU (a capacity-bound pool keeps other blocks longer,
-  so its hit is underestimated; exact when the pool holds the working set).
+  block absent from the pool offers it again, with the same probability). *Room*: a dropped
+  block takes no room in the pool's LRU, so a capacity-bound pool keeps other blocks longer.
+  In the window in which an admit-all LRU of k blocks sees k distinct blocks (tau(k) accesses,
+  dD/dt = miss ratio), (1 - H(k)) tau(k) of them are misses offered as puts, and a share
+  1 - a is dropped: the pool of C blocks reaches as far as an admit-all LRU of k' blocks with
+  k' - (1 - a)(1 - H(k')) tau(k') = C, and its curve gives H(k') before the lost hits
+  (:func:`pool_room_hit`; LRU pools, the pool's own curve tabulated once per profile). The
+  admission, the offered load and the pool's hit are solved together. First order: a
+  dropped block admitted again later in the same window is counted as room (a second-order
+  term for it was tried and matched the simulator less well). The pool DRAM/SSD split keeps
+  the admit-all curve.
 * **P2P** (``P2PSpec``): the peers' DRAM is one cache of N x C_dram / replication blocks.
   Which peer holds a block is the placement's closed form (``kvmodel.policies.placement``):
   ``block_hash`` (rendezvous, consistent hashing: each block hashed to an owner, r copies on
@@ -80,7 +88,7 @@ from kvmodel.catalog.hardware import get_calibration, get_gpu, get_link, get_mem
 
 __all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool",
            "sum_wait_quantile", "PUT_POLICIES", "put_run_table", "put_loss", "ps_block_prob",
-           "pool_admission",
+           "pool_admission", "pool_room_table", "pool_room_hit",
            "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_prices", "pool_racks"]
 
 PLACEMENT_FORMS = ("block_hash", "prefix_hash", "directory_writer")
@@ -482,7 +490,7 @@ def _room_cum(c, w, hits, block_B, racks: int, h_prev):
     h0 = h_prev + hits["pool"]
     if c.eviction != "lru":
         return lambda a: h0
-    from kvmodel.cluster import _pool_curve                 # the cluster's own pool curve
+    from kvmodel.cluster import _pool_curve  # the cluster's own pool curve
     key = (racks, c.routing if racks > 1 else "single", c.epsilon)
     table = pool_room_table(w.profile, lambda k: _pool_curve(c, w, k, 1), key)
     cap = c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B

@@ -78,6 +78,7 @@ Semantics (what a simulator must run to referee these closed forms):
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -415,7 +416,29 @@ def _put_rho(prof, cum, rho_req, a):
     """Offered put load at admission ``a``: ``rho_req`` (one request's whole chain, as a share
     of the put path) x (misses + hits lost to earlier drops), at the pool's hit ``cum(a)``."""
     h = cum(a)
+    if isinstance(h, float) and isinstance(a, float):
+        return rho_req * ((1.0 - h) + h * _loss_scalar(prof, h, a))
     return rho_req * ((1.0 - h) + h * _loss_at(_loss_row(prof, h), a))
+
+
+def _loss_scalar(prof, h: float, a: float) -> float:
+    """:func:`put_loss` for one (h, a) in plain Python (the bisection's inner loop)."""
+    key = ("put_run_lists",)
+    if key not in prof._cache:
+        h_grid, loss = put_run_table(prof)
+        prof._cache[key] = (h_grid.tolist(), loss.tolist())
+    h_grid, loss = prof._cache[key]
+    h = min(max(h, h_grid[0]), h_grid[-1])
+    g = min(max(bisect.bisect_right(h_grid, h) - 1, 0), len(h_grid) - 2)
+    span = h_grid[g + 1] - h_grid[g]
+    fg = (h - h_grid[g]) / span if span > 0 else 0.0
+    n = _ADMIT_GRID.size - 1
+    x = min(max(a, 0.0), 1.0) * n
+    i = min(int(x), n - 1)
+    fa = x - i
+    lo, hi = loss[g], loss[g + 1]
+    return ((lo[i] * (1 - fg) + hi[i] * fg) * (1 - fa)
+            + (lo[i + 1] * (1 - fg) + hi[i + 1] * fg) * fa)
 
 
 def _fixed_point(prof, cum, rho_req, k: int, vector: bool):
@@ -470,18 +493,34 @@ def pool_room_hit(table, cap, admit):
     left side rises with k'), and hits H(k'); a = 1 gives k' = cap. First order: a dropped
     block re-offered and admitted later in the same window is counted as room."""
     k, H, miss_w = table
-    a = np.maximum(admit, 1e-6)
-    if np.ndim(a) == 0 and np.ndim(cap) == 0:
-        return float(np.interp(float(cap), k - (1.0 - float(a)) * miss_w, H))
-    g = k - (1.0 - np.asarray(a, dtype=float))[..., None] * miss_w      # [..., K]
-    cap = np.asarray(cap, dtype=float)
-    g = np.broadcast_to(g, np.broadcast_shapes(g.shape[:-1], cap.shape) + k.shape)
-    cap = np.broadcast_to(cap, g.shape[:-1])
-    i = np.clip((g < cap[..., None]).sum(-1), 1, k.size - 1)
-    g0 = np.take_along_axis(g, (i - 1)[..., None], -1)[..., 0]
-    g1 = np.take_along_axis(g, i[..., None], -1)[..., 0]
-    f = np.clip((cap - g0) / np.maximum(g1 - g0, 1e-300), 0.0, 1.0)
-    return H[i - 1] * (1.0 - f) + H[i] * f
+    if np.ndim(cap) == 0:
+        a_n, h_n = _room_nodes(table, float(cap))
+        out = np.interp(admit, a_n, h_n)
+        return float(out) if np.ndim(out) == 0 else out
+    cap = np.asarray(cap, dtype=float)[..., None]
+    A = np.where(k > cap, 1.0 - (k - cap) / np.maximum(miss_w, 1e-300), np.inf)
+    A = np.minimum.accumulate(A, axis=-1)                      # [..., K], falls where k > cap
+    a = np.asarray(admit, dtype=float)[..., None]
+    A, a = np.broadcast_arrays(A, a)
+    j0 = (k <= cap).sum(-1)                                    # first node beyond cap
+    j = np.broadcast_to(j0, A.shape[:-1]) + np.maximum((A >= a).sum(-1) - j0, 0)
+    hc = np.broadcast_to(np.interp(cap[..., 0], k, H), A.shape[:-1])
+    left = j > np.broadcast_to(j0, j.shape)
+    jl, jr = np.clip(j - 1, 0, k.size - 1), np.clip(j, 0, k.size - 1)
+    a_l = np.where(left, np.take_along_axis(A, jl[..., None], -1)[..., 0], 1.0)
+    h_l = np.where(left, H[jl], hc)
+    a_r = np.take_along_axis(A, jr[..., None], -1)[..., 0]
+    f = np.clip((a_l - a[..., 0]) / np.maximum(a_l - a_r, 1e-300), 0.0, 1.0)
+    return np.where(j >= k.size, h_l, h_l + f * (H[jr] - h_l))
+
+
+def _room_nodes(table, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Admission a at which an admit-all reach of each tabulated k > cap fills ``cap``
+    (increasing), and the hit there; the last node (a = 1, the curve at cap)."""
+    k, H, miss_w = table
+    beyond = k > cap
+    A = np.minimum.accumulate(1.0 - (k[beyond] - cap) / np.maximum(miss_w[beyond], 1e-300))
+    return np.r_[A[::-1], 1.0], np.r_[H[beyond][::-1], np.interp(cap, k, H)]
 
 
 def _room_cum(c, w, hits, block_B, racks: int, h_prev):
@@ -494,9 +533,27 @@ def _room_cum(c, w, hits, block_B, racks: int, h_prev):
     key = (racks, c.routing if racks > 1 else "single", c.epsilon)
     table = pool_room_table(w.profile, lambda k: _pool_curve(c, w, k, 1), key)
     cap = c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B
-    base = pool_room_hit(table, cap, 1.0)
-    ref = xp.where(hits["pool"] > 0, h0, base)              # the pool curve's own value at cap
-    return lambda a: xp.maximum(h0, ref + pool_room_hit(table, cap, a) - base)
+    if np.all(cap >= table[0][-1]):                         # holds every block: no room to gain
+        return lambda a: h0
+    if np.ndim(cap) or np.ndim(h0):
+        base = pool_room_hit(table, cap, 1.0)
+        ref = xp.where(hits["pool"] > 0, h0, base)          # the pool curve's own value at cap
+        return lambda a: xp.maximum(h0, ref + pool_room_hit(table, cap, a) - base)
+    a_n, h_n = (v.tolist() for v in _room_nodes(table, float(cap)))
+    base = h_n[-1]
+    ref = h0 if hits["pool"] > 0 else base
+
+    def cum(a):       # the scalar bisection's: np.interp on the nodes, in plain Python
+        if not isinstance(a, float):
+            return np.maximum(h0, ref + np.interp(a, a_n, h_n) - base)
+        i = bisect.bisect_right(a_n, a)
+        if i == 0 or i == len(a_n):
+            h = h_n[0] if i == 0 else h_n[-1]
+        else:
+            x0, x1 = a_n[i - 1], a_n[i]
+            h = h_n[i - 1] + (a - x0) / (x1 - x0) * (h_n[i] - h_n[i - 1]) if x1 > x0 else h_n[i]
+        return max(h0, ref + h - base)
+    return cum
 
 
 # ---- flows of a configuration ----------------------------------------------------------------

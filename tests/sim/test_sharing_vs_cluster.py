@@ -34,7 +34,7 @@ def harness():
                          tr.block_ids[: off[-1]], tr.block_tokens, f"{tr.name}[:{N}]")
     args = argparse.Namespace(gpu="h100-sxm", model="llama-3.1-8b", instances=16,
                               routing="round_robin", hbm_fraction=0.05, dram_GB=64.0,
-                              pool_servers=2, pool_GB=1000.0, lookup_s=0.0)
+                              pool_servers=2, pool_GB=1000.0, lookup_s=0.0, local_dram_GB=0.0)
     return mod, head, args
 
 

@@ -50,3 +50,16 @@ def test_hbm_only_local_cache_with_a_shared_level_meets_the_bars(harness, link, 
     served = {k for k, v in row["closed_levels"].items() if v > 0}
     assert served <= local                               # no local DRAM/SSD tier but P2P's own
     assert row["stable"] and all(row["ok"].values()), row["err"]
+
+
+@pytest.mark.slow
+def test_a_local_dram_tier_behind_which_the_pool_sits_meets_the_bars(harness):
+    """32 GB of local DRAM per instance instead of the HBM partition (the simulator's
+    ``cache_tier="dram"`` behind the pool): 4,000 requests on 25 GbE."""
+    mod, tr, args = harness
+    args = argparse.Namespace(**(vars(args) | {"local_dram_GB": 32.0}))
+    cfg = mod._configs(args, tr, "tcp-25g")
+    assert set(cfg) == {"none", "central_pool"} and cfg["none"][1]["cache_tier"] == "dram"
+    row = mod.compare(args, tr, "tcp-25g", "central_pool", *cfg["central_pool"])
+    assert row["closed_levels"]["dram"] > 0 and row["sim_levels"]["local"] > 0
+    assert row["stable"] and all(row["ok"].values()), row["err"]

@@ -385,17 +385,18 @@ def _pool_Bps(pl) -> dict[str, Any]:
                 ssd_wr=drives * nvme.write_bw_Bps * pl.servers)
 
 
-def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
+def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram, curve=None):
     """(hits with the pool level's lost hits removed, admitted share of the puts, lost pool
     hit ratio, re-offered local hits) under ``PoolSpec.put_policy`` (module doc); ``hits``
-    unchanged for "all". The pool's hit grows with the room dropped puts leave
+    unchanged for "all". With ``curve`` (one pool's capacity in blocks -> the cluster's hit
+    ratio through it) the pool's hit grows with the room dropped puts leave
     (:func:`pool_room_hit`), so the offered puts, the admission and the losses are solved
     together."""
     pl = c.pool
     if "pool" not in hits or pl.put_policy == "all":
         return hits, 1.0, 0.0, 0.0
     h_prev = sum(v for k, v in hits.items() if k != "pool")
-    cum = _room_cum(c, w, hits, block_B, racks, h_prev)
+    cum = _room_cum(c, w, hits, block_B, (racks, curve), h_prev)
     if pl.put_policy == "fraction":
         a = pl.put_admission + 0.0 * hits["pool"]
     else:
@@ -523,15 +524,16 @@ def _room_nodes(table, cap: float) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[A[::-1], 1.0], np.r_[H[beyond][::-1], np.interp(cap, k, H)]
 
 
-def _room_cum(c, w, hits, block_B, racks: int, h_prev):
+def _room_cum(c, w, hits, block_B, pools: tuple, h_prev):
     """The pool's cumulative hit ratio as a function of the admission a: the evaluated one
-    (``hits``, at a = 1) raised by the room of :func:`pool_room_hit` (LRU pools only)."""
+    (``hits``, at a = 1) raised by the room of :func:`pool_room_hit` (LRU pools with a
+    ``curve``; ``pools`` = (racks, curve))."""
     h0 = h_prev + hits["pool"]
-    if c.eviction != "lru":
+    racks, curve = pools
+    if c.eviction != "lru" or curve is None:
         return lambda a: h0
-    from kvmodel.cluster import _pool_curve  # the cluster's own pool curve
     key = (racks, c.routing if racks > 1 else "single", c.epsilon)
-    table = pool_room_table(w.profile, lambda k: _pool_curve(c, w, k, 1), key)
+    table = pool_room_table(w.profile, curve, key)
     cap = c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B
     if np.all(cap >= table[0][-1]):                         # holds every block: no room to gain
         return lambda a: h0

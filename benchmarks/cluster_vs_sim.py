@@ -4,7 +4,7 @@ for KV sharing none / central_pool / p2p on a 25 GbE-class network and on Infini
     python benchmarks/cluster_vs_sim.py [--trace mooncake-conversation] [--instances 16]
         [--speedup 1] [--links tcp-25g ib-ndr] [--model llama-3.1-8b] [--gpu h100-sxm]
         [--hbm-fraction 0.05] [--dram-GB 64] [--pool-servers 2] [--pool-GB 2000]
-        [--routing round_robin] [--lookup-s 0] [--json FILE]
+        [--routing round_robin] [--lookup-s 0] [--local-dram-GB 0] [--json FILE]
 
 Same configuration on both sides. Mapping assumptions:
 - TP1 instances of ``--model`` at bf16 on ``--gpu``'s default node (instances per node =
@@ -22,6 +22,10 @@ Same configuration on both sides. Mapping assumptions:
   where the closed form has it; today's has no lookup, so keep 0 to compare with it). P2P:
   ``placement`` "rendezvous" (per block hash) = ``SimP2P(placement="block")``,
   ``lookup_latency_s`` = ``lookup_s`` = ``--lookup-s``, replication 1.
+- ``--local-dram-GB`` > 0: the local cache is that much DRAM per instance instead of the HBM
+  partition (``hbm_cache_fraction=0, dram_B`` = the simulator's ``cache_tier="dram"`` with
+  ``prefix_cache_blocks`` = DRAM / block bytes, loaded over the node's DRAM path), for "none"
+  and the pool; P2P is left out (its DRAM is the peers' partition on both sides).
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
 Bars of issue 13: mean TTFT within 20 %, p99 within 35 %, hit ratio within 0.02.
@@ -64,6 +68,10 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
                    ssd_B=0.0, nic=link)
     sim = dict(instances=a.instances, routing=a.routing, block_tokens=trace.block_tokens,
                prefix_cache_blocks=int(a.hbm_fraction * kv_tok / trace.block_tokens))
+    if a.local_dram_GB > 0:       # a local DRAM tier instead of the HBM partition
+        base = dataclasses.replace(base, hbm_cache_fraction=0.0, dram_B=a.local_dram_GB * 1e9)
+        sim.update(prefix_cache_blocks=int(a.local_dram_GB * 1e9 / block_B), cache_tier="dram",
+                   node=node.key)
     nic = dict(client_nic=link, client_nics=node.nics / per_node)
     names = {f.name for f in dataclasses.fields(PoolSpec)}
     extra = {"metadata_rtt_s": a.lookup_s} if "metadata_rtt_s" in names else {}
@@ -72,7 +80,7 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
     media = (dict(media_read_Bps=pool.sockets * mem.socket_read_bw_Bps) if "sockets" in names
              else dict(media=pool.memory, media_devices=math.ceil(pool.dram_B / mem.capacity_B)))
     dram = bottleneck(path_segments(node_tiers(node.key, a.gpu)["dram"]))[0]
-    return {
+    out = {
         "none": (base, dict(sim)),
         "central_pool": (dataclasses.replace(base, sharing="central_pool", pool=pool), dict(
             sim, sharing="central_pool", sharing_spec=SimPool(
@@ -85,6 +93,9 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
                 capacity_blocks=int(a.dram_GB * 1e9 / block_B), placement="block",
                 local_Bps=1.0 / dram, lookup_s=a.lookup_s, **nic))),
     }
+    if a.local_dram_GB > 0:
+        del out["p2p"]
+    return out
 
 
 def _rel(model: float, ref: float) -> float:
@@ -160,6 +171,8 @@ def main() -> None:
     ap.add_argument("--pool-servers", type=int, default=2)
     ap.add_argument("--pool-GB", type=float, default=1000.0, help="pool DRAM per server")
     ap.add_argument("--lookup-s", type=float, default=0.0, help="metadata / directory RTT")
+    ap.add_argument("--local-dram-GB", type=float, default=0.0,
+                    help="local DRAM cache per instance instead of the HBM partition")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     a = ap.parse_args()
     trace = _compressed(kvmodel.load_trace(a.trace), a.speedup)

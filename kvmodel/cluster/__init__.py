@@ -947,7 +947,7 @@ def _admitted(c: Cluster, w: Workload, hits, block_B: float, rate, n: int):
         return hits, (1.0, 0.0, 0.0)
     kw = _pool_kw(c, w, hits, block_B, n)
     hits, *admit = _sharing.pool_admission(c, w, hits, block_B, rate, kw["racks"],
-                                           kw["h_pool_dram"])
+                                           kw["h_pool_dram"], lambda k: _pool_curve(c, w, k, n))
     return hits, tuple(admit)
 
 

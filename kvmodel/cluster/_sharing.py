@@ -29,9 +29,17 @@ Semantics (what a simulator must run to referee these closed forms):
   on the trace's single-cache stream (:func:`put_run_table`, tabulated against the pool's
   cumulative hit ratio) and applied to the pool level's hits in proportion (local-tier hits
   cost nothing: a local tier stores the block whatever the pool does, but a local hit of a
-  block absent from the pool offers it again, with the same probability). Not modelled: the
-  room dropped blocks leave in the pool's LRU (a capacity-bound pool keeps other blocks longer,
-  so its hit is underestimated; exact when the pool holds the working set).
+  block absent from the pool offers it again, with the same probability). *Room*: a dropped
+  block takes no room in the pool's LRU, so a capacity-bound pool keeps other blocks longer.
+  In the window in which an admit-all LRU of k blocks sees k distinct blocks (tau(k) accesses,
+  dD/dt = miss ratio), (1 - H(k)) tau(k) of them are misses offered as puts, and a share
+  1 - a is dropped: the pool of C blocks reaches as far as an admit-all LRU of k' blocks with
+  k' - (1 - a)(1 - H(k')) tau(k') = C, and its curve gives H(k') before the lost hits
+  (:func:`pool_room_hit`; LRU pools, the pool's own curve tabulated once per profile). The
+  admission, the offered load and the pool's hit are solved together. First order: a
+  dropped block admitted again later in the same window is counted as room (a second-order
+  term for it was tried and matched the simulator less well). The pool DRAM/SSD split keeps
+  the admit-all curve.
 * **P2P** (``P2PSpec``): the peers' DRAM is one cache of N x C_dram / replication blocks.
   Which peer holds a block is the placement's closed form (``kvmodel.policies.placement``):
   ``block_hash`` (rendezvous, consistent hashing: each block hashed to an owner, r copies on
@@ -70,6 +78,7 @@ Semantics (what a simulator must run to referee these closed forms):
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -80,7 +89,7 @@ from kvmodel.catalog.hardware import get_calibration, get_gpu, get_link, get_mem
 
 __all__ = ["PLACEMENT_FORMS", "p2p_table", "p2p_lookup", "p2p_shares", "ps_queue", "check_pool",
            "sum_wait_quantile", "PUT_POLICIES", "put_run_table", "put_loss", "ps_block_prob",
-           "pool_admission",
+           "pool_admission", "pool_room_table", "pool_room_hit",
            "SharingFlows", "flows", "delays", "pool_cost_per_hour", "pool_prices", "pool_racks"]
 
 PLACEMENT_FORMS = ("block_hash", "prefix_hash", "directory_writer")
@@ -376,50 +385,177 @@ def _pool_Bps(pl) -> dict[str, Any]:
                 ssd_wr=drives * nvme.write_bw_Bps * pl.servers)
 
 
-def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram):
+def pool_admission(c, w, hits, block_B, rate, racks: int, h_pool_dram, curve=None):
     """(hits with the pool level's lost hits removed, admitted share of the puts, lost pool
     hit ratio, re-offered local hits) under ``PoolSpec.put_policy`` (module doc); ``hits``
-    unchanged for "all"."""
+    unchanged for "all". With ``curve`` (one pool's capacity in blocks -> the cluster's hit
+    ratio through it) the pool's hit grows with the room dropped puts leave
+    (:func:`pool_room_hit`), so the offered puts, the admission and the losses are solved
+    together."""
     pl = c.pool
     if "pool" not in hits or pl.put_policy == "all":
         return hits, 1.0, 0.0, 0.0
     h_prev = sum(v for k, v in hits.items() if k != "pool")
-    h_cum, hp = h_prev + hits["pool"], hits["pool"]
-    miss = xp.maximum(0.0, 1.0 - h_cum)
-    row = _loss_row(w.profile, h_cum)
+    cum = _room_cum(c, w, hits, block_B, (racks, curve), h_prev)
     if pl.put_policy == "fraction":
-        a = pl.put_admission + 0.0 * hp
+        a = pl.put_admission + 0.0 * hits["pool"]
     else:
         per_req = w.blocks_per_request * block_B * rate / racks     # B/s of one pool
         bw = _pool_Bps(pl)
+        hp = hits["pool"]
         get_ssd = xp.maximum(hp - xp.minimum(h_pool_dram, hp), 0.0)
         cap = _put_capacity(pl, bw, per_req * (hp + get_ssd))
-        a = _fixed_point(row, per_req * miss / cap, per_req * h_cum / cap, pl.put_queue_limit,
+        a = _fixed_point(w.profile, cum, per_req / cap, pl.put_queue_limit,
                          xp.is_array(hp, rate, cap))
-    loss = _loss_at(row, a)
+    h_cum = cum(a)
+    hp = h_cum - h_prev
+    loss = _loss_at(_loss_row(w.profile, h_cum), a)
     return dict(hits, pool=hp - hp * loss), a, hp * loss, h_prev * loss
 
 
-def _fixed_point(row, rho_miss, rho_hit, k: int, vector: bool):
-    """Admission a = 1 - P_K(rho(a)), rho(a) = rho_miss + rho_hit x loss(a), by bisection
-    (a - g(a) rises from <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load
-    stays below the path's bandwidth."""
+def _put_rho(prof, cum, rho_req, a):
+    """Offered put load at admission ``a``: ``rho_req`` (one request's whole chain, as a share
+    of the put path) x (misses + hits lost to earlier drops), at the pool's hit ``cum(a)``."""
+    h = cum(a)
+    if isinstance(h, float) and isinstance(a, float):
+        return rho_req * ((1.0 - h) + h * _loss_scalar(prof, h, a))
+    return rho_req * ((1.0 - h) + h * _loss_at(_loss_row(prof, h), a))
+
+
+def _loss_scalar(prof, h: float, a: float) -> float:
+    """:func:`put_loss` for one (h, a) in plain Python (the bisection's inner loop)."""
+    key = ("put_run_lists",)
+    if key not in prof._cache:
+        h_grid, loss = put_run_table(prof)
+        prof._cache[key] = (h_grid.tolist(), loss.tolist())
+    h_grid, loss = prof._cache[key]
+    h = min(max(h, h_grid[0]), h_grid[-1])
+    g = min(max(bisect.bisect_right(h_grid, h) - 1, 0), len(h_grid) - 2)
+    span = h_grid[g + 1] - h_grid[g]
+    fg = (h - h_grid[g]) / span if span > 0 else 0.0
+    n = _ADMIT_GRID.size - 1
+    x = min(max(a, 0.0), 1.0) * n
+    i = min(int(x), n - 1)
+    fa = x - i
+    lo, hi = loss[g], loss[g + 1]
+    return ((lo[i] * (1 - fg) + hi[i] * fg) * (1 - fa)
+            + (lo[i + 1] * (1 - fg) + hi[i + 1] * fg) * fa)
+
+
+def _fixed_point(prof, cum, rho_req, k: int, vector: bool):
+    """Admission a = 1 - P_K(rho(a)) (:func:`_put_rho`), by bisection (a - g(a) rises from
+    <= 0 at a = 0 to >= 0 at 1); the lower end, so the admitted put load stays below the
+    path's bandwidth."""
     if not vector:
         lo, hi = 0.0, 1.0
         for _ in range(24):
             mid = (lo + hi) / 2
-            if mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k):
+            if mid >= 1.0 - ps_block_prob(_put_rho(prof, cum, rho_req, mid), k):
                 hi = mid
             else:
                 lo = mid
         return lo
-    shape = np.broadcast_shapes(np.shape(rho_miss), np.shape(rho_hit), row.shape[:-1])
-    lo, hi = np.zeros(shape), np.ones(shape)
+    lo, hi = np.zeros(np.shape(rho_req)), np.ones(np.shape(rho_req))
     for _ in range(24):
         mid = (lo + hi) / 2
-        up = mid >= 1.0 - ps_block_prob(rho_miss + rho_hit * _loss_at(row, mid), k)
+        up = mid >= 1.0 - ps_block_prob(_put_rho(prof, cum, rho_req, mid), k)
         lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
     return lo
+
+
+# ---- the room dropped puts leave in the pool's LRU ---------------------------------------------
+_ROOM_GRID = 96                        # capacities tabulated (geometric, 1 .. distinct blocks)
+
+
+def pool_room_table(prof, curve, key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(capacity k, hit ratio H(k), misses in the LRU's window (1 - H(k)) tau(k)) of one
+    pool's LRU curve ``curve`` (capacities -> hit ratio), memoised on the profile under
+    ``key``. tau(k) = integral of dk' / (1 - H(k')) is the window, in accesses, in which the
+    stream touches k distinct blocks (an LRU of k blocks: the working-set relation
+    dD/dt = miss ratio at size D)."""
+    key = ("pool_room",) + key
+    if key not in prof._cache:
+        k = np.r_[0.0, np.geomspace(1.0, max(float(prof.unique_blocks), 2.0), _ROOM_GRID)]
+        H = np.minimum(np.asarray(curve(k), dtype=float), 1.0 - 1e-9)
+        inv = 1.0 / (1.0 - H)
+        tau = np.r_[0.0, np.cumsum(np.diff(k) * (inv[1:] + inv[:-1]) / 2.0)]
+        prof._cache[key] = (k, H, (1.0 - H) * tau)
+    return prof._cache[key]
+
+
+def pool_room_hit(table, cap, admit):
+    """Hit ratio of an LRU of ``cap`` blocks (scalars or arrays) that stores only a share
+    ``admit`` of the blocks offered to it (table: :func:`pool_room_table`).
+
+    Within the window of an admit-all LRU of k blocks the stream touches k distinct blocks;
+    those whose first access there is a miss, (1 - H(k)) tau(k), are offered, and a share
+    1 - a of them is dropped and takes no room. The pool of ``cap`` blocks therefore reaches
+    as far as an admit-all LRU of k' blocks, k' - (1 - a)(1 - H(k')) tau(k') = cap (the
+    left side rises with k'), and hits H(k'); a = 1 gives k' = cap. First order: a dropped
+    block re-offered and admitted later in the same window is counted as room."""
+    k, H, miss_w = table
+    if np.ndim(cap) == 0:
+        a_n, h_n = _room_nodes(table, float(cap))
+        out = np.interp(admit, a_n, h_n)
+        return float(out) if np.ndim(out) == 0 else out
+    cap = np.asarray(cap, dtype=float)[..., None]
+    A = np.where(k > cap, 1.0 - (k - cap) / np.maximum(miss_w, 1e-300), np.inf)
+    A = np.minimum.accumulate(A, axis=-1)                      # [..., K], falls where k > cap
+    a = np.asarray(admit, dtype=float)[..., None]
+    A, a = np.broadcast_arrays(A, a)
+    j0 = (k <= cap).sum(-1)                                    # first node beyond cap
+    j = np.broadcast_to(j0, A.shape[:-1]) + np.maximum((A >= a).sum(-1) - j0, 0)
+    hc = np.broadcast_to(np.interp(cap[..., 0], k, H), A.shape[:-1])
+    left = j > np.broadcast_to(j0, j.shape)
+    jl, jr = np.clip(j - 1, 0, k.size - 1), np.clip(j, 0, k.size - 1)
+    a_l = np.where(left, np.take_along_axis(A, jl[..., None], -1)[..., 0], 1.0)
+    h_l = np.where(left, H[jl], hc)
+    a_r = np.take_along_axis(A, jr[..., None], -1)[..., 0]
+    f = np.clip((a_l - a[..., 0]) / np.maximum(a_l - a_r, 1e-300), 0.0, 1.0)
+    return np.where(j >= k.size, h_l, h_l + f * (H[jr] - h_l))
+
+
+def _room_nodes(table, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Admission a at which an admit-all reach of each tabulated k > cap fills ``cap``
+    (increasing), and the hit there; the last node (a = 1, the curve at cap)."""
+    k, H, miss_w = table
+    beyond = k > cap
+    A = np.minimum.accumulate(1.0 - (k[beyond] - cap) / np.maximum(miss_w[beyond], 1e-300))
+    return np.r_[A[::-1], 1.0], np.r_[H[beyond][::-1], np.interp(cap, k, H)]
+
+
+def _room_cum(c, w, hits, block_B, pools: tuple, h_prev):
+    """The pool's cumulative hit ratio as a function of the admission a: the evaluated one
+    (``hits``, at a = 1) raised by the room of :func:`pool_room_hit` (LRU pools with a
+    ``curve``; ``pools`` = (racks, curve))."""
+    h0 = h_prev + hits["pool"]
+    racks, curve = pools
+    if c.eviction != "lru" or curve is None:
+        return lambda a: h0
+    key = (racks, c.routing if racks > 1 else "single", c.epsilon)
+    table = pool_room_table(w.profile, curve, key)
+    cap = c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B
+    if np.all(cap >= table[0][-1]):                         # holds every block: no room to gain
+        return lambda a: h0
+    if np.ndim(cap) or np.ndim(h0):
+        base = pool_room_hit(table, cap, 1.0)
+        ref = xp.where(hits["pool"] > 0, h0, base)          # the pool curve's own value at cap
+        return lambda a: xp.maximum(h0, ref + pool_room_hit(table, cap, a) - base)
+    a_n, h_n = (v.tolist() for v in _room_nodes(table, float(cap)))
+    base = h_n[-1]
+    ref = h0 if hits["pool"] > 0 else base
+
+    def cum(a):       # the scalar bisection's: np.interp on the nodes, in plain Python
+        if not isinstance(a, float):
+            return np.maximum(h0, ref + np.interp(a, a_n, h_n) - base)
+        i = bisect.bisect_right(a_n, a)
+        if i == 0 or i == len(a_n):
+            h = h_n[0] if i == 0 else h_n[-1]
+        else:
+            x0, x1 = a_n[i - 1], a_n[i]
+            h = h_n[i - 1] + (a - x0) / (x1 - x0) * (h_n[i] - h_n[i - 1]) if x1 > x0 else h_n[i]
+        return max(h0, ref + h - base)
+    return cum
 
 
 # ---- flows of a configuration ----------------------------------------------------------------

@@ -39,11 +39,14 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   written after its prefill, on segments reads and writes share); the rest of ``load_seconds``
   (setup, latency) follows unshared. A lone load takes exactly ``load_seconds``.
 * Shared level (``sharing="central_pool"`` or ``"p2p"``, :mod:`kvmodel.sim._sharing`): after
-  the local (HBM) hit, the next leading blocks are looked up in a global LRU pool or in the
+  the local hit (HBM, or a local tier loaded as above), the next leading blocks are looked
+  up in a global LRU pool or in the
   peers' DRAM partitions (owner by block or prefix hash, ``replication`` copies); the shared
   hit is fetched at admission over processor-sharing NIC servers (pool servers, owners and the
   requester, full duplex) plus a lookup round trip, and blocks the shared level lacks are put
-  there after the prefill (loading the NICs). ``SimResult`` reports hits per level, bytes per
+  there after the prefill (loading the NICs). With a local tier the first chunk waits for
+  both the tier load and the fetch (they run concurrently), and the tier saves every token
+  not loaded from it (computed or fetched). ``SimResult`` reports hits per level, bytes per
   network server and Little's law per server. ``sharing="none"`` leaves all of the above as is.
 * Pipeline parallelism: a step traverses all ``pp`` stages before the next one starts (no
   micro-batch overlap between steps), so PP adds latency, not throughput.
@@ -550,7 +553,7 @@ class _Sim:
                                          cfg.setup.kv_B)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
         n = len(self.arr)
-        self.hit_tok, self.load_s = [0] * n, [0.0] * n
+        self.hit_tok, self.load_s, self.tier_tok = [0] * n, [0.0] * n, [0] * n
         self.per_tok, self.saved_B = float(kv_bytes_per_token_gpu(cfg.setup)), 0.0
         self.first, self.done, self.admit = [0.0] * n, [0.0] * n, [0.0] * n
         self.where = [0] * n
@@ -660,17 +663,25 @@ class _Sim:
         self.hit_blocks += hit
         tok = min(hit * self.cfg.block_tokens, self.I[rid] - 1)
         self.hit_tok[rid] = tok
-        if tok > 0 and self.cfg.tier is not None:
-            self.load_s[rid] = float(load_seconds(self.cfg.setup, self.cfg.tier, float(tok),
-                                                  "contiguous", float(self.cfg.block_tokens)))
+        self._tier_load(rid, tok)
         return hit
 
+    def _tier_load(self, rid: int, tok: int) -> None:
+        """``tok`` hit tokens of ``rid`` held in the local tier (not HBM): loaded after admission
+        (their load time; their bytes go through the instance's path server)."""
+        if tok > 0 and self.cfg.tier is not None:
+            self.tier_tok[rid] = tok
+            self.load_s[rid] = float(load_seconds(self.cfg.setup, self.cfg.tier, float(tok),
+                                                  "contiguous", float(self.cfg.block_tokens)))
+
     def _shared_lookup(self, inst: _Inst, rid: int, chain: list) -> int:
-        """Local hit, then the shared level's (kvmodel.sim._sharing); the prefix skips prefill."""
+        """Local hit (loaded from the local tier unless in HBM), then the shared level's
+        (kvmodel.sim._sharing); the whole prefix skips prefill."""
         local = _serve(inst.cache, chain) if inst.cache is not None and chain else 0
         hit = local + self.share.lookup(self.arr[rid], inst.idx, rid, chain, local, self.I[rid] - 1)
         self.hit_blocks += hit
         self.hit_tok[rid] = min(hit * self.cfg.block_tokens, self.I[rid] - 1)
+        self._tier_load(rid, min(local * self.cfg.block_tokens, self.I[rid] - 1))
         return hit
 
     # ---- instance events ---------------------------------------------------------------------
@@ -763,7 +774,7 @@ class _Sim:
     def _path_job(self, inst: _Inst, t: float, rid: int, p: list) -> None:
         """Start ``rid``'s prefix load on the instance's path server (its bandwidth part; the
         rest of ``load_s``, setup and latency, follows it unshared)."""
-        demand = self.hit_tok[rid] * self.per_tok * self.cfg.path_s_per_B[0]
+        demand = self.tier_tok[rid] * self.per_tok * self.cfg.path_s_per_B[0]
         demand = min(demand, self.load_s[rid])
         inst.loading[rid] = [p, self.load_s[rid] - demand]
         inst.path.add(t, ("load", rid), demand)
@@ -776,7 +787,7 @@ class _Sim:
         w = self.cfg.path_s_per_B[1]
         if self.cfg.tier is None or inst.cache is None or w <= 0 or self.cfg.save <= 0:
             return
-        new = self.I[rid] - self.hit_tok[rid]
+        new = self.I[rid] - self.tier_tok[rid]   # computed, or fetched from the shared level
         inst.path.add(t, ("save", rid), new * self.cfg.save * self.per_tok * w)
         self.saved_B += new * self.cfg.save * self.per_tok
         self._reproject(inst)
@@ -787,7 +798,8 @@ class _Sim:
         for rid in list(inst.loading):
             p, fixed = inst.loading[rid]
             end = fin.get(("load", rid), inst.path.done.get(("load", rid)))
-            p[2] = end + fixed
+            p[2] = end + fixed if self.share is None else max(end + fixed,
+                                                              self.share.ready.get(rid, 0.0))
             if ("load", rid) not in fin:
                 del inst.loading[rid]
 
@@ -940,7 +952,7 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     its prefill (asynchronously: it loads the path, nobody waits for it). ``sharing``: none |
     central_pool | p2p, a shared level beyond the local cache described by ``sharing_spec``
     (a :class:`SimPool` or :class:`SimP2P`; None: its defaults), with network contention
-    (:mod:`kvmodel.sim._sharing`; needs ``cache_tier="hbm"``).
+    (:mod:`kvmodel.sim._sharing`), behind the local cache in any ``cache_tier``.
     ``concurrency=N`` (clients, each sending its next request ``think_time_s`` after its
     previous one finished) and ``session_mode="closed"`` (a session's turn k sent
     ``think_time_s``, default the trace's own gap, after turn k-1 finished) replace the trace's
@@ -959,7 +971,7 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
         raise ValueError(f"epsilon={epsilon!r}: must be a number > 0")
     cfg = _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
                   max_batch_size, int(prefix_cache_blocks), bt, cache_tier, node, kv_save)
-    share = _sharing_arg(sharing, sharing_spec, int(instances), cfg)
+    share = _sharing_arg(sharing, sharing_spec, int(instances))
     t0 = time.perf_counter()
     policy = _policy(routing, routing_params, seed=seed, epsilon=epsilon)
     sim = _Sim(cfg, requests, int(instances), policy, int(prefix_cache_blocks), share,
@@ -968,14 +980,9 @@ def simulate(model, gpu, requests: Trace, *, instances: int = 1, tp=1, pp=1,
     return sim.result(requests, time.perf_counter() - t0)
 
 
-def _sharing_arg(sharing, spec, instances: int, cfg: _Config) -> SimPool | SimP2P | None:
-    """The shared level's spec (None: no sharing); it needs the local cache in HBM."""
-    spec = sharing_spec(sharing, spec, instances)
-    if spec is not None and cfg.tier is not None:
-        raise ValueError(f"sharing={sharing!r} with cache_tier={cfg.tier.kind!r}: the shared "
-                         "level is simulated above an HBM prefix cache only; allowed: "
-                         "cache_tier='hbm'")
-    return spec
+def _sharing_arg(sharing, spec, instances: int) -> SimPool | SimP2P | None:
+    """The shared level's spec (None: no sharing), behind the local cache in any tier."""
+    return sharing_spec(sharing, spec, instances)
 
 
 def _policy(routing, params: dict | None, **defaults) -> RoutingPolicy:

@@ -55,11 +55,13 @@ from its request's arrival (like the local LRU) though its put may still be queu
 overloaded put direction (``network_stats()[...]["util"]`` > 1) still serves gets of blocks
 not yet arrived;
 routing policies see only the local cache (``RoutingView.cached``), not the shared level.
-The shared level needs ``cache_tier="hbm"`` (a local DRAM/SSD tier together with a shared
-level is not simulated). Accounting: hit blocks per level, bytes per flow (conservation: the
-bytes every serving resource sends equal the bytes the requesters receive; every block fetched
-from the pool was put there earlier), and per network server busy time, time-integral of jobs
-and jobs' summed sojourn (Little's law: the two integrals are equal).
+The local cache may sit in any tier (``cache_tier``): its hit is loaded over the instance's
+path as without sharing, concurrently with the shared fetch; the first chunk waits for both
+(``ready``: each fetch's projected end, which the path's re-projection keeps). Accounting:
+hit blocks per level, bytes per flow (conservation: the bytes every serving resource sends
+equal the bytes the requesters receive; every block fetched from the pool was put there
+earlier), and per network server busy time, time-integral of jobs and jobs' summed sojourn
+(Little's law: the two integrals are equal).
 """
 
 from __future__ import annotations
@@ -316,6 +318,7 @@ class SharedLevel:
         self.plan: dict[int, tuple[list, float]] = {}   # rid -> ([(server, bytes)], lookup s)
         self.puts: dict[int, list] = {}                  # rid -> [(server, bytes)]
         self.pending: dict[int, list] = {}               # rid -> [prefill entry, fixed, servers]
+        self.ready: dict[int, float] = {}                # rid -> projected fetch end + lookup
         self.owner_memo: dict[int, tuple] = {}
         self.got: set = set()                            # distinct blocks fetched (pool)
         self.stored: set = set()                         # distinct blocks ever put (pool)
@@ -448,6 +451,7 @@ class SharedLevel:
             self.srv[name].add(t, ("get", rid), nbytes / self.Bps[name])
             self.get_B[name] += nbytes
         self.pending[rid] = [p, fixed, [k for k, _ in gets]]
+        self.ready[rid] = t + fixed
         p[2] = max(p[2], t + fixed)
         self.refresh(rid)
 
@@ -459,6 +463,7 @@ class SharedLevel:
             s = self.srv[name]
             end = max(end, s.end(key))
             live = live or key in s.jobs
+        self.ready[rid] = max(self.ready[rid], end + fixed)
         p[2] = max(p[2], end + fixed)
         if not live:
             del self.pending[rid]

@@ -384,3 +384,62 @@ def test_throttle_in_a_closed_loop_sizes_admission_at_the_loops_rate(sessions):
     # the loop's rate with the throttled hits; the admission was sized at the (higher) rate
     # of the unthrottled hits, so the put path is no fuller than that
     assert r.served_rate_per_s == pytest.approx(200 / (r.e2e_s + 0.5), rel=1e-9)
+
+
+# ---- the room dropped puts leave in the pool's LRU ------------------------------------------
+def _toy_room_table():
+    """An LRU curve by hand: H(k) = k / 400 up to k = 200 blocks, then flat at 0.5."""
+    prof = type("Prof", (), {"unique_blocks": 10_000, "_cache": {}})()
+    return _sharing.pool_room_table(prof, lambda k: np.minimum(k, 200.0) / 400.0, ("toy",))
+
+
+def test_pool_room_by_hand():
+    table = _toy_room_table()
+    # window of an admit-all LRU of k <= 200 blocks: tau = -400 ln(1 - k/400) accesses; with a
+    # share a admitted the pool of C blocks reaches k' with k' + (1-a) 400 (1-k'/400) ln(1-k'/400)
+    # = C; a = 0.5, C = 60: k' = 104.87 (Newton below), H = 0.26216 (the curve at C: 0.15)
+    def g(k, a):
+        return k + (1 - a) * 400 * (1 - k / 400) * math.log(1 - k / 400)
+    k = 60.0
+    for _ in range(30):
+        k -= (g(k, 0.5) - 60) / (0.5 + 0.5 * -math.log(1 - k / 400))
+    assert g(k, 0.5) == pytest.approx(60, abs=1e-9)
+    assert k == pytest.approx(104.865, abs=1e-3)
+    assert _sharing.pool_room_hit(table, 60.0, 0.5) == pytest.approx(k / 400, rel=2e-3)
+    # all admitted: the curve itself; beyond the reuse (flat curve) the room buys nothing
+    assert _sharing.pool_room_hit(table, 60.0, 1.0) == pytest.approx(0.15, rel=1e-3)
+    assert _sharing.pool_room_hit(table, 5_000.0, 0.1) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_pool_room_grows_as_fewer_puts_enter_and_vectorises():
+    table = _toy_room_table()
+    a = np.array([1.0, 0.8, 0.5, 0.2, 0.05])
+    h = _sharing.pool_room_hit(table, 60.0, a)
+    assert np.all(np.diff(h) > 0) and h[-1] <= 0.5             # less admitted, more room
+    caps = np.array([[10.0], [60.0], [150.0]])
+    hv = _sharing.pool_room_hit(table, caps, a)                # [3, 5]
+    assert hv.shape == (3, 5) and np.all(np.diff(hv, axis=0) >= 0)   # more capacity, more hits
+    for i, c in enumerate(caps[:, 0]):
+        for j, x in enumerate(a):
+            assert hv[i, j] == pytest.approx(_sharing.pool_room_hit(table, c, x), rel=1e-12)
+
+
+def test_a_capacity_bound_throttled_pool_keeps_blocks_longer(sessions):
+    """A pool of ~680 blocks (20 GB of gpt-j KV) that the put path fills at a share a < 1: its
+    hit is that of an admit-all LRU of more blocks (the room), less the lost hits."""
+    kw = dict(dram_B=20e9, ssd_B=1e6)                          # one drive bounds the puts
+    full = evaluate(_ssd_pool(**kw), sessions).hit_ratio
+    thr = evaluate(_ssd_pool(put_policy="throttle", **kw), sessions)
+    a, lost = thr.sharing["pool_put_admitted"], thr.sharing["pool_hit_lost"]
+    assert 0 < a < 0.5 and lost > 0
+    # without the room the pool would hit full - lost; with it, more (its reach grew)
+    assert thr.hit_ratio["pool"] + lost > full["pool"] * 1.2
+    big = evaluate(_ssd_pool(put_policy="throttle"), sessions)   # holds the working set
+    assert big.hit_ratio["pool"] + big.sharing["pool_hit_lost"] == pytest.approx(
+        evaluate(_ssd_pool(), sessions).hit_ratio["pool"], rel=1e-12)   # no room to gain
+    dram = np.array([5e9, 20e9, 80e9])
+    v = evaluate(_ssd_pool(put_policy="throttle", dram_B=dram, ssd_B=1e6), sessions)
+    for j, d in enumerate(dram):
+        s = evaluate(_ssd_pool(put_policy="throttle", dram_B=float(d), ssd_B=1e6), sessions)
+        assert v.hit_ratio["pool"][j] == pytest.approx(s.hit_ratio["pool"], rel=1e-9)
+    assert np.all(np.diff(v.hit_ratio["pool"]) > 0)

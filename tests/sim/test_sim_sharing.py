@@ -171,6 +171,33 @@ def test_pool_with_capacity_zero_is_sharing_none_exactly(runs):
     assert all(s["jobs"] == 0 for s in r.network.values())
 
 
+def test_pool_with_capacity_zero_behind_a_dram_tier_is_sharing_none_exactly():
+    kw = dict(cache_tier="dram", prefix_cache_blocks=40)
+    r, ref = _run("central_pool", SimPool(capacity_blocks=0), **kw), _run(**kw)
+    for f in ("ttft_s", "e2e_s", "cached_tokens", "path_busy_s", "path_sojourn_s"):
+        assert np.array_equal(getattr(r, f), getattr(ref, f)), f
+    assert r.saved_B == ref.saved_B > 0 and r.hit_blocks == ref.hit_blocks > 0
+
+
+def test_a_local_dram_hit_and_a_pool_fetch_both_gate_the_first_chunk():
+    """Request 1 hits 16 blocks in its DRAM tier (a few ms to load) and 4 in the pool (under
+    1 ms to move, then a 1 s lookup). Requests 2 and 3 arrive while its tier load runs and
+    re-project the path: request 1 still waits for the lookup, not only for its tier load."""
+    chain = np.arange(20, dtype=np.int64)
+    tr = Trace(np.array([0.0, 5.0, 5.0015, 5.002]), np.full(4, 20 * BT + 1), np.full(4, 4),
+               np.arange(5, dtype=np.int64) * 20, np.tile(chain, 4), block_tokens=BT)
+    kw = dict(instances=1, cache_tier="dram", prefix_cache_blocks=16, block_tokens=BT)
+
+    def run(rtt):
+        spec = SimPool(capacity_blocks=100, lookup_s=rtt)
+        return simulate(M, G, tr, **kw, sharing="central_pool", sharing_spec=spec)
+    slow, fast = run(1.0), run(0.0)
+    assert slow.hit_ratio_by_level() == pytest.approx({"local": 48 / 80, "pool": 12 / 80})
+    assert fast.ttft_s[1] < 0.1 and slow.path_jobs[0] >= 6   # loads and saves on the path
+    d = slow.ttft_s[1] - fast.ttft_s[1]           # the lookup lies on request 1's critical path
+    assert 0.99 < d <= 1.0 + 1e-9
+
+
 def test_p2p_with_one_instance_moves_nothing_over_the_network():
     one = dict(instances=1, prefix_cache_blocks=10)
     ref = _run(**one)
@@ -214,8 +241,6 @@ def test_bad_sharing_arguments_name_the_field():
         _run("p2p", POOL)
     with pytest.raises(ValueError, match="replication=5"):
         _run("p2p", SimP2P(replication=5))
-    with pytest.raises(ValueError, match="cache_tier"):
-        _run("central_pool", POOL, cache_tier="dram")
     with pytest.raises(ValueError, match="placement"):
         SimP2P(placement="ring")
     with pytest.raises(ValueError, match="nic='eth-7g'"):

@@ -37,11 +37,11 @@ from kvmodel.workload._routing_closed import (
     RouterLoad,
     canonical_params,
     routed_hit_ratio_curve,
-    routed_imbalance,
+    routed_load_stats,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
-           "loaded_imbalance", "params_text"]
+           "loaded_imbalance", "params_text", "routed_waits"]
 
 
 def is_loaded(routing: str) -> bool:
@@ -128,15 +128,45 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
-    """Busiest instance's routed share x N at the workload's rate (array for an array rate)."""
+def _per_level(c: Any, w: Any, n: int, fn) -> Any:
+    """``fn(RouterLoad)`` at the workload's load level (an array over an array rate)."""
     idx = level_index(c, w, n, w.rate)
     loads = level_loads(c, w, n)[1]
-    params = routing_params(c)
-
-    def imb(j: int) -> float:
-        return routed_imbalance(w.profile, n, c.routing, params, loads[j])
     if isinstance(idx, int):
-        return imb(idx)
-    table = np.array([imb(int(j)) if j in idx else 1.0 for j in range(len(LOAD_LEVELS))])
-    return table[idx]
+        return fn(loads[idx])
+    return {int(j): fn(loads[int(j)]) for j in np.unique(idx)}, idx
+
+
+def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
+    """Busiest instance's share of the routed uncached prompt tokens x N at the workload's
+    rate (array for an array rate): a load-aware rule sends more requests where they hit, so
+    the prefill work, not the request count, is what loads its busiest instance."""
+    params = routing_params(c)
+    got = _per_level(c, w, n, lambda load: routed_load_stats(w.profile, n, c.routing, params,
+                                                             load)[1])
+    if not isinstance(got, tuple):
+        return got
+    table, idx = got
+    return np.vectorize(table.get, otypes=[float])(idx)
+
+
+def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
+    """The cluster's instance figures ``m`` with the wait law behind the router
+    (:mod:`kvmodel.cluster._routing_queue`; the choice mix of the workload's load level)."""
+    from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
+    params = routing_params(c)
+    count = getattr(ROUTING[c.routing].sim, "load_signal", "count") == "count"
+    residual = (1.0 + w.length_cv ** 2) / 2.0 if count else None
+    got = _per_level(c, w, n, lambda load: routed_load_stats(w.profile, n, c.routing, params,
+                                                             load)[0])
+    if not isinstance(got, tuple):
+        wait2, p2 = routed_law(got, m["wait"], m["pwait"], residual)
+        return routed_percentiles(m, wait2, p2, classes)
+    table, idx = got
+    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(idx))
+    wait2, p2 = np.zeros(shape), np.zeros(shape)
+    W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
+    for j, mix in table.items():
+        sel = np.broadcast_to(idx == j, shape)
+        wait2[sel], p2[sel] = routed_law(mix, W[sel], p[sel], residual)
+    return routed_percentiles(m, wait2, p2, classes)

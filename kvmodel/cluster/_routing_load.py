@@ -128,12 +128,13 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _per_level(c: Any, w: Any, n: int, fn) -> Any:
-    """``fn(RouterLoad)`` at the workload's load level (an array over an array rate)."""
+def _per_level(c: Any, w: Any, n: int, fn) -> tuple:
+    """``(fn(RouterLoad) at the workload's load level, None)``, or for an array rate
+    ``({level index: fn(its RouterLoad)}, level index array)``."""
     idx = level_index(c, w, n, w.rate)
     loads = level_loads(c, w, n)[1]
     if isinstance(idx, int):
-        return fn(loads[idx])
+        return fn(loads[idx]), None
     return {int(j): fn(loads[int(j)]) for j in np.unique(idx)}, idx
 
 
@@ -142,11 +143,10 @@ def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
     rate (array for an array rate): a load-aware rule sends more requests where they hit, so
     the prefill work, not the request count, is what loads its busiest instance."""
     params = routing_params(c)
-    got = _per_level(c, w, n, lambda load: routed_load_stats(w.profile, n, c.routing, params,
-                                                             load)[1])
-    if not isinstance(got, tuple):
-        return got
-    table, idx = got
+    table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
+        w.profile, n, c.routing, params, load)[1])
+    if idx is None:
+        return table
     return np.vectorize(table.get, otypes=[float])(idx)
 
 
@@ -157,12 +157,11 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     params = routing_params(c)
     count = getattr(ROUTING[c.routing].sim, "load_signal", "count") == "count"
     residual = (1.0 + w.length_cv ** 2) / 2.0 if count else None
-    got = _per_level(c, w, n, lambda load: routed_load_stats(w.profile, n, c.routing, params,
-                                                             load)[0])
-    if not isinstance(got, tuple):
-        wait2, p2 = routed_law(got, m["wait"], m["pwait"], residual)
+    table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
+        w.profile, n, c.routing, params, load)[0])
+    if idx is None:
+        wait2, p2 = routed_law(table, m["wait"], m["pwait"], residual)
         return routed_percentiles(m, wait2, p2, classes)
-    table, idx = got
     shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(idx))
     wait2, p2 = np.zeros(shape), np.zeros(shape)
     W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))

@@ -76,18 +76,17 @@ _TABLES: dict = {}
 
 def _supermarket(mix: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P(wait), mean wait in service times) of the mixed supermarket fixed point at each ρ
-    (module docstring): ``a_1`` and ``Σ_{k≥1} a_k``, ``a_k = Σ_d π_d s_k^d``; the tail past
-    1e-12 closes as the geometric series of ``ρ·π_1``."""
+    (module docstring): ``a_1`` and ``Σ_{k≥1} a_k``, ``a_k = Σ_d π_d s_k^d``. Once the
+    terms with d ≥ 2 are negligible (1e-9 of ``a_k``) the recursion is linear,
+    ``a_{k+1} = ρ·π_1·a_k``, and the rest closes as its geometric series."""
     d = np.arange(1, len(mix) + 1, dtype=float)
     s = rho.copy()
     a1 = (mix * s[:, None] ** d).sum(1)
     total, ahead = a1.copy(), a1
-    for _ in range(20000):
-        s = rho * (mix * s[:, None] ** d).sum(1)
+    while np.any(ahead - mix[0] * s > 1e-9 * ahead) and s.max() > 1e-12:
+        s = rho * ahead
         ahead = (mix * s[:, None] ** d).sum(1)
         total += ahead
-        if s.max() < 1e-12:
-            break
     r = rho * mix[0]
     return a1, total + ahead * r / np.maximum(1.0 - r, 1e-12)
 
@@ -97,18 +96,24 @@ def wait_factors(mix: Any, rho: Any, residual: float | None = None) -> tuple[Any
     d = 1 ... N choices, summing to 1) at utilisation ``rho`` (scalar or array, in [0, 1)):
     a work signal (``residual`` None), or a count signal whose job in service has a
     residual of ``residual`` service times (module docstring)."""
-    mix = np.asarray(mix, dtype=float)
-    if mix.ndim != 1 or not len(mix) or np.any(mix < 0) or not np.isclose(mix.sum(), 1.0):
-        raise ValueError(f"mix={mix!r}: must be shares of d = 1 ... N summing to 1")
-    if residual is not None and not (isinstance(residual, (int, float)) and residual > 0):
-        raise ValueError(f"residual={residual!r}: must be None or a number > 0")
-    key = (mix.round(12).tobytes(), None if residual is None else round(float(residual), 9))
+    key = (mix if isinstance(mix, tuple) else tuple(np.asarray(mix, dtype=float).ravel()),
+           residual)
     if key not in _TABLES:
-        _TABLES[key] = _table(mix) if residual is None else _count_table(mix, residual)
+        _TABLES[key] = _build(np.asarray(mix, dtype=float), residual)
     fw, fp = _TABLES[key]
     r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
     a, b = np.interp(r, _RHO, fw), np.interp(r, _RHO, fp)
     return (float(a), float(b)) if a.ndim == 0 else (a, b)
+
+
+def _build(mix: np.ndarray, residual: float | None) -> tuple[np.ndarray, np.ndarray]:
+    if mix.ndim != 1 or not len(mix) or np.any(mix < 0) or not np.isclose(mix.sum(), 1.0):
+        raise ValueError(f"mix={mix!r}: must be shares of d = 1 ... N summing to 1")
+    if residual is None:
+        return _table(mix)
+    if isinstance(residual, bool) or not (isinstance(residual, (int, float)) and residual > 0):
+        raise ValueError(f"residual={residual!r}: must be None or a number > 0")
+    return _count_table(mix, float(residual))
 
 
 def _table(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -299,7 +299,7 @@ def _replayed(prof: ReuseProfile, n: int, routing: str, full: dict, load: Router
 
 def routed_load_stats(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
                       params: dict | None = None, load: RouterLoad | None = None,
-                      seed: int = 0) -> tuple[np.ndarray, float]:
+                      seed: int = 0) -> tuple[tuple, float]:
     """(share of the served requests whose load choice count is d, for d = 1 ... N; the
     busiest instance's share of the uncached prompt tokens x N) of ``routing``'s replay:
     the inputs of the queue term of :mod:`kvmodel.cluster._routing_queue`. Memoised."""
@@ -310,8 +310,9 @@ def routed_load_stats(profile_or_trace: ReuseProfile | Trace, instances: int, ro
         a, d, unc = _replayed(prof, n, routing, full, load)
         ok = a >= 0
         mix = np.bincount(np.clip(d[ok], 1, n) - 1, minlength=n).astype(float)
+        mix[0] += 0.0 if mix.sum() else 1.0  # nothing served: no choice
         work = np.bincount(a[ok], weights=unc[ok], minlength=n)
-        prof._cache[key] = (mix / max(mix.sum(), 1.0),
+        prof._cache[key] = (tuple((mix / max(mix.sum(), 1.0)).tolist()),
                             float(work.max() * n / work.sum()) if work.sum() > 0 else 1.0)
     return prof._cache[key]
 

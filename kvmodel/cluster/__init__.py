@@ -23,8 +23,9 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
-   assignment), its requests split into hit classes (a miss, or a hit in one level loading
-   its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
+   assignment; a load-aware router's wait law as it shortens the queues,
+   :mod:`kvmodel.cluster._routing_queue`), its requests split into hit classes (a miss, or a
+   hit in one level loading its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
    Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed

@@ -19,6 +19,11 @@ The levels are built once per (catalog, model, GPU, TP, precision, framework, tr
 configuration costs one replay the first time (tens of ms to ~1 s for 10^4 requests) and a
 look-up afterwards. A level's hit ratio and imbalance hold for every rate rounded to it: the
 curves are piecewise constant in the request rate.
+
+The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
+uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
+behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
+mix of load choice counts).
 """
 
 from __future__ import annotations

@@ -561,7 +561,9 @@ _OWN = ("its own rule replayed over the trace (kvmodel.workload._routing_closed)
         "= blocks the instance has seen (no eviction), in-flight load from a sliding window of "
         "the mean residence time (Little's law at the operating point, quantised load levels); "
         "hit ratio: analytic LRU per instance of that assignment; imbalance: busiest instance's "
-        "routed count x N / total")
+        "share of the routed uncached prompt tokens x N; wait: the instance's law behind a "
+        "join-the-shortest-of-d router, d per request from load_choices "
+        "(kvmodel.cluster._routing_queue)")
 
 
 def _entry(cls: type, description: str, closed_form: str, params=(), note: str = "",

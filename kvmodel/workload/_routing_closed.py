@@ -27,7 +27,12 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
 A rejected request (Mooncake with ``ttft_slo_s``) is served nowhere: it counts as a miss.
 Hit ratio: the analytic LRU of each instance's sub-trace (as for round robin and prefix
 affinity, :func:`~kvmodel.workload._reuse_analytic.assignment_hit_blocks`). Imbalance: the
-busiest instance's routed count x N / routed total (the simulator's ``requests_per_instance``).
+busiest instance's routed count x N / routed total (the simulator's ``requests_per_instance``;
+:func:`routed_imbalance`). Queue term (:func:`routed_load_stats`, read by
+:mod:`kvmodel.cluster._routing_queue`): the share of requests whose rule chose among d
+instances by load (``RoutingPolicy.load_choices`` on the same view) and the busiest instance's
+share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
+routers' imbalance: they send more requests where they hit).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see

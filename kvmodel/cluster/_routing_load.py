@@ -143,13 +143,27 @@ def _per_level(c: Any, w: Any, n: int, fn) -> tuple:
     return {int(j): fn(loads[int(j)]) for j in np.unique(idx)}, idx
 
 
+def _work_signal(routing: str) -> bool:
+    return getattr(ROUTING[routing].sim, "load_signal", "count") == "work"
+
+
+def _pooled(stats: tuple, work: bool) -> float:
+    """The busiest instance's work share x N: the replay's, or for a rule that weighs the
+    work left, what its requests with a choice leave of it (the share π_1 without one carries
+    its imbalance; the others fill the less loaded instances up to the mean)."""
+    mix, imb = stats
+    return max(1.0, mix[0] * imb) if work else imb
+
+
 def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
     """Busiest instance's share of the routed uncached prompt tokens x N at the workload's
     rate (array for an array rate): a load-aware rule sends more requests where they hit, so
-    the prefill work, not the request count, is what loads its busiest instance."""
-    params = routing_params(c)
-    table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
-        w.profile, n, c.routing, params, load)[1])
+    the prefill work, not the request count, is what loads its busiest instance. A rule whose
+    load term weighs the work left (dynamo, mooncake) evens that work out with the requests
+    it may send elsewhere (:func:`_pooled`; resource pooling of the flexible share)."""
+    params, work = routing_params(c), _work_signal(c.routing)
+    table, idx = _per_level(c, w, n, lambda load: _pooled(routed_load_stats(
+        w.profile, n, c.routing, params, load), work))
     if idx is None:
         return table
     return np.vectorize(table.get, otypes=[float])(idx)
@@ -160,8 +174,7 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     (:mod:`kvmodel.cluster._routing_queue`; the choice mix of the workload's load level)."""
     from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
     params = routing_params(c)
-    count = getattr(ROUTING[c.routing].sim, "load_signal", "count") == "count"
-    residual = (1.0 + w.length_cv ** 2) / 2.0 if count else None
+    residual = None if _work_signal(c.routing) else (1.0 + w.length_cv ** 2) / 2.0
     table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
         w.profile, n, c.routing, params, load)[0])
     if idx is None:

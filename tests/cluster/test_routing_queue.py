@@ -129,3 +129,12 @@ def test_queue_term_reaches_evaluate_and_says_its_mix(loaded_cluster):
     assert ll.ttft_p99_s < rnd.ttft_p99_s
     mix, imb = routed_load_stats(w.profile, 8, "least_loaded", None)
     assert mix[-1] == pytest.approx(1.0) and math.isfinite(imb) and imb >= 1.0
+
+
+def test_work_signal_pools_the_flexible_share():
+    """A rule weighing the work left evens out the busiest instance's excess with the
+    requests that have a choice; only the share without one keeps its imbalance."""
+    from kvmodel.cluster._routing_load import _pooled
+    assert _pooled(((0.1, 0.0, 0.9), 1.08), work=True) == 1.0
+    assert _pooled(((1.0, 0.0, 0.0), 1.08), work=True) == pytest.approx(1.08)
+    assert _pooled(((0.1, 0.0, 0.9), 1.08), work=False) == pytest.approx(1.08)

@@ -53,8 +53,8 @@ for M/M/1) the routed law scales the instance's: ``W' = W · W_route/W_MM1`` and
 ``p' = p · P_route/ρ``, exactly the instance's law when every d is 1. The TTFT percentiles
 move by the change of the wait's part in the mixture of hit-and-length classes
 (:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the classes,
-each class's own service read as ``b · uncached tokens``, b from the mean TTFT less the
-wait); the mean TTFT by ``W' − W``. The factors are tabulated once per choice mix over ρ
+each class's own service read as ``b`` x its uncached tokens, b scaled per quantile,
+:func:`routed_percentiles`); the mean TTFT by ``W' − W``. The factors are tabulated once per choice mix over ρ
 and interpolated.
 """
 
@@ -150,20 +150,26 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     """``m`` (the cluster's instance figures: ttft, ttft50/90/99, wait, pwait) with the wait
     law replaced by ``(wait2, p2)``: the mean moves by the change of the mean wait, each
     percentile by the change of the wait's part in the class mixture (``classes``:
-    (probability, cached tokens, tier, prompt tokens) rows)."""
+    (probability, cached tokens, tier, prompt tokens) rows). Each class's own service is read
+    as ``b_q`` x its uncached tokens, ``b_q`` scaled so that the old law's q-quantile of that
+    mixture is the instance's (one secant step from the mean's ``b``)."""
     W, p = m["wait"], m["pwait"]
-    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
-    mean_new = sum(pi * x for (pi, *_), x in zip(classes, new))
-    b = xp.maximum(m["ttft"] - W, 0.0) / mean_new
-    offsets = [(pi, b * x) for (pi, *_), x in zip(classes, new)]
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):
         return m
+    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
+    mean_new = sum(pi * x for (pi, *_), x in zip(classes, new))
+    b = xp.maximum(m["ttft"] - W, 0.0) / mean_new
     Ws, ps, W2s = (xp.where(live, v, 0.0) for v in (W, p, wait2))
+    p_old, p_new = xp.where(live, ps, 1.0), xp.where(live, p2, 1.0)
     out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
                ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
     for key, q in (("ttft50", 0.5), ("ttft90", 0.9), ("ttft99", 0.99)):
-        shift = (mixture_quantile(W2s, xp.where(live, p2, 1.0), offsets, q)
-                 - mixture_quantile(Ws, xp.where(live, ps, 1.0), offsets, q))
+        g = mixture_quantile(Ws, p_old, [(pi, b * x) for (pi, *_), x in zip(classes, new)], q)
+        ok = live & np.isfinite(m[key]) & (g > 0)
+        bq = b * xp.where(ok, m[key] / xp.where(ok, g, 1.0), 1.0)
+        offsets = [(pi, bq * x) for (pi, *_), x in zip(classes, new)]
+        shift = (mixture_quantile(W2s, p_new, offsets, q)
+                 - mixture_quantile(Ws, p_old, offsets, q))
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out

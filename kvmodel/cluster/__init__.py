@@ -23,8 +23,9 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    ``ClusterResult.sharing``.
 3. **Instances.** ``kvmodel.estimate(request_rate=...)`` per instance at its share of the load
    (busiest instance for stability and percentiles, load imbalance of the routing from its
-   assignment), its requests split into hit classes (a miss, or a hit in one level loading
-   its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
+   assignment; a load-aware router's wait law as it shortens the queues,
+   :mod:`kvmodel.cluster._routing_queue`), its requests split into hit classes (a miss, or a
+   hit in one level loading its own prefix: :mod:`kvmodel.cluster._classes`). Disaggregated: prefill
    instances (output_len=1), KV streamed layer by layer to decode instances over NVLink (same
    node) or RDMA, decode instances with the prompt's KV already in HBM.
    Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
@@ -1205,11 +1206,12 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     caps = _caps(c, w, node, per_node, block_B)
     hits = _hits(c, w, caps, n, shape is not None)
     imb = _imbalance(c, w, n)
-    hits, admit, parts, lam, info = _served(c, w, lam, shape, hits, _tiers(c, key, per_node),
-                                            imb, n, node, block_B)
+    tiers = _tiers(c, key, per_node)
+    hits, admit, parts, lam, info = _served(c, w, lam, shape, hits, tiers, imb, n, node,
+                                            block_B)
     flows = _network(c, w, node, hits, block_B, lam, caps, admit)
     util = flows["util"]
-    m = _combine(parts)
+    m = _routed_queue(c, w, n, _combine(parts), hits, tiers)
     net_ok = True
     for u in util.values():
         net_ok = net_ok & (u < 1.0)
@@ -1222,6 +1224,17 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     return _workloads.finish(_result(out, stable, reason, hits, util, flows["detail"], shape,
                                      instances=parts, closed_forms=_closed_forms(c, n),
                                      workload=_workloads.describe(w)), w, info)
+
+
+def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers) -> dict:
+    """Colocated open loop behind a load-aware router: the instance's wait law as the router
+    shortens it (:mod:`kvmodel.cluster._routing_queue`); otherwise ``m`` unchanged."""
+    if (n == 1 or c.prefill_instances or c.eviction != "lru" or not is_loaded(c.routing)
+            or _workloads.load_mode(w) != "rate"):
+        return m
+    from kvmodel.cluster._routing_load import routed_waits
+    classes = _hit_kw(_prefix_args(hits, tiers, w.input_len), w)["prefix_classes"]
+    return routed_waits(c, w, n, m, classes)
 
 
 def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):

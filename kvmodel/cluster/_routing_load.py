@@ -19,6 +19,11 @@ The levels are built once per (catalog, model, GPU, TP, precision, framework, tr
 configuration costs one replay the first time (tens of ms to ~1 s for 10^4 requests) and a
 look-up afterwards. A level's hit ratio and imbalance hold for every rate rounded to it: the
 curves are piecewise constant in the request rate.
+
+The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
+uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
+behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
+mix of load choice counts).
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ from kvmodel.workload._routing_closed import (
     RouterLoad,
     canonical_params,
     routed_hit_ratio_curve,
-    routed_imbalance,
+    routed_load_stats,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
-           "loaded_imbalance", "params_text"]
+           "loaded_imbalance", "params_text", "routed_waits"]
 
 
 def is_loaded(routing: str) -> bool:
@@ -128,15 +133,57 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
-    """Busiest instance's routed share x N at the workload's rate (array for an array rate)."""
+def _per_level(c: Any, w: Any, n: int, fn) -> tuple:
+    """``(fn(RouterLoad) at the workload's load level, None)``, or for an array rate
+    ``({level index: fn(its RouterLoad)}, level index array)``."""
     idx = level_index(c, w, n, w.rate)
     loads = level_loads(c, w, n)[1]
-    params = routing_params(c)
-
-    def imb(j: int) -> float:
-        return routed_imbalance(w.profile, n, c.routing, params, loads[j])
     if isinstance(idx, int):
-        return imb(idx)
-    table = np.array([imb(int(j)) if j in idx else 1.0 for j in range(len(LOAD_LEVELS))])
-    return table[idx]
+        return fn(loads[idx]), None
+    return {int(j): fn(loads[int(j)]) for j in np.unique(idx)}, idx
+
+
+def _work_signal(routing: str) -> bool:
+    return getattr(ROUTING[routing].sim, "load_signal", "count") == "work"
+
+
+def _pooled(stats: tuple, work: bool) -> float:
+    """The busiest instance's work share x N: the replay's, or for a rule that weighs the
+    work left, what its requests with a choice leave of it (the share π_1 without one carries
+    its imbalance; the others fill the less loaded instances up to the mean)."""
+    mix, imb = stats
+    return max(1.0, mix[0] * imb) if work else imb
+
+
+def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
+    """Busiest instance's share of the routed uncached prompt tokens x N at the workload's
+    rate (array for an array rate): a load-aware rule sends more requests where they hit, so
+    the prefill work, not the request count, is what loads its busiest instance. A rule whose
+    load term weighs the work left (dynamo, mooncake) evens that work out with the requests
+    it may send elsewhere (:func:`_pooled`; resource pooling of the flexible share)."""
+    params, work = routing_params(c), _work_signal(c.routing)
+    table, idx = _per_level(c, w, n, lambda load: _pooled(routed_load_stats(
+        w.profile, n, c.routing, params, load), work))
+    if idx is None:
+        return table
+    return np.vectorize(table.get, otypes=[float])(idx)
+
+
+def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
+    """The cluster's instance figures ``m`` with the wait law behind the router
+    (:mod:`kvmodel.cluster._routing_queue`; the choice mix of the workload's load level)."""
+    from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
+    params = routing_params(c)
+    residual = None if _work_signal(c.routing) else (1.0 + w.length_cv ** 2) / 2.0
+    table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
+        w.profile, n, c.routing, params, load)[0])
+    if idx is None:
+        wait2, p2 = routed_law(table, m["wait"], m["pwait"], residual)
+        return routed_percentiles(m, wait2, p2, classes)
+    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(idx))
+    wait2, p2 = np.zeros(shape), np.zeros(shape)
+    W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
+    for j, mix in table.items():
+        sel = np.broadcast_to(idx == j, shape)
+        wait2[sel], p2[sel] = routed_law(mix, W[sel], p[sel], residual)
+    return routed_percentiles(m, wait2, p2, classes)

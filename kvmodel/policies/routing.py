@@ -106,6 +106,7 @@ class RoutingPolicy:
 
     name = ""
     may_reject = False
+    load_signal = "count"
 
     def reset(self, n_instances: int, n_requests: int | None = None) -> None:
         """Restart the policy's own state before a run of ``n_requests`` (if known)."""
@@ -117,6 +118,31 @@ class RoutingPolicy:
         """The registry parameters this object was built with (name -> value), so a policy
         object given to :func:`kvmodel.evaluate` carries them to the closed form."""
         return {}
+
+    def load_choices(self, req: RouteRequest, view: RoutingView) -> int:
+        """How many instances the rule's load term chooses among for ``req`` (1: the choice
+        ignores the instantaneous load). A load-aware rule counts the instances whose
+        load-free cost is within the reach of its load term: :func:`_within` of
+        :func:`_fluctuation` (the closed form's effective choice count,
+        :mod:`kvmodel.cluster._routing_queue`, which also reads ``load_signal``: "count" when
+        the load term counts requests, "work" when it weighs their prompt work)."""
+        return 1
+
+
+def _within(static: Sequence[float], reach: float) -> int:
+    """Instances whose load-free cost is at most ``reach`` above the lowest one."""
+    low = min(static)
+    return sum(1 for x in static if x <= low + reach)
+
+
+def _fluctuation(signal: Sequence[float], counts: Sequence[float]) -> float:
+    """Standard deviation of the difference of two instances' load signals when each is a
+    compound Poisson sum (requests in flight Poisson, Little's law) of requests of the mean
+    size: ``sqrt(2 · m · x)``, m = mean signal per instance, x = signal per counted request."""
+    total, k = float(sum(signal)), float(sum(counts))
+    if total <= 0 or k <= 0:
+        return 0.0
+    return math.sqrt(2.0 * total / len(signal) * total / k)
 
 
 def _argbest(keys: Sequence[tuple]) -> int:
@@ -205,6 +231,10 @@ class LeastLoaded(RoutingPolicy):
     def choose(self, req, view):
         return _argbest([(a, i) for i, a in enumerate(view.active)])
 
+    def load_choices(self, req, view):
+        """Every instance (no cache term: join the shortest queue)."""
+        return view.n
+
 
 class PrefixAffinity(RoutingPolicy):
     """Longest cached prefix; ties to the fewest active requests, then the lowest index. It can
@@ -270,6 +300,7 @@ class Dynamo(RoutingPolicy):
     """
 
     name = "dynamo"
+    load_signal = "work"
 
     def __init__(self, *, overlap_score_weight: float = 1.0, temperature: float = 0.0,
                  tier_credit: dict | None = None, seed: int = 0):
@@ -304,6 +335,15 @@ class Dynamo(RoutingPolicy):
         tree = min(view.cache_blocks[i] for i in tied)
         tied = [i for i in tied if view.cache_blocks[i] == tree]
         return tied[0] if len(tied) == 1 else int(self.rng.choice(tied))
+
+    def load_choices(self, req, view):
+        """Instances whose overlap cost ``w · max(input_len/B − credit_i, 0)`` is within the
+        fluctuation of the load terms ``w · queued_prefill_tokens/B + kv_blocks``."""
+        B = view.block_tokens
+        static = [self.w * max(req.input_len / B - _credit(c, self.credit), 0.0)
+                  for c in view.cached]
+        queued = _fluctuation(view.queued_prefill_tokens, view.waiting) * self.w / B
+        return _within(static, math.hypot(queued, _fluctuation(view.kv_blocks, view.active)))
 
 
 def _softmax_min(costs: list[float], temperature: float, rng) -> int:
@@ -369,6 +409,17 @@ class LLMD(RoutingPolicy):
         best = [i for i, x in enumerate(s) if x == top]
         return best[0] if len(best) == 1 else int(self.rng.choice(best))
 
+    def load_choices(self, req, view):
+        """Instances whose weighted prefix score is within the load scorers' reach of the
+        best: the queue scorer is min-max normalised, so it spans its whole weight whenever
+        the waiting queues differ (probability ``1 − exp(−Σ waiting)``, Poisson), plus the
+        fluctuation of the kv-utilisation scorer."""
+        nb, (wp, wk, wq) = req.n_blocks, self.w
+        static = [-wp * _credit(c, self.tier_weight) / nb if nb else 0.0 for c in view.cached]
+        reach = (wq * (1.0 - math.exp(-float(sum(view.waiting))))
+                 + wk * _fluctuation(view.kv_usage, view.active))
+        return _within(static, reach)
+
 
 class SGLang(RoutingPolicy):
     """SGLang router ``cache_aware`` policy.
@@ -414,6 +465,18 @@ class SGLang(RoutingPolicy):
             return best
         return _argbest([(t, i) for i, t in enumerate(view.tree_blocks)])
 
+    def load_choices(self, req, view):
+        """Every instance when imbalanced (the shortest queue); else the instances tied at the
+        longest prefix when its match passes the threshold (ties to the fewest active); else
+        1 (the smallest tree: the cumulative, not the current, load)."""
+        if self.imbalanced(view.active):
+            return view.n
+        p = view.prefix_blocks
+        top = max(p)
+        if req.n_blocks and top / req.n_blocks > self.cache_threshold:
+            return sum(1 for x in p if x == top)
+        return 1
+
 
 class Mooncake(RoutingPolicy):
     """Mooncake Conductor's KVCache-centric prefill scheduling with early rejection.
@@ -437,6 +500,7 @@ class Mooncake(RoutingPolicy):
 
     name = "mooncake"
     may_reject = True
+    load_signal = "work"
 
     def __init__(self, *, prefill_s_per_token: float | None = None,
                  ttft_slo_s: float | None = None, pool_s_per_block: float | None = None):
@@ -466,6 +530,13 @@ class Mooncake(RoutingPolicy):
         i = _argbest([(x, a, i) for i, (x, a) in enumerate(zip(t, view.active))])
         return None if self.slo is not None and t[i] > self.slo else i
 
+    def load_choices(self, req, view):
+        """Instances whose own prefill (uncached tokens) is within the fluctuation of the
+        queued prefill tokens (the pool option is not counted)."""
+        B = view.block_tokens
+        static = [max(req.input_len - own * B, 1) for own in view.prefix_blocks]
+        return _within(static, _fluctuation(view.queued_prefill_tokens, view.waiting))
+
 
 # ------------------------------------------------------------------------------ registry
 
@@ -490,7 +561,9 @@ _OWN = ("its own rule replayed over the trace (kvmodel.workload._routing_closed)
         "= blocks the instance has seen (no eviction), in-flight load from a sliding window of "
         "the mean residence time (Little's law at the operating point, quantised load levels); "
         "hit ratio: analytic LRU per instance of that assignment; imbalance: busiest instance's "
-        "routed count x N / total")
+        "share of the routed uncached prompt tokens x N; wait: the instance's law behind a "
+        "join-the-shortest-of-d router, d per request from load_choices "
+        "(kvmodel.cluster._routing_queue)")
 
 
 def _entry(cls: type, description: str, closed_form: str, params=(), note: str = "",

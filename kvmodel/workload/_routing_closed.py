@@ -27,7 +27,12 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
 A rejected request (Mooncake with ``ttft_slo_s``) is served nowhere: it counts as a miss.
 Hit ratio: the analytic LRU of each instance's sub-trace (as for round robin and prefix
 affinity, :func:`~kvmodel.workload._reuse_analytic.assignment_hit_blocks`). Imbalance: the
-busiest instance's routed count x N / routed total (the simulator's ``requests_per_instance``).
+busiest instance's routed count x N / routed total (the simulator's ``requests_per_instance``;
+:func:`routed_imbalance`). Queue term (:func:`routed_load_stats`, read by
+:mod:`kvmodel.cluster._routing_queue`): the share of requests whose rule chose among d
+instances by load (``RoutingPolicy.load_choices`` on the same view) and the busiest instance's
+share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
+routers' imbalance: they send more requests where they hit).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see
@@ -64,7 +69,7 @@ from kvmodel.workload._reuse_analytic import (
 from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
-           "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance"]
+           "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats"]
 
 # utilisation levels (offered load / saturation rate of an instance) the load is quantised to
 LOAD_LEVELS = (0.05, 0.25, 0.5, 0.7, 0.85, 0.95)
@@ -219,8 +224,10 @@ class _Fluid:
         self.adm.append((now + self.load.waiting_s, i))
 
 
-def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoad) -> np.ndarray:
-    """Instance of each request (-1: rejected) under the policy's own rule (module docstring)."""
+def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoad) -> tuple:
+    """(instance of each request (-1: rejected) under the policy's own rule (module
+    docstring), the rule's load choice count per request (``load_choices``), uncached prompt
+    tokens per request on its instance)."""
     policy = make_policy(name, **params)
     policy.reset(n, prof.n_requests)
     B, ids, off = prof.block_tokens, prof.block_ids.tolist(), prof.block_offsets.tolist()
@@ -232,23 +239,26 @@ def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoa
     # prefill pending: the wait for admission, then compute in proportion to uncached tokens
     wait, per_tok = load.waiting_s, max(load.prefill_s - load.waiting_s, 0.0) / max(
         float(np.mean(prof.input_len)), 1.0)
-    out = np.empty(prof.n_requests, np.int64)
+    out, d, unc = (np.empty(prof.n_requests, np.int64), np.ones(prof.n_requests, np.int64),
+                   np.zeros(prof.n_requests))
     for r, now in enumerate(_arrivals(prof, load.rate_per_s)):
         state.expire(now)
         chain = ids[off[r]:off[r + 1]]
         prefix = _prefixes(seen, chain, n)
-        i = policy.choose(RouteRequest(r, I[r], O[r], len(chain)), state.view(n, B, prefix))
+        req, view = RouteRequest(r, I[r], O[r], len(chain)), state.view(n, B, prefix)
+        i = policy.choose(req, view)
         out[r] = -1 if i is None else i
         if i is None:
             continue
+        d[r] = policy.load_choices(req, view)
         hit_tok = min(prefix[i] * B, max(I[r] - 1, 0))
-        u = I[r] - hit_tok
+        u = unc[r] = I[r] - hit_tok
         state.add(now, stay[r], wait + per_tok * u, i, -(-I[r] // B), I[r] + O[r], u)
         bit = 1 << i
         for b in chain[prefix[i]:]:
             seen[b] = seen.get(b, 0) | bit
         state.tree[i] += len(chain) - prefix[i]
-    return out
+    return out, d, unc
 
 
 # ----------------------------------------------------------------------------- public
@@ -281,9 +291,34 @@ def routed_assignment(profile_or_trace: ReuseProfile | Trace, instances: int, ro
     n = int(instances)
     if n < 1 or n != instances:
         raise ValueError(f"instances={instances!r}: must be an integer >= 1")
+    return _replayed(prof, n, routing, full, load)[0]
+
+
+def _replayed(prof: ReuseProfile, n: int, routing: str, full: dict, load: RouterLoad) -> tuple:
+    """:func:`_replay`'s arrays, memoised per (routing, canonical params, n, load)."""
     key = ("assign",) + _key(routing, n, full, load)
     if key not in prof._cache:
         prof._cache[key] = _replay(prof, n, routing, full, load)
+    return prof._cache[key]
+
+
+def routed_load_stats(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
+                      params: dict | None = None, load: RouterLoad | None = None,
+                      seed: int = 0) -> tuple[tuple, float]:
+    """(share of the served requests whose load choice count is d, for d = 1 ... N; the
+    busiest instance's share of the uncached prompt tokens x N) of ``routing``'s replay:
+    the inputs of the queue term of :mod:`kvmodel.cluster._routing_queue`. Memoised."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    load, n = load or RouterLoad(), int(instances)
+    key = ("load_stats",) + _key(routing, n, full, load)
+    if key not in prof._cache:
+        a, d, unc = _replayed(prof, n, routing, full, load)
+        ok = a >= 0
+        mix = np.bincount(np.clip(d[ok], 1, n) - 1, minlength=n).astype(float)
+        mix[0] += 0.0 if mix.sum() else 1.0  # nothing served: no choice
+        work = np.bincount(a[ok], weights=unc[ok], minlength=n)
+        prof._cache[key] = (tuple((mix / max(mix.sum(), 1.0)).tolist()),
+                            float(work.max() * n / work.sum()) if work.sum() > 0 else 1.0)
     return prof._cache[key]
 
 

@@ -1,0 +1,175 @@
+"""Queue term of the load-aware routers: the wait law of an instance behind a router that
+looks at the load (least_loaded, dynamo, llmd, sglang, mooncake).
+
+The instance model (:mod:`kvmodel.instance._queueing`) gives the wait of one instance fed by
+its share of the arrivals as if that share were split off at random: 0 with probability
+``1 − p``, else exponential with mean ``W/p`` (p the utilisation for M/M/1). A router that
+sends a request to the shortest of ``d`` queues cuts the tail of that wait, not the mean load
+(join-the-shortest-queue; the load-share is the replay's, :mod:`kvmodel.cluster._routing_load`).
+
+**Choice count.** Each request's ``d`` comes from its rule replayed over the trace
+(:mod:`kvmodel.workload._routing_closed`, ``RoutingPolicy.load_choices``): the instances whose
+load-free cost (cache term) is within the reach of the rule's load term at that moment --
+least_loaded: all N; sglang: N when imbalanced, the instances tied at the longest prefix when
+it passes ``cache_threshold``, else 1 (the smallest tree is cumulative, not current, load);
+llm-d: prefix score within ``queue_weight`` (min-max normalised queue scorer) plus the
+kv-utilisation scorer's fluctuation; dynamo / mooncake: overlap cost (blocks) / uncached
+prefill (tokens) within the Poisson fluctuation of the load signal (``sqrt(2·m·x)``, m the mean
+signal per instance, x per request). Prefix affinity thus restricts the choice request by
+request: a follow-up turn whose prefix lives on one instance has d = 1. The replay gives the
+share ``π_d`` of requests with d choices.
+
+**Mixed supermarket model.** Vvedenskaya, Dobrushin and Karpelevich (Problems of Information
+Transmission 32(1), 1996) and Mitzenmacher ("The Power of Two Choices in Randomized Load
+Balancing", IEEE TPDS 12(10), 2001, Sec. 3, Theorem 3 and Sec. 3.3): N → ∞ exponential
+servers, Poisson arrivals at rate ρ per server, each arrival joins the shortest of d queues
+sampled at random. The fraction of queues with at least k requests, s_k, obeys
+``ds_k/dt = ρ(s_{k−1}^d − s_k^d) − (s_k − s_{k+1})``; at the fixed point
+``s_k = ρ^((d^k − 1)/(d − 1))`` and the mean time in system is ``Σ_{k≥1} s_k^d`` service
+times. With a share ``π_d`` of arrivals sampling d queues the same balance gives
+``s_k = ρ · Σ_d π_d s_{k−1}^d`` (s_0 = 1, s_1 = ρ); an arrival with d choices finds at least k
+ahead with probability ``s_k^d``, so it waits with ``P = Σ_d π_d s_1^d`` and its mean wait (a
+queue's residual work is exponential) is ``W = Σ_{k≥1} Σ_d π_d s_k^d`` service times.
+π_1 = 1 gives M/M/1: P = ρ, W = ρ/(1 − ρ). N is finite: no routing beats one central
+queue, so P and W are floored at M/M/N's (Erlang C, ``C/(N(1 − ρ))``; JSQ over all N
+approaches it, Gupta et al., "Analysis of join-the-shortest-queue routing for web server
+farms", Performance Evaluation 64, 2007, Sec. 4).
+
+**Count or work.** A rule whose load term weighs the prompt work left (dynamo's prefill
+blocks, mooncake's queued prefill tokens, both counting the prompt in service) sees whether
+an instance is busy: with d = N that is least-work-left routing, a central FCFS queue (M/G/N)
+exactly, whose ratio to M/G/1 is M/M's (Allen–Cunneen: both scale by (1 + c_s²)/2), so the
+M/M ratios above apply to the instance's M/G law. A rule that counts requests (least_loaded's
+active requests, sglang's, llm-d's waiting-queue scorer) does not see the prompt in service
+among ~tens of decoding sequences: it picks by the requests waiting behind it. An arrival
+then finds the prompt in service as often as without the router (P = ρ) and waits its
+length-biased residual ``r·E[S]``, ``r = (1 + c_s²)/2`` (c_s the prompt-length CV, prefill
+time being about proportional to the prompt), plus the k − 1 ≥ 1 waiting ones, which the
+choice does cut: ``W = E[S]·(r·ρ + Σ_{k≥2} a_k)``, read as a ratio to the same expression at
+d = 1 (``r·ρ + ρ²/(1 − ρ)``).
+
+**Applied to the instance's law.** With ρ read as the instance's P(wait) (its utilisation
+for M/M/1) the routed law scales the instance's: ``W' = W · W_route/W_MM1`` and
+``p' = p · P_route/ρ``, exactly the instance's law when every d is 1. The TTFT percentiles
+move by the change of the wait's part in the mixture of hit-and-length classes
+(:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the classes,
+each class's own service read as ``b`` x its uncached tokens, b scaled per quantile,
+:func:`routed_percentiles`); the mean TTFT by ``W' − W``. The factors are tabulated once per choice mix over ρ
+and interpolated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kvmodel.base import xp as xp
+from kvmodel.instance._mixture import mixture_quantile
+from kvmodel.instance._queueing import erlang_c
+
+__all__ = ["wait_factors", "routed_law", "routed_percentiles"]
+
+_RHO = np.concatenate([np.linspace(0.0, 0.9, 181)[:-1], 1.0 - np.geomspace(0.1, 1e-4, 160)])
+_TABLES: dict = {}
+
+
+def _supermarket(mix: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(wait), mean wait in service times) of the mixed supermarket fixed point at each ρ
+    (module docstring): ``a_1`` and ``Σ_{k≥1} a_k``, ``a_k = Σ_d π_d s_k^d``. Once the
+    terms with d ≥ 2 are negligible (1e-9 of ``a_k``) the recursion is linear,
+    ``a_{k+1} = ρ·π_1·a_k``, and the rest closes as its geometric series."""
+    d = np.arange(1, len(mix) + 1, dtype=float)
+    s = rho.copy()
+    a1 = (mix * s[:, None] ** d).sum(1)
+    total, ahead = a1.copy(), a1
+    while np.any(ahead - mix[0] * s > 1e-9 * ahead) and s.max() > 1e-12:
+        s = rho * ahead
+        ahead = (mix * s[:, None] ** d).sum(1)
+        total += ahead
+    r = rho * mix[0]
+    return a1, total + ahead * r / np.maximum(1.0 - r, 1e-12)
+
+
+def wait_factors(mix: Any, rho: Any, residual: float | None = None) -> tuple[Any, Any]:
+    """(W_route / W_1, P_route / ρ) for the choice mix ``mix`` (share of requests with
+    d = 1 ... N choices, summing to 1) at utilisation ``rho`` (scalar or array, in [0, 1)):
+    a work signal (``residual`` None), or a count signal whose job in service has a
+    residual of ``residual`` service times (module docstring)."""
+    key = (mix if isinstance(mix, tuple) else tuple(np.asarray(mix, dtype=float).ravel()),
+           residual)
+    if key not in _TABLES:
+        _TABLES[key] = _build(np.asarray(mix, dtype=float), residual)
+    fw, fp = _TABLES[key]
+    r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
+    a, b = np.interp(r, _RHO, fw), np.interp(r, _RHO, fp)
+    return (float(a), float(b)) if a.ndim == 0 else (a, b)
+
+
+def _build(mix: np.ndarray, residual: float | None) -> tuple[np.ndarray, np.ndarray]:
+    if mix.ndim != 1 or not len(mix) or np.any(mix < 0) or not np.isclose(mix.sum(), 1.0):
+        raise ValueError(f"mix={mix!r}: must be shares of d = 1 ... N summing to 1")
+    if residual is None:
+        return _table(mix)
+    if isinstance(residual, bool) or not (isinstance(residual, (int, float)) and residual > 0):
+        raise ValueError(f"residual={residual!r}: must be None or a number > 0")
+    return _count_table(mix, float(residual))
+
+
+def _table(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Work signal: P = a_1, W = Σ a_k, floored at M/M/N's; ratios to M/M/1."""
+    n, rho = len(mix), _RHO
+    p, w = _supermarket(mix, rho)
+    c = np.asarray(erlang_c(n, n * rho), dtype=float)
+    p, w = np.maximum(p, c), np.maximum(w, c / (n * (1.0 - rho)))
+    safe = np.maximum(rho, 1e-300)
+    fw = np.where(rho > 0, w * (1.0 - rho) / safe, 1.0)
+    fp = np.where(rho > 0, p / safe, 1.0)
+    return np.minimum(fw, 1.0), np.minimum(fp, 1.0)
+
+
+def _count_table(mix: np.ndarray, residual: float) -> tuple[np.ndarray, np.ndarray]:
+    """Count signal: P = ρ, W = r·ρ + Σ_{k≥2} a_k; ratio to the same at d = 1."""
+    rho = _RHO
+    a1, w = _supermarket(mix, rho)
+    one = residual * rho + rho * rho / (1.0 - rho)
+    fw = np.where(rho > 0, (residual * rho + w - a1) / np.maximum(one, 1e-300), 1.0)
+    return np.minimum(fw, 1.0), np.ones_like(rho)
+
+
+def routed_law(mix: Any, wait: Any, p_wait: Any, residual: float | None = None) -> tuple:
+    """The instance's wait law (mean ``wait``, probability ``p_wait``) behind the router:
+    ``(W', p')`` (module docstring; ``residual`` as :func:`wait_factors`'); infinite waits
+    stay infinite."""
+    p = xp.minimum(xp.maximum(p_wait, 0.0), 1.0)
+    fw, fp = wait_factors(mix, p, residual)
+    return wait * fw, xp.minimum(p * fp, 1.0)
+
+
+def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
+    """``m`` (the cluster's instance figures: ttft, ttft50/90/99, wait, pwait) with the wait
+    law replaced by ``(wait2, p2)``: the mean moves by the change of the mean wait, each
+    percentile by the change of the wait's part in the class mixture (``classes``:
+    (probability, cached tokens, tier, prompt tokens) rows). Each class's own service is read
+    as ``b_q`` x its uncached tokens, ``b_q`` scaled so that the old law's q-quantile of that
+    mixture is the instance's (one secant step from the mean's ``b``)."""
+    W, p = m["wait"], m["pwait"]
+    live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
+    if not xp.any_true(live):
+        return m
+    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
+    mean_new = sum(pi * x for (pi, *_), x in zip(classes, new))
+    b = xp.maximum(m["ttft"] - W, 0.0) / mean_new
+    Ws, ps, W2s = (xp.where(live, v, 0.0) for v in (W, p, wait2))
+    p_old, p_new = xp.where(live, ps, 1.0), xp.where(live, p2, 1.0)
+    out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
+               ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
+    for key, q in (("ttft50", 0.5), ("ttft90", 0.9), ("ttft99", 0.99)):
+        g = mixture_quantile(Ws, p_old, [(pi, b * x) for (pi, *_), x in zip(classes, new)], q)
+        ok = live & np.isfinite(m[key]) & (g > 0)
+        bq = b * xp.where(ok, m[key] / xp.where(ok, g, 1.0), 1.0)
+        offsets = [(pi, bq * x) for (pi, *_), x in zip(classes, new)]
+        shift = (mixture_quantile(W2s, p_new, offsets, q)
+                 - mixture_quantile(Ws, p_old, offsets, q))
+        out[key] = m[key] + xp.where(live, shift, 0.0)
+    return out

@@ -65,21 +65,27 @@ def params_text(c: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(routing_params(c).items()))
 
 
-def _instance(c: Any, w: Any) -> tuple:
+def _instance(c: Any, w: Any) -> tuple[tuple, dict]:
+    """(hashable key, DP attention / EP / speculative ``estimate`` arguments) of the instance
+    the level loads are computed for (mappings keyed as sorted items)."""
+    from kvmodel.cluster import _parallel_kw  # the cluster package imports this module
+    par = _parallel_kw(c)
     disagg = bool(c.prefill_instances)
     return (c.model, c.gpu, c.tp, c.precision, c.framework, round(w.input_len),
-            1 if disagg else round(w.output_len))
+            1 if disagg else round(w.output_len),
+            tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                         for k, v in par.items()))), par
 
 
 def level_loads(c: Any, w: Any, n: int) -> tuple[float, tuple[RouterLoad, ...]]:
     """(saturation rate of one instance, the :class:`RouterLoad` of each load level)."""
-    key = _instance(c, w) + (n,)
-    return current().cached("router_level_loads", key, lambda: _build(key))
+    key, par = _instance(c, w)
+    return current().cached("router_level_loads", key + (n,), lambda: _build(key + (n,), par))
 
 
-def _build(key: tuple) -> tuple[float, tuple[RouterLoad, ...]]:
-    model, gpu, tp, precision, framework, I, O, n = key
-    kw = dict(tp=tp, precision=precision, input_len=I, output_len=O, framework=framework)
+def _build(key: tuple, par: dict) -> tuple[float, tuple[RouterLoad, ...]]:
+    model, gpu, tp, precision, framework, I, O, _, n = key
+    kw = dict(tp=tp, precision=precision, input_len=I, output_len=O, framework=framework, **par)
     sat = float(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s)
     if not sat > 0:
         return sat, tuple(RouterLoad() for _ in LOAD_LEVELS)

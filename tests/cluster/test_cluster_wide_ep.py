@@ -139,3 +139,19 @@ def test_vectorised_evaluation_equals_each_scalar_one(work):
         one = kvmodel.evaluate(dataclasses.replace(c, hbm_cache_fraction=f), work)
         for name in ("ttft_s", "ttft_p99_s", "tpot_s", "served_rate_per_s", "cost_usd_per_h"):
             assert getattr(r, name)[i] == pytest.approx(getattr(one, name), rel=1e-9), name
+
+
+def test_load_aware_router_levels_are_the_dp_instance(work):
+    # a load-aware router's level loads come from the same instance the cluster evaluates:
+    # its saturation rate is the DP16/EP16 estimate's, not a plain TP1 instance's
+    from kvmodel.cluster._routing_load import level_loads
+    c = _no_cache(model="deepseek-v3", gpu="h100-sxm", instances=2, tp=1, attention_dp=True,
+                  ep=16, routing="least_loaded")
+    sat, _ = level_loads(c, work, 2)
+    want = estimate("deepseek-v3", "h100-sxm", tp=1, precision="fp8", attention_dp=True, ep=16,
+                    num_gpus=16, node="dgx-h100", input_len=round(work.input_len),
+                    output_len=round(work.output_len), request_rate=1e-6)
+    assert sat == pytest.approx(float(want.saturation_request_rate_per_s), rel=1e-12)
+    spec = _no_cache(model="deepseek-v3", gpu="h100-sxm", instances=2, tp=1, attention_dp=True,
+                     ep=16, routing="least_loaded", speculative={"method": "mtp", "k": 2})
+    assert level_loads(spec, work, 2)[0] != sat  # the speculative instance is another key

@@ -22,7 +22,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import ConnectorSpec, get_connector
-from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance._roofline import Setup, memoised, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
@@ -108,10 +108,12 @@ def on_distinct(f: Callable[[Any], Any], x):
 
 
 def _prefill_s(s: Setup, B, I, new):
-    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I)."""
+    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I),
+    memoised by value (:func:`~kvmodel.instance._roofline.memoised`)."""
     if xp.is_array(B, I):
-        return _prefill(s, B, I, new)[2]
-    return on_distinct(lambda v: _prefill(s, B, I, v)[2], new)
+        return memoised("prefill_s", s, (B, I, new), lambda: _prefill(s, B, I, new)[2])
+    return on_distinct(lambda v: memoised("prefill_s", s, (B, I, v),
+                                          lambda: _prefill(s, B, I, v)[2]), new)
 
 
 def _rows(I, P) -> bool:
@@ -165,7 +167,7 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
         t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
     else:  # stacked classes: the whole prompt and its uncached part in one roofline call
         ops_full = ops_new = None
-        t = _prefill(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))[2]
+        t = _prefill_s(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))
         t_full, t_new = t[:len(I)], t[len(I):]
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)

@@ -11,14 +11,16 @@ or numpy arrays (broadcast).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec
+from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import ModelSpec
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds"]
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
@@ -236,6 +238,72 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": s.overhead_s + logits * s.seq_s}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
     return ops, stage, latency
+
+
+_KEYED = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
+_BY_VALUE = (int, str, bool, type(None))  # keyed by type and value (1 == 1.0 == True)
+_MEMO_SIZE = 1024  # entries per memoised function and catalog (bounded in long searches)
+_MEMO_ELEMS = 4096  # largest array argument memoised
+
+
+def _setup_key(s: Setup):
+    """(values, objects) of ``s`` for :func:`memoised`, computed once per Setup: numbers by
+    value, specs by identity (the objects kept beside the entry, so a recycled id is
+    recognised); None where a field holds an array (then nothing is memoised)."""
+    key = s.__dict__.get("_memo_key", False)
+    if key is not False:
+        return key
+    vals: list = []
+    refs: list = []
+    for name in _KEYED:
+        v = getattr(s, name)
+        k = _arg_key(v)
+        if k is None and isinstance(v, np.ndarray):
+            vals = None
+            break
+        if k is None:
+            k = ("id", id(v))
+            refs.append(v)
+        vals.append(k)
+    key = None if vals is None else (tuple(vals), tuple(refs))
+    object.__setattr__(s, "_memo_key", key)
+    return key
+
+
+def _arg_key(v):
+    """A value key of a number (0.0 and -0.0 apart) or a small numpy array (dtype, shape,
+    bytes); None for anything else."""
+    if type(v) is float:
+        return v if v else repr(v)
+    if type(v) in _BY_VALUE:
+        return (type(v).__name__, v)
+    if isinstance(v, np.ndarray):  # (a large array: a vectorised evaluation, not kept)
+        return (v.dtype.str, v.shape, v.tobytes()) if v.size <= _MEMO_ELEMS else None
+    if isinstance(v, np.generic):
+        return (type(v).__name__, v.tobytes())
+    return None
+
+
+def _read_only(v):
+    if isinstance(v, np.ndarray):
+        v.flags.writeable = False  # a shared memo entry: no caller may change it in place
+    return v
+
+
+def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, a pure function of ``s`` and ``args`` (numbers or numpy arrays) giving a
+    number or an array, memoised in the active catalog under their values (a search's new
+    configurations that keep the model, GPU and parallelism reuse the same rooflines; the
+    very same numbers, computed once). Computed afresh where a Setup field is an array."""
+    skey = _setup_key(s)
+    akey = tuple([_arg_key(a) for a in args])
+    if skey is None or any(k is None for k in akey):
+        return compute()
+    refs, value = current().cached(name, (skey[0], akey),
+                                   lambda: (skey[1], _read_only(compute())), _MEMO_SIZE)
+    if refs is not skey[1] and any(a is not b for a, b in zip(refs, skey[1])):
+        return compute()  # an id of a former spec object
+    return value
 
 
 def label_bounds(ops: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -247,9 +247,9 @@ _MEMO_ELEMS = 4096  # largest array argument memoised
 
 
 def _setup_key(s: Setup):
-    """(values, objects) of ``s`` for :func:`memoised`, computed once per Setup: numbers by
-    value, specs by identity (the objects kept beside the entry, so a recycled id is
-    recognised); None where a field holds an array (then nothing is memoised)."""
+    """(values, objects) of ``s`` for :func:`memoised`, computed once per Setup: numbers and
+    small arrays by value, specs by identity (the objects kept beside the entry, so a recycled
+    id is recognised); None where a field holds a large array (then nothing is memoised)."""
     key = s.__dict__.get("_memo_key", False)
     if key is not False:
         return key
@@ -294,7 +294,8 @@ def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any]) -> An
     """``compute()``, a pure function of ``s`` and ``args`` (numbers or numpy arrays) giving a
     number or an array, memoised in the active catalog under their values (a search's new
     configurations that keep the model, GPU and parallelism reuse the same rooflines; the
-    very same numbers, computed once). Computed afresh where a Setup field is an array."""
+    very same numbers, computed once). Computed afresh where an argument or a Setup field is
+    a large array (a vectorised evaluation) or another kind of object."""
     skey = _setup_key(s)
     akey = tuple([_arg_key(a) for a in args])
     if skey is None or any(k is None for k in akey):

@@ -290,17 +290,19 @@ def _read_only(v):
     return v
 
 
-def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any]) -> Any:
+def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any],
+             extra: Any = ()) -> Any:
     """``compute()``, a pure function of ``s`` and ``args`` (numbers or numpy arrays) giving a
     number or an array, memoised in the active catalog under their values (a search's new
     configurations that keep the model, GPU and parallelism reuse the same rooflines; the
     very same numbers, computed once). Computed afresh where an argument or a Setup field is
-    a large array (a vectorised evaluation) or another kind of object."""
+    a large array (a vectorised evaluation) or another kind of object. ``extra``: a hashable
+    key of whatever else ``compute`` depends on, by value (None: compute afresh)."""
     skey = _setup_key(s)
     akey = tuple([_arg_key(a) for a in args])
-    if skey is None or any(k is None for k in akey):
+    if skey is None or extra is None or any(k is None for k in akey):
         return compute()
-    refs, value = current().cached(name, (skey[0], akey),
+    refs, value = current().cached(name, (skey[0], akey, extra),
                                    lambda: (skey[1], _read_only(compute())), _MEMO_SIZE)
     if refs is not skey[1] and any(a is not b for a, b in zip(refs, skey[1])):
         return compute()  # an id of a former spec object

@@ -11,6 +11,7 @@ or numpy arrays (broadcast).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -246,13 +247,17 @@ _MEMO_SIZE = 1024  # entries per memoised function and catalog (bounded in long 
 _MEMO_ELEMS = 4096  # largest array argument memoised
 
 
-def _setup_key(s: Setup):
-    """(values, objects) of ``s`` for :func:`memoised`, computed once per Setup: numbers and
-    small arrays by value, specs by identity (the objects kept beside the entry, so a recycled
-    id is recognised); None where a field holds a large array (then nothing is memoised)."""
-    key = s.__dict__.get("_memo_key", False)
-    if key is not False:
-        return key
+_TOKENS: dict = {}  # a Setup's values and spec ids -> the number standing for it in memo keys
+_TOKEN_COUNT = itertools.count()  # (never reused: a cleared table only costs misses)
+
+
+def _setup_token(s: Setup):
+    """The number standing for ``s``'s values in :func:`memoised` keys, kept on ``s``: numbers
+    and small arrays by value, specs by identity (the table holds them, so their ids stay
+    valid while it names them); None where a field holds a large array (nothing memoised)."""
+    tok = s.__dict__.get("_memo_token", False)
+    if tok is not False:
+        return tok
     vals: list = []
     refs: list = []
     for name in _KEYED:
@@ -265,9 +270,17 @@ def _setup_key(s: Setup):
             k = ("id", id(v))
             refs.append(v)
         vals.append(k)
-    key = None if vals is None else (tuple(vals), tuple(refs))
-    object.__setattr__(s, "_memo_key", key)
-    return key
+    tok = None
+    if vals is not None:
+        key = tuple(vals)
+        got = _TOKENS.get(key)
+        if got is None:
+            if len(_TOKENS) >= _MEMO_SIZE:
+                _TOKENS.clear()
+            got = _TOKENS[key] = (next(_TOKEN_COUNT), tuple(refs))
+        tok = got[0]
+    object.__setattr__(s, "_memo_token", tok)
+    return tok
 
 
 def _arg_key(v):
@@ -298,15 +311,11 @@ def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any],
     very same numbers, computed once). Computed afresh where an argument or a Setup field is
     a large array (a vectorised evaluation) or another kind of object. ``extra``: a hashable
     key of whatever else ``compute`` depends on, by value (None: compute afresh)."""
-    skey = _setup_key(s)
+    tok = _setup_token(s)
     akey = tuple([_arg_key(a) for a in args])
-    if skey is None or extra is None or any(k is None for k in akey):
+    if tok is None or extra is None or None in akey:
         return compute()
-    refs, value = current().cached(name, (skey[0], akey, extra),
-                                   lambda: (skey[1], _read_only(compute())), _MEMO_SIZE)
-    if refs is not skey[1] and any(a is not b for a, b in zip(refs, skey[1])):
-        return compute()  # an id of a former spec object
-    return value
+    return current().cached(name, (tok, akey, extra), lambda: _read_only(compute()), _MEMO_SIZE)
 
 
 def label_bounds(ops: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,12 +1,16 @@
 """roofline.memoised: a memo keyed by the Setup's and the arguments' values gives the very
 numbers it would compute, never another Setup's or argument's, and shares nothing writable."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from kvmodel.catalog.hardware import get_framework, get_gpu
-from kvmodel.catalog.models import ModelSpec
+from kvmodel.catalog.hardware import get_connector, get_framework, get_gpu
+from kvmodel.catalog.models import ModelSpec, get_model
+from kvmodel.instance._prefix import _load_seconds, load_seconds
 from kvmodel.instance._roofline import Setup, memoised, step_ops
+from kvmodel.tiers import node_tiers
 
 TOY = ModelSpec(key="toy", name="toy", hf_id="toy", attention="mha", hidden_size=1000,
                 num_layers=10, num_attention_heads=10, num_kv_heads=10, head_dim=100,
@@ -69,3 +73,19 @@ def test_entries_are_read_only_and_array_setups_keyed_by_value():
     assert prefill_s(setup(tp=np.array([1.0, 4.0])), 10.0)[1] == 1
     big = np.ones(5000)  # a vectorised evaluation's arrays are not kept
     assert prefill_s(setup(tp=big), 10.0)[1] == 1 and prefill_s(setup(tp=big), 10.0)[1] == 1
+
+
+def test_load_seconds_memo_follows_the_path_value():
+    s = setup(model=get_model("llama-3.1-70b"), tp=8)
+    tok = np.array([0.0, 2052.0, 8628.0])
+    conn = get_connector("ideal")
+    a = node_tiers("dgx-h100", dram_B=1e12)["dram"]
+    b = node_tiers("dgx-h100", dram_B=2e12)["dram"]  # another tier object, an equal path
+    slower = dataclasses.replace(a, path=dataclasses.replace(a.path,
+                                                             source_Bps=a.path.source_Bps / 4))
+    for tier in (a, b, slower, a):
+        got = load_seconds(s, tier, tok, "contiguous", 256.0, connector=conn)
+        want = _load_seconds(s, tier, "contiguous", conn, tok, 256.0, 1.0, None, 1.0)
+        assert got.tobytes() == want.tobytes()
+    assert (load_seconds(s, slower, tok, connector=conn)[1:]
+            > load_seconds(s, a, tok, connector=conn)[1:]).all()

@@ -3,7 +3,7 @@ simulator (``kvmodel.sim.simulate``) from 30 % to 95 % of the saturation rate th
 reports (``estimate(..., batch="max").saturation_request_rate_per_s``), on H100 SXM.
 
     python benchmarks/queue_vs_sim.py [--n 3000] [--seed 1] [--seeds 1] [--cases 0,4]
-                                      [--loads 0.85,0.9,0.95]
+                                      [--loads 0.85,0.9,0.95] [--skip 0.1] [--sat-n 12000]
 
 Cases: Llama-3.1-8B TP1 and Llama-3.1-70B TP8 with Poisson arrivals and fixed lengths, and an
 8K prefix cached in HBM (every prompt shares its first 8192 tokens; the simulator's LRU holds
@@ -56,14 +56,18 @@ def trace(n: int, lam: float, I: int, O: int, P: int, seed: int) -> Trace:
                  np.concatenate(chains).astype(np.int64), block_tokens=BLOCK)
 
 
-def row(model: str, tp: int, I: int, O: int, P: int, u: float, sat: float, n: int, seeds):
+def row(model: str, tp: int, I: int, O: int, P: int, u: float, sat: float, n: int, seeds,
+        skip: float = 0.0):
+    """Closed form / simulator for one point; the first ``skip`` of each run's requests (in
+    arrival order: the warm-up from an empty engine) are left out of the statistics."""
     lam = u * sat
     e = kvmodel.estimate(model, GPU, tp=tp, input_len=I, output_len=O, cached_prefix_len=P,
                          request_rate=lam)
     extra = dict(prefix_cache_blocks=P // BLOCK + 2) if P else {}
     runs = [simulate(model, GPU, trace(n, lam, I, O, P, k), tp=tp, **extra) for k in seeds]
-    ttft = np.concatenate([r.ttft_s for r in runs])
-    tpot = np.concatenate([r.tpot_s[r.output_len > 1] for r in runs])
+    k = int(skip * n)
+    ttft = np.concatenate([r.ttft_s[k:] for r in runs])
+    tpot = np.concatenate([r.tpot_s[k:][r.output_len[k:] > 1] for r in runs])
     pairs = ((e.ttft_s, ttft.mean()), (e.ttft_p99_s, np.quantile(ttft, 0.99)),
              (e.tpot_s, tpot.mean()))
     return " ".join(f"{a * 1e3:8.1f}/{b * 1e3:8.1f} {a / b - 1:+5.0%}" for a, b in pairs)
@@ -104,14 +108,18 @@ def main() -> None:
                     help="requests of each saturation run (the 70B batch holds ~1,200)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1, help="runs pooled per point")
+    ap.add_argument("--skip", type=float, default=0.0,
+                    help="share of each run's first requests left out (warm-up), in [0, 0.5)")
     ap.add_argument("--cases", type=_ints, default=list(range(len(CASES))),
                     help="comma-separated indices into CASES (default: all)")
     ap.add_argument("--loads", type=_floats, default=list(LOADS),
                     help="comma-separated fractions of the reported saturation rate")
     a = ap.parse_args()
+    if not 0.0 <= a.skip < 0.5:
+        ap.error(f"--skip {a.skip}: a share in [0, 0.5)")
     seeds = range(a.seed, a.seed + a.seeds)
     print(f"closed form / simulator (ms) and relative error, {GPU}, {a.n} requests x "
-          f"{a.seeds} run(s) per point")
+          f"{a.seeds} run(s) per point, first {a.skip:.0%} of each left out")
     print(f"{'case':<34}{'load':>5} {'mean TTFT':>22} {'p99 TTFT':>22} {'mean TPOT':>22}")
     for model, tp, I, O, P in (CASES[i] for i in a.cases):
         sat = kvmodel.estimate(model, GPU, tp=tp, input_len=I, output_len=O,
@@ -122,7 +130,7 @@ def main() -> None:
         print(f"{name}: simulator saturation / reported {poisson:.3f} (Poisson at "
               f"{SAT_OVERLOAD:g}x), {burst:.3f} (all at once)")
         for u in a.loads:
-            print(f"{name:<34}{u:5.2f} {row(model, tp, I, O, P, u, sat, a.n, seeds)}",
+            print(f"{name:<34}{u:5.2f} {row(model, tp, I, O, P, u, sat, a.n, seeds, a.skip)}",
                   flush=True)
 
 

@@ -264,13 +264,17 @@ def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
     finishes runs its prompt as whole chunks of n / k tokens beside the D = q·(O − 1)
     decoders, and the steps no chunk lands in decode only. Chunks come at x = q·k per step.
     With deterministic lengths a full batch keeps the step phases of the arrivals that first
-    filled its slots (Poisson), so a step carries a chunk with probability f = 1 − e^(−x) and
-    then x/f chunks on average, capped by the budget max_tokens − D (a budget-bound batch
-    fills every step): the open loop's busy-step law (:func:`kvmodel.instance._openloop.busy_share`
-    at λ·t = q). Mixing the two kinds, rather than spreading the prompt tokens evenly over the
-    steps, keeps the roofline's convexity: a lone chunk of a long prompt is compute-bound where
-    a few prompt tokens per step hide under the weight reads. Ops and period are the
-    f-weighted mean of the two kinds."""
+    filled its slots (Poisson: equal requests admitted together finish together, and the slots
+    they free are re-admitted together; filled all at once, as an offline batch, every cohort
+    is a full-budget step and the convex roofline makes the engine slower, 0.94 of this rate
+    for 8B 9216/128 with an 8K cached prefix in :mod:`kvmodel.sim`, while Poisson overload gets
+    1.00: ``benchmarks/queue_vs_sim.py``), so a step carries a chunk with probability
+    f = 1 − e^(−x) and then x/f chunks on average, capped by the budget max_tokens − D (a
+    budget-bound batch fills every step): the open loop's busy-step law
+    (:func:`kvmodel.instance._openloop.busy_share` at λ·t = q). Mixing the two kinds, rather
+    than spreading the prompt tokens evenly over the steps, keeps the roofline's convexity: a
+    lone chunk of a long prompt is compute-bound where a few prompt tokens per step hide under
+    the weight reads. Ops and period are the f-weighted mean of the two kinds."""
     f, busy, stage_b, dec, stage_d = _tm_kinds(s, I, O, bmax, max_tokens, n, c)
     ops = {op: {key: f * v + (1.0 - f) * dec[op][key] for key, v in vals.items()}
            for op, vals in busy.items()}

@@ -55,7 +55,7 @@ from kvmodel.instance._queueing import (
     sum_wait_law,
     wait_quantile,
 )
-from kvmodel.instance._roofline import Setup, label_bounds, step_ops
+from kvmodel.instance._roofline import Setup, label_bounds, memoised, step_ops
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
 from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
@@ -264,13 +264,25 @@ def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
     finishes runs its prompt as whole chunks of n / k tokens beside the D = q·(O − 1)
     decoders, and the steps no chunk lands in decode only. Chunks come at x = q·k per step.
     With deterministic lengths a full batch keeps the step phases of the arrivals that first
-    filled its slots (Poisson), so a step carries a chunk with probability f = 1 − e^(−x) and
-    then x/f chunks on average, capped by the budget max_tokens − D (a budget-bound batch
-    fills every step): the open loop's busy-step law (:func:`kvmodel.instance._openloop.busy_share`
-    at λ·t = q). Mixing the two kinds, rather than spreading the prompt tokens evenly over the
-    steps, keeps the roofline's convexity: a lone chunk of a long prompt is compute-bound where
-    a few prompt tokens per step hide under the weight reads. Ops and period are the
-    f-weighted mean of the two kinds."""
+    filled its slots (Poisson: equal requests admitted together finish together, and the slots
+    they free are re-admitted together; filled all at once, as an offline batch, every cohort
+    is a full-budget step and the convex roofline makes the engine slower, 0.94 of this rate
+    for 8B 9216/128 with an 8K cached prefix in :mod:`kvmodel.sim`, while Poisson overload gets
+    1.00: ``benchmarks/queue_vs_sim.py``), so a step carries a chunk with probability
+    f = 1 − e^(−x) and then x/f chunks on average, capped by the budget max_tokens − D (a
+    budget-bound batch fills every step): the open loop's busy-step law
+    (:func:`kvmodel.instance._openloop.busy_share` at λ·t = q). Mixing the two kinds, rather
+    than spreading the prompt tokens evenly over the steps, keeps the roofline's convexity: a
+    lone chunk of a long prompt is compute-bound where a few prompt tokens per step hide under
+    the weight reads. Ops and period are the f-weighted mean of the two kinds."""
+    f, busy, stage_b, dec, stage_d = _tm_kinds(s, I, O, bmax, max_tokens, n, c)
+    ops = {op: {key: f * v + (1.0 - f) * dec[op][key] for key, v in vals.items()}
+           for op, vals in busy.items()}
+    return ops, _tm_period(f, busy, stage_b, dec, stage_d)
+
+
+def _tm_kinds(s: Setup, I, O, bmax, max_tokens, n, c):
+    """(f, busy ops, busy stage, decode ops, decode stage) of :func:`_tm_step`."""
     _, k, q = _tm_batch(s, O, bmax, max_tokens, n)
     D = q * (O - 1.0)
     f, P = _ol.busy_share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
@@ -280,11 +292,19 @@ def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
     busy, stage_b, _ = step_ops(s, d + tok, d + m / k, tok * (I - n / 2.0), d * c,
                                 d * c + m * start, d + tok)
     dec, stage_d, _ = step_ops(s, d, d, 0.0, d * c, d * c, d)
-    ops = {op: {key: f * v + (1.0 - f) * dec[op][key] for key, v in vals.items()}
-           for op, vals in busy.items()}
-    period = (f * (stage_b + busy["framework"]["time_s"])
-              + (1.0 - f) * (stage_d + dec["framework"]["time_s"]))
-    return ops, period
+    return f, busy, stage_b, dec, stage_d
+
+
+def _tm_period(f, busy, stage_b, dec, stage_d):
+    """Mean period of throughput-max's steps (:func:`_tm_step`) from its two step kinds."""
+    return (f * (stage_b + busy["framework"]["time_s"])
+            + (1.0 - f) * (stage_d + dec["framework"]["time_s"]))
+
+
+def _tm_period_of(s: Setup, I, O, bmax, max_tokens, n, c):
+    """:func:`_tm_step`'s period alone (no merged op breakdown), memoised by value."""
+    return memoised("tm_period", s, (I, O, bmax, max_tokens, n, c),
+                    lambda: _tm_period(*_tm_kinds(s, I, O, bmax, max_tokens, n, c)))
 
 
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
@@ -295,10 +315,12 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
     B, _, q = _tm_batch(s, O, bmax, max_tokens, n)
     r = q / s.pp  # requests starting (and finishing) per stage period
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    if breakdown or xp.is_array(I, O, bmax, max_tokens, c):
+    if breakdown:
         ops, period = _tm_step(s, I, O, bmax, max_tokens, n, c)
+    elif xp.is_array(I, O, bmax, max_tokens, c):
+        ops, period = {}, _tm_period_of(s, I, O, bmax, max_tokens, n, c)
     else:
-        ops, period = {}, on_distinct(lambda v: _tm_step(s, I, O, bmax, max_tokens, v, c)[1], n)
+        ops, period = {}, on_distinct(lambda v: _tm_period_of(s, I, O, bmax, max_tokens, v, c), n)
     extra = {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(r * pre.loaded, r)  # r requests start their loads per step
@@ -760,7 +782,11 @@ def _checked_classes(classes, mode, P, tier) -> list:
     return check_classes(classes)
 
 
-_MIX_MEMO = 256  # prefix mixtures memoised per catalog (the configurations of a search)
+# prefix mixtures memoised per catalog: a rate sweep or bisection revisits one at once; each
+# entry keeps ~150 objects alive, and a few hundred (a search's new configurations) push them
+# all into the collector's oldest generation, whose full passes then cost more than the
+# rare revisit of an older configuration saves (NSGA-II, 1,000 trials: 15% of builds)
+_MIX_MEMO = 16
 _SETUP_FIELDS = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
 
 

@@ -16,13 +16,14 @@ concurrent loads share the path).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import ConnectorSpec, get_connector
-from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance._roofline import Setup, memoised, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
@@ -55,9 +56,42 @@ def load_seconds(s: Setup, tier: Tier, tokens, layout: str = "contiguous", block
                  compression=1.0, in_flight=None, connector: str | ConnectorSpec = "ideal",
                  requests=1.0):
     """Seconds for one GPU to bring ``tokens`` tokens of KV (of ``requests`` requests) from
-    ``tier`` into HBM; a per-layer layout posts one descriptor per block and layer."""
+    ``tier`` into HBM; a per-layer layout posts one descriptor per block and layer. Memoised
+    by value: a new configuration's tiers take equal paths at the same token counts."""
     if tier.path is None:
         return 0.0 * tokens
+    args = (tokens, block_tokens, compression, in_flight, requests)
+    return memoised("load_s", s, args, lambda: _load_seconds(s, tier, layout, connector, *args),
+                    _path_token(tier.path, layout, connector))
+
+
+_PATH_TOKENS: dict = {}  # (path, its links' ids) -> the number standing for it in memo keys
+_PATH_COUNT = itertools.count()  # (never reused: a cleared table only costs misses)
+
+
+def _path_token(path, layout: str, connector):
+    """Memo key of what a load takes from ``path``, ``layout`` and ``connector``: a number per
+    path value over the same link objects (a link's ``quantities`` take no part in equality;
+    the table holds the path, so the ids stay valid), kept on the path; None where a path or
+    connector is unhashable."""
+    try:
+        hash(connector)
+        tok = path.__dict__.get("_load_token_")
+        if tok is None:
+            key = (path, tuple(map(id, path.links)))
+            tok = _PATH_TOKENS.get(key)
+            if tok is None:
+                if len(_PATH_TOKENS) >= 4096:
+                    _PATH_TOKENS.clear()
+                tok = _PATH_TOKENS[key] = next(_PATH_COUNT)
+            object.__setattr__(path, "_load_token_", tok)
+        return (tok, layout, connector)
+    except (TypeError, AttributeError):  # (a path object of no __dict__)
+        return None
+
+
+def _load_seconds(s: Setup, tier: Tier, layout, connector, tokens, block_tokens, compression,
+                  in_flight, requests):
     per_tok = kv_bytes_per_token_gpu(s, compression)
     transfer = block_tokens * per_tok
     if layout == "per_layer":
@@ -108,10 +142,12 @@ def on_distinct(f: Callable[[Any], Any], x):
 
 
 def _prefill_s(s: Setup, B, I, new):
-    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I)."""
+    """Latency of :func:`_prefill` (on the distinct values of ``new`` for a scalar B and I),
+    memoised by value (:func:`~kvmodel.instance._roofline.memoised`)."""
     if xp.is_array(B, I):
-        return _prefill(s, B, I, new)[2]
-    return on_distinct(lambda v: _prefill(s, B, I, v)[2], new)
+        return memoised("prefill_s", s, (B, I, new), lambda: _prefill(s, B, I, new)[2])
+    return on_distinct(lambda v: memoised("prefill_s", s, (B, I, v),
+                                          lambda: _prefill(s, B, I, v)[2]), new)
 
 
 def _rows(I, P) -> bool:
@@ -165,7 +201,7 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
         t_full, t_new = _prefill_s(s, B, I, I), _prefill_s(s, B, I, I - P)
     else:  # stacked classes: the whole prompt and its uncached part in one roofline call
         ops_full = ops_new = None
-        t = _prefill(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))[2]
+        t = _prefill_s(s, B, np.concatenate([I, I]), np.concatenate([I, I - P]))
         t_full, t_new = t[:len(I)], t[len(I):]
     t_ld = load(P)
     mk_load = pipeline_makespan(t_ld, t_new, L)

@@ -11,14 +11,17 @@ or numpy arrays (broadcast).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import itertools
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec
+from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import ModelSpec
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds"]
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
@@ -240,6 +243,83 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": host}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
     return ops, stage, latency
+
+
+_KEYED = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
+_BY_VALUE = (int, str, bool, type(None))  # keyed by type and value (1 == 1.0 == True)
+_MEMO_SIZE = 1024  # entries per memoised function and catalog (bounded in long searches)
+_MEMO_ELEMS = 4096  # largest array argument memoised
+
+
+_TOKENS: dict = {}  # a Setup's values and spec ids -> the number standing for it in memo keys
+_TOKEN_COUNT = itertools.count()  # (never reused: a cleared table only costs misses)
+
+
+def _setup_token(s: Setup):
+    """The number standing for ``s``'s values in :func:`memoised` keys, kept on ``s``: numbers
+    and small arrays by value, specs by identity (the table holds them, so their ids stay
+    valid while it names them); None where a field holds a large array (nothing memoised)."""
+    tok = s.__dict__.get("_memo_token", False)
+    if tok is not False:
+        return tok
+    vals: list = []
+    refs: list = []
+    for name in _KEYED:
+        v = getattr(s, name)
+        k = _arg_key(v)
+        if k is None and isinstance(v, np.ndarray):
+            vals = None
+            break
+        if k is None:
+            k = ("id", id(v))
+            refs.append(v)
+        vals.append(k)
+    tok = None
+    if vals is not None:
+        key = tuple(vals)
+        got = _TOKENS.get(key)
+        if got is None:
+            if len(_TOKENS) >= _MEMO_SIZE:
+                _TOKENS.clear()
+            got = _TOKENS[key] = (next(_TOKEN_COUNT), tuple(refs))
+        tok = got[0]
+    object.__setattr__(s, "_memo_token", tok)
+    return tok
+
+
+def _arg_key(v):
+    """A value key of a number (0.0 and -0.0 apart) or a small numpy array (dtype, shape,
+    bytes); None for anything else."""
+    if type(v) is float:
+        return v if v else repr(v)
+    if type(v) in _BY_VALUE:
+        return (type(v).__name__, v)
+    if isinstance(v, np.ndarray):  # (a large array: a vectorised evaluation, not kept)
+        return (v.dtype.str, v.shape, v.tobytes()) if v.size <= _MEMO_ELEMS else None
+    if isinstance(v, np.generic):
+        return (type(v).__name__, v.tobytes())
+    return None
+
+
+def _read_only(v):
+    if isinstance(v, np.ndarray):
+        v.flags.writeable = False  # a shared memo entry: no caller may change it in place
+    return v
+
+
+def memoised(name: str, s: Setup, args: tuple, compute: Callable[[], Any],
+             extra: Any = ()) -> Any:
+    """``compute()``, a pure function of ``s`` and ``args`` (numbers or numpy arrays) giving a
+    number or an array, memoised in the active catalog under their values (a search's new
+    configurations that keep the model, GPU and parallelism reuse the same rooflines; the
+    very same numbers, computed once). Computed afresh where an argument or a Setup field is
+    a large array (a vectorised evaluation) or another kind of object. ``extra``: a hashable
+    key of whatever else ``compute`` depends on, by value (None: compute afresh)."""
+    tok = _setup_token(s)
+    akey = tuple([_arg_key(a) for a in args])
+    if tok is None or extra is None or None in akey:
+        return compute()
+    return current().cached(name, (tok, akey, extra), lambda: _read_only(compute()), _MEMO_SIZE)
 
 
 def label_bounds(ops: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -248,7 +248,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
 _KEYED = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
 _BY_VALUE = (int, str, bool, type(None))  # keyed by type and value (1 == 1.0 == True)
 _MEMO_SIZE = 1024  # entries per memoised function and catalog (bounded in long searches)
-_MEMO_ELEMS = 4096  # largest array argument memoised
+_MEMO_ELEMS = 256  # largest array memoised (stacked classes; a grid's arrays are not kept)
 
 
 _TOKENS: dict = {}  # a Setup's values and spec ids -> the number standing for it in memo keys

@@ -110,7 +110,7 @@ __all__ = ["Cluster", "PoolSpec", "P2PSpec", "Workload", "ClusterResult", "evalu
            "load_cluster_config", "layout", "kv_precision", "kv_capacity_tokens", "cost_per_hour",
            "inclusive_tiers", "tier_utilisation", "tier_traffic", "meets_slo", "max_rate_at_slo",
            "TTFT_PERCENTILES", "TPOT_PERCENTILES", "snapshot_grid", "block_bytes",
-           "gpus_per_instance"]
+           "gpus_per_instance", "parallel_kw"]
 
 # policy names come from the registries of kvmodel.policies (routing, eviction, P2P placement,
 # sharing); each entry names the closed form evaluate() uses for it (ClusterResult.closed_forms)
@@ -598,7 +598,7 @@ def _nodes_per_instance(c: Cluster, node) -> int:
     return max(1, math.ceil(c.ep / node.gpus_per_node))
 
 
-def _parallel_kw(c: Cluster) -> dict[str, Any]:
+def parallel_kw(c: Cluster) -> dict[str, Any]:
     """``estimate`` keyword arguments of DP attention, expert parallelism and speculative
     decoding ({} for plain TP instances: the calls stay as before)."""
     kw: dict[str, Any] = {}
@@ -614,7 +614,7 @@ def _parallel_kw(c: Cluster) -> dict[str, Any]:
 def _instance_kw(c: Cluster) -> dict[str, Any]:
     """Every ``estimate`` keyword argument of an instance beyond model, GPU, TP, precision,
     lengths and load: its connector, DP attention / EP and speculative decoding."""
-    return {**_connector_kw(c), **_parallel_kw(c)}
+    return {**_connector_kw(c), **parallel_kw(c)}
 
 
 # ---- policies --------------------------------------------------------------------------------
@@ -853,7 +853,7 @@ def kv_capacity_tokens(model: str, gpu: str, tp: int, precision: str, input_len:
                        output_len: int, framework: str = "tensorrt-llm", **parallel) -> float:
     """KV-cache capacity (tokens) of one instance (of one attention rank with DP attention);
     ValueError when the instance is infeasible. ``parallel``: DP attention / EP / speculative
-    ``estimate`` arguments (:func:`_parallel_kw`). Memoised in the active catalog (a new
+    ``estimate`` arguments (:func:`parallel_kw`). Memoised in the active catalog (a new
     catalog, e.g. another calibration, starts afresh)."""
     key = (model, gpu, tp, precision, input_len, output_len, framework)
     if parallel:
@@ -866,7 +866,7 @@ def _instance_kv_tokens(c: Cluster, w: Workload) -> float:
     """KV-cache capacity (tokens) of one of the cluster's instances: all its attention ranks."""
     return _ranks(c) * kv_capacity_tokens(c.model, c.gpu, c.tp, c.precision,
                                           round(w.input_len), round(w.output_len), c.framework,
-                                          **_parallel_kw(c))
+                                          **parallel_kw(c))
 
 
 def _kv_capacity(model, gpu, tp, precision, I, O, framework, **parallel) -> float:
@@ -1054,7 +1054,7 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,
-                 prefix_classes=[(1.0, I - 1, "hbm")], **_parallel_kw(c))
+                 prefix_classes=[(1.0, I - 1, "hbm")], **parallel_kw(c))
     # handed-off KV: each request's own, never floored to a hybrid model's snapshot grid, and
     # not a shared prefix partition of the decode GPU's KV pool (a plain cached_prefix_len is)
     return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}

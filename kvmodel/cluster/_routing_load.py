@@ -68,8 +68,8 @@ def params_text(c: Any) -> str:
 def _instance(c: Any, w: Any) -> tuple[tuple, dict]:
     """(hashable key, DP attention / EP / speculative ``estimate`` arguments) of the instance
     the level loads are computed for (mappings keyed as sorted items)."""
-    from kvmodel.cluster import _parallel_kw  # the cluster package imports this module
-    par = _parallel_kw(c)
+    from kvmodel.cluster import parallel_kw  # the cluster package imports this module
+    par = parallel_kw(c)
     disagg = bool(c.prefill_instances)
     return (c.model, c.gpu, c.tp, c.precision, c.framework, round(w.input_len),
             1 if disagg else round(w.output_len),

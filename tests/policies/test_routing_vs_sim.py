@@ -1,0 +1,87 @@
+"""Conformance of every registered router (kvmodel.policies.ROUTING): the closed form
+(kvmodel.evaluate) against the simulator running the exact rule (kvmodel.sim.simulate).
+
+Settings chosen before measuring: Llama-3.1-8B bf16 TP1 on H100, 4 instances, a 64 GB DRAM
+prefix cache per instance (no HBM share, no SSD), the bundled Mooncake conversation trace
+(12,031 requests) with seeded Poisson arrivals at 50 % of round robin's saturation rate.
+Bars (issue 13): hit ratio within 0.02, mean TTFT within 20 %, p99 TTFT within 35 %.
+The cells that miss a bar are strict xfails with the error measured when the file was written
+(closed / sim - 1); a cell that starts to pass fails the suite, so the list stays honest."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import kvmodel
+from kvmodel.cluster import max_rate_at_slo
+from kvmodel.policies import ROUTING
+from kvmodel.sim import simulate
+
+pytestmark = pytest.mark.slow
+
+M, G, N, DRAM_B, LOAD = "llama-3.1-8b", "h100-sxm", 4, 64e9, 0.5
+HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
+# router -> (metric, measured closed/sim - 1) for cells that miss the bar at LOAD
+MISSES = {("random", "mean"): -0.37, ("random", "p99"): -0.42,
+          ("least_loaded", "p99"): -0.37, ("sglang", "mean"): +0.27,
+          ("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
+
+
+def _cluster(routing: str) -> kvmodel.Cluster:
+    return kvmodel.Cluster(M, G, instances=N, tp=1, precision="bf16", routing=routing,
+                           hbm_cache_fraction=0.0, dram_B=DRAM_B, ssd_B=0.0)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """(workload at LOAD x saturation, the same trace with seeded Poisson arrivals, blocks)."""
+    w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"))
+    sat = float(max_rate_at_slo(_cluster("round_robin"), w.with_rate(N), ttft_slo_s=1e9,
+                                tpot_slo_s=1e9))
+    rate = LOAD * sat
+    gaps = np.random.default_rng(0).exponential(1.0 / rate, len(w.trace))
+    trace = dataclasses.replace(w.trace, arrival_s=np.cumsum(gaps) - gaps[0])
+    block_B = w.trace.block_tokens * kvmodel.get_model(M).kv_bytes_per_token("bf16")
+    return w.with_rate(rate), trace, int(DRAM_B / block_B)
+
+
+_cache: dict = {}
+
+
+def _pair(setting, routing: str):
+    """(closed-form result, simulator result) of one router, computed once."""
+    if routing not in _cache:
+        w, trace, blocks = setting
+        _cache[routing] = (kvmodel.evaluate(_cluster(routing), w),
+                           simulate(M, G, trace, instances=N, tp=1, precision="bf16",
+                                    routing=routing, prefix_cache_blocks=blocks,
+                                    cache_tier="dram"))
+    return _cache[routing]
+
+
+def _cells(metric: str):
+    out = []
+    for r in ROUTING:
+        miss = MISSES.get((r, metric))
+        marks = [pytest.mark.xfail(strict=True, reason=f"measured {miss:+.2f}")] if miss else []
+        out.append(pytest.param(r, marks=marks, id=r))
+    return out
+
+
+@pytest.mark.parametrize("routing", list(ROUTING))
+def test_hit_ratio_matches_the_simulator(setting, routing):
+    x, s = _pair(setting, routing)
+    assert abs(sum(x.hit_ratio.values()) - s.hit_ratio) <= HIT_TOL
+
+
+@pytest.mark.parametrize("routing", _cells("mean"))
+def test_mean_ttft_matches_the_simulator(setting, routing):
+    x, s = _pair(setting, routing)
+    assert abs(x.ttft_s / s.ttft_mean_s - 1) <= MEAN_TOL, (x.ttft_s, s.ttft_mean_s)
+
+
+@pytest.mark.parametrize("routing", _cells("p99"))
+def test_p99_ttft_matches_the_simulator(setting, routing):
+    x, s = _pair(setting, routing)
+    assert abs(x.ttft_p99_s / s.ttft_p99_s - 1) <= P99_TOL, (x.ttft_p99_s, s.ttft_p99_s)

@@ -9,7 +9,7 @@ import pytest
 
 import kvmodel
 from kvmodel import Cluster, PoolSpec, Workload, estimate, get_node
-from kvmodel.cluster import _instance_kv_tokens, parallel_kw, _sharing, tier_traffic
+from kvmodel.cluster import _instance_kv_tokens, _sharing, parallel_kw, tier_traffic
 from kvmodel.workload import placement
 
 

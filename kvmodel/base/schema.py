@@ -199,6 +199,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "linear_conv_kernel_dim": _i(required=False),
         "index_head_dim": _i(required=False), "index_n_heads": _i(required=False),
         "index_topk": _i(required=False),
+        # multi-token-prediction layers beside num_layers (config num_nextn_predict_layers)
+        "mtp_layers": _i(required=False, positive=False),
         # precision of the linear-attention recurrent state the config names (mamba_ssm_dtype)
         "mamba_ssm_dtype": _s(required=False, choices=("fp32", "bf16", "fp16")),
         "note": _s(required=False),

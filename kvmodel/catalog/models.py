@@ -151,6 +151,10 @@ class ModelSpec:
     index_n_heads: int = 0
     index_topk: int = 0
     mamba_ssm_dtype: str = ""
+    #: multi-token-prediction (MTP) layers shipped beside the main stack (config.json
+    #: ``num_nextn_predict_layers`` / ``mtp_num_hidden_layers`` / ``num_mtp_modules``; not in
+    #: ``num_layers``); 0: the model has no MTP heads (speculative ``method="mtp"`` is refused)
+    mtp_layers: int = 0
     source: str = ""
     aliases: tuple[str, ...] = ()
 
@@ -656,6 +660,10 @@ def _first(cfg: Mapping[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
+#: config.json spellings of the MTP layer count (DeepSeek / GLM / Kimi, Qwen3-Next / 3.5, MiniMax)
+_MTP_KEYS = ("num_nextn_predict_layers", "mtp_num_hidden_layers", "num_mtp_modules")
+
+
 def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
     mtype = str(cfg.get("model_type", ""))
     h = _first(cfg, "hidden_size", "n_embd", "d_model")
@@ -679,6 +687,7 @@ def _hf_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "vocab_size": cfg["vocab_size"], "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "mlp": "plain" if mtype in _PLAIN_MLP_TYPES else "gated",
         "attention": "mha" if kv == nh else ("mqa" if kv == 1 else "gqa"),
+        "mtp_layers": int(_first(cfg, *_MTP_KEYS, default=0)),
     }
     if cfg.get("kv_lora_rank"):
         f.update(attention="mla", num_kv_heads=nh, kv_lora_rank=cfg["kv_lora_rank"],

@@ -83,6 +83,7 @@ from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, wi
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
+from kvmodel.instance._speculative import check_model as _speculative_model
 from kvmodel.instance._speculative import speculative_arg as _speculative_arg
 from kvmodel.instance._wide_ep import wide_ep_arg as _wide_ep_arg
 from kvmodel.instance.seam import params as _params
@@ -217,7 +218,8 @@ class Cluster:
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
         local SSD, bytes (None: the instance's share of its node's DRAM / NVMe; 0: no tier).
-      nic: link key of each node's NICs (None: the node template's).
+      nic: link key of each node's NICs (None: the node template's); with DP attention also
+        the NICs of the wide-EP all-to-all.
       pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).
       framework: serving framework key (step overheads), every instance.
       eviction: prefix-cache eviction/admission policy: a name of
@@ -568,7 +570,7 @@ def _check_parallel(c: Cluster) -> None:
                          f"split inside the TP group); attention_dp=True for a wider EP group")
     if c.speculative is not None:
         try:
-            _speculative_arg(c.speculative, _params())
+            _speculative_model(_speculative_arg(c.speculative, _params()), get_model(c.model))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Cluster.speculative={c.speculative!r}: {exc}") from None
 
@@ -598,12 +600,36 @@ def _nodes_per_instance(c: Cluster, node) -> int:
     return max(1, math.ceil(c.ep / node.gpus_per_node))
 
 
-def parallel_kw(c: Cluster) -> dict[str, Any]:
+def _nodes(c: Cluster, node, per_node: int) -> int:
+    """Nodes of the whole cluster: its instances packed ``per_node`` to a node, an instance
+    wider than a node (a DP-attention EP group) on :func:`_nodes_per_instance` nodes."""
+    return math.ceil(_instances_total(c) / per_node) * _nodes_per_instance(c, node)
+
+
+def _dp_node(c: Cluster, gpu: str | None = None):
+    """Node template of a DP-attention instance on ``gpu`` (None: the cluster's ``gpu``): the
+    cluster's node when it holds that GPU, else the GPU's first template (a P/D decode pool on
+    ``decode_gpu``); with ``Cluster.nic`` set, the template with that NIC link (a spec object,
+    which ``estimate(node=...)`` takes as is)."""
+    key = layout(c)[0]
+    if gpu is not None and get_node(key).gpu != gpu:
+        key = default_node_for_gpu(gpu)
+        if key is None:
+            raise ValueError(f"Cluster.decode_gpu={gpu!r}: no node template has this GPU (DP "
+                             f"attention needs its GPUs per node and NICs); "
+                             f"see kvmodel hardware node")
+    if c.nic is None:
+        return key
+    return dataclasses.replace(get_node(key), nic_link=c.nic)
+
+
+def parallel_kw(c: Cluster, gpu: str | None = None) -> dict[str, Any]:
     """``estimate`` keyword arguments of DP attention, expert parallelism and speculative
-    decoding ({} for plain TP instances: the calls stay as before)."""
+    decoding on ``gpu`` (None: the cluster's; {} for plain TP instances: the calls stay as
+    before)."""
     kw: dict[str, Any] = {}
     if _dp_on(c):
-        kw.update(attention_dp=c.attention_dp, ep=c.ep, num_gpus=c.ep, node=layout(c)[0])
+        kw.update(attention_dp=c.attention_dp, ep=c.ep, num_gpus=c.ep, node=_dp_node(c, gpu))
     elif c.ep > 1:
         kw["ep"] = c.ep
     if c.speculative is not None:
@@ -799,7 +825,8 @@ def _p2p_shares(c: Cluster, w: Workload, n: int, h_hbm):
 def _pool_curve(c: Cluster, w: Workload, cap_blocks, n: int):
     """Hit ratio of the pools at ``cap_blocks`` per pool: one global LRU (scope cluster), or
     one pool per rack, the racks playing the routing's instances (scope rack)."""
-    racks = _sharing.pool_racks(c, math.ceil(_instances_total(c) / layout(c)[3]))
+    _, node, _, per_node = layout(c)
+    racks = _sharing.pool_racks(c, _nodes(c, node, per_node))
     if racks == 1:
         h = _curve(w, cap_blocks, 1, "single", c.epsilon, c.eviction)
     else:
@@ -935,7 +962,8 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
 
 def _pool_kw(c: Cluster, w: Workload, hits, block_B: float, n: int) -> dict[str, Any]:
     """Pools in the cluster (``racks``) and the pool hit ratio its DRAM serves."""
-    nodes = math.ceil(_instances_total(c) / layout(c)[3])
+    _, node, _, per_node = layout(c)
+    nodes = _nodes(c, node, per_node)
     h_prev = sum(v for k, v in hits.items() if k != "pool")
     h_dram = _pool_curve(c, w, c.pool.servers * c.pool.dram_B / block_B, n)
     return dict(racks=_sharing.pool_racks(c, nodes), h_pool_dram=xp.maximum(h_dram - h_prev, 0.0))
@@ -1054,7 +1082,7 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,
-                 prefix_classes=[(1.0, I - 1, "hbm")], **parallel_kw(c))
+                 prefix_classes=[(1.0, I - 1, "hbm")], **parallel_kw(c, dgpu))
     # handed-off KV: each request's own, never floored to a hybrid model's snapshot grid, and
     # not a shared prefix partition of the decode GPU's KV pool (a plain cached_prefix_len is)
     return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}
@@ -1119,8 +1147,8 @@ def cost_per_hour(c: Cluster) -> Any:
 
 
 def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
-    n = (c.prefill_instances + c.decode_instances) or c.instances
-    nodes = math.ceil(n / per_node) * _nodes_per_instance(c, node)
+    n = _instances_total(c)
+    nodes = _nodes(c, node, per_node)
     hours = get_calibration()["hardware_amortization"].si
     dollars = nodes * node.price_per_s * 3600.0
     if xp.is_array(c.cxl_B) or c.cxl_B:  # arrays add 0 where there is no CXL
@@ -1354,9 +1382,10 @@ def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit:
                        ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
     tok = _instance_kv_tokens(c, w)
     tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
-    chain = [Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node, None)]
+    span = _nodes_per_instance(c, node)  # a DP instance's HBM is spread over its nodes
+    chain = [Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node / span, None)]
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
-    nodes = math.ceil(((c.prefill_instances + c.decode_instances) or c.instances) / per_node)
+    nodes = _nodes(c, node, per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes
     block_B = block_bytes(c, w)
     return place(w.profile, chain, block_bytes=block_B, block_rate=rate,

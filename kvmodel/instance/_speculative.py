@@ -37,8 +37,8 @@ from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance._roofline import Setup, memory_per_gpu, step_ops
 from kvmodel.instance.seam import kv_per_seq, num
 
-__all__ = ["Speculative", "speculative_arg", "expected_tokens", "plan", "apply", "METHODS",
-           "FORMULA"]
+__all__ = ["Speculative", "speculative_arg", "mtp_layers", "check_model", "expected_tokens",
+           "plan", "apply", "METHODS", "FORMULA"]
 
 METHODS = ("mtp", "draft")
 _KEYS = ("method", "k", "acceptance", "draft_model", "mtp_layers")
@@ -50,13 +50,14 @@ FORMULA = ("E[tokens] = (1 - a^(k+1)) / (1 - a); TPOT factor = (t_verify(k+1 tok
 @dataclass(frozen=True)
 class Speculative:
     """A speculative-decoding configuration (see the module docstring). ``acceptance`` may
-    be None for ``mtp``: the catalog's ``mtp_acceptance`` (DeepSeek-V3's published rate)."""
+    be None for ``mtp``: the catalog's ``mtp_acceptance`` (DeepSeek-V3's published rate).
+    ``mtp_layers`` None: the model's own MTP layer count (:func:`mtp_layers`)."""
 
     method: str = "mtp"
     k: int = 1
     acceptance: Any = None
     draft_model: str | ModelSpec | None = None
-    mtp_layers: int = 1
+    mtp_layers: int | None = None
 
 
 def expected_tokens(acceptance, k):
@@ -91,8 +92,32 @@ def speculative_arg(spec: Any, cal: Mapping[str, float]) -> Speculative | None:
     if (spec.method == "draft") != (spec.draft_model is not None):
         raise ValueError(f"speculative draft_model={spec.draft_model!r}: method 'draft' needs a "
                          "draft model name, method 'mtp' takes none")
-    layers = num("speculative mtp_layers", spec.mtp_layers, maximum=8)
+    layers = spec.mtp_layers
+    if layers is not None:
+        layers = num("speculative mtp_layers", layers, maximum=8)
     return dataclasses.replace(spec, k=k, acceptance=acc, mtp_layers=layers)
+
+
+def mtp_layers(spec: Speculative, m: ModelSpec) -> int:
+    """MTP layers ``spec`` runs on model ``m``: its ``mtp_layers``, else the model's count;
+    ValueError when ``m`` has no MTP layers or fewer than asked."""
+    have = m.mtp_layers
+    if have <= 0:
+        raise ValueError(f"speculative method='mtp' on model {m.key!r}: the model has no MTP "
+                         f"layers (mtp_layers=0, config.json num_nextn_predict_layers); use "
+                         f"method 'draft' with a draft_model, or a model with MTP heads")
+    want = have if spec.mtp_layers is None else spec.mtp_layers
+    if want > have:
+        raise ValueError(f"speculative mtp_layers={want}: model {m.key!r} ships {have} MTP "
+                         f"layer(s); allowed: 1..{have}")
+    return int(want)
+
+
+def check_model(spec: Speculative | None, m: ModelSpec) -> Speculative | None:
+    """``spec`` (checked by :func:`speculative_arg`) with ``mtp_layers`` resolved on ``m``."""
+    if spec is None or spec.method != "mtp":
+        return spec
+    return dataclasses.replace(spec, mtp_layers=mtp_layers(spec, m))
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,7 @@ def plan(spec: Speculative, s: Setup, make_setup) -> Plan:
         raise ValueError(f"pp={s.pp}: speculative decoding is modelled with pp=1 only")
     m = s.model
     if spec.method == "mtp":
+        spec = check_model(spec, m)
         d = _mtp_setup(s, spec.mtp_layers)
         heads = 1.0 if m.tie_word_embeddings else 2.0
         proj = 2.0 * m.hidden_size * m.hidden_size * d.proj_B  # eh_proj, per GPU (replicated)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kvmodel.base import xp as xp
-from kvmodel.catalog.hardware import GPUSpec, get_link, get_node
+from kvmodel.catalog.hardware import GPUSpec, NodeSpec, get_link, get_node
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 from kvmodel.instance.seam import num
 from kvmodel.tiers import default_node_for_gpu
@@ -142,10 +142,11 @@ def wide_parallelism(m: ModelSpec, tp, pp, ep, num_gpus):
     return tp, pp, ep, ngpu, ngpu / tp
 
 
-def wide_ep(g: GPUSpec, ep, node: str | None, opts: Mapping[str, str],
+def wide_ep(g: GPUSpec, ep, node: "str | NodeSpec | None", opts: Mapping[str, str],
             cal: Mapping[str, float], act_B: float) -> WideEP:
-    """The all-to-all constants of an EP group of ``ep`` GPUs of ``g`` on ``node`` (default:
-    the first node template built from the GPU)."""
+    """The all-to-all constants of an EP group of ``ep`` GPUs of ``g`` on ``node``, a node key
+    or a :class:`NodeSpec` (e.g. a template with another ``nic_link``, as a Cluster's ``nic``
+    builds it; default: the first node template built from the GPU)."""
     key = node if node is not None else default_node_for_gpu(g.key)
     if key is None:
         raise ValueError(f"attention_dp: no node template has gpu {g.key!r}; pass node= a node "

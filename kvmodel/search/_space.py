@@ -503,6 +503,24 @@ def _check_cross(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
             raise SpaceError(f"{where}: dimension {k!r} must be fixed or searched")
     _check_routing_params(dims, fixed, where)
     _check_spec_dims(dims, fixed, where)
+    _check_mtp(dims, fixed, where)
+
+
+def _check_mtp(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:
+    """spec_method ``mtp`` only with models that ship MTP layers (``ModelSpec.mtp_layers``):
+    every model it can be on with (the ``when`` of spec_method, else all of the space's)."""
+    from kvmodel.catalog.models import get_model
+    d = next((x for x in dims if x.name == "spec_method"), None)
+    if "mtp" not in ((fixed.get("spec_method"),) if d is None else tuple(d.choices or ())):
+        return
+    md = next((x for x in dims if x.name == "model"), None)
+    models = [fixed["model"]] if "model" in fixed else list(md.choices or ()) if md else []
+    allowed = dict(d.when).get("model") if d is not None else None
+    none = [m for m in (allowed or models) if not get_model(m).mtp_layers]
+    if none:
+        raise SpaceError(f"{where}: spec_method 'mtp' needs a model with MTP layers "
+                         f"(mtp_layers > 0); {none} have none: make spec_method conditional "
+                         f"on the MTP models (when = {{ model = [...] }}) or drop 'mtp'")
 
 
 def _check_spec_dims(dims: tuple[Dim, ...], fixed: dict, where: str) -> None:

@@ -11,7 +11,7 @@ TTFT itself: monotone on a synthetic trace and on the Mooncake trace (DRAM x SSD
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as hs
 
 import kvmodel
@@ -46,6 +46,8 @@ cum_hits = hs.lists(hs.floats(0.0, 1.0), min_size=len(LEVELS), max_size=len(LEVE
 
 
 @settings(max_examples=300, deadline=None)
+@example(a=np.array([0.0, 0.0, 0.0, 1.0 / 3.0, 1.0]), grow=np.zeros(5), r=0.9999999999999999,
+         frac=0.02, I=64.0)  # floor(62.99999999999999) = 62: one token short by 1e-14
 @given(a=cum_hits, grow=cum_hits, r=hs.floats(0.05, 1.0), frac=hs.floats(0.02, 1.0),
        I=hs.floats(64.0, 20000.0))
 def test_more_hits_never_hold_less_in_the_fast_levels(a, grow, r, frac, I):
@@ -63,7 +65,8 @@ def test_more_hits_never_hold_less_in_the_fast_levels(a, grow, r, frac, I):
     # the mean cached tokens are the cluster's H·I (less what no request can hold)
     mean_b = sum(float(p) * float(n) for p, n, _ in cb)
     assert mean_b <= b[-1] * I + 1e-6 * I
-    assert mean_b >= min(b[-1] * I, r * (I - 1.0)) - 1.0
+    # floor() of the lengths loses under one token; rounding of r*(I-1) adds ~1e-14
+    assert mean_b >= min(b[-1] * I, r * (I - 1.0)) - 1.0 - 1e-9 * I
 
 
 @pytest.mark.parametrize("trace", ["mooncake", "synthetic"])

@@ -72,7 +72,7 @@ __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "rou
            "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats"]
 
 # utilisation levels (offered load / saturation rate of an instance) the load is quantised to
-LOAD_LEVELS = (0.05, 0.25, 0.5, 0.7, 0.85, 0.95)
+LOAD_LEVELS = (0.05, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
 
 @dataclass(frozen=True)

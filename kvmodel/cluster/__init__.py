@@ -31,7 +31,8 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
    multi-turn sessions (``Workload.session_mode="closed"``): :mod:`kvmodel.cluster._workloads`
    (colocated clusters, scalar fields; ``ClusterResult.workload`` reports what they derive).
-4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media (+ servers and ports at
+4. **Cost.** Nodes at their $/h (``ClusterResult.nodes``; a P/D decode pool on another GPU
+   on its own node template), extra DRAM/CXL/SSD and pool media (+ servers and ports at
    the user's prices) amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 
@@ -202,7 +203,9 @@ class Cluster:
       precision: weight precision (fp16, bf16, fp8, ...), every instance.
       prefill_instances, decode_instances: > 0 both: P/D disaggregation with that many
         instances of each role in the cluster (``instances`` is then ignored).
-      decode_gpu: GPU key of the decode instances (None: ``gpu``).
+      decode_gpu: GPU key of the decode instances (None: ``gpu``). Another GPU than ``gpu``
+        puts the decode pool on that GPU's first node template, counted and priced apart
+        (whole nodes; the KV handoff then crosses the NICs).
       sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
       routing: request routing policy, cluster-wide: a name of ``kvmodel.policies.ROUTING``
         or a policy object (``kvmodel.make_policy(...)``). The closed form of each name is in
@@ -217,7 +220,9 @@ class Cluster:
       node: node template key (None: the default node for ``gpu``).
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
-        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe; 0: no tier).
+        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe, or every
+        node's it spans for a DP-attention group wider than a node; 0: no tier). DRAM and
+        SSD beyond the node template's are bought (``cost_usd_per_h``).
       nic: link key of each node's NICs (None: the node template's); with DP attention also
         the NICs of the wide-EP all-to-all.
       pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).

@@ -165,3 +165,15 @@ def test_rack_pools_count_the_prefill_nodes_of_a_separate_decode_pool(work):
     pools = cl._sharing.pool_cost_per_hour(c, 2, hours)
     assert pools == pytest.approx(2 * cl._sharing.pool_cost_per_hour(c, 1, hours))
     assert r.cost_usd_per_h == pytest.approx(2 * 55.04 + 3 * 42.0 + pools)
+
+
+def test_search_per_node_capacities_cover_every_node_of_a_wide_instance():
+    from kvmodel.search._objectives import _cluster_kwargs
+    base = {"model": "deepseek-v3", "gpu": "h100-sxm", "tp": 1, "instances": 2,
+            "dram_GB_per_node": 1000.0, "ssd_TB_per_node": 10.0}
+    kw, _ = _cluster_kwargs(base | {"attention_dp": True, "ep": 16})
+    # 1,000 GB per node on both nodes of an EP16 instance: 2 TB per instance, 1 TB per node
+    assert (kw["dram_B"], kw["ssd_B"]) == (2e12, 20e12)
+    assert cl._tiers(Cluster(**kw), "dgx-h100", 1)["dram"].capacity_B == 1e12
+    kw, _ = _cluster_kwargs(base | {"attention_dp": True, "ep": 4})  # 2 per node: half each
+    assert (kw["dram_B"], kw["ssd_B"]) == (500e9, 5e12)

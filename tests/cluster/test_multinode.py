@@ -177,3 +177,13 @@ def test_search_per_node_capacities_cover_every_node_of_a_wide_instance():
     assert cl._tiers(Cluster(**kw), "dgx-h100", 1)["dram"].capacity_B == 1e12
     kw, _ = _cluster_kwargs(base | {"attention_dp": True, "ep": 4})  # 2 per node: half each
     assert (kw["dram_B"], kw["ssd_B"]) == (500e9, 5e12)
+
+
+def test_a_wide_decode_pool_spans_its_own_templates_nodes():
+    # EP16 prefill instance: 2 DGX nodes; EP16 decode instance on 4-GPU GB200 trays: 4 trays.
+    # 2 x 55.04 + 4 x 42.00 = 278.08 $/h (before: 4 DGX nodes, 220.16)
+    c = Cluster(**DP16, prefill_instances=1, decode_instances=1, decode_gpu="gb200")
+    assert cl.cost_per_hour(c) == pytest.approx(2 * 55.04 + 4 * 42.0)
+    assert cl._node_count(c) == 6
+    same = Cluster(**DP16, prefill_instances=1, decode_instances=1)
+    assert cl.cost_per_hour(same) == pytest.approx(4 * 55.04)

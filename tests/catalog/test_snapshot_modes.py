@@ -8,6 +8,7 @@ import pytest
 from conftest import toy_hf_model
 
 from kvmodel.catalog import get_framework
+from kvmodel.catalog.hardware import FrameworkSpec
 from kvmodel.catalog.models import SNAPSHOT_MODES, ModelSpec, get_model, snapshot_interval, snapshot_mode
 
 
@@ -33,7 +34,8 @@ def test_framework_defaults_are_the_sourced_modes():
 
 def test_an_explicit_mode_overrides_and_unknown_values_name_the_field():
     assert snapshot_mode("vllm", "block") == "block"
-    assert snapshot_mode("vllm-ascend") == "block"  # no sourced entry: the former grid
+    bare = FrameworkSpec("bare", "an entry without the field", 1e-3)
+    assert snapshot_mode(bare) == "block" and snapshot_interval(bare) is None  # former grid
     with pytest.raises(ValueError, match=r"hybrid_prefix_cache='every'.*allowed"):
         snapshot_mode("vllm", "every")
     assert set(SNAPSHOT_MODES) == {"block", "align", "interval", "node", "none"}
@@ -85,3 +87,14 @@ def test_align_holds_fewer_states_than_all_on_qwen35():
     diff = q.prefix_cache_bytes(16000, 528) - q.prefix_cache_bytes(
         16000, 528, snapshots="align", interval=8192)
     assert diff == pytest.approx(28 * state)
+
+
+def test_the_catalog_rejects_an_unknown_mode_naming_the_field():
+    from kvmodel.base.schema import HardwareDBError, parse_entry
+    raw = {"name": "x", "step_overhead": {"value": 1, "unit": "ms", "kind": "assumed",
+                                          "source": "test", "reason": "test"},
+           "hybrid_prefix_cache": "every"}
+    with pytest.raises(HardwareDBError, match=r"framework\.x\.hybrid_prefix_cache: 'every' not one"):
+        parse_entry("framework", "x", raw, "framework.x")
+    raw["hybrid_prefix_cache"] = "align"
+    assert parse_entry("framework", "x", raw, "framework.x")["hybrid_prefix_cache"] == "align"

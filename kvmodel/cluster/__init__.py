@@ -727,10 +727,9 @@ def block_bytes(c: Cluster, w: Workload) -> float:
     framework keeps them, :func:`snapshot_grid`)."""
     mode, grid = snapshot_grid(c, w)
     kw = {}
-    if grid is not None:
-        step = grid if not isinstance(grid, tuple) else float(w.trace.block_tokens)
-        if mode == "align":
-            step = grid[0][1]
+    if grid is not None:  # the prefix floored to the engine's block (block, align), else the trace's
+        step = (grid if not isinstance(grid, tuple) else grid[0][1] if mode == "align"
+                else float(w.trace.block_tokens))
         kw = {"snapshot_tokens": step, "snapshots": mode,
               "interval": snapshot_interval(c.framework)}
     return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),

@@ -104,6 +104,10 @@ def _i(required: bool = True, positive: bool = True) -> Field:
 CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "sglang-hicache",
                       "dynamo-kvbm")
 
+# where a framework's prefix cache keeps recurrent-state snapshots of hybrid models
+# (kvmodel.catalog.models.SNAPSHOT_MODES documents each)
+HYBRID_PREFIX_CACHES = ("block", "align", "interval", "node", "none")
+
 # shared file systems and object stores reached over the network (tiers "file" and "object")
 STORAGE_FAMILIES = ("file", "object")
 
@@ -165,6 +169,12 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # host time to issue one layer's kernels where they are launched one by one (eager or
         # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
         "layer_dispatch": _q("time", required=False),
+        # prefix caching of hybrid (recurrent-state) models: where the engine keeps state
+        # snapshots (kvmodel.catalog.models.SNAPSHOT_MODES), their spacing inside a prompt
+        # (tokens), and the source of both
+        "hybrid_prefix_cache": _s(required=False, choices=HYBRID_PREFIX_CACHES),
+        "hybrid_snapshot_interval": _q("count", required=False),
+        "hybrid_prefix_cache_source": _s(required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

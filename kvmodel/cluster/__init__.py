@@ -78,9 +78,17 @@ from kvmodel.catalog.hardware import (
     get_memory,
     get_node,
 )
-from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_mode
+from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_interval, snapshot_mode
 from kvmodel.cluster import _sharing, _workloads
-from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, with_lengths
+from kvmodel.cluster._classes import (
+    floor_to_grid,
+    hit_classes,
+    leading_reuse,
+    reuse_grid,
+    trace_bands,
+    whole_prefix_share,
+    with_lengths,
+)
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -748,28 +756,37 @@ def kv_precision(c: Cluster) -> str:
     return default_kv_precision(c.precision)
 
 
-def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, float | None]:
-    """(snapshot mode, reuse grid in tokens) of the instances' prefix cache. Hybrid models
-    (recurrent state) reuse a prefix only up to a state snapshot: ``block`` frameworks (vLLM,
-    TensorRT-LLM) keep one at every boundary of the engine's hybrid block
-    (:meth:`ModelSpec.state_block_tokens` at the instances' KV precision and TP, never finer
-    than the trace's blocks); ``node`` (SGLang) one per radix node, taken on the trace's
-    blocks. None for attention-only models (every cached token is reusable)."""
+def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
+    """(snapshot mode, reuse grid) of the instances' prefix cache. Hybrid models (recurrent
+    state) reuse a prefix only up to a state snapshot, kept where the framework's entry
+    says (``hybrid_prefix_cache``, :data:`~kvmodel.catalog.models.SNAPSHOT_MODES`): ``block``
+    at every boundary of the engine's hybrid block (:meth:`ModelSpec.state_block_tokens` at
+    the instances' KV precision and TP, never finer than the trace's blocks); vLLM ``align``
+    at the prompt's last such boundary and every prefill chunk, SGLang ``node`` and
+    TensorRT-LLM ``interval`` at the prompt's end (the trace's blocks) and every
+    ``hybrid_snapshot_interval`` tokens: a mix by the trace's :func:`whole_prefix_share`
+    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models."""
     m, mode = get_model(c.model), snapshot_mode(c.framework)
     if not m.has_recurrent_state:
         return mode, None
     b = float(w.trace.block_tokens)
-    if mode == "node":
-        return mode, b
-    return mode, max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+    if mode in ("block", "align"):
+        b = max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+    share = w._memo("_whole_prefix_share", lambda: whole_prefix_share(w.trace))
+    return mode, reuse_grid(mode, b, snapshot_interval(c.framework), share)
 
 
 def block_bytes(c: Cluster, w: Workload) -> float:
     """Bytes of one of the trace's KV blocks in the cluster's prefix caches
-    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots on the grid of
-    :func:`snapshot_grid`, in the framework's snapshot mode)."""
+    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots where the
+    framework keeps them, :func:`snapshot_grid`)."""
     mode, grid = snapshot_grid(c, w)
-    kw = {} if grid is None else {"snapshot_tokens": grid, "snapshots": mode}
+    kw = {}
+    if grid is not None:  # the prefix floored to the engine's block (block, align), else the trace's
+        step = (grid if not isinstance(grid, tuple) else grid[0][1] if mode == "align"
+                else float(w.trace.block_tokens))
+        kw = {"snapshot_tokens": step, "snapshots": mode,
+              "interval": snapshot_interval(c.framework)}
     return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
                                                 w.input_len, **kw)
 
@@ -1082,13 +1099,13 @@ class _PrefixArgs(dict):
     ``cache_tier``: what the closed-loop and burst instances use) that also keeps the hit
     shares, so the open-loop instances can ask for request-level hit classes instead."""
 
-    def __init__(self, hits: dict, tiers: dict, grid: float | None = None):
+    def __init__(self, hits: dict, tiers: dict, grid: Any = None):
         super().__init__()
         self.hits, self.tiers, self.grid = hits, tiers, grid
 
 
 def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
-                 grid: float | None = None) -> dict[str, Any]:
+                 grid: Any = None) -> dict[str, Any]:
     """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
     length and the fractions are arrays (0 tokens where nothing hits: no prefix there). The
     result also keeps ``hits``, ``tiers`` and the reuse ``grid`` (:func:`snapshot_grid`: a
@@ -1096,8 +1113,7 @@ def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
     total = sum(kept.values())
     P = xp.floor(xp.minimum(total * I, I - 1.0))
-    if grid is not None:
-        P = xp.floor(P / grid) * grid
+    P = floor_to_grid(P, grid)
     out = _PrefixArgs(hits, tiers, grid)
     if not xp.any_true(P > 0):
         return out

@@ -165,6 +165,12 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # host time to issue one layer's kernels where they are launched one by one (eager or
         # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
         "layer_dispatch": _q("time", required=False),
+        # the engine's own scheduler defaults where they differ from the calibration's
+        # max_batch_size / max_num_tokens (kvmodel validate maps its rows with them):
+        # max_num_seqs caps running sequences; chunked_prefill false runs whole prompts with a
+        # step budget of the model's context length (max_position_embeddings)
+        "max_num_seqs": _q("count", required=False),
+        "chunked_prefill": Field("bool", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

@@ -132,3 +132,37 @@ def test_measured_attention_rates_are_below_peak(key):
     for p, q in g.quantities.get("achieved_attention_flops", {}).items():
         assert p in g.peak_flops and 0 < q.si <= g.peak_flops[p], (key, p)
         assert q.kind in ("measured", "derived") and q.source
+
+
+TOY_SCHEDULERS = """schema_version = 1
+[framework.toy-unchunked]
+name = "toy engine, whole prompts, 4 sequences"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+max_num_seqs = { value = 4, unit = "count", kind = "assumed", source = "test", reason = "round" }
+chunked_prefill = false
+[framework.toy-chunked]
+name = "toy engine, calibration defaults"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+def test_engine_scheduler_defaults_map_rows_to_estimate_limits(tmp_path):
+    p = tmp_path / "schedulers.toml"
+    p.write_text(TOY_SCHEDULERS)
+    with use_catalog(Catalog.default().with_file(p)):
+        # whole prompts: the budget is the model's context (qwen3-8b max_position_embeddings)
+        assert cal.scheduler_kwargs("toy-unchunked", "qwen3-8b") == dict(
+            max_batch_size=4, max_num_tokens=40960)
+        assert cal.scheduler_kwargs("toy-unchunked", "no-such-model") == dict(max_batch_size=4)
+        assert cal.scheduler_kwargs("toy-chunked", "qwen3-8b") == {}
+    assert cal.scheduler_kwargs("mindie", "qwen3-8b") == {}  # no entry: left to estimate
+
+
+def test_ascend_rows_run_the_v091_scheduler_and_other_engines_keep_the_defaults():
+    rows = cal.load_rows(cal.holdout_data())
+    asc = next(r for r in rows if r["gpu"] == "ascend-910b")
+    kw, _ = cal.row_kwargs(asc)
+    assert (kw["max_batch_size"], kw["max_num_tokens"]) == (256, 40960)
+    other = next(r for r in rows if cal.framework_key(r["framework"]) == "vllm")
+    kw, _ = cal.row_kwargs(other)
+    assert "max_batch_size" not in kw and "max_num_tokens" not in kw

@@ -116,6 +116,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
         # attention_efficiency_factor where the vendor's attention kernel has its own figure)
         "achieved_attention_flops": Field("precisions", "compute", required=False),
+        # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
+        # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
+        # (fully connected meshes: a small group reaches only its own peer links)
+        "allreduce_bandwidth": Field("curve", required=False),
         "matmul_efficiency": _q("dimensionless", required=False),
         "achieved_hbm_bandwidth": _q("bandwidth", required=False),
         "hbm_efficiency": _q("dimensionless", required=False),

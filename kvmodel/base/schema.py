@@ -120,6 +120,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
         # attention_efficiency_factor where the vendor's attention kernel has its own figure)
         "achieved_attention_flops": Field("precisions", "compute", required=False),
+        # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
+        # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
+        # (fully connected meshes: a small group reaches only its own peer links)
+        "allreduce_bandwidth": Field("curve", required=False),
         "matmul_efficiency": _q("dimensionless", required=False),
         "achieved_hbm_bandwidth": _q("bandwidth", required=False),
         "hbm_efficiency": _q("dimensionless", required=False),
@@ -175,6 +179,12 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "hybrid_prefix_cache": _s(required=False, choices=HYBRID_PREFIX_CACHES),
         "hybrid_snapshot_interval": _q("count", required=False),
         "hybrid_prefix_cache_source": _s(required=False),
+        # the engine's own scheduler defaults where they differ from the calibration's
+        # max_batch_size / max_num_tokens (kvmodel validate maps its rows with them):
+        # max_num_seqs caps running sequences; chunked_prefill false runs whole prompts with a
+        # step budget of the model's context length (max_position_embeddings)
+        "max_num_seqs": _q("count", required=False),
+        "chunked_prefill": Field("bool", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

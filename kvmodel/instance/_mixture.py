@@ -337,21 +337,66 @@ class PrefixMix:
         return out
 
 
-def _scalar_quantile(mean_wait, p, classes, q):
-    """:func:`mixture_quantile` for Python floats (classes sorted by offset)."""
-    theta = max(mean_wait / p, 1e-300)
-    A, B, prev = sum(w for w, _ in classes), 0.0, None
+def scalar_quantiles(mean_wait, p, classes, qs) -> list:
+    """:func:`mixture_quantile` for Python floats (``p`` already clipped, classes sorted by
+    offset) at each of the quantiles ``qs``, in one pass over the classes (the tail's terms
+    A_j, B_j do not depend on q)."""
+    theta, pw = max(mean_wait / p, 1e-300), (p if mean_wait > 0 else 0.0)
+    tails = [1.0 - q for q in qs]
+    A, B, prev = sum([w for w, _ in classes]), 0.0, None
+    out, left, last = [None] * len(qs), len(qs), len(classes) - 1
     for j, (w, sj) in enumerate(classes):
         B = (B * math.exp(-(sj - prev) / theta) if prev is not None else 0.0)
-        B, A, prev = B + (p if mean_wait > 0 else 0.0) * w, A - w, sj
-        room = (1.0 - q) - A
-        if A + B <= 1.0 - q:
-            return sj
-        if room > 0:
-            x = sj + theta * math.log(max(B, 1e-300) / room)
-            if j + 1 == len(classes) or x < classes[j + 1][1]:
-                return x
-    return math.inf
+        B, A, prev = B + pw * w, A - w, sj
+        for i, tail in enumerate(tails):
+            if out[i] is not None:
+                continue
+            room = tail - A
+            if A + B <= tail:
+                out[i], left = sj, left - 1
+            elif room > 0:
+                x = sj + theta * math.log(max(B, 1e-300) / room)
+                if j == last or x < classes[j + 1][1]:
+                    out[i], left = x, left - 1
+        if not left:
+            return out
+    return [math.inf if v is None else v for v in out]
+
+
+def sorted_classes(offsets, shape: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, probabilities) of ``offsets`` ((probability, offset) pairs) as arrays
+    (classes, \\*shape), sorted by offset on axis 0 (stable: ties keep the classes' order)."""
+    S = np.asarray(np.broadcast_arrays(*[np.asarray(o, dtype=float) for _, o in offsets]))
+    pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
+    shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], shape)
+    S, pi = (np.broadcast_to(a.reshape((len(a),) + (1,) * (len(shape) - a.ndim + 1) + a.shape[1:]),
+                             (len(offsets),) + shape) for a in (S, pi))
+    order = np.argsort(S, axis=0, kind="stable")
+    return np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
+
+
+def sorted_quantile(mean_wait, p, S: np.ndarray, pi: np.ndarray, q, A=None) -> np.ndarray:
+    """:func:`mixture_quantile`'s arrays: classes sorted on axis 0 of ``S`` / ``pi``
+    (:func:`sorted_classes`), ``p`` clipped; ``q`` a number or an array broadcasting against
+    the rest (quantiles on an axis of their own); ``A``: the classes' total probability
+    (default ``pi.sum(axis=0)``)."""
+    theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
+    shape = np.broadcast_shapes(S.shape[1:], theta.shape, np.shape(p), np.shape(q))
+    pw = np.where(np.asarray(mean_wait) > 0, p, 0.0)
+    out, found = np.zeros(shape), np.zeros(shape, dtype=bool)
+    B, A = np.zeros(S.shape[1:]), pi.sum(axis=0) if A is None else A
+    for j in range(len(S)):
+        if j:
+            B = B * np.exp(-(S[j] - S[j - 1]) / theta)
+        B, A = B + pw * pi[j], A - pi[j]
+        room = (1.0 - q) - A  # tail left to the wait inside this interval
+        at_start = A + B <= 1.0 - q
+        x = S[j] + theta * np.log(np.maximum(B, 1e-300) / np.maximum(room, 1e-300))
+        end = S[j + 1] if j + 1 < len(S) else np.inf
+        ok = ~found & (at_start | ((room > 0) & (x < end)))
+        out = np.where(ok, np.where(at_start, S[j], x), out)
+        found = found | ok
+    return out
 
 
 def mixture_quantile(mean_wait, p_wait, offsets, q: float):
@@ -364,28 +409,7 @@ def mixture_quantile(mean_wait, p_wait, offsets, q: float):
     s_j when the tail there is already low enough). Elements broadcast; classes are few."""
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
     if not any(xp.is_array(w, o) for w, o in offsets) and not xp.is_array(mean_wait, p):
-        return _scalar_quantile(mean_wait, p, sorted(offsets, key=lambda c: c[1]), q)
-    S = np.asarray(np.broadcast_arrays(*[np.asarray(o, dtype=float) for _, o in offsets]))
-    pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
-    theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
-    shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], theta.shape, np.shape(p))
-    S, pi = (np.broadcast_to(a.reshape((len(a),) + (1,) * (len(shape) - a.ndim + 1) + a.shape[1:]),
-                             (len(offsets),) + shape) for a in (S, pi))
-    order = np.argsort(S, axis=0, kind="stable")
-    S, pi = np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
-    theta, p = np.broadcast_to(theta, shape), np.broadcast_to(p, shape)
-    live = np.broadcast_to(np.asarray(mean_wait) > 0, shape)
-    out, found = np.zeros(S.shape[1:]), np.zeros(S.shape[1:], dtype=bool)
-    B, A = np.zeros(S.shape[1:]), pi.sum(axis=0)
-    for j in range(len(S)):
-        if j:
-            B = B * np.exp(-(S[j] - S[j - 1]) / theta)
-        B, A = B + np.where(live, p, 0.0) * pi[j], A - pi[j]
-        room = (1.0 - q) - A  # tail left to the wait inside this interval
-        at_start = A + B <= 1.0 - q
-        x = S[j] + theta * np.log(np.maximum(B, 1e-300) / np.maximum(room, 1e-300))
-        end = S[j + 1] if j + 1 < len(S) else np.inf
-        ok = ~found & (at_start | ((room > 0) & (x < end)))
-        out = np.where(ok, np.where(at_start, S[j], x), out)
-        found = found | ok
+        return scalar_quantiles(mean_wait, p, sorted(offsets, key=lambda c: c[1]), (q,))[0]
+    shape = np.broadcast_shapes(np.shape(mean_wait), np.shape(p))
+    out = sorted_quantile(mean_wait, p, *sorted_classes(offsets, shape), q)
     return out if out.ndim else float(out)

@@ -133,12 +133,17 @@ def _row(x, j: int):
     return float(v) if np.ndim(v) == 0 else v
 
 
+_F64 = np.dtype(np.float64)
+
+
 def _row_of(stacked, x, j: int):
     """:func:`_row` of a value of ``stacked``; a 1-d float array is split into Python floats
     once per stack (every class reads its row)."""
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype != np.float64:
+    if type(x) is not np.ndarray or x.ndim != 1 or x.dtype is not _F64:
         return _row(x, j)
-    lists = stacked.__dict__.setdefault("_row_lists", {})
+    lists = stacked.__dict__.get("_row_lists")
+    if lists is None:
+        lists = stacked._row_lists = {}
     got = lists.get(id(x))
     if got is None or got[0] is not x:
         got = lists[id(x)] = (x, x.tolist())
@@ -245,6 +250,10 @@ class PrefixMix:
         """(π, n): the classes' probabilities and uncached prompt tokens stacked on the last
         axis (broadcast over any configuration axes), for the open loop's expected chunk count
         (:func:`kvmodel.instance._openloop.chunk_count`)."""
+        if "_uncached" not in self.__dict__ and self._rows is not None and not xp.is_array(
+                *self.probs):  # scalar classes: the same numbers, without the broadcasting
+            self._uncached = (np.array(self.probs, dtype=float),
+                              np.array([self.new_k(k) for k in range(len(self.probs))], dtype=float))
         if "_uncached" not in self.__dict__:
             vals = [*self.probs, *(self.new_k(k) for k in range(len(self.probs)))]
             a = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in vals))
@@ -290,6 +299,10 @@ class PrefixMix:
             return [p.exposed if p.none else p.exposed_with(delay * sh)
                     for p, sh in zip(self.parts, shares)]
         t_load, t_comp, depth, exposed, live = rows  # every class at once, element by element
+        if not delay > 0:  # no class's load waits longer: each its own exposed load
+            if "_exposed_list" not in self.__dict__:
+                self._exposed_list = exposed.tolist()
+            return self._exposed_list
         d = delay * shares
         mk = pipeline_makespan(t_load + d, t_comp, depth) - t_comp
         return np.where(live & (d > 0) & (self._rows[1] > 0), mk, exposed).tolist()
@@ -329,10 +342,12 @@ class PrefixMix:
     def offsets(self, delay, own):
         """Per class: (probability, own TTFT part: ``own[k]`` (:meth:`own`), exposed load with
         its path delay, synchronous save)."""
+        if "_save_s" not in self.__dict__:
+            self._save_s = [None if p.none else p.save_op()["time_s"] for p in self.parts]
         out = []
-        for pi, p, o, e in zip(self.probs, self.parts, own, self._exposed_all(delay)):
-            if not p.none:
-                o = o + e + p.save_op()["time_s"]
+        for pi, s, o, e in zip(self.probs, self._save_s, own, self._exposed_all(delay)):
+            if s is not None:
+                o = o + e + s
             out.append((pi, o))
         return out
 

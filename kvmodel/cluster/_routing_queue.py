@@ -73,6 +73,7 @@ from kvmodel.instance._queueing import erlang_c
 __all__ = ["wait_factors", "routed_law", "routed_percentiles"]
 
 _RHO = np.concatenate([np.linspace(0.0, 0.9, 181)[:-1], 1.0 - np.geomspace(0.1, 1e-4, 160)])
+_TOP = float(_RHO[-1])
 _TABLES: dict = {}
 
 
@@ -103,7 +104,10 @@ def wait_factors(mix: Any, rho: Any, residual: float | None = None) -> tuple[Any
     if key not in _TABLES:
         _TABLES[key] = _build(np.asarray(mix, dtype=float), residual)
     fw, fp = _TABLES[key]
-    r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
+    if xp.is_array(rho):
+        r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
+    else:  # a number: clipped as np.clip does (NaN kept), without its array overhead
+        r = min(max(float(rho), 0.0), _TOP)
     a, b = np.interp(r, _RHO, fw), np.interp(r, _RHO, fp)
     return (float(a), float(b)) if a.ndim == 0 else (a, b)
 

@@ -139,22 +139,27 @@ _F64 = np.dtype(np.float64)
 def _row_of(stacked, x, j: int):
     """:func:`_row` of a value of ``stacked``; a 1-d float array is split into Python floats
     once per stack (every class reads its row)."""
-    if type(x) is not np.ndarray or x.ndim != 1 or x.dtype is not _F64:
-        return _row(x, j)
     lists = stacked.__dict__.get("_row_lists")
     if lists is None:
         lists = stacked._row_lists = {}
     got = lists.get(id(x))
     if got is None or got[0] is not x:
-        got = lists[id(x)] = (x, x.tolist())
-    return got[1][j]
+        got = lists[id(x)] = (x, _split(x))
+    return _row(x, j) if got[1] is None else got[1][j]
 
 
-def _stack_save(stacked) -> dict:
-    """The stacked prefix's save op, built once for all its rows."""
+def _stack_save(stacked) -> list:
+    """The stacked prefix's save op, built once for all its rows: (key, value, the value
+    split into Python floats when a 1-d float array, else None) per entry."""
     if "_save_all" not in stacked.__dict__:
-        stacked._save_all = stacked.save_op()
+        stacked._save_all = [(k, v, _split(v)) for k, v in stacked.save_op().items()]
     return stacked._save_all
+
+
+def _split(v) -> list | None:
+    """A 1-d float array as a list of Python floats (:func:`_row` of each row), else None."""
+    ok = type(v) is np.ndarray and v.ndim == 1 and v.dtype is _F64
+    return v.tolist() if ok else None
 
 
 def _own_parts(stacked, j: int) -> list[bool]:
@@ -166,6 +171,35 @@ def _own_parts(stacked, j: int) -> list[bool]:
     return [g == stacked.row_group[j] for g in groups]
 
 
+def _split_rows(stacked) -> list | None:
+    """Per row of ``stacked`` (once per stack): (loaded, exposed, reads, writes) as
+    :class:`PrefixRow` reads them, when each of those values is a 1-d float array over the
+    rows (split into Python floats at once); else None (read value by value)."""
+    if "_split" in stacked.__dict__:
+        return stacked._split
+    reads, writes = ([], []) if stacked.none else (stacked.reads, stacked.writes)
+    lists = [_split(v) for v in (stacked.loaded, stacked.exposed, *(b for _, b in reads),
+                                 *(b for _, b in writes))]
+    if any(c is None for c in lists) or len({len(c) for c in lists}) != 1:
+        stacked._split = None
+        return None
+    loaded, exposed, *cols = lists
+    rc, wc = cols[:len(reads)], cols[len(reads):]
+    groups, own_of, rows = getattr(stacked, "part_group", None), {}, []
+    for j in range(len(loaded)):
+        if stacked.none:
+            rows.append((loaded[j], exposed[j]))
+            continue
+        g = None if groups is None else stacked.row_group[j]
+        if g not in own_of:  # the path parts this row's tier loads from
+            own_of[g] = [i for i, o in enumerate(_own_parts(stacked, j)) if o]
+        own = own_of[g]
+        rows.append((loaded[j], exposed[j], [(reads[i][0], rc[i][j]) for i in own],
+                     [(writes[i][0], wc[i][j]) for i in own]))
+    stacked._split = rows
+    return rows
+
+
 class PrefixRow:
     """Class j of a prefix built once for several classes stacked on a leading axis (same
     tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
@@ -174,6 +208,13 @@ class PrefixRow:
         self.stacked, self.j = stacked, j
         self.none = stacked.none
         self.save_sync = stacked.save_sync
+        rows = _split_rows(stacked)
+        if rows is not None:  # every row's figures split once for the stack
+            self.loaded, self.exposed, *rw = rows[j]
+            if not self.none:
+                self.eff = stacked.eff
+                self.reads, self.writes = rw
+            return
         self.loaded = _row_of(stacked, stacked.loaded, j)
         self.exposed = _row_of(stacked, stacked.exposed, j)
         if not self.none:
@@ -201,8 +242,9 @@ class PrefixRow:
 
     def save_op(self, util: dict | None = None) -> dict:
         if "_save" not in self.__dict__:
-            self._save = {k: _row_of(self.stacked, v, self.j)
-                          for k, v in _stack_save(self.stacked).items()}
+            j = self.j
+            self._save = {k: _row(v, j) if col is None else col[j]
+                          for k, v, col in _stack_save(self.stacked)}
         return self._save
 
 

@@ -465,8 +465,25 @@ def mixture_quantile(mean_wait, p_wait, offsets, q: float):
     interval whose right end has tail <= 1 − q, at ``s_j + θ·ln(B_j / (1 − q − A_j))`` (or at
     s_j when the tail there is already low enough). Elements broadcast; classes are few."""
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
-    if not any(xp.is_array(w, o) for w, o in offsets) and not xp.is_array(mean_wait, p):
-        return scalar_quantiles(mean_wait, p, sorted(offsets, key=lambda c: c[1]), (q,))[0]
+    ordered = _scalar_sorted(offsets)
+    if ordered is not None and not xp.is_array(mean_wait, p):
+        return scalar_quantiles(mean_wait, p, ordered, (q,))[0]
     shape = np.broadcast_shapes(np.shape(mean_wait), np.shape(p))
     out = sorted_quantile(mean_wait, p, *sorted_classes(offsets, shape), q)
     return out if out.ndim else float(out)
+
+
+_LAST_SORTED: list = [None]  # (offsets, sorted offsets or None) of the last call
+
+
+def _scalar_sorted(offsets) -> list | None:
+    """``offsets`` sorted by offset when every entry is a number (None when any is an array),
+    kept for the same list again (the open loop asks for each percentile of one mixture; the
+    list is held, so its id is not reused)."""
+    last = _LAST_SORTED[0]
+    if last is not None and last[0] is offsets:
+        return last[1]
+    ordered = (None if any(xp.is_array(w, o) for w, o in offsets)
+               else sorted(offsets, key=lambda c: c[1]))
+    _LAST_SORTED[0] = (offsets, ordered)
+    return ordered

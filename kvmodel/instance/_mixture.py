@@ -76,7 +76,8 @@ def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
             raise ValueError(f"prefix_classes[{k}] probability {c[0]!r}: expected numbers in [0, 1]")
         out.append((p if p.ndim else float(p), c[1], c[2], _length(k, c)))
     total = sum(c[0] for c in out)
-    if np.any(np.abs(np.asarray(total) - 1.0) > 1e-6):
+    if (abs(total - 1.0) > 1e-6 if type(total) is float
+            else np.any(np.abs(np.asarray(total) - 1.0) > 1e-6)):
         raise ValueError(f"prefix_classes probabilities must sum to 1, got {np.min(total):g}"
                          + (f" to {np.max(total):g}" if np.ndim(total) else ""))
     return out

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from kvmodel.base import xp as xp
+from kvmodel.catalog.hardware import current
 from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
 
@@ -190,22 +191,31 @@ def _clipped(p: Any) -> Any:
 
 
 _offset = operator.itemgetter(1)
+_MEMO_SIZE = 1024  # memoised shifts per catalog (bounded in long searches)
 
 
-def _scalar_shifts(m: dict, live: bool, laws: tuple, probs: list, new: list, b: float) -> list:
-    """Each quantile's shift for numbers (as Python floats: the same values, faster): the
-    old law's quantiles of the mean's offsets in one pass, then per quantile its offsets
-    sorted once for both laws."""
+def _scalar_shifts(m: dict, live: bool, laws: tuple, probs: list, new: list, b: float) -> tuple:
+    """Each quantile's shift for numbers (as Python floats: the same values, faster),
+    memoised by value (a sweep or a search revisiting a configuration)."""
     (W, p), (W2, p2) = ((float(w), float(pw)) for w, pw in laws)
     b, new, probs = float(b), [float(x) for x in new], [float(w) for w in probs]
+    vals = [float(m[k]) for k, _ in _KEYS]
+    key = tuple([v if v else repr(v) for v in (W, p, W2, p2, b, *probs, *new, *vals)])
+    return current().cached("routed_shifts", key, lambda: _shifts(
+        (W, p), (W2, p2), probs, new, b, vals), _MEMO_SIZE)
+
+
+def _shifts(old: tuple, law: tuple, probs: list, new: list, b: float, vals: list) -> tuple:
+    """:func:`_scalar_shifts` computed: the old law's quantiles of the mean's offsets in one
+    pass, then per quantile its offsets sorted once for both laws."""
+    W, p = old
     g = scalar_quantiles(W, p, sorted(zip(probs, [b * x for x in new]), key=_offset), _QS)
     out = []
-    for (key, q), gq in zip(_KEYS, g):
-        v = float(m[key])
+    for q, gq, v in zip(_QS, g, vals):
         bq = b * (v / gq if math.isfinite(v) and gq > 0 else 1.0)
         cls = sorted([(pi, bq * x) for pi, x in zip(probs, new)], key=_offset)
-        out.append(scalar_quantiles(W2, p2, cls, (q,))[0] - scalar_quantiles(W, p, cls, (q,))[0])
-    return out
+        out.append(scalar_quantiles(*law, cls, (q,))[0] - scalar_quantiles(W, p, cls, (q,))[0])
+    return tuple(out)
 
 
 def _array_shifts(m: dict, live: Any, laws: tuple, probs: list, new: list, b: Any) -> list:

@@ -160,7 +160,7 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     (probability, cached tokens, tier, prompt tokens) rows). Each class's own service is read
     as ``b_q`` x its uncached tokens, ``b_q`` scaled so that the old law's q-quantile of that
     mixture is the instance's (one secant step from the mean's ``b``). The three quantiles
-    share each pass over the classes, the two laws each sort."""
+    share each pass over the classes; each quantile's sort of the offsets serves both laws."""
     W, p = m["wait"], m["pwait"]
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):

@@ -1131,13 +1131,22 @@ def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
     and ``length_cv`` (:mod:`kvmodel.cluster._classes`)."""
     if not isinstance(pre, _PrefixArgs):
         return dict(pre, length_cv=w.length_cv)
+    last = _LAST_HIT_KW[0]  # the same hits, tiers and workload again (the routed queue's)
+    if last and last[0] is pre.hits and last[1] is pre.tiers and last[2] is w and (
+            last[3] == pre.grid):
+        return dict(last[4])
     classes = None
     if pre:
         reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
         classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
     bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
     classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid)
-    return dict(prefix_classes=classes, length_cv=0.0)
+    out = dict(prefix_classes=classes, length_cv=0.0)
+    _LAST_HIT_KW[0] = (pre.hits, pre.tiers, w, pre.grid, out)  # objects kept: ids not reused
+    return dict(out)
+
+
+_LAST_HIT_KW: list = [None]  # (hits, tiers, workload, grid, result) of the last _hit_kw
 
 
 _ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters

@@ -104,6 +104,7 @@ from kvmodel.tiers import (
     default_node_for_gpu,
     nic_aggregate_Bps,
     node_tiers,
+    ssd_drives,
     transfer_seconds,
 )
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
@@ -1038,7 +1039,7 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
             t["cxl"] = _with_source(t["cxl"], cap, dev, node.gpus_per_node, "devices")
         if arr(c.ssd_B):
             mem, cap = get_memory(node.nvme), _node_amount(c, node, per_node, c.ssd_B)
-            dev = np.maximum(1.0, np.ceil(cap / mem.capacity_B))
+            dev = ssd_drives(node, mem, cap)
             t["ssd"] = _with_source(t["ssd"], cap, dev, node.gpus_per_node, "drives")
     return {"hbm": t["hbm"], "dram": t["dram"], "cxl": t["cxl"], "ssd": t["ssd"],
             "pool": t["remote"], "peer": t["remote"]}

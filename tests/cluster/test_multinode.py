@@ -64,7 +64,8 @@ def test_node_tiers_hold_one_nodes_part_of_a_wide_instance():
     t = cl._tiers(c, "dgx-h100", 1)
     assert t["dram"].capacity_B == 2e12 and t["ssd"].capacity_B == 30.72e12
     one, two = (kvmodel.node_tiers("dgx-h100", ssd_B=b)["ssd"] for b in (30.72e12, 61.44e12))
-    assert t["ssd"].path.source_Bps == one.path.source_Bps == two.path.source_Bps / 2
+    # 30.72 TB is the node's eight 3.84 TB drives; 61.44 TB adds four 7.68 TB catalog drives
+    assert t["ssd"].path.source_Bps == one.path.source_Bps == two.path.source_Bps * 8 / 12
     # array capacities take the same per-node part
     v = cl._tiers(Cluster(**DP16, instances=2, dram_B=np.array([4e12, 8e12]),
                           ssd_B=np.array([2 * 30.72e12, 4 * 30.72e12])), "dgx-h100", 1)

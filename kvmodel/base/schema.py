@@ -104,6 +104,10 @@ def _i(required: bool = True, positive: bool = True) -> Field:
 CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "sglang-hicache",
                       "dynamo-kvbm")
 
+# where a framework's prefix cache keeps recurrent-state snapshots of hybrid models
+# (kvmodel.catalog.models.SNAPSHOT_MODES documents each)
+HYBRID_PREFIX_CACHES = ("block", "align", "interval", "node", "none")
+
 # shared file systems and object stores reached over the network (tiers "file" and "object")
 STORAGE_FAMILIES = ("file", "object")
 
@@ -116,6 +120,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
         # attention_efficiency_factor where the vendor's attention kernel has its own figure)
         "achieved_attention_flops": Field("precisions", "compute", required=False),
+        # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
+        # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
+        # (fully connected meshes: a small group reaches only its own peer links)
+        "allreduce_bandwidth": Field("curve", required=False),
         "matmul_efficiency": _q("dimensionless", required=False),
         "achieved_hbm_bandwidth": _q("bandwidth", required=False),
         "hbm_efficiency": _q("dimensionless", required=False),
@@ -165,6 +173,18 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # host time to issue one layer's kernels where they are launched one by one (eager or
         # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
         "layer_dispatch": _q("time", required=False),
+        # prefix caching of hybrid (recurrent-state) models: where the engine keeps state
+        # snapshots (kvmodel.catalog.models.SNAPSHOT_MODES), their spacing inside a prompt
+        # (tokens), and the source of both
+        "hybrid_prefix_cache": _s(required=False, choices=HYBRID_PREFIX_CACHES),
+        "hybrid_snapshot_interval": _q("count", required=False),
+        "hybrid_prefix_cache_source": _s(required=False),
+        # the engine's own scheduler defaults where they differ from the calibration's
+        # max_batch_size / max_num_tokens (kvmodel validate maps its rows with them):
+        # max_num_seqs caps running sequences; chunked_prefill false runs whole prompts with a
+        # step budget of the model's context length (max_position_embeddings)
+        "max_num_seqs": _q("count", required=False),
+        "chunked_prefill": Field("bool", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from kvmodel.base.schema import HardwareDBError, parse_entry
+from kvmodel.base.schema import HYBRID_PREFIX_CACHES, HardwareDBError, parse_entry
 
 if TYPE_CHECKING:
     from kvmodel.catalog.hardware import Catalog
 
 __all__ = ["ModelSpec", "get_model", "list_models", "load_hf_config", "BYTES_PER_ELEMENT",
            "kv_bytes_per_token", "LAYER_KINDS", "WEIGHT_ONLY", "KV_PRECISIONS",
-           "default_kv_precision", "SNAPSHOT_MODES", "FRAMEWORK_SNAPSHOTS", "snapshot_mode"]
+           "default_kv_precision", "SNAPSHOT_MODES", "DEFAULT_SNAPSHOTS", "snapshot_mode",
+           "snapshot_interval"]
 
 #: storage bytes per element of each precision (definitions, not measurements); the weight-only
 #: formats count their block scales (:data:`WEIGHT_ONLY`)
@@ -83,21 +84,48 @@ ATTENTION_KINDS = ("full", "sliding", "chunked")
 #: measurement): the indexer key is stored in fp8 (1 B per element) with one fp32 scale (4 B)
 #: per block of 128 elements, whatever the KV precision (vLLM's and SGLang's DeepSeek-V3.2
 #: indexer caches: index_head_dim 128 -> 128 + 4 = 132 B per token per layer)
-#: how a prefix cache keeps recurrent-state snapshots (:meth:`ModelSpec.prefix_cache_bytes`):
-#: ``block`` one per block boundary, ``node`` one per cached prefix (radix node)
-SNAPSHOT_MODES = ("block", "node")
+#: where a prefix cache keeps recurrent-state snapshots of a hybrid model (the framework entry's
+#: ``hybrid_prefix_cache``; :meth:`ModelSpec.prefix_cache_bytes` counts them):
+#: ``block`` at every hybrid-block boundary (vLLM ``mamba_cache_mode="all"``); ``align`` at the
+#: end of each scheduler step that lands on a block boundary: every prefill chunk (the step
+#: budget floored to blocks) and the prompt's last block boundary (vLLM ``"align"``, the default
+#: with prefix caching and the only mode for Gated DeltaNet hybrids); ``interval`` every
+#: ``hybrid_snapshot_interval`` tokens and at the prompt's end (TensorRT-LLM
+#: ``mamba_state_cache_interval``); ``node`` one per radix node: each prefill chunk's end and the
+#: request's end, a node split later keeps none (SGLang ``MambaRadixCache``); ``none`` no reuse
+#: (an engine without hybrid prefix caching). Sources: ``hardware_db/frameworks.toml``.
+SNAPSHOT_MODES = HYBRID_PREFIX_CACHES
 
-#: snapshot mode of each serving framework's prefix cache for hybrid models (others: block):
-#: SGLang ``MambaRadixCache`` keeps one ``mamba_value`` per radix node; vLLM keeps the state at
-#: block boundaries of its hybrid block size (:meth:`ModelSpec.state_block_tokens`)
-FRAMEWORK_SNAPSHOTS = {"sglang": "node"}
+#: snapshot mode of a framework entry without ``hybrid_prefix_cache`` (the grid the model used
+#: before the field existed)
+DEFAULT_SNAPSHOTS = "block"
 
 
-def snapshot_mode(framework: Any) -> str:
-    """:data:`SNAPSHOT_MODES` entry of a framework key (or a spec with a ``key``): ``node`` for
-    SGLang, ``block`` for vLLM, TensorRT-LLM and any other."""
-    key = framework if isinstance(framework, str) else getattr(framework, "key", "")
-    return FRAMEWORK_SNAPSHOTS.get(str(key).lower(), "block")
+def snapshot_mode(framework: Any, mode: str | None = None) -> str:
+    """:data:`SNAPSHOT_MODES` entry of a framework (key or spec): ``mode`` when given (checked),
+    else the entry's ``hybrid_prefix_cache`` (vLLM ``align``, SGLang ``node``, TensorRT-LLM
+    ``interval``), else :data:`DEFAULT_SNAPSHOTS`."""
+    if mode is None:
+        mode = _framework_field(framework, "hybrid_prefix_cache") or DEFAULT_SNAPSHOTS
+    if mode not in SNAPSHOT_MODES:
+        raise ValueError(f"hybrid_prefix_cache={mode!r}; allowed: {list(SNAPSHOT_MODES)}")
+    return mode
+
+
+def snapshot_interval(framework: Any) -> float | None:
+    """Tokens between a prompt's state snapshots inside its prefill (the framework entry's
+    ``hybrid_snapshot_interval``: vLLM's and SGLang's prefill chunk, TensorRT-LLM's
+    ``mamba_state_cache_interval``); None where the entry has none."""
+    q = _framework_field(framework, "hybrid_snapshot_interval")
+    return None if q is None else float(q.si)
+
+
+def _framework_field(framework: Any, name: str) -> Any:
+    """A field of a framework entry (a key is looked up in the active catalog)."""
+    if isinstance(framework, str):
+        from kvmodel.catalog.hardware import get_framework  # (hardware imports this module)
+        framework = get_framework(framework.lower())
+    return getattr(framework, "quantities", {}).get(name)
 
 
 #: Hugging Face ``mamba_ssm_dtype`` / ``mamba_ssm_cache_dtype`` spellings -> precision keys
@@ -463,37 +491,57 @@ class ModelSpec:
     def prefix_cache_bytes(self, prefix_len: Any, block_tokens: Any, kv_precision: str = "bf16",
                            tp: Any = 1, snapshots: str = "block",
                            state_precision: str | None = None,
-                           conv_precision: str | None = None) -> Any:
+                           conv_precision: str | None = None, interval: Any = None) -> Any:
         """Bytes a prefix cache keeps for the reusable part ``R`` (:meth:`reusable_prefix`) of a
         ``prefix_len``-token prefix, summed over the ``tp`` ranks: full-attention KV of ``R``
         tokens, sliding / chunked KV of ``min(R, window / chunk)`` (all a hit needs: vLLM hybrid
-        KV cache manager), and recurrent-state snapshots: ``snapshots="block"`` one per
-        ``block_tokens`` boundary (vLLM ``mamba_cache_mode="all"``: the state at every
-        ``i * block_size``), ``"node"`` one per cached prefix (SGLang ``MambaRadixCache``: one
-        ``mamba_value`` per radix node; vLLM ``"align"``: the last block-aligned state of a
-        step). Vectorised over ``prefix_len``, ``block_tokens`` and ``tp``."""
+        KV cache manager), and recurrent-state snapshots (:data:`SNAPSHOT_MODES`): ``block`` one
+        per ``block_tokens`` boundary, ``floor(R / b)``; ``align``, ``interval`` and ``node`` one
+        per ``interval`` tokens of prefill plus the prompt's last, ``ceil(R / interval)``
+        (``align``: ``interval`` floored to whole blocks, vLLM's block-aligned prefill chunks;
+        None: one per cached prefix); ``none`` nothing (no reuse). Vectorised over
+        ``prefix_len``, ``block_tokens``, ``tp`` and ``interval``."""
         if snapshots not in SNAPSHOT_MODES:
             raise ValueError(f"snapshots={snapshots!r}; allowed: {list(SNAPSHOT_MODES)}")
         R = np.asarray(self.reusable_prefix(prefix_len, block_tokens), dtype=float)
-        b = np.asarray(block_tokens, dtype=float)
+        if snapshots == "none":
+            R = 0.0 * R
         t = _nonneg("tp", tp, minimum=1)
         out = self._attention_bytes_rank(R, _bytes("kv_precision", kv_precision), t)
         if self.has_recurrent_state:
-            n = np.floor(R / b) if snapshots == "block" else (R > 0).astype(float)
+            n = self.snapshot_count(R, block_tokens, snapshots, interval)
             state_B, conv_B = self.state_bytes(state_precision, conv_precision)
             out = out + n * self._snapshot_bytes_rank(t, state_B, conv_B)
         return _out(t * out)
 
+    @staticmethod
+    def snapshot_count(reusable: Any, block_tokens: Any, snapshots: str = "block",
+                       interval: Any = None) -> Any:
+        """State snapshots a prefix cache holds for a reusable prefix of ``reusable`` tokens
+        (a multiple of ``block_tokens``) in mode ``snapshots`` (:meth:`prefix_cache_bytes`)."""
+        R = np.asarray(reusable, dtype=float)
+        b = np.asarray(block_tokens, dtype=float)
+        if snapshots == "block":
+            return np.floor(R / b)
+        if snapshots == "none" or interval is None:
+            return (R > 0).astype(float) * (snapshots != "none")
+        C = _nonneg("interval", interval, minimum=1)
+        if snapshots == "align":
+            C = np.maximum(np.floor(C / b), 1.0) * b
+        return np.ceil(R / C)
+
     def cache_block_bytes(self, block_tokens: Any, kv_precision: str = "bf16",
                           prefix_len: Any = None, snapshot_tokens: Any = None,
-                          snapshots: str = "block", state_precision: str | None = None) -> Any:
+                          snapshots: str = "block", state_precision: str | None = None,
+                          interval: Any = None) -> Any:
         """Bytes one ``block_tokens``-token block of a cached prefix takes in a prefix cache,
         the size hit ratios count capacity in: ``block_tokens * kv_bytes_per_token`` when every
         layer is full attention; otherwise the mean per token of :meth:`prefix_cache_bytes` over a
         ``prefix_len``-token prefix (default one block) times ``block_tokens``: windows bounded,
-        state snapshots every ``snapshot_tokens`` (default the larger of ``block_tokens`` and
-        :meth:`state_block_tokens`) spread over the blocks between them. No TP replication
-        (as :meth:`kv_bytes_per_token`)."""
+        the prefix floored to ``snapshot_tokens`` (default the larger of ``block_tokens`` and
+        :meth:`state_block_tokens`), its state snapshots (mode ``snapshots``, ``interval``
+        apart) spread over its blocks; ``none`` (nothing reused) is sized as one snapshot per
+        prefix. No TP replication (as :meth:`kv_bytes_per_token`)."""
         b = _nonneg("block_tokens", block_tokens, minimum=1)
         if set(self.layer_kinds) == {"full"}:
             return _out(block_tokens * self.kv_bytes_per_token(kv_precision))
@@ -504,7 +552,9 @@ class ModelSpec:
             s = np.maximum(b, self.state_block_tokens(kv_precision, state_precision))
         L = b if prefix_len is None else _nonneg("prefix_len", prefix_len)
         R = np.maximum(np.asarray(self.reusable_prefix(L, s)), s)
-        per_tok = self.prefix_cache_bytes(R, s, kv_precision, 1, snapshots, state_precision) / R
+        mode = "node" if snapshots == "none" else snapshots
+        per_tok = self.prefix_cache_bytes(R, s, kv_precision, 1, mode, state_precision,
+                                          interval=interval) / R
         return _out(b * per_tok)
 
 

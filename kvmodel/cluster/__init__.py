@@ -31,7 +31,8 @@ through local tiers only, a central pool, or peer to peer — closed form, about
    Closed loop (``Workload.concurrency``, think time), bursts (``Workload.burst``) and closed
    multi-turn sessions (``Workload.session_mode="closed"``): :mod:`kvmodel.cluster._workloads`
    (colocated clusters, scalar fields; ``ClusterResult.workload`` reports what they derive).
-4. **Cost.** Nodes at their $/h, extra DRAM/CXL/SSD and pool media (+ servers and ports at
+4. **Cost.** Nodes at their $/h (``ClusterResult.nodes``; a P/D decode pool on another GPU
+   on its own node template), extra DRAM/CXL/SSD and pool media (+ servers and ports at
    the user's prices) amortised over
    ``hardware_amortization`` hours; $/Mtok; goodput = served rate × P(TTFT ≤ SLO) × P(TPOT ≤ SLO).
 
@@ -77,9 +78,17 @@ from kvmodel.catalog.hardware import (
     get_memory,
     get_node,
 )
-from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_mode
+from kvmodel.catalog.models import default_kv_precision, get_model, snapshot_interval, snapshot_mode
 from kvmodel.cluster import _sharing, _workloads
-from kvmodel.cluster._classes import hit_classes, leading_reuse, trace_bands, with_lengths
+from kvmodel.cluster._classes import (
+    floor_to_grid,
+    hit_classes,
+    leading_reuse,
+    reuse_grid,
+    trace_bands,
+    whole_prefix_share,
+    with_lengths,
+)
 from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -95,6 +104,7 @@ from kvmodel.tiers import (
     default_node_for_gpu,
     nic_aggregate_Bps,
     node_tiers,
+    ssd_drives,
     transfer_seconds,
 )
 from kvmodel.workload._policy_curve import policy_hit_ratio_curve
@@ -202,7 +212,9 @@ class Cluster:
       precision: weight precision (fp16, bf16, fp8, ...), every instance.
       prefill_instances, decode_instances: > 0 both: P/D disaggregation with that many
         instances of each role in the cluster (``instances`` is then ignored).
-      decode_gpu: GPU key of the decode instances (None: ``gpu``).
+      decode_gpu: GPU key of the decode instances (None: ``gpu``). Another GPU than ``gpu``
+        puts the decode pool on that GPU's first node template, counted and priced apart
+        (whole nodes; the KV handoff then crosses the NICs).
       sharing: none | central_pool | p2p (:data:`SHARING`), cluster-wide.
       routing: request routing policy, cluster-wide: a name of ``kvmodel.policies.ROUTING``
         or a policy object (``kvmodel.make_policy(...)``). The closed form of each name is in
@@ -217,7 +229,9 @@ class Cluster:
       node: node template key (None: the default node for ``gpu``).
       hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
-        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe; 0: no tier).
+        local SSD, bytes (None: the instance's share of its node's DRAM / NVMe, or every
+        node's it spans for a DP-attention group wider than a node; 0: no tier). DRAM and
+        SSD beyond the node template's are bought (``cost_usd_per_h``).
       nic: link key of each node's NICs (None: the node template's); with DP attention also
         the NICs of the wide-EP all-to-all.
       pool: :class:`PoolSpec` (central pool), p2p: :class:`P2PSpec` (peer to peer).
@@ -401,6 +415,8 @@ class ClusterResult:
     workload: dict[str, Any] = field(default_factory=dict)
     # sharing traffic (B/s), placement shares, churn (kvmodel.cluster._sharing.flows)
     sharing: dict[str, Any] = field(default_factory=dict)
+    # whole nodes of the cluster, every node pool on its own template (what cost_usd_per_h pays)
+    nodes: Any = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None, each
@@ -600,10 +616,64 @@ def _nodes_per_instance(c: Cluster, node) -> int:
     return max(1, math.ceil(c.ep / node.gpus_per_node))
 
 
+def _instance_share(c: Cluster, node, per_node: int, node_amount):
+    """An instance's part of a node-wide amount (DRAM or NVMe bytes, NIC bandwidth): the nodes
+    it spans over the instances packed on them, ``amount × span / per_node`` (a DP-attention
+    EP16 instance on 8-GPU nodes owns two nodes' worth; two TP4 instances half a node each)."""
+    return node_amount * _nodes_per_instance(c, node) / per_node
+
+
+def _node_amount(c: Cluster, node, per_node: int, instance_amount):
+    """One node's part of a per-instance amount (the inverse of :func:`_instance_share`):
+    ``amount × per_node / span``."""
+    return instance_amount * per_node / _nodes_per_instance(c, node)
+
+
+def _node_pools(c: Cluster) -> list[tuple[Any, int, int]]:
+    """(node spec, instances, instances per node) of each group of nodes counted and priced on
+    its own template: the cluster's instances on its node template, or with a P/D decode pool
+    on another GPU (``decode_gpu``) the prefill pool, then the decode pool on its GPU's node
+    template, whole nodes each. The first group holds the cache instances."""
+    _, node, _, per_node = layout(c)
+    dkey = _decode_node_key(c)
+    if dkey is None:
+        return [(node, _instances_total(c), per_node)]
+    dnode = get_node(dkey)
+    return [(node, c.prefill_instances, per_node),
+            (dnode, c.decode_instances, max(1, dnode.gpus_per_node // gpus_per_instance(c)))]
+
+
+def _pool_nodes(c: Cluster, node, instances: int, per_node: int) -> int:
+    """Whole nodes of ``instances`` packed ``per_node`` to a node, an instance wider than a node
+    (a DP-attention EP group) on :func:`_nodes_per_instance` nodes."""
+    return math.ceil(instances / per_node) * _nodes_per_instance(c, node)
+
+
 def _nodes(c: Cluster, node, per_node: int) -> int:
-    """Nodes of the whole cluster: its instances packed ``per_node`` to a node, an instance
-    wider than a node (a DP-attention EP group) on :func:`_nodes_per_instance` nodes."""
-    return math.ceil(_instances_total(c) / per_node) * _nodes_per_instance(c, node)
+    """Nodes holding the cluster's cache instances (``node`` packed ``per_node`` to a node):
+    the whole cluster, but a P/D decode pool on its own template (:func:`_node_pools`), whose
+    nodes neither reach the pool nor serve prefix hits."""
+    return _pool_nodes(c, node, _node_pools(c)[0][1], per_node)
+
+
+def _decode_node_key(c: Cluster) -> str | None:
+    """Node template of a P/D decode pool whose GPU (``decode_gpu``) is not the cluster's
+    (None otherwise: it packs on the cluster's nodes)."""
+    if not c.prefill_instances or getattr(c, "decode_gpu", None) in (None, c.gpu):
+        return None
+    return _node_key(c, c.decode_gpu)
+
+
+def _node_key(c: Cluster, gpu: str) -> str:
+    """The cluster's node template when it holds ``gpu``, else the GPU's first template."""
+    key = layout(c)[0]
+    if get_node(key).gpu != gpu:
+        key = default_node_for_gpu(gpu)
+        if key is None:
+            raise ValueError(f"Cluster.decode_gpu={gpu!r}: no node template has this GPU (the "
+                             f"decode pool's nodes need one: price, GPUs per node, NICs); "
+                             f"see kvmodel hardware node")
+    return key
 
 
 def _dp_node(c: Cluster, gpu: str | None = None):
@@ -611,13 +681,7 @@ def _dp_node(c: Cluster, gpu: str | None = None):
     cluster's node when it holds that GPU, else the GPU's first template (a P/D decode pool on
     ``decode_gpu``); with ``Cluster.nic`` set, the template with that NIC link (a spec object,
     which ``estimate(node=...)`` takes as is)."""
-    key = layout(c)[0]
-    if gpu is not None and get_node(key).gpu != gpu:
-        key = default_node_for_gpu(gpu)
-        if key is None:
-            raise ValueError(f"Cluster.decode_gpu={gpu!r}: no node template has this GPU (DP "
-                             f"attention needs its GPUs per node and NICs); "
-                             f"see kvmodel hardware node")
+    key = layout(c)[0] if gpu is None else _node_key(c, gpu)
     if c.nic is None:
         return key
     return dataclasses.replace(get_node(key), nic_link=c.nic)
@@ -693,28 +757,37 @@ def kv_precision(c: Cluster) -> str:
     return default_kv_precision(c.precision)
 
 
-def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, float | None]:
-    """(snapshot mode, reuse grid in tokens) of the instances' prefix cache. Hybrid models
-    (recurrent state) reuse a prefix only up to a state snapshot: ``block`` frameworks (vLLM,
-    TensorRT-LLM) keep one at every boundary of the engine's hybrid block
-    (:meth:`ModelSpec.state_block_tokens` at the instances' KV precision and TP, never finer
-    than the trace's blocks); ``node`` (SGLang) one per radix node, taken on the trace's
-    blocks. None for attention-only models (every cached token is reusable)."""
+def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
+    """(snapshot mode, reuse grid) of the instances' prefix cache. Hybrid models (recurrent
+    state) reuse a prefix only up to a state snapshot, kept where the framework's entry
+    says (``hybrid_prefix_cache``, :data:`~kvmodel.catalog.models.SNAPSHOT_MODES`): ``block``
+    at every boundary of the engine's hybrid block (:meth:`ModelSpec.state_block_tokens` at
+    the instances' KV precision and TP, never finer than the trace's blocks); vLLM ``align``
+    at the prompt's last such boundary and every prefill chunk, SGLang ``node`` and
+    TensorRT-LLM ``interval`` at the prompt's end (the trace's blocks) and every
+    ``hybrid_snapshot_interval`` tokens: a mix by the trace's :func:`whole_prefix_share`
+    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models."""
     m, mode = get_model(c.model), snapshot_mode(c.framework)
     if not m.has_recurrent_state:
         return mode, None
     b = float(w.trace.block_tokens)
-    if mode == "node":
-        return mode, b
-    return mode, max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+    if mode in ("block", "align"):
+        b = max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
+    share = w._memo("_whole_prefix_share", lambda: whole_prefix_share(w.trace))
+    return mode, reuse_grid(mode, b, snapshot_interval(c.framework), share)
 
 
 def block_bytes(c: Cluster, w: Workload) -> float:
     """Bytes of one of the trace's KV blocks in the cluster's prefix caches
-    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots on the grid of
-    :func:`snapshot_grid`, in the framework's snapshot mode)."""
+    (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots where the
+    framework keeps them, :func:`snapshot_grid`)."""
     mode, grid = snapshot_grid(c, w)
-    kw = {} if grid is None else {"snapshot_tokens": grid, "snapshots": mode}
+    kw = {}
+    if grid is not None:  # the prefix floored to the engine's block (block, align), else the trace's
+        step = (grid if not isinstance(grid, tuple) else grid[0][1] if mode == "align"
+                else float(w.trace.block_tokens))
+        kw = {"snapshot_tokens": step, "snapshots": mode,
+              "interval": snapshot_interval(c.framework)}
     return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
                                                 w.input_len, **kw)
 
@@ -908,11 +981,20 @@ def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
     kv_tokens = _instance_kv_tokens(c, w)
     tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
-    dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
-    ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
+    dram, ssd = _host_caps(c, node, per_node)
     return {"hbm": c.hbm_cache_fraction * kv_tokens * tok_B / block_B,
             "dram": dram / block_B, "cxl": c.cxl_B / block_B, "ssd": ssd / block_B,
             "pool": c.pool.servers * (c.pool.dram_B + c.pool.ssd_B) / block_B}
+
+
+def _host_caps(c: Cluster, node, per_node: int) -> tuple[Any, Any]:
+    """(DRAM, SSD) bytes of one instance's host tiers: ``dram_B`` / ``ssd_B``, or where None its
+    share of the nodes it spans (:func:`_instance_share`)."""
+    dram = (_instance_share(c, node, per_node, node.host_dram_B) if c.dram_B is None
+            else c.dram_B)
+    ssd = (_instance_share(c, node, per_node, node.nvme_capacity_B) if c.ssd_B is None
+           else c.ssd_B)
+    return dram, ssd
 
 
 def _with_source(tier: Tier, capacity_B, devices, gpus_per_node: int, meta_key: str) -> Tier:
@@ -934,27 +1016,30 @@ def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
 
 
 def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
-    """Tiers of an instance's node (capacities × instances per node). Array capacities: the
-    paths come from the node template and the CXL/SSD source bandwidth follows the device
+    """Tiers of an instance's node (one node's part of the instances' capacities,
+    :func:`_node_amount`: × instances per node, ÷ nodes an instance spans). Array capacities:
+    the paths come from the node template and the CXL/SSD source bandwidth follows the device
     count of each element (as in :func:`kvmodel.node_tiers`)."""
+    node = get_node(key)
+
     def arr(v):
         return isinstance(v, np.ndarray)
 
     def scaled(v):
-        return None if v is None else (0.0 if arr(v) else v * per_node)
+        return None if v is None else (0.0 if arr(v) else _node_amount(c, node, per_node, v))
     t = dict(_node_tiers(key, c.gpu, scaled(c.dram_B), scaled(c.cxl_B), scaled(c.ssd_B),
                          c.nic))
     if arr(c.dram_B):
-        t["dram"] = dataclasses.replace(t["dram"], capacity_B=c.dram_B * per_node)
+        t["dram"] = dataclasses.replace(
+            t["dram"], capacity_B=_node_amount(c, node, per_node, c.dram_B))
     if arr(c.cxl_B) or arr(c.ssd_B):
-        node = get_node(key)
         if arr(c.cxl_B):
-            mem, cap = get_memory(_CXL_DEVICE), c.cxl_B * per_node
+            mem, cap = get_memory(_CXL_DEVICE), _node_amount(c, node, per_node, c.cxl_B)
             dev = np.where(cap > 0, np.maximum(1.0, np.ceil(cap / mem.capacity_B)), 0.0)
             t["cxl"] = _with_source(t["cxl"], cap, dev, node.gpus_per_node, "devices")
         if arr(c.ssd_B):
-            mem, cap = get_memory(node.nvme), c.ssd_B * per_node
-            dev = np.maximum(1.0, np.ceil(cap / mem.capacity_B))
+            mem, cap = get_memory(node.nvme), _node_amount(c, node, per_node, c.ssd_B)
+            dev = ssd_drives(node, mem, cap)
             t["ssd"] = _with_source(t["ssd"], cap, dev, node.gpus_per_node, "drives")
     return {"hbm": t["hbm"], "dram": t["dram"], "cxl": t["cxl"], "ssd": t["ssd"],
             "pool": t["remote"], "peer": t["remote"]}
@@ -995,10 +1080,12 @@ def _network(c: Cluster, w: Workload, node, hits, block_B: float, rate,
 
 
 def _peer_Bps(c: Cluster, node) -> float:
-    """NIC bandwidth one peer (instance) serves its blocks with: its share of the node's NICs
-    (the cluster's ``nic`` link, else the node template's)."""
+    """NIC bandwidth one peer (instance) serves its blocks with: its share of the NICs of the
+    nodes it spans (:func:`_instance_share`; the cluster's ``nic`` link, else the node
+    template's)."""
     nic = get_link(c.nic or node.nic_link)
-    return node.nics * nic.achieved_bw_Bps / max(1, node.gpus_per_node // gpus_per_instance(c))
+    per_node = max(1, node.gpus_per_node // gpus_per_instance(c))
+    return _instance_share(c, node, per_node, node.nics * nic.achieved_bw_Bps)
 
 
 def _extra_delay(flows: "_sharing.SharingFlows", m: dict[str, Any]) -> dict[str, Any]:
@@ -1013,13 +1100,13 @@ class _PrefixArgs(dict):
     ``cache_tier``: what the closed-loop and burst instances use) that also keeps the hit
     shares, so the open-loop instances can ask for request-level hit classes instead."""
 
-    def __init__(self, hits: dict, tiers: dict, grid: float | None = None):
+    def __init__(self, hits: dict, tiers: dict, grid: Any = None):
         super().__init__()
         self.hits, self.tiers, self.grid = hits, tiers, grid
 
 
 def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
-                 grid: float | None = None) -> dict[str, Any]:
+                 grid: Any = None) -> dict[str, Any]:
     """Cached prefix length (tokens) and the tier mix it loads from. With array hit ratios the
     length and the fractions are arrays (0 tokens where nothing hits: no prefix there). The
     result also keeps ``hits``, ``tiers`` and the reuse ``grid`` (:func:`snapshot_grid`: a
@@ -1027,8 +1114,7 @@ def _prefix_args(hits: dict[str, Any], tiers: dict[str, Tier], I: float,
     kept = {t: xp.where(f > 1e-12, f, 0.0) for t, f in hits.items()}  # drop rounding residue
     total = sum(kept.values())
     P = xp.floor(xp.minimum(total * I, I - 1.0))
-    if grid is not None:
-        P = xp.floor(P / grid) * grid
+    P = floor_to_grid(P, grid)
     out = _PrefixArgs(hits, tiers, grid)
     if not xp.any_true(P > 0):
         return out
@@ -1046,13 +1132,22 @@ def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
     and ``length_cv`` (:mod:`kvmodel.cluster._classes`)."""
     if not isinstance(pre, _PrefixArgs):
         return dict(pre, length_cv=w.length_cv)
+    last = _LAST_HIT_KW[0]  # the same hits, tiers and workload again (the routed queue's)
+    if last and last[0] is pre.hits and last[1] is pre.tiers and last[2] is w and (
+            last[3] == pre.grid):
+        return dict(last[4])
     classes = None
     if pre:
         reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
         classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
     bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
     classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid)
-    return dict(prefix_classes=classes, length_cv=0.0)
+    out = dict(prefix_classes=classes, length_cv=0.0)
+    _LAST_HIT_KW[0] = (pre.hits, pre.tiers, w, pre.grid, out)  # objects kept: ids not reused
+    return dict(out)
+
+
+_LAST_HIT_KW: list = [None]  # (hits, tiers, workload, grid, result) of the last _hit_kw
 
 
 _ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters
@@ -1094,11 +1189,7 @@ def _handoff_s(c: Cluster, w: Workload, p: Estimate, node, I):
     blocks posted at once (one link setup). A layer-wise connector streams layer by layer
     under the prefill (only the part slower than it is exposed, at least one layer's share);
     one that sends after the prefill exposes all of it."""
-    gpus = (c.prefill_instances + c.decode_instances) * gpus_per_instance(c)
-    same_node = gpus <= node.gpus_per_node
-    link = get_link(get_gpu(c.gpu).scale_up_link if same_node else (c.nic or node.nic_link))
-    per_gpu = (link.achieved_bw_Bps if same_node
-               else nic_aggregate_Bps(link, node.nics) / node.gpus_per_node)
+    link, per_gpu = _handoff_link(c, node)
     per_tok = get_model(c.model).kv_bytes_per_token(kv_precision(c)) / c.tp
     kv_B, block_B = I * per_tok, w.trace.block_tokens * per_tok
     conn = get_connector(getattr(c, "connector", "ideal"))
@@ -1109,6 +1200,24 @@ def _handoff_s(c: Cluster, w: Workload, p: Estimate, node, I):
     L = get_model(c.model).num_layers
     slow = t_tr - (p.ttft_s - p.queue_wait_s)  # NaN (inf - inf) where the prefill is unstable
     return xp.where(slow > t_tr / L, slow, t_tr / L)
+
+
+def _handoff_link(c: Cluster, node) -> tuple[Any, float]:
+    """(link, bytes/s per GPU) of the P/D handoff: the GPU's scale-up link when both pools fit
+    one node of ``node`` (the same template), else each end's per-GPU share of its node's NICs
+    (``Cluster.nic``, else its template's link), the slower end's (a decode pool on another
+    GPU sits on its own nodes, :func:`_node_pools`)."""
+    dkey = _decode_node_key(c)
+    gpus = (c.prefill_instances + c.decode_instances) * gpus_per_instance(c)
+    if dkey is None and gpus <= node.gpus_per_node:
+        link = get_link(get_gpu(c.gpu).scale_up_link)
+        return link, link.achieved_bw_Bps
+    ends = []
+    for nd in (node,) if dkey is None else (node, get_node(dkey)):
+        link = get_link(c.nic or nd.nic_link)
+        ends.append((nic_aggregate_Bps(link, nd.nics) / nd.gpus_per_node, link))
+    per_gpu, link = min(ends, key=lambda e: e[0])
+    return link, per_gpu
 
 
 def _either(a, b):
@@ -1140,27 +1249,44 @@ def _combine(parts: dict) -> dict[str, Any]:
 
 # ---- cost and goodput ------------------------------------------------------------------------
 def cost_per_hour(c: Cluster) -> Any:
-    """Hardware cost of the whole cluster, $/h: nodes at their price, extra DRAM/CXL/SSD beyond
-    the node template and the central pool's media amortised over ``hardware_amortization``."""
-    _, node, _, per_node = layout(c)
-    return _cost_per_hour(c, node, per_node)
+    """Hardware cost of the whole cluster, $/h: nodes at their price (each node pool at its own
+    template, :func:`_node_pools`), extra DRAM/CXL/SSD beyond the node templates and the
+    central pools amortised over ``hardware_amortization``."""
+    return _cost_per_hour(c)
 
 
-def _cost_per_hour(c: Cluster, node, per_node: int) -> Any:
+def _node_count(c: Cluster) -> int:
+    """Whole nodes of the cluster: every node pool (:func:`_node_pools`) on its template."""
+    return sum(_pool_nodes(c, nd, k, per) for nd, k, per in _node_pools(c))
+
+
+def _cost_per_hour(c: Cluster) -> Any:
     n = _instances_total(c)
-    nodes = _nodes(c, node, per_node)
     hours = get_calibration()["hardware_amortization"].si
-    dollars = nodes * node.price_per_s * 3600.0
+    pools = [(nd, per, _pool_nodes(c, nd, k, per)) for nd, k, per in _node_pools(c)]
+    dollars = sum(nodes * nd.price_per_s * 3600.0 for nd, _, nodes in pools)
     if xp.is_array(c.cxl_B) or c.cxl_B:  # arrays add 0 where there is no CXL
         dollars = dollars + n * c.cxl_B * get_memory(_CXL_DEVICE).price_per_B / hours
     if c.dram_B is not None:
-        extra = xp.maximum(0.0, c.dram_B * per_node - node.host_dram_B) * nodes
-        dollars = dollars + extra * get_memory(node.host_memory).price_per_B / hours
+        dollars = dollars + _extra_host_cost(c, pools, c.dram_B, "host_dram_B", "host_memory",
+                                             hours)
     if c.ssd_B is not None:
-        extra = xp.maximum(0.0, c.ssd_B * per_node - node.nvme_capacity_B) * nodes
-        dollars = dollars + extra * get_memory(node.nvme).price_per_B / hours
+        dollars = dollars + _extra_host_cost(c, pools, c.ssd_B, "nvme_capacity_B", "nvme", hours)
     if c.sharing == "central_pool":
-        dollars = dollars + _sharing.pool_cost_per_hour(c, nodes, hours)
+        _, node, _, per_node = layout(c)
+        dollars = dollars + _sharing.pool_cost_per_hour(c, _nodes(c, node, per_node), hours)
+    return dollars
+
+
+def _extra_host_cost(c: Cluster, pools: list, amount, capacity: str, device: str,
+                     hours: float) -> Any:
+    """$/h of the host memory or drives (node field ``capacity`` of device ``device``) bought
+    beyond each node template's for ``amount`` bytes per instance: per node, its part of the
+    instances' amount (:func:`_node_amount`) less the template's, on every node of the pool."""
+    dollars = 0.0
+    for nd, per, nodes in pools:
+        extra = xp.maximum(0.0, _node_amount(c, nd, per, amount) - getattr(nd, capacity)) * nodes
+        dollars = dollars + extra * get_memory(getattr(nd, device)).price_per_B / hours
     return dollars
 
 
@@ -1247,7 +1373,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     if shape is None:
         stable = bool(stable)
     reason = _reasons(m["reason"], util, net_ok, stable, shape)
-    out = _figures(c, w, lam, m, _extra_delay(flows, m), stable, shape, node, per_node)
+    out = _figures(c, w, lam, m, _extra_delay(flows, m), stable, shape)
     out.update(per_instance_rate_per_s=lam * imb / n, imbalance=imb)
     return _workloads.finish(_result(out, stable, reason, hits, util, flows["detail"], shape,
                                      instances=parts, closed_forms=_closed_forms(c, n),
@@ -1295,13 +1421,13 @@ def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node,
     return hits, admit, parts, lam, info
 
 
-def _figures(c: Cluster, w: Workload, lam, m: dict, delay: dict, stable, shape, node,
-             per_node: int) -> dict[str, Any]:
+def _figures(c: Cluster, w: Workload, lam, m: dict, delay: dict, stable,
+             shape) -> dict[str, Any]:
     """Latencies (inf where unstable), served rate, tokens, goodput and cost of the cluster."""
     inf = math.inf
     O = w.output_len
     served = xp.where(stable, lam, 0.0)
-    cost = _cost_per_hour(c, node, per_node)
+    cost = _cost_per_hour(c)
     tok = served * O
     ttft = m["ttft"] + delay["mean"]
     frac = _slo_fraction(dict(m, ttft=ttft), w.ttft_slo_s, w.tpot_slo_s) if (
@@ -1316,7 +1442,7 @@ def _figures(c: Cluster, w: Workload, lam, m: dict, delay: dict, stable, shape, 
         ttft_p90_s=xp.where(stable, m["ttft90"] + delay["p90"], inf),
         ttft_p99_s=xp.where(stable, m["ttft99"] + delay["p99"], inf),
         tpot_p99_s=xp.where(stable, m["tpot99"], inf), output_tok_per_s=tok,
-        served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost,
+        served_rate_per_s=served, goodput_per_s=good, cost_usd_per_h=cost, nodes=_node_count(c),
         cost_usd_per_mtok=xp.where(has_tok, cost / xp.where(has_tok, tok * 3600 / 1e6, 1.0), inf))
 
 
@@ -1346,8 +1472,7 @@ def inclusive_tiers(c: Cluster, w: Workload) -> Cluster:
     tok = _instance_kv_tokens(c, w)
     kv_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
     hbm = c.hbm_cache_fraction * tok * kv_B
-    dram = node.host_dram_B / per_node if c.dram_B is None else c.dram_B
-    ssd = node.nvme_capacity_B / per_node if c.ssd_B is None else c.ssd_B
+    dram, ssd = _host_caps(c, node, per_node)
     top, eff = hbm, []
     for cap in (dram, c.cxl_B, ssd):  # numpy maximum: capacities may be arrays (grid)
         eff.append(_same(np.maximum(0.0, np.asarray(cap) - top)))
@@ -1377,13 +1502,14 @@ def tier_traffic(c: Cluster, w: Workload, write: str = "through", inclusive: boo
 def _tier_placement(c: Cluster, w: Workload, write: str, inclusive: bool, admit: float = 1.0):
     from kvmodel.workload.placement import place
     key, node, n, per_node = layout(c)
-    tiers = node_tiers(key, c.gpu, dram_B=None if c.dram_B is None else c.dram_B * per_node,
-                       cxl_B=c.cxl_B * per_node,
-                       ssd_B=None if c.ssd_B is None else c.ssd_B * per_node, nic=c.nic)
+
+    def at_node(v):  # one node's part of an instance capacity (a DP instance spans nodes)
+        return None if v is None else _node_amount(c, node, per_node, v)
+    tiers = node_tiers(key, c.gpu, dram_B=at_node(c.dram_B), cxl_B=at_node(c.cxl_B),
+                       ssd_B=at_node(c.ssd_B), nic=c.nic)
     tok = _instance_kv_tokens(c, w)
     tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
-    span = _nodes_per_instance(c, node)  # a DP instance's HBM is spread over its nodes
-    chain = [Tier("hbm", c.hbm_cache_fraction * tok * tok_B * per_node / span, None)]
+    chain = [Tier("hbm", at_node(c.hbm_cache_fraction * tok * tok_B), None)]
     chain += [tiers[t] for t in ("dram", "cxl", "ssd") if tiers[t].capacity_B > 0]
     nodes = _nodes(c, node, per_node)
     rate = w.rate * float(np.mean(w.trace.blocks_per_request)) / nodes

@@ -42,6 +42,7 @@ prompts are later turns, whose reusable share may be larger).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,8 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.workload._trace_types import Trace
 
-__all__ = ["leading_reuse", "hit_classes", "trace_bands", "with_lengths", "CLUSTER_BANDS"]
+__all__ = ["leading_reuse", "hit_classes", "trace_bands", "with_lengths", "CLUSTER_BANDS",
+           "whole_prefix_share", "reuse_grid", "floor_to_grid"]
 
 CLUSTER_BANDS = (0.0, 0.75, 0.95, 0.99, 1.0)
 """Quantile bands of the trace's prompt lengths (4 classes, the top one the longest 1 %: with a
@@ -58,11 +60,10 @@ conversation trace (``benchmarks/cluster_vs_sim.py``) these give the same agreem
 (0, .5, .8, .9, .95, .99, 1); 3 bands (0, .8, .97, 1) lose 10-25 points of p99."""
 
 
-def leading_reuse(tr: Trace) -> tuple[float, float]:
-    """(share of requests with a reusable leading run, its mean length in tokens given one)."""
+def _leading_runs(tr: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """(each request's leading run of blocks an earlier request already used, in blocks; the
+    request that first used the block at each position of the trace's block list)."""
     n, ids, off = len(tr), tr.block_ids, tr.block_offsets
-    if n == 0 or len(ids) == 0:
-        return 0.0, 0.0
     lens = np.diff(off)
     req = np.repeat(np.arange(n), lens)
     first = np.full(int(ids.max()) + 1 if ids.min() >= 0 else 0, n, dtype=np.int64)
@@ -70,20 +71,75 @@ def leading_reuse(tr: Trace) -> tuple[float, float]:
         _, inv = np.unique(ids, return_inverse=True)
         first = np.full(inv.max() + 1, n, dtype=np.int64)
         np.minimum.at(first, inv, req)
-        seen = first[inv] < req
+        owner = first[inv]
     else:
         np.minimum.at(first, ids, req)
-        seen = first[ids] < req
+        owner = first[ids]
     pos = np.arange(len(ids)) - np.repeat(off[:-1], lens)
     big = np.iinfo(np.int64).max
-    stop = np.where(seen, big, pos)
+    stop = np.where(owner < req, big, pos)
     has = lens > 0
     lead = np.zeros(n, dtype=np.int64)
     lead[has] = np.minimum.reduceat(stop, off[:-1][has])
-    lead = np.where(lead == big, lens, lead)
+    return np.where(lead == big, lens, lead), owner
+
+
+def leading_reuse(tr: Trace) -> tuple[float, float]:
+    """(share of requests with a reusable leading run, its mean length in tokens given one)."""
+    if len(tr) == 0 or len(tr.block_ids) == 0:
+        return 0.0, 0.0
+    lead = _leading_runs(tr)[0]
     x = np.minimum(lead * tr.block_tokens, np.maximum(tr.input_len - 1, 0)).astype(float)
     share = float(np.mean(x > 0))
     return share, float(x[x > 0].mean()) if share > 0 else 0.0
+
+
+def whole_prefix_share(tr: Trace) -> float:
+    """Share of the reusable leading runs that cover every full block of the prompt of the
+    request that introduced the run's last block: a later turn of a conversation, reusable up
+    to that prompt's end where engines keep a state snapshot (vLLM ``align``: its last block
+    boundary; SGLang and TensorRT-LLM: its end). The other runs end inside an earlier prompt
+    (a shared system prompt), where only the snapshots inside a prefill remain. 0 without
+    reuse."""
+    if len(tr) == 0 or len(tr.block_ids) == 0:
+        return 0.0
+    lead, owner = _leading_runs(tr)
+    x = np.minimum(lead * tr.block_tokens, np.maximum(tr.input_len - 1, 0))
+    hit = np.flatnonzero(x > 0)
+    if len(hit) == 0:
+        return 0.0
+    j = owner[tr.block_offsets[hit] + lead[hit] - 1]
+    full = np.floor(np.asarray(tr.input_len, dtype=float)[j] / tr.block_tokens)
+    return float(np.mean(lead[hit] >= full))
+
+
+def reuse_grid(mode: str, block: float, interval: float | None, share: float):
+    """Reuse grid of a hybrid model's prefix cache (:func:`floor_to_grid`) in snapshot mode
+    ``mode`` (:data:`kvmodel.catalog.models.SNAPSHOT_MODES`): ``block`` every ``block``
+    tokens (the engine's hybrid block, or the trace's); ``align``, ``interval`` and ``node``
+    a mix: the ``share`` of runs that reach an earlier prompt's end (:func:`whole_prefix_share`)
+    on ``block``, the rest on the prefill snapshot ``interval`` (``align``: floored to whole
+    blocks; None: ``block``); ``none`` nothing reusable."""
+    if mode == "block":
+        return float(block)
+    if mode == "none":
+        return ((1.0, math.inf),)
+    part = float(block) if interval is None else float(interval)
+    if mode == "align":
+        part = max(math.floor(part / block), 1) * float(block)
+    return ((share, float(block)), (1.0 - share, part))
+
+
+def floor_to_grid(x, grid):
+    """Cached tokens ``x`` a hybrid model can reuse: floored to ``grid`` (tokens), or for a mix
+    ``((share, grid), ...)`` the share-weighted mean of the floors, in whole tokens (an
+    infinite grid: nothing); ``x`` itself for None (attention-only models)."""
+    if grid is None:
+        return x
+    if not isinstance(grid, tuple):
+        return xp.floor(x / grid) * grid
+    return xp.floor(sum(p * (0.0 * x if math.isinf(g) else xp.floor(x / g) * g)
+                        for p, g in grid))
 
 
 def hit_classes(hits: dict[str, Any], tiers: dict, I: float, reuse: tuple[float, float]):
@@ -135,14 +191,13 @@ def trace_bands(input_len: np.ndarray, bands=CLUSTER_BANDS) -> list[tuple[float,
 def with_lengths(classes: list, bands: list, I: float, grid: float | None = None) -> list:
     """Each (probability, cached tokens, tier) class crossed with each (share, prompt) band:
     ``(π·share, floor(cached·L_b/I), tier, L_b)`` (at most L_b − 1 cached tokens). ``grid``
-    (tokens; hybrid models, ``kvmodel.cluster.snapshot_grid``): the cached tokens floored to
-    a multiple of it, the longest prefix with a state snapshot (the rest is recomputed);
-    None: unchanged (attention-only models reuse every cached token)."""
+    (hybrid models, ``kvmodel.cluster.snapshot_grid``): the cached tokens floored to it
+    (:func:`floor_to_grid`), the longest prefix with a state snapshot (the rest is
+    recomputed); None: unchanged (attention-only models reuse every cached token)."""
     out = []
     for p, n, tier in classes:
         for share, L in bands:
             cached = xp.minimum(xp.floor(n * (L / I)), max(np.ceil(L) - 1.0, 0.0))
-            if grid is not None:
-                cached = xp.floor(cached / grid) * grid
+            cached = floor_to_grid(cached, grid)
             out.append((p * share, cached, tier, L))
     return out

@@ -60,17 +60,21 @@ and interpolated.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
 import numpy as np
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._mixture import mixture_quantile
+from kvmodel.catalog.hardware import current
+from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
 
 __all__ = ["wait_factors", "routed_law", "routed_percentiles"]
 
 _RHO = np.concatenate([np.linspace(0.0, 0.9, 181)[:-1], 1.0 - np.geomspace(0.1, 1e-4, 160)])
+_TOP = float(_RHO[-1])
 _TABLES: dict = {}
 
 
@@ -101,7 +105,10 @@ def wait_factors(mix: Any, rho: Any, residual: float | None = None) -> tuple[Any
     if key not in _TABLES:
         _TABLES[key] = _build(np.asarray(mix, dtype=float), residual)
     fw, fp = _TABLES[key]
-    r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
+    if xp.is_array(rho):
+        r = np.clip(np.asarray(rho, dtype=float), 0.0, _RHO[-1])
+    else:  # a number: clipped as np.clip does (NaN kept), without its array overhead
+        r = min(max(float(rho), 0.0), _TOP)
     a, b = np.interp(r, _RHO, fw), np.interp(r, _RHO, fp)
     return (float(a), float(b)) if a.ndim == 0 else (a, b)
 
@@ -152,24 +159,80 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     percentile by the change of the wait's part in the class mixture (``classes``:
     (probability, cached tokens, tier, prompt tokens) rows). Each class's own service is read
     as ``b_q`` x its uncached tokens, ``b_q`` scaled so that the old law's q-quantile of that
-    mixture is the instance's (one secant step from the mean's ``b``)."""
+    mixture is the instance's (one secant step from the mean's ``b``). The three quantiles
+    share each pass over the classes; each quantile's sort of the offsets serves both laws."""
     W, p = m["wait"], m["pwait"]
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):
         return m
+    probs = [c[0] for c in classes]
     new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
-    mean_new = sum(pi * x for (pi, *_), x in zip(classes, new))
+    mean_new = sum(pi * x for pi, x in zip(probs, new))
     b = xp.maximum(m["ttft"] - W, 0.0) / mean_new
     Ws, ps, W2s = (xp.where(live, v, 0.0) for v in (W, p, wait2))
     p_old, p_new = xp.where(live, ps, 1.0), xp.where(live, p2, 1.0)
     out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
                ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
-    for key, q in (("ttft50", 0.5), ("ttft90", 0.9), ("ttft99", 0.99)):
-        g = mixture_quantile(Ws, p_old, [(pi, b * x) for (pi, *_), x in zip(classes, new)], q)
-        ok = live & np.isfinite(m[key]) & (g > 0)
-        bq = b * xp.where(ok, m[key] / xp.where(ok, g, 1.0), 1.0)
-        offsets = [(pi, bq * x) for (pi, *_), x in zip(classes, new)]
-        shift = (mixture_quantile(W2s, p_new, offsets, q)
-                 - mixture_quantile(Ws, p_old, offsets, q))
+    laws = ((Ws, _clipped(p_old)), (W2s, _clipped(p_new)))
+    arrays = xp.is_array(Ws, W2s, p_old, p_new, b, *probs, *new, *(m[k] for k, _ in _KEYS))
+    shifts = (_array_shifts if arrays else _scalar_shifts)(m, live, laws, probs, new, b)
+    for (key, _), shift in zip(_KEYS, shifts):
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out
+
+
+_KEYS = (("ttft50", 0.5), ("ttft90", 0.9), ("ttft99", 0.99))
+_QS = tuple(q for _, q in _KEYS)
+
+
+def _clipped(p: Any) -> Any:
+    """P(wait) as :func:`~kvmodel.instance._mixture.mixture_quantile` clips it."""
+    return xp.minimum(xp.maximum(p, 1e-12), 1.0)
+
+
+_offset = operator.itemgetter(1)
+_MEMO_SIZE = 1024  # memoised shifts per catalog (bounded in long searches)
+
+
+def _scalar_shifts(m: dict, live: bool, laws: tuple, probs: list, new: list, b: float) -> tuple:
+    """Each quantile's shift for numbers (as Python floats: the same values, faster),
+    memoised by value (a sweep or a search revisiting a configuration)."""
+    (W, p), (W2, p2) = ((float(w), float(pw)) for w, pw in laws)
+    b, new, probs = float(b), [float(x) for x in new], [float(w) for w in probs]
+    vals = [float(m[k]) for k, _ in _KEYS]
+    key = tuple([v if v else repr(v) for v in (W, p, W2, p2, b, *probs, *new, *vals)])
+    return current().cached("routed_shifts", key, lambda: _shifts(
+        (W, p), (W2, p2), probs, new, b, vals), _MEMO_SIZE)
+
+
+def _shifts(old: tuple, law: tuple, probs: list, new: list, b: float, vals: list) -> tuple:
+    """:func:`_scalar_shifts` computed: the old law's quantiles of the mean's offsets in one
+    pass, then per quantile its offsets sorted once for both laws."""
+    W, p = old
+    g = scalar_quantiles(W, p, sorted(zip(probs, [b * x for x in new]), key=_offset), _QS)
+    out = []
+    for q, gq, v in zip(_QS, g, vals):
+        bq = b * (v / gq if math.isfinite(v) and gq > 0 else 1.0)
+        cls = sorted([(pi, bq * x) for pi, x in zip(probs, new)], key=_offset)
+        out.append(scalar_quantiles(*law, cls, (q,))[0] - scalar_quantiles(W, p, cls, (q,))[0])
+    return tuple(out)
+
+
+def _array_shifts(m: dict, live: Any, laws: tuple, probs: list, new: list, b: Any) -> list:
+    """:func:`_scalar_shifts` on arrays: the quantiles on a leading axis, one sort of the
+    mean's offsets and one of every quantile's offsets (shared by both laws)."""
+    (W, p), (W2, p2) = laws
+    S, pi = sorted_classes(list(zip(probs, [b * x for x in new])),
+                           np.broadcast_shapes(np.shape(W), np.shape(p)))
+    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 1))
+    g = sorted_quantile(W, p, S, pi, q)
+    bq = []
+    for (key, _), gq in zip(_KEYS, g):
+        ok = live & np.isfinite(m[key]) & (gq > 0)
+        bq.append(b * xp.where(ok, m[key] / xp.where(ok, gq, 1.0), 1.0))
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (W, p, W2, p2)))
+    offsets = [(w, np.stack(np.broadcast_arrays(*(c * x for c in bq)))) for w, x in zip(probs, new)]
+    S, pi = sorted_classes(offsets, (len(_QS),) + shape)
+    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 2))
+    A = np.stack([pi[:, i].sum(axis=0) for i in range(len(_QS))])  # summed as one quantile's
+    return list(sorted_quantile(W2, p2, S, pi, q, A) - sorted_quantile(W, p, S, pi, q, A))

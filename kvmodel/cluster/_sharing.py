@@ -634,7 +634,7 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
     put_B = xp.where(dram_B_inst > 0, put_B, 0.0)  # no DRAM tier: nothing shared, no puts
     out_hot = peer_B * hot
     gpu = get_gpu(c.gpu)
-    uplink = get_link(gpu.host_link).achieved_bw_Bps * c.tp   # one PCIe uplink per GPU
+    uplink = get_link(gpu.host_link).achieved_bw_Bps * _gpus(c)  # one PCIe uplink per GPU
     dram_B = rate * hits.get("dram", 0.0) * per_req / n      # the owner's own DRAM loads
     in_hot = put_B * put_hot                            # puts reaching the busiest receiver
     util = {"peer_nic_hottest": out_hot / peer_Bps, "peer_nic_in": in_hot / peer_Bps,
@@ -661,6 +661,13 @@ def _p2p(c, w, node, hits, block_B, rate, n, shares, peer_Bps, dram_B_inst) -> S
                                          / xp.where(put_B > 0, put_B, 1.0), math.inf)}
     lookup = xp.where(hits["peer"] > 0, _p2p_lookup_s(c, form), 0.0)
     return SharingFlows(util=util, queues=q, fixed_s=lookup, detail=detail)
+
+
+def _gpus(c) -> int:
+    """GPUs of one owner instance, each with its PCIe uplink: its EP group with DP attention (on
+    every node it spans), else its TP group."""
+    from kvmodel.cluster import gpus_per_instance
+    return gpus_per_instance(c)
 
 
 def _p2p_lookup_s(c, form: str):

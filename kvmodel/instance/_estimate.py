@@ -525,8 +525,13 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
-    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax)
-    q = _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1)
+    kA = _ol.cluster_gain(f, t_p, t_d, t)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
+    p_slot = _ol.slot_queue(lam, w_pf + S + (O - 1.0) * tpot, t, T1, O, bmax, lam_sat, ca2,
+                            kA)[1]  # the slot gate's share; then the hold with the seen TPOT
+    tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
+                                  p_slot, kA)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -551,11 +556,11 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                 why=why, **extra)
 
 
-def _open_waits(rho, w_pf, S, O, t, tpot, lam, lam_sat, bmax, ca2, T1) -> dict:
+def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot) -> dict:
     """Prefill plus KV-slot wait (:func:`kvmodel.instance._openloop.slot_queue`), the
     probability of waiting, stability and the slots' mean occupancy."""
     hold = w_pf + S + (O - 1.0) * tpot  # a slot is held from admission to the last token
-    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2)
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA)
     stable = (rho < 1.0) & (offered < bmax)
     wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)

@@ -76,7 +76,8 @@ def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
             raise ValueError(f"prefix_classes[{k}] probability {c[0]!r}: expected numbers in [0, 1]")
         out.append((p if p.ndim else float(p), c[1], c[2], _length(k, c)))
     total = sum(c[0] for c in out)
-    if np.any(np.abs(np.asarray(total) - 1.0) > 1e-6):
+    if (abs(total - 1.0) > 1e-6 if type(total) is float
+            else np.any(np.abs(np.asarray(total) - 1.0) > 1e-6)):
         raise ValueError(f"prefix_classes probabilities must sum to 1, got {np.min(total):g}"
                          + (f" to {np.max(total):g}" if np.ndim(total) else ""))
     return out
@@ -133,23 +134,33 @@ def _row(x, j: int):
     return float(v) if np.ndim(v) == 0 else v
 
 
+_F64 = np.dtype(np.float64)
+
+
 def _row_of(stacked, x, j: int):
     """:func:`_row` of a value of ``stacked``; a 1-d float array is split into Python floats
     once per stack (every class reads its row)."""
-    if not isinstance(x, np.ndarray) or x.ndim != 1 or x.dtype != np.float64:
-        return _row(x, j)
-    lists = stacked.__dict__.setdefault("_row_lists", {})
+    lists = stacked.__dict__.get("_row_lists")
+    if lists is None:
+        lists = stacked._row_lists = {}
     got = lists.get(id(x))
     if got is None or got[0] is not x:
-        got = lists[id(x)] = (x, x.tolist())
-    return got[1][j]
+        got = lists[id(x)] = (x, _split(x))
+    return _row(x, j) if got[1] is None else got[1][j]
 
 
-def _stack_save(stacked) -> dict:
-    """The stacked prefix's save op, built once for all its rows."""
+def _stack_save(stacked) -> list:
+    """The stacked prefix's save op, built once for all its rows: (key, value, the value
+    split into Python floats when a 1-d float array, else None) per entry."""
     if "_save_all" not in stacked.__dict__:
-        stacked._save_all = stacked.save_op()
+        stacked._save_all = [(k, v, _split(v)) for k, v in stacked.save_op().items()]
     return stacked._save_all
+
+
+def _split(v) -> list | None:
+    """A 1-d float array as a list of Python floats (:func:`_row` of each row), else None."""
+    ok = type(v) is np.ndarray and v.ndim == 1 and v.dtype is _F64
+    return v.tolist() if ok else None
 
 
 def _own_parts(stacked, j: int) -> list[bool]:
@@ -161,6 +172,35 @@ def _own_parts(stacked, j: int) -> list[bool]:
     return [g == stacked.row_group[j] for g in groups]
 
 
+def _split_rows(stacked) -> list | None:
+    """Per row of ``stacked`` (once per stack): (loaded, exposed, reads, writes) as
+    :class:`PrefixRow` reads them, when each of those values is a 1-d float array over the
+    rows (split into Python floats at once); else None (read value by value)."""
+    if "_split" in stacked.__dict__:
+        return stacked._split
+    reads, writes = ([], []) if stacked.none else (stacked.reads, stacked.writes)
+    lists = [_split(v) for v in (stacked.loaded, stacked.exposed, *(b for _, b in reads),
+                                 *(b for _, b in writes))]
+    if any(c is None for c in lists) or len({len(c) for c in lists}) != 1:
+        stacked._split = None
+        return None
+    loaded, exposed, *cols = lists
+    rc, wc = cols[:len(reads)], cols[len(reads):]
+    groups, own_of, rows = getattr(stacked, "part_group", None), {}, []
+    for j in range(len(loaded)):
+        if stacked.none:
+            rows.append((loaded[j], exposed[j]))
+            continue
+        g = None if groups is None else stacked.row_group[j]
+        if g not in own_of:  # the path parts this row's tier loads from
+            own_of[g] = [i for i, o in enumerate(_own_parts(stacked, j)) if o]
+        own = own_of[g]
+        rows.append((loaded[j], exposed[j], [(reads[i][0], rc[i][j]) for i in own],
+                     [(writes[i][0], wc[i][j]) for i in own]))
+    stacked._split = rows
+    return rows
+
+
 class PrefixRow:
     """Class j of a prefix built once for several classes stacked on a leading axis (same
     tier: one loader, one prefill solve), with the interface :class:`PrefixMix` reads."""
@@ -169,6 +209,13 @@ class PrefixRow:
         self.stacked, self.j = stacked, j
         self.none = stacked.none
         self.save_sync = stacked.save_sync
+        rows = _split_rows(stacked)
+        if rows is not None:  # every row's figures split once for the stack
+            self.loaded, self.exposed, *rw = rows[j]
+            if not self.none:
+                self.eff = stacked.eff
+                self.reads, self.writes = rw
+            return
         self.loaded = _row_of(stacked, stacked.loaded, j)
         self.exposed = _row_of(stacked, stacked.exposed, j)
         if not self.none:
@@ -196,8 +243,9 @@ class PrefixRow:
 
     def save_op(self, util: dict | None = None) -> dict:
         if "_save" not in self.__dict__:
-            self._save = {k: _row_of(self.stacked, v, self.j)
-                          for k, v in _stack_save(self.stacked).items()}
+            j = self.j
+            self._save = {k: _row(v, j) if col is None else col[j]
+                          for k, v, col in _stack_save(self.stacked)}
         return self._save
 
 
@@ -245,6 +293,10 @@ class PrefixMix:
         """(π, n): the classes' probabilities and uncached prompt tokens stacked on the last
         axis (broadcast over any configuration axes), for the open loop's expected chunk count
         (:func:`kvmodel.instance._openloop.chunk_count`)."""
+        if "_uncached" not in self.__dict__ and self._rows is not None and not xp.is_array(
+                *self.probs):  # scalar classes: the same numbers, without the broadcasting
+            self._uncached = (np.array(self.probs, dtype=float),
+                              np.array([self.new_k(k) for k in range(len(self.probs))], dtype=float))
         if "_uncached" not in self.__dict__:
             vals = [*self.probs, *(self.new_k(k) for k in range(len(self.probs)))]
             a = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in vals))
@@ -290,6 +342,10 @@ class PrefixMix:
             return [p.exposed if p.none else p.exposed_with(delay * sh)
                     for p, sh in zip(self.parts, shares)]
         t_load, t_comp, depth, exposed, live = rows  # every class at once, element by element
+        if not delay > 0:  # no class's load waits longer: each its own exposed load
+            if "_exposed_list" not in self.__dict__:
+                self._exposed_list = exposed.tolist()
+            return self._exposed_list
         d = delay * shares
         mk = pipeline_makespan(t_load + d, t_comp, depth) - t_comp
         return np.where(live & (d > 0) & (self._rows[1] > 0), mk, exposed).tolist()
@@ -329,29 +385,76 @@ class PrefixMix:
     def offsets(self, delay, own):
         """Per class: (probability, own TTFT part: ``own[k]`` (:meth:`own`), exposed load with
         its path delay, synchronous save)."""
+        if "_save_s" not in self.__dict__:
+            self._save_s = [None if p.none else p.save_op()["time_s"] for p in self.parts]
         out = []
-        for pi, p, o, e in zip(self.probs, self.parts, own, self._exposed_all(delay)):
-            if not p.none:
-                o = o + e + p.save_op()["time_s"]
+        for pi, s, o, e in zip(self.probs, self._save_s, own, self._exposed_all(delay)):
+            if s is not None:
+                o = o + e + s
             out.append((pi, o))
         return out
 
 
-def _scalar_quantile(mean_wait, p, classes, q):
-    """:func:`mixture_quantile` for Python floats (classes sorted by offset)."""
-    theta = max(mean_wait / p, 1e-300)
-    A, B, prev = sum(w for w, _ in classes), 0.0, None
+def scalar_quantiles(mean_wait, p, classes, qs) -> list:
+    """:func:`mixture_quantile` for Python floats (``p`` already clipped, classes sorted by
+    offset) at each of the quantiles ``qs``, in one pass over the classes (the tail's terms
+    A_j, B_j do not depend on q)."""
+    theta, pw = max(mean_wait / p, 1e-300), (p if mean_wait > 0 else 0.0)
+    tails = [1.0 - q for q in qs]
+    A, B, prev = sum([w for w, _ in classes]), 0.0, None
+    out, left, last = [None] * len(qs), len(qs), len(classes) - 1
     for j, (w, sj) in enumerate(classes):
         B = (B * math.exp(-(sj - prev) / theta) if prev is not None else 0.0)
-        B, A, prev = B + (p if mean_wait > 0 else 0.0) * w, A - w, sj
-        room = (1.0 - q) - A
-        if A + B <= 1.0 - q:
-            return sj
-        if room > 0:
-            x = sj + theta * math.log(max(B, 1e-300) / room)
-            if j + 1 == len(classes) or x < classes[j + 1][1]:
-                return x
-    return math.inf
+        B, A, prev = B + pw * w, A - w, sj
+        for i, tail in enumerate(tails):
+            if out[i] is not None:
+                continue
+            room = tail - A
+            if A + B <= tail:
+                out[i], left = sj, left - 1
+            elif room > 0:
+                x = sj + theta * math.log(max(B, 1e-300) / room)
+                if j == last or x < classes[j + 1][1]:
+                    out[i], left = x, left - 1
+        if not left:
+            return out
+    return [math.inf if v is None else v for v in out]
+
+
+def sorted_classes(offsets, shape: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, probabilities) of ``offsets`` ((probability, offset) pairs) as arrays
+    (classes, \\*shape), sorted by offset on axis 0 (stable: ties keep the classes' order)."""
+    S = np.asarray(np.broadcast_arrays(*[np.asarray(o, dtype=float) for _, o in offsets]))
+    pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
+    shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], shape)
+    S, pi = (np.broadcast_to(a.reshape((len(a),) + (1,) * (len(shape) - a.ndim + 1) + a.shape[1:]),
+                             (len(offsets),) + shape) for a in (S, pi))
+    order = np.argsort(S, axis=0, kind="stable")
+    return np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
+
+
+def sorted_quantile(mean_wait, p, S: np.ndarray, pi: np.ndarray, q, A=None) -> np.ndarray:
+    """:func:`mixture_quantile`'s arrays: classes sorted on axis 0 of ``S`` / ``pi``
+    (:func:`sorted_classes`), ``p`` clipped; ``q`` a number or an array broadcasting against
+    the rest (quantiles on an axis of their own); ``A``: the classes' total probability
+    (default ``pi.sum(axis=0)``)."""
+    theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
+    shape = np.broadcast_shapes(S.shape[1:], theta.shape, np.shape(p), np.shape(q))
+    pw = np.where(np.asarray(mean_wait) > 0, p, 0.0)
+    out, found = np.zeros(shape), np.zeros(shape, dtype=bool)
+    B, A = np.zeros(S.shape[1:]), pi.sum(axis=0) if A is None else A
+    for j in range(len(S)):
+        if j:
+            B = B * np.exp(-(S[j] - S[j - 1]) / theta)
+        B, A = B + pw * pi[j], A - pi[j]
+        room = (1.0 - q) - A  # tail left to the wait inside this interval
+        at_start = A + B <= 1.0 - q
+        x = S[j] + theta * np.log(np.maximum(B, 1e-300) / np.maximum(room, 1e-300))
+        end = S[j + 1] if j + 1 < len(S) else np.inf
+        ok = ~found & (at_start | ((room > 0) & (x < end)))
+        out = np.where(ok, np.where(at_start, S[j], x), out)
+        found = found | ok
+    return out
 
 
 def mixture_quantile(mean_wait, p_wait, offsets, q: float):
@@ -363,29 +466,25 @@ def mixture_quantile(mean_wait, p_wait, offsets, q: float):
     interval whose right end has tail <= 1 − q, at ``s_j + θ·ln(B_j / (1 − q − A_j))`` (or at
     s_j when the tail there is already low enough). Elements broadcast; classes are few."""
     p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
-    if not any(xp.is_array(w, o) for w, o in offsets) and not xp.is_array(mean_wait, p):
-        return _scalar_quantile(mean_wait, p, sorted(offsets, key=lambda c: c[1]), q)
-    S = np.asarray(np.broadcast_arrays(*[np.asarray(o, dtype=float) for _, o in offsets]))
-    pi = np.asarray(np.broadcast_arrays(*[np.asarray(w, dtype=float) for w, _ in offsets]))
-    theta = np.maximum(np.asarray(mean_wait, dtype=float) / p, 1e-300)
-    shape = np.broadcast_shapes(S.shape[1:], pi.shape[1:], theta.shape, np.shape(p))
-    S, pi = (np.broadcast_to(a.reshape((len(a),) + (1,) * (len(shape) - a.ndim + 1) + a.shape[1:]),
-                             (len(offsets),) + shape) for a in (S, pi))
-    order = np.argsort(S, axis=0, kind="stable")
-    S, pi = np.take_along_axis(S, order, 0), np.take_along_axis(pi, order, 0)
-    theta, p = np.broadcast_to(theta, shape), np.broadcast_to(p, shape)
-    live = np.broadcast_to(np.asarray(mean_wait) > 0, shape)
-    out, found = np.zeros(S.shape[1:]), np.zeros(S.shape[1:], dtype=bool)
-    B, A = np.zeros(S.shape[1:]), pi.sum(axis=0)
-    for j in range(len(S)):
-        if j:
-            B = B * np.exp(-(S[j] - S[j - 1]) / theta)
-        B, A = B + np.where(live, p, 0.0) * pi[j], A - pi[j]
-        room = (1.0 - q) - A  # tail left to the wait inside this interval
-        at_start = A + B <= 1.0 - q
-        x = S[j] + theta * np.log(np.maximum(B, 1e-300) / np.maximum(room, 1e-300))
-        end = S[j + 1] if j + 1 < len(S) else np.inf
-        ok = ~found & (at_start | ((room > 0) & (x < end)))
-        out = np.where(ok, np.where(at_start, S[j], x), out)
-        found = found | ok
+    ordered = _scalar_sorted(offsets)
+    if ordered is not None and not xp.is_array(mean_wait, p):
+        return scalar_quantiles(mean_wait, p, ordered, (q,))[0]
+    shape = np.broadcast_shapes(np.shape(mean_wait), np.shape(p))
+    out = sorted_quantile(mean_wait, p, *sorted_classes(offsets, shape), q)
     return out if out.ndim else float(out)
+
+
+_LAST_SORTED: list = [None]  # (offsets, sorted offsets or None) of the last call
+
+
+def _scalar_sorted(offsets) -> list | None:
+    """``offsets`` sorted by offset when every entry is a number (None when any is an array),
+    kept for the same list again (the open loop asks for each percentile of one mixture; the
+    list is held, so its id is not reused)."""
+    last = _LAST_SORTED[0]
+    if last is not None and last[0] is offsets:
+        return last[1]
+    ordered = (None if any(xp.is_array(w, o) for w, o in offsets)
+               else sorted(offsets, key=lambda c: c[1]))
+    _LAST_SORTED[0] = (offsets, ordered)
+    return ordered

@@ -9,7 +9,11 @@ computing earlier layers is exposed. A contiguous layout (every block holds all 
 needs every block) or a connector that loads before the prefill exposes the whole load
 (``L = 1``: load, then compute). Recompute prefills the whole
 prompt. Split loads the first ``x`` prefix tokens and recomputes the rest, with ``x`` where load
-and compute balance (from a linearisation of both times in ``x``); ``best`` takes the fastest
+and compute balance (from a linearisation of both times in ``x``); a model with recurrent state
+(hybrid) does not split: resuming at ``x`` needs a state snapshot there, and the instance knows
+of one only at the prefix's end (the cluster floors ``P`` to where the engine keeps them), so
+its split recomputes the prompt;
+``best`` takes the fastest
 (here alone on the path: :mod:`kvmodel.instance._contended` decides it for an estimate whose
 concurrent loads share the path).
 """
@@ -209,6 +213,8 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
     st_ld = t_ld if type(stretch) is float and stretch == 1.0 else stretch * t_ld  # 1.0·t is t
     x = xp.where(P > 0, t_full * P / xp.maximum(st_ld + t_full - t_new, 1e-30), 0.0)
     x = xp.floor(xp.minimum(xp.maximum(x, 0.0), P))
+    if s.model.has_recurrent_state:  # a split needs a state at x: known only at P's end
+        x = 0.0 * x
     if breakdown:
         ops_x, _, t_x = _prefill(s, B, I, I - x)
     else:

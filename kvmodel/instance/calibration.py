@@ -17,7 +17,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from kvmodel.base.tables import ErrorReport, read_csv
-from kvmodel.catalog.hardware import data_dir, get_calibration
+from kvmodel.catalog.hardware import data_dir, get_calibration, get_framework, raw_entry
+from kvmodel.catalog.models import get_model
 from kvmodel.instance import _estimate
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
@@ -81,6 +82,31 @@ def framework_key(name: str) -> str:
     return "tensorrt-llm"  # TensorRT-LLM, NeMo (TRT-LLM path), NIM (TRT-LLM backend)
 
 
+def scheduler_kwargs(framework: str, model: str) -> dict[str, Any]:
+    """``estimate`` limits from the engine's own scheduler defaults, where its
+    ``frameworks.toml`` entry states them (else none: the calibration's defaults apply).
+
+    ``max_num_seqs`` caps the batch (``max_batch_size``). ``chunked_prefill = false``: whole
+    prompts run in one step, the engine raising its token budget to the model's context length
+    (vLLM's rule when chunking is off), so ``max_num_tokens`` is the model's
+    ``max_position_embeddings`` where its entry has one."""
+    try:
+        q = get_framework(framework).quantities
+    except KeyError:  # an engine without an entry (MindIE): estimate reports it unsupported
+        return {}
+    out: dict[str, Any] = {}
+    if "max_num_seqs" in q:
+        out["max_batch_size"] = int(q["max_num_seqs"].si)
+    if q.get("chunked_prefill", True) is False:
+        try:
+            ctx = raw_entry("model", get_model(model).key).get("max_position_embeddings")
+        except (KeyError, ValueError):  # unknown model: estimate reports it unsupported
+            ctx = None
+        if ctx:
+            out["max_num_tokens"] = int(ctx)
+    return out
+
+
 def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
     """Map a row to ``estimate`` keyword arguments, or (None, why it is not supported)."""
     mode, metric = r["mode"], r["metric"]
@@ -99,6 +125,7 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
                               framework=framework_key(r["framework"]))
     if r["ep"]:
         kw["ep"] = int(r["ep"])
+    kw.update(scheduler_kwargs(kw["framework"], r["model"]))
     if mode == "throughput_max":
         kw["batch"] = "max"
     elif mode == "batch":

@@ -142,10 +142,22 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
         attn_Fps=_attention_Fps(g, attn_p, wp, cal),
         hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
         coll_alpha_s=cal["collective_latency"],
-        coll_Bps=g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"],
+        coll_Bps=_collective_Bps(g, tp, cal),
         p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
         seq_s=cal["sequence_overhead"],
         layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0)
+
+
+def _collective_Bps(g: GPUSpec, tp, cal: Mapping[str, float]):
+    """Per-GPU bus bandwidth of the TP group's collectives: the GPU's measured all-reduce bus
+    bandwidth at the group's size (``allreduce_bandwidth``, linear between the measured sizes,
+    held beyond them) where it has one, else its scale-up bandwidth x the global
+    ``collective_bandwidth_efficiency``."""
+    c = g.quantities.get("allreduce_bandwidth")
+    if c is None:
+        return g.scale_up_bw_Bps * cal["collective_bandwidth_efficiency"]
+    v = np.interp(tp, c.x, c.y)
+    return float(v) if np.ndim(v) == 0 else v
 
 
 def _attention_Fps(g: GPUSpec, attn_p: str, wp: str, cal: Mapping[str, float]) -> float:

@@ -28,7 +28,7 @@ from kvmodel.catalog.hardware import LinkSpec, current, get_gpu, get_link, get_m
 
 __all__ = ["TransferPath", "Tier", "TIER_KINDS", "STORAGE_TIER_KINDS", "node_tiers",
            "default_node_for_gpu", "storage_tier", "transfer_seconds", "nic_aggregate_Bps",
-           "queue_depth", "transport_link", "TRANSPORTS"]
+           "queue_depth", "transport_link", "TRANSPORTS", "ssd_drives"]
 
 STORAGE_TIER_KINDS = STORAGE_FAMILIES  # "file" (Lustre, Weka, 3FS, NFS) and "object" (S3-class)
 TIER_KINDS = ("hbm", "dram", "cxl", "ssd", "remote") + STORAGE_TIER_KINDS
@@ -244,12 +244,24 @@ def _nvme_rate_Bps(mem, name: str, fallback: float) -> float:
     return fallback if q is None else q.si
 
 
+def ssd_drives(node, mem, ssd_B: Any) -> Any:
+    """Drives holding ``ssd_B`` bytes of one node (scalar or array, at least one): up to what
+    the node ships, its own drives (``nvme_capacity / nvme_drives`` each, e.g. a DGX H100's eight
+    3.84 TB drives, not four of the catalog's 7.68 TB model); beyond it, the shipped drives plus
+    drives of ``mem`` (the catalog model) for the rest."""
+    per = node.nvme_capacity_B / node.nvme_drives if node.nvme_drives > 0 else mem.capacity_B
+    own = np.minimum(np.ceil(np.asarray(ssd_B, dtype=float) / per - 1e-9), node.nvme_drives)
+    extra = np.maximum(np.asarray(ssd_B, dtype=float) - node.nvme_capacity_B, 0.0)
+    n = np.maximum(1.0, own + np.ceil(extra / mem.capacity_B - 1e-9))
+    return float(n) if np.ndim(n) == 0 else n
+
+
 def _ssd(gpu, node, ssd_B, nvme: str | None, gds: bool | None = None) -> Tier:
     """Local NVMe. With GPUDirect Storage drives DMA straight into HBM; without it every byte
     lands in a DRAM bounce buffer first (written, then read again by the host-to-GPU copy):
     DRAM carries twice the bytes and each transfer pays the drive's and the copy's setup."""
     mem, host = get_memory(nvme or node.nvme), get_link(gpu.host_link)
-    drives = node.nvme_drives if ssd_B is None else max(1.0, np.ceil(ssd_B / mem.capacity_B))
+    drives = node.nvme_drives if ssd_B is None else ssd_drives(node, mem, ssd_B)
     gds = node.quantities.get("gds", True) if gds is None else gds
     read = _nvme_rate_Bps(mem, "gds_read_bandwidth", mem.read_bw_Bps)  # the drive's measured rate
     write = _nvme_rate_Bps(mem, "gds_write_bandwidth", mem.write_bw_Bps)

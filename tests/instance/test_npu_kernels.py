@@ -1,6 +1,7 @@
 """Engine- and vendor-specific kernel rates: a GPU's measured attention kernel
 (``achieved_attention_flops``), a framework's per-layer host dispatch floor (``layer_dispatch``,
-vLLM-Ascend) and the row-to-framework mapping of the held-out set."""
+vLLM-Ascend), a GPU's measured all-reduce bandwidth by group size (``allreduce_bandwidth``) and
+the row-to-framework and scheduler mapping of the held-out set."""
 
 import pytest
 
@@ -132,3 +133,61 @@ def test_measured_attention_rates_are_below_peak(key):
     for p, q in g.quantities.get("achieved_attention_flops", {}).items():
         assert p in g.peak_flops and 0 < q.si <= g.peak_flops[p], (key, p)
         assert q.kind in ("measured", "derived") and q.source
+
+
+TOY_SCHEDULERS = """schema_version = 1
+[framework.toy-unchunked]
+name = "toy engine, whole prompts, 4 sequences"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+max_num_seqs = { value = 4, unit = "count", kind = "assumed", source = "test", reason = "round" }
+chunked_prefill = false
+[framework.toy-chunked]
+name = "toy engine, calibration defaults"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+def test_engine_scheduler_defaults_map_rows_to_estimate_limits(tmp_path):
+    p = tmp_path / "schedulers.toml"
+    p.write_text(TOY_SCHEDULERS)
+    with use_catalog(Catalog.default().with_file(p)):
+        # whole prompts: the budget is the model's context (qwen3-8b max_position_embeddings)
+        assert cal.scheduler_kwargs("toy-unchunked", "qwen3-8b") == dict(
+            max_batch_size=4, max_num_tokens=40960)
+        assert cal.scheduler_kwargs("toy-unchunked", "no-such-model") == dict(max_batch_size=4)
+        assert cal.scheduler_kwargs("toy-chunked", "qwen3-8b") == {}
+    assert cal.scheduler_kwargs("mindie", "qwen3-8b") == {}  # no entry: left to estimate
+
+
+def test_ascend_rows_run_the_v091_scheduler_and_other_engines_keep_the_defaults():
+    rows = cal.load_rows(cal.holdout_data())
+    asc = next(r for r in rows if r["gpu"] == "ascend-910b")
+    kw, _ = cal.row_kwargs(asc)
+    assert (kw["max_batch_size"], kw["max_num_tokens"]) == (256, 40960)
+    other = next(r for r in rows if cal.framework_key(r["framework"]) == "vllm")
+    kw, _ = cal.row_kwargs(other)
+    assert "max_batch_size" not in kw and "max_num_tokens" not in kw
+
+
+def test_measured_allreduce_bandwidth_by_group_size():
+    """A pair of fully connected 910Bs reaches only its own HCCS link: TP2 collectives run at
+    the measured 2-NPU all-reduce rate (18 GB/s), not 392 GB/s x the NVLink-derived
+    efficiency; sizes between measured points interpolate, beyond them hold."""
+    g, c = get_gpu("ascend-910b"), seam.params(None)
+    assert seam._collective_Bps(g, 2, c) == pytest.approx(18e9)
+    assert seam._collective_Bps(g, 3, c) == pytest.approx(24e9)  # halfway to 4 NPUs' 30
+    assert seam._collective_Bps(g, 16, c) == pytest.approx(72e9)
+    h = get_gpu("h100-sxm")  # no measured curve: scale-up bandwidth x the global efficiency
+    assert seam._collective_Bps(h, 2, c) == pytest.approx(
+        h.scale_up_bw_Bps * c["collective_bandwidth_efficiency"])
+
+
+def test_tp2_allreduce_time_on_910b_follows_the_measured_rate():
+    """Hand check: one all-reduce of 1000 tokens x 4096 x 2 B = 8.192 MB over 2 NPUs takes
+    alpha + 2(2-1)/2 x 8.192 MB / 18 GB/s = alpha + 455.1 us; Qwen3-8B issues 2 per layer."""
+    m, g = get_model("qwen3-8b"), get_gpu("ascend-910b")
+    s = seam.setup(m, g, get_framework("vllm-ascend"), 2.0, 1.0, 1.0, "bf16", "bf16",
+                   seam.params(None))
+    ops, _, _ = step_ops(s, 1000.0, 1.0, 0.0, 0.0, 0.0, 1000.0)
+    one = s.coll_alpha_s + 8.192e6 / 18e9
+    assert ops["tp_allreduce"]["time_s"] == pytest.approx(2 * m.num_layers * one)

@@ -105,25 +105,13 @@ def _classes_vs_sim(u):
 @pytest.mark.slow
 @pytest.mark.parametrize("u", [0.3, 0.5, 0.7])
 def test_hit_classes_track_the_simulator(u):
-    """Mean TTFT within 20 %, p99 within 35 %, mean TPOT within 15 % (but at 0.7: below)."""
+    """Mean TTFT within 20 %, p99 within 35 %, mean TPOT within 15 % (at 0.7 it was -17 % until
+    the TPOT counted the prefill a decoding request finds queued behind it, +1.1, -0.7, -5.2 %
+    at 0.3, 0.5, 0.7; kvmodel.instance._openloop.left_behind)."""
     e, r = _classes_vs_sim(u)
     assert e.ttft_s == pytest.approx(r.stat("ttft", "mean"), rel=0.20), u
     assert e.ttft_p99_s == pytest.approx(r.stat("ttft", "p99"), rel=0.35), u
-    if u < 0.7:
-        assert e.tpot_s == pytest.approx(r.stat("tpot", "mean"), rel=0.15), u
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "TPOT -17 % at 0.7 of saturation (28.4 vs 34.3 ms): with the exact expected chunk count "
-    "(a 9216-token miss runs 2 chunks, a hit 1; kvmodel.instance._openloop.chunk_count) busy "
-    "steps are more frequent and lighter, and a compute-bound busy step hides the decode "
-    "step's memory time, so the mean step falls 4 %; the mean prompt's single chunk (-13 %) "
-    "masked a TPOT gap the open loop's step law still has near load (decoders see the long "
-    "busy steps more often than the mean-field f)"))
-def test_hit_classes_tpot_at_70_percent():
-    e, r = _classes_vs_sim(0.7)
-    assert e.tpot_s == pytest.approx(r.stat("tpot", "mean"), rel=0.15)
+    assert e.tpot_s == pytest.approx(r.stat("tpot", "mean"), rel=0.15), u
 
 
 def test_mixture_quantile_arrays_match_scalars():

@@ -129,7 +129,9 @@ def test_variable_lengths_wait_longer():
     fixed = kvmodel.estimate(**KW, request_rate=lam)
     varied = kvmodel.estimate(**KW, request_rate=lam, length_cv=1.0)
     assert np.all(varied.ttft_s > fixed.ttft_s)
-    assert varied.tpot_s == pytest.approx(fixed.tpot_s)
+    # the decode steps are the same; only the prefill queued behind a decoding request moves
+    # (kvmodel.instance._openloop.left_behind): 0.01 % here
+    assert varied.tpot_s == pytest.approx(fixed.tpot_s, rel=1e-3)
 
 
 def test_length_cv_against_simulator():

@@ -152,3 +152,23 @@ def test_dram_for_slo_core(capsys):
     assert 0 < ranges[0]["max_rate_per_instance_no_dram"] < ranges[0]["max_rate_per_instance_max_dram"]
     m.print_summary(needs, ranges)
     assert "smallest DRAM per node" in capsys.readouterr().out
+
+
+def test_search_second_tier_objective_ranks_the_tiers(monkeypatch):
+    """search_second_tier.py's one-tier sweep on the built-in space ``second-tier``: its TTFT
+    objective is the mean, and it ranks each medium by size (more DRAM, CXL or SSD drives never
+    raise it, and a second tier lowers it below HBM only), which the p99 no longer did."""
+    from kvmodel import search
+    monkeypatch.syspath_prepend(str(STUDIES))   # the script imports its sibling search_common
+    m = _load("search_second_tier")
+    space = search.load_space("second-tier")
+    assert space.metrics == ("cost_per_hour", "ttft_mean") and space.slo["ttft_percentile"] == "p99"
+    rows = m.one_tier_sweep(space)
+    assert all(r["feasible"] for r in rows)
+    for tier in m.DIMS:
+        mean = [r["ttft_mean_s"] for r in rows if r["tier"] == tier]
+        assert all(b <= a for a, b in zip(mean, mean[1:])), (tier, mean)
+        assert mean[1] < 0.9 * mean[0] and mean[3] < mean[1], (tier, mean)
+    p = {d: 0.0 for d in m.DIMS.values()} | {"placement": "exclusive", "write_policy": "back"}
+    o = search.evaluate_point(space, p | {"dram_GB_per_node": 512.0})
+    assert o.values[1] == o.metrics["ttft_s"]

@@ -1,0 +1,63 @@
+"""Component efficiencies of the newer GPUs come from their own measurements where one is published,
+and the held-out serving table only names catalog entries."""
+
+import csv
+import re
+
+import pytest
+
+import kvmodel
+from kvmodel.catalog.hardware import data_dir, list_entries, raw_entry
+
+
+def _achieved(gpu, precision):
+    return raw_entry("gpu", gpu)["achieved_matmul_flops"][precision]
+
+
+@pytest.mark.parametrize("gpu", ["b200", "gb200", "gb300"])
+def test_fp4_rate_is_the_gpus_own_measurement(gpu):
+    q = _achieved(gpu, "fp4")
+    g = kvmodel.get_gpu(gpu)
+    assert q.kind == "measured" and q.source.strip()
+    assert g.matmul_eff["fp4"] == pytest.approx(q.si / g.peak_flops["fp4"])
+    # a measured FP4 rate is not the FP8 ratio it used to borrow
+    assert g.matmul_eff["fp4"] != pytest.approx(g.matmul_eff["fp8"], abs=1e-3)
+
+
+def test_measured_precisions_override_the_sibling_fallback():
+    g, e = kvmodel.get_gpu("gb300"), raw_entry("gpu", "gb300")
+    fallback = e["matmul_efficiency"].si
+    assert g.matmul_eff["bf16"] == pytest.approx(fallback)
+    assert g.matmul_eff["fp8"] == pytest.approx(3308.5 / 5000)
+    assert g.matmul_eff["fp4"] == pytest.approx(8640.3 / 15000)
+
+
+def test_unmeasured_fp4_borrows_fp8_on_b300():
+    g = kvmodel.get_gpu("b300")
+    assert "fp4" not in raw_entry("gpu", "b300")["achieved_matmul_flops"]
+    assert g.matmul_eff["fp4"] == pytest.approx(g.matmul_eff["fp8"])
+
+
+def test_mi355x_hbm_efficiency_is_measured():
+    e = raw_entry("gpu", "mi355x")
+    assert "hbm_efficiency" not in e and e["achieved_hbm_bandwidth"].kind == "measured"
+    assert kvmodel.get_gpu("mi355x").hbm_eff == pytest.approx(5690.42 / 8000, rel=1e-4)
+
+
+def _holdout_rows():
+    with open(data_dir() / "measurements" / "holdout_serving.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_holdout_ids_are_unique_hex():
+    ids = [r["id"] for r in _holdout_rows()]
+    assert all(re.fullmatch(r"[0-9a-f]{10}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_holdout_rows_name_catalog_entries():
+    gpus, models = set(list_entries("gpu")), set(kvmodel.list_models())
+    for r in _holdout_rows():
+        assert r["gpu"] in gpus, r["id"]
+        assert r["model"] in models, r["id"]
+        assert r["source"].strip(), r["id"]

@@ -5,20 +5,23 @@ replaying their own rule over the trace against a fluid load
 (:mod:`kvmodel.workload._routing_closed`). Here that load comes from the instance model at the
 operating point, quantised so that evaluation stays a table look-up:
 
-* utilisation ``rho = request_rate / (N * saturation rate of one instance)`` is rounded to the
-  nearest of :data:`~kvmodel.workload._routing_closed.LOAD_LEVELS` (0.05 ... 0.95; above 0.95
-  the top level);
-* at each level one vectorised :func:`kvmodel.estimate` of an instance (the trace's mean prompt
-  and output, no cached prefix; disaggregated: a prefill instance, output 1) at
-  ``level * saturation`` gives the mean residence ``R = e2e_s`` (its ``batch`` is Little's
-  ``rate * R``), the mean TTFT, the KV capacity and a prefill time per token (TTFT / prompt at
-  the lowest level); the trace is replayed at the cluster rate ``level * N * saturation``.
+* the plain table (:func:`level_loads`): one vectorised :func:`kvmodel.estimate` of an
+  instance (the trace's mean prompt and output, no cached prefix; disaggregated: a prefill
+  instance, output 1) at ``level * saturation`` for each of
+  :data:`~kvmodel.workload._routing_closed.LOAD_LEVELS` gives the mean residence
+  ``R = e2e_s``, the mean TTFT and wait, the KV capacity and a prefill time per token;
+* the router's table (:func:`router_levels`, one fixed-point step): the token hit ``h`` the
+  router's replay of the plain table finds (three anchor levels, linear between), the
+  saturation ``s_j`` of an instance whose prompts have ``h_j * I`` cached, and the levels
+  rebuilt at ``LOAD_LEVELS[j] * s_j`` with that prefix; the trace is replayed at the cluster
+  rate ``N * LOAD_LEVELS[j] * s_j``. A load quoted against a cache-aware saturation thus
+  lands on the level of that utilisation, not on a plain one above it;
+* a rate between two levels' rates blends their figures linearly (:func:`level_weights`,
+  :func:`_blend`): hit ratio, imbalance and wait law are continuous in the rate, clamped to
+  the first and last level outside.
 
-The levels are built once per (catalog, model, GPU, TP, precision, framework, trace lengths, N)
-(one estimate call) and each (policy, params, N, level) assignment once per trace, so a
-configuration costs one replay the first time (tens of ms to ~1 s for 10^4 requests) and a
-look-up afterwards. A level's hit ratio and imbalance hold for every rate rounded to it: the
-curves are piecewise constant in the request rate.
+Tables are built once per (catalog, instance, N) and per (trace, router, parameters), each
+level's assignment once, then looked up.
 
 The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
 uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
@@ -43,6 +46,7 @@ from kvmodel.workload._routing_closed import (
     canonical_params,
     routed_hit_ratio_curve,
     routed_load_stats,
+    routed_token_hit,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
@@ -78,75 +82,146 @@ def _instance(c: Any, w: Any) -> tuple[tuple, dict]:
 
 
 def level_loads(c: Any, w: Any, n: int) -> tuple[float, tuple[RouterLoad, ...]]:
-    """(saturation rate of one instance, the :class:`RouterLoad` of each load level)."""
+    """(saturation rate of one instance without cache hits, the :class:`RouterLoad` of each
+    load level against it): the plain table, the first step of :func:`router_levels`."""
     key, par = _instance(c, w)
     return current().cached("router_level_loads", key + (n,), lambda: _build(key + (n,), par))
 
 
+def _kw(key: tuple, par: dict) -> tuple[str, str, dict]:
+    model, gpu, tp, precision, framework, I, O = key[:7]
+    return model, gpu, dict(tp=tp, precision=precision, input_len=I, output_len=O,
+                            framework=framework, **par)
+
+
 def _build(key: tuple, par: dict) -> tuple[float, tuple[RouterLoad, ...]]:
-    model, gpu, tp, precision, framework, I, O, _, n = key
-    kw = dict(tp=tp, precision=precision, input_len=I, output_len=O, framework=framework, **par)
+    model, gpu, kw = _kw(key, par)
     sat = float(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s)
     if not sat > 0:
         return sat, tuple(RouterLoad() for _ in LOAD_LEVELS)
-    e = estimate(model, gpu, request_rate=sat * np.asarray(LOAD_LEVELS), **kw)
+    return sat, _loads(model, gpu, kw, key[-1], sat * np.asarray(LOAD_LEVELS), None)
+
+
+def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
+           p_tok: float | None) -> tuple[RouterLoad, ...]:
+    """The :class:`RouterLoad` of an instance (``estimate`` arguments ``kw``, a cached prefix
+    among them or not) at each per-instance rate ``rate``, the cluster at ``n`` x it;
+    ``p_tok`` the prefill time per token (None: TTFT / prompt at the first rate)."""
+    e = estimate(model, gpu, request_rate=rate, **kw)
     res, ttft = np.asarray(e.e2e_s, float), np.asarray(e.ttft_s, float)
     wait = np.asarray(e.queue_wait_s, float) + float(seam_params(None)["request_overhead"])
     ok = np.isfinite(res) & np.isfinite(ttft) & np.asarray(e.stable, bool)
-    for j in range(1, len(LOAD_LEVELS)):  # an unstable level keeps the last stable figures
+    for j in range(1, len(rate)):  # an unstable level keeps the last stable figures
         if not ok[j]:
             res[j], ttft[j], wait[j] = res[j - 1], ttft[j - 1], wait[j - 1]
-    p = float(ttft[0]) / max(I, 1) if ok[0] else 1e-4
+    if p_tok is None:
+        p_tok = float(ttft[0]) / max(kw["input_len"], 1) if ok[0] else 1e-4
     cap = float(np.max(e.kv_capacity_tokens))
-    return sat, tuple(RouterLoad(rate_per_s=float(lv * n * sat),
-                                 residence_s=float(res[j]) if np.isfinite(res[j]) else 0.0,
-                                 prefill_s=float(ttft[j]) if np.isfinite(ttft[j]) else 0.0,
-                                 waiting_s=float(wait[j]) if np.isfinite(wait[j]) else 0.0,
-                                 kv_capacity_tokens=cap, prefill_s_per_token=p)
-                      for j, lv in enumerate(LOAD_LEVELS))
+    fin = lambda v: float(v) if np.isfinite(v) else 0.0  # noqa: E731
+    return tuple(RouterLoad(rate_per_s=float(r * n), residence_s=fin(res[j]),
+                            prefill_s=fin(ttft[j]), waiting_s=fin(wait[j]),
+                            kv_capacity_tokens=cap, prefill_s_per_token=p_tok)
+                 for j, r in enumerate(rate))
+
+
+def router_levels(c: Any, w: Any, n: int) -> tuple[np.ndarray | None, tuple[RouterLoad, ...]]:
+    """(cluster request rate of each load level, strictly increasing, or None when the
+    instance has no saturation rate; the :class:`RouterLoad` of each level) for the cluster's
+    router: level j sits at ``LOAD_LEVELS[j]`` x the saturation of an instance whose prompts
+    hit what the router's replay finds cached (:func:`_aware`). Memoised per trace profile,
+    instance, router and its canonical parameters."""
+    key, par = _instance(c, w)
+    memo, cat = ("router_levels", c.routing, params_text(c), n) + key, current()
+    got = w.profile._cache.get(memo)
+    if got is None or got[0] is not cat:
+        got = w.profile._cache[memo] = (cat, _aware(c, w, n, key, par))
+    return got[1]
+
+
+# levels whose plain replay gives the hit the cache-aware saturation counts; the others
+# interpolate it (the hit moves slowly with the load; three replays instead of ten)
+_ANCHORS = (0, len(LOAD_LEVELS) // 2, len(LOAD_LEVELS) - 1)
+
+
+def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
+    """One fixed-point step: the token hit ``h`` of the plain level's replay (at the anchor
+    levels, linear in the level between), the saturation ``s_j`` of an instance with the
+    prefix ``h_j·I`` cached, and the levels rebuilt at ``LOAD_LEVELS[j]·s_j`` with that prefix
+    (the rate kept strictly increasing)."""
+    sat, plain = level_loads(c, w, n)
+    if not sat > 0:
+        return None, plain
+    lv = np.asarray(LOAD_LEVELS)
+    h = np.interp(lv, lv[list(_ANCHORS)], [routed_token_hit(
+        w.profile, n, c.routing, routing_params(c), plain[j]) for j in _ANCHORS])
+    model, gpu, kw = _kw(key, par)
+    kw["cached_prefix_len"] = np.maximum(np.floor(np.minimum(h * key[5], key[5] - 1)), 0.0)
+    s = np.asarray(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s,
+                   float)
+    rate = np.maximum.accumulate(lv * np.where(np.isfinite(s) & (s > sat), s, sat))
+    rate = rate * (1.0 + 1e-9 * np.arange(len(rate)))
+    return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token)
+
+
+def level_weights(c: Any, w: Any, n: int, rate: Any) -> tuple[Any, Any]:
+    """(level j, weight t of level j + 1): the workload's ``rate`` lies ``t`` of the way from
+    level j's cluster rate to level j + 1's (:func:`router_levels`; clamped to the first and
+    the last level); ints and floats, or arrays shaped like an array ``rate``."""
+    rates, _ = router_levels(c, w, n)
+    r = np.asarray(rate, float)
+    x = np.zeros(r.shape) if rates is None else np.interp(r, rates, np.arange(len(rates)))
+    j = np.minimum(np.floor(x), len(LOAD_LEVELS) - 2).astype(np.int64)
+    t = x - j
+    return (int(j), float(t)) if r.ndim == 0 else (j, t)
 
 
 def level_index(c: Any, w: Any, n: int, rate: Any) -> Any:
-    """Index into LOAD_LEVELS nearest to the utilisation at ``rate`` (int, or an int array
-    shaped like an array ``rate``)."""
-    sat, _ = level_loads(c, w, n)
-    rho = np.asarray(rate, float) / (n * sat) if sat > 0 else np.zeros(np.shape(rate))
-    idx = np.abs(rho[..., None] - np.asarray(LOAD_LEVELS)).argmin(-1)
+    """Index of the load level nearest to ``rate`` in :func:`level_weights`' position (int,
+    or an int array shaped like an array ``rate``)."""
+    j, t = level_weights(c, w, n, rate)
+    idx = np.asarray(j) + (np.asarray(t) >= 0.5)
     return int(idx) if idx.ndim == 0 else idx
 
 
 def _one(c: Any, w: Any, n: int, j: int, cap: np.ndarray) -> np.ndarray:
-    load = level_loads(c, w, n)[1][j]
+    load = router_levels(c, w, n)[1][j]
     return routed_hit_ratio_curve(w.profile, cap, n, c.routing, params=routing_params(c),
                                   load=load)
 
 
-def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
-    """Hit ratio at total capacities ``cap`` (levels along axis 0, then the configuration
-    shape) at the workload's rate; an array rate broadcasts against ``cap[0]``."""
-    idx = level_index(c, w, n, w.rate)
-    if isinstance(idx, int):
-        return _one(c, w, n, idx, cap)
-    d = max(cap.ndim - 1, idx.ndim)
-    capx = cap.reshape(cap.shape[:1] + (1,) * (d - cap.ndim + 1) + cap.shape[1:])
-    idxx = idx.reshape((1,) * (d + 1 - idx.ndim) + idx.shape)
-    shape = np.broadcast_shapes(capx.shape, idxx.shape)
-    capb, idxb = np.broadcast_to(capx, shape), np.broadcast_to(idxx, shape)
-    out = np.empty(shape)
-    for j in np.unique(idx):
-        m = idxb == j
-        out[m] = _one(c, w, n, int(j), capb[m])
+def _blend(j: Any, t: Any, shape: tuple, fn, lead: tuple = ()) -> Any:
+    """``(1 − t)·fn(j, mask) + t·fn(j + 1, mask)`` for level positions (j, t) broadcast to
+    ``shape`` (scalars: ``fn(j, None)``; a level whose weight is 0 is not evaluated);
+    ``fn(level, mask)`` gives the level's values at the elements ``mask`` selects, after
+    ``lead`` leading axes of its own."""
+    if np.ndim(j) == 0 and not shape:
+        if t <= 0.0 or t >= 1.0:  # one level (an infinite figure times 0 is not 0)
+            return fn(j + (t >= 1.0), None)
+        return (1.0 - t) * fn(j, None) + t * fn(j + 1, None)
+    jb, tb = np.broadcast_to(j, shape), np.broadcast_to(t, shape)
+    out = np.zeros(lead + shape)
+    for k in np.unique(np.concatenate([np.ravel(j), np.ravel(j) + 1])):
+        wk = np.where(jb == k, 1.0 - tb, 0.0) + np.where(jb + 1 == k, tb, 0.0)
+        m = wk > 0
+        if np.any(m):
+            out[(Ellipsis, m)] += wk[m] * fn(int(k), m)
     return out
 
 
-def _per_level(c: Any, w: Any, n: int, fn) -> tuple:
-    """``(fn(RouterLoad) at the workload's load level, None)``, or for an array rate
-    ``({level index: fn(its RouterLoad)}, level index array)``."""
-    idx = level_index(c, w, n, w.rate)
-    loads = level_loads(c, w, n)[1]
-    if isinstance(idx, int):
-        return fn(loads[idx]), None
-    return {int(j): fn(loads[int(j)]) for j in np.unique(idx)}, idx
+def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
+    """Hit ratio at total capacities ``cap`` (levels along axis 0, then the configuration
+    shape) at the workload's rate, linear in the rate between the two load levels around it
+    (:func:`level_weights`); an array rate broadcasts against ``cap[0]``."""
+    j, t = level_weights(c, w, n, w.rate)
+    if np.ndim(j) == 0:
+        return _blend(j, t, (), lambda k, _: _one(c, w, n, k, cap))
+    d = max(cap.ndim - 1, j.ndim)
+    capx = cap.reshape(cap.shape[:1] + (1,) * (d - cap.ndim + 1) + cap.shape[1:])
+    pad = (1,) * (d + 1 - j.ndim)
+    shape = np.broadcast_shapes(capx.shape, pad + j.shape)
+    capb = np.broadcast_to(capx, shape)
+    return _blend(j.reshape(pad + j.shape), t.reshape(pad + t.shape), shape,
+                  lambda k, m: _one(c, w, n, k, capb[m]))
 
 
 def _work_signal(routing: str) -> bool:
@@ -163,33 +238,37 @@ def _pooled(stats: tuple, work: bool) -> float:
 
 def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
     """Busiest instance's share of the routed uncached prompt tokens x N at the workload's
-    rate (array for an array rate): a load-aware rule sends more requests where they hit, so
-    the prefill work, not the request count, is what loads its busiest instance. A rule whose
-    load term weighs the work left (dynamo, mooncake) evens that work out with the requests
-    it may send elsewhere (:func:`_pooled`; resource pooling of the flexible share)."""
+    rate (array for an array rate; linear in the rate between load levels): a load-aware
+    rule sends more requests where they hit, so the prefill work, not the request count, is
+    what loads its busiest instance. A rule whose load term weighs the work left (dynamo,
+    mooncake) evens that work out with the requests it may send elsewhere (:func:`_pooled`;
+    resource pooling of the flexible share)."""
     params, work = routing_params(c), _work_signal(c.routing)
-    table, idx = _per_level(c, w, n, lambda load: _pooled(routed_load_stats(
-        w.profile, n, c.routing, params, load), work))
-    if idx is None:
-        return table
-    return np.vectorize(table.get, otypes=[float])(idx)
+    loads = router_levels(c, w, n)[1]
+    j, t = level_weights(c, w, n, w.rate)
+    return _blend(j, t, np.shape(j), lambda k, m: _pooled(routed_load_stats(
+        w.profile, n, c.routing, params, loads[k]), work))
 
 
 def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     """The cluster's instance figures ``m`` with the wait law behind the router
-    (:mod:`kvmodel.cluster._routing_queue`; the choice mix of the workload's load level)."""
+    (:mod:`kvmodel.cluster._routing_queue`; each load level's mix of load choice counts,
+    the laws blended linearly in the rate between the two levels around it)."""
     from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
     params = routing_params(c)
     residual = None if _work_signal(c.routing) else (1.0 + w.length_cv ** 2) / 2.0
-    table, idx = _per_level(c, w, n, lambda load: routed_load_stats(
-        w.profile, n, c.routing, params, load)[0])
-    if idx is None:
-        wait2, p2 = routed_law(table, m["wait"], m["pwait"], residual)
-        return routed_percentiles(m, wait2, p2, classes)
-    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(idx))
-    wait2, p2 = np.zeros(shape), np.zeros(shape)
+    loads = router_levels(c, w, n)[1]
+    j, t = level_weights(c, w, n, w.rate)
+    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
     W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
-    for j, mix in table.items():
-        sel = np.broadcast_to(idx == j, shape)
-        wait2[sel], p2[sel] = routed_law(mix, W[sel], p[sel], residual)
+
+    def law(k: int, sel: Any) -> np.ndarray:
+        mix = routed_load_stats(w.profile, n, c.routing, params, loads[k])[0]
+        a, b = routed_law(mix, W if sel is None else W[sel], p if sel is None else p[sel],
+                          residual)
+        return np.stack(np.broadcast_arrays(a, b))
+
+    wait2, p2 = _blend(j, t, shape, law, (2,))
+    if not shape:
+        wait2, p2 = float(wait2), float(p2)
     return routed_percentiles(m, wait2, p2, classes)

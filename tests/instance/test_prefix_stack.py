@@ -15,9 +15,11 @@ FIELDS = ("ttft_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_s", "tpot_p9
           "queue_wait_s", "saturation_request_rate_per_s")
 
 
-def _classes():
-    """A miss and hits in HBM, DRAM and SSD of the default node (two prefix lengths each)."""
-    t = kvmodel.node_tiers(default_node_for_gpu(G), G, dram_B=2e12, ssd_B=30e12)
+def _classes(ssd_B=15e12):
+    """A miss and hits in HBM, DRAM and SSD of the default node (two prefix lengths each).
+    15 TB of SSD: four of the node's 3.84 TB drives (3.25 GB/s per GPU), where the SSD classes'
+    saturation is set by their loads in both the plain and the mixture estimate."""
+    t = kvmodel.node_tiers(default_node_for_gpu(G), G, dram_B=2e12, ssd_B=ssd_B)
     return [(0.2, 0, "hbm"), (0.1, 4096, t["hbm"]), (0.1, 8192, t["hbm"]), (0.15, 4096, t["dram"]),
             (0.15, 8192, t["dram"]), (0.2, 2048, t["ssd"]), (0.1, 6144, t["ssd"])]
 
@@ -83,3 +85,17 @@ def test_large_grids_computed_on_distinct_prefixes_equal_the_direct_computation(
         np.testing.assert_array_equal(getattr(fast, f), getattr(direct, f), err_msg=f)
     np.testing.assert_array_equal(fast.instances["instance"].saturation_request_rate_per_s,
                                   direct.instances["instance"].saturation_request_rate_per_s)
+
+
+@pytest.mark.xfail(strict=True, reason="measured: with 30 TB of SSD (8 drives, 6.5 GB/s per GPU) "
+                   "the plain estimate caps the SSD hits at the KV-slot limit (3.336 req/s, 48 "
+                   "slots) while a one-class mixture does not (2048: 3.229, 6144: 4.185 req/s)")
+def test_fast_ssd_hits_agree_between_plain_and_mixture():
+    # found when the SSD drive count was fixed (30 TB was four drives, now eight): the loads no
+    # longer bound the rate and the two paths apply different KV-slot limits; not resolved
+    cls = _classes(ssd_B=30e12)
+    alone = [_est(request_rate=1.0, prefix_classes=[(1.0, n, t)]).saturation_request_rate_per_s
+             for _, n, t in cls[5:]]
+    plain = [_est(batch="max", cached_prefix_len=n, cache_tier=t).saturation_request_rate_per_s
+             for _, n, t in cls[5:]]
+    assert plain == pytest.approx(alone, rel=1e-9)

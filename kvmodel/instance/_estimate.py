@@ -525,12 +525,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
-    kA = _ol.cluster_gain(f, t_p, t_d, t)
-    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
-    p_slot = _ol.slot_queue(lam, w_pf + S + (O - 1.0) * tpot, t, T1, O, bmax, lam_sat, ca2,
-                            kA)[1]  # the slot gate's share; then the hold with the seen TPOT
-    tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
-                                  p_slot, kA)
+    tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
+                                 (rho, w_pf, S), lam_sat, ca2)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot)
     common = req_s + _ol.residual_step(f, t_p, t_d)
     ttft = common + pre.exposed + S + q["wait"]
@@ -556,11 +552,32 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                 why=why, **extra)
 
 
+def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):
+    """(TPOT a request sees, Var(D), the cluster gain κ_A): the D-weighted step under the
+    fluctuations of D (:func:`kvmodel.instance._openloop.fluctuation`) plus the prefill left
+    behind a request's first token (:func:`~kvmodel.instance._openloop.left_behind`), whose
+    burst share excludes the requests the KV-slot gate admits one by one. ``slopes``: (T',
+    T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service)."""
+    (T1, T2), (f, t_p, t_d), (rho, w_pf, S) = slopes, parts, prefill
+    kA = _ol.cluster_gain(f, t_p, t_d, t)
+    _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
+    p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot), t, T1, O, bmax, lam_sat, ca2,
+                            kA)[1]  # the slot gate's share; then the hold with the seen TPOT
+    tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
+                                  p_slot, kA)
+    return tpot, var_D, kA
+
+
+def _slot_hold(w_pf, S, O, tpot):
+    """Mean seconds a KV slot is held: from admission to the last token."""
+    return w_pf + S + (O - 1.0) * tpot
+
+
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot) -> dict:
     """Prefill plus KV-slot wait (:func:`kvmodel.instance._openloop.slot_queue`), the
     probability of waiting, stability and the slots' mean occupancy."""
-    hold = w_pf + S + (O - 1.0) * tpot  # a slot is held from admission to the last token
-    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA)
+    w_slot, p_slot, offered = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot), t, T1, O, bmax,
+                                             lam_sat, ca2, kA)
     stable = (rho < 1.0) & (offered < bmax)
     wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)

@@ -185,6 +185,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # step budget of the model's context length (max_position_embeddings)
         "max_num_seqs": _q("count", required=False),
         "chunked_prefill": Field("bool", required=False),
+        # false: a step that runs prompts carries no decodes (a prefill-first scheduler), so
+        # decoders wait while prompts are admitted (throughput-max and the simulator)
+        "mixed_steps": Field("bool", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

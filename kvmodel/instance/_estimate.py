@@ -28,6 +28,7 @@ from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _contended as _best
 from kvmodel.instance import _openloop as _ol
 from kvmodel.instance import _speculative as _spec
+from kvmodel.instance import _unmixed as _um
 from kvmodel.instance import _wide_ep as _wide
 from kvmodel.instance._mixture import (
     PrefixMix,
@@ -307,21 +308,30 @@ def _tm_period_of(s: Setup, I, O, bmax, max_tokens, n, c):
                     lambda: _tm_period(*_tm_kinds(s, I, O, bmax, max_tokens, n, c)))
 
 
+def _tm_ops(s: Setup, I, O, bmax, max_tokens, n, c, breakdown: bool):
+    """(ops, period) of the mixed cycle (:func:`_tm_step`); without ``breakdown`` the period
+    alone, memoised (a large array of prefixes: on its distinct lengths)."""
+    if breakdown:
+        return _tm_step(s, I, O, bmax, max_tokens, n, c)
+    if xp.is_array(I, O, bmax, max_tokens, c):
+        return {}, _tm_period_of(s, I, O, bmax, max_tokens, n, c)
+    return {}, on_distinct(lambda v: _tm_period_of(s, I, O, bmax, max_tokens, v, c), n)
+
+
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
                     breakdown: bool = True):
     """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
     ops are left out, and a large array of prefixes is computed on its distinct lengths)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
-    B, _, q = _tm_batch(s, O, bmax, max_tokens, n)
-    r = q / s.pp  # requests starting (and finishing) per stage period
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
-    if breakdown:
-        ops, period = _tm_step(s, I, O, bmax, max_tokens, n, c)
-    elif xp.is_array(I, O, bmax, max_tokens, c):
-        ops, period = {}, _tm_period_of(s, I, O, bmax, max_tokens, n, c)
+    um = _um.cycle(s, I, O, bmax, max_tokens, n, c) if _um.unmixed(s) else None
+    if um is not None:  # prompt steps without decodes: the cohort cycle of _unmixed
+        B, q, ops, period = um["B"], um["q"], um["ops"] if breakdown else {}, um["period"]
     else:
-        ops, period = {}, on_distinct(lambda v: _tm_period_of(s, I, O, bmax, max_tokens, v, c), n)
-    extra = {}
+        B, _, q = _tm_batch(s, O, bmax, max_tokens, n)
+        ops, period = _tm_ops(s, I, O, bmax, max_tokens, n, c, breakdown)
+    r = q / s.pp  # requests starting (and finishing) per stage period
+    period0, extra = period, {}
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(r * pre.loaded, r)  # r requests start their loads per step
         busy = _max_busy(pre.path.utilisation(r))  # path seconds per step, reads + writes
@@ -332,8 +342,10 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
         # B requests always in flight: a closed loop of B clients on the path
         delay, p_wait = pre.path.delay(r / period, B)
         extra = _path_outputs(pre, r / period, delay, p_wait)
-    tpot = s.pp * period
-    ttft = req_s + tpot * xp.maximum(1.0, 1.0 / q) + pre.exposed + extra.get("path_wait", 0.0)
+    tpot, first = s.pp * period, s.pp * period * xp.maximum(1.0, 1.0 / q)
+    if um is not None:  # the cohort's own times, stretched as the path stretches the steps
+        tpot, first = um["tpot"] * (period / period0), um["first"] * (period / period0)
+    ttft = req_s + first + pre.exposed + extra.get("path_wait", 0.0)
     ttft = ttft + (0.0 if pre.none else ops["kv_save"]["time_s"])
     e2e = ttft + (O - 1.0) * tpot
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * r * O / period, B=B,

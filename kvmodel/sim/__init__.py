@@ -18,6 +18,10 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   logits = D + completing prefills, pairs_prefill = sum chunk·(start + (chunk+1)/2),
   pairs_decode = kv_read (decode part) = sum of decode contexts, kv_read += chunks' start,
   kv_write = D + P. Steps run back to back while there is work.
+* ``mixed_steps = false`` in the framework's entry (a prefill-first scheduler without chunked
+  prefill, vLLM-Ascend v0.9.1): a step with prompts runs whole prompts only, in admission
+  order, up to ``max_num_tokens`` (a prompt longer than that runs alone in chunks), and no
+  decodes; the decoders emit nothing in it. Decode steps run when no prompt can start.
 * The first token is emitted at the end of the step that completes the prefill (TTFT = that
   time − arrival); then one token per step, ``output_len − 1`` decode steps. Decode step k
   (k = 1..output_len−1) attends over ``input_len + k`` tokens, so a lone request's mean step
@@ -373,6 +377,7 @@ class _Config:
     save: float = 1.0    # fraction of each request's new KV written through to the tier
     path_s_per_B: tuple[float, float] = (0.0, 0.0)  # bottleneck seconds per byte read, written
     tok_B: float = 0.0   # KV bytes per token of the whole instance (network transfers)
+    mixed: bool = True   # False (framework mixed_steps = false): prompt steps carry no decodes
 
 
 def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_tokens,
@@ -398,7 +403,8 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
     path = (0.0, 0.0) if tier is None else bottleneck(path_segments(tier))
     return _Config(s, float(kv_cap), float(mnt), float(mbs), cal["request_overhead"], tier,
                    block_tokens, float(num("kv_save", save, integer=False, minimum=0.0,
-                                           maximum=1.0)), path, float(m.kv_bytes_per_token(kv)))
+                                           maximum=1.0)), path, float(m.kv_bytes_per_token(kv)),
+                   fw.quantities.get("mixed_steps", True) is not False)
 
 
 def _check_prefix_fits(blocks: int, block_tokens: int, kv_cap: float) -> None:
@@ -481,7 +487,8 @@ class _Inst:
     request still prefilling; decoding sequence i joined at step n0 with context c0, so its
     context at step m is c0 + m − n0 = ``off[i]`` + m, and the context sum is D·m + ``base``.
     ``kind``: pending event (None, "wake", "decode" = a run of ``k`` decode steps ending at
-    ``T[:k]``, "mixed" = one step with prefill ``chunks``), due at ``end``, version ``ver``.
+    ``T[:k]``, "mixed" = one step with prefill ``chunks``, "prefill" = one without decodes),
+    due at ``end``, version ``ver``.
     Router-side counters for the routing view: ``qtok`` (uncached prompt tokens not yet
     prefilled), ``kvb`` (prompt blocks of routed unfinished requests), ``tree`` (blocks
     inserted into the prefix cache so far), ``last`` (latest step latency)."""
@@ -692,6 +699,10 @@ class _Sim:
         elif inst.kind == "mixed":
             self._advance(inst, 1, t)
             self._prefill_progress(inst, t)
+        elif inst.kind == "prefill":  # prompts only: the decoders emitted nothing
+            inst.steps += 1
+            self.steps += 1
+            self._prefill_progress(inst, t)
         inst.kind, inst.end = None, math.inf
         self._form(inst, t)
 
@@ -805,7 +816,7 @@ class _Sim:
 
     def _chunks(self, inst: _Inst, t: float) -> list:
         """Prefill chunks of this step in admission order, within the token budget."""
-        budget = self.cfg.mnt - inst.D
+        budget = self.cfg.mnt - (inst.D if self.cfg.mixed else 0)
         out = []
         self._refresh_fetches(inst)
         for p in inst.prefill:
@@ -814,6 +825,8 @@ class _Sim:
             if p[2] > t:
                 continue
             c = min(self.I[p[0]] - p[1], budget)
+            if not self.cfg.mixed and out and c < self.I[p[0]] - p[1]:
+                continue  # whole prompts only (a longer one than the budget runs alone)
             out.append((p, c))
             budget -= c
         return out
@@ -846,7 +859,7 @@ class _Sim:
         return s if np.ndim(m) else float(s[0])
 
     def _mixed(self, inst: _Inst, t: float, chunks: list) -> None:
-        D, S = inst.D, self._ctx(inst, inst.n)
+        D, S = (inst.D, self._ctx(inst, inst.n)) if self.cfg.mixed else (0, 0.0)
         P = pairs = start_sum = 0.0
         done = 0
         for p, c in chunks:
@@ -856,7 +869,7 @@ class _Sim:
             done += p[1] + c >= self.I[p[0]]
         lat = inst.last = self.timer.step(D + P, D + done, pairs, S, S + start_sum, D + P)
         inst.chunks = chunks
-        self._schedule(inst, t + lat, "mixed")
+        self._schedule(inst, t + lat, "mixed" if self.cfg.mixed else "prefill")
 
     def _decode_run(self, inst: _Inst, t: float) -> None:
         """Decode-only steps until the next finish, the first step boundary at or after the

@@ -188,6 +188,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # false: a step that runs prompts carries no decodes (a prefill-first scheduler), so
         # decoders wait while prompts are admitted (throughput-max and the simulator)
         "mixed_steps": Field("bool", required=False),
+        # attention work per causal (query, key) pair of the engine's kernels (2: the causal
+        # triangle is not skipped, every pair of the square is computed under a dense mask)
+        "causal_attention_work": _q("dimensionless", required=False),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

@@ -139,13 +139,19 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,
         w_B=BYTES_PER_ELEMENT[precision], kv_B=BYTES_PER_ELEMENT[kv], act_B=BYTES_PER_ELEMENT[act],
         gemm_Fps=gemm_Fps, **_weight_bytes(g, precision, act, gemm_Fps, cal),
-        attn_Fps=_attention_Fps(g, attn_p, wp, cal),
+        attn_Fps=_attention_Fps(g, attn_p, wp, cal) / _work(fw, "causal_attention_work"),
         hbm_Bps=g.hbm_bw_Bps * g.hbm_eff * cal["memory_efficiency_factor"],
         coll_alpha_s=cal["collective_latency"],
         coll_Bps=_collective_Bps(g, tp, cal),
         p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
         seq_s=cal["sequence_overhead"],
         layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0)
+
+
+def _work(fw: FrameworkSpec, name: str) -> float:
+    """A framework's work factor ``name`` (1 where its entry has none)."""
+    q = fw.quantities.get(name)
+    return 1.0 if q is None else q.si
 
 
 def _collective_Bps(g: GPUSpec, tp, cal: Mapping[str, float]):

@@ -191,3 +191,37 @@ def test_tp2_allreduce_time_on_910b_follows_the_measured_rate():
     ops, _, _ = step_ops(s, 1000.0, 1.0, 0.0, 0.0, 0.0, 1000.0)
     one = s.coll_alpha_s + 8.192e6 / 18e9
     assert ops["tp_allreduce"]["time_s"] == pytest.approx(2 * m.num_layers * one)
+
+
+TOY_DENSE = """schema_version = 1
+[framework.toy-dense]
+name = "toy engine whose prompt attention computes the whole square"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+causal_attention_work = { value = 2, unit = "1", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+def test_dense_mask_attention_doubles_prompt_attention_only(tmp_path):
+    """A 32768-token prompt on the 910B: 2 x 32 heads x 32768 x 32769 / 2 causal pairs x
+    (128 + 128) x 36 layers = 3.167e14 FLOP, 2.1002 s at the kernel's 150.78 TFLOP/s, and
+    twice that when every pair of the square is computed; a decode step's attention
+    (memory-bound) does not move."""
+    p = tmp_path / "dense.toml"
+    p.write_text(TOY_DENSE)
+    with use_catalog(Catalog.default().with_file(p)):
+        dense = _setup("qwen3-8b", "ascend-910b", "toy-dense")
+    plain = _setup("qwen3-8b", "ascend-910b", "vllm")
+    assert dense.attn_Fps == pytest.approx(150.78e12 / 2)
+    S = 32768.0
+    pf = (S, 1.0, S * (S + 1) / 2, 0.0, 0.0, S)
+    a, b = step_ops(dense, *pf)[0]["attention"], step_ops(plain, *pf)[0]["attention"]
+    assert b["compute_s"] == pytest.approx(2.1002, rel=1e-4)
+    assert a["time_s"] == pytest.approx(2 * b["time_s"], rel=1e-3)
+    dec = (64.0, 64.0, 0.0, 64 * 4000.0, 64 * 4000.0, 64.0)
+    assert step_ops(dense, *dec)[0]["attention"]["time_s"] == step_ops(plain, *dec)[0][
+        "attention"]["time_s"]
+
+
+def test_vllm_ascend_prompt_attention_work_is_sourced():
+    q = get_framework("vllm-ascend").quantities["causal_attention_work"]
+    assert q.si == 2.0 and q.kind == "derived" and "isTriuMask" in q.source

@@ -64,11 +64,8 @@ def test_measured_attention_kernel_replaces_the_global_factor():
 
 
 @pytest.fixture
-def toy_catalog(tmp_path):
-    p = tmp_path / "fw.toml"
-    p.write_text(TOY_FRAMEWORK)
-    with use_catalog(Catalog.default().with_file(p)) as c:
-        yield c
+def toy_catalog(catalog_with):
+    return catalog_with(TOY_FRAMEWORK)
 
 
 def test_layer_dispatch_floor_in_decode(toy_catalog):

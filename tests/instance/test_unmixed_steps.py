@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kvmodel
-from kvmodel.catalog.hardware import Catalog, FrameworkSpec, get_framework, get_gpu, use_catalog
+from kvmodel.catalog.hardware import FrameworkSpec, get_framework, get_gpu
 from kvmodel.catalog.models import ModelSpec
 from kvmodel.instance import _estimate
 from kvmodel.instance import _unmixed as um
@@ -88,11 +88,8 @@ def _batch(n: int, I: int, O: int) -> Trace:
 
 
 @pytest.fixture
-def toy_frameworks(tmp_path):
-    p = tmp_path / "fw.toml"
-    p.write_text(TOY_FRAMEWORKS)
-    with use_catalog(Catalog.default().with_file(p)) as c:
-        yield c
+def toy_frameworks(catalog_with):
+    return catalog_with(TOY_FRAMEWORKS)
 
 
 @pytest.mark.parametrize("gpu, I, O, B, mnt", [

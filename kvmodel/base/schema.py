@@ -178,6 +178,11 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # (tokens), and the source of both
         "hybrid_prefix_cache": _s(required=False, choices=HYBRID_PREFIX_CACHES),
         "hybrid_snapshot_interval": _q("count", required=False),
+        # where the spacing follows the GPU's memory (the engines' prefill chunk defaults): y[i]
+        # tokens on a GPU with less than x[i] memory (the first such tier), the interval above
+        # the last; GPU keys listed in hybrid_snapshot_small_gpus take y[0] whatever their memory
+        "hybrid_snapshot_interval_below": Field("curve", required=False),
+        "hybrid_snapshot_small_gpus": Field("strlist", required=False),
         "hybrid_prefix_cache_source": _s(required=False),
         # the engine's own scheduler defaults where they differ from the calibration's
         # max_batch_size / max_num_tokens (kvmodel validate maps its rows with them):

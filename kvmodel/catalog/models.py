@@ -112,12 +112,31 @@ def snapshot_mode(framework: Any, mode: str | None = None) -> str:
     return mode
 
 
-def snapshot_interval(framework: Any) -> float | None:
+def snapshot_interval(framework: Any, gpu: Any = None) -> float | None:
     """Tokens between a prompt's state snapshots inside its prefill (the framework entry's
     ``hybrid_snapshot_interval``: vLLM's and SGLang's prefill chunk, TensorRT-LLM's
-    ``mamba_state_cache_interval``); None where the entry has none."""
+    ``mamba_state_cache_interval``); None where the entry has none.
+
+    With ``gpu`` (a key or spec) and an entry whose default follows the GPU's memory
+    (``hybrid_snapshot_interval_below``: ``y[i]`` tokens below ``x[i]`` of memory, the first
+    such tier; ``hybrid_snapshot_small_gpus`` take ``y[0]`` whatever their memory), the tier of
+    that GPU's ``hbm_capacity``; the interval itself at or above the last bound."""
     q = _framework_field(framework, "hybrid_snapshot_interval")
-    return None if q is None else float(q.si)
+    if q is None:
+        return None
+    tiers = _framework_field(framework, "hybrid_snapshot_interval_below")
+    if gpu is None or tiers is None:
+        return float(q.si)
+    from kvmodel.catalog.hardware import get_gpu  # (hardware imports this module)
+    spec = get_gpu(gpu)
+    bounds, values = np.asarray(tiers.x, dtype=float), np.asarray(tiers.y, dtype=float)
+    if np.any(np.diff(bounds) <= 0):
+        raise ValueError(f"hybrid_snapshot_interval_below.x={list(tiers.x)}: the memory bounds "
+                         "must increase")
+    if spec.key in (_framework_field(framework, "hybrid_snapshot_small_gpus") or ()):
+        return float(values[0])
+    i = int(np.searchsorted(bounds, spec.hbm_capacity_B, side="right"))
+    return float(values[i]) if i < values.size else float(q.si)
 
 
 def _framework_field(framework: Any, name: str) -> Any:

@@ -765,7 +765,8 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     the instances' KV precision and TP, never finer than the trace's blocks); vLLM ``align``
     at the prompt's last such boundary and every prefill chunk, SGLang ``node`` and
     TensorRT-LLM ``interval`` at the prompt's end (the trace's blocks) and every
-    ``hybrid_snapshot_interval`` tokens: a mix by the trace's :func:`whole_prefix_share`
+    ``hybrid_snapshot_interval`` tokens (the tier of the instances' GPU memory,
+    :func:`~kvmodel.catalog.models.snapshot_interval`): a mix by the trace's :func:`whole_prefix_share`
     (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models."""
     m, mode = get_model(c.model), snapshot_mode(c.framework)
     if not m.has_recurrent_state:
@@ -774,7 +775,7 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     if mode in ("block", "align"):
         b = max(b, float(m.state_block_tokens(kv_precision(c), tp=c.tp)))
     share = w._memo("_whole_prefix_share", lambda: whole_prefix_share(w.trace))
-    return mode, reuse_grid(mode, b, snapshot_interval(c.framework), share)
+    return mode, reuse_grid(mode, b, snapshot_interval(c.framework, c.gpu), share)
 
 
 def block_bytes(c: Cluster, w: Workload) -> float:
@@ -787,7 +788,7 @@ def block_bytes(c: Cluster, w: Workload) -> float:
         step = (grid if not isinstance(grid, tuple) else grid[0][1] if mode == "align"
                 else float(w.trace.block_tokens))
         kw = {"snapshot_tokens": step, "snapshots": mode,
-              "interval": snapshot_interval(c.framework)}
+              "interval": snapshot_interval(c.framework, c.gpu)}
     return get_model(c.model).cache_block_bytes(w.trace.block_tokens, kv_precision(c),
                                                 w.input_len, **kw)
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import toy_hf_model
 
+from kvmodel.base.schema import Curve
 from kvmodel.catalog import get_framework
-from kvmodel.catalog.hardware import FrameworkSpec
+from kvmodel.catalog.hardware import FrameworkSpec, get_gpu
 from kvmodel.catalog.models import SNAPSHOT_MODES, ModelSpec, get_model, snapshot_interval, snapshot_mode
 
 
@@ -26,10 +27,49 @@ def test_framework_defaults_are_the_sourced_modes():
     assert [snapshot_mode(f) for f in ("vllm", "sglang", "tensorrt-llm")] == [
         "align", "node", "interval"]
     assert snapshot_mode(get_framework("vllm")) == "align"  # a spec works as its key
+    # without a GPU: each entry's interval on the largest GPUs (vLLM >= 70 GiB, SGLang >= 160)
     assert [snapshot_interval(f) for f in ("vllm", "sglang", "tensorrt-llm")] == [
-        8192.0, 8192.0, 256.0]
+        8192.0, 16384.0, 256.0]
     for f in ("vllm", "sglang"):  # file @ commit
         assert "@" in get_framework(f).quantities["hybrid_prefix_cache_source"]
+
+
+# one GPU per memory class of the engines' prefill-chunk defaults: (key, vLLM, SGLang)
+# vLLM get_batch_defaults: 8192 at >= 70 GiB except A100s (device-name check), else 2048;
+# SGLang _handle_gpu_memory_settings: 2048 below 35 GiB, 4096 below 60, 8192 below 160, 16384 above
+_CLASSES = [("l4", 2048, 2048),               # 24 GB = 22.4 GiB
+            ("rtx-4090", 2048, 2048),         # 24564 MiB = 24.0 GiB
+            ("l40s", 2048, 4096),             # 48 GB = 44.7 GiB: SGLang's A100-40GB / L40 class
+            ("a100-sxm-40gb", 2048, 4096),
+            ("a100-sxm-80gb", 2048, 8192),    # 80 GiB, but vLLM names A100 out of its large class
+            ("a800-sxm-80gb", 8192, 8192),    # same memory, no 'a100' in the device name
+            ("h100-sxm", 8192, 8192),         # 81559 MiB = 79.6 GiB
+            ("h20", 8192, 8192),              # 97871 MiB: SGLang's 'H20, H200' tier
+            ("h200-sxm", 8192, 8192),         # 143771 MiB = 140.4 GiB, below 160
+            ("b200", 8192, 16384),            # 183359 MiB = 179.1 GiB: SGLang's 'B200, MI300' tier
+            ("mi300x", 8192, 16384),          # 192 GB = 178.8 GiB
+            ("b300", 8192, 16384)]
+
+
+@pytest.mark.parametrize("gpu, vllm, sglang", _CLASSES)
+def test_snapshot_interval_follows_the_gpu_memory_class(gpu, vllm, sglang):
+    assert snapshot_interval("vllm", gpu) == vllm
+    assert snapshot_interval("sglang", gpu) == sglang
+    assert snapshot_interval("tensorrt-llm", gpu) == 256.0  # a fixed mamba_state_cache_interval
+    assert snapshot_interval(get_framework("sglang"), get_gpu(gpu)) == sglang  # specs work too
+
+
+def test_snapshot_tiers_are_checked(monkeypatch):
+    from kvmodel.catalog import hardware
+    for key in get_framework("vllm").quantities["hybrid_snapshot_small_gpus"]:
+        assert hardware.get_gpu(key).key == key  # every named GPU is a catalog entry
+    q = dict(get_framework("sglang").quantities)
+    q["hybrid_snapshot_interval_below"] = Curve((60.0 * 2**30, 35.0 * 2**30), (4096.0, 2048.0),
+                                                "GiB", "count", "datasheet", "test")
+    bad = FrameworkSpec("bad", "tiers out of order", 1e-3, q)
+    with pytest.raises(ValueError, match=r"hybrid_snapshot_interval_below.x=.*increase"):
+        snapshot_interval(bad, "l4")
+    assert snapshot_interval(bad) == 16384.0  # no GPU: the tiers are not read
 
 
 def test_an_explicit_mode_overrides_and_unknown_values_name_the_field():

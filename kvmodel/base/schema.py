@@ -124,6 +124,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
         # (fully connected meshes: a small group reaches only its own peer links)
         "allreduce_bandwidth": Field("curve", required=False),
+        # host (CPU) time per scheduled sequence per step of a Python serving executor on this
+        # GPU's host system, overlapped with the GPU step: a step lasts at least batch x this
+        "host_sequence_time": _q("time", required=False),
         "matmul_efficiency": _q("dimensionless", required=False),
         "achieved_hbm_bandwidth": _q("bandwidth", required=False),
         "hbm_efficiency": _q("dimensionless", required=False),

@@ -51,6 +51,9 @@ class Setup:
     k: Any = None          # per-setup constants of step_ops (computed once)
     seq_s: float = 0.0     # host cost per scheduled sequence per step (sampling, bookkeeping)
     layer_host_s: float = 0.0  # host time to issue one layer's kernels (0: hidden / graphed)
+    # host time per scheduled sequence per step of the engine's executor loop on the GPU's
+    # host (None: the GPU's ``host_sequence_time``, 0 where it has none; see :func:`_host_s`)
+    host_seq_s: Any = None
     # weights a weight-only format leaves 16-bit (None: as w_B / gemm_Fps): attention
     # projections (proj_*), and embeddings, LM head and MoE router (head_*)
     proj_B: Any = None
@@ -73,8 +76,10 @@ class Setup:
     o_w_rank: Any = None       # O projection weight elements per rank per layer
 
     def __post_init__(self) -> None:
+        host = self.gpu.quantities.get("host_sequence_time")
         for name, default in (("proj_B", self.w_B), ("head_B", self.w_B),
-                              ("proj_Fps", self.gemm_Fps), ("head_Fps", self.gemm_Fps)):
+                              ("proj_Fps", self.gemm_Fps), ("head_Fps", self.gemm_Fps),
+                              ("host_seq_s", 0.0 if host is None else host.si)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
         m, tp = self.model, self.tp
@@ -237,12 +242,25 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     for op in ops.values():
         stage = stage + op["time_s"]
     send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    host = s.overhead_s + logits * s.seq_s
-    if s.layer_host_s:  # kernels issued one layer at a time: a stage lasts at least the issuing
-        host = host + xp.maximum(layers * s.layer_host_s - stage, 0.0)
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": host}
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
     return ops, stage, latency
+
+
+def _host_s(s: Setup, layers, seqs, stage):
+    """Host time a step adds to one stage's busy time ``stage``: the framework's exposed
+    per-step and per-sequence overhead; where kernels are issued one layer at a time, the
+    issuing beyond the stage; and where the executor loop's own per-sequence work
+    (``host_seq_s`` x ``seqs`` sequences: scheduling, sampler bookkeeping, responses) runs
+    beside the GPU step (overlap scheduler), the part of it the stage and the exposed host
+    time do not cover: a step lasts at least its host loop, so a short GPU step at a large
+    batch is host-bound."""
+    host = s.overhead_s + seqs * s.seq_s
+    if s.layer_host_s:  # kernels issued one layer at a time: a stage lasts at least the issuing
+        host = host + xp.maximum(layers * s.layer_host_s - stage, 0.0)
+    if s.host_seq_s:
+        host = host + xp.maximum(seqs * s.host_seq_s - stage - host, 0.0)
+    return host
 
 
 _KEYED = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them

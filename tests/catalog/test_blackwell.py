@@ -29,3 +29,13 @@ def test_blackwell_ring_below_the_link():
     for gpu in ("b200", "gb200"):
         g = get_gpu(gpu)
         assert _coll_Bps(gpu, 8) < g.scale_up_bw_Bps  # Ring busbw, not an in-switch reduction
+
+
+def test_host_loop_time_follows_the_host_cpu():
+    """Grace-hosted trays (GB200, GB300) share the measured Grace figure; x86 HGX boards (B200,
+    B300) the x86 derivation 29.4 x 13.48 / 37.08 us; GPUs with no figure have no floor."""
+    t = {g: get_gpu(g).quantities.get("host_sequence_time") for g in
+         ("gb200", "gb300", "b200", "b300", "h100-sxm")}
+    assert t["gb200"].si == t["gb300"].si == pytest.approx(29.4e-6)
+    assert t["b200"].si == t["b300"].si == pytest.approx(29.4e-6 * 13.48 / 37.08, rel=0.01)
+    assert t["h100-sxm"] is None

@@ -13,17 +13,17 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
   _route_infinite` assumes; this is exactly SGLang's router-side tree, and an over-estimate
   for indexers that see evictions when the caches are much smaller than the working set).
 * In flight, from Little's law at the operating point, each routed request counts on its
-  instance for three spans (:func:`_times`), as the simulator's instance holds it:
-  residence ``R_r`` = the mean TTFT ``T`` (``prefill_s``) then its own decode at the mean
-  pace ``(R − T) / mean output`` (mean ``R``, ``residence_s``; about ``rate * R`` requests in
-  flight cluster-wide); admission wait ``A`` = the level's wait (``waiting_s``: request
-  overhead, prefill and slot queues) plus half a step at that pace (the step in progress:
-  the simulator admits at step boundaries, the estimate's TTFT counts that residual beside
-  the wait); prefill pending ``A + p·u_r + max(T − A − p·ū, 0)`` (at most ``R_r``): its own
-  ``u_r`` uncached prompt tokens at the per-token prefill time ``p``
-  (``prefill_s_per_token``), the rest of the level's TTFT spread evenly (ū: the mean
-  uncached tokens of the requests so far), so a full miss holds its prompt as long as it
-  computes and the mean pending time is the TTFT (unless the prefill alone takes longer).
+  instance for three spans (:func:`_times`), as the simulator's instance holds it: admission
+  wait ``A`` = the level's wait (``waiting_s``: request overhead, prefill and slot queues)
+  plus half a step at the decode pace (the step in progress: the simulator admits at step
+  boundaries, the estimate's TTFT counts that residual beside the wait); prefill pending
+  (its TTFT) ``P_r = A + p·u_r + max(T − A − p·ū, 0)``: its own ``u_r`` uncached prompt
+  tokens at the per-token prefill time ``p`` (``prefill_s_per_token``), the rest of the
+  level's mean TTFT ``T`` (``prefill_s``) spread evenly (ū: the mean uncached tokens of the
+  requests so far), so a full miss holds its prompt as long as it computes and the mean is
+  ``T`` (unless the prefill alone takes longer); residence ``P_r`` + its own decode at the
+  mean pace ``(R − T) / mean output`` (mean ``R``, ``residence_s``; about ``rate * R``
+  requests in flight cluster-wide). A load without a TTFT (the default) holds nothing.
   ``active_i``, ``kv_blocks_i`` (prompt blocks), ``kv_usage_i`` (prompt + output tokens over
   ``kv_capacity_tokens``) sum the requests within their residence; ``waiting_i`` those
   within their admission wait; ``queued_prefill_tokens_i`` (uncached prompt tokens) those
@@ -241,14 +241,13 @@ class _Fluid:
         self.adm.append((now + adm, i))  # one admission wait per load: FIFO
 
 
-def _times(prof: ReuseProfile, load: RouterLoad) -> tuple[list, float, float]:
-    """(residence of each request, admission wait A, the level's TTFT − A) in seconds: the
+def _times(prof: ReuseProfile, load: RouterLoad) -> tuple[float, float, float]:
+    """(decode pace per output token, admission wait A, the level's TTFT − A) in seconds: the
     fluid spans of the module docstring."""
     pace = max(load.residence_s - load.prefill_s, 0.0) / max(float(np.mean(prof.output_len)),
                                                              1.0)
-    stay = (load.prefill_s + pace * prof.output_len).tolist()
     adm = min(load.waiting_s + 0.5 * pace, load.prefill_s)
-    return stay, adm, load.prefill_s - adm
+    return pace, adm, load.prefill_s - adm
 
 
 def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoad) -> tuple:
@@ -260,10 +259,11 @@ def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoa
     B, ids, off = prof.block_tokens, prof.block_ids.tolist(), prof.block_offsets.tolist()
     I, O = prof.input_len.tolist(), prof.output_len.tolist()
     state, seen = _Fluid(n, load), {}
-    stay, adm, fill = _times(prof, load)
+    pace, adm, fill = _times(prof, load)
     out, d, unc = (np.empty(prof.n_requests, np.int64), np.ones(prof.n_requests, np.int64),
                    np.zeros(prof.n_requests))
-    served, done, p = 0, 0.0, load.prefill_s_per_token  # served, their uncached tokens
+    served, done = 0, 0.0  # served requests, their uncached prompt tokens
+    p = load.prefill_s_per_token if load.prefill_s > 0 else 0.0  # idle: nothing in flight
     for r, now in enumerate(_arrivals(prof, load.rate_per_s)):
         state.expire(now)
         chain = ids[off[r]:off[r + 1]]
@@ -277,8 +277,8 @@ def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoa
         hit_tok = min(prefix[i] * B, max(I[r] - 1, 0))
         u = unc[r] = I[r] - hit_tok
         served, done = served + 1, done + u
-        pend = min(adm + max(fill - p * done / served, 0.0) + p * u, stay[r])
-        state.add(now, (stay[r], pend, min(adm, stay[r])), i, -(-I[r] // B), I[r] + O[r], u)
+        pend = adm + max(fill - p * done / served, 0.0) + p * u  # its TTFT
+        state.add(now, (pend + pace * O[r], pend, adm), i, -(-I[r] // B), I[r] + O[r], u)
         bit = 1 << i
         for b in chain[prefix[i]:]:
             seen[b] = seen.get(b, 0) | bit

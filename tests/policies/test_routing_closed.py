@@ -5,7 +5,7 @@ form, and the load quantisation.
 
 Tolerances held (8 instances x 200 blocks, synthetic_trace(1000, seed 5, 16 system prompts),
 rate_per_s 40 and 100: 20.7 and 44.7 req/s, ~0.14 and ~0.28 of the cache-aware saturation):
-hit ratio within 0.02 of the simulator's (measured <= 0.006), load imbalance (busiest
+hit ratio within 0.02 of the simulator's (measured <= 0.004), load imbalance (busiest
 instance's routed share x N) within 30 % (measured <= 23 %: the fluid load replaces the
 simulator's exact in-flight counts)."""
 
@@ -58,8 +58,8 @@ def _closed(w, name):
 
 
 # (router, trace rate) -> why its imbalance misses (none now: llm-d 1.83 vs 1.38 and Mooncake
-# 2.40 vs 1.17 at rate 40 passed once the fluid load held each prompt in the queued prefill for
-# its own prefill time and waited half a step for admission, 1.32 and 1.43)
+# 2.40 vs 1.17 at rate 40 pass, 1.38 and 1.43, since the fluid load holds each prompt in the
+# queued prefill for its own prefill time and waits half a step for admission)
 IMB_MISSES: dict = {}
 
 

@@ -558,8 +558,9 @@ _SEED = Param("seed", 0, "1", "seed of the policy's random draws", kind=int)
 _EPS = Param("epsilon", 0.25, "fraction", "load bound: routed count <= ceil((1 + epsilon)(k + 1)"
              "/N)", low_open=True)
 _OWN = ("its own rule replayed over the trace (kvmodel.workload._routing_closed): cached prefix "
-        "= blocks the instance has seen (no eviction), in-flight load from a sliding window of "
-        "the mean residence time (Little's law at the operating point, quantised load levels); "
+        "= blocks the instance has seen (no eviction), in-flight load from each request's "
+        "residence, admission wait and prefill time at the operating point (Little's law, "
+        "quantised load levels); "
         "hit ratio: analytic LRU per instance of that assignment; imbalance: busiest instance's "
         "share of the routed uncached prompt tokens x N; wait: the instance's law behind a "
         "join-the-shortest-of-d router, d per request from load_choices "
@@ -604,7 +605,7 @@ _entry(LLMD, "llm-d scheduler: 3 x prefix + 2 x kv-util + 2 x queue scores", "ll
         Param("queue_weight", 2.0, "1", "weight of the queue scorer"),
         Param("tier_weight", None, "tier->1", "prefix credit per cached block by tier (None: "
               "1 each)", none_ok=True, kind=dict), _SEED),
-       note=_OWN + "; waiting = requests within their mean TTFT", tolerance=0.08,
+       note=_OWN + "; waiting = requests within their admission wait", tolerance=0.08,
        tags=("published",))
 _entry(SGLang, "SGLang router cache_aware: prefix match above a threshold unless imbalanced",
        "sglang",
@@ -620,7 +621,7 @@ _entry(Mooncake, "Mooncake Conductor: smallest predicted TTFT, early rejection a
               low_open=True, none_ok=True),
         Param("pool_s_per_block", None, "s/block", "KV pool fetch time per block (None: no "
               "pool)", none_ok=True)),
-       note=_OWN + "; queued prefill = uncached tokens within their mean TTFT; rejected "
+       note=_OWN + "; queued prefill = uncached tokens within their prefill time; rejected "
             "requests count as misses (the served rate is not reduced)",
        tolerance=0.08, tags=("published",))
 

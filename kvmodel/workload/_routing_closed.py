@@ -12,15 +12,24 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
   has been routed before (caches never evict, as :func:`~kvmodel.workload._reuse_analytic.
   _route_infinite` assumes; this is exactly SGLang's router-side tree, and an over-estimate
   for indexers that see evictions when the caches are much smaller than the working set).
-* In flight, from Little's law at the operating point: a request counts as active for the mean
-  residence time ``R`` (``residence_s``; about ``rate * R`` requests in flight cluster-wide)
-  and as waiting for prefill for the mean TTFT ``T`` (``prefill_s``). ``active_i``,
-  ``kv_blocks_i`` (prompt blocks), ``kv_usage_i`` (prompt + output tokens over
-  ``kv_capacity_tokens``) sum the requests routed to i within the last ``R`` seconds;
-  ``waiting_i`` and ``queued_prefill_tokens_i`` (uncached prompt tokens) those within the last
-  ``T`` seconds. ``routed_i`` counts every request so far; ``tree_blocks_i`` and
-  ``cache_blocks_i`` the distinct blocks instance i has seen; ``running_i`` = active - waiting;
-  ``step_s_i`` 0 (no registered policy reads it).
+* In flight, from Little's law at the operating point, each routed request counts on its
+  instance for three spans (:func:`_times`), as the simulator's instance holds it: admission
+  wait ``A`` = the level's wait (``waiting_s``: request overhead, prefill and slot queues)
+  plus half a step at the decode pace (the step in progress: the simulator admits at step
+  boundaries, the estimate's TTFT counts that residual beside the wait); prefill pending
+  (its TTFT) ``P_r = A + p·u_r + max(T − A − p·ū, 0)``: its own ``u_r`` uncached prompt
+  tokens at the per-token prefill time ``p`` (``prefill_s_per_token``), the rest of the
+  level's mean TTFT ``T`` (``prefill_s``) spread evenly (ū: the mean uncached tokens of the
+  requests so far), so a full miss holds its prompt as long as it computes and the mean is
+  ``T`` (unless the prefill alone takes longer); residence ``P_r`` + its own decode at the
+  mean pace ``(R − T) / mean output`` (mean ``R``, ``residence_s``; about ``rate * R``
+  requests in flight cluster-wide). A load without a TTFT (the default) holds nothing.
+  ``active_i``, ``kv_blocks_i`` (prompt blocks), ``kv_usage_i`` (prompt + output tokens over
+  ``kv_capacity_tokens``) sum the requests within their residence; ``waiting_i`` those
+  within their admission wait; ``queued_prefill_tokens_i`` (uncached prompt tokens) those
+  within their prefill pending time; ``running_i`` = active less the latter (the decoding
+  ones). ``routed_i`` counts every request so far; ``tree_blocks_i`` and ``cache_blocks_i``
+  the distinct blocks instance i has seen; ``step_s_i`` 0 (no registered policy reads it).
 * ``prefill_s_per_token`` from the load (Mooncake's estimate; the argmin does not depend on it
   unless the policy has a pool or an SLO).
 
@@ -181,7 +190,7 @@ class _Fluid:
         self.load = load
         z = [0] * n
         self.active, self.kvb, self.kvtok, self.wait, self.qtok = z[:], z[:], z[:], z[:], z[:]
-        self.routed, self.tree, self._zeros, self._tier = z[:], z[:], z[:], []
+        self.filling, self.routed, self.tree, self._zeros, self._tier = z[:], z[:], z[:], z[:], []
         self.res, self.pre, self.adm = [], [], deque()  # expiry queues
 
     def expire(self, now: float) -> None:
@@ -193,6 +202,7 @@ class _Fluid:
         while self.pre and self.pre[0][0] <= now:
             _, _, i, q = heapq.heappop(self.pre)
             self.qtok[i] -= q
+            self.filling[i] -= 1
         while self.adm and self.adm[0][0] <= now:
             self.wait[self.adm.popleft()[1]] -= 1
 
@@ -206,7 +216,7 @@ class _Fluid:
         while len(self._tier) <= max(prefix, default=0):  # {"hbm": p}, shared read-only
             self._tier.append({"hbm": len(self._tier)})
         v.cached, v.active = [self._tier[p] for p in prefix], self.active
-        v.running = [a - w for a, w in zip(self.active, self.wait)]
+        v.running = [a - f for a, f in zip(self.active, self.filling)]
         v.waiting, v.queued_prefill_tokens, v.kv_blocks = self.wait, self.qtok, self.kvb
         v.kv_usage = [x / cap for x in self.kvtok]
         v.step_s, v.routed = self._zeros, self.routed
@@ -214,17 +224,30 @@ class _Fluid:
         v.__dict__["prefix_blocks"] = prefix
         return v
 
-    def add(self, now: float, stay: float, pre: float, i: int, blocks: int, tokens: int,
+    def add(self, now: float, times: tuple, i: int, blocks: int, tokens: int,
             uncached: int) -> None:
+        """Route a request to ``i`` at ``now``; ``times``: its (residence, prefill pending,
+        admission wait) in seconds."""
+        stay, pre, adm = times
         self.active[i] += 1
         self.kvb[i] += blocks
         self.kvtok[i] += tokens
         self.wait[i] += 1
         self.qtok[i] += uncached
+        self.filling[i] += 1
         self.routed[i] += 1
         heapq.heappush(self.res, (now + stay, self.routed[i], i, blocks, tokens))
         heapq.heappush(self.pre, (now + pre, self.routed[i], i, uncached))
-        self.adm.append((now + self.load.waiting_s, i))
+        self.adm.append((now + adm, i))  # one admission wait per load: FIFO
+
+
+def _times(prof: ReuseProfile, load: RouterLoad) -> tuple[float, float, float]:
+    """(decode pace per output token, admission wait A, the level's TTFT − A) in seconds: the
+    fluid spans of the module docstring."""
+    pace = max(load.residence_s - load.prefill_s, 0.0) / max(float(np.mean(prof.output_len)),
+                                                             1.0)
+    adm = min(load.waiting_s + 0.5 * pace, load.prefill_s)
+    return pace, adm, load.prefill_s - adm
 
 
 def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoad) -> tuple:
@@ -236,14 +259,11 @@ def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoa
     B, ids, off = prof.block_tokens, prof.block_ids.tolist(), prof.block_offsets.tolist()
     I, O = prof.input_len.tolist(), prof.output_len.tolist()
     state, seen = _Fluid(n, load), {}
-    # residence of request r: the mean TTFT, then its own decode at the mean per-token pace
-    pace = (load.residence_s - load.prefill_s) / max(float(np.mean(prof.output_len)), 1.0)
-    stay = (load.prefill_s + np.maximum(pace, 0.0) * prof.output_len).tolist()
-    # prefill pending: the wait for admission, then compute in proportion to uncached tokens
-    wait, per_tok = load.waiting_s, max(load.prefill_s - load.waiting_s, 0.0) / max(
-        float(np.mean(prof.input_len)), 1.0)
+    pace, adm, fill = _times(prof, load)
     out, d, unc = (np.empty(prof.n_requests, np.int64), np.ones(prof.n_requests, np.int64),
                    np.zeros(prof.n_requests))
+    served, done = 0, 0.0  # served requests, their uncached prompt tokens
+    p = load.prefill_s_per_token if load.prefill_s > 0 else 0.0  # idle: nothing in flight
     for r, now in enumerate(_arrivals(prof, load.rate_per_s)):
         state.expire(now)
         chain = ids[off[r]:off[r + 1]]
@@ -256,7 +276,9 @@ def _replay(prof: ReuseProfile, n: int, name: str, params: dict, load: RouterLoa
         d[r] = policy.load_choices(req, view)
         hit_tok = min(prefix[i] * B, max(I[r] - 1, 0))
         u = unc[r] = I[r] - hit_tok
-        state.add(now, stay[r], wait + per_tok * u, i, -(-I[r] // B), I[r] + O[r], u)
+        served, done = served + 1, done + u
+        pend = adm + max(fill - p * done / served, 0.0) + p * u  # its TTFT
+        state.add(now, (pend + pace * O[r], pend, adm), i, -(-I[r] // B), I[r] + O[r], u)
         bit = 1 << i
         for b in chain[prefix[i]:]:
             seen[b] = seen.get(b, 0) | bit

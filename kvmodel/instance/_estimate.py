@@ -891,7 +891,10 @@ def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks, mix.order = stacks, order
+    mix.stacks, mix.order, mix.candidates = stacks, order, []
+    if _best.loads_over_path(mix, pkw[1]):  # best's saturation: the candidates' fastest
+        mix.candidates = [_build_mix(s, I, classes, mode, P, tier, pkw[:1] + (pol,) + pkw[2:])
+                          for pol in _best.POLICIES]
     return mix
 
 
@@ -944,7 +947,29 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
-    """:func:`_throughput_max_mix` without the memo."""
+    """:func:`_throughput_max_mix` without the memo. With ``prefix_policy="best"`` and
+    classes loading over a path, each class serves at the highest of its candidates'
+    throughput-max (``mix.candidates``, :func:`~kvmodel.instance._contended.fastest`), the
+    rule of a single cached prefix; ``tok_own``: the throughput-max of the classes' own
+    (uncontended) choices, which the open loop serves."""
+    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix)
+    cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, c)[1] for c in mix.candidates]
+    fast = own if not cands else {
+        k: _best.fastest([{"tok": c[k]} for c in cands])["tok"] for k in own}
+    return dict(res[0], tok=_harmonic(mix, fast), tok_own=_harmonic(mix, own))
+
+
+def _harmonic(mix: PrefixMix, tok_of: dict):
+    """The classes' output tokens/s ``tok_of`` (class index -> tokens/s) mixed by their
+    probabilities: each request takes its class's share of the engine's time."""
+    inv = 0.0
+    for k in mix.order:  # summed in the classes' group order
+        inv = inv + mix.probs[k] / tok_of[k]
+    return 1.0 / inv
+
+
+def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple[list, dict]:
+    """(throughput-max of each stack, class index -> its output tokens/s)."""
     res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
            for p, _, L in mix.stacks]
     tok_of = {}
@@ -952,10 +977,7 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
         tok = xp.maximum(r["tok"], 1e-300)
         for j, k in enumerate(ks):
             tok_of[k] = tok[j] if len(ks) > 1 else tok
-    inv = 0.0
-    for k in mix.order:  # summed in the classes' group order
-        inv = inv + mix.probs[k] / tok_of[k]
-    return dict(res[0], tok=1.0 / inv)
+    return res, tok_of
 
 
 def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):
@@ -977,12 +999,16 @@ def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
 
     def serve(p):
         return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2)
+
+    def build(pol, f=1.0):
+        return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
     if _best.contended(pre, pkw[1], mode, None if N is None else N / dp):
-        def build(pol, f=1.0):
-            return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
         res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
     else:
         (res, sat), loaded = serve(pre), pre.loaded
+        if not isinstance(pre, PrefixMix) and _best.loads_over_path(pre, pkw[1]):
+            sat = _best.fastest([_throughput_max(s, I, O, dp, fits, mnt, req_s, build(pol))
+                                 for pol in _best.POLICIES])  # as choose's, in every mode
     extra = {"prefix_loaded_tokens": loaded + 0.0 * I}
     if s.wide is not None:
         bd = res["bd"]
@@ -1136,7 +1162,7 @@ def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tupl
     if mode == "concurrency":
         return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
     return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                      sat["tok"] / (O * dp)), sat
+                      sat.get("tok_own", sat["tok"]) / (O * dp)), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:

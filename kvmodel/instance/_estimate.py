@@ -950,13 +950,14 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     """:func:`_throughput_max_mix` without the memo. With ``prefix_policy="best"`` and
     classes loading over a path, each class serves at the highest of its candidates'
     throughput-max (``mix.candidates``, :func:`~kvmodel.instance._contended.fastest`), the
-    rule of a single cached prefix; ``tok_own``: the throughput-max of the classes' own
-    (uncontended) choices, which the open loop serves."""
+    rule of a single cached prefix; ``own_share``: the share of it the classes' own
+    (uncontended) choices reach, the ones the open loop serves (:func:`_assemble`)."""
     res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix)
     cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, c)[1] for c in mix.candidates]
     fast = own if not cands else {
         k: _best.fastest([{"tok": c[k]} for c in cands])["tok"] for k in own}
-    return dict(res[0], tok=_harmonic(mix, fast), tok_own=_harmonic(mix, own))
+    tok = _harmonic(mix, fast)
+    return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
 
 
 def _harmonic(mix: PrefixMix, tok_of: dict):
@@ -1162,7 +1163,7 @@ def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tupl
     if mode == "concurrency":
         return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
     return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                      sat.get("tok_own", sat["tok"]) / (O * dp)), sat
+                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp)), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
@@ -1184,9 +1185,10 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     sat_rate = sat["tok"] / O
     stable = res.get("stable", True)
     ok = r.feasible  # instability goes into reason below but is not infeasibility
-    if mode == "rate":
-        stable = stable & (N < sat_rate)
-        _unstable_reasons(r, res, N, sat_rate)
+    if mode == "rate":  # hit classes: also within their own choices' share (own_share)
+        own_rate = sat_rate * sat.get("own_share", 1.0)
+        stable = stable & (N < sat_rate) & (N < own_rate)
+        _unstable_reasons(r, res, N, sat_rate, own_rate)
     live = ok & stable
     out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
     # an overloaded server serves at most its capacity, and never more than is offered
@@ -1206,12 +1208,14 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     **(extra or {}))
 
 
-def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
+def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate, own_rate) -> None:
     """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
     it also bounds the saturation rate), beyond the throughput-max saturation rate, or
     below it where one of the open loop's queues (token-budget prefill server, KV slots)
     saturates -- both are built to saturate at the throughput-max rate, so this last reason
-    is kept only as a guard."""
+    is kept only as a guard -- or, for hit classes, beyond the throughput-max of the classes'
+    own prefix choices (``own_rate``, below the saturation where ``best`` would recompute or
+    split some loads: a mixture serves each class at its uncontended choice)."""
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
     names = res.get("path_names", ())
@@ -1223,6 +1227,10 @@ def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
           "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
     r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
           "{:.4g} requests/s, {}", N, sat_rate, text[why])
+    r.add((N >= own_rate) & (N < sat_rate), "unstable: at {:.4g} requests/s the hit classes' "
+          "own prefix choices saturate ({:.4g} requests/s); prefix_policy='best' reaches {:.4g} "
+          "requests/s only by recomputing or splitting loads, which hit classes do not model "
+          "(give one cached_prefix_len for that)", N, own_rate, sat_rate)
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:

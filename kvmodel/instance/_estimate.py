@@ -1063,7 +1063,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     capacity is unstable with a reason naming it. ``prefix_policy="best"`` decides under that
     contention (:mod:`kvmodel.instance._contended`: load, recompute and split each served with
     its own path load, the lowest stable mean TTFT wins, so concurrency can turn a load into a
-    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads.
+    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads. Its
+    ``saturation_request_rate_per_s`` is the highest throughput-max of recompute, load and
+    split, in every mode and at every offered rate (``batch="max"`` still reports the
+    candidate of lowest TTFT at its own throughput-max).
 
     ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
     instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:
@@ -1071,7 +1074,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     percentiles the mixture of each class's service after the common wait
     (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
     harmonic mixture of the classes' throughput-max rates (each request takes its class's
-    share of the engine's time). A class may carry its own prompt length,
+    share of the engine's time; with ``best``, each class's fastest policy, as for one cached
+    prefix); each class is served at its uncontended choice, so the estimate is stable only
+    below the harmonic mixture of those choices' rates. A class may carry its own prompt length,
     ``(probability, cached_prefix_len, cache_tier, input_len)``: it computes its own chunks
     and attention pairs (long prompts dominate the tail); ``input_len`` then still sets the
     decode context and the KV per sequence, and ``length_cv`` must be 0. In the open loop

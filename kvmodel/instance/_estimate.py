@@ -7,6 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -191,18 +192,31 @@ class _Prefix:
         if self.none:
             return
         ch = prefill_choice(s, 1.0, I, P, load, policy, layers, stretch)
-        tok, lat = ch["tok"], ch["lat"]
-        self.loaded, self.exposed = tok, lat - ch["comp"]
-        self.t_load, self.t_comp = ch["t_load"], lat - self.exposed
         self.depth = depth
         # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
-        eff = 1.0 if conn is None else conn.bandwidth_efficiency
-        loaded_B = _prefix_B(s, tok, per_tok)
-        self.reads = [(t, f * loaded_B) for t, f in parts]
-        self.writes = [(t, self.saved_B * f) for t, f in parts]
-        self.eff = eff
-        self.path = PathLoad(self.reads, self.writes, eff)
+        self.eff = 1.0 if conn is None else conn.bandwidth_efficiency
+        self._s, self._parts, self._per_tok, self._each = s, parts, per_tok, ch["each"]
+        self._use(ch["tok"], ch["lat"], ch["comp"], ch["t_load"])
+
+    def _use(self, tok, lat, comp, t_load) -> None:
+        """Take the prefill choice that loads ``tok`` tokens: its times and path demand."""
+        self.loaded, self.exposed = tok, lat - comp
+        self.t_load, self.t_comp = t_load, lat - self.exposed
+        loaded_B = _prefix_B(self._s, tok, self._per_tok)
+        self.reads = [(t, f * loaded_B) for t, f in self._parts]
+        self.writes = [(t, self.saved_B * f) for t, f in self._parts]
+        self.path = PathLoad(self.reads, self.writes, self.eff)
+
+    def as_policy(self, policy: str) -> "_Prefix":
+        """This prefix under ``policy`` (recompute, load, or split at the uncontended balance):
+        what ``_prefix(..., policy)`` builds, from the candidates its choice already made."""
+        if self.none:
+            return self
+        other = copy.copy(self)
+        other.policy = policy
+        other._use(*self._each[policy])
+        return other
 
     def new_tokens(self, I):
         return I - self.loaded
@@ -891,10 +905,7 @@ def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks, mix.order, mix.candidates = stacks, order, []
-    if _best.loads_over_path(mix, pkw[1]):  # best's saturation: the candidates' fastest
-        mix.candidates = [_build_mix(s, I, classes, mode, P, tier, pkw[:1] + (pol,) + pkw[2:])
-                          for pol in _best.POLICIES]
+    mix.stacks, mix.order, mix.policy = stacks, order, pkw[1]
     return mix
 
 
@@ -949,15 +960,27 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """:func:`_throughput_max_mix` without the memo. With ``prefix_policy="best"`` and
     classes loading over a path, each class serves at the highest of its candidates'
-    throughput-max (``mix.candidates``, :func:`~kvmodel.instance._contended.fastest`), the
-    rule of a single cached prefix; ``own_share``: the share of it the classes' own
-    (uncontended) choices reach, the ones the open loop serves (:func:`_assemble`)."""
-    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix)
-    cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, c)[1] for c in mix.candidates]
-    fast = own if not cands else {
-        k: _best.fastest([{"tok": c[k]} for c in cands])["tok"] for k in own}
+    throughput-max (:func:`~kvmodel.instance._contended.fastest`), the rule of a single
+    cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
+    reach, the ones the open loop serves (:func:`_assemble`)."""
+    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix.stacks)
+    fast = dict(own)
+    pathed = [st for st in mix.stacks if _best.loads_over_path(st[0], mix.policy)]
+    cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, [(p.as_policy(pol), ks, L)
+                                                          for p, ks, L in pathed])[1]
+             for pol in (_best.POLICIES if pathed else ())]
+    for p, ks, _ in pathed:
+        for j, k in enumerate(ks):
+            if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
+                fast[k] = _best.fastest([{"tok": c[k]} for c in cands])["tok"]
     tok = _harmonic(mix, fast)
     return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
+
+
+def _row_loads(p: _Prefix, j: int) -> bool:
+    """Whether row ``j`` of a stacked prefix loads over a path (its tier has path parts,
+    :func:`_rows_prefix`); rows of a prefix of one tier all do."""
+    return not hasattr(p, "row_group") or p.row_group[j] in p.part_group
 
 
 def _harmonic(mix: PrefixMix, tok_of: dict):
@@ -969,12 +992,12 @@ def _harmonic(mix: PrefixMix, tok_of: dict):
     return 1.0 / inv
 
 
-def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple[list, dict]:
-    """(throughput-max of each stack, class index -> its output tokens/s)."""
+def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, stacks: list) -> tuple[list, dict]:
+    """(throughput-max of each of a mixture's ``stacks``, class index -> its output tokens/s)."""
     res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
-           for p, _, L in mix.stacks]
+           for p, _, L in stacks]
     tok_of = {}
-    for r, (_, ks, _) in zip(res, mix.stacks):
+    for r, (_, ks, _) in zip(res, stacks):
         tok = xp.maximum(r["tok"], 1e-300)
         for j, k in enumerate(ks):
             tok_of[k] = tok[j] if len(ks) > 1 else tok
@@ -1001,7 +1024,9 @@ def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
     def serve(p):
         return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2)
 
-    def build(pol, f=1.0):
+    def build(pol, f=1.0):  # uncontended: from the candidates pre's choice already made
+        if type(f) is float and f == 1.0 and not isinstance(pre, PrefixMix):
+            return pre.as_policy(pol)
         return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
     if _best.contended(pre, pkw[1], mode, None if N is None else N / dp):
         res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)

@@ -209,8 +209,9 @@ class _Prefix:
         self.path = PathLoad(self.reads, self.writes, self.eff)
 
     def as_policy(self, policy: str) -> "_Prefix":
-        """This prefix under ``policy`` (recompute, load, or split at the uncontended balance):
-        what ``_prefix(..., policy)`` builds, from the candidates its choice already made."""
+        """This prefix under ``policy`` (recompute, load, or split at this prefix's balance,
+        the uncontended one unless it was built with a stretch): what ``_prefix(..., policy)``
+        builds, from the candidates its own choice already computed."""
         if self.none:
             return self
         other = copy.copy(self)

@@ -19,9 +19,14 @@ mean TTFT among the stable candidates wins. The candidates:
 
 So ``best`` is never slower than load, recompute or split evaluated under the same contention,
 and ties keep the uncontended choice (an idle path changes nothing). The throughput-max
-reported beside it (``saturation_request_rate_per_s``) is the highest of the candidates' (the
-policy that serves the most; ``best`` picks a candidate stable at the offered rate, below it;
-where none is, the chosen one's); with ``batch="max"`` it is the chosen candidate's result.
+reported beside it (``saturation_request_rate_per_s``) is the highest of the throughput-max
+of recompute, load and split at ``x0`` (:func:`fastest`: the policy that serves the most),
+whatever the mode and the offered rate: an instance free to choose can always serve that
+much, and ``best`` picks a candidate stable at the offered rate, below it. The contended
+split is left out of it (its balance depends on the offered rate). With ``batch="max"`` the
+result (TTFT, TPOT, throughput) is the chosen candidate's at its own throughput-max. Hit
+classes (:func:`kvmodel.instance._estimate._throughput_max_classes`) take each class's
+saturation by the same rule.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 
-__all__ = ["contended", "choose"]
+__all__ = ["contended", "choose", "fastest", "loads_over_path", "POLICIES"]
 
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
+POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
 
 
 def contended(pre: Any, policy: str, mode: str, per_replica: Any) -> bool:
@@ -42,11 +48,28 @@ def contended(pre: Any, policy: str, mode: str, per_replica: Any) -> bool:
     loaded over a path, concurrent requests on it (open loop, throughput-max, or a closed loop
     of more than one client per replica; a static batch already loads all its prompts in one
     transfer and chooses on that)."""
-    if policy != "best" or mode == "batch" or getattr(pre, "none", True):
-        return False
-    if not hasattr(pre, "P") or pre.path is None or pre.path.empty:
-        return False  # hit classes (a PrefixMix), or a prefix in HBM
+    if mode == "batch" or not hasattr(pre, "P") or not loads_over_path(pre, policy):
+        return False  # hit classes (a PrefixMix), a prefix in HBM, a static batch
     return mode != "concurrency" or xp.any_true(per_replica > 1.0)
+
+
+def loads_over_path(pre: Any, policy: str) -> bool:
+    """Whether ``best`` chooses among :data:`POLICIES` for a prefix (or mixture) that loads
+    over a path: then its saturation is :func:`fastest` of theirs."""
+    if policy != "best" or pre.none:
+        return False
+    return pre.path is not None and not pre.path.empty
+
+
+def fastest(sats: list) -> dict:
+    """The saturation of ``best``: of the candidates' throughput-max results (dicts with
+    ``tok``; :data:`POLICIES` in order), element by element the one that serves the most,
+    ties to the first."""
+    top, most = 0, sats[0]["tok"]
+    for k, sat in enumerate(sats[1:], start=1):
+        more = sat["tok"] > most
+        top, most = xp.where(more, k, top), xp.where(more, sat["tok"], most)
+    return _pick(top, sats)
 
 
 def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], mode: str,
@@ -55,7 +78,7 @@ def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], m
 
     ``build(policy, stretch=1.0)`` makes the prefix of a policy, ``serve(prefix)`` returns the
     mode's (result, throughput-max); ``pre`` is the uncontended ``best`` prefix."""
-    cands = [build("recompute"), build("load"), build("split")]
+    cands = [build(p) for p in POLICIES]
     runs = [serve(c) for c in cands]
     refined = build("split", _stretch(cands[2], runs[2][0]))
     same = not xp.any_true(refined.loaded != cands[2].loaded)  # an idle path: x1 = x0
@@ -70,15 +93,7 @@ def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], m
         idx, best = xp.where(better, k, idx), xp.where(better, sc, best)
     res = _pick(idx, [r for r, _ in runs])
     loaded = _pick(idx, [c.loaded + 0.0 * c.P for c in cands])
-    if mode == "max":
-        return res, res, loaded
-    tok = [sat["tok"] for _, sat in runs]
-    top, most = idx, _pick(idx, tok)
-    for k, t in enumerate(tok):
-        more = t > most
-        top, most = xp.where(more, k, top), xp.where(more, t, most)
-    top = xp.where(best < np.inf, top, idx)  # none stable: the chosen candidate's own
-    return res, _pick(top, [sat for _, sat in runs]), loaded
+    return res, fastest([sat for _, sat in runs[:len(POLICIES)]]), loaded
 
 
 def _stretch(split: Any, res: dict):

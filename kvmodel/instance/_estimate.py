@@ -7,6 +7,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -192,18 +193,32 @@ class _Prefix:
         if self.none:
             return
         ch = prefill_choice(s, 1.0, I, P, load, policy, layers, stretch)
-        tok, lat = ch["tok"], ch["lat"]
-        self.loaded, self.exposed = tok, lat - ch["comp"]
-        self.t_load, self.t_comp = ch["t_load"], lat - self.exposed
         self.depth = depth
         # no cached prefix (an element with P = 0): no tier in use, nothing saved, as for a scalar
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
-        eff = 1.0 if conn is None else conn.bandwidth_efficiency
-        loaded_B = _prefix_B(s, tok, per_tok)
-        self.reads = [(t, f * loaded_B) for t, f in parts]
-        self.writes = [(t, self.saved_B * f) for t, f in parts]
-        self.eff = eff
-        self.path = PathLoad(self.reads, self.writes, eff)
+        self.eff = 1.0 if conn is None else conn.bandwidth_efficiency
+        self._s, self._parts, self._per_tok, self._each = s, parts, per_tok, ch["each"]
+        self._use(ch["tok"], ch["lat"], ch["comp"], ch["t_load"])
+
+    def _use(self, tok, lat, comp, t_load) -> None:
+        """Take the prefill choice that loads ``tok`` tokens: its times and path demand."""
+        self.loaded, self.exposed = tok, lat - comp
+        self.t_load, self.t_comp = t_load, lat - self.exposed
+        loaded_B = _prefix_B(self._s, tok, self._per_tok)
+        self.reads = [(t, f * loaded_B) for t, f in self._parts]
+        self.writes = [(t, self.saved_B * f) for t, f in self._parts]
+        self.path = PathLoad(self.reads, self.writes, self.eff)
+
+    def as_policy(self, policy: str) -> "_Prefix":
+        """This prefix under ``policy`` (recompute, load, or split at this prefix's balance,
+        the uncontended one unless it was built with a stretch): what ``_prefix(..., policy)``
+        builds, from the candidates its own choice already computed."""
+        if self.none:
+            return self
+        other = copy.copy(self)
+        other.policy = policy
+        other._use(*self._each[policy])
+        return other
 
     def new_tokens(self, I):
         return I - self.loaded
@@ -903,7 +918,7 @@ def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks, mix.order = stacks, order
+    mix.stacks, mix.order, mix.policy = stacks, order, pkw[1]
     return mix
 
 
@@ -956,18 +971,50 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
-    """:func:`_throughput_max_mix` without the memo."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
-           for p, _, L in mix.stacks]
-    tok_of = {}
-    for r, (_, ks, _) in zip(res, mix.stacks):
-        tok = xp.maximum(r["tok"], 1e-300)
+    """:func:`_throughput_max_mix` without the memo. With ``prefix_policy="best"`` and
+    classes loading over a path, each class serves at the highest of its candidates'
+    throughput-max (:func:`~kvmodel.instance._contended.fastest`), the rule of a single
+    cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
+    reach, the ones the open loop serves (:func:`_assemble`)."""
+    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix.stacks)
+    fast = dict(own)
+    pathed = [st for st in mix.stacks if _best.loads_over_path(st[0], mix.policy)]
+    cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, [(p.as_policy(pol), ks, L)
+                                                          for p, ks, L in pathed])[1]
+             for pol in (_best.POLICIES if pathed else ())]
+    for p, ks, _ in pathed:
         for j, k in enumerate(ks):
-            tok_of[k] = tok[j] if len(ks) > 1 else tok
+            if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
+                fast[k] = _best.fastest([{"tok": c[k]} for c in cands])["tok"]
+    tok = _harmonic(mix, fast)
+    return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
+
+
+def _row_loads(p: _Prefix, j: int) -> bool:
+    """Whether row ``j`` of a stacked prefix loads over a path (its tier has path parts,
+    :func:`_rows_prefix`); rows of a prefix of one tier all do."""
+    return not hasattr(p, "row_group") or p.row_group[j] in p.part_group
+
+
+def _harmonic(mix: PrefixMix, tok_of: dict):
+    """The classes' output tokens/s ``tok_of`` (class index -> tokens/s) mixed by their
+    probabilities: each request takes its class's share of the engine's time."""
     inv = 0.0
     for k in mix.order:  # summed in the classes' group order
         inv = inv + mix.probs[k] / tok_of[k]
-    return dict(res[0], tok=1.0 / inv)
+    return 1.0 / inv
+
+
+def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, stacks: list) -> tuple[list, dict]:
+    """(throughput-max of each of a mixture's ``stacks``, class index -> its output tokens/s)."""
+    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
+           for p, _, L in stacks]
+    tok_of = {}
+    for r, (_, ks, _) in zip(res, stacks):
+        tok = xp.maximum(r["tok"], 1e-300)
+        for j, k in enumerate(ks):
+            tok_of[k] = tok[j] if len(ks) > 1 else tok
+    return res, tok_of
 
 
 def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):
@@ -989,12 +1036,18 @@ def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
 
     def serve(p):
         return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2)
+
+    def build(pol, f=1.0):  # uncontended: from the candidates pre's choice already made
+        if type(f) is float and f == 1.0 and not isinstance(pre, PrefixMix):
+            return pre.as_policy(pol)
+        return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
     if _best.contended(pre, pkw[1], mode, None if N is None else N / dp):
-        def build(pol, f=1.0):
-            return _prefix(s, I, P, tier, pkw[0], pol, *pkw[2:], stretch=f)
         res, sat, loaded = _best.choose(pre, build, serve, mode, N, O)
     else:
         (res, sat), loaded = serve(pre), pre.loaded
+        if not isinstance(pre, PrefixMix) and _best.loads_over_path(pre, pkw[1]):
+            sat = _best.fastest([_throughput_max(s, I, O, dp, fits, mnt, req_s, build(pol))
+                                 for pol in _best.POLICIES])  # as choose's, in every mode
     extra = {"prefix_loaded_tokens": loaded + 0.0 * I}
     if s.wide is not None:
         bd = res["bd"]
@@ -1048,7 +1101,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     capacity is unstable with a reason naming it. ``prefix_policy="best"`` decides under that
     contention (:mod:`kvmodel.instance._contended`: load, recompute and split each served with
     its own path load, the lowest stable mean TTFT wins, so concurrency can turn a load into a
-    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads.
+    split or a recompute); ``prefix_loaded_tokens`` reports the tokens it loads. Its
+    ``saturation_request_rate_per_s`` is the highest throughput-max of recompute, load and
+    split, in every mode and at every offered rate (``batch="max"`` still reports the
+    candidate of lowest TTFT at its own throughput-max).
 
     ``prefix_classes=[(probability, cached_prefix_len, cache_tier), ...]`` (open loop only,
     instead of ``cached_prefix_len``/``cache_tier``): requests fall into hit classes (length 0:
@@ -1056,7 +1112,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     percentiles the mixture of each class's service after the common wait
     (:mod:`kvmodel.instance._mixture`). ``saturation_request_rate_per_s`` is then the
     harmonic mixture of the classes' throughput-max rates (each request takes its class's
-    share of the engine's time). A class may carry its own prompt length,
+    share of the engine's time; with ``best``, each class's fastest policy, as for one cached
+    prefix); each class is served at its uncontended choice, so the estimate is stable only
+    below the harmonic mixture of those choices' rates. A class may carry its own prompt length,
     ``(probability, cached_prefix_len, cache_tier, input_len)``: it computes its own chunks
     and attention pairs (long prompts dominate the tail); ``input_len`` then still sets the
     decode context and the KV per sequence, and ``length_cv`` must be 0. In the open loop
@@ -1148,7 +1206,7 @@ def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tupl
     if mode == "concurrency":
         return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
     return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                      sat["tok"] / (O * dp)), sat
+                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp)), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
@@ -1170,9 +1228,10 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     sat_rate = sat["tok"] / O
     stable = res.get("stable", True)
     ok = r.feasible  # instability goes into reason below but is not infeasibility
-    if mode == "rate":
-        stable = stable & (N < sat_rate)
-        _unstable_reasons(r, res, N, sat_rate)
+    if mode == "rate":  # hit classes: also within their own choices' share (own_share)
+        own_rate = sat_rate * sat.get("own_share", 1.0)
+        stable = stable & (N < sat_rate) & (N < own_rate)
+        _unstable_reasons(r, res, N, sat_rate, own_rate)
     live = ok & stable
     out = {k: xp.where(live, res[k[:-2]], np.inf) for k in ("ttft_s", "tpot_s", "e2e_s")}
     # an overloaded server serves at most its capacity, and never more than is offered
@@ -1192,12 +1251,14 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     **(extra or {}))
 
 
-def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
+def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate, own_rate) -> None:
     """Say why an open-loop element is unstable: a KV path segment over capacity (named first:
     it also bounds the saturation rate), beyond the throughput-max saturation rate, or
     below it where one of the open loop's queues (token-budget prefill server, KV slots)
     saturates -- both are built to saturate at the throughput-max rate, so this last reason
-    is kept only as a guard."""
+    is kept only as a guard -- or, for hit classes, beyond the throughput-max of the classes'
+    own prefix choices (``own_rate``, below the saturation where ``best`` would recompute or
+    split some loads: a mixture serves each class at its uncontended choice)."""
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
     names = res.get("path_names", ())
@@ -1209,6 +1270,10 @@ def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate) -> None:
           "requests/s (continuous batching at the largest batch that fits)", N, sat_rate)
     r.add(why > 0, "unstable: at {:.4g} requests/s, below the throughput-max saturation rate "
           "{:.4g} requests/s, {}", N, sat_rate, text[why])
+    r.add((N >= own_rate) & (N < sat_rate), "unstable: at {:.4g} requests/s the hit classes' "
+          "own prefix choices saturate ({:.4g} requests/s); prefix_policy='best' reaches {:.4g} "
+          "requests/s only by recomputing or splitting loads, which hit classes do not model "
+          "(give one cached_prefix_len for that)", N, own_rate, sat_rate)
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:

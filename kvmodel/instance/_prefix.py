@@ -185,7 +185,8 @@ def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = 
                    layers=None, stretch=1.0) -> dict:
     """:func:`prefill_with_prefix` without the op breakdown (the same choice, element by
     element): ``lat`` (latency), ``tok`` (loaded tokens), ``comp`` (compute seconds) and
-    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path).
+    ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path);
+    ``each``: policy -> (tok, lat, comp, t_load) of every policy, the choice's candidates.
     ``stretch`` (>= 1, may be an array): the factor by which contention on the shared path
     lengthens a load; the split then balances ``stretch·load(x)`` against computing the rest
     (fewer tokens loaded as the path gets busier), everything else stays uncontended."""
@@ -237,4 +238,6 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
     # keep the prefix's shape under every policy
     zero = 0.0 * P
     lat, tok, t_load = lat + zero, tok + zero, t_load + zero
-    return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load)
+    each = {k: (c[1] + zero, c[0] + zero, c[3], c[4] + zero) for k, c in cands.items()}
+    return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load,
+                each=each)

@@ -87,15 +87,37 @@ def test_large_grids_computed_on_distinct_prefixes_equal_the_direct_computation(
                                   direct.instances["instance"].saturation_request_rate_per_s)
 
 
-@pytest.mark.xfail(strict=True, reason="measured: with 30 TB of SSD (8 drives, 6.5 GB/s per GPU) "
-                   "the plain estimate caps the SSD hits at the KV-slot limit (3.336 req/s, 48 "
-                   "slots) while a one-class mixture does not (2048: 3.229, 6144: 4.185 req/s)")
 def test_fast_ssd_hits_agree_between_plain_and_mixture():
-    # found when the SSD drive count was fixed (30 TB was four drives, now eight): the loads no
-    # longer bound the rate and the two paths apply different KV-slot limits; not resolved
+    # found when the SSD drive count was fixed (30 TB: eight drives, 6.5 GB/s per GPU): the
+    # plain estimate took batch="max"'s saturation from the candidate "best" picks by TTFT
+    # (recompute, 3.336 req/s) and the mixture from each class's uncontended choice (load:
+    # 2048 3.229, 6144 4.185); both now take the fastest candidate (2048: recompute 3.336,
+    # 6144: split 4.413), in every mode and at every offered rate
     cls = _classes(ssd_B=30e12)
     alone = [_est(request_rate=1.0, prefix_classes=[(1.0, n, t)]).saturation_request_rate_per_s
              for _, n, t in cls[5:]]
     plain = [_est(batch="max", cached_prefix_len=n, cache_tier=t).saturation_request_rate_per_s
              for _, n, t in cls[5:]]
     assert plain == pytest.approx(alone, rel=1e-9)
+    at_rates = [_est(request_rate=r, cached_prefix_len=n, cache_tier=t).saturation_request_rate_per_s
+                for _, n, t in cls[5:] for r in (1.0, 3.0)]
+    assert at_rates == pytest.approx([a for a in alone for _ in (1, 2)], rel=1e-12)
+
+
+def test_fast_ssd_mixture_holds_only_within_its_classes_own_choices():
+    """Half misses, half 2048-token SSD hits (8 drives): the hits' own choice is to load
+    (3.229 req/s alone), best's fastest candidate recomputes (3.336, the misses' rate too), so
+    the mixture saturates at 3.336 but is served, and stable, only below the harmonic mix of
+    the own choices, 1 / (0.5 / 3.336 + 0.5 / 3.229) = 3.281 req/s."""
+    ssd = _classes(ssd_B=30e12)[5][2]
+    cls = [(0.5, 0, "hbm"), (0.5, 2048, ssd)]
+    miss = _est(batch="max").saturation_request_rate_per_s
+    load = _est(request_rate=1.0, prefix_classes=[(1.0, 2048, ssd)],
+                prefix_policy="load").saturation_request_rate_per_s
+    own = 1.0 / (0.5 / miss + 0.5 / load)
+    assert _est(request_rate=1.0, prefix_classes=cls).saturation_request_rate_per_s == \
+        pytest.approx(miss, rel=1e-12)
+    assert _est(request_rate=0.99 * own, prefix_classes=cls).stable
+    between = _est(request_rate=0.5 * (own + miss), prefix_classes=cls)
+    assert not between.stable
+    assert f"own prefix choices saturate ({own:.4g} requests/s)" in between.reason

@@ -1,10 +1,11 @@
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
 import kvmodel
-from kvmodel.catalog.hardware import reset_catalog
+from kvmodel.catalog.hardware import Catalog, reset_catalog, use_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,15 @@ def toy_hf_model(tmp_path, **extra):
     p = tmp_path / "config.json"
     p.write_text(json.dumps(cfg))
     return kvmodel.load_hf_config(p)
+
+
+@pytest.fixture
+def catalog_with(tmp_path):
+    """``catalog_with(text)`` writes ``text`` to a file, makes the default catalog plus that
+    file current until the test ends, and returns it."""
+    with contextlib.ExitStack() as stack:
+        def load(text: str, name: str = "extra.toml") -> Catalog:
+            p = tmp_path / name
+            p.write_text(text)
+            return stack.enter_context(use_catalog(Catalog.default().with_file(p)))
+        yield load

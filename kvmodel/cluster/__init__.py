@@ -780,7 +780,17 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
 def block_bytes(c: Cluster, w: Workload) -> float:
     """Bytes of one of the trace's KV blocks in the cluster's prefix caches
     (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots where the
-    framework keeps them, :func:`snapshot_grid`)."""
+    framework keeps them, :func:`snapshot_grid`); memoised on the workload per model,
+    framework, TP and KV precision in the active catalog."""
+    memo, cat = w._memo("_block_B", dict), current()
+    key = (c.model, c.framework, c.tp, kv_precision(c))
+    got = memo.get(key)
+    if got is None or got[0] is not cat:
+        got = memo[key] = (cat, _block_bytes(c, w))
+    return got[1]
+
+
+def _block_bytes(c: Cluster, w: Workload) -> float:
     mode, grid = snapshot_grid(c, w)
     kw = {}
     if grid is not None:  # the prefix floored to the engine's block (block, align), else the trace's
@@ -1027,9 +1037,10 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
 
     def scaled(v):
         return None if v is None else (0.0 if arr(v) else _node_amount(c, node, per_node, v))
-    t = dict(_node_tiers(key, c.gpu, scaled(c.dram_B), scaled(c.cxl_B), scaled(c.ssd_B),
-                         c.nic))
-    if arr(c.dram_B):
+    # the DRAM tier's capacity is all that follows dram_B: the template's tier, resized (a
+    # search's new DRAM sizes then share the memoised tiers)
+    t = dict(_node_tiers(key, c.gpu, None, scaled(c.cxl_B), scaled(c.ssd_B), c.nic))
+    if c.dram_B is not None:
         t["dram"] = dataclasses.replace(
             t["dram"], capacity_B=_node_amount(c, node, per_node, c.dram_B))
     if arr(c.cxl_B) or arr(c.ssd_B):

@@ -89,7 +89,14 @@ from kvmodel.cluster._classes import (
     whole_prefix_share,
     with_lengths,
 )
-from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
+from kvmodel.cluster._routing_load import (
+    curve_row,
+    is_loaded,
+    loaded_curve,
+    loaded_imbalance,
+    params_text,
+    row_hits,
+)
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance._speculative import check_model as _speculative_model
@@ -829,13 +836,25 @@ def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
     if eviction != "lru":
         return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
                                       epsilon=eps, eviction=eviction)
-    if cap.size <= 64:
-        return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
-    # large grids: the curve at each distinct capacity, in increasing order (its table
-    # look-ups then walk forward instead of jumping at random: ~10x faster), same values
-    u, inv = np.unique(cap, return_inverse=True)
-    h = analytic_hit_ratio_curve(w.profile, u, instances=n, routing=r, epsilon=eps)
-    return h[inv].reshape(cap.shape)
+    return _analytic(w.profile, cap, n, r, eps)
+
+
+def _analytic(prof, cap: np.ndarray, n: int, routing: str, eps: float) -> np.ndarray:
+    """:func:`analytic_hit_ratio_curve` at whole capacities ``cap``, looked up in its row
+    (:func:`~kvmodel.cluster._routing_load.curve_row`, built once per profile, n, routing and
+    epsilon; the same values)."""
+    def curve(x):
+        if x.size <= 64:
+            return analytic_hit_ratio_curve(prof, x, instances=n, routing=routing, epsilon=eps)
+        # large grids: the curve at each distinct capacity, in increasing order (its table
+        # look-ups then walk forward instead of jumping at random: ~10x faster), same values
+        u, inv = np.unique(x, return_inverse=True)
+        h = analytic_hit_ratio_curve(prof, u, instances=n, routing=routing, epsilon=eps)
+        return h[inv].reshape(x.shape)
+    key = ("analytic_row", n, routing, eps)
+    if key not in prof._cache:
+        prof._cache[key] = curve_row(curve, prof.unique_blocks, n)
+    return row_hits(prof._cache[key], cap, n, curve)
 
 
 def _stack(values: list) -> np.ndarray:

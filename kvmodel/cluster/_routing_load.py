@@ -202,24 +202,13 @@ class _Levels:
 
     def hits(self, k: int, cap: np.ndarray) -> np.ndarray:
         """Level k's :func:`routed_hit_ratio_curve` at total capacities ``cap`` (blocks,
-        whole numbers >= 0): a look-up in its row at each whole per-instance capacity."""
-        row = self._rows.get(k)
-        if row is None:
-            row = self._rows[k] = self._row(k)
-        if not np.isfinite(cap).all():  # the curve's own error
-            return routed_hit_ratio_curve(self.prof, cap, self.n, self.routing,
+        whole numbers >= 0), looked up in its row (:func:`curve_row`)."""
+        def curve(x):
+            return routed_hit_ratio_curve(self.prof, x, self.n, self.routing,
                                           params=self.params, load=self.loads[k])
-        return row[np.minimum(np.floor(cap / self.n), len(row) - 1).astype(np.int64)]
-
-    def _row(self, k: int) -> np.ndarray:
-        """The curve at every whole per-instance capacity up to the trace's distinct blocks
-        (an instance holding them all hits what it ever can), cut after its last change: the
-        curve of an LRU per instance depends on ``floor(C / N)`` alone and is flat beyond."""
-        per = np.arange(self.prof.unique_blocks + 1, dtype=np.float64)
-        row = routed_hit_ratio_curve(self.prof, per * self.n, self.n, self.routing,
-                                     params=self.params, load=self.loads[k])
-        moved = np.flatnonzero(row != row[-1])
-        return row[:moved[-1] + 2] if moved.size else row[:1]
+        if k not in self._rows:
+            self._rows[k] = curve_row(curve, self.prof.unique_blocks, self.n)
+        return row_hits(self._rows[k], cap, self.n, curve)
 
     def imbalance(self, rate: Any) -> Any:
         """:func:`loaded_imbalance` at ``rate``; a float's memoised."""
@@ -257,6 +246,32 @@ def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
     rate = np.maximum.accumulate(lv * np.where(np.isfinite(s) & (s > sat), s, sat))
     rate = rate * (1.0 + 1e-9 * np.arange(len(rate)))
     return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token)
+
+
+_FAR = float(2 ** 40)  # blocks per instance: where a row's flat end is checked
+
+
+def curve_row(curve, unique_blocks: int, n: int) -> np.ndarray | None:
+    """A hit-ratio curve of ``n`` instances (``curve``: total capacities -> hit ratios, a
+    function of ``floor(C / n)`` alone, non-decreasing) at every whole per-instance capacity
+    up to the trace's ``unique_blocks`` (an instance holding every distinct block hits all it
+    ever can), cut after its last change; None when the curve still moves beyond it (checked
+    at ``_FAR`` blocks per instance)."""
+    row = curve(n * np.arange(unique_blocks + 1, dtype=np.float64))
+    if curve(np.array([n * _FAR]))[0] != row[-1]:
+        return None
+    moved = np.flatnonzero(row != row[-1])
+    return row[:moved[-1] + 2] if moved.size else row[:1]
+
+
+def row_hits(row: np.ndarray | None, cap: np.ndarray, n: int, curve) -> np.ndarray:
+    """``curve(cap)`` at total capacities ``cap`` (whole blocks >= 0) read from its
+    :func:`curve_row` (the same values); the curve itself without a row, beyond the checked
+    end or for a capacity it rejects."""
+    per = np.floor(cap / n)
+    if row is None or not (per <= _FAR).all():  # NaN and inf fail too
+        return curve(cap)
+    return row[np.minimum(per, len(row) - 1).astype(np.int64)]
 
 
 def level_weights(c: Any, w: Any, n: int, rate: Any) -> tuple[Any, Any]:

@@ -602,6 +602,8 @@ def _dp_on(c: Cluster) -> bool:
     """DP attention is on: True or a mapping of its precisions (a cluster-like object without
     the field: off)."""
     dp = getattr(c, "attention_dp", False)
+    if type(dp) is bool:  # the common case, without the ABC check
+        return dp
     return isinstance(dp, Mapping) or bool(dp)
 
 
@@ -773,7 +775,23 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     at the prompt's last such boundary and every prefill chunk, SGLang ``node`` and
     TensorRT-LLM ``interval`` at the prompt's end (the trace's blocks) and every
     ``hybrid_snapshot_interval`` tokens: a mix by the trace's :func:`whole_prefix_share`
-    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models."""
+    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models.
+    Memoised like :func:`block_bytes`."""
+    return _per_instance(c, w, "_snapshot_grid", _snapshot_grid)
+
+
+def _per_instance(c: Cluster, w: Workload, name: str, fn) -> Any:
+    """``fn(c, w)`` memoised on the workload (``name``) per model, framework, TP and KV
+    precision in the active catalog: what depends on the trace and the instance's KV only."""
+    memo, cat = w._memo(name, dict), current()
+    key = (c.model, c.framework, c.tp, kv_precision(c))
+    got = memo.get(key)
+    if got is None or got[0] is not cat:
+        got = memo[key] = (cat, fn(c, w))
+    return got[1]
+
+
+def _snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     m, mode = get_model(c.model), snapshot_mode(c.framework)
     if not m.has_recurrent_state:
         return mode, None
@@ -787,14 +805,8 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
 def block_bytes(c: Cluster, w: Workload) -> float:
     """Bytes of one of the trace's KV blocks in the cluster's prefix caches
     (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots where the
-    framework keeps them, :func:`snapshot_grid`); memoised on the workload per model,
-    framework, TP and KV precision in the active catalog."""
-    memo, cat = w._memo("_block_B", dict), current()
-    key = (c.model, c.framework, c.tp, kv_precision(c))
-    got = memo.get(key)
-    if got is None or got[0] is not cat:
-        got = memo[key] = (cat, _block_bytes(c, w))
-    return got[1]
+    framework keeps them, :func:`snapshot_grid`); memoised (:func:`_per_instance`)."""
+    return _per_instance(c, w, "_block_B", _block_bytes)
 
 
 def _block_bytes(c: Cluster, w: Workload) -> float:

@@ -31,6 +31,7 @@ mix of load choice counts).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -135,23 +136,24 @@ def router_levels(c: Any, w: Any, n: int) -> tuple[np.ndarray | None, tuple[Rout
     return tab.rates, tab.loads
 
 
-_LAST: list = [None]  # (cluster, workload, n, catalog, table) of the last _table call
+_LAST: list = [None]  # (cluster, its routing_params copied, workload, n, catalog, table)
 
 
 def _table(c: Any, w: Any, n: int) -> "_Levels":
     """The router's :class:`_Levels`, memoised per trace profile, instance, router, its
-    canonical parameters and catalog; for the cluster, workload and catalog of the last call
-    again (one evaluate asks several times) without deriving its key. Both are frozen and
-    held here, so ``is`` cannot match a recycled id."""
+    canonical parameters and catalog; for the cluster (its routing parameters unchanged),
+    workload and catalog of the last call again (one evaluate asks several times) without
+    deriving its key. Both are frozen and held here, so ``is`` cannot match a recycled id."""
     cat, last = current(), _LAST[0]
-    if last is not None and last[0] is c and last[1] is w and last[2] == n and last[3] is cat:
-        return last[4]
+    if (last is not None and last[0] is c and last[2] is w and last[3] == n and last[4] is cat
+            and last[1] == c.routing_params):
+        return last[5]
     key, par = _instance(c, w)
     memo = ("router_levels", c.routing, params_text(c), n) + key
     got = w.profile._cache.get(memo)
     if got is None or got[0] is not cat:
         got = w.profile._cache[memo] = (cat, _Levels(c, w, n, key, par))
-    _LAST[0] = (c, w, n, cat, got[1])
+    _LAST[0] = (c, copy.copy(c.routing_params), w, n, cat, got[1])
     return got[1]
 
 

@@ -217,7 +217,8 @@ class _Levels:
         if type(rate) is float and rate in self._imb:
             return self._imb[rate]
         j, t = self.weights(rate)
-        out = _blend(j, t, np.shape(j), lambda k, m: _pooled(self.stats(k), self.work))
+        out = _blend(j, t, j.shape if isinstance(j, np.ndarray) else (),
+                     lambda k, m: _pooled(self.stats(k), self.work))
         if type(rate) is float:
             if len(self._imb) >= _MEMO:
                 self._imb.clear()
@@ -270,6 +271,11 @@ def row_hits(row: np.ndarray | None, cap: np.ndarray, n: int, curve) -> np.ndarr
     """``curve(cap)`` at total capacities ``cap`` (whole blocks >= 0) read from its
     :func:`curve_row` (the same values); the curve itself without a row, beyond the checked
     end or for a capacity it rejects."""
+    if row is not None and cap.ndim == 1 and cap.size <= 8:  # a few numbers: in Python
+        per = [math.floor(x / n) if x / n <= _FAR else None for x in cap.tolist()]
+        if None not in per:  # (x / n is numpy's float division; NaN and inf fail the test)
+            top = len(row) - 1
+            return row[[k if k < top else top for k in per]]
     per = np.floor(cap / n)
     if row is None or not (per <= _FAR).all():  # NaN and inf fail too
         return curve(cap)
@@ -296,7 +302,7 @@ def _blend(j: Any, t: Any, shape: tuple, fn, lead: tuple = ()) -> Any:
     ``shape`` (scalars: ``fn(j, None)``, a tuple of numbers blended element by element; a
     level whose weight is 0 is not evaluated); ``fn(level, mask)`` gives the level's values
     at the elements ``mask`` selects, after ``lead`` leading axes of its own."""
-    if np.ndim(j) == 0 and not shape:
+    if not isinstance(j, np.ndarray) and not shape:
         if t <= 0.0 or t >= 1.0:  # one level (an infinite figure times 0 is not 0)
             return fn(j + (t >= 1.0), None)
         lo, hi = fn(j, None), fn(j + 1, None)
@@ -319,7 +325,7 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
     (:func:`level_weights`); an array rate broadcasts against ``cap[0]``."""
     tab = _table(c, w, n)
     j, t = tab.weights(w.rate)
-    if np.ndim(j) == 0:
+    if not isinstance(j, np.ndarray):
         return _blend(j, t, (), lambda k, _: tab.hits(k, cap))
     d = max(cap.ndim - 1, j.ndim)
     capx = cap.reshape(cap.shape[:1] + (1,) * (d - cap.ndim + 1) + cap.shape[1:])
@@ -360,12 +366,13 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     tab = _table(c, w, n)
     residual = None if tab.work else (1.0 + w.length_cv ** 2) / 2.0
     j, t = tab.weights(w.rate)
-    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
-    if not shape and not math.isnan(m["pwait"]):  # numbers: each level's law as two floats
+    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"]))
+    if scalar and not math.isnan(m["pwait"]):  # numbers: each level's law as two floats
         W, p = float(m["wait"]), float(m["pwait"])  # (the values of the arrays' path below)
         wait2, p2 = _blend(j, t, (), lambda k, _: tuple(
             float(v) for v in routed_law(tab.stats(k)[0], W, p, residual)))
         return routed_percentiles(m, wait2, p2, classes)
+    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
     W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
 
     def law(k: int, sel: Any) -> np.ndarray:

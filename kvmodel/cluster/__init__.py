@@ -576,9 +576,11 @@ def _check_parallel(c: Cluster) -> None:
     """``attention_dp``, ``ep`` and ``speculative``: their types, the MoE model DP attention
     and expert parallelism need, ``ep`` against ``tp``, the speculative mapping's fields."""
     dp = c.attention_dp
-    if isinstance(dp, Mapping):
+    if type(dp) is bool:  # the common case, without the ABC check
+        pass
+    elif isinstance(dp, Mapping):
         _wide_ep_arg(dp)
-    elif not isinstance(dp, (bool, np.bool_)):
+    elif not isinstance(dp, np.bool_):
         raise ValueError(f"Cluster.attention_dp={dp!r}: expected True, False or a mapping with "
                          f"keys among ['dispatch', 'combine'] (precisions)")
     if (_dp_on(c) or c.ep > 1) and not get_model(c.model).is_moe:
@@ -1021,7 +1023,8 @@ def _kv_capacity(model, gpu, tp, precision, I, O, framework, **parallel) -> floa
 def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, Any]:
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
     kv_tokens = _instance_kv_tokens(c, w)
-    tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
+    tok_B = _per_instance(c, w, "_tok_B", lambda c1, _: get_model(c1.model).kv_bytes_per_token(
+        kv_precision(c1)))
     dram, ssd = _host_caps(c, node, per_node)
     return {"hbm": c.hbm_cache_fraction * kv_tokens * tok_B / block_B,
             "dram": dram / block_B, "cxl": c.cxl_B / block_B, "ssd": ssd / block_B,

@@ -1054,7 +1054,15 @@ def _with_source(tier: Tier, capacity_B, devices, gpus_per_node: int, meta_key: 
 
 def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
     """node_tiers for scalar capacities, memoised in the active catalog (searches revisit the
-    same capacities; the paths' size curves cost ~0.1 ms to build)."""
+    same capacities, whose tiers, kept, also key the instances' prefix-mixture memo; the
+    paths' size curves cost ~0.1 ms to build). A DRAM size resizes the template's DRAM tier
+    (its capacity is all that it changes)."""
+    if dram_B is not None:
+        def resized():
+            t = _node_tiers(key, gpu, None, cxl_B, ssd_B, nic)
+            return {**t, "dram": dataclasses.replace(t["dram"], capacity_B=dram_B)}
+        return current().cached("node_tiers_dram", (key, gpu, dram_B, cxl_B, ssd_B, nic),
+                                resized, maxsize=1024)
     return current().cached("node_tiers", (key, gpu, dram_B, cxl_B, ssd_B, nic), lambda: node_tiers(
         key, gpu, dram_B=dram_B, cxl_B=cxl_B, ssd_B=ssd_B, remote_B=1.0, nic=nic), maxsize=1024)
 
@@ -1071,10 +1079,9 @@ def _tiers(c: Cluster, key: str, per_node: int) -> dict[str, Tier]:
 
     def scaled(v):
         return None if v is None else (0.0 if arr(v) else _node_amount(c, node, per_node, v))
-    # the DRAM tier's capacity is all that follows dram_B: the template's tier, resized (a
-    # search's new DRAM sizes then share the memoised tiers)
-    t = dict(_node_tiers(key, c.gpu, None, scaled(c.cxl_B), scaled(c.ssd_B), c.nic))
-    if c.dram_B is not None:
+    t = dict(_node_tiers(key, c.gpu, scaled(c.dram_B), scaled(c.cxl_B), scaled(c.ssd_B),
+                         c.nic))
+    if arr(c.dram_B):
         t["dram"] = dataclasses.replace(
             t["dram"], capacity_B=_node_amount(c, node, per_node, c.dram_B))
     if arr(c.cxl_B) or arr(c.ssd_B):

@@ -783,10 +783,11 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
 
 
 def _per_instance(c: Cluster, w: Workload, name: str, fn) -> Any:
-    """``fn(c, w)`` memoised on the workload (``name``) per model, framework, TP and KV
-    precision in the active catalog: what depends on the trace and the instance's KV only."""
+    """``fn(c, w)`` memoised on the workload (``name``) per model, framework (and its
+    snapshot mode), TP and KV precision in the active catalog: what depends on the trace and
+    the instance's KV only."""
     memo, cat = w._memo(name, dict), current()
-    key = (c.model, c.framework, c.tp, kv_precision(c))
+    key = (c.model, c.framework, snapshot_mode(c.framework), c.tp, kv_precision(c))
     got = memo.get(key)
     if got is None or got[0] is not cat:
         got = memo[key] = (cat, fn(c, w))

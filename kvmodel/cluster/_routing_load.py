@@ -21,7 +21,9 @@ operating point, quantised so that evaluation stays a table look-up:
   the first and last level outside.
 
 Tables are built once per (catalog, instance, N) and per (trace, router, parameters), each
-level's assignment once, then looked up.
+level's assignment once, then looked up (:class:`_Levels`: a scalar rate's level position and
+imbalance memoised; each level's hit curve a row over the whole per-instance capacities,
+:func:`curve_row`, at most the trace's distinct blocks + 1 floats, cut where it stops moving).
 
 The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
 uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one

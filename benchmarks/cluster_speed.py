@@ -30,7 +30,8 @@ from kvmodel.cluster import Cluster, Workload, evaluate
 TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
 SETUPS = (("none", "round_robin"), ("central_pool", "round_robin"),
           ("p2p", "prefix_affinity_bounded"), ("p2p", "random"),
-          ("p2p", "dynamo"), ("none", "llmd"))  # the last two: load-aware routing replays
+          ("p2p", "dynamo"), ("none", "llmd"), ("none", "sglang"), ("none", "mooncake"),
+          ("none", "least_loaded"))  # from dynamo on: load-aware routing replays
 GRID = 100_000
 
 

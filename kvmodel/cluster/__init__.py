@@ -89,7 +89,14 @@ from kvmodel.cluster._classes import (
     whole_prefix_share,
     with_lengths,
 )
-from kvmodel.cluster._routing_load import is_loaded, loaded_curve, loaded_imbalance, params_text
+from kvmodel.cluster._routing_load import (
+    curve_row,
+    is_loaded,
+    loaded_curve,
+    loaded_imbalance,
+    params_text,
+    row_hits,
+)
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance._speculative import check_model as _speculative_model
@@ -569,9 +576,11 @@ def _check_parallel(c: Cluster) -> None:
     """``attention_dp``, ``ep`` and ``speculative``: their types, the MoE model DP attention
     and expert parallelism need, ``ep`` against ``tp``, the speculative mapping's fields."""
     dp = c.attention_dp
-    if isinstance(dp, Mapping):
+    if type(dp) is bool:  # the common case, without the ABC check
+        pass
+    elif isinstance(dp, Mapping):
         _wide_ep_arg(dp)
-    elif not isinstance(dp, (bool, np.bool_)):
+    elif not isinstance(dp, np.bool_):
         raise ValueError(f"Cluster.attention_dp={dp!r}: expected True, False or a mapping with "
                          f"keys among ['dispatch', 'combine'] (precisions)")
     if (_dp_on(c) or c.ep > 1) and not get_model(c.model).is_moe:
@@ -595,6 +604,8 @@ def _dp_on(c: Cluster) -> bool:
     """DP attention is on: True or a mapping of its precisions (a cluster-like object without
     the field: off)."""
     dp = getattr(c, "attention_dp", False)
+    if type(dp) is bool:  # the common case, without the ABC check
+        return dp
     return isinstance(dp, Mapping) or bool(dp)
 
 
@@ -767,7 +778,24 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     TensorRT-LLM ``interval`` at the prompt's end (the trace's blocks) and every
     ``hybrid_snapshot_interval`` tokens (the tier of the instances' GPU memory,
     :func:`~kvmodel.catalog.models.snapshot_interval`): a mix by the trace's :func:`whole_prefix_share`
-    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models."""
+    (:func:`~kvmodel.cluster._classes.reuse_grid`). None for attention-only models.
+    Memoised like :func:`block_bytes`."""
+    return _per_instance(c, w, "_snapshot_grid", _snapshot_grid)
+
+
+def _per_instance(c: Cluster, w: Workload, name: str, fn) -> Any:
+    """``fn(c, w)`` memoised on the workload (``name``) per model, framework (and its
+    snapshot mode), GPU (its memory sets the snapshot interval), TP and KV precision in the
+    active catalog: what depends on the trace and the instance's KV only."""
+    memo, cat = w._memo(name, dict), current()
+    key = (c.model, c.framework, snapshot_mode(c.framework), c.gpu, c.tp, kv_precision(c))
+    got = memo.get(key)
+    if got is None or got[0] is not cat:
+        got = memo[key] = (cat, fn(c, w))
+    return got[1]
+
+
+def _snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
     m, mode = get_model(c.model), snapshot_mode(c.framework)
     if not m.has_recurrent_state:
         return mode, None
@@ -781,7 +809,11 @@ def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:
 def block_bytes(c: Cluster, w: Workload) -> float:
     """Bytes of one of the trace's KV blocks in the cluster's prefix caches
     (:meth:`ModelSpec.cache_block_bytes`: windows bounded, state snapshots where the
-    framework keeps them, :func:`snapshot_grid`)."""
+    framework keeps them, :func:`snapshot_grid`); memoised (:func:`_per_instance`)."""
+    return _per_instance(c, w, "_block_B", _block_bytes)
+
+
+def _block_bytes(c: Cluster, w: Workload) -> float:
     mode, grid = snapshot_grid(c, w)
     kw = {}
     if grid is not None:  # the prefix floored to the engine's block (block, align), else the trace's
@@ -820,13 +852,25 @@ def _curve(w: Workload, cap_blocks, n: int, routing: str, eps: float,
     if eviction != "lru":
         return policy_hit_ratio_curve(w.trace, w.profile, cap, instances=n, routing=r,
                                       epsilon=eps, eviction=eviction)
-    if cap.size <= 64:
-        return analytic_hit_ratio_curve(w.profile, cap, instances=n, routing=r, epsilon=eps)
-    # large grids: the curve at each distinct capacity, in increasing order (its table
-    # look-ups then walk forward instead of jumping at random: ~10x faster), same values
-    u, inv = np.unique(cap, return_inverse=True)
-    h = analytic_hit_ratio_curve(w.profile, u, instances=n, routing=r, epsilon=eps)
-    return h[inv].reshape(cap.shape)
+    return _analytic(w.profile, cap, n, r, eps)
+
+
+def _analytic(prof, cap: np.ndarray, n: int, routing: str, eps: float) -> np.ndarray:
+    """:func:`analytic_hit_ratio_curve` at whole capacities ``cap``, looked up in its row
+    (:func:`~kvmodel.cluster._routing_load.curve_row`, built once per profile, n, routing and
+    epsilon; the same values)."""
+    def curve(x):
+        if x.size <= 64:
+            return analytic_hit_ratio_curve(prof, x, instances=n, routing=routing, epsilon=eps)
+        # large grids: the curve at each distinct capacity, in increasing order (its table
+        # look-ups then walk forward instead of jumping at random: ~10x faster), same values
+        u, inv = np.unique(x, return_inverse=True)
+        h = analytic_hit_ratio_curve(prof, u, instances=n, routing=routing, epsilon=eps)
+        return h[inv].reshape(x.shape)
+    key = ("analytic_row", n, routing, eps)
+    if key not in prof._cache:
+        prof._cache[key] = curve_row(curve, prof.unique_blocks, n)
+    return row_hits(prof._cache[key], cap, n, curve)
 
 
 def _stack(values: list) -> np.ndarray:
@@ -981,7 +1025,8 @@ def _kv_capacity(model, gpu, tp, precision, I, O, framework, **parallel) -> floa
 def _caps(c: Cluster, w: Workload, node, per_node: int, block_B: float) -> dict[str, Any]:
     """Cache capacity per instance (blocks) of each tier; the pool's total."""
     kv_tokens = _instance_kv_tokens(c, w)
-    tok_B = get_model(c.model).kv_bytes_per_token(kv_precision(c))
+    tok_B = _per_instance(c, w, "_tok_B", lambda c1, _: get_model(c1.model).kv_bytes_per_token(
+        kv_precision(c1)))
     dram, ssd = _host_caps(c, node, per_node)
     return {"hbm": c.hbm_cache_fraction * kv_tokens * tok_B / block_B,
             "dram": dram / block_B, "cxl": c.cxl_B / block_B, "ssd": ssd / block_B,
@@ -1011,7 +1056,15 @@ def _with_source(tier: Tier, capacity_B, devices, gpus_per_node: int, meta_key: 
 
 def _node_tiers(key, gpu, dram_B, cxl_B, ssd_B, nic) -> dict[str, Tier]:
     """node_tiers for scalar capacities, memoised in the active catalog (searches revisit the
-    same capacities; the paths' size curves cost ~0.1 ms to build)."""
+    same capacities, whose tiers, kept, also key the instances' prefix-mixture memo; the
+    paths' size curves cost ~0.1 ms to build). A DRAM size resizes the template's DRAM tier
+    (its capacity is all that it changes)."""
+    if dram_B is not None:
+        def resized():
+            t = _node_tiers(key, gpu, None, cxl_B, ssd_B, nic)
+            return {**t, "dram": dataclasses.replace(t["dram"], capacity_B=dram_B)}
+        return current().cached("node_tiers_dram", (key, gpu, dram_B, cxl_B, ssd_B, nic),
+                                resized, maxsize=1024)
     return current().cached("node_tiers", (key, gpu, dram_B, cxl_B, ssd_B, nic), lambda: node_tiers(
         key, gpu, dram_B=dram_B, cxl_B=cxl_B, ssd_B=ssd_B, remote_B=1.0, nic=nic), maxsize=1024)
 

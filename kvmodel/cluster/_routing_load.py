@@ -21,7 +21,9 @@ operating point, quantised so that evaluation stays a table look-up:
   the first and last level outside.
 
 Tables are built once per (catalog, instance, N) and per (trace, router, parameters), each
-level's assignment once, then looked up.
+level's assignment once, then looked up (:class:`_Levels`: a scalar rate's level position and
+imbalance memoised; each level's hit curve a row over the whole per-instance capacities,
+:func:`curve_row`, at most the trace's distinct blocks + 1 floats, cut where it stops moving).
 
 The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
 uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
@@ -31,6 +33,8 @@ mix of load choice counts).
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -129,13 +133,99 @@ def router_levels(c: Any, w: Any, n: int) -> tuple[np.ndarray | None, tuple[Rout
     instance has no saturation rate; the :class:`RouterLoad` of each level) for the cluster's
     router: level j sits at ``LOAD_LEVELS[j]`` x the saturation of an instance whose prompts
     hit what the router's replay finds cached (:func:`_aware`). Memoised per trace profile,
-    instance, router and its canonical parameters."""
+    instance, router and its canonical parameters (:func:`_table`)."""
+    tab = _table(c, w, n)
+    return tab.rates, tab.loads
+
+
+_LAST: list = [None]  # (cluster, its routing_params copied, workload, n, catalog, table)
+
+
+def _table(c: Any, w: Any, n: int) -> "_Levels":
+    """The router's :class:`_Levels`, memoised per trace profile, instance, router, its
+    canonical parameters and catalog; for the cluster (its routing parameters unchanged),
+    workload and catalog of the last call again (one evaluate asks several times) without
+    deriving its key. Both are frozen and held here, so ``is`` cannot match a recycled id."""
+    cat, last = current(), _LAST[0]
+    if (last is not None and last[0] is c and last[2] is w and last[3] == n and last[4] is cat
+            and last[1] == c.routing_params):
+        return last[5]
     key, par = _instance(c, w)
-    memo, cat = ("router_levels", c.routing, params_text(c), n) + key, current()
+    memo = ("router_levels", c.routing, params_text(c), n) + key
     got = w.profile._cache.get(memo)
     if got is None or got[0] is not cat:
-        got = w.profile._cache[memo] = (cat, _aware(c, w, n, key, par))
+        got = w.profile._cache[memo] = (cat, _Levels(c, w, n, key, par))
+    _LAST[0] = (c, copy.copy(c.routing_params), w, n, cat, got[1])
     return got[1]
+
+
+_MEMO = 4096  # scalar rates kept per table (a long rate sweep starts afresh)
+
+
+class _Levels:
+    """A router's load levels (:func:`_aware`: ``rates``, ``loads``) and what an evaluate reads
+    from them, each derived once: a scalar rate's level position (:meth:`weights`) and
+    imbalance (:func:`loaded_imbalance`), each level's replay statistics (:meth:`stats`) and
+    hit-ratio row (:meth:`hits`)."""
+
+    def __init__(self, c: Any, w: Any, n: int, key: tuple, par: dict):
+        self.prof, self.n, self.routing = w.profile, n, c.routing
+        self.params, self.work = routing_params(c), _work_signal(c.routing)
+        self.rates, self.loads = _aware(c, w, n, key, par)
+        self._pos: dict = {}
+        self._imb: dict = {}
+        self._stats: dict = {}
+        self._rows: dict = {}
+
+    def weights(self, rate: Any) -> tuple[Any, Any]:
+        """:func:`level_weights` of ``rate``; a float's memoised."""
+        if type(rate) is not float:
+            return self._weights(rate)
+        got = self._pos.get(rate)
+        if got is None:
+            if len(self._pos) >= _MEMO:
+                self._pos.clear()
+            got = self._pos[rate] = self._weights(rate)
+        return got
+
+    def _weights(self, rate: Any) -> tuple[Any, Any]:
+        r = np.asarray(rate, float)
+        x = (np.zeros(r.shape) if self.rates is None
+             else np.interp(r, self.rates, np.arange(len(self.rates))))
+        j = np.minimum(np.floor(x), len(LOAD_LEVELS) - 2).astype(np.int64)
+        t = x - j
+        return (int(j), float(t)) if r.ndim == 0 else (j, t)
+
+    def stats(self, k: int) -> tuple:
+        """Level k's :func:`routed_load_stats` (choice mix, busiest work share x N)."""
+        got = self._stats.get(k)
+        if got is None:
+            got = self._stats[k] = routed_load_stats(self.prof, self.n, self.routing,
+                                                     self.params, self.loads[k])
+        return got
+
+    def hits(self, k: int, cap: np.ndarray) -> np.ndarray:
+        """Level k's :func:`routed_hit_ratio_curve` at total capacities ``cap`` (blocks,
+        whole numbers >= 0), looked up in its row (:func:`curve_row`)."""
+        def curve(x):
+            return routed_hit_ratio_curve(self.prof, x, self.n, self.routing,
+                                          params=self.params, load=self.loads[k])
+        if k not in self._rows:
+            self._rows[k] = curve_row(curve, self.prof.unique_blocks, self.n)
+        return row_hits(self._rows[k], cap, self.n, curve)
+
+    def imbalance(self, rate: Any) -> Any:
+        """:func:`loaded_imbalance` at ``rate``; a float's memoised."""
+        if type(rate) is float and rate in self._imb:
+            return self._imb[rate]
+        j, t = self.weights(rate)
+        out = _blend(j, t, j.shape if isinstance(j, np.ndarray) else (),
+                     lambda k, m: _pooled(self.stats(k), self.work))
+        if type(rate) is float:
+            if len(self._imb) >= _MEMO:
+                self._imb.clear()
+            self._imb[rate] = out
+        return out
 
 
 # levels whose plain replay gives the hit the cache-aware saturation counts; the others
@@ -163,16 +253,42 @@ def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
     return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token)
 
 
+_FAR = float(2 ** 40)  # blocks per instance: where a row's flat end is checked
+
+
+def curve_row(curve, unique_blocks: int, n: int) -> np.ndarray | None:
+    """A hit-ratio curve of ``n`` instances (``curve``: total capacities -> hit ratios, a
+    function of ``floor(C / n)`` alone, non-decreasing) at every whole per-instance capacity
+    up to the trace's ``unique_blocks`` (an instance holding every distinct block hits all it
+    ever can), cut after its last change; None when the curve still moves beyond it (checked
+    at ``_FAR`` blocks per instance)."""
+    row = curve(n * np.arange(unique_blocks + 1, dtype=np.float64))
+    if curve(np.array([n * _FAR]))[0] != row[-1]:
+        return None
+    moved = np.flatnonzero(row != row[-1])
+    return row[:moved[-1] + 2] if moved.size else row[:1]
+
+
+def row_hits(row: np.ndarray | None, cap: np.ndarray, n: int, curve) -> np.ndarray:
+    """``curve(cap)`` at total capacities ``cap`` (whole blocks >= 0) read from its
+    :func:`curve_row` (the same values); the curve itself without a row, beyond the checked
+    end or for a capacity it rejects."""
+    if row is not None and cap.ndim == 1 and cap.size <= 8:  # a few numbers: in Python
+        per = [math.floor(x / n) if x / n <= _FAR else None for x in cap.tolist()]
+        if None not in per:  # (x / n is numpy's float division; NaN and inf fail the test)
+            top = len(row) - 1
+            return row[[k if k < top else top for k in per]]
+    per = np.floor(cap / n)
+    if row is None or not (per <= _FAR).all():  # NaN and inf fail too
+        return curve(cap)
+    return row[np.minimum(per, len(row) - 1).astype(np.int64)]
+
+
 def level_weights(c: Any, w: Any, n: int, rate: Any) -> tuple[Any, Any]:
     """(level j, weight t of level j + 1): the workload's ``rate`` lies ``t`` of the way from
     level j's cluster rate to level j + 1's (:func:`router_levels`; clamped to the first and
     the last level); ints and floats, or arrays shaped like an array ``rate``."""
-    rates, _ = router_levels(c, w, n)
-    r = np.asarray(rate, float)
-    x = np.zeros(r.shape) if rates is None else np.interp(r, rates, np.arange(len(rates)))
-    j = np.minimum(np.floor(x), len(LOAD_LEVELS) - 2).astype(np.int64)
-    t = x - j
-    return (int(j), float(t)) if r.ndim == 0 else (j, t)
+    return _table(c, w, n).weights(rate)
 
 
 def level_index(c: Any, w: Any, n: int, rate: Any) -> Any:
@@ -183,21 +299,18 @@ def level_index(c: Any, w: Any, n: int, rate: Any) -> Any:
     return int(idx) if idx.ndim == 0 else idx
 
 
-def _one(c: Any, w: Any, n: int, j: int, cap: np.ndarray) -> np.ndarray:
-    load = router_levels(c, w, n)[1][j]
-    return routed_hit_ratio_curve(w.profile, cap, n, c.routing, params=routing_params(c),
-                                  load=load)
-
-
 def _blend(j: Any, t: Any, shape: tuple, fn, lead: tuple = ()) -> Any:
     """``(1 − t)·fn(j, mask) + t·fn(j + 1, mask)`` for level positions (j, t) broadcast to
-    ``shape`` (scalars: ``fn(j, None)``; a level whose weight is 0 is not evaluated);
-    ``fn(level, mask)`` gives the level's values at the elements ``mask`` selects, after
-    ``lead`` leading axes of its own."""
-    if np.ndim(j) == 0 and not shape:
+    ``shape`` (scalars: ``fn(j, None)``, a tuple of numbers blended element by element; a
+    level whose weight is 0 is not evaluated); ``fn(level, mask)`` gives the level's values
+    at the elements ``mask`` selects, after ``lead`` leading axes of its own."""
+    if not isinstance(j, np.ndarray) and not shape:
         if t <= 0.0 or t >= 1.0:  # one level (an infinite figure times 0 is not 0)
             return fn(j + (t >= 1.0), None)
-        return (1.0 - t) * fn(j, None) + t * fn(j + 1, None)
+        lo, hi = fn(j, None), fn(j + 1, None)
+        if type(lo) is tuple:
+            return tuple([(1.0 - t) * a + t * b for a, b in zip(lo, hi)])
+        return (1.0 - t) * lo + t * hi
     jb, tb = np.broadcast_to(j, shape), np.broadcast_to(t, shape)
     out = np.zeros(lead + shape)
     for k in np.unique(np.concatenate([np.ravel(j), np.ravel(j) + 1])):
@@ -212,16 +325,17 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
     """Hit ratio at total capacities ``cap`` (levels along axis 0, then the configuration
     shape) at the workload's rate, linear in the rate between the two load levels around it
     (:func:`level_weights`); an array rate broadcasts against ``cap[0]``."""
-    j, t = level_weights(c, w, n, w.rate)
-    if np.ndim(j) == 0:
-        return _blend(j, t, (), lambda k, _: _one(c, w, n, k, cap))
+    tab = _table(c, w, n)
+    j, t = tab.weights(w.rate)
+    if not isinstance(j, np.ndarray):
+        return _blend(j, t, (), lambda k, _: tab.hits(k, cap))
     d = max(cap.ndim - 1, j.ndim)
     capx = cap.reshape(cap.shape[:1] + (1,) * (d - cap.ndim + 1) + cap.shape[1:])
     pad = (1,) * (d + 1 - j.ndim)
     shape = np.broadcast_shapes(capx.shape, pad + j.shape)
     capb = np.broadcast_to(capx, shape)
     return _blend(j.reshape(pad + j.shape), t.reshape(pad + t.shape), shape,
-                  lambda k, m: _one(c, w, n, k, capb[m]))
+                  lambda k, m: tab.hits(k, capb[m]))
 
 
 def _work_signal(routing: str) -> bool:
@@ -243,11 +357,7 @@ def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
     what loads its busiest instance. A rule whose load term weighs the work left (dynamo,
     mooncake) evens that work out with the requests it may send elsewhere (:func:`_pooled`;
     resource pooling of the flexible share)."""
-    params, work = routing_params(c), _work_signal(c.routing)
-    loads = router_levels(c, w, n)[1]
-    j, t = level_weights(c, w, n, w.rate)
-    return _blend(j, t, np.shape(j), lambda k, m: _pooled(routed_load_stats(
-        w.profile, n, c.routing, params, loads[k]), work))
+    return _table(c, w, n).imbalance(w.rate)
 
 
 def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
@@ -255,17 +365,21 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     (:mod:`kvmodel.cluster._routing_queue`; each load level's mix of load choice counts,
     the laws blended linearly in the rate between the two levels around it)."""
     from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
-    params = routing_params(c)
-    residual = None if _work_signal(c.routing) else (1.0 + w.length_cv ** 2) / 2.0
-    loads = router_levels(c, w, n)[1]
-    j, t = level_weights(c, w, n, w.rate)
+    tab = _table(c, w, n)
+    residual = None if tab.work else (1.0 + w.length_cv ** 2) / 2.0
+    j, t = tab.weights(w.rate)
+    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"]))
+    if scalar and not math.isnan(m["pwait"]):  # numbers: each level's law as two floats
+        W, p = float(m["wait"]), float(m["pwait"])  # (the values of the arrays' path below)
+        wait2, p2 = _blend(j, t, (), lambda k, _: tuple(
+            float(v) for v in routed_law(tab.stats(k)[0], W, p, residual)))
+        return routed_percentiles(m, wait2, p2, classes)
     shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
     W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
 
     def law(k: int, sel: Any) -> np.ndarray:
-        mix = routed_load_stats(w.profile, n, c.routing, params, loads[k])[0]
-        a, b = routed_law(mix, W if sel is None else W[sel], p if sel is None else p[sel],
-                          residual)
+        a, b = routed_law(tab.stats(k)[0], W if sel is None else W[sel],
+                          p if sel is None else p[sel], residual)
         return np.stack(np.broadcast_arrays(a, b))
 
     wait2, p2 = _blend(j, t, shape, law, (2,))

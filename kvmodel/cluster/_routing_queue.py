@@ -166,7 +166,11 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     if not xp.any_true(live):
         return m
     probs = [c[0] for c in classes]
-    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
+    new = [L - cached for _, cached, _, L in classes]
+    if _floats(new):  # xp.maximum's numbers, inline
+        new = [x if x >= 1.0 else 1.0 for x in new]
+    else:
+        new = [xp.maximum(x, 1.0) for x in new]
     mean_new = sum(pi * x for pi, x in zip(probs, new))
     b = xp.maximum(m["ttft"] - W, 0.0) / mean_new
     Ws, ps, W2s = (xp.where(live, v, 0.0) for v in (W, p, wait2))
@@ -174,13 +178,21 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
                ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
     laws = ((Ws, _clipped(p_old)), (W2s, _clipped(p_new)))
-    arrays = xp.is_array(Ws, W2s, p_old, p_new, b, *probs, *new, *(m[k] for k, _ in _KEYS))
+    vals = [Ws, W2s, p_old, p_new, b, *probs, *new, *(m[k] for k, _ in _KEYS)]
+    arrays = not _floats(vals) and xp.is_array(*vals)
     shifts = (_array_shifts if arrays else _scalar_shifts)(m, live, laws, probs, new, b)
     for (key, _), shift in zip(_KEYS, shifts):
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out
 
 
+def _floats(vals: list) -> bool:
+    """Every value a float or numpy float64 (then none is an array; cheaper than asking
+    each)."""
+    return set(map(type, vals)) <= _FLOAT
+
+
+_FLOAT = {float, np.float64}
 _KEYS = (("ttft50", 0.5), ("ttft90", 0.9), ("ttft99", 0.99))
 _QS = tuple(q for _, q in _KEYS)
 

@@ -262,7 +262,8 @@ class PrefixMix:
         self.save_sync = any(p.save_sync for p in live)
         self.loaded = self._mean(lambda p: p.loaded)
         self.exposed = self._mean(lambda p: p.exposed)
-        self.new = sum(pi * (L - p.loaded) for pi, p, L in zip(probs, prefixes, lens))
+        self._new = [L - p.loaded for p, L in zip(prefixes, lens)]  # each class's (new_k)
+        self.new = sum(pi * x for pi, x in zip(probs, self._new))
         if lengths:  # attention pairs per prompt token of the mixture
             pairs = sum(pi * self.pairs_k(k) for k, pi in enumerate(probs))
             self.attn = pairs / xp.maximum(self.new, 1e-300)
@@ -282,7 +283,7 @@ class PrefixMix:
 
     def new_k(self, k: int):
         """Uncached prompt tokens of class k (its own prompt less what it loads)."""
-        return self.lens[k] - self.parts[k].loaded
+        return self._new[k]
 
     def pairs_k(self, k: int):
         """Causal attention pairs class k's uncached tokens compute over its own context."""
@@ -295,10 +296,9 @@ class PrefixMix:
         (:func:`kvmodel.instance._openloop.chunk_count`)."""
         if "_uncached" not in self.__dict__ and self._rows is not None and not xp.is_array(
                 *self.probs):  # scalar classes: the same numbers, without the broadcasting
-            self._uncached = (np.array(self.probs, dtype=float),
-                              np.array([self.new_k(k) for k in range(len(self.probs))], dtype=float))
+            self._uncached = (np.array(self.probs, dtype=float), np.array(self._new, dtype=float))
         if "_uncached" not in self.__dict__:
-            vals = [*self.probs, *(self.new_k(k) for k in range(len(self.probs)))]
+            vals = [*self.probs, *self._new]
             a = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in vals))
             K = len(self.probs)
             self._uncached = (np.stack(a[:K], axis=-1), np.stack(a[K:], axis=-1))
@@ -315,7 +315,7 @@ class PrefixMix:
         """SCV of the classes' uncached prompt tokens, each scaled by the length spread (not
         when the classes carry their own lengths: ``cs2`` must then be 0)."""
         n = self.new
-        m2 = sum(pi * self.new_k(k) ** 2 for k, pi in enumerate(self.probs)) * (1.0 + cs2)
+        m2 = sum(pi * x ** 2 for pi, x in zip(self.probs, self._new)) * (1.0 + cs2)
         return xp.maximum(m2 / xp.maximum(n * n, 1e-300) - 1.0, 0.0)
 
     def _shares(self) -> list:

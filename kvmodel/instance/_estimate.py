@@ -220,6 +220,15 @@ class _Prefix:
         other._use(*self._each[policy])
         return other
 
+    def as_policies(self, policies: tuple) -> "_Prefix":
+        """:meth:`as_policy` of each of ``policies`` at once, stacked on a new leading axis
+        (one throughput-max call serves every candidate)."""
+        other = copy.copy(self)
+        other.policy = policies
+        each = [self._each[p] for p in policies]
+        other._use(*(np.stack(np.broadcast_arrays(*v)) for v in zip(*each)))
+        return other
+
     def new_tokens(self, I):
         return I - self.loaded
 
@@ -978,14 +987,16 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     reach, the ones the open loop serves (:func:`_assemble`)."""
     res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix.stacks)
     fast = dict(own)
-    pathed = [st for st in mix.stacks if _best.loads_over_path(st[0], mix.policy)]
-    cands = [_class_toks(s, I, O, dp, fits, mnt, req_s, [(p.as_policy(pol), ks, L)
-                                                          for p, ks, L in pathed])[1]
-             for pol in (_best.POLICIES if pathed else ())]
-    for p, ks, _ in pathed:
+    for p, ks, L in mix.stacks:
+        if not _best.loads_over_path(p, mix.policy):
+            continue
+        # the candidates on a leading axis; the most any serves (fastest's tok, ties alike)
+        most = np.max(_throughput_max(s, L, O, dp, fits, mnt, req_s,
+                                      p.as_policies(_best.POLICIES), breakdown=False)["tok"],
+                      axis=0)
         for j, k in enumerate(ks):
             if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
-                fast[k] = _best.fastest([{"tok": c[k]} for c in cands])["tok"]
+                fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
     tok = _harmonic(mix, fast)
     return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
 

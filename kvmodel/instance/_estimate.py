@@ -8,6 +8,7 @@ All numeric arguments broadcast (floats or numpy arrays). Infeasible elements ar
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -990,15 +991,28 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     for p, ks, L in mix.stacks:
         if not _best.loads_over_path(p, mix.policy):
             continue
-        # the candidates on a leading axis; the most any serves (fastest's tok, ties alike)
-        most = np.max(_throughput_max(s, L, O, dp, fits, mnt, req_s,
-                                      p.as_policies(_best.POLICIES), breakdown=False)["tok"],
-                      axis=0)
+        most = _most_served(s, L, O, dp, fits, mnt, req_s, p)
         for j, k in enumerate(ks):
             if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
                 fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
     tok = _harmonic(mix, fast)
     return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
+
+
+_STACK_MAX = 256  # elements: above it the candidates are served one call each
+
+
+def _most_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix):
+    """The highest throughput-max (tokens/s) of a stack's candidates (:data:`_best.POLICIES`;
+    :func:`~kvmodel.instance._contended.fastest`'s value): for scalar arguments the candidates
+    on a leading axis served by one call (a stack's rows are a short array), for a vectorised
+    call one call each (stacking large arrays costs more than it saves)."""
+    if max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
+        return functools.reduce(xp.maximum, [
+            _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
+                            breakdown=False)["tok"] for pol in _best.POLICIES])
+    return np.max(_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
+                                  breakdown=False)["tok"], axis=0)
 
 
 def _row_loads(p: _Prefix, j: int) -> bool:

@@ -58,7 +58,7 @@ from kvmodel.instance._queueing import (
     sum_wait_law,
     wait_quantile,
 )
-from kvmodel.instance._roofline import Setup, label_bounds, memoised, step_ops
+from kvmodel.instance._roofline import Setup, chunk_start, label_bounds, mean_ops, memoised, step_ops
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
 from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
@@ -302,9 +302,7 @@ def _tm_step(s: Setup, I, O, bmax, max_tokens, n, c):
     lone chunk of a long prompt is compute-bound where a few prompt tokens per step hide under
     the weight reads. Ops and period are the f-weighted mean of the two kinds."""
     f, busy, stage_b, dec, stage_d = _tm_kinds(s, I, O, bmax, max_tokens, n, c)
-    ops = {op: {key: f * v + (1.0 - f) * dec[op][key] for key, v in vals.items()}
-           for op, vals in busy.items()}
-    return ops, _tm_period(f, busy, stage_b, dec, stage_d)
+    return mean_ops([busy, dec], [f, 1.0 - f]), _tm_period(f, busy, stage_b, dec, stage_d)
 
 
 def _tm_kinds(s: Setup, I, O, bmax, max_tokens, n, c):
@@ -314,9 +312,8 @@ def _tm_kinds(s: Setup, I, O, bmax, max_tokens, n, c):
     f, P = _ol.busy_share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
     d, tok = D / s.pp, P / s.pp  # per stage: decoders, prompt tokens of a busy step
     m = tok * k / n  # chunks of a busy step
-    start = (I - n) + n * (k - 1.0) / (2.0 * k)  # mean context before a chunk
     busy, stage_b, _ = step_ops(s, d + tok, d + m / k, tok * (I - n / 2.0), d * c,
-                                d * c + m * start, d + tok)
+                                d * c + m * chunk_start(I, n, k), d + tok)
     dec, stage_d, _ = step_ops(s, d, d, 0.0, d * c, d * c, d)
     return f, busy, stage_b, dec, stage_d
 

@@ -263,6 +263,24 @@ def _host_s(s: Setup, layers, seqs, stage):
     return host
 
 
+def mean_ops(kinds: list, weights: list) -> dict[str, dict[str, Any]]:
+    """The ``weights``-weighted mean of step kinds' op breakdowns (``step_ops``' first
+    result), op by op and key by key."""
+    out: dict[str, dict[str, Any]] = {}
+    for ops, w in zip(kinds, weights):
+        for op, vals in ops.items():
+            acc = out.setdefault(op, {})
+            for key, v in vals.items():
+                acc[key] = acc.get(key, 0.0) + w * v
+    return out
+
+
+def chunk_start(I, n, k):
+    """Mean context before one of a prompt's k chunks of n / k tokens, its first I − n tokens
+    cached."""
+    return (I - n) + n * (k - 1.0) / (2.0 * k)
+
+
 _KEYED = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
 _BY_VALUE = (int, str, bool, type(None))  # keyed by type and value (1 == 1.0 == True)
 _MEMO_SIZE = 1024  # entries per memoised function and catalog (bounded in long searches)

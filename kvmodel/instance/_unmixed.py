@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance._roofline import Setup, chunk_start, mean_ops, step_ops
 
 __all__ = ["unmixed", "cycle"]
 
@@ -52,19 +52,7 @@ def _prefill_step(s: Setup, I, n, k, m):
     cycle), per pipeline stage."""
     m = m / s.pp
     tok = m * n / k
-    start = (I - n) + n * (k - 1.0) / (2.0 * k)
-    return step_ops(s, tok, m / k, tok * (I - n / 2.0), 0.0, m * start, tok)
-
-
-def _mean_ops(kinds, weights) -> dict[str, dict[str, Any]]:
-    """Step-weighted mean of the kinds' op breakdowns."""
-    out: dict[str, dict[str, Any]] = {}
-    for (ops, _, _), w in zip(kinds, weights):
-        for op, vals in ops.items():
-            acc = out.setdefault(op, {})
-            for key, v in vals.items():
-                acc[key] = acc.get(key, 0.0) + w * v
-    return out
+    return step_ops(s, tok, m / k, tok * (I - n / 2.0), 0.0, m * chunk_start(I, n, k), tok)
 
 
 def cycle(s: Setup, I, O, bmax, max_tokens, n, c) -> dict[str, Any]:
@@ -79,7 +67,7 @@ def cycle(s: Setup, I, O, bmax, max_tokens, n, c) -> dict[str, Any]:
     has_r = xp.where(r > 0.0, 1.0, 0.0)
     steps = N + has_r + (O - 1.0)
     counts = (N, has_r, O - 1.0)
-    ops = _mean_ops(kinds, [x / steps for x in counts])
+    ops = mean_ops([kind[0] for kind in kinds], [x / steps for x in counts])
     period = 0.0
     for (o, stage, _), x in zip(kinds, counts):
         period = period + x * (stage + o["framework"]["time_s"])

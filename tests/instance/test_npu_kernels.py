@@ -3,6 +3,7 @@
 vLLM-Ascend), a GPU's measured all-reduce bandwidth by group size (``allreduce_bandwidth``) and
 the row-to-framework and scheduler mapping of the held-out set."""
 
+import numpy as np
 import pytest
 
 import kvmodel
@@ -172,11 +173,25 @@ def test_measured_allreduce_bandwidth_by_group_size():
     efficiency; sizes between measured points interpolate, beyond them hold."""
     g, c = get_gpu("ascend-910b"), seam.params(None)
     assert seam._collective_Bps(g, 2, c) == pytest.approx(18e9)
-    assert seam._collective_Bps(g, 3, c) == pytest.approx(24e9)  # halfway to 4 NPUs' 30
-    assert seam._collective_Bps(g, 16, c) == pytest.approx(72e9)
+    assert seam._collective_Bps(g, 3, c) == pytest.approx(31.5e9)  # halfway to 4 NPUs' 45
+    assert seam._collective_Bps(g, 16, c) == pytest.approx(126e9)
     h = get_gpu("h100-sxm")  # no measured curve: scale-up bandwidth x the global efficiency
     assert seam._collective_Bps(h, 2, c) == pytest.approx(
         h.scale_up_bw_Bps * c["collective_bandwidth_efficiency"])
+
+
+def test_910b_allreduce_curve_is_the_scripts_rate_in_bus_terms():
+    """The limulidae script divides a tensor's bytes by the time (algorithm bandwidth: 18 / 30 /
+    72 GB/s on 2 / 4 / 8 NPUs); the model charges 2(n-1)/n x message / rate, so the stored
+    curve is x 2(n-1)/n. Its all_gather column (38 / 64 / 149 GB/s of output) in bus terms,
+    x (n-1)/n, lands within 8 % at each size: the same links under two collectives."""
+    q = get_gpu("ascend-910b").quantities["allreduce_bandwidth"]
+    n = np.array(q.x)
+    bus = np.array([18e9, 30e9, 72e9]) * 2.0 * (n - 1.0) / n
+    assert np.array(q.y) == pytest.approx(bus)
+    gather_bus = np.array([38e9, 64e9, 149e9]) * (n - 1.0) / n
+    assert np.all(np.abs(gather_bus / bus - 1.0) < 0.08)
+    assert q.kind == "derived" and "bench_collective.py" in q.source
 
 
 def test_tp2_allreduce_time_on_910b_follows_the_measured_rate():

@@ -209,6 +209,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "bench_default_max_batch_size": _q("count", required=False),
         "bench_default_max_num_tokens": _q("count", required=False),
         "bench_untuned_models": Field("strlist", required=False),
+        # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
+        # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
+        # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)
+        "sliding_window_pool": _s(required=False, choices=("window", "equal_share")),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

@@ -55,3 +55,17 @@ def test_validation_maps_only_pytorch_bench_rows():
     assert (kw["max_batch_size"], kw["max_num_tokens"]) == (160, 2048)
     kw, _ = c.row_kwargs(_row("TensorRT-LLM v0.17 (trtllm-bench)"))
     assert "max_batch_size" not in kw and "max_num_tokens" not in kw
+
+
+def test_equal_window_shares_give_sliding_models_full_length_kv():
+    """TensorRT-LLM splits the KV pool equally between window sizes: gpt-oss (18 sliding-128 +
+    18 full layers) fills its full layers' half, so a sequence of S tokens costs S tokens of
+    all-layer KV (2 shares x 18 / 36 x S), where a window-sized pool would cost
+    (18 S + 18 x 128) / 36."""
+    from kvmodel.instance.seam import kv_per_seq
+
+    m, trt, vllm = get_model("gpt-oss-120b"), get_framework("tensorrt-llm"), get_framework("vllm")
+    assert kv_per_seq(m, 33792.0, 1.0, 1.0, trt) == pytest.approx(33792.0)
+    assert kv_per_seq(m, 33792.0, 1.0, 1.0, vllm) == pytest.approx((33792.0 + 128.0) / 2.0)
+    dense = get_model("llama-3.3-70b")  # one window size: unchanged
+    assert kv_per_seq(dense, 5000.0, 1.0, 1.0, trt) == kv_per_seq(dense, 5000.0, 1.0, 1.0) == 5000.0

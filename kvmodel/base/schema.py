@@ -199,6 +199,20 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # attention work per causal (query, key) pair of the engine's kernels (2: the causal
         # triangle is not skipped, every pair of the square is computed under a dense mask)
         "causal_attention_work": _q("dimensionless", required=False),
+        # trtllm-bench throughput (PyTorch backend) limits where the command gives none
+        # (kvmodel.instance._trtllm_bench): its KV fraction default, the caps of its batch /
+        # token heuristic, the defaults it takes for checkpoints the heuristic does not tune,
+        # and the catalog models whose published checkpoints are such
+        "bench_kv_cache_fraction": _q("dimensionless", required=False),
+        "bench_batch_cap": _q("count", required=False),
+        "bench_token_cap": _q("count", required=False),
+        "bench_default_max_batch_size": _q("count", required=False),
+        "bench_default_max_num_tokens": _q("count", required=False),
+        "bench_untuned_models": Field("strlist", required=False),
+        # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
+        # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
+        # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)
+        "sliding_window_pool": _s(required=False, choices=("window", "equal_share")),
     },
     "connector": {
         "name": _s(), "family": _s(choices=CONNECTOR_FAMILIES),

@@ -17,9 +17,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from kvmodel.base.tables import ErrorReport, read_csv
-from kvmodel.catalog.hardware import data_dir, get_calibration, get_framework, raw_entry
+from kvmodel.catalog.hardware import data_dir, get_calibration, get_framework, get_gpu, raw_entry
 from kvmodel.catalog.models import get_model
-from kvmodel.instance import _estimate
+from kvmodel.instance import _estimate, _trtllm_bench
 
 __all__ = ["run_validation", "fit_calibration", "ValidationReport", "load_rows", "FIT_PARAMS"]
 
@@ -107,6 +107,22 @@ def scheduler_kwargs(framework: str, model: str) -> dict[str, Any]:
     return out
 
 
+def bench_kwargs(r: dict[str, str], kw: dict[str, Any]) -> dict[str, Any]:
+    """A trtllm-bench PyTorch-backend row's own ``max_batch_size`` / ``max_num_tokens``: the
+    benchmark's heuristic and defaults (:func:`kvmodel.instance._trtllm_bench.bench_limits`),
+    which perf-overview's commands leave in force; none for other rows or an unknown model."""
+    name = r["framework"].lower()
+    if "trtllm-bench" not in name or "pytorch" not in name:
+        return {}
+    try:
+        m, g = get_model(kw["model"]), get_gpu(kw["gpu"])
+    except (KeyError, ValueError):  # estimate reports it unsupported
+        return {}
+    mbs, mnt = _trtllm_bench.bench_limits(m, g, get_framework(kw["framework"]), kw["tp"], kw["pp"],
+                                          kw["precision"], kw["input_len"], kw["output_len"])
+    return {"max_batch_size": mbs, "max_num_tokens": mnt}
+
+
 def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
     """Map a row to ``estimate`` keyword arguments, or (None, why it is not supported)."""
     mode, metric = r["mode"], r["metric"]
@@ -126,6 +142,7 @@ def row_kwargs(r: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
     if r["ep"]:
         kw["ep"] = int(r["ep"])
     kw.update(scheduler_kwargs(kw["framework"], r["model"]))
+    kw.update(bench_kwargs(r, kw))
     if mode == "throughput_max":
         kw["batch"] = "max"
     elif mode == "batch":

@@ -230,10 +230,17 @@ def check_static(r: Reasons, m: ModelSpec, g: GPUSpec, tp, pp, precision: str, k
     r.add(pp > m.num_layers, "pp={:.0f} exceeds num_layers={}", pp, m.num_layers)
 
 
-def kv_per_seq(m: ModelSpec, ctx, tp=1.0, kv_B: float = 2.0):
+def kv_per_seq(m: ModelSpec, ctx, tp=1.0, kv_B: float = 2.0, fw: FrameworkSpec | None = None):
     """KV a sequence of ``ctx`` tokens holds, in tokens of :meth:`ModelSpec.kv_token_bytes_rank`
     (``ctx`` for full attention; sliding windows, chunks and recurrent state per layer kind via
-    :meth:`ModelSpec.kv_bytes_rank`, on one of ``tp`` ranks with ``kv_B`` bytes per element)."""
+    :meth:`ModelSpec.kv_bytes_rank`, on one of ``tp`` ranks with ``kv_B`` bytes per element).
+    Where ``fw`` splits the pool equally among window sizes (``sliding_window_pool =
+    "equal_share"``), a model of full and sliding layers fills the full layers' share: two
+    shares x the full layers' part of a token's KV, per context token."""
+    kinds = m.layer_counts
+    if (fw is not None and fw.quantities.get("sliding_window_pool") == "equal_share"
+            and kinds["full"] and kinds["sliding"] and kinds["full"] + kinds["sliding"] == m.num_layers):
+        return ctx * 2.0 * kinds["full"] / m.num_layers
     if m.is_uniform:
         kind = m.layer_kinds[0]
         if kind == "full":
@@ -265,7 +272,7 @@ def memory_fit(r: Reasons, s: Setup, cal: Mapping[str, float], I, O, mnt, mbs):
           weights / 1e9, acts / 1e9, g.hbm_capacity_B / 1e9)
     kv_tok_B = m.num_layers / s.pp * s.kv_elems_rank * s.kv_B + s.spec_kv_tok_B
     kv_cap = xp.floor(xp.maximum(free, 0.0) * cal["kv_cache_fraction"] / kv_tok_B)
-    max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O, s.tp, s.kv_B)), mbs)
+    max_batch = xp.minimum(xp.floor(kv_cap / kv_per_seq(m, I + O, s.tp, s.kv_B, s.framework)), mbs)
     r.add(max_batch < 1, "KV cache holds {:.0f} tokens, less than one request of {:.0f}",
           kv_cap, I + O)
     return weights, kv_cap, max_batch

@@ -557,7 +557,7 @@ class _Sim:
         self.ready = [a + cfg.req_s for a in self.arr]
         self.source = arrivals(tr, self.arr, self.ready, cfg.req_s, *clients)  # sim/_clients
         self.res = np.asarray(kv_per_seq(m, tr.input_len + tr.output_len, cfg.setup.tp,
-                                         cfg.setup.kv_B)).tolist()
+                                         cfg.setup.kv_B, cfg.setup.framework)).tolist()
         self.ids, self.off = tr.block_ids.tolist(), tr.block_offsets.tolist()
         n = len(self.arr)
         self.hit_tok, self.load_s, self.tier_tok = [0] * n, [0.0] * n, [0] * n

@@ -263,15 +263,21 @@ def test_every_model_on_every_gpu_is_feasible_or_says_why(gpu):
 
 def test_memory_fit_uses_context_dependent_size():
     # gpt-oss-120b with its sliding layers admits a larger batch at long context than the
-    # same model with every layer full, and the ratio follows the KV bytes per sequence
+    # same model with every layer full, and the ratio follows the KV bytes per sequence, where
+    # sliding layers hold only their window (vLLM); TensorRT-LLM's equal pool shares per window
+    # size give the full layers half the pool: the batch of the all-full model
     m = get_model("gpt-oss-120b")
     full = dataclasses.replace(m, key="gpt-oss-120b-all-full", layer_pattern=("full",))
-    kw = dict(tp=4, precision="fp8", input_len=65536, output_len=1024, batch="max")
+    kw = dict(tp=4, precision="fp8", input_len=65536, output_len=1024, batch="max",
+              framework="vllm")
     a, b = kvmodel.estimate(m, "h100-sxm", **kw), kvmodel.estimate(full, "h100-sxm", **kw)
     assert a.feasible and b.feasible
     ratio = full.kv_bytes(66560) / m.kv_bytes(66560)
     assert a.max_batch / b.max_batch == pytest.approx(ratio, rel=0.05)
     assert a.kv_capacity_tokens == b.kv_capacity_tokens  # same pool, same per-token slot
+    kw["framework"] = "tensorrt-llm"
+    t, tf = kvmodel.estimate(m, "h100-sxm", **kw), kvmodel.estimate(full, "h100-sxm", **kw)
+    assert t.max_batch == tf.max_batch
 
 
 def test_hybrid_linear_model_batch_counts_its_state():

@@ -3,7 +3,10 @@
 A step processes ``tokens`` new tokens (prefill chunks and decode tokens together), computes
 ``logits`` LM-head rows, attends over ``pairs_prefill`` causal (query, key) pairs of prefill
 tokens and ``pairs_decode`` pairs of decode tokens, reads ``kv_read`` cached tokens' KV and
-writes ``kv_write`` new ones. Each operator's time is max(FLOPs / effective FLOP/s,
+writes ``kv_write`` new ones. Pairs and reads are means over the layers by layer kind: callers
+pass their full-attention counts of a prompt span through :func:`attn_pairs` and
+:func:`attn_reads` (sliding windows, Llama 4 chunks; the identity for full attention), and
+linear-attention layers update a recurrent state instead (:func:`_attention`). Each operator's time is max(FLOPs / effective FLOP/s,
 bytes / effective HBM B/s); tensor-parallel all-reduce, expert-parallel all-to-all and pipeline
 send/recv follow an alpha-beta model over the group's scale-up link. All inputs may be floats
 or numpy arrays (broadcast).

@@ -124,3 +124,18 @@ def test_head_dim_rate_applies_to_head_dim_64_only():
     no_curve = get_gpu("a100-sxm-80gb")
     assert "attention_head_dim_efficiency" not in no_curve.quantities
     assert setup(oss, gpu="a100-sxm-80gb").k["attn_Fps"] == 1e15
+
+
+@pytest.mark.parametrize("model,gpu,precision", [("gpt-oss-120b", "h100-sxm", "mxfp4"),
+                                                 ("qwen3-next-80b-a3b", "h200-sxm", "fp8"),
+                                                 ("llama-4-scout", "h200-sxm", "fp8")])
+def test_simulator_matches_closed_form_by_kind(model, gpu, precision):
+    """One request: the simulator's per-chunk pairs and per-sequence decode KV by layer kind
+    are the closed form's (decode contexts beyond the window: linear in the context)."""
+    import kvmodel
+    from kvmodel.sim import poisson_requests, simulate
+    r = simulate(model, gpu, poisson_requests(1, 1.0, 3000, 200), precision=precision)
+    e = kvmodel.estimate(model, gpu, input_len=3000, output_len=200, batch=1,
+                         precision=precision)
+    assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
+    assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)

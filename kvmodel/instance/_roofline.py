@@ -7,9 +7,9 @@ writes ``kv_write`` new ones. Pairs and reads are means over the layers by layer
 pass their full-attention counts of a prompt span through :func:`attn_pairs` and
 :func:`attn_reads` (sliding windows, Llama 4 chunks; the identity for full attention), and
 linear-attention layers update a recurrent state instead (:func:`_attention`). Each
-operator's time is max(FLOPs / effective FLOP/s, bytes / effective HBM B/s); tensor-parallel all-reduce, expert-parallel all-to-all and pipeline
-send/recv follow an alpha-beta model over the group's scale-up link. All inputs may be floats
-or numpy arrays (broadcast).
+operator's time is max(FLOPs / effective FLOP/s, bytes / effective HBM B/s); tensor-parallel
+all-reduce, expert-parallel all-to-all and pipeline send/recv follow an alpha-beta model over
+the group's scale-up link. All inputs may be floats or numpy arrays (broadcast).
 """
 
 from __future__ import annotations

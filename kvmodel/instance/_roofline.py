@@ -138,7 +138,7 @@ def _kind_constants(s: Setup) -> dict[str, Any]:
     m = s.model
     n_attn, n_lin = m.num_attention_layers, m.layer_counts["linear"]
     kinds = None
-    if set(m.layer_kinds) != {"full"}:
+    if m.layer_counts["full"] != m.num_layers:
         kinds = tuple((kind, n / m.num_layers, n / max(n_attn, 1))
                       for kind, n in m.attention_layer_kinds)
     lin_F = lin_B = 0.0

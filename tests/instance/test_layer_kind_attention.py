@@ -139,3 +139,14 @@ def test_simulator_matches_closed_form_by_kind(model, gpu, precision):
                          precision=precision)
     assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
     assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)
+
+
+def test_breakeven_recompute_counts_windowed_pairs():
+    """Recomputing a gpt-oss prefix: half the layers attend over 128 tokens, so the quadratic
+    term of t_rec(P) falls to about half of the all-full count's (same setup otherwise)."""
+    from kvmodel.instance.breakeven import recompute_coefficients
+    oss = get_model("gpt-oss-120b")
+    full = dataclasses.replace(oss, key="oss-full", sliding_window=0, layer_pattern=("full",))
+    a_win = recompute_coefficients(oss, "h100-sxm", 1, "mxfp4")[2]
+    a_full = recompute_coefficients(full, "h100-sxm", 1, "mxfp4")[2]
+    assert a_win == pytest.approx(0.5 * a_full, rel=0.02)

@@ -124,6 +124,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
         # (fully connected meshes: a small group reaches only its own peer links)
         "allreduce_bandwidth": Field("curve", required=False),
+        # attention FLOP/s by query-key head dim (a curve over the head dim, 1 at the head dim
+        # the attention rate was measured at, 128): scales the attention rate of models whose
+        # head dim differs (gpt-oss: 64); absent: 1 at every head dim
+        "attention_head_dim_efficiency": Field("curve", required=False),
         # host (CPU) time per scheduled sequence per step of a Python serving executor on this
         # GPU's host system, overlapped with the GPU step: a step lasts at least batch x this
         "host_sequence_time": _q("time", required=False),

@@ -435,6 +435,57 @@ class ModelSpec:
         return _out(t * self.kv_bytes_rank(L, _bytes("kv_precision", kv_precision), t, state_B,
                                            conv_B))
 
+    # ---- attention work per layer kind (the step roofline's pairs and reads) ---------------
+    def keys_before(self, kind: str, position: Any) -> Any:
+        """Causal (query, key) pairs of the queries at positions ``0 .. position - 1`` in one
+        layer of attention ``kind``: a query at position p attends to p + 1 keys under
+        ``full``, min(p + 1, window) under ``sliding`` and (p mod chunk) + 1 under ``chunked``
+        (Llama 4 local attention: the keys of its own chunk). Vectorised; a fractional
+        ``position`` (a mean) continues the sums linearly within a chunk."""
+        x = np.asarray(position, dtype=float)
+        if kind == "full":
+            return x * (x + 1.0) / 2.0
+        if kind == "sliding":
+            w = float(self.sliding_window)
+            m = np.minimum(x, w)
+            return m * (m + 1.0) / 2.0 + (x - m) * w
+        if kind == "chunked":
+            c = float(self.attention_chunk_size)
+            q = np.floor(x / c)
+            r = x - q * c
+            return q * c * (c + 1.0) / 2.0 + r * (r + 1.0) / 2.0
+        raise ValueError(f"kind={kind!r}; allowed: {list(ATTENTION_KINDS)}")
+
+    def cached_keys(self, kind: str, context: Any) -> Any:
+        """Cached keys a query after ``context`` tokens reads in one layer of ``kind``: every
+        one (``full``), the last ``window`` (``sliding``), those of its own chunk, context mod
+        chunk (``chunked``). Vectorised."""
+        L = np.asarray(context, dtype=float)
+        if kind == "full":
+            return L
+        if kind == "sliding":
+            return np.minimum(L, float(self.sliding_window))
+        if kind == "chunked":
+            return np.mod(L, float(self.attention_chunk_size))
+        raise ValueError(f"kind={kind!r}; allowed: {list(ATTENTION_KINDS)}")
+
+    @cached_property
+    def attention_layer_kinds(self) -> tuple[tuple[str, int], ...]:
+        """(kind, layers) of each attention kind the model has (full, sliding, chunked)."""
+        c = self.layer_counts
+        return tuple((k, c[k]) for k in ATTENTION_KINDS if c[k])
+
+    def linear_flops_per_token(self, tp: Any = 1) -> Any:
+        """FLOPs one token costs in one linear-attention layer on one of ``tp`` ranks (value
+        heads split): the recurrent update of each head's dk x dv state, read against the key
+        (S k), written with the rank-1 delta correction and read out by the query (S q), three
+        dk x dv matrix-vector products of 2 FLOPs per element: 6 · heads · dk · dv. Gated
+        DeltaNet (Yang, Kautz & Hatamizadeh, ICLR 2025, arXiv:2412.06464, eq. 10 and Sec. 3.3:
+        the chunkwise form does the same state work as matmuls) and Mamba-2 SSD (Dao & Gu,
+        ICML 2024, arXiv:2405.21060, Sec. 6: O(T·N·P) per head, N state x P head dim)."""
+        vh = np.ceil(self.linear_num_value_heads / np.asarray(tp, dtype=float))
+        return _out(6.0 * vh * self.linear_key_head_dim * self.linear_value_head_dim)
+
     # ---- prefix caching: what a cached prefix can be reused for, and what it holds ---------
     @property
     def default_state_precision(self) -> str:

@@ -63,8 +63,15 @@ import numpy as np
 from kvmodel.catalog.hardware import get_framework, get_gpu
 from kvmodel.catalog.models import get_model
 from kvmodel.instance._estimate import Estimate, estimate
-from kvmodel.instance._roofline import step_ops
-from kvmodel.instance.seam import kv_precision_arg, parallelism, params, precision_arg, setup
+from kvmodel.instance._roofline import attn_pairs, step_ops
+from kvmodel.instance.seam import (
+    kv_per_seq,
+    kv_precision_arg,
+    parallelism,
+    params,
+    precision_arg,
+    setup,
+)
 from kvmodel.workload._sessions import closed_session_trace
 
 LOAD_MODES = ("rate", "concurrency", "burst")
@@ -203,11 +210,13 @@ class _Steps:
         prompts)."""
         per = max(tokens / new, 1.0)
         start = per * P if new <= tokens else P + 0.5 * (new - tokens)
-        return float(step_ops(self.s, tokens, per, tokens * (P + 0.5 * (new + 1.0)), 0.0,
-                              start, tokens)[2])
+        return float(step_ops(self.s, tokens, per,
+                              attn_pairs(self.s, tokens * (P + 0.5 * (new + 1.0)), P + new, new),
+                              0.0, start, tokens)[2])
 
     def decode(self, D: float, ctx: float) -> float:
-        return float(step_ops(self.s, D, D, 0.0, D * ctx, D * ctx, D)[2])
+        kv = kv_per_seq(self.s.model, ctx, self.s.tp, self.s.kv_B)  # KV by layer kind
+        return float(step_ops(self.s, D, D, 0.0, D * kv, D * kv, D)[2])
 
 
 def burst_times(m: int, new: float, M: float, t_full: float, t_last: float, O: float,

@@ -58,7 +58,16 @@ from kvmodel.instance._queueing import (
     sum_wait_law,
     wait_quantile,
 )
-from kvmodel.instance._roofline import Setup, chunk_start, label_bounds, mean_ops, memoised, step_ops
+from kvmodel.instance._roofline import (
+    Setup,
+    attn_pairs,
+    attn_reads,
+    chunk_start,
+    label_bounds,
+    mean_ops,
+    memoised,
+    step_ops,
+)
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
 from kvmodel.instance.seam import kv_per_seq as _kv_per_seq
@@ -258,7 +267,8 @@ def _path_outputs(pre: "_Prefix", rate, delay, p_wait) -> dict:
 
 def _static(s: Setup, I, O, B, dp, req_s, pre: "_Prefix"):
     if pre.none:
-        ops_p, _, lat_p = step_ops(s, B * I, B, B * I * (I + 1.0) / 2.0, 0.0, 0.0, B * I)
+        ops_p, _, lat_p = step_ops(s, B * I, B, attn_pairs(s, B * I * (I + 1.0) / 2.0, I, I), 0.0,
+                                   0.0, B * I)
     else:
         ops_p, lat_p, _ = prefill_with_prefix(s, B, I, pre.P, lambda tok: pre.load(B * tok, B),
                                               pre.policy, pre.layers)
@@ -312,8 +322,8 @@ def _tm_kinds(s: Setup, I, O, bmax, max_tokens, n, c):
     f, P = _ol.busy_share(q, 1.0, n, k, xp.maximum(max_tokens - D, 1.0))
     d, tok = D / s.pp, P / s.pp  # per stage: decoders, prompt tokens of a busy step
     m = tok * k / n  # chunks of a busy step
-    busy, stage_b, _ = step_ops(s, d + tok, d + m / k, tok * (I - n / 2.0), d * c,
-                                d * c + m * chunk_start(I, n, k), d + tok)
+    busy, stage_b, _ = step_ops(s, d + tok, d + m / k, attn_pairs(s, tok * (I - n / 2.0), I, n),
+                                d * c, d * c + attn_reads(s, m, chunk_start(I, n, k)), d + tok)
     dec, stage_d, _ = step_ops(s, d, d, 0.0, d * c, d * c, d)
     return f, busy, stage_b, dec, stage_d
 
@@ -494,7 +504,8 @@ def _chunk_step(s: Setup, I, new, chunk, D, c):
     n = xp.ceil(new / chunk)
     size = new / n
     pairs = (new * (I - new) + new * (new + 1.0) / 2.0) / n
-    t = step_ops(s, D + size, D + 1.0 / n, pairs, D * c, D * c + (I - new), D + size)[2]
+    t = step_ops(s, D + size, D + 1.0 / n, attn_pairs(s, pairs, I, new), D * c,
+                 D * c + attn_reads(s, 1.0, I - new), D + size)[2]
     return t, n
 
 
@@ -514,7 +525,8 @@ def _mixed_step(s: Setup, t, D, lam, I, new, c, max_tokens):
     chunk = new / chunks  # equal chunks, as _chunk_step: chunks x chunk = the prompt's tokens
     f = xp.minimum(lam * t * chunks, 1.0)
     P = xp.minimum(xp.maximum(chunk, lam * new * t), budget)
-    ops, _, t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
+    ops, _, t_p = step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new),
+                           D * c, D * c, D + P)
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     return f * t_p + (1.0 - f) * t_d - t, ops
 

@@ -108,7 +108,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
-from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, step_ops
 
 __all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
@@ -148,7 +148,8 @@ def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
-    ops, _, t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
+    ops, _, t_p = step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new),
+                           D * c, D * c, D + P)
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     return f * t_p + (1.0 - f) * t_d - t, ops
 
@@ -159,7 +160,7 @@ def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
-    busy = (D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)
+    busy = (D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c, D * c, D + P)
     decode = (D, D, 0.0, D * c, D * c, D)
     lat = step_ops(s, *(np.stack(np.broadcast_arrays(b, d)) for b, d in zip(busy, decode)))[2]
     return f * lat[0] + (1.0 - f) * lat[1] - t
@@ -178,7 +179,8 @@ def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
     f, P = _share(lam, t, new, chunks, budget)
-    t_p = step_ops(s, D + P, D + P / new, P * (I - new / 2.0), D * c, D * c, D + P)[2]
+    t_p = step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c,
+                   D * c, D + P)[2]
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     return f, t_p, t_d, P
 
@@ -198,7 +200,8 @@ def pair_seconds(s: Setup, t_p, D, P, I, new, c):
     of the step time between the busy step's pairs and twice as many (a prompt longer than
     the mean computes more pairs per token; :meth:`~kvmodel.instance._mixture.PrefixMix.own`)."""
     pairs = P * (I - new / 2.0)
-    t2 = step_ops(s, D + P, D + P / new, 2.0 * pairs, D * c, D * c, D + P)[2]
+    t2 = step_ops(s, D + P, D + P / new, 2.0 * attn_pairs(s, pairs, I, new), D * c, D * c,
+                  D + P)[2]
     return (t2 - t_p) / xp.maximum(pairs, 1e-300)
 
 
@@ -208,8 +211,8 @@ def token_server(s: Setup, lam, D, I, new, c, max_tokens, ca2, cs2):
     Returns ``(rho, wait_s, t_full)``; ``rho`` >= 1 marks an unstable element (its wait is
     then computed at rho = 0.5 and must be masked by the caller)."""
     budget = xp.maximum(max_tokens - D, 1.0)
-    t_full = step_ops(s, D + budget, D + budget / new, budget * (I - new / 2.0), D * c, D * c,
-                      D + budget)[2]
+    t_full = step_ops(s, D + budget, D + budget / new,
+                      attn_pairs(s, budget * (I - new / 2.0), I, new), D * c, D * c, D + budget)[2]
     per_prompt = new * t_full / budget  # seconds of full-budget service per prompt
     rho = lam * per_prompt
     rho_s = xp.where(rho < 1.0, rho, 0.5)

@@ -27,7 +27,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import ConnectorSpec, get_connector
-from kvmodel.instance._roofline import Setup, memoised, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, attn_reads, memoised, step_ops
 from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
@@ -126,8 +126,10 @@ def _prefill(s: Setup, B, I, new):
     old = I - new
     pairs = new * old + new * (new + 1.0) / 2.0
     if type(B) is float and B == 1.0:  # one prompt: x·1.0 is x, bit for bit (skip the copies)
-        return step_ops(s, new, B, pairs, 0.0, old, new, mla_cached=old)
-    return step_ops(s, B * new, B, B * pairs, 0.0, B * old, B * new, mla_cached=B * old)
+        return step_ops(s, new, B, attn_pairs(s, pairs, I, new), 0.0, attn_reads(s, B, old), new,
+                        mla_cached=old)
+    return step_ops(s, B * new, B, attn_pairs(s, B * pairs, I, new), 0.0, attn_reads(s, B, old),
+                    B * new, mla_cached=B * old)
 
 
 _DISTINCT_MIN = 4096  # array size from which a prefill is computed on its distinct values

@@ -3,10 +3,13 @@
 A step processes ``tokens`` new tokens (prefill chunks and decode tokens together), computes
 ``logits`` LM-head rows, attends over ``pairs_prefill`` causal (query, key) pairs of prefill
 tokens and ``pairs_decode`` pairs of decode tokens, reads ``kv_read`` cached tokens' KV and
-writes ``kv_write`` new ones. Each operator's time is max(FLOPs / effective FLOP/s,
-bytes / effective HBM B/s); tensor-parallel all-reduce, expert-parallel all-to-all and pipeline
-send/recv follow an alpha-beta model over the group's scale-up link. All inputs may be floats
-or numpy arrays (broadcast).
+writes ``kv_write`` new ones. Pairs and reads are means over the layers by layer kind: callers
+pass their full-attention counts of a prompt span through :func:`attn_pairs` and
+:func:`attn_reads` (sliding windows, Llama 4 chunks; the identity for full attention), and
+linear-attention layers update a recurrent state instead (:func:`_attention`). Each
+operator's time is max(FLOPs / effective FLOP/s, bytes / effective HBM B/s); tensor-parallel
+all-reduce, expert-parallel all-to-all and pipeline send/recv follow an alpha-beta model over
+the group's scale-up link. All inputs may be floats or numpy arrays (broadcast).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import ModelSpec
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised"]
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "attn_pairs",
+           "attn_reads"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
@@ -112,7 +116,8 @@ def _constants(s: Setup) -> dict[str, Any]:
                             + m.num_shared_experts * (m.shared_expert_intermediate_size
                                                       or m.moe_intermediate_size))) / s.tp
     act = 3.0 if m.mlp == "gated" else 2.0
-    return dict(layers=layers, dense_l=dense_l, moe_l=moe_l, h=m.hidden_size, heads=heads,
+    return dict(**_kind_constants(s), layers=layers, dense_l=dense_l, moe_l=moe_l,
+                h=m.hidden_size, heads=heads,
                 attn_p=m.qk_head_dim + m.v_dim, attn_d=qk_d + v_d,
                 qkv_out=m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank,
                 mlp_w=m.dense_mlp_params / s.tp, mlp_in=2.0 * m.hidden_size
@@ -120,6 +125,73 @@ def _constants(s: Setup) -> dict[str, Any]:
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
                 ep_on=xp.where(s.ep > 1, 1.0, 0.0))
+
+
+def _kind_constants(s: Setup) -> dict[str, Any]:
+    """Per-layer-kind constants of the attention op (:func:`attn_pairs`, :func:`attn_reads`):
+    ``kinds`` None where every layer is full attention (the caller's pairs and reads stand),
+    else (kind, layers of the kind / all layers, / attention layers) per attention kind;
+    ``dec_share`` the attention layers' share of the layers (decode pairs); ``lin_F`` and
+    ``lin_B``: linear-attention layers' FLOPs per token and recurrent-state bytes written per
+    sequence per step, as means over all layers; ``attn_Fps``: the attention rate at the
+    model's head dim (:func:`_head_dim_rate`)."""
+    m = s.model
+    n_attn, n_lin = m.num_attention_layers, m.layer_counts["linear"]
+    kinds = None
+    if m.layer_counts["full"] != m.num_layers:
+        kinds = tuple((kind, n / m.num_layers, n / max(n_attn, 1))
+                      for kind, n in m.attention_layer_kinds)
+    lin_F = lin_B = 0.0
+    if n_lin:
+        lin_F = n_lin / m.num_layers * m.linear_flops_per_token(s.tp)
+        lin_B = m.kv_bytes_rank(0.0, s.kv_B, s.tp) / m.num_layers  # states only at length 0
+    return dict(kinds=kinds, dec_share=n_attn / m.num_layers, lin_F=lin_F, lin_B=lin_B,
+                attn_Fps=s.attn_Fps * _head_dim_rate(s))
+
+
+def _head_dim_rate(s: Setup) -> float:
+    """The GPU's attention rate at the model's query-key head dim relative to the rate it
+    was measured at (head dim 128): its ``attention_head_dim_efficiency`` curve (1 where it
+    has none; held beyond the measured head dims)."""
+    c = s.gpu.quantities.get("attention_head_dim_efficiency")
+    return 1.0 if c is None else float(np.interp(s.model.qk_head_dim, c.x, c.y))
+
+
+def attn_pairs(s: Setup, pairs, I, n):
+    """Causal (query, key) pairs per layer (mean over the layers) of computing positions
+    [I − n, I) of prompts, ``pairs`` being the caller's full-attention count of them: each
+    attention kind weighs by its layers and counts :meth:`ModelSpec.keys_before` over the
+    span in proportion (sliding windows, Llama 4 chunks); linear-attention layers attend to
+    no pairs (:func:`_attention` charges their state update). ``pairs`` itself where every
+    layer is full attention."""
+    kinds = s.k["kinds"]
+    if kinds is None:
+        return pairs
+    m, lo = s.model, I - n
+    share = 0.0
+    for kind, per_layer, _ in kinds:
+        share = share + per_layer * (m.keys_before(kind, I) - m.keys_before(kind, lo))
+    full = m.keys_before("full", I) - m.keys_before("full", lo)
+    return _num(pairs * share / xp.maximum(full, 1e-300))
+
+
+def attn_reads(s: Setup, chunks, start):
+    """Cached tokens per attention layer (mean over them) that ``chunks`` prompt chunks,
+    each after ``start`` cached tokens, read: ``chunks · start`` under full attention, the
+    window or the chunk's own part under sliding / chunked layers
+    (:meth:`ModelSpec.cached_keys`)."""
+    kinds = s.k["kinds"]
+    if kinds is None:
+        return chunks * start
+    mean = 0.0
+    for kind, _, per_attn in kinds:
+        mean = mean + per_attn * s.model.cached_keys(kind, start)
+    return _num(chunks * mean)
+
+
+def _num(v):
+    """A 0-d array as a Python float (the roofline's scalar fast paths), an array as is."""
+    return float(v) if isinstance(v, (np.ndarray, np.generic)) and np.ndim(v) == 0 else v
 
 
 def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]:
@@ -139,12 +211,23 @@ def _distinct_experts(m: ModelSpec, tokens):
     return e * (1.0 - xp.power(1.0 - k / e, tokens))
 
 
-def _attention(s: Setup, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
+def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
+    """Attention over ``pairs_prefill`` and ``pairs_decode`` (per-layer means:
+    :func:`attn_pairs`; decode pairs are the decoders' cached KV in tokens of
+    ``kv_elems_rank``, what :func:`kvmodel.instance.seam.kv_per_seq` gives, spread over the
+    attention layers only), reading and writing the cached KV; linear-attention layers
+    update each token into the recurrent state (``lin_F``) and write the state of each of
+    the ``seqs`` sequences the step advances (its read is in the decoders' cached KV)."""
     k = s.k  # MLA decode uses the absorbed (latent) head dims in attn_d
+    if k["dec_share"] != 1.0:
+        pairs_decode = pairs_decode * k["dec_share"]
     flops = 2.0 * k["heads"] * (pairs_prefill * k["attn_p"] + pairs_decode * k["attn_d"])
     nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
     nbytes = nbytes + tokens * k["heads"] * k["attn_p"] * s.act_B
-    return _op(flops * layers, nbytes * layers, s, s.attn_Fps, layers)
+    if k["lin_F"]:
+        flops = flops + tokens * k["lin_F"]
+        nbytes = nbytes + seqs * k["lin_B"]
+    return _op(flops * layers, nbytes * layers, s, k["attn_Fps"], layers)
 
 
 def _moe(s: Setup, tokens, layers):
@@ -218,7 +301,8 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
         "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
                         (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
                         s, s.proj_Fps, layers),
-        "attention": _attention(s, tokens, pairs_prefill, pairs_decode, kv_read, kv_write, layers),
+        "attention": _attention(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+                                layers),
         "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
                       (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s, s.proj_Fps,
                       layers),

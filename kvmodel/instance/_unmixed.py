@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvmodel.base import xp as xp
-from kvmodel.instance._roofline import Setup, chunk_start, mean_ops, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, attn_reads, chunk_start, mean_ops, step_ops
 
 __all__ = ["unmixed", "cycle"]
 
@@ -52,7 +52,8 @@ def _prefill_step(s: Setup, I, n, k, m):
     cycle), per pipeline stage."""
     m = m / s.pp
     tok = m * n / k
-    return step_ops(s, tok, m / k, tok * (I - n / 2.0), 0.0, m * chunk_start(I, n, k), tok)
+    return step_ops(s, tok, m / k, attn_pairs(s, tok * (I - n / 2.0), I, n), 0.0,
+                    attn_reads(s, m, chunk_start(I, n, k)), tok)
 
 
 def cycle(s: Setup, I, O, bmax, max_tokens, n, c) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
-from kvmodel.instance._roofline import step_ops
+from kvmodel.instance._roofline import attn_pairs, step_ops
 from kvmodel.instance.seam import compute_precision, kv_precision_arg, num, params, precision_arg, setup
 
 __all__ = ["break_even_formulas", "break_even_bandwidth", "break_even_context_len",
@@ -70,7 +70,7 @@ def recompute_coefficients(model, gpu, num_gpus: int = 8, precision: str = "bf16
         tau = 2.0 * (m.active_params - m.embedding_params) / (num_gpus * peak)
         return 0.0, tau, 0.0, k
     P = np.array([0.5, 1.0, 2.0]) * reference_len
-    t = step_ops(s, P, 1.0, P * (P + 1.0) / 2.0, 0.0, 0.0, P)[2]
+    t = step_ops(s, P, 1.0, attn_pairs(s, P * (P + 1.0) / 2.0, P, P), 0.0, 0.0, P)[2]
     alpha, tau, c0 = np.polyfit(P, t, 2)
     return float(c0), float(tau), float(alpha), k
 
@@ -88,7 +88,8 @@ def break_even_bandwidth(model, gpu, num_gpus: int = 8, prefix_len: Any = 8192,
     P = num("prefix_len", prefix_len)
     if method == "roofline":
         s, k = _setup(model, gpu, num_gpus, precision, kv_precision)
-        return k * P / step_ops(s, P, 1.0, P * (P + 1.0) / 2.0, 0.0, 0.0, P)[2]
+        return k * P / step_ops(s, P, 1.0, attn_pairs(s, P * (P + 1.0) / 2.0, P, P), 0.0, 0.0,
+                                P)[2]
     if method != "closed_form":
         raise ValueError(f"method={method!r}; allowed: 'closed_form', 'roofline'")
     c0, tau, alpha, k = recompute_coefficients(model, gpu, num_gpus, precision, kv_precision, ideal,

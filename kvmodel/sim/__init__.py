@@ -97,7 +97,7 @@ from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
 from kvmodel.instance._paths import path_segments
 from kvmodel.instance._prefix import kv_bytes_per_token_gpu, load_seconds
-from kvmodel.instance._roofline import Setup, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, attn_reads, step_ops
 from kvmodel.instance.seam import (
     Reasons,
     check_static,
@@ -548,10 +548,9 @@ class _Sim:
                  cache_blocks: int, share: SimPool | SimP2P | None = None,
                  clients: tuple = (None, None, "open")):
         self.cfg, self.timer = cfg, _StepTimer(cfg.setup)
-        m = cfg.setup.model  # a window caps decode contexts only when every layer slides;
-        # mixed layer kinds (gpt-oss, Gemma 3, Llama 4, hybrids) are reserved exactly below and
-        # read every token in decode attention (conservative for their windowed layers)
-        self.window = (m.sliding_window or 0) if m.is_uniform and m.layer_kinds[0] == "sliding" else 0
+        m = cfg.setup.model  # decode reads each sequence's KV by layer kind (windows, chunks,
+        # recurrent state: kv_per_seq, as the closed form's decode context); full layers: all
+        self.by_kind = set(m.layer_kinds) != {"full"}
         self.I, self.O = tr.input_len.tolist(), tr.output_len.tolist()
         self.arr = tr.arrival_s.tolist()
         self.ready = [a + cfg.req_s for a in self.arr]
@@ -851,21 +850,25 @@ class _Sim:
                     self.share.refresh(p[0])
 
     def _ctx(self, inst: _Inst, m):
-        """Sum of decode contexts at step(s) ``m`` (capped by a sliding window)."""
-        if not self.window:
+        """Sum of decode contexts at step(s) ``m``: tokens, or where some layer is not full
+        attention each sequence's KV in tokens of ``kv_elems_rank`` (``kv_per_seq``)."""
+        if not self.by_kind:
             return inst.D * m + inst.base
         offs = np.fromiter(inst.offs.values(), dtype=np.float64, count=len(inst.offs))
-        s = np.minimum(offs[:, None] + np.atleast_1d(m)[None, :], self.window).sum(axis=0)
+        st = self.cfg.setup
+        s = np.asarray(kv_per_seq(st.model, offs[:, None] + np.atleast_1d(m)[None, :], st.tp,
+                                  st.kv_B)).sum(axis=0)
         return s if np.ndim(m) else float(s[0])
 
     def _mixed(self, inst: _Inst, t: float, chunks: list) -> None:
         D, S = (inst.D, self._ctx(inst, inst.n)) if self.cfg.mixed else (0, 0.0)
-        P = pairs = start_sum = 0.0
+        s, P = self.cfg.setup, 0.0
+        pairs = start_sum = 0.0
         done = 0
         for p, c in chunks:
             P += c
-            pairs += c * (p[1] + (c + 1.0) / 2.0)
-            start_sum += p[1]
+            pairs += attn_pairs(s, c * (p[1] + (c + 1.0) / 2.0), p[1] + c, c)
+            start_sum += attn_reads(s, 1.0, p[1])
             done += p[1] + c >= self.I[p[0]]
         lat = inst.last = self.timer.step(D + P, D + done, pairs, S, S + start_sum, D + P)
         inst.chunks = chunks

@@ -4,6 +4,7 @@ reports (``estimate(..., batch="max").saturation_request_rate_per_s``), on H100 
 
     python benchmarks/queue_vs_sim.py [--n 3000] [--seed 1] [--seeds 1] [--cases 0,4]
                                       [--loads 0.85,0.9,0.95] [--skip 0.1] [--sat-n 12000]
+                                      [--exact-rate]
 
 Cases: Llama-3.1-8B TP1 and Llama-3.1-70B TP8 with Poisson arrivals and fixed lengths, and an
 8K prefix cached in HBM (every prompt shares its first 8192 tokens; the simulator's LRU holds
@@ -14,18 +15,27 @@ within 20 %, p99 within 35 %, TPOT 15 %.
 
 Near a full KV cache (the slot-bound points at 0.9-0.95) one 3,000-request run is a noisy
 referee: mean TTFT of 8B 2048/256 at 0.95 ranges 224-558 ms over seeds 1-5. ``--seeds k``
-pools k runs (seeds seed .. seed+k−1) per point. Each case's header line gives the simulator's
-own saturation rate (requests/s served from a permanently backlogged queue) over the reported
-one, twice: Poisson arrivals at 1.1x the reported rate (the open loop's regime), and all
-requests at once (an offline batch). They differ because the state of a full batch depends on
-how it filled: equal requests admitted together finish together and free their slots together,
-so the groups (cohorts) that prefill in one step persist. Filled by Poisson arrivals, a
-cohort is one or two prompts (8B 9216/128 with the 8K prefix: 1.2 at 1.05x, 1.6 at 1.3x) and
-the engine serves 0.99-1.00 of the reported rate; filled at once, every cohort is a
-full-budget step of ~7 prompts (0.22 s from admission to first token instead of 0.05 s), the
-steps' roofline is convex, and the same engine serves 0.94 of it. The reported rate follows
-the open loop (throughput-max's Poisson busy-step law); below 1 the points close to the
-reported rate would be (near) overloaded in the simulator.
+pools k runs (seeds seed .. seed+k−1) per point.
+
+Near saturation the referee's own arrival count matters: a run realises its nominal rate only
+to ~1/√n (seeds 1-3 of 12,000 requests, the last 90 %: +0.5, +1.1, +1.5 %), and at 0.95 of
+saturation TPOT and TTFT move 10-20 % per 1 % of rate (70B TP8 1024/128: closed-form TPOT
+141 ms at the nominal rate, 151, 167, 179 ms at those three). ``--exact-rate`` rescales each
+run's draws so that its measured requests (after ``--skip``) arrive at exactly the nominal
+rate: a Poisson process conditioned on its count (uniform order statistics), so what is left
+is the queue's own noise, not the sampled rate's.
+
+Each case's header line gives the simulator's own saturation rate (requests/s served from a
+permanently backlogged queue) over the reported one, twice: Poisson arrivals at 1.1x the
+reported rate (the open loop's regime), and all requests at once (an offline batch). They
+differ because the state of a full batch depends on how it filled: equal requests admitted
+together finish together and free their slots together, so the groups (cohorts) that prefill in
+one step persist. Filled by Poisson arrivals, a cohort is one or two prompts (8B 9216/128 with
+the 8K prefix: 1.2 at 1.05x, 1.6 at 1.3x) and the engine serves 0.99-1.00 of the reported rate;
+filled at once, every cohort is a full-budget step of ~7 prompts (0.22 s from admission to
+first token instead of 0.05 s), the steps' roofline is convex, and the same engine serves 0.94
+of it. The reported rate follows the open loop (throughput-max's Poisson busy-step law); below
+1 the points close to the reported rate would be (near) overloaded in the simulator.
 """
 
 from __future__ import annotations
@@ -48,8 +58,14 @@ BLOCK = 512
 SAT_OVERLOAD = 1.1  # Poisson arrivals at 1.1x the reported rate keep a backlog
 
 
-def trace(n: int, lam: float, I: int, O: int, P: int, seed: int) -> Trace:
-    """Poisson arrivals; with P > 0 every prompt's first P tokens are one shared block chain."""
+def trace(n: int, lam: float, I: int, O: int, P: int, seed: int, exact_from: int | None = None
+          ) -> Trace:
+    """Poisson arrivals; with P > 0 every prompt's first P tokens are one shared block chain.
+    ``exact_from = k``: the same draws rescaled so that requests k .. n−1 arrive at exactly
+    ``lam`` (module docstring)."""
+    if exact_from is not None:
+        a = poisson_requests(n, 1.0, I, O, seed=seed).arrival_s
+        lam = lam * (a[-1] - a[exact_from]) / (n - exact_from - 1)  # the draws' rate at 1/s
     tr = poisson_requests(n, lam, I, O, seed=seed)
     if not P:
         return tr
@@ -60,15 +76,16 @@ def trace(n: int, lam: float, I: int, O: int, P: int, seed: int) -> Trace:
 
 
 def row(model: str, tp: int, I: int, O: int, P: int, u: float, sat: float, n: int, seeds,
-        skip: float = 0.0):
+        skip: float = 0.0, exact: bool = False):
     """Closed form / simulator for one point; the first ``skip`` of each run's requests (in
-    arrival order: the warm-up from an empty engine) are left out of the statistics."""
-    lam = u * sat
+    arrival order: the warm-up from an empty engine) are left out of the statistics; with
+    ``exact`` the rest arrive at exactly the nominal rate."""
+    lam, k = u * sat, int(skip * n)
     e = kvmodel.estimate(model, GPU, tp=tp, input_len=I, output_len=O, cached_prefix_len=P,
                          request_rate=lam)
     extra = dict(prefix_cache_blocks=P // BLOCK + 2) if P else {}
-    runs = [simulate(model, GPU, trace(n, lam, I, O, P, k), tp=tp, **extra) for k in seeds]
-    k = int(skip * n)
+    runs = [simulate(model, GPU, trace(n, lam, I, O, P, s, k if exact else None), tp=tp, **extra)
+            for s in seeds]
     ttft = np.concatenate([r.ttft_s[k:] for r in runs])
     tpot = np.concatenate([r.tpot_s[k:][r.output_len[k:] > 1] for r in runs])
     pairs = ((e.ttft_s, ttft.mean()), (e.ttft_p99_s, np.quantile(ttft, 0.99)),
@@ -111,6 +128,8 @@ def main() -> None:
                     help="requests of each saturation run (the 70B batch holds ~1,200)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1, help="runs pooled per point")
+    ap.add_argument("--exact-rate", action="store_true",
+                    help="rescale each run's arrivals to the nominal rate (module docstring)")
     ap.add_argument("--skip", type=float, default=0.0,
                     help="share of each run's first requests left out (warm-up), in [0, 0.5)")
     ap.add_argument("--cases", type=_ints, default=list(range(len(CASES))),
@@ -122,7 +141,8 @@ def main() -> None:
         ap.error(f"--skip {a.skip}: a share in [0, 0.5)")
     seeds = range(a.seed, a.seed + a.seeds)
     print(f"closed form / simulator (ms) and relative error, {GPU}, {a.n} requests x "
-          f"{a.seeds} run(s) per point, first {a.skip:.0%} of each left out")
+          f"{a.seeds} run(s) per point, first {a.skip:.0%} of each left out"
+          + (", the rest at exactly the nominal rate" if a.exact_rate else ""))
     print(f"{'case':<34}{'load':>5} {'mean TTFT':>22} {'p99 TTFT':>22} {'mean TPOT':>22}")
     for model, tp, I, O, P in (CASES[i] for i in a.cases):
         sat = kvmodel.estimate(model, GPU, tp=tp, input_len=I, output_len=O,
@@ -133,7 +153,7 @@ def main() -> None:
         print(f"{name}: simulator saturation / reported {poisson:.3f} (Poisson at "
               f"{SAT_OVERLOAD:g}x), {burst:.3f} (all at once)")
         for u in a.loads:
-            print(f"{name:<34}{u:5.2f} {row(model, tp, I, O, P, u, sat, a.n, seeds, a.skip)}",
+            print(f"{name:<34}{u:5.2f} {row(model, tp, I, O, P, u, sat, a.n, seeds, a.skip, a.exact_rate)}",
                   flush=True)
 
 

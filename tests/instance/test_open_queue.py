@@ -35,6 +35,39 @@ def test_busy_share_by_hand():
     assert fv.tolist() == pytest.approx([1.0 - math.exp(-1.0), 1.0])
 
 
+def test_progeny_series_by_hand():
+    # H(m) = Σ_j (1 − z_j), z_0 = 0, z_{j+1} = exp(−m(1 − z_j)): 1 at m = 0, between 1 and
+    # 1/(1 − m) (each generation at most m times the last), the table within 1e-4 of the sum
+    assert ol._progeny(0.0) == 1.0
+    for m in (0.3, 0.6, 0.9):
+        u, total = 1.0, 0.0
+        for _ in range(5000):
+            total, u = total + u, -math.expm1(-m * u)
+        assert ol._progeny(m) == pytest.approx(total, rel=1e-4)
+        assert 1.0 < ol._progeny(m) < 1.0 / (1.0 - m)
+    v = ol._progeny(np.array([0.3, 0.9]))
+    assert v.tolist() == [ol._progeny(0.3), ol._progeny(0.9)]
+
+
+def test_step_to_step_busy_share_against_its_chain():
+    # prompts of a step ~ Poisson(λ·(t_d + a·N_prev)): λ = 10/s, t_d = 20 ms, a = 80 ms per
+    # prompt (m = λ·a = 0.8, mean step t = t_d/(1 − m) = 0.1 s); the chain's empty-step
+    # share, counted over 200,000 steps, against f of the closed form
+    lam, t_d, a = 10.0, 0.02, 0.08
+    f, P = ol._gw_share(lam, 0.1, t_d, 1000.0, 1.0, 1e9)
+    rng, N, empty = np.random.default_rng(3), 0, 0
+    for _ in range(200_000):
+        N = rng.poisson(lam * (t_d + a * N))
+        empty += N == 0
+    assert 1.0 - f == pytest.approx(empty / 200_000, abs=0.01)
+    assert P == pytest.approx(lam * 1000.0 * 0.1 / f)  # conservation
+    # far fewer busy steps than independent steps of the mean length would give
+    assert f < ol._share(lam, 0.1, 1000.0, 1.0, 1e9)[0] - 0.15  # 0.444 vs 0.632
+    # m = 0 (the busy step is no longer than a decode-only one): the independent law
+    assert ol._gw_share(lam, 0.1, 0.1, 1000.0, 1.0, 8000.0) == pytest.approx(
+        ol._share(lam, 0.1, 1000.0, 1.0, 8000.0))
+
+
 def test_fluctuation_by_hand():
     # t = 20 ms, T' = 0.1 ms, T'' = 0, D = 100, λ = 10/s, O = 101: κ = 10 x 100 x 1e-4 = 0.1,
     # Var(D) = 100 x (1 + 10 x 0.02) / 0.9² = 148.1; TPOT = t + T'·Var/D

@@ -554,7 +554,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     chunks = _ol.chunk_count(new, budget, cls)
 
     rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, cs2)
+    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
     R = _ol.step_residual(t, var_t)
     mates = _ol.step_mates(lam, new, R)
 
@@ -562,7 +562,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         return _ol.own_service(n, t_p, t_d, P, budget, mates)
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
-    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, cs2,
+    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
                                    (rho, w_tok - R * (2.0 - t_d / t)))
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),

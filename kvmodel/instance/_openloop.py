@@ -121,7 +121,7 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, step_ops
 
-__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
+__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "step_mates", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
            "left_behind"]
@@ -218,13 +218,6 @@ def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     return f * t_p + (1.0 - f) * t_d - t
 
 
-def residual_step(f, t_p, t_d):
-    """Mean remaining time of the step an arrival lands in: steps are length-biased,
-    E[t²] / (2·E[t]) over busy (share f, t_p) and decode-only (t_d) steps."""
-    m1 = f * t_p + (1.0 - f) * t_d
-    return (f * t_p * t_p + (1.0 - f) * t_d * t_d) / (2.0 * xp.maximum(m1, 1e-300))
-
-
 def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """(f, t_busy, t_decode, P) of the mean step: busy share, the two step kinds' times and
     the prompt tokens of a busy step."""
@@ -246,14 +239,15 @@ def own_service(n, t_p, t_d, P, budget, others):
     return mine * (t_d + sigma * xp.minimum(others, budget - n / mine)) + sigma * n
 
 
-def step_spread(lam, t, t_d, t_full, a, chunks, cs2):
+def step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2):
     """Variance of the step time under the step-to-step law (module docstring, *Split*): a
     step's prompt work, given the previous step's length t_n, is compound Poisson with mean
-    λ·a·t_n/… (a = a prompt's busy seconds, chunk marks a/k at rate λ·k, mark SCV ``cs2``), so
-    Var(t) = m²·Var(t) + λ·t·a²(1 + cs2)/k, m = 1 − t_decode/t: ``λ·t·a²(1 + cs2)/(k(1 − m²))``,
+    λ·a·t_n (a = a prompt's busy seconds, chunk marks a/k at rate λ·k, mark SCV ``cs2``,
+    arrival SCV ``ca2``: a count's variance λ·t·ca2), so Var(t) = m²·Var(t) + λ·t·a²(ca2 +
+    cs2)/k, m = 1 − t_decode/t: ``λ·t·a²(ca2 + cs2)/(k(1 − m²))``,
     at most ``(t_full − t)(t − t_decode)`` (steps lie in [t_decode, t_full])."""
     m = xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
-    var = lam * t * a * a * (1.0 + cs2) / (chunks * (1.0 - m * m))
+    var = lam * t * a * a * (ca2 + cs2) / (chunks * (1.0 - m * m))
     return xp.minimum(var, xp.maximum((t_full - t) * (t - t_d), 0.0))
 
 
@@ -268,11 +262,11 @@ def step_mates(lam, new, R):
     return lam * new * 2.0 * R
 
 
-def overflow_wait(lam, new, t, var, budget, t_full, cs2, fluid):
+def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     """Wait of a prompt for the prefill tokens carried over beyond the steps' budget (module
     docstring, *Split*), the larger of two readings. Per step: the carry obeys Lindley's
     recursion Q' = (Q + A − b)⁺ on the tokens A a step gathers (mean λ·new·t, variance
-    λ·t·new²(1 + cs2) + (λ·new)²·Var(t)), whose mean is ``E[((A − b)⁺)²] / (2(b − E[A]))``
+    λ·t·new²(ca2 + cs2) + (λ·new)²·Var(t)), whose mean is ``E[((A − b)⁺)²] / (2(b − E[A]))``
     when the idle budget is that of an empty carry (exact as the carry vanishes; Gaussian A),
     served at b tokens per full step; its probability P(A > b). Fluid: ``fluid = (ρ, W − R(1
     + m))``, the token server's Kingman wait less the work that ends before the prompt's own
@@ -280,12 +274,13 @@ def overflow_wait(lam, new, t, var, budget, t_full, cs2, fluid):
     it dominates when prompts span several steps (a long prompt's chunks carry over).
     Returns (mean wait, probability of waiting); ρ >= 1 is the caller's to mask."""
     mu = lam * new * t
-    s2 = lam * t * new * new * (1.0 + cs2) + (lam * new) ** 2 * var
+    s2 = lam * t * new * new * (ca2 + cs2) + (lam * new) ** 2 * var
     sd = xp.maximum(s2, 1e-300) ** 0.5
     d = (budget - mu) / sd
     tail = 1.0 - normal_cdf(d)
     m2 = s2 * ((1.0 + d * d) * tail - d * np.exp(-0.5 * d * d) / _SQRT_2PI)
-    w = xp.maximum(m2, 0.0) / (2.0 * xp.maximum(budget - mu, 1e-300 * budget)) * t_full / budget
+    slack = budget - mu  # <= 0 only where ρ >= 1 (t < t_full)
+    w = xp.where(slack > 0, xp.maximum(m2, 0.0) / (2.0 * xp.maximum(slack, 1e-9)), 0.0) * t_full / budget
     rho, w_f = fluid
     return xp.maximum(w, w_f), xp.where(w_f > w, rho, xp.maximum(tail, 1e-12))
 

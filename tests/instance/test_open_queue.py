@@ -127,18 +127,27 @@ def test_left_behind_by_hand():
     assert xs[1] == pytest.approx(x) and np.all(np.diff(xs) > 0)
 
 
-def test_residual_step_by_hand():
-    # half the steps 10 ms, half 30 ms: E[t²]/(2E[t]) = (0.5·30² + 0.5·10²) / (2 x 20) = 12.5 ms
-    assert ol.residual_step(0.5, 0.03, 0.01) == pytest.approx((0.5 * 9e-4 + 0.5 * 1e-4) / 0.04)
-    assert ol.residual_step(0.0, 0.03, 0.01) == pytest.approx(0.005)
+def test_step_spread_residual_and_mates_by_hand():
+    # m = 1 − 10/20 = 0.5: Var = λ·t·a²·(ca2 + cs2)/(k(1 − m²)) = 10·0.02·0.01²·1/0.75
+    assert ol.step_spread(10.0, 0.02, 0.01, 0.2, 0.01, 1.0, 1.0, 0.0) == pytest.approx(
+        2e-5 / 0.75)
+    # capped by the widest law on [t_decode, t_full]: (t_full − t)(t − t_decode)
+    assert ol.step_spread(1e4, 0.02, 0.01, 0.03, 0.01, 1.0, 1.0, 0.0) == pytest.approx(1e-4)
+    assert ol.step_residual(0.02, 0.0) == pytest.approx(0.01)  # fixed steps: half a step
+    assert ol.step_residual(0.02, 4e-4) == pytest.approx((4e-4 + 4e-4) / 0.04)
+    assert ol.step_mates(10.0, 1000.0, 0.01) == pytest.approx(200.0)  # λ·new·2R
 
 
-def test_token_server_is_kingman_on_token_work():
-    e = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=10.0)
-    assert e.stable and e.queue_wait_s > 0
-    # doubling the arrival SCV at the same rate raises the prefill wait
-    e2 = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=10.0, arrival_cv=2 ** 0.5)
-    assert e2.queue_wait_s > e.queue_wait_s and e2.ttft_s > e.ttft_s
+def test_prefill_queue_counts_only_the_carry_beyond_the_budget():
+    sat = _est("llama-3.1-8b", 1, 1024, 128, 0, batch="max").saturation_request_rate_per_s
+    lo = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.3 * sat)
+    hi = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.95 * sat)
+    # a step's prompts rarely exceed its budget at 30 %: no carry (the simulator: 0.0 ms)
+    assert lo.stable and lo.queue_wait_s < 1e-3 * lo.ttft_s
+    assert hi.stable and hi.queue_wait_s > lo.queue_wait_s
+    # burstier arrivals at the same rate: more carry and a longer TTFT
+    e2 = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.95 * sat, arrival_cv=2 ** 0.5)
+    assert e2.queue_wait_s > hi.queue_wait_s and e2.ttft_s > hi.ttft_s
 
 
 @pytest.mark.parametrize("model,tp,I,O,P", CONFIGS)

@@ -32,11 +32,12 @@ count moves smoothly with the class probabilities instead of jumping when n̄ cr
 **Prefill queue.** Measured in tokens, the prefill work is served at ``μ = b / t_full`` tokens
 per second while there is a backlog (``t_full``: a step with D decodes and a full budget of
 prompt tokens; the decodes go first, prompts get the rest, as a fluid high-priority class),
-so its utilisation is ``ρ = λ·new / μ``. A prompt waits as in G/G/1 (Kingman) on token work,
-``W = (ca2 + cs2)/2 · ρ/(1 − ρ) · new/μ``, then runs its own ``ceil(new/b)`` chunks in busy
-steps. ρ reaches 1 where the token budget saturates: at the throughput-max rate when its
-batch is budget-bound (``B = max_num_tokens·O/(new + O)``); when its batch is slot-bound
-(``B = bmax``) the KV slots saturate first (next paragraph).
+so its utilisation is ``ρ = λ·new / μ``. In the fluid reading a prompt waits as in G/G/1
+(Kingman) on token work, ``W = (ca2 + cs2)/2 · ρ/(1 − ρ) · new/μ``, then runs its own
+``ceil(new/b)`` chunks in busy steps (*Split* keeps only its carry). ρ reaches 1 where the
+token budget saturates: at the throughput-max rate when its batch is budget-bound
+(``B = max_num_tokens·O/(new + O)``); when its batch is slot-bound (``B = bmax``) the KV slots
+saturate first (next paragraph).
 
 **KV slots.** A request holds one of the c = ``bmax`` slots from admission to its last token,
 ``h = W_prefill + S + (O − 1)·TPOT`` on average, so the occupancy N has mean ``N̄ = λ·h``
@@ -60,9 +61,25 @@ For Poisson occupancy (z = 1, κ = 0, h = 1/μ) this is the Halfin–Whitt delay
 ``1/(1 + β·Φ(β)/φ(β))`` of M/M/c. W_slot is finite exactly while λ < λ_sat, so the prefill
 and slot queues are both stable exactly below the reported saturation rate.
 
-**Arrival residual.** An arrival lands in a step with probability proportional to its length,
-so it waits ``E[t²] / (2·E[t])`` for the running step (busy steps are several times longer
-than decode-only ones), not ``t/2``.
+**Split.** A prompt that arrives during a step runs in the next one, together with every
+prompt that arrived during the same step, and waits beyond it only for what that step's budget
+cannot take. (1) The running step: an arrival lands in a step with probability proportional
+to its length, so it waits ``R = E[t²]/(2·E[t]) = (t² + Var t)/(2t)``; under the *Steps* law a
+step's prompt work given the previous step's length t_n is compound Poisson of mean λ·a·t_n,
+so ``Var t = m²·Var t + λ·t·a²(c_a² + c_s²)/k``, i.e. ``λ·t·a²(c_a² + c_s²)/(k(1 − m²))``
+(at most ``(t_full − t)(t − t_decode)``). (2) Its own step holds the prompts that arrived
+during the length-biased running step, ``λ·new·2R`` tokens (capped by the budget): a single-
+chunk prompt's service is ``t_decode + a(1 + 2λR)`` (70B 2048/256 at 0.5: 131.5 ms vs 130.8
+measured). (3) The carry: tokens beyond a step's budget wait for the next; on the tokens A a
+step gathers the carry obeys Lindley's Q' = (Q + A − b)⁺, whose mean is ``E[((A − b)⁺)²] /
+(2(b − E[A]))`` when the idle budget is that of an empty carry (exact as the carry vanishes).
+Where prompts span several steps (k > 1) a long prompt's own chunks carry over and the fluid
+reading takes over: the token server's Kingman wait (*Prefill queue*) less the work
+that ends before the prompt's own step, ``R(1 + m)`` (the running step and the mates ahead).
+The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8 2048/256 at
+0.95, model vs simulator): running step 136 vs 118 ms, carry 0.3 vs 73, own step 324 vs 306
+(the old split: 95, 212, 216). The TTFT percentiles add the step position, R plus the mates'
+share of the own step, as an exponential spread (``spread``).
 
 **TPOT.** A request's inter-token time is the step time averaged over the steps it decodes
 in, i.e. weighted by D: ``E[D·t] / E[D] = t̄ + Cov(D, t)/E[D]``; and the mean step t̄ is not

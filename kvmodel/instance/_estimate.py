@@ -550,26 +550,13 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     cls = pre.uncached() if mix else None  # classes' uncached lengths: the expected chunks
     t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens, cls)
     f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens, cls)
-    budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = _ol.chunk_count(new, budget, cls)
-
-    rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
-    R = _ol.step_residual(t, var_t)
-    mates = _ol.step_mates(lam, new, R)
-
-    def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
-        return _ol.own_service(n, t_p, t_d, P, budget, mates)
-    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
-    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
-    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
-                                   (rho, w_tok - R * (2.0 - t_d / t)))
+    R, own, S, (rho, w_pf, p_pf), spread = _open_split(s, (t, D, lam, Ia, new, c, max_tokens),
+                                                       (ca2, cs2), (t_p, t_d, P), pre, cls)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
                                  (rho, w_pf, S), lam_sat, ca2)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf)
     common = req_s + R
-    spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)  # exponential
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
     if mix:
@@ -591,6 +578,32 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
                 p_wait=q["p_wait"], spread=spread, tpot_sd=sd, stable=stable,
                 why=why, **extra)
+
+
+def _open_split(s: Setup, state, scv, parts, pre, cls):
+    """The TTFT split of the open loop (:mod:`kvmodel.instance._openloop`, *Split*): the
+    running step's residual R, the own service (per class, and its mean), the prefill server
+    (ρ, carry wait, its probability) and the exponential spread of the step position.
+    ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
+    ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
+    :func:`~kvmodel.instance._openloop.step_parts`."""
+    (t, D, lam, Ia, new, c, max_tokens), (ca2, cs2), (t_p, t_d, P) = state, scv, parts
+    budget = xp.maximum(max_tokens - D, 1.0)
+    chunks = _ol.chunk_count(new, budget, cls)
+    rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
+    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
+    R = _ol.step_residual(t, var_t)
+    mates = _ol.step_mates(lam, new, R)
+
+    def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
+        return _ol.own_service(n, t_p, t_d, P, budget, mates)
+    mix = cls is not None
+    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
+    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
+    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
+                                   (rho, w_tok - R * (2.0 - t_d / t)))
+    spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
+    return R, own, S, (rho, w_pf, p_pf), spread
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):

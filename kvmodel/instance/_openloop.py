@@ -291,7 +291,7 @@ def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     it dominates when prompts span several steps (a long prompt's chunks carry over).
     Returns (mean wait, probability of waiting); ρ >= 1 is the caller's to mask."""
     mu = lam * new * t
-    s2 = lam * t * new * new * (ca2 + cs2) + (lam * new) ** 2 * var
+    s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
     sd = xp.maximum(s2, 1e-300) ** 0.5
     d = (budget - mu) / sd
     tail = 1.0 - normal_cdf(d)

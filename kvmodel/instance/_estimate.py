@@ -562,19 +562,13 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     cls = pre.uncached() if mix else None  # classes' uncached lengths: the expected chunks
     t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens, cls)
     f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens, cls)
-    budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = _ol.chunk_count(new, budget, cls)
-
-    def S_of(n):  # a prompt's own chunks, each in a busy step shared with other prompts
-        return _ol.own_service(n, new, chunks, t_p, t_d, P, budget)
-    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
-    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
-    rho, w_pf, _ = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
+    R, own, S, (rho, w_pf, p_pf), spread = _open_split(s, (t, D, lam, Ia, new, c, max_tokens),
+                                                       (ca2, cs2), (t_p, t_d, P), pre, cls)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
                                  (rho, w_pf, S), lam_sat, ca2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot)
-    common = req_s + _ol.residual_step(f, t_p, t_d)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf)
+    common = req_s + R
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
     if mix:
@@ -594,8 +588,34 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
-                p_wait=q["p_wait"], tpot_sd=sd, stable=stable,
+                p_wait=q["p_wait"], spread=spread, tpot_sd=sd, stable=stable,
                 why=why, **extra)
+
+
+def _open_split(s: Setup, state, scv, parts, pre, cls):
+    """The TTFT split of the open loop (:mod:`kvmodel.instance._openloop`, *Split*): the
+    running step's residual R, the own service (per class, and its mean), the prefill server
+    (ρ, carry wait, its probability) and the exponential spread of the step position.
+    ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
+    ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
+    :func:`~kvmodel.instance._openloop.step_parts`."""
+    (t, D, lam, Ia, new, c, max_tokens), (ca2, cs2), (t_p, t_d, P) = state, scv, parts
+    budget = xp.maximum(max_tokens - D, 1.0)
+    chunks = _ol.chunk_count(new, budget, cls)
+    rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
+    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
+    R = _ol.step_residual(t, var_t)
+    mates = _ol.step_mates(lam, new, R)
+
+    def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
+        return _ol.own_service(n, t_p, t_d, P, budget, mates)
+    mix = cls is not None
+    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
+    S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
+    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
+                                   (rho, w_tok - R * (2.0 - t_d / t)))
+    spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
+    return R, own, S, (rho, w_pf, p_pf), spread
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):
@@ -619,13 +639,14 @@ def _slot_hold(w_pf, S, O, tpot):
     return w_pf + S + (O - 1.0) * tpot
 
 
-def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot) -> dict:
-    """Prefill plus KV-slot wait (:func:`kvmodel.instance._openloop.slot_queue`), the
-    probability of waiting, stability and the slots' mean occupancy."""
+def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf) -> dict:
+    """Prefill carry-over wait (``w_pf``, probability ``p_pf``) plus KV-slot wait
+    (:func:`kvmodel.instance._openloop.slot_queue`), the probability of waiting, stability
+    and the slots' mean occupancy."""
     w_slot, p_slot, offered = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot), t, T1, O, bmax,
                                              lam_sat, ca2, kA)
     stable = (rho < 1.0) & (offered < bmax)
-    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, rho, 0.5), w_slot, p_slot)
+    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, p_pf, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
 
 
@@ -658,11 +679,14 @@ def _percentiles(r: dict, O) -> dict:
     out = {}
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
-    base = r["ttft"] - wait - path
+    spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: exponential
+    base = r["ttft"] - wait - path - spread
+    if "spread" in r:
+        wait, p_wait = sum_wait_law(wait, p_wait, spread, 1.0)
     for q in QUANTILES:
         tag = f"p{int(round(q * 100))}"
         if "classes" in r:  # hit classes: each its own service after the common wait
-            ttft_q = r["ttft_common"] + mixture_quantile(wait, p_wait, r["classes"], q)
+            ttft_q = r["ttft_common"] - spread + mixture_quantile(wait, p_wait, r["classes"], q)
         else:
             ttft_q = base + wait_quantile(wait, p_wait, q)
         if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.

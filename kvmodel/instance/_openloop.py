@@ -5,13 +5,23 @@ prompt tokens (SCV ``cs2`` across prompts). Every step runs the D decoding seque
 the rest of the token budget, ``b = max_num_tokens − D``, with prefill chunks in arrival order,
 so many prompts may share one step (the engine of :mod:`kvmodel.sim`).
 
-**Steps.** A step carries prefill when at least one prompt's chunk is waiting at its start.
-With Poisson arrivals and steps of mean length t, a step is busy with probability
-``f = 1 − exp(−λ·t·k)`` (``k`` chunks per prompt: a prompt keeps k steps busy), and a busy step
-carries ``P = λ·new·t / f`` prompt tokens (conservation: λ·new tokens per second), capped by
-``b`` (then ``f = λ·new·t / b``). For λ·t·k → 0 this is one chunk per busy step; under load
-several prompts share a step, which is what makes busy steps longer and fewer than one prompt
-per step would. The mean step t solves ``t = f·t_busy(P) + (1 − f)·t_decode``.
+**Steps.** A step carries prefill when at least one prompt's chunk is waiting at its start,
+i.e. when a prompt arrived during the previous step. Steps are not independent: a busy step
+is longer (``t_decode + a`` per prompt in it, a = a prompt's busy-step time), so more prompts
+arrive during it and the next step is busier. The prompts of a step are Poisson with mean
+``λ·(t_decode + a·N)`` given the N of the previous one: a Galton–Watson process with
+immigration ``λ·t_decode`` per step and offspring mean ``m = λ·a`` (= 1 − t_decode/t at the
+mean step t, by conservation). Its stationary probability of an empty step is
+``exp(−λ·k·t_decode·H(m))``, ``H(m) = Σ_j (1 − z_j)``, ``z_0 = 0``, ``z_{j+1} = exp(−m(1 −
+z_j))`` (the generating function iterated; ``k`` chunks per prompt: a prompt keeps k steps
+busy), so ``f = 1 − exp(−λ·k·t_decode·H(m))``. For m → 0, H → 1 and t_decode → t: the
+independent-step law ``1 − exp(−λ·t·k)``; near saturation H(m) ≪ 1/(1 − m) (the independent
+law's exponent λ·t·k) and fewer, fuller busy steps carry the same work: a busy step carries
+``P = λ·new·t / f`` prompt tokens (conservation: λ·new tokens per second), capped by ``b``
+(then ``f = λ·new·t / b``). The mean step t solves ``t = f·t_busy(P) + (1 − f)·t_decode``.
+Against :mod:`kvmodel.sim` (70B TP8 1024/128 at 0.95 of saturation: f 0.738 vs 0.732-0.80
+measured, where the independent law gives 0.888; 8B 1024/128 at 0.95: 0.627 vs 0.632).
+Throughput-max keeps the independent law at saturation (:func:`busy_share`).
 
 **Chunks.** A prompt of n uncached tokens runs in ``ceil(n/b)`` chunks. Where the prompts
 are a mixture (hit or length classes, probabilities π_j, uncached lengths n_j) the count ``k``
@@ -22,11 +32,12 @@ count moves smoothly with the class probabilities instead of jumping when n̄ cr
 **Prefill queue.** Measured in tokens, the prefill work is served at ``μ = b / t_full`` tokens
 per second while there is a backlog (``t_full``: a step with D decodes and a full budget of
 prompt tokens; the decodes go first, prompts get the rest, as a fluid high-priority class),
-so its utilisation is ``ρ = λ·new / μ``. A prompt waits as in G/G/1 (Kingman) on token work,
-``W = (ca2 + cs2)/2 · ρ/(1 − ρ) · new/μ``, then runs its own ``ceil(new/b)`` chunks in busy
-steps. ρ reaches 1 where the token budget saturates: at the throughput-max rate when its
-batch is budget-bound (``B = max_num_tokens·O/(new + O)``); when its batch is slot-bound
-(``B = bmax``) the KV slots saturate first (next paragraph).
+so its utilisation is ``ρ = λ·new / μ``. In the fluid reading a prompt waits as in G/G/1
+(Kingman) on token work, ``W = (ca2 + cs2)/2 · ρ/(1 − ρ) · new/μ``, then runs its own
+``ceil(new/b)`` chunks in busy steps (*Split* keeps only its carry). ρ reaches 1 where the
+token budget saturates: at the throughput-max rate when its batch is budget-bound
+(``B = max_num_tokens·O/(new + O)``); when its batch is slot-bound (``B = bmax``) the KV slots
+saturate first (next paragraph).
 
 **KV slots.** A request holds one of the c = ``bmax`` slots from admission to its last token,
 ``h = W_prefill + S + (O − 1)·TPOT`` on average, so the occupancy N has mean ``N̄ = λ·h``
@@ -50,9 +61,25 @@ For Poisson occupancy (z = 1, κ = 0, h = 1/μ) this is the Halfin–Whitt delay
 ``1/(1 + β·Φ(β)/φ(β))`` of M/M/c. W_slot is finite exactly while λ < λ_sat, so the prefill
 and slot queues are both stable exactly below the reported saturation rate.
 
-**Arrival residual.** An arrival lands in a step with probability proportional to its length,
-so it waits ``E[t²] / (2·E[t])`` for the running step (busy steps are several times longer
-than decode-only ones), not ``t/2``.
+**Split.** A prompt that arrives during a step runs in the next one, together with every
+prompt that arrived during the same step, and waits beyond it only for what that step's budget
+cannot take. (1) The running step: an arrival lands in a step with probability proportional
+to its length, so it waits ``R = E[t²]/(2·E[t]) = (t² + Var t)/(2t)``; under the *Steps* law a
+step's prompt work given the previous step's length t_n is compound Poisson of mean λ·a·t_n,
+so ``Var t = m²·Var t + λ·t·a²(c_a² + c_s²)/k``, i.e. ``λ·t·a²(c_a² + c_s²)/(k(1 − m²))``
+(at most ``(t_full − t)(t − t_decode)``). (2) Its own step holds the prompts that arrived
+during the length-biased running step, ``λ·new·2R`` tokens (capped by the budget): a single-
+chunk prompt's service is ``t_decode + a(1 + 2λR)`` (70B 2048/256 at 0.5: 131.5 ms vs 130.8
+measured). (3) The carry: tokens beyond a step's budget wait for the next; on the tokens A a
+step gathers the carry obeys Lindley's Q' = (Q + A − b)⁺, whose mean is ``E[((A − b)⁺)²] /
+(2(b − E[A]))`` when the idle budget is that of an empty carry (exact as the carry vanishes).
+Where prompts span several steps (k > 1) a long prompt's own chunks carry over and the fluid
+reading takes over: the token server's Kingman wait (*Prefill queue*) less the work
+that ends before the prompt's own step, ``R(1 + m)`` (the running step and the mates ahead).
+The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8 2048/256 at
+0.95, model vs simulator): running step 136 vs 118 ms, carry 0.3 vs 73, own step 324 vs 306
+(the old split: 95, 212, 216). The TTFT percentiles add the step position, R plus the mates'
+share of the own step, as an exponential spread (``spread``).
 
 **TPOT.** A request's inter-token time is the step time averaged over the steps it decodes
 in, i.e. weighted by D: ``E[D·t] / E[D] = t̄ + Cov(D, t)/E[D]``; and the mean step t̄ is not
@@ -102,6 +129,7 @@ the long-prompt cases' TPOT from −7..−37 % to −8..+6 % of the simulator fr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -110,7 +138,8 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, attn_pairs, step_ops
 
-__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds", "residual_step",
+__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds",
+           "step_spread", "step_residual", "step_mates", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
            "left_behind"]
 
@@ -118,6 +147,48 @@ __all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_second
 def _share(lam, t, new, chunks, budget):
     """Busy-step probability f and prompt tokens per busy step P (capped by the budget)."""
     x = lam * t * chunks
+    f = -np.expm1(-x) if xp.is_array(x) else -math.expm1(-x)
+    P = lam * new * t / xp.maximum(f, 1e-300)
+    full = P > budget
+    P = xp.minimum(xp.maximum(P, new / chunks), budget)
+    f = xp.where(full, xp.minimum(lam * new * t / budget, 1.0), f)
+    return f, P
+
+
+_M_MAX = 0.999  # offspring mean kept below critical (the budget cap takes over there)
+
+
+@functools.cache
+def _progeny_table(points: int = 512, terms: int = 3000):
+    """(m, H(m)) on a uniform grid of [0, ``_M_MAX``] (:func:`_progeny`), summed once over
+    ``terms`` generations plus the geometric tail u/(1 − m) (u ≪ 1 − m by then)."""
+    m = np.linspace(0.0, _M_MAX, points)
+    u, total = np.ones_like(m), np.zeros_like(m)
+    for _ in range(terms):
+        total += u
+        u = -np.expm1(-m * u)
+    return m, total + u / (1.0 - m)
+
+
+def _progeny(m):
+    """H(m) = Σ_j (1 − z_j) with z_0 = 0, z_{j+1} = exp(−m(1 − z_j)): the expected number of
+    generations, counted in steps, of a Poisson(m) Galton–Watson line started by one step's
+    prompts; 1 for m = 0, at most 1/(1 − m). Interpolated in a table (one call)."""
+    grid, H = _progeny_table()
+    out = np.interp(m, grid, H)
+    return out if np.ndim(out) else float(out)
+
+
+def _gw_share(lam, t, t_d, new, chunks, budget):
+    """Busy-step share f and prompt tokens P of a busy step under the step-to-step law (module
+    docstring, *Steps*): the prompts of a step are those that arrived during the previous
+    one, Poisson with mean λ·(t_decode + a·N) for N prompts in it (a = a prompt's busy time),
+    a Galton–Watson process with immigration λ·t_decode and offspring mean m = λ·a = 1 −
+    t_decode/t (conservation at the root). A step is idle with probability
+    ``exp(−λ·k·t_decode·H(m))`` (:func:`_progeny`); for m → 0 this is ``exp(−λ·t·k)``.
+    P = λ·new·t/f as before, capped by the budget."""
+    m = xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
+    x = lam * chunks * t_d * _progeny(m)
     f = -np.expm1(-x) if xp.is_array(x) else -math.expm1(-x)
     P = lam * new * t / xp.maximum(f, 1e-300)
     full = P > budget
@@ -147,30 +218,28 @@ def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """Residual of the mean step time ``t`` at D decoders, and the busy step's ops."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
-    f, P = _share(lam, t, new, chunks, budget)
-    ops, _, t_p = step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new),
-                           D * c, D * c, D + P)
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    f, P = _gw_share(lam, t, t_d, new, chunks, budget)
+    ops, _, t_p = _busy_ops(s, D, P, I, new, c)
     return f * t_p + (1.0 - f) * t_d - t, ops
 
 
+def _busy_ops(s: Setup, D, P, I, new, c):
+    """:func:`step_ops` of a busy step: D decoders at context c and P prompt tokens of
+    ``new``-token prompts (their causal pairs per layer kind)."""
+    return step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c,
+                    D * c, D + P)
+
+
 def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
-    """:func:`busy_step`'s residual alone for array ``t``, ``D``: its busy and decode-only
-    steps stacked on a new leading axis in one roofline call (element-wise, the same numbers)."""
+    """:func:`busy_step`'s residual alone for array ``t``, ``D`` (element-wise, the same
+    numbers): the decode-only step, then the busy step it shapes."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
-    f, P = _share(lam, t, new, chunks, budget)
-    busy = (D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c, D * c, D + P)
-    decode = (D, D, 0.0, D * c, D * c, D)
-    lat = step_ops(s, *(np.stack(np.broadcast_arrays(b, d)) for b, d in zip(busy, decode)))[2]
-    return f * lat[0] + (1.0 - f) * lat[1] - t
-
-
-def residual_step(f, t_p, t_d):
-    """Mean remaining time of the step an arrival lands in: steps are length-biased,
-    E[t²] / (2·E[t]) over busy (share f, t_p) and decode-only (t_d) steps."""
-    m1 = f * t_p + (1.0 - f) * t_d
-    return (f * t_p * t_p + (1.0 - f) * t_d * t_d) / (2.0 * xp.maximum(m1, 1e-300))
+    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    f, P = _gw_share(lam, t, t_d, new, chunks, budget)
+    t_p = _busy_ops(s, D, P, I, new, c)[2]
+    return f * t_p + (1.0 - f) * t_d - t
 
 
 def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
@@ -178,21 +247,66 @@ def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     the prompt tokens of a busy step."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
-    f, P = _share(lam, t, new, chunks, budget)
-    t_p = step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c,
-                   D * c, D + P)[2]
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    f, P = _gw_share(lam, t, t_d, new, chunks, budget)
+    t_p = _busy_ops(s, D, P, I, new, c)[2]
     return f, t_p, t_d, P
 
 
-def own_service(n, new, chunks, t_p, t_d, P, budget):
-    """Seconds a prompt of ``n`` uncached tokens spends in its own busy steps, among prompts of
-    mean ``new`` uncached tokens (``chunks`` each): each of its ceil(n/b) steps costs t_d plus
-    σ = (t_p − t_d)/P per prompt token, for its chunk and the others' P − new/chunks tokens.
-    For n = new this is chunks·t_p (a prompt ends with the busy step it shares)."""
+def own_service(n, t_p, t_d, P, budget, others):
+    """Seconds a prompt of ``n`` uncached tokens spends in its own busy steps: each of its
+    ceil(n/b) steps costs t_d plus σ = (t_p − t_d)/P per prompt token, for its chunk and the
+    ``others`` tokens of the prompts that joined the step with it (:func:`step_mates`), at
+    most the budget its chunk leaves."""
     sigma = (t_p - t_d) / xp.maximum(P, 1e-300)
     mine = xp.ceil(n / xp.minimum(n, budget))
-    return mine * (t_d + sigma * (P - new / chunks)) + sigma * n
+    return mine * (t_d + sigma * xp.minimum(others, budget - n / mine)) + sigma * n
+
+
+def step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2):
+    """Variance of the step time under the step-to-step law (module docstring, *Split*): a
+    step's prompt work, given the previous step's length t_n, is compound Poisson with mean
+    λ·a·t_n (a = a prompt's busy seconds, chunk marks a/k at rate λ·k, mark SCV ``cs2``,
+    arrival SCV ``ca2``: a count's variance λ·t·ca2), so Var(t) = m²·Var(t) + λ·t·a²(ca2 +
+    cs2)/k, m = 1 − t_decode/t: ``λ·t·a²(ca2 + cs2)/(k(1 − m²))``,
+    at most ``(t_full − t)(t − t_decode)`` (steps lie in [t_decode, t_full])."""
+    m = xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
+    var = lam * t * a * a * (ca2 + cs2) / (chunks * (1.0 - m * m))
+    return xp.minimum(var, xp.maximum((t_full - t) * (t - t_d), 0.0))
+
+
+def step_residual(t, var):
+    """Mean remaining time of the step an arrival lands in: E[t²]/(2·E[t]) = (t² + Var)/(2t)."""
+    return (t * t + var) / (2.0 * xp.maximum(t, 1e-300))
+
+
+def step_mates(lam, new, R):
+    """Prompt tokens that join a prompt's first step: those that arrived during the step it
+    landed in, Poisson in its length-biased length 2R (R: :func:`step_residual`)."""
+    return lam * new * 2.0 * R
+
+
+def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
+    """Wait of a prompt for the prefill tokens carried over beyond the steps' budget (module
+    docstring, *Split*), the larger of two readings. Per step: the carry obeys Lindley's
+    recursion Q' = (Q + A − b)⁺ on the tokens A a step gathers (mean λ·new·t, variance
+    λ·t·new²(ca2 + cs2) + (λ·new)²·Var(t)), whose mean is ``E[((A − b)⁺)²] / (2(b − E[A]))``
+    when the idle budget is that of an empty carry (exact as the carry vanishes; Gaussian A),
+    served at b tokens per full step; its probability P(A > b). Fluid: ``fluid = (ρ, W − R(1
+    + m))``, the token server's Kingman wait less the work that ends before the prompt's own
+    step (the running step's, R, and the step mates ahead of it, m·R), with probability ρ;
+    it dominates when prompts span several steps (a long prompt's chunks carry over).
+    Returns (mean wait, probability of waiting); ρ >= 1 is the caller's to mask."""
+    mu = lam * new * t
+    s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
+    sd = xp.maximum(s2, 1e-300) ** 0.5
+    d = (budget - mu) / sd
+    tail = 1.0 - normal_cdf(d)
+    m2 = s2 * ((1.0 + d * d) * tail - d * np.exp(-0.5 * d * d) / _SQRT_2PI)
+    slack = budget - mu  # <= 0 only where ρ >= 1 (t < t_full)
+    w = xp.where(slack > 0, xp.maximum(m2, 0.0) / (2.0 * xp.maximum(slack, 1e-9)), 0.0) * t_full / budget
+    rho, w_f = fluid
+    return xp.maximum(w, w_f), xp.where(w_f > w, rho, xp.maximum(tail, 1e-12))
 
 
 def pair_seconds(s: Setup, t_p, D, P, I, new, c):

@@ -293,9 +293,10 @@ def test_cluster_defaults_show_the_mooncake_trace_and_its_reuse_ceiling():
                                                    routing="round_robin"), w)
                   for s in ("none", "central_pool"))
     assert p99["none"] == ui.fmt_ms(none.ttft_p99_s) and p99["central_pool"] == ui.fmt_ms(pool.ttft_p99_s)
-    # a visible difference at the default load (1.15x since NVMe saves run at the PM9A3's 3.5 GB/s
-    # write rating instead of an unnamed drive's 1.13 GB/s gdsio figure; was 1.22x)
-    assert none.ttft_p99_s > 1.1 * pool.ttft_p99_s
+    # a visible difference at the default load: mean TTFT 1.45x; p99 1.04x since the open loop's
+    # prefill wait counts only the carry beyond a step's budget (1.16x when a Kingman wait on all
+    # the token work, with probability ρ, set the tail)
+    assert none.ttft_s > 1.1 * pool.ttft_s and none.ttft_p99_s > pool.ttft_p99_s
     assert "maximum hit ratio" not in texts(at.info)
 
     at = page("cluster", routing="prefix_affinity_bounded", sw_inst="2")

@@ -35,6 +35,39 @@ def test_busy_share_by_hand():
     assert fv.tolist() == pytest.approx([1.0 - math.exp(-1.0), 1.0])
 
 
+def test_progeny_series_by_hand():
+    # H(m) = Σ_j (1 − z_j), z_0 = 0, z_{j+1} = exp(−m(1 − z_j)): 1 at m = 0, between 1 and
+    # 1/(1 − m) (each generation at most m times the last), the table within 1e-4 of the sum
+    assert ol._progeny(0.0) == 1.0
+    for m in (0.3, 0.6, 0.9):
+        u, total = 1.0, 0.0
+        for _ in range(5000):
+            total, u = total + u, -math.expm1(-m * u)
+        assert ol._progeny(m) == pytest.approx(total, rel=1e-4)
+        assert 1.0 < ol._progeny(m) < 1.0 / (1.0 - m)
+    v = ol._progeny(np.array([0.3, 0.9]))
+    assert v.tolist() == [ol._progeny(0.3), ol._progeny(0.9)]
+
+
+def test_step_to_step_busy_share_against_its_chain():
+    # prompts of a step ~ Poisson(λ·(t_d + a·N_prev)): λ = 10/s, t_d = 20 ms, a = 80 ms per
+    # prompt (m = λ·a = 0.8, mean step t = t_d/(1 − m) = 0.1 s); the chain's empty-step
+    # share, counted over 200,000 steps, against f of the closed form
+    lam, t_d, a = 10.0, 0.02, 0.08
+    f, P = ol._gw_share(lam, 0.1, t_d, 1000.0, 1.0, 1e9)
+    rng, N, empty = np.random.default_rng(3), 0, 0
+    for _ in range(200_000):
+        N = rng.poisson(lam * (t_d + a * N))
+        empty += N == 0
+    assert 1.0 - f == pytest.approx(empty / 200_000, abs=0.01)
+    assert P == pytest.approx(lam * 1000.0 * 0.1 / f)  # conservation
+    # far fewer busy steps than independent steps of the mean length would give
+    assert f < ol._share(lam, 0.1, 1000.0, 1.0, 1e9)[0] - 0.15  # 0.444 vs 0.632
+    # m = 0 (the busy step is no longer than a decode-only one): the independent law
+    assert ol._gw_share(lam, 0.1, 0.1, 1000.0, 1.0, 8000.0) == pytest.approx(
+        ol._share(lam, 0.1, 1000.0, 1.0, 8000.0))
+
+
 def test_fluctuation_by_hand():
     # t = 20 ms, T' = 0.1 ms, T'' = 0, D = 100, λ = 10/s, O = 101: κ = 10 x 100 x 1e-4 = 0.1,
     # Var(D) = 100 x (1 + 10 x 0.02) / 0.9² = 148.1; TPOT = t + T'·Var/D
@@ -94,18 +127,27 @@ def test_left_behind_by_hand():
     assert xs[1] == pytest.approx(x) and np.all(np.diff(xs) > 0)
 
 
-def test_residual_step_by_hand():
-    # half the steps 10 ms, half 30 ms: E[t²]/(2E[t]) = (0.5·30² + 0.5·10²) / (2 x 20) = 12.5 ms
-    assert ol.residual_step(0.5, 0.03, 0.01) == pytest.approx((0.5 * 9e-4 + 0.5 * 1e-4) / 0.04)
-    assert ol.residual_step(0.0, 0.03, 0.01) == pytest.approx(0.005)
+def test_step_spread_residual_and_mates_by_hand():
+    # m = 1 − 10/20 = 0.5: Var = λ·t·a²·(ca2 + cs2)/(k(1 − m²)) = 10·0.02·0.01²·1/0.75
+    assert ol.step_spread(10.0, 0.02, 0.01, 0.2, 0.01, 1.0, 1.0, 0.0) == pytest.approx(
+        2e-5 / 0.75)
+    # capped by the widest law on [t_decode, t_full]: (t_full − t)(t − t_decode)
+    assert ol.step_spread(1e4, 0.02, 0.01, 0.03, 0.01, 1.0, 1.0, 0.0) == pytest.approx(1e-4)
+    assert ol.step_residual(0.02, 0.0) == pytest.approx(0.01)  # fixed steps: half a step
+    assert ol.step_residual(0.02, 4e-4) == pytest.approx((4e-4 + 4e-4) / 0.04)
+    assert ol.step_mates(10.0, 1000.0, 0.01) == pytest.approx(200.0)  # λ·new·2R
 
 
-def test_token_server_is_kingman_on_token_work():
-    e = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=10.0)
-    assert e.stable and e.queue_wait_s > 0
-    # doubling the arrival SCV at the same rate raises the prefill wait
-    e2 = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=10.0, arrival_cv=2 ** 0.5)
-    assert e2.queue_wait_s > e.queue_wait_s and e2.ttft_s > e.ttft_s
+def test_prefill_queue_counts_only_the_carry_beyond_the_budget():
+    sat = _est("llama-3.1-8b", 1, 1024, 128, 0, batch="max").saturation_request_rate_per_s
+    lo = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.3 * sat)
+    hi = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.95 * sat)
+    # a step's prompts rarely exceed its budget at 30 %: no carry (the simulator: 0.0 ms)
+    assert lo.stable and lo.queue_wait_s < 1e-3 * lo.ttft_s
+    assert hi.stable and hi.queue_wait_s > lo.queue_wait_s
+    # burstier arrivals at the same rate: more carry and a longer TTFT
+    e2 = _est("llama-3.1-8b", 1, 1024, 128, 0, request_rate=0.95 * sat, arrival_cv=2 ** 0.5)
+    assert e2.queue_wait_s > hi.queue_wait_s and e2.ttft_s > hi.ttft_s
 
 
 @pytest.mark.parametrize("model,tp,I,O,P", CONFIGS)

@@ -142,9 +142,11 @@ def test_dram_for_slo_core(capsys):
     # The p99 can rise by a few ms (< 0.5 %; 0.11 % here) between neighbouring DRAM sizes. Not
     # the hit classes (monotone by construction, tests/cluster/test_hit_class_monotone.py) but
     # the instance model's wait law and mean-prompt chunk count (named in that file's xfail).
-    # More DRAM must still lower it overall.
+    # More DRAM must still lower it overall (1.1 % here since the open loop's prefill wait counts
+    # only the carry beyond a step's budget: the long prompts' own chunks set the p99; 10 % with
+    # the Kingman wait on all the token work).
     assert all(b <= a * 1.005 for a, b in zip(p99, p99[1:]))
-    assert p99[-1] < 0.9 * p99[0]
+    assert p99[-1] < p99[0]
     needs = m.need(rows)
     d = [x["min_dram_GB"] for x in sorted(needs, key=lambda x: x["ttft_p99_slo_s"])]
     assert d == sorted(d, reverse=True) and d[0] > 0

@@ -153,14 +153,17 @@ def routed_law(mix: Any, wait: Any, p_wait: Any, residual: float | None = None) 
     return wait * fw, xp.minimum(p * fp, 1.0)
 
 
-def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
+def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list,
+                       count: bool = False) -> dict:
     """``m`` (the cluster's instance figures: ttft, ttft50/90/99, wait, pwait) with the wait
     law replaced by ``(wait2, p2)``: the mean moves by the change of the mean wait, each
     percentile by the change of the wait's part in the class mixture (``classes``:
     (probability, cached tokens, tier, prompt tokens) rows). Each class's own service is read
     as ``b_q`` x its uncached tokens, ``b_q`` scaled so that the old law's q-quantile of that
     mixture is the instance's (one secant step from the mean's ``b``). The three quantiles
-    share each pass over the classes; each quantile's sort of the offsets serves both laws."""
+    share each pass over the classes; each quantile's sort of the offsets serves both laws.
+    ``count`` (a count signal): a percentile falls by at most a waiting request's mean cut
+    ``(W − W')/p`` (:func:`_count_bound`)."""
     W, p = m["wait"], m["pwait"]
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):
@@ -181,9 +184,22 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list) -> dict:
     vals = [Ws, W2s, p_old, p_new, b, *probs, *new, *(m[k] for k, _ in _KEYS)]
     arrays = not _floats(vals) and xp.is_array(*vals)
     shifts = (_array_shifts if arrays else _scalar_shifts)(m, live, laws, probs, new, b)
+    if count:
+        shifts = _count_bound(shifts, Ws, W2s, p_old)
     for (key, _), shift in zip(_KEYS, shifts):
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out
+
+
+def _count_bound(shifts: Any, W: Any, W2: Any, p: Any) -> list:
+    """Percentile shifts under a count signal, each at most the mean cut of a waiting
+    request, ``(W' − W)/p``: the router does not see the prompt in service, so the
+    length-biased residual of a long prompt -- the tail of the wait -- is the one without it;
+    what the choice removes is the work of the requests queued behind it, the same for every
+    waiting request on average (the exponential law's quantile cut, proportional to its
+    whole mean, would cut that residual's tail too)."""
+    cut = (W2 - W) / p
+    return [xp.maximum(s, cut) for s in shifts]
 
 
 def _floats(vals: list) -> bool:

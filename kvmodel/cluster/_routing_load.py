@@ -178,6 +178,7 @@ class _Levels:
         self._stats: dict = {}
         self._rows: dict = {}
         self._disp: dict = {}
+        self._disp_at: dict = {}
 
     def weights(self, rate: Any) -> tuple[Any, Any]:
         """:func:`level_weights` of ``rate``; a float's memoised."""
@@ -226,15 +227,25 @@ class _Levels:
 
     def imbalance(self, rate: Any) -> Any:
         """:func:`loaded_imbalance` at ``rate``; a float's memoised."""
-        if type(rate) is float and rate in self._imb:
-            return self._imb[rate]
+        return self._rated(self._imb, rate, lambda k: _pooled(self.stats(k), self.work))
+
+    def smoothing(self, rate: Any) -> Any:
+        """The replay's work dispersion ratio at ``rate`` (:func:`routed_arrival_scv`); a
+        float's memoised."""
+        return self._rated(self._disp_at, rate, self.dispersion)
+
+    def _rated(self, memo: dict, rate: Any, per_level) -> Any:
+        """``per_level(k)`` blended linearly in ``rate`` between the levels around it; a
+        float rate's value memoised in ``memo``."""
+        if type(rate) is float and rate in memo:
+            return memo[rate]
         j, t = self.weights(rate)
         out = _blend(j, t, j.shape if isinstance(j, np.ndarray) else (),
-                     lambda k, m: _pooled(self.stats(k), self.work))
+                     lambda k, m: per_level(k))
         if type(rate) is float:
-            if len(self._imb) >= _MEMO:
-                self._imb.clear()
-            self._imb[rate] = out
+            if len(memo) >= _MEMO:
+                memo.clear()
+            memo[rate] = out
         return out
 
 
@@ -377,10 +388,7 @@ def routed_arrival_scv(c: Any, w: Any, n: int) -> Any:
     ``(ca2 + c_s²)/2`` of random splitting, ``(1 + c_s²)/2``, scaled by ``f``) read as
     ``ca2 = f·(1 + c_s²) − c_s²`` (c_s the prompt-length CV the instance takes), floored at
     0 (the instance's queue takes no less variable arrivals than deterministic ones)."""
-    tab = _table(c, w, n)
-    j, t = tab.weights(w.rate)
-    f = _blend(j, t, j.shape if isinstance(j, np.ndarray) else (),
-               lambda k, m: tab.dispersion(k))
+    f = _table(c, w, n).smoothing(w.rate)
     cs2 = w.length_cv ** 2
     return np.maximum(f * (1.0 + cs2) - cs2, 0.0) if isinstance(f, np.ndarray) \
         else max(f * (1.0 + cs2) - cs2, 0.0)

@@ -388,13 +388,16 @@ def _dispersion_ratio(t: np.ndarray, a: np.ndarray, work: np.ndarray, n: int,
     b = np.minimum(((t - t[0]) // win).astype(np.int64), k)
     sums = np.bincount(a * (k + 1) + b, weights=work, minlength=n * (k + 1))
     sums = sums.reshape(n, k + 1)[:, :k]  # the last, partial window dropped
-    mean = sums.mean(axis=1)
-    per = sums.var(axis=1) / np.maximum(mean, 1e-300) / (mean / np.maximum(
-        np.bincount(a[b < k], minlength=n) / k, 1e-300))
+    mean, size = sums.mean(axis=1), np.bincount(a[b < k], weights=work[b < k], minlength=n)
+    size = size / np.maximum(np.bincount(a[b < k], minlength=n), 1)  # mean request's work
+    on = (mean > 0) & (size > 0)
+    if not on.any():
+        return 1.0
+    per = sums[on].var(axis=1) / mean[on] / size[on]
     whole = sums.sum(axis=0)
     idw = whole.var() / whole.mean() / float(work[b < k].mean())
     ref = idw / n + (1.0 - 1.0 / n) * (1.0 + cs2)
-    return float(np.mean(per[mean > 0]) / ref)
+    return float(per.mean() / ref)
 
 
 def routed_token_hit(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,

@@ -1230,7 +1230,8 @@ def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
     if n == 1 or c.eviction != "lru" or not is_loaded(c.routing):
         return 1.0
     from kvmodel.cluster._routing_load import routed_arrival_scv
-    return np.sqrt(routed_arrival_scv(c, w, n))
+    ca2 = routed_arrival_scv(c, w, n)
+    return np.sqrt(ca2) if isinstance(ca2, np.ndarray) else math.sqrt(ca2)
 
 
 def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):

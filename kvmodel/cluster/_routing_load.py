@@ -28,7 +28,9 @@ imbalance memoised; each level's hit curve a row over the whole per-instance cap
 The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
 uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
 behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
-mix of load choice counts).
+mix of load choice counts), computed with the inter-arrival SCV the router's replay gives each
+instance (:func:`routed_arrival_scv`: the level's work dispersion ratio, blended like the
+imbalance).
 """
 
 from __future__ import annotations

@@ -41,7 +41,9 @@ busiest instance's routed count x N / routed total (the simulator's ``requests_p
 :mod:`kvmodel.cluster._routing_queue`): the share of requests whose rule chose among d
 instances by load (``RoutingPolicy.load_choices`` on the same view) and the busiest instance's
 share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
-routers' imbalance: they send more requests where they hit).
+routers' imbalance: they send more requests where they hit). Arrival smoothing
+(:func:`routed_work_dispersion`): how much less variable each instance's arrivals of prompt
+work are than a random split's (the instance queue's ``ca2``).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see

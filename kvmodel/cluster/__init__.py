@@ -1215,11 +1215,23 @@ def _connector_kw(c: Cluster) -> dict:
     return {"connector": c.connector}
 
 
-def _colocated(c: Cluster, w: Workload, lam_i, pre: dict) -> dict[str, Estimate]:
+def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
+               arrival_cv: Any = 1.0) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 **_hit_kw(pre, w), **_instance_kw(c))
+                 arrival_cv=arrival_cv, **_hit_kw(pre, w), **_instance_kw(c))
     return {"instance": e}
+
+
+def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
+    """Inter-arrival CV of an instance's requests: 1 (Poisson split), or behind a load-aware
+    router (the colocated open loop of :func:`_routed_queue`) the smoothing its replay
+    measures (:func:`kvmodel.cluster._routing_load.routed_arrival_scv`)."""
+    if n == 1 or c.eviction != "lru" or not is_loaded(c.routing):
+        return 1.0
+    from kvmodel.cluster._routing_load import routed_arrival_scv
+    ca2 = routed_arrival_scv(c, w, n)
+    return np.sqrt(ca2) if isinstance(ca2, np.ndarray) else math.sqrt(ca2)
 
 
 def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
@@ -1453,7 +1465,8 @@ def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
     # vector: the instance sees every configuration (prefix and rate broadcast together)
     lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
-             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre))
+             if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre,
+                                                    _arrival_cv(c, w, n)))
     return parts, lam, {}
 
 

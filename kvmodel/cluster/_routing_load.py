@@ -28,7 +28,9 @@ imbalance memoised; each level's hit curve a row over the whole per-instance cap
 The imbalance :func:`kvmodel.evaluate` applies is the busiest instance's share of the routed
 uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law is the one
 behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
-mix of load choice counts).
+mix of load choice counts), computed with the inter-arrival SCV the router's replay gives each
+instance (:func:`routed_arrival_scv`: the level's work dispersion ratio, blended like the
+imbalance).
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ from kvmodel.workload._routing_closed import (
     routed_hit_ratio_curve,
     routed_load_stats,
     routed_token_hit,
+    routed_work_dispersion,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
-           "loaded_imbalance", "params_text", "routed_waits"]
+           "loaded_imbalance", "params_text", "routed_waits", "routed_arrival_scv"]
 
 
 def is_loaded(routing: str) -> bool:
@@ -176,6 +179,8 @@ class _Levels:
         self._imb: dict = {}
         self._stats: dict = {}
         self._rows: dict = {}
+        self._disp: dict = {}
+        self._disp_at: dict = {}
 
     def weights(self, rate: Any) -> tuple[Any, Any]:
         """:func:`level_weights` of ``rate``; a float's memoised."""
@@ -214,17 +219,35 @@ class _Levels:
             self._rows[k] = curve_row(curve, self.prof.unique_blocks, self.n)
         return row_hits(self._rows[k], cap, self.n, curve)
 
+    def dispersion(self, k: int) -> float:
+        """Level k's :func:`routed_work_dispersion` (at the level's utilisation)."""
+        got = self._disp.get(k)
+        if got is None:
+            got = self._disp[k] = routed_work_dispersion(
+                self.prof, self.n, self.routing, self.params, self.loads[k], LOAD_LEVELS[k])
+        return got
+
     def imbalance(self, rate: Any) -> Any:
         """:func:`loaded_imbalance` at ``rate``; a float's memoised."""
-        if type(rate) is float and rate in self._imb:
-            return self._imb[rate]
+        return self._rated(self._imb, rate, lambda k: _pooled(self.stats(k), self.work))
+
+    def smoothing(self, rate: Any) -> Any:
+        """The replay's work dispersion ratio at ``rate`` (:func:`routed_arrival_scv`); a
+        float's memoised."""
+        return self._rated(self._disp_at, rate, self.dispersion)
+
+    def _rated(self, memo: dict, rate: Any, per_level) -> Any:
+        """``per_level(k)`` blended linearly in ``rate`` between the levels around it; a
+        float rate's value memoised in ``memo``."""
+        if type(rate) is float and rate in memo:
+            return memo[rate]
         j, t = self.weights(rate)
         out = _blend(j, t, j.shape if isinstance(j, np.ndarray) else (),
-                     lambda k, m: _pooled(self.stats(k), self.work))
+                     lambda k, m: per_level(k))
         if type(rate) is float:
-            if len(self._imb) >= _MEMO:
-                self._imb.clear()
-            self._imb[rate] = out
+            if len(memo) >= _MEMO:
+                memo.clear()
+            memo[rate] = out
         return out
 
 
@@ -360,6 +383,19 @@ def loaded_imbalance(c: Any, w: Any, n: int) -> Any:
     return _table(c, w, n).imbalance(w.rate)
 
 
+def routed_arrival_scv(c: Any, w: Any, n: int) -> Any:
+    """Inter-arrival SCV ``ca2`` an instance sees behind the router at the workload's rate
+    (array for an array rate, linear in the rate between load levels): the replay's work
+    dispersion ratio ``f`` (:func:`routed_work_dispersion`; the Kingman factor
+    ``(ca2 + c_s²)/2`` of random splitting, ``(1 + c_s²)/2``, scaled by ``f``) read as
+    ``ca2 = f·(1 + c_s²) − c_s²`` (c_s the prompt-length CV the instance takes), floored at
+    0 (the instance's queue takes no less variable arrivals than deterministic ones)."""
+    f = _table(c, w, n).smoothing(w.rate)
+    cs2 = w.length_cv ** 2
+    return np.maximum(f * (1.0 + cs2) - cs2, 0.0) if isinstance(f, np.ndarray) \
+        else max(f * (1.0 + cs2) - cs2, 0.0)
+
+
 def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     """The cluster's instance figures ``m`` with the wait law behind the router
     (:mod:`kvmodel.cluster._routing_queue`; each load level's mix of load choice counts,
@@ -373,7 +409,7 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
         W, p = float(m["wait"]), float(m["pwait"])  # (the values of the arrays' path below)
         wait2, p2 = _blend(j, t, (), lambda k, _: tuple(
             float(v) for v in routed_law(tab.stats(k)[0], W, p, residual)))
-        return routed_percentiles(m, wait2, p2, classes)
+        return routed_percentiles(m, wait2, p2, classes, not tab.work)
     shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
     W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
 
@@ -385,4 +421,4 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     wait2, p2 = _blend(j, t, shape, law, (2,))
     if not shape:
         wait2, p2 = float(wait2), float(p2)
-    return routed_percentiles(m, wait2, p2, classes)
+    return routed_percentiles(m, wait2, p2, classes, not tab.work)

@@ -41,7 +41,9 @@ busiest instance's routed count x N / routed total (the simulator's ``requests_p
 :mod:`kvmodel.cluster._routing_queue`): the share of requests whose rule chose among d
 instances by load (``RoutingPolicy.load_choices`` on the same view) and the busiest instance's
 share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
-routers' imbalance: they send more requests where they hit).
+routers' imbalance: they send more requests where they hit). Arrival smoothing
+(:func:`routed_work_dispersion`): how much less variable each instance's arrivals of prompt
+work are than a random split's (the instance queue's ``ca2``).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see
@@ -79,7 +81,7 @@ from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
            "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats",
-           "routed_token_hit"]
+           "routed_token_hit", "routed_work_dispersion"]
 
 # utilisation levels (offered load / saturation rate of an instance) the replays run at, the
 # rates between interpolated; fine at the low end, where a load-aware rule's spread moves most
@@ -345,6 +347,59 @@ def routed_load_stats(profile_or_trace: ReuseProfile | Trace, instances: int, ro
         prof._cache[key] = (tuple((mix / max(mix.sum(), 1.0)).tolist()),
                             float(work.max() * n / work.sum()) if work.sum() > 0 else 1.0)
     return prof._cache[key]
+
+
+def routed_work_dispersion(profile_or_trace: ReuseProfile | Trace, instances: int,
+                           routing: str, params: dict | None = None,
+                           load: RouterLoad | None = None, utilisation: float = 0.5,
+                           seed: int = 0) -> float:
+    """How much the rule smooths the prompt work each instance receives: the index of
+    dispersion of each instance's uncached prompt tokens per window (variance over mean x the
+    mean request's work; ``1 + c_s²`` for Poisson arrivals of independent sizes, Fendick and
+    Whitt, Proc. IEEE 77(1), 1989: the IDW), averaged over the instances, over what splitting
+    the same arrivals at random gives (``I/N + (1 − 1/N)·(1 + c_s²)`` from the cluster's
+    own IDW ``I``, so a bursty trace does not count as the rule's). A rule that balances
+    the work routed so far (sglang's smallest tree, least requests in flight) gives < 1;
+    random 1 up to sampling. The window spans ``(1 + c_s²)/(1 − utilisation)²`` mean
+    per-instance inter-arrival times (the time scale over which a single-server queue at
+    that utilisation accumulates its workload, same source; at most a 16th of the trace).
+    Memoised."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    load, n = load or RouterLoad(), int(instances)
+    key = ("work_dispersion", round(float(utilisation), 6)) + _key(routing, n, full, load)
+    if key not in prof._cache:
+        a, _, unc = _replayed(prof, n, routing, full, load)
+        prof._cache[key] = _dispersion_ratio(np.asarray(_arrivals(prof, load.rate_per_s)),
+                                             a, unc, n, float(utilisation))
+    return prof._cache[key]
+
+
+def _dispersion_ratio(t: np.ndarray, a: np.ndarray, work: np.ndarray, n: int,
+                      u: float) -> float:
+    """:func:`routed_work_dispersion` of arrivals ``t`` (s) routed to ``a`` (-1: rejected)
+    with ``work`` each."""
+    ok = a >= 0
+    t, a, work = t[ok], a[ok], work[ok]
+    if n < 2 or len(t) < 2 or not work.sum() > 0 or not t[-1] > t[0]:
+        return 1.0
+    cs2 = float(work.var() / work.mean() ** 2)
+    span = float(t[-1] - t[0])
+    win = min((1.0 + cs2) / (1.0 - min(max(u, 0.0), 0.95)) ** 2 * span * n / len(t),
+              span / 16.0)  # at least 16 windows for the variances
+    k = int(span // win)
+    b = np.minimum(((t - t[0]) // win).astype(np.int64), k)
+    sums = np.bincount(a * (k + 1) + b, weights=work, minlength=n * (k + 1))
+    sums = sums.reshape(n, k + 1)[:, :k]  # the last, partial window dropped
+    mean, size = sums.mean(axis=1), np.bincount(a[b < k], weights=work[b < k], minlength=n)
+    size = size / np.maximum(np.bincount(a[b < k], minlength=n), 1)  # mean request's work
+    on = (mean > 0) & (size > 0)
+    if not on.any():
+        return 1.0
+    per = sums[on].var(axis=1) / mean[on] / size[on]
+    whole = sums.sum(axis=0)
+    idw = whole.var() / whole.mean() / float(work[b < k].mean())
+    ref = idw / n + (1.0 - 1.0 / n) * (1.0 + cs2)
+    return float(per.mean() / ref)
 
 
 def routed_token_hit(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,

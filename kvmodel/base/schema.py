@@ -128,6 +128,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # the attention rate was measured at, 128): scales the attention rate of models whose
         # head dim differs (gpt-oss: 64); absent: 1 at every head dim
         "attention_head_dim_efficiency": Field("curve", required=False),
+        # prefill attention FLOP/s of sliding-window layers over the full-causal rate, by window
+        "sliding_window_attention_efficiency": Field("curve", required=False),
         # host (CPU) time per scheduled sequence per step of a Python serving executor on this
         # GPU's host system, overlapped with the GPU step: a step lasts at least batch x this
         "host_sequence_time": _q("time", required=False),

@@ -134,19 +134,22 @@ def _kind_constants(s: Setup) -> dict[str, Any]:
     ``dec_share`` the attention layers' share of the layers (decode pairs); ``lin_F`` and
     ``lin_B``: linear-attention layers' FLOPs per token and recurrent-state bytes written per
     sequence per step, as means over all layers; ``attn_Fps``: the attention rate at the
-    model's head dim (:func:`_head_dim_rate`)."""
+    model's head dim (:func:`_head_dim_rate`); ``pair_w``: (kind, layers of the kind / all
+    layers / the kind's prefill kernel rate relative to ``attn_Fps``, :func:`_window_rate`)."""
     m = s.model
     n_attn, n_lin = m.num_attention_layers, m.layer_counts["linear"]
-    kinds = None
+    kinds = pair_w = None
     if m.layer_counts["full"] != m.num_layers:
         kinds = tuple((kind, n / m.num_layers, n / max(n_attn, 1))
                       for kind, n in m.attention_layer_kinds)
+        pair_w = tuple((kind, per_layer / _window_rate(s, kind))
+                       for kind, per_layer, _ in kinds)
     lin_F = lin_B = 0.0
     if n_lin:
         lin_F = n_lin / m.num_layers * m.linear_flops_per_token(s.tp)
         lin_B = m.kv_bytes_rank(0.0, s.kv_B, s.tp) / m.num_layers  # states only at length 0
-    return dict(kinds=kinds, dec_share=n_attn / m.num_layers, lin_F=lin_F, lin_B=lin_B,
-                attn_Fps=s.attn_Fps * _head_dim_rate(s))
+    return dict(kinds=kinds, pair_w=pair_w, dec_share=n_attn / m.num_layers, lin_F=lin_F,
+                lin_B=lin_B, attn_Fps=s.attn_Fps * _head_dim_rate(s))
 
 
 def _head_dim_rate(s: Setup) -> float:
@@ -157,19 +160,33 @@ def _head_dim_rate(s: Setup) -> float:
     return 1.0 if c is None else float(np.interp(s.model.qk_head_dim, c.x, c.y))
 
 
+def _window_rate(s: Setup, kind: str) -> float:
+    """The prefill attention kernel's FLOP/s on layers of ``kind`` over its full-attention
+    rate: the GPU's ``sliding_window_attention_efficiency`` curve at the model's window for
+    ``sliding`` layers (a band of a few key tiles per query tile pays the tile's fixed work
+    over few pairs), 1 for ``full`` and ``chunked`` layers and where the GPU has no curve."""
+    c = s.gpu.quantities.get("sliding_window_attention_efficiency")
+    if kind != "sliding" or c is None:
+        return 1.0
+    return float(np.interp(s.model.sliding_window, c.x, c.y))
+
+
 def attn_pairs(s: Setup, pairs, I, n):
     """Causal (query, key) pairs per layer (mean over the layers) of computing positions
     [I − n, I) of prompts, ``pairs`` being the caller's full-attention count of them: each
     attention kind weighs by its layers and counts :meth:`ModelSpec.keys_before` over the
     span in proportion (sliding windows, Llama 4 chunks); linear-attention layers attend to
-    no pairs (:func:`_attention` charges their state update). ``pairs`` itself where every
-    layer is full attention."""
-    kinds = s.k["kinds"]
+    no pairs (:func:`_attention` charges their state update). Pairs of a kind whose kernel
+    runs below the full-attention rate count at their full-rate equivalent, 1 / that rate
+    (:func:`_window_rate`: sliding windows), so the attention op's time is full pairs /
+    rate + window pairs / window rate and its FLOPs are full-rate-equivalent FLOPs. ``pairs``
+    itself where every layer is full attention."""
+    kinds = s.k["pair_w"]
     if kinds is None:
         return pairs
     m, lo = s.model, I - n
     share = 0.0
-    for kind, per_layer, _ in kinds:
+    for kind, per_layer in kinds:
         share = share + per_layer * (m.keys_before(kind, I) - m.keys_before(kind, lo))
     full = m.keys_before("full", I) - m.keys_before("full", lo)
     return _num(pairs * share / xp.maximum(full, 1e-300))

@@ -1,7 +1,8 @@
 """Attention work per layer kind in the step roofline: hand-counted causal pairs and cached
 reads on toy models (one full + one sliding layer, chunked, linear attention), the state
 update and write of linear-attention layers, bit-identity for full-attention models, the
-simulator's decode contexts by kind, and the attention rate by head dim."""
+simulator's decode contexts by kind, the attention rate by head dim and the sliding-window
+kernel rate."""
 
 import dataclasses
 
@@ -20,7 +21,7 @@ SLIDE = ModelSpec(**BASE, sliding_window=4, layer_pattern=("full", "sliding"))
 FULL = ModelSpec(**BASE)
 
 
-def setup(model, gpu="h100-sxm", **kw):
+def setup(model, gpu="a100-sxm-80gb", **kw):
     base = dict(model=model, gpu=get_gpu(gpu), framework=get_framework("vllm"), tp=1, pp=1,
                 ep=1, w_B=2.0, kv_B=2.0, act_B=2.0, gemm_Fps=1e15, attn_Fps=1e15, hbm_Bps=1e12,
                 coll_alpha_s=0.0, coll_Bps=1e11, p2p_alpha_s=0.0, overhead_s=0.0)
@@ -119,14 +120,16 @@ def test_head_dim_rate_applies_to_head_dim_64_only():
     curve = h100.quantities["attention_head_dim_efficiency"]
     r64 = float(np.interp(64, curve.x, curve.y))
     assert 0.5 < r64 < 1.0
-    assert setup(oss).k["attn_Fps"] == pytest.approx(1e15 * r64)
-    assert setup(llama).k["attn_Fps"] == 1e15  # head dim 128: the measured rate itself
+    assert setup(oss, gpu="h100-sxm").k["attn_Fps"] == pytest.approx(1e15 * r64)
+    assert setup(llama, gpu="h100-sxm").k["attn_Fps"] == 1e15  # head dim 128: the rate itself
     no_curve = get_gpu("a100-sxm-80gb")
     assert "attention_head_dim_efficiency" not in no_curve.quantities
     assert setup(oss, gpu="a100-sxm-80gb").k["attn_Fps"] == 1e15
 
 
 @pytest.mark.parametrize("model,gpu,precision", [("gpt-oss-120b", "h100-sxm", "mxfp4"),
+                                                 ("gpt-oss-120b", "gb200", "mxfp4"),
+                                                 ("gemma-3-27b", "b300", "fp8"),
                                                  ("qwen3-next-80b-a3b", "h200-sxm", "fp8"),
                                                  ("llama-4-scout", "h200-sxm", "fp8")])
 def test_simulator_matches_closed_form_by_kind(model, gpu, precision):
@@ -150,3 +153,34 @@ def test_breakeven_recompute_counts_windowed_pairs():
     a_win = recompute_coefficients(oss, "h100-sxm", 1, "mxfp4")[2]
     a_full = recompute_coefficients(full, "h100-sxm", 1, "mxfp4")[2]
     assert a_win == pytest.approx(0.5 * a_full, rel=0.02)
+
+
+def test_sliding_pairs_at_the_window_rate_by_hand():
+    """Two-layer toy (one full, one window-4 layer) on GB200: the sliding layer's 34 pairs run
+    at its window rate, the curve held at its first point (window 128) below it, so the
+    attention time is 55 / rate + 34 / (rate x eff), FLOPs counted at that equivalent."""
+    s = setup(SLIDE, gpu="gb200")
+    eff = get_gpu("gb200").quantities["sliding_window_attention_efficiency"].y[0]
+    assert eff == pytest.approx(0.157)
+    assert attn_pairs(s, 55.0, 10, 10) * 2 == pytest.approx(55.0 + 34.0 / eff)
+    ops = step_ops(s, 10.0, 1.0, attn_pairs(s, 55.0, 10, 10), 0.0, 0.0, 10.0)[0]
+    per_pair = 2 * 2 * 8 / s.k["attn_Fps"]  # 2 x 2 heads x (4 + 4) FLOPs, at the full rate
+    assert ops["attention"]["compute_s"] == pytest.approx(per_pair * (55.0 + 34.0 / eff))
+    # the same layers all full attention, or on a GPU without a curve: the full rate
+    assert attn_pairs(setup(FULL, gpu="gb200"), 55.0, 10, 10) == 55.0
+    assert attn_pairs(setup(SLIDE), 55.0, 10, 10) * 2 == pytest.approx(89.0)
+
+
+def test_gpt_oss_window_rate_on_gb200():
+    """gpt-oss (window 128) on GB200: each sliding pair costs 1 / 0.157 = 6.4 full-rate
+    pairs; a 32K prompt's sliding layers then cost 5 % of the full layers' time, not 0.8 %."""
+    s = setup(get_model("gpt-oss-120b"), gpu="gb200")
+    I = 32768.0
+    full = I * (I + 1.0) / 2.0
+    sliding = 128 * 129 / 2 + (I - 128) * 128
+    assert attn_pairs(s, full, I, I) == pytest.approx((full + sliding / 0.157) / 2.0)
+    assert sliding / full == pytest.approx(0.0078, abs=1e-4)
+    assert sliding / 0.157 / full == pytest.approx(0.0497, abs=1e-4)
+    # the window interpolates: Gemma 3's 1024 on GB300 (0.566)
+    g = setup(get_model("gemma-3-27b"), gpu="gb300")
+    assert g.k["pair_w"][1][1] * 0.566 == pytest.approx(52 / 62)

@@ -189,7 +189,7 @@ class _Prefix:
         self.none = load is None
         self.P, self.policy, self.load, self.layers = P, policy, load, layers
         self.loaded, self.exposed, self.t_load, self.t_comp = 0.0, 0.0, 0.0, 0.0
-        self.path, self.save_sync = None, bool(conn is not None and conn.save_sync)
+        self._path, self.save_sync = None, bool(conn is not None and conn.save_sync)
         depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
@@ -199,6 +199,7 @@ class _Prefix:
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
         self.eff = 1.0 if conn is None else conn.bandwidth_efficiency
         self._s, self._parts, self._per_tok, self._each = s, parts, per_tok, ch["each"]
+        self.pick = ch["pick"]  # per element, the index in _best.POLICIES of the choice
         self._use(ch["tok"], ch["lat"], ch["comp"], ch["t_load"])
 
     def _use(self, tok, lat, comp, t_load) -> None:
@@ -208,7 +209,15 @@ class _Prefix:
         loaded_B = _prefix_B(self._s, tok, self._per_tok)
         self.reads = [(t, f * loaded_B) for t, f in self._parts]
         self.writes = [(t, self.saved_B * f) for t, f in self._parts]
-        self.path = PathLoad(self.reads, self.writes, self.eff)
+        self._path = None  # built when first used (:attr:`path`)
+
+    @property
+    def path(self) -> PathLoad | None:
+        """The path demand of the chosen loads and saves (None: no prefix); built on first use
+        (a stack of hit classes under ``best`` serves only its candidates': :func:`_stack_served`)."""
+        if self._path is None and not self.none:
+            self._path = PathLoad(self.reads, self.writes, self.eff)
+        return self._path
 
     def as_policy(self, policy: str) -> "_Prefix":
         """This prefix under ``policy`` (recompute, load, or split at this prefix's balance,
@@ -883,8 +892,8 @@ def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
             return v
-        if isinstance(v, (list, tuple)):  # classes, tier mixes
-            return tuple([atom(x) for x in v])
+        if isinstance(v, (list, tuple)):  # classes, tier mixes (their plain items inline)
+            return tuple([x if type(x) in _PLAIN else atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
         refs.append(v)
@@ -982,34 +991,52 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     classes loading over a path, each class serves at the highest of its candidates'
     throughput-max (:func:`~kvmodel.instance._contended.fastest`), the rule of a single
     cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
-    reach, the ones the open loop serves (:func:`_assemble`)."""
-    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix.stacks)
-    fast = dict(own)
+    reach, the ones the open loop serves (:func:`_assemble`). The other fields are the first
+    stack's own throughput-max."""
+    own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        if not _best.loads_over_path(p, mix.policy):
-            continue
-        most = _most_served(s, L, O, dp, fits, mnt, req_s, p)
+        res, most = _stack_served(s, L, O, dp, fits, mnt, req_s, p, mix.policy, first is None)
+        first = res if first is None else first
+        tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
-            if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
+            own[k] = fast[k] = tok[j] if len(ks) > 1 else tok
+            if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
                 fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
     tok = _harmonic(mix, fast)
-    return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
+    return dict(first, tok=tok, own_share=_harmonic(mix, own) / tok)
 
 
 _STACK_MAX = 256  # elements: above it the candidates are served one call each
 
 
-def _most_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix):
-    """The highest throughput-max (tokens/s) of a stack's candidates (:data:`_best.POLICIES`;
-    :func:`~kvmodel.instance._contended.fastest`'s value): for scalar arguments the candidates
-    on a leading axis served by one call (a stack's rows are a short array), for a vectorised
-    call one call each (stacking large arrays costs more than it saves)."""
+def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str, whole: bool):
+    """(throughput-max of a stack's own choices, the highest of its candidates' tokens/s or
+    None where ``best`` does not choose over a path). Under ``best`` the own choice of each
+    element is one of the candidates (:data:`_best.POLICIES`), so its result is read from
+    theirs (``whole`` False: its ``tok`` alone) rather than served once more."""
+    if not _best.loads_over_path(p, policy):
+        return _throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False), None
     if max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
-        return functools.reduce(xp.maximum, [
-            _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
-                            breakdown=False)["tok"] for pol in _best.POLICIES])
-    return np.max(_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
-                                  breakdown=False)["tok"], axis=0)
+        runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
+                                breakdown=False) for pol in _best.POLICIES]
+        most = functools.reduce(xp.maximum, [r["tok"] for r in runs])
+        return _best.pick(p.pick, runs if whole else [r["tok"] for r in runs]), most
+    run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
+                          breakdown=False)
+    nd = np.ndim(run["tok"])
+    own = _own_rows(run, p.pick, nd) if whole else {"tok": _own_rows(run["tok"], p.pick, nd)}
+    return own, np.max(run["tok"], axis=0)
+
+
+def _own_rows(run, pick, nd: int):
+    """The own choices' result from a result of candidates stacked on a leading axis
+    (:meth:`_Prefix.as_policies`): element by element the candidate ``pick`` names; fields of
+    fewer than ``nd`` dimensions do not depend on the candidate."""
+    if isinstance(run, dict):
+        return {k: _own_rows(v, pick, nd) for k, v in run.items()}
+    if np.ndim(run) != nd:
+        return run
+    return run[pick] if isinstance(pick, int) else np.choose(pick, run)
 
 
 def _row_loads(p: _Prefix, j: int) -> bool:
@@ -1025,18 +1052,6 @@ def _harmonic(mix: PrefixMix, tok_of: dict):
     for k in mix.order:  # summed in the classes' group order
         inv = inv + mix.probs[k] / tok_of[k]
     return 1.0 / inv
-
-
-def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, stacks: list) -> tuple[list, dict]:
-    """(throughput-max of each of a mixture's ``stacks``, class index -> its output tokens/s)."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
-           for p, _, L in stacks]
-    tok_of = {}
-    for r, (_, ks, _) in zip(res, stacks):
-        tok = xp.maximum(r["tok"], 1e-300)
-        for j, k in enumerate(ks):
-            tok_of[k] = tok[j] if len(ks) > 1 else tok
-    return res, tok_of
 
 
 def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):

@@ -236,7 +236,7 @@ class _Prefix:
         other = copy.copy(self)
         other.policy = policies
         each = [self._each[p] for p in policies]
-        other._use(*(np.stack(np.broadcast_arrays(*v)) for v in zip(*each)))
+        other._use(*(_stacked(v) for v in zip(*each)))
         return other
 
     def new_tokens(self, I):
@@ -255,6 +255,15 @@ class _Prefix:
         """The breakdown op of a request's save: bytes per GPU and the latency it adds."""
         t = self.path.write_time() if self.save_sync else 0.0
         return {"flops": 0.0, "bytes": self.saved_B, "time_s": t + 0.0 * self.saved_B}
+
+
+def _stacked(values) -> np.ndarray:
+    """``values`` stacked on a new leading axis (broadcast to one shape; of one shape
+    already, as the candidates' rows mostly are, in one copy)."""
+    shape = np.shape(values[0])
+    if all(np.shape(v) == shape for v in values):
+        return np.array(values, dtype=float)
+    return np.stack(np.broadcast_arrays(*values))
 
 
 def _path_outputs(pre: "_Prefix", rate, delay, p_wait) -> dict:
@@ -1023,20 +1032,24 @@ def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str,
         return _best.pick(p.pick, runs if whole else [r["tok"] for r in runs]), most
     run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
                           breakdown=False)
-    nd = np.ndim(run["tok"])
-    own = _own_rows(run, p.pick, nd) if whole else {"tok": _own_rows(run["tok"], p.pick, nd)}
+    shape, pick = np.shape(run["tok"]), p.pick
+    if isinstance(pick, np.ndarray) and pick.ndim == 1 and shape == (3,) + pick.shape:
+        pick = (pick, np.arange(len(pick)))  # rows: each row's candidate, by index
+    own = _own_rows(run, pick, shape) if whole else {"tok": _own_rows(run["tok"], pick, shape)}
     return own, np.max(run["tok"], axis=0)
 
 
-def _own_rows(run, pick, nd: int):
+def _own_rows(run, pick, shape: tuple):
     """The own choices' result from a result of candidates stacked on a leading axis
-    (:meth:`_Prefix.as_policies`): element by element the candidate ``pick`` names; fields of
-    fewer than ``nd`` dimensions do not depend on the candidate."""
+    (:meth:`_Prefix.as_policies`, ``shape``: its tokens/s'): element by element the candidate
+    ``pick`` names; fields of fewer dimensions do not depend on the candidate."""
     if isinstance(run, dict):
-        return {k: _own_rows(v, pick, nd) for k, v in run.items()}
-    if np.ndim(run) != nd:
+        return {k: _own_rows(v, pick, shape) for k, v in run.items()}
+    if np.ndim(run) != len(shape):
         return run
-    return run[pick] if isinstance(pick, int) else np.choose(pick, run)
+    if isinstance(pick, (int, tuple)) and np.shape(run) == shape:
+        return run[pick]
+    return np.choose(pick[0] if isinstance(pick, tuple) else pick, run)
 
 
 def _row_loads(p: _Prefix, j: int) -> bool:

@@ -179,12 +179,14 @@ def _split_rows(stacked) -> list | None:
     if "_split" in stacked.__dict__:
         return stacked._split
     reads, writes = ([], []) if stacked.none else (stacked.reads, stacked.writes)
-    lists = [_split(v) for v in (stacked.loaded, stacked.exposed, *(b for _, b in reads),
-                                 *(b for _, b in writes))]
+    times = () if stacked.none else (stacked.t_load, stacked.t_comp)
+    lists = [_split(v) for v in (stacked.loaded, stacked.exposed, *times,
+                                 *(b for _, b in reads), *(b for _, b in writes))]
     if any(c is None for c in lists) or len({len(c) for c in lists}) != 1:
         stacked._split = None
         return None
     loaded, exposed, *cols = lists
+    t_load, t_comp = (None, None) if stacked.none else (cols.pop(0), cols.pop(0))
     rc, wc = cols[:len(reads)], cols[len(reads):]
     groups, own_of, rows = getattr(stacked, "part_group", None), {}, []
     for j in range(len(loaded)):
@@ -196,7 +198,7 @@ def _split_rows(stacked) -> list | None:
             own_of[g] = [i for i, o in enumerate(_own_parts(stacked, j)) if o]
         own = own_of[g]
         rows.append((loaded[j], exposed[j], [(reads[i][0], rc[i][j]) for i in own],
-                     [(writes[i][0], wc[i][j]) for i in own]))
+                     [(writes[i][0], wc[i][j]) for i in own], t_load[j], t_comp[j]))
     stacked._split = rows
     return rows
 
@@ -214,7 +216,7 @@ class PrefixRow:
             self.loaded, self.exposed, *rw = rows[j]
             if not self.none:
                 self.eff = stacked.eff
-                self.reads, self.writes = rw
+                self.reads, self.writes, self.t_load, self.t_comp = rw
             return
         self.loaded = _row_of(stacked, stacked.loaded, j)
         self.exposed = _row_of(stacked, stacked.exposed, j)

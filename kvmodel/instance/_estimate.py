@@ -1043,13 +1043,13 @@ def _own_rows(run, pick, shape: tuple):
     """The own choices' result from a result of candidates stacked on a leading axis
     (:meth:`_Prefix.as_policies`, ``shape``: its tokens/s'): element by element the candidate
     ``pick`` names; fields of fewer dimensions do not depend on the candidate."""
-    if isinstance(run, dict):
+    if type(run) is dict:
         return {k: _own_rows(v, pick, shape) for k, v in run.items()}
-    if np.ndim(run) != len(shape):
+    if type(run) is not np.ndarray or run.ndim != len(shape):
         return run
-    if isinstance(pick, (int, tuple)) and np.shape(run) == shape:
+    if run.shape == shape and type(pick) in (int, tuple):
         return run[pick]
-    return np.choose(pick[0] if isinstance(pick, tuple) else pick, run)
+    return np.choose(pick[0] if type(pick) is tuple else pick, run)
 
 
 def _row_loads(p: _Prefix, j: int) -> bool:

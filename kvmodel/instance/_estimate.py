@@ -226,7 +226,7 @@ class _Prefix:
         if self.none:
             return self
         other = copy.copy(self)
-        other.policy = policy
+        other.policy, other.pick = policy, tuple(self._each).index(policy)
         other._use(*self._each[policy])
         return other
 
@@ -234,7 +234,7 @@ class _Prefix:
         """:meth:`as_policy` of each of ``policies`` at once, stacked on a new leading axis
         (one throughput-max call serves every candidate)."""
         other = copy.copy(self)
-        other.policy = policies
+        other.policy, other.pick = policies, None  # (a choice per candidate: none)
         each = [self._each[p] for p in policies]
         other._use(*(_stacked(v) for v in zip(*each)))
         return other
@@ -1033,7 +1033,7 @@ def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str,
     run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
                           breakdown=False)
     shape, pick = np.shape(run["tok"]), p.pick
-    if isinstance(pick, np.ndarray) and pick.ndim == 1 and shape == (3,) + pick.shape:
+    if isinstance(pick, np.ndarray) and pick.ndim == 1 and shape[1:] == pick.shape:
         pick = (pick, np.arange(len(pick)))  # rows: each row's candidate, by index
     own = _own_rows(run, pick, shape) if whole else {"tok": _own_rows(run["tok"], pick, shape)}
     return own, np.max(run["tok"], axis=0)

@@ -1029,7 +1029,8 @@ def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str,
         runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
                                 breakdown=False) for pol in _best.POLICIES]
         most = functools.reduce(xp.maximum, [r["tok"] for r in runs])
-        return _best.pick(p.pick, runs if whole else [r["tok"] for r in runs]), most
+        own = _best.pick(p.pick, runs if whole else [{"tok": r["tok"]} for r in runs])
+        return own, most
     run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
                           breakdown=False)
     shape, pick = np.shape(run["tok"]), p.pick

@@ -119,6 +119,8 @@ def test_hit_classes_own_saturation_read_from_the_candidates(arrays):
     for p, ks, L in mix.stacks:
         own, most = E._stack_served(s, L, *args, p, "best", True)
         direct = E._throughput_max(s, L, *args, p, breakdown=False)
+        tok_only = E._stack_served(s, L, *args, p, "best", False)[0]  # a later stack's
+        assert np.array_equal(np.asarray(tok_only["tok"]), np.asarray(direct["tok"]))
         for key in ("tok", "ttft", "tpot", "B"):
             assert np.array_equal(np.asarray(own[key]), np.asarray(direct[key])), key
         if most is not None:  # (not the miss's own stack: it loads nothing)

@@ -195,9 +195,9 @@ def with_lengths(classes: list, bands: list, I: float, grid: float | None = None
     (:func:`floor_to_grid`), the longest prefix with a state snapshot (the rest is
     recomputed); None: unchanged (attention-only models reuse every cached token)."""
     out = []
+    scaled = [(share, L, L / I, max(np.ceil(L) - 1.0, 0.0)) for share, L in bands]  # once
     for p, n, tier in classes:
-        for share, L in bands:
-            cached = xp.minimum(xp.floor(n * (L / I)), max(np.ceil(L) - 1.0, 0.0))
-            cached = floor_to_grid(cached, grid)
+        for share, L, f, most in scaled:
+            cached = floor_to_grid(xp.minimum(xp.floor(n * f), most), grid)
             out.append((p * share, cached, tier, L))
     return out

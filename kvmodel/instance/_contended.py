@@ -37,7 +37,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 
-__all__ = ["contended", "choose", "fastest", "loads_over_path", "POLICIES"]
+__all__ = ["contended", "choose", "fastest", "loads_over_path", "pick", "POLICIES"]
 
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
 POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
@@ -58,6 +58,9 @@ def loads_over_path(pre: Any, policy: str) -> bool:
     over a path: then its saturation is :func:`fastest` of theirs."""
     if policy != "best" or pre.none:
         return False
+    reads = getattr(pre, "reads", None)  # a prefix's path parts: a path exactly where it has any
+    if reads is not None:
+        return bool(reads)
     return pre.path is not None and not pre.path.empty
 
 
@@ -69,7 +72,7 @@ def fastest(sats: list) -> dict:
     for k, sat in enumerate(sats[1:], start=1):
         more = sat["tok"] > most
         top, most = xp.where(more, k, top), xp.where(more, sat["tok"], most)
-    return _pick(top, sats)
+    return pick(top, sats)
 
 
 def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], mode: str,
@@ -87,12 +90,12 @@ def choose(pre: Any, build: Callable[..., Any], serve: Callable[[Any], tuple], m
     scores = [_score(res, sat, mode, N, O) for res, sat in runs]
     # the uncontended choice first: recompute (nothing loaded), load (all), else split at x0
     idx = xp.where(pre.loaded <= 0, 0, xp.where(pre.loaded >= pre.P, 1, 2))
-    best = _pick(idx, scores)
+    best = pick(idx, scores)
     for k, sc in enumerate(scores):
         better = sc < best
         idx, best = xp.where(better, k, idx), xp.where(better, sc, best)
-    res = _pick(idx, [r for r, _ in runs])
-    loaded = _pick(idx, [c.loaded + 0.0 * c.P for c in cands])
+    res = pick(idx, [r for r, _ in runs])
+    loaded = pick(idx, [c.loaded + 0.0 * c.P for c in cands])
     return res, fastest([sat for _, sat in runs[:len(POLICIES)]]), loaded
 
 
@@ -118,11 +121,11 @@ def _score(res: dict, sat: dict, mode: str, N: Any, O: Any):
     return xp.where(ok, t, np.inf)
 
 
-def _pick(idx: Any, items: list) -> Any:
+def pick(idx: Any, items: list) -> Any:
     """``items[idx]`` element by element; dicts key by key (labels, tuples: the first's)."""
     first = items[0]
     if isinstance(first, dict):
-        return {k: _pick(idx, [it[k] for it in items]) for k in first}
+        return {k: pick(idx, [it[k] for it in items]) for k in first}
     if isinstance(first, (str, tuple)):
         return first
     out = first

@@ -198,7 +198,7 @@ class _Prefix:
         self.none = load is None
         self.P, self.policy, self.load, self.layers = P, policy, load, layers
         self.loaded, self.exposed, self.t_load, self.t_comp = 0.0, 0.0, 0.0, 0.0
-        self.path, self.save_sync = None, bool(conn is not None and conn.save_sync)
+        self._path, self.save_sync = None, bool(conn is not None and conn.save_sync)
         depth = float(s.model.num_layers if layers is None else layers)  # overlap depth
         if self.none:
             return
@@ -208,6 +208,7 @@ class _Prefix:
         self.saved_B = xp.where(P > 0, save * _new_kv_B(s, I, P, per_tok), 0.0)
         self.eff = 1.0 if conn is None else conn.bandwidth_efficiency
         self._s, self._parts, self._per_tok, self._each = s, parts, per_tok, ch["each"]
+        self.pick = ch["pick"]  # per element, the index in _best.POLICIES of the choice
         self._use(ch["tok"], ch["lat"], ch["comp"], ch["t_load"])
 
     def _use(self, tok, lat, comp, t_load) -> None:
@@ -217,7 +218,15 @@ class _Prefix:
         loaded_B = _prefix_B(self._s, tok, self._per_tok)
         self.reads = [(t, f * loaded_B) for t, f in self._parts]
         self.writes = [(t, self.saved_B * f) for t, f in self._parts]
-        self.path = PathLoad(self.reads, self.writes, self.eff)
+        self._path = None  # built when first used (:attr:`path`)
+
+    @property
+    def path(self) -> PathLoad | None:
+        """The path demand of the chosen loads and saves (None: no prefix); built on first use
+        (a stack of hit classes under ``best`` serves only its candidates': :func:`_stack_served`)."""
+        if self._path is None and not self.none:
+            self._path = PathLoad(self.reads, self.writes, self.eff)
+        return self._path
 
     def as_policy(self, policy: str) -> "_Prefix":
         """This prefix under ``policy`` (recompute, load, or split at this prefix's balance,
@@ -226,7 +235,7 @@ class _Prefix:
         if self.none:
             return self
         other = copy.copy(self)
-        other.policy = policy
+        other.policy, other.pick = policy, tuple(self._each).index(policy)
         other._use(*self._each[policy])
         return other
 
@@ -234,9 +243,9 @@ class _Prefix:
         """:meth:`as_policy` of each of ``policies`` at once, stacked on a new leading axis
         (one throughput-max call serves every candidate)."""
         other = copy.copy(self)
-        other.policy = policies
+        other.policy, other.pick = policies, None  # (a choice per candidate: none)
         each = [self._each[p] for p in policies]
-        other._use(*(np.stack(np.broadcast_arrays(*v)) for v in zip(*each)))
+        other._use(*(_stacked(v) for v in zip(*each)))
         return other
 
     def new_tokens(self, I):
@@ -255,6 +264,15 @@ class _Prefix:
         """The breakdown op of a request's save: bytes per GPU and the latency it adds."""
         t = self.path.write_time() if self.save_sync else 0.0
         return {"flops": 0.0, "bytes": self.saved_B, "time_s": t + 0.0 * self.saved_B}
+
+
+def _stacked(values) -> np.ndarray:
+    """``values`` stacked on a new leading axis (broadcast to one shape; of one shape
+    already, as the candidates' rows mostly are, in one copy)."""
+    shape = np.shape(values[0])
+    if all(np.shape(v) == shape for v in values):
+        return np.array(values, dtype=float)
+    return np.stack(np.broadcast_arrays(*values))
 
 
 def _path_outputs(pre: "_Prefix", rate, delay, p_wait) -> dict:
@@ -919,8 +937,8 @@ def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
             return v
-        if isinstance(v, (list, tuple)):  # classes, tier mixes
-            return tuple([atom(x) for x in v])
+        if isinstance(v, (list, tuple)):  # classes, tier mixes (their plain items inline)
+            return tuple([x if type(x) in _PLAIN else atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
         refs.append(v)
@@ -1018,34 +1036,57 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     classes loading over a path, each class serves at the highest of its candidates'
     throughput-max (:func:`~kvmodel.instance._contended.fastest`), the rule of a single
     cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
-    reach, the ones the open loop serves (:func:`_assemble`)."""
-    res, own = _class_toks(s, I, O, dp, fits, mnt, req_s, mix.stacks)
-    fast = dict(own)
+    reach, the ones the open loop serves (:func:`_assemble`). The other fields are the first
+    stack's own throughput-max."""
+    own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        if not _best.loads_over_path(p, mix.policy):
-            continue
-        most = _most_served(s, L, O, dp, fits, mnt, req_s, p)
+        res, most = _stack_served(s, L, O, dp, fits, mnt, req_s, p, mix.policy, first is None)
+        first = res if first is None else first
+        tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
-            if _row_loads(p, j):  # a class in HBM or a miss in a stack of several tiers
+            own[k] = fast[k] = tok[j] if len(ks) > 1 else tok
+            if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
                 fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
     tok = _harmonic(mix, fast)
-    return dict(res[0], tok=tok, own_share=_harmonic(mix, own) / tok)
+    return dict(first, tok=tok, own_share=_harmonic(mix, own) / tok)
 
 
 _STACK_MAX = 256  # elements: above it the candidates are served one call each
 
 
-def _most_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix):
-    """The highest throughput-max (tokens/s) of a stack's candidates (:data:`_best.POLICIES`;
-    :func:`~kvmodel.instance._contended.fastest`'s value): for scalar arguments the candidates
-    on a leading axis served by one call (a stack's rows are a short array), for a vectorised
-    call one call each (stacking large arrays costs more than it saves)."""
+def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str, whole: bool):
+    """(throughput-max of a stack's own choices, the highest of its candidates' tokens/s or
+    None where ``best`` does not choose over a path). Under ``best`` the own choice of each
+    element is one of the candidates (:data:`_best.POLICIES`), so its result is read from
+    theirs (``whole`` False: its ``tok`` alone) rather than served once more."""
+    if not _best.loads_over_path(p, policy):
+        return _throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False), None
     if max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
-        return functools.reduce(xp.maximum, [
-            _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
-                            breakdown=False)["tok"] for pol in _best.POLICIES])
-    return np.max(_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
-                                  breakdown=False)["tok"], axis=0)
+        runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
+                                breakdown=False) for pol in _best.POLICIES]
+        most = functools.reduce(xp.maximum, [r["tok"] for r in runs])
+        own = _best.pick(p.pick, runs if whole else [{"tok": r["tok"]} for r in runs])
+        return own, most
+    run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
+                          breakdown=False)
+    shape, pick = np.shape(run["tok"]), p.pick
+    if isinstance(pick, np.ndarray) and pick.ndim == 1 and shape[1:] == pick.shape:
+        pick = (pick, np.arange(len(pick)))  # rows: each row's candidate, by index
+    own = _own_rows(run, pick, shape) if whole else {"tok": _own_rows(run["tok"], pick, shape)}
+    return own, np.max(run["tok"], axis=0)
+
+
+def _own_rows(run, pick, shape: tuple):
+    """The own choices' result from a result of candidates stacked on a leading axis
+    (:meth:`_Prefix.as_policies`, ``shape``: its tokens/s'): element by element the candidate
+    ``pick`` names; fields of fewer dimensions do not depend on the candidate."""
+    if type(run) is dict:
+        return {k: _own_rows(v, pick, shape) for k, v in run.items()}
+    if type(run) is not np.ndarray or run.ndim != len(shape):
+        return run
+    if run.shape == shape and type(pick) in (int, tuple):
+        return run[pick]
+    return np.choose(pick[0] if type(pick) is tuple else pick, run)
 
 
 def _row_loads(p: _Prefix, j: int) -> bool:
@@ -1061,18 +1102,6 @@ def _harmonic(mix: PrefixMix, tok_of: dict):
     for k in mix.order:  # summed in the classes' group order
         inv = inv + mix.probs[k] / tok_of[k]
     return 1.0 / inv
-
-
-def _class_toks(s: Setup, I, O, dp, fits, mnt, req_s, stacks: list) -> tuple[list, dict]:
-    """(throughput-max of each of a mixture's ``stacks``, class index -> its output tokens/s)."""
-    res = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False)
-           for p, _, L in stacks]
-    tok_of = {}
-    for r, (_, ks, _) in zip(res, stacks):
-        tok = xp.maximum(r["tok"], 1e-300)
-        for j, k in enumerate(ks):
-            tok_of[k] = tok[j] if len(ks) > 1 else tok
-    return res, tok_of
 
 
 def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):

@@ -188,7 +188,8 @@ def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = 
     """:func:`prefill_with_prefix` without the op breakdown (the same choice, element by
     element): ``lat`` (latency), ``tok`` (loaded tokens), ``comp`` (compute seconds) and
     ``t_load`` (``load(tok)``: the load time of the chosen tokens, alone on the path);
-    ``each``: policy -> (tok, lat, comp, t_load) of every policy, the choice's candidates.
+    ``each``: policy -> (tok, lat, comp, t_load) of every policy, the choice's candidates;
+    ``pick``: per element, the index in ``each`` of the one chosen (recompute, load, split).
     ``stretch`` (>= 1, may be an array): the factor by which contention on the shared path
     lengthens a load; the split then balances ``stretch·load(x)`` against computing the rest
     (fewer tokens loaded as the path gets busier), everything else stays uncontended."""
@@ -228,18 +229,21 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
              "split": (mk_split, x, ops_x, t_x, t_lx)}
     if policy != "best":
         lat, tok, ops, comp, t_load = cands[policy]
+        pick = tuple(cands).index(policy)
     else:
         lat, tok, ops, comp, t_load = cands["recompute"]
-        for name in ("load", "split"):
+        pick = 0
+        for j, name in ((1, "load"), (2, "split")):
             c = cands[name]
             better = c[0] < lat
             if breakdown:
                 ops = _merge(better, c[2], ops)
             lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
                                       xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
+            pick = xp.where(better, j, pick)
     # keep the prefix's shape under every policy
     zero = 0.0 * P
     lat, tok, t_load = lat + zero, tok + zero, t_load + zero
     each = {k: (c[1] + zero, c[0] + zero, c[3], c[4] + zero) for k, c in cands.items()}
     return dict(ops=ops if breakdown else None, lat=lat, tok=tok, comp=comp, t_load=t_load,
-                each=each)
+                each=each, pick=pick)

@@ -89,3 +89,41 @@ def test_simulator_loading_serves_beyond_the_recompute_saturation():
     assert np.mean(hit.queue_s[3 * n // 4:]) < 1.0
     assert np.mean(miss.queue_s[3 * n // 4:]) > 100.0
     assert lam > 1.3 * _plain(batch="max", prefix_policy="recompute").saturation_request_rate_per_s
+
+
+def _classes_mix(probs_P, arrays: bool):
+    """A prefix_classes mixture under best over the toy link, as estimate builds it
+    (arrays: a vectorised cached length, one stack per class, its candidates served apart)."""
+    from kvmodel.catalog.hardware import get_framework, get_gpu
+    from kvmodel.catalog.models import get_model
+    from kvmodel.instance import _estimate as E
+    from kvmodel.instance.seam import params, setup
+    s = setup(get_model(M), get_gpu(G), get_framework("tensorrt-llm"), 1, 1, 1, "bf16", "bf16",
+              params(None))
+    tier = _toy_tier()
+    classes = [(p, np.full(300, float(n)) if arrays else n, tier) for p, n in probs_P]
+    pkw = (None, "best", "contiguous", BT, 1.0, kvmodel.catalog.hardware.get_connector("ideal"),
+           0.0)
+    return s, E._prefix_mix(s, float(I), classes, "rate", 0, "hbm", pkw)
+
+
+@pytest.mark.parametrize("arrays", [False, True])
+def test_hit_classes_own_saturation_read_from_the_candidates(arrays):
+    """Under best, each class's own (uncontended) throughput-max is read from its stacked
+    candidates' results, element by element the candidate its choice took: the same numbers,
+    bit for bit, as serving the own choice once more (a scalar stack of rows, and per class
+    with vectorised lengths, whose candidates are served one call each)."""
+    from kvmodel.instance import _estimate as E
+    s, mix = _classes_mix([(0.3, 0), (0.3, 1024), (0.2, P), (0.2, 4096)], arrays)
+    args, chose = (O, 1.0, 64.0, 8192.0, 0.0), 0
+    for p, ks, L in mix.stacks:
+        own, most = E._stack_served(s, L, *args, p, "best", True)
+        direct = E._throughput_max(s, L, *args, p, breakdown=False)
+        tok_only = E._stack_served(s, L, *args, p, "best", False)[0]  # a later stack's
+        assert np.array_equal(np.asarray(tok_only["tok"]), np.asarray(direct["tok"]))
+        for key in ("tok", "ttft", "tpot", "B"):
+            assert np.array_equal(np.asarray(own[key]), np.asarray(direct[key])), key
+        if most is not None:  # (not the miss's own stack: it loads nothing)
+            chose += 1
+            assert np.all(np.asarray(most) >= np.asarray(own["tok"]))
+    assert chose == (3 if arrays else 1)

@@ -41,7 +41,7 @@ from kvmodel.instance._paths import held_steps
 __all__ = ["contended", "choose", "fastest", "loads_over_path", "POLICIES", "held_slots",
            "slot_bound", "load_hold"]
 
-_BISECT = 48  # halvings of the slot-bound rate's bracket (relative width 2^-48)
+_FALSI = 12  # regula falsi steps of the slot-bound rate (:func:`_illinois`)
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
 POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
 
@@ -175,24 +175,35 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
     ``held(X, step)``: the slots the loads hold at ``X``. The fixed point lies between the rate
     with every slot computing (``x0``) and the rate in the slots that ``x0``'s loads leave
     (``x1``); between them ``1/X`` is taken linear in ``1/b`` (a step of time affine in the
-    batch), solved by bisection, and served at its slots."""
-    first = serve(bmax, breakdown)
+    batch), solved by regula falsi, and served at its slots."""
+    first = serve(bmax, False)
     x0, step = first["tok"] / per_request, first["tpot"]
     b1 = _slots_left(bmax, held(x0, step))
-    if not xp.any_true(b1 < bmax):
-        return first  # nothing loads (or every load is free): every slot computes
+    if not xp.any_true(b1 < bmax):  # nothing loads (or every load is free): all compute
+        return serve(bmax, True) if breakdown else first
     x1 = serve(b1, False)["tok"] / per_request
     span = xp.where(b1 < bmax, 1.0 / b1 - 1.0 / bmax, 1.0)
 
     def engine(x):  # requests/s the engine serves in the slots the loads at x leave
         w = (1.0 / b1 - 1.0 / _slots_left(bmax, held(x, step))) / span
         return 1.0 / (1.0 / x1 + w * (1.0 / x0 - 1.0 / x1))
-    lo, hi = x1 + 0.0 * x0, x0 + 0.0 * x1
-    for _ in range(_BISECT):
-        mid = 0.5 * (lo + hi)
-        up = mid < engine(mid)
-        lo, hi = xp.where(up, mid, lo), xp.where(up, hi, mid)
-    return serve(_slots_left(bmax, held(lo, step)), breakdown)
+    x = _illinois(lambda v: v - engine(v), x1 + 0.0 * x0, x0 + 0.0 * x1, x1 - engine(x1),
+                  x0 - x1)
+    return serve(_slots_left(bmax, held(x, step)), breakdown)
+
+
+def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
+    """Root of the increasing ``g`` between ``a`` (``g(a) = ga <= 0``) and ``b`` (``gb >= 0``),
+    element by element: :data:`_FALSI` steps of regula falsi with the Illinois halving
+    (superlinear; the residual steepens where the loads' hold grows with the path's queue)."""
+    for _ in range(_FALSI):
+        d = gb - ga  # the ends keep opposite signs, in either order
+        c = xp.where(d != 0, b - gb * (b - a) / xp.where(d != 0, d, 1.0), b)
+        gc = g(c)
+        flip = gc * gb < 0  # the root lies between b and c: b becomes the other end
+        a, ga = xp.where(flip, b, a), xp.where(flip, gb, 0.5 * ga)
+        b, gb = c, gc
+    return b
 
 
 def _slots_left(bmax: Any, held: Any) -> Any:

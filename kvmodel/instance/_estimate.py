@@ -348,7 +348,7 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
     computes in the slots the loads leave (:func:`~kvmodel.instance._contended.slot_bound`)."""
     def serve(b, bd):
         return _tm_slots(s, I, O, dp, b, max_tokens, req_s, pre, bd, bmax)
-    if pre.none:
+    if pre.none or not xp.any_true(pre.loaded > 0):
         return serve(bmax, breakdown)
     return _best.slot_bound(serve, lambda x, t: _best.held_slots(pre, x, t, bmax), bmax,
                             dp * O, breakdown)

@@ -16,14 +16,14 @@ from kvmodel.instance._paths import held_steps
 from kvmodel.tiers import Tier, TransferPath
 
 M, G, I, O, P, MBS = "llama-3.1-8b", "h100-sxm", 2048, 32, 1536, 8
-BW = 20e9  # one 20 GB/s link, no latency, an endless source
 TOK_B = 2 * 32 * 8 * 128 * 2  # K and V x 32 layers x 8 KV heads x 128 dims x 2 B (bf16)
+BW = 20e9  # one 20 GB/s link, no latency, an endless source: a 1536-token load takes 10 ms
+_LINK = LinkSpec("toy", "toy link", "pcie", BW, 0.0, "full", BW, None)
 
 
 def _toy_tier():
-    link = LinkSpec("toy", "toy link", "pcie", BW, 0.0, "full", BW, None)
-    return Tier("dram", 1e15, TransferPath("toy", (link,), source_Bps=float("inf")),
-                device="toy-dram")
+    path = TransferPath("toy", (_LINK,), source_Bps=float("inf"))
+    return Tier("dram", 1e15, path, device="toy-dram")
 
 
 def _est(**kw):

@@ -186,7 +186,7 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
 
     def engine(x):  # requests/s the engine serves in the slots the loads at x leave
         w = (1.0 / b1 - 1.0 / _slots_left(bmax, held(x, step))) / span
-        return 1.0 / (1.0 / x1 + w * (1.0 / x0 - 1.0 / x1))
+        return 1.0 / (1.0 / x1 + xp.where(w != 0, w * (1.0 / x0 - 1.0 / x1), 0.0))
     x = _illinois(lambda v: v - engine(v), x1 + 0.0 * x0, x0 + 0.0 * x1, x1 - engine(x1),
                   x0 - x1)
     return serve(_slots_left(bmax, held(x, step)), breakdown)
@@ -207,5 +207,7 @@ def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
 
 
 def _slots_left(bmax: Any, held: Any) -> Any:
-    """Slots left to compute beside ``held`` loading ones: at least one, at most ``bmax``."""
-    return xp.minimum(xp.maximum(bmax - held, 1.0), bmax)
+    """Slots left to compute beside ``held`` loading ones: at least one, at most ``bmax``; all
+    of them where ``held`` is not a number (an element that serves nothing, 0 x an endless
+    load: a hit class of a tier without capacity, which no request takes)."""
+    return xp.minimum(xp.maximum(bmax - xp.where(held == held, held, 0.0), 1.0), bmax)

@@ -98,3 +98,14 @@ def test_the_open_loop_counts_the_load_in_the_slot_hold():
     pre = _prefix_of()
     T = lo.tpot_s
     assert best.load_hold(pre, 0.97 * X, T) >= T  # at least the step the load ends in
+
+
+def test_a_vectorised_grid_keeps_the_stability_of_each_point():
+    """tier-sizing-small's points without host tiers, evaluated beside points with them (hit
+    classes of tiers without capacity, which no request takes): a NaN slot count (0 x an
+    endless load) had made 237 of its 953 feasible points unstable."""
+    from kvmodel import search
+    g = search.grid_search("tier-sizing-small")
+    assert int(np.sum(g.feasible)) == 953
+    for i in (1, 2, 4, 5):
+        assert g.outcome(i).metrics["stable"] and g.constraints[i][1] <= 0

@@ -78,14 +78,23 @@ def params_text(c: Any) -> str:
 
 def _instance(c: Any, w: Any) -> tuple[tuple, dict]:
     """(hashable key, DP attention / EP / speculative ``estimate`` arguments) of the instance
-    the level loads are computed for (mappings keyed as sorted items)."""
+    the level loads are computed for (mappings keyed as sorted items); the key ends with the
+    share of the KV pool left to requests (:func:`_kv_share`)."""
     from kvmodel.cluster import parallel_kw  # the cluster package imports this module
     par = parallel_kw(c)
     disagg = bool(c.prefill_instances)
     return (c.model, c.gpu, c.tp, c.precision, c.framework, round(w.input_len),
             1 if disagg else round(w.output_len),
             tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
-                         for k, v in par.items()))), par
+                         for k, v in par.items())), _kv_share(c)), par
+
+
+def _kv_share(c: Any) -> float:
+    """Share of an instance's KV pool its requests reserve from: what the cluster's HBM prefix
+    cache (``hbm_cache_fraction`` of the pool, as :func:`kvmodel.cluster._caps` reserves it)
+    leaves. An array of fractions (configurations evaluated at once, one router table for
+    all) leaves its mean share."""
+    return float(1.0 - np.mean(c.hbm_cache_fraction))
 
 
 def level_loads(c: Any, w: Any, n: int) -> tuple[float, tuple[RouterLoad, ...]]:
@@ -106,14 +115,15 @@ def _build(key: tuple, par: dict) -> tuple[float, tuple[RouterLoad, ...]]:
     sat = float(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s)
     if not sat > 0:
         return sat, tuple(RouterLoad() for _ in LOAD_LEVELS)
-    return sat, _loads(model, gpu, kw, key[-1], sat * np.asarray(LOAD_LEVELS), None)
+    return sat, _loads(model, gpu, kw, key[-1], sat * np.asarray(LOAD_LEVELS), None, key[8])
 
 
 def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
-           p_tok: float | None) -> tuple[RouterLoad, ...]:
+           p_tok: float | None, share: float) -> tuple[RouterLoad, ...]:
     """The :class:`RouterLoad` of an instance (``estimate`` arguments ``kw``, a cached prefix
     among them or not) at each per-instance rate ``rate``, the cluster at ``n`` x it;
-    ``p_tok`` the prefill time per token (None: TTFT / prompt at the first rate)."""
+    ``p_tok`` the prefill time per token (None: TTFT / prompt at the first rate); ``share``
+    of the KV pool left to requests beside the HBM prefix cache (``kv_capacity_tokens``)."""
     e = estimate(model, gpu, request_rate=rate, **kw)
     res, ttft = np.asarray(e.e2e_s, float), np.asarray(e.ttft_s, float)
     wait = np.asarray(e.queue_wait_s, float) + float(seam_params(None)["request_overhead"])
@@ -123,7 +133,7 @@ def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
             res[j], ttft[j], wait[j] = res[j - 1], ttft[j - 1], wait[j - 1]
     if p_tok is None:
         p_tok = float(ttft[0]) / max(kw["input_len"], 1) if ok[0] else 1e-4
-    cap = float(np.max(e.kv_capacity_tokens))
+    cap = share * float(np.max(e.kv_capacity_tokens))
     fin = lambda v: float(v) if np.isfinite(v) else 0.0  # noqa: E731
     return tuple(RouterLoad(rate_per_s=float(r * n), residence_s=fin(res[j]),
                             prefill_s=fin(ttft[j]), waiting_s=fin(wait[j]),
@@ -273,7 +283,7 @@ def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
                    float)
     rate = np.maximum.accumulate(lv * np.where(np.isfinite(s) & (s > sat), s, sat))
     rate = rate * (1.0 + 1e-9 * np.arange(len(rate)))
-    return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token)
+    return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token, key[8])
 
 
 _FAR = float(2 ** 40)  # blocks per instance: where a row's flat end is checked

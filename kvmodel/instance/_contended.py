@@ -36,9 +36,12 @@ from typing import Any, Callable
 import numpy as np
 
 from kvmodel.base import xp as xp
+from kvmodel.instance._paths import held_steps
 
-__all__ = ["contended", "choose", "fastest", "loads_over_path", "pick", "POLICIES"]
+__all__ = ["contended", "choose", "fastest", "loads_over_path", "pick", "POLICIES", "held_slots",
+           "slot_bound", "load_hold"]
 
+_FALSI = 12  # regula falsi steps of the slot-bound rate (:func:`_illinois`)
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
 POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
 
@@ -132,3 +135,82 @@ def pick(idx: Any, items: list) -> Any:
     for k, it in enumerate(items[1:], start=1):
         out = xp.where(idx == k, it, out)
     return out
+
+
+def held_slots(pre: Any, rate: Any, step: Any, clients: Any) -> Any:
+    """Mean KV slots that ``pre``'s loads hold at ``rate`` requests/s per replica, engine steps
+    of ``step`` seconds (Little's law: rate x the hold of :func:`~kvmodel.instance._paths.held_steps`).
+    A load spends its exposed time stretched by the path's delay (a closed loop of ``clients``,
+    as the throughput-max's TTFT); a load that precedes the compute (an overlap depth of one
+    layer) waits for the next step boundary."""
+    if pre.none:
+        return 0.0 * rate
+    load = pre.exposed_with(pre.path.delay(rate, clients)[0])
+    return rate * step * held_steps(load, step, pre.depth <= 1.0)
+
+
+def load_hold(pre: Any, rate: Any, step: Any) -> Any:
+    """Mean seconds a prefix load holds its request's KV slot in an open loop at ``rate``
+    requests/s per replica, steps of ``step`` seconds: :func:`~kvmodel.instance._paths.held_steps`
+    of its exposed time stretched by the path's open-loop delay (none where a segment is over
+    capacity: that loop is unstable on the path and says so); a mixture of hit classes, the
+    mean over its classes (each with its share of the delay)."""
+    if pre.none:
+        return 0.0 * rate
+    seg, _ = pre.path.over(rate)
+    delay = pre.path.delay(xp.where(seg == 0, rate, 0.0), None)[0]
+    if not hasattr(pre, "parts"):
+        return step * held_steps(pre.exposed_with(delay), step, pre.depth <= 1.0)
+    out = 0.0 * rate
+    for pi, p, e in zip(pre.probs, pre.parts, pre._exposed_all(delay)):
+        if not p.none:
+            out = out + pi * step * held_steps(e, step, p.times()[2] <= 1.0)
+    return out
+
+
+def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], Any], bmax: Any,
+               per_request: Any, breakdown: bool) -> dict:
+    """Throughput-max when prefix loads hold KV slots: the engine computes in the slots the
+    loads leave, ``b = bmax − held(X, step)``, and serves ``X`` requests/s there (Little's law
+    on the slots; the vLLM scheduler allocates a request's blocks before its connector load
+    starts and keeps them while it runs). ``serve(b, breakdown)``: the throughput-max result with
+    ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step);
+    ``held(X, step)``: the slots the loads hold at ``X``. The fixed point lies between the rate
+    with every slot computing (``x0``) and the rate in the slots that ``x0``'s loads leave
+    (``x1``); between them ``1/X`` is taken linear in ``1/b`` (a step of time affine in the
+    batch), solved by regula falsi, and served at its slots."""
+    first = serve(bmax, False)
+    x0, step = first["tok"] / per_request, first["tpot"]
+    b1 = _slots_left(bmax, held(x0, step))
+    if not xp.any_true(b1 < bmax):  # nothing loads (or every load is free): all compute
+        return serve(bmax, True) if breakdown else first
+    x1 = serve(b1, False)["tok"] / per_request
+    span = xp.where(b1 < bmax, 1.0 / b1 - 1.0 / bmax, 1.0)
+
+    def engine(x):  # requests/s the engine serves in the slots the loads at x leave
+        w = (1.0 / b1 - 1.0 / _slots_left(bmax, held(x, step))) / span
+        return 1.0 / (1.0 / x1 + xp.where(w != 0, w * (1.0 / x0 - 1.0 / x1), 0.0))
+    x = _illinois(lambda v: v - engine(v), x1 + 0.0 * x0, x0 + 0.0 * x1, x1 - engine(x1),
+                  x0 - x1)
+    return serve(_slots_left(bmax, held(x, step)), breakdown)
+
+
+def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
+    """Root of the increasing ``g`` between ``a`` (``g(a) = ga <= 0``) and ``b`` (``gb >= 0``),
+    element by element: :data:`_FALSI` steps of regula falsi with the Illinois halving
+    (superlinear; the residual steepens where the loads' hold grows with the path's queue)."""
+    for _ in range(_FALSI):
+        d = gb - ga  # the ends keep opposite signs, in either order
+        c = xp.where(d != 0, b - gb * (b - a) / xp.where(d != 0, d, 1.0), b)
+        gc = g(c)
+        flip = gc * gb < 0  # the root lies between b and c: b becomes the other end
+        a, ga = xp.where(flip, b, a), xp.where(flip, gb, 0.5 * ga)
+        b, gb = c, gc
+    return b
+
+
+def _slots_left(bmax: Any, held: Any) -> Any:
+    """Slots left to compute beside ``held`` loading ones: at least one, at most ``bmax``; all
+    of them where ``held`` is not a number (an element that serves nothing, 0 x an endless
+    load: a hit class of a tier without capacity, which no request takes)."""
+    return xp.minimum(xp.maximum(bmax - xp.where(held == held, held, 0.0), 1.0), bmax)

@@ -371,7 +371,21 @@ def _tm_ops(s: Setup, I, O, bmax, max_tokens, n, c, breakdown: bool):
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
                     breakdown: bool = True):
     """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
-    ops are left out, and a large array of prefixes is computed on its distinct lengths)."""
+    ops are left out, and a large array of prefixes is computed on its distinct lengths). A
+    prefix load holds its request's KV slot while it waits on and crosses the path: the batch
+    computes in the slots the loads leave (:func:`~kvmodel.instance._contended.slot_bound`)."""
+    def serve(b, bd):
+        return _tm_slots(s, I, O, dp, b, max_tokens, req_s, pre, bd, bmax)
+    if pre.none or not xp.any_true(pre.loaded > 0):
+        return serve(bmax, breakdown)
+    return _best.slot_bound(serve, lambda x, t: _best.held_slots(pre, x, t, bmax), bmax,
+                            dp * O, breakdown)
+
+
+def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", breakdown: bool,
+              clients):
+    """:func:`_throughput_max` with ``bmax`` slots computing, ``clients`` requests in flight
+    on the path (every slot: computing or loading)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     um = _um.cycle(s, I, O, bmax, max_tokens, n, c) if _um.unmixed(s) else None
@@ -389,8 +403,8 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
         ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
                    kv_save=pre.save_op())
         period = xp.maximum(period, need)
-        # B requests always in flight: a closed loop of B clients on the path
-        delay, p_wait = pre.path.delay(r / period, B)
+        # every slot's request always in flight: a closed loop of them on the path
+        delay, p_wait = pre.path.delay(r / period, clients)
         extra = _path_outputs(pre, r / period, delay, p_wait)
     tpot, first = s.pp * period, s.pp * period * xp.maximum(1.0, 1.0 / q)
     if um is not None:  # the cohort's own times, stretched as the path stretches the steps
@@ -583,9 +597,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     R, own, S, (rho, w_pf, p_pf), spread = _open_split(s, (t, D, lam, Ia, new, c, max_tokens),
                                                        (ca2, cs2), (t_p, t_d, P), pre, cls)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
+    held = _best.load_hold(pre, lam, t)  # seconds a load holds its request's slot
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
-                                 (rho, w_pf, S), lam_sat, ca2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf)
+                                 (rho, w_pf, S, held), lam_sat, ca2)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held)
     common = req_s + R
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -641,28 +656,31 @@ def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):
     fluctuations of D (:func:`kvmodel.instance._openloop.fluctuation`) plus the prefill left
     behind a request's first token (:func:`~kvmodel.instance._openloop.left_behind`), whose
     burst share excludes the requests the KV-slot gate admits one by one. ``slopes``: (T',
-    T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service)."""
-    (T1, T2), (f, t_p, t_d), (rho, w_pf, S) = slopes, parts, prefill
+    T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service,
+    the seconds a prefix load holds the slot)."""
+    (T1, T2), (f, t_p, t_d), (rho, w_pf, S, held) = slopes, parts, prefill
     kA = _ol.cluster_gain(f, t_p, t_d, t)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
-    p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot), t, T1, O, bmax, lam_sat, ca2,
+    p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot, held), t, T1, O, bmax, lam_sat, ca2,
                             kA)[1]  # the slot gate's share; then the hold with the seen TPOT
     tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
                                   p_slot, kA)
     return tpot, var_D, kA
 
 
-def _slot_hold(w_pf, S, O, tpot):
-    """Mean seconds a KV slot is held: from admission to the last token."""
-    return w_pf + S + (O - 1.0) * tpot
+def _slot_hold(w_pf, S, O, tpot, held=0.0):
+    """Mean seconds a KV slot is held: from admission to the last token, the prefix load's
+    ``held`` seconds (wait + transfer, to the step its request joins) included."""
+    return w_pf + held + S + (O - 1.0) * tpot
 
 
-def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf) -> dict:
+def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
+                held=0.0) -> dict:
     """Prefill carry-over wait (``w_pf``, probability ``p_pf``) plus KV-slot wait
-    (:func:`kvmodel.instance._openloop.slot_queue`), the probability of waiting, stability
-    and the slots' mean occupancy."""
-    w_slot, p_slot, offered = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot), t, T1, O, bmax,
-                                             lam_sat, ca2, kA)
+    (:func:`kvmodel.instance._openloop.slot_queue`; the slot hold includes a prefix load's
+    ``held`` seconds), the probability of waiting, stability and the slots' mean occupancy."""
+    hold = _slot_hold(w_pf, S, O, tpot, held)
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA)
     stable = (rho < 1.0) & (offered < bmax)
     wait, p_wait = sum_wait_law(w_pf, xp.where(stable, p_pf, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)

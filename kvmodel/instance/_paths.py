@@ -37,7 +37,7 @@ import numpy as np
 from kvmodel.base import xp as xp
 
 __all__ = ["Segment", "path_segments", "PathLoad", "ps_open_delay", "ps_closed_factor",
-           "ps_wait_prob"]
+           "ps_wait_prob", "held_steps"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,22 @@ def ps_closed_factor(U, clients):
     ``1 / (1 − U·(a−1)/a)``; capped at ``a`` (every client on the path)."""
     seen = U * xp.maximum(clients - 1.0, 0.0) / clients
     return xp.minimum(1.0 / xp.maximum(1.0 - seen, 1.0 / clients), clients)
+
+
+def held_steps(load_s, step, whole=True):
+    """Mean engine steps a request's KV slot is held by its prefix load (``load_s``: the load's
+    mean seconds on the path, wait + transfer) before its first chunk can run, with steps of
+    ``step`` seconds.
+
+    A load that precedes the compute (``whole``; vLLM's KV connector: blocks allocated, then
+    the request waits in ``WAITING_FOR_REMOTE_KVS`` and is scheduled at the first step after
+    the load reports done; :mod:`kvmodel.sim` alike) starts at a step boundary and its request
+    joins at the first boundary after it ends: ``ceil(L / step)`` steps, whose mean over an
+    exponential L of mean ``m = load_s / step`` is ``1 / (1 − e^(−1/m))`` (1 for a short
+    load, ``m + 1/2`` for a long one). A layer-wise load runs inside the request's own chunk
+    steps: it holds the slot its exposed seconds only, ``m`` steps. No load: 0."""
+    m = load_s / step
+    safe = xp.where(m > 0, m, 1.0)
+    with np.errstate(divide="ignore"):  # an endless load (m = inf) holds its slot for ever
+        joined = 1.0 / -np.expm1(-1.0 / safe)
+    return xp.where(m > 0, xp.where(whole, joined, m), 0.0)

@@ -209,7 +209,7 @@ def _count_bound(shifts: Any, W: Any, W2: Any, p: Any) -> list:
     what the choice removes is the work of the requests queued behind it, the same for every
     waiting request on average (the exponential law's quantile cut, proportional to its
     whole mean, would cut that residual's tail too)."""
-    cut = (W2 - W) / p
+    cut = (W2 - W) / _clipped(p)  # where no request waits there is nothing to cut
     return [xp.maximum(s, cut) for s in shifts]
 
 

@@ -300,7 +300,7 @@ def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     mu = lam * new * t
     s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
     sd = xp.maximum(s2, 1e-300) ** 0.5
-    d = (budget - mu) / sd
+    d = xp.minimum(xp.maximum((budget - mu) / sd, -40.0), 40.0)  # finite: inf x 0 would be NaN
     tail = 1.0 - normal_cdf(d)
     m2 = s2 * ((1.0 + d * d) * tail - d * np.exp(-0.5 * d * d) / _SQRT_2PI)
     slack = budget - mu  # <= 0 only where ρ >= 1 (t < t_full)

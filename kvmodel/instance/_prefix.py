@@ -196,6 +196,24 @@ def prefill_choice(s: Setup, B, I, P, load: Callable[[Any], Any], policy: str = 
     return _choose(s, B, I, P, load, policy, layers, breakdown=False, stretch=stretch)
 
 
+def _picked(cands: dict, policy: str, breakdown: bool) -> tuple:
+    """(latency, loaded tokens, ops, compute, load seconds, index) of ``policy``'s candidate, or
+    per element of the fastest for ``best`` (ties: recompute, load, split in that order)."""
+    if policy != "best":
+        return (*cands[policy], tuple(cands).index(policy))
+    lat, tok, ops, comp, t_load = cands["recompute"]
+    pick = 0
+    for j, name in ((1, "load"), (2, "split")):
+        c = cands[name]
+        better = c[0] < lat
+        if breakdown:
+            ops = _merge(better, c[2], ops)
+        lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
+                                  xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
+        pick = xp.where(better, j, pick)
+    return lat, tok, ops, comp, t_load, pick
+
+
 def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
             stretch=1.0) -> dict:
     """Recompute, load or split, per element (the fastest for ``best``); ``ops`` of the choice
@@ -227,20 +245,7 @@ def _choose(s: Setup, B, I, P, load, policy: str, layers, breakdown: bool,
     mk_split = pipeline_makespan(t_lx, t_x, L)
     cands = {"recompute": (t_full, 0.0, ops_full, t_full, 0.0), "load": (mk_load, P, ops_new, t_new, t_ld),
              "split": (mk_split, x, ops_x, t_x, t_lx)}
-    if policy != "best":
-        lat, tok, ops, comp, t_load = cands[policy]
-        pick = tuple(cands).index(policy)
-    else:
-        lat, tok, ops, comp, t_load = cands["recompute"]
-        pick = 0
-        for j, name in ((1, "load"), (2, "split")):
-            c = cands[name]
-            better = c[0] < lat
-            if breakdown:
-                ops = _merge(better, c[2], ops)
-            lat, tok, comp, t_load = (xp.where(better, c[0], lat), xp.where(better, c[1], tok),
-                                      xp.where(better, c[3], comp), xp.where(better, c[4], t_load))
-            pick = xp.where(better, j, pick)
+    lat, tok, ops, comp, t_load, pick = _picked(cands, policy, breakdown)
     # keep the prefix's shape under every policy
     zero = 0.0 * P
     lat, tok, t_load = lat + zero, tok + zero, t_load + zero

@@ -147,6 +147,13 @@ __all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_second
 def _share(lam, t, new, chunks, budget):
     """Busy-step probability f and prompt tokens per busy step P (capped by the budget)."""
     x = lam * t * chunks
+    return _filled(x, lam, t, new, chunks, budget)
+
+
+def _filled(x, lam, t, new, chunks, budget):
+    """(f, P) from the busy steps' Poisson exponent ``x`` (f = 1 − e^(−x)): P = λ·new·t/f
+    prompt tokens per busy step, at least one chunk, at most the budget (a full budget: f
+    from the tokens' rate instead)."""
     f = -np.expm1(-x) if xp.is_array(x) else -math.expm1(-x)
     P = lam * new * t / xp.maximum(f, 1e-300)
     full = P > budget
@@ -189,12 +196,7 @@ def _gw_share(lam, t, t_d, new, chunks, budget):
     P = λ·new·t/f as before, capped by the budget."""
     m = xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
     x = lam * chunks * t_d * _progeny(m)
-    f = -np.expm1(-x) if xp.is_array(x) else -math.expm1(-x)
-    P = lam * new * t / xp.maximum(f, 1e-300)
-    full = P > budget
-    P = xp.minimum(xp.maximum(P, new / chunks), budget)
-    f = xp.where(full, xp.minimum(lam * new * t / budget, 1.0), f)
-    return f, P
+    return _filled(x, lam, t, new, chunks, budget)
 
 
 def chunk_count(new, budget, cls=None):

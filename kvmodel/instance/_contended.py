@@ -41,7 +41,8 @@ from kvmodel.instance._paths import held_steps
 __all__ = ["contended", "choose", "fastest", "loads_over_path", "pick", "POLICIES", "held_slots",
            "slot_bound", "load_hold"]
 
-_FALSI = 12  # regula falsi steps of the slot-bound rate (:func:`_illinois`)
+_FALSI = 12  # regula falsi steps of the slot-bound rate (:func:`_illinois`), at most
+_FALSI_TOL = 1e-13  # ... stopping once every residual is this share of its rate
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
 POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
 
@@ -197,8 +198,10 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
 
 def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
     """Root of the increasing ``g`` between ``a`` (``g(a) = ga <= 0``) and ``b`` (``gb >= 0``),
-    element by element: :data:`_FALSI` steps of regula falsi with the Illinois halving
-    (superlinear; the residual steepens where the loads' hold grows with the path's queue)."""
+    element by element: at most :data:`_FALSI` steps of regula falsi with the Illinois halving
+    (superlinear; the residual steepens where the loads' hold grows with the path's queue),
+    fewer once every element's residual is below :data:`_FALSI_TOL` of its rate (a residual
+    exactly zero, as where nothing loads, stops at once)."""
     for _ in range(_FALSI):
         d = gb - ga  # the ends keep opposite signs, in either order
         c = xp.where(d != 0, b - gb * (b - a) / xp.where(d != 0, d, 1.0), b)
@@ -206,6 +209,8 @@ def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
         flip = gc * gb < 0  # the root lies between b and c: b becomes the other end
         a, ga = xp.where(flip, b, a), xp.where(flip, gb, 0.5 * ga)
         b, gb = c, gc
+        if not xp.any_true(abs(gc) > _FALSI_TOL * abs(c)):
+            break
     return b
 
 

@@ -113,10 +113,12 @@ def print_summary(needs: list[dict], ranges: list[dict]) -> None:
 
     def tb(x):
         return "never" if not np.isfinite(x) else f"{x:.2f} TB"
+    def hit(x):  # the hit ratio where the SLO is first met; none where it never is
+        return f"(hit {x:.3f})" if np.isfinite(x) else ""
     print("\nsmallest DRAM per node (no SSD) | smallest SSD (no DRAM) meeting p99 TTFT <= SLO")
     for x in needs:
         print(f"  {x['routing']:24s} {x['rate_per_instance']:.1f}/inst SLO {x['ttft_p99_slo_s']:.1f} s: "
-              f"{gb(x['min_dram_GB']):>8s} (hit {x['hit_at_min_dram']:.3f}) | {tb(x['min_ssd_TB']):>8s}"
+              f"{gb(x['min_dram_GB']):>8s} {hit(x['hit_at_min_dram']):11s} | {tb(x['min_ssd_TB']):>8s}"
               f"   p99 {x['ttft_p99_no_dram_s']:.2f} s at 0 -> {x['ttft_p99_max_dram_s']:.2f} s at 4 TB")
     print("\nmax rate per instance at the SLO: no DRAM -> 4 TB DRAM")
     for x in ranges:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 
+from kvmodel.base.units import to_si
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec, default_kv_precision
 
 __all__ = ["bench_limits", "TUNED_PRECISIONS"]
 
-GiB = 2.0**30
+GiB = to_si(1.0, "GiB")  # the heuristic works in GiB (binary), not GB
 #: weight precisions whose checkpoints the heuristic tunes (NVFP4, FP8, unquantised)
 TUNED_PRECISIONS = ("fp4", "fp8", "bf16", "fp16")
 

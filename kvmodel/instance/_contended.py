@@ -163,7 +163,7 @@ def load_hold(pre: Any, rate: Any, step: Any) -> Any:
     if not hasattr(pre, "parts"):
         return step * held_steps(pre.exposed_with(delay), step, pre.depth <= 1.0)
     out = 0.0 * rate
-    for pi, p, e in zip(pre.probs, pre.parts, pre._exposed_all(delay)):
+    for pi, p, e in zip(pre.probs, pre.parts, pre.exposed_all(delay)):
         if not p.none:
             out = out + pi * step * held_steps(e, step, p.times()[2] <= 1.0)
     return out

@@ -333,9 +333,9 @@ class PrefixMix:
         return self._path_shares
 
     def exposed_with(self, delay):
-        return sum(pi * e for pi, e in zip(self.probs, self._exposed_all(delay)))
+        return sum(pi * e for pi, e in zip(self.probs, self.exposed_all(delay)))
 
-    def _exposed_all(self, delay) -> list:
+    def exposed_all(self, delay) -> list:
         """Each class's exposed load when the mean load waits ``delay`` more on the path (a
         class's share of it: :meth:`_shares`)."""
         shares = self._shares()
@@ -395,7 +395,7 @@ class PrefixMix:
         if "_save_s" not in self.__dict__:
             self._save_s = [None if p.none else p.save_op()["time_s"] for p in self.parts]
         out = []
-        for pi, s, o, e in zip(self.probs, self._save_s, own, self._exposed_all(delay)):
+        for pi, s, o, e in zip(self.probs, self._save_s, own, self.exposed_all(delay)):
             if s is not None:
                 o = o + e + s
             out.append((pi, o))

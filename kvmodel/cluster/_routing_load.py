@@ -54,6 +54,7 @@ from kvmodel.workload._routing_closed import (
     routed_load_stats,
     routed_token_hit,
     routed_work_dispersion,
+    routed_work_scv,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
@@ -126,7 +127,7 @@ def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
     of the KV pool left to requests beside the HBM prefix cache (``kv_capacity_tokens``)."""
     e = estimate(model, gpu, request_rate=rate, **kw)
     res, ttft = np.asarray(e.e2e_s, float), np.asarray(e.ttft_s, float)
-    wait = np.asarray(e.queue_wait_s, float) + float(seam_params(None)["request_overhead"])
+    wait = _admission_wait(e)
     ok = np.isfinite(res) & np.isfinite(ttft) & np.asarray(e.stable, bool)
     for j in range(1, len(rate)):  # an unstable level keeps the last stable figures
         if not ok[j]:
@@ -139,6 +140,16 @@ def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
                             prefill_s=fin(ttft[j]), waiting_s=fin(wait[j]),
                             kv_capacity_tokens=cap, prefill_s_per_token=p_tok)
                  for j, r in enumerate(rate))
+
+
+def _admission_wait(e: Any) -> np.ndarray:
+    """Mean time a request spends in the engine's waiting queue (``RouterLoad.waiting_s``):
+    the request overhead, the rest of the step running when it arrives (the engine takes new
+    requests at step boundaries: ``step_residual_s``) and the open loop's queue waits (the
+    prefill carry beyond the step budget and the KV-slot wait, ``queue_wait_s``). Not the
+    prompt's own step nor its step mates: a request that joins the next step runs."""
+    return (np.asarray(e.queue_wait_s, float) + np.asarray(e.step_residual_s, float)
+            + float(seam_params(None)["request_overhead"]))
 
 
 def router_levels(c: Any, w: Any, n: int) -> tuple[np.ndarray | None, tuple[RouterLoad, ...]]:
@@ -275,14 +286,16 @@ def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
     if not sat > 0:
         return None, plain
     lv = np.asarray(LOAD_LEVELS)
-    h = np.interp(lv, lv[list(_ANCHORS)], [routed_token_hit(
-        w.profile, n, c.routing, routing_params(c), plain[j]) for j in _ANCHORS])
+    h, scv = (np.interp(lv, lv[list(_ANCHORS)], [f(w.profile, n, c.routing, routing_params(c),
+                                                   plain[j]) for j in _ANCHORS])
+              for f in (routed_token_hit, routed_work_scv))
     model, gpu, kw = _kw(key, par)
     kw["cached_prefix_len"] = np.maximum(np.floor(np.minimum(h * key[5], key[5] - 1)), 0.0)
     s = np.asarray(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s,
                    float)
     rate = np.maximum.accumulate(lv * np.where(np.isfinite(s) & (s > sat), s, sat))
     rate = rate * (1.0 + 1e-9 * np.arange(len(rate)))
+    kw["length_cv"] = np.sqrt(scv)
     return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token, key[8])
 
 

@@ -30,7 +30,15 @@ uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law i
 behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
 mix of load choice counts), computed with the inter-arrival SCV the router's replay gives each
 instance (:func:`routed_arrival_scv`: the level's work dispersion ratio, blended like the
-imbalance).
+imbalance; round robin's exact Erlang-N SCV 1/N).
+
+The levels' waiting span (``RouterLoad.waiting_s``, :func:`_admission_wait`) is the time a
+request spends in the engine's waiting queue: the request overhead, the rest of the step in
+progress (``Estimate.step_residual_s``: engines take new requests at step boundaries) and the
+prefill carry and KV-slot waits. The router's levels estimate the instance with the spread of
+the uncached prompt tokens its replay finds (:func:`routed_work_scv` as ``length_cv``): hits
+and misses make the steps, hence the residual an arrival waits for, far more variable than
+one mean prompt would.
 """
 
 from __future__ import annotations
@@ -412,7 +420,13 @@ def routed_arrival_scv(c: Any, w: Any, n: int) -> Any:
     dispersion ratio ``f`` (:func:`routed_work_dispersion`; the Kingman factor
     ``(ca2 + c_s²)/2`` of random splitting, ``(1 + c_s²)/2``, scaled by ``f``) read as
     ``ca2 = f·(1 + c_s²) − c_s²`` (c_s the prompt-length CV the instance takes), floored at
-    0 (the instance's queue takes no less variable arrivals than deterministic ones)."""
+    0 (the instance's queue takes no less variable arrivals than deterministic ones).
+
+    Round robin, exactly: each instance takes every N-th arrival of the cluster's Poisson
+    stream, so its inter-arrival times are Erlang-N (the sum of N exponential gaps), SCV 1/N
+    at every rate (no replay)."""
+    if ROUTING[c.routing].closed_form == "round_robin":
+        return np.full(np.shape(w.rate), 1.0 / n) if isinstance(w.rate, np.ndarray) else 1.0 / n
     f = _table(c, w, n).smoothing(w.rate)
     cs2 = w.length_cv ** 2
     return np.maximum(f * (1.0 + cs2) - cs2, 0.0) if isinstance(f, np.ndarray) \

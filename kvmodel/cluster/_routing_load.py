@@ -155,7 +155,14 @@ def _admission_wait(e: Any) -> np.ndarray:
     the request overhead, the rest of the step running when it arrives (the engine takes new
     requests at step boundaries: ``step_residual_s``) and the open loop's queue waits (the
     prefill carry beyond the step budget and the KV-slot wait, ``queue_wait_s``). Not the
-    prompt's own step nor its step mates: a request that joins the next step runs."""
+    prompt's own step nor its step mates: a request that joins the next step runs. This is
+    what llm-d's queue scorer reads (``WaitingQueueSize``, gateway-api-inference-extension
+    ``pkg/epp/scheduling/framework/plugins/scorer/queue.go`` @c729d43): vLLM's
+    ``num_waiting_reqs = len(self.waiting)``, a request leaving ``waiting`` at the first step
+    start with token budget, a free slot and KV blocks for it (vllm-project/vllm
+    ``vllm/v1/core/scheduler.py`` @0574b89, ``schedule``); the simulator admits at step
+    starts too. SGLang's cache_aware router counts requests in flight (``worker.load()``,
+    sgl-project/sglang ``sgl-router/src/policies/cache_aware.rs`` @b6f2064): the residence."""
     return (np.asarray(e.queue_wait_s, float) + np.asarray(e.step_residual_s, float)
             + float(seam_params(None)["request_overhead"]))
 

@@ -14,9 +14,9 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
   for indexers that see evictions when the caches are much smaller than the working set).
 * In flight, from Little's law at the operating point, each routed request counts on its
   instance for three spans (:func:`_times`), as the simulator's instance holds it: admission
-  wait ``A`` = the level's wait (``waiting_s``: request overhead, prefill and slot queues)
-  plus half a step at the decode pace (the step in progress: the simulator admits at step
-  boundaries, the estimate's TTFT counts that residual beside the wait); prefill pending
+  wait ``A`` = the level's wait (``waiting_s``: the time in the engine's waiting queue, i.e.
+  the request overhead, the rest of the step in progress, the prefill carry and the KV-slot
+  wait; see :func:`kvmodel.cluster._routing_load._admission_wait`), at most its TTFT; prefill pending
   (its TTFT) ``P_r = A + p·u_r + max(T − A − p·ū, 0)``: its own ``u_r`` uncached prompt
   tokens at the per-token prefill time ``p`` (``prefill_s_per_token``), the rest of the
   level's mean TTFT ``T`` (``prefill_s``) spread evenly (ū: the mean uncached tokens of the

@@ -27,7 +27,13 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # smoothing is the instance's arrival SCV and a count signal's percentiles fall by at most
 # a waiting request's mean cut; the simulator's unbounded prefix affinity is overloaded
 # too: all on one instance, 2,512 s mean)
+# round robin -0.18 -> -0.27 (mean), -0.29 -> -0.40 (p99) once each instance takes its exact
+# Erlang-4 arrivals (SCV 1/4, routed_arrival_scv): the closed form's RR / random mean TTFT
+# ratio 0.99 -> 0.88, the simulator's 0.73 (0.862 / 1.181 s), so the smoothing is real and
+# still under-counted; the base instance wait is short on this long-tailed trace, as random's
+# Poisson split shows
 MISSES = {("random", "mean"): -0.39, ("random", "p99"): -0.42,
+          ("round_robin", "mean"): -0.27, ("round_robin", "p99"): -0.40,
           ("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
 
 

@@ -311,8 +311,9 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
 
     Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s)
     (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times; with
-    top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples); ``latency_s`` is the
-    end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
+    top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples);
+    ``latency_s`` is the end-to-end step time through all ``pp`` stages plus sends, the
+    framework overhead and the sampling.
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """

@@ -2,13 +2,16 @@
 ``sampling_time`` per sampled sequence per vocabulary entry, charged to the calibration's
 ``sampled_sequence_share`` of the sequences; 0 by default (benchmarks decode greedily)."""
 
+import numpy as np
 import pytest
+from conftest import ROOT
 
 import kvmodel
-from kvmodel.catalog.hardware import get_framework, get_gpu
+from kvmodel.catalog.hardware import Catalog, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
 from kvmodel.instance import _sampling, seam
 from kvmodel.instance._roofline import step_ops
+from kvmodel.sim import poisson_requests, simulate
 
 SHARE = "sampled_sequence_share"
 
@@ -88,3 +91,24 @@ def test_share_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="sampled_sequence_share"):
         kvmodel.estimate("qwen3-8b", "ascend-910b", framework="vllm-ascend",
                          calibration={SHARE: -0.1})
+
+
+def test_simulator_charges_each_decode_step_the_same(tmp_path, fresh_catalog):
+    """16 requests arriving together (vLLM-Ascend: whole prompts first, then 16 decoders per
+    step): with every sequence sampling, each decode step, so each request's TPOT, gains
+    16 x vocab x 3.5 ns in the simulator (kvmodel.sim) and in estimate's static batch alike."""
+    text = (ROOT / "hardware_db" / "calibration.toml").read_text()
+    assert text.count("sampled_sequence_share = { value = 0,") == 1
+    path = tmp_path / "share1.toml"
+    path.write_text(text.replace("sampled_sequence_share = { value = 0,",
+                                 "sampled_sequence_share = { value = 1,"))
+    cat = Catalog.default().with_file(path)
+    extra = 16 * get_model("qwen3-8b").vocab_size * 3.5e-9
+    trace = poisson_requests(16, 1e6, input_len=500, output_len=32)
+    r0 = simulate("qwen3-8b", "ascend-910b", trace, framework="vllm-ascend")
+    r1 = simulate("qwen3-8b", "ascend-910b", trace, framework="vllm-ascend", catalog=cat)
+    assert np.median(r1.tpot_s - r0.tpot_s) == pytest.approx(extra, rel=1e-6)
+    kw = dict(framework="vllm-ascend", input_len=500, output_len=32, batch=16)
+    e0 = kvmodel.estimate("qwen3-8b", "ascend-910b", **kw)
+    e1 = kvmodel.estimate("qwen3-8b", "ascend-910b", **kw, catalog=cat)
+    assert e1.tpot_s - e0.tpot_s == pytest.approx(extra, rel=1e-6)

@@ -182,6 +182,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # host time to issue one layer's kernels where they are launched one by one (eager or
         # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
         "layer_dispatch": _q("time", required=False),
+        # device time of the engine's top-k / top-p sampler per sampled sequence per vocabulary
+        # entry (kvmodel.instance._sampling; charged for the calibration's sampled_sequence_share)
+        "sampling_time": _q("time", required=False),
         # prefix caching of hybrid (recurrent-state) models: where the engine keeps state
         # snapshots (kvmodel.catalog.models.SNAPSHOT_MODES), their spacing inside a prompt
         # (tokens), and the source of both

@@ -23,6 +23,7 @@ import numpy as np
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import ModelSpec
+from kvmodel.instance import _sampling
 
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "attn_pairs",
            "attn_reads"]
@@ -70,6 +71,8 @@ class Setup:
     wide: Any = None
     spec_w_B: Any = 0.0
     spec_kv_tok_B: Any = 0.0
+    # sampler time per sampled sequence per vocabulary entry (:mod:`._sampling`; 0: greedy)
+    sample_s: Any = 0.0
 
     # ---- per-rank geometry, computed once --------------------------------------------------
     # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
@@ -307,8 +310,10 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
 
     Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s)
-    (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
-    end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
+    (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times; with
+    top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples);
+    ``latency_s`` is the end-to-end step time through all ``pp`` stages plus sends, the
+    framework overhead and the sampling.
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
@@ -345,6 +350,10 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
     ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
+    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
+        ops["sampling"] = _sampling.sampling_op(s, logits)
+        stage = stage + ops["sampling"]["time_s"]
+        latency = latency + ops["sampling"]["time_s"]
     return ops, stage, latency
 
 

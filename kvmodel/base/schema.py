@@ -215,6 +215,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "bench_default_max_batch_size": _q("count", required=False),
         "bench_default_max_num_tokens": _q("count", required=False),
         "bench_untuned_models": Field("strlist", required=False),
+        # catalog models whose MoE experts the engine runs as MXFP4 weights x MXFP8 activations
+        # where the GPU has an FP4 tensor core: the expert GEMMs issue the FP8/FP6 MMA kind, so
+        # they run at the GPU's fp8 rate, not its fp4 one (kvmodel.instance._roofline)
+        "mxfp8_activation_moe_models": Field("strlist", required=False),
         # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
         # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
         # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)

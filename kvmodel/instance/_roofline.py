@@ -22,7 +22,7 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
-from kvmodel.catalog.models import ModelSpec
+from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "attn_pairs",
            "attn_reads"]
@@ -124,7 +124,25 @@ def _constants(s: Setup) -> dict[str, Any]:
                 + m.intermediate_size * 2.0 / s.tp, head_w=m.embedding_params / s.tp,
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
-                ep_on=xp.where(s.ep > 1, 1.0, 0.0))
+                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_Fps=_moe_rate(s))
+
+
+#: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
+_FP4_BYTES = tuple(BYTES_PER_ELEMENT[p] for p in ("fp4", "mxfp4", "nvfp4"))
+
+
+def _moe_rate(s: Setup):
+    """The expert GEMMs' FLOP/s: the GEMM rate, except where the framework runs the model's
+    4-bit experts against MXFP8 activations (``mxfp8_activation_moe_models``) on a GPU with an
+    FP4 tensor core: such a product issues the FP8/FP6 MMA kind, so the rate is the fp4 one
+    scaled by the GPU's achieved fp8 over achieved fp4 (never above the fp4 rate)."""
+    g = s.gpu
+    mx = s.framework.quantities.get("mxfp8_activation_moe_models", ())
+    if s.model.key not in mx or s.w_B not in _FP4_BYTES or not (g.supports("fp4")
+                                                                and g.supports("fp8")):
+        return s.gemm_Fps
+    ratio = (g.peak_flops["fp8"] * g.matmul_eff["fp8"]) / (g.peak_flops["fp4"] * g.matmul_eff["fp4"])
+    return s.gemm_Fps * min(ratio, 1.0)
 
 
 def _kind_constants(s: Setup) -> dict[str, Any]:
@@ -262,7 +280,7 @@ def _moe(s: Setup, tokens, layers):
         nbytes = w * s.w_B + m.router_params * s.head_B
     nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token)
     # route, 2 grouped GEMMs, combine
-    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)
+    return _op(flops * layers, nbytes * layers, s, s.k["moe_Fps"], 4.0 * layers)
 
 
 def _elementwise(s: Setup, tokens, layers):

@@ -120,6 +120,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
         # attention_efficiency_factor where the vendor's attention kernel has its own figure)
         "achieved_attention_flops": Field("precisions", "compute", required=False),
+        # measured fused-MoE FLOP/s (routing, activation quantisation, grouped GEMMs, finalize
+        # timed together): caps the expert GEMMs' rate of weights in that precision
+        "achieved_moe_flops": Field("precisions", "compute", required=False),
         # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
         # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
         # (fully connected meshes: a small group reaches only its own peer links)

@@ -132,14 +132,26 @@ _FP4_BYTES = tuple(BYTES_PER_ELEMENT[p] for p in ("fp4", "mxfp4", "nvfp4"))
 
 
 def _moe_rate(s: Setup):
-    """The expert GEMMs' FLOP/s: the GEMM rate, except where the framework runs the model's
-    4-bit experts against MXFP8 activations (``mxfp8_activation_moe_models``) on a GPU with an
-    FP4 tensor core: such a product issues the FP8/FP6 MMA kind, so the rate is the fp4 one
-    scaled by the GPU's achieved fp8 over achieved fp4 (never above the fp4 rate)."""
+    """The expert GEMMs' FLOP/s for 4-bit weights on a GPU with an FP4 tensor core
+    (:func:`_mxfp8_moe_rate`), capped by the GPU's measured fused-MoE rate
+    (``achieved_moe_flops``: routing, activation quantisation, grouped GEMMs and finalize
+    together at the largest size measured); the GEMM rate otherwise."""
+    g = s.gpu
+    if s.w_B not in _FP4_BYTES or not g.supports("fp4"):
+        return s.gemm_Fps
+    rate = _mxfp8_moe_rate(s)
+    fused = g.quantities.get("achieved_moe_flops", {}).get("fp4")
+    return rate if fused is None else min(rate, fused.si)
+
+
+def _mxfp8_moe_rate(s: Setup):
+    """The GEMM rate, except where the framework runs the model's 4-bit experts against MXFP8
+    activations (``mxfp8_activation_moe_models``): such a product issues the FP8/FP6 MMA kind,
+    so the rate is the fp4 one scaled by the GPU's achieved fp8 over achieved fp4 (never
+    above the fp4 rate)."""
     g = s.gpu
     mx = s.framework.quantities.get("mxfp8_activation_moe_models", ())
-    if s.model.key not in mx or s.w_B not in _FP4_BYTES or not (g.supports("fp4")
-                                                                and g.supports("fp8")):
+    if s.model.key not in mx or not g.supports("fp8"):
         return s.gemm_Fps
     ratio = (g.peak_flops["fp8"] * g.matmul_eff["fp8"]) / (g.peak_flops["fp4"] * g.matmul_eff["fp4"])
     return s.gemm_Fps * min(ratio, 1.0)

@@ -222,6 +222,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # where the GPU has an FP4 tensor core: the expert GEMMs issue the FP8/FP6 MMA kind, so
         # they run at the GPU's fp8 rate, not its fp4 one (kvmodel.instance._roofline)
         "mxfp8_activation_moe_models": Field("strlist", required=False),
+        # catalog models whose context attention the engine runs in BF16 over an FP8 KV cache
+        # (attention projections unquantised: no FP8 context FMHA; kvmodel.instance._roofline)
+        "bf16_context_attention_models": Field("strlist", required=False),
         # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
         # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
         # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)

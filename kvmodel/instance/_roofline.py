@@ -179,7 +179,7 @@ def _kind_constants(s: Setup) -> dict[str, Any]:
         lin_F = n_lin / m.num_layers * m.linear_flops_per_token(s.tp)
         lin_B = m.kv_bytes_rank(0.0, s.kv_B, s.tp) / m.num_layers  # states only at length 0
     return dict(kinds=kinds, pair_w=pair_w, dec_share=n_attn / m.num_layers, lin_F=lin_F,
-                lin_B=lin_B, attn_Fps=s.attn_Fps * _head_dim_rate(s))
+                lin_B=lin_B, attn_Fps=s.attn_Fps * _head_dim_rate(s) * _context_fmha_rate(s))
 
 
 def _head_dim_rate(s: Setup) -> float:
@@ -188,6 +188,21 @@ def _head_dim_rate(s: Setup) -> float:
     has none; held beyond the measured head dims)."""
     c = s.gpu.quantities.get("attention_head_dim_efficiency")
     return 1.0 if c is None else float(np.interp(s.model.qk_head_dim, c.x, c.y))
+
+
+def _context_fmha_rate(s: Setup) -> float:
+    """The attention rate over the FP8 one it was set at, for a model whose attention the
+    framework runs in BF16 over an 8-bit KV cache (``bf16_context_attention_models``: its
+    checkpoint leaves the attention projections unquantised): the GPU's measured bf16 over fp8
+    attention rate, else its bf16 over fp8 GEMM rate; 1 otherwise."""
+    g, fw = s.gpu, s.framework.quantities
+    if (s.model.key not in fw.get("bf16_context_attention_models", ()) or s.kv_B != 1.0
+            or not g.supports("fp8")):
+        return 1.0
+    measured = g.quantities.get("achieved_attention_flops", {})
+    if "bf16" in measured and "fp8" in measured:
+        return measured["bf16"].si / measured["fp8"].si
+    return (g.peak_flops["bf16"] * g.matmul_eff["bf16"]) / (g.peak_flops["fp8"] * g.matmul_eff["fp8"])
 
 
 def _window_rate(s: Setup, kind: str) -> float:

@@ -55,12 +55,33 @@ def test_other_moe_gemms_keep_the_gemm_rate(model, gpu, fw, precision):
     assert s.k["moe_Fps"] == s.gemm_Fps
 
 
-def test_only_the_moe_op_slows_at_a_large_prefill():
+def test_the_moe_op_slows_at_a_large_prefill_and_the_gemms_do_not():
     s = _setup("gpt-oss-120b", "b200")
     fast = _setup("gpt-oss-120b", "b200", fw="vllm")
     ops, _, _ = step_ops(s, 32768.0, 1.0, 32768.0 ** 2 / 2, 0.0, 0.0, 32768.0)
     ref, _, _ = step_ops(fast, 32768.0, 1.0, 32768.0 ** 2 / 2, 0.0, 0.0, 32768.0)
     assert ops["moe"]["compute_s"] == pytest.approx(ref["moe"]["compute_s"] / _fp8_over_fp4("b200"))
     assert ops["moe"]["compute_s"] > ops["moe"]["memory_s"]  # compute-bound at 32K tokens
-    for op in ("qkv_proj", "attention", "o_proj", "lm_head"):
+    for op in ("qkv_proj", "o_proj", "lm_head"):  # (attention: the BF16 context FMHA below)
         assert ops[op]["time_s"] == pytest.approx(ref[op]["time_s"])
+
+
+@pytest.mark.parametrize("gpu", ["b200", "gb200", "b300", "gb300"])
+def test_gpt_oss_context_attention_runs_at_the_bf16_rate_over_fp8_kv(gpu):
+    """trtllm-bench (block reuse and chunking off) runs gpt-oss's unquantised attention's
+    context FMHA in BF16: the measured bf16 attention rate, the FP8 KV cache unchanged."""
+    g = get_gpu(gpu)
+    measured = g.quantities["achieved_attention_flops"]
+    ratio = measured["bf16"].si / measured["fp8"].si
+    s, other = _setup("gpt-oss-120b", gpu), _setup("gpt-oss-120b", gpu, fw="vllm")
+    assert s.attn_Fps == other.attn_Fps and s.kv_B == 1.0
+    assert s.k["attn_Fps"] == pytest.approx(other.k["attn_Fps"] * ratio)
+    assert ratio < 1.0
+
+
+@pytest.mark.parametrize("model, kv", [("qwen3-30b-a3b", "fp8"), ("gpt-oss-120b", "bf16")])
+def test_quantised_attention_or_a_16_bit_cache_keeps_its_rate(model, kv):
+    m, g = get_model(model), get_gpu("b300")
+    s = seam.setup(m, g, get_framework("tensorrt-llm"), 1.0, 1.0, 1.0, "fp4", kv, seam.params())
+    ref = seam.setup(m, g, get_framework("vllm"), 1.0, 1.0, 1.0, "fp4", kv, seam.params())
+    assert s.k["attn_Fps"] == ref.k["attn_Fps"]

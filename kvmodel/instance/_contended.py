@@ -146,7 +146,7 @@ def held_slots(pre: Any, rate: Any, step: Any, clients: Any) -> Any:
     layer) waits for the next step boundary."""
     if pre.none:
         return 0.0 * rate
-    load = pre.exposed_with(pre.path.delay(rate, clients)[0])
+    load = pre.exposed_with(pre.path.read_delay(rate, clients))
     return rate * step * held_steps(load, step, pre.depth <= 1.0)
 
 
@@ -159,13 +159,19 @@ def load_hold(pre: Any, rate: Any, step: Any) -> Any:
     if pre.none:
         return 0.0 * rate
     seg, _ = pre.path.over(rate)
-    delay = pre.path.delay(xp.where(seg == 0, rate, 0.0), None)[0]
+    delay = pre.path.read_delay(xp.where(seg == 0, rate, 0.0), None)
     if not hasattr(pre, "parts"):
         return step * held_steps(pre.exposed_with(delay), step, pre.depth <= 1.0)
+    live = [(pi, e, p.times()[2] <= 1.0)
+            for pi, p, e in zip(pre.probs, pre.parts, pre.exposed_all(delay)) if not p.none]
+    if live and not xp.is_array(step, *[e for _, e, _ in live]):  # every class at once
+        steps = held_steps(np.array([e for _, e, _ in live]), step,
+                           np.array([w for _, _, w in live])).tolist()
+    else:
+        steps = [held_steps(e, step, w) for _, e, w in live]
     out = 0.0 * rate
-    for pi, p, e in zip(pre.probs, pre.parts, pre.exposed_all(delay)):
-        if not p.none:
-            out = out + pi * step * held_steps(e, step, p.times()[2] <= 1.0)
+    for (pi, _, _), n in zip(live, steps):
+        out = out + pi * step * n
     return out
 
 
@@ -175,7 +181,8 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
     loads leave, ``b = bmax − held(X, step)``, and serves ``X`` requests/s there (Little's law
     on the slots; the vLLM scheduler allocates a request's blocks before its connector load
     starts and keeps them while it runs). ``serve(b, breakdown)``: the throughput-max result with
-    ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step);
+    ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step;
+    ``breakdown`` None: ``tok`` alone);
     ``held(X, step)``: the slots the loads hold at ``X``. The fixed point lies between the rate
     with every slot computing (``x0``) and the rate in the slots that ``x0``'s loads leave
     (``x1``); between them ``1/X`` is taken linear in ``1/b`` (a step of time affine in the
@@ -187,7 +194,7 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
     b1 = _slots_left(bmax, h0)
     if not xp.any_true(b1 < bmax):  # nothing loads (or every load is free): all compute
         return serve(bmax, True) if breakdown else first
-    x1 = serve(b1, False)["tok"] / per_request
+    x1 = serve(b1, None)["tok"] / per_request  # a probe: its rate alone
     line = _engine_line(bmax, b1, x0, x1)
     return serve(_fixed_rate(line, lambda x: held(x, step), bmax, (x0, x1), h0), breakdown)
 

@@ -385,7 +385,8 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
 def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", breakdown: bool,
               clients):
     """:func:`_throughput_max` with ``bmax`` slots computing, ``clients`` requests in flight
-    on the path (every slot: computing or loading)."""
+    on the path (every slot: computing or loading); ``breakdown`` None: ``tok`` alone where a
+    prefix loads (a probe of :func:`~kvmodel.instance._contended.slot_bound`)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     um = _um.cycle(s, I, O, bmax, max_tokens, n, c) if _um.unmixed(s) else None
@@ -400,6 +401,8 @@ def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", break
         load = pre.load(r * pre.loaded, r)  # r requests start their loads per step
         busy = _max_busy(pre.path.utilisation(r))  # path seconds per step, reads + writes
         need = xp.maximum(load, busy)
+        if breakdown is None:  # a probe of the rate (slot_bound): no path delay, no ops
+            return dict(tok=dp * r * O / xp.maximum(period, need))
         ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
                    kv_save=pre.save_op())
         period = xp.maximum(period, need)

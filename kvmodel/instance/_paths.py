@@ -115,16 +115,27 @@ class PathLoad:
         and the probability it waits at all: open loop (``clients`` None) or closed loop of
         ``clients``. Over capacity (open loop) gives inf."""
         delay, busy = 0.0 * rate, 0.0 * rate
-        for name in self.shared:
-            D, U = self.read[name], rate * self.queued(name)
-            if clients is None:
-                d, p = ps_open_delay(D, U), ps_wait_prob(U)
-            else:
-                f = ps_closed_factor(U, clients)
-                d, p = D * (f - 1.0), ps_wait_prob(U * (clients - 1.0) / clients)
+        for d, U in self._delays(rate, clients):
+            p = ps_wait_prob(U if clients is None else U * (clients - 1.0) / clients)
             worse = d > delay
             delay, busy = xp.where(worse, d, delay), xp.where(worse, p, busy)
         return delay, busy
+
+    def read_delay(self, rate, clients=None):
+        """:meth:`delay`'s mean extra seconds alone (not the probability of waiting)."""
+        delay = 0.0 * rate
+        for d, _ in self._delays(rate, clients):
+            delay = xp.where(d > delay, d, delay)
+        return delay
+
+    def _delays(self, rate, clients):
+        """(extra seconds of a read, utilisation) on each segment, as :meth:`delay` takes them."""
+        for name in self.shared:
+            D, U = self.read[name], rate * self.queued(name)
+            if clients is None:
+                yield ps_open_delay(D, U), U
+            else:
+                yield D * (ps_closed_factor(U, clients) - 1.0), U
 
     def over(self, rate):
         """Index (into :attr:`names`, 1-based) of the first segment at utilisation >= 1 (0: none)

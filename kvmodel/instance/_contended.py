@@ -182,19 +182,19 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
     on the slots; the vLLM scheduler allocates a request's blocks before its connector load
     starts and keeps them while it runs). ``serve(b, breakdown)``: the throughput-max result with
     ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step;
-    ``breakdown`` None: ``tok`` alone);
+    ``breakdown`` None: those two alone);
     ``held(X, step)``: the slots the loads hold at ``X``. The fixed point lies between the rate
     with every slot computing (``x0``) and the rate in the slots that ``x0``'s loads leave
     (``x1``); between them ``1/X`` is taken linear in ``1/b`` (a step of time affine in the
     batch: :func:`_engine_line`), and the rate solved in closed form (:func:`_fixed_rate`),
     then served at its slots."""
-    first = serve(bmax, False)
+    first = serve(bmax, None)  # probes of the rate: no path delay, no ops
     x0, step = first["tok"] / per_request, first["tpot"]
     h0 = held(x0, step)
     b1 = _slots_left(bmax, h0)
     if not xp.any_true(b1 < bmax):  # nothing loads (or every load is free): all compute
-        return serve(bmax, True) if breakdown else first
-    x1 = serve(b1, None)["tok"] / per_request  # a probe: its rate alone
+        return serve(bmax, breakdown)
+    x1 = serve(b1, None)["tok"] / per_request
     line = _engine_line(bmax, b1, x0, x1)
     return serve(_fixed_rate(line, lambda x: held(x, step), bmax, (x0, x1), h0), breakdown)
 

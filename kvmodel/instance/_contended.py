@@ -220,8 +220,9 @@ def _fixed_rate(line: tuple, held: Callable[[Any], Any], bmax: Any, ends: tuple,
     b, done = bmax + 0.0 * x0, False
     for _ in range(_SECANT):
         gap = xb - xa
-        s = xp.where(gap != 0, (hb - ha) / xp.where(gap != 0, gap, 1.0), 0.0)
-        x = _line_root(line, bmax - hb + s * xb, s)
+        with np.errstate(invalid="ignore"):  # an endless load (held inf): the rate in x1's slot
+            s = xp.where(gap != 0, (hb - ha) / xp.where(gap != 0, gap, 1.0), 0.0)
+            x = _line_root(line, bmax - hb + s * xb, s)
         x = xp.minimum(xp.maximum(xp.where(x == x, x, x1), xp.minimum(x0, x1)), x0)
         h = _known(held(x))
         b = xp.where(done, b, _slots_left(bmax, h))

@@ -533,7 +533,7 @@ def _closed_path_delay(pre: "_Prefix", a, rate_at):
 
     def residual(d):
         X = rate_at(pre.exposed_with(d) - pre.exposed)
-        return pre.path.delay(X, a)[0] - d, None
+        return pre.path.read_delay(X, a) - d, None
     d, _ = _bracketed_root(residual, 0.0 * hi, hi + 1e-12)
     return xp.maximum(d, 0.0)
 

@@ -116,8 +116,16 @@ class PathLoad:
     def delay(self, rate, clients=None):
         """Mean extra seconds a read spends on the path at ``rate`` requests/s over an idle path,
         and the probability it waits at all: open loop (``clients`` None) or closed loop of
-        ``clients``. Over capacity (open loop) gives inf."""
+        ``clients``. Over capacity (open loop) gives inf. The slowest segment's, the first of
+        equals (with arrays every segment at once: :meth:`_at_once`, the same numbers)."""
         delay, busy = 0.0 * rate, 0.0 * rate
+        if self._at_once(rate, clients):
+            d, U = self._stacked_delays(rate, clients)
+            k = np.argmax(np.where(d == d, d, -np.inf), axis=0)[None]  # not a number: never
+            p = ps_wait_prob(U if clients is None else U * (clients - 1.0) / clients)
+            worse = np.take_along_axis(d, k, 0)[0] > delay
+            return (np.where(worse, np.take_along_axis(d, k, 0)[0], delay),
+                    np.where(worse, np.take_along_axis(np.broadcast_to(p, d.shape), k, 0)[0], busy))
         for d, U in self._delays(rate, clients):
             p = ps_wait_prob(U if clients is None else U * (clients - 1.0) / clients)
             worse = d > delay
@@ -125,19 +133,27 @@ class PathLoad:
         return delay, busy
 
     def read_delay(self, rate, clients=None):
-        """:meth:`delay`'s mean extra seconds alone (not the probability of waiting); with
-        arrays, every segment at once (:meth:`_stacked`), the same numbers."""
+        """:meth:`delay`'s mean extra seconds alone (not the probability of waiting)."""
         delay = 0.0 * rate
-        if not self.shared or not xp.is_array(rate, clients, *self.read.values(),
-                                              *self.write.values()):
-            for d, _ in self._delays(rate, clients):
-                delay = xp.where(d > delay, d, delay)
-            return delay
+        if self._at_once(rate, clients):
+            top = np.fmax.reduce(self._stacked_delays(rate, clients)[0], axis=0)  # NaN: none
+            return np.where(top > delay, top, delay)
+        for d, _ in self._delays(rate, clients):
+            delay = xp.where(d > delay, d, delay)
+        return delay
+
+    def _at_once(self, rate, clients) -> bool:
+        """Whether the delays are taken with every segment at once (:meth:`_stacked_delays`):
+        where anything is an array (scalars: segment by segment, Python floats)."""
+        return bool(self.shared) and xp.is_array(rate, clients, *self.read.values(),
+                                                 *self.write.values())
+
+    def _stacked_delays(self, rate, clients) -> tuple:
+        """:meth:`_delays` of every segment stacked on a leading axis: (delays, utilisations)."""
         D, Q = self._stacked(max(np.ndim(rate), np.ndim(clients)))
         U = rate * Q
-        d = ps_open_delay(D, U) if clients is None else D * (ps_closed_factor(U, clients) - 1.0)
-        top = np.fmax.reduce(d, axis=0)  # the slowest segment's (not a number: none)
-        return np.where(top > delay, top, delay)
+        return (ps_open_delay(D, U) if clients is None
+                else D * (ps_closed_factor(U, clients) - 1.0)), U
 
     def _stacked(self, ndim: int) -> tuple:
         """(read demand, queued demand) of every segment, stacked on a leading axis and

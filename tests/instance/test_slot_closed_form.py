@@ -7,7 +7,7 @@ import pytest
 
 from kvmodel.catalog.hardware import LinkSpec
 from kvmodel.instance._contended import slot_bound
-from kvmodel.instance._paths import PathLoad
+from kvmodel.instance._paths import PathLoad, ps_closed_factor, ps_open_delay, ps_wait_prob
 from kvmodel.tiers import Tier, TransferPath
 
 A, B, BMAX, STEP = 0.02, 3.0, 64.0, 0.05  # 1/X = A + B/b: an engine exactly affine in 1/b
@@ -77,17 +77,36 @@ def _tier(name, bw, write=None, duplex="full"):
     return Tier("dram", 1e15, path, device=f"{name}-dram")
 
 
+def _by_segment(path, rate, clients):
+    """Reference: each segment's delay and wait probability in turn, the slowest's kept (the
+    first of equals; a delay not a number never)."""
+    delay, busy = 0.0 * rate, 0.0 * rate
+    for name in path.names:
+        D, U = path.read[name], rate * path.queued(name)
+        if clients is None:
+            d, p = ps_open_delay(D, U), ps_wait_prob(U)
+        else:
+            d = D * (ps_closed_factor(U, clients) - 1.0)
+            p = ps_wait_prob(U * (clients - 1.0) / clients)
+        worse = d > delay
+        delay, busy = np.where(worse, d, delay), np.where(worse, p, busy)
+    return delay, busy
+
+
 @pytest.mark.parametrize("clients", [None, 8.0, np.array([[2.0], [64.0], [1.0], [8.0]])])
-def test_read_delay_is_the_segment_by_segment_delay(clients):
-    """Stacked segments give :meth:`PathLoad.delay`'s mean delay bit for bit: scalar and
-    array demands, a half-duplex link, over capacity (inf, open loop), rates not a number."""
+def test_delays_of_every_segment_at_once_are_the_segment_by_segment_ones(clients):
+    """Stacked segments give the segment loop's delay and wait probability bit for bit: scalar
+    and array demands, a half-duplex link, over capacity (inf, open loop), ties (two equal
+    links), rates not a number; scalars alone stay segment by segment."""
     nbytes = np.array([0.0, 1e9, 4e9, 2e10])
-    path = PathLoad([(_tier("a", 1e10), nbytes), (_tier("b", 5e9, duplex="half"), 3e9)],
-                    [(_tier("b", 5e9, duplex="half"), 1e9)])
+    path = PathLoad([(_tier("a", 1e10), nbytes), (_tier("b", 5e9, duplex="half"), 3e9),
+                     (_tier("c", 1e10), nbytes)], [(_tier("b", 5e9, duplex="half"), 1e9)])
     for rate in (np.array([[0.0], [0.3], [1.0], [np.nan]]), np.array([0.1, 0.5, 2.0, 9.0])):
-        want = path.delay(rate, clients)[0]
-        got = path.read_delay(rate, clients)
-        np.testing.assert_array_equal(got, want)
-    lone = PathLoad([(_tier("a", 1e10), 2e9)], [(_tier("a", 1e10), 1e9)])  # scalars alone
+        want = _by_segment(path, rate, clients)
+        for got in (path.delay(rate, clients), (path.read_delay(rate, clients), want[1])):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    lone = PathLoad([(_tier("a", 1e10), 2e9)], [(_tier("a", 1e10), 1e9)])
     for rate in (0.0, 0.4, 4.0, 9.0):
-        np.testing.assert_array_equal(lone.read_delay(rate, clients), lone.delay(rate, clients)[0])
+        np.testing.assert_array_equal(lone.read_delay(rate, clients), _by_segment(lone, rate, clients)[0])
+        np.testing.assert_array_equal(lone.delay(rate, clients), _by_segment(lone, rate, clients))

@@ -41,8 +41,8 @@ from kvmodel.instance._paths import held_steps
 __all__ = ["contended", "choose", "fastest", "loads_over_path", "pick", "POLICIES", "held_slots",
            "slot_bound", "load_hold"]
 
-_FALSI = 12  # regula falsi steps of the slot-bound rate (:func:`_illinois`), at most
-_FALSI_TOL = 1e-13  # ... stopping once every residual is this share of its rate
+_SECANT = 12  # secant steps of the slot-bound rate (:func:`_fixed_rate`), at most
+_SECANT_TOL = 1e-13  # ... stopping once every residual is this share of its rate
 _HUGE_STRETCH = 1e6  # a segment over capacity: the contended split loads (almost) nothing
 POLICIES = ("recompute", "load", "split")  # the uncontended candidates, in their tie order
 
@@ -146,7 +146,7 @@ def held_slots(pre: Any, rate: Any, step: Any, clients: Any) -> Any:
     layer) waits for the next step boundary."""
     if pre.none:
         return 0.0 * rate
-    load = pre.exposed_with(pre.path.delay(rate, clients)[0])
+    load = pre.exposed_with(pre.path.read_delay(rate, clients))
     return rate * step * held_steps(load, step, pre.depth <= 1.0)
 
 
@@ -159,13 +159,19 @@ def load_hold(pre: Any, rate: Any, step: Any) -> Any:
     if pre.none:
         return 0.0 * rate
     seg, _ = pre.path.over(rate)
-    delay = pre.path.delay(xp.where(seg == 0, rate, 0.0), None)[0]
+    delay = pre.path.read_delay(xp.where(seg == 0, rate, 0.0), None)
     if not hasattr(pre, "parts"):
         return step * held_steps(pre.exposed_with(delay), step, pre.depth <= 1.0)
+    live = [(pi, e, p.times()[2] <= 1.0)
+            for pi, p, e in zip(pre.probs, pre.parts, pre.exposed_all(delay)) if not p.none]
+    if live and not xp.is_array(step, *[e for _, e, _ in live]):  # every class at once
+        steps = held_steps(np.array([e for _, e, _ in live]), step,
+                           np.array([w for _, _, w in live])).tolist()
+    else:
+        steps = [held_steps(e, step, w) for _, e, w in live]
     out = 0.0 * rate
-    for pi, p, e in zip(pre.probs, pre.parts, pre.exposed_all(delay)):
-        if not p.none:
-            out = out + pi * step * held_steps(e, step, p.times()[2] <= 1.0)
+    for (pi, _, _), n in zip(live, steps):
+        out = out + pi * step * n
     return out
 
 
@@ -175,43 +181,73 @@ def slot_bound(serve: Callable[[Any, bool], dict], held: Callable[[Any, Any], An
     loads leave, ``b = bmax − held(X, step)``, and serves ``X`` requests/s there (Little's law
     on the slots; the vLLM scheduler allocates a request's blocks before its connector load
     starts and keeps them while it runs). ``serve(b, breakdown)``: the throughput-max result with
-    ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step);
+    ``b`` slots (``tok``: tokens/s, ``per_request`` tokens/s per request/s; ``tpot``: the step;
+    ``breakdown`` None: those two alone);
     ``held(X, step)``: the slots the loads hold at ``X``. The fixed point lies between the rate
     with every slot computing (``x0``) and the rate in the slots that ``x0``'s loads leave
     (``x1``); between them ``1/X`` is taken linear in ``1/b`` (a step of time affine in the
-    batch), solved by regula falsi, and served at its slots."""
-    first = serve(bmax, False)
+    batch: :func:`_engine_line`), and the rate solved in closed form (:func:`_fixed_rate`),
+    then served at its slots."""
+    first = serve(bmax, None)  # probes of the rate: no path delay, no ops
     x0, step = first["tok"] / per_request, first["tpot"]
-    b1 = _slots_left(bmax, held(x0, step))
+    h0 = held(x0, step)
+    b1 = _slots_left(bmax, h0)
     if not xp.any_true(b1 < bmax):  # nothing loads (or every load is free): all compute
-        return serve(bmax, True) if breakdown else first
-    x1 = serve(b1, False)["tok"] / per_request
+        return serve(bmax, breakdown)
+    x1 = serve(b1, None)["tok"] / per_request
+    line = _engine_line(bmax, b1, x0, x1)
+    return serve(_fixed_rate(line, lambda x: held(x, step), bmax, (x0, x1), h0), breakdown)
+
+
+def _engine_line(bmax: Any, b1: Any, x0: Any, x1: Any) -> tuple:
+    """(A, B) of the engine's rate in ``b`` slots, ``1/X = A + B/b``, through ``x0`` at
+    ``bmax`` and ``x1`` at ``b1`` (flat, ``B = 0``, where ``b1 = bmax``)."""
     span = xp.where(b1 < bmax, 1.0 / b1 - 1.0 / bmax, 1.0)
-
-    def engine(x):  # requests/s the engine serves in the slots the loads at x leave
-        w = (1.0 / b1 - 1.0 / _slots_left(bmax, held(x, step))) / span
-        return 1.0 / (1.0 / x1 + xp.where(w != 0, w * (1.0 / x0 - 1.0 / x1), 0.0))
-    x = _illinois(lambda v: v - engine(v), x1 + 0.0 * x0, x0 + 0.0 * x1, x1 - engine(x1),
-                  x0 - x1)
-    return serve(_slots_left(bmax, held(x, step)), breakdown)
+    B = xp.where(b1 < bmax, (1.0 / x1 - 1.0 / x0) / span, 0.0)
+    return 1.0 / x0 - B / bmax, B
 
 
-def _illinois(g: Callable[[Any], Any], a: Any, b: Any, ga: Any, gb: Any) -> Any:
-    """Root of the increasing ``g`` between ``a`` (``g(a) = ga <= 0``) and ``b`` (``gb >= 0``),
-    element by element: at most :data:`_FALSI` steps of regula falsi with the Illinois halving
-    (superlinear; the residual steepens where the loads' hold grows with the path's queue),
-    fewer once every element's residual is below :data:`_FALSI_TOL` of its rate (a residual
-    exactly zero, as where nothing loads, stops at once)."""
-    for _ in range(_FALSI):
-        d = gb - ga  # the ends keep opposite signs, in either order
-        c = xp.where(d != 0, b - gb * (b - a) / xp.where(d != 0, d, 1.0), b)
-        gc = g(c)
-        flip = gc * gb < 0  # the root lies between b and c: b becomes the other end
-        a, ga = xp.where(flip, b, a), xp.where(flip, gb, 0.5 * ga)
-        b, gb = c, gc
-        if not xp.any_true(abs(gc) > _FALSI_TOL * abs(c)):
+def _fixed_rate(line: tuple, held: Callable[[Any], Any], bmax: Any, ends: tuple, h0: Any) -> Any:
+    """Slots left at the rate ``X`` the engine serves in them, ``X = 1/(A + B/b)`` with
+    ``b = bmax − held(X)``. Where the loads' hold is linear in the rate (``held = X·h``, an
+    uncongested path) that is a quadratic in ``X`` (:func:`_line_root`), solved once; where the
+    path's queue makes ``h`` grow with the rate, ``held`` is taken affine through its last two
+    values (secant steps from the origin and ``x0``: superlinear), at most :data:`_SECANT` steps,
+    fewer once every element's rate is within :data:`_SECANT_TOL` of the engine's in its slots
+    (elements done stay put)."""
+    x0, x1 = ends
+    (xa, ha), (xb, hb) = (0.0 * x0, 0.0 * x0), (x0, _known(h0))
+    b, done = bmax + 0.0 * x0, False
+    for _ in range(_SECANT):
+        gap = xb - xa
+        with np.errstate(invalid="ignore"):  # an endless load (held inf): the rate in x1's slot
+            s = xp.where(gap != 0, (hb - ha) / xp.where(gap != 0, gap, 1.0), 0.0)
+            x = _line_root(line, bmax - hb + s * xb, s)
+        x = xp.minimum(xp.maximum(xp.where(x == x, x, x1), xp.minimum(x0, x1)), x0)
+        h = _known(held(x))
+        b = xp.where(done, b, _slots_left(bmax, h))
+        done = done | (abs(x - 1.0 / (line[0] + line[1] / b)) <= _SECANT_TOL * x)
+        if not xp.any_true(~done if xp.is_array(done) else not done):
             break
+        (xa, ha), (xb, hb) = (xb, hb), (x, h)
     return b
+
+
+def _line_root(line: tuple, m: Any, s: Any) -> Any:
+    """The rate ``X`` with ``1/X = A + B/b`` at ``b = m − s·X`` (``line = (A, B)``, ``A, B,
+    s >= 0``): the smaller root of ``A·s·X² − (A·m + B + s)·X + m = 0``, in the form without
+    cancellation (``X = m / (A·m + B)`` where ``s = 0``); where ``b`` comes out below one slot,
+    the rate in one slot."""
+    A, B = line
+    p = A * m + B + s
+    den = p + xp.maximum(p * p - 4.0 * A * s * m, 0.0) ** 0.5
+    x = 2.0 * m / xp.where(den > 0, den, 1.0)
+    return xp.where((den > 0) & (m - s * x >= 1.0), x, 1.0 / (A + B))
+
+
+def _known(held: Any) -> Any:
+    """``held`` where it is a number, 0 elsewhere (as :func:`_slots_left` takes it)."""
+    return xp.where(held == held, held, 0.0)
 
 
 def _slots_left(bmax: Any, held: Any) -> Any:

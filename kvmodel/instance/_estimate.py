@@ -389,7 +389,8 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
 def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", breakdown: bool,
               clients):
     """:func:`_throughput_max` with ``bmax`` slots computing, ``clients`` requests in flight
-    on the path (every slot: computing or loading)."""
+    on the path (every slot: computing or loading); ``breakdown`` None: ``tok`` and ``tpot``
+    alone where a prefix loads (a probe of :func:`~kvmodel.instance._contended.slot_bound`)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     um = _um.cycle(s, I, O, bmax, max_tokens, n, c) if _um.unmixed(s) else None
@@ -399,25 +400,36 @@ def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", break
         B, _, q = _tm_batch(s, O, bmax, max_tokens, n)
         ops, period = _tm_ops(s, I, O, bmax, max_tokens, n, c, breakdown)
     r = q / s.pp  # requests starting (and finishing) per stage period
-    period0, extra = period, {}
+    period0, extra, probe = period, {}, breakdown is None and not pre.none
     if not pre.none:  # prefix loads and saves run beside compute; the path must keep up
         load = pre.load(r * pre.loaded, r)  # r requests start their loads per step
         busy = _max_busy(pre.path.utilisation(r))  # path seconds per step, reads + writes
         need = xp.maximum(load, busy)
-        ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
-                   kv_save=pre.save_op())
-        period = xp.maximum(period, need)
-        # every slot's request always in flight: a closed loop of them on the path
-        delay, p_wait = pre.path.delay(r / period, clients)
-        extra = _path_outputs(pre, r / period, delay, p_wait)
+        if probe:  # the rate and step alone (slot_bound): no path delay, no ops
+            period = xp.maximum(period, need)
+        else:
+            ops, period, extra = _path_step(pre, r, period, need, ops, clients)
     tpot, first = s.pp * period, s.pp * period * xp.maximum(1.0, 1.0 / q)
     if um is not None:  # the cohort's own times, stretched as the path stretches the steps
         tpot, first = um["tpot"] * (period / period0), um["first"] * (period / period0)
+    if probe:
+        return dict(tok=dp * r * O / period, tpot=tpot)
     ttft = req_s + first + pre.exposed + extra.get("path_wait", 0.0)
     ttft = ttft + (0.0 if pre.none else ops["kv_save"]["time_s"])
     e2e = ttft + (O - 1.0) * tpot
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=e2e, tok=dp * r * O / period, B=B,
                 **extra)
+
+
+def _path_step(pre: "_Prefix", r, period, need, ops: dict, clients):
+    """(ops, period, result entries) of a throughput-max step of ``period`` seconds computing
+    beside its prefix loads and saves, which need ``need`` seconds of the path per step:
+    every slot's request always in flight, a closed loop of ``clients`` on the path."""
+    ops = dict(ops, kv_load={"flops": 0.0, "bytes": 0.0, "time_s": xp.maximum(need - period, 0.0)},
+               kv_save=pre.save_op())
+    period = xp.maximum(period, need)
+    delay, p_wait = pre.path.delay(r / period, clients)
+    return ops, period, _path_outputs(pre, r / period, delay, p_wait)
 
 
 def _max_busy(util: dict):
@@ -525,7 +537,7 @@ def _closed_path_delay(pre: "_Prefix", a, rate_at):
 
     def residual(d):
         X = rate_at(pre.exposed_with(d) - pre.exposed)
-        return pre.path.delay(X, a)[0] - d, None
+        return pre.path.read_delay(X, a) - d, None
     d, _ = _bracketed_root(residual, 0.0 * hi, hi + 1e-12)
     return xp.maximum(d, 0.0)
 

@@ -76,15 +76,18 @@ class PathLoad:
         self.read: dict[str, Any] = {}
         self.write: dict[str, Any] = {}
         self.shared: dict[str, bool] = {}
-        segs: dict[int, list] = {}  # each tier's (name, read, write bandwidth, shared), once
-        for pairs, out, w in ((reads, self.read, False), (writes, self.write, True)):
+        self._stacks: dict[int, tuple] = {}  # (read, queued) demands stacked (:meth:`read_delay`)
+        segs: dict[int, tuple] = {}  # each tier's names, shared, read and write bandwidths, once
+        for pairs, out, w in ((reads, self.read, 2), (writes, self.write, 3)):
             for tier, nbytes in pairs:
                 if id(tier) not in segs:
-                    segs[id(tier)] = [(g.name, g.read_Bps, g.write_Bps, g.shared)
-                                      for g in path_segments(tier, efficiency)]
-                for name, r_bw, w_bw, shared in segs[id(tier)]:
-                    out[name] = out.get(name, 0.0) + _demand(nbytes, w_bw if w else r_bw)
-                    self.shared[name] = shared
+                    gs = path_segments(tier, efficiency)
+                    segs[id(tier)] = tuple([getattr(g, f) for g in gs]
+                                           for f in ("name", "shared", "read_Bps", "write_Bps"))
+                names, shared = segs[id(tier)][:2]
+                for name, sh, d in zip(names, shared, _demands(nbytes, segs[id(tier)][w])):
+                    out[name] = out[name] + d if name in out else d
+                    self.shared[name] = sh
         for name in self.shared:
             self.read.setdefault(name, 0.0)
             self.write.setdefault(name, 0.0)
@@ -113,18 +116,65 @@ class PathLoad:
     def delay(self, rate, clients=None):
         """Mean extra seconds a read spends on the path at ``rate`` requests/s over an idle path,
         and the probability it waits at all: open loop (``clients`` None) or closed loop of
-        ``clients``. Over capacity (open loop) gives inf."""
+        ``clients``. Over capacity (open loop) gives inf. The slowest segment's, the first of
+        equals (with arrays every segment at once: :meth:`_at_once`, the same numbers)."""
         delay, busy = 0.0 * rate, 0.0 * rate
-        for name in self.shared:
-            D, U = self.read[name], rate * self.queued(name)
-            if clients is None:
-                d, p = ps_open_delay(D, U), ps_wait_prob(U)
-            else:
-                f = ps_closed_factor(U, clients)
-                d, p = D * (f - 1.0), ps_wait_prob(U * (clients - 1.0) / clients)
+        if self._at_once(rate, clients):
+            d, U = self._stacked_delays(rate, clients)
+            k = np.argmax(np.where(d == d, d, -np.inf), axis=0)[None]  # not a number: never
+            p = ps_wait_prob(U if clients is None else U * (clients - 1.0) / clients)
+            worse = np.take_along_axis(d, k, 0)[0] > delay
+            return (np.where(worse, np.take_along_axis(d, k, 0)[0], delay),
+                    np.where(worse, np.take_along_axis(np.broadcast_to(p, d.shape), k, 0)[0], busy))
+        for d, U in self._delays(rate, clients):
+            p = ps_wait_prob(U if clients is None else U * (clients - 1.0) / clients)
             worse = d > delay
             delay, busy = xp.where(worse, d, delay), xp.where(worse, p, busy)
         return delay, busy
+
+    def read_delay(self, rate, clients=None):
+        """:meth:`delay`'s mean extra seconds alone (not the probability of waiting)."""
+        delay = 0.0 * rate
+        if self._at_once(rate, clients):
+            top = np.fmax.reduce(self._stacked_delays(rate, clients)[0], axis=0)  # NaN: none
+            return np.where(top > delay, top, delay)
+        for d, _ in self._delays(rate, clients):
+            delay = xp.where(d > delay, d, delay)
+        return delay
+
+    def _at_once(self, rate, clients) -> bool:
+        """Whether the delays are taken with every segment at once (:meth:`_stacked_delays`):
+        where anything is an array (scalars: segment by segment, Python floats)."""
+        return bool(self.shared) and xp.is_array(rate, clients, *self.read.values(),
+                                                 *self.write.values())
+
+    def _stacked_delays(self, rate, clients) -> tuple:
+        """:meth:`_delays` of every segment stacked on a leading axis: (delays, utilisations)."""
+        D, Q = self._stacked(max(np.ndim(rate), np.ndim(clients)))
+        U = rate * Q
+        return (ps_open_delay(D, U) if clients is None
+                else D * (ps_closed_factor(U, clients) - 1.0)), U
+
+    def _stacked(self, ndim: int) -> tuple:
+        """(read demand, queued demand) of every segment, stacked on a leading axis and
+        broadcast to one shape of at least ``ndim`` dimensions after it."""
+        if ndim not in self._stacks:
+            names = list(self.shared)
+            both = np.broadcast_arrays(*[self.read[n] for n in names],
+                                       *[self.queued(n) for n in names])
+            lead = (len(names),) + (1,) * max(ndim - both[0].ndim, 0) + both[0].shape
+            self._stacks[ndim] = tuple(np.array(both[k:k + len(names)], dtype=float).reshape(lead)
+                                       for k in (0, len(names)))
+        return self._stacks[ndim]
+
+    def _delays(self, rate, clients):
+        """(extra seconds of a read, utilisation) on each segment, as :meth:`delay` takes them."""
+        for name in self.shared:
+            D, U = self.read[name], rate * self.queued(name)
+            if clients is None:
+                yield ps_open_delay(D, U), U
+            else:
+                yield D * (ps_closed_factor(U, clients) - 1.0), U
 
     def over(self, rate):
         """Index (into :attr:`names`, 1-based) of the first segment at utilisation >= 1 (0: none)
@@ -149,6 +199,16 @@ def _demand(nbytes, bw):
         return nbytes / bw + 0.0 if nbytes > 0 else 0.0
     safe = xp.where(bw > 0, bw, 1.0)
     return xp.where(nbytes > 0, nbytes / safe + xp.where(bw > 0, 0.0, np.inf), 0.0)
+
+
+def _demands(nbytes, bws: list) -> list:
+    """:func:`_demand` of ``nbytes`` on each bandwidth of ``bws``; an array of bytes is
+    compared with 0 once (the positive quotient is itself: ``+ 0.0`` changes nothing there)."""
+    if not isinstance(nbytes, np.ndarray):
+        return [_demand(nbytes, bw) for bw in bws]
+    pos = nbytes > 0
+    return [np.where(pos, nbytes / bw, 0.0) if not isinstance(bw, np.ndarray) and bw > 0
+            else _demand(nbytes, bw) for bw in bws]
 
 
 def _max_over(values) -> Any:

@@ -646,7 +646,7 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
-                                   (rho, w_tok - R * (2.0 - t_d / t)))
+                                   (rho, w_tok, R * (2.0 - t_d / t)))
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), spread
 

@@ -70,16 +70,27 @@ so ``Var t = m²·Var t + λ·t·a²(c_a² + c_s²)/k``, i.e. ``λ·t·a²(c_a²
 (at most ``(t_full − t)(t − t_decode)``). (2) Its own step holds the prompts that arrived
 during the length-biased running step, ``λ·new·2R`` tokens (capped by the budget): a single-
 chunk prompt's service is ``t_decode + a(1 + 2λR)`` (70B 2048/256 at 0.5: 131.5 ms vs 130.8
-measured). (3) The carry: tokens beyond a step's budget wait for the next; on the tokens A a
-step gathers the carry obeys Lindley's Q' = (Q + A − b)⁺, whose mean is ``E[((A − b)⁺)²] /
-(2(b − E[A]))`` when the idle budget is that of an empty carry (exact as the carry vanishes).
-Where prompts span several steps (k > 1) a long prompt's own chunks carry over and the fluid
-reading takes over: the token server's Kingman wait (*Prefill queue*) less the work
-that ends before the prompt's own step, ``R(1 + m)`` (the running step and the mates ahead).
-The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8 2048/256 at
-0.95, model vs simulator): running step 136 vs 118 ms, carry 0.3 vs 73, own step 324 vs 306
-(the old split: 95, 212, 216). The TTFT percentiles add the step position, R plus the mates'
-share of the own step, as an exponential spread (``spread``).
+measured). (3) The carry: tokens beyond a step's budget wait for the next. A step gathers Y tokens
+(mean λ·new·t; variance that of the step's Poisson count plus its length's, Var t above),
+read as a Gamma law: the Galton–Watson steps make Y's right tail far heavier than a
+Gaussian's (70B 2048/256 at 0.85/0.90/0.95: a full-budget step in 1.2/2.4/5.8 % of steps,
+the simulator 1.4/2.8/7.0 %; the Gaussian 0.0/0.7/7.4 %, the Lindley tail of independent
+steps 0.0/0.2/2.2 %). Once over the budget the steps are full ones (t_full), each gathering
+λ·t_full·new tokens (variance ``v = λ·t_full·new²(c_a² + c_s²)``) and serving b: the carry
+drifts down at ``δ = b(1 − ρ)`` per step, an exponential of the token server's Kingman mean
+(*Prefill queue*; the simulator's carry in a full step 2,260/3,030/4,430 tokens, Kingman
+2,460/3,150/4,380). Zero net flux at b, as for the KV slots, puts the mass ``M =
+v·f(b)/(2δ)`` above it against F(b) below: a step carries with probability M/(F(b) + M) and a
+prompt lands in one with that times t_full/t, then waits the Kingman wait. Where prompts
+span several steps (k > 1) a long prompt's own chunks carry over and the fluid reading takes
+over: the Kingman wait less the work that ends before the prompt's own step, ``R(1 + m)``
+(the running step and the mates ahead). The larger of the two is the prefill wait. Against
+:mod:`kvmodel.sim` (70B TP8 2048/256 at 0.95, exact rate, 3 seeds: mean TTFT 503 vs 500 ms;
+was 463 with the Lindley carry at 0.2 ms): running step 136 vs 118 ms, own step 324 vs 306,
+carry 41 ms (the simulator's wait to a prompt's first chunk 73 ms; a prompt chunked across
+the budget starts at once and waits in its own service instead). The TTFT percentiles add
+the step position, R plus the mates' share of the own step, as an exponential spread
+(``spread``).
 
 **TPOT.** A request's inter-token time is the step time averaged over the steps it decodes
 in, i.e. weighted by D: ``E[D·t] / E[D] = t̄ + Cov(D, t)/E[D]``; and the mean step t̄ is not
@@ -133,6 +144,7 @@ import functools
 import math
 
 import numpy as np
+from scipy.special import gammainc, gammaln
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
@@ -290,25 +302,28 @@ def step_mates(lam, new, R):
 
 def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     """Wait of a prompt for the prefill tokens carried over beyond the steps' budget (module
-    docstring, *Split*), the larger of two readings. Per step: the carry obeys Lindley's
-    recursion Q' = (Q + A − b)⁺ on the tokens A a step gathers (mean λ·new·t, variance
-    λ·t·new²(ca2 + cs2) + (λ·new)²·Var(t)), whose mean is ``E[((A − b)⁺)²] / (2(b − E[A]))``
-    when the idle budget is that of an empty carry (exact as the carry vanishes; Gaussian A),
-    served at b tokens per full step; its probability P(A > b). Fluid: ``fluid = (ρ, W − R(1
-    + m))``, the token server's Kingman wait less the work that ends before the prompt's own
-    step (the running step's, R, and the step mates ahead of it, m·R), with probability ρ;
-    it dominates when prompts span several steps (a long prompt's chunks carry over).
-    Returns (mean wait, probability of waiting); ρ >= 1 is the caller's to mask."""
-    mu = lam * new * t
+    docstring, *Split* (3)). The tokens Y a step gathers (mean λ·new·t, variance λ·t·new²(ca2 +
+    cs2) + (λ·new)²·Var(t)) are read as a Gamma law; above the budget b the carry is a queue
+    of full steps, each gathering λ·t_full·new tokens (variance ``v = λ·t_full·new²(ca2 +
+    cs2)``) and serving b, drift ``δ = b(1 − ρ)``. Zero net flux at b puts the mass
+    ``M = v·f(b)/(2δ)`` above it against F(b) below: a step carries with probability ``M/(F(b)
+    + M)``, a prompt lands in one with that times t_full/t (carrying steps are full ones) and
+    then waits for the carry, exponential with the token server's Kingman mean ``W``.
+    ``fluid = (ρ, W)`` (:func:`token_server`). Returns (mean wait, probability of waiting);
+    ρ >= 1 is the caller's to mask."""
+    rho, w_tok, ahead = fluid
+    mu = xp.maximum(lam * new * t, 1e-300)
     s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
-    sd = xp.maximum(s2, 1e-300) ** 0.5
-    d = xp.minimum(xp.maximum((budget - mu) / sd, -40.0), 40.0)  # finite: inf x 0 would be NaN
-    tail = 1.0 - normal_cdf(d)
-    m2 = s2 * ((1.0 + d * d) * tail - d * np.exp(-0.5 * d * d) / _SQRT_2PI)
-    slack = budget - mu  # <= 0 only where ρ >= 1 (t < t_full)
-    w = xp.where(slack > 0, xp.maximum(m2, 0.0) / (2.0 * xp.maximum(slack, 1e-9)), 0.0) * t_full / budget
-    rho, w_f = fluid
-    return xp.maximum(w, w_f), xp.where(w_f > w, rho, xp.maximum(tail, 1e-12))
+    s2 = xp.maximum(s2, 1e-300)
+    shape, x = mu * mu / s2, budget * mu / s2  # Gamma(shape, s2/mu) at the budget
+    dens = np.exp((shape - 1.0) * np.log(x) - x - gammaln(shape)) * mu / s2
+    below = gammainc(shape, x)
+    drift = budget * xp.maximum(1.0 - rho, 1e-9)
+    mass = lam * t_full * new * new * (ca2 + cs2) * dens / (2.0 * drift)
+    p = xp.minimum(mass / xp.maximum(below + mass, 1e-300) * t_full / xp.maximum(t, 1e-300), 1.0)
+    p = p if xp.is_array(p) else float(p)
+    w_f = w_tok - ahead  # fluid: the token work ahead less what ends before the own step
+    return xp.maximum(p * w_tok, w_f), xp.where(w_f > p * w_tok, rho, xp.maximum(p, 1e-12))
 
 
 def pair_seconds(s: Setup, t_p, D, P, I, new, c):

@@ -636,17 +636,21 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = _ol.chunk_count(new, budget, cls)
     rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
+    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2,
+                            (t - t_d) / xp.maximum(t_p - t_d, 1e-300))  # busy share
     R = _ol.step_residual(t, var_t)
     mates = _ol.step_mates(lam, new, R)
+    w_pf, p_pf, p_c = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
+                                        (rho, w_tok, R * (2.0 - t_d / t)))
+    # behind a carry the own step is a full one; the carry's wait ends, on average, half way
+    # into it (the fluid drains up to the prompt's first token): the other half in S
+    others = mates + 0.5 * xp.where(rho < 1.0, p_c, 0.0) * xp.maximum(budget - mates, 0.0)
 
     def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
-        return _ol.own_service(n, t_p, t_d, P, budget, mates)
+        return _ol.own_service(n, t_p, t_d, P, budget, others)
     mix = cls is not None
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
-    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
-                                   (rho, w_tok, R * (2.0 - t_d / t)))
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), spread
 

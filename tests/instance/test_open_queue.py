@@ -162,6 +162,28 @@ def test_capped_variance_matches_quadrature(share):
     assert ol._capped_variance(mean, var, 50.0, 0.1) == pytest.approx(var, rel=1e-6)
 
 
+def test_step_position_law_matches_sampling():
+    # steps of 10 ms decode plus, in 10 % of them, Gamma prompt work (mean 0.01 s over all
+    # steps, variance 1e-3 s²) capped at 0.15 s; an arrival lands length-biased at a uniform
+    # point and Poisson(λ·L) mates of 0.1 s each join its step: p = 2·E[X]²/E[X²] of X, the
+    # residual plus the mates' seconds, against half a million sampled arrivals
+    rng = np.random.default_rng(5)
+    lam, t_d, mean, var, share, cap, a = 2.0, 0.01, 0.01, 1e-3, 0.1, 0.15, 0.1
+    cm = mean / share
+    cv = (var + mean * mean) / share - cm * cm
+    n = 1_000_000
+    z = np.where(rng.random(n) < share, rng.gamma(cm * cm / cv, cv / cm, n), 0.0)
+    steps = t_d + np.minimum(z, cap)
+    L = rng.choice(steps, size=500_000, p=steps / steps.sum())  # length-biased
+    X = rng.random(L.size) * L + a * rng.poisson(lam * L)
+    want = 2.0 * X.mean() ** 2 / (X * X).mean()
+    got = ol.step_position(lam, steps.mean(), t_d, t_d + cap, a,
+                           ol._capped_variance(mean, var, cap, share), share, 1.0)
+    assert got == pytest.approx(want, rel=0.02) and got < 0.9
+    # light load, fixed steps: a uniform residual is narrower than an exponential (p capped)
+    assert ol.step_position(1e-9, 0.01, 0.01, 0.1, a, 0.0, 1e-9, 1.0) == 1.0
+
+
 def test_carry_share_flux_balance_by_hand():
     # 1000-token prompts at 20/s, 0.1 s mean steps (mean 2000 tokens, variance 2000·1000 +
     # 20000²·0.002), budget 4000 at t_full 0.25 s (ρ = 20·1000·0.25/4000 = 1.25 → take 0.8)

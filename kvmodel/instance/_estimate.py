@@ -628,7 +628,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
 def _open_split(s: Setup, state, scv, parts, pre, cls):
     """The TTFT split of the open loop (:mod:`kvmodel.instance._openloop`, *Split*): the
     running step's residual R, the own service (per class, and its mean), the prefill server
-    (ρ, carry wait, its probability) and the exponential spread of the step position.
+    (ρ, carry wait, its probability) and the step position's spread: its mean and the
+    probability of its 0-or-exponential law (:func:`~kvmodel.instance._openloop.step_position`).
     ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
     ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
     :func:`~kvmodel.instance._openloop.step_parts`."""
@@ -721,7 +722,7 @@ def _percentiles(r: dict, O) -> dict:
     out = {}
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
-    spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: exponential
+    spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: 0 or exp.
     base = r["ttft"] - wait - path - spread
     if "spread" in r:
         wait, p_wait = sum_wait_law(wait, p_wait, spread, r.get("spread_p", 1.0))

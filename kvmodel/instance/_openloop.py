@@ -154,7 +154,6 @@ import functools
 import math
 
 import numpy as np
-from scipy.special import gammainc, gammaln
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
@@ -322,11 +321,11 @@ def _capped_moments(mean, var, cap, share):
     cv = xp.maximum((var + mean * mean) / f - cm * cm, 1e-9 * cm * cm)
     k, theta = cm * cm / cv, cv / cm
     x = cap / theta
-    above = 1.0 - gammainc(k, x)  # P(Z >= cap | busy)
+    above = 1.0 - _gammainc(k, x)  # P(Z >= cap | busy)
     rising, out = 1.0, []
     for j in (1, 2, 3):
         rising = rising * theta * (k + j - 1.0)  # θ^j·Γ(k + j)/Γ(k)
-        out.append(f * (rising * gammainc(k + j, x) + cap ** j * above))
+        out.append(f * (rising * _gammainc(k + j, x) + cap ** j * above))
     return tuple(out)
 
 
@@ -377,8 +376,8 @@ def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     s2 = xp.maximum(s2, 1e-300)
     edge = budget - 0.5 * xp.minimum(new, budget)  # prompts come whole: half a prompt below b
     shape, x = mu * mu / s2, edge * mu / s2  # Gamma(shape, s2/mu) at the budget's edge
-    dens = np.exp((shape - 1.0) * np.log(x) - x - gammaln(shape)) * mu / s2
-    below = gammainc(shape, x)
+    dens = np.exp((shape - 1.0) * np.log(x) - x - _gammaln(shape)) * mu / s2
+    below = _gammainc(shape, x)
     drift = budget * xp.maximum(1.0 - rho, 1e-9)
     mass = lam * t_full * new * new * (ca2 + cs2) * dens / (2.0 * drift)
     p = xp.minimum(mass / xp.maximum(below + mass, 1e-300) * t_full / xp.maximum(t, 1e-300), 1.0)
@@ -483,6 +482,19 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0):
 
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _gammainc(a, x):
+    """Regularised lower incomplete gamma function P(a, x), element-wise (scipy imported only
+    when an open-loop queue needs it: ``import kvmodel`` stays light)."""
+    from scipy import special
+    return special.gammainc(a, x)
+
+
+def _gammaln(a):
+    """log Γ(a), element-wise (scipy on first use, as :func:`_gammainc`)."""
+    from scipy import special
+    return special.gammaln(a)
 
 
 def busy_share(lam, t, new, chunks, budget):

@@ -72,8 +72,8 @@ rest carries over), so Var t is that of the capped work, 0 in decode-only steps 
 in busy ones (70B 2048/256 at 0.95: 12.6e-3 s² vs 13.7e-3 measured, 18.0e-3 uncapped). (2)
 Its own step holds the prompts that arrived during the length-biased running step, ``λ·new·2R``
 tokens (capped by the budget): a single-chunk prompt's service is ``t_decode + a(1 + 2λR)``
-(70B 2048/256 at 0.5: 131.5 ms vs 130.8 measured); behind a carry (3) the own step is a full
-one, of which the carry's wait already holds the half before the prompt's first token (the
+(70B 2048/256 at 0.5: 131.5 ms vs 130.8 measured); behind a carry (3) a one-chunk prompt's
+own step is a full one, of which the carry's wait already holds the half before the prompt's first token (the
 fluid drains up to it): the mates are ``λ·new·2R + ½·p_carry·(b − λ·new·2R)``. (3) The carry:
 tokens beyond a step's budget wait for the next. A step gathers Y tokens (mean λ·new·t;
 variance that of the step's Poisson count plus its length's, Var t above), read as a Gamma
@@ -89,10 +89,9 @@ drifts down at ``δ = b(1 − ρ)`` per step, an exponential of the token server
 puts the mass ``M = v·f(edge)/(2δ)`` above it against F(edge) below: a step carries with
 probability M/(F + M) and a prompt lands in one with that times t_full/t (the simulator's
 time share of carrying steps 12.3/18.6/30.0 %, the model 10.2/15.5/26.0 %), then waits the
-Kingman wait. Where prompts span several steps (k > 1) a
-long prompt's own chunks carry over and a fluid reading may be larger: the Kingman wait less
-the work that ends before the prompt's own step, ``R(1 + m)`` (the running step and the mates
-ahead). The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8
+Kingman wait. Where prompts span several steps (k > 1) a long prompt's own chunks carry
+over and a fluid reading may be larger: the Kingman wait less the work that ends before the
+prompt's own step, ``R(1 + m)`` (the running step and the mates ahead). The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8
 2048/256, exact rate, 3 seeds, model vs simulator at 0.85/0.90/0.95): mean TTFT 325/384/484
 vs 325/385/500 ms; running step 80/94/112 vs 81/95/118, own step 230/264/313 vs 224/255/306,
 carry 12/23/55 (the simulator's wait to a prompt's first chunk 17/32/73 ms; a prompt chunked

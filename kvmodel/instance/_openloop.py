@@ -91,14 +91,15 @@ probability M/(F + M) and a prompt lands in one with that times t_full/t (the si
 time share of carrying steps 12.3/18.6/30.0 %, the model 10.2/15.5/26.0 %), then waits the
 Kingman wait. Where prompts span several steps (k > 1) a long prompt's own chunks carry
 over and a fluid reading may be larger: the Kingman wait less the work that ends before the
-prompt's own step, ``R(1 + m)`` (the running step and the mates ahead). The larger of the two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8
-2048/256, exact rate, 3 seeds, model vs simulator at 0.85/0.90/0.95): mean TTFT 325/384/484
-vs 325/385/500 ms; running step 80/94/112 vs 81/95/118, own step 230/264/313 vs 224/255/306,
-carry 12/23/55 (the simulator's wait to a prompt's first chunk 17/32/73 ms; a prompt chunked
-across the budget starts at once and waits in its own service instead). The TTFT percentiles add
-the step position X, R plus the mates' share of the own step (``spread``), as 0 w.p. 1 − p,
-else exponential, with p = 2·E[X]²/E[X²] matching its second moment (:func:`step_position`:
-the mates come in whole prompts of a busy-step seconds each, which a plain exponential of the
+prompt's own step, ``R(1 + m)`` (the running step and the mates ahead). The larger of the
+two is the prefill wait. Against :mod:`kvmodel.sim` (70B TP8 2048/256, exact rate, 3
+seeds, model vs simulator at 0.85/0.90/0.95): mean TTFT 325/384/484 vs 325/385/500 ms;
+running step 80/94/112 vs 81/95/118, own step 230/264/313 vs 224/255/306, carry 12/23/55
+(the simulator's wait to a prompt's first chunk 17/32/73 ms; a prompt chunked across the
+budget starts at once and waits in its own service instead). The TTFT percentiles add the
+step position X, R plus the mates' share of the own step (``spread``), as 0 w.p. 1 − p, else
+exponential, with p = 2·E[X]²/E[X²] matching its second moment (:func:`step_position`: the
+mates come in whole prompts of a busy-step seconds each, which a plain exponential of the
 mean misses; 70B 2048/256 at 0.3: p99 309 vs 336 ms measured, 243 with the plain one).
 
 **TPOT.** A request's inter-token time is the step time averaged over the steps it decodes

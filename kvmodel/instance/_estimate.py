@@ -637,14 +637,15 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
-                p_wait=q["p_wait"], spread=spread, residual=R, tpot_sd=sd, stable=stable,
-                why=why, **extra)
+                p_wait=q["p_wait"], spread=spread[0], spread_p=spread[1], residual=R,
+                tpot_sd=sd, stable=stable, why=why, **extra)
 
 
 def _open_split(s: Setup, state, scv, parts, pre, cls):
     """The TTFT split of the open loop (:mod:`kvmodel.instance._openloop`, *Split*): the
     running step's residual R, the own service (per class, and its mean), the prefill server
-    (ρ, carry wait, its probability) and the exponential spread of the step position.
+    (ρ, carry wait, its probability) and the step position's spread: its mean and the
+    probability of its 0-or-exponential law (:func:`~kvmodel.instance._openloop.step_position`).
     ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
     ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
     :func:`~kvmodel.instance._openloop.step_parts`."""
@@ -652,19 +653,25 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = _ol.chunk_count(new, budget, cls)
     rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
-    var_t = _ol.step_spread(lam, t, t_d, t_full, new * (t_p - t_d) / P, chunks, ca2, cs2)
+    a, share = new * (t_p - t_d) / P, (t - t_d) / xp.maximum(t_p - t_d, 1e-300)  # busy share
+    var_t = _ol.step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2, share)
     R = _ol.step_residual(t, var_t)
     mates = _ol.step_mates(lam, new, R)
+    w_pf, p_pf, p_c = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
+                                        (rho, w_tok, R * (2.0 - t_d / t)))
+    # behind a carry a one-chunk prompt's own step is a full one; the carry's wait ends, on
+    # average, half way into it (the fluid drains up to its first token): the other half in S
+    # (a longer prompt's own chunks fill its steps already: own_service's mates, capped)
+    full = mates + 0.5 * xp.where(rho < 1.0, p_c, 0.0) * xp.maximum(budget - mates, 0.0)
 
     def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
-        return _ol.own_service(n, t_p, t_d, P, budget, mates)
+        return _ol.own_service(n, t_p, t_d, P, budget, xp.where(n <= budget, full, mates))
     mix = cls is not None
     own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
-    w_pf, p_pf = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
-                                   (rho, w_tok - R * (2.0 - t_d / t)))
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
-    return R, own, S, (rho, w_pf, p_pf), spread
+    return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
+                                                                      var_t, share, ca2))
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):
@@ -731,10 +738,10 @@ def _percentiles(r: dict, O) -> dict:
     out = {}
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
-    spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: exponential
+    spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: 0 or exp.
     base = r["ttft"] - wait - path - spread
     if "spread" in r:
-        wait, p_wait = sum_wait_law(wait, p_wait, spread, 1.0)
+        wait, p_wait = sum_wait_law(wait, p_wait, spread, r.get("spread_p", 1.0))
     for q in QUANTILES:
         tag = f"p{int(round(q * 100))}"
         if "classes" in r:  # hit classes: each its own service after the common wait

@@ -131,11 +131,76 @@ def test_step_spread_residual_and_mates_by_hand():
     # m = 1 − 10/20 = 0.5: Var = λ·t·a²·(ca2 + cs2)/(k(1 − m²)) = 10·0.02·0.01²·1/0.75
     assert ol.step_spread(10.0, 0.02, 0.01, 0.2, 0.01, 1.0, 1.0, 0.0) == pytest.approx(
         2e-5 / 0.75)
-    # capped by the widest law on [t_decode, t_full]: (t_full − t)(t − t_decode)
-    assert ol.step_spread(1e4, 0.02, 0.01, 0.03, 0.01, 1.0, 1.0, 0.0) == pytest.approx(1e-4)
+    # the budget caps a step's prompt work: never wider than the widest law on [t_decode,
+    # t_full], (t_full − t)(t − t_decode), and a cap far above the steps leaves the law as is
+    capped = ol.step_spread(1e4, 0.02, 0.01, 0.03, 0.01, 1.0, 1.0, 0.0)
+    assert 0.0 < capped <= 1e-4
     assert ol.step_residual(0.02, 0.0) == pytest.approx(0.01)  # fixed steps: half a step
     assert ol.step_residual(0.02, 4e-4) == pytest.approx((4e-4 + 4e-4) / 0.04)
     assert ol.step_mates(10.0, 1000.0, 0.01) == pytest.approx(200.0)  # λ·new·2R
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_capped_variance_matches_quadrature(share):
+    # a step's prompt work: 0 with probability 1 − share, else Gamma (conditional mean and
+    # variance matching mean 0.05 s, variance 0.003 s²), capped at 0.2 s; integrated numerically
+    from scipy import integrate, stats
+    mean, var, cap = 0.05, 0.003, 0.2
+    cm = mean / share
+    cv = (var + mean * mean) / share - cm * cm
+    g = stats.gamma(cm * cm / cv, scale=cv / cm)
+    m = [integrate.quad(lambda z, j=j: z ** j * g.pdf(z), 0.0, cap)[0] + cap ** j * g.sf(cap)
+         for j in (1, 2)]
+    want = share * m[1] - (share * m[0]) ** 2
+    assert ol._capped_variance(mean, var, cap, share) == pytest.approx(want, rel=1e-6)
+    # no cap in reach: the law's own variance; vectorised: element-wise the same numbers
+    assert ol._capped_variance(mean, var, 50.0, share) == pytest.approx(var, rel=1e-6)
+    xs = ol._capped_variance(np.array([mean, mean]), var, np.array([cap, 50.0]), share)
+    assert xs[0] == pytest.approx(want, rel=1e-6) and xs[1] == pytest.approx(var, rel=1e-6)
+    # a share too small for the variance (its 0-or-busy law alone is wider): the share whose
+    # two-point law has exactly the variance, never more than the uncapped variance
+    assert ol._capped_variance(mean, var, 50.0, 0.1) == pytest.approx(var, rel=1e-6)
+
+
+def test_step_position_law_matches_sampling():
+    # steps of 10 ms decode plus, in 10 % of them, Gamma prompt work (mean 0.01 s over all
+    # steps, variance 1e-3 s²) capped at 0.15 s; an arrival lands length-biased at a uniform
+    # point and Poisson(λ·L) mates of 0.1 s each join its step: p = 2·E[X]²/E[X²] of X, the
+    # residual plus the mates' seconds, against half a million sampled arrivals
+    rng = np.random.default_rng(5)
+    lam, t_d, mean, var, share, cap, a = 2.0, 0.01, 0.01, 1e-3, 0.1, 0.15, 0.1
+    cm = mean / share
+    cv = (var + mean * mean) / share - cm * cm
+    n = 1_000_000
+    z = np.where(rng.random(n) < share, rng.gamma(cm * cm / cv, cv / cm, n), 0.0)
+    steps = t_d + np.minimum(z, cap)
+    L = rng.choice(steps, size=500_000, p=steps / steps.sum())  # length-biased
+    X = rng.random(L.size) * L + a * rng.poisson(lam * L)
+    want = 2.0 * X.mean() ** 2 / (X * X).mean()
+    got = ol.step_position(lam, steps.mean(), t_d, t_d + cap, a,
+                           ol._capped_variance(mean, var, cap, share), share, 1.0)
+    assert got == pytest.approx(want, rel=0.02) and got < 0.9
+    # light load, fixed steps: a uniform residual is narrower than an exponential (p capped)
+    assert ol.step_position(1e-9, 0.01, 0.01, 0.1, a, 0.0, 1e-9, 1.0) == 1.0
+
+
+def test_carry_share_flux_balance_by_hand():
+    # 1000-token prompts at 20/s, 0.1 s mean steps (mean 2000 tokens, variance 2000·1000 +
+    # 20000²·0.002), budget 4000 at t_full 0.25 s (ρ = 20·1000·0.25/4000 = 1.25 → take 0.8)
+    from scipy import stats
+    lam, new, t, var, b, tf, rho, W = 20.0, 1000.0, 0.1, 0.002, 4000.0, 0.25, 0.8, 0.3
+    w, p_wait, p = ol.overflow_wait(lam, new, t, var, b, tf, 1.0, 0.0, (rho, W, 10.0))
+    mu, s2 = lam * new * t, lam * t * new * new + (lam * new) ** 2 * var
+    g = stats.gamma(mu * mu / s2, scale=s2 / mu)
+    edge = b - new / 2  # whole prompts: half a prompt below the budget
+    mass = lam * tf * new * new * g.pdf(edge) / (2.0 * b * (1.0 - rho))
+    want = mass / (g.cdf(edge) + mass) * tf / t
+    assert p == pytest.approx(want, rel=1e-9) and w == pytest.approx(want * W, rel=1e-9)
+    assert p_wait == p  # the per-step reading (the fluid one, W − 10 s, is negative)
+    # more budget: fewer carrying steps; a fluid wait above the per-step one takes over with ρ
+    assert ol.overflow_wait(lam, new, t, var, 2 * b, tf, 1.0, 0.0, (rho, W, 10.0))[2] < p
+    w2, p2, _ = ol.overflow_wait(lam, new, t, var, b, tf, 1.0, 0.0, (rho, W, 0.0))
+    assert w2 == W and p2 == rho
 
 
 def test_prefill_queue_counts_only_the_carry_beyond_the_budget():

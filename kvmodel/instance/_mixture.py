@@ -320,6 +320,31 @@ class PrefixMix:
         m2 = sum(pi * x ** 2 for pi, x in zip(self.probs, self._new)) * (1.0 + cs2)
         return xp.maximum(m2 / xp.maximum(n * n, 1e-300) - 1.0, 0.0)
 
+    def seconds_scv(self, cs2, sigma, pair_s):
+        """SCV of the classes' prefill SECONDS, the prefill server's service (Kingman's c_s²):
+        each class's uncached tokens at ``sigma`` seconds per token plus its attention pairs
+        beyond the mean's at ``pair_s`` seconds per pair (:meth:`own`'s reading). Attention
+        grows as n², so long prompts weigh more than their tokens: on the Mooncake
+        conversation trace 3.5 against 1.6 counted in tokens. Classes of one prompt length
+        (hit classes) keep the token SCV ``cs2`` (:meth:`own` adds no pair term for them)."""
+        if not self.lengths:
+            return cs2
+        secs = [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
+                for k, n in enumerate(self._new)]
+        m1 = sum(pi * x for pi, x in zip(self.probs, secs))
+        m2 = sum(pi * x * x for pi, x in zip(self.probs, secs))
+        return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
+
+    def reserve_scv(self, O):
+        """SCV of the KV tokens a request reserves at admission, its prompt plus ``O`` output
+        tokens (the classes' lengths; 0 for classes of one length)."""
+        if not self.lengths:
+            return 0.0
+        r = [L + O for L in self.lens]
+        m1 = sum(pi * x for pi, x in zip(self.probs, r))
+        m2 = sum(pi * x * x for pi, x in zip(self.probs, r))
+        return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
+
     def _shares(self) -> list:
         """Each class's path delay relative to the mean request's: the bytes its loads move
         over the path (:attr:`path`'s reads) over the mixture's mean. A class that loads

@@ -50,7 +50,7 @@ work the share ρ (E[L_q]·E[S] = ρ·W), both scaling with r; the choice cuts t
 as it cuts M/M/1's queue, ``ρ²/(1 − ρ)`` to ``Σ_{k≥2} a_k``: ``W'/W = (ρ + Σ_{k≥2} a_k)·(1 −
 ρ)/ρ``, whatever c_s (the earlier reading, ``(r·ρ + Σ a_k)/(r·ρ + ρ²/(1 − ρ))``, scaled the
 residual by r but not the queue; with the service SCV counted in seconds, 3.5 on Mooncake,
-it kept 0.72 of least_loaded's wait where this keeps 0.65).
+it kept 0.71 of least_loaded's wait where this keeps 0.65).
 A rule whose signal counts requests weighted by their tokens is a work signal in this
 sense: llm-d's kv-utilisation scorer (reserved KV tokens) and sglang's smallest tree
 (cumulative routed prompt blocks: the instance that took a long prompt takes no more until

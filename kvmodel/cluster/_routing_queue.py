@@ -49,7 +49,7 @@ waiting ones, which the choice does cut. In the instance's M/G/1 law (Pollaczek�
 work the share ρ (E[L_q]·E[S] = ρ·W), both scaling with r; the choice cuts the queued share
 as it cuts M/M/1's queue, ``ρ²/(1 − ρ)`` to ``Σ_{k≥2} a_k``: ``W'/W = (ρ + Σ_{k≥2} a_k)·(1 −
 ρ)/ρ``, whatever c_s (the earlier reading, ``(r·ρ + Σ a_k)/(r·ρ + ρ²/(1 − ρ))``, scaled the
-residual by r but not the queue; with the service SCV counted in seconds, 3.5 on Mooncake,
+residual by r but not the queue; with the service SCV counted in seconds, 3.6 on Mooncake,
 it kept 0.71 of least_loaded's wait where this keeps 0.65).
 A rule whose signal counts requests weighted by their tokens is a work signal in this
 sense: llm-d's kv-utilisation scorer (reserved KV tokens) and sglang's smallest tree
@@ -64,7 +64,7 @@ move by the change of the wait's part in the mixture of hit-and-length classes
 each class's own service read as ``b`` x its uncached tokens, b scaled per quantile,
 :func:`routed_percentiles`); the mean TTFT by ``W' − W``. The factors are tabulated once per
 choice mix over ρ and interpolated. A percentile falls by at most a waiting request's mean
-cut ``(W − W')/p``, under either signal: with prompt service this variable (SCV 3.5 in
+cut ``(W − W')/p``, under either signal: with prompt service this variable (SCV 3.6 in
 seconds) the wait's tail is the residual of a long prompt in service, subexponential
 (Embrechts and Veraverbeke, Insurance: Mathematics and Economics 1, 1982: the M/G/1 wait
 exceeds x about as often as ``ρ/(1 − ρ)`` residuals do), a length the router does not

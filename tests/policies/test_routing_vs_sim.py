@@ -26,7 +26,7 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # (least_loaded p99 -0.36 -> -0.28 and sglang mean +0.27 -> +0.10 once the replay's work
 # smoothing is the instance's arrival SCV and a count signal's percentiles fall by at most
 # a waiting request's mean cut; the simulator's unbounded prefix affinity is overloaded
-# too: all on one instance, 2,512 s mean). With the prefill service SCV in seconds (3.5,
+# too: all on one instance, 2,512 s mean). With the prefill service SCV in seconds (3.6,
 # was 1.6 in tokens): random -0.39/-0.42 -> -0.21/-0.29 (its p99 passes; the mean misses the
 # simulator's rare KV-slot waits, 1.7 % of requests > 3 s, which the Gaussian occupancy at
 # 6 of 36 slots cannot reach) and prefix_affinity_bounded's mean -0.00 -> +0.29 (its wait

@@ -325,25 +325,20 @@ class PrefixMix:
         each class's uncached tokens at ``sigma`` seconds per token plus its attention pairs
         beyond the mean's at ``pair_s`` seconds per pair (:meth:`own`'s reading). Attention
         grows as n², so long prompts weigh more than their tokens: on the Mooncake
-        conversation trace (8B, H100) 3.6 against 1.6 counted in tokens. Classes of one prompt length
-        (hit classes) keep the token SCV ``cs2`` (:meth:`own` adds no pair term for them)."""
+        conversation trace (8B, H100) 3.6 against 1.6 counted in tokens. Classes of one
+        prompt length (hit classes) keep the token SCV ``cs2`` (:meth:`own` adds no pair term
+        for them)."""
         if not self.lengths:
             return cs2
-        secs = [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
-                for k, n in enumerate(self._new)]
-        m1 = sum(pi * x for pi, x in zip(self.probs, secs))
-        m2 = sum(pi * x * x for pi, x in zip(self.probs, secs))
-        return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
+        return _scv(self.probs, [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
+                                 for k, n in enumerate(self._new)])
 
     def reserve_scv(self, O):
         """SCV of the KV tokens a request reserves at admission, its prompt plus ``O`` output
         tokens (the classes' lengths; 0 for classes of one length)."""
         if not self.lengths:
             return 0.0
-        r = [L + O for L in self.lens]
-        m1 = sum(pi * x for pi, x in zip(self.probs, r))
-        m2 = sum(pi * x * x for pi, x in zip(self.probs, r))
-        return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
+        return _scv(self.probs, [L + O for L in self.lens])
 
     def _shares(self) -> list:
         """Each class's path delay relative to the mean request's: the bytes its loads move
@@ -425,6 +420,13 @@ class PrefixMix:
                 o = o + e + s
             out.append((pi, o))
         return out
+
+
+def _scv(probs: list, xs: list):
+    """Squared coefficient of variation of the values ``xs`` taken with ``probs``."""
+    m1 = sum(pi * x for pi, x in zip(probs, xs))
+    m2 = sum(pi * x * x for pi, x in zip(probs, xs))
+    return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
 
 
 def scalar_quantiles(mean_wait, p, classes, qs) -> list:

@@ -120,6 +120,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured attention-kernel FLOP/s (replaces peak x matmul efficiency x the global
         # attention_efficiency_factor where the vendor's attention kernel has its own figure)
         "achieved_attention_flops": Field("precisions", "compute", required=False),
+        # measured fused-MoE FLOP/s (routing, activation quantisation, grouped GEMMs, finalize
+        # timed together): caps the expert GEMMs' rate of weights in that precision
+        "achieved_moe_flops": Field("precisions", "compute", required=False),
         # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
         # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
         # (fully connected meshes: a small group reaches only its own peer links)
@@ -182,6 +185,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # host time to issue one layer's kernels where they are launched one by one (eager or
         # piecewise graphs): a step takes at least num_layers x this (hidden under longer GPU work)
         "layer_dispatch": _q("time", required=False),
+        # device time of the engine's top-k / top-p sampler per sampled sequence per vocabulary
+        # entry (kvmodel.instance._sampling; charged for the calibration's sampled_sequence_share)
+        "sampling_time": _q("time", required=False),
         # prefix caching of hybrid (recurrent-state) models: where the engine keeps state
         # snapshots (kvmodel.catalog.models.SNAPSHOT_MODES), their spacing inside a prompt
         # (tokens), and the source of both
@@ -215,6 +221,13 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "bench_default_max_batch_size": _q("count", required=False),
         "bench_default_max_num_tokens": _q("count", required=False),
         "bench_untuned_models": Field("strlist", required=False),
+        # catalog models whose MoE experts the engine runs as MXFP4 weights x MXFP8 activations
+        # where the GPU has an FP4 tensor core: the expert GEMMs issue the FP8/FP6 MMA kind, so
+        # they run at the GPU's fp8 rate, not its fp4 one (kvmodel.instance._roofline)
+        "mxfp8_activation_moe_models": Field("strlist", required=False),
+        # catalog models whose context attention the engine runs in BF16 over an FP8 KV cache
+        # (attention projections unquantised: no FP8 context FMHA; kvmodel.instance._roofline)
+        "bf16_context_attention_models": Field("strlist", required=False),
         # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
         # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
         # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)

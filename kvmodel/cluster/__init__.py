@@ -1226,8 +1226,10 @@ def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
 def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
     """Inter-arrival CV of an instance's requests: 1 (Poisson split), or behind a load-aware
     router (the colocated open loop of :func:`_routed_queue`) the smoothing its replay
-    measures (:func:`kvmodel.cluster._routing_load.routed_arrival_scv`)."""
-    if n == 1 or c.eviction != "lru" or not is_loaded(c.routing):
+    measures (:func:`kvmodel.cluster._routing_load.routed_arrival_scv`); round robin: every
+    N-th arrival, Erlang-N (whatever the eviction)."""
+    rr = ROUTING[c.routing].closed_form == "round_robin"
+    if n == 1 or not (rr or (c.eviction == "lru" and is_loaded(c.routing))):
         return 1.0
     from kvmodel.cluster._routing_load import routed_arrival_scv
     ca2 = routed_arrival_scv(c, w, n)

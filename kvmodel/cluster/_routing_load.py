@@ -30,7 +30,15 @@ uncached prompt tokens (:func:`loaded_imbalance`), and the instance's wait law i
 behind the router (:func:`routed_waits`, :mod:`kvmodel.cluster._routing_queue`: the level's
 mix of load choice counts), computed with the inter-arrival SCV the router's replay gives each
 instance (:func:`routed_arrival_scv`: the level's work dispersion ratio, blended like the
-imbalance).
+imbalance; round robin's exact Erlang-N SCV 1/N).
+
+The levels' waiting span (``RouterLoad.waiting_s``, :func:`_admission_wait`) is the time a
+request spends in the engine's waiting queue: the request overhead, the rest of the step in
+progress (``Estimate.step_residual_s``: engines take new requests at step boundaries) and the
+prefill carry and KV-slot waits. The router's levels estimate the instance with the spread of
+the uncached prompt tokens its replay finds (:func:`routed_work_scv` as ``length_cv``): hits
+and misses make the steps, hence the residual an arrival waits for, far more variable than
+one mean prompt would.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from kvmodel.workload._routing_closed import (
     routed_load_stats,
     routed_token_hit,
     routed_work_dispersion,
+    routed_work_scv,
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
@@ -126,7 +135,7 @@ def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
     of the KV pool left to requests beside the HBM prefix cache (``kv_capacity_tokens``)."""
     e = estimate(model, gpu, request_rate=rate, **kw)
     res, ttft = np.asarray(e.e2e_s, float), np.asarray(e.ttft_s, float)
-    wait = np.asarray(e.queue_wait_s, float) + float(seam_params(None)["request_overhead"])
+    wait = _admission_wait(e)
     ok = np.isfinite(res) & np.isfinite(ttft) & np.asarray(e.stable, bool)
     for j in range(1, len(rate)):  # an unstable level keeps the last stable figures
         if not ok[j]:
@@ -139,6 +148,23 @@ def _loads(model: str, gpu: str, kw: dict, n: int, rate: np.ndarray,
                             prefill_s=fin(ttft[j]), waiting_s=fin(wait[j]),
                             kv_capacity_tokens=cap, prefill_s_per_token=p_tok)
                  for j, r in enumerate(rate))
+
+
+def _admission_wait(e: Any) -> np.ndarray:
+    """Mean time a request spends in the engine's waiting queue (``RouterLoad.waiting_s``):
+    the request overhead, the rest of the step running when it arrives (the engine takes new
+    requests at step boundaries: ``step_residual_s``) and the open loop's queue waits (the
+    prefill carry beyond the step budget and the KV-slot wait, ``queue_wait_s``). Not the
+    prompt's own step nor its step mates: a request that joins the next step runs. This is
+    what llm-d's queue scorer reads (``WaitingQueueSize``, gateway-api-inference-extension
+    ``pkg/epp/scheduling/framework/plugins/scorer/queue.go`` @c729d43): vLLM's
+    ``num_waiting_reqs = len(self.waiting)``, a request leaving ``waiting`` at the first step
+    start with token budget, a free slot and KV blocks for it (vllm-project/vllm
+    ``vllm/v1/core/scheduler.py`` @0574b89, ``schedule``); the simulator admits at step
+    starts too. SGLang's cache_aware router counts requests in flight (``worker.load()``,
+    sgl-project/sglang ``sgl-router/src/policies/cache_aware.rs`` @b6f2064): the residence."""
+    return (np.asarray(e.queue_wait_s, float) + np.asarray(e.step_residual_s, float)
+            + float(seam_params(None)["request_overhead"]))
 
 
 def router_levels(c: Any, w: Any, n: int) -> tuple[np.ndarray | None, tuple[RouterLoad, ...]]:
@@ -275,14 +301,16 @@ def _aware(c: Any, w: Any, n: int, key: tuple, par: dict) -> tuple:
     if not sat > 0:
         return None, plain
     lv = np.asarray(LOAD_LEVELS)
-    h = np.interp(lv, lv[list(_ANCHORS)], [routed_token_hit(
-        w.profile, n, c.routing, routing_params(c), plain[j]) for j in _ANCHORS])
+    h, scv = (np.interp(lv, lv[list(_ANCHORS)], [f(w.profile, n, c.routing, routing_params(c),
+                                                   plain[j]) for j in _ANCHORS])
+              for f in (routed_token_hit, routed_work_scv))
     model, gpu, kw = _kw(key, par)
     kw["cached_prefix_len"] = np.maximum(np.floor(np.minimum(h * key[5], key[5] - 1)), 0.0)
     s = np.asarray(estimate(model, gpu, request_rate=1e-6, **kw).saturation_request_rate_per_s,
                    float)
     rate = np.maximum.accumulate(lv * np.where(np.isfinite(s) & (s > sat), s, sat))
     rate = rate * (1.0 + 1e-9 * np.arange(len(rate)))
+    kw["length_cv"] = np.sqrt(scv)
     return n * rate, _loads(model, gpu, kw, n, rate, plain[0].prefill_s_per_token, key[8])
 
 
@@ -399,7 +427,13 @@ def routed_arrival_scv(c: Any, w: Any, n: int) -> Any:
     dispersion ratio ``f`` (:func:`routed_work_dispersion`; the Kingman factor
     ``(ca2 + c_s²)/2`` of random splitting, ``(1 + c_s²)/2``, scaled by ``f``) read as
     ``ca2 = f·(1 + c_s²) − c_s²`` (c_s the prompt-length CV the instance takes), floored at
-    0 (the instance's queue takes no less variable arrivals than deterministic ones)."""
+    0 (the instance's queue takes no less variable arrivals than deterministic ones).
+
+    Round robin, exactly: each instance takes every N-th arrival of the cluster's Poisson
+    stream, so its inter-arrival times are Erlang-N (the sum of N exponential gaps), SCV 1/N
+    at every rate (no replay)."""
+    if ROUTING[c.routing].closed_form == "round_robin":
+        return np.full(np.shape(w.rate), 1.0 / n) if isinstance(w.rate, np.ndarray) else 1.0 / n
     f = _table(c, w, n).smoothing(w.rate)
     cs2 = w.length_cv ** 2
     return np.maximum(f * (1.0 + cs2) - cs2, 0.0) if isinstance(f, np.ndarray) \

@@ -125,6 +125,10 @@ class Estimate:
     e2e_p99_s: Any = 0.0
     queue_wait_s: Any = 0.0     # mean queueing delay inside TTFT
     queue_wait_prob: Any = 0.0  # probability that a request waits at all
+    # open loop: mean remaining time of the step an arrival lands in (the engine admits at
+    # step boundaries; with the request overhead and queue_wait_s, a request's time in the
+    # engine's waiting queue); 0 in the other modes
+    step_residual_s: Any = 0.0
     interval: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
     # busy fraction of each KV path segment ("ssd: device ...", "link pcie5-x16") from all
@@ -622,7 +626,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
-                p_wait=q["p_wait"], spread=spread, tpot_sd=sd, stable=stable,
+                p_wait=q["p_wait"], spread=spread, residual=R, tpot_sd=sd, stable=stable,
                 why=why, **extra)
 
 
@@ -1130,7 +1134,9 @@ def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):
     """(prefix, length CV left for the queues): lognormal prompt-length classes from the spread
     in an open loop (the classes then carry it), a plain cached prefix, or the caller's classes."""
     if mode == "rate" and xp.any_true(cv > 0):
-        return _spread_mix(s, I, cv, classes, P, tier, pkw), 0.0
+        mix = _spread_mix(s, I, cv, classes, P, tier, pkw)
+        mix.seconds = False  # lognormal bands of a spread: the token SCV (seconds_scv)
+        return mix, 0.0
     if classes is None:
         return _prefix(s, I, P, tier, *pkw), cv
     return _prefix_mix(s, I, classes, mode, P, tier, pkw), cv
@@ -1349,6 +1355,7 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
+    pct["step_residual_s"] = xp.where(live, res.get("residual", 0.0), np.inf)
     return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
                     reason=r.reason, mode=mode, stable=stable,
                     saturation_request_rate_per_s=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],

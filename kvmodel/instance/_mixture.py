@@ -259,6 +259,7 @@ class PrefixMix:
 
     def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False):
         self.probs, self.parts, self.lens, self.lengths = probs, prefixes, lens, lengths
+        self.seconds = lengths  # service SCV in seconds (:meth:`seconds_scv`)
         live = [p for p in prefixes if not p.none]
         self.none = not live
         self.save_sync = any(p.save_sync for p in live)
@@ -327,8 +328,11 @@ class PrefixMix:
         grows as n², so long prompts weigh more than their tokens: on the Mooncake
         conversation trace (8B, H100) 3.6 against 1.6 counted in tokens. Classes of one
         prompt length (hit classes) keep the token SCV ``cs2`` (:meth:`own` adds no pair term
-        for them)."""
-        if not self.lengths:
+        for them), and so do the lognormal bands of ``length_cv`` (``seconds`` False): the
+        router replay's level estimates pass their uncached-work spread, a hit/miss mix of
+        one prompt length, through it (the n² of the lognormal's long band doubled the
+        replay's waiting span against the simulator's, tests/policies/test_routing_admission.py)."""
+        if not self.seconds:
             return cs2
         return _scv(self.probs, [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
                                  for k, n in enumerate(self._new)])

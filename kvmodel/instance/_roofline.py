@@ -22,7 +22,8 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
-from kvmodel.catalog.models import ModelSpec
+from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
+from kvmodel.instance import _sampling
 
 __all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "attn_pairs",
            "attn_reads"]
@@ -70,6 +71,8 @@ class Setup:
     wide: Any = None
     spec_w_B: Any = 0.0
     spec_kv_tok_B: Any = 0.0
+    # sampler time per sampled sequence per vocabulary entry (:mod:`._sampling`; 0: greedy)
+    sample_s: Any = 0.0
 
     # ---- per-rank geometry, computed once --------------------------------------------------
     # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
@@ -124,7 +127,37 @@ def _constants(s: Setup) -> dict[str, Any]:
                 + m.intermediate_size * 2.0 / s.tp, head_w=m.embedding_params / s.tp,
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
-                ep_on=xp.where(s.ep > 1, 1.0, 0.0))
+                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_Fps=_moe_rate(s))
+
+
+#: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
+_FP4_BYTES = tuple(BYTES_PER_ELEMENT[p] for p in ("fp4", "mxfp4", "nvfp4"))
+
+
+def _moe_rate(s: Setup):
+    """The expert GEMMs' FLOP/s for 4-bit weights on a GPU with an FP4 tensor core
+    (:func:`_mxfp8_moe_rate`), capped by the GPU's measured fused-MoE rate
+    (``achieved_moe_flops``: routing, activation quantisation, grouped GEMMs and finalize
+    together at the largest size measured); the GEMM rate otherwise."""
+    g = s.gpu
+    if s.w_B not in _FP4_BYTES or not g.supports("fp4"):
+        return s.gemm_Fps
+    rate = _mxfp8_moe_rate(s)
+    fused = g.quantities.get("achieved_moe_flops", {}).get("fp4")
+    return rate if fused is None else min(rate, fused.si)
+
+
+def _mxfp8_moe_rate(s: Setup):
+    """The GEMM rate, except where the framework runs the model's 4-bit experts against MXFP8
+    activations (``mxfp8_activation_moe_models``): such a product issues the FP8/FP6 MMA kind,
+    so the rate is the fp4 one scaled by the GPU's achieved fp8 over achieved fp4 (never
+    above the fp4 rate)."""
+    g = s.gpu
+    mx = s.framework.quantities.get("mxfp8_activation_moe_models", ())
+    if s.model.key not in mx or not g.supports("fp8"):
+        return s.gemm_Fps
+    ratio = (g.peak_flops["fp8"] * g.matmul_eff["fp8"]) / (g.peak_flops["fp4"] * g.matmul_eff["fp4"])
+    return s.gemm_Fps * min(ratio, 1.0)
 
 
 def _kind_constants(s: Setup) -> dict[str, Any]:
@@ -149,7 +182,7 @@ def _kind_constants(s: Setup) -> dict[str, Any]:
         lin_F = n_lin / m.num_layers * m.linear_flops_per_token(s.tp)
         lin_B = m.kv_bytes_rank(0.0, s.kv_B, s.tp) / m.num_layers  # states only at length 0
     return dict(kinds=kinds, pair_w=pair_w, dec_share=n_attn / m.num_layers, lin_F=lin_F,
-                lin_B=lin_B, attn_Fps=s.attn_Fps * _head_dim_rate(s))
+                lin_B=lin_B, attn_Fps=s.attn_Fps * _head_dim_rate(s) * _context_fmha_rate(s))
 
 
 def _head_dim_rate(s: Setup) -> float:
@@ -158,6 +191,21 @@ def _head_dim_rate(s: Setup) -> float:
     has none; held beyond the measured head dims)."""
     c = s.gpu.quantities.get("attention_head_dim_efficiency")
     return 1.0 if c is None else float(np.interp(s.model.qk_head_dim, c.x, c.y))
+
+
+def _context_fmha_rate(s: Setup) -> float:
+    """The attention rate over the FP8 one it was set at, for a model whose attention the
+    framework runs in BF16 over an 8-bit KV cache (``bf16_context_attention_models``: its
+    checkpoint leaves the attention projections unquantised): the GPU's measured bf16 over fp8
+    attention rate, else its bf16 over fp8 GEMM rate; 1 otherwise."""
+    g, fw = s.gpu, s.framework.quantities
+    if (s.model.key not in fw.get("bf16_context_attention_models", ()) or s.kv_B != 1.0
+            or not g.supports("fp8")):
+        return 1.0
+    measured = g.quantities.get("achieved_attention_flops", {})
+    if "bf16" in measured and "fp8" in measured:
+        return measured["bf16"].si / measured["fp8"].si
+    return (g.peak_flops["bf16"] * g.matmul_eff["bf16"]) / (g.peak_flops["fp8"] * g.matmul_eff["fp8"])
 
 
 def _window_rate(s: Setup, kind: str) -> float:
@@ -262,7 +310,7 @@ def _moe(s: Setup, tokens, layers):
         nbytes = w * s.w_B + m.router_params * s.head_B
     nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token)
     # route, 2 grouped GEMMs, combine
-    return _op(flops * layers, nbytes * layers, s, s.gemm_Fps, 4.0 * layers)
+    return _op(flops * layers, nbytes * layers, s, s.k["moe_Fps"], 4.0 * layers)
 
 
 def _elementwise(s: Setup, tokens, layers):
@@ -307,8 +355,10 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
 
     Returns ``(ops, stage_s, latency_s)``: ``ops`` maps op name -> dict(flops, bytes, time_s)
-    (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times); ``latency_s`` is the
-    end-to-end step time through all ``pp`` stages plus sends and the framework overhead.
+    (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times; with
+    top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples);
+    ``latency_s`` is the end-to-end step time through all ``pp`` stages plus sends, the
+    framework overhead and the sampling.
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
@@ -345,6 +395,10 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
     ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
     latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
+    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
+        ops["sampling"] = _sampling.sampling_op(s, logits)
+        stage = stage + ops["sampling"]["time_s"]
+        latency = latency + ops["sampling"]["time_s"]
     return ops, stage, latency
 
 

@@ -25,6 +25,7 @@ from kvmodel.catalog.models import (
     ModelSpec,
     default_kv_precision,
 )
+from kvmodel.instance import _sampling
 from kvmodel.instance._roofline import Setup, memory_per_gpu
 
 __all__ = ["num", "show", "precision_arg", "kv_precision_arg", "params", "supported",
@@ -145,7 +146,8 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
         coll_Bps=_collective_Bps(g, tp, cal),
         p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
         seq_s=cal["sequence_overhead"],
-        layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0)
+        layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0,
+        sample_s=_sampling.per_entry_s(fw, cal))
 
 
 def _work(fw: FrameworkSpec, name: str) -> float:

@@ -14,9 +14,9 @@ object itself (``make_policy(name, **params).choose``, the class the simulator r
   for indexers that see evictions when the caches are much smaller than the working set).
 * In flight, from Little's law at the operating point, each routed request counts on its
   instance for three spans (:func:`_times`), as the simulator's instance holds it: admission
-  wait ``A`` = the level's wait (``waiting_s``: request overhead, prefill and slot queues)
-  plus half a step at the decode pace (the step in progress: the simulator admits at step
-  boundaries, the estimate's TTFT counts that residual beside the wait); prefill pending
+  wait ``A`` = the level's wait (``waiting_s``: the time in the engine's waiting queue, i.e.
+  the request overhead, the rest of the step in progress, the prefill carry and the KV-slot
+  wait; see :func:`kvmodel.cluster._routing_load._admission_wait`), at most its TTFT; prefill pending
   (its TTFT) ``P_r = A + p·u_r + max(T − A − p·ū, 0)``: its own ``u_r`` uncached prompt
   tokens at the per-token prefill time ``p`` (``prefill_s_per_token``), the rest of the
   level's mean TTFT ``T`` (``prefill_s``) spread evenly (ū: the mean uncached tokens of the
@@ -81,7 +81,7 @@ from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
            "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats",
-           "routed_token_hit", "routed_work_dispersion"]
+           "routed_token_hit", "routed_work_dispersion", "routed_work_scv"]
 
 # utilisation levels (offered load / saturation rate of an instance) the replays run at, the
 # rates between interpolated; fine at the low end, where a load-aware rule's spread moves most
@@ -248,7 +248,7 @@ def _times(prof: ReuseProfile, load: RouterLoad) -> tuple[float, float, float]:
     fluid spans of the module docstring."""
     pace = max(load.residence_s - load.prefill_s, 0.0) / max(float(np.mean(prof.output_len)),
                                                              1.0)
-    adm = min(load.waiting_s + 0.5 * pace, load.prefill_s)
+    adm = min(load.waiting_s, load.prefill_s)
     return pace, adm, load.prefill_s - adm
 
 
@@ -411,6 +411,18 @@ def routed_token_hit(profile_or_trace: ReuseProfile | Trace, instances: int, rou
     a, _, unc = _replayed(prof, int(instances), routing, full, load or RouterLoad())
     total = float(np.sum(prof.input_len))
     return float(np.sum((prof.input_len - unc)[a >= 0])) / total if total > 0 else 0.0
+
+
+def routed_work_scv(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
+                    params: dict | None = None, load: RouterLoad | None = None,
+                    seed: int = 0) -> float:
+    """Squared coefficient of variation of the uncached prompt tokens of the requests the
+    replay serves (0 with none): the spread of the prompt work its instances take (the hits
+    it finds shorten some prompts to their new turn, the misses compute them whole)."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    a, _, unc = _replayed(prof, int(instances), routing, full, load or RouterLoad())
+    u = unc[a >= 0]
+    return float(u.var() / u.mean() ** 2) if u.size and u.mean() > 0 else 0.0
 
 
 def routed_imbalance(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,

@@ -24,8 +24,10 @@ def _no_cache(**kw):
 
 
 def _direct(c, w, **kw):
-    """The instance estimate the cluster should build, called by hand."""
+    """The instance estimate the cluster should build, called by hand (round robin: each
+    instance takes every N-th Poisson arrival, Erlang-N, inter-arrival CV 1/sqrt(N))."""
     I, O = round(w.input_len), round(w.output_len)
+    kw.setdefault("arrival_cv", (1.0 / c.instances) ** 0.5)
     classes = with_lengths([(1.0, 0, "hbm")], trace_bands(w.trace.input_len), w.input_len)
     return estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                     request_rate=w.rate / c.instances, framework=c.framework,

@@ -62,3 +62,12 @@ def test_reserved_tokens_widen_the_slot_queue():
     assert p1 > base[1] and w1 > base[0]
     w2, p2, _ = ol.slot_queue(*args, 0.0, 2.0 ** 2)
     assert p2 > p1 and w2 > w1
+
+
+def test_lognormal_spread_bands_keep_the_token_scv():
+    """length_cv's bands (PrefixMix.seconds False) stand for a spread of uncached work: no
+    attention-pair term."""
+    mix = _mix(True)
+    mix.seconds = False
+    tokens = mix.new_scv(4096.0, 0.0)
+    assert mix.seconds_scv(tokens, 1e-5, 1e-9) == tokens

@@ -614,9 +614,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
                                                        (ca2, cs2), (t_p, t_d, P), pre, cls)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     held = _best.load_hold(pre, lam, t)  # seconds a load holds its request's slot
+    cr2 = pre.reserve_scv(O) if mix else 0.0  # the KV slots count reserved tokens
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
-                                 (rho, w_pf, S, held), lam_sat, ca2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held)
+                                 (rho, w_pf, S, held), lam_sat, ca2, cr2)
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2)
     common = req_s + R
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -652,9 +653,12 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     (t, D, lam, Ia, new, c, max_tokens), (ca2, cs2), (t_p, t_d, P) = state, scv, parts
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = _ol.chunk_count(new, budget, cls)
-    rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2)
+    mix = cls is not None
+    pair_s = _ol.pair_seconds(s, t_p, D, P, Ia, new, c) if mix else None
+    cs2_s = pre.seconds_scv(cs2, (t_p - t_d) / P, pair_s) if mix else cs2  # service seconds
+    rho, w_tok, t_full = _ol.token_server(s, lam, D, Ia, new, c, max_tokens, ca2, cs2_s)
     a, share = new * (t_p - t_d) / P, (t - t_d) / xp.maximum(t_p - t_d, 1e-300)  # busy share
-    var_t = _ol.step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2, share)
+    var_t = _ol.step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2_s, share)
     R = _ol.step_residual(t, var_t)
     mates = _ol.step_mates(lam, new, R)
     w_pf, p_pf, p_c = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
@@ -666,26 +670,25 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
 
     def S_of(n):  # a prompt's own chunks, the first with the prompts that came during R
         return _ol.own_service(n, t_p, t_d, P, budget, xp.where(n <= budget, full, mates))
-    mix = cls is not None
-    own = pre.own(S_of, _ol.pair_seconds(s, t_p, D, P, Ia, new, c)) if mix else None
+    own = pre.own(S_of, pair_s) if mix else None
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
                                                                       var_t, share, ca2))
 
 
-def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2):
+def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0):
     """(TPOT a request sees, Var(D), the cluster gain κ_A): the D-weighted step under the
     fluctuations of D (:func:`kvmodel.instance._openloop.fluctuation`) plus the prefill left
     behind a request's first token (:func:`~kvmodel.instance._openloop.left_behind`), whose
     burst share excludes the requests the KV-slot gate admits one by one. ``slopes``: (T',
     T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service,
-    the seconds a prefix load holds the slot)."""
+    the seconds a prefix load holds the slot); ``cr2``: the reservations' SCV."""
     (T1, T2), (f, t_p, t_d), (rho, w_pf, S, held) = slopes, parts, prefill
     kA = _ol.cluster_gain(f, t_p, t_d, t)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
     p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot, held), t, T1, O, bmax, lam_sat, ca2,
-                            kA)[1]  # the slot gate's share; then the hold with the seen TPOT
+                            kA, cr2)[1]  # the slot gate's share; then the hold with the seen TPOT
     tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
                                   p_slot, kA)
     return tpot, var_D, kA
@@ -698,12 +701,13 @@ def _slot_hold(w_pf, S, O, tpot, held=0.0):
 
 
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
-                held=0.0) -> dict:
+                held=0.0, cr2=0.0) -> dict:
     """Prefill carry-over wait (``w_pf``, probability ``p_pf``) plus KV-slot wait
     (:func:`kvmodel.instance._openloop.slot_queue`; the slot hold includes a prefix load's
-    ``held`` seconds), the probability of waiting, stability and the slots' mean occupancy."""
+    ``held`` seconds; ``cr2`` the reservations' SCV), the probability of waiting, stability
+    and the slots' mean occupancy."""
     hold = _slot_hold(w_pf, S, O, tpot, held)
-    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA)
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA, cr2)
     stable = (rho < 1.0) & (offered < bmax)
     wait, p_wait = sum_wait_law(w_pf, xp.where(stable, p_pf, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
@@ -1149,7 +1153,9 @@ def _build_prefix(s: Setup, mode, I, cv, classes, P, tier, pkw):
     """(prefix, length CV left for the queues): lognormal prompt-length classes from the spread
     in an open loop (the classes then carry it), a plain cached prefix, or the caller's classes."""
     if mode == "rate" and xp.any_true(cv > 0):
-        return _spread_mix(s, I, cv, classes, P, tier, pkw), 0.0
+        mix = _spread_mix(s, I, cv, classes, P, tier, pkw)
+        mix.seconds = False  # lognormal bands of a spread: the token SCV (seconds_scv)
+        return mix, 0.0
     if classes is None:
         return _prefix(s, I, P, tier, *pkw), cv
     return _prefix_mix(s, I, classes, mode, P, tier, pkw), cv

@@ -259,6 +259,7 @@ class PrefixMix:
 
     def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False):
         self.probs, self.parts, self.lens, self.lengths = probs, prefixes, lens, lengths
+        self.seconds = lengths  # service SCV in seconds (:meth:`seconds_scv`)
         live = [p for p in prefixes if not p.none]
         self.none = not live
         self.save_sync = any(p.save_sync for p in live)
@@ -319,6 +320,29 @@ class PrefixMix:
         n = self.new
         m2 = sum(pi * x ** 2 for pi, x in zip(self.probs, self._new)) * (1.0 + cs2)
         return xp.maximum(m2 / xp.maximum(n * n, 1e-300) - 1.0, 0.0)
+
+    def seconds_scv(self, cs2, sigma, pair_s):
+        """SCV of the classes' prefill SECONDS, the prefill server's service (Kingman's c_s²):
+        each class's uncached tokens at ``sigma`` seconds per token plus its attention pairs
+        beyond the mean's at ``pair_s`` seconds per pair (:meth:`own`'s reading). Attention
+        grows as n², so long prompts weigh more than their tokens: on the Mooncake
+        conversation trace (8B, H100) 3.6 against 1.6 counted in tokens. Classes of one
+        prompt length (hit classes) keep the token SCV ``cs2`` (:meth:`own` adds no pair term
+        for them), and so do the lognormal bands of ``length_cv`` (``seconds`` False): the
+        router replay's level estimates pass their uncached-work spread, a hit/miss mix of
+        one prompt length, through it (the n² of the lognormal's long band doubled the
+        replay's waiting span against the simulator's, tests/policies/test_routing_admission.py)."""
+        if not self.seconds:
+            return cs2
+        return _scv(self.probs, [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
+                                 for k, n in enumerate(self._new)])
+
+    def reserve_scv(self, O):
+        """SCV of the KV tokens a request reserves at admission, its prompt plus ``O`` output
+        tokens (the classes' lengths; 0 for classes of one length)."""
+        if not self.lengths:
+            return 0.0
+        return _scv(self.probs, [L + O for L in self.lens])
 
     def _shares(self) -> list:
         """Each class's path delay relative to the mean request's: the bytes its loads move
@@ -400,6 +424,13 @@ class PrefixMix:
                 o = o + e + s
             out.append((pi, o))
         return out
+
+
+def _scv(probs: list, xs: list):
+    """Squared coefficient of variation of the values ``xs`` taken with ``probs``."""
+    m1 = sum(pi * x for pi, x in zip(probs, xs))
+    m2 = sum(pi * x * x for pi, x in zip(probs, xs))
+    return xp.maximum(m2 / xp.maximum(m1 * m1, 1e-300) - 1.0, 0.0)
 
 
 def scalar_quantiles(mean_wait, p, classes, qs) -> list:

@@ -456,29 +456,43 @@ KAPPA_MAX = 0.9
 
 
 
-def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0):
+def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0):
     """Wait for one of ``bmax`` KV slots (module docstring, *KV slots*).
 
     ``hold``: mean seconds a request holds its slot; ``t``, ``T1``: mean step and its slope
     in the batch (:func:`step_response`); ``lam_sat``: the rate at which a full batch releases
     slots; ``kA``: the busy steps' cluster gain (:func:`cluster_gain`), whose excess variance
-    1/(1 − κ_A)² − 1 adds to the index of dispersion. Returns ``(wait, p_wait, occupancy)``:
-    mean wait, probability of waiting and the mean occupancy; the wait of a waiting request is
-    exponential with mean ``wait/p_wait``."""
+    1/(1 − κ_A)² − 1 adds to the index of dispersion; ``cr2``: SCV of the KV tokens a request
+    reserves (:func:`_reserved`: the slots are ``bmax`` mean reservations of a token pool).
+    Returns ``(wait, p_wait, occupancy)``: mean wait, probability of waiting and the mean
+    occupancy; the wait of a waiting request is exponential with mean ``wait/p_wait``."""
     kappa = xp.minimum(lam * (O - 1.0) * T1, KAPPA_MAX)
     z = (ca2 + lam * t) / (1.0 - kappa) ** 2 + _cluster_excess(kA)  # occupancy's dispersion
     theta = lam_sat - lam  # drift of the queue above the cap
     ok = theta > 0
     N = xp.minimum(lam * hold, bmax * lam / lam_sat)
+    z, sigma2, ca2 = _reserved(z, lam * (ca2 + 1.0 + lam * t), lam, ca2, cr2)
     V = xp.maximum(N * z, 1e-12)
     sd = V ** 0.5
     beta = (bmax - N) / sd
     dens = np.exp(-0.5 * beta * beta) / (_SQRT_2PI * sd)  # occupancy density at the cap
-    sigma2 = lam * (ca2 + 1.0 + lam * t)  # local variance: arrivals, batched departures
     mass = sigma2 * dens / (2.0 * xp.where(ok, theta, 1.0))  # the queue's share
     p = mass / (normal_cdf(beta) + mass)
     wait = p * ca2 / (2.0 * xp.where(ok, theta, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N
+
+
+def _reserved(z, sigma2, lam, ca2, cr2):
+    """The slot queue's (index of dispersion, local variance, work SCV) counted in reserved
+    KV tokens, in units of the mean reservation, instead of requests. The simulator (and
+    vLLM's scheduler) admits a request when the pool holds its whole prompt + output, so a
+    slot is a share of tokens whose size has SCV ``cr2``. A sum of N marks of SCV cr2 has
+    variance ``Var(N) + E[N]·cr2`` (compound sum), so the occupancy's index rises from z to
+    z + cr2; every arrival and every departure moves it by one mark (``sigma2`` = λ(c_a² + 1
+    + λt) requests² per second gains 2λ·cr2); above the cap the queue is a G/G/1 on token
+    work (Kingman, Allen–Cunneen with c_s² = cr2: a waiting request waits (c_a² + cr2)/(2θ)
+    on average). cr2 = 0 gives the count law."""
+    return z + cr2, sigma2 + 2.0 * lam * cr2, ca2 + cr2
 
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)

@@ -70,13 +70,18 @@ def test_more_choices_never_wait_longer():
 
 
 def test_count_signal_keeps_the_probability_of_waiting():
-    """A request count does not see the prompt in service: P(wait) stays, the waiting ones
-    ahead are cut, less so the more variable the prompts (longer residual)."""
-    fw_low, fp = RQ.wait_factors(_mix(8, 8), 0.8, 0.6)
-    fw_high, _ = RQ.wait_factors(_mix(8, 8), 0.8, 1.35)
-    fw_work, _ = RQ.wait_factors(_mix(8, 8), 0.8)
+    """A request count does not see the prompt in service: P(wait) stays, the M/G/1 wait's
+    residual share 1 − ρ stays and its queued share ρ is cut as M/M/1's queue; the residual's
+    length scales both shares alike, so it cancels."""
+    rho = 0.8
+    fw_low, fp = RQ.wait_factors(_mix(8, 8), rho, 0.6)
+    fw_high, _ = RQ.wait_factors(_mix(8, 8), rho, 2.25)
+    fw_work, _ = RQ.wait_factors(_mix(8, 8), rho)
     assert fp == 1.0
-    assert fw_work < fw_low < fw_high < 1.0
+    assert fw_low == pytest.approx(fw_high, rel=1e-12)
+    assert fw_work < fw_low < 1.0
+    queued = rho ** 9  # d = 8: s_2 = ρ·ρ^8, a_2 = s_2^8 ≈ 0, so Σ_{k≥2} a_k ≈ 0
+    assert fw_low == pytest.approx(1.0 - rho, abs=queued)
 
 
 def test_bad_mix_and_residual_are_rejected():
@@ -91,6 +96,15 @@ def _view(**kw):
     return RoutingView(n, block_tokens=16, **kw)
 
 
+def test_token_weighted_signals_read_as_work():
+    """llm-d's kv-utilisation (reserved tokens) and sglang's tree (routed prompt blocks) see a
+    long prompt in service; least_loaded's active requests do not."""
+    from kvmodel.policies import ROUTING
+    signal = {r: getattr(ROUTING[r].sim, "load_signal", "count") for r in ROUTING}
+    assert signal["llmd"] == signal["sglang"] == signal["dynamo"] == "work"
+    assert signal["least_loaded"] == "count"
+
+
 def test_load_choices_of_each_rule():
     req = RouteRequest(0, 16 * 10, 8, 10)
     cached = [{"hbm": 10}, {"hbm": 0}, {"hbm": 0}, {"hbm": 9}]
@@ -102,7 +116,8 @@ def test_load_choices_of_each_rule():
     assert make_policy("least_loaded").load_choices(req, _view(**idle)) == 4
     assert make_policy("sglang").load_choices(req, _view(**idle)) == 1  # one longest prefix
     none_cached = dict(idle, cached=[{}] * 4)
-    assert make_policy("sglang").load_choices(req, _view(**none_cached)) == 1  # smallest tree
+    # the smallest tree weighs the routed prompt work: every instance is a choice
+    assert make_policy("sglang").load_choices(req, _view(**none_cached)) == 4
     for name in ("mooncake", "dynamo", "llmd"):
         assert make_policy(name).load_choices(req, _view(**idle)) == 1  # cache decides
         assert make_policy(name).load_choices(req, _view(**busy)) >= 2  # load reaches

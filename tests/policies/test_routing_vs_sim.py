@@ -31,9 +31,13 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # Erlang-4 arrivals (SCV 1/4, routed_arrival_scv): the closed form's RR / random mean TTFT
 # ratio 0.99 -> 0.88, the simulator's 0.73 (0.862 / 1.181 s), so the smoothing is real and
 # still under-counted; the base instance wait is short on this long-tailed trace, as random's
-# Poisson split shows
-MISSES = {("random", "mean"): -0.39, ("random", "p99"): -0.42,
-          ("round_robin", "mean"): -0.27, ("round_robin", "p99"): -0.40,
+# Poisson split shows. With the prefill service SCV in seconds (3.6, was 1.6 in tokens):
+# round robin -0.27/-0.40 -> -0.02/-0.21 and random -0.39/-0.42 -> -0.21/-0.29 (its p99
+# passes; the mean misses the simulator's rare KV-slot waits, 1.7 % of requests > 3 s, which
+# the Gaussian occupancy at 6 of 36 slots cannot reach); prefix_affinity_bounded's mean
+# -0.00 -> +0.29 (its wait law is the random split's: the count bound's smoothing is not
+# modelled)
+MISSES = {("random", "mean"): -0.21, ("prefix_affinity_bounded", "mean"): +0.29,
           ("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
 
 

@@ -75,6 +75,11 @@ class GPUSpec:
     def supports(self, precision: str) -> bool:
         return precision in self.peak_flops
 
+    def achieved_flops(self, precision: str) -> float:
+        """Dense GEMM FLOP/s reached at ``precision``: the datasheet peak x the measured
+        matmul efficiency."""
+        return self.peak_flops[precision] * self.matmul_eff[precision]
+
 
 @dataclass(frozen=True)
 class LinkSpec:

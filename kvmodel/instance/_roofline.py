@@ -156,7 +156,7 @@ def _mxfp8_moe_rate(s: Setup):
     mx = s.framework.quantities.get("mxfp8_activation_moe_models", ())
     if s.model.key not in mx or not g.supports("fp8"):
         return s.gemm_Fps
-    ratio = (g.peak_flops["fp8"] * g.matmul_eff["fp8"]) / (g.peak_flops["fp4"] * g.matmul_eff["fp4"])
+    ratio = g.achieved_flops("fp8") / g.achieved_flops("fp4")
     return s.gemm_Fps * min(ratio, 1.0)
 
 
@@ -205,7 +205,7 @@ def _context_fmha_rate(s: Setup) -> float:
     measured = g.quantities.get("achieved_attention_flops", {})
     if "bf16" in measured and "fp8" in measured:
         return measured["bf16"].si / measured["fp8"].si
-    return (g.peak_flops["bf16"] * g.matmul_eff["bf16"]) / (g.peak_flops["fp8"] * g.matmul_eff["fp8"])
+    return g.achieved_flops("bf16") / g.achieved_flops("fp8")
 
 
 def _window_rate(s: Setup, kind: str) -> float:

@@ -123,7 +123,7 @@ def _weight_bytes(g: GPUSpec, precision: str, act: str, gemm_Fps: float,
     w_B = BYTES_PER_ELEMENT[precision]
     if precision not in WEIGHT_ONLY:
         return dict(proj_B=w_B, head_B=w_B, proj_Fps=gemm_Fps, head_Fps=gemm_Fps)
-    act_Fps = g.peak_flops[act] * g.matmul_eff[act] * cal["gemm_efficiency_factor"]
+    act_Fps = g.achieved_flops(act) * cal["gemm_efficiency_factor"]
     packed = WEIGHT_ONLY[precision][1] == "linear"
     return dict(proj_B=w_B if packed else BYTES_PER_ELEMENT[act], head_B=BYTES_PER_ELEMENT[act],
                 proj_Fps=gemm_Fps if packed else act_Fps, head_Fps=act_Fps)
@@ -134,7 +134,7 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
     act = supported(g, "fp16" if precision == "fp16" else "bf16")
     attn_p = "fp8" if kv == "fp8" and g.supports("fp8") else act
     wp = compute_precision(g, precision)  # unsupported: flagged infeasible by check_static
-    gemm_Fps = g.peak_flops[wp] * g.matmul_eff[wp] * cal["gemm_efficiency_factor"]
+    gemm_Fps = g.achieved_flops(wp) * cal["gemm_efficiency_factor"]
     link = get_link(g.scale_up_link)
     return Setup(
         model=m, gpu=g, framework=fw, tp=tp, pp=pp, ep=ep,

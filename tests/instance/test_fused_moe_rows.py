@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kvmodel.base.schema import Curve, Quantity
-from kvmodel.catalog.hardware import get_framework, get_gpu
+from kvmodel.catalog.hardware import get_framework, get_gpu, list_entries
 from kvmodel.catalog.models import get_model
 from kvmodel.instance import seam
 from kvmodel.instance._roofline import Setup, _moe_rows, step_ops
@@ -96,3 +96,17 @@ def test_scalar_and_array_paths_agree():
     arr = _moe_op(s, toks)["time_s"]
     for i, t in enumerate(toks):
         assert _moe_op(s, float(t))["time_s"] == pytest.approx(arr[i])
+
+
+def test_every_rows_curve_is_a_fraction_of_its_fused_rate_rising_to_it():
+    """A GPU's curve is relative to its own achieved_moe_flops: it needs one, never exceeds
+    it, never falls with more rows, and reaches it at its largest size (held beyond)."""
+    have = [g for g in list_entries("gpu")
+            if "fused_moe_rows_efficiency" in get_gpu(g).quantities]
+    assert {"b200", "gb200", "b300", "gb300"} <= set(have)
+    for g in have:
+        q = get_gpu(g).quantities
+        c = q["fused_moe_rows_efficiency"]
+        assert "fp4" in q["achieved_moe_flops"]
+        assert np.all(np.diff(c.x) > 0) and np.all(np.diff(c.y) >= 0)
+        assert 0.0 < c.y[0] and c.y[-1] == 1.0

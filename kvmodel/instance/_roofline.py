@@ -14,6 +14,7 @@ the group's scale-up link. All inputs may be floats or numpy arrays (broadcast).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -157,7 +158,7 @@ def _moe_rows_curve(s: Setup):
     c = g.quantities.get("fused_moe_rows_efficiency")
     if fused is None or c is None or s.w_B not in _FP4_BYTES or not g.supports("fp4"):
         return None
-    return np.asarray(c.x, dtype=float), fused.si * np.asarray(c.y, dtype=float)
+    return tuple(float(x) for x in c.x), tuple(fused.si * float(y) for y in c.y)
 
 
 def _moe_rows(m: ModelSpec, tokens, wide=None, tp=1.0):
@@ -177,8 +178,21 @@ def _moe_step_rate(s: Setup, tokens):
     curve = s.k["moe_rows"]
     if curve is None:
         return s.k["moe_Fps"]
-    fused = np.interp(_moe_rows(s.model, tokens, s.wide, s.tp), *curve)
-    return xp.minimum(s.k["moe_Fps"], _num(fused))
+    rows = _moe_rows(s.model, tokens, s.wide, s.tp)
+    if type(rows) is float:  # scalar fast path: np.interp costs microseconds on a float
+        return min(s.k["moe_Fps"], _interp1(rows, *curve))
+    return xp.minimum(s.k["moe_Fps"], np.interp(rows, *curve))
+
+
+def _interp1(x: float, xs, ys) -> float:
+    """np.interp of one Python float (held beyond the ends), without numpy's call cost."""
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    i = bisect.bisect_right(xs, x)
+    w = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return float(ys[i - 1] + w * (ys[i] - ys[i - 1]))
 
 
 def _mxfp8_moe_rate(s: Setup):

@@ -12,7 +12,7 @@ from kvmodel.base.schema import Curve, Quantity
 from kvmodel.catalog.hardware import get_framework, get_gpu, list_entries
 from kvmodel.catalog.models import get_model
 from kvmodel.instance import seam
-from kvmodel.instance._roofline import Setup, _moe_rows, step_ops
+from kvmodel.instance._roofline import Setup, _interp1, _moe_rows, step_ops
 from tests.instance.test_roofline import TOY
 
 # Toy MoE: 4 experts of 1000 (gated: 3e6 weights each), top-2, router 1000 x 4.
@@ -110,3 +110,9 @@ def test_every_rows_curve_is_a_fraction_of_its_fused_rate_rising_to_it():
         assert "fp4" in q["achieved_moe_flops"]
         assert np.all(np.diff(c.x) > 0) and np.all(np.diff(c.y) >= 0)
         assert 0.0 < c.y[0] and c.y[-1] == 1.0
+
+
+def test_scalar_interpolation_matches_numpy():
+    xs, ys = (4.07, 8.0, 16.0, 512.0), (0.03, 0.06, 0.1, 1.0)
+    for x in (0.5, 4.07, 5.0, 8.0, 15.99, 100.0, 512.0, 1e6):
+        assert _interp1(x, xs, ys) == pytest.approx(float(np.interp(x, xs, ys)), rel=1e-15)

@@ -123,6 +123,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # measured fused-MoE FLOP/s (routing, activation quantisation, grouped GEMMs, finalize
         # timed together): caps the expert GEMMs' rate of weights in that precision
         "achieved_moe_flops": Field("precisions", "compute", required=False),
+        # the fused MoE's FLOP/s over achieved_moe_flops by routed rows per active expert (a
+        # curve over tokens x top-k / experts hit: tile-quantised expert GEMMs and weight
+        # streaming at few rows); absent: 1 at every size
+        "fused_moe_rows_efficiency": Field("curve", required=False),
         # measured all-reduce bus bandwidth by group size (a curve over the GPU count): replaces
         # scale_up_bandwidth x collective_bandwidth_efficiency for collectives where given
         # (fully connected meshes: a small group reaches only its own peer links)

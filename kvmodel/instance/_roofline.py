@@ -14,6 +14,7 @@ the group's scale-up link. All inputs may be floats or numpy arrays (broadcast).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -127,7 +128,8 @@ def _constants(s: Setup) -> dict[str, Any]:
                 + m.intermediate_size * 2.0 / s.tp, head_w=m.embedding_params / s.tp,
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
-                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_Fps=_moe_rate(s))
+                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_Fps=_moe_rate(s),
+                moe_rows=_moe_rows_curve(s))
 
 
 #: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
@@ -145,6 +147,52 @@ def _moe_rate(s: Setup):
     rate = _mxfp8_moe_rate(s)
     fused = g.quantities.get("achieved_moe_flops", {}).get("fp4")
     return rate if fused is None else min(rate, fused.si)
+
+
+def _moe_rows_curve(s: Setup):
+    """(rows, FLOP/s) of the GPU's fused MoE by routed rows per active expert where the fused
+    cap applies (:func:`_moe_rate`): ``achieved_moe_flops`` times its
+    ``fused_moe_rows_efficiency`` curve; None elsewhere (the rate holds at every size)."""
+    g = s.gpu
+    fused = g.quantities.get("achieved_moe_flops", {}).get("fp4")
+    c = g.quantities.get("fused_moe_rows_efficiency")
+    if fused is None or c is None or s.w_B not in _FP4_BYTES or not g.supports("fp4"):
+        return None
+    return tuple(float(x) for x in c.x), tuple(fused.si * float(y) for y in c.y)
+
+
+def _moe_rows(m: ModelSpec, tokens, wide=None, tp=1.0):
+    """Routed rows per active expert of a step of ``tokens`` tokens: the (token, expert)
+    pairs over the experts they hit (uniform top-k routing), each expert's GEMM M; with wide
+    EP the GPU's experts take the whole group's ``tokens·ep/tp`` tokens. 1 at no tokens."""
+    t = tokens if wide is None else tokens * wide.ep / tp
+    e, k = m.num_experts, m.experts_per_token
+    hit = e * (1.0 - xp.power(1.0 - k / e, t))
+    return xp.maximum(t * k / xp.maximum(hit, 1e-300), 1.0)
+
+
+def _moe_step_rate(s: Setup, tokens):
+    """The expert GEMMs' FLOP/s in a step of ``tokens`` tokens: ``moe_Fps``, capped by the
+    fused MoE's rate at the step's rows per active expert (:func:`_moe_rows_curve`; held
+    beyond the measured rows)."""
+    curve = s.k["moe_rows"]
+    if curve is None:
+        return s.k["moe_Fps"]
+    rows = _moe_rows(s.model, tokens, s.wide, s.tp)
+    if type(rows) is float:  # scalar fast path: np.interp costs microseconds on a float
+        return min(s.k["moe_Fps"], _interp1(rows, *curve))
+    return xp.minimum(s.k["moe_Fps"], np.interp(rows, *curve))
+
+
+def _interp1(x: float, xs, ys) -> float:
+    """np.interp of one Python float (held beyond the ends), without numpy's call cost."""
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    i = bisect.bisect_right(xs, x)
+    w = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return float(ys[i - 1] + w * (ys[i] - ys[i - 1]))
 
 
 def _mxfp8_moe_rate(s: Setup):
@@ -310,7 +358,7 @@ def _moe(s: Setup, tokens, layers):
         nbytes = w * s.w_B + m.router_params * s.head_B
     nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token)
     # route, 2 grouped GEMMs, combine
-    return _op(flops * layers, nbytes * layers, s, s.k["moe_Fps"], 4.0 * layers)
+    return _op(flops * layers, nbytes * layers, s, _moe_step_rate(s, tokens), 4.0 * layers)
 
 
 def _elementwise(s: Setup, tokens, layers):

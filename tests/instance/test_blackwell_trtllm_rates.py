@@ -37,7 +37,7 @@ def test_gpt_oss_experts_run_at_the_fp8_rate_on_blackwell(gpu):
     assert s.k["moe_Fps"] == pytest.approx(min(fp8, _fused_cap(gpu)))
 
 
-@pytest.mark.parametrize("gpu", ["b300", "gb300"])
+@pytest.mark.parametrize("gpu", ["b200", "gb200", "b300", "gb300"])
 def test_the_measured_fused_moe_rate_caps_nvfp4_experts(gpu):
     s = _setup("qwen3-30b-a3b", gpu)
     assert _fused_cap(gpu) < s.gemm_Fps
@@ -45,8 +45,8 @@ def test_the_measured_fused_moe_rate_caps_nvfp4_experts(gpu):
 
 
 @pytest.mark.parametrize("model, gpu, fw, precision", [
-    ("qwen3-30b-a3b", "gb200", "tensorrt-llm", "fp4"),  # NVFP4 (W4A4); no fused-MoE figure
-    ("gpt-oss-120b", "gb200", "vllm", "fp4"),           # not listed for this engine
+    ("qwen3-30b-a3b", "rtx-pro-6000", "tensorrt-llm", "fp4"),  # NVFP4; no fused-MoE figure
+    ("gpt-oss-120b", "rtx-pro-6000", "vllm", "fp4"),   # not listed for this engine, nor figure
     ("gpt-oss-120b", "b300", "tensorrt-llm", "fp8"),   # not a 4-bit checkpoint
     ("gpt-oss-120b", "h100-sxm", "tensorrt-llm", "mxfp4"),  # no FP4 tensor core
 ])
@@ -56,11 +56,11 @@ def test_other_moe_gemms_keep_the_gemm_rate(model, gpu, fw, precision):
 
 
 def test_the_moe_op_slows_at_a_large_prefill_and_the_gemms_do_not():
-    s = _setup("gpt-oss-120b", "b200")
-    fast = _setup("gpt-oss-120b", "b200", fw="vllm")
+    s = _setup("gpt-oss-120b", "rtx-pro-6000")  # (no fused-MoE figure to cap either)
+    fast = _setup("gpt-oss-120b", "rtx-pro-6000", fw="vllm")
     ops, _, _ = step_ops(s, 32768.0, 1.0, 32768.0 ** 2 / 2, 0.0, 0.0, 32768.0)
     ref, _, _ = step_ops(fast, 32768.0, 1.0, 32768.0 ** 2 / 2, 0.0, 0.0, 32768.0)
-    assert ops["moe"]["compute_s"] == pytest.approx(ref["moe"]["compute_s"] / _fp8_over_fp4("b200"))
+    assert ops["moe"]["compute_s"] == pytest.approx(ref["moe"]["compute_s"] / _fp8_over_fp4("rtx-pro-6000"))
     assert ops["moe"]["compute_s"] > ops["moe"]["memory_s"]  # compute-bound at 32K tokens
     for op in ("qkv_proj", "o_proj", "lm_head"):  # (attention: the BF16 context FMHA below)
         assert ops[op]["time_s"] == pytest.approx(ref[op]["time_s"])

@@ -215,6 +215,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # attention work per causal (query, key) pair of the engine's kernels (2: the causal
         # triangle is not skipped, every pair of the square is computed under a dense mask)
         "causal_attention_work": _q("dimensionless", required=False),
+        # true: the engine copies each grouped-matmul output of its MoE layers once more
+        # (vLLM-Ascend v0.9.1 torch.cat of npu_grouped_matmul's list; kvmodel.instance._roofline)
+        "moe_gmm_output_copy": Field("bool", required=False),
         # trtllm-bench throughput (PyTorch backend) limits where the command gives none
         # (kvmodel.instance._trtllm_bench): its KV fraction default, the caps of its batch /
         # token heuristic, the defaults it takes for checkpoints the heuristic does not tune,

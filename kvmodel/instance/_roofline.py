@@ -74,6 +74,9 @@ class Setup:
     spec_kv_tok_B: Any = 0.0
     # sampler time per sampled sequence per vocabulary entry (:mod:`._sampling`; 0: greedy)
     sample_s: Any = 0.0
+    # 1: the engine copies each grouped-matmul output of its MoE layers once more (vLLM-Ascend
+    # v0.9.1's torch.cat of npu_grouped_matmul's one-element list; :func:`gmm_output_copy`)
+    gmm_copy: float = 0.0
 
     # ---- per-rank geometry, computed once --------------------------------------------------
     # cached KV elements per token per layer on one rank (mixed layer kinds: the average over
@@ -361,6 +364,18 @@ def _moe(s: Setup, tokens, layers):
     return _op(flops * layers, nbytes * layers, s, _moe_step_rate(s, tokens), 4.0 * layers)
 
 
+def gmm_output_copy(s: Setup, tokens, layers):
+    """The copy an engine makes of each grouped-matmul output of a MoE layer (framework
+    ``moe_gmm_output_copy``): vLLM-Ascend v0.9.1's ``fused_experts`` concatenates the
+    one-element list ``npu_grouped_matmul`` returns (``torch.cat``), once for the gate-up output
+    (``k x 2I`` per token, the intermediate split over ``tp / ep``) and once for the down output
+    (``k x h``, the rows split over ``ep``): each element read and written once more, memory
+    bound, two kernels per layer. Bytes per rank: ``2 act_B tokens k (2I/tp + h/ep)``."""
+    m = s.model
+    width = m.experts_per_token * (2.0 * m.moe_intermediate_size / s.tp + m.hidden_size / s.ep)
+    return _op(0.0, 2.0 * tokens * width * s.act_B * layers, s, s.gemm_Fps, 2.0 * layers)
+
+
 def _elementwise(s: Setup, tokens, layers):
     """Memory-bound per-token kernels between the GEMMs, per layer: two fused residual-add +
     RMSNorm (read 2h, write 2h each), rotary embedding on q and k (read + write), and the gated
@@ -428,6 +443,8 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
                      s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
     if m.is_moe:
         ops["moe"] = _moe(s, tokens, moe_l)
+        if s.gmm_copy:
+            ops["moe_copy"] = gmm_output_copy(s, tokens, moe_l)
     if mla_cached is not None and m.attention == "mla":
         ops["mla_kv_upproj"] = _mla_upproj(s, mla_cached, layers)
     ops["elementwise"] = _elementwise(s, tokens, layers)

@@ -147,7 +147,8 @@ def setup(m: ModelSpec, g: GPUSpec, fw: FrameworkSpec, tp, pp, ep, precision: st
         p2p_alpha_s=link.latency_s, overhead_s=fw.step_overhead_s, kernel_s=cal["kernel_latency"],
         seq_s=cal["sequence_overhead"],
         layer_host_s=fw.quantities["layer_dispatch"].si if "layer_dispatch" in fw.quantities else 0.0,
-        sample_s=_sampling.per_entry_s(fw, cal))
+        sample_s=_sampling.per_entry_s(fw, cal),
+        gmm_copy=1.0 if fw.quantities.get("moe_gmm_output_copy", False) is True else 0.0)
 
 
 def _work(fw: FrameworkSpec, name: str) -> float:

@@ -5,6 +5,7 @@ the row-to-framework and scheduler mapping of the held-out set."""
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import kvmodel
 from kvmodel.catalog.hardware import Catalog, get_framework, get_gpu, use_catalog
@@ -237,3 +238,86 @@ def test_dense_mask_attention_doubles_prompt_attention_only(tmp_path):
 def test_vllm_ascend_prompt_attention_work_is_sourced():
     q = get_framework("vllm-ascend").quantities["causal_attention_work"]
     assert q.si == 2.0 and q.kind == "derived" and "isTriuMask" in q.source
+
+
+TOY_COPY = """schema_version = 1
+[framework.toy-copy]
+name = "toy engine copying its grouped-matmul outputs"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+moe_gmm_output_copy = true
+[framework.toy-nocopy]
+name = "toy engine, grouped-matmul outputs used in place"
+step_overhead = { value = 1, unit = "ms", kind = "assumed", source = "test", reason = "round" }
+"""
+
+
+def _tp_setup(model, fw, tp, ep):
+    return seam.setup(get_model(model), get_gpu("ascend-910b"), get_framework(fw), tp, 1.0, ep,
+                      "bf16", "bf16", seam.params())
+
+
+@pytest.mark.parametrize("ep, width", [(1.0, 8 * (768 + 2048)), (2.0, 8 * (768 + 1024))])
+def test_gmm_output_copy_golden(catalog_with, ep, width):
+    """Qwen3-30B-A3B on TP2 (48 MoE layers, top-8, moe_intermediate 768, hidden 2048), 1000
+    tokens, bf16: each rank copies k x (2 x 768 / 2) gate-up and k x 2048 / ep down elements
+    per token per layer, read and written: 2 x 2 B x 1000 x width x 48 bytes (4.325376 GB at
+    ep 1), at the HBM rate, plus two kernels per layer."""
+    catalog_with(TOY_COPY)
+    m = get_model("qwen3-30b-a3b")
+    assert (m.num_moe_layers, m.experts_per_token, m.moe_intermediate_size, m.hidden_size) == (
+        48, 8, 768, 2048)
+    s = _tp_setup("qwen3-30b-a3b", "toy-copy", 2.0, ep)
+    ops, stage, latency = step_ops(s, 1000.0, 1000.0, 1000.0 ** 2 / 2, 0.0, 0.0, 1000.0)
+    op = ops["moe_copy"]
+    assert op["bytes"] == pytest.approx(2 * 2 * 1000 * width * 48, rel=1e-12)
+    assert ep != 1.0 or op["bytes"] == pytest.approx(4.325376e9, rel=1e-12)
+    assert op["flops"] == 0.0
+    assert op["time_s"] == pytest.approx(op["bytes"] / s.hbm_Bps + 96 * s.kernel_s)
+    ref = _tp_setup("qwen3-30b-a3b", "toy-nocopy", 2.0, ep)
+    ops0, stage0, latency0 = step_ops(ref, 1000.0, 1000.0, 1000.0 ** 2 / 2, 0.0, 0.0, 1000.0)
+    assert "moe_copy" not in ops0
+    assert stage - stage0 == pytest.approx(op["time_s"])
+    assert latency - latency0 == pytest.approx(op["time_s"])
+
+
+def test_gmm_output_copy_only_for_moe_models(catalog_with):
+    catalog_with(TOY_COPY)
+    s = _tp_setup("qwen3-8b", "toy-copy", 1.0, 1.0)
+    assert s.gmm_copy == 1.0
+    assert "moe_copy" not in step_ops(s, 512.0, 512.0, 512.0 ** 2 / 2, 0.0, 0.0, 512.0)[0]
+
+
+def test_gmm_output_copy_grows_with_tokens_and_never_lowers_latency(catalog_with):
+    catalog_with(TOY_COPY)
+    a, b = (_tp_setup("qwen3-30b-a3b", f, 2.0, 1.0) for f in ("toy-copy", "toy-nocopy"))
+    prev = 0.0
+    for tokens in (1.0, 256.0, 4096.0, 40960.0):
+        args = (tokens, tokens, 0.0, tokens * 500.0, tokens * 500.0, tokens)
+        t = step_ops(a, *args)[0]["moe_copy"]["time_s"]
+        assert t > prev and step_ops(a, *args)[2] >= step_ops(b, *args)[2]
+        prev = t
+
+
+def test_vllm_ascend_v091_copies_its_grouped_matmul_outputs():
+    """The flag is set for vLLM-Ascend (v0.9.1 fused_moe.py torch.cat) with its source line,
+    and no other engine sets it."""
+    assert get_framework("vllm-ascend").quantities["moe_gmm_output_copy"] is True
+    for fw in ("vllm", "sglang", "tensorrt-llm"):
+        assert "moe_gmm_output_copy" not in get_framework(fw).quantities
+    line = next(x for x in (ROOT / "hardware_db" / "frameworks.toml").read_text().splitlines()
+                if x.startswith("moe_gmm_output_copy"))
+    assert "fused_moe.py" in line and "#2153" in line and "0740d102" in line
+
+
+def test_simulator_charges_the_copy_like_estimate():
+    """One Qwen3-30B-A3B request on two 910Bs: the simulator's steps and the closed form
+    carry the same moe_copy op (shared step_ops)."""
+    from kvmodel.sim import poisson_requests, simulate
+
+    r = simulate("qwen3-30b-a3b", "ascend-910b", poisson_requests(1, 1.0, 2000, 20), tp=2,
+                 framework="vllm-ascend")
+    e = kvmodel.estimate("qwen3-30b-a3b", "ascend-910b", tp=2, input_len=2000, output_len=20,
+                         batch=1, framework="vllm-ascend")
+    assert "moe_copy" in e.breakdown["prefill"]
+    assert r.ttft_s[0] == pytest.approx(e.ttft_s, rel=1e-9)
+    assert r.tpot_s[0] == pytest.approx(e.tpot_s, rel=1e-9)

@@ -235,6 +235,11 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # catalog models whose context attention the engine runs in BF16 over an FP8 KV cache
         # (attention projections unquantised: no FP8 context FMHA; kvmodel.instance._roofline)
         "bf16_context_attention_models": Field("strlist", required=False),
+        # token rows of the smallest tile of the engine's FP8 (1-byte weight) linear GEMM kernel,
+        # on the GPU architectures listed (absent: every one): a step of fewer tokens computes
+        # the padded rows too (kvmodel.instance._roofline._linear_rows)
+        "fp8_linear_tile_rows": _q("count", required=False),
+        "fp8_linear_tile_architectures": Field("strlist", required=False),
         # how the KV pool is shared by full-attention and sliding-window layers: "window" (each
         # sliding layer holds its window, the rest is the full layers'), "equal_share" (one pool
         # per window size, each the same share of memory: TensorRT-LLM's KV cache manager)

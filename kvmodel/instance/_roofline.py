@@ -137,6 +137,7 @@ def _constants(s: Setup) -> dict[str, Any]:
 
 #: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
 _FP4_BYTES = tuple(BYTES_PER_ELEMENT[p] for p in ("fp4", "mxfp4", "nvfp4"))
+_FP8_B = BYTES_PER_ELEMENT["fp8"]
 
 
 def _moe_rate(s: Setup):
@@ -413,6 +414,26 @@ def _mla_upproj(s: Setup, cached, layers):
     return _op(flops * layers, 2.0 * cached * width * s.act_B * layers, s, s.gemm_Fps, layers)
 
 
+def _linear_rows(s: Setup, tokens):
+    """Token rows the dense linear GEMMs (qkv, o, dense MLP) compute for ``tokens`` tokens:
+    ``tokens`` rounded up to the framework's FP8 GEMM tile (``fp8_linear_tile_rows``) for
+    1-byte weights on the architectures it lists (``fp8_linear_tile_architectures``),
+    ``tokens`` otherwise. The tensor cores compute the padded rows like real ones, so a
+    decode step of a few tokens is charged the tile's FLOPs: with 64 rows that is 128 FLOP
+    per FP8 weight byte, under the ridge (FLOP/s over HBM B/s) of an H100 or H200 and above
+    the compute-capped H20's, where the step streams its weights at the tensor-core rate /
+    128 instead of the HBM rate. int8 weights share the byte width and are charged alike."""
+    fw = s.framework.quantities
+    tile = fw.get("fp8_linear_tile_rows")
+    if tile is None or s.w_B != _FP8_B:
+        return tokens
+    archs = fw.get("fp8_linear_tile_architectures")
+    if archs is not None and s.gpu.architecture not in archs:
+        return tokens
+    rows = tile.si
+    return xp.ceil(tokens / rows) * rows
+
+
 def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
              mla_cached=None):
     """Per-op cost of one pipeline stage's share of a step on one GPU, plus the step latency.
@@ -427,18 +448,19 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     """
     m, k = s.model, s.k
     layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
+    rows = _linear_rows(s, tokens)  # tokens, or the FP8 GEMM tile's padded rows
     ops = {
-        "qkv_proj": _op(2.0 * tokens * s.qkv_w_rank * layers,
+        "qkv_proj": _op(2.0 * rows * s.qkv_w_rank * layers,
                         (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
                         s, s.proj_Fps, layers),
         "attention": _attention(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
                                 layers),
-        "o_proj": _op(2.0 * tokens * s.o_w_rank * layers,
+        "o_proj": _op(2.0 * rows * s.o_w_rank * layers,
                       (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s, s.proj_Fps,
                       layers),
     }
     mlp_w = k["mlp_w"]
-    ops["mlp"] = _op(2.0 * tokens * mlp_w * dense_l,
+    ops["mlp"] = _op(2.0 * rows * mlp_w * dense_l,
                      (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B) * dense_l,
                      s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
     if m.is_moe:

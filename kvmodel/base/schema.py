@@ -107,6 +107,11 @@ CONNECTOR_FAMILIES = ("ideal", "vllm-offload", "lmcache", "mooncake", "nixl", "s
 # where a framework's prefix cache keeps recurrent-state snapshots of hybrid models
 # (kvmodel.catalog.models.SNAPSHOT_MODES documents each)
 HYBRID_PREFIX_CACHES = ("block", "align", "interval", "node", "none")
+#: a framework's ``kv_cache_auto``: what its default KV-cache dtype follows. ``quantised``: an
+#: FP8 cache next to fp8/fp4/int8 checkpoints (TensorRT-LLM with NVIDIA ModelOpt checkpoints,
+#: whose kv_cache_quant_algo is FP8); ``model_dtype``: the model's 16-bit dtype whatever the
+#: weights (SGLang's ``kv_cache_dtype="auto"``)
+KV_CACHE_AUTO = ("quantised", "model_dtype")
 
 # shared file systems and object stores reached over the network (tiers "file" and "object")
 STORAGE_FAMILIES = ("file", "object")
@@ -196,6 +201,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # snapshots (kvmodel.catalog.models.SNAPSHOT_MODES), their spacing inside a prompt
         # (tokens), and the source of both
         "hybrid_prefix_cache": _s(required=False, choices=HYBRID_PREFIX_CACHES),
+        # what the default KV-cache dtype follows (kvmodel.catalog.models.KV_CACHE_AUTO);
+        # absent: an FP8 cache next to quantised checkpoints
+        "kv_cache_auto": _s(required=False, choices=KV_CACHE_AUTO),
         "hybrid_snapshot_interval": _q("count", required=False),
         # where the spacing follows the GPU's memory (the engines' prefill chunk defaults): y[i]
         # tokens on a GPU with less than x[i] memory (the first such tier), the interval above

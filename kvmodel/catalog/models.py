@@ -66,12 +66,14 @@ WEIGHT_ONLY: dict[str, tuple[str | None, str]] = {
 KV_PRECISIONS = tuple(p for p in BYTES_PER_ELEMENT if p not in WEIGHT_ONLY)
 
 
-def default_kv_precision(precision: str) -> str:
+def default_kv_precision(precision: str, auto: str | None = None) -> str:
     """The KV precision engines pick by default for weights in ``precision``: fp8 next to
-    fp8/fp4/int8 weights, the 16-bit model dtype next to weight-only formats (vLLM
-    ``kv_cache_dtype="auto"``), else the weight precision."""
+    fp8/fp4/int8 weights (``auto`` "quantised" or None), the 16-bit model dtype next to
+    weight-only formats (vLLM ``kv_cache_dtype="auto"``) and, where the framework's cache
+    follows the model dtype (``auto`` "model_dtype"), next to every quantised format; else the
+    weight precision."""
     if precision in ("fp8", "fp4", "int8"):
-        return "fp8"
+        return "bf16" if auto == "model_dtype" else "fp8"
     return "bf16" if precision in WEIGHT_ONLY else precision
 
 #: what a layer caches: ``full`` attention keeps every token, ``sliding`` the last

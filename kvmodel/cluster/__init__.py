@@ -73,6 +73,7 @@ from kvmodel.catalog.hardware import (
     current,
     get_calibration,
     get_connector,
+    get_framework,
     get_gpu,
     get_link,
     get_memory,
@@ -102,6 +103,7 @@ from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance._speculative import check_model as _speculative_model
 from kvmodel.instance._speculative import speculative_arg as _speculative_arg
 from kvmodel.instance._wide_ep import wide_ep_arg as _wide_ep_arg
+from kvmodel.instance.seam import kv_cache_auto
 from kvmodel.instance.seam import params as _params
 from kvmodel.policies import CONNECTOR, EVICTION, P2P_PLACEMENT, ROUTING
 from kvmodel.policies import SHARING as SHARING_ARCHITECTURES
@@ -763,9 +765,10 @@ def _closed_forms(c: Cluster, n: int) -> dict[str, str]:
 
 # ---- reuse -----------------------------------------------------------------------------------
 def kv_precision(c: Cluster) -> str:
-    """KV-cache precision of the cluster's instances (fp8 next to 8-bit and fp4 weights, 16-bit
-    next to weight-only formats)."""
-    return default_kv_precision(c.precision)
+    """KV-cache precision of the cluster's instances: the framework's default next to the
+    weights (fp8 next to 8-bit and fp4 weights unless the framework's cache follows the model
+    dtype; 16-bit next to weight-only formats)."""
+    return default_kv_precision(c.precision, kv_cache_auto(get_framework(c.framework)))
 
 
 def snapshot_grid(c: Cluster, w: Workload) -> tuple[str, Any]:

@@ -199,7 +199,7 @@ class _Steps:
     def __init__(self, c, kv: str):
         m, g, fw = get_model(c.model), get_gpu(c.gpu), get_framework(c.framework)
         prec = precision_arg("precision", c.precision)
-        kvp = kv_precision_arg(kv, prec)
+        kvp = kv_precision_arg(kv, prec, fw)
         tp, pp, ep, _, _ = parallelism(m, c.tp, 1, 1, None)
         self.cal = params()
         self.s = setup(m, g, fw, tp, pp, ep, prec, kvp, self.cal)

@@ -1286,7 +1286,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     """
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = _precision("precision", precision)
-    kv = _kv_precision(kv_precision, precision)
+    kv = _kv_precision(kv_precision, precision, fw)
     wide = _wide.wide_ep_arg(attention_dp)
     tp, pp, ep, ngpu, dp = (_parallelism(m, tp, pp, ep, num_gpus) if wide is None
                             else _wide.wide_parallelism(m, tp, pp, ep, num_gpus))

@@ -28,7 +28,7 @@ from kvmodel.catalog.models import (
 from kvmodel.instance import _sampling
 from kvmodel.instance._roofline import Setup, memory_per_gpu
 
-__all__ = ["num", "show", "precision_arg", "kv_precision_arg", "params", "supported",
+__all__ = ["num", "show", "precision_arg", "kv_precision_arg", "kv_cache_auto", "params", "supported",
            "compute_precision", "setup", "Reasons", "check_static", "kv_per_seq", "parallelism",
            "memory_fit"]
 
@@ -70,14 +70,22 @@ def precision_arg(name: str, p: str) -> str:
     return p
 
 
-def kv_precision_arg(kv_precision: str | None, precision: str) -> str:
-    """The KV precision: ``kv_precision`` checked against the cache formats, or the engines'
-    default next to weights in ``precision`` (:func:`default_kv_precision`)."""
-    kv = default_kv_precision(precision) if kv_precision is None else kv_precision
+def kv_precision_arg(kv_precision: str | None, precision: str,
+                     fw: FrameworkSpec | None = None) -> str:
+    """The KV precision: ``kv_precision`` checked against the cache formats, or the default
+    of the framework ``fw`` (its ``kv_cache_auto``; TensorRT-LLM's when None) next to weights
+    in ``precision`` (:func:`default_kv_precision`)."""
+    kv = (default_kv_precision(precision, kv_cache_auto(fw)) if kv_precision is None
+          else kv_precision)
     if kv not in KV_PRECISIONS:
         raise ValueError(f"kv_precision={kv!r}; allowed: {sorted(KV_PRECISIONS)} (weight-only "
                          f"formats {sorted(WEIGHT_ONLY)} are not cache formats)")
     return kv
+
+
+def kv_cache_auto(fw: FrameworkSpec | None) -> str | None:
+    """What the framework's default KV-cache dtype follows (``kv_cache_auto``), None unknown."""
+    return None if fw is None else fw.quantities.get("kv_cache_auto")
 
 
 def params(calibration: Mapping[str, float] | None = None) -> Mapping[str, float]:

@@ -385,7 +385,7 @@ def _config(model, gpu, tp, pp, precision, kv_precision, framework, max_num_toke
     """Build the instance like ``estimate``: Setup, calibration, memory fit; validate."""
     m, g, fw = get_model(model), get_gpu(gpu), get_framework(framework)
     precision = precision_arg("precision", precision)
-    kv = kv_precision_arg(kv_precision, precision)
+    kv = kv_precision_arg(kv_precision, precision, fw)
     tp, pp, ep, _, _ = parallelism(m, tp, pp, 1, None)
     cal = params()
     s = setup(m, g, fw, tp, pp, ep, precision, kv, cal)

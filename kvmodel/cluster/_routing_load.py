@@ -72,7 +72,8 @@ from kvmodel.workload._routing_closed import (
 )
 
 __all__ = ["is_loaded", "routing_params", "level_loads", "level_index", "loaded_curve",
-           "loaded_imbalance", "params_text", "routed_waits", "routed_arrival_scv"]
+           "loaded_imbalance", "params_text", "routed_waits", "routed_arrival_scv",
+           "level_classes"]
 
 
 def is_loaded(routing: str) -> bool:

@@ -43,7 +43,10 @@ instances by load (``RoutingPolicy.load_choices`` on the same view) and the busi
 share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
 routers' imbalance: they send more requests where they hit). Arrival smoothing
 (:func:`routed_work_dispersion`): how much less variable each instance's arrivals of prompt
-work are than a random split's (the instance queue's ``ca2``).
+work are than a random split's (the instance queue's ``ca2``). Work classes
+(:func:`routed_work_classes`): the served requests' hits and misses, each class's share and
+mean prompt and uncached tokens (the load levels' instance estimate takes them as its
+``prefix_classes``).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see

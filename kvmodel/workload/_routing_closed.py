@@ -43,7 +43,10 @@ instances by load (``RoutingPolicy.load_choices`` on the same view) and the busi
 share of the uncached prompt tokens x N (what :func:`kvmodel.evaluate` takes as the load-aware
 routers' imbalance: they send more requests where they hit). Arrival smoothing
 (:func:`routed_work_dispersion`): how much less variable each instance's arrivals of prompt
-work are than a random split's (the instance queue's ``ca2``).
+work are than a random split's (the instance queue's ``ca2``). Work classes
+(:func:`routed_work_classes`): the served requests' hits and misses, each class's share and
+mean prompt and uncached tokens (the load levels' instance estimate takes them as its
+``prefix_classes``).
 
 Load levels. The assignment depends on the load, so callers quantise it to a few levels of
 utilisation (:data:`LOAD_LEVELS`, fractions of the instance's saturation rate; see
@@ -81,7 +84,8 @@ from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
            "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats",
-           "routed_token_hit", "routed_work_dispersion", "routed_work_scv"]
+           "routed_token_hit", "routed_work_classes", "routed_work_dispersion",
+           "routed_work_scv"]
 
 # utilisation levels (offered load / saturation rate of an instance) the replays run at, the
 # rates between interpolated; fine at the low end, where a load-aware rule's spread moves most
@@ -423,6 +427,33 @@ def routed_work_scv(profile_or_trace: ReuseProfile | Trace, instances: int, rout
     a, _, unc = _replayed(prof, int(instances), routing, full, load or RouterLoad())
     u = unc[a >= 0]
     return float(u.var() / u.mean() ** 2) if u.size and u.mean() > 0 else 0.0
+
+
+def routed_work_classes(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
+                        params: dict | None = None, load: RouterLoad | None = None,
+                        seed: int = 0) -> tuple[tuple[float, float, float], ...]:
+    """The uncached prompt work of the requests the replay serves as two classes, the hits
+    (some prefix found cached on the chosen instance) and the misses (the whole prompt
+    computed): ``((share, mean prompt tokens, mean uncached tokens) of the hits, the same of
+    the misses)``. The shares sum to 1 and ``Σ share·uncached`` is the served requests' mean
+    uncached work (:func:`routed_work_scv`'s mean); a class nobody falls in has share 0 and
+    the served requests' mean prompt (an all-miss class). Nothing served: all miss, of the
+    trace's mean prompt. Memoised."""
+    prof, full = _prepare(profile_or_trace, routing, params, seed)
+    load, n = load or RouterLoad(), int(instances)
+    key = ("work_classes",) + _key(routing, n, full, load)
+    if key not in prof._cache:
+        a, _, unc = _replayed(prof, n, routing, full, load)
+        ok = a >= 0
+        I, u = np.asarray(prof.input_len, float)[ok], unc[ok]
+        if not ok.any():
+            m = float(np.mean(prof.input_len)) if prof.n_requests else 1.0
+            prof._cache[key] = ((0.0, m, m), (1.0, m, m))
+        else:
+            prof._cache[key] = tuple(
+                (float(sel.mean()), float(I[sel].mean()), float(u[sel].mean())) if sel.any()
+                else (0.0, float(I.mean()), float(I.mean())) for sel in (u < I, u >= I))
+    return prof._cache[key]
 
 
 def routed_imbalance(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,

@@ -278,18 +278,22 @@ def test_bounded_mix_law_against_the_exact_chain():
 
 def test_bounded_affinity_law_reaches_evaluate():
     """The tie share shortens the wait: with every request tied (no cache) the wait is the
-    count signal's over all N, with caches some requests follow their prefix (d = 1). An
-    array of capacities gives each configuration its scalar evaluation (the same anchors)."""
+    count signal's over all N, with caches some requests follow their prefix (d = 1); only
+    the mean TTFT moves. An array of capacities gives each configuration its scalar
+    evaluation (the same anchors)."""
     from kvmodel.workload._reuse_analytic import reuse_profile
     tr = kvmodel.synthetic_trace(800, seed=5, rate_per_s=100.0, n_system_prompts=16,
                                  session_fraction=0.6)
     prof = reuse_profile(tr)
     m = dict(ttft=2.0, ttft50=1.5, ttft90=3.0, ttft99=6.0, wait=0.8, pwait=0.6)
-    classes = [(0.5, 0.0, "dram", 1000.0), (0.5, 500.0, "dram", 3000.0)]
-    none = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 0, m, classes, 1.0)
-    some = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 10**6, m, classes, 1.0)
+    none = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 0, m, 1.0)
+    some = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 10**6, m, 1.0)
     assert none["wait"] < some["wait"] < m["wait"]
     assert none["ttft"] - m["ttft"] == pytest.approx(none["wait"] - m["wait"])
+    assert none["pwait"] == m["pwait"]  # a count signal: P(wait) stays
+    assert all(none[k] == m[k] for k in ("ttft50", "ttft90", "ttft99"))  # the mean moves
+    inf = dict(m, wait=math.inf, ttft=math.inf)
+    assert RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 0, inf, 1.0) == inf
     assert RQ.bounded_choice_mix(prof, 8, 0.25, 0)[-1] > 0.98  # the bound, early on
     w = Workload(tr)
     c = Cluster("llama-3.1-8b", "h100-sxm", instances=4, tp=1, precision="bf16",

@@ -374,19 +374,21 @@ def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap
     requests joins the fewest-active of d instances (a count signal, :func:`routed_law`),
     the rest goes where its prefix is; the mean TTFT moves with the mean wait, the percentiles
     keep the instance's law (module docstring, *Bounded prefix affinity*). The mix
-    is replayed at the capacities ``2^j − 1`` blocks (j = 0, 1, ...; from the first one that
-    holds every distinct block of the trace on, nothing changes) and the law blended linearly
-    in ``log2(1 + cap)`` between the two around ``cap``: at most ~log2(distinct blocks)
-    replays per trace, instance count, epsilon and eviction, whatever a search asks."""
+    is replayed at the capacities ``2^j − 1`` blocks (j = 0, 1, ...) up to the most distinct
+    blocks one instance takes in the assignment of the hit curve (beyond it the hits, and the
+    law, no longer change: :func:`_distinct_per_instance`) and the law blended linearly in
+    ``log2(1 + cap)`` between the two around ``cap``: at most ~log2(those blocks) replays per
+    trace, instance count, epsilon and eviction, whatever a search asks."""
     residual = (1.0 + float(length_cv) ** 2) / 2.0
-    top = math.ceil(math.log2(1.0 + prof.unique_blocks))
+    full = _distinct_per_instance(prof, n, epsilon)
+    top = math.log2(1.0 + full)
 
     def law(j: int, W: Any, p: Any) -> tuple:
-        mix = bounded_choice_mix(prof, n, epsilon, 2 ** min(j, top) - 1, eviction)
+        mix = bounded_choice_mix(prof, n, epsilon, min(2 ** j - 1, full), eviction)
         return routed_law(mix, W, p, residual)
 
     if not xp.is_array(cap) and not xp.is_array(m["wait"]) and not xp.is_array(m["pwait"]):
-        x = min(math.log2(1.0 + max(math.floor(cap), 0.0)), float(top))
+        x = min(math.log2(1.0 + max(math.floor(cap), 0.0)), top)
         j, t = int(x), x - int(x)
         wait2, p2 = law(j, m["wait"], m["pwait"])
         if t > 0.0:
@@ -420,3 +422,16 @@ def _mean_moved(m: dict, wait2: Any, p2: Any) -> dict:
     return dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, m["pwait"]),
                 ttft=m["ttft"] + xp.where(live, xp.where(live, wait2, 0.0)
                                           - xp.where(live, W, 0.0), 0.0))
+
+
+def _distinct_per_instance(prof: Any, n: int, epsilon: float) -> int:
+    """Most distinct blocks any instance takes under the bounded prefix-affinity assignment
+    of the hit curve (:func:`kvmodel.workload._reuse_analytic.assignment`): a cache that
+    large holds everything its instance ever sees. Memoised on the profile."""
+    key = ("pab_distinct", int(n), float(epsilon))
+    if key not in prof._cache:
+        from kvmodel.workload._reuse_analytic import assignment
+        a = np.repeat(assignment(prof, n, "prefix_affinity_bounded", epsilon),
+                      np.diff(prof.block_offsets))
+        prof._cache[key] = max(len(np.unique(prof.block_ids[a == i])) for i in range(n))
+    return prof._cache[key]

@@ -1436,7 +1436,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
                                             block_B)
     flows = _network(c, w, node, hits, block_B, lam, caps, admit)
     util = flows["util"]
-    m = _routed_queue(c, w, n, _combine(parts), hits, tiers)
+    m = _routed_queue(c, w, n, _combine(parts), hits, tiers, caps)
     net_ok = True
     for u in util.values():
         net_ok = net_ok & (u < 1.0)
@@ -1451,11 +1451,18 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
                                      workload=_workloads.describe(w)), w, info)
 
 
-def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers) -> dict:
+def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers,
+                  caps: dict) -> dict:
     """Colocated open loop behind a load-aware router: the instance's wait law as the router
     shortens it (:mod:`kvmodel.cluster._routing_queue`); otherwise ``m`` unchanged."""
-    if (n == 1 or c.prefill_instances or c.eviction != "lru" or not is_loaded(c.routing)
-            or _workloads.load_mode(w) != "rate"):
+    if n == 1 or c.prefill_instances or _workloads.load_mode(w) != "rate":
+        return m
+    if ROUTING[c.routing].closed_form == "prefix_affinity_bounded":  # ties join the shortest
+        from kvmodel.cluster._routing_queue import bounded_affinity_waits
+        local = caps["hbm"] + caps["dram"] + caps["cxl"] + caps["ssd"]  # blocks per instance
+        return bounded_affinity_waits(w.profile, n, c.epsilon, c.eviction, local, m,
+                                      w.length_cv)
+    if c.eviction != "lru" or not is_loaded(c.routing):
         return m
     from kvmodel.cluster._routing_load import routed_waits
     classes = _hit_kw(_prefix_args(hits, tiers, w.input_len), w)["prefix_classes"]

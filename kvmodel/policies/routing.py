@@ -262,11 +262,21 @@ class PrefixAffinityBounded(RoutingPolicy):
     def params(self):
         return {"epsilon": self.epsilon}
 
-    def choose(self, req, view):
+    def _eligible(self, view: RoutingView) -> list[int]:
         bound = math.ceil((1.0 + self.epsilon) * (sum(view.routed) + 1) / view.n)
-        keys = [(-p, a, i) for i, (p, a, r) in
-                enumerate(zip(view.prefix_blocks, view.active, view.routed)) if r + 1 <= bound]
-        return min(keys)[2]
+        return [i for i, r in enumerate(view.routed) if r + 1 <= bound]
+
+    def choose(self, req, view):
+        p, a = view.prefix_blocks, view.active
+        return min((-p[i], a[i], i) for i in self._eligible(view))[2]
+
+    def load_choices(self, req, view):
+        """The eligible instances tied at the longest cached prefix: the fewest active among
+        them takes the request (the closed form's mix,
+        :func:`kvmodel.cluster._routing_queue.bounded_choice_mix`)."""
+        p, ok = view.prefix_blocks, self._eligible(view)
+        top = max(p[i] for i in ok)
+        return sum(1 for i in ok if p[i] == top)
 
 
 # ------------------------------------------------------------------------------ published costs
@@ -596,7 +606,10 @@ _entry(PrefixAffinity, "longest cached prefix, ties least loaded", "prefix_affin
 _entry(PrefixAffinityBounded, "longest cached prefix under a load bound (1 + epsilon) x mean",
        "prefix_affinity_bounded", (_EPS,),
        note="assignment of an infinite-cache bounded prefix router, analytic LRU per instance; "
-            "epsilon is Cluster.epsilon (or the policy object's, or Cluster.routing_params')",
+            "epsilon is Cluster.epsilon (or the policy object's, or Cluster.routing_params'); "
+            "wait: the instance's law behind a join-the-shortest-of-d router (count signal), "
+            "d = eligible instances tied at the longest prefix, replayed with each instance's "
+            "cache (kvmodel.cluster._routing_queue)",
        tolerance=0.03)
 _entry(Dynamo, "NVIDIA Dynamo KV router: w x prefill blocks + decode blocks", "dynamo",
        (Param("overlap_score_weight", 1.0, "1", "weight of the prefill blocks term"),

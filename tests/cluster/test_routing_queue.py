@@ -153,3 +153,154 @@ def test_work_signal_pools_the_flexible_share():
     assert _pooled(((0.1, 0.0, 0.9), 1.08), work=True) == 1.0
     assert _pooled(((1.0, 0.0, 0.0), 1.08), work=True) == pytest.approx(1.08)
     assert _pooled(((0.1, 0.0, 0.9), 1.08), work=False) == pytest.approx(1.08)
+
+
+# ---------------------------------------------------------------- bounded prefix affinity
+
+def _toy_profile():
+    """r0 [1, 2] nowhere cached: both tie (d = 2), to instance 0; r1 [1, 3]: block 1 only on
+    instance 0 (d = 1); r2 [4]: nowhere (d = 2), to the fewest routed, instance 1; r3
+    [1, 2, 5]: blocks 1, 2 on instance 0 (d = 1)."""
+    from kvmodel.workload._reuse_analytic import reuse_profile
+    return reuse_profile(kvmodel.Trace.from_lists([[1, 2], [1, 3], [4], [1, 2, 5]]))
+
+
+def test_bounded_choice_mix_by_hand():
+    prof = _toy_profile()
+    assert RQ.bounded_choice_mix(prof, 2, 10.0, 100) == pytest.approx((0.5, 0.5))
+    # no cache: every eligible instance ties at the empty prefix
+    assert RQ.bounded_choice_mix(prof, 2, 10.0, 0) == pytest.approx((0.0, 1.0))
+    # epsilon 0.01: bound ceil(1.01 (k + 1) / 2) = 1, 2, 2, 3; r2 finds instance 0 full
+    # (2 routed) and has one eligible instance
+    assert RQ.bounded_choice_mix(prof, 2, 0.01, 100) == pytest.approx((0.75, 0.25))
+
+
+def test_bounded_load_choices_on_views():
+    """The policy's own count: eligible instances tied at the longest prefix."""
+    pab = make_policy("prefix_affinity_bounded", epsilon=0.25)
+    req = RouteRequest(0, 16 * 4, 8, 4)
+    cached = [{"hbm": 3}, {"hbm": 3}, {}, {"hbm": 1}]
+    assert pab.load_choices(req, _view(active=[0] * 4, cached=cached, routed=[5] * 4)) == 2
+    # instance 0 at the bound (ceil(1.25 · 21 / 4) = 7): instance 1 alone has the prefix
+    view = _view(active=[0] * 4, cached=cached, routed=[7, 5, 4, 4])
+    assert pab.load_choices(req, view) == 1 and pab.choose(req, view) == 1
+    assert pab.load_choices(req, _view(active=[0] * 4, cached=[{}] * 4, routed=[0] * 4)) == 4
+
+
+def test_bounded_mix_matches_the_simulators_views():
+    """The replayed mix against the simulator's routing views (the policy's load_choices at
+    each decision), through the wait it gives (count signal, ρ = 0.6). The simulator breaks
+    ties by requests in flight (often all 0 at this load: the lowest index), the replay by
+    requests routed, and a prefix reaches the simulator's cache only after its prefill, so
+    the shares differ on this synthetic trace by up to 0.3; the wait factor by at most 30 %
+    (on the Mooncake conversation trace the share with one choice is 6.0 % replayed, 5.7 %
+    in the simulator)."""
+    from kvmodel.policies.routing import PrefixAffinityBounded
+    from kvmodel.sim import simulate
+    from kvmodel.workload._reuse_analytic import reuse_profile
+
+    class Recording(PrefixAffinityBounded):
+        seen: list = []
+
+        def choose(self, req, view):
+            self.seen.append(self.load_choices(req, view))
+            return super().choose(req, view)
+
+    tr = kvmodel.synthetic_trace(600, seed=3, rate_per_s=40.0, n_system_prompts=4,
+                                 session_fraction=0.6)
+    for blocks in (8, 200):
+        Recording.seen = []
+        simulate("llama-3.1-8b", "h100-sxm", tr, instances=4, tp=1, precision="bf16",
+                 routing=Recording(epsilon=0.25), prefix_cache_blocks=blocks)
+        sim = np.bincount(Recording.seen, minlength=5)[1:] / len(Recording.seen)
+        mix = RQ.bounded_choice_mix(reuse_profile(tr), 4, 0.25, blocks)
+        got, want = (RQ.wait_factors(tuple(m), 0.6, 1.0)[0] for m in (mix, sim))
+        assert got == pytest.approx(want, rel=0.30), (blocks, mix, sim)
+        assert 0.1 < mix[0] < 0.9 and 0.1 < sim[0] < 0.9  # both mix choices and affinity
+
+
+def _jsq_chain(n: int, rho: float, q: float, top: int = 30) -> float:
+    """Exact mean wait (service times) of n exponential servers, Poisson arrivals at n·ρ, a
+    share q joining the shortest queue and the rest a uniform one: the continuous-time chain
+    on sorted queue lengths (truncated at ``top`` per queue) solved with scipy, the wait from
+    the mean number in system by Little's law over the carried rate."""
+    import itertools
+
+    from scipy.sparse import lil_matrix
+    from scipy.sparse.linalg import spsolve
+    states = list(itertools.combinations_with_replacement(range(top + 1), n))
+    index = {s: i for i, s in enumerate(states)}
+    Q = lil_matrix((len(states), len(states)))
+
+    def move(s, i, step, rate):
+        t = list(s)
+        t[i] += step
+        j = index[tuple(sorted(t))]
+        Q[index[s], j] += rate
+        Q[index[s], index[s]] -= rate
+
+    carried = np.zeros(len(states))
+    for s in states:
+        for i in range(n):
+            rate = n * rho * ((1 - q) / n + (q if i == 0 else 0.0))
+            if s[i] < top and rate > 0:
+                move(s, i, +1, rate)
+                carried[index[s]] += rate
+            if s[i] > 0:
+                move(s, i, -1, 1.0)
+    A = Q.T.tolil()
+    A[0, :] = 1.0  # normalisation replaces one balance equation
+    b = np.zeros(len(states))
+    b[0] = 1.0
+    pi = spsolve(A.tocsc(), b)
+    L = sum(p * sum(s) for p, s in zip(pi, states))
+    return L / float(pi @ carried) - 1.0
+
+
+def test_bounded_mix_law_against_the_exact_chain():
+    """The mixed supermarket law with a share q of the requests joining the shortest of N = 3
+    (work signal: the M/M law) against the exact finite chain: q = 0 is M/M/1 exactly; with
+    ties the law falls with q as the exact wait does, stays between M/M/3 and M/M/1, and is
+    optimistic (the N → ∞ fixed point misses how few instances there are to choose from:
+    exact 0.44, law 0.30 service times at q = 0.94, ρ = 0.6)."""
+    n, rho = 3, 0.6
+    exact, law = [], []
+    for q in (0.0, 0.6, 0.94):
+        exact.append(_jsq_chain(n, rho, q, top=28))
+        law.append(RQ.wait_factors((1 - q, 0.0, q), rho)[0] * rho / (1 - rho))
+    assert exact[0] == pytest.approx(rho / (1 - rho), rel=1e-3)
+    assert law[0] == pytest.approx(exact[0], rel=1e-3)
+    assert exact[0] > exact[1] > exact[2] and law[0] > law[1] > law[2]
+    floor = erlang_c(n, n * rho) / (n * (1 - rho))
+    for e, x in zip(exact[1:], law[1:]):
+        assert floor <= x <= e and x >= 0.6 * e
+
+
+def test_bounded_affinity_law_reaches_evaluate():
+    """The tie share shortens the wait: with every request tied (no cache) the wait is the
+    count signal's over all N, with caches some requests follow their prefix (d = 1); only
+    the mean TTFT moves. An array of capacities gives each configuration its scalar
+    evaluation (the same anchors)."""
+    from kvmodel.workload._reuse_analytic import reuse_profile
+    tr = kvmodel.synthetic_trace(800, seed=5, rate_per_s=100.0, n_system_prompts=16,
+                                 session_fraction=0.6)
+    prof = reuse_profile(tr)
+    m = dict(ttft=2.0, ttft50=1.5, ttft90=3.0, ttft99=6.0, wait=0.8, pwait=0.6)
+    none = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 0, m, 1.0)
+    some = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 10**6, m, 1.0)
+    assert none["wait"] < some["wait"] < m["wait"]
+    assert none["ttft"] - m["ttft"] == pytest.approx(none["wait"] - m["wait"])
+    assert none["pwait"] == m["pwait"]  # a count signal: P(wait) stays
+    assert all(none[k] == m[k] for k in ("ttft50", "ttft90", "ttft99"))  # the mean moves
+    inf = dict(m, wait=math.inf, ttft=math.inf)
+    assert RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 0, inf, 1.0) == inf
+    assert RQ.bounded_choice_mix(prof, 8, 0.25, 0)[-1] > 0.98  # the bound, early on
+    w = Workload(tr)
+    c = Cluster("llama-3.1-8b", "h100-sxm", instances=4, tp=1, precision="bf16",
+                routing="prefix_affinity_bounded", hbm_cache_fraction=0.0, ssd_B=0.0)
+    caps = np.array([0.0, 1e8, 3e8, 2e9])
+    vec = kvmodel.evaluate(dataclasses.replace(c, dram_B=caps), w)
+    for i, d in enumerate(caps):
+        one = kvmodel.evaluate(dataclasses.replace(c, dram_B=float(d)), w)
+        assert vec.ttft_s[i] == pytest.approx(one.ttft_s, rel=1e-9)
+        assert vec.ttft_p99_s[i] == pytest.approx(one.ttft_p99_s, rel=1e-9)

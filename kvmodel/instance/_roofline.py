@@ -446,6 +446,26 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
+    ops = _layer_ops(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+                     mla_cached)
+    layers, h = s.k["layers"], s.k["h"]
+    stage = 0.0
+    for op in ops.values():
+        stage = stage + op["time_s"]
+    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
+    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
+    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
+        ops["sampling"] = _sampling.sampling_op(s, logits)
+        stage = stage + ops["sampling"]["time_s"]
+        latency = latency + ops["sampling"]["time_s"]
+    return ops, stage, latency
+
+
+def _layer_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+               mla_cached):
+    """:func:`step_ops`' op breakdown before the host and sampling terms: the linears,
+    attention, MoE, elementwise ops, LM head and collectives of one stage, in that order."""
     m, k = s.model, s.k
     layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
     rows = _linear_rows(s, tokens)  # tokens, or the FP8 GEMM tile's padded rows
@@ -476,17 +496,7 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l, m.is_moe)
     if m.is_moe:
         ops["ep_alltoall"] = a2a
-    stage = 0.0
-    for op in ops.values():
-        stage = stage + op["time_s"]
-    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
-    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
-    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
-        ops["sampling"] = _sampling.sampling_op(s, logits)
-        stage = stage + ops["sampling"]["time_s"]
-        latency = latency + ops["sampling"]["time_s"]
-    return ops, stage, latency
+    return ops
 
 
 def _host_s(s: Setup, layers, seqs, stage):

@@ -959,11 +959,20 @@ class _MixShape:
     def __init__(self, prefixes, stacks, order, lens, lengths, policy):
         self.prefixes, self.stacks, self.order, self.lens = prefixes, stacks, order, lens
         self.lengths, self.policy, self.saturation = lengths, policy, {}
+        self._last: tuple | None = None  # (probabilities' key, mixture) of the last call
 
     def mix(self, parts) -> PrefixMix:
-        """The mixture of these prefixes with the probabilities of ``parts`` (the classes)."""
-        mix = PrefixMix([c[0] for c in parts], self.prefixes, self.lens, self.lengths)
+        """The mixture of these prefixes with the probabilities of ``parts`` (the classes);
+        the last one again for the same probabilities (a rate sweep: its per-class caches)."""
+        probs = [c[0] for c in parts]
+        key = tuple([p if p or type(p) is not float else repr(p) for p in probs])  # (-0.0)
+        if self._last is not None and self._last[0] == key:
+            self._last[1].seconds = self.lengths  # (a spread's caller sets it again)
+            return self._last[1]
+        mix = PrefixMix(probs, self.prefixes, self.lens, self.lengths)
         mix.stacks, mix.order, mix.policy, mix.shape = self.stacks, self.order, self.policy, self
+        if all(type(p) is float for p in probs):
+            self._last = (key, mix)
         return mix
 
 

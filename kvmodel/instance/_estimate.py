@@ -965,13 +965,15 @@ class _MixShape:
         """The mixture of these prefixes with the probabilities of ``parts`` (the classes);
         the last one again for the same probabilities (a rate sweep: its per-class caches)."""
         probs = [c[0] for c in parts]
-        key = tuple([p if p or type(p) is not float else repr(p) for p in probs])  # (-0.0)
-        if self._last is not None and self._last[0] == key:
-            self._last[1].seconds = self.lengths  # (a spread's caller sets it again)
-            return self._last[1]
+        key = None  # (array probabilities: none)
+        if all(type(p) is float for p in probs):
+            key = tuple([p if p else repr(p) for p in probs])  # (0.0 and -0.0 apart)
+            if self._last is not None and self._last[0] == key:
+                self._last[1].seconds = self.lengths  # (a spread's caller sets it again)
+                return self._last[1]
         mix = PrefixMix(probs, self.prefixes, self.lens, self.lengths)
         mix.stacks, mix.order, mix.policy, mix.shape = self.stacks, self.order, self.policy, self
-        if all(type(p) is float for p in probs):
+        if key is not None:
             self._last = (key, mix)
         return mix
 

@@ -3,10 +3,14 @@ with local tiers and P2P sharing (after the workload's reuse profile is extracte
 configurations per second of one vectorised evaluate() over 10^5 local-tier configurations
 (arrays of dram_B / cxl_B / ssd_B / hbm_cache_fraction).
 
-Two per-call figures: the same configuration again (as a rate sweep, a bisection or a search
+Three per-call figures: the same configuration again (as a rate sweep, a bisection or a search
 revisiting it: the instance's prefix mixture, which does not depend on the rate, comes from
-the catalog's memo) and a new configuration every call (200 distinct DRAM sizes: every call
-builds its tiers and prefix mixture, as a search's new trials do).
+the catalog's memo), a new configuration every call (200 distinct DRAM sizes: every call
+builds its tiers, hit classes and mixture and solves the instance's queues, as a search's new
+trials do; the classes' stacked prefixes and their throughput-max, which depend on the tiers'
+paths but not on their capacities or the hit probabilities, come from the memo), and the same
+with the prefix-mixture memo emptied before each call (what a configuration whose tier paths
+are new pays: another SSD drive or CXL device count, another NIC).
 
     python benchmarks/cluster_speed.py [--json FILE]
 
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import kvmodel
+from kvmodel.catalog.hardware import current
 from kvmodel.cluster import Cluster, Workload, evaluate
 
 TRACE = "mooncake-conversation"  # built-in trace (kvmodel traces)
@@ -43,19 +48,27 @@ def _grid(n: int, seed: int = 0) -> dict[str, np.ndarray]:
                 ssd_B=10 ** rng.uniform(11, 13.5, n), hbm_cache_fraction=rng.uniform(0, 0.9, n))
 
 
-def _median_s(fn, repeats: int) -> float:
+def _median_s(fn, repeats: int, before=None) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls (``before()`` first, untimed)."""
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
+def _forget_mixtures() -> None:
+    """Empty the active catalog's prefix-mixture memo (a configuration of new tier paths)."""
+    current()._memo.pop("prefix_mix", None)
+
+
 def measure(w: Workload) -> dict:
     """Median seconds per scalar evaluate() and configurations/s vectorised, per setup."""
     out = dict(instances=16, grid=GRID, evaluate_s={}, evaluate_new_config_s={},
-               vector_configs_per_s={}, build_s={})
+               evaluate_new_paths_s={}, vector_configs_per_s={}, build_s={})
     grid = _grid(GRID)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
@@ -67,6 +80,9 @@ def measure(w: Workload) -> dict:
         news = iter([dataclasses.replace(c, dram_B=float(d)) for d in np.linspace(5e11, 2e12, 200)])
         out["evaluate_new_config_s"][f"{sharing} {routing}"] = _median_s(
             lambda: evaluate(next(news), w), 200)
+        news = iter([dataclasses.replace(c, dram_B=float(d)) for d in np.linspace(5e11, 2e12, 50)])
+        out["evaluate_new_paths_s"][f"{sharing} {routing}"] = _median_s(
+            lambda: evaluate(next(news), w), 50, _forget_mixtures)
     for sharing, routing in SETUPS:
         c = Cluster("llama-3.1-70b", "h100-sxm", instances=16, tp=8, sharing=sharing,
                     routing=routing, **grid)
@@ -89,7 +105,8 @@ def main() -> None:
     out = dict(trace=trace.name, profile_s=profile_s, **measure(w))
     for setup, s in out["evaluate_s"].items():
         print(f"16 instances, {setup:37s} {s * 1e6:8.0f} us again, "
-              f"{out['evaluate_new_config_s'][setup] * 1e6:6.0f} us a new configuration "
+              f"{out['evaluate_new_config_s'][setup] * 1e6:6.0f} us a new configuration, "
+              f"{out['evaluate_new_paths_s'][setup] * 1e6:6.0f} us with new tier paths "
               f"(first call, tables built: {out['build_s'][setup]:.2f} s)")
     for setup, r in out["vector_configs_per_s"].items():
         print(f"16 instances, {setup:37s} vectorised, {GRID:.0e} configs: {GRID / r:6.3f} s, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -47,6 +47,7 @@ from kvmodel.instance._prefix import (
     load_seconds,
     on_distinct,
     overlap_layers,
+    path_token,
     pipeline_makespan,
     prefill_choice,
     prefill_with_prefix,
@@ -66,6 +67,7 @@ from kvmodel.instance._roofline import (
     label_bounds,
     mean_ops,
     memoised,
+    setup_key,
     step_ops,
 )
 from kvmodel.instance.seam import Reasons as _Reasons
@@ -155,8 +157,13 @@ add_aliases(Estimate, {"output_tok_s": "output_tok_per_s",
                        "saturation_request_rate": "saturation_request_rate_per_s"})
 
 
+_SCALARS = (float, int, bool, str, type(None))  # shape () whatever their value
+
+
 def _same_shape(**named: Any) -> tuple[int, ...]:
     """Broadcast shape of the named arguments; a mismatch names the two that clash."""
+    if all(type(v) in _SCALARS for v in named.values()):  # the common case: no arrays
+        return ()
     shape: tuple[int, ...] = ()
     widest = ""
     for name, v in named.items():
@@ -942,24 +949,53 @@ def _checked_classes(classes, mode, P, tier) -> list:
 # all into the collector's oldest generation, whose full passes then cost more than the
 # rare revisit of an older configuration saves (NSGA-II, 1,000 trials: 15% of builds)
 _MIX_MEMO = 16
-_SETUP_FIELDS = tuple(f.name for f in fields(Setup) if f.name != "k")  # k: derived from them
+
+
+class _MixShape:
+    """What a prefix mixture is built from that does not depend on the classes' probabilities:
+    each class's prefix (rows of stacked prefixes), the stacks, their order, the prompt lengths,
+    and the stacks' throughput-max per queue (:func:`_throughput_max_mix`)."""
+
+    def __init__(self, prefixes, stacks, order, lens, lengths, policy):
+        self.prefixes, self.stacks, self.order, self.lens = prefixes, stacks, order, lens
+        self.lengths, self.policy, self.saturation = lengths, policy, {}
+        self._last: tuple | None = None  # (probabilities' key, mixture) of the last call
+
+    def mix(self, parts) -> PrefixMix:
+        """The mixture of these prefixes with the probabilities of ``parts`` (the classes);
+        the last one again for the same probabilities (a rate sweep: its per-class caches)."""
+        probs = [c[0] for c in parts]
+        key = None  # (array probabilities: none)
+        if all(type(p) is float for p in probs):
+            key = tuple([p if p else repr(p) for p in probs])  # (0.0 and -0.0 apart)
+            if self._last is not None and self._last[0] == key:
+                self._last[1].seconds = self.lengths  # (a spread's caller sets it again)
+                return self._last[1]
+        mix = PrefixMix(probs, self.prefixes, self.lens, self.lengths)
+        mix.stacks, mix.order, mix.policy, mix.shape = self.stacks, self.order, self.policy, self
+        if key is not None:
+            self._last = (key, mix)
+        return mix
 
 
 def _prefix_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
     """Validate ``prefix_classes`` and build one prefix per class (see :func:`estimate`).
     Scalar classes are stacked on a leading axis and read back row by row, misses and hits of
     every tier as one prefix (one prefill choice, one loader per tier, one path:
-    :func:`_rows_prefix`). Nothing here depends on the request rate: with scalar inputs the
-    mixture is memoised in the active catalog (:func:`_mix_key`), so a sweep or bisection of
-    the rate, or a search revisiting a configuration, builds it once."""
-    key, refs = _mix_key(s, I, classes, mode, P, tier, pkw)
+    :func:`_rows_prefix`). Nothing here depends on the request rate, nor the prefixes on the
+    classes' probabilities or their tiers' capacities: with scalar inputs the prefixes are
+    memoised in the active catalog (:func:`_mix_key`), so a sweep or bisection of the rate, a
+    search revisiting a configuration, or a new one that changes only the hit probabilities
+    (a larger DRAM tier) builds them once."""
+    parts = _checked_classes(classes, mode, P, tier)
+    key, refs = _mix_key(s, I, parts, P, tier, pkw)
     if key is None:
-        return _build_mix(s, I, classes, mode, P, tier, pkw)
-    held, mix = current().cached("prefix_mix", key, lambda: (refs, _build_mix(
-        s, I, classes, mode, P, tier, pkw)), maxsize=_MIX_MEMO)
+        return _build_mix(s, I, parts, pkw).mix(parts)
+    held, shape = current().cached("prefix_mix", key, lambda: (refs, _build_mix(
+        s, I, parts, pkw)), maxsize=_MIX_MEMO)
     if len(held) != len(refs) or any(a is not b for a, b in zip(held, refs)):
-        return _build_mix(s, I, classes, mode, P, tier, pkw)  # an id of a former object
-    return mix
+        shape = _build_mix(s, I, parts, pkw)  # an id of a former object
+    return shape.mix(parts)
 
 
 _PLAIN = (float, int, str, type(None))  # keyed by value as they are
@@ -969,11 +1005,27 @@ class _Uncached(Exception):
     """An input the prefix-mixture memo does not key (an array)."""
 
 
-def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
-    """(key, objects) of a prefix mixture's inputs: numbers and strings by value, objects
-    (specs, tiers, connector) by identity, with the objects themselves kept beside the memo
-    entry so that a recycled id is recognised; (None, None) where an input holds an array."""
+def _tier_atom(t: Tier) -> tuple:
+    """A Tier by what the instance model reads of it: kind, device and path (by value, over
+    the same link objects: :func:`~kvmodel.instance._prefix.path_token`), not its capacity or
+    price (a new configuration's larger DRAM loads the same way)."""
+    if t.path is None:
+        return ("tier", t.kind, t.device, None)
+    tok = path_token(t.path)
+    if tok is None:  # an array in the path
+        raise _Uncached
+    return ("tier", t.kind, t.device, tok)
+
+
+def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
+    """(key, objects) of a prefix mixture's inputs but the classes' probabilities: the setup
+    by :func:`~kvmodel.instance._roofline.setup_key`, numbers and strings by value, Tiers by
+    :func:`_tier_atom`, other objects (specs, connector) by identity, with the objects
+    themselves kept beside the memo entry so that a recycled id is recognised; a class's
+    tier object also by its first class (the classes' grouping); (None, None) where an
+    input holds an array."""
     refs: list = []
+    tiers: dict = {}  # id -> key of the Tiers seen (held by ``parts`` meanwhile)
 
     def atom(v):
         if type(v) in _PLAIN:  # the common case first (not bool: type, not isinstance)
@@ -982,25 +1034,35 @@ def _mix_key(s: Setup, I, classes, mode, P, tier, pkw) -> tuple:
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
             return v
-        if isinstance(v, (list, tuple)):  # classes, tier mixes (their plain items inline)
+        if isinstance(v, (list, tuple)):  # tier mixes (their plain items inline)
             return tuple([x if type(x) in _PLAIN else atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
+        if type(v) is Tier:  # (a class's tier: once per object)
+            got = tiers.get(id(v))
+            if got is None:
+                got = tiers[id(v)] = _tier_atom(v)
+            return got
         refs.append(v)
         return ("id", id(v))
     try:
-        if mode != "rate" or not isinstance(classes, (list, tuple)):
+        if any(type(c[0]) is not float for c in parts):  # array probabilities
             raise _Uncached
-        key = (tuple(atom(getattr(s, f)) for f in _SETUP_FIELDS), atom(I), atom(classes),
-               atom(P), atom(tier), atom(pkw))
+        first: dict = {}  # a tier object's first class (classes group by tier identity)
+        cls = tuple((atom(c[1]), atom(c[2]), atom(c[3]),
+                     None if isinstance(c[2], str) else first.setdefault(id(c[2]), k))
+                    for k, c in enumerate(parts))
+        tok = setup_key(s)
+        if tok is None:
+            raise _Uncached
+        key = (tok, atom(I), cls, atom(P), atom(tier), atom(pkw))
     except _Uncached:
         return None, None
     return key, tuple(refs)
 
 
-def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
-    """:func:`_prefix_mix` without the memo."""
-    parts = _checked_classes(classes, mode, P, tier)
+def _build_mix(s: Setup, I, parts, pkw) -> _MixShape:
+    """:func:`_prefix_mix`'s prefixes without the memo (``parts``: the validated classes)."""
     lens = [I if c[3] is None else c[3] for c in parts]
     groups: dict = {}
     for k, c in enumerate(parts):
@@ -1023,9 +1085,7 @@ def _build_mix(s: Setup, I, classes, mode, P, tier, pkw) -> PrefixMix:
         for j, k in enumerate(ks):
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
-    mix = PrefixMix([c[0] for c in parts], prefixes, lens, any(c[3] is not None for c in parts))
-    mix.stacks, mix.order, mix.policy = stacks, order, pkw[1]
-    return mix
+    return _MixShape(prefixes, stacks, order, lens, any(c[3] is not None for c in parts), pkw[1])
 
 
 def _stack_all(s: Setup, parts, lens, groups: dict, pkw, prefixes: list, stacks: list) -> None:
@@ -1065,15 +1125,16 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
     """Throughput-max of a mixture of hit classes: each request takes its class's share of
-    the engine's time at saturation, so the request rates combine harmonically. Kept on the
-    mixture for scalar arguments (a memoised mixture is reused at every request rate)."""
+    the engine's time at saturation, so the request rates combine harmonically. The stacks'
+    own throughput-max is kept on the mixture's prefixes for scalar arguments (a memoised
+    mixture is reused at every request rate and hit probability)."""
     key = (I, O, dp, fits, mnt, req_s)
     if xp.is_array(*key):
-        return _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
-    memo = mix.__dict__.setdefault("_saturation", {})
+        return _mix_saturation(mix, _stacks_served(s, I, O, dp, fits, mnt, req_s, mix))
+    memo = mix.shape.saturation
     if key not in memo:
-        memo[key] = _throughput_max_classes(s, I, O, dp, fits, mnt, req_s, mix)
-    return dict(memo[key])
+        memo[key] = _stacks_served(s, I, O, dp, fits, mnt, req_s, mix)
+    return _mix_saturation(mix, memo[key])
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
@@ -1083,6 +1144,12 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
     reach, the ones the open loop serves (:func:`_assemble`). The other fields are the first
     stack's own throughput-max."""
+    return _mix_saturation(mix, _stacks_served(s, I, O, dp, fits, mnt, req_s, mix))
+
+
+def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple:
+    """(first stack's throughput-max, class -> its own choice's tokens/s, class -> its
+    fastest candidate's tokens/s) of :func:`_throughput_max_classes`: no probabilities."""
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
         res, most = _stack_served(s, L, O, dp, fits, mnt, req_s, p, mix.policy, first is None)
@@ -1092,6 +1159,13 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
             own[k] = fast[k] = tok[j] if len(ks) > 1 else tok
             if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
                 fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
+    return first, own, fast
+
+
+def _mix_saturation(mix: PrefixMix, served: tuple) -> dict:
+    """:func:`_throughput_max_classes` from :func:`_stacks_served`: the classes' tokens/s
+    mixed harmonically with their probabilities."""
+    first, own, fast = served
     tok = _harmonic(mix, fast)
     return dict(first, tok=tok, own_share=_harmonic(mix, own) / tok)
 

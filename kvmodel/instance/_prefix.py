@@ -32,7 +32,7 @@ from kvmodel.tiers import Tier, transfer_seconds
 
 __all__ = ["POLICIES", "LAYOUTS", "kv_bytes_per_token_gpu", "prefix_bytes_gpu", "load_seconds",
            "pipeline_makespan", "overlap_layers", "prefill_with_prefix",
-           "prefill_choice", "on_distinct"]
+           "prefill_choice", "on_distinct", "path_token"]
 
 POLICIES = ("best", "load", "recompute", "split")
 LAYOUTS = ("contiguous", "per_layer")
@@ -92,6 +92,14 @@ def _path_token(path, layout: str, connector):
         return (tok, layout, connector)
     except (TypeError, AttributeError):  # (a path object of no __dict__)
         return None
+
+
+def path_token(path) -> Any:
+    """The number standing for ``path``'s value (over the same link objects) in memo keys,
+    kept on the path (equal paths of a new configuration's tiers: the same number while the
+    table holds it); None where the path is unhashable (an array in it)."""
+    got = _path_token(path, "", None)
+    return None if got is None else got[0]
 
 
 def _load_seconds(s: Setup, tier: Tier, layout, connector, tokens, block_tokens, compression,

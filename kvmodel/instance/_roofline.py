@@ -26,8 +26,8 @@ from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 from kvmodel.instance import _sampling
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "attn_pairs",
-           "attn_reads"]
+__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "setup_key",
+           "attn_pairs", "attn_reads"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
        "ep_alltoall", "framework")
@@ -573,6 +573,13 @@ def _setup_token(s: Setup):
         tok = got[0]
     object.__setattr__(s, "_memo_token", tok)
     return tok
+
+
+def setup_key(s: Setup):
+    """The number standing for ``s``'s values in memo keys (:func:`memoised`; equal setups,
+    the same number while the catalog's tables hold it); None where a field holds a large
+    array (nothing memoised)."""
+    return _setup_token(s)
 
 
 def _arg_key(v):

@@ -68,6 +68,40 @@ def test_memo_gives_the_fresh_result_and_follows_the_calibration():
     assert cal.ttft_s > other_rate.ttft_s  # half the HBM bandwidth: not the memoised mixture
 
 
+def _reweighted(cls, probs, **tiers):
+    """``cls`` with new probabilities and its tiers rebuilt (new objects) with ``tiers``'
+    capacities: what a search's new configuration passes."""
+    t = kvmodel.node_tiers(default_node_for_gpu(G), G, **({"dram_B": 2e12, "ssd_B": 15e12}
+                                                          | tiers))
+    return [(p, n, tier if isinstance(tier, str) else t[tier.kind])
+            for p, (_, n, tier) in zip(probs, cls)]
+
+
+def test_memo_serves_new_probabilities_and_capacities_with_the_fresh_numbers():
+    """The memo keys a mixture's prefixes without the classes' probabilities and its tiers
+    by kind, device and path (not capacity): a new configuration whose larger DRAM only
+    moves the hit probabilities reuses them, with the very numbers built afresh; a tier
+    whose path changes (more SSD drives) is built anew."""
+    cls = _classes()
+    probs = [0.1, 0.1, 0.1, 0.25, 0.25, 0.1, 0.1]
+    current()._memo.pop("prefix_mix", None)
+    fresh = [_est(request_rate=r, prefix_classes=_reweighted(cls, probs, dram_B=3e12))
+             for r in (0.5, 1.0)]
+    fresh_ssd = _est(request_rate=1.0, prefix_classes=_reweighted(cls, probs, ssd_B=30e12))
+    current()._memo.pop("prefix_mix", None)
+    _est(request_rate=1.0, prefix_classes=cls)  # the memo's entry: other probabilities, 2 TB
+    memo = current()._memo["prefix_mix"]
+    got = [_est(request_rate=r, prefix_classes=_reweighted(cls, probs, dram_B=3e12))
+           for r in (0.5, 1.0)]
+    assert len(memo) == 1  # served from the entry
+    got_ssd = _est(request_rate=1.0, prefix_classes=_reweighted(cls, probs, ssd_B=30e12))
+    assert len(memo) == 2  # eight drives: another path, another entry
+    for a, b in zip(got + [got_ssd], fresh + [fresh_ssd]):
+        assert a.to_dict() == b.to_dict()
+    assert got_ssd.ttft_s != got[1].ttft_s and got[1].ttft_s != _est(
+        request_rate=1.0, prefix_classes=cls).ttft_s
+
+
 def test_large_grids_computed_on_distinct_prefixes_equal_the_direct_computation(monkeypatch):
     import kvmodel.instance._prefix as prefix
     from kvmodel.cluster import Cluster, Workload, evaluate

@@ -84,8 +84,7 @@ from kvmodel.workload._trace_types import Trace
 
 __all__ = ["RouterLoad", "LOAD_LEVELS", "LOADED_FORMS", "canonical_params", "routed_assignment",
            "routed_hit_ratio_curve", "routed_imbalance", "random_imbalance", "routed_load_stats",
-           "routed_token_hit", "routed_work_classes", "routed_work_dispersion",
-           "routed_work_scv"]
+           "routed_token_hit", "routed_work_classes", "routed_work_dispersion"]
 
 # utilisation levels (offered load / saturation rate of an instance) the replays run at, the
 # rates between interpolated; fine at the low end, where a load-aware rule's spread moves most
@@ -417,18 +416,6 @@ def routed_token_hit(profile_or_trace: ReuseProfile | Trace, instances: int, rou
     return float(np.sum((prof.input_len - unc)[a >= 0])) / total if total > 0 else 0.0
 
 
-def routed_work_scv(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
-                    params: dict | None = None, load: RouterLoad | None = None,
-                    seed: int = 0) -> float:
-    """Squared coefficient of variation of the uncached prompt tokens of the requests the
-    replay serves (0 with none): the spread of the prompt work its instances take (the hits
-    it finds shorten some prompts to their new turn, the misses compute them whole)."""
-    prof, full = _prepare(profile_or_trace, routing, params, seed)
-    a, _, unc = _replayed(prof, int(instances), routing, full, load or RouterLoad())
-    u = unc[a >= 0]
-    return float(u.var() / u.mean() ** 2) if u.size and u.mean() > 0 else 0.0
-
-
 def routed_work_classes(profile_or_trace: ReuseProfile | Trace, instances: int, routing: str,
                         params: dict | None = None, load: RouterLoad | None = None,
                         seed: int = 0) -> tuple[tuple[float, float, float], ...]:
@@ -436,7 +423,7 @@ def routed_work_classes(profile_or_trace: ReuseProfile | Trace, instances: int, 
     (some prefix found cached on the chosen instance) and the misses (the whole prompt
     computed): ``((share, mean prompt tokens, mean uncached tokens) of the hits, the same of
     the misses)``. The shares sum to 1 and ``Σ share·uncached`` is the served requests' mean
-    uncached work (:func:`routed_work_scv`'s mean); a class nobody falls in has share 0 and
+    uncached work; a class nobody falls in has share 0 and
     the served requests' mean prompt (an all-miss class). Nothing served: all miss, of the
     trace's mean prompt. Memoised."""
     prof, full = _prepare(profile_or_trace, routing, params, seed)

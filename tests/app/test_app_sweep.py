@@ -119,7 +119,10 @@ def test_every_widget_at_its_bounds_and_options(name, params):
     t0 = time.perf_counter()
     runs = sweep(name, **params)
     assert runs > 0
-    assert time.perf_counter() - t0 < 120, f"{name}: {runs} runs took too long for CI"
+    # a guard against a runaway sweep inside CI's 90-minute budget, not a speed figure
+    # (benchmarks/ measure speed): the cluster sweep takes 70-90 s alone and about twice that
+    # under CI's coverage tracing on a slow 2-core machine (145 s in the stop-18 CI run)
+    assert time.perf_counter() - t0 < 300, f"{name}: {runs} runs took too long for CI"
 
 
 @pytest.mark.slow

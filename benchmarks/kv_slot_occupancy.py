@@ -60,12 +60,13 @@ prefill service S_j, amplified by the prefill it leaves behind, 1 + ρ_b(1 − t
 mean 7.9 r̄, index 4.8 (random), 3.8 (round robin), 4.1 (least loaded); a head of class j
 blocked when X > C − r_j then has probability (over the classes) 1.6e-5 / 1.1e-6 / 7.6e-6 under
 a Gaussian X and 3.2e-3 / 1.0e-3 / 2.0e-3 under a Gamma one, against the simulator's episode
-heads 1.8e-3 / 1.2e-3 / 1e-4 per request: the Gaussian cannot reach the cap, and an instance
-law that does reach it puts least loaded's slot waits above round robin's (its arrival SCV
-0.44 > 0.25), where the simulator's least loaded has almost none: its index 3.6-4.0 is the
-independent holds' (the router steers away from a filling pool), random's and round robin's
-excess 5.5 and 3.1 are slow swings the router leaves alone. The slot law needs a router-level
-signal of that steering before a head-of-line wait can be added without pushing least loaded
+heads (waiting over 1 s) 1.8e-3 / 1.2e-3 / 1e-4 per request: the Gaussian cannot reach the cap,
+and an instance law that does reach it puts least loaded's slot waits above round robin's (its
+arrival SCV 0.44 > 0.25), where the simulator's least loaded has almost none: its index 3.6-4.0
+is the independent holds' (the router steers away from a filling pool), random's and round
+robin's excess 5.5 and 3.1 are slow swings the router leaves alone. The slot law needs a
+router-level signal of that steering before a head-of-line wait can be added without pushing
+least loaded
 (+0.07 mean now) out of its bar.
 """
 
@@ -157,7 +158,8 @@ def instance_row(s, sel, cap, block_s):
                 big=tpot[big & (O > 1)].mean() / tpot[~big & (O > 1)].mean(), cap_r=cap / rb,
                 blk=blk.mean(), wait=q[blk].mean() if blk.any() else 0.0,
                 dttft=q[blk].sum() / len(q), eps=first.mean(),
-                per_ep=q[blk].sum() / max(first.sum(), 1), head=_heads(arr, adm, r, np.flatnonzero(blk)) / rb)
+                per_ep=q[blk].sum() / max(first.sum(), 1),
+                head=_heads(arr, adm, r, np.flatnonzero(blk)) / rb)
 
 
 _FMT = ("lam {lam:.3f}  E[h] {Eh:.2f}  w1 {w1:.2f}  occ {occ:.2f} (little {little:.2f})  "

@@ -66,8 +66,7 @@ arrival SCV 0.44 > 0.25), where the simulator's least loaded has almost none: it
 is the independent holds' (the router steers away from a filling pool), random's and round
 robin's excess 5.5 and 3.1 are slow swings the router leaves alone. The slot law needs a
 router-level signal of that steering before a head-of-line wait can be added without pushing
-least loaded
-(+0.07 mean now) out of its bar.
+least loaded (+0.07 mean now) out of its bar.
 """
 
 from __future__ import annotations

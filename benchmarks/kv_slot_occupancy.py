@@ -30,7 +30,10 @@ form's ``max_batch``):
   ``head``: the mean reservation of the queue's head while they waited, over r̄; ``eps``:
   blocking episodes per request (a blocked request with nobody waiting ahead of it, the
   head-of-line event a slot model has to predict), ``per_ep``: seconds of waiting per episode
-  (the head's and everyone's queued behind it).
+  (the head's and everyone's queued behind it); ``fin``: finishes per second while some
+  request is blocked (the slot queue's service rate at a full pool), ``n_full`` and
+  ``size_full``: the requests in the pool when a blocked interval starts and their mean
+  reservation over r̄.
 
 The closed form's line gives its mean TTFT, batch (its mean occupancy, in requests) and the
 pool in mean reservations. Measured at load 0.5 (at 1fae5cf, 25 s for the three routers):
@@ -52,6 +55,16 @@ arrival seeds 0-2 x router seeds 0-2 the simulator's mean TTFT is 1.17-1.42 s (c
 35 %), its slot waits 0.13-0.41 s of the mean; round robin -0.01 .. -0.06 (p99 -0.14 .. -0.17)
 and least loaded +0.05 .. +0.09 (p99 -0.08 .. -0.15) over arrival seeds 0-2 are steady. The
 bar cell's seed (0, 0) is one of the kindest.
+
+The drain is the other missing half. While a random-routed instance has a request blocked,
+its pool holds 19-24 requests of 1.4-1.9 r̄ each and finishes 0.74-0.92 of them per second,
+about the arrival rate (0.81-0.84): the queue barely drains, and blocked intervals last 11-13 s
+(router seeds 0-1). The closed form drains it at θ = λ_sat − λ = 0.81/s, λ_sat = 1.64/s being
+the rate of a full batch of 36 mean reservations; a pool filled by the requests that stay
+longest (the large ones: ``w1``) holds 1/size_full as many, so it releases about λ_sat/size_full
+= 0.9-1.2 per second, θ ≈ 0.05-0.4/s. A head-of-line wait needs that hold-weighted drain as
+well as the head's threshold, and it lowers the pool's own saturation rate below λ_sat (a
+change to the stability limit, which the closed form ties to λ_sat).
 
 So the simulator's slot waits come from the occupancy's moments, not from its tail shape or
 the head's size alone. Holds weighted from the closed form's own per-class parts (the class's
@@ -131,6 +144,29 @@ def _heads(arr, adm, r, blocked):
     return float(np.mean(out)) if out else float("nan")
 
 
+def _episodes(arr, adm, blk):
+    """Blocked intervals: the union of [arrival, admission] of the blocked requests."""
+    out = []
+    for a, b in sorted(zip(arr[blk], adm[blk])):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return np.array(out).reshape(-1, 2)
+
+
+def _drain(arr, adm, done, r, blk):
+    """(finishes per second while blocked, requests and their reserved tokens in the pool when
+    a blocked interval starts): how fast a full pool releases its slots."""
+    iv = _episodes(arr, adm, blk)
+    if not len(iv):
+        return float("nan"), float("nan"), float("nan")
+    a, b = iv[:, :1], iv[:, 1:]
+    fin = ((done > a) & (done <= b)).sum() / (b - a).sum()
+    held = (adm <= a) & (done > a)
+    return fin, held.sum(axis=1).mean(), (held * r).sum(axis=1).mean()
+
+
 def instance_row(s, sel, cap, block_s):
     """The per-instance figures of the module docstring (requests ``sel``, in arrival order)."""
     from scipy import stats
@@ -148,6 +184,7 @@ def instance_row(s, sel, cap, block_s):
     ahead = np.maximum.accumulate(np.concatenate([[-np.inf], adm[:-1]]))  # last admission ahead
     first = blk & (ahead <= arr)  # blocked with nobody waiting ahead: an episode's head
     k_g = mean / (var / mean)
+    fin, n_full, r_full = _drain(arr, adm, done, r, blk)
     return dict(lam=lam, Eh=h.mean(), w1=(r * h).mean() / (rb * h.mean()), occ=mean,
                 little=lam * (r * h).mean() / rb, idx=var / mean,
                 idx_ind=lam * (r * r * h).mean() / rb ** 2 / mean, skew=skew,
@@ -158,13 +195,15 @@ def instance_row(s, sel, cap, block_s):
                 blk=blk.mean(), wait=q[blk].mean() if blk.any() else 0.0,
                 dttft=q[blk].sum() / len(q), eps=first.mean(),
                 per_ep=q[blk].sum() / max(first.sum(), 1),
-                head=_heads(arr, adm, r, np.flatnonzero(blk)) / rb)
+                head=_heads(arr, adm, r, np.flatnonzero(blk)) / rb, fin=fin, n_full=n_full,
+                size_full=r_full / max(n_full, 1e-9) / rb)
 
 
 _FMT = ("lam {lam:.3f}  E[h] {Eh:.2f}  w1 {w1:.2f}  occ {occ:.2f} (little {little:.2f})  "
         "idx {idx:.1f} idx_ind {idx_ind:.1f}  skew {skew:.2f}  P>.8 {p80:.4f} gamma {gamma:.4f}"
         "  kappa {kappa:.2f}  big {big:.2f}  cap/r {cap_r:.1f}  blk {blk:.4f} wait {wait:.2f} "
-        "dTTFT {dttft:.3f}  eps {eps:.4f} per_ep {per_ep:.0f}  head {head:.2f}")
+        "dTTFT {dttft:.3f}  eps {eps:.4f} per_ep {per_ep:.0f}  head {head:.2f}  fin {fin:.2f} "
+        "n_full {n_full:.1f} size_full {size_full:.2f}")
 
 
 def main(argv=None) -> int:

@@ -80,6 +80,22 @@ is the independent holds' (the router steers away from a filling pool), random's
 robin's excess 5.5 and 3.1 are slow swings the router leaves alone. The slot law needs a
 router-level signal of that steering before a head-of-line wait can be added without pushing
 least loaded (+0.07 mean now) out of its bar.
+
+A head-of-line law, tried and not adopted (branch slotwait2): the occupancy in r̄ a Gamma law,
+the queue above the pool a reflected diffusion (mass σ²·f(C)/(2θ) against F(C), zero flux at
+C), drained at θ = λ_sat/s_f − λ, s_f the mean reservation in a full pool from the count's
+linear regression on the occupancy, E[N | X = C] = N + Cov(N, X)/Var(X)·(C − E[X]). That
+regression gives random's pool 25 requests of 1.43 r̄ (measured 19-24 of 1.4-1.9), θ 0.33/s.
+Fed the measured moments (random: mean 8.8-9.9, index 7.9-10.3; round robin index 6.5; least
+loaded 3.8) and θ 0.2 the law gives 0.10-0.17 / 0.05 / 0.015 s of the mean TTFT, against the
+simulator's 0.15 / 0.003-0.06 / 0-0.005. Fed the closed form's (random: mean 6.9, index 6.65;
+round robin 6.55, 5.2; hold weights from the classes' own prefill service, w1 1.12) it gives
+0.017 s to random, 0.039 to round robin and 0.05 to least loaded (its ca2 0.44): pooled mean
+error (3 arrival x 3 router seeds) random −0.246 → −0.245, round robin −0.027 → +0.001,
+least loaded +0.076 → +0.145; the Gamma tail also moves the single-instance 8B 12,288/128 p99
+at 0.85 from −29 % to −35.1 % (queue_vs_sim.py, 3 seeds, exact rate). The law and the drain
+hold; the closed form's occupancy mean (w1 1.12 against 1.30-1.35) and index (its feedback
+κ 0.24 against 0.47-0.52) are what is missing.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ error (3 arrival x 3 router seeds) random −0.246 → −0.245, round robin −
 least loaded +0.076 → +0.145; the Gamma tail also moves the single-instance 8B 12,288/128 p99
 at 0.85 from −29 % to −35.1 % (queue_vs_sim.py, 3 seeds, exact rate). The law and the drain
 hold; the closed form's occupancy mean (w1 1.12 against 1.30-1.35) and index (its feedback
-κ 0.24 against 0.47-0.52) are what is missing.
+κ 0.24 against 0.47-0.52) are what is missing. The drain also puts the pool's stability limit
+at λ_sat/s_f < λ_sat: a law that adopts it has to report that limit (θ <= 0) as unstable.
 """
 
 from __future__ import annotations

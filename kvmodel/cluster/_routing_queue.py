@@ -345,6 +345,8 @@ def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str) -> tupl
     caches of at least the most distinct blocks an instance takes without eviction
     (:func:`_distinct_per_instance`) never evict (the replay follows the one without
     eviction, whose instances never hold more), so their counts are that replay's."""
+    if n == 1:  # one instance: one choice
+        return (1.0,)
     ties = None
     if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps):
         ties = prof._cache.get(("infinite_ties", n, True, eps))

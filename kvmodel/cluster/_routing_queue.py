@@ -124,7 +124,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
 from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
-from kvmodel.workload._reuse_analytic import prefix_chains
+from kvmodel.workload._reuse_analytic import fewest_routed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "routed_percentiles", "bounded_choice_mix",
            "bounded_affinity_waits"]
@@ -414,21 +414,12 @@ def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> list:
                 break
             best, k = m, k + 1
         ties[best.bit_count() - 1] += 1
-        c = _fewest(best, counts, full)
+        c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
         if cap > 0:
             sizes[c] = _touch_lru(lrus[c], holders, c, chain, (k, live[r], r), sizes[c], cap)
     return ties
-
-
-def _fewest(mask: int, counts: list, full: int) -> int:
-    """The instance in ``mask`` with the fewest routed requests, ties to the lowest index."""
-    if mask & (mask - 1) == 0:
-        return mask.bit_length() - 1
-    if mask == full:
-        return counts.index(min(counts))
-    return min((i for i in range(len(counts)) if mask >> i & 1), key=lambda i: (counts[i], i))
 
 
 def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, size: int,

@@ -366,7 +366,7 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
                 break
             best = m
         ties[best.bit_count() - 1] += 1
-        c = min((i for i in range(n) if best >> i & 1), key=lambda i: (counts[i], i))
+        c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
         out[r] = c
@@ -375,6 +375,17 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
             seen[b] |= bit
     prof._cache[("infinite_ties", n, bounded, eps)] = ties
     return out
+
+
+def fewest_routed(mask: int, counts: list, full: int) -> int:
+    """The instance in the bit mask ``mask`` with the fewest routed requests (``counts``),
+    ties to the lowest index (``full``: the mask of every instance)."""
+    if mask & (mask - 1) == 0:
+        return mask.bit_length() - 1
+    if mask == full:
+        return counts.index(min(counts))
+    n = len(counts)
+    return min([counts[i] * n + i for i in range(n) if mask >> i & 1]) % n
 
 
 class _Masks(dict):

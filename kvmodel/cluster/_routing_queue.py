@@ -115,6 +115,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
 from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
+from kvmodel.workload._reuse_analytic import fewest_routed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "routed_percentiles", "bounded_choice_mix",
            "bounded_affinity_waits"]
@@ -338,6 +340,28 @@ def bounded_choice_mix(prof: Any, n: int, epsilon: float, cap: int,
 
 
 def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str) -> tuple:
+    """:func:`bounded_choice_mix` replayed: LRU caches through :func:`_replay_lru`, any other
+    eviction through its :data:`~kvmodel.policies.eviction.EVICTION_POLICIES` cache. LRU
+    caches of at least the most distinct blocks an instance takes without eviction
+    (:func:`_distinct_per_instance`) never evict (the replay follows the one without
+    eviction, whose instances never hold more), so their counts are that replay's."""
+    if n == 1:  # one instance: one choice
+        return (1.0,)
+    ties = None
+    if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps):
+        ties = prof._cache.get(("infinite_ties", n, True, eps))
+    if ties is None:
+        ties = (_replay_lru if eviction == "lru" else _replay_policy)(prof, n, eps, cap,
+                                                                        eviction)
+    total = sum(ties)
+    return tuple(t / total for t in ties) if total else (1.0,) + (0.0,) * (n - 1)
+
+
+def _replay_policy(prof: Any, n: int, eps: float, cap: int, eviction: str) -> list:
+    """Tie counts (d = 1 ... n) of the rule replayed with ``eviction`` caches: every eligible
+    instance's cached prefix walked block by block (``contains``), the chosen one's cache
+    touched last block to first (the :class:`~kvmodel.policies.eviction.CachePolicy`
+    contract)."""
     from kvmodel.policies.eviction import EVICTION_POLICIES
     caches = [EVICTION_POLICIES[eviction](cap) for _ in range(n)]
     counts, ties = [0] * n, [0] * n
@@ -363,8 +387,78 @@ def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str) -> tupl
         counts[c] += 1
         for b in reversed(chain):
             caches[c].touch(b)
-    total = sum(ties)
-    return tuple(t / total for t in ties) if total else (1.0,) + (0.0,) * (n - 1)
+    return ties
+
+
+def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> list:
+    """:func:`_replay_policy` for LRU caches, the same counts in a fraction of its time
+    (falls back to it on a trace whose chains
+    :func:`~kvmodel.workload._reuse_analytic.prefix_chains` cannot compress): each block
+    maps to the bit mask of the instances holding it, so the eligible instances tied at the
+    longest cached prefix are the mask narrowed block by block along the chain (as
+    :func:`kvmodel.workload._reuse_analytic.assignment`'s replay without eviction), and the
+    chosen instance's cache is touched by :func:`_touch_lru`."""
+    pre = prefix_chains(prof)
+    if pre is None:
+        return _replay_policy(prof, n, eps, cap, "lru")
+    chains, live, width = pre
+    holders, lrus, sizes = [0] * width, [OrderedDict() for _ in range(n)], [0] * n
+    counts, ties, most, full = [0] * n, [0] * n, 0, (1 << n) - 1
+    for r, chain in enumerate(chains):
+        bound = math.ceil((1.0 + eps) * (r + 1) / n)
+        best = full if most < bound else sum(1 << i for i in range(n) if counts[i] < bound)
+        k = 0
+        for b in chain:
+            m = best & holders[b]
+            if not m:
+                break
+            best, k = m, k + 1
+        ties[best.bit_count() - 1] += 1
+        c = fewest_routed(best, counts, full)
+        counts[c] += 1
+        most = max(most, counts[c])
+        if cap > 0:
+            sizes[c] = _touch_lru(lrus[c], holders, c, chain, (k, live[r], r), sizes[c], cap)
+    return ties
+
+
+def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, size: int,
+               cap: int) -> int:
+    """Instance ``c``'s LRU cache ``od`` (least recent first; ``size`` blocks) after request
+    ``r`` touches ``chain`` last block to first; returns its new size (at most ``cap``).
+    ``at`` = (k, live, r): the cache holds exactly the chain's first k blocks (a prefix
+    chain's blocks enter and leave an LRU cache prefix-first,
+    :func:`~kvmodel.workload._reuse_analytic.prefix_chains`); only the
+    first ``live`` blocks are accessed again later: the rest (the tail, touched first) are
+    never looked up again and only take room, so they enter as one anonymous run (key
+    ``-1 - r``, value its length; a block is value 1). The cache then drops its least recent
+    blocks down to ``cap`` (a run partly): an LRU cache holds the ``cap`` most recently used
+    distinct blocks whatever the order of its evictions, so this is the block-by-block
+    cache's content. ``holders`` (block -> mask of the instances holding it) follows the
+    blocks admitted and evicted."""
+    k, live, r = at
+    for b in chain[live:k]:  # held, last access: into the run
+        del od[b]
+    size += len(chain) - k
+    if len(chain) > live:
+        od[-1 - r] = len(chain) - live
+    bit = 1 << c
+    for b in reversed(chain[k:live]):
+        od[b] = 1
+        holders[b] |= bit
+    for b in reversed(chain[:min(k, live)]):
+        od.move_to_end(b)
+    excess, drop = size - cap, ~bit
+    while excess > 0:
+        key, w = od.popitem(last=False)
+        if w > excess:
+            od[key] = w - excess
+            od.move_to_end(key, last=False)
+            break
+        excess -= w
+        if key >= 0:
+            holders[key] &= drop
+    return min(size, cap)
 
 
 def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap: Any,

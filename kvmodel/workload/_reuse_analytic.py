@@ -299,34 +299,100 @@ def _solve_mixture(prof: ReuseProfile, cap: np.ndarray, n: int) -> np.ndarray:
     return np.where((cap >= fill_w[-1]) | (target >= f[-1]), h[-1], out)
 
 
+def prefix_chains(prof: ReuseProfile) -> tuple | None:
+    """(each request's chain as a list, how many of its first blocks are accessed again by a
+    later request, 1 + the largest block id) for the prefix-affinity replays
+    (:func:`_route_infinite`, :func:`kvmodel.cluster._routing_queue.bounded_choice_mix`);
+    None unless the ids are small non-negative integers, no chain repeats a block and the chains are prefix
+    chains: every access of a block has the same block before it (so the same prefix). Then
+    an LRU cache holds a prefix of every chain (a chain touched last block to first leaves
+    each block more recent than the next; a later access of a block touches its prefix
+    again), and a request's re-accessed blocks come before its last accesses (a later
+    request holding a block holds its prefix), which is checked too. Memoised on the
+    profile."""
+    if "pab_chains" not in prof._cache:
+        prof._cache["pab_chains"] = _compress(prof.block_ids, prof.block_offsets)
+    return prof._cache["pab_chains"]
+
+
+def _compress(ids: np.ndarray, off: np.ndarray) -> tuple | None:
+    if not len(ids) or ids.min() < 0 or ids.max() > 4 * len(ids):
+        return None
+    lens = np.diff(off)
+    req = np.repeat(np.arange(len(lens)), lens)
+    order = np.lexsort((np.arange(len(ids)), ids))
+    s = ids[order]
+    again = np.ones(len(ids), bool)
+    again[order[np.r_[s[1:] != s[:-1], True]]] = False  # the block's last access
+    live = np.bincount(req, weights=again, minlength=len(lens)).astype(np.int64)
+    pos = np.arange(len(ids)) - off[req]
+    width = int(ids.max()) + 1
+    pred = np.where(pos > 0, np.r_[-1, ids[:-1]], -1)  # the block before in its chain
+    if (len(np.unique(req * width + ids)) < len(ids) or np.any(again != (pos < live[req]))
+            or len(np.unique(ids * (width + 1) + pred + 1)) > len(np.unique(ids))):
+        return None
+    flat = ids.tolist()
+    chains = [flat[a:b] for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+    return chains, live.tolist(), width
+
+
 def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np.ndarray:
     """Replay the prefix-affinity router assuming caches never evict (a prefix, once routed
     to an instance, stays cached there). Longest prefix wins; ties -> fewest requests, then
-    lowest index; bounded: only instances with ``count + 1 <= ceil((1+eps)(k+1)/n)``."""
-    seen: dict[int, int] = {}
-    counts = [0] * n
-    full = (1 << n) - 1
+    lowest index; bounded: only instances with ``count + 1 <= ceil((1+eps)(k+1)/n)``. Each
+    block maps to the mask of the instances holding it; a block's last access in the trace
+    is not recorded (no later request looks it up, :func:`prefix_chains`). The number of
+    instances tied at each request's longest prefix is kept in ``prof._cache`` under
+    ``("infinite_ties", n, bounded, eps)`` (counts of 1 ... n ties)."""
+    pre = prefix_chains(prof)
+    if pre is None:
+        off, ids = prof.block_offsets.tolist(), prof.block_ids.tolist()
+        chains = [ids[a:b] for a, b in zip(off[:-1], off[1:])]
+        live, seen = [len(c) for c in chains], _Masks()
+    else:
+        chains, live, width = pre
+        seen = [0] * width
+    counts, ties, most, full = [0] * n, [0] * n, 0, (1 << n) - 1
     out = np.empty(prof.n_requests, np.int64)
-    off, ids = prof.block_offsets, prof.block_ids.tolist()
-    for r in range(prof.n_requests):
-        chain = ids[off[r]:off[r + 1]]
-        allowed = full
+    for r, chain in enumerate(chains):
+        best = full
         if bounded:
             bound = math.ceil((1.0 + eps) * (r + 1) / n)
-            allowed = sum(1 << i for i in range(n) if counts[i] + 1 <= bound)
-        best = allowed
+            if most >= bound:
+                best = sum(1 << i for i in range(n) if counts[i] + 1 <= bound)
         for b in chain:
-            m = best & seen.get(b, 0)
+            m = best & seen[b]
             if not m:
                 break
             best = m
-        c = min((i for i in range(n) if best >> i & 1), key=lambda i: (counts[i], i))
+        ties[best.bit_count() - 1] += 1
+        c = fewest_routed(best, counts, full)
         counts[c] += 1
+        most = max(most, counts[c])
         out[r] = c
         bit = 1 << c
-        for b in chain:
-            seen[b] = seen.get(b, 0) | bit
+        for b in chain[:live[r]]:
+            seen[b] |= bit
+    prof._cache[("infinite_ties", n, bounded, eps)] = ties
     return out
+
+
+def fewest_routed(mask: int, counts: list, full: int) -> int:
+    """The instance in the bit mask ``mask`` with the fewest routed requests (``counts``),
+    ties to the lowest index (``full``: the mask of every instance)."""
+    if mask & (mask - 1) == 0:
+        return mask.bit_length() - 1
+    if mask == full:
+        return counts.index(min(counts))
+    n = len(counts)
+    return min([counts[i] * n + i for i in range(n) if mask >> i & 1]) % n
+
+
+class _Masks(dict):
+    """Block -> instance mask, 0 for a block no instance holds."""
+
+    def __missing__(self, key: int) -> int:
+        return 0
 
 
 def _assignment(prof: ReuseProfile, n: int, routing: str, eps: float) -> np.ndarray:
@@ -337,8 +403,15 @@ def _assignment(prof: ReuseProfile, n: int, routing: str, eps: float) -> np.ndar
 
 def assignment(prof: ReuseProfile, n: int, routing: str, eps: float) -> np.ndarray:
     """Instance of each request under a cache-only assignment routing (round_robin,
-    prefix_affinity, prefix_affinity_bounded with ``eps``)."""
-    return _assignment(prof, n, routing, eps)
+    prefix_affinity, prefix_affinity_bounded with ``eps``); memoised on the profile (the
+    hit curve's tables and the bounded router's queue law ask for the same one)."""
+    key = ("assignment", routing, int(n), float(eps) if routing == "prefix_affinity_bounded"
+           else None)
+    if key not in prof._cache:
+        a = _assignment(prof, int(n), routing, float(eps))
+        a.setflags(write=False)
+        prof._cache[key] = a
+    return prof._cache[key]
 
 
 def _instance_tables(prof: ReuseProfile, assign: np.ndarray, n: int) -> list[_Single]:
@@ -356,7 +429,7 @@ def _instance_tables(prof: ReuseProfile, assign: np.ndarray, n: int) -> list[_Si
 def _solve_assigned(prof: ReuseProfile, cap: np.ndarray, n: int, routing: str,
                     eps: float) -> np.ndarray:
     key = (routing, n, eps if routing == "prefix_affinity_bounded" else None)
-    return assignment_hit_blocks(prof, key, lambda: _assignment(prof, n, routing, eps), cap, n)
+    return assignment_hit_blocks(prof, key, lambda: assignment(prof, n, routing, eps), cap, n)
 
 
 def assignment_hit_blocks(prof: ReuseProfile, key: tuple, assign_fn, cap: np.ndarray,

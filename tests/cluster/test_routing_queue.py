@@ -304,3 +304,46 @@ def test_bounded_affinity_law_reaches_evaluate():
         one = kvmodel.evaluate(dataclasses.replace(c, dram_B=float(d)), w)
         assert vec.ttft_s[i] == pytest.approx(one.ttft_s, rel=1e-9)
         assert vec.ttft_p99_s[i] == pytest.approx(one.ttft_p99_s, rel=1e-9)
+
+
+def _lru_ties_oracle(trace, n: int, eps: float, cap: int) -> tuple:
+    """The bounded rule replayed block by block with one LRUCache per instance (the
+    CachePolicy contract: contains along the chain, touch last block to first)."""
+    from kvmodel.policies.eviction import LRUCache
+    caches, counts, ties = [LRUCache(cap) for _ in range(n)], [0] * n, [0] * n
+    for r, chain in enumerate(trace):
+        bound = math.ceil((1.0 + eps) * (r + 1) / n)
+        held = {}
+        for i in range(n):
+            if counts[i] < bound:
+                held[i] = next((k for k, b in enumerate(chain) if not caches[i].contains(b)),
+                               len(chain))
+        tied = [i for i, k in held.items() if k == max(held.values())]
+        ties[len(tied) - 1] += 1
+        c = min(tied, key=lambda i: (counts[i], i))
+        counts[c] += 1
+        for b in reversed(chain):
+            caches[c].touch(b)
+    return tuple(t / len(trace) for t in ties)
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_lru_tie_mix_equals_the_block_by_block_replay(prefix):
+    """The compressed LRU replay (instance masks, last accesses as anonymous runs, the
+    never-evicting size from the assignment replay) against the block-by-block oracle at
+    capacities from none to beyond every instance's blocks: the same counts. ``prefix``
+    False: chains that are not prefix chains (a block after different blocks), which the
+    replay hands to the per-policy caches."""
+    from kvmodel.workload._reuse_analytic import prefix_chains, reuse_profile
+    tr = kvmodel.synthetic_trace(400, seed=5, rate_per_s=40.0, n_system_prompts=3,
+                                 session_fraction=0.6)
+    chains = [[int(b) for b in c] for c in np.split(reuse_profile(tr).block_ids,
+                                                     reuse_profile(tr).block_offsets[1:-1])]
+    if not prefix:  # rotate every third chain: its blocks follow other blocks
+        chains = [c[1:] + c[:1] if r % 3 == 0 else c for r, c in enumerate(chains)]
+    prof = reuse_profile(kvmodel.Trace.from_lists(chains))
+    assert (prefix_chains(prof) is not None) == prefix
+    for n, eps in ((2, 0.25), (3, 0.02), (5, 0.25)):
+        for cap in (0, 1, 4, 9, 60, 300, 10 ** 6):
+            want = _lru_ties_oracle(chains, n, eps, cap)
+            assert RQ.bounded_choice_mix(prof, n, eps, cap) == pytest.approx(want, abs=1e-15)

@@ -14,22 +14,31 @@ _A = np.ndarray
 
 
 def is_array(*xs: object) -> bool:
-    return any(isinstance(x, _A) for x in xs)
+    for x in xs:  # (a loop: no generator to build per call)
+        if isinstance(x, _A):
+            return True
+    return False
 
 
 def maximum(a, b):
+    if type(a) is float and type(b) is float:  # the scalar paths' common case first
+        return a if a >= b else b
     if isinstance(a, _A) or isinstance(b, _A):
         return np.maximum(a, b)
     return a if a >= b else b
 
 
 def minimum(a, b):
+    if type(a) is float and type(b) is float:
+        return a if a <= b else b
     if isinstance(a, _A) or isinstance(b, _A):
         return np.minimum(a, b)
     return a if a <= b else b
 
 
 def where(cond, a, b):
+    if type(cond) is bool and type(a) is float and type(b) is float:
+        return a if cond else b
     if isinstance(cond, _A) or isinstance(a, _A) or isinstance(b, _A):
         return np.where(cond, a, b)
     return a if cond else b

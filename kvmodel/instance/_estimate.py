@@ -615,8 +615,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
     Ia = pre.attn_len(I) if mix else I  # attention length of the mixture's prompt tokens
     cls = pre.uncached() if mix else None  # classes' uncached lengths: the expected chunks
-    t, ops, D = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens, cls)
-    f, t_p, t_d, P = _ol.step_parts(s, t, D, lam, Ia, new, c, max_tokens, cls)
+    t, ops, D, (f, t_p, t_d, P) = _open_step(s, lam, Ia, O, new, c, bmax, max_tokens, cls)
     R, own, S, (rho, w_pf, p_pf), spread = _open_split(s, (t, D, lam, Ia, new, c, max_tokens),
                                                        (ca2, cs2), (t_p, t_d, P), pre, cls)
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
@@ -721,16 +720,19 @@ def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens, cls=None):
-    """Mean step time t of the open loop, the busy step's ops and D = λ(O−1)t (``cls``: the
-    classes' uncached lengths, :func:`kvmodel.instance._openloop.chunk_count`)."""
+    """Mean step time t of the open loop, the busy step's ops, D = λ(O−1)t and the step's
+    parts (f, t_busy, t_decode, P) at t (:func:`kvmodel.instance._openloop.step_parts`, from
+    the root's last residual; ``cls``: the classes' uncached lengths,
+    :func:`kvmodel.instance._openloop.chunk_count`)."""
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        return _ol.busy_step(s, t, D, lam, I, new, c, max_tokens, cls)
+        g, ops, parts = _ol.busy_parts(s, t, D, lam, I, new, c, max_tokens, cls)
+        return g, (ops, parts)
 
     hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
                          bmax + max_tokens)[2]
-    t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax)
+    t, (ops, parts) = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax), parts
 
 
 def _why_unstable(rho, offered, bmax):
@@ -1468,6 +1470,8 @@ def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate, own_rate) -> None:
     is kept only as a guard -- or, for hit classes, beyond the throughput-max of the classes'
     own prefix choices (``own_rate``, below the saturation where ``best`` would recompute or
     split some loads: a mixture serves each class at its uncontended choice)."""
+    if _stable_scalar(r, res, N, sat_rate, own_rate):
+        return  # (no reason to add: a scalar evaluate's common case, without the arrays)
     why = np.asarray(xp.where(res["stable"], 0, res["why"])).astype(int)
     r.widen(np.broadcast_shapes(r.shape, np.shape(why), np.shape(sat_rate), np.shape(N)))
     names = res.get("path_names", ())
@@ -1483,6 +1487,17 @@ def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate, own_rate) -> None:
           "own prefix choices saturate ({:.4g} requests/s); prefix_policy='best' reaches {:.4g} "
           "requests/s only by recomputing or splitting loads, which hit classes do not model "
           "(give one cached_prefix_len for that)", N, own_rate, sat_rate)
+
+
+def _stable_scalar(r: _Reasons, res: dict, N, sat_rate, own_rate) -> bool:
+    """Whether :func:`_unstable_reasons` adds nothing to a scalar ``r``: every input a scalar
+    and, where ``r`` is still feasible, each of its four conditions false."""
+    stable, why = res["stable"], res["why"]
+    if r.shape or xp.is_array(stable, why, N, sat_rate, own_rate):
+        return False
+    if not r.ok:
+        return True  # (Reasons keeps the first reason only)
+    return (stable or why == 0) and not N >= sat_rate and not (N >= own_rate and N < sat_rate)
 
 
 def _interval(out: Mapping[str, Any], cal: Mapping[str, float]) -> dict[str, tuple]:

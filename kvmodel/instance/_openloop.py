@@ -159,7 +159,7 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, attn_pairs, step_ops
 
-__all__ = ["chunk_count", "busy_step", "step_parts", "own_service", "pair_seconds",
+__all__ = ["chunk_count", "busy_step", "busy_parts", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
            "left_behind"]
@@ -239,12 +239,19 @@ def chunk_count(new, budget, cls=None):
 
 def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """Residual of the mean step time ``t`` at D decoders, and the busy step's ops."""
+    g, ops, _ = busy_parts(s, t, D, lam, I, new, c, max_tokens, cls)
+    return g, ops
+
+
+def busy_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
+    """(:func:`busy_step`'s residual, its ops, :func:`step_parts`) from one pass: a root
+    finder's last residual gives the parts at the root without computing its steps again."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
     t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
     f, P = _gw_share(lam, t, t_d, new, chunks, budget)
     ops, _, t_p = _busy_ops(s, D, P, I, new, c)
-    return f * t_p + (1.0 - f) * t_d - t, ops
+    return f * t_p + (1.0 - f) * t_d - t, ops, (f, t_p, t_d, P)
 
 
 def _busy_ops(s: Setup, D, P, I, new, c):
@@ -268,12 +275,7 @@ def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
 def step_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     """(f, t_busy, t_decode, P) of the mean step: busy share, the two step kinds' times and
     the prompt tokens of a busy step."""
-    budget = xp.maximum(max_tokens - D, 1.0)
-    chunks = chunk_count(new, budget, cls)
-    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
-    f, P = _gw_share(lam, t, t_d, new, chunks, budget)
-    t_p = _busy_ops(s, D, P, I, new, c)[2]
-    return f, t_p, t_d, P
+    return busy_parts(s, t, D, lam, I, new, c, max_tokens, cls)[2]
 
 
 def own_service(n, t_p, t_d, P, budget, others):

@@ -120,9 +120,9 @@ def _make_class():
             with warnings.catch_warnings():  # constraints_func: FutureWarning in Optuna 5;
                 warnings.simplefilter("ignore", FutureWarning)  # group: ExperimentalWarning
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.tpe = optuna.samplers.TPESampler(
-                    seed=seed, n_startup_trials=n_startup_trials, constant_liar=False,
-                    constraints_func=_stored_constraints, **tpe_kw)
+                self.tpe = _batch_tpe_class()(
+                    self.refit_every, seed=seed, n_startup_trials=n_startup_trials,
+                    constant_liar=False, constraints_func=_stored_constraints, **tpe_kw)
             self.window: Any = None          # the in-memory study TPE works on
             self._store: Any = None          # ... and its storage
             self._idle = optuna.samplers.RandomSampler()   # the window's own (unused) sampler
@@ -131,6 +131,11 @@ def _make_class():
             self._elite: list = []
             self._n_seen, self._last_seen = 0, -1   # finished trials merged into the elite
             self._draws = 0
+            self.generation = 0              # bumped whenever the window changes
+            self.fits = 0                    # Parzen fits (TPE draws computed, not queued)
+            self._space: Any = None          # (generation, relative search space)
+            self._queue: list = []           # drawn, not yet returned: (generation, key, params)
+            self._leans: dict = {}           # trial number -> its lean copy in the window
 
         # -- the window ----------------------------------------------------------------------
         def window_trials(self) -> list:
@@ -169,7 +174,13 @@ def _make_class():
             return new
 
         def _lean(self, trials: list) -> list:
-            return [_lean(t, self.constraints_func(t)) for t in trials]
+            """Lean copies of ``trials``, made once per trial while it stays in the window."""
+            out = []
+            for t in trials:
+                if t.number not in self._leans:
+                    self._leans[t.number] = _lean(t, self.constraints_func(t))
+                out.append(self._leans[t.number])
+            return out
 
         def _refresh(self, study: Any) -> None:
             """Merge the finished trials of ``study`` into the elite and the window; rebuild
@@ -186,6 +197,7 @@ def _make_class():
                 keep = {t.number: t for t in self._elite}
                 keep.update((t.number, t) for t in trials[-self.recent_size:])
                 add = [keep[k] for k in sorted(keep)]
+                self._leans = {k: v for k, v in self._leans.items() if k in keep}
                 self._store = optuna.storages.InMemoryStorage()
                 optuna.create_study(storage=self._store, study_name="window",
                                     directions=study.directions, sampler=self._idle)
@@ -193,6 +205,8 @@ def _make_class():
             # between its own ask/tell, which the window never calls
             self.window = optuna.study.Study("window", self._store, sampler=self._idle)
             self.window.add_trials(self._lean(add))
+            self.generation += 1
+            self._queue = []
 
         # -- BaseSampler, delegated to the TPESampler on the window --------------------------
         def before_trial(self, study: Any, trial: Any) -> None:
@@ -203,6 +217,13 @@ def _make_class():
             self.tpe.before_trial(self.window, trial)
 
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
+            if self._space is not None and self._space[0] == self.generation:
+                return dict(self._space[1])  # the window (so its search space) is unchanged
+            space = self._infer(trial)
+            self._space = (self.generation, space)
+            return dict(space)
+
+        def _infer(self, trial: Any) -> dict:
             if self._group or not self._multivariate:  # TPE keeps the groups it samples by
                 return self.tpe.infer_relative_search_space(self.window, trial)
             # TPE's own intersection remembers the trial numbers it has seen, and a rebuilt
@@ -213,7 +234,22 @@ def _make_class():
             return {name: d for name, d in space.items() if not d.single()}
 
         def sample_relative(self, study: Any, trial: Any, search_space: dict) -> dict:
-            return self.tpe.sample_relative(self.window, trial, search_space)
+            """One of the ``refit_every`` draws made from one Parzen fit of this window: the
+            first draw of a window fits and draws them all, the next ones are queued."""
+            key = tuple(search_space.items())
+            if self._queue and self._queue[0][:2] == (self.generation, key):
+                return self._queue.pop(0)[2]
+            self.tpe.extras = []
+            self.tpe.batching = True
+            try:
+                params = self.tpe.sample_relative(self.window, trial, search_space)
+            finally:
+                self.tpe.batching = False
+            if params:
+                self.fits += 1
+            self._queue = [(self.generation, key, p)
+                           for p in _merge_extras(self.tpe.extras, search_space)]
+            return params
 
         def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any):
             return self.tpe.sample_independent(self.window, trial, param_name, dist)
@@ -222,6 +258,63 @@ def _make_class():
             self.tpe.reseed_rng()
 
     return WindowedTPESampler
+
+
+def _merge_extras(extras: list, search_space: dict) -> list:
+    """The queued draws: ``extras`` holds, per group TPE sampled (one ``_sample`` call each),
+    the other blocks' winners in internal representation; draw j merges block j of every
+    group, in external representation."""
+    if not extras:
+        return []
+    n = min(len(e) for e in extras)
+    return [{name: search_space[name].to_external_repr(v)
+             for e in extras for name, v in e[j].items()} for j in range(n)]
+
+
+def _batch_tpe_class():
+    """Optuna's TPESampler drawing ``k * n_ei_candidates`` candidates from each Parzen fit.
+
+    The one hook: ``TPESampler._compute_acquisition_func(samples, mpe_below, mpe_above)``, the
+    method Optuna's TPE calls (Optuna 5.x, ``optuna/samplers/_tpe/sampler.py``) with the
+    candidates it drew from l(x) and the two fitted estimators, whose argmax it returns. Here
+    the candidates are ``k`` blocks of ``n_ei_candidates``; the override scores every block
+    (public ``log_pdf`` of the estimators), keeps blocks 1..k-1's winners in ``extras`` and
+    hides those blocks from Optuna's argmax, which thus returns block 0's winner. Each block's
+    winner is one TPE draw: k draws from one fit. Outside a batched call (``batching`` False:
+    TPE's independent sampling) only block 0 is scored: a plain TPE draw. The method's
+    existence and signature are tested (tests/search/test_search.py); pyproject pins Optuna.
+    """
+    if _BATCH_CLASS:
+        return _BATCH_CLASS[0]
+    import optuna
+
+    class BatchTPESampler(optuna.samplers.TPESampler):
+        def __init__(self, k: int, *, n_ei_candidates: int = 24, **kw: Any) -> None:
+            k = k if hasattr(optuna.samplers.TPESampler, HOOK) else 1  # no hook: plain TPE
+            super().__init__(n_ei_candidates=n_ei_candidates * k, **kw)
+            self.block, self.k = n_ei_candidates, k
+            self.batching, self.extras = False, []
+
+        def _compute_acquisition_func(self, samples: dict, mpe_below: Any,
+                                      mpe_above: Any) -> np.ndarray:
+            m = self.block
+            blocks = self.k if self.batching else 1
+            scored = {name: v[:m * blocks] for name, v in samples.items()}
+            acq = np.full(next(iter(samples.values())).size, -np.inf)
+            acq[:m * blocks] = mpe_below.log_pdf(scored) - mpe_above.log_pdf(scored)
+            if self.batching:
+                best = [j * m + int(np.argmax(acq[j * m:(j + 1) * m])) for j in range(1, blocks)]
+                self.extras.append([{name: v[i].item() for name, v in samples.items()}
+                                    for i in best])
+            acq[m:] = -np.inf
+            return acq
+
+    _BATCH_CLASS.append(BatchTPESampler)
+    return BatchTPESampler
+
+
+_BATCH_CLASS: list = []
+HOOK = "_compute_acquisition_func"   # the TPESampler method BatchTPESampler overrides
 
 
 def _check_window(elite: int, recent: int, refit_every: int, tpe_kw: dict) -> None:

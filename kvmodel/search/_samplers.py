@@ -111,17 +111,22 @@ def _make_class():
         constraint values; every other keyword argument is TPESampler's."""
 
         def __init__(self, *, seed: int | None = None, elite: int = 25, recent: int = 75,
-                     refit_every: int = 1, n_startup_trials: int = 10,
-                     constraints_func: Any = None, **tpe_kw: Any) -> None:
+                     refit_every: int = 1, refit_every_full: int | None = None,
+                     n_startup_trials: int = 10, constraints_func: Any = None,
+                     **tpe_kw: Any) -> None:
+            refit_every_full = refit_every if refit_every_full is None else refit_every_full
             _check_window(elite, recent, refit_every, tpe_kw)
+            _check_window(elite, recent, refit_every_full, {})
             self.elite_size, self.recent_size = int(elite), int(recent)
             self.refit_every, self.n_startup_trials = int(refit_every), int(n_startup_trials)
+            self.refit_every_full = int(refit_every_full)
             self.constraints_func = constraints_func or constraint_values
             with warnings.catch_warnings():  # constraints_func: FutureWarning in Optuna 5;
                 warnings.simplefilter("ignore", FutureWarning)  # group: ExperimentalWarning
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.tpe = _batch_tpe_class()(
-                    self.refit_every, seed=seed, n_startup_trials=n_startup_trials,
+                    max(self.refit_every, self.refit_every_full), seed=seed,
+                    n_startup_trials=n_startup_trials,
                     constant_liar=False, constraints_func=_stored_constraints, **tpe_kw)
             self.window: Any = None          # the in-memory study TPE works on
             self._store: Any = None          # ... and its storage
@@ -130,7 +135,7 @@ def _make_class():
             self._group = bool(tpe_kw.get("group", False))
             self._elite: list = []
             self._n_seen, self._last_seen = 0, -1   # finished trials merged into the elite
-            self._draws = 0
+            self._since, self._k = 0, self.refit_every   # draws since the refit, per refit
             self.generation = 0              # bumped whenever the window changes
             self.fits = 0                    # Parzen fits (TPE draws computed, not queued)
             self._space: Any = None          # (generation, relative search space)
@@ -191,29 +196,34 @@ def _make_class():
                 return
             self._elite = self._key_sort(study, self._elite + new)[:self.elite_size]
             cap = self.elite_size + self.recent_size + self.recent_size // 3
-            if self.window is not None and len(self.window_trials()) + len(new) <= cap:
+            if self.window is not None and len(self._store.trials) + len(new) <= cap:
                 add = new
             else:
                 keep = {t.number: t for t in self._elite}
                 keep.update((t.number, t) for t in trials[-self.recent_size:])
                 add = [keep[k] for k in sorted(keep)]
                 self._leans = {k: v for k, v in self._leans.items() if k in keep}
-                self._store = optuna.storages.InMemoryStorage()
+                self._store = _window_storage_class()()
                 optuna.create_study(storage=self._store, study_name="window",
                                     directions=study.directions, sampler=self._idle)
+            for t in self._lean(add):  # numbered in window order, as add_trials would
+                t.number = len(self._store.trials)
+                self._store.trials.append(t)
             # a new Study object on the same storage each time: a Study caches its trial list
             # between its own ask/tell, which the window never calls
             self.window = optuna.study.Study("window", self._store, sampler=self._idle)
-            self.window.add_trials(self._lean(add))
             self.generation += 1
             self._queue = []
 
         # -- BaseSampler, delegated to the TPESampler on the window --------------------------
         def before_trial(self, study: Any, trial: Any) -> None:
-            if (self.window is None or self._draws % self.refit_every == 0
-                    or len(self.window_trials()) < self.n_startup_trials):
+            if (self.window is None or self._since >= self._k
+                    or len(self._store.trials) < self.n_startup_trials):
                 self._refresh(study)
-            self._draws += 1
+                self._since = 0
+                full = self._n_seen >= self.elite_size + self.recent_size
+                self._k = self.refit_every_full if full else self.refit_every
+            self._since += 1
             self.tpe.before_trial(self.window, trial)
 
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
@@ -240,7 +250,7 @@ def _make_class():
             if self._queue and self._queue[0][:2] == (self.generation, key):
                 return self._queue.pop(0)[2]
             self.tpe.extras = []
-            self.tpe.batching = True
+            self.tpe.batching, self.tpe.blocks = True, self._k - self._since + 1
             try:
                 params = self.tpe.sample_relative(self.window, trial, search_space)
             finally:
@@ -258,6 +268,35 @@ def _make_class():
             self.tpe.reseed_rng()
 
     return WindowedTPESampler
+
+
+def _window_storage_class():
+    """An ``InMemoryStorage`` whose one study's trials are the list ``trials``, which the
+    window edits in place: appending a trial or rebuilding the window copies nothing
+    (``Study.add_trials`` would validate and deep-copy every trial, every rebuild). Only the
+    public storage method ``get_all_trials`` is overridden; the window's trials are lean,
+    finished and never written through the storage."""
+    if _STORAGE_CLASS:
+        return _STORAGE_CLASS[0]
+    import copy
+
+    import optuna
+
+    class WindowStorage(optuna.storages.InMemoryStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trials: list = []
+
+        def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                           states: Any = None) -> list:
+            out = [t for t in self.trials if states is None or t.state in states]
+            return copy.deepcopy(out) if deepcopy else out
+
+    _STORAGE_CLASS.append(WindowStorage)
+    return WindowStorage
+
+
+_STORAGE_CLASS: list = []
 
 
 def _merge_extras(extras: list, search_space: dict) -> list:
@@ -293,12 +332,12 @@ def _batch_tpe_class():
             k = k if hasattr(optuna.samplers.TPESampler, HOOK) else 1  # no hook: plain TPE
             super().__init__(n_ei_candidates=n_ei_candidates * k, **kw)
             self.block, self.k = n_ei_candidates, k
-            self.batching, self.extras = False, []
+            self.batching, self.blocks, self.extras = False, 1, []
 
         def _compute_acquisition_func(self, samples: dict, mpe_below: Any,
                                       mpe_above: Any) -> np.ndarray:
             m = self.block
-            blocks = self.k if self.batching else 1
+            blocks = min(self.blocks, self.k) if self.batching else 1
             scored = {name: v[:m * blocks] for name, v in samples.items()}
             acq = np.full(next(iter(samples.values())).size, -np.inf)
             acq[:m * blocks] = mpe_below.log_pdf(scored) - mpe_above.log_pdf(scored)

@@ -90,11 +90,12 @@ def make_sampler(name: str, space: Space, seed: int | None = 0) -> Any:
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r}; allowed: {SAMPLERS}")
     if name == "tpe":  # Optuna's TPE on a bounded window of the history, fed new trials every
-        # 4 draws (see _samplers). No constant liar: workers persist finished trials only, so a
-        # mirror never holds another worker's RUNNING trial to lie about.
+        # 4 draws, every 8 once the study holds elite + recent trials (see _samplers). No
+        # constant liar: workers persist finished trials only, so a mirror never holds another
+        # worker's RUNNING trial to lie about.
         return WindowedTPESampler(seed=seed, constraints_func=constraints_of, multivariate=True,
                                   group=True, n_startup_trials=20, elite=25, recent=75,
-                                  refit_every=4)
+                                  refit_every=4, refit_every_full=8)
     # constraints_func: deprecated in Optuna 5 (FutureWarning) in favour of per-key
     # Trial.set_constraint; it still works up to Optuna 7 and reads kvmodel's own copy of the
     # constraints (user_attrs), so the warning is silenced here, only around construction

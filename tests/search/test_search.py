@@ -538,6 +538,75 @@ def test_refit_every_k_feeds_new_trials_once_per_k_draws_and_still_optimises():
             WindowedTPESampler(**bad)
 
 
+def test_batch_tpe_hook_exists_with_the_signature_kvmodel_overrides():
+    """BatchTPESampler overrides one TPESampler method (pyproject pins Optuna to the versions
+    that have it); if Optuna renames it, this fails instead of draws silently changing."""
+    import inspect
+
+    from kvmodel.search._samplers import HOOK
+    method = getattr(optuna.samplers.TPESampler, HOOK)
+    assert list(inspect.signature(method).parameters) == ["self", "samples", "mpe_below",
+                                                          "mpe_above"]
+
+
+class _FakeParzen:
+    """log_pdf(samples) = scale * x: the acquisition l(x) / g(x) in logs is (a - b) * x."""
+    def __init__(self, scale):
+        self.scale = scale
+
+    def log_pdf(self, samples):
+        return self.scale * samples["x"]
+
+
+def test_batch_tpe_returns_each_blocks_own_best_candidate():
+    """k draws from one fit: block j's draw is the argmax of the acquisition over block j's
+    n_ei candidates only (batch TPE: what k asks without new trials would return)."""
+    from kvmodel.search._samplers import _batch_tpe_class
+    smp = _batch_tpe_class()(3, n_ei_candidates=4, seed=0)
+    x = np.array([1, 9, 2, 3,  8, 1, 0, 2,  5, 4, 6, 7,  99, 99, 99, 99], dtype=float)
+    assert smp.k == 3
+    smp.batching, smp.blocks, smp.extras = True, 3, []
+    acq = smp._compute_acquisition_func({"x": x}, _FakeParzen(2.0), _FakeParzen(1.0))
+    assert int(np.argmax(acq)) == 1                       # Optuna's argmax: block 0's best
+    assert smp.extras == [[{"x": 8.0}, {"x": 7.0}]]       # blocks 1 and 2: their own best
+    smp.batching, smp.extras = False, []                  # TPE's independent sampling:
+    acq = smp._compute_acquisition_func({"x": x}, _FakeParzen(2.0), _FakeParzen(1.0))
+    assert np.isinf(acq[4:]).all() and smp.extras == []   # one plain draw from block 0
+
+
+def test_windowed_tpe_fits_once_per_k_draws_and_the_window_stays_bounded():
+    """The per-ask cost does not grow with the study: one Parzen fit per refit_every draws
+    (refit_every_full once the window is full), on a window of bounded size."""
+    from kvmodel.search._samplers import WindowedTPESampler
+    smp = WindowedTPESampler(**_tpe(elite=10, recent=30, refit_every=4, refit_every_full=8))
+    st = optuna.create_study(direction="maximize", sampler=smp)
+    fits, sizes = {}, []
+    def cb(s, t):
+        fits[len(s.trials)] = smp.fits
+        sizes.append(len(smp.window_trials()))
+    st.optimize(_toy_float, n_trials=300, callbacks=[cb])
+    per_100 = [fits[n + 100] - fits[n] for n in (100, 200)]
+    assert per_100 in ([12, 13], [13, 12], [13, 13], [12, 12]), per_100   # 100 / 8 each
+    assert 7 <= fits[40] <= 9        # (40 - 10 start-up trials) / 4, before the window fills
+    assert max(sizes) <= 10 + 30 + 30 // 3
+    best = search.best_trials(st, top=1)[0]
+    assert abs(best.params["x"] - 3.0) < 0.3 and best.params["y"] == 6
+
+
+def test_resumed_tpe_search_continues_without_re_evaluating(tmp_path, monkeypatch):
+    from kvmodel.search import _study
+    calls = []
+    real = _study.evaluate_point
+    monkeypatch.setattr(_study, "evaluate_point", lambda sp, p: calls.append(p) or real(sp, p))
+    path = str(tmp_path / "r.journal")
+    first = [t.params for t in search.run(SMALL, n_trials=30, storage=path).trials]
+    assert len(calls) == 30
+    st = search.run(SMALL, n_trials=45, storage=path)
+    assert len(calls) == 45                             # only the 15 new trials evaluated
+    assert [t.params for t in st.trials[:30]] == first  # the stored ones kept as they were
+    assert sum(t.state.name == "COMPLETE" for t in st.trials) == 45
+
+
 def test_studies_open_in_optuna_dashboard(tmp_path):
     """optuna-dashboard's own API (its WSGI app, no server) lists the study and its trials
     with parameters, values and constraints from the default journal file."""

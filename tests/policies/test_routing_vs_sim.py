@@ -41,7 +41,13 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # prefix_affinity_bounded +0.30 -> +0.10 (p99 -0.04, kept) once its ties -- 94 % of the
 # requests share their longest cached prefix with every instance and go to the fewest active
 # -- are a join-the-shortest-queue (kvmodel.cluster._routing_queue, bounded_choice_mix)
-MISSES = {("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
+# random refereed over 3 seeds (SEEDS below; stop 19): -0.198 / -0.285 at seed 0 were seed luck,
+# pooled -0.24 (0.947 / 1.245 s) and -0.43 (6.56 / 11.52 s): the closed form has no KV-slot
+# wait where the simulator's random split gives 0.15 s of it; a head-of-line slot law with the
+# measured drain (benchmarks/kv_slot_occupancy.py docstring) did not close it with the model's
+# own occupancy moments and pushed least_loaded's mean to +0.14, so it was not adopted
+MISSES = {("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf"),
+          ("random", "mean"): -0.24, ("random", "p99"): -0.43}
 
 
 def _cluster(routing: str) -> kvmodel.Cluster:
@@ -51,28 +57,42 @@ def _cluster(routing: str) -> kvmodel.Cluster:
 
 @pytest.fixture(scope="module")
 def setting():
-    """(workload at LOAD x saturation, the same trace with seeded Poisson arrivals, blocks)."""
+    """(workload at LOAD x saturation, a function giving the same trace with Poisson arrivals
+    of a seed, blocks)."""
     w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"))
     sat = float(max_rate_at_slo(_cluster("round_robin"), w.with_rate(N), ttft_slo_s=1e9,
                                 tpot_slo_s=1e9))
     rate = LOAD * sat
-    gaps = np.random.default_rng(0).exponential(1.0 / rate, len(w.trace))
-    trace = dataclasses.replace(w.trace, arrival_s=np.cumsum(gaps) - gaps[0])
+
+    def trace(seed: int):
+        gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(w.trace))
+        return dataclasses.replace(w.trace, arrival_s=np.cumsum(gaps) - gaps[0])
+
     block_B = w.trace.block_tokens * kvmodel.get_model(M).kv_bytes_per_token("bf16")
     return w.with_rate(rate), trace, int(DRAM_B / block_B)
 
 
+# Routers refereed over several seeds (arrival and router seed s = 0 .. k - 1, the simulator's
+# mean and p99 averaged): random's simulated TTFT rests on ~20 KV-slot blocking episodes, and
+# over arrival seeds 0-2 x router seeds 0-2 its mean is 1.17-1.42 s, so one seed decides the
+# cell by luck (benchmarks/kv_slot_occupancy.py); round robin and least loaded move by a few
+# per cent over seeds, the others' rules break ties deterministically or rarely draw
+SEEDS = {"random": 3}
 _cache: dict = {}
 
 
 def _pair(setting, routing: str):
-    """(closed-form result, simulator result) of one router, computed once."""
+    """(closed-form result, simulator figures: hit ratio, mean and p99 TTFT) of one router,
+    computed once; the figures averaged over the router's SEEDS."""
     if routing not in _cache:
         w, trace, blocks = setting
+        runs = [simulate(M, G, trace(s), instances=N, tp=1, precision="bf16", routing=routing,
+                         prefix_cache_blocks=blocks, cache_tier="dram", seed=s)
+                for s in range(SEEDS.get(routing, 1))]
+        sim = {k: float(np.mean([getattr(r, k) for r in runs]))
+               for k in ("hit_ratio", "ttft_mean_s", "ttft_p99_s")}
         _cache[routing] = (kvmodel.evaluate(_cluster(routing), w),
-                           simulate(M, G, trace, instances=N, tp=1, precision="bf16",
-                                    routing=routing, prefix_cache_blocks=blocks,
-                                    cache_tier="dram"))
+                           dataclasses.make_dataclass("SimFigures", list(sim))(**sim))
     return _cache[routing]
 
 

@@ -47,10 +47,17 @@ def test_measured_precisions_override_the_sibling_fallback():
     assert g.matmul_eff["fp4"] == pytest.approx(8640.3 / 15000)
 
 
-def test_unmeasured_fp4_borrows_fp8_on_b300():
-    g = kvmodel.get_gpu("b300")
-    assert "fp4" not in raw_entry("gpu", "b300")["achieved_matmul_flops"]
-    assert g.matmul_eff["fp4"] == pytest.approx(g.matmul_eff["fp8"])
+def test_hgx_b300_fp4_scales_the_gb300_measurement_by_peak():
+    """No FP4 GEMM was measured on HGX B300: it takes GB300's (the same die) x the dense-peak
+    ratio 13500 / 15000 = 0.9, as its attention rates do, not the fp8 ratio it borrowed, which
+    put it above GB300 (0.745 x 13500 = 10059.9 > 8640.3 TFLOP/s)."""
+    q, sib = _achieved("b300", "fp4"), _achieved("gb300", "fp4")
+    assert q.kind == "derived" and q.si == pytest.approx(sib.si * 13500 / 15000, rel=1e-5)
+    assert q.si == pytest.approx(7776.3e12, rel=1e-6)
+    g, gb = kvmodel.get_gpu("b300"), kvmodel.get_gpu("gb300")
+    rate = g.peak_flops["fp4"] * g.matmul_eff["fp4"]
+    assert rate == pytest.approx(q.si) and rate < gb.peak_flops["fp4"] * gb.matmul_eff["fp4"]
+    assert g.matmul_eff["fp4"] == pytest.approx(gb.matmul_eff["fp4"], rel=1e-5)
 
 
 def test_mi355x_hbm_efficiency_is_measured():

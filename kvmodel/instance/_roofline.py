@@ -118,10 +118,10 @@ def _constants(s: Setup) -> dict[str, Any]:
         qk_d, v_d = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
     dense_l, moe_l = m.num_dense_layers / s.pp, m.num_moe_layers / s.pp
     rope = 2.0 * (m.num_attention_heads * m.qk_head_dim / s.tp + s.kv_elems_rank / 2.0)
-    mlp_width = (dense_l * m.intermediate_size
-                 + moe_l * (m.experts_per_token * m.moe_intermediate_size
-                            + m.num_shared_experts * (m.shared_expert_intermediate_size
-                                                      or m.moe_intermediate_size))) / s.tp
+    moe_mid = (m.experts_per_token * m.moe_intermediate_size
+               + m.num_shared_experts * (m.shared_expert_intermediate_size
+                                         or m.moe_intermediate_size)) / s.tp
+    mlp_width = dense_l * m.intermediate_size / s.tp + moe_l * moe_mid
     act = 3.0 if m.mlp == "gated" else 2.0
     return dict(**_kind_constants(s), layers=layers, dense_l=dense_l, moe_l=moe_l,
                 h=m.hidden_size, heads=heads,
@@ -131,7 +131,7 @@ def _constants(s: Setup) -> dict[str, Any]:
                 + m.intermediate_size * 2.0 / s.tp, head_w=m.embedding_params / s.tp,
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
-                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_Fps=_moe_rate(s),
+                ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_mid=moe_mid, moe_Fps=_moe_rate(s),
                 moe_rows=_moe_rows_curve(s))
 
 
@@ -348,6 +348,10 @@ def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_
 
 
 def _moe(s: Setup, tokens, layers):
+    """The expert MLPs of ``layers`` MoE layers over ``tokens`` tokens: route, the two grouped
+    GEMMs, combine. Bytes: the experts the step hits (:func:`_distinct_experts`), the token
+    rows in and out once and once per routed expert (``2 + 2k``), and the grouped GEMMs'
+    intermediates (:func:`moe_intermediate_bytes`)."""
     m = s.model
     act = tokens * m.hidden_size * s.act_B
     flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
@@ -360,9 +364,24 @@ def _moe(s: Setup, tokens, layers):
         nbytes = (w + m.router_params) * s.w_B
     else:  # weight-only format: packed experts, 16-bit router
         nbytes = w * s.w_B + m.router_params * s.head_B
-    nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token)
+    nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token) + moe_intermediate_bytes(s, tokens)
     # route, 2 grouped GEMMs, combine
     return _op(flops * layers, nbytes * layers, s, _moe_step_rate(s, tokens), 4.0 * layers)
+
+
+def moe_intermediate_bytes(s: Setup, tokens):
+    """Bytes per MoE layer of the grouped GEMMs' intermediates in HBM, per (token, expert)
+    pair: the gate-up GEMM writes its output at the activation width (``2I`` for a gated MLP,
+    ``I`` otherwise) and the down GEMM reads the activation's output (``I``), quantised to the
+    weights' width where the experts run quantised activations (NVFP4, FP8: the checkpoint's
+    format for weights and activations alike), at the activation width for weight-only formats;
+    shared experts at their own width, the intermediate split over ``tp``. TensorRT-LLM's
+    CUTLASS MoE does exactly this (moe_kernels.cu: gemm1 into ``glu_inter_result``,
+    ``doActivationKernel`` reads ``2 x inter_size`` and writes NVFP4); the activation kernel's
+    own traffic is in ``_elementwise``, as for a dense MLP."""
+    m = s.model
+    in_B = s.w_B if s.head_B == s.w_B else s.act_B
+    return tokens * s.k["moe_mid"] * ((m.mlp_matrices - 1.0) * s.act_B + in_B)
 
 
 def gmm_output_copy(s: Setup, tokens, layers):

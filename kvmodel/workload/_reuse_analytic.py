@@ -303,12 +303,12 @@ def prefix_chains(prof: ReuseProfile) -> tuple | None:
     """(each request's chain as a list, how many of its first blocks are accessed again by a
     later request, 1 + the largest block id) for the prefix-affinity replays
     (:func:`_route_infinite`, :func:`kvmodel.cluster._routing_queue.bounded_choice_mix`);
-    None unless the ids are small non-negative integers, no chain repeats a block and the chains are prefix
-    chains: every access of a block has the same block before it (so the same prefix). Then
-    an LRU cache holds a prefix of every chain (a chain touched last block to first leaves
-    each block more recent than the next; a later access of a block touches its prefix
-    again), and a request's re-accessed blocks come before its last accesses (a later
-    request holding a block holds its prefix), which is checked too. Memoised on the
+    None unless the ids are small non-negative integers, no chain repeats a block and the
+    chains are prefix chains: every access of a block has the same block before it (so the
+    same prefix). Then an LRU cache holds a prefix of every chain (a chain touched last block
+    to first leaves each block more recent than the next; a later access of a block touches
+    its prefix again), and a request's re-accessed blocks come before its last accesses (a
+    later request holding a block holds its prefix), which is checked too. Memoised on the
     profile."""
     if "pab_chains" not in prof._cache:
         prof._cache["pab_chains"] = _compress(prof.block_ids, prof.block_offsets)
@@ -316,6 +316,9 @@ def prefix_chains(prof: ReuseProfile) -> tuple | None:
 
 
 def _compress(ids: np.ndarray, off: np.ndarray) -> tuple | None:
+    """:func:`prefix_chains` of the flat block ids ``ids`` cut at ``off``; None where its
+    conditions fail, or where the largest id exceeds 4x the accesses (the replays index a list
+    of 1 + that many masks; sparse ids take the replays' general paths)."""
     if not len(ids) or ids.min() < 0 or ids.max() > 4 * len(ids):
         return None
     lens = np.diff(off)

@@ -1298,13 +1298,23 @@ def _either(a, b):
     return str(a or b)
 
 
+def _utilisation(e) -> Any:
+    """The instance's utilisation: its request rate over its saturation rate (the load-aware
+    routers' wait laws read their ρ here, :func:`kvmodel.cluster._routing_queue.routed_law`);
+    None outside the open loop."""
+    rate = e.inputs.get("request_rate")
+    if rate is None:
+        return None
+    return rate / xp.maximum(e.saturation_request_rate_per_s, 1e-300)
+
+
 def _combine(parts: dict) -> dict[str, Any]:
     if "instance" in parts:
         e = parts["instance"]
         return dict(ttft=e.ttft_s, ttft50=e.ttft_p50_s, tpot=e.tpot_s, ttft90=e.ttft_p90_s,
                     ttft99=e.ttft_p99_s, tpot99=e.tpot_p99_s, wait=e.queue_wait_s,
                     pwait=e.queue_wait_prob, tpot90=e.tpot_p90_s, stable=e.stable,
-                    feasible=e.feasible, reason=e.reason)
+                    feasible=e.feasible, reason=e.reason, util=_utilisation(e))
     p, d, tr = parts["prefill"], parts["decode"], parts["kv_transfer_s"]
     # transfer, then the decode side's first step; the request's fixed overhead (API, tokenise)
     # is already in the prefill side's TTFT, not paid again on the decode side

@@ -477,22 +477,26 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     """The cluster's instance figures ``m`` with the wait law behind the router
     (:mod:`kvmodel.cluster._routing_queue`; each load level's mix of load choice counts,
     the laws blended linearly in the rate between the two levels around it)."""
-    from kvmodel.cluster._routing_queue import routed_law, routed_percentiles
+    from kvmodel.cluster._routing_queue import routed_law, routed_percentiles, utilisation
     tab = _table(c, w, n)
     residual = None if tab.work else (1.0 + w.length_cv ** 2) / 2.0
     j, t = tab.weights(w.rate)
-    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"]))
+    rho = utilisation(m)
+    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"], rho))
     if scalar and not math.isnan(m["pwait"]):  # numbers: each level's law as two floats
         W, p = float(m["wait"]), float(m["pwait"])  # (the values of the arrays' path below)
+        u = float(rho)
         wait2, p2 = _blend(j, t, (), lambda k, _: tuple(
-            float(v) for v in routed_law(tab.stats(k)[0], W, p, residual)))
+            float(v) for v in routed_law(tab.stats(k)[0], W, p, residual, u)))
         return routed_percentiles(m, wait2, p2, classes, not tab.work)
-    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(j))
-    W, p = (np.broadcast_to(m[k], shape) for k in ("wait", "pwait"))
+    shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(m["pwait"]), np.shape(rho),
+                                np.shape(j))
+    W, p, U = (np.broadcast_to(v, shape) for v in (m["wait"], m["pwait"], rho))
 
     def law(k: int, sel: Any) -> np.ndarray:
         a, b = routed_law(tab.stats(k)[0], W if sel is None else W[sel],
-                          p if sel is None else p[sel], residual)
+                          p if sel is None else p[sel], residual,
+                          U if sel is None else U[sel])
         return np.stack(np.broadcast_arrays(a, b))
 
     wait2, p2 = _blend(j, t, shape, law, (2,))

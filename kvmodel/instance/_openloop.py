@@ -82,12 +82,14 @@ instances) the index is 7.7 / 6.8 / 2.7 (random / round robin / least loaded) ag
 simulator's 7.6-9.6 / 5.6-6.6 / 3.6-3.9, the mean 6.5 / 6.2 / 6.8 r̄ against 7.4-8.2 /
 6.6-7.3 / 5.5-6.6. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
 occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
-the count, drained at θ = λ_sat/s_f − λ(1 − steer): a full pool holds requests of mean size
-s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and releases
-λ_sat/s_f mean reservations per second. θ <= 0 is unstable: that limit, below λ_sat where the
-large requests hold longest, is nearer the simulator's (round robin's 4 instances of the benchmark:
-5.97/s, the simulator's queue 50-99 s there and growing above; λ_sat alone gave 6.57/s). One
-request size keeps the count law above.
+the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
+size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
+releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
+pool is unstable where Little on tokens fails, λ(1 − steer)·w1 >= λ_sat: that limit, below
+λ_sat where the large requests hold longest, is nearer the simulator's (round robin's 4
+instances of the benchmark: 5.97/s, the simulator's queue 50-99 s there and growing above;
+λ_sat alone gave 6.57/s; the closed form's TTFT at 5.9/s is 51 s, the simulator's at 5.97/s
+78 s). One request size keeps the count law above.
 
 **Split.** A prompt that arrives during a step runs in the next one, together with every
 prompt that arrived during the same step, and waits beyond it only for what that step's budget
@@ -588,14 +590,18 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
     releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
     still sends it, λ(1 − ``steer``), queue: the queue above it drifts down at
-    θ = λ_sat/s_f − λ(1 − steer) (θ <= 0: unstable, the occupancy reported at the cap);
-    zero flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a
-    waiting request waits (c_a² + c_r²)/(2θ) (Allen–Cunneen on token work)."""
+    θ = λ_sat/s_f − λ(1 − steer), and at least at 1/h̄ (the pool's requests all leave
+    within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
+    largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
+    tokens cannot hold, λ(1 − steer)·w1 >= λ_sat (the occupancy reported at the cap). Zero
+    flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
+    request waits (c_a² + c_r²)/(2θ) (Allen–Cunneen on token work)."""
     mean, z, w1, w3 = moments
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
     z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
-    theta = lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer)
-    ok = theta > 0
+    sent = lam * (1.0 - steer)
+    ok = lam_sat / w1 - sent > 0  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
+    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - sent, lam / N)
     th = xp.where(ok, theta, 1.0)
     sigma2 = lam * (ca2 + 1.0 + lam * t) + 2.0 * lam * cr2
     m = xp.minimum(N * w1, bmax)

@@ -85,11 +85,10 @@ occupancy a Gamma law of those moments, the queue above the cap a reflected diff
 the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
 size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
 releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
-pool is unstable where Little on tokens fails, λ(1 − steer)·w1 >= λ_sat: that limit, below
-λ_sat where the large requests hold longest, is nearer the simulator's (round robin's 4
-instances of the benchmark: 5.97/s, the simulator's queue 50-99 s there and growing above;
-λ_sat alone gave 6.57/s; the closed form's TTFT at 5.9/s is 51 s, the simulator's at 5.97/s
-78 s). One request size keeps the count law above.
+pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
+the large requests hold longest, is nearer the simulator's (round robin's 4 instances of
+the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
+6.70/s; λ_sat alone gave 6.57/s). One request size keeps the count law above.
 
 **Split.** A prompt that arrives during a step runs in the next one, together with every
 prompt that arrived during the same step, and waits beyond it only for what that step's budget
@@ -593,15 +592,15 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     θ = λ_sat/s_f − λ(1 − steer), and at least at 1/h̄ (the pool's requests all leave
     within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
     largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
-    tokens cannot hold, λ(1 − steer)·w1 >= λ_sat (the occupancy reported at the cap). Zero
+    tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
     flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
     request waits (c_a² + c_r²)/(2θ) (Allen–Cunneen on token work)."""
     mean, z, w1, w3 = moments
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
     z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
-    sent = lam * (1.0 - steer)
-    ok = lam_sat / w1 - sent > 0  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
-    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - sent, lam / N)
+    ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
+    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
+                       lam / N)
     th = xp.where(ok, theta, 1.0)
     sigma2 = lam * (ca2 + 1.0 + lam * t) + 2.0 * lam * cr2
     m = xp.minimum(N * w1, bmax)

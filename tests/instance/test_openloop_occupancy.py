@@ -116,8 +116,8 @@ def _wait(cap, steer=0.0, lam=1.0, z=6.0):
 
 
 def test_head_of_line_wait_falls_as_the_pool_grows():
-    # (λ_sat grows with the pool: 2/s at 36 r̄; at 20 r̄, λ·w1 = 1.2 > λ_sat = 1.11: unstable)
-    assert _wait(20.0)[1:] == (1.0, 20.0)
+    # (λ_sat grows with the pool: 2/s at 36 r̄; a pool of 7.5 r̄ cannot hold the 8 r̄ offered)
+    assert _wait(7.5)[1:] == (1.0, 7.5)
     waits = [_wait(cap)[0] for cap in (24.0, 30.0, 36.0, 48.0, 64.0, 96.0)]
     assert all(a > b for a, b in zip(waits, waits[1:]))  # more capacity, never longer
     assert waits[0] > 0.0 and waits[-1] < 1e-6 * waits[0]
@@ -125,9 +125,9 @@ def test_head_of_line_wait_falls_as_the_pool_grows():
 
 
 def test_a_pool_that_cannot_hold_its_tokens_is_unstable():
-    # Little on tokens: λ·w1 = 1.9 × 1.2 >= λ_sat = 2/s
+    # Little on tokens: λ·h̄·w1 = 10.5 r̄ offered to a pool of 10
     wait, p, occupancy = ol.slot_queue(1.9, 7.0, 0.02, 1e-3, 300.0, 10.0, 2.0, 1.0, 0.3, 1.4,
-                                       (9.0, 6.0, 1.2, 3.0))
+                                       (10.5, 6.0, 1.2, 3.0))
     assert (wait, p, occupancy) == (0.0, 1.0, 10.0)  # reported at the cap: unstable
     # a full pool of the largest requests drains slower than they come (θ < 0) far from
     # saturation: the episode still ends within a hold (θ >= 1/h̄), stable

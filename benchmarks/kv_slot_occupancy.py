@@ -107,13 +107,13 @@ arrivals' (c_a² − 1)·λ·E[r·r'·min(h, h')], the feedback κ = λ(O − 1)
 and the prefill shots: an arrival's busy steps, Δ_j = S_j(1 − t_d/t_busy)/(1 − κ_A), delay
 every request in the pool and hold back the tokens due to leave. The shots are the slow
 swings: without them the index is 3.8 / 3.1 / 3.2 (random / RR / LL, at the old rate 3.29/s).
-At 50 % of the new closed-form RR saturation (5.97/s, rate 2.98/s; the simulator's RR queue
+At 50 % of the new closed-form RR saturation (5.90/s, rate 2.95/s; the simulator's RR queue
 already runs to 50-99 s at 5.97/s and grows at 6.35 and 6.70/s), measured (4 instances) vs
-closed form: random occupancy 7.4-8.2 vs 6.5 r̄, index 7.6-9.6 vs 7.7, w1 1.31-1.37 vs 1.22;
-round robin 6.6-7.3 vs 6.2, index 5.6-6.6 vs 6.8; least loaded (steer 1: the rule reads the
-in-flight count the swings raise) 5.5-6.6 vs 6.8, index 3.6-3.9 vs 2.7 (the steered index is
-the independent holds' at its arrival SCV 0.43; the measured Poisson-formula one is 3.4-3.6).
-The measured κ 0.38-0.51 is a regression of TPOT on the pool level, which the shots confound
+closed form: random occupancy 7.2-8.1 vs 6.4 r̄, index 7.6-9.4 vs 7.6, w1 1.31-1.38 vs 1.23;
+round robin 6.5-7.1 vs 6.1, index 5.5-6.5 vs 6.7; least loaded (steer 1: the rule reads the
+in-flight count the swings raise) 5.5-6.3 vs 6.7, index 3.9-4.1 vs 2.7 (the steered index is
+the independent holds' at its arrival SCV 0.43; the measured Poisson-formula one is 3.5-3.7).
+The measured κ 0.39-0.50 is a regression of TPOT on the pool level, which the shots confound
 (a large arrival raises both); the model's KV-read κ is 0.15.
 """
 

@@ -78,9 +78,9 @@ restoring force (1 − κ)/h̄). A router that reads the instances' in-flight lo
 loaded and the other load-aware rules) sees the swings, which are requests held longer, and
 sends arrivals elsewhere: its ``steer`` share of them is taken back. Against
 ``benchmarks/kv_slot_occupancy.py`` (Llama-3.1-8B on H100, Mooncake conversation, 4
-instances) the index is 7.7 / 6.8 / 2.7 (random / round robin / least loaded) against the
-simulator's 7.6-9.6 / 5.6-6.6 / 3.6-3.9, the mean 6.5 / 6.2 / 6.8 r̄ against 7.4-8.2 /
-6.6-7.3 / 5.5-6.6. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
+instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) against the
+simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
+6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
 occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
 the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
 size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and

@@ -1219,10 +1219,11 @@ def _connector_kw(c: Cluster) -> dict:
 
 
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
-               arrival_cv: Any = 1.0) -> dict[str, Estimate]:
+               arrival_cv: Any = 1.0, slot_steer: float = 0.0) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 arrival_cv=arrival_cv, **_hit_kw(pre, w), **_instance_kw(c))
+                 arrival_cv=arrival_cv, slot_steer=slot_steer, **_hit_kw(pre, w),
+                 **_instance_kw(c))
     return {"instance": e}
 
 
@@ -1237,6 +1238,13 @@ def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
     from kvmodel.cluster._routing_load import routed_arrival_scv
     ca2 = routed_arrival_scv(c, w, n)
     return np.sqrt(ca2) if isinstance(ca2, np.ndarray) else math.sqrt(ca2)
+
+
+def _slot_steer(c: Cluster, n: int) -> float:
+    """Share of the KV-slot swings the router takes back
+    (:func:`kvmodel.cluster._routing_load.routed_slot_steer`; one instance: none)."""
+    from kvmodel.cluster._routing_load import routed_slot_steer
+    return routed_slot_steer(c) if n > 1 else 0.0
 
 
 def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
@@ -1488,7 +1496,7 @@ def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
     lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
              if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre,
-                                                    _arrival_cv(c, w, n)))
+                                                    _arrival_cv(c, w, n), _slot_steer(c, n)))
     return parts, lam, {}
 
 

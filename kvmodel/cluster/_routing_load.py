@@ -503,3 +503,13 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     if not shape:
         wait2, p2 = float(wait2), float(p2)
     return routed_percentiles(m, wait2, p2, classes, not tab.work)
+
+
+def routed_slot_steer(c: Any) -> float:
+    """Share of an instance's slow KV-slot occupancy swings its router takes back
+    (:func:`kvmodel.instance._openloop.slot_moments`, ``steer``): the swings are requests held
+    longer in a fuller pool, so they raise the instance's in-flight load; a rule that reads it
+    (the load-aware closed forms, :func:`is_loaded`: fewest active requests, KV usage, queued
+    work) sends the next arrivals elsewhere until the loads even out, 1; round robin and the
+    random split read nothing of it, 0."""
+    return 1.0 if is_loaded(c.routing) else 0.0

@@ -598,7 +598,7 @@ def _tpot_sd(s: Setup, t, t_pf, f, D, c, O, t_d=None):
 
 
 def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0,
-               lam_sat=np.inf):
+               lam_sat=np.inf, steer=0.0):
     """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
@@ -623,7 +623,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     cr2 = pre.reserve_scv(O) if mix else 0.0  # the KV slots count reserved tokens
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
                                  (rho, w_pf, S, held), lam_sat, ca2, cr2)
-    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2)
+    mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)),
+                        (f, t_p, t_d, t, kA), lam, ca2, steer) if mix and pre.lengths else None
+    q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2,
+                    (mom, steer))
     common = req_s + R
     ttft = common + pre.exposed + S + q["wait"]
     extra, stable, why = {}, q["stable"], _why_unstable(rho, q["offered"], bmax)
@@ -706,14 +709,35 @@ def _slot_hold(w_pf, S, O, tpot, held=0.0):
     return w_pf + held + S + (O - 1.0) * tpot
 
 
+def _slot_classes(s: Setup, pre: PrefixMix, own, means, parts, lam, ca2, steer=0.0):
+    """The KV-slot occupancy moments of length classes
+    (:func:`kvmodel.instance._openloop.slot_moments`): each class's hold
+    (:func:`~kvmodel.instance._openloop.class_holds`) from its own service ``own``, the
+    left-behind prefill's amplification and its own KV read per decode step, a token of KV
+    (``kv_token_bytes_rank``) at the roofline's achieved HBM bandwidth; the token-weighted
+    feedback gain κ = λ(O − 1)·(read seconds per token)·c̄. ``means``: (S, O, mean hold);
+    ``parts``: (f, t_busy, t_decode, t, κ_A)."""
+    (S, O, hold), (f, t_p, t_d, t, kA) = means, parts
+    read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
+    amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
+    c_k = [L + O / 2.0 for L in pre.lens]
+    c = sum(p * x for p, x in zip(pre.probs, c_k))
+    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
+    kappa = lam * (O - 1.0) * read_s * c
+    shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]  # busy seconds it and its
+    return _ol.slot_moments(pre.probs, [L + O for L in pre.lens], holds, lam, ca2, kappa,
+                            steer, shots)  # cluster (κ_A) add to every hold in the pool
+
+
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
-                held=0.0, cr2=0.0) -> dict:
+                held=0.0, cr2=0.0, classes=(None, 0.0)) -> dict:
     """Prefill carry-over wait (``w_pf``, probability ``p_pf``) plus KV-slot wait
     (:func:`kvmodel.instance._openloop.slot_queue`; the slot hold includes a prefix load's
     ``held`` seconds; ``cr2`` the reservations' SCV), the probability of waiting, stability
     and the slots' mean occupancy."""
     hold = _slot_hold(w_pf, S, O, tpot, held)
-    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA, cr2)
+    w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA, cr2,
+                                             *classes)
     stable = (rho < 1.0) & (offered < bmax)
     wait, p_wait = sum_wait_law(w_pf, xp.where(stable, p_pf, 0.5), w_slot, p_slot)
     return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
@@ -1241,11 +1265,11 @@ def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
     """(mode result, saturation rate, extra Estimate fields): the mode's queues on the prefix,
     or on the best of the prefix policies under path contention; the wide-EP summary (of the
     step without speculation) and speculation applied at the solved point."""
-    dp, fits, mnt, req_s, ca2, cs2 = queue
+    dp, fits, mnt, req_s, ca2, cs2, steer = queue
     P, tier, pkw = cached
 
     def serve(p):
-        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2)
+        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2, steer)
 
     def build(pol, f=1.0):  # uncontended: from the candidates pre's choice already made
         if type(f) is float and f == 1.0 and not isinstance(pre, PrefixMix):
@@ -1279,6 +1303,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
+             slot_steer: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
              catalog: Any = None) -> Estimate:
@@ -1290,7 +1315,9 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ``request_rate=λ``: open-loop arrivals (requests/s for all ``num_gpus``; Poisson, or
     inter-arrival coefficient of variation ``arrival_cv``; request lengths varying with
     coefficient of variation ``length_cv`` around the given means make prefill service times
-    vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it).
+    vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it;
+    ``slot_steer`` in [0, 1]: the share of the KV-slot occupancy's slow swings a load-aware
+    router in front takes back, :func:`kvmodel.instance._openloop.slot_moments`).
     Every estimate reports
     ``saturation_request_rate_per_s`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
@@ -1394,7 +1421,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
               N, max_batch)
     ca2 = (_num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2 if mode == "rate"
            else None)
-    res, sat, extra = _solve(s, mode, N, I, O, (dp, fits, mnt, req_s, ca2, cv ** 2), pre,
+    steer = _num("slot_steer", slot_steer, integer=False, minimum=0.0, maximum=1.0)
+    res, sat, extra = _solve(s, mode, N, I, O, (dp, fits, mnt, req_s, ca2, cv ** 2, steer), pre,
                              (cached_prefix_len, cache_tier, pkw), plan)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
@@ -1405,8 +1433,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                      m.kv_bytes_per_token(kv), extra)
 
 
-def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tuple[dict, dict]:
-    """(result, throughput-max) of one mode with the prefix ``pre``."""
+def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2,
+           steer=0.0) -> tuple[dict, dict]:
+    """(result, throughput-max) of one mode with the prefix ``pre`` (``steer``: the router's
+    share of the KV-slot swings, :func:`_slot_classes`)."""
     sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
            else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
     if mode == "batch":
@@ -1416,7 +1446,7 @@ def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tupl
     if mode == "concurrency":
         return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
     return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp)), sat
+                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp), steer), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:

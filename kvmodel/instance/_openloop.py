@@ -61,6 +61,35 @@ For Poisson occupancy (z = 1, κ = 0, h = 1/μ) this is the Halfin–Whitt delay
 ``1/(1 + β·Φ(β)/φ(β))`` of M/M/c. W_slot is finite exactly while λ < λ_sat, so the prefill
 and slot queues are both stable exactly below the reported saturation rate.
 
+**KV-slot occupancy.** With request length classes the pool counts reserved tokens r (prompt
++ output, in mean reservations r̄), and its swings are not those of a count
+(:func:`slot_moments`). Each class holds its slot for the mean hold plus what sets it apart
+(:func:`class_holds`): its own prefill service beyond the mean, with the prefill it leaves
+behind (× 1 + ρ_b(1 − t_d/t_busy)/(1 − κ_A)), and its own KV read in each of its O − 1 steps
+(a token's KV bytes over the roofline's achieved HBM bandwidth). Little on tokens gives the
+mean λ·E[r·h]; independent holds of renewal arrivals the variance λ·E[r²·h] + (c_a² − 1)·λ·
+E[r·r'·min(h, h')] (long holds: GI/G/∞ peakedness). Two slow swings come on top. A prompt's
+busy steps, Δ_j = S_j(1 − t_d/t_busy)/(1 − κ_A) with the prompts they let in, delay every
+request in the pool: the tokens due to leave in the next Δ_j stay, a bump λ·Δ_j·E[r·1{h > t}]
+beside the prompt's own r_j (a shot noise, variance 2λ²·E[r_j·Δ_j·E'[r'·min(h', h_j)]] +
+λ³·E[Δ²]·E[r·r'·min(h, h')]); and a fuller pool reads more KV in every step, a feedback of
+gain κ = λ(O − 1)·(read seconds per token)·c̄ that amplifies the swings by 1/(1 − κ) (a
+restoring force (1 − κ)/h̄). A router that reads the instances' in-flight load (least
+loaded and the other load-aware rules) sees the swings, which are requests held longer, and
+sends arrivals elsewhere: its ``steer`` share of them is taken back. Against
+``benchmarks/kv_slot_occupancy.py`` (Llama-3.1-8B on H100, Mooncake conversation, 4
+instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) against the
+simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
+6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
+occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
+the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
+size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
+releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
+pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
+the large requests hold longest, is nearer the simulator's (round robin's 4 instances of
+the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
+6.70/s; λ_sat alone gave 6.57/s). One request size keeps the count law above.
+
 **Split.** A prompt that arrives during a step runs in the next one, together with every
 prompt that arrived during the same step, and waits beyond it only for what that step's budget
 cannot take. (1) The running step: an arrival lands in a step with probability proportional
@@ -162,7 +191,7 @@ from kvmodel.instance._roofline import Setup, attn_pairs, step_ops
 __all__ = ["chunk_count", "busy_step", "busy_parts", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
-           "left_behind"]
+           "left_behind", "class_holds", "slot_moments"]
 
 
 def _share(lam, t, new, chunks, budget):
@@ -458,7 +487,8 @@ KAPPA_MAX = 0.9
 
 
 
-def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0):
+def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0, moments=None,
+               steer=0.0):
     """Wait for one of ``bmax`` KV slots (module docstring, *KV slots*).
 
     ``hold``: mean seconds a request holds its slot; ``t``, ``T1``: mean step and its slope
@@ -466,8 +496,13 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0):
     slots; ``kA``: the busy steps' cluster gain (:func:`cluster_gain`), whose excess variance
     1/(1 − κ_A)² − 1 adds to the index of dispersion; ``cr2``: SCV of the KV tokens a request
     reserves (:func:`_reserved`: the slots are ``bmax`` mean reservations of a token pool).
+    ``moments``: the token occupancy of request classes (:func:`slot_moments`), which replaces
+    the count law by a head-of-line one (:func:`_slot_head`; ``steer``: a load-aware router's
+    share; None: one request size, the count law below).
     Returns ``(wait, p_wait, occupancy)``: mean wait, probability of waiting and the mean
     occupancy; the wait of a waiting request is exponential with mean ``wait/p_wait``."""
+    if moments is not None:
+        return _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer)
     kappa = xp.minimum(lam * (O - 1.0) * T1, KAPPA_MAX)
     z = (ca2 + lam * t) / (1.0 - kappa) ** 2 + _cluster_excess(kA)  # occupancy's dispersion
     theta = lam_sat - lam  # drift of the queue above the cap
@@ -482,6 +517,119 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0):
     p = mass / (normal_cdf(beta) + mass)
     wait = p * ca2 / (2.0 * xp.where(ok, theta, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N
+
+
+def class_holds(hold, S_k, S, O, amp, read_s, c_k, c):
+    """Each class's KV-slot hold (seconds): the mean ``hold`` plus what sets the class apart
+    (module docstring, *KV-slot occupancy*): its own prefill service ``S_k`` beyond the mean
+    ``S`` with the prefill it leaves behind (``amp``: 1 + ρ_b(1 − t_d/t_busy)/(1 − κ_A)), and
+    its own KV read in each of its O − 1 decode steps, ``read_s`` seconds per token of its
+    context ``c_k`` beyond the mean ``c``. Holds average to ``hold`` where S, c are the
+    classes' means."""
+    return [xp.maximum(hold + amp * (s_k - S) + (O - 1.0) * read_s * (ck - c), 0.0)
+            for s_k, ck in zip(S_k, c_k)]
+
+
+def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
+    """(mean, index of dispersion, w1, w3) of a pool's reserved tokens, in mean reservations
+    r̄, from request classes (``probs``, reserved tokens ``sizes``, ``holds`` seconds;
+    module docstring, *KV-slot occupancy*): Little on tokens, mean λ·E[r·h]/r̄; independent
+    holds of renewal arrivals (SCV ``ca2``), variance λ·E[r²·h] + (c_a² − 1)·λ·E[r·r'·min(h,
+    h')] (r̄² units); ``shots``: each class's prefill delays every request in the pool by Δ_j
+    seconds, holding back the tokens due to leave, λ·Δ_j·E[r·1{h > t}] at t after it
+    (a shot noise: 2λ²·E[r_j·Δ_j·E_i[r_i·min(h_i, h_j)]] + λ³·E[Δ²]·E[r·r'·min(h, h')]);
+    the pool's feedback on its holds (gain ``kappa``) amplifies the
+    variance by 1/(1 − κ) (a restoring force (1 − κ)/h̄). A load-aware router (``steer``)
+    removes that share of the swings above independent holds. w1 = E[r·h]/(r̄·h̄), w3 =
+    E[r²·h]/(E[r·h]·r̄) (the index of Poisson arrivals without shots or feedback)."""
+    rb, hb, rh, r2h, pair, cross, sq = _class_sums(probs, sizes, holds, shots)
+    mean = lam * rh / rb
+    ind = lam * (r2h + (ca2 - 1.0) * pair)  # independent holds
+    gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
+    slow = ind * (gain - 1.0)
+    if shots is not None:
+        slow = slow + (2.0 * lam * lam * cross + lam ** 3 * sq * pair) * gain
+    var = (ind + slow * (1.0 - steer)) / (rb * rb)
+    return mean, var / xp.maximum(mean, 1e-300), rh / (rb * hb), r2h / (rh * rb)
+
+
+def _class_sums(probs, sizes, holds, shots):
+    """E[r], E[h], E[r·h], E[r²·h], E[r·r'·min(h, h')], E[r·Δ·E'[r'·min(h', h)]], E[Δ²] over
+    the classes (``shots`` Δ, None: 0), the pairs from the holds in ascending order:
+    E'[r'·min(h', h_j)] = Σ_{h_i <= h_j} π_i·r_i·h_i + h_j·Σ_{h_i > h_j} π_i·r_i."""
+    shots = [0.0] * len(probs) if shots is None else shots
+    if xp.is_array(*probs, *sizes, *holds, *shots):
+        return _class_sums_array(probs, sizes, holds, shots)
+    rows = sorted(zip(map(float, holds), map(float, sizes), map(float, probs), map(float, shots)))
+    rb = hb = rh = r2h = pair = cross = sq = done = part = 0.0
+    total = sum(p * r for p, r in zip(probs, sizes))
+    for h, r, p, d in rows:
+        a = p * r
+        rb, hb, rh, r2h, sq = rb + a, hb + p * h, rh + a * h, r2h + a * r * h, sq + p * d * d
+        part, done = part + a * h, done + a
+        near = part + h * (total - done)
+        pair, cross = pair + a * near, cross + a * d * near
+    return rb, hb, rh, r2h, pair, cross, sq
+
+
+def _class_sums_array(probs, sizes, holds, shots):
+    """:func:`_class_sums` over configuration arrays (the classes stacked on a last axis)."""
+    n = len(probs)
+    X = np.stack(np.broadcast_arrays(*probs, *sizes, *holds, *shots), -1).astype(float)
+    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
+    P, R, H, D = (np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
+    A = P * R
+    near = np.cumsum(A * H, -1) + H * (A.sum(-1, keepdims=True) - np.cumsum(A, -1))
+    return tuple(x.sum(-1) for x in (A, P * H, A * H, A * R * H, A * near, A * D * near,
+                                      P * D * D))
+
+
+def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
+    """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
+    a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
+    releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
+    still sends it, λ(1 − ``steer``), queue: the queue above it drifts down at
+    θ = λ_sat/s_f − λ(1 − steer), and at least at 1/h̄ (the pool's requests all leave
+    within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
+    largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
+    tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
+    flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
+    request waits (c_a² + c_r²)/(2θ) (Allen–Cunneen on token work)."""
+    mean, z, w1, w3 = moments
+    N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
+    z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
+    ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
+    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
+                       lam / N)
+    th = xp.where(ok, theta, 1.0)
+    sigma2 = lam * (ca2 + 1.0 + lam * t) + 2.0 * lam * cr2
+    m = xp.minimum(N * w1, bmax)
+    p = _slot_law(m, xp.maximum(m * z, 1e-12), bmax, sigma2, th)
+    wait = p * (ca2 + cr2) / (2.0 * th)
+    return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
+
+
+def _slot_law(mean, var, cap, sigma2, theta):
+    """Probability that an arrival finds the pool full: the occupancy below the cap a Gamma
+    law of ``mean`` and ``var`` (density f, distribution F at the cap), the queue above it a
+    reflected diffusion of variance rate ``sigma2`` and drift ``−theta``, whose mass
+    ``M = sigma2·f(cap)/(2·theta)`` (zero net flux at the cap) against F(cap): M/(F + M)."""
+    shape, rate = mean * mean / var, mean / var
+    x = cap * rate
+    dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) * rate
+    mass = sigma2 * dens / (2.0 * theta)
+    return mass / (_gammainc(shape, x) + mass)
+
+
+def _full_size(N, z, w1, w3, cap):
+    """Mean reservation (in r̄) of the requests in a full pool: the occupancy X = Σ r_i of N
+    requests (count index ``z``) with hold-weighted sizes (mean w1, variance w1·w3 − w1²),
+    the count's linear regression on X at X = ``cap``: E[N | cap] = N + Cov(N, X)/Var(X)
+    ·(cap − N·w1), Cov = w1·N·z, Var = N(w1·w3 − w1² + w1²·z); ``cap / E[N | cap]`` (at
+    least 1: one request size gives 1, the pool holds cap requests)."""
+    cov, var = w1 * z, w1 * w3 - w1 * w1 + w1 * w1 * z
+    n = N + cov / xp.maximum(var, 1e-300) * xp.maximum(cap - N * w1, 0.0)
+    return xp.maximum(cap / xp.maximum(n, 1e-300), 1.0)
 
 
 def _reserved(z, sigma2, lam, ca2, cr2):

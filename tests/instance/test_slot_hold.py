@@ -106,6 +106,8 @@ def test_a_vectorised_grid_keeps_the_stability_of_each_point():
     endless load) had made 237 of its 953 feasible points unstable."""
     from kvmodel import search
     g = search.grid_search("tier-sizing-small")
-    assert int(np.sum(g.feasible)) == 953
+    # 953 -> 951 with length classes' head-of-line slot wait (kvmodel.instance._openloop,
+    # *KV-slot occupancy*): points 1 and 4 stay stable, their p99 TTFT 0.75 -> 1.12 s
+    assert int(np.sum(g.feasible)) == 951
     for i in (1, 2, 4, 5):
         assert g.outcome(i).metrics["stable"] and g.constraints[i][1] <= 0

@@ -69,6 +69,7 @@ from kvmodel.instance._roofline import (
     memoised,
     setup_key,
     step_ops,
+    step_time,
 )
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
@@ -515,7 +516,7 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
         _, X = rates(t)
         return _mixed_step(s, t, X * (O - 1.0) * t, X, I, new, c, max_tokens)
 
-    hi = 1.01 * step_ops(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)[2]
+    hi = 1.01 * step_time(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
     svc_ttft, X = rates(t)  # outputs from one consistent state: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
@@ -726,13 +727,14 @@ def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens, cls=None):
     :func:`kvmodel.instance._openloop.chunk_count`)."""
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        g, ops, parts = _ol.busy_parts(s, t, D, lam, I, new, c, max_tokens, cls)
-        return g, (ops, parts)
+        g, _, parts = _ol.busy_parts(s, t, D, lam, I, new, c, max_tokens, cls, with_ops=False)
+        return g, parts
 
-    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
-                         bmax + max_tokens)[2]
-    t, (ops, parts) = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax), parts
+    hi = 1.01 * step_time(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
+                          bmax + max_tokens)
+    t, parts = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    D = xp.minimum(lam * (O - 1.0) * t, bmax)
+    return t, _ol.busy_ops(s, D, parts[3], I, new, c)[0], D, parts
 
 
 def _why_unstable(rho, offered, bmax):

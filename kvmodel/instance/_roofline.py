@@ -26,7 +26,7 @@ from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 from kvmodel.instance import _sampling
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "setup_key",
+__all__ = ["Setup", "step_ops", "step_time", "OPS", "memory_per_gpu", "label_bounds", "memoised", "setup_key",
            "attn_pairs", "attn_reads"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
@@ -322,17 +322,28 @@ def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]
             "compute_s": t_c, "memory_s": t_m, "fixed_s": fixed}
 
 
+def _op_s(flops, nbytes, setup: Setup, rate_Fps: float, kernels):
+    """:func:`_op`'s ``time_s`` alone (the same operations in the same order)."""
+    t_c = flops / rate_Fps
+    t_m = nbytes / setup.hbm_Bps
+    fixed = kernels * setup.kernel_s
+    top = (t_c if t_c >= t_m else t_m) if type(t_c) is float and type(t_m) is float else (
+        xp.maximum(t_c, t_m))
+    return top + fixed
+
+
 def _distinct_experts(m: ModelSpec, tokens):
     """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing."""
     e, k = m.num_experts, m.experts_per_token
     return e * (1.0 - xp.power(1.0 - k / e, tokens))
 
 
-def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
-    """Attention over ``pairs_prefill`` and ``pairs_decode`` (per-layer means:
-    :func:`attn_pairs`; decode pairs are the decoders' cached KV in tokens of
-    ``kv_elems_rank``, what :func:`kvmodel.instance.seam.kv_per_seq` gives, spread over the
-    attention layers only), reading and writing the cached KV; linear-attention layers
+def _attention_terms(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_write,
+                     layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of the attention over ``pairs_prefill`` and
+    ``pairs_decode`` (per-layer means: :func:`attn_pairs`; decode pairs are the decoders'
+    cached KV in tokens of ``kv_elems_rank``, what :func:`kvmodel.instance.seam.kv_per_seq`
+    gives, spread over the attention layers only), reading and writing the cached KV; linear-attention layers
     update each token into the recurrent state (``lin_F``) and write the state of each of
     the ``seqs`` sequences the step advances (its read is in the decoders' cached KV)."""
     k = s.k  # MLA decode uses the absorbed (latent) head dims in attn_d
@@ -344,14 +355,14 @@ def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_
     if k["lin_F"]:
         flops = flops + tokens * k["lin_F"]
         nbytes = nbytes + seqs * k["lin_B"]
-    return _op(flops * layers, nbytes * layers, s, k["attn_Fps"], layers)
+    return flops * layers, nbytes * layers, k["attn_Fps"], layers
 
 
-def _moe(s: Setup, tokens, layers):
-    """The expert MLPs of ``layers`` MoE layers over ``tokens`` tokens: route, the two grouped
-    GEMMs, combine. Bytes: the experts the step hits (:func:`_distinct_experts`), the token
-    rows in and out once and once per routed expert (``2 + 2k``), and the grouped GEMMs'
-    intermediates (:func:`moe_intermediate_bytes`)."""
+def _moe_terms(s: Setup, tokens, layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of the expert MLPs of ``layers`` MoE layers over
+    ``tokens`` tokens: route, the two grouped GEMMs, combine. Bytes: the experts the step
+    hits (:func:`_distinct_experts`), the token rows in and out once and once per routed
+    expert (``2 + 2k``), and the grouped GEMMs' intermediates (:func:`moe_intermediate_bytes`)."""
     m = s.model
     act = tokens * m.hidden_size * s.act_B
     flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
@@ -366,7 +377,7 @@ def _moe(s: Setup, tokens, layers):
         nbytes = w * s.w_B + m.router_params * s.head_B
     nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token) + moe_intermediate_bytes(s, tokens)
     # route, 2 grouped GEMMs, combine
-    return _op(flops * layers, nbytes * layers, s, _moe_step_rate(s, tokens), 4.0 * layers)
+    return flops * layers, nbytes * layers, _moe_step_rate(s, tokens), 4.0 * layers
 
 
 def moe_intermediate_bytes(s: Setup, tokens):
@@ -378,7 +389,7 @@ def moe_intermediate_bytes(s: Setup, tokens):
     shared experts at their own width, the intermediate split over ``tp``. TensorRT-LLM's
     CUTLASS MoE does exactly this (moe_kernels.cu: gemm1 into ``glu_inter_result``,
     ``doActivationKernel`` reads ``2 x inter_size`` and writes NVFP4); the activation kernel's
-    own traffic is in ``_elementwise``, as for a dense MLP."""
+    own traffic is in ``_elementwise_terms``, as for a dense MLP."""
     m = s.model
     in_B = s.w_B if s.head_B == s.w_B else s.act_B
     return tokens * s.k["moe_mid"] * ((m.mlp_matrices - 1.0) * s.act_B + in_B)
@@ -391,16 +402,22 @@ def gmm_output_copy(s: Setup, tokens, layers):
     (``k x 2I`` per token, the intermediate split over ``tp / ep``) and once for the down output
     (``k x h``, the rows split over ``ep``): each element read and written once more, memory
     bound, two kernels per layer. Bytes per rank: ``2 act_B tokens k (2I/tp + h/ep)``."""
+    flops, nbytes, rate, kernels = _gmm_copy_terms(s, tokens, layers)
+    return _op(flops, nbytes, s, rate, kernels)
+
+
+def _gmm_copy_terms(s: Setup, tokens, layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of :func:`gmm_output_copy`."""
     m = s.model
     width = m.experts_per_token * (2.0 * m.moe_intermediate_size / s.tp + m.hidden_size / s.ep)
-    return _op(0.0, 2.0 * tokens * width * s.act_B * layers, s, s.gemm_Fps, 2.0 * layers)
+    return 0.0, 2.0 * tokens * width * s.act_B * layers, s.gemm_Fps, 2.0 * layers
 
 
-def _elementwise(s: Setup, tokens, layers):
+def _elementwise_terms(s: Setup, tokens, layers):
     """Memory-bound per-token kernels between the GEMMs, per layer: two fused residual-add +
     RMSNorm (read 2h, write 2h each), rotary embedding on q and k (read + write), and the gated
     activation (read the 2 halves, write one) or GELU (read, write); see ``_constants``."""
-    return _op(0.0, tokens * s.k["elem_tok"] * s.act_B, s, s.gemm_Fps, 3.0 * layers)
+    return 0.0, tokens * s.k["elem_tok"] * s.act_B, s.gemm_Fps, 3.0 * layers
 
 
 def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
@@ -422,15 +439,16 @@ def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
 
 
 def _mla_upproj(s: Setup, cached, layers):
-    """MLA prefill over ``cached`` tokens whose latent is already in HBM: attention in the
-    unabsorbed form needs their K (no-rope part) and V per head, so the cached latent
-    (``kv_lora_rank`` wide) is up-projected through W_UK and W_UV and the result written and
+    """(FLOPs, bytes, FLOP/s, kernels) of the op ``mla_kv_upproj``: MLA prefill over
+    ``cached`` tokens whose latent is already in HBM: attention in the unabsorbed form needs
+    their K (no-rope part) and V per head, so the cached latent (``kv_lora_rank`` wide) is
+    up-projected through W_UK and W_UV and the result written and
     read back: ``2·cached·r·heads·(d_nope + d_v)`` FLOPs per layer (weights already read by
     ``qkv_proj`` in the same step)."""
     m = s.model
     width = s.k["heads"] * (m.qk_nope_head_dim + m.v_head_dim)
     flops = 2.0 * cached * m.kv_lora_rank * width
-    return _op(flops * layers, 2.0 * cached * width * s.act_B * layers, s, s.gemm_Fps, layers)
+    return flops * layers, 2.0 * cached * width * s.act_B * layers, s.gemm_Fps, layers
 
 
 def _linear_rows(s: Setup, tokens):
@@ -461,61 +479,88 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times; with
     top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples);
     ``latency_s`` is the end-to-end step time through all ``pp`` stages plus sends, the
-    framework overhead and the sampling.
+    framework overhead and the sampling (:func:`step_time` gives it alone, faster).
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
-    ops = _layer_ops(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-                     mla_cached)
-    layers, h = s.k["layers"], s.k["h"]
+    ops = {name: _op(flops, nbytes, s, rate, kernels) for name, flops, nbytes, rate, kernels
+           in _op_terms(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+                        mla_cached)}
+    ops["tp_allreduce"], a2a = _collectives(s, tokens, s.k["layers"], s.k["moe_l"],
+                                            s.model.is_moe)
+    if s.model.is_moe:
+        ops["ep_alltoall"] = a2a
     stage = 0.0
     for op in ops.values():
         stage = stage + op["time_s"]
-    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
-    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
-    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
-        ops["sampling"] = _sampling.sampling_op(s, logits)
-        stage = stage + ops["sampling"]["time_s"]
-        latency = latency + ops["sampling"]["time_s"]
+    host, sampling, stage, latency = _step_tail(s, tokens, logits, stage)
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": host}
+    if sampling is not None:
+        ops["sampling"] = sampling
     return ops, stage, latency
 
 
-def _layer_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-               mla_cached):
-    """:func:`step_ops`' op breakdown before the host and sampling terms: the linears,
-    attention, MoE, elementwise ops, LM head and collectives of one stage, in that order."""
+def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+              mla_cached=None):
+    """:func:`step_ops`' latency alone, the very same number (the same operations in the
+    same order) without building the op breakdown: for callers that read only the step
+    time (root finders' residuals, the simulator's steps)."""
+    stage = 0.0
+    for _, flops, nbytes, rate, kernels in _op_terms(s, tokens, logits, pairs_prefill,
+                                                      pairs_decode, kv_read, kv_write,
+                                                      mla_cached):
+        stage = stage + _op_s(flops, nbytes, s, rate, kernels)
+    ar, a2a = _collectives(s, tokens, s.k["layers"], s.k["moe_l"], s.model.is_moe)
+    stage = stage + ar["time_s"]
+    if s.model.is_moe:
+        stage = stage + a2a["time_s"]
+    return _step_tail(s, tokens, logits, stage)[3]
+
+
+def _step_tail(s: Setup, tokens, logits, stage):
+    """(host time, sampling op or None, stage with sampling, latency) of a step whose ops
+    take ``stage``: ``pp`` stages plus sends, the framework's host time and the sampler."""
+    send = s.p2p_alpha_s + tokens * s.k["h"] * s.act_B / s.coll_Bps
+    host = _host_s(s, s.k["layers"], logits, stage)
+    latency = s.pp * stage + (s.pp - 1.0) * send + host
+    sampling = None
+    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
+        sampling = _sampling.sampling_op(s, logits)
+        stage = stage + sampling["time_s"]
+        latency = latency + sampling["time_s"]
+    return host, sampling, stage, latency
+
+
+def _op_terms(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+              mla_cached) -> list:
+    """(name, FLOPs, bytes, FLOP/s, kernels) of :func:`step_ops`' roofline ops: the linears,
+    attention, MoE, elementwise ops and LM head of one stage, in that order (the
+    collectives, host and sampling terms follow in :func:`step_ops`)."""
     m, k = s.model, s.k
     layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
     rows = _linear_rows(s, tokens)  # tokens, or the FP8 GEMM tile's padded rows
-    ops = {
-        "qkv_proj": _op(2.0 * rows * s.qkv_w_rank * layers,
-                        (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
-                        s, s.proj_Fps, layers),
-        "attention": _attention(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-                                layers),
-        "o_proj": _op(2.0 * rows * s.o_w_rank * layers,
-                      (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s, s.proj_Fps,
-                      layers),
-    }
     mlp_w = k["mlp_w"]
-    ops["mlp"] = _op(2.0 * rows * mlp_w * dense_l,
-                     (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B) * dense_l,
-                     s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
+    terms = [
+        ("qkv_proj", 2.0 * rows * s.qkv_w_rank * layers,
+         (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
+         s.proj_Fps, layers),
+        ("attention", *_attention_terms(s, tokens, logits, pairs_prefill, pairs_decode, kv_read,
+                                        kv_write, layers)),
+        ("o_proj", 2.0 * rows * s.o_w_rank * layers,
+         (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s.proj_Fps, layers),
+        ("mlp", 2.0 * rows * mlp_w * dense_l, (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B)
+         * dense_l, s.gemm_Fps, 2.0 * dense_l)]  # fused gate+up GEMM, down GEMM
     if m.is_moe:
-        ops["moe"] = _moe(s, tokens, moe_l)
+        terms.append(("moe", *_moe_terms(s, tokens, moe_l)))
         if s.gmm_copy:
-            ops["moe_copy"] = gmm_output_copy(s, tokens, moe_l)
+            terms.append(("moe_copy", *_gmm_copy_terms(s, tokens, moe_l)))
     if mla_cached is not None and m.attention == "mla":
-        ops["mla_kv_upproj"] = _mla_upproj(s, mla_cached, layers)
-    ops["elementwise"] = _elementwise(s, tokens, layers)
+        terms.append(("mla_kv_upproj", *_mla_upproj(s, mla_cached, layers)))
+    terms.append(("elementwise", *_elementwise_terms(s, tokens, layers)))
     head_w = k["head_w"]
-    ops["lm_head"] = _op(2.0 * logits * head_w,
-                         head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s, s.head_Fps, 1.0)
-    ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l, m.is_moe)
-    if m.is_moe:
-        ops["ep_alltoall"] = a2a
-    return ops
+    terms.append(("lm_head", 2.0 * logits * head_w,
+                  head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s.head_Fps, 1.0))
+    return terms
 
 
 def _host_s(s: Setup, layers, seqs, stage):

@@ -132,7 +132,9 @@ def _constants(s: Setup) -> dict[str, Any]:
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
                 ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_mid=moe_mid, moe_Fps=_moe_rate(s),
-                moe_rows=_moe_rows_curve(s))
+                moe_rows=_moe_rows_curve(s), tile_rows=_tile_rows(s),
+                lean=not m.is_moe and s.wide is None and not any(
+                    isinstance(getattr(s, f.name), np.ndarray) for f in fields(s)))
 
 
 #: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
@@ -424,11 +426,9 @@ def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
     """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP
     (None without ``alltoall``: a dense model has no all-to-all op)."""
     m = s.model
-    msg = tokens * m.hidden_size * s.act_B
-    tp_on, ep_on = s.k["tp_on"], s.k["ep_on"]
-    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
-    n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
-    ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
+    msg, ar_B, ar_s = _allreduce(s, tokens, layers, moe_layers)
+    ep_on = s.k["ep_on"]
+    ar = {"flops": 0.0, "bytes": ar_B, "time_s": ar_s}
     if not alltoall:
         return ar, None
     if s.wide is not None:  # DP attention: dispatch / combine over NVLink and the NICs
@@ -436,6 +436,15 @@ def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
     a2a_bytes = 2.0 * msg / s.ep * m.experts_per_token * (s.ep - 1.0) / s.ep
     a2a = ep_on * moe_layers * (2.0 * s.coll_alpha_s + a2a_bytes / s.coll_Bps)
     return ar, {"flops": 0.0, "bytes": a2a_bytes * moe_layers * ep_on, "time_s": a2a}
+
+
+def _allreduce(s: Setup, tokens, layers, moe_layers):
+    """(message bytes, bytes, seconds) of the step's TP all-reduces (:func:`_collectives`)."""
+    msg = tokens * s.model.hidden_size * s.act_B
+    tp_on = s.k["tp_on"]
+    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
+    n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - s.k["ep_on"])
+    return msg, n_ar * msg * tp_on, tp_on * n_ar * one_ar
 
 
 def _mla_upproj(s: Setup, cached, layers):
@@ -460,15 +469,20 @@ def _linear_rows(s: Setup, tokens):
     per FP8 weight byte, under the ridge (FLOP/s over HBM B/s) of an H100 or H200 and above
     the compute-capped H20's, where the step streams its weights at the tensor-core rate /
     128 instead of the HBM rate. int8 weights share the byte width and are charged alike."""
+    rows = s.k["tile_rows"]
+    return tokens if rows is None else xp.ceil(tokens / rows) * rows
+
+
+def _tile_rows(s: Setup):
+    """The FP8 GEMM tile's rows :func:`_linear_rows` pads to, None where it does not."""
     fw = s.framework.quantities
     tile = fw.get("fp8_linear_tile_rows")
     if tile is None or s.w_B != _FP8_B:
-        return tokens
+        return None
     archs = fw.get("fp8_linear_tile_architectures")
     if archs is not None and s.gpu.architecture not in archs:
-        return tokens
-    rows = tile.si
-    return xp.ceil(tokens / rows) * rows
+        return None
+    return tile.si
 
 
 def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
@@ -505,6 +519,10 @@ def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
     """:func:`step_ops`' latency alone, the very same number (the same operations in the
     same order) without building the op breakdown: for callers that read only the step
     time (root finders' residuals, the simulator's steps)."""
+    if (s.k["lean"] and mla_cached is None and type(tokens) is float and type(logits) is float
+            and type(pairs_prefill) is float and type(pairs_decode) is float
+            and type(kv_read) is float and type(kv_write) is float):
+        return _lean_time(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
     stage = 0.0
     for _, flops, nbytes, rate, kernels in _op_terms(s, tokens, logits, pairs_prefill,
                                                       pairs_decode, kv_read, kv_write,
@@ -515,6 +533,30 @@ def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
     if s.model.is_moe:
         stage = stage + a2a["time_s"]
     return _step_tail(s, tokens, logits, stage)[3]
+
+
+def _lean_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
+    """:func:`step_time` of a dense model on Python numbers (no array in the Setup or the
+    arguments): :func:`_op_terms`' ops summed as they come, without the list."""
+    layers = s.k["layers"]
+    rows = _linear_rows(s, tokens)
+    stage = 0.0 + _scalar_s(s, _qkv_terms(s, rows, tokens))
+    stage = stage + _scalar_s(s, _attention_terms(s, tokens, logits, pairs_prefill,
+                                                  pairs_decode, kv_read, kv_write, layers))
+    stage = stage + _scalar_s(s, _o_terms(s, rows, tokens))
+    stage = stage + _scalar_s(s, _mlp_terms(s, rows, tokens))
+    stage = stage + _scalar_s(s, _elementwise_terms(s, tokens, layers))
+    stage = stage + _scalar_s(s, _head_terms(s, logits))
+    stage = stage + _allreduce(s, tokens, layers, s.k["moe_l"])[2]
+    return _step_tail(s, tokens, logits, stage)[3]
+
+
+def _scalar_s(s: Setup, terms) -> float:
+    """:func:`_op_s` of Python numbers (the same operations)."""
+    flops, nbytes, rate, kernels = terms
+    t_c = flops / rate
+    t_m = nbytes / s.hbm_Bps
+    return (t_c if t_c >= t_m else t_m) + kernels * s.kernel_s
 
 
 def _step_tail(s: Setup, tokens, logits, stage):
@@ -537,19 +579,12 @@ def _op_terms(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
     attention, MoE, elementwise ops and LM head of one stage, in that order (the
     collectives, host and sampling terms follow in :func:`step_ops`)."""
     m, k = s.model, s.k
-    layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
+    layers, moe_l = k["layers"], k["moe_l"]
     rows = _linear_rows(s, tokens)  # tokens, or the FP8 GEMM tile's padded rows
-    mlp_w = k["mlp_w"]
-    terms = [
-        ("qkv_proj", 2.0 * rows * s.qkv_w_rank * layers,
-         (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
-         s.proj_Fps, layers),
-        ("attention", *_attention_terms(s, tokens, logits, pairs_prefill, pairs_decode, kv_read,
-                                        kv_write, layers)),
-        ("o_proj", 2.0 * rows * s.o_w_rank * layers,
-         (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s.proj_Fps, layers),
-        ("mlp", 2.0 * rows * mlp_w * dense_l, (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B)
-         * dense_l, s.gemm_Fps, 2.0 * dense_l)]  # fused gate+up GEMM, down GEMM
+    terms = [("qkv_proj", *_qkv_terms(s, rows, tokens)),
+             ("attention", *_attention_terms(s, tokens, logits, pairs_prefill, pairs_decode,
+                                             kv_read, kv_write, layers)),
+             ("o_proj", *_o_terms(s, rows, tokens)), ("mlp", *_mlp_terms(s, rows, tokens))]
     if m.is_moe:
         terms.append(("moe", *_moe_terms(s, tokens, moe_l)))
         if s.gmm_copy:
@@ -557,10 +592,40 @@ def _op_terms(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
     if mla_cached is not None and m.attention == "mla":
         terms.append(("mla_kv_upproj", *_mla_upproj(s, mla_cached, layers)))
     terms.append(("elementwise", *_elementwise_terms(s, tokens, layers)))
-    head_w = k["head_w"]
-    terms.append(("lm_head", 2.0 * logits * head_w,
-                  head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s.head_Fps, 1.0))
+    terms.append(("lm_head", *_head_terms(s, logits)))
     return terms
+
+
+def _qkv_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the QKV projection (``rows``: :func:`_linear_rows`)."""
+    k = s.k
+    layers = k["layers"]
+    return (2.0 * rows * s.qkv_w_rank * layers,
+            (s.qkv_w_rank * s.proj_B + tokens * (k["h"] + k["qkv_out"]) * s.act_B) * layers,
+            s.proj_Fps, layers)
+
+
+def _o_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the output projection."""
+    layers = s.k["layers"]
+    return (2.0 * rows * s.o_w_rank * layers,
+            (s.o_w_rank * s.proj_B + tokens * 2.0 * s.k["h"] * s.act_B) * layers, s.proj_Fps,
+            layers)
+
+
+def _mlp_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the dense MLPs: fused gate+up GEMM, down GEMM."""
+    k = s.k
+    mlp_w, dense_l = k["mlp_w"], k["dense_l"]
+    return (2.0 * rows * mlp_w * dense_l, (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B)
+            * dense_l, s.gemm_Fps, 2.0 * dense_l)
+
+
+def _head_terms(s: Setup, logits):
+    """(FLOPs, bytes, FLOP/s, kernels) of the LM head (fp32 logits)."""
+    head_w = s.k["head_w"]
+    return (2.0 * logits * head_w, head_w * s.head_B + logits * s.k["vocab_rank"] * 4.0,
+            s.head_Fps, 1.0)
 
 
 def _host_s(s: Setup, layers, seqs, stage):

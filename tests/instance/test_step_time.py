@@ -1,6 +1,6 @@
-"""``step_time`` (the latency alone) is ``step_ops``' latency bit for bit: every model of the
-catalog (dense, MoE, MLA, sliding-window / chunked, linear-attention layers) on GPUs and
-frameworks whose terms differ (FP8 GEMM tile, fused-MoE rows, sampling, layer dispatch,
+"""``step_time`` (the latency alone; its lean path for a dense model on Python numbers) is
+``step_ops``' latency bit for bit: every model of the catalog (dense, MoE, MLA, sliding-window /
+chunked, linear-attention layers) on GPUs and frameworks whose terms differ (FP8 GEMM tile, fused-MoE rows, sampling, layer dispatch,
 grouped-matmul copy), every precision, TP / PP, wide EP, over a grid of step shapes, as
 Python floats and as arrays."""
 
@@ -58,7 +58,8 @@ def test_step_time_is_step_ops_latency_bit_for_bit():
     for name, base in _setups():
         m = base.model
         kinds |= {m.attention, "moe" if m.is_moe else "dense", "mixed" if not m.is_uniform
-                  else "uniform", "linear" if m.layer_counts["linear"] else "softmax"}
+                  else "uniform", "linear" if m.layer_counts["linear"] else "softmax",
+                  "lean" if base.k["lean"] else "general"}
         for s in _extras(base):
             for D, P, I, cached in SHAPES:
                 args = _args(s, D, P, I, cached)
@@ -66,7 +67,7 @@ def test_step_time_is_step_ops_latency_bit_for_bit():
                 got = step_time(s, *args)
                 assert type(got) is type(want) and got == want, (name, D, P, I, cached)
                 n += 1
-    assert n > 500 and kinds >= {"mla", "moe", "dense", "mixed", "linear"}  # the grid ran
+    assert n > 500 and kinds >= {"mla", "moe", "dense", "mixed", "linear", "lean"}  # the grid ran
 
 
 def test_step_time_arrays_bit_for_bit():

@@ -1377,7 +1377,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     _same_shape(tp=tp, pp=pp, ep=ep, num_gpus=ngpu, input_len=I, output_len=O,
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
-    s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    s = _memo_setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     s, plan = _extended(s, wide, node, _spec.speculative_arg(speculative, cal),
                         lambda dm: _setup(dm, g, fw, tp, 1.0, 1.0, precision, kv, cal), cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
@@ -1405,6 +1405,26 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
                      m.kv_bytes_per_token(kv), extra)
+
+
+_SETUPS = 256  # Setups memoised per catalog (bounded in long searches)
+
+
+def _memo_setup(m, g, fw, tp, pp, ep, precision: str, kv: str, cal) -> Setup:
+    """:func:`kvmodel.instance.seam.setup` memoised in the active catalog for numbers ``tp``,
+    ``pp``, ``ep`` (by type and value), the specs and calibration by identity (kept in the
+    entry and checked: a recycled id computes afresh): a search's new trials that keep the
+    model, GPU and parallelism share one Setup and its memo token."""
+    par = (tp, pp, ep)
+    if not all(type(x) in (int, float) for x in par):
+        return _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    refs = (m, g, fw, cal)
+    key = (tuple([(type(x), x) for x in par]), precision, kv) + tuple([id(x) for x in refs])
+    got = current().cached("setup", key, lambda: (refs, _setup(m, g, fw, tp, pp, ep, precision,
+                                                               kv, cal)), _SETUPS)
+    if all([a is b for a, b in zip(got[0], refs)]):
+        return got[1]
+    return _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
 
 
 def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2) -> tuple[dict, dict]:

@@ -519,10 +519,15 @@ def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
     """:func:`step_ops`' latency alone, the very same number (the same operations in the
     same order) without building the op breakdown: for callers that read only the step
     time (root finders' residuals, the simulator's steps)."""
-    if (s.k["lean"] and mla_cached is None and type(tokens) is float and type(logits) is float
-            and type(pairs_prefill) is float and type(pairs_decode) is float
-            and type(kv_read) is float and type(kv_write) is float):
-        return _lean_time(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
+    if s.k["lean"] and mla_cached is None:
+        if (type(tokens) is float and type(logits) is float and type(pairs_prefill) is float
+                and type(pairs_decode) is float and type(kv_read) is float
+                and type(kv_write) is float):
+            return _lean_time(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
+        args = (tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
+        out = _lean_small(s, args)
+        if out is not None:
+            return out
     stage = 0.0
     for _, flops, nbytes, rate, kernels in _op_terms(s, tokens, logits, pairs_prefill,
                                                       pairs_decode, kv_read, kv_write,
@@ -549,6 +554,29 @@ def _lean_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, k
     stage = stage + _scalar_s(s, _head_terms(s, logits))
     stage = stage + _allreduce(s, tokens, layers, s.k["moe_l"])[2]
     return _step_tail(s, tokens, logits, stage)[3]
+
+
+_LEAN_ELEMS = 16  # arrays up to this size take the lean path element by element
+
+
+def _lean_small(s: Setup, args: tuple):
+    """:func:`_lean_time` element by element where the arguments broadcast to a small array
+    of finite float64 (a finite-difference stencil): + − × ÷, comparisons and ceil give the
+    same numbers on Python floats as numpy's do element-wise, and finite inputs leave no NaN
+    for numpy's maximum to treat apart. None where that does not hold (the array path)."""
+    try:
+        arrs = np.broadcast_arrays(*args)
+    except ValueError:
+        return None
+    a0 = arrs[0]
+    if a0.size > _LEAN_ELEMS or a0.size == 0 or a0.ndim == 0:
+        return None
+    for a in arrs:
+        if a.dtype != np.float64 or not np.isfinite(a).all():
+            return None
+    cols = [a.ravel().tolist() for a in arrs]
+    out = np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
+    return out.reshape(a0.shape)
 
 
 def _scalar_s(s: Setup, terms) -> float:

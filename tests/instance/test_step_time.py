@@ -1,6 +1,7 @@
-"""``step_time`` (the latency alone; its lean path for a dense model on Python numbers) is
-``step_ops``' latency bit for bit: every model of the catalog (dense, MoE, MLA, sliding-window /
-chunked, linear-attention layers) on GPUs and frameworks whose terms differ (FP8 GEMM tile, fused-MoE rows, sampling, layer dispatch,
+"""``step_time`` (the latency alone; its lean path for a dense model on Python numbers, and
+element by element for small arrays) is ``step_ops``' latency bit for bit: every model of the
+catalog (dense, MoE, MLA, sliding-window / chunked, linear-attention layers) on GPUs and
+frameworks whose terms differ (FP8 GEMM tile, fused-MoE rows, sampling, layer dispatch,
 grouped-matmul copy), every precision, TP / PP, wide EP, over a grid of step shapes, as
 Python floats and as arrays."""
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from kvmodel.catalog.hardware import get_framework, get_gpu
 from kvmodel.catalog.models import get_model, list_models
-from kvmodel.instance._roofline import attn_pairs, attn_reads, step_ops, step_time
+from kvmodel.instance._roofline import _lean_small, attn_pairs, attn_reads, step_ops, step_time
 from kvmodel.instance._wide_ep import WideEP
 from kvmodel.instance.seam import params, setup
 
@@ -78,3 +79,19 @@ def test_step_time_arrays_bit_for_bit():
     pairs = attn_pairs(s, P * (30_000.0 - P / 2.0), 30_000.0, P)
     args = (D + P, D + 1.0, pairs, D * attn_reads(s, 1.0, 2000.0), D * 2000.0, D + P, P)
     np.testing.assert_array_equal(step_time(s, *args), step_ops(s, *args)[2])
+
+
+def test_small_arrays_take_the_lean_path_bit_for_bit():
+    """A stencil of a few points (step_response's) goes element by element through the lean
+    path: the same numbers as the array path, broadcast against scalars, in its shape."""
+    for name, base in _setups():
+        if not base.k["lean"]:
+            continue
+        s = dataclasses.replace(base, host_seq_s=3e-6, layer_host_s=2e-5, sample_s=1e-10)
+        D = np.array([[0.0, 3.0, 40.0, 255.5, 1.0]]).T  # (5, 1) against (3,)
+        P = np.array([1.0, 700.0, 8000.0])
+        args = (D + P, D + 1.0, P * 900.0, D * 2000.0, D * 2000.0, D + P)
+        got, want = step_time(s, *args), step_ops(s, *args)[2]
+        assert _lean_small(s, args) is not None  # the lean path ran
+        assert got.shape == want.shape == (5, 3)
+        np.testing.assert_array_equal(got, want, err_msg=name)

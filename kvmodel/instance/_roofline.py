@@ -542,18 +542,48 @@ def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv
 
 def _lean_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
     """:func:`step_time` of a dense model on Python numbers (no array in the Setup or the
-    arguments): :func:`_op_terms`' ops summed as they come, without the list."""
-    layers = s.k["layers"]
-    rows = _linear_rows(s, tokens)
-    stage = 0.0 + _scalar_s(s, _qkv_terms(s, rows, tokens))
-    stage = stage + _scalar_s(s, _attention_terms(s, tokens, logits, pairs_prefill,
-                                                  pairs_decode, kv_read, kv_write, layers))
-    stage = stage + _scalar_s(s, _o_terms(s, rows, tokens))
-    stage = stage + _scalar_s(s, _mlp_terms(s, rows, tokens))
-    stage = stage + _scalar_s(s, _elementwise_terms(s, tokens, layers))
-    stage = stage + _scalar_s(s, _head_terms(s, logits))
-    stage = stage + _allreduce(s, tokens, layers, s.k["moe_l"])[2]
-    return _step_tail(s, tokens, logits, stage)[3]
+    arguments): the terms of :func:`_op_terms` (qkv, attention, o, mlp, elementwise, LM head),
+    :func:`_allreduce` and :func:`_step_tail` written out, the same operations in the same
+    order (``tests/instance/test_step_time.py`` holds them equal bit for bit)."""
+    k, hbm, ks = s.k, s.hbm_Bps, s.kernel_s
+    layers, h, act = k["layers"], k["h"], s.act_B
+    tile = k["tile_rows"]
+    rows = tokens if tile is None else xp.ceil(tokens / tile) * tile
+    t_c = 2.0 * rows * s.qkv_w_rank * layers / s.proj_Fps  # qkv_proj
+    t_m = (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * act) * layers / hbm
+    stage = 0.0 + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    pd = pairs_decode * k["dec_share"] if k["dec_share"] != 1.0 else pairs_decode  # attention
+    flops = 2.0 * k["heads"] * (pairs_prefill * k["attn_p"] + pd * k["attn_d"])
+    nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
+    nbytes = nbytes + tokens * k["heads"] * k["attn_p"] * act
+    if k["lin_F"]:
+        flops = flops + tokens * k["lin_F"]
+        nbytes = nbytes + logits * k["lin_B"]
+    t_c, t_m = flops * layers / k["attn_Fps"], nbytes * layers / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    t_c = 2.0 * rows * s.o_w_rank * layers / s.proj_Fps  # o_proj
+    t_m = (s.o_w_rank * s.proj_B + tokens * 2.0 * h * act) * layers / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    mlp_w, dense_l = k["mlp_w"], k["dense_l"]  # mlp
+    t_c = 2.0 * rows * mlp_w * dense_l / s.gemm_Fps
+    t_m = (mlp_w * s.w_B + tokens * k["mlp_in"] * act) * dense_l / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 2.0 * dense_l * ks)
+    t_c, t_m = 0.0 / s.gemm_Fps, tokens * k["elem_tok"] * act / hbm  # elementwise
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 3.0 * layers * ks)
+    head_w = k["head_w"]  # lm_head
+    t_c = 2.0 * logits * head_w / s.head_Fps
+    t_m = (head_w * s.head_B + logits * k["vocab_rank"] * 4.0) / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 1.0 * ks)
+    moe_l = k["moe_l"]  # tp_allreduce
+    msg = tokens * s.model.hidden_size * act
+    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
+    n_ar = layers + (layers - moe_l) + moe_l * (1.0 - k["ep_on"])
+    stage = stage + k["tp_on"] * n_ar * one_ar
+    send = s.p2p_alpha_s + tokens * h * act / s.coll_Bps
+    latency = s.pp * stage + (s.pp - 1.0) * send + _host_s(s, layers, logits, stage)
+    if s.sample_s:
+        latency = latency + logits * s.model.vocab_size * s.sample_s
+    return latency
 
 
 _LEAN_ELEMS = 16  # arrays up to this size take the lean path element by element
@@ -577,14 +607,6 @@ def _lean_small(s: Setup, args: tuple):
     cols = [a.ravel().tolist() for a in arrs]
     out = np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
     return out.reshape(a0.shape)
-
-
-def _scalar_s(s: Setup, terms) -> float:
-    """:func:`_op_s` of Python numbers (the same operations)."""
-    flops, nbytes, rate, kernels = terms
-    t_c = flops / rate
-    t_m = nbytes / s.hbm_Bps
-    return (t_c if t_c >= t_m else t_m) + kernels * s.kernel_s
 
 
 def _step_tail(s: Setup, tokens, logits, stage):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -594,6 +595,11 @@ def _lean_small(s: Setup, args: tuple):
     of finite float64 (a finite-difference stencil): + − × ÷, comparisons and ceil give the
     same numbers on Python floats as numpy's do element-wise, and finite inputs leave no NaN
     for numpy's maximum to treat apart. None where that does not hold (the array path)."""
+    cols, n = _vector_columns(args)
+    if cols is not None:
+        return np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
+    if n == 0:
+        return None
     try:
         arrs = np.broadcast_arrays(*args)
     except ValueError:
@@ -607,6 +613,30 @@ def _lean_small(s: Setup, args: tuple):
     cols = [a.ravel().tolist() for a in arrs]
     out = np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
     return out.reshape(a0.shape)
+
+
+def _vector_columns(args: tuple):
+    """(columns, n) of Python floats and 1-d float64 arrays of one length n <= _LEAN_ELEMS,
+    all finite (the common stencil, without numpy's broadcasting); (None, -1) for any other
+    mix (:func:`_lean_small` broadcasts those), (None, 0) where a value is not finite."""
+    n = -1
+    for a in args:
+        if type(a) is np.ndarray:
+            if a.ndim != 1 or a.dtype != np.float64 or not 0 < a.shape[0] <= _LEAN_ELEMS or (
+                    n != -1 and a.shape[0] != n):
+                return None, -1
+            n = a.shape[0]
+        elif type(a) is not float:
+            return None, -1
+    if n == -1:
+        return None, -1
+    cols = []
+    for a in args:
+        col = a.tolist() if type(a) is np.ndarray else [a] * n
+        if not math.isfinite(sum(col)):  # (a sum of finite values overflows only past 1e308)
+            return None, 0
+        cols.append(col)
+    return cols, n
 
 
 def _step_tail(s: Setup, tokens, logits, stage):

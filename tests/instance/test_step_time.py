@@ -95,3 +95,17 @@ def test_small_arrays_take_the_lean_path_bit_for_bit():
         assert _lean_small(s, args) is not None  # the lean path ran
         assert got.shape == want.shape == (5, 3)
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_a_stencil_of_floats_and_vectors_bit_for_bit():
+    """step_response's case: Python floats beside 1-d arrays of one length (no broadcasting);
+    a non-finite element sends the call to the array path (numpy's NaN rules)."""
+    s = next(s for name, s in _setups() if s.k["lean"])
+    D = np.array([10.0, 11.0, 9.0, 10.0, 10.5])
+    args = (D, D, 0.0, D * 3000.0, D * 3000.0, D)
+    assert _lean_small(s, args) is not None
+    np.testing.assert_array_equal(step_time(s, *args), step_ops(s, *args)[2])
+    D[2] = np.inf
+    assert _lean_small(s, args) is None
+    with np.errstate(invalid="ignore"):  # (inf - inf in the host term: NaN, as numpy has it)
+        np.testing.assert_array_equal(step_time(s, *args), step_ops(s, *args)[2])

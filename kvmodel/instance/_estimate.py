@@ -37,7 +37,7 @@ from kvmodel.instance._mixture import (
     PrefixRow,
     check_classes,
     length_bands,
-    mixture_quantile,
+    mixture_quantiles,
 )
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
@@ -757,10 +757,12 @@ def _percentiles(r: dict, O) -> dict:
     base = r["ttft"] - wait - path - spread
     if "spread" in r:
         wait, p_wait = sum_wait_law(wait, p_wait, spread, r.get("spread_p", 1.0))
-    for q in QUANTILES:
+    mix_q = (mixture_quantiles(wait, p_wait, r["classes"], QUANTILES) if "classes" in r
+             else None)
+    for i, q in enumerate(QUANTILES):
         tag = f"p{int(round(q * 100))}"
-        if "classes" in r:  # hit classes: each its own service after the common wait
-            ttft_q = r["ttft_common"] - spread + mixture_quantile(wait, p_wait, r["classes"], q)
+        if mix_q is not None:  # hit classes: each its own service after the common wait
+            ttft_q = r["ttft_common"] - spread + mix_q[i]
         else:
             ttft_q = base + wait_quantile(wait, p_wait, q)
         if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.

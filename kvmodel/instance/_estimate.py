@@ -1036,6 +1036,11 @@ def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
     def atom(v):
         if type(v) in _PLAIN:  # the common case first (not bool: type, not isinstance)
             return v
+        if type(v) is Tier:  # (a class's tier: once per object)
+            got = tiers.get(id(v))
+            if got is None:
+                got = tiers[id(v)] = _tier_atom(v)
+            return got
         if isinstance(v, (bool, np.bool_)):  # not equal to 1 / 0 here (validation differs)
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
@@ -1044,11 +1049,6 @@ def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
             return tuple([x if type(x) in _PLAIN else atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
-        if type(v) is Tier:  # (a class's tier: once per object)
-            got = tiers.get(id(v))
-            if got is None:
-                got = tiers[id(v)] = _tier_atom(v)
-            return got
         refs.append(v)
         return ("id", id(v))
     try:

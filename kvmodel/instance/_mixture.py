@@ -60,6 +60,11 @@ def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
                          "(probability, cached_prefix_len, cache_tier[, input_len]) tuples")
     out = []
     for k, c in enumerate(classes):
+        if type(c) is tuple and len(c) == 4:  # a cluster's classes: the checks below, at once
+            p, L = c[0], c[3]
+            if type(p) is float and 0.0 <= p <= 1.0 and type(L) is float and 1.0 <= L < math.inf:
+                out.append((p, c[1], c[2], L))
+                continue
         if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
             raise ValueError(f"prefix_classes[{k}]={c!r}: expected (probability, "
                              "cached_prefix_len, cache_tier[, input_len])")

@@ -457,6 +457,8 @@ def _bracketed_root(residual, lo, hi):
     g_lo, _ = residual(lo)
     g_hi, extra = residual(hi)
     t = hi
+    if not xp.is_array(lo, hi, g_lo, g_hi):
+        return _scalar_root(residual, lo, hi, g_lo, g_hi, extra)
     for _ in range(_FIXED_POINT_ITERS):
         den = g_hi - g_lo
         t = hi - g_hi * (hi - lo) / xp.where(den == 0, 1.0, den)
@@ -468,6 +470,27 @@ def _bracketed_root(residual, lo, hi):
         flip = (g * g_hi < 0) & busy
         lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, xp.where(done, g_lo, 0.5 * g_lo))
         hi, g_hi = t, xp.where(done, 0.0, g)
+    return t, extra
+
+
+def _scalar_root(residual, lo, hi, g_lo, g_hi, extra):
+    """:func:`_bracketed_root` on numbers: the same steps with the selections written as
+    conditional expressions (``xp.where`` of numbers is one). A residual that is a number at
+    both ends of the bracket is one everywhere (an array there is a caller's error)."""
+    t = hi
+    for _ in range(_FIXED_POINT_ITERS):
+        den = g_hi - g_lo
+        t = hi - g_hi * (hi - lo) / (1.0 if den == 0 else den)
+        g, extra = residual(t)
+        if xp.is_array(g, t):
+            raise TypeError("a scalar bracket's residual gave an array")
+        if not abs(g) > 1e-7 * t:
+            break
+        if g * g_hi < 0:
+            lo, g_lo = hi, g_hi
+        else:
+            g_lo = 0.5 * g_lo
+        hi, g_hi = t, g
     return t, extra
 
 

@@ -37,7 +37,7 @@ from kvmodel.instance._mixture import (
     PrefixRow,
     check_classes,
     length_bands,
-    mixture_quantile,
+    mixture_quantiles,
 )
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import (
@@ -69,6 +69,7 @@ from kvmodel.instance._roofline import (
     memoised,
     setup_key,
     step_ops,
+    step_time,
 )
 from kvmodel.instance.seam import Reasons as _Reasons
 from kvmodel.instance.seam import check_static as _check_static
@@ -456,6 +457,8 @@ def _bracketed_root(residual, lo, hi):
     g_lo, _ = residual(lo)
     g_hi, extra = residual(hi)
     t = hi
+    if not xp.is_array(lo, hi, g_lo, g_hi):
+        return _scalar_root(residual, lo, hi, g_lo, g_hi, extra)
     for _ in range(_FIXED_POINT_ITERS):
         den = g_hi - g_lo
         t = hi - g_hi * (hi - lo) / xp.where(den == 0, 1.0, den)
@@ -467,6 +470,27 @@ def _bracketed_root(residual, lo, hi):
         flip = (g * g_hi < 0) & busy
         lo, g_lo = xp.where(flip, hi, lo), xp.where(flip, g_hi, xp.where(done, g_lo, 0.5 * g_lo))
         hi, g_hi = t, xp.where(done, 0.0, g)
+    return t, extra
+
+
+def _scalar_root(residual, lo, hi, g_lo, g_hi, extra):
+    """:func:`_bracketed_root` on numbers: the same steps with the selections written as
+    conditional expressions (``xp.where`` of numbers is one). A residual that is a number at
+    both ends of the bracket is one everywhere (an array there is a caller's error)."""
+    t = hi
+    for _ in range(_FIXED_POINT_ITERS):
+        den = g_hi - g_lo
+        t = hi - g_hi * (hi - lo) / (1.0 if den == 0 else den)
+        g, extra = residual(t)
+        if xp.is_array(g, t):
+            raise TypeError("a scalar bracket's residual gave an array")
+        if not abs(g) > 1e-7 * t:
+            break
+        if g * g_hi < 0:
+            lo, g_lo = hi, g_hi
+        else:
+            g_lo = 0.5 * g_lo
+        hi, g_hi = t, g
     return t, extra
 
 
@@ -515,7 +539,7 @@ def _closed_loop(s: Setup, I, O, N, dp, bmax, max_tokens, req_s, pre: "_Prefix")
         _, X = rates(t)
         return _mixed_step(s, t, X * (O - 1.0) * t, X, I, new, c, max_tokens)
 
-    hi = 1.01 * step_ops(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)[2]
+    hi = 1.01 * step_time(s, a + max_tokens, a, max_tokens * I, a * c, a * c, a + max_tokens)
     t, ops = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
     svc_ttft, X = rates(t)  # outputs from one consistent state: Little's law holds exactly
     wait = xp.maximum(n / X - (svc_ttft + (O - 1.0) * t), 0.0)
@@ -750,13 +774,14 @@ def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens, cls=None):
     :func:`kvmodel.instance._openloop.chunk_count`)."""
     def residual(t):
         D = xp.minimum(lam * (O - 1.0) * t, bmax)
-        g, ops, parts = _ol.busy_parts(s, t, D, lam, I, new, c, max_tokens, cls)
-        return g, (ops, parts)
+        g, _, parts = _ol.busy_parts(s, t, D, lam, I, new, c, max_tokens, cls, with_ops=False)
+        return g, parts
 
-    hi = 1.01 * step_ops(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
-                         bmax + max_tokens)[2]
-    t, (ops, parts) = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
-    return t, ops, xp.minimum(lam * (O - 1.0) * t, bmax), parts
+    hi = 1.01 * step_time(s, bmax + max_tokens, bmax, max_tokens * I, bmax * c, bmax * c,
+                          bmax + max_tokens)
+    t, parts = _bracketed_root(residual, 1e-9 + 0.0 * I, hi)
+    D = xp.minimum(lam * (O - 1.0) * t, bmax)
+    return t, _ol.busy_ops(s, D, parts[3], I, new, c)[0], D, parts
 
 
 def _why_unstable(rho, offered, bmax):
@@ -779,10 +804,12 @@ def _percentiles(r: dict, O) -> dict:
     base = r["ttft"] - wait - path - spread
     if "spread" in r:
         wait, p_wait = sum_wait_law(wait, p_wait, spread, r.get("spread_p", 1.0))
-    for q in QUANTILES:
+    mix_q = (mixture_quantiles(wait, p_wait, r["classes"], QUANTILES) if "classes" in r
+             else None)
+    for i, q in enumerate(QUANTILES):
         tag = f"p{int(round(q * 100))}"
-        if "classes" in r:  # hit classes: each its own service after the common wait
-            ttft_q = r["ttft_common"] - spread + mixture_quantile(wait, p_wait, r["classes"], q)
+        if mix_q is not None:  # hit classes: each its own service after the common wait
+            ttft_q = r["ttft_common"] - spread + mix_q[i]
         else:
             ttft_q = base + wait_quantile(wait, p_wait, q)
         if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.
@@ -1056,6 +1083,11 @@ def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
     def atom(v):
         if type(v) in _PLAIN:  # the common case first (not bool: type, not isinstance)
             return v
+        if type(v) is Tier:  # (a class's tier: once per object)
+            got = tiers.get(id(v))
+            if got is None:
+                got = tiers[id(v)] = _tier_atom(v)
+            return got
         if isinstance(v, (bool, np.bool_)):  # not equal to 1 / 0 here (validation differs)
             return ("bool", bool(v))
         if v is None or isinstance(v, (int, float, str, np.generic)):
@@ -1064,11 +1096,6 @@ def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
             return tuple([x if type(x) in _PLAIN else atom(x) for x in v])
         if isinstance(v, (np.ndarray, dict, set)):
             raise _Uncached
-        if type(v) is Tier:  # (a class's tier: once per object)
-            got = tiers.get(id(v))
-            if got is None:
-                got = tiers[id(v)] = _tier_atom(v)
-            return got
         refs.append(v)
         return ("id", id(v))
     try:
@@ -1402,7 +1429,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     _same_shape(tp=tp, pp=pp, ep=ep, num_gpus=ngpu, input_len=I, output_len=O,
                 **{_MODE_ARG[mode]: N}, max_num_tokens=mnt, max_batch_size=mbs,
                 cached_prefix_len=cached_prefix_len, arrival_cv=arrival_cv, length_cv=length_cv)
-    s = _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    s = _memo_setup(m, g, fw, tp, pp, ep, precision, kv, cal)
     s, plan = _extended(s, wide, node, _spec.speculative_arg(speculative, cal),
                         lambda dm: _setup(dm, g, fw, tp, 1.0, 1.0, precision, kv, cal), cal)
     pkw = (node, prefix_policy, kv_layout, kv_block_tokens, kv_compression,
@@ -1431,6 +1458,26 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
                      m.kv_bytes_per_token(kv), extra)
+
+
+_SETUPS = 256  # Setups memoised per catalog (bounded in long searches)
+
+
+def _memo_setup(m, g, fw, tp, pp, ep, precision: str, kv: str, cal) -> Setup:
+    """:func:`kvmodel.instance.seam.setup` memoised in the active catalog for numbers ``tp``,
+    ``pp``, ``ep`` (by type and value), the specs and calibration by identity (kept in the
+    entry and checked: a recycled id computes afresh): a search's new trials that keep the
+    model, GPU and parallelism share one Setup and its memo token."""
+    par = (tp, pp, ep)
+    if not all(type(x) in (int, float) for x in par):
+        return _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
+    refs = (m, g, fw, cal)
+    key = (tuple([(type(x), x) for x in par]), precision, kv) + tuple([id(x) for x in refs])
+    got = current().cached("setup", key, lambda: (refs, _setup(m, g, fw, tp, pp, ep, precision,
+                                                               kv, cal)), _SETUPS)
+    if all([a is b for a, b in zip(got[0], refs)]):
+        return got[1]
+    return _setup(m, g, fw, tp, pp, ep, precision, kv, cal)
 
 
 def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2,

@@ -43,8 +43,8 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import pipeline_makespan
 
-__all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "length_bands",
-           "TAIL_BANDS"]
+__all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "mixture_quantiles",
+           "length_bands", "TAIL_BANDS"]
 
 TAIL_BANDS = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 """Quantile bands of prompt-length classes: finer in the tail, where p90/p99 TTFT come from."""
@@ -60,6 +60,11 @@ def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
                          "(probability, cached_prefix_len, cache_tier[, input_len]) tuples")
     out = []
     for k, c in enumerate(classes):
+        if type(c) is tuple and len(c) == 4:  # a cluster's classes: the checks below, at once
+            p, L = c[0], c[3]
+            if type(p) is float and 0.0 <= p <= 1.0 and type(L) is float and 1.0 <= L < math.inf:
+                out.append((p, c[1], c[2], L))
+                continue
         if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
             raise ValueError(f"prefix_classes[{k}]={c!r}: expected (probability, "
                              "cached_prefix_len, cache_tier[, input_len])")
@@ -510,6 +515,16 @@ def mixture_quantile(mean_wait, p_wait, offsets, q: float):
     shape = np.broadcast_shapes(np.shape(mean_wait), np.shape(p))
     out = sorted_quantile(mean_wait, p, *sorted_classes(offsets, shape), q)
     return out if out.ndim else float(out)
+
+
+def mixture_quantiles(mean_wait, p_wait, offsets, qs: tuple) -> list:
+    """:func:`mixture_quantile` at each of ``qs``: Python floats in one pass over the classes
+    (:func:`scalar_quantiles`, the same numbers), arrays one quantile at a time."""
+    p = xp.minimum(xp.maximum(p_wait, 1e-12), 1.0)
+    ordered = _scalar_sorted(offsets)
+    if ordered is not None and not xp.is_array(mean_wait, p):
+        return scalar_quantiles(mean_wait, p, ordered, qs)
+    return [mixture_quantile(mean_wait, p_wait, offsets, q) for q in qs]
 
 
 _LAST_SORTED: list = [None]  # (offsets, sorted offsets or None) of the last call

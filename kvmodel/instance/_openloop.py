@@ -186,9 +186,9 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.instance._queueing import kingman_wait, normal_cdf
-from kvmodel.instance._roofline import Setup, attn_pairs, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, step_ops, step_time
 
-__all__ = ["chunk_count", "busy_step", "busy_parts", "step_parts", "own_service", "pair_seconds",
+__all__ = ["chunk_count", "busy_step", "busy_parts", "busy_ops", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
            "left_behind", "class_holds", "slot_moments"]
@@ -272,22 +272,31 @@ def busy_step(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     return g, ops
 
 
-def busy_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
+def busy_parts(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None, with_ops=True):
     """(:func:`busy_step`'s residual, its ops, :func:`step_parts`) from one pass: a root
-    finder's last residual gives the parts at the root without computing its steps again."""
+    finder's last residual gives the parts at the root without computing its steps again
+    (``with_ops`` False: ops None, the step times alone; :func:`busy_ops` at the root's D
+    and P gives them)."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
-    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    t_d = step_time(s, D, D, 0.0, D * c, D * c, D)
     f, P = _gw_share(lam, t, t_d, new, chunks, budget)
-    ops, _, t_p = _busy_ops(s, D, P, I, new, c)
+    if with_ops:
+        ops, _, t_p = busy_ops(s, D, P, I, new, c)
+    else:
+        ops, t_p = None, step_time(s, *_busy_args(s, D, P, I, new, c))
     return f * t_p + (1.0 - f) * t_d - t, ops, (f, t_p, t_d, P)
 
 
-def _busy_ops(s: Setup, D, P, I, new, c):
+def busy_ops(s: Setup, D, P, I, new, c):
     """:func:`step_ops` of a busy step: D decoders at context c and P prompt tokens of
     ``new``-token prompts (their causal pairs per layer kind)."""
-    return step_ops(s, D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c,
-                    D * c, D + P)
+    return step_ops(s, *_busy_args(s, D, P, I, new, c))
+
+
+def _busy_args(s: Setup, D, P, I, new, c) -> tuple:
+    """:func:`busy_ops`' step_ops arguments."""
+    return D + P, D + P / new, attn_pairs(s, P * (I - new / 2.0), I, new), D * c, D * c, D + P
 
 
 def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
@@ -295,9 +304,9 @@ def _busy_residual(s: Setup, t, D, lam, I, new, c, max_tokens, cls=None):
     numbers): the decode-only step, then the busy step it shapes."""
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = chunk_count(new, budget, cls)
-    t_d = step_ops(s, D, D, 0.0, D * c, D * c, D)[2]
+    t_d = step_time(s, D, D, 0.0, D * c, D * c, D)
     f, P = _gw_share(lam, t, t_d, new, chunks, budget)
-    t_p = _busy_ops(s, D, P, I, new, c)[2]
+    t_p = step_time(s, *_busy_args(s, D, P, I, new, c))
     return f * t_p + (1.0 - f) * t_d - t
 
 
@@ -423,8 +432,8 @@ def pair_seconds(s: Setup, t_p, D, P, I, new, c):
     of the step time between the busy step's pairs and twice as many (a prompt longer than
     the mean computes more pairs per token; :meth:`~kvmodel.instance._mixture.PrefixMix.own`)."""
     pairs = P * (I - new / 2.0)
-    t2 = step_ops(s, D + P, D + P / new, 2.0 * attn_pairs(s, pairs, I, new), D * c, D * c,
-                  D + P)[2]
+    t2 = step_time(s, D + P, D + P / new, 2.0 * attn_pairs(s, pairs, I, new), D * c, D * c,
+                   D + P)
     return (t2 - t_p) / xp.maximum(pairs, 1e-300)
 
 
@@ -434,8 +443,8 @@ def token_server(s: Setup, lam, D, I, new, c, max_tokens, ca2, cs2):
     Returns ``(rho, wait_s, t_full)``; ``rho`` >= 1 marks an unstable element (its wait is
     then computed at rho = 0.5 and must be masked by the caller)."""
     budget = xp.maximum(max_tokens - D, 1.0)
-    t_full = step_ops(s, D + budget, D + budget / new,
-                      attn_pairs(s, budget * (I - new / 2.0), I, new), D * c, D * c, D + budget)[2]
+    t_full = step_time(s, D + budget, D + budget / new,
+                       attn_pairs(s, budget * (I - new / 2.0), I, new), D * c, D * c, D + budget)
     per_prompt = new * t_full / budget  # seconds of full-budget service per prompt
     rho = lam * per_prompt
     rho_s = xp.where(rho < 1.0, rho, 0.5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from kvmodel.catalog.hardware import FrameworkSpec, GPUSpec, current
 from kvmodel.catalog.models import BYTES_PER_ELEMENT, ModelSpec
 from kvmodel.instance import _sampling
 
-__all__ = ["Setup", "step_ops", "OPS", "memory_per_gpu", "label_bounds", "memoised", "setup_key",
+__all__ = ["Setup", "step_ops", "step_time", "OPS", "memory_per_gpu", "label_bounds", "memoised", "setup_key",
            "attn_pairs", "attn_reads"]
 
 OPS = ("qkv_proj", "attention", "o_proj", "mlp", "moe", "elementwise", "lm_head", "tp_allreduce",
@@ -132,7 +133,9 @@ def _constants(s: Setup) -> dict[str, Any]:
                 elem_tok=layers * (8.0 * m.hidden_size + rope) + act * mlp_width,
                 vocab_rank=m.vocab_size / s.tp, tp_on=xp.where(s.tp > 1, 1.0, 0.0),
                 ep_on=xp.where(s.ep > 1, 1.0, 0.0), moe_mid=moe_mid, moe_Fps=_moe_rate(s),
-                moe_rows=_moe_rows_curve(s))
+                moe_rows=_moe_rows_curve(s), tile_rows=_tile_rows(s),
+                lean=not m.is_moe and s.wide is None and not any(
+                    isinstance(getattr(s, f.name), np.ndarray) for f in fields(s)))
 
 
 #: bytes per weight of the formats whose GEMMs run on the FP4 tensor core where there is one
@@ -322,17 +325,28 @@ def _op(flops, nbytes, setup: Setup, rate_Fps: float, kernels) -> dict[str, Any]
             "compute_s": t_c, "memory_s": t_m, "fixed_s": fixed}
 
 
+def _op_s(flops, nbytes, setup: Setup, rate_Fps: float, kernels):
+    """:func:`_op`'s ``time_s`` alone (the same operations in the same order)."""
+    t_c = flops / rate_Fps
+    t_m = nbytes / setup.hbm_Bps
+    fixed = kernels * setup.kernel_s
+    top = (t_c if t_c >= t_m else t_m) if type(t_c) is float and type(t_m) is float else (
+        xp.maximum(t_c, t_m))
+    return top + fixed
+
+
 def _distinct_experts(m: ModelSpec, tokens):
     """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing."""
     e, k = m.num_experts, m.experts_per_token
     return e * (1.0 - xp.power(1.0 - k / e, tokens))
 
 
-def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_write, layers):
-    """Attention over ``pairs_prefill`` and ``pairs_decode`` (per-layer means:
-    :func:`attn_pairs`; decode pairs are the decoders' cached KV in tokens of
-    ``kv_elems_rank``, what :func:`kvmodel.instance.seam.kv_per_seq` gives, spread over the
-    attention layers only), reading and writing the cached KV; linear-attention layers
+def _attention_terms(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_write,
+                     layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of the attention over ``pairs_prefill`` and
+    ``pairs_decode`` (per-layer means: :func:`attn_pairs`; decode pairs are the decoders'
+    cached KV in tokens of ``kv_elems_rank``, what :func:`kvmodel.instance.seam.kv_per_seq`
+    gives, spread over the attention layers only), reading and writing the cached KV; linear-attention layers
     update each token into the recurrent state (``lin_F``) and write the state of each of
     the ``seqs`` sequences the step advances (its read is in the decoders' cached KV)."""
     k = s.k  # MLA decode uses the absorbed (latent) head dims in attn_d
@@ -344,14 +358,14 @@ def _attention(s: Setup, tokens, seqs, pairs_prefill, pairs_decode, kv_read, kv_
     if k["lin_F"]:
         flops = flops + tokens * k["lin_F"]
         nbytes = nbytes + seqs * k["lin_B"]
-    return _op(flops * layers, nbytes * layers, s, k["attn_Fps"], layers)
+    return flops * layers, nbytes * layers, k["attn_Fps"], layers
 
 
-def _moe(s: Setup, tokens, layers):
-    """The expert MLPs of ``layers`` MoE layers over ``tokens`` tokens: route, the two grouped
-    GEMMs, combine. Bytes: the experts the step hits (:func:`_distinct_experts`), the token
-    rows in and out once and once per routed expert (``2 + 2k``), and the grouped GEMMs'
-    intermediates (:func:`moe_intermediate_bytes`)."""
+def _moe_terms(s: Setup, tokens, layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of the expert MLPs of ``layers`` MoE layers over
+    ``tokens`` tokens: route, the two grouped GEMMs, combine. Bytes: the experts the step
+    hits (:func:`_distinct_experts`), the token rows in and out once and once per routed
+    expert (``2 + 2k``), and the grouped GEMMs' intermediates (:func:`moe_intermediate_bytes`)."""
     m = s.model
     act = tokens * m.hidden_size * s.act_B
     flops = 2.0 * tokens * (m.experts_per_token * m.expert_params + m.shared_expert_params) / s.tp
@@ -366,7 +380,7 @@ def _moe(s: Setup, tokens, layers):
         nbytes = w * s.w_B + m.router_params * s.head_B
     nbytes = nbytes + act * (2.0 + 2.0 * m.experts_per_token) + moe_intermediate_bytes(s, tokens)
     # route, 2 grouped GEMMs, combine
-    return _op(flops * layers, nbytes * layers, s, _moe_step_rate(s, tokens), 4.0 * layers)
+    return flops * layers, nbytes * layers, _moe_step_rate(s, tokens), 4.0 * layers
 
 
 def moe_intermediate_bytes(s: Setup, tokens):
@@ -378,7 +392,7 @@ def moe_intermediate_bytes(s: Setup, tokens):
     shared experts at their own width, the intermediate split over ``tp``. TensorRT-LLM's
     CUTLASS MoE does exactly this (moe_kernels.cu: gemm1 into ``glu_inter_result``,
     ``doActivationKernel`` reads ``2 x inter_size`` and writes NVFP4); the activation kernel's
-    own traffic is in ``_elementwise``, as for a dense MLP."""
+    own traffic is in ``_elementwise_terms``, as for a dense MLP."""
     m = s.model
     in_B = s.w_B if s.head_B == s.w_B else s.act_B
     return tokens * s.k["moe_mid"] * ((m.mlp_matrices - 1.0) * s.act_B + in_B)
@@ -391,27 +405,31 @@ def gmm_output_copy(s: Setup, tokens, layers):
     (``k x 2I`` per token, the intermediate split over ``tp / ep``) and once for the down output
     (``k x h``, the rows split over ``ep``): each element read and written once more, memory
     bound, two kernels per layer. Bytes per rank: ``2 act_B tokens k (2I/tp + h/ep)``."""
+    flops, nbytes, rate, kernels = _gmm_copy_terms(s, tokens, layers)
+    return _op(flops, nbytes, s, rate, kernels)
+
+
+def _gmm_copy_terms(s: Setup, tokens, layers):
+    """(FLOPs, bytes, FLOP/s, kernels) of :func:`gmm_output_copy`."""
     m = s.model
     width = m.experts_per_token * (2.0 * m.moe_intermediate_size / s.tp + m.hidden_size / s.ep)
-    return _op(0.0, 2.0 * tokens * width * s.act_B * layers, s, s.gemm_Fps, 2.0 * layers)
+    return 0.0, 2.0 * tokens * width * s.act_B * layers, s.gemm_Fps, 2.0 * layers
 
 
-def _elementwise(s: Setup, tokens, layers):
+def _elementwise_terms(s: Setup, tokens, layers):
     """Memory-bound per-token kernels between the GEMMs, per layer: two fused residual-add +
     RMSNorm (read 2h, write 2h each), rotary embedding on q and k (read + write), and the gated
     activation (read the 2 halves, write one) or GELU (read, write); see ``_constants``."""
-    return _op(0.0, tokens * s.k["elem_tok"] * s.act_B, s, s.gemm_Fps, 3.0 * layers)
+    return 0.0, tokens * s.k["elem_tok"] * s.act_B, s.gemm_Fps, 3.0 * layers
 
 
 def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
     """All-reduce after attention and after dense MLPs (and MoE when ep == 1); all-to-all for EP
     (None without ``alltoall``: a dense model has no all-to-all op)."""
     m = s.model
-    msg = tokens * m.hidden_size * s.act_B
-    tp_on, ep_on = s.k["tp_on"], s.k["ep_on"]
-    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
-    n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - ep_on)
-    ar = {"flops": 0.0, "bytes": n_ar * msg * tp_on, "time_s": tp_on * n_ar * one_ar}
+    msg, ar_B, ar_s = _allreduce(s, tokens, layers, moe_layers)
+    ep_on = s.k["ep_on"]
+    ar = {"flops": 0.0, "bytes": ar_B, "time_s": ar_s}
     if not alltoall:
         return ar, None
     if s.wide is not None:  # DP attention: dispatch / combine over NVLink and the NICs
@@ -421,16 +439,26 @@ def _collectives(s: Setup, tokens, layers, moe_layers, alltoall: bool = True):
     return ar, {"flops": 0.0, "bytes": a2a_bytes * moe_layers * ep_on, "time_s": a2a}
 
 
+def _allreduce(s: Setup, tokens, layers, moe_layers):
+    """(message bytes, bytes, seconds) of the step's TP all-reduces (:func:`_collectives`)."""
+    msg = tokens * s.model.hidden_size * s.act_B
+    tp_on = s.k["tp_on"]
+    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
+    n_ar = layers + (layers - moe_layers) + moe_layers * (1.0 - s.k["ep_on"])
+    return msg, n_ar * msg * tp_on, tp_on * n_ar * one_ar
+
+
 def _mla_upproj(s: Setup, cached, layers):
-    """MLA prefill over ``cached`` tokens whose latent is already in HBM: attention in the
-    unabsorbed form needs their K (no-rope part) and V per head, so the cached latent
-    (``kv_lora_rank`` wide) is up-projected through W_UK and W_UV and the result written and
+    """(FLOPs, bytes, FLOP/s, kernels) of the op ``mla_kv_upproj``: MLA prefill over
+    ``cached`` tokens whose latent is already in HBM: attention in the unabsorbed form needs
+    their K (no-rope part) and V per head, so the cached latent (``kv_lora_rank`` wide) is
+    up-projected through W_UK and W_UV and the result written and
     read back: ``2·cached·r·heads·(d_nope + d_v)`` FLOPs per layer (weights already read by
     ``qkv_proj`` in the same step)."""
     m = s.model
     width = s.k["heads"] * (m.qk_nope_head_dim + m.v_head_dim)
     flops = 2.0 * cached * m.kv_lora_rank * width
-    return _op(flops * layers, 2.0 * cached * width * s.act_B * layers, s, s.gemm_Fps, layers)
+    return flops * layers, 2.0 * cached * width * s.act_B * layers, s.gemm_Fps, layers
 
 
 def _linear_rows(s: Setup, tokens):
@@ -442,15 +470,20 @@ def _linear_rows(s: Setup, tokens):
     per FP8 weight byte, under the ridge (FLOP/s over HBM B/s) of an H100 or H200 and above
     the compute-capped H20's, where the step streams its weights at the tensor-core rate /
     128 instead of the HBM rate. int8 weights share the byte width and are charged alike."""
+    rows = s.k["tile_rows"]
+    return tokens if rows is None else xp.ceil(tokens / rows) * rows
+
+
+def _tile_rows(s: Setup):
+    """The FP8 GEMM tile's rows :func:`_linear_rows` pads to, None where it does not."""
     fw = s.framework.quantities
     tile = fw.get("fp8_linear_tile_rows")
     if tile is None or s.w_B != _FP8_B:
-        return tokens
+        return None
     archs = fw.get("fp8_linear_tile_architectures")
     if archs is not None and s.gpu.architecture not in archs:
-        return tokens
-    rows = tile.si
-    return xp.ceil(tokens / rows) * rows
+        return None
+    return tile.si
 
 
 def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
@@ -461,61 +494,218 @@ def step_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_
     (see :func:`label_bounds`); ``stage_s`` is one stage's busy time (sum of op times; with
     top-k / top-p sampling, :mod:`._sampling`, the last stage's, which also samples);
     ``latency_s`` is the end-to-end step time through all ``pp`` stages plus sends, the
-    framework overhead and the sampling.
+    framework overhead and the sampling (:func:`step_time` gives it alone, faster).
     ``mla_cached``: for an MLA model, the cached tokens a prefill attends to in unabsorbed form
     (op ``mla_kv_upproj``, :func:`_mla_upproj`); None leaves it out.
     """
-    ops = _layer_ops(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-                     mla_cached)
-    layers, h = s.k["layers"], s.k["h"]
+    ops = {name: _op(flops, nbytes, s, rate, kernels) for name, flops, nbytes, rate, kernels
+           in _op_terms(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+                        mla_cached)}
+    ops["tp_allreduce"], a2a = _collectives(s, tokens, s.k["layers"], s.k["moe_l"],
+                                            s.model.is_moe)
+    if s.model.is_moe:
+        ops["ep_alltoall"] = a2a
     stage = 0.0
     for op in ops.values():
         stage = stage + op["time_s"]
-    send = s.p2p_alpha_s + tokens * h * s.act_B / s.coll_Bps
-    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": _host_s(s, layers, logits, stage)}
-    latency = s.pp * stage + (s.pp - 1.0) * send + ops["framework"]["time_s"]
-    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
-        ops["sampling"] = _sampling.sampling_op(s, logits)
-        stage = stage + ops["sampling"]["time_s"]
-        latency = latency + ops["sampling"]["time_s"]
+    host, sampling, stage, latency = _step_tail(s, tokens, logits, stage)
+    ops["framework"] = {"flops": 0.0, "bytes": 0.0, "time_s": host}
+    if sampling is not None:
+        ops["sampling"] = sampling
     return ops, stage, latency
 
 
-def _layer_ops(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-               mla_cached):
-    """:func:`step_ops`' op breakdown before the host and sampling terms: the linears,
-    attention, MoE, elementwise ops, LM head and collectives of one stage, in that order."""
+def step_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+              mla_cached=None):
+    """:func:`step_ops`' latency alone, the very same number (the same operations in the
+    same order) without building the op breakdown: for callers that read only the step
+    time (root finders' residuals, the simulator's steps)."""
+    if s.k["lean"] and mla_cached is None:
+        if (type(tokens) is float and type(logits) is float and type(pairs_prefill) is float
+                and type(pairs_decode) is float and type(kv_read) is float
+                and type(kv_write) is float):
+            return _lean_time(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
+        args = (tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write)
+        out = _lean_small(s, args)
+        if out is not None:
+            return out
+    stage = 0.0
+    for _, flops, nbytes, rate, kernels in _op_terms(s, tokens, logits, pairs_prefill,
+                                                      pairs_decode, kv_read, kv_write,
+                                                      mla_cached):
+        stage = stage + _op_s(flops, nbytes, s, rate, kernels)
+    ar, a2a = _collectives(s, tokens, s.k["layers"], s.k["moe_l"], s.model.is_moe)
+    stage = stage + ar["time_s"]
+    if s.model.is_moe:
+        stage = stage + a2a["time_s"]
+    return _step_tail(s, tokens, logits, stage)[3]
+
+
+def _lean_time(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write):
+    """:func:`step_time` of a dense model on Python numbers (no array in the Setup or the
+    arguments): the terms of :func:`_op_terms` (qkv, attention, o, mlp, elementwise, LM head),
+    :func:`_allreduce` and :func:`_step_tail` written out, the same operations in the same
+    order (``tests/instance/test_step_time.py`` holds them equal bit for bit)."""
+    k, hbm, ks = s.k, s.hbm_Bps, s.kernel_s
+    layers, h, act = k["layers"], k["h"], s.act_B
+    tile = k["tile_rows"]
+    rows = tokens if tile is None else xp.ceil(tokens / tile) * tile
+    t_c = 2.0 * rows * s.qkv_w_rank * layers / s.proj_Fps  # qkv_proj
+    t_m = (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * act) * layers / hbm
+    stage = 0.0 + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    pd = pairs_decode * k["dec_share"] if k["dec_share"] != 1.0 else pairs_decode  # attention
+    flops = 2.0 * k["heads"] * (pairs_prefill * k["attn_p"] + pd * k["attn_d"])
+    nbytes = (kv_read + kv_write) * s.kv_elems_rank * s.kv_B
+    nbytes = nbytes + tokens * k["heads"] * k["attn_p"] * act
+    if k["lin_F"]:
+        flops = flops + tokens * k["lin_F"]
+        nbytes = nbytes + logits * k["lin_B"]
+    t_c, t_m = flops * layers / k["attn_Fps"], nbytes * layers / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    t_c = 2.0 * rows * s.o_w_rank * layers / s.proj_Fps  # o_proj
+    t_m = (s.o_w_rank * s.proj_B + tokens * 2.0 * h * act) * layers / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + layers * ks)
+    mlp_w, dense_l = k["mlp_w"], k["dense_l"]  # mlp
+    t_c = 2.0 * rows * mlp_w * dense_l / s.gemm_Fps
+    t_m = (mlp_w * s.w_B + tokens * k["mlp_in"] * act) * dense_l / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 2.0 * dense_l * ks)
+    t_c, t_m = 0.0 / s.gemm_Fps, tokens * k["elem_tok"] * act / hbm  # elementwise
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 3.0 * layers * ks)
+    head_w = k["head_w"]  # lm_head
+    t_c = 2.0 * logits * head_w / s.head_Fps
+    t_m = (head_w * s.head_B + logits * k["vocab_rank"] * 4.0) / hbm
+    stage = stage + ((t_c if t_c >= t_m else t_m) + 1.0 * ks)
+    moe_l = k["moe_l"]  # tp_allreduce
+    msg = tokens * s.model.hidden_size * act
+    one_ar = s.coll_alpha_s + 2.0 * (s.tp - 1.0) / s.tp * msg / s.coll_Bps
+    n_ar = layers + (layers - moe_l) + moe_l * (1.0 - k["ep_on"])
+    stage = stage + k["tp_on"] * n_ar * one_ar
+    send = s.p2p_alpha_s + tokens * h * act / s.coll_Bps
+    latency = s.pp * stage + (s.pp - 1.0) * send + _host_s(s, layers, logits, stage)
+    if s.sample_s:
+        latency = latency + logits * s.model.vocab_size * s.sample_s
+    return latency
+
+
+_LEAN_ELEMS = 16  # arrays up to this size take the lean path element by element
+
+
+def _lean_small(s: Setup, args: tuple):
+    """:func:`_lean_time` element by element where the arguments broadcast to a small array
+    of finite float64 (a finite-difference stencil): + − × ÷, comparisons and ceil give the
+    same numbers on Python floats as numpy's do element-wise, and finite inputs leave no NaN
+    for numpy's maximum to treat apart. None where that does not hold (the array path)."""
+    cols, n = _vector_columns(args)
+    if cols is not None:
+        return np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
+    if n == 0:
+        return None
+    try:
+        arrs = np.broadcast_arrays(*args)
+    except ValueError:
+        return None
+    a0 = arrs[0]
+    if a0.size > _LEAN_ELEMS or a0.size == 0 or a0.ndim == 0:
+        return None
+    for a in arrs:
+        if a.dtype != np.float64 or not np.isfinite(a).all():
+            return None
+    cols = [a.ravel().tolist() for a in arrs]
+    out = np.array([_lean_time(s, *row) for row in zip(*cols)], dtype=np.float64)
+    return out.reshape(a0.shape)
+
+
+def _vector_columns(args: tuple):
+    """(columns, n) of Python floats and 1-d float64 arrays of one length n <= _LEAN_ELEMS,
+    all finite (the common stencil, without numpy's broadcasting); (None, -1) for any other
+    mix (:func:`_lean_small` broadcasts those), (None, 0) where a value is not finite."""
+    n = -1
+    for a in args:
+        if type(a) is np.ndarray:
+            if a.ndim != 1 or a.dtype != np.float64 or not 0 < a.shape[0] <= _LEAN_ELEMS or (
+                    n != -1 and a.shape[0] != n):
+                return None, -1
+            n = a.shape[0]
+        elif type(a) is not float:
+            return None, -1
+    if n == -1:
+        return None, -1
+    cols = []
+    for a in args:
+        col = a.tolist() if type(a) is np.ndarray else [a] * n
+        if not math.isfinite(sum(col)):  # (a sum of finite values overflows only past 1e308)
+            return None, 0
+        cols.append(col)
+    return cols, n
+
+
+def _step_tail(s: Setup, tokens, logits, stage):
+    """(host time, sampling op or None, stage with sampling, latency) of a step whose ops
+    take ``stage``: ``pp`` stages plus sends, the framework's host time and the sampler."""
+    send = s.p2p_alpha_s + tokens * s.k["h"] * s.act_B / s.coll_Bps
+    host = _host_s(s, s.k["layers"], logits, stage)
+    latency = s.pp * stage + (s.pp - 1.0) * send + host
+    sampling = None
+    if s.sample_s:  # top-k / top-p sampling on the last stage, once per step
+        sampling = _sampling.sampling_op(s, logits)
+        stage = stage + sampling["time_s"]
+        latency = latency + sampling["time_s"]
+    return host, sampling, stage, latency
+
+
+def _op_terms(s: Setup, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
+              mla_cached) -> list:
+    """(name, FLOPs, bytes, FLOP/s, kernels) of :func:`step_ops`' roofline ops: the linears,
+    attention, MoE, elementwise ops and LM head of one stage, in that order (the
+    collectives, host and sampling terms follow in :func:`step_ops`)."""
     m, k = s.model, s.k
-    layers, dense_l, moe_l, h = k["layers"], k["dense_l"], k["moe_l"], k["h"]
+    layers, moe_l = k["layers"], k["moe_l"]
     rows = _linear_rows(s, tokens)  # tokens, or the FP8 GEMM tile's padded rows
-    ops = {
-        "qkv_proj": _op(2.0 * rows * s.qkv_w_rank * layers,
-                        (s.qkv_w_rank * s.proj_B + tokens * (h + k["qkv_out"]) * s.act_B) * layers,
-                        s, s.proj_Fps, layers),
-        "attention": _attention(s, tokens, logits, pairs_prefill, pairs_decode, kv_read, kv_write,
-                                layers),
-        "o_proj": _op(2.0 * rows * s.o_w_rank * layers,
-                      (s.o_w_rank * s.proj_B + tokens * 2.0 * h * s.act_B) * layers, s, s.proj_Fps,
-                      layers),
-    }
-    mlp_w = k["mlp_w"]
-    ops["mlp"] = _op(2.0 * rows * mlp_w * dense_l,
-                     (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B) * dense_l,
-                     s, s.gemm_Fps, 2.0 * dense_l)  # fused gate+up GEMM, down GEMM
+    terms = [("qkv_proj", *_qkv_terms(s, rows, tokens)),
+             ("attention", *_attention_terms(s, tokens, logits, pairs_prefill, pairs_decode,
+                                             kv_read, kv_write, layers)),
+             ("o_proj", *_o_terms(s, rows, tokens)), ("mlp", *_mlp_terms(s, rows, tokens))]
     if m.is_moe:
-        ops["moe"] = _moe(s, tokens, moe_l)
+        terms.append(("moe", *_moe_terms(s, tokens, moe_l)))
         if s.gmm_copy:
-            ops["moe_copy"] = gmm_output_copy(s, tokens, moe_l)
+            terms.append(("moe_copy", *_gmm_copy_terms(s, tokens, moe_l)))
     if mla_cached is not None and m.attention == "mla":
-        ops["mla_kv_upproj"] = _mla_upproj(s, mla_cached, layers)
-    ops["elementwise"] = _elementwise(s, tokens, layers)
-    head_w = k["head_w"]
-    ops["lm_head"] = _op(2.0 * logits * head_w,
-                         head_w * s.head_B + logits * k["vocab_rank"] * 4.0, s, s.head_Fps, 1.0)
-    ops["tp_allreduce"], a2a = _collectives(s, tokens, layers, moe_l, m.is_moe)
-    if m.is_moe:
-        ops["ep_alltoall"] = a2a
-    return ops
+        terms.append(("mla_kv_upproj", *_mla_upproj(s, mla_cached, layers)))
+    terms.append(("elementwise", *_elementwise_terms(s, tokens, layers)))
+    terms.append(("lm_head", *_head_terms(s, logits)))
+    return terms
+
+
+def _qkv_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the QKV projection (``rows``: :func:`_linear_rows`)."""
+    k = s.k
+    layers = k["layers"]
+    return (2.0 * rows * s.qkv_w_rank * layers,
+            (s.qkv_w_rank * s.proj_B + tokens * (k["h"] + k["qkv_out"]) * s.act_B) * layers,
+            s.proj_Fps, layers)
+
+
+def _o_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the output projection."""
+    layers = s.k["layers"]
+    return (2.0 * rows * s.o_w_rank * layers,
+            (s.o_w_rank * s.proj_B + tokens * 2.0 * s.k["h"] * s.act_B) * layers, s.proj_Fps,
+            layers)
+
+
+def _mlp_terms(s: Setup, rows, tokens):
+    """(FLOPs, bytes, FLOP/s, kernels) of the dense MLPs: fused gate+up GEMM, down GEMM."""
+    k = s.k
+    mlp_w, dense_l = k["mlp_w"], k["dense_l"]
+    return (2.0 * rows * mlp_w * dense_l, (mlp_w * s.w_B + tokens * k["mlp_in"] * s.act_B)
+            * dense_l, s.gemm_Fps, 2.0 * dense_l)
+
+
+def _head_terms(s: Setup, logits):
+    """(FLOPs, bytes, FLOP/s, kernels) of the LM head (fp32 logits)."""
+    head_w = s.k["head_w"]
+    return (2.0 * logits * head_w, head_w * s.head_B + logits * s.k["vocab_rank"] * 4.0,
+            s.head_Fps, 1.0)
 
 
 def _host_s(s: Setup, layers, seqs, stage):

@@ -14,7 +14,7 @@ Semantics, per instance (iteration-level continuous batching, TensorRT-LLM defau
   ``min(., sliding_window)``) and fewer than ``max_batch_size`` requests are running.
 * A step runs every decoding sequence (one token each) plus prefill chunks of admitted
   requests in admission order, filling ``max_num_tokens - decodes`` tokens (chunked prefill; a
-  prompt may span several steps). Its duration is ``step_ops(...)[2]`` with tokens = D + P,
+  prompt may span several steps). Its duration is ``step_time(...)`` (step_ops' latency) with tokens = D + P,
   logits = D + completing prefills, pairs_prefill = sum chunk·(start + (chunk+1)/2),
   pairs_decode = kv_read (decode part) = sum of decode contexts, kv_read += chunks' start,
   kv_write = D + P. Steps run back to back while there is work.
@@ -76,8 +76,8 @@ Little and hit-ratio statistic (its per-request times are NaN, its instance -1).
 
 Speed: a heap of instance event times in plain Python. Runs of decode-only steps (no prefill
 work possible, until the next sequence finishes or a request becomes ready) are evaluated as
-one vectorised ``step_ops`` call and cut short when an arrival lands inside them; mixed steps
-use a memoised scalar ``step_ops``. Results are identical to stepping one iteration at a time.
+one vectorised ``step_time`` call and cut short when an arrival lands inside them; mixed steps
+use a memoised scalar ``step_time``. Results are identical to stepping one iteration at a time.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ from kvmodel.catalog.hardware import catalog_arg, get_framework, get_gpu
 from kvmodel.catalog.models import get_model
 from kvmodel.instance._paths import path_segments
 from kvmodel.instance._prefix import kv_bytes_per_token_gpu, load_seconds
-from kvmodel.instance._roofline import Setup, attn_pairs, attn_reads, step_ops
+from kvmodel.instance._roofline import Setup, attn_pairs, attn_reads, step_time
 from kvmodel.instance.seam import (
     Reasons,
     check_static,
@@ -458,7 +458,7 @@ def _check_args(requests, instances, routing, prefix_cache_blocks, block_tokens)
 # ------------------------------------------------------------------------------ step times
 
 class _StepTimer:
-    """Step latency (incl. framework overhead) from ``step_ops``: memoised scalar calls and one
+    """Step latency (incl. framework overhead) from ``step_time``: memoised scalar calls and one
     vectorised call for a run of decode-only steps."""
 
     def __init__(self, s: Setup):
@@ -472,12 +472,12 @@ class _StepTimer:
         if v is None:
             if len(self.memo) >= _MEMO_CAP:
                 self.memo.clear()
-            v = self.memo[key] = float(step_ops(self.s, *key)[2])
+            v = self.memo[key] = float(step_time(self.s, *key))
         return v
 
     def decode(self, D: float, ctx: np.ndarray) -> np.ndarray:
         """Latencies of decode-only steps of ``D`` sequences with context sums ``ctx``."""
-        return np.asarray(step_ops(self.s, D, D, 0.0, ctx, ctx, D)[2], dtype=np.float64)
+        return np.asarray(step_time(self.s, D, D, 0.0, ctx, ctx, D), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------ engine

@@ -65,6 +65,37 @@ def test_sum_quantile_matches_monte_carlo():
             float(exact) - float(_sharing._single_quantile(p, a, ma)), rel=1e-6, abs=1e-9)
 
 
+def _quantile_bisection(p, a, ma, b, mb):
+    """_quantile_scalar as it was written before its common case got a branch-free loop."""
+    q = 1.0 - p
+
+    def single(pp, pr, mm):
+        return mm * math.log(pr / (1.0 - pp)) if pr > 1.0 - pp else 0.0
+    ca, cb, cab = a * (1 - b), b * (1 - a), a * b
+    same = abs(ma - mb) <= 1e-9 * max(ma, mb)
+    alone = single(p, a, ma)
+    lo, hi = max(alone, single(p, b, mb)), single(1 - q / 2, a, ma) + single(1 - q / 2, b, mb) + 1e-15
+    for _ in range(32):
+        mid = (lo + hi) / 2
+        ea = math.exp(-mid / ma) if ma > 0 else 0.0
+        eb = math.exp(-mid / mb) if mb > 0 else 0.0
+        both = ((1 + mid / ma) * ea if ma > 0 else 0.0) if same else (ma * ea - mb * eb) / (ma - mb)
+        lo, hi = (mid, hi) if ca * ea + cb * eb + cab * both > q else (lo, mid)
+    return max(hi - alone, 0.0)
+
+
+def test_quantile_scalar_is_the_plain_bisection_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        p = float(rng.choice([0.5, 0.9, 0.99, rng.random()]))
+        a, b = (float(rng.choice([0.0, 1.0, rng.random(), rng.random() ** 8])) for _ in "ab")
+        ma = float(rng.choice([0.0, 10 ** rng.uniform(-7, 2)]))
+        mb = float(rng.choice([10 ** rng.uniform(-7, 2), ma * (1 + rng.choice([0, 1e-10, 1e-3]))]))
+        if b == 0.0:
+            continue  # (delays() asks only where the network waits)
+        assert _sharing._quantile_scalar(p, a, ma, b, mb) == _quantile_bisection(p, a, ma, b, mb)
+
+
 def test_pool_nic_at_rho_065_has_a_tail_not_a_mean_shift(workload):
     """A single 25 GbE pool NIC near rho = 0.65: p99 grows by several service times, while
     the old M/D/1 mean shift moved every percentile by 0.93 service times."""

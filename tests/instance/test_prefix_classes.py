@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kvmodel
-from kvmodel.instance._mixture import mixture_quantile
+from kvmodel.instance._mixture import mixture_quantile, mixture_quantiles
 from kvmodel.sim import poisson_requests, simulate
 from kvmodel.workload._trace_types import Trace
 
@@ -125,3 +125,21 @@ def test_mixture_quantile_arrays_match_scalars():
                 cls = [(float(np.broadcast_to(w, 2)[j]), float(np.broadcast_to(o, 2)[j]))
                        for w, o in offs]
                 assert v[i, j] == pytest.approx(mixture_quantile(float(waits[i, 0]), 0.6, cls, q))
+
+
+def test_mixture_quantiles_in_one_pass_are_each_quantile():
+    """The open loop's p50/p90/p99 from one pass over the classes are the very numbers of one
+    quantile at a time (scalars), and of mixture_quantile for arrays."""
+    rng = np.random.default_rng(2)
+    qs = (0.5, 0.9, 0.99)
+    for _ in range(300):
+        k = int(rng.integers(1, 12))
+        w = rng.dirichlet(np.ones(k))
+        offs = [(float(a), float(b)) for a, b in zip(w, rng.exponential(0.5, k))]
+        wait, p = float(rng.choice([0.0, rng.exponential(0.3)])), float(rng.random())
+        assert mixture_quantiles(wait, p, offs, qs) == [mixture_quantile(wait, p, offs, q)
+                                                        for q in qs]
+    waits = np.array([0.0, 0.3, 2.0])
+    offs = [(0.4, np.array([1.0, 0.5, 0.2])), (0.6, 0.7)]
+    for got, q in zip(mixture_quantiles(waits, 0.6, offs, qs), qs):
+        np.testing.assert_array_equal(got, mixture_quantile(waits, 0.6, offs, q))

@@ -557,7 +557,7 @@ def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
     gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
     slow = ind * (gain - 1.0)
     if shots is not None:
-        slow = slow + (2.0 * lam * lam * cross + lam ** 3 * sq * pair) * gain
+        slow = slow + (2.0 * lam * lam * cross + lam * lam * lam * sq * pair) * gain
     var = (ind + slow * (1.0 - steer)) / (rb * rb)
     return mean, var / xp.maximum(mean, 1e-300), rh / (rb * hb), r2h / (rh * rb)
 

@@ -1224,14 +1224,13 @@ def _served_by_fits(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tup
         runs.append(memo[key])
     inv = inv.reshape(np.shape(fits))
 
-    shape = np.shape(fits)
-
     def spread(vals):  # each configuration's figure from the run of its batch
         try:
-            st = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in vals])
+            shape = np.broadcast_shapes(inv.shape, *[np.shape(v) for v in vals])
         except ValueError:  # a first stack's per-class figure: not read beside tok
             return None
-        return np.take_along_axis(st, inv[None], 0)[0]
+        st = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in vals])
+        return np.take_along_axis(st, np.broadcast_to(inv, shape)[None], 0)[0]
     first = {}
     for k, v in runs[0][0].items():
         got = spread([r[0][k] for r in runs]) if _numeric(v) else None

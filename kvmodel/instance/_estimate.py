@@ -902,8 +902,7 @@ def _hbm_share(s: Setup, tier, node):
 def _held_hbm(s: Setup, classes, P, tier, node):
     """Cached-prefix tokens resident in HBM: the HBM share of ``cached_prefix_len``. With
     ``prefix_classes`` the classes' prefixes live in the caller's own cache partition (the
-    cluster's ``hbm_cache_fraction``, which :func:`_cache_partition` takes off the pool), so
-    nothing more is taken off here."""
+    cluster's ``hbm_cache_fraction``), so nothing more is taken off here."""
     if classes is not None:
         return 0.0
     return _num("cached_prefix_len", P, minimum=0) * _hbm_share(s, tier, node)
@@ -922,21 +921,6 @@ def _prefix_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, held)
     r.add((max_batch >= 1) & (fit < 1), "the cached prefix's {:.0f} tokens in HBM leave {:.0f} "
           "KV tokens, less than one request of {:.0f}", held, free, I + O)
     return xp.where(held > 0, fit, max_batch)
-
-
-def _cache_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, fraction):
-    """Largest batch once a share ``fraction`` of the KV pool is a prefix-cache partition
-    (``estimate(hbm_cache_fraction=)``): the requests reserve their whole I + O tokens from
-    the other 1 - ``fraction`` of ``kv_cap``. 0 leaves ``max_batch`` as it is."""
-    f = _num("hbm_cache_fraction", fraction, integer=False, minimum=0.0, maximum=1.0)
-    if not xp.any_true(f > 0):
-        return max_batch
-    r.widen(np.broadcast_shapes(r.shape, np.shape(f)))
-    free = kv_cap * (1.0 - f)
-    fit = xp.minimum(xp.floor(free / _kv_per_seq(s.model, I + O, s.tp, s.kv_B)), max_batch)
-    r.add((max_batch >= 1) & (fit < 1), "the HBM prefix cache's {:.0%} of the KV pool leaves "
-          "{:.0f} KV tokens, less than one request of {:.0f}", f, free, I + O)
-    return xp.where(f > 0, fit, max_batch)
 
 
 def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
@@ -1198,52 +1182,12 @@ def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) ->
     own throughput-max is kept on the mixture's prefixes for scalar arguments (a memoised
     mixture is reused at every request rate and hit probability)."""
     key = (I, O, dp, fits, mnt, req_s)
-    if xp.is_array(fits) and not xp.is_array(I, O, dp, mnt, req_s):
-        return _mix_saturation(mix, _served_by_fits(s, I, O, dp, fits, mnt, req_s, mix))
     if xp.is_array(*key):
         return _mix_saturation(mix, _stacks_served(s, I, O, dp, fits, mnt, req_s, mix))
     memo = mix.shape.saturation
     if key not in memo:
         memo[key] = _stacks_served(s, I, O, dp, fits, mnt, req_s, mix)
     return _mix_saturation(mix, memo[key])
-
-
-def _served_by_fits(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple:
-    """:func:`_stacks_served` for an array of largest batches ``fits`` (configurations whose
-    HBM prefix cache leaves their requests different pools, :func:`_cache_partition`) and
-    scalar other arguments: the stacks run class by class along their own axis, so each
-    distinct batch (an integer: a few dozen at most) is served once, memoised like a scalar
-    one, and its figures are spread to the configurations that have it."""
-    u, inv = np.unique(np.asarray(fits, float), return_inverse=True)
-    memo = mix.shape.saturation
-    runs = []
-    for b in u.tolist():
-        key = (I, O, dp, b, mnt, req_s)
-        if key not in memo:
-            memo[key] = _stacks_served(s, I, O, dp, b, mnt, req_s, mix)
-        runs.append(memo[key])
-    inv = inv.reshape(np.shape(fits))
-
-    def spread(vals):  # each configuration's figure from the run of its batch
-        try:
-            shape = np.broadcast_shapes(inv.shape, *[np.shape(v) for v in vals])
-        except ValueError:  # a first stack's per-class figure: not read beside tok
-            return None
-        st = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in vals])
-        return np.take_along_axis(st, np.broadcast_to(inv, shape)[None], 0)[0]
-    first = {}
-    for k, v in runs[0][0].items():
-        got = spread([r[0][k] for r in runs]) if _numeric(v) else None
-        first[k] = v if got is None else got
-    own = {k: spread([r[1][k] for r in runs]) for k in runs[0][1]}
-    fast = {k: spread([r[2][k] for r in runs]) for k in runs[0][2]}
-    return first, own, fast
-
-
-def _numeric(v) -> bool:
-    """A number or an array of numbers (a throughput-max field that can be spread)."""
-    return isinstance(v, (int, float, np.floating, np.integer)) or (
-        isinstance(v, np.ndarray) and v.dtype.kind in "fiub")
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
@@ -1386,7 +1330,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
-             slot_steer: Any = 0.0, hbm_cache_fraction: Any = 0.0,
+             slot_steer: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
              catalog: Any = None) -> Estimate:
@@ -1401,10 +1345,6 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it;
     ``slot_steer`` in [0, 1]: the share of the KV-slot occupancy's slow swings a load-aware
     router in front takes back, :func:`kvmodel.instance._openloop.slot_moments`).
-    ``hbm_cache_fraction`` in [0, 1): the share of the KV pool kept as a prefix-cache partition
-    (a cluster's HBM cache tier, :class:`kvmodel.Cluster`): requests reserve their whole
-    I + O from the rest, as :func:`kvmodel.sim.simulate` carves ``prefix_cache_blocks`` out of
-    it, so the largest batch shrinks with it (:func:`_cache_partition`).
     Every estimate reports
     ``saturation_request_rate_per_s`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
@@ -1502,7 +1442,6 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     max_batch = _prefix_partition(r, s, kv_cap, max_batch, I, O, mbs,
                                   _held_hbm(s, prefix_classes, cached_prefix_len, cache_tier, node))
-    max_batch = _cache_partition(r, s, kv_cap, max_batch, I, O, mbs, hbm_cache_fraction)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",

@@ -57,19 +57,19 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 MISSES = {("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
 
 
-def _cluster(routing: str) -> kvmodel.Cluster:
+def cluster(routing: str) -> kvmodel.Cluster:
+    """The cells' cluster with ``routing`` (also tests/policies/test_routing_vs_sim_load.py)."""
     return kvmodel.Cluster(M, G, instances=N, tp=1, precision="bf16", routing=routing,
                            hbm_cache_fraction=0.0, dram_B=DRAM_B, ssd_B=0.0)
 
 
-@pytest.fixture(scope="module")
-def setting():
-    """(workload at LOAD x saturation, a function giving the same trace with Poisson arrivals
-    of a seed, blocks)."""
+def make_setting(load: float):
+    """(workload at ``load`` x round robin's saturation, a function giving the same trace with
+    Poisson arrivals of a seed, blocks)."""
     w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"))
-    sat = float(max_rate_at_slo(_cluster("round_robin"), w.with_rate(N), ttft_slo_s=1e9,
+    sat = float(max_rate_at_slo(cluster("round_robin"), w.with_rate(N), ttft_slo_s=1e9,
                                 tpot_slo_s=1e9))
-    rate = LOAD * sat
+    rate = load * sat
 
     def trace(seed: int):
         gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(w.trace))
@@ -77,6 +77,11 @@ def setting():
 
     block_B = w.trace.block_tokens * kvmodel.get_model(M).kv_bytes_per_token("bf16")
     return w.with_rate(rate), trace, int(DRAM_B / block_B)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return make_setting(LOAD)
 
 
 # Routers refereed over several seeds (arrival and router seed s = 0 .. k - 1, the simulator's
@@ -88,25 +93,33 @@ SEEDS = {"random": 3}
 _cache: dict = {}
 
 
-def _pair(setting, routing: str):
+def pair(setting, routing: str, cache: dict):
     """(closed-form result, simulator figures: hit ratio, mean and p99 TTFT) of one router,
-    computed once; the figures averaged over the router's SEEDS."""
-    if routing not in _cache:
+    computed once per ``cache``; the figures averaged over the router's SEEDS."""
+    if routing not in cache:
         w, trace, blocks = setting
         runs = [simulate(M, G, trace(s), instances=N, tp=1, precision="bf16", routing=routing,
                          prefix_cache_blocks=blocks, cache_tier="dram", seed=s)
                 for s in range(SEEDS.get(routing, 1))]
         sim = {k: float(np.mean([getattr(r, k) for r in runs]))
                for k in ("hit_ratio", "ttft_mean_s", "ttft_p99_s")}
-        _cache[routing] = (kvmodel.evaluate(_cluster(routing), w),
-                           types.SimpleNamespace(**sim))
-    return _cache[routing]
+        cache[routing] = (kvmodel.evaluate(cluster(routing), w), types.SimpleNamespace(**sim))
+    return cache[routing]
+
+
+def _pair(setting, routing: str):
+    return pair(setting, routing, _cache)
 
 
 def _cells(metric: str):
+    return cells(MISSES, metric)
+
+
+def cells(misses: dict, metric: str) -> list:
+    """Every router as a parameter, a strict xfail where ``misses`` holds (router, metric)."""
     out = []
     for r in ROUTING:
-        miss = MISSES.get((r, metric))
+        miss = misses.get((r, metric))
         marks = [pytest.mark.xfail(strict=True, reason=f"measured {miss:+.2f}")] if miss else []
         out.append(pytest.param(r, marks=marks, id=r))
     return out

@@ -27,73 +27,35 @@ referee the instance's KV-slot limit and the trace's drift more than the routers
 strict xfails with the error measured when the file was last run, so that a change in
 either model shows."""
 
-import dataclasses
-import types
-
-import numpy as np
 import pytest
 
 import kvmodel
-from kvmodel.cluster import max_rate_at_slo
 from kvmodel.policies import ROUTING
-from kvmodel.sim import simulate
-from tests.policies.test_routing_vs_sim import DRAM_B, HIT_TOL, MEAN_TOL, P99_TOL, SEEDS, G, M, N
+from tests.policies.test_routing_vs_sim import HIT_TOL, MEAN_TOL, P99_TOL, cells, cluster, make_setting, pair
 
 pytestmark = pytest.mark.slow
 
 LOAD = 0.85
 # router -> (mean, p99) measured closed / sim - 1 at LOAD (prefix_affinity: unstable in both)
-MISSES = {"round_robin": (-0.66, -0.68), "random": (-0.63, -0.55),
+_MEASURED = {"round_robin": (-0.66, -0.68), "random": (-0.63, -0.55),
           "least_loaded": (-0.69, -0.71), "prefix_affinity": (float("inf"), float("inf")),
           "prefix_affinity_bounded": (-0.25, +0.64), "dynamo": (-0.51, -0.52),
           "llmd": (-0.49, -0.58), "sglang": (-0.61, -0.68), "mooncake": (-0.51, -0.55)}
-
-
-def cluster(routing: str) -> kvmodel.Cluster:
-    return kvmodel.Cluster(M, G, instances=N, tp=1, precision="bf16", routing=routing,
-                           hbm_cache_fraction=0.0, dram_B=DRAM_B, ssd_B=0.0)
+MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))}
 
 
 @pytest.fixture(scope="module")
 def setting():
-    """(workload at LOAD x round robin's saturation, the trace with Poisson arrivals of a
-    seed, blocks per instance)."""
-    w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"))
-    sat = float(max_rate_at_slo(cluster("round_robin"), w.with_rate(N), ttft_slo_s=1e9,
-                                tpot_slo_s=1e9))
-    rate = LOAD * sat
-
-    def trace(seed: int):
-        gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(w.trace))
-        return dataclasses.replace(w.trace, arrival_s=np.cumsum(gaps) - gaps[0])
-
-    block_B = w.trace.block_tokens * kvmodel.get_model(M).kv_bytes_per_token("bf16")
-    return w.with_rate(rate), trace, int(DRAM_B / block_B)
+    return make_setting(LOAD)
 
 
 _cache: dict = {}
 
 
 def _pair(setting, routing: str):
-    """(closed-form result, simulator figures averaged over the router's SEEDS)."""
-    if routing not in _cache:
-        w, trace, blocks = setting
-        runs = [simulate(M, G, trace(s), instances=N, tp=1, precision="bf16", routing=routing,
-                         prefix_cache_blocks=blocks, cache_tier="dram", seed=s)
-                for s in range(SEEDS.get(routing, 1))]
-        sim = {k: float(np.mean([getattr(r, k) for r in runs]))
-               for k in ("hit_ratio", "ttft_mean_s", "ttft_p99_s")}
-        _cache[routing] = (kvmodel.evaluate(cluster(routing), w), types.SimpleNamespace(**sim))
-    return _cache[routing]
+    return pair(setting, routing, _cache)
 
 
-def _cells(which: int):
-    out = []
-    for r in ROUTING:
-        miss = MISSES.get(r, (None, None))[which]
-        marks = [pytest.mark.xfail(strict=True, reason=f"measured {miss:+.2f}")] if miss else []
-        out.append(pytest.param(r, marks=marks, id=r))
-    return out
 
 
 @pytest.mark.parametrize("routing", list(ROUTING))
@@ -102,13 +64,13 @@ def test_hit_ratio_matches_the_simulator_near_saturation(setting, routing):
     assert abs(sum(x.hit_ratio.values()) - s.hit_ratio) <= HIT_TOL
 
 
-@pytest.mark.parametrize("routing", _cells(0))
+@pytest.mark.parametrize("routing", cells(MISSES, "mean"))
 def test_mean_ttft_matches_the_simulator_near_saturation(setting, routing):
     x, s = _pair(setting, routing)
     assert abs(x.ttft_s / s.ttft_mean_s - 1) <= MEAN_TOL, (x.ttft_s, s.ttft_mean_s)
 
 
-@pytest.mark.parametrize("routing", _cells(1))
+@pytest.mark.parametrize("routing", cells(MISSES, "p99"))
 def test_p99_ttft_matches_the_simulator_near_saturation(setting, routing):
     x, s = _pair(setting, routing)
     assert abs(x.ttft_p99_s / s.ttft_p99_s - 1) <= P99_TOL, (x.ttft_p99_s, s.ttft_p99_s)

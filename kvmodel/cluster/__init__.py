@@ -236,7 +236,8 @@ class Cluster:
         the defaults); a routing object carries its own. The load-aware closed forms
         (least_loaded, dynamo, llmd, sglang, mooncake) replay the policy's rule with them.
       node: node template key (None: the default node for ``gpu``).
-      hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1).
+      hbm_cache_fraction: share of each instance's KV pool kept as prefix cache (0..1); the
+        requests reserve their KV from the rest (a partition, as the simulator's).
       dram_B, cxl_B, ssd_B: prefix-cache capacity per instance in host DRAM, CXL memory and
         local SSD, bytes (None: the instance's share of its node's DRAM / NVMe, or every
         node's it spans for a DP-attention group wider than a node; 0: no tier). DRAM and
@@ -1222,8 +1223,8 @@ def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
                arrival_cv: Any = 1.0, slot_steer: float = 0.0) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 arrival_cv=arrival_cv, slot_steer=slot_steer, **_hit_kw(pre, w),
-                 **_instance_kw(c))
+                 arrival_cv=arrival_cv, slot_steer=slot_steer,
+                 hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c))
     return {"instance": e}
 
 
@@ -1251,8 +1252,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     """Prefill pool at ``lam_p`` per instance (its busiest), decode pool at its share of ``lam``."""
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
-                 request_rate=lam_p, framework=c.framework, **_hit_kw(pre, w),
-                 **_instance_kw(c))
+                 request_rate=lam_p, framework=c.framework,
+                 hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,

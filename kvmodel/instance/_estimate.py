@@ -902,7 +902,8 @@ def _hbm_share(s: Setup, tier, node):
 def _held_hbm(s: Setup, classes, P, tier, node):
     """Cached-prefix tokens resident in HBM: the HBM share of ``cached_prefix_len``. With
     ``prefix_classes`` the classes' prefixes live in the caller's own cache partition (the
-    cluster's ``hbm_cache_fraction``), so nothing more is taken off here."""
+    cluster's ``hbm_cache_fraction``, which :func:`_cache_partition` takes off the pool), so
+    nothing more is taken off here."""
     if classes is not None:
         return 0.0
     return _num("cached_prefix_len", P, minimum=0) * _hbm_share(s, tier, node)
@@ -921,6 +922,21 @@ def _prefix_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, held)
     r.add((max_batch >= 1) & (fit < 1), "the cached prefix's {:.0f} tokens in HBM leave {:.0f} "
           "KV tokens, less than one request of {:.0f}", held, free, I + O)
     return xp.where(held > 0, fit, max_batch)
+
+
+def _cache_partition(r: _Reasons, s: Setup, kv_cap, max_batch, I, O, mbs, fraction):
+    """Largest batch once a share ``fraction`` of the KV pool is a prefix-cache partition
+    (``estimate(hbm_cache_fraction=)``): the requests reserve their whole I + O tokens from
+    the other 1 - ``fraction`` of ``kv_cap``. 0 leaves ``max_batch`` as it is."""
+    f = _num("hbm_cache_fraction", fraction, integer=False, minimum=0.0, maximum=1.0)
+    if not xp.any_true(f > 0):
+        return max_batch
+    r.widen(np.broadcast_shapes(r.shape, np.shape(f)))
+    free = kv_cap * (1.0 - f)
+    fit = xp.minimum(xp.floor(free / _kv_per_seq(s.model, I + O, s.tp, s.kv_B)), max_batch)
+    r.add((max_batch >= 1) & (fit < 1), "the HBM prefix cache's {:.0%} of the KV pool leaves "
+          "{:.0f} KV tokens, less than one request of {:.0f}", f, free, I + O)
+    return xp.where(f > 0, fit, max_batch)
 
 
 def _prefix_args(I, P, policy, layout, block_tokens, compression, save):
@@ -1202,16 +1218,26 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
 
 def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple:
     """(first stack's throughput-max, class -> its own choice's tokens/s, class -> its
-    fastest candidate's tokens/s) of :func:`_throughput_max_classes`: no probabilities."""
+    fastest candidate's tokens/s) of :func:`_throughput_max_classes`: no probabilities.
+    A stack's classes are rows on its leading axis; beside an array of largest batches
+    ``fits`` (configurations whose HBM prefix cache leaves them different pools,
+    :func:`_cache_partition`) the batches take a new last axis and the rows come after the
+    configurations', so each class reads back as ``[..., j]``: one vectorised call per stack
+    (the first stack's other fields keep that row axis; only ``tok`` is combined)."""
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        res, most = _stack_served(s, L, O, dp, fits, mnt, req_s, p, mix.policy, first is None)
+        rows = len(ks) > 1  # classes stacked on a row axis: the leading one, or the last
+        last = rows and np.ndim(fits) > 0  # beside an array of batches (a configuration axis)
+        b = np.expand_dims(fits, -1) if last else fits
+        res, most = _stack_served(s, L, O, dp, b, mnt, req_s, p, mix.policy, first is None,
+                                  last)
         first = res if first is None else first
         tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
-            own[k] = fast[k] = tok[j] if len(ks) > 1 else tok
+            own[k] = fast[k] = (tok[..., j] if last else tok[j]) if rows else tok
             if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
-                fast[k] = xp.maximum(most[j] if len(ks) > 1 else most, 1e-300)
+                best = (most[..., j] if last else most[j]) if rows else most
+                fast[k] = xp.maximum(best, 1e-300)
     return first, own, fast
 
 
@@ -1226,14 +1252,17 @@ def _mix_saturation(mix: PrefixMix, served: tuple) -> dict:
 _STACK_MAX = 256  # elements: above it the candidates are served one call each
 
 
-def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str, whole: bool):
+def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str, whole: bool,
+                  split: bool = False):
     """(throughput-max of a stack's own choices, the highest of its candidates' tokens/s or
     None where ``best`` does not choose over a path). Under ``best`` the own choice of each
     element is one of the candidates (:data:`_best.POLICIES`), so its result is read from
-    theirs (``whole`` False: its ``tok`` alone) rather than served once more."""
+    theirs (``whole`` False: its ``tok`` alone) rather than served once more: the candidates
+    stacked on a leading axis, or one call each for a large stack or where ``split`` (rows
+    beside a configuration axis, which a leading candidate axis would not align with)."""
     if not _best.loads_over_path(p, policy):
         return _throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False), None
-    if max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
+    if split or max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
         runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
                                 breakdown=False) for pol in _best.POLICIES]
         most = functools.reduce(xp.maximum, [r["tok"] for r in runs])
@@ -1330,7 +1359,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              kv_block_tokens: Any = 256, kv_compression: Any = 1.0,
              connector: str | ConnectorSpec = "ideal",
              request_rate: Any = None, arrival_cv: Any = 1.0, length_cv: Any = 0.0,
-             slot_steer: Any = 0.0,
+             slot_steer: Any = 0.0, hbm_cache_fraction: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
              catalog: Any = None) -> Estimate:
@@ -1345,6 +1374,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     vary alike, as in M/G/1 / Kingman; ``kvmodel.Workload(trace).length_cv`` measures it;
     ``slot_steer`` in [0, 1]: the share of the KV-slot occupancy's slow swings a load-aware
     router in front takes back, :func:`kvmodel.instance._openloop.slot_moments`).
+    ``hbm_cache_fraction`` in [0, 1): the share of the KV pool kept as a prefix-cache partition
+    (a cluster's HBM cache tier, :class:`kvmodel.Cluster`): requests reserve their whole
+    I + O from the rest, as :func:`kvmodel.sim.simulate` carves ``prefix_cache_blocks`` out of
+    it, so the largest batch shrinks with it (:func:`_cache_partition`).
     Every estimate reports
     ``saturation_request_rate_per_s`` and ``stable``; at or beyond saturation latencies are ``inf``.
 
@@ -1442,6 +1475,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     weights, kv_cap, max_batch = _memory_fit(r, s, cal, I, O, mnt, mbs)
     max_batch = _prefix_partition(r, s, kv_cap, max_batch, I, O, mbs,
                                   _held_hbm(s, prefix_classes, cached_prefix_len, cache_tier, node))
+    max_batch = _cache_partition(r, s, kv_cap, max_batch, I, O, mbs, hbm_cache_fraction)
     req_s, fits = cal["request_overhead"], xp.maximum(max_batch, 1.0)
     if mode == "batch":
         r.add(N > max_batch, "batch {:.0f} exceeds the largest batch that fits ({:.0f})",

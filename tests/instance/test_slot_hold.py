@@ -107,7 +107,14 @@ def test_a_vectorised_grid_keeps_the_stability_of_each_point():
     from kvmodel import search
     g = search.grid_search("tier-sizing-small")
     # 953 -> 951 with length classes' head-of-line slot wait (kvmodel.instance._openloop,
-    # *KV-slot occupancy*): points 1 and 4 stay stable, their p99 TTFT 0.75 -> 1.12 s
-    assert int(np.sum(g.feasible)) == 951
-    for i in (1, 2, 4, 5):
+    # *KV-slot occupancy*): points 1 and 4 stay stable, their p99 TTFT 0.75 -> 1.12 s;
+    # 951 -> 866 once the HBM prefix cache is a partition of the KV pool
+    # (estimate(hbm_cache_fraction=)): 80 % of the pool as cache leaves 21 requests of 9.5k
+    # tokens, saturation 10.5 req/s < 12 (the simulator serves 10.0: tests/sim/
+    # test_hbm_partition_vs_sim.py), so points 2 and 5 are unstable in the grid as alone
+    assert int(np.sum(g.feasible)) == 866
+    for i in (1, 4):
         assert g.outcome(i).metrics["stable"] and g.constraints[i][1] <= 0
+    for i in (2, 5):
+        alone = search.evaluate_point(g.space, g.points[i])
+        assert not g.outcome(i).metrics["stable"] and not alone.metrics["stable"]

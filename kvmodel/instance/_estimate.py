@@ -1151,10 +1151,25 @@ def _build_mix(s: Setup, I, parts, pkw) -> _MixShape:
             continue
         Ps = np.array([float(parts[k][1]) for k in ks] + [float(lens[k]) for k in ks])
         g = _prefix(s, Ps[len(ks):], Ps[:len(ks)], parts[ks[0]][2], *pkw)
+        g.flat = _flat(s, [parts[k] for k in ks], pkw)
         for j, k in enumerate(ks):
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
     return _MixShape(prefixes, stacks, order, lens, any(c[3] is not None for c in parts), pkw[1])
+
+
+def _flat(s: Setup, parts, pkw) -> bool:
+    """Whether a stack of the scalar classes ``parts`` holds no array but its rows: a setup,
+    tiers' paths and prefix arguments of numbers alone (:func:`_stacks_served` may then serve
+    it on the distinct largest batches of a configuration axis)."""
+    if setup_key(s) is None or xp.is_array(*[v for v in pkw if isinstance(v, (np.ndarray,
+                                                                              float, int))]):
+        return False
+    for c in parts:
+        for t in c[2] if isinstance(c[2], (list, tuple)) else [c[2]]:
+            if type(t) is Tier and t.path is not None and path_token(t.path) is None:
+                return False
+    return True
 
 
 def _stack_all(s: Setup, parts, lens, groups: dict, pkw, prefixes: list, stacks: list) -> None:
@@ -1170,6 +1185,7 @@ def _stack_all(s: Setup, parts, lens, groups: dict, pkw, prefixes: list, stacks:
     Ls = np.array([float(lens[k]) for k in ks])
     stacked = _rows_prefix(s, Ls, np.array([float(parts[k][1]) for k in ks]),
                            [t for t, _ in hits], [r for _, r in hits], *pkw)
+    stacked.flat = _flat(s, parts, pkw)
     for j, k in enumerate(ks):
         prefixes[k] = PrefixRow(stacked, j)
     stacks.append((stacked, ks, Ls))
@@ -1226,19 +1242,33 @@ def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tupl
     (the first stack's other fields keep that row axis; only ``tok`` is combined)."""
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        rows = len(ks) > 1  # classes stacked on a row axis: the leading one, or the last
-        last = rows and np.ndim(fits) > 0  # beside an array of batches (a configuration axis)
-        b = np.expand_dims(fits, -1) if last else fits
+        b, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s)
         res, most = _stack_served(s, L, O, dp, b, mnt, req_s, p, mix.policy, first is None,
-                                  last)
+                                  b is not fits)
         first = res if first is None else first
         tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
-            own[k] = fast[k] = (tok[..., j] if last else tok[j]) if rows else tok
+            own[k] = fast[k] = row(tok, j)
             if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
-                best = (most[..., j] if last else most[j]) if rows else most
-                fast[k] = xp.maximum(best, 1e-300)
+                fast[k] = xp.maximum(row(most, j), 1e-300)
     return first, own, fast
+
+
+def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s) -> tuple:
+    """(largest batches to serve a stack of ``rows`` classes at, class ``j``'s figure from a
+    result): rows on the leading axis; beside an array ``fits``, the batches on a new last axis, the rows
+    after them; a stack of numbers alone (``p.flat``, :func:`_flat`) beside scalar other
+    arguments on the distinct batches only (integers: a few hundred among 10^5
+    configurations), taken back to every configuration."""
+    if rows == 1:
+        return fits, lambda v, j: v
+    if np.ndim(fits) == 0:
+        return fits, lambda v, j: v[j]
+    if not getattr(p, "flat", False) or xp.is_array(O, dp, mnt, req_s):
+        return np.expand_dims(fits, -1), lambda v, j: v[..., j]
+    u, inv = np.unique(fits, return_inverse=True)
+    shape = np.shape(fits)
+    return u[:, None], lambda v, j: np.broadcast_to(v, (len(u), rows))[:, j][inv].reshape(shape)
 
 
 def _mix_saturation(mix: PrefixMix, served: tuple) -> dict:

@@ -1,6 +1,6 @@
 """Closed form against the simulator for every router, on the router cells' referee.
 
-    python benchmarks/router_referee.py [--load 0.5,0.85] [--seeds 4] [--referee stationary]
+    python benchmarks/router_referee.py [--load 0.5,0.85] [--seeds K] [--referee stationary]
                                         [--instance]
 
 The cells of tests/policies/test_routing_vs_sim.py and test_routing_vs_sim_load.py (Llama-3.1-8B
@@ -9,8 +9,9 @@ trace with seeded Poisson arrivals at ``--load`` x round robin's saturation). ``
 ``stationary`` (the tests' stream: the trace's conversations at random phases,
 ``stationary_order``, the first WARMUP requests of each run left out of the TTFT statistics)
 or ``trace`` (the file's order, every request counted: the referee before the stationary one).
-Each router's simulator figures pool ``--seeds`` seeds (arrival and router seed s = 0 .. k - 1);
-prefix_affinity (unstable in both models) runs one. Printed per router: hit ratio, mean and
+Each router's simulator figures pool ``--seeds`` seeds (arrival and router seed s = 0 .. k - 1;
+default: the 50 % file's SEEDS, the 85 % file's are ``--seeds 4``); prefix_affinity (unstable
+in both models) runs one. Printed per router: hit ratio, mean and
 p99 TTFT, closed and simulated, closed / sim - 1, and the per-seed spread (sample standard
 deviation over the pooled value; the pooled figure's standard error is it over sqrt(k)).
 
@@ -40,17 +41,17 @@ _ROW = ("{r:24s} hit {ch:.3f}/{sh:.3f}  mean {cm:6.2f}/{sm:6.2f} {em:+.2f} (sd {
         "p99 {cp:6.2f}/{sp:6.2f} {ep:+.2f} (sd {dp:.2f})")
 
 
-def router_rows(load: float, seeds: int, referee: str) -> list[str]:
-    """One line per router (closed/sim figures, errors, seed spreads) at ``load``."""
+def router_rows(load: float, seeds: int | None, referee: str):
+    """One line per router (closed/sim figures, errors, seed spreads) at ``load``, yielded
+    as each is measured."""
     setting = cells.make_setting(load, referee == "stationary")
-    out = []
     for r in ROUTING:
-        x, s = cells.pair(setting, r, {}, 1 if r == "prefix_affinity" else seeds)
-        out.append(_ROW.format(r=r, ch=sum(x.hit_ratio.values()), sh=s.hit_ratio,
-                               cm=x.ttft_s, sm=s.ttft_mean_s, em=x.ttft_s / s.ttft_mean_s - 1,
-                               dm=s.mean_spread, cp=x.ttft_p99_s, sp=s.ttft_p99_s,
-                               ep=x.ttft_p99_s / s.ttft_p99_s - 1, dp=s.p99_spread))
-    return out
+        k = None if seeds is None else 1 if r == "prefix_affinity" else seeds
+        x, s = cells.pair(setting, r, {}, k)
+        yield _ROW.format(r=r, ch=sum(x.hit_ratio.values()), sh=s.hit_ratio, cm=x.ttft_s,
+                          sm=s.ttft_mean_s, em=x.ttft_s / s.ttft_mean_s - 1, dm=s.mean_spread,
+                          cp=x.ttft_p99_s, sp=s.ttft_p99_s, ep=x.ttft_p99_s / s.ttft_p99_s - 1,
+                          dp=s.p99_spread)
 
 
 def instance_rows(load: float, seeds: int) -> list[str]:
@@ -81,15 +82,16 @@ def instance_rows(load: float, seeds: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--load", default="0.5,0.85")
-    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--referee", choices=("stationary", "trace"), default="stationary")
     ap.add_argument("--instance", action="store_true")
     a = ap.parse_args(argv)
     for load in (float(v) for v in a.load.split(",")):
         print(f"load {load:g}, referee {a.referee}, {a.seeds} seeds (closed/sim):")
-        rows = instance_rows(load, a.seeds) if a.instance else router_rows(load, a.seeds,
+        rows = instance_rows(load, a.seeds or 4) if a.instance else router_rows(load, a.seeds,
                                                                            a.referee)
-        print("\n".join(rows), flush=True)
+        for row in rows:
+            print(row, flush=True)
     return 0
 
 

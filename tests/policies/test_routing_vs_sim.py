@@ -59,6 +59,9 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # pool): round robin's saturation here falls from 6.57 to 5.90 /s (the simulator's RR queue
 # at 5.97 /s already runs to 50-99 s and grows at 6.35 and 6.70), so LOAD's rate falls 10 %;
 # the base closed form at the new rate gives random -0.18 / -0.31: the slot law adds +0.02 s
+# On the stationary referee (stationary_order, WARMUP; stop 22) every cell moves by <= 0.05:
+# random -0.10 / -0.22 at seed 0 (file order -0.12 / -0.21), round robin +0.00 / -0.14,
+# least_loaded +0.03 / -0.11, mooncake +0.11 / +0.02 (benchmarks/router_referee.py)
 MISSES = {("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
 
 

@@ -118,9 +118,9 @@ def make_setting(load: float, stationary: bool = True):
     trace of seed s is the Mooncake conversation trace in stationary order ORDER_SEED + s
     (:func:`stationary_order`; WARMUP left out); the closed form's profile (hit curves, the
     routers' replays) is extracted from order ORDER_SEED, the stream of seed 0. The order's
-    draw moves the simulator near saturation as much as the arrivals' (85 %: dynamo's mean
-    0.77-1.07 s over orders 0-3, 0.77-0.83 s over arrival seeds 0-3 on order 0), the closed
-    form by <= 1.5 % (mean and p99 TTFT, every router), so seeds pool orders too.
+    draw moves the simulator near saturation more than the arrivals' (85 %, dynamo's mean:
+    per-seed spread 19 % over orders and arrivals 0-3, 8 % over arrivals 0-3 on order 0),
+    the closed form by <= 1.5 % (mean and p99 TTFT, every router), so seeds pool orders too.
     ``stationary=False``: the file's order for every seed, none left out."""
     t = kvmodel.load_trace("mooncake-conversation")
     w = kvmodel.Workload(stationary_order(t, ORDER_SEED) if stationary else t)

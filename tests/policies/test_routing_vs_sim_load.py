@@ -1,47 +1,66 @@
 """Conformance of every registered router near saturation: the setting of
 tests/policies/test_routing_vs_sim.py (Llama-3.1-8B bf16 TP1 on H100, 4 instances, 64 GB DRAM
-prefix cache each, the bundled Mooncake conversation trace with seeded Poisson arrivals,
-random pooled over its SEEDS) at 85 % of round robin's saturation rate instead of 50 %.
+prefix cache each, the Mooncake conversation trace in stationary orders with seeded Poisson
+arrivals, a 2,000-request warm-up left out) at 85 % of round robin's saturation rate (5.02/s of
+5.90/s) instead of 50 %, every router's simulator TTFTs pooled over K seeds (orders and arrivals).
 Bars (issue 13): hit ratio within 0.02, mean TTFT within 20 %, p99 TTFT within 35 %.
 
-Every mean and p99 cell misses, and mostly for reasons that are not the routers' laws.
+The referee. In the file's order the trace is not stationary (its first quarter carries 12 %
+more prompt tokens than the whole), so the simulator's means held a transient: over 4 seeds
+round robin's mean was 9.9 s there against 4.9 s on the stationary streams, and every cell
+missed (closed / sim - 1, mean / p99: round robin -0.73 / -0.69, random -0.65 / -0.59,
+least_loaded -0.78 / -0.76, dynamo -0.70 / -0.64, llmd -0.66 / -0.66, sglang -0.76 / -0.78,
+mooncake -0.67 / -0.61, prefix_affinity_bounded -0.45 / +0.35; the simulator's mean over 4
+seeds of the file's order, benchmarks/router_referee.py --referee trace). Near saturation one
+run is not enough: the simulator's per-seed spread is 13-23 % here (orders as much as
+arrivals), so a cell is judged only where the pooled figure's standard error is at most half
+the bar (test_the_simulator_spread_is_inside_the_bar).
 
-The finite trace is not stationary. Its first 3,000 requests carry 13.7k prompt tokens on
-average against 12.0k over the trace (11.1k-11.7k after 5,000), so the first quarter runs
-hotter than the mean rate, builds a queue the rest drains slowly, and the simulator's means are
-partly those of a transient. Measured against the closed form's earlier saturation (6.57/s,
-before the KV-slot stability limit by Little on tokens): round robin at 0.60 / 0.70 / 0.80 /
-0.85 of it gave simulated mean TTFT 1.24 / 3.36 / 13.4 / 30.7 s over the trace, 0.90 / 1.21 /
-2.29 / 13.9 s over its second half. With the requests in random order (seed 7; work per
-window flat) the simulator at that 85 % still gave 16.7 s (round robin) and 3.4-6.0 s (the
-cache-aware routers): the simulated instance, whose KV pool is full at its peak from 60 % on,
-sat near its own saturation, below the closed form's.
-
-The closed form's saturation now stops where the classes' mean token occupancy reaches the
-pool (kvmodel.instance._openloop, "KV-slot occupancy"): 5.90/s here, so this file's rate is
-5.02/s; the simulator's round robin still queues without bound at 5.97/s. At 5.02/s the
-closed form is 25-69 % low on every mean and 52-71 % low on every p99 but one, and
-prefix_affinity_bounded's p99 is 64 % high (its tied requests' join-the-shortest-queue tail).
-The simulator still sits nearer its own saturation than the closed form does: the cells
-referee the instance's KV-slot limit and the trace's drift more than the routers, and stay
-strict xfails with the error measured when the file was last run, so that a change in
-either model shows."""
+What remains is the instance's own wait law, not the routers'. random is an exact Poisson
+split, so its cell is the instance's law under Poisson arrivals: -0.32 / -0.13. One instance
+fed a quarter of the rate (benchmarks/router_referee.py --instance) gives closed / sim - 1 of
+the mean -0.08 at 50 %, -0.22 at 70 % and -0.33 at 85 % (Poisson; 1-2 seeds): the closed
+form's queue grows too slowly towards a saturation the simulator reaches first (its admission
+wait 0.10 / 0.82 / 4.1 s at 50 / 70 / 85 %; an M/G/1 growth through the last two points puts
+the simulated saturation ~10 % below the closed form's 5.90/s, a rough two-point fit). Round
+robin's Erlang-4 smoothing is right within the noise (closed round robin / random 0.67,
+simulated 0.82; one instance under Erlang-4 against Poisson arrivals 0.67 at 85 %), and the
+load-aware routers' cut of round robin's wait is too: least_loaded's, sglang's, dynamo's,
+llm-d's and mooncake's means are 0.28, 0.25, 0.25, 0.25, 0.25 of round robin's in the closed
+form, 0.30, 0.26, 0.19, 0.20, 0.18 in the simulator, so each inherits round robin's -0.45 less
+what its cut differs by. The misses are strict xfails with the error measured when the file
+was last run, so that a change in the instance's law shows here."""
 
 import pytest
 
 import kvmodel
 from kvmodel.policies import ROUTING
-from tests.policies.test_routing_vs_sim import HIT_TOL, MEAN_TOL, P99_TOL, cells, cluster, make_setting, pair
+from tests.policies.test_routing_vs_sim import (
+    HIT_TOL,
+    MEAN_TOL,
+    P99_TOL,
+    cells,
+    cluster,
+    make_setting,
+    pair,
+)
 
 pytestmark = pytest.mark.slow
 
 LOAD = 0.85
-# router -> (mean, p99) measured closed / sim - 1 at LOAD (prefix_affinity: unstable in both)
-_MEASURED = {"round_robin": (-0.66, -0.68), "random": (-0.63, -0.55),
-          "least_loaded": (-0.69, -0.71), "prefix_affinity": (float("inf"), float("inf")),
-          "prefix_affinity_bounded": (-0.25, +0.64), "dynamo": (-0.51, -0.52),
-          "llmd": (-0.49, -0.58), "sglang": (-0.61, -0.68), "mooncake": (-0.51, -0.55)}
-MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))}
+# Every router refereed over K seeds (arrival and router seed s = 0 .. K - 1, TTFTs pooled);
+# prefix_affinity over one (unstable in both models). A cell is judged only where the
+# simulator's own spread is well inside the bar: the per-seed spread over sqrt(K) at most
+# SPREAD_SHARE of it (test_the_simulator_spread_is_inside_the_bar).
+K, SPREAD_SHARE = 4, 0.5
+_SEEDS = {"prefix_affinity": 1}
+# router -> (mean, p99) measured closed / sim - 1 at LOAD, stationary referee, K seeds pooled
+_MEASURED = {"round_robin": (-0.45, -0.41), "random": (-0.32, None),
+             "least_loaded": (-0.49, -0.50), "prefix_affinity": (float("inf"), float("inf")),
+             "prefix_affinity_bounded": (None, +1.06), "dynamo": (-0.28, None),
+             "llmd": (-0.32, None), "sglang": (-0.46, -0.53), "mooncake": (-0.23, None)}
+MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))
+          if v[i] is not None}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +72,7 @@ _cache: dict = {}
 
 
 def _pair(setting, routing: str):
-    return pair(setting, routing, _cache)
+    return pair(setting, routing, _cache, _SEEDS.get(routing, K))
 
 
 
@@ -74,6 +93,18 @@ def test_mean_ttft_matches_the_simulator_near_saturation(setting, routing):
 def test_p99_ttft_matches_the_simulator_near_saturation(setting, routing):
     x, s = _pair(setting, routing)
     assert abs(x.ttft_p99_s / s.ttft_p99_s - 1) <= P99_TOL, (x.ttft_p99_s, s.ttft_p99_s)
+
+
+@pytest.mark.parametrize("routing", [r for r in ROUTING if r not in _SEEDS])
+def test_the_simulator_spread_is_inside_the_bar(setting, routing):
+    """The pooled simulator figures a passing cell is judged by are known to well inside the
+    bar: the standard error over the K seeds is at most SPREAD_SHARE of it."""
+    _, s = _pair(setting, routing)
+    judged = [(sp, tol) for m, sp, tol in (("mean", s.mean_spread, MEAN_TOL),
+                                           ("p99", s.p99_spread, P99_TOL))
+              if (routing, m) not in MISSES]
+    for sp, tol in judged:
+        assert sp / K ** 0.5 <= SPREAD_SHARE * tol, (sp, tol)
 
 
 def test_the_closed_form_mean_rises_from_half_load(setting):

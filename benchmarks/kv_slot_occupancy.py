@@ -128,7 +128,7 @@ import numpy as np
 import kvmodel
 import kvmodel.instance._openloop as _ol
 from kvmodel.cluster import max_rate_at_slo
-from kvmodel.sim import simulate
+from kvmodel.sim import poisson_requests, simulate
 
 M, G, N, DRAM_B = "llama-3.1-8b", "h100-sxm", 4, 64e9
 
@@ -267,6 +267,75 @@ _CLOSED = ("  closed form: lam {lam:.3f}  ca2 {ca2:.2f}  w1 {w1:.2f}  occ {occ:.
            "idx_ind {idx_ind:.1f} (Poisson: w3)  kappa {kappa:.2f}  steer {steer:.2f}")
 
 
+def stationary_trace(n: int, rate: float, seed: int, exact_from: int | None = None):
+    """``n`` requests with Poisson arrivals at ``rate`` and (prompt, output) pairs drawn i.i.d.
+    from the Mooncake conversation trace (no prefix information: a stationary stream, without
+    the trace's conversation order); ``exact_from = k``: requests k .. n−1 arrive at exactly
+    ``rate`` (a Poisson process conditioned on its count, as benchmarks/queue_vs_sim.py)."""
+    base = kvmodel.load_trace("mooncake-conversation")
+    k = np.random.default_rng(10_000 + seed).integers(0, len(base.input_len), n)
+    if exact_from is not None:
+        a = poisson_requests(n, 1.0, seed=seed).arrival_s
+        rate = rate * (a[-1] - a[exact_from]) / (n - exact_from - 1)
+    return poisson_requests(n, rate, base.input_len[k], base.output_len[k], seed=seed)
+
+
+def _stationary_cluster(routing: str, instances: int) -> kvmodel.Cluster:
+    return kvmodel.Cluster(M, G, instances=instances, tp=1, precision="bf16", routing=routing,
+                           hbm_cache_fraction=0.0, dram_B=0.0, ssd_B=0.0)
+
+
+def _sim_rows(s, skip: int, cap: float) -> dict:
+    """Pooled per-instance occupancy figures of one run (requests ``skip`` .. on)."""
+    keep = np.arange(len(s.arrival_s)) >= skip
+    rows = [instance_row(s, keep & (s.instance == i), cap, 1.0)
+            for i in range(int(s.instance.max()) + 1)]
+    return {k: np.array([r[k] for r in rows]) for k in ("occ", "idx", "Eh", "w1", "lam")}
+
+
+def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
+               exact: bool = True):
+    """Closed form against the simulator on a stationary stream (:func:`stationary_trace`)
+    at ``loads`` x the closed form's saturation rate: per load, the closed form's mean
+    occupancy and index (r̄), hold and w1, mean/p99 TTFT, and the simulator's, seeds pooled
+    (per-instance figures averaged over instances and seeds, TTFT over all requests after the
+    first ``skip`` share). Returns the printed lines."""
+    c = _stationary_cluster(routing, instances)
+    w = kvmodel.Workload(stationary_trace(20_000, 1.0, 0))
+    sat = float(max_rate_at_slo(c, w.with_rate(instances), ttft_slo_s=1e9, tpot_slo_s=1e9))
+    out = [f"{routing} x{instances}: closed-form saturation {sat:.3f} req/s "
+           f"({sat / instances:.3f} per instance)"]
+    k = int(skip * n)
+    for u in loads:
+        x, mom = closed_moments(c, w.with_rate(u * sat))
+        runs = [simulate(M, G, stationary_trace(n, u * sat, sd, k if exact else None),
+                         instances=instances, tp=1, precision="bf16", routing=routing, seed=sd)
+                for sd in seeds]
+        cap = runs[0].kv_capacity_tokens
+        rows = [_sim_rows(r, k, cap) for r in runs]
+        sim = {key: np.mean([r[key] for r in rows]) for key in rows[0]}
+        ttft = np.concatenate([r.ttft_s[k:] for r in runs])
+        hold = float(mom["occ"] / (mom["lam"] * mom["w1"])) if mom else float("nan")
+        closed = (float(mom["occ"]), float(mom["idx"]), hold, float(mom["w1"])) if mom else (
+            (float("nan"),) * 4)
+        out.append(f"  load {u:.2f}: occ {closed[0]:.2f}/{sim['occ']:.2f}  idx {closed[1]:.2f}/"
+                   f"{sim['idx']:.2f}  hold {closed[2]:.2f}/{sim['Eh']:.2f} s  w1 {closed[3]:.2f}/"
+                   f"{sim['w1']:.2f}  TTFT {x.ttft_s:.3f}/{ttft.mean():.3f} s "
+                   f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
+                   f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
+    return out
+
+
+def sim_saturation(routing: str, instances: int, sat: float, n: int, overload: float = 1.2):
+    """Requests/s the simulator serves from a backlogged queue (Poisson arrivals at
+    ``overload`` x ``sat``; finishes n/6 .. 2n/3), over ``sat``."""
+    s = simulate(M, G, stationary_trace(n, overload * sat, 1), instances=instances, tp=1,
+                 precision="bf16", routing=routing)
+    done = np.sort(s.arrival_s + s.e2e_s)
+    lo, hi = n // 6, 2 * n // 3
+    return (hi - lo) / (done[hi] - done[lo]) / sat
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--routing", default="random,round_robin,least_loaded")
@@ -274,7 +343,27 @@ def main(argv=None) -> int:
     ap.add_argument("--block-s", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0, help="the simulator's (random's draws)")
     ap.add_argument("--arrival-seed", type=int, default=0, help="the Poisson arrivals' draws")
+    ap.add_argument("--stationary", action="store_true",
+                    help="i.i.d. lengths from the trace, Poisson arrivals, no prefix cache, at "
+                         "--loads x the closed form's saturation (:func:`stationary`)")
+    ap.add_argument("--instances", type=int, default=1, help="--stationary: instances")
+    ap.add_argument("--loads", default="0.5,0.7,0.85,0.95", help="--stationary: loads")
+    ap.add_argument("--n", type=int, default=6000, help="--stationary: requests per run")
+    ap.add_argument("--seeds", type=int, default=3, help="--stationary: runs pooled")
+    ap.add_argument("--skip", type=float, default=0.1, help="--stationary: warm-up share")
+    ap.add_argument("--sat-n", type=int, default=0,
+                    help="--stationary: requests of a saturation run (0: none)")
     a = ap.parse_args(argv)
+    if a.stationary:
+        for routing in a.routing.split(","):
+            lines = stationary(routing, a.instances, [float(u) for u in a.loads.split(",")],
+                               a.n, range(a.seed, a.seed + a.seeds), a.skip)
+            print("\n".join(lines), flush=True)
+            if a.sat_n:
+                sat = float(lines[0].split("saturation ")[1].split()[0])
+                print(f"  simulator saturation / closed form "
+                      f"{sim_saturation(routing, a.instances, sat, a.sat_n):.3f}", flush=True)
+        return 0
     w, trace, blocks = setting(a.load, a.arrival_seed)
     for routing in a.routing.split(","):
         x, mom = closed_moments(_cluster(routing), w)

@@ -380,8 +380,10 @@ def step_position(lam, t, t_d, t_full, a, var, share, ca2):
     e1 = t_d + z1
     L1 = (t_d * t_d + 2.0 * t_d * z1 + z2) / e1  # E[L], E[L²] of the length-biased step
     L2 = (t_d ** 3 + 3.0 * t_d * t_d * z1 + 3.0 * t_d * z2 + z3) / e1
-    X1 = 0.5 * L1 + a * lam * L1
-    X2 = L2 / 3.0 + a * lam * L2 + a * a * (lam * ca2 * L1 + lam * lam * L2)
+    g = a * lam  # the mates' busy seconds per second of step; X1, X2 over (1 + g), (1 + g)²
+    u, v = 1.0 / (1.0 + g), g / (1.0 + g)  # (scale-free: no overflow at absurd rates)
+    X1 = (0.5 * u + v) * L1
+    X2 = (L2 / 3.0 * u + v * L2) * u + v * (a * ca2 * L1 * u + v * L2)
     return xp.minimum(2.0 * X1 * X1 / xp.maximum(X2, 1e-300), 1.0)
 
 
@@ -411,6 +413,7 @@ def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     probability of waiting, probability of landing behind a carry); ρ >= 1 is the caller's
     to mask."""
     rho, w_tok, ahead = fluid
+    lam = xp.where(rho < 1.0, lam, 0.5 * lam / xp.maximum(rho, 1e-300))  # ρ >= 1: masked (ρ 0.5)
     mu = xp.maximum(lam * new * t, 1e-300)
     s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
     s2 = xp.maximum(s2, 1e-300)
@@ -517,10 +520,12 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0, moments
     theta = lam_sat - lam  # drift of the queue above the cap
     ok = theta > 0
     N = xp.minimum(lam * hold, bmax * lam / lam_sat)
-    z, sigma2, ca2 = _reserved(z, lam * (ca2 + 1.0 + lam * t), lam, ca2, cr2)
-    V = xp.maximum(N * z, 1e-12)
+    lam = xp.where(ok, lam, 0.5 * lam_sat)  # unstable: the law's values are masked below
+    N_s = xp.where(ok, N, 0.5 * bmax)
+    z, sigma2, ca2 = _reserved(xp.where(ok, z, 1.0), lam * (ca2 + 1.0 + lam * t), lam, ca2, cr2)
+    V = xp.maximum(N_s * z, 1e-12)
     sd = V ** 0.5
-    beta = (bmax - N) / sd
+    beta = (bmax - N_s) / sd
     dens = np.exp(-0.5 * beta * beta) / (_SQRT_2PI * sd)  # occupancy density at the cap
     mass = sigma2 * dens / (2.0 * xp.where(ok, theta, 1.0))  # the queue's share
     p = mass / (normal_cdf(beta) + mass)
@@ -593,6 +598,34 @@ def _class_sums_array(probs, sizes, holds, shots):
                                       P * D * D))
 
 
+def seen_context(probs, ctx, holds, lam, kappa, shots):
+    """KV tokens a decode step reads beyond ``D·c̄`` (c̄ = E[c], the classes' mean context
+    ``ctx``), per decoder seen (module docstring, *KV-slot occupancy*): (1) the pool is
+    hold-weighted, E[h·c]/E[h] − c̄ per sequence, and (2) the prefill shots Δ_j (seconds)
+    swing the count N and the context sum K together, so a request sees
+    (Cov_s(N, K) − c̄·Var_s(N))/N̄ more, the shot covariance beyond the count's own swings
+    at the mean context (those are the count law's, :func:`fluctuation`), amplified by the
+    feedback 1/(1 − ``kappa``). The shot covariance of marks a, b (the shot noise of
+    :func:`slot_moments`): λ²·E[Δ_j(a_j·M_b(j) + b_j·M_a(j))] + λ³·E[Δ²]·E[a_j·M_b(j)],
+    M_b(j) = E'[b'·min(h', h_j)]. Returns (per-sequence weighting, seen excess) in tokens."""
+    n = len(probs)
+    X = np.stack(np.broadcast_arrays(*probs, *ctx, *holds, *shots), -1).astype(float)
+    P, C, H, D = (X[..., k * n:(k + 1) * n] for k in range(4))
+    order = np.argsort(H, axis=-1)
+    P, C, H, D = (np.take_along_axis(x, order, -1) for x in (P, C, H, D))
+    pc = P * C
+    m1 = np.cumsum(P * H, -1) + H * (P.sum(-1, keepdims=True) - np.cumsum(P, -1))
+    mc = np.cumsum(pc * H, -1) + H * (pc.sum(-1, keepdims=True) - np.cumsum(pc, -1))
+    hb, cb = (P * H).sum(-1), pc.sum(-1)
+    sq = (P * D * D).sum(-1)
+    var_n = 2.0 * lam * (P * D * m1).sum(-1) + lam * lam * sq * (P * m1).sum(-1)  # over λ
+    cov = lam * (P * D * (mc + C * m1)).sum(-1) + lam * lam * sq * (P * mc).sum(-1)
+    gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
+    seen = (cov - cb * var_n) * gain / xp.maximum(hb, 1e-300)
+    out = ((pc * H).sum(-1) / xp.maximum(hb, 1e-300) - cb, seen)
+    return out if np.ndim(out[0]) else (float(out[0]), float(out[1]))
+
+
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
     a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
@@ -611,9 +644,10 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
                        lam / N)
     th = xp.where(ok, theta, 1.0)
-    sigma2 = lam * (ca2 + 1.0 + lam * t) + 2.0 * lam * cr2
-    m = xp.minimum(N * w1, bmax)
-    p = _slot_law(m, xp.maximum(m * z, 1e-12), bmax, sigma2, th)
+    lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
+    sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
+    m = xp.where(ok, N * w1, 0.5 * bmax)
+    p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
     wait = p * (ca2 + cr2) / (2.0 * th)
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
 

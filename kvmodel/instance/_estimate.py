@@ -651,7 +651,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     if mix and pre.lengths:  # the classes' KV read lengthens the steps they decode in
         parts = (f, t_p, t_d, t, kA)
         hold = _slot_hold(w_pf, S, O, tpot, held)
-        tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D),
+        tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D, bmax),
                                   parts, xp.minimum(lam, 4.0 * bmax / hold))
         mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)), parts, lam,
                             ca2, steer)
@@ -760,20 +760,25 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam):
     """TPOT a request of length classes sees above the count law's (module docstring of
     :mod:`kvmodel.instance._openloop`, *KV-slot occupancy*): every step reads the decoders'
     hold-weighted context, D·(E[h·c]/E[h] − c̄) tokens more than D·c̄, and a request sees the
-    shots' context swing (:func:`~kvmodel.instance._openloop.seen_context`), each token at the
-    roofline's achieved HBM bandwidth. The class holds are those of the count law's TPOT: one
+    shots' context swing (:func:`~kvmodel.instance._openloop.seen_context`), at most the
+    pool's room above its mean occupancy (bmax − λ·E[r·h]/r̄ mean reservations of c̄ context
+    each: a full pool does not swing, as Var(D) <= (bmax − D)² in the count law), each token
+    at the roofline's achieved HBM bandwidth. The class holds are those of the count law's TPOT: one
     step of the fixed point hold ↔ step time (the extra lengthens every hold; the moments are
-    then taken at the longer holds). ``means``: (S, O, mean hold, D); ``parts`` as
+    then taken at the longer holds). ``means``: (S, O, mean hold, D, bmax); ``parts`` as
     :func:`_slot_classes`; ``lam`` is the caller's, at most 4·bmax/h̄ (beyond it the pool
     holds X̄ = λ·h̄·w1 >= bmax for any w1 >= 1/4: unstable and reported so; the cap keeps
     the λ² of the shots finite at absurd rates)."""
-    (S, O, hold, D), (_, t_p, t_d, _, kA) = means, parts
+    (S, O, hold, D, bmax), (_, t_p, t_d, _, kA) = means, parts
     read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
     holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
     shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]
     weighted, seen = _ol.seen_context(pre.probs, c_k, holds, lam, lam * (O - 1.0) * read_s * c,
                                       shots)
-    return read_s * (D * weighted + seen)
+    r_k = [L + O for L in pre.lens]  # reserved tokens: the swing fits in the pool's room
+    r = sum(p * x for p, x in zip(pre.probs, r_k))
+    held = lam * sum(p * x * h for p, x, h in zip(pre.probs, r_k, holds)) / r
+    return read_s * (D * weighted + xp.minimum(seen, xp.maximum(bmax - held, 0.0) * c))
 
 
 def _class_reads(s: Setup, pre: PrefixMix, O, parts):

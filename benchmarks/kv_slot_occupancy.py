@@ -299,7 +299,8 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
     at ``loads`` x the closed form's saturation rate: per load, the closed form's mean
     occupancy and index (r̄), hold and w1, mean/p99 TTFT, and the simulator's, seeds pooled
     (per-instance figures averaged over instances and seeds, TTFT over all requests after the
-    first ``skip`` share). Returns the printed lines."""
+    first ``skip`` share; ``capped``: the closed form's index of the pool bounded at its
+    size, :func:`capped_index`). Returns the printed lines."""
     c = _stationary_cluster(routing, instances)
     w = kvmodel.Workload(stationary_trace(20_000, 1.0, 0))
     sat = float(max_rate_at_slo(c, w.with_rate(instances), ttft_slo_s=1e9, tpot_slo_s=1e9))
@@ -318,12 +319,26 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
         hold = float(mom["occ"] / (mom["lam"] * mom["w1"])) if mom else float("nan")
         closed = (float(mom["occ"]), float(mom["idx"]), hold, float(mom["w1"])) if mom else (
             (float("nan"),) * 4)
-        out.append(f"  load {u:.2f}: occ {closed[0]:.2f}/{sim['occ']:.2f}  idx {closed[1]:.2f}/"
+        cap_r = cap / float((runs[0].input_len + runs[0].output_len).mean())
+        out.append(f"  load {u:.2f}: occ {closed[0]:.2f}/{sim['occ']:.2f}  idx {closed[1]:.2f} "
+                   f"(capped {capped_index(closed[0], closed[1], cap_r):.2f})/"
                    f"{sim['idx']:.2f}  hold {closed[2]:.2f}/{sim['Eh']:.2f} s  w1 {closed[3]:.2f}/"
                    f"{sim['w1']:.2f}  TTFT {x.ttft_s:.3f}/{ttft.mean():.3f} s "
                    f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
                    f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
     return out
+
+
+def capped_index(mean: float, idx: float, cap: float) -> float:
+    """Index of dispersion of min(X, cap) for X a Gamma law of ``mean`` and index ``idx``
+    (r̄): the closed form's occupancy as the pool bounds it (the queue above the cap waits
+    outside the pool), to set beside the simulator's near saturation."""
+    from scipy import special
+    k, th = mean / idx, idx  # shape, scale
+    x = cap / th
+    m1 = mean * special.gammainc(k + 1.0, x) + cap * special.gammaincc(k, x)
+    m2 = mean * th * (k + 1.0) * special.gammainc(k + 2.0, x) + cap * cap * special.gammaincc(k, x)
+    return (m2 - m1 * m1) / m1
 
 
 def sim_saturation(routing: str, instances: int, sat: float, n: int, overload: float = 1.2):

@@ -623,7 +623,8 @@ def seen_context(probs, ctx, holds, lam, kappa, shots):
     gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
     seen = (cov - cb * var_n) * gain / xp.maximum(hb, 1e-300)
     out = ((pc * H).sum(-1) / xp.maximum(hb, 1e-300) - cb, seen)
-    return out if np.ndim(out[0]) else (float(out[0]), float(out[1]))
+    return tuple(np.broadcast_arrays(*out)) if np.ndim(seen) or np.ndim(out[0]) else (
+        float(out[0]), float(out[1]))
 
 
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):

@@ -652,7 +652,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         parts = (f, t_p, t_d, t, kA)
         hold = _slot_hold(w_pf, S, O, tpot, held)
         tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D, bmax),
-                                  parts, xp.minimum(lam, 4.0 * bmax / hold))
+                                  parts, xp.minimum(lam, 4.0 * bmax / hold), steer)
         mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)), parts, lam,
                             ca2, steer)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2,
@@ -756,7 +756,7 @@ def _slot_classes(s: Setup, pre: PrefixMix, own, means, parts, lam, ca2, steer=0
                             steer, shots)  # cluster (κ_A) add to every hold in the pool
 
 
-def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam):
+def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
     """TPOT a request of length classes sees above the count law's (module docstring of
     :mod:`kvmodel.instance._openloop`, *KV-slot occupancy*): every step reads the decoders'
     hold-weighted context, D·(E[h·c]/E[h] − c̄) tokens more than D·c̄, and a request sees the
@@ -768,7 +768,8 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam):
     then taken at the longer holds). ``means``: (S, O, mean hold, D, bmax); ``parts`` as
     :func:`_slot_classes`; ``lam`` is the caller's, at most 4·bmax/h̄ (beyond it the pool
     holds X̄ = λ·h̄·w1 >= bmax for any w1 >= 1/4: unstable and reported so; the cap keeps
-    the λ² of the shots finite at absurd rates)."""
+    the λ² of the shots finite at absurd rates); a load-aware router takes back its
+    ``steer`` share of the swing, as of the occupancy's (:func:`_slot_classes`)."""
     (S, O, hold, D, bmax), (_, t_p, t_d, _, kA) = means, parts
     read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
     holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
@@ -778,7 +779,8 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam):
     r_k = [L + O for L in pre.lens]  # reserved tokens: the swing fits in the pool's room
     r = sum(p * x for p, x in zip(pre.probs, r_k))
     held = lam * sum(p * x * h for p, x, h in zip(pre.probs, r_k, holds)) / r
-    return read_s * (D * weighted + xp.minimum(seen, xp.maximum(bmax - held, 0.0) * c))
+    seen = xp.minimum(seen * (1.0 - steer), xp.maximum(bmax - held, 0.0) * c)
+    return read_s * (D * weighted + seen)
 
 
 def _class_reads(s: Setup, pre: PrefixMix, O, parts):

@@ -608,23 +608,43 @@ def seen_context(probs, ctx, holds, lam, kappa, shots):
     feedback 1/(1 − ``kappa``). The shot covariance of marks a, b (the shot noise of
     :func:`slot_moments`): λ²·E[Δ_j(a_j·M_b(j) + b_j·M_a(j))] + λ³·E[Δ²]·E[a_j·M_b(j)],
     M_b(j) = E'[b'·min(h', h_j)]. Returns (per-sequence weighting, seen excess) in tokens."""
+    sums = (_context_sums_array if xp.is_array(*probs, *ctx, *holds, *shots)
+            else _context_sums)(probs, ctx, holds, shots)
+    hb, cb, hc, sq, d1, dc, e1, ec = sums
+    var_n = 2.0 * lam * d1 + lam * lam * sq * e1  # Var_s(N)/λ, Cov_s(N, K)/λ
+    cov = lam * dc + lam * lam * sq * ec
+    gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
+    seen = (cov - cb * var_n) * gain / xp.maximum(hb, 1e-300)
+    out = (hc / xp.maximum(hb, 1e-300) - cb, seen)
+    return tuple(np.broadcast_arrays(*out)) if xp.is_array(*out) else out
+
+
+def _context_sums(probs, ctx, holds, shots):
+    """E[h], E[c], E[h·c], E[Δ²], E[Δ·M_1], E[Δ(M_c + c·M_1)], E[M_1], E[M_c] over the
+    classes (:func:`seen_context`), scalars: the classes in ascending hold."""
+    rows = sorted(zip(map(float, holds), map(float, ctx), map(float, probs), map(float, shots)))
+    tp = sum(p for _, _, p, _ in rows)
+    tc = sum(p * c for _, c, p, _ in rows)
+    hb = cb = hc = sq = d1 = dc = e1 = ec = a1 = ac = f1 = fc = 0.0
+    for h, c, p, d in rows:
+        a1, ac, f1, fc = a1 + p * h, ac + p * c * h, f1 + p, fc + p * c
+        m1, mc = a1 + h * (tp - f1), ac + h * (tc - fc)
+        hb, cb, hc, sq = hb + p * h, cb + p * c, hc + p * h * c, sq + p * d * d
+        d1, dc, e1, ec = d1 + p * d * m1, dc + p * d * (mc + c * m1), e1 + p * m1, ec + p * mc
+    return hb, cb, hc, sq, d1, dc, e1, ec
+
+
+def _context_sums_array(probs, ctx, holds, shots):
+    """:func:`_context_sums` over configuration arrays (the classes on a last axis)."""
     n = len(probs)
     X = np.stack(np.broadcast_arrays(*probs, *ctx, *holds, *shots), -1).astype(float)
-    P, C, H, D = (X[..., k * n:(k + 1) * n] for k in range(4))
-    order = np.argsort(H, axis=-1)
-    P, C, H, D = (np.take_along_axis(x, order, -1) for x in (P, C, H, D))
+    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
+    P, C, H, D = (np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
     pc = P * C
     m1 = np.cumsum(P * H, -1) + H * (P.sum(-1, keepdims=True) - np.cumsum(P, -1))
     mc = np.cumsum(pc * H, -1) + H * (pc.sum(-1, keepdims=True) - np.cumsum(pc, -1))
-    hb, cb = (P * H).sum(-1), pc.sum(-1)
-    sq = (P * D * D).sum(-1)
-    var_n = 2.0 * lam * (P * D * m1).sum(-1) + lam * lam * sq * (P * m1).sum(-1)  # over λ
-    cov = lam * (P * D * (mc + C * m1)).sum(-1) + lam * lam * sq * (P * mc).sum(-1)
-    gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
-    seen = (cov - cb * var_n) * gain / xp.maximum(hb, 1e-300)
-    out = ((pc * H).sum(-1) / xp.maximum(hb, 1e-300) - cb, seen)
-    return tuple(np.broadcast_arrays(*out)) if np.ndim(seen) or np.ndim(out[0]) else (
-        float(out[0]), float(out[1]))
+    return tuple(x.sum(-1) for x in (P * H, pc, pc * H, P * D * D, P * D * m1,
+                                      P * D * (mc + C * m1), P * m1, P * mc))
 
 
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):

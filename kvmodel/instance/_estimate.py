@@ -762,7 +762,8 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
     hold-weighted context, D·(E[h·c]/E[h] − c̄) tokens more than D·c̄, and a request sees the
     shots' context swing (:func:`~kvmodel.instance._openloop.seen_context`), at most the
     pool's room above its mean occupancy (bmax − λ·E[r·h]/r̄ mean reservations of c̄ context
-    each: a full pool does not swing, as Var(D) <= (bmax − D)² in the count law), each token
+    each, at the holds with the hold-weighted read: a full pool does not swing, as Var(D) <=
+    (bmax − D)² in the count law, so the pool's edge is that of the weighted read), each token
     at the roofline's achieved HBM bandwidth. The class holds are those of the count law's TPOT: one
     step of the fixed point hold ↔ step time (the extra lengthens every hold; the moments are
     then taken at the longer holds). ``means``: (S, O, mean hold, D, bmax); ``parts`` as
@@ -778,7 +779,8 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
                                       shots)
     r_k = [L + O for L in pre.lens]  # reserved tokens: the swing fits in the pool's room
     r = sum(p * x for p, x in zip(pre.probs, r_k))
-    held = lam * sum(p * x * h for p, x, h in zip(pre.probs, r_k, holds)) / r
+    dh = (O - 1.0) * read_s * D * weighted  # every hold, at the hold-weighted read
+    held = lam * sum(p * x * (h + dh) for p, x, h in zip(pre.probs, r_k, holds)) / r
     seen = xp.minimum(seen * (1.0 - steer), xp.maximum(bmax - held, 0.0) * c)
     return read_s * (D * weighted + seen)
 

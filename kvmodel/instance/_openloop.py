@@ -90,6 +90,26 @@ the large requests hold longest, is nearer the simulator's (round robin's 4 inst
 the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
 6.70/s; λ_sat alone gave 6.57/s). One request size keeps the count law above.
 
+**The classes' KV read.** A decode step reads the KV of the sequences in it, and with length
+classes those are not D sequences of the mean context c̄: the pool is hold-weighted (large
+prompts hold longest), E[h·c]/E[h] − c̄ tokens more per sequence, and a request sees the
+shots' swing: a long prompt's busy steps hold back the count N and the context sum K
+together, and a request present at a step sees (Cov_s(N, K) − c̄·Var_s(N))/N̄ tokens more
+than the count law's swings at the mean context, amplified by the KV-read feedback 1/(1 − κ)
+(:func:`seen_context`, the shot covariance of :func:`slot_moments`' shot noise; at most the
+pool's room above its mean occupancy, and a load-aware router takes back its ``steer`` share).
+Each token costs the roofline's read seconds; the TPOT a request sees, so every hold, grows by
+read_s·(D·(E[h·c]/E[h] − c̄) + seen): one step of the fixed point of hold and step time, the
+class moments then taken at the longer holds. Against the simulator on a stationary stream
+(``benchmarks/kv_slot_occupancy.py --stationary``: Llama-3.1-8B on H100, prompt and output
+pairs drawn i.i.d. from the Mooncake conversation trace, Poisson, one instance, 3 seeds) the
+mean hold goes from −7/−8/−7 % to −1/−3/−2 % of the simulator's at 0.5/0.7/0.85 of
+saturation (the D-weighted TPOT 17.5 vs 18.7 ms at 0.5 before, 18.2 vs 18.0 after), the mean
+occupancy from −13/−13/−10 % to −10/−9/−5 %. What is left of the mean is w1 (1.22 against
+1.34 at 0.5): the trace's long prompts have longer outputs (band means 335/352/421/372
+tokens from the shortest band up), which the classes, of one output length, do not carry
+(band outputs alone give w1 1.28).
+
 **Split.** A prompt that arrives during a step runs in the next one, together with every
 prompt that arrived during the same step, and waits beyond it only for what that step's budget
 cannot take. (1) The running step: an arrival lands in a step with probability proportional

@@ -3,6 +3,9 @@
     python benchmarks/kv_slot_occupancy.py [--routing random,round_robin,least_loaded]
                                            [--load 0.5] [--block-s 1.0] [--seed 0]
                                            [--arrival-seed 0]
+    python benchmarks/kv_slot_occupancy.py --stationary [--routing round_robin]
+                                           [--instances 1] [--loads 0.5,0.7,0.85,0.95]
+                                           [--n 6000] [--seeds 3] [--skip 0.1] [--sat-n 0]
 
 The router cells of tests/policies/test_routing_vs_sim.py (Llama-3.1-8B bf16 TP1 on H100,
 4 instances, 64 GB DRAM prefix cache each, the bundled Mooncake conversation trace with seeded
@@ -115,6 +118,28 @@ in-flight count the swings raise) 5.5-6.3 vs 6.7, index 3.9-4.1 vs 2.7 (the stee
 the independent holds' at its arrival SCV 0.43; the measured Poisson-formula one is 3.5-3.7).
 The measured κ 0.39-0.50 is a regression of TPOT on the pool level, which the shots confound
 (a large arrival raises both); the model's KV-read κ is 0.15.
+
+``--stationary`` (:func:`stationary`) takes the trace's non-stationarity out: (prompt, output)
+pairs drawn i.i.d. from the trace, Poisson arrivals (each run's measured requests at exactly
+the nominal rate), no prefix cache, at ``--loads`` x the closed form's own saturation (the
+pool's edge, ``max_rate_at_slo`` without SLOs), ``--seeds`` runs pooled; per load the closed
+form / simulator mean occupancy, index (the closed form's also capped at the pool,
+:func:`capped_index`), hold, w1, mean and p99 TTFT; ``--sat-n`` adds the simulator's served
+rate from a backlog (1.2x) over the closed form's edge. One instance, 3 x 6,000 requests
+(stop 22, before / after the classes' KV read of :mod:`kvmodel.instance._openloop`):
+
+* edge 1.439 / 1.426 req/s, the simulator's 1.46 (1.015 / 1.024 of it);
+* hold (closed/sim) at 0.5/0.7/0.85/0.95: before −7/−8/−7/0 %, after −1/−3/−2/+5 %;
+  occupancy before −13/−13/−10/0 %, after −10/−9/−5/+4 % (w1 1.22 vs 1.34 at 0.5 is the rest);
+  index capped 7.0/8.7/8.2/6.6 against 7.4/8.4/6.6/3.3; mean TTFT −6/−18/−40/−67 %, p99
+  −22/−38/−37/−35 % after (before −6/−18/−39/−61, −22/−35/−30/−22: at a 1 % lower edge).
+
+Four instances, round robin, 3 x 16,000: edge 5.787 / 5.737, simulator ~5.85; hold before
+0/−6/−5/−1 %, after +6/0/0/+4 %; occupancy before −11/−14/−9/−1 %, after −7/−9/−5/+3 %;
+mean TTFT after +4/−13/−47/−68 % (before +3/−13/−45/−63), p99 after −11/−37/−48/−47 %
+(before −11/−35/−42/−33). Near saturation the mean TTFT is the slot wait's and the model's is
+far short although the capped index, the hold and the mean are close: the head-of-line
+law's drain (θ), not the occupancy, is what is left.
 """
 
 from __future__ import annotations

@@ -36,10 +36,11 @@ from tests.policies.test_routing_vs_sim import HIT_TOL, MEAN_TOL, P99_TOL, cells
 pytestmark = pytest.mark.slow
 
 LOAD = 0.85
-# router -> (mean, p99) measured closed / sim - 1 at LOAD (prefix_affinity: unstable in both)
+# router -> (mean, p99) measured closed / sim - 1 at LOAD (prefix_affinity: unstable in both;
+# None: inside the bar -- prefix_affinity_bounded's p99 +0.08 since the classes' KV read)
 _MEASURED = {"round_robin": (-0.66, -0.68), "random": (-0.63, -0.55),
           "least_loaded": (-0.69, -0.71), "prefix_affinity": (float("inf"), float("inf")),
-          "prefix_affinity_bounded": (-0.25, +0.64), "dynamo": (-0.51, -0.52),
+          "prefix_affinity_bounded": (-0.37, None), "dynamo": (-0.51, -0.52),
           "llmd": (-0.49, -0.58), "sglang": (-0.61, -0.68), "mooncake": (-0.51, -0.55)}
 MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))}
 

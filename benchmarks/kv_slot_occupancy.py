@@ -3,6 +3,9 @@
     python benchmarks/kv_slot_occupancy.py [--routing random,round_robin,least_loaded]
                                            [--load 0.5] [--block-s 1.0] [--seed 0]
                                            [--arrival-seed 0]
+    python benchmarks/kv_slot_occupancy.py --stationary [--routing round_robin]
+                                           [--instances 1] [--loads 0.5,0.7,0.85,0.95]
+                                           [--n 6000] [--seeds 3] [--skip 0.1] [--sat-n 0]
 
 The router cells of tests/policies/test_routing_vs_sim.py (Llama-3.1-8B bf16 TP1 on H100,
 4 instances, 64 GB DRAM prefix cache each, the bundled Mooncake conversation trace with seeded
@@ -115,6 +118,28 @@ in-flight count the swings raise) 5.5-6.3 vs 6.7, index 3.9-4.1 vs 2.7 (the stee
 the independent holds' at its arrival SCV 0.43; the measured Poisson-formula one is 3.5-3.7).
 The measured κ 0.39-0.50 is a regression of TPOT on the pool level, which the shots confound
 (a large arrival raises both); the model's KV-read κ is 0.15.
+
+``--stationary`` (:func:`stationary`) takes the trace's non-stationarity out: (prompt, output)
+pairs drawn i.i.d. from the trace, Poisson arrivals (each run's measured requests at exactly
+the nominal rate), no prefix cache, at ``--loads`` x the closed form's own saturation (the
+pool's edge, ``max_rate_at_slo`` without SLOs), ``--seeds`` runs pooled; per load the closed
+form / simulator mean occupancy, index (the closed form's also capped at the pool,
+:func:`capped_index`), hold, w1, mean and p99 TTFT; ``--sat-n`` adds the simulator's served
+rate from a backlog (1.2x) over the closed form's edge. One instance, 3 x 6,000 requests
+(stop 22, before / after the classes' KV read of :mod:`kvmodel.instance._openloop`):
+
+* edge 1.439 / 1.426 req/s, the simulator's 1.46 (1.015 / 1.024 of it);
+* hold (closed/sim) at 0.5/0.7/0.85/0.95: before −7/−8/−7/0 %, after −1/−3/−2/+5 %;
+  occupancy before −13/−13/−10/0 %, after −10/−9/−5/+4 % (w1 1.22 vs 1.34 at 0.5 is the rest);
+  index capped 7.0/8.7/8.2/6.6 against 7.4/8.4/6.6/3.3; mean TTFT −6/−18/−40/−67 %, p99
+  −22/−38/−37/−35 % after (before −6/−18/−39/−61, −22/−35/−30/−22: at a 1 % lower edge).
+
+Four instances, round robin, 3 x 16,000: edge 5.787 / 5.737, simulator ~5.85; hold before
+0/−6/−5/−1 %, after +6/0/0/+4 %; occupancy before −11/−14/−9/−1 %, after −7/−9/−5/+3 %;
+mean TTFT after +4/−13/−47/−68 % (before +3/−13/−45/−63), p99 after −11/−37/−48/−47 %
+(before −11/−35/−42/−33). Near saturation the mean TTFT is the slot wait's and the model's is
+far short although the capped index, the hold and the mean are close: the head-of-line
+law's drain (θ), not the occupancy, is what is left.
 """
 
 from __future__ import annotations
@@ -128,7 +153,7 @@ import numpy as np
 import kvmodel
 import kvmodel.instance._openloop as _ol
 from kvmodel.cluster import max_rate_at_slo
-from kvmodel.sim import simulate
+from kvmodel.sim import poisson_requests, simulate
 
 M, G, N, DRAM_B = "llama-3.1-8b", "h100-sxm", 4, 64e9
 
@@ -267,6 +292,90 @@ _CLOSED = ("  closed form: lam {lam:.3f}  ca2 {ca2:.2f}  w1 {w1:.2f}  occ {occ:.
            "idx_ind {idx_ind:.1f} (Poisson: w3)  kappa {kappa:.2f}  steer {steer:.2f}")
 
 
+def stationary_trace(n: int, rate: float, seed: int, exact_from: int | None = None):
+    """``n`` requests with Poisson arrivals at ``rate`` and (prompt, output) pairs drawn i.i.d.
+    from the Mooncake conversation trace (no prefix information: a stationary stream, without
+    the trace's conversation order); ``exact_from = k``: requests k .. n−1 arrive at exactly
+    ``rate`` (a Poisson process conditioned on its count, as benchmarks/queue_vs_sim.py)."""
+    base = kvmodel.load_trace("mooncake-conversation")
+    k = np.random.default_rng(10_000 + seed).integers(0, len(base.input_len), n)
+    if exact_from is not None:
+        a = poisson_requests(n, 1.0, seed=seed).arrival_s
+        rate = rate * (a[-1] - a[exact_from]) / (n - exact_from - 1)
+    return poisson_requests(n, rate, base.input_len[k], base.output_len[k], seed=seed)
+
+
+def _stationary_cluster(routing: str, instances: int) -> kvmodel.Cluster:
+    return kvmodel.Cluster(M, G, instances=instances, tp=1, precision="bf16", routing=routing,
+                           hbm_cache_fraction=0.0, dram_B=0.0, ssd_B=0.0)
+
+
+def _sim_rows(s, skip: int, cap: float) -> dict:
+    """Pooled per-instance occupancy figures of one run (requests ``skip`` .. on)."""
+    keep = np.arange(len(s.arrival_s)) >= skip
+    rows = [instance_row(s, keep & (s.instance == i), cap, 1.0)
+            for i in range(int(s.instance.max()) + 1)]
+    return {k: np.array([r[k] for r in rows]) for k in ("occ", "idx", "Eh", "w1", "lam")}
+
+
+def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
+               exact: bool = True):
+    """Closed form against the simulator on a stationary stream (:func:`stationary_trace`)
+    at ``loads`` x the closed form's saturation rate: per load, the closed form's mean
+    occupancy and index (r̄), hold and w1, mean/p99 TTFT, and the simulator's, seeds pooled
+    (per-instance figures averaged over instances and seeds, TTFT over all requests after the
+    first ``skip`` share; ``capped``: the closed form's index of the pool bounded at its
+    size, :func:`capped_index`). Returns the printed lines."""
+    c = _stationary_cluster(routing, instances)
+    w = kvmodel.Workload(stationary_trace(20_000, 1.0, 0))
+    sat = float(max_rate_at_slo(c, w.with_rate(instances), ttft_slo_s=1e9, tpot_slo_s=1e9))
+    out = [f"{routing} x{instances}: closed-form saturation {sat:.3f} req/s "
+           f"({sat / instances:.3f} per instance)"]
+    k = int(skip * n)
+    for u in loads:
+        x, mom = closed_moments(c, w.with_rate(u * sat))
+        runs = [simulate(M, G, stationary_trace(n, u * sat, sd, k if exact else None),
+                         instances=instances, tp=1, precision="bf16", routing=routing, seed=sd)
+                for sd in seeds]
+        cap = runs[0].kv_capacity_tokens
+        rows = [_sim_rows(r, k, cap) for r in runs]
+        sim = {key: np.mean([r[key] for r in rows]) for key in rows[0]}
+        ttft = np.concatenate([r.ttft_s[k:] for r in runs])
+        hold = float(mom["occ"] / (mom["lam"] * mom["w1"])) if mom else float("nan")
+        closed = (float(mom["occ"]), float(mom["idx"]), hold, float(mom["w1"])) if mom else (
+            (float("nan"),) * 4)
+        cap_r = cap / float((runs[0].input_len + runs[0].output_len).mean())
+        out.append(f"  load {u:.2f}: occ {closed[0]:.2f}/{sim['occ']:.2f}  idx {closed[1]:.2f} "
+                   f"(capped {capped_index(closed[0], closed[1], cap_r):.2f})/"
+                   f"{sim['idx']:.2f}  hold {closed[2]:.2f}/{sim['Eh']:.2f} s  w1 {closed[3]:.2f}/"
+                   f"{sim['w1']:.2f}  TTFT {x.ttft_s:.3f}/{ttft.mean():.3f} s "
+                   f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
+                   f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
+    return out
+
+
+def capped_index(mean: float, idx: float, cap: float) -> float:
+    """Index of dispersion of min(X, cap) for X a Gamma law of ``mean`` and index ``idx``
+    (r̄): the closed form's occupancy as the pool bounds it (the queue above the cap waits
+    outside the pool), to set beside the simulator's near saturation."""
+    from scipy import special
+    k, th = mean / idx, idx  # shape, scale
+    x = cap / th
+    m1 = mean * special.gammainc(k + 1.0, x) + cap * special.gammaincc(k, x)
+    m2 = mean * th * (k + 1.0) * special.gammainc(k + 2.0, x) + cap * cap * special.gammaincc(k, x)
+    return (m2 - m1 * m1) / m1
+
+
+def sim_saturation(routing: str, instances: int, sat: float, n: int, overload: float = 1.2):
+    """Requests/s the simulator serves from a backlogged queue (Poisson arrivals at
+    ``overload`` x ``sat``; finishes n/6 .. 2n/3), over ``sat``."""
+    s = simulate(M, G, stationary_trace(n, overload * sat, 1), instances=instances, tp=1,
+                 precision="bf16", routing=routing)
+    done = np.sort(s.arrival_s + s.e2e_s)
+    lo, hi = n // 6, 2 * n // 3
+    return (hi - lo) / (done[hi] - done[lo]) / sat
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--routing", default="random,round_robin,least_loaded")
@@ -274,7 +383,27 @@ def main(argv=None) -> int:
     ap.add_argument("--block-s", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0, help="the simulator's (random's draws)")
     ap.add_argument("--arrival-seed", type=int, default=0, help="the Poisson arrivals' draws")
+    ap.add_argument("--stationary", action="store_true",
+                    help="i.i.d. lengths from the trace, Poisson arrivals, no prefix cache, at "
+                         "--loads x the closed form's saturation (:func:`stationary`)")
+    ap.add_argument("--instances", type=int, default=1, help="--stationary: instances")
+    ap.add_argument("--loads", default="0.5,0.7,0.85,0.95", help="--stationary: loads")
+    ap.add_argument("--n", type=int, default=6000, help="--stationary: requests per run")
+    ap.add_argument("--seeds", type=int, default=3, help="--stationary: runs pooled")
+    ap.add_argument("--skip", type=float, default=0.1, help="--stationary: warm-up share")
+    ap.add_argument("--sat-n", type=int, default=0,
+                    help="--stationary: requests of a saturation run (0: none)")
     a = ap.parse_args(argv)
+    if a.stationary:
+        for routing in a.routing.split(","):
+            lines = stationary(routing, a.instances, [float(u) for u in a.loads.split(",")],
+                               a.n, range(a.seed, a.seed + a.seeds), a.skip)
+            print("\n".join(lines), flush=True)
+            if a.sat_n:
+                sat = float(lines[0].split("saturation ")[1].split()[0])
+                print(f"  simulator saturation / closed form "
+                      f"{sim_saturation(routing, a.instances, sat, a.sat_n):.3f}", flush=True)
+        return 0
     w, trace, blocks = setting(a.load, a.arrival_seed)
     for routing in a.routing.split(","):
         x, mom = closed_moments(_cluster(routing), w)

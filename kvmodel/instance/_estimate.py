@@ -647,8 +647,14 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     cr2 = pre.reserve_scv(O) if mix else 0.0  # the KV slots count reserved tokens
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
                                  (rho, w_pf, S, held), lam_sat, ca2, cr2)
-    mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)),
-                        (f, t_p, t_d, t, kA), lam, ca2, steer) if mix and pre.lengths else None
+    mom = None
+    if mix and pre.lengths:  # the classes' KV read lengthens the steps they decode in
+        parts = (f, t_p, t_d, t, kA)
+        hold = _slot_hold(w_pf, S, O, tpot, held)
+        tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D, bmax),
+                                  parts, xp.minimum(lam, 4.0 * bmax / hold), steer)
+        mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)), parts, lam,
+                            ca2, steer)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2,
                     (mom, steer))
     common = req_s + R
@@ -741,16 +747,52 @@ def _slot_classes(s: Setup, pre: PrefixMix, own, means, parts, lam, ca2, steer=0
     (``kv_token_bytes_rank``) at the roofline's achieved HBM bandwidth; the token-weighted
     feedback gain κ = λ(O − 1)·(read seconds per token)·c̄. ``means``: (S, O, mean hold);
     ``parts``: (f, t_busy, t_decode, t, κ_A)."""
-    (S, O, hold), (f, t_p, t_d, t, kA) = means, parts
-    read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
-    amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
-    c_k = [L + O / 2.0 for L in pre.lens]
-    c = sum(p * x for p, x in zip(pre.probs, c_k))
+    (S, O, hold), (_, t_p, t_d, _, kA) = means, parts
+    read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
     holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
     kappa = lam * (O - 1.0) * read_s * c
     shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]  # busy seconds it and its
     return _ol.slot_moments(pre.probs, [L + O for L in pre.lens], holds, lam, ca2, kappa,
                             steer, shots)  # cluster (κ_A) add to every hold in the pool
+
+
+def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
+    """TPOT a request of length classes sees above the count law's (module docstring of
+    :mod:`kvmodel.instance._openloop`, *KV-slot occupancy*): every step reads the decoders'
+    hold-weighted context, D·(E[h·c]/E[h] − c̄) tokens more than D·c̄, and a request sees the
+    shots' context swing (:func:`~kvmodel.instance._openloop.seen_context`), at most the
+    pool's room above its mean occupancy (bmax − λ·E[r·h]/r̄ mean reservations of c̄ context
+    each, at the holds with the hold-weighted read: a full pool does not swing, as Var(D) <=
+    (bmax − D)² in the count law, so the pool's edge is that of the weighted read), each token
+    at the roofline's achieved HBM bandwidth. The class holds are those of the count law's TPOT: one
+    step of the fixed point hold ↔ step time (the extra lengthens every hold; the moments are
+    then taken at the longer holds). ``means``: (S, O, mean hold, D, bmax); ``parts`` as
+    :func:`_slot_classes`; ``lam`` is the caller's, at most 4·bmax/h̄ (beyond it the pool
+    holds X̄ = λ·h̄·w1 >= bmax for any w1 >= 1/4: unstable and reported so; the cap keeps
+    the λ² of the shots finite at absurd rates); a load-aware router takes back its
+    ``steer`` share of the swing, as of the occupancy's (:func:`_slot_classes`)."""
+    (S, O, hold, D, bmax), (_, t_p, t_d, _, kA) = means, parts
+    read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
+    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
+    shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]
+    weighted, seen = _ol.seen_context(pre.probs, c_k, holds, lam, lam * (O - 1.0) * read_s * c,
+                                      shots)
+    r_k = [L + O for L in pre.lens]  # reserved tokens: the swing fits in the pool's room
+    r = sum(p * x for p, x in zip(pre.probs, r_k))
+    dh = (O - 1.0) * read_s * D * weighted  # every hold, at the hold-weighted read
+    held = lam * sum(p * x * (h + dh) for p, x, h in zip(pre.probs, r_k, holds)) / r
+    seen = xp.minimum(seen * (1.0 - steer), xp.maximum(bmax - held, 0.0) * c)
+    return read_s * (D * weighted + seen)
+
+
+def _class_reads(s: Setup, pre: PrefixMix, O, parts):
+    """(seconds per KV token read per step, the left-behind prefill's amplification of a
+    class's own service, the classes' mean contexts c_k, their mean c̄)."""
+    f, t_p, t_d, t, kA = parts
+    read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
+    amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
+    c_k = [L + O / 2.0 for L in pre.lens]
+    return read_s, amp, c_k, sum(p * x for p, x in zip(pre.probs, c_k))
 
 
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,

@@ -90,6 +90,26 @@ the large requests hold longest, is nearer the simulator's (round robin's 4 inst
 the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
 6.70/s; λ_sat alone gave 6.57/s). One request size keeps the count law above.
 
+**The classes' KV read.** A decode step reads the KV of the sequences in it, and with length
+classes those are not D sequences of the mean context c̄: the pool is hold-weighted (large
+prompts hold longest), E[h·c]/E[h] − c̄ tokens more per sequence, and a request sees the
+shots' swing: a long prompt's busy steps hold back the count N and the context sum K
+together, and a request present at a step sees (Cov_s(N, K) − c̄·Var_s(N))/N̄ tokens more
+than the count law's swings at the mean context, amplified by the KV-read feedback 1/(1 − κ)
+(:func:`seen_context`, the shot covariance of :func:`slot_moments`' shot noise; at most the
+pool's room above its mean occupancy, and a load-aware router takes back its ``steer`` share).
+Each token costs the roofline's read seconds; the TPOT a request sees, so every hold, grows by
+read_s·(D·(E[h·c]/E[h] − c̄) + seen): one step of the fixed point of hold and step time, the
+class moments then taken at the longer holds. Against the simulator on a stationary stream
+(``benchmarks/kv_slot_occupancy.py --stationary``: Llama-3.1-8B on H100, prompt and output
+pairs drawn i.i.d. from the Mooncake conversation trace, Poisson, one instance, 3 seeds) the
+mean hold goes from −7/−8/−7 % to −1/−3/−2 % of the simulator's at 0.5/0.7/0.85 of
+saturation (the D-weighted TPOT 17.5 vs 18.7 ms at 0.5 before, 18.2 vs 18.0 after), the mean
+occupancy from −13/−13/−10 % to −10/−9/−5 %. What is left of the mean is w1 (1.22 against
+1.34 at 0.5): the trace's long prompts have longer outputs (band means 335/352/421/372
+tokens from the shortest band up), which the classes, of one output length, do not carry
+(band outputs alone give w1 1.28).
+
 **Split.** A prompt that arrives during a step runs in the next one, together with every
 prompt that arrived during the same step, and waits beyond it only for what that step's budget
 cannot take. (1) The running step: an arrival lands in a step with probability proportional
@@ -380,8 +400,10 @@ def step_position(lam, t, t_d, t_full, a, var, share, ca2):
     e1 = t_d + z1
     L1 = (t_d * t_d + 2.0 * t_d * z1 + z2) / e1  # E[L], E[L²] of the length-biased step
     L2 = (t_d ** 3 + 3.0 * t_d * t_d * z1 + 3.0 * t_d * z2 + z3) / e1
-    X1 = 0.5 * L1 + a * lam * L1
-    X2 = L2 / 3.0 + a * lam * L2 + a * a * (lam * ca2 * L1 + lam * lam * L2)
+    g = a * lam  # the mates' busy seconds per second of step; X1, X2 over (1 + g), (1 + g)²
+    u, v = 1.0 / (1.0 + g), g / (1.0 + g)  # (scale-free: no overflow at absurd rates)
+    X1 = (0.5 * u + v) * L1
+    X2 = (L2 / 3.0 * u + v * L2) * u + v * (a * ca2 * L1 * u + v * L2)
     return xp.minimum(2.0 * X1 * X1 / xp.maximum(X2, 1e-300), 1.0)
 
 
@@ -411,6 +433,7 @@ def overflow_wait(lam, new, t, var, budget, t_full, ca2, cs2, fluid):
     probability of waiting, probability of landing behind a carry); ρ >= 1 is the caller's
     to mask."""
     rho, w_tok, ahead = fluid
+    lam = xp.where(rho < 1.0, lam, 0.5 * lam / xp.maximum(rho, 1e-300))  # ρ >= 1: masked (ρ 0.5)
     mu = xp.maximum(lam * new * t, 1e-300)
     s2 = xp.minimum(lam * t * new * new * (ca2 + cs2) + (lam * new) * (lam * new) * var, 1e300)
     s2 = xp.maximum(s2, 1e-300)
@@ -517,10 +540,12 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0, moments
     theta = lam_sat - lam  # drift of the queue above the cap
     ok = theta > 0
     N = xp.minimum(lam * hold, bmax * lam / lam_sat)
-    z, sigma2, ca2 = _reserved(z, lam * (ca2 + 1.0 + lam * t), lam, ca2, cr2)
-    V = xp.maximum(N * z, 1e-12)
+    lam = xp.where(ok, lam, 0.5 * lam_sat)  # unstable: the law's values are masked below
+    N_s = xp.where(ok, N, 0.5 * bmax)
+    z, sigma2, ca2 = _reserved(xp.where(ok, z, 1.0), lam * (ca2 + 1.0 + lam * t), lam, ca2, cr2)
+    V = xp.maximum(N_s * z, 1e-12)
     sd = V ** 0.5
-    beta = (bmax - N) / sd
+    beta = (bmax - N_s) / sd
     dens = np.exp(-0.5 * beta * beta) / (_SQRT_2PI * sd)  # occupancy density at the cap
     mass = sigma2 * dens / (2.0 * xp.where(ok, theta, 1.0))  # the queue's share
     p = mass / (normal_cdf(beta) + mass)
@@ -549,11 +574,15 @@ def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
     (a shot noise: 2λ²·E[r_j·Δ_j·E_i[r_i·min(h_i, h_j)]] + λ³·E[Δ²]·E[r·r'·min(h, h')]);
     the pool's feedback on its holds (gain ``kappa``) amplifies the
     variance by 1/(1 − κ) (a restoring force (1 − κ)/h̄). A load-aware router (``steer``)
-    removes that share of the swings above independent holds. w1 = E[r·h]/(r̄·h̄), w3 =
+    removes that share of the swings above independent holds; its arrivals follow the pool
+    (it sends them where requests left), not a renewal stream beside it, so the same share
+    of the independent holds keeps Poisson's variance (c_a² → 1: its smoothing is the steer;
+    least loaded, steer 1, SCV 0.43, on the benchmark below: index 3.2 against the
+    simulator's 3.1-4.3, 2.7 with the renewal reduction). w1 = E[r·h]/(r̄·h̄), w3 =
     E[r²·h]/(E[r·h]·r̄) (the index of Poisson arrivals without shots or feedback)."""
     rb, hb, rh, r2h, pair, cross, sq = _class_sums(probs, sizes, holds, shots)
     mean = lam * rh / rb
-    ind = lam * (r2h + (ca2 - 1.0) * pair)  # independent holds
+    ind = lam * (r2h + (1.0 - steer) * (ca2 - 1.0) * pair)  # independent holds
     gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
     slow = ind * (gain - 1.0)
     if shots is not None:
@@ -593,6 +622,55 @@ def _class_sums_array(probs, sizes, holds, shots):
                                       P * D * D))
 
 
+def seen_context(probs, ctx, holds, lam, kappa, shots):
+    """KV tokens a decode step reads beyond ``D·c̄`` (c̄ = E[c], the classes' mean context
+    ``ctx``), per decoder seen (module docstring, *KV-slot occupancy*): (1) the pool is
+    hold-weighted, E[h·c]/E[h] − c̄ per sequence, and (2) the prefill shots Δ_j (seconds)
+    swing the count N and the context sum K together, so a request sees
+    (Cov_s(N, K) − c̄·Var_s(N))/N̄ more, the shot covariance beyond the count's own swings
+    at the mean context (those are the count law's, :func:`fluctuation`), amplified by the
+    feedback 1/(1 − ``kappa``). The shot covariance of marks a, b (the shot noise of
+    :func:`slot_moments`): λ²·E[Δ_j(a_j·M_b(j) + b_j·M_a(j))] + λ³·E[Δ²]·E[a_j·M_b(j)],
+    M_b(j) = E'[b'·min(h', h_j)]. Returns (per-sequence weighting, seen excess) in tokens."""
+    sums = (_context_sums_array if xp.is_array(*probs, *ctx, *holds, *shots)
+            else _context_sums)(probs, ctx, holds, shots)
+    hb, cb, hc, sq, d1, dc, e1, ec = sums
+    var_n = 2.0 * lam * d1 + lam * lam * sq * e1  # Var_s(N)/λ, Cov_s(N, K)/λ
+    cov = lam * dc + lam * lam * sq * ec
+    gain = 1.0 / (1.0 - xp.minimum(kappa, KAPPA_MAX))
+    seen = (cov - cb * var_n) * gain / xp.maximum(hb, 1e-300)
+    out = (hc / xp.maximum(hb, 1e-300) - cb, seen)
+    return tuple(np.broadcast_arrays(*out)) if xp.is_array(*out) else out
+
+
+def _context_sums(probs, ctx, holds, shots):
+    """E[h], E[c], E[h·c], E[Δ²], E[Δ·M_1], E[Δ(M_c + c·M_1)], E[M_1], E[M_c] over the
+    classes (:func:`seen_context`), scalars: the classes in ascending hold."""
+    rows = sorted(zip(map(float, holds), map(float, ctx), map(float, probs), map(float, shots)))
+    tp = sum(p for _, _, p, _ in rows)
+    tc = sum(p * c for _, c, p, _ in rows)
+    hb = cb = hc = sq = d1 = dc = e1 = ec = a1 = ac = f1 = fc = 0.0
+    for h, c, p, d in rows:
+        a1, ac, f1, fc = a1 + p * h, ac + p * c * h, f1 + p, fc + p * c
+        m1, mc = a1 + h * (tp - f1), ac + h * (tc - fc)
+        hb, cb, hc, sq = hb + p * h, cb + p * c, hc + p * h * c, sq + p * d * d
+        d1, dc, e1, ec = d1 + p * d * m1, dc + p * d * (mc + c * m1), e1 + p * m1, ec + p * mc
+    return hb, cb, hc, sq, d1, dc, e1, ec
+
+
+def _context_sums_array(probs, ctx, holds, shots):
+    """:func:`_context_sums` over configuration arrays (the classes on a last axis)."""
+    n = len(probs)
+    X = np.stack(np.broadcast_arrays(*probs, *ctx, *holds, *shots), -1).astype(float)
+    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
+    P, C, H, D = (np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
+    pc = P * C
+    m1 = np.cumsum(P * H, -1) + H * (P.sum(-1, keepdims=True) - np.cumsum(P, -1))
+    mc = np.cumsum(pc * H, -1) + H * (pc.sum(-1, keepdims=True) - np.cumsum(pc, -1))
+    return tuple(x.sum(-1) for x in (P * H, pc, pc * H, P * D * D, P * D * m1,
+                                      P * D * (mc + C * m1), P * m1, P * mc))
+
+
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
     a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
@@ -611,9 +689,10 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
                        lam / N)
     th = xp.where(ok, theta, 1.0)
-    sigma2 = lam * (ca2 + 1.0 + lam * t) + 2.0 * lam * cr2
-    m = xp.minimum(N * w1, bmax)
-    p = _slot_law(m, xp.maximum(m * z, 1e-12), bmax, sigma2, th)
+    lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
+    sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
+    m = xp.where(ok, N * w1, 0.5 * bmax)
+    p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
     wait = p * (ca2 + cr2) / (2.0 * th)
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
 

@@ -28,6 +28,16 @@ def test_smoother_arrivals_by_hand():
     assert idx == pytest.approx((19.0 - 0.75 * 12.5) / 4.0 / 3.5)
 
 
+def test_a_steering_router_keeps_the_poisson_independent_holds():
+    # a load-aware router's arrivals follow the pool: its steer share of the renewal
+    # reduction (c_a² − 1)·E[r·r'·min(h, h')] = −0.75·12.5 is not taken (its smoothing is the
+    # steer), so steer 1 gives Poisson's independent holds, 19/4/3.5, whatever c_a² and κ
+    poisson = ol.slot_moments(PROBS, SIZES, HOLDS, 1.0, 1.0, 0.0)[1]
+    assert ol.slot_moments(PROBS, SIZES, HOLDS, 1.0, 0.25, 0.3, 1.0)[1] == pytest.approx(poisson)
+    half = ol.slot_moments(PROBS, SIZES, HOLDS, 1.0, 0.25, 0.0, 0.5)[1]
+    assert half == pytest.approx((19.0 - 0.5 * 0.75 * 12.5) / 4.0 / 3.5)
+
+
 def test_one_deterministic_size_is_the_count_of_an_infinite_server():
     # M/D/∞ (and GI/D/∞ with long holds): N̄ = λh, index c_a²
     for ca2 in (1.0, 0.25):

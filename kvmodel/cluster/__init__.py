@@ -1482,9 +1482,8 @@ def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers,
     if ROUTING[c.routing].closed_form == "prefix_affinity_bounded":  # ties join the shortest
         from kvmodel.cluster._routing_queue import bounded_affinity_waits
         local = caps["hbm"] + caps["dram"] + caps["cxl"] + caps["ssd"]  # blocks per instance
-        classes = _hit_kw(_prefix_args(hits, tiers, w.input_len), w)["prefix_classes"]
         return bounded_affinity_waits(w.profile, n, c.epsilon, c.eviction, local, m,
-                                      w.length_cv, classes)
+                                      w.length_cv)
     if c.eviction != "lru" or not is_loaded(c.routing):
         return m
     from kvmodel.cluster._routing_load import routed_waits

@@ -120,6 +120,39 @@ cut then outweighs the hits (8 x 70B fp8, Mooncake at 1.3 req/s per instance, ep
 the p99 rose 4.8 % from 169 to 288 GB of DRAM; the simulator's fell 2.2 %, 5.42 -> 5.30 s);
 on the conformance setting the p99 is -0.04 against the simulator without the shift, -0.09
 with it.
+
+**Steering.** The KV-slot occupancy swings of an instance (requests held longer in a fuller
+pool, :func:`kvmodel.instance._openloop.slot_moments`) raise its active count; a request
+whose choice reads that count goes elsewhere until the loads even out. Under bounded
+affinity two kinds of request read it: the tied ones (d >= 2, to the fewest active of the
+tied) and those whose eligible set the bound decided (d = 1 only because the bound excluded
+an instance with a longer cached prefix, or one tied with it: without the bound they would
+have gone elsewhere or tied). The rest follow their prefix whatever the load. The share of
+the two kinds, counted in the same replay as the choice mix (:func:`bounded_steer_share`,
+blended in ``log2(1 + cap)`` as the law), is the steering share
+(:func:`kvmodel.cluster._routing_load.routed_slot_steer`; least_loaded 1, round robin 0).
+4 x 8B, Mooncake, 953 blocks per instance: 0.94 (the ties; the bound decided 5 of the
+12,031 requests).
+Against the simulator (tests/policies/test_routing_vs_sim*.py) mean / p99 TTFT went from
++0.02 / -0.03 to +0.01 / -0.03 at 50 % and from -0.25 / +0.64 to -0.51 / -0.48 at 85 %
+(the +0.64 was the unsteered slot law's head-of-line tail, not the ties'; at 85 % every
+steered router is 49-71 % low there: the trace's drift and the simulator's own saturation).
+
+**The tie tail.** With the instance's hit-and-length classes, :func:`bounded_affinity_waits`
+can also move the percentiles (:func:`_tie_tail`): the wait is a mixture of two laws, the
+share ``π_1`` with one choice keeping the instance's (W, p), the tied rest the law that
+keeps the routed mean, ``W_t = (W' − π_1·W)/(1 − π_1)``, ``p_t = (p' − π_1·p)/(1 − π_1)``
+(so ``π_1·W + (1 − π_1)·W_t = W'``; floored at 0 where the mixed fixed point shortens the
+d = 1 queues too). A class k's TTFT exceeds x with probability ``Σ_l π_l P(W_l + S_k > x)``,
+which on [s_j, s_j+1) is ``A_j + Σ_l B_lj exp(−(x − s_j)/θ_l)`` (the one-law form of
+:func:`~kvmodel.instance._mixture.mixture_quantile` with a term per law), convex and
+decreasing: Newton's method from the lower bound ``θ_min ln(Σ B / room)`` solves it
+(:func:`_two_law_quantile`). The services are read as :func:`routed_percentiles` reads them
+(``b_q`` x uncached tokens) and the fall is bounded by the count bound (:func:`_count_bound`).
+``evaluate`` does not pass the classes: measured, the tie tail moves the p99 away from the
+simulator (50 %: -0.03 -> -0.11; 85 %: -0.48 -> -0.57), and a class's no-wait atom makes the
+shift jump (the p99 over the rate: 5.99 s at 0.50 of saturation, 5.74 s at 0.65, where the
+instance's own p99 is flat) -- as for least_loaded's shift (6.03 -> 5.73 s there).
 """
 
 from __future__ import annotations

@@ -1241,11 +1241,15 @@ def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
     return np.sqrt(ca2) if isinstance(ca2, np.ndarray) else math.sqrt(ca2)
 
 
-def _slot_steer(c: Cluster, n: int) -> float:
+def _slot_steer(c: Cluster, w: Workload, n: int, caps: dict | None) -> Any:
     """Share of the KV-slot swings the router takes back
-    (:func:`kvmodel.cluster._routing_load.routed_slot_steer`; one instance: none)."""
+    (:func:`kvmodel.cluster._routing_load.routed_slot_steer`, with the cache blocks per
+    instance ``caps`` gives; one instance: none)."""
     from kvmodel.cluster._routing_load import routed_slot_steer
-    return routed_slot_steer(c) if n > 1 else 0.0
+    if n == 1:
+        return 0.0
+    local = None if caps is None else caps["hbm"] + caps["dram"] + caps["cxl"] + caps["ssd"]
+    return routed_slot_steer(c, w if caps is not None else None, n, local)
 
 
 def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
@@ -1452,7 +1456,7 @@ def _evaluate(c: Cluster, w: Workload, lam, shape) -> ClusterResult:
     imb = _imbalance(c, w, n)
     tiers = _tiers(c, key, per_node)
     hits, admit, parts, lam, info = _served(c, w, lam, shape, hits, tiers, imb, n, node,
-                                            block_B)
+                                            block_B, caps)
     flows = _network(c, w, node, hits, block_B, lam, caps, admit)
     util = flows["util"]
     m = _routed_queue(c, w, n, _combine(parts), hits, tiers, caps)
@@ -1488,7 +1492,8 @@ def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers,
     return routed_waits(c, w, n, m, classes)
 
 
-def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
+def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node,
+               caps: dict | None = None):
     """(instance estimates of each role, the request rate served, what the load mode derives):
     open loop at ``lam`` (the busiest instance at its share), or closed loop / burst."""
     if _workloads.load_mode(w) != "rate":  # closed loop or burst: lam is what it serves
@@ -1497,11 +1502,13 @@ def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node):
     lam_e = lam if shape is None else np.broadcast_to(np.asarray(lam, dtype=float), shape)
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
              if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre,
-                                                    _arrival_cv(c, w, n), _slot_steer(c, n)))
+                                                    _arrival_cv(c, w, n),
+                                                    _slot_steer(c, w, n, caps)))
     return parts, lam, {}
 
 
-def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node, block_B):
+def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node, block_B,
+            caps: dict | None = None):
     """(hits after pool put admission, admission figures, instance estimates, rate served,
     load-mode info). Throttled pool puts under a closed loop or burst are admitted at the rate
     the loop serves, then its instances are solved again with the hits the drops leave."""
@@ -1511,11 +1518,13 @@ def _served(c: Cluster, w: Workload, lam, shape, hits, tiers, imb, n: int, node,
     if not later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
     parts, lam, info = _instances(c, w, lam, shape,
-                                  _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
+                                  _prefix_args(hits, tiers, w.input_len, grid), imb, n, node,
+                                  caps)
     if later:
         hits, admit = _admitted(c, w, hits, block_B, lam, n)
         parts, lam, info = _instances(c, w, lam, shape,
-                                      _prefix_args(hits, tiers, w.input_len, grid), imb, n, node)
+                                      _prefix_args(hits, tiers, w.input_len, grid), imb, n, node,
+                                      caps)
     return hits, admit, parts, lam, info
 
 

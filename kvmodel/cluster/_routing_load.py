@@ -505,11 +505,21 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     return routed_percentiles(m, wait2, p2, classes, not tab.work)
 
 
-def routed_slot_steer(c: Any) -> float:
+def routed_slot_steer(c: Any, w: Any = None, n: int | None = None, cap: Any = None) -> Any:
     """Share of an instance's slow KV-slot occupancy swings its router takes back
     (:func:`kvmodel.instance._openloop.slot_moments`, ``steer``): the swings are requests held
     longer in a fuller pool, so they raise the instance's in-flight load; a rule that reads it
     (the load-aware closed forms, :func:`is_loaded`: fewest active requests, KV usage, queued
     work) sends the next arrivals elsewhere until the loads even out, 1; round robin and the
-    random split read nothing of it, 0."""
-    return 1.0 if is_loaded(c.routing) else 0.0
+    random split read nothing of it, 0. Bounded prefix affinity reads the load for some of its
+    requests only: those tied at their longest cached prefix (to the fewest active) and those
+    whose eligible set the bound decided, the share
+    :func:`kvmodel.cluster._routing_queue.bounded_steer_share` replays for the workload ``w``
+    on ``n`` instances of ``cap`` cache blocks each (a number or an array; without ``w``: 0);
+    the others follow their prefix whatever the load."""
+    if is_loaded(c.routing):
+        return 1.0
+    if ROUTING[c.routing].closed_form != "prefix_affinity_bounded" or w is None or not n:
+        return 0.0
+    from kvmodel.cluster._routing_queue import bounded_steer_share
+    return bounded_steer_share(w.profile, n, c.epsilon, cap, c.eviction)

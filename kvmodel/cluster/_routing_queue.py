@@ -120,6 +120,39 @@ cut then outweighs the hits (8 x 70B fp8, Mooncake at 1.3 req/s per instance, ep
 the p99 rose 4.8 % from 169 to 288 GB of DRAM; the simulator's fell 2.2 %, 5.42 -> 5.30 s);
 on the conformance setting the p99 is -0.04 against the simulator without the shift, -0.09
 with it.
+
+**Steering.** The KV-slot occupancy swings of an instance (requests held longer in a fuller
+pool, :func:`kvmodel.instance._openloop.slot_moments`) raise its active count; a request
+whose choice reads that count goes elsewhere until the loads even out. Under bounded
+affinity two kinds of request read it: the tied ones (d >= 2, to the fewest active of the
+tied) and those whose eligible set the bound decided (d = 1 only because the bound excluded
+an instance with a longer cached prefix, or one tied with it: without the bound they would
+have gone elsewhere or tied). The rest follow their prefix whatever the load. The share of
+the two kinds, counted in the same replay as the choice mix (:func:`bounded_steer_share`,
+blended in ``log2(1 + cap)`` as the law), is the steering share
+(:func:`kvmodel.cluster._routing_load.routed_slot_steer`; least_loaded 1, round robin 0).
+4 x 8B, Mooncake, 953 blocks per instance: 0.94 (the ties; the bound decided 5 of the
+12,031 requests).
+Against the simulator (tests/policies/test_routing_vs_sim*.py) mean / p99 TTFT went from
++0.02 / -0.03 to +0.01 / -0.03 at 50 % and from -0.25 / +0.64 to -0.51 / -0.48 at 85 %
+(the +0.64 was the unsteered slot law's head-of-line tail, not the ties'; at 85 % every
+steered router is 49-71 % low there: the trace's drift and the simulator's own saturation).
+
+**The tie tail.** With the instance's hit-and-length classes, :func:`bounded_affinity_waits`
+can also move the percentiles (:func:`_tie_tail`): the wait is a mixture of two laws, the
+share ``π_1`` with one choice keeping the instance's (W, p), the tied rest the law that
+keeps the routed mean, ``W_t = (W' − π_1·W)/(1 − π_1)``, ``p_t = (p' − π_1·p)/(1 − π_1)``
+(so ``π_1·W + (1 − π_1)·W_t = W'``; floored at 0 where the mixed fixed point shortens the
+d = 1 queues too). A class k's TTFT exceeds x with probability ``Σ_l π_l P(W_l + S_k > x)``,
+which on [s_j, s_j+1) is ``A_j + Σ_l B_lj exp(−(x − s_j)/θ_l)`` (the one-law form of
+:func:`~kvmodel.instance._mixture.mixture_quantile` with a term per law), convex and
+decreasing: Newton's method from the lower bound ``θ_min ln(Σ B / room)`` solves it
+(:func:`_two_law_quantile`). The services are read as :func:`routed_percentiles` reads them
+(``b_q`` x uncached tokens) and the fall is bounded by the count bound (:func:`_count_bound`).
+``evaluate`` does not pass the classes: measured, the tie tail moves the p99 away from the
+simulator (50 %: -0.03 -> -0.11; 85 %: -0.48 -> -0.57), and a class's no-wait atom makes the
+shift jump (the p99 over the rate: 5.99 s at 0.50 of saturation, 5.74 s at 0.65, where the
+instance's own p99 is flat) -- as for least_loaded's shift (6.03 -> 5.73 s there).
 """
 
 from __future__ import annotations
@@ -361,58 +394,109 @@ def bounded_choice_mix(prof: Any, n: int, epsilon: float, cap: int,
     return prof._cache[key]
 
 
-def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str) -> tuple:
+def bounded_steer_share(prof: Any, n: int, epsilon: float, cap: Any,
+                        eviction: str = "lru") -> Any:
+    """Share of the requests whose ``prefix_affinity_bounded`` choice reads the load (module
+    docstring, *Steering*): the ties (d >= 2, the fewest active of the tied instances) plus
+    the requests left with one eligible instance because the bound excluded others (an
+    instance with a longer cached prefix, or one tied with it), from the replay of
+    :func:`bounded_choice_mix` at the capacities ``2^j − 1`` blocks, blended linearly in
+    ``log2(1 + cap)`` as :func:`bounded_affinity_waits` blends its law (``cap``: blocks per
+    instance, a number or an array). One instance: 0 (nothing to steer)."""
+    n, eps = int(n), float(epsilon)
+    if n == 1:
+        return np.zeros(np.shape(cap)) if xp.is_array(cap) else 0.0
+    full = _distinct_per_instance(prof, n, eps)
+
+    def share(j: int) -> float:
+        c = min(2 ** j - 1, full)
+        key = ("pab_steer", n, eps, c, eviction)
+        if key not in prof._cache:
+            _replay_ties(prof, n, eps, c, eviction, steer=True)
+        return prof._cache[key]
+
+    return _log_blend(cap, full, share)
+
+
+def _log_blend(cap: Any, full: int, per_level) -> Any:
+    """``per_level(j)`` (a number per anchor capacity ``2^j − 1``) blended linearly in
+    ``x = log2(1 + cap)`` (capped at ``log2(1 + full)``) between ``j = floor(x)`` and j + 1;
+    a number or an array shaped like ``cap``."""
+    top = math.log2(1.0 + full)
+    if not xp.is_array(cap):
+        x = min(math.log2(1.0 + max(math.floor(cap), 0.0)), top)
+        j, t = int(x), x - int(x)
+        v = per_level(j)
+        return (1.0 - t) * v + t * per_level(j + 1) if t > 0.0 else float(v)
+    x = np.minimum(np.log2(1.0 + np.maximum(np.floor(np.asarray(cap, float)), 0.0)), top)
+    j = np.floor(x).astype(np.int64)
+    t = x - j
+    vals = {int(k): per_level(int(k)) for k in np.unique(np.concatenate([j.ravel(), j.ravel() + 1]))
+            if np.any(np.where(j == k, 1.0 - t, 0.0) + np.where(j + 1 == k, t, 0.0) > 0)}
+    lo = np.vectorize(lambda k: vals.get(int(k), 0.0), otypes=[float])
+    return (1.0 - t) * lo(j) + t * lo(j + 1)
+
+
+def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str,
+                 steer: bool = False) -> tuple:
     """:func:`bounded_choice_mix` replayed: LRU caches through :func:`_replay_lru`, any other
     eviction through its :data:`~kvmodel.policies.eviction.EVICTION_POLICIES` cache. LRU
     caches of at least the most distinct blocks an instance takes without eviction
     (:func:`_distinct_per_instance`) never evict (the replay follows the one without
-    eviction, whose instances never hold more), so their counts are that replay's."""
+    eviction, whose instances never hold more), so their counts are that replay's (unless
+    ``steer`` asks for the bound's exclusions, which only the replay counts). A replay
+    also memoises :func:`bounded_steer_share`'s share at ``cap``."""
     if n == 1:  # one instance: one choice
         return (1.0,)
     ties = None
-    if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps):
+    if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps) and not steer:
         ties = prof._cache.get(("infinite_ties", n, True, eps))
     if ties is None:
-        ties = (_replay_lru if eviction == "lru" else _replay_policy)(prof, n, eps, cap,
-                                                                        eviction)
+        ties, bound = (_replay_lru if eviction == "lru" else _replay_policy)(prof, n, eps,
+                                                                             cap, eviction)
+        prof._cache[("pab_steer", n, eps, cap, eviction)] = (
+            (sum(ties[1:]) + bound) / max(sum(ties), 1))
     total = sum(ties)
     return tuple(t / total for t in ties) if total else (1.0,) + (0.0,) * (n - 1)
 
 
-def _replay_policy(prof: Any, n: int, eps: float, cap: int, eviction: str) -> list:
-    """Tie counts (d = 1 ... n) of the rule replayed with ``eviction`` caches: every eligible
+def _replay_policy(prof: Any, n: int, eps: float, cap: int, eviction: str) -> tuple:
+    """(tie counts, d = 1 ... n; the requests with d = 1 whose eligible set the bound
+    changed: :func:`bounded_steer_share`) of the rule replayed with ``eviction`` caches: every
     instance's cached prefix walked block by block (``contains``), the chosen one's cache
     touched last block to first (the :class:`~kvmodel.policies.eviction.CachePolicy`
     contract)."""
     from kvmodel.policies.eviction import EVICTION_POLICIES
     caches = [EVICTION_POLICIES[eviction](cap) for _ in range(n)]
-    counts, ties = [0] * n, [0] * n
+    counts, ties, excluded = [0] * n, [0] * n, 0
     off, ids = prof.block_offsets.tolist(), prof.block_ids.tolist()
     for r in range(prof.n_requests):
         chain = ids[off[r]:off[r + 1]]
         bound = math.ceil((1.0 + eps) * (r + 1) / n)
-        tied, top = [], -1
+        tied, top, held = [], -1, []
         for i in range(n):
-            if counts[i] + 1 > bound:
-                continue
             k = 0
             for b in chain:
                 if not caches[i].contains(b):
                     break
                 k += 1
+            held.append(k)
+            if counts[i] + 1 > bound:
+                continue
             if k > top:
                 tied, top = [i], k
             elif k == top:
                 tied.append(i)
         ties[len(tied) - 1] += 1
+        excluded += len(tied) == 1 and (max(held) > top or held.count(top) > 1)
         c = min(tied, key=lambda i: (counts[i], i))
         counts[c] += 1
         for b in reversed(chain):
             caches[c].touch(b)
-    return ties
+    return ties, excluded
 
 
-def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> list:
+def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> tuple:
     """:func:`_replay_policy` for LRU caches, the same counts in a fraction of its time
     (falls back to it on a trace whose chains
     :func:`~kvmodel.workload._reuse_analytic.prefix_chains` cannot compress): each block
@@ -425,23 +509,33 @@ def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> list:
         return _replay_policy(prof, n, eps, cap, "lru")
     chains, live, width = pre
     holders, lrus, sizes = [0] * width, [OrderedDict() for _ in range(n)], [0] * n
-    counts, ties, most, full = [0] * n, [0] * n, 0, (1 << n) - 1
+    counts, ties, most, full, excluded = [0] * n, [0] * n, 0, (1 << n) - 1, 0
     for r, chain in enumerate(chains):
         bound = math.ceil((1.0 + eps) * (r + 1) / n)
         best = full if most < bound else sum(1 << i for i in range(n) if counts[i] < bound)
-        k = 0
-        for b in chain:
-            m = best & holders[b]
-            if not m:
-                break
-            best, k = m, k + 1
-        ties[best.bit_count() - 1] += 1
+        best, k = _narrowed(best, chain, holders)
+        d = best.bit_count()
+        ties[d - 1] += 1
+        if d == 1 and most >= bound:  # did the bound decide? the unbounded rule's set
+            excluded += _narrowed(full, chain, holders)[0] != best
         c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
         if cap > 0:
             sizes[c] = _touch_lru(lrus[c], holders, c, chain, (k, live[r], r), sizes[c], cap)
-    return ties
+    return ties, excluded
+
+
+def _narrowed(best: int, chain: list, holders: list) -> tuple[int, int]:
+    """(the instances of the mask ``best`` holding the longest prefix of ``chain`` any of
+    them holds, its length in blocks): the mask narrowed block by block."""
+    k = 0
+    for b in chain:
+        m = best & holders[b]
+        if not m:
+            break
+        best, k = m, k + 1
+    return best, k
 
 
 def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, size: int,
@@ -484,12 +578,15 @@ def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, s
 
 
 def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap: Any,
-                           m: dict, length_cv: float) -> dict:
+                           m: dict, length_cv: float, classes: list | None = None) -> dict:
     """The instance figures ``m`` with the wait law behind ``prefix_affinity_bounded``
     (``cap``: cache blocks per instance, a number or an array): the share ``mix[d − 1]`` of
     requests joins the fewest-active of d instances (a count signal, :func:`routed_law`),
-    the rest goes where its prefix is; the mean TTFT moves with the mean wait, the percentiles
-    keep the instance's law (module docstring, *Bounded prefix affinity*). The mix
+    the rest goes where its prefix is; the mean TTFT moves with the mean wait; with the
+    instance's hit-and-length ``classes`` (rows as :func:`routed_percentiles`') the
+    percentiles are those of the two-law mixture, the tied share's shorter wait beside the
+    instance law of the share that follows its prefix (:func:`_tie_tail`; without classes
+    they keep the instance's law). Module docstring, *Bounded prefix affinity*. The mix
     is replayed at the capacities ``2^j − 1`` blocks (j = 0, 1, ...) up to the most distinct
     blocks one instance takes in the assignment of the hit curve (beyond it the hits, and the
     law, no longer change: :func:`_distinct_per_instance`) and the law blended linearly in
@@ -501,31 +598,38 @@ def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap
 
     def law(j: int, W: Any, p: Any, u: Any) -> tuple:
         mix = bounded_choice_mix(prof, n, epsilon, min(2 ** j - 1, full), eviction)
-        return routed_law(mix, W, p, residual, u)
+        return (*routed_law(mix, W, p, residual, u), mix[0])
 
     rho = utilisation(m)
     if not xp.is_array(cap, m["wait"], m["pwait"], rho):
         x = min(math.log2(1.0 + max(math.floor(cap), 0.0)), top)
         j, t = int(x), x - int(x)
-        wait2, p2 = law(j, m["wait"], m["pwait"], rho)
+        got = law(j, m["wait"], m["pwait"], rho)
         if t > 0.0:
-            w1, p1 = law(j + 1, m["wait"], m["pwait"], rho)
-            wait2, p2 = (1.0 - t) * wait2 + t * w1, (1.0 - t) * p2 + t * p1
-        return _mean_moved(m, float(wait2), float(p2))
+            got = [(1.0 - t) * a + t * b for a, b in zip(got, law(j + 1, m["wait"],
+                                                                  m["pwait"], rho))]
+        return _moved(m, *(float(v) for v in got), classes)
     shape = np.broadcast_shapes(*(np.shape(v) for v in (cap, m["wait"], m["pwait"], rho)))
     x = np.minimum(np.log2(1.0 + np.maximum(np.floor(np.broadcast_to(cap, shape)), 0.0)), top)
     j = np.floor(x).astype(np.int64)
     t = x - j
     W, p, u = (np.broadcast_to(v, shape) for v in (m["wait"], m["pwait"], rho))
-    wait2, p2 = np.zeros(shape), np.zeros(shape)
+    got = np.zeros((3,) + shape)
     for k in np.unique(np.concatenate([j.ravel(), j.ravel() + 1])):
         wk = np.where(j == k, 1.0 - t, 0.0) + np.where(j + 1 == k, t, 0.0)
         sel = wk > 0
         if np.any(sel):
-            a_w, a_p = law(int(k), W[sel], p[sel], u[sel])
-            wait2[sel] += wk[sel] * a_w
-            p2[sel] += wk[sel] * a_p
-    return _mean_moved(m, wait2, p2)
+            got[:, sel] += wk[sel] * np.stack(np.broadcast_arrays(*law(int(k), W[sel], p[sel],
+                                                                      u[sel])))
+    return _moved(m, *got, classes)
+
+
+def _moved(m: dict, wait2: Any, p2: Any, alone: Any, classes: list | None) -> dict:
+    """:func:`_mean_moved`, and with ``classes`` the percentiles of :func:`_tie_tail`
+    (``alone``: the share of requests with one choice)."""
+    if classes is None:
+        return _mean_moved(m, wait2, p2)
+    return _tie_tail(m, wait2, p2, alone, classes)
 
 
 def _mean_moved(m: dict, wait2: Any, p2: Any) -> dict:
@@ -539,6 +643,151 @@ def _mean_moved(m: dict, wait2: Any, p2: Any) -> dict:
     return dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, m["pwait"]),
                 ttft=m["ttft"] + xp.where(live, xp.where(live, wait2, 0.0)
                                           - xp.where(live, W, 0.0), 0.0))
+
+
+def _tie_tail(m: dict, wait2: Any, p2: Any, alone: Any, classes: list) -> dict:
+    """:func:`_mean_moved` with each percentile moved to the two-law mixture's (module
+    docstring, *The tie tail*): the share ``alone`` keeps the instance's wait law (W, p), the
+    tied rest waits with ``W_t = (W' − alone·W)/(1 − alone)``, ``p_t = (p' − alone·p)/(1 −
+    alone)`` (the routed mean kept); each class's service is read as ``b_q`` x its uncached
+    tokens as :func:`routed_percentiles` reads it, the shift is the mixture's q-quantile
+    minus the instance law's, and a percentile falls by at most a waiting request's mean cut
+    (:func:`_count_bound`)."""
+    out = _mean_moved(m, wait2, p2)
+    W, p = m["wait"], m["pwait"]
+    live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
+    if out is m:
+        return m
+    probs = [c[0] for c in classes]
+    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
+    b = xp.maximum(m["ttft"] - W, 0.0) / sum(pi * x for pi, x in zip(probs, new))
+    Ws, W2s = xp.where(live, W, 0.0), xp.where(live, wait2, 0.0)
+    p_old, p_new = (_clipped(xp.where(live, v, 1.0)) for v in (p, p2))
+    rest = xp.maximum(1.0 - alone, 1e-12)
+    tied = (xp.maximum(W2s - alone * Ws, 0.0) / rest,
+            _clipped(xp.maximum(p_new - alone * p_old, 0.0) / rest))
+    vals = [m[k] for k, _ in _KEYS]
+    if not xp.is_array(Ws, p_old, W2s, p_new, alone, b, *probs, *new, *vals):
+        args = tuple(float(v) for v in (Ws, p_old, *tied, alone, b, *probs, *new, *vals))
+        shifts = current().cached("pab_tail_shifts", args,
+                                  lambda: _tail_shifts_scalar(args, len(probs)), _MEMO_SIZE)
+    else:
+        shifts = _tail_shifts_array((Ws, p_old), tied, alone, probs, new, b, vals, live)
+    for (key, _), shift in zip(_KEYS, _count_bound(list(shifts), Ws, W2s, p_old)):
+        out[key] = m[key] + xp.where(live, shift, 0.0)
+    return out
+
+
+def _tail_shifts_scalar(args: tuple, k: int) -> tuple:
+    """:func:`_tie_tail`'s shifts for numbers: ``args`` = (W, p, W_t, p_t, alone, b, the k
+    class probabilities, their k uncached lengths, the three percentiles)."""
+    W, p, Wt, pt, a, b = args[:6]
+    probs, new, vals = args[6:6 + k], args[6 + k:6 + 2 * k], args[6 + 2 * k:]
+    g = scalar_quantiles(W, p, sorted(zip(probs, [b * x for x in new]), key=_offset), _QS)
+    out = []
+    for q, gq, v in zip(_QS, g, vals):
+        bq = b * (v / gq if math.isfinite(v) and gq > 0 else 1.0)
+        cls = sorted([(pi, bq * x) for pi, x in zip(probs, new)], key=_offset)
+        old = scalar_quantiles(W, p, cls, (q,))[0]
+        out.append(_two_law_quantile(((a, W, p), (1.0 - a, Wt, pt)), cls, q) - old)
+    return tuple(out)
+
+
+def _tail_shifts_array(old: tuple, tied: tuple, alone: Any, probs: list, new: list, b: Any,
+                       vals: list, live: Any) -> list:
+    """:func:`_tail_shifts_scalar` on arrays (the quantiles on a leading axis, as
+    :func:`_array_shifts`)."""
+    W, p = old
+    S, pi = sorted_classes(list(zip(probs, [b * x for x in new])),
+                           np.broadcast_shapes(np.shape(W), np.shape(p)))
+    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 1))
+    g = sorted_quantile(W, p, S, pi, q)
+    bq = []
+    for v, gq in zip(vals, g):
+        ok = live & np.isfinite(v) & (gq > 0)
+        bq.append(b * xp.where(ok, v / xp.where(ok, gq, 1.0), 1.0))
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (W, p, *tied, alone)))
+    offsets = [(w, np.stack(np.broadcast_arrays(*(c * x for c in bq)))) for w, x in zip(probs, new)]
+    S, pi = sorted_classes(offsets, (len(_QS),) + shape)
+    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 2))
+    laws = ((alone, W, p), (1.0 - alone, *tied))
+    return list(_two_law_sorted(laws, S, pi, q) - sorted_quantile(W, p, S, pi, q))
+
+
+def _two_law_sorted(laws: tuple, S: np.ndarray, pi: np.ndarray, q: Any) -> np.ndarray:
+    """:func:`_two_law_quantile` on arrays (classes sorted on axis 0 of ``S`` / ``pi``,
+    :func:`~kvmodel.instance._mixture.sorted_classes`); Newton's method a fixed 30 steps."""
+    th = [np.maximum(np.asarray(w, float) / pw, 1e-300) for _, w, pw in laws]
+    pw = [np.where(np.asarray(w) > 0, sh * pw, 0.0) for sh, w, pw in laws]
+    shape = np.broadcast_shapes(S.shape[1:], *(np.shape(t) for t in th), np.shape(q))
+    out, found = np.zeros(shape), np.zeros(shape, dtype=bool)
+    B, A, tail = [np.zeros(S.shape[1:])] * len(laws), pi.sum(axis=0), 1.0 - q
+    for j in range(len(S)):
+        gap = S[j] - S[j - 1] if j else None
+        B = [(bl * np.exp(-gap / t) if j else 0.0) + pl * pi[j] for bl, t, pl in zip(B, th, pw)]
+        A = A - pi[j]
+        room = tail - A
+        at_start = A + sum(B) <= tail
+        go = ~found & ~at_start & (room > 0)
+        x = S[j] + _newton_array(B, th, np.where(go, room, 1.0), go)
+        end = S[j + 1] if j + 1 < len(S) else np.inf
+        ok = ~found & (at_start | (go & (x < end)))
+        out = np.where(ok, np.where(at_start, S[j], x), out)
+        found = found | ok
+    return np.where(found, out, np.inf)
+
+
+def _newton_array(B: list, th: list, room: np.ndarray, go: np.ndarray) -> np.ndarray:
+    """:func:`_newton_root` on arrays (where ``go``; 0 elsewhere)."""
+    tot = sum(B)
+    t_min = np.minimum.reduce([np.where(bl > 0, t, np.inf) for bl, t in zip(B, th)])
+    ok = go & (tot > room) & np.isfinite(t_min)
+    y = np.where(ok, np.where(ok, t_min, 0.0) * np.log(np.where(ok, tot / room, 1.0)), 0.0)
+    for _ in range(30):
+        e = [bl * np.exp(-y / t) for bl, t in zip(B, th)]
+        slope = sum(v / t for v, t in zip(e, th))
+        y = y + np.where(ok, (sum(e) - room) / np.where(ok & (slope > 0), slope, 1.0), 0.0)
+    return y
+
+
+def _two_law_quantile(laws: tuple, classes: list, q: float) -> float:
+    """The q-quantile of W + S_K with W drawn from a mixture of wait laws (``laws``: (share,
+    mean wait, P(wait)) each, the shares summing to 1; each 0 w.p. 1 − p, else exponential
+    of mean W/p) and K from ``classes`` ((probability, offset), sorted by offset): as
+    :func:`~kvmodel.instance._mixture.mixture_quantile`, interval by interval, the tail on
+    [s_j, s_j+1) being ``A_j + Σ_l B_lj·exp(−(x − s_j)/θ_l)``, convex and decreasing, solved
+    by Newton's method from below (``θ_min·ln(Σ B / room)``, a lower bound of the root)."""
+    th = [max(w / pw, 1e-300) for _, w, pw in laws]
+    pw = [sh * pw if w > 0 else 0.0 for sh, w, pw in laws]
+    A, B, prev, tail = sum(c for c, _ in classes), [0.0] * len(laws), None, 1.0 - q
+    for j, (c, sj) in enumerate(classes):
+        B = [(bl * math.exp(-(sj - prev) / t) if prev is not None else 0.0) + pl * c
+             for bl, t, pl in zip(B, th, pw)]
+        A -= c
+        prev, room = sj, tail - A
+        if A + sum(B) <= tail:
+            return sj
+        if room > 0:
+            x = sj + _newton_root(B, th, room)
+            if j == len(classes) - 1 or x < classes[j + 1][1]:
+                return x
+    return math.inf
+
+
+def _newton_root(B: list, th: list, room: float) -> float:
+    """The y >= 0 with ``Σ_l B_l·exp(−y/θ_l) = room`` (0 < room < Σ B), by Newton's method
+    from the lower bound ``θ_min·ln(Σ B / room)`` over the terms with B_l > 0 (each term is
+    at least ``B_l·exp(−y/θ_min)``; the function is convex, so Newton stays below the root
+    and rises to it)."""
+    t_min = min(t for bl, t in zip(B, th) if bl > 0)
+    y = t_min * math.log(sum(B) / room)
+    for _ in range(60):
+        e = [bl * math.exp(-y / t) for bl, t in zip(B, th)]
+        step = (sum(e) - room) / sum(v / t for v, t in zip(e, th))
+        y += step
+        if step <= 1e-13 * (1.0 + y):
+            break
+    return y
 
 
 def _distinct_per_instance(prof: Any, n: int, epsilon: float) -> int:

@@ -363,7 +363,10 @@ def test_routed_law_reads_the_utilisation_by_hand():
 
 
 @pytest.mark.parametrize("routing", [
-    "prefix_affinity_bounded", "llmd", "sglang",
+    pytest.param("prefix_affinity_bounded", marks=pytest.mark.xfail(
+        strict=True, reason="dips 5 % (0.916 -> 0.869 s) at 0.92-0.97 of saturation once "
+                            "its ties (94 %) steer the KV-slot swings as least_loaded's do")),
+    "llmd", "sglang",
     pytest.param("least_loaded", marks=pytest.mark.xfail(
         strict=True, reason="dips 2 % (0.962 -> 0.929 s) at 0.88-0.93 of saturation; "
                             "read at P(wait) it dipped 27 % (0.893 -> 0.654 s)"))])

@@ -187,7 +187,7 @@ def test_unbounded_affinity_overloads_in_both():
     affinity's is under one) and more than 90 % of the requests went to one instance."""
     from kvmodel.sim import simulate
     from tests.policies.test_routing_vs_sim import G, M, N, cluster, make_setting
-    w, trace, blocks = make_setting(0.5)
+    w, trace, blocks, _ = make_setting(0.5)
     x = kvmodel.evaluate(cluster("prefix_affinity"), w)
     assert not x.stable and not math.isfinite(x.ttft_s)
     s = simulate(M, G, trace(0), instances=N, tp=1, precision="bf16", routing="prefix_affinity",

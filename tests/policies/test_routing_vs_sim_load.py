@@ -32,7 +32,8 @@ what its cut differs by. The misses are strict xfails with the error measured wh
 was last run, so that a change in the instance's law shows here. Last run (stop 22, after the
 classes' KV read lengthened their TPOT and holds, tests/instance/test_slot_seen_context.py):
 round robin -0.47 / -0.47, random -0.37 / -0.24, least_loaded -0.45 / -0.46,
-prefix_affinity_bounded -0.14 / +0.85, dynamo -0.25 / -0.24, llmd -0.29 / -0.29, sglang
+prefix_affinity_bounded -0.40 / -0.32 (its KV-slot swings steered by its ties' share since
+stop 22: -0.14 / +0.85 unsteered), dynamo -0.25 / -0.24, llmd -0.29 / -0.29, sglang
 -0.39 / -0.49, mooncake -0.18 / -0.27 (benchmarks/router_referee.py --load 0.85 --seeds 4)."""
 
 import pytest
@@ -61,7 +62,7 @@ _SEEDS = {"prefix_affinity": 1}
 # router -> (mean, p99) measured closed / sim - 1 at LOAD, stationary referee, K seeds pooled
 _MEASURED = {"round_robin": (-0.47, -0.47), "random": (-0.37, None),
              "least_loaded": (-0.45, -0.46), "prefix_affinity": (float("inf"), float("inf")),
-             "prefix_affinity_bounded": (None, +0.85), "dynamo": (-0.25, None),
+             "prefix_affinity_bounded": (-0.40, None), "dynamo": (-0.25, None),
              "llmd": (-0.29, None), "sglang": (-0.39, -0.49), "mooncake": (None, None)}
 MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))
           if v[i] is not None}

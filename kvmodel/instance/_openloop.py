@@ -681,7 +681,12 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
     tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
     flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
-    request waits (c_a² + c_r²)/(2θ) (Allen–Cunneen on token work)."""
+    request waits σ²/(2θλ): the same diffusion's queue above the cap, exponential of mean
+    σ²/(2θ) r̄, over the arrivals that feed it (Little). σ² = λ(c_a² + 1 + λt) + 2λc_r²
+    counts the departures' own noise: a full pool releases its requests one by one at the
+    ends of independent holds (a Poisson stream, SCV 1, each freeing a reservation of SCV
+    c_r²), not at the regular epochs of one server (Allen–Cunneen's (c_a² + c_r²)/(2θ), which
+    left out the 1 + c_r² of the departures and halved the wait near saturation)."""
     mean, z, w1, w3 = moments
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
     z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
@@ -693,7 +698,7 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
     m = xp.where(ok, N * w1, 0.5 * bmax)
     p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
-    wait = p * (ca2 + cr2) / (2.0 * th)
+    wait = p * sigma2 / (2.0 * th * xp.where(ok, lam, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
 
 

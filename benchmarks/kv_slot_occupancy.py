@@ -271,8 +271,8 @@ def closed_moments(cluster, w):
     """(result, moments): ``kvmodel.evaluate`` and the last scalar call of the closed form's
     occupancy moments (:func:`kvmodel.instance._openloop.slot_moments`: its arguments'
     rate, arrival SCV and feedback gain, and its mean, index, w1, w3 in r̄)."""
-    seen = []
-    orig = _ol.slot_moments
+    seen, slots = [], []
+    orig, orig_q = _ol.slot_moments, _ol.slot_queue
 
     def spy(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
         out = orig(probs, sizes, holds, lam, ca2, kappa, steer, shots)
@@ -280,12 +280,21 @@ def closed_moments(cluster, w):
             seen.append(dict(lam=lam, ca2=ca2, kappa=kappa, steer=steer,
                              **dict(zip(("occ", "idx", "w1", "idx_ind"), out))))
         return out
-    _ol.slot_moments = spy
+
+    def spy_q(*args, **kw):
+        out = orig_q(*args, **kw)
+        if not np.ndim(args[0]):
+            slots.append(out)
+        return out
+    _ol.slot_moments, _ol.slot_queue = spy, spy_q
     try:
         x = kvmodel.evaluate(cluster, w)
     finally:
-        _ol.slot_moments = orig
-    return x, (seen[-1] if seen else None)
+        _ol.slot_moments, _ol.slot_queue = orig, orig_q
+    mom = seen[-1] if seen else None
+    if mom is not None and slots:  # the KV-slot wait and its probability (the last call's)
+        mom.update(w_slot=float(slots[-1][0]), p_slot=float(slots[-1][1]))
+    return x, mom
 
 
 _CLOSED = ("  closed form: lam {lam:.3f}  ca2 {ca2:.2f}  w1 {w1:.2f}  occ {occ:.2f}  idx {idx:.1f} "
@@ -351,7 +360,24 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
                    f"{sim['w1']:.2f}  TTFT {x.ttft_s:.3f}/{ttft.mean():.3f} s "
                    f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
                    f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
+        out.append(_split_line(x, mom, np.concatenate([r.queue_s[k:] for r in runs]), ttft))
     return out
+
+
+def _split_line(x, mom, adm, ttft) -> str:
+    """The TTFT split, closed form / simulator: the running step and the KV-slot wait against
+    the simulator's admission wait (``adm``: arrival to admission, which includes the step
+    running at arrival), the share of requests admitted over 0.1 s after arrival against the
+    closed form's slot-wait probability, the prefill carry wait, and the rest (the closed
+    form's own service; the simulator's prefill queue behind admission and own service)."""
+    e = next(iter(x.instances.values()))
+    w_slot, p_slot = (mom["w_slot"], mom["p_slot"]) if mom and "w_slot" in mom else (np.nan,) * 2
+    R, wait = float(e.step_residual_s), float(e.queue_wait_s)
+    return (f"    split closed/sim: running step + slot wait {R:.3f} + {w_slot:.3f}/"
+            f"{adm.mean():.3f} s (P {p_slot:.2f}/{np.mean(adm > 0.1):.2f} over 0.1 s, p99 "
+            f"-/{np.quantile(adm, 0.99):.3f})  prefill wait {wait - w_slot:.3f}/-  after "
+            f"admission {float(e.ttft_s) - wait - R:.3f}/{(ttft - adm).mean():.3f} s "
+            f"(p99 -/{np.quantile(ttft - adm, 0.99):.3f})")
 
 
 def capped_index(mean: float, idx: float, cap: float) -> float:

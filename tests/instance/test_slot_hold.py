@@ -111,8 +111,11 @@ def test_a_vectorised_grid_keeps_the_stability_of_each_point():
     # 951 -> 866 once the HBM prefix cache is a partition of the KV pool
     # (estimate(hbm_cache_fraction=)): 80 % of the pool as cache leaves 21 requests of 9.5k
     # tokens, saturation 10.5 req/s < 12 (the simulator serves 10.0: tests/sim/
-    # test_hbm_partition_vs_sim.py), so points 2 and 5 are unstable in the grid as alone
-    assert int(np.sum(g.feasible)) == 866
+    # test_hbm_partition_vs_sim.py), so points 2 and 5 are unstable in the grid as alone;
+    # 866 -> 793 once a waiting request's slot wait counts the departures' noise, σ²/(2θλ)
+    # (kvmodel.instance._openloop._slot_head: about twice the wait near saturation, as the
+    # simulator's admission wait), so 73 points near their pools' edge miss the TTFT SLO
+    assert int(np.sum(g.feasible)) == 793
     for i in (1, 4):
         assert g.outcome(i).metrics["stable"] and g.constraints[i][1] <= 0
     for i in (2, 5):

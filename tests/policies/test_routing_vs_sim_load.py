@@ -29,12 +29,17 @@ load-aware routers' cut of round robin's wait is too: least_loaded's, sglang's, 
 llm-d's and mooncake's means are 0.28, 0.25, 0.25, 0.25, 0.25 of round robin's in the closed
 form, 0.30, 0.26, 0.19, 0.20, 0.18 in the simulator, so each inherits round robin's -0.45 less
 what its cut differs by. The misses are strict xfails with the error measured when the file
-was last run, so that a change in the instance's law shows here. Last run (stop 22, after the
-classes' KV read lengthened their TPOT and holds, tests/instance/test_slot_seen_context.py):
-round robin -0.47 / -0.47, random -0.37 / -0.24, least_loaded -0.45 / -0.46,
-prefix_affinity_bounded -0.40 / -0.32 (its KV-slot swings steered by its ties' share since
-stop 22: -0.14 / +0.85 unsteered), dynamo -0.25 / -0.24, llmd -0.29 / -0.29, sglang
--0.39 / -0.49, mooncake -0.18 / -0.27 (benchmarks/router_referee.py --load 0.85 --seeds 4)."""
+was last run, so that a change in the instance's law shows here. Stop 22 moved them twice:
+the classes' KV read (tests/instance/test_slot_seen_context.py) and bounded affinity's steering
+share gave round robin -0.47 / -0.47, random -0.37 / -0.24, least_loaded -0.45 / -0.46,
+prefix_affinity_bounded -0.40 / -0.32 (-0.14 / +0.85 unsteered), dynamo -0.25 / -0.24, llmd
+-0.29 / -0.29, sglang -0.39 / -0.49, mooncake -0.18 / -0.27; then the slot wait of a full pool
+drained by independent holds (tests/instance/test_slot_drain.py) gave round robin -0.13 / +0.25,
+random -0.01 / +0.51, least_loaded -0.45 / -0.44, prefix_affinity_bounded -0.40 / -0.30,
+dynamo -0.24 / -0.23, llmd -0.28 / -0.28, sglang -0.39 / -0.48, mooncake -0.17 / -0.26
+(benchmarks/router_referee.py --load 0.85 --seeds 4; round robin is judged over 6 seeds here,
+its mean's per-seed spread being 23 %). The load-aware routers moved by at most 0.02 with
+the slot wait: their closed forms' shortfall is not the instance's full-pool wait."""
 
 import pytest
 
@@ -58,12 +63,12 @@ LOAD = 0.85
 # simulator's own spread is well inside the bar: the per-seed spread over sqrt(K) at most
 # SPREAD_SHARE of it (test_the_simulator_spread_is_inside_the_bar).
 K, SPREAD_SHARE = 4, 0.5
-_SEEDS = {"prefix_affinity": 1}
+_SEEDS = {"prefix_affinity": 1, "round_robin": 6}  # round robin's mean spreads 23 % per seed
 # router -> (mean, p99) measured closed / sim - 1 at LOAD, stationary referee, K seeds pooled
-_MEASURED = {"round_robin": (-0.47, -0.47), "random": (-0.37, None),
-             "least_loaded": (-0.45, -0.46), "prefix_affinity": (float("inf"), float("inf")),
-             "prefix_affinity_bounded": (-0.40, None), "dynamo": (-0.25, None),
-             "llmd": (-0.29, None), "sglang": (-0.39, -0.49), "mooncake": (None, None)}
+_MEASURED = {"round_robin": (None, None), "random": (None, +0.51),
+             "least_loaded": (-0.45, -0.44), "prefix_affinity": (float("inf"), float("inf")),
+             "prefix_affinity_bounded": (-0.40, None), "dynamo": (-0.24, None),
+             "llmd": (-0.28, None), "sglang": (-0.39, -0.48), "mooncake": (None, None)}
 MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))
           if v[i] is not None}
 
@@ -100,16 +105,16 @@ def test_p99_ttft_matches_the_simulator_near_saturation(setting, routing):
     assert abs(x.ttft_p99_s / s.ttft_p99_s - 1) <= P99_TOL, (x.ttft_p99_s, s.ttft_p99_s)
 
 
-@pytest.mark.parametrize("routing", [r for r in ROUTING if r not in _SEEDS])
+@pytest.mark.parametrize("routing", [r for r in ROUTING if r != "prefix_affinity"])
 def test_the_simulator_spread_is_inside_the_bar(setting, routing):
     """The pooled simulator figures a passing cell is judged by are known to well inside the
-    bar: the standard error over the K seeds is at most SPREAD_SHARE of it."""
+    bar: the standard error over its seeds is at most SPREAD_SHARE of it."""
     _, s = _pair(setting, routing)
     judged = [(sp, tol) for m, sp, tol in (("mean", s.mean_spread, MEAN_TOL),
                                            ("p99", s.p99_spread, P99_TOL))
               if (routing, m) not in MISSES]
     for sp, tol in judged:
-        assert sp / K ** 0.5 <= SPREAD_SHARE * tol, (sp, tol)
+        assert sp / _SEEDS.get(routing, K) ** 0.5 <= SPREAD_SHARE * tol, (sp, tol)
 
 
 def test_the_closed_form_mean_rises_from_half_load(setting):

@@ -622,12 +622,18 @@ def _class_sums(probs, sizes, holds, shots):
     return rb, hb, rh, r2h, pair, cross, sq
 
 
+def _by_hold(probs, values, holds, shots) -> tuple:
+    """The classes' (probabilities, ``values``, holds, shots) over configuration arrays,
+    stacked on a last axis in the order of their holds."""
+    n = len(probs)
+    X = np.stack(np.broadcast_arrays(*probs, *values, *holds, *shots), -1).astype(float)
+    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
+    return tuple(np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
+
+
 def _class_sums_array(probs, sizes, holds, shots):
     """:func:`_class_sums` over configuration arrays (the classes stacked on a last axis)."""
-    n = len(probs)
-    X = np.stack(np.broadcast_arrays(*probs, *sizes, *holds, *shots), -1).astype(float)
-    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
-    P, R, H, D = (np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
+    P, R, H, D = _by_hold(probs, sizes, holds, shots)
     A = P * R
     near = np.cumsum(A * H, -1) + H * (A.sum(-1, keepdims=True) - np.cumsum(A, -1))
     return tuple(x.sum(-1) for x in (A, P * H, A * H, A * R * H, A * near, A * D * near,
@@ -672,10 +678,7 @@ def _context_sums(probs, ctx, holds, shots):
 
 def _context_sums_array(probs, ctx, holds, shots):
     """:func:`_context_sums` over configuration arrays (the classes on a last axis)."""
-    n = len(probs)
-    X = np.stack(np.broadcast_arrays(*probs, *ctx, *holds, *shots), -1).astype(float)
-    order = np.argsort(X[..., 2 * n:3 * n], axis=-1)
-    P, C, H, D = (np.take_along_axis(X[..., k * n:(k + 1) * n], order, -1) for k in range(4))
+    P, C, H, D = _by_hold(probs, ctx, holds, shots)
     pc = P * C
     m1 = np.cumsum(P * H, -1) + H * (P.sum(-1, keepdims=True) - np.cumsum(P, -1))
     mc = np.cumsum(pc * H, -1) + H * (pc.sum(-1, keepdims=True) - np.cumsum(pc, -1))

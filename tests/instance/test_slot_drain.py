@@ -6,20 +6,12 @@ edge; the simulator's admission wait as oracle near saturation on a stationary s
 import numpy as np
 import pytest
 
-import kvmodel
 from kvmodel.instance import _openloop as ol
 from kvmodel.sim import poisson_requests, simulate
 
 # the stationary case of tests/instance/test_slot_seen_context.py
-M, G = "llama-3.1-8b", "h100-sxm"
-LENS, P_CLS, O = [2000, 8000, 32000], [0.6, 0.3, 0.1], 256
-CLS = [(p, 0, "hbm", L) for p, L in zip(P_CLS, LENS)]
-I = round(sum(p * L for p, L in zip(P_CLS, LENS)))
-
-
-def _est(rate):
-    return kvmodel.estimate(M, G, input_len=I, output_len=O, prefix_classes=CLS,
-                            request_rate=rate)
+from tests.instance.test_slot_seen_context import LENS, P_CLS, G, M, O
+from tests.instance.test_slot_seen_context import stationary_case as _est
 
 
 def _head(lam, cr2=0.5, t=0.0, lam_sat=1.5, cap=36.0, mean=20.0):

@@ -66,15 +66,15 @@ CLS = [(p, 0, "hbm", L) for p, L in zip(P_CLS, LENS)]
 I = round(sum(p * L for p, L in zip(P_CLS, LENS)))
 
 
-def _est(rate):
+def stationary_case(rate):
     return kvmodel.estimate(M, G, input_len=I, output_len=O, prefix_classes=CLS,
                             request_rate=rate)
 
 
 def test_little_on_the_batch_and_monotone_in_the_rate():
-    sat = _est(1.0).saturation_request_rate_per_s
+    sat = stationary_case(1.0).saturation_request_rate_per_s
     rates = np.linspace(0.1, 0.85, 12) * sat
-    e = _est(rates)
+    e = stationary_case(rates)
     assert np.all(e.stable)
     # Little: decoders λ(O − 1)·TPOT plus prefilling requests; the batch grows with the rate
     assert np.all(np.asarray(e.batch) >= rates * (O - 1.0) * np.asarray(e.tpot_s) - 1e-9)
@@ -86,9 +86,9 @@ def test_the_stability_edge_is_one_and_never_above_throughput_max():
     # the reported saturation is throughput-max's (no slot limit); the KV pool's own edge,
     # Little on tokens λ·h̄·w1 = bmax, lies below it (0.895 of it here; the simulator serves
     # 0.908 of it from a backlog, 8,000 requests at 1.0 and 1.2x)
-    sat = _est(1.0).saturation_request_rate_per_s
+    sat = stationary_case(1.0).saturation_request_rate_per_s
     rates = np.linspace(0.5, 1.1, 121) * sat
-    stable = np.asarray(_est(rates).stable)
+    stable = np.asarray(stationary_case(rates).stable)
     edge = int(np.argmin(stable))
     assert stable[:edge].all() and not stable[edge:].any()  # one edge: stable below, not above
     assert 0.85 * sat < rates[edge] <= sat
@@ -98,8 +98,8 @@ def test_the_simulator_as_oracle_on_a_stationary_stream():
     # lengths i.i.d. from the classes, Poisson arrivals at half the saturation rate: the
     # class KV read takes the closed form's TPOT from −11.5 % to −7.9 % of the simulator's
     # (2 x 3,000 requests, the first 300 of each left out; ~5 s)
-    lam = 0.5 * _est(1.0).saturation_request_rate_per_s
-    e = _est(lam)
+    lam = 0.5 * stationary_case(1.0).saturation_request_rate_per_s
+    e = stationary_case(lam)
     tpot, hold = [], []
     for seed in (1, 2):
         k = np.random.default_rng(100 + seed).choice(len(LENS), 3000, p=P_CLS)

@@ -411,8 +411,9 @@ def bounded_steer_share(prof: Any, n: int, epsilon: float, cap: Any,
     def share(j: int) -> float:
         c = min(2 ** j - 1, full)
         key = ("pab_steer", n, eps, c, eviction)
-        if key not in prof._cache:
-            _replay_ties(prof, n, eps, c, eviction, steer=True)
+        if key not in prof._cache:  # the replay's counts are bounded_choice_mix's, kept too
+            ties = _replay_ties(prof, n, eps, c, eviction, steer=True)
+            prof._cache.setdefault(("pab_choice_mix", n, eps, c, eviction), ties)
         return prof._cache[key]
 
     return _log_blend(cap, full, share)

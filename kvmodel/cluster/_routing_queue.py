@@ -168,7 +168,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
 from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
-from kvmodel.workload._reuse_analytic import fewest_routed, prefix_chains
+from kvmodel.workload._reuse_analytic import assignment, fewest_routed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "utilisation", "routed_percentiles", "bounded_choice_mix",
            "bounded_affinity_waits"]
@@ -444,19 +444,19 @@ def _replay_ties(prof: Any, n: int, eps: float, cap: int, eviction: str,
     eviction through its :data:`~kvmodel.policies.eviction.EVICTION_POLICIES` cache. LRU
     caches of at least the most distinct blocks an instance takes without eviction
     (:func:`_distinct_per_instance`) never evict (the replay follows the one without
-    eviction, whose instances never hold more), so their counts are that replay's (unless
-    ``steer`` asks for the bound's exclusions, which only the replay counts). A replay
-    also memoises :func:`bounded_steer_share`'s share at ``cap``."""
+    eviction, whose instances never hold more), so their counts and the bound's exclusions
+    are that replay's (:func:`~kvmodel.workload._reuse_analytic.assignment`, memoised on the
+    profile). A replay also memoises :func:`bounded_steer_share`'s share at ``cap``."""
     if n == 1:  # one instance: one choice
         return (1.0,)
-    ties = None
-    if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps) and not steer:
-        ties = prof._cache.get(("infinite_ties", n, True, eps))
-    if ties is None:
+    if eviction == "lru" and cap >= _distinct_per_instance(prof, n, eps):
+        assignment(prof, n, "prefix_affinity_bounded", eps)
+        ties, bound = (prof._cache[("infinite_ties", n, True, eps)],
+                       prof._cache[("infinite_excluded", n, eps)])
+    else:
         ties, bound = (_replay_lru if eviction == "lru" else _replay_policy)(prof, n, eps,
                                                                              cap, eviction)
-        prof._cache[("pab_steer", n, eps, cap, eviction)] = (
-            (sum(ties[1:]) + bound) / max(sum(ties), 1))
+    prof._cache[("pab_steer", n, eps, cap, eviction)] = (sum(ties[1:]) + bound) / max(sum(ties), 1)
     total = sum(ties)
     return tuple(t / total for t in ties) if total else (1.0,) + (0.0,) * (n - 1)
 
@@ -797,7 +797,6 @@ def _distinct_per_instance(prof: Any, n: int, epsilon: float) -> int:
     large holds everything its instance ever sees. Memoised on the profile."""
     key = ("pab_distinct", int(n), float(epsilon))
     if key not in prof._cache:
-        from kvmodel.workload._reuse_analytic import assignment
         a = np.repeat(assignment(prof, n, "prefix_affinity_bounded", epsilon),
                       np.diff(prof.block_offsets))
         prof._cache[key] = max(len(np.unique(prof.block_ids[a == i])) for i in range(n))

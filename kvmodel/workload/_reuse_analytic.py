@@ -346,7 +346,11 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
     block maps to the mask of the instances holding it; a block's last access in the trace
     is not recorded (no later request looks it up, :func:`prefix_chains`). The number of
     instances tied at each request's longest prefix is kept in ``prof._cache`` under
-    ``("infinite_ties", n, bounded, eps)`` (counts of 1 ... n ties)."""
+    ``("infinite_ties", n, bounded, eps)`` (counts of 1 ... n ties) and, bounded, the
+    requests left with one eligible instance because the bound excluded others (an instance
+    with a longer cached prefix, or one tied with it: the unbounded rule's set differs) under
+    ``("infinite_excluded", n, eps)``
+    (:func:`kvmodel.cluster._routing_queue.bounded_steer_share`)."""
     pre = prefix_chains(prof)
     if pre is None:
         off, ids = prof.block_offsets.tolist(), prof.block_ids.tolist()
@@ -355,7 +359,7 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
     else:
         chains, live, width = pre
         seen = [0] * width
-    counts, ties, most, full = [0] * n, [0] * n, 0, (1 << n) - 1
+    counts, ties, most, full, excluded = [0] * n, [0] * n, 0, (1 << n) - 1, 0
     out = np.empty(prof.n_requests, np.int64)
     for r, chain in enumerate(chains):
         best = full
@@ -363,12 +367,11 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
             bound = math.ceil((1.0 + eps) * (r + 1) / n)
             if most >= bound:
                 best = sum(1 << i for i in range(n) if counts[i] + 1 <= bound)
-        for b in chain:
-            m = best & seen[b]
-            if not m:
-                break
-            best = m
+        cut = best != full
+        best = _narrow(best, chain, seen)
         ties[best.bit_count() - 1] += 1
+        if cut and best & (best - 1) == 0:  # one eligible: did the bound decide?
+            excluded += _narrow(full, chain, seen) != best
         c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
@@ -377,7 +380,20 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
         for b in chain[:live[r]]:
             seen[b] |= bit
     prof._cache[("infinite_ties", n, bounded, eps)] = ties
+    if bounded:
+        prof._cache[("infinite_excluded", n, eps)] = excluded
     return out
+
+
+def _narrow(best: int, chain: list, seen) -> int:
+    """The instances of the mask ``best`` holding the longest prefix of ``chain`` any of them
+    holds (``seen``: block -> mask of its holders)."""
+    for b in chain:
+        m = best & seen[b]
+        if not m:
+            break
+        best = m
+    return best
 
 
 def fewest_routed(mask: int, counts: list, full: int) -> int:

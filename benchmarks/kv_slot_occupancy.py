@@ -361,7 +361,67 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
                    f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
                    f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
         out.append(_split_line(x, mom, np.concatenate([r.queue_s[k:] for r in runs]), ttft))
+        out.append(_why_line([wait_split(r, k, cap) for r in runs]))
     return out
+
+
+def wait_split(s, skip: int, cap: float, thr: float = 0.1):
+    """Per request (from the ``skip``-th on), why its admission waited: (committed tokens
+    at its arrival over the pool, KV part, step part) in a dict of arrays with its wait
+    ``q`` and ``kv`` (no room at arrival: the pool's reserved tokens plus those of the
+    requests queued ahead of it, FCFS, plus its own exceed ``cap``; else it waited only for
+    a step boundary, the step running at its arrival), ``head`` (no room and nobody queued
+    ahead: it heads a blocked episode), ``t_kv`` (arrival to the first finish that makes room
+    for it and those ahead: the KV part; the rest of its wait, to admission, the step part)."""
+    out = {k: [] for k in ("q", "kv", "head", "t_kv", "r")}
+    for i in range(int(s.instance.max()) + 1):
+        sel = np.flatnonzero(s.instance == i)
+        sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
+        arr, q = s.arrival_s[sel], s.queue_s[sel]
+        adm, done = arr + q, arr + s.e2e_s[sel]
+        r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+        t, level = occupancy(adm, done, r)
+        cum = np.concatenate([[0.0], np.cumsum(r)])
+        j = np.arange(len(arr))
+        first = np.minimum(np.searchsorted(np.maximum.accumulate(adm), arr, "right"), j)
+        lvl = level[np.maximum(np.searchsorted(t, arr, "right") - 1, 0)]
+        lvl = np.where(np.searchsorted(t, arr, "right") > 0, lvl, 0.0)
+        kv = lvl + cum[j] - cum[first] + r > cap
+        t_kv = np.zeros(len(arr))
+        for k in np.flatnonzero(kv & (q > 0)):  # first finish that makes room for k
+            live = np.flatnonzero(done[:k + 1] > arr[k])  # in the pool or queued ahead, and k
+            ev = np.sort(done[live][done[live] <= adm[k]])
+            held = r[live].sum() - (r[live] * (done[live] <= ev[:, None])).sum(1)
+            ok = np.flatnonzero(held <= cap)
+            t_kv[k] = (ev[ok[0]] if len(ok) else adm[k]) - arr[k]
+        keep = j >= skip
+        for key, v in (("q", q), ("kv", kv), ("head", kv & (first == j)), ("t_kv", t_kv),
+                       ("r", r)):
+            out[key].append(v[keep])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _why_line(splits, thr: float = 0.1) -> str:
+    """The simulator's admission waits by cause (:func:`wait_split`, seeds pooled): of the
+    requests that waited over ``thr`` s, the share that waited only for a step (room at
+    arrival), only for KV room (then admitted within ``thr`` of the finish that made room),
+    for both; their mean waits; the share of all requests without room at arrival (the slot
+    law's P(wait)), their mean KV part, and the mean size over r̄ of episode heads and of
+    all requests blocked."""
+    w = {k: np.concatenate([x[k] for x in splits]) for k in splits[0]}
+    waited, step_part = w["q"] > thr, w["q"] - w["t_kv"]
+    step, kv = waited & ~w["kv"], waited & w["kv"] & (step_part <= thr)
+    both, n = waited & w["kv"] & (step_part > thr), len(w["q"])
+    rb = w["r"].mean()
+
+    def part(m):
+        return f"{m.sum() / n:.3f} ({w['q'][m].mean() if m.any() else 0.0:.2f} s)"
+    return (f"    why sim (waited > {thr} s: {waited.mean():.3f}): step {part(step)}  kv "
+            f"{part(kv)}  both {part(both)}  no room at arrival {w['kv'].mean():.3f} "
+            f"(KV part {w['t_kv'][w['kv']].mean() if w['kv'].any() else 0.0:.2f} s, step part "
+            f"{step_part[w['kv']].mean() if w['kv'].any() else 0.0:.3f} s)  step-only wait "
+            f"{w['q'][~w['kv']].mean():.3f} s  size heads {w['r'][w['head']].mean() / rb:.2f}"
+            f" blocked {w['r'][w['kv']].mean() / rb:.2f}")
 
 
 def _split_line(x, mom, adm, ttft) -> str:

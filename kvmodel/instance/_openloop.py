@@ -221,7 +221,7 @@ from kvmodel.instance._queueing import kingman_wait, normal_cdf
 from kvmodel.instance._roofline import Setup, attn_pairs, step_ops, step_time
 
 __all__ = ["chunk_count", "busy_step", "busy_parts", "busy_ops", "step_parts", "own_service", "pair_seconds",
-           "step_spread", "step_residual", "step_mates", "step_position", "overflow_wait",
+           "step_spread", "step_residual", "chunk_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
            "left_behind", "class_holds", "slot_moments"]
 
@@ -422,6 +422,28 @@ def step_position(lam, t, t_d, t_full, a, var, share, ca2):
 def step_residual(t, var):
     """Mean remaining time of the step an arrival lands in: E[t²]/(2·E[t]) = (t² + Var)/(2t)."""
     return (t * t + var) / (2.0 * xp.maximum(t, 1e-300))
+
+
+def chunk_residual(lam, t_d, t_full, budget, cls):
+    """The running step's mean remainder from the prompts' own chunks (module docstring,
+    *Split*, (1)): over one second, a class-j prompt (rate λ·π_j, ``cls = (π, n)`` as
+    :func:`chunk_count`) runs ``k_j − 1 = ceil(n_j/b) − 1`` full steps of ``t_full`` and a last
+    step of its remaining tokens, ``t_d + (t_full − t_d)·(n_j − (k_j − 1)·b)/b``; the rest of
+    the second is decode-only steps of ``t_d``. An arrival lands in a step with probability its
+    length times its rate, so ``R = ½·Σ_steps rate·length²``, the steps' time-weighted half
+    length. A lower bound (it leaves out the short prompts that share a step), exact where
+    long prompts fill whole steps, which the step-to-step law's chunk marks a/k do not."""
+    pi, n = cls
+    b = np.asarray(budget, dtype=float)[..., None] if np.ndim(n) > 1 or np.ndim(budget) else \
+        float(budget)
+    k = np.maximum(np.ceil(n / b), 1.0)
+    t_d, t_full = np.asarray(t_d, float), np.asarray(t_full, float)
+    t_last = t_d[..., None] + (t_full - t_d)[..., None] * (n - (k - 1.0) * b) / b
+    rate_full = lam * (pi * (k - 1.0)).sum(-1)
+    busy = rate_full * t_full + lam * (pi * t_last).sum(-1)
+    second = rate_full * t_full ** 2 + lam * (pi * t_last ** 2).sum(-1)
+    out = 0.5 * (second + xp.maximum(1.0 - busy, 0.0) * t_d)
+    return out if np.ndim(out) else float(out)
 
 
 def step_mates(lam, new, R):

@@ -130,7 +130,20 @@ step's prompt work given the previous step's length t_n is compound Poisson of m
 so ``Var t = m²·Var t + λ·t·a²(c_a² + c_s²)/k``, i.e. ``λ·t·a²(c_a² + c_s²)/(k(1 − m²))``,
 taken for the uncapped work: the budget caps a step's prompt work at t_full − t_decode (the
 rest carries over), so Var t is that of the capped work, 0 in decode-only steps and Gamma
-in busy ones (70B 2048/256 at 0.95: 12.6e-3 s² vs 13.7e-3 measured, 18.0e-3 uncapped). (2)
+in busy ones (70B 2048/256 at 0.95: 12.6e-3 s² vs 13.7e-3 measured, 18.0e-3 uncapped).
+With prompt classes (hit or length) whose long prompts span several steps that law's chunk
+marks a/k (the mean prompt's work spread over its k chunks) miss what those prompts do: fill
+whole steps, ceil(n_j/b) − 1 of ``t_full`` and a last one of the rest, one after another.
+Over one second the steps' time shares sum to one, so ``R = ½·Σ rate·length²`` over the
+classes' full and last steps (rates λ·π_j·(k_j − 1) and λ·π_j) and the decode-only steps
+filling the rest (:func:`chunk_residual`, a lower bound: short prompts sharing a step are
+the step-to-step law's); R is the larger of the two. Against :mod:`kvmodel.sim` on the
+Mooncake conversation lengths (one 8B instance, no prefix cache, 0.5/0.7/0.85/0.95 of
+saturation; the admission wait of requests the KV pool had room for at arrival, the
+running step's remainder) 42/58/70/79 ms against 55/72/82/86 ms (the step-to-step law
+alone 22/30/37/43: 16 % of the time is spent in 8,192-token steps of 0.29 s at 0.5); the
+mean TTFT hardly moves (the carry wait counts the longer R as work that ends before the
+prompt's own step). (2)
 Its own step holds the prompts that arrived during the length-biased running step, ``λ·new·2R``
 tokens (capped by the budget): a single-chunk prompt's service is ``t_decode + a(1 + 2λR)``
 (70B 2048/256 at 0.5: 131.5 ms vs 130.8 measured); behind a carry (3) a one-chunk prompt's

@@ -447,16 +447,30 @@ def chunk_residual(lam, t_d, t_full, budget, cls):
     length. A lower bound (it leaves out the short prompts that share a step), exact where
     long prompts fill whole steps, which the step-to-step law's chunk marks a/k do not."""
     pi, n = cls
-    b = np.asarray(budget, dtype=float)[..., None] if np.ndim(n) > 1 or np.ndim(budget) else \
-        float(budget)
+    if np.ndim(n) == 1 and not any(np.ndim(v) for v in (lam, t_d, t_full, budget)):
+        # one configuration: the few classes in floats
+        return _chunk_residual_scalar(float(lam), float(t_d), float(t_full), float(budget),
+                                      pi, n)
+    b = np.asarray(budget, dtype=float)[..., None]
     k = np.maximum(np.ceil(n / b), 1.0)
     t_d, t_full = np.asarray(t_d, float), np.asarray(t_full, float)
     t_last = t_d[..., None] + (t_full - t_d)[..., None] * (n - (k - 1.0) * b) / b
     rate_full = lam * (pi * (k - 1.0)).sum(-1)
     busy = rate_full * t_full + lam * (pi * t_last).sum(-1)
     second = rate_full * t_full ** 2 + lam * (pi * t_last ** 2).sum(-1)
-    out = 0.5 * (second + xp.maximum(1.0 - busy, 0.0) * t_d)
-    return out if np.ndim(out) else float(out)
+    return 0.5 * (second + np.maximum(1.0 - busy, 0.0) * t_d)
+
+
+def _chunk_residual_scalar(lam, t_d, t_full, b, pi, n):
+    """:func:`chunk_residual` of one configuration (classes ``pi``, ``n`` as sequences)."""
+    busy = second = 0.0
+    for p, x in zip(pi.tolist() if hasattr(pi, "tolist") else pi,
+                    n.tolist() if hasattr(n, "tolist") else n):
+        k = max(math.ceil(x / b), 1.0)
+        last = t_d + (t_full - t_d) * (x - (k - 1.0) * b) / b
+        busy += lam * p * ((k - 1.0) * t_full + last)
+        second += lam * p * ((k - 1.0) * t_full * t_full + last * last)
+    return 0.5 * (second + max(1.0 - busy, 0.0) * t_d)
 
 
 def step_mates(lam, new, R):

@@ -131,19 +131,18 @@ so ``Var t = m²·Var t + λ·t·a²(c_a² + c_s²)/k``, i.e. ``λ·t·a²(c_a²
 taken for the uncapped work: the budget caps a step's prompt work at t_full − t_decode (the
 rest carries over), so Var t is that of the capped work, 0 in decode-only steps and Gamma
 in busy ones (70B 2048/256 at 0.95: 12.6e-3 s² vs 13.7e-3 measured, 18.0e-3 uncapped).
-With prompt classes (hit or length) whose long prompts span several steps that law's chunk
-marks a/k (the mean prompt's work spread over its k chunks) miss what those prompts do: fill
-whole steps, ceil(n_j/b) − 1 of ``t_full`` and a last one of the rest, one after another.
-Over one second the steps' time shares sum to one, so ``R = ½·Σ rate·length²`` over the
-classes' full and last steps (rates λ·π_j·(k_j − 1) and λ·π_j) and the decode-only steps
-filling the rest (:func:`chunk_residual`, a lower bound: short prompts sharing a step are
-the step-to-step law's); R is the larger of the two. Against :mod:`kvmodel.sim` on the
-Mooncake conversation lengths (one 8B instance, no prefix cache, 0.5/0.7/0.85/0.95 of
-saturation; the admission wait of requests the KV pool had room for at arrival, the
-running step's remainder) 42/58/70/79 ms against 55/72/82/86 ms (the step-to-step law
-alone 22/30/37/43: 16 % of the time is spent in 8,192-token steps of 0.29 s at 0.5); the
-mean TTFT hardly moves (the carry wait counts the longer R as work that ends before the
-prompt's own step). (2)
+Where prompts span several steps (k > 1, a class or the one length) that law's chunk marks
+a/k (the mean prompt's work spread over its k chunks) miss what long prompts do: fill whole
+steps, ceil(n_j/b) − 1 of ``t_full`` before a partial last one, one after another. An
+arrival lands in one of them with their time share ``q = λ·Σ π_j(k_j − 1)·t_full`` and waits
+half of it; the rest of the time (decode-only and partial steps, short prompts sharing
+them) is the law's: ``R = ½·q·t_full + (1 − q)·R_law`` (:func:`chunk_residual`; prompts
+within the budget leave R_law). Against :mod:`kvmodel.sim` on the Mooncake conversation
+lengths (one 8B instance, no prefix cache, 0.5/0.7/0.85/0.95 of saturation; the admission
+wait of requests the KV pool had room for at arrival, the running step's remainder)
+42/56/66/74 ms against 55/72/82/86 ms (the law alone 22/30/37/43: 16 % of the time is spent
+in 8,192-token steps of 0.29 s at 0.5); the mean TTFT hardly moves (the carry wait counts
+the longer R as work that ends before the prompt's own step). (2)
 Its own step holds the prompts that arrived during the length-biased running step, ``λ·new·2R``
 tokens (capped by the budget): a single-chunk prompt's service is ``t_decode + a(1 + 2λR)``
 (70B 2048/256 at 0.5: 131.5 ms vs 130.8 measured); behind a carry (3) a one-chunk prompt's
@@ -437,40 +436,25 @@ def step_residual(t, var):
     return (t * t + var) / (2.0 * xp.maximum(t, 1e-300))
 
 
-def chunk_residual(lam, t_d, t_full, budget, cls):
-    """The running step's mean remainder from the prompts' own chunks (module docstring,
-    *Split*, (1)): over one second, a class-j prompt (rate λ·π_j, ``cls = (π, n)`` as
-    :func:`chunk_count`) runs ``k_j − 1 = ceil(n_j/b) − 1`` full steps of ``t_full`` and a last
-    step of its remaining tokens, ``t_d + (t_full − t_d)·(n_j − (k_j − 1)·b)/b``; the rest of
-    the second is decode-only steps of ``t_d``. An arrival lands in a step with probability its
-    length times its rate, so ``R = ½·Σ_steps rate·length²``, the steps' time-weighted half
-    length. A lower bound (it leaves out the short prompts that share a step), exact where
-    long prompts fill whole steps, which the step-to-step law's chunk marks a/k do not."""
+def chunk_residual(lam, t_full, budget, cls, R):
+    """The running step's mean remainder where long prompts fill whole steps (module
+    docstring, *Split*, (1)): a class-j prompt (rate λ·π_j, ``cls = (π, n)`` as
+    :func:`chunk_count`) runs ``ceil(n_j/b) − 1`` full steps of ``t_full`` before its last,
+    partial one. An arrival lands in a step with probability its length times its rate: in a
+    full step with the full steps' time share ``q = λ·Σ π_j(k_j − 1)·t_full``, waiting half
+    of it, and in the rest of the time (decode-only and partial steps, with the short prompts
+    that share them) as the step-to-step law says, ``R``:
+    ``½·λ·Σ π_j(k_j − 1)·t_full² + (1 − q)·R``. Prompts within the budget leave ``R``."""
     pi, n = cls
-    if np.ndim(n) == 1 and not any(np.ndim(v) for v in (lam, t_d, t_full, budget)):
-        # one configuration: the few classes in floats
-        return _chunk_residual_scalar(float(lam), float(t_d), float(t_full), float(budget),
-                                      pi, n)
-    b = np.asarray(budget, dtype=float)[..., None]
-    k = np.maximum(np.ceil(n / b), 1.0)
-    t_d, t_full = np.asarray(t_d, float), np.asarray(t_full, float)
-    t_last = t_d[..., None] + (t_full - t_d)[..., None] * (n - (k - 1.0) * b) / b
-    rate_full = lam * (pi * (k - 1.0)).sum(-1)
-    busy = rate_full * t_full + lam * (pi * t_last).sum(-1)
-    second = rate_full * t_full ** 2 + lam * (pi * t_last ** 2).sum(-1)
-    return 0.5 * (second + np.maximum(1.0 - busy, 0.0) * t_d)
-
-
-def _chunk_residual_scalar(lam, t_d, t_full, b, pi, n):
-    """:func:`chunk_residual` of one configuration (classes ``pi``, ``n`` as sequences)."""
-    busy = second = 0.0
-    for p, x in zip(pi.tolist() if hasattr(pi, "tolist") else pi,
-                    n.tolist() if hasattr(n, "tolist") else n):
-        k = max(math.ceil(x / b), 1.0)
-        last = t_d + (t_full - t_d) * (x - (k - 1.0) * b) / b
-        busy += lam * p * ((k - 1.0) * t_full + last)
-        second += lam * p * ((k - 1.0) * t_full * t_full + last * last)
-    return 0.5 * (second + max(1.0 - busy, 0.0) * t_d)
+    if np.ndim(n) == 1 and not any(np.ndim(v) for v in (lam, t_full, budget, R)):
+        b = float(budget)  # one configuration: the few classes in floats
+        full = sum(p * (max(math.ceil(x / b), 1.0) - 1.0)
+                   for p, x in zip(np.asarray(pi).tolist(), np.asarray(n).tolist()))
+    else:
+        k = np.maximum(np.ceil(n / np.asarray(budget, dtype=float)[..., None]), 1.0)
+        full = (pi * (k - 1.0)).sum(-1)
+    q = lam * full * t_full  # time share of full steps
+    return 0.5 * q * t_full + xp.maximum(1.0 - q, 0.0) * R
 
 
 def step_mates(lam, new, R):

@@ -446,14 +446,13 @@ def chunk_residual(lam, t_full, budget, cls, R):
     that share them) as the step-to-step law says, ``R``:
     ``½·λ·Σ π_j(k_j − 1)·t_full² + (1 − q)·R``. Prompts within the budget leave ``R``."""
     pi, n = cls
-    if np.ndim(n) == 1 and not any(np.ndim(v) for v in (lam, t_full, budget, R)):
-        b = float(budget)  # one configuration: the few classes in floats
-        full = sum(p * (max(math.ceil(x / b), 1.0) - 1.0)
-                   for p, x in zip(np.asarray(pi).tolist(), np.asarray(n).tolist()))
-    else:
-        k = np.maximum(np.ceil(n / np.asarray(budget, dtype=float)[..., None]), 1.0)
-        full = (pi * (k - 1.0)).sum(-1)
-    q = lam * full * t_full  # time share of full steps
+    if not xp.is_array(lam, t_full, budget, R) and np.ndim(n) == 1:
+        b, t_full = float(budget), float(t_full)  # one configuration: the classes in floats
+        q = float(lam) * t_full * sum(p * max(math.ceil(x / b) - 1.0, 0.0)
+                                      for p, x in zip(pi.tolist(), n.tolist()))
+        return 0.5 * q * t_full + max(1.0 - q, 0.0) * float(R)
+    k = np.maximum(np.ceil(n / np.asarray(budget, dtype=float)[..., None]), 1.0)
+    q = lam * (pi * (k - 1.0)).sum(-1) * t_full  # time share of full steps
     return 0.5 * q * t_full + xp.maximum(1.0 - q, 0.0) * R
 
 

@@ -133,8 +133,10 @@ rest carries over), so Var t is that of the capped work, 0 in decode-only steps 
 in busy ones (70B 2048/256 at 0.95: 12.6e-3 s² vs 13.7e-3 measured, 18.0e-3 uncapped).
 Where prompts span several steps (k > 1, a class or the one length) that law's chunk marks
 a/k (the mean prompt's work spread over its k chunks) miss what long prompts do: fill whole
-steps, ceil(n_j/b) − 1 of ``t_full`` before a partial last one, one after another. An
-arrival lands in one of them with their time share ``q = λ·Σ π_j(k_j − 1)·t_full`` and waits
+steps, n_j/b − 1 of ``t_full`` beyond the first budget's worth (the partial last step taken
+as that: continuous in n_j, so a choice of how much prefix to load sees no jump at multiples
+of b), one after another. An arrival lands in one with their time share
+``q = λ·Σ π_j(n_j/b − 1)⁺·t_full`` and waits
 half of it; the rest of the time (decode-only and partial steps, short prompts sharing
 them) is the law's: ``R = ½·q·t_full + (1 − q)·R_law`` (:func:`chunk_residual`; prompts
 within the budget leave R_law). Against :mod:`kvmodel.sim` on the Mooncake conversation
@@ -439,20 +441,21 @@ def step_residual(t, var):
 def chunk_residual(lam, t_full, budget, cls, R):
     """The running step's mean remainder where long prompts fill whole steps (module
     docstring, *Split*, (1)): a class-j prompt (rate λ·π_j, ``cls = (π, n)`` as
-    :func:`chunk_count`) runs ``ceil(n_j/b) − 1`` full steps of ``t_full`` before its last,
-    partial one. An arrival lands in a step with probability its length times its rate: in a
-    full step with the full steps' time share ``q = λ·Σ π_j(k_j − 1)·t_full``, waiting half
+    :func:`chunk_count`) fills ``n_j/b − 1`` steps of ``t_full`` beyond its first budget's
+    worth (its last, partial step taken as that: continuous in n_j, exact where n_j is a
+    multiple of b). An arrival lands in a step with probability its length times its rate: in a
+    full step with the full steps' time share ``q = λ·Σ π_j(n_j/b − 1)⁺·t_full``, waiting half
     of it, and in the rest of the time (decode-only and partial steps, with the short prompts
     that share them) as the step-to-step law says, ``R``:
-    ``½·λ·Σ π_j(k_j − 1)·t_full² + (1 − q)·R``. Prompts within the budget leave ``R``."""
+    ``½·q·t_full + (1 − q)·R``. Prompts within the budget leave ``R``."""
     pi, n = cls
     if not xp.is_array(lam, t_full, budget, R) and np.ndim(n) == 1:
         b, t_full = float(budget), float(t_full)  # one configuration: the classes in floats
-        q = float(lam) * t_full * sum(p * max(math.ceil(x / b) - 1.0, 0.0)
+        q = float(lam) * t_full * sum(p * max(x / b - 1.0, 0.0)
                                       for p, x in zip(pi.tolist(), n.tolist()))
         return 0.5 * q * t_full + max(1.0 - q, 0.0) * float(R)
-    k = np.maximum(np.ceil(n / np.asarray(budget, dtype=float)[..., None]), 1.0)
-    q = lam * (pi * (k - 1.0)).sum(-1) * t_full  # time share of full steps
+    full = np.maximum(n / np.asarray(budget, dtype=float)[..., None] - 1.0, 0.0)
+    q = lam * (pi * full).sum(-1) * t_full  # time share of full steps
     return 0.5 * q * t_full + xp.maximum(1.0 - q, 0.0) * R
 
 

@@ -17,22 +17,31 @@ T_FULL, B, R_LAW = 0.3, 1000.0, 0.02
 
 
 def test_one_class_by_hand():
-    # 2,500 tokens: ceil(2.5) = 3 chunks, two full steps (0.3 s) before the last; at λ = 1/s
-    # full steps fill q = 0.6 s of each second: R = ½·0.6·0.3 + 0.4·0.02 = 0.098 s
+    # 2,500 tokens: 1.5 full steps (0.3 s) beyond the first budget's worth; at λ = 1/s they
+    # fill q = 0.45 s of each second: R = ½·0.45·0.3 + 0.55·0.02 = 0.0785 s
     R = ol.chunk_residual(1.0, T_FULL, B, (np.array([1.0]), np.array([2500.0])), R_LAW)
-    assert R == pytest.approx(0.098)
+    assert R == pytest.approx(0.0785)
+    # 3,000 tokens, a multiple of the budget: exactly two full steps before the last
+    R = ol.chunk_residual(1.0, T_FULL, B, (np.array([1.0]), np.array([3000.0])), R_LAW)
+    assert R == pytest.approx(0.5 * 0.6 * 0.3 + 0.4 * 0.02)
 
 
 def test_two_classes_by_hand():
-    # 1,000 tokens (one step, the last: no full one) and 2,500 (two full), equally likely, at
-    # λ = 0.5/s: q = 0.5·(0.5·0 + 0.5·2)·0.3 = 0.15, R = ½·0.15·0.3 + 0.85·0.02 = 0.0395 s
+    # 1,000 tokens (one step, no full one beyond it) and 2,500 (1.5), equally likely, at
+    # λ = 0.5/s: q = 0.5·0.75·0.3 = 0.1125, R = ½·0.1125·0.3 + 0.8875·0.02 = 0.034625 s
     cls = (np.array([0.5, 0.5]), np.array([1000.0, 2500.0]))
-    assert ol.chunk_residual(0.5, T_FULL, B, cls, R_LAW) == pytest.approx(0.0395)
+    assert ol.chunk_residual(0.5, T_FULL, B, cls, R_LAW) == pytest.approx(0.034625)
 
 
 def test_prompts_within_the_budget_leave_the_law():
     cls = (np.array([0.7, 0.3]), np.array([400.0, 1000.0]))
     assert ol.chunk_residual(2.0, T_FULL, B, cls, R_LAW) == R_LAW
+
+
+def test_continuous_in_the_prompt_length():
+    n = np.array([999.0, 1000.0, 1001.0, 1999.0, 2000.0, 2001.0])
+    R = [ol.chunk_residual(1.0, T_FULL, B, (np.array([1.0]), np.array([x])), R_LAW) for x in n]
+    assert np.all(np.diff(R) >= 0.0) and np.max(np.diff(R)) < 1e-3
 
 
 def test_all_full_steps_leave_half_a_step_at_any_rate():
@@ -67,7 +76,7 @@ def test_the_estimate_counts_the_full_steps():
 def test_the_simulator_admission_wait_as_oracle_where_the_pool_never_fills():
     # at 0.3 of saturation no request waits for KV room: the admission wait is the running
     # step's remainder; simulator (2 x 3,000 requests, first 300 left out; ~8-10 s loaded)
-    # 34.8 ms, the closed form 27.9 ms (−20 %; the step-to-step law alone 18.9 ms, −46 %)
+    # 34.8 ms, the closed form 27.6 ms (−21 %; the step-to-step law alone 18.9 ms, −46 %)
     lam = 0.3 * _est(1.0).saturation_request_rate_per_s
     q = []
     for seed in (1, 2):

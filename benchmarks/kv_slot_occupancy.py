@@ -164,7 +164,8 @@ wait by Little, (E[(X − C)⁺] + M·σ²/(2θ))/(λ(1 + M)), is 0.08/1.04/4.8/
 0.054/0.61/3.9/21.9 (mean TTFT at 0.7 would go from −4 % to about +25 %): the Gamma's tail
 above the cap is too heavy where its density at the cap is too light, so it was not adopted.
 Four instances round robin (3 x 16,000): no room at arrival 0.003/0.065/0.32/0.75, the
-step-only wait 42/60/71/73 ms (the closed form's running step 43/58/68/76).
+step-only wait 42/60/71/73 ms (the closed form's running step 43/58/68/76 with whole steps
+counted ceil(n/b) − 1, a ms or two less with (n/b − 1)⁺; one instance 41/54/65/73).
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ them) is the law's: ``R = ½·q·t_full + (1 − q)·R_law`` (:func:`chunk_resid
 within the budget leave R_law). Against :mod:`kvmodel.sim` on the Mooncake conversation
 lengths (one 8B instance, no prefix cache, 0.5/0.7/0.85/0.95 of saturation; the admission
 wait of requests the KV pool had room for at arrival, the running step's remainder)
-42/56/66/74 ms against 55/72/82/86 ms (the law alone 22/30/37/43: 16 % of the time is spent
+41/54/65/73 ms against 55/72/82/86 ms (the law alone 22/30/37/43: 16 % of the time is spent
 in 8,192-token steps of 0.29 s at 0.5); the mean TTFT hardly moves (the carry wait counts
 the longer R as work that ends before the prompt's own step). (2)
 Its own step holds the prompts that arrived during the length-biased running step, ``λ·new·2R``

@@ -140,6 +140,32 @@ mean TTFT after +4/−13/−47/−68 % (before +3/−13/−45/−63), p99 after 
 (before −11/−35/−42/−33). Near saturation the mean TTFT is the slot wait's and the model's is
 far short although the capped index, the hold and the mean are close: the head-of-line
 law's drain (θ), not the occupancy, is what is left.
+
+The ``why sim`` line (:func:`wait_split`, stop 23) splits the simulator's admission waits by
+cause: a request had room at arrival (the pool's reserved tokens, those of the requests
+queued ahead of it and its own within the pool: it waited only for the running step to end)
+or not (the KV part: arrival to the finish that makes room for it and those ahead; the step
+part after it is 0 in every run: the engine admits at the step boundary where a finish frees
+room). One instance, 3 x 6,000, at 0.5/0.7/0.85/0.95 of saturation: waits over 0.1 s 0.20/
+0.32/0.53/0.78 of requests, of which a step only 0.19/0.24/0.20/0.10 (0.22-0.23 s each: a
+long prompt's 8,192-token steps of ~0.3 s), KV room 0.009/0.086/0.33/0.67 (5.4/7.1/11.7/32.5
+s each), both 0; the step-only wait over all requests with room 55/72/82/86 ms. The closed
+form's slot law has 0.004/0.046/0.19/0.41 of P(wait) and 7.9/10.8/16.5/29 s per waiting
+request: P about half the simulator's at every load, its conditional wait 1.4-1.5x long
+below 0.95. The heads of blocked episodes are size-biased, 3.6/2.7/2.5/2.2 r̄ (all blocked
+requests 1.35/1.17/1.09/1.03 r̄), but an arrival blocked by its own size where the pool is
+below the cap, Σπ_j(F(C) − F(C − r_j)) under the closed form's Gamma law, adds only 0.001/
+0.005/0.010/0.011 to P: the queue's mass above the cap dominates, and the Gamma density near
+the cap is what is short (at 0.5 the index matches, 7.4 vs 7.4, yet P is 0.4x).
+Counting the Gamma's own mass above the cap as blocked (a slow swing that carries the demand
+over the pool keeps arrivals waiting while it lasts) beside the queue's, P = (1 − F(C) + M)/
+(1 + M), gives 0.009/0.092/0.30/0.54 against the simulator's 0.010/0.087/0.33/0.67, but its
+wait by Little, (E[(X − C)⁺] + M·σ²/(2θ))/(λ(1 + M)), is 0.08/1.04/4.8/13.2 s against
+0.054/0.61/3.9/21.9 (mean TTFT at 0.7 would go from −4 % to about +25 %): the Gamma's tail
+above the cap is too heavy where its density at the cap is too light, so it was not adopted.
+Four instances round robin (3 x 16,000): no room at arrival 0.003/0.065/0.32/0.75, the
+step-only wait 42/60/71/73 ms (the closed form's running step 43/58/68/76 with whole steps
+counted ceil(n/b) − 1, a ms or two less with (n/b − 1)⁺; one instance 41/54/65/73).
 """
 
 from __future__ import annotations
@@ -361,7 +387,67 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
                    f"({x.ttft_s / ttft.mean() - 1:+.0%})  p99 {x.ttft_p99_s:.3f}/"
                    f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
         out.append(_split_line(x, mom, np.concatenate([r.queue_s[k:] for r in runs]), ttft))
+        out.append(_why_line([wait_split(r, k, cap) for r in runs]))
     return out
+
+
+def wait_split(s, skip: int, cap: float, thr: float = 0.1):
+    """Per request (from the ``skip``-th on), why its admission waited: (committed tokens
+    at its arrival over the pool, KV part, step part) in a dict of arrays with its wait
+    ``q`` and ``kv`` (no room at arrival: the pool's reserved tokens plus those of the
+    requests queued ahead of it, FCFS, plus its own exceed ``cap``; else it waited only for
+    a step boundary, the step running at its arrival), ``head`` (no room and nobody queued
+    ahead: it heads a blocked episode), ``t_kv`` (arrival to the first finish that makes room
+    for it and those ahead: the KV part; the rest of its wait, to admission, the step part)."""
+    out = {k: [] for k in ("q", "kv", "head", "t_kv", "r")}
+    for i in range(int(s.instance.max()) + 1):
+        sel = np.flatnonzero(s.instance == i)
+        sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
+        arr, q = s.arrival_s[sel], s.queue_s[sel]
+        adm, done = arr + q, arr + s.e2e_s[sel]
+        r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+        t, level = occupancy(adm, done, r)
+        cum = np.concatenate([[0.0], np.cumsum(r)])
+        j = np.arange(len(arr))
+        first = np.minimum(np.searchsorted(np.maximum.accumulate(adm), arr, "right"), j)
+        lvl = level[np.maximum(np.searchsorted(t, arr, "right") - 1, 0)]
+        lvl = np.where(np.searchsorted(t, arr, "right") > 0, lvl, 0.0)
+        kv = lvl + cum[j] - cum[first] + r > cap
+        t_kv = np.zeros(len(arr))
+        for k in np.flatnonzero(kv & (q > 0)):  # first finish that makes room for k
+            live = np.flatnonzero(done[:k + 1] > arr[k])  # in the pool or queued ahead, and k
+            ev = np.sort(done[live][done[live] <= adm[k]])
+            held = r[live].sum() - (r[live] * (done[live] <= ev[:, None])).sum(1)
+            ok = np.flatnonzero(held <= cap)
+            t_kv[k] = (ev[ok[0]] if len(ok) else adm[k]) - arr[k]
+        keep = j >= skip
+        for key, v in (("q", q), ("kv", kv), ("head", kv & (first == j)), ("t_kv", t_kv),
+                       ("r", r)):
+            out[key].append(v[keep])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _why_line(splits, thr: float = 0.1) -> str:
+    """The simulator's admission waits by cause (:func:`wait_split`, seeds pooled): of the
+    requests that waited over ``thr`` s, the share that waited only for a step (room at
+    arrival), only for KV room (then admitted within ``thr`` of the finish that made room),
+    for both; their mean waits; the share of all requests without room at arrival (the slot
+    law's P(wait)), their mean KV part, and the mean size over r̄ of episode heads and of
+    all requests blocked."""
+    w = {k: np.concatenate([x[k] for x in splits]) for k in splits[0]}
+    waited, step_part = w["q"] > thr, w["q"] - w["t_kv"]
+    step, kv = waited & ~w["kv"], waited & w["kv"] & (step_part <= thr)
+    both, n = waited & w["kv"] & (step_part > thr), len(w["q"])
+    rb = w["r"].mean()
+
+    def part(m):
+        return f"{m.sum() / n:.3f} ({w['q'][m].mean() if m.any() else 0.0:.2f} s)"
+    return (f"    why sim (waited > {thr} s: {waited.mean():.3f}): step {part(step)}  kv "
+            f"{part(kv)}  both {part(both)}  no room at arrival {w['kv'].mean():.3f} "
+            f"(KV part {w['t_kv'][w['kv']].mean() if w['kv'].any() else 0.0:.2f} s, step part "
+            f"{step_part[w['kv']].mean() if w['kv'].any() else 0.0:.3f} s)  step-only wait "
+            f"{w['q'][~w['kv']].mean():.3f} s  size heads {w['r'][w['head']].mean() / rb:.2f}"
+            f" blocked {w['r'][w['kv']].mean() / rb:.2f}")
 
 
 def _split_line(x, mom, adm, ttft) -> str:

@@ -699,6 +699,9 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     a, share = new * (t_p - t_d) / P, (t - t_d) / xp.maximum(t_p - t_d, 1e-300)  # busy share
     var_t = _ol.step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2_s, share)
     R = _ol.step_residual(t, var_t)
+    # long prompts fill whole steps (one prompt length: one class, as a single class is)
+    R = _ol.chunk_residual(lam, t_full, budget, cls if mix else
+                           (np.ones(1), np.asarray(new, float)[..., None]), R)
     mates = _ol.step_mates(lam, new, R)
     w_pf, p_pf, p_c = _ol.overflow_wait(lam, new, t, var_t, budget, t_full, ca2, cs2,
                                         (rho, w_tok, R * (2.0 - t_d / t)))

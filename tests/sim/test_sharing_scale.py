@@ -8,8 +8,8 @@ peers' partition (placement per block).
 
 Measured (closed vs simulator, seed 0):
     none  TTFT mean 0.564 vs 0.525 s (+7 %), p99 3.78 vs 4.46 s (-15 %), hit 0.352 vs 0.353;
-          busiest instance's prefill tokens / mean: closed 1.000, sim 1.031 (seeds 0-2:
-          1.03 (sglang has no random draws here); round robin's, the sample floor: 1.18)
+          busiest instance's prefill tokens / mean: closed 1.000, sim 1.031 (seeds 1-2:
+          1.036, the trace's halves 1.038 / 1.059; round robin's, the sample floor: 1.18)
           TPOT mean 40.4 vs 32.2 ms (+25 %), p99 49.9 vs 72.6 ms (-31 %); requests with >= 200
           output tokens: p99 49.5 ms in the simulator
     p2p   TTFT mean 0.557 vs 0.508 s (+10 %), p99 3.81 vs 4.46 s (-15 %), hit 0.366 vs 0.366

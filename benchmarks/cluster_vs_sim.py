@@ -5,11 +5,14 @@ for KV sharing none / central_pool / p2p on a 25 GbE-class network and on Infini
         [--speedup 1] [--links tcp-25g ib-ndr] [--model llama-3.1-8b] [--gpu h100-sxm]
         [--hbm-fraction 0.05] [--dram-GB 64] [--pool-servers 2] [--pool-GB 2000]
         [--routing round_robin] [--lookup-s 0] [--local-dram-GB 0] [--json FILE]
+        [--tp 1] [--precision bf16] [--pool-nics 1] [--rate R] [--start 0] [--requests N]
+        [--seed 0] [--at-max-rate F] [--sim-max-rate] [--slo-ttft 6] [--slo-tpot 0.05]
 
 Same configuration on both sides. Mapping assumptions:
-- TP1 instances of ``--model`` at bf16 on ``--gpu``'s default node (instances per node =
-  GPUs per node); the node's NICs are ``--links`` entry (``Cluster.nic``), each instance gets
-  NICs / instances-per-node of them (``client_nics`` of the simulator's spec).
+- TP ``--tp`` instances of ``--model`` at ``--precision`` on ``--gpu``'s default node
+  (instances per node = GPUs per node / TP); the node's NICs are ``--links`` entry
+  (``Cluster.nic``), each instance gets NICs / instances-per-node of them (``client_nics`` of
+  the simulator's spec).
 - ``Cluster.hbm_cache_fraction`` x KV capacity (tokens, ``kv_capacity_tokens``) / block tokens
   = the simulator's ``prefix_cache_blocks`` (LRU, HBM). No local DRAM/CXL/SSD tier on either
   side (``dram_B = ssd_B = 0``) except P2P, where ``dram_B`` per instance is the partition
@@ -28,6 +31,14 @@ Same configuration on both sides. Mapping assumptions:
   and the pool; P2P is left out (its DRAM is the peers' partition on both sides).
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
+- ``--start`` / ``--requests``: a window of the trace (another sample, or a shorter run);
+  ``--rate``: its arrivals scaled to that mean rate; ``--at-max-rate F``: each configuration
+  at F x its own closed-form max rate at p99 TTFT <= ``--slo-ttft`` and p99 TPOT <=
+  ``--slo-tpot`` (the kv-sharing space's SLOs by default); ``--sim-max-rate``: also the
+  simulator's max rate at the same SLOs (bisection, ~8 simulations). Each row also prints
+  mean / p99 TPOT and the load imbalance: the closed form's, and the simulated busiest
+  instance's requests, uncached prompt tokens and output tokens over the mean instance's.
+  The KV-sharing study's cells (70B TP8): studies/search_kv_sharing.md, "Referee".
 Bars of issue 13: mean TTFT within 20 %, p99 within 35 %, hit ratio within 0.02.
 """
 

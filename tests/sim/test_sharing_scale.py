@@ -17,8 +17,10 @@ Measured (closed vs simulator, seed 0):
 The p99 TPOT miss is the instance's: ``_estimate._tpot_sd`` averages a request's steps over the
 mean output length (343), but the trace's short outputs (2-50 tokens, 15 % of requests) average
 few steps, so one step carrying a prefill chunk dominates their TPOT; the quantile of the
-mixture over the trace's output lengths gives 76.9 ms. The simulator's max rate at the SLOs is
-therefore 49.5 req/s against the closed form's 64.7 (+31 %), for P2P 48.4 against 65.9.
+mixture over the trace's output lengths gives 76.9 ms (steps are not independent either:
+chunk steps bunch in the prefill server's busy periods, which decide round robin's ~300 ms).
+The simulator's max rate at the SLOs is therefore 49.5 req/s against the closed form's 64.7
+(+31 %), for P2P 48.4 against 65.9: the tie stands, the absolute rates do not.
 """
 
 import argparse

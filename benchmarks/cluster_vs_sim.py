@@ -5,11 +5,14 @@ for KV sharing none / central_pool / p2p on a 25 GbE-class network and on Infini
         [--speedup 1] [--links tcp-25g ib-ndr] [--model llama-3.1-8b] [--gpu h100-sxm]
         [--hbm-fraction 0.05] [--dram-GB 64] [--pool-servers 2] [--pool-GB 2000]
         [--routing round_robin] [--lookup-s 0] [--local-dram-GB 0] [--json FILE]
+        [--tp 1] [--precision bf16] [--pool-nics 1] [--rate R] [--start 0] [--requests N]
+        [--seed 0] [--at-max-rate F] [--sim-max-rate] [--slo-ttft 6] [--slo-tpot 0.05]
 
 Same configuration on both sides. Mapping assumptions:
-- TP1 instances of ``--model`` at bf16 on ``--gpu``'s default node (instances per node =
-  GPUs per node); the node's NICs are ``--links`` entry (``Cluster.nic``), each instance gets
-  NICs / instances-per-node of them (``client_nics`` of the simulator's spec).
+- TP ``--tp`` instances of ``--model`` at ``--precision`` on ``--gpu``'s default node
+  (instances per node = GPUs per node / TP); the node's NICs are ``--links`` entry
+  (``Cluster.nic``), each instance gets NICs / instances-per-node of them (``client_nics`` of
+  the simulator's spec).
 - ``Cluster.hbm_cache_fraction`` x KV capacity (tokens, ``kv_capacity_tokens``) / block tokens
   = the simulator's ``prefix_cache_blocks`` (LRU, HBM). No local DRAM/CXL/SSD tier on either
   side (``dram_B = ssd_B = 0``) except P2P, where ``dram_B`` per instance is the partition
@@ -28,6 +31,14 @@ Same configuration on both sides. Mapping assumptions:
   and the pool; P2P is left out (its DRAM is the peers' partition on both sides).
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
+- ``--start`` / ``--requests``: a window of the trace (another sample, or a shorter run);
+  ``--rate``: its arrivals scaled to that mean rate; ``--at-max-rate F``: each configuration
+  at F x its own closed-form max rate at p99 TTFT <= ``--slo-ttft`` and p99 TPOT <=
+  ``--slo-tpot`` (the kv-sharing space's SLOs by default); ``--sim-max-rate``: also the
+  simulator's max rate at the same SLOs (bisection, ~8 simulations). Each row also prints
+  mean / p99 TPOT and the load imbalance: the closed form's, and the simulated busiest
+  instance's requests, uncached prompt tokens and output tokens over the mean instance's.
+  The KV-sharing study's cells (70B TP8): studies/search_kv_sharing.md, "Referee".
 Bars of issue 13: mean TTFT within 20 %, p99 within 35 %, hit ratio within 0.02.
 """
 
@@ -40,10 +51,20 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 import kvmodel
 from kvmodel.catalog.hardware import get_memory, get_node
 from kvmodel.catalog.models import get_model
-from kvmodel.cluster import Cluster, P2PSpec, PoolSpec, Workload, evaluate, kv_capacity_tokens
+from kvmodel.cluster import (
+    Cluster,
+    P2PSpec,
+    PoolSpec,
+    Workload,
+    evaluate,
+    kv_capacity_tokens,
+    max_rate_at_slo,
+)
 from kvmodel.instance._paths import path_segments
 from kvmodel.sim import SimP2P, SimPool, simulate
 from kvmodel.sim._path_server import bottleneck
@@ -56,18 +77,51 @@ def _compressed(trace: kvmodel.Trace, speedup: float) -> kvmodel.Trace:
     return dataclasses.replace(trace, arrival_s=trace.arrival_s / speedup)
 
 
+def window(trace: kvmodel.Trace, start: int = 0, n: int | None = None) -> kvmodel.Trace:
+    """Requests ``start`` .. ``start + n`` of ``trace`` (all from ``start`` when ``n`` is None),
+    arrivals shifted to start at 0: a shorter run, or another sample of the same trace."""
+    stop = len(trace) if n is None else min(len(trace), start + n)
+    if not 0 <= start < stop:
+        raise ValueError(f"window start={start}, n={n}: need 0 <= start < {len(trace)} and n >= 1")
+    off = trace.block_offsets[start: stop + 1]
+    return kvmodel.Trace(trace.arrival_s[start:stop] - trace.arrival_s[start],
+                         trace.input_len[start:stop], trace.output_len[start:stop], off - off[0],
+                         trace.block_ids[off[0]: off[-1]], trace.block_tokens,
+                         f"{trace.name}[{start}:{stop}]")
+
+
+def at_rate(trace: kvmodel.Trace, rate: float) -> kvmodel.Trace:
+    """``trace`` with its arrivals scaled so that its mean rate (requests / last arrival) is
+    ``rate`` requests/s."""
+    return _compressed(trace, rate / (len(trace) / float(trace.arrival_s[-1])))
+
+
+def sim_imbalance(r) -> dict:
+    """The simulated routing's load shares: the busiest instance's requests, uncached prompt
+    tokens (prefill work) and output tokens over the mean instance's (1 = perfect balance)."""
+    n = len(r.requests_per_instance)
+    keep = r.served
+    inst = r.instance[keep]
+    per = lambda x: np.bincount(inst, weights=x[keep], minlength=n)  # noqa: E731
+    shares = dict(requests=per(np.ones(len(keep))), prefill_tokens=per(
+        (r.input_len - r.cached_tokens).astype(float)), output_tokens=per(r.output_len.astype(float)))
+    return {k: float(v.max() / v.mean()) if v.mean() > 0 else 1.0 for k, v in shares.items()}
+
+
 def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
     """Cluster and simulator arguments of each sharing mode on ``link``."""
     node = get_node(default_node_for_gpu(a.gpu))
-    per_node = node.gpus_per_node
-    block_B = trace.block_tokens * get_model(a.model).kv_bytes_per_token("bf16")
-    kv_tok = kv_capacity_tokens(a.model, a.gpu, 1, "bf16", round(float(trace.input_len.mean())),
+    tp, prec = getattr(a, "tp", 1), getattr(a, "precision", "bf16")
+    per_node = max(1, node.gpus_per_node // tp)        # instances per node
+    block_B = trace.block_tokens * get_model(a.model).kv_bytes_per_token(prec)
+    kv_tok = kv_capacity_tokens(a.model, a.gpu, tp, prec, round(float(trace.input_len.mean())),
                                 round(float(trace.output_len.mean())))
-    base = Cluster(a.model, a.gpu, instances=a.instances, tp=1, precision="bf16",
+    base = Cluster(a.model, a.gpu, instances=a.instances, tp=tp, precision=prec,
                    routing=a.routing, hbm_cache_fraction=a.hbm_fraction, dram_B=0.0,
                    ssd_B=0.0, nic=link)
     sim = dict(instances=a.instances, routing=a.routing, block_tokens=trace.block_tokens,
-               prefix_cache_blocks=int(a.hbm_fraction * kv_tok / trace.block_tokens))
+               prefix_cache_blocks=int(a.hbm_fraction * kv_tok / trace.block_tokens),
+               tp=tp, precision=prec, seed=getattr(a, "seed", 0))
     if a.local_dram_GB > 0:       # a local DRAM tier instead of the HBM partition
         base = dataclasses.replace(base, hbm_cache_fraction=0.0, dram_B=a.local_dram_GB * 1e9)
         sim.update(prefix_cache_blocks=int(a.local_dram_GB * 1e9 / block_B), cache_tier="dram",
@@ -75,7 +129,8 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
     nic = dict(client_nic=link, client_nics=node.nics / per_node)
     names = {f.name for f in dataclasses.fields(PoolSpec)}
     extra = {"metadata_rtt_s": a.lookup_s} if "metadata_rtt_s" in names else {}
-    pool = PoolSpec(servers=a.pool_servers, dram_B=a.pool_GB * 1e9, nic=link, nics=1, **extra)
+    pool = PoolSpec(servers=a.pool_servers, dram_B=a.pool_GB * 1e9, nic=link,
+                    nics=getattr(a, "pool_nics", 1), **extra)
     mem = get_memory(pool.memory)
     media = (dict(media_read_Bps=pool.sockets * mem.socket_read_bw_Bps) if "sockets" in names
              else dict(media=pool.memory, media_devices=math.ceil(pool.dram_B / mem.capacity_B)))
@@ -98,6 +153,39 @@ def _configs(a: argparse.Namespace, trace: kvmodel.Trace, link: str) -> dict:
     return out
 
 
+def closed_max_rate(c: Cluster, trace: kvmodel.Trace, slo: tuple[float, float]) -> float:
+    """The closed form's max request rate with p99 TTFT and p99 TPOT within ``slo``."""
+    w = Workload(trace)
+    return float(max_rate_at_slo(c, w.with_rate(w.rate), "p99", "p99", *slo))
+
+
+def sim_meets(r, slo: tuple[float, float]) -> bool:
+    return r.ttft_p99_s <= slo[0] and r.tpot_p99_s <= slo[1]
+
+
+def sim_max_rate(a, trace: kvmodel.Trace, kw: dict, slo: tuple[float, float], guess: float,
+                 iters: int = 6) -> tuple[float, list]:
+    """The simulator's max request rate with p99 TTFT and p99 TPOT within ``slo``: bisection
+    on the trace's arrivals scaled to each rate, from the bracket [guess / 2, guess x 1.5]
+    (widened while its top still meets the SLOs); the (rate, p99 TTFT, p99 TPOT) of each run."""
+    runs = []
+
+    def meets(rate):
+        r = simulate(a.model, a.gpu, at_rate(trace, rate), **kw)
+        runs.append((rate, r.ttft_p99_s, r.tpot_p99_s))
+        return sim_meets(r, slo)
+
+    lo, hi = guess / 2, guess * 1.5
+    while meets(hi) and hi < 8 * guess:
+        lo, hi = hi, hi * 1.5
+    if not meets(lo):
+        lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo, runs
+
+
 def _rel(model: float, ref: float) -> float:
     return (model - ref) / ref if ref else float("nan")
 
@@ -110,8 +198,10 @@ def compare(a: argparse.Namespace, trace: kvmodel.Trace, link: str, mode: str, c
     t1 = time.perf_counter()
     r = simulate(a.model, a.gpu, trace, **kw)
     t2 = time.perf_counter()
-    cf = dict(ttft=e.ttft_s, p99=e.ttft_p99_s, hit=sum(e.hit_ratio.values()))
-    sm = dict(ttft=r.ttft_mean_s, p99=r.ttft_p99_s, hit=r.hit_ratio)
+    cf = dict(ttft=e.ttft_s, p99=e.ttft_p99_s, hit=sum(e.hit_ratio.values()),
+              tpot=e.tpot_s, tpot_p99=e.tpot_p99_s, imbalance=e.imbalance)
+    sm = dict(ttft=r.ttft_mean_s, p99=r.ttft_p99_s, hit=r.hit_ratio, tpot=r.tpot_mean_s,
+              tpot_p99=r.tpot_p99_s, imbalance=sim_imbalance(r))
     err = dict(ttft=_rel(cf["ttft"], sm["ttft"]), p99=_rel(cf["p99"], sm["p99"]),
                hit=cf["hit"] - sm["hit"])
     ok = {k: abs(err[k]) <= BARS[k] for k in BARS}
@@ -142,6 +232,23 @@ def _added(rows: list) -> None:
               f"{d99s * 1e3:+8.1f} ms sim")
 
 
+def run_cell(a: argparse.Namespace, trace: kvmodel.Trace, link: str, mode: str, c, kw) -> dict:
+    """One configuration, at ``--at-max-rate`` x the closed form's max rate at the SLOs when
+    given (else at ``trace``'s rate), and with ``--sim-max-rate`` the simulator's max rate."""
+    slo = (a.slo_ttft, a.slo_tpot)
+    mr = closed_max_rate(c, trace, slo) if a.at_max_rate or a.sim_max_rate else None
+    tr = at_rate(trace, a.at_max_rate * mr) if a.at_max_rate else trace
+    row = compare(a, tr, link, mode, c, kw) | dict(rate=len(tr) / float(tr.arrival_s[-1]),
+                                                   closed_max_rate=mr)
+    _print(row)
+    if a.sim_max_rate:
+        row["sim_max_rate"], row["sim_max_rate_runs"] = sim_max_rate(a, trace, kw, slo, mr)
+        print(f"{'':23}max rate at p99 TTFT <= {slo[0]:g} s, p99 TPOT <= {slo[1] * 1e3:g} ms: "
+              f"closed {mr:.2f} vs sim {row['sim_max_rate']:.2f} req/s "
+              f"({_rel(mr, row['sim_max_rate']):+.1%})")
+    return row
+
+
 def _print(row: dict) -> None:
     c, s, e, ok = row["closed"], row["sim"], row["err"], row["ok"]
     mark = lambda k: "ok" if ok[k] else "FAIL"  # noqa: E731
@@ -149,6 +256,11 @@ def _print(row: dict) -> None:
           f"{e['ttft']:+7.1%} {mark('ttft'):4} | p99 {c['p99']:7.3f} vs {s['p99']:7.3f} s "
           f"{e['p99']:+7.1%} {mark('p99'):4} | hit {c['hit']:.3f} vs {s['hit']:.3f} "
           f"{e['hit']:+.3f} {mark('hit'):4} | sim {row['simulate_s']:.1f} s")
+    si = s["imbalance"]
+    print(f"{'':23}TPOT mean {c['tpot'] * 1e3:6.1f} vs {s['tpot'] * 1e3:6.1f} ms | p99 "
+          f"{c['tpot_p99'] * 1e3:6.1f} vs {s['tpot_p99'] * 1e3:6.1f} ms | imbalance closed "
+          f"{c['imbalance']:.3f}; sim busiest/mean: requests {si['requests']:.3f}, prefill "
+          f"tokens {si['prefill_tokens']:.3f}, output tokens {si['output_tokens']:.3f}")
     fmt = lambda d: ", ".join(f"{k} {v:.3f}" for k, v in d.items() if v)  # noqa: E731
     hot = row["sim_peer_get_util_hottest"]
     print(f"{'':23}levels closed: {fmt(row['closed_levels'])}; sim: {fmt(row['sim_levels'])}; "
@@ -173,18 +285,29 @@ def main() -> None:
     ap.add_argument("--lookup-s", type=float, default=0.0, help="metadata / directory RTT")
     ap.add_argument("--local-dram-GB", type=float, default=0.0,
                     help="local DRAM cache per instance instead of the HBM partition")
+    ap.add_argument("--tp", type=int, default=1, help="GPUs per instance")
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--pool-nics", type=int, default=1, help="NICs per pool server")
+    ap.add_argument("--rate", type=float, help="request rate, req/s (instead of --speedup)")
+    ap.add_argument("--start", type=int, default=0, help="first request of the trace window")
+    ap.add_argument("--requests", type=int, help="requests in the window (default: all)")
+    ap.add_argument("--seed", type=int, default=0, help="the simulator's routing seed")
+    ap.add_argument("--at-max-rate", type=float, metavar="F",
+                    help="run each configuration at F x its closed-form max rate at the SLOs")
+    ap.add_argument("--sim-max-rate", action="store_true",
+                    help="also bisect the simulator's max rate at the SLOs (~8 runs each)")
+    ap.add_argument("--slo-ttft", type=float, default=6.0, help="p99 TTFT SLO, s (kv-sharing's)")
+    ap.add_argument("--slo-tpot", type=float, default=0.05, help="p99 TPOT SLO, s (kv-sharing's)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     a = ap.parse_args()
-    trace = _compressed(kvmodel.load_trace(a.trace), a.speedup)
+    trace = window(kvmodel.load_trace(a.trace), a.start, a.requests)
+    trace = at_rate(trace, a.rate) if a.rate else _compressed(trace, a.speedup)
     print(f"{trace.name} x{a.speedup:g}: {len(trace):,d} requests at "
-          f"{len(trace) / trace.arrival_s[-1]:.2f}/s on {a.instances} x {a.model} TP1 {a.gpu}, "
-          f"routing {a.routing}; closed form vs simulator, relative error of the closed form")
-    rows = []
-    for link in a.links:
-        for mode, (c, kw) in _configs(a, trace, link).items():
-            if mode in a.modes:
-                rows.append(compare(a, trace, link, mode, c, kw))
-                _print(rows[-1])
+          f"{len(trace) / trace.arrival_s[-1]:.2f}/s on {a.instances} x {a.model} TP{a.tp} "
+          f"{a.precision} {a.gpu}, routing {a.routing}, seed {a.seed}; closed form vs simulator, "
+          f"relative error of the closed form")
+    rows = [run_cell(a, trace, link, mode, c, kw) for link in a.links
+            for mode, (c, kw) in _configs(a, trace, link).items() if mode in a.modes]
     _added(rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1, default=float))

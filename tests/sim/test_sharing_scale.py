@@ -1,0 +1,99 @@
+"""The KV-sharing study's decisive cell at 32 instances against the simulator
+(studies/search_kv_sharing.md, "Referee"): 32 x Llama-3.1-70B fp8 TP8 on DGX H100, 30 % HBM
+prefix cache (the study's; no local DRAM/SSD tier on either side), sglang routing, RoCE 400G,
+the whole Mooncake conversation trace at 64.67 req/s = the closed form's max rate at the
+study's SLOs (p99 TTFT <= 6 s, p99 TPOT <= 50 ms) for no sharing in this mapping
+(benchmarks/cluster_vs_sim.py, ``--at-max-rate 1``). P2P: 2.2 TB of DRAM per node as the
+peers' partition (placement per block).
+
+Measured (closed vs simulator, seed 0):
+    none  TTFT mean 0.564 vs 0.525 s (+7 %), p99 3.78 vs 4.46 s (-15 %), hit 0.352 vs 0.353;
+          busiest instance's prefill tokens / mean: closed 1.000, sim 1.031 (seeds 1-2:
+          1.036, the trace's halves 1.038 / 1.059; round robin's, the sample floor: 1.18)
+          TPOT mean 40.4 vs 32.2 ms (+25 %), p99 49.9 vs 72.6 ms (-31 %); requests with >= 200
+          output tokens: p99 49.5 ms in the simulator
+    p2p   TTFT mean 0.557 vs 0.508 s (+10 %), p99 3.81 vs 4.46 s (-15 %), hit 0.366 vs 0.366
+
+The p99 TPOT miss is the instance's: ``_estimate._tpot_sd`` averages a request's steps over the
+mean output length (343), but the trace's short outputs (2-50 tokens, 15 % of requests) average
+few steps, so one step carrying a prefill chunk dominates their TPOT; the quantile of the
+mixture over the trace's output lengths gives 76.9 ms (steps are not independent either:
+chunk steps bunch in the prefill server's busy periods, which decide round robin's ~300 ms).
+The simulator's max rate at the SLOs is therefore 49.5 req/s against the closed form's 64.7
+(+31 %), for P2P 48.4 against 65.9: the tie stands, the absolute rates do not.
+"""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kvmodel
+
+_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "cluster_vs_sim.py"
+RATE = 64.67          # the closed form's max rate at the SLOs, none + sglang, this mapping
+BARS = dict(ttft=0.20, p99=0.35, hit=0.02)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("cluster_vs_sim", _BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = argparse.Namespace(gpu="h100-sxm", model="llama-3.1-70b", tp=8, precision="fp8",
+                              instances=32, routing="sglang", hbm_fraction=0.3, dram_GB=2200.0,
+                              pool_servers=4, pool_GB=2000.0, pool_nics=2, lookup_s=0.0,
+                              local_dram_GB=0.0, seed=0)
+    tr = mod.at_rate(kvmodel.load_trace("mooncake-conversation"), RATE)
+    return mod, args, tr
+
+
+@pytest.fixture(scope="module")
+def rows(bench):
+    mod, args, tr = bench
+    cfg = mod._configs(args, tr, "roce-400g")
+    out = {m: mod.compare(args, tr, "roce-400g", m, *cfg[m]) for m in ("none", "p2p")}
+    r = mod.simulate(args.model, args.gpu, tr, **cfg["none"][1])
+    return out, r
+
+
+@pytest.mark.slow
+def test_the_operating_point_is_the_closed_forms_max_rate(rows):
+    out, _ = rows
+    assert 0.048 <= out["none"]["closed"]["tpot_p99"] <= 0.050     # p99 TPOT binds
+    assert out["none"]["closed"]["p99"] < 6.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "p2p"])
+def test_32_instances_meet_the_ttft_and_hit_bars(rows, mode):
+    row = rows[0][mode]
+    assert row["stable"] and all(row["ok"].values()), row["err"]
+
+
+@pytest.mark.slow
+def test_sglang_balances_the_prefill_work_as_the_closed_form_says(rows):
+    """Closed imbalance 1.000; the simulated busiest instance's uncached prompt tokens within
+    5 % of the mean (round robin's sample floor on the same trace is 1.18)."""
+    row = rows[0]["none"]
+    assert row["closed"]["imbalance"] == pytest.approx(1.0, abs=1e-9)
+    assert 1.0 <= row["sim"]["imbalance"]["prefill_tokens"] <= 1.05
+
+
+@pytest.mark.slow
+def test_long_outputs_p99_tpot_agrees(rows):
+    """Requests with >= 200 output tokens average enough steps for the mean-length spread."""
+    out, r = rows
+    keep = r.served & (r.output_len >= 200)
+    sim99 = float(np.percentile(r.tpot_s[keep], 99))
+    assert out["none"]["closed"]["tpot_p99"] == pytest.approx(sim99, rel=0.10)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="closed p99 TPOT -31 % vs the simulator (49.9 vs 72.6 "
+                   "ms): the TPOT spread uses the mean output length, not the trace's mixture")
+def test_p99_tpot_within_20_percent(rows):
+    row = rows[0]["none"]
+    assert abs(row["closed"]["tpot_p99"] / row["sim"]["tpot_p99"] - 1.0) <= 0.20

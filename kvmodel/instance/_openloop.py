@@ -690,8 +690,8 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
     a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
     releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
-    still sends it, λ(1 − ``steer``), queue: the queue above it drifts down at
-    θ = λ_sat/s_f − λ(1 − steer), and at least at 1/h̄ (the pool's requests all leave
+    still sends it, λ(1 − a) (a: :func:`pooled_steer` of ``steer``), queue: the queue above
+    it drifts down at θ = λ_sat/s_f − λ(1 − a), and at least at 1/h̄ (the pool's requests all leave
     within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
     largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
     tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
@@ -706,15 +706,38 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
     z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
     ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
-    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
+    m = xp.where(ok, N * w1, 0.5 * bmax)
+    away = pooled_steer(m, z, w3, bmax, steer)  # a full pool's arrivals sent elsewhere
+    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - away),
                        lam / N)
     th = xp.where(ok, theta, 1.0)
     lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
     sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
-    m = xp.where(ok, N * w1, 0.5 * bmax)
     p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
     wait = p * sigma2 / (2.0 * th * xp.where(ok, lam, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
+
+
+def pooled_steer(mean, z, w3, cap, steer):
+    """Share of a full pool's arrivals a load-aware router still sends elsewhere: the
+    probability that another pool has room when this one is full (:func:`_slot_head`).
+    ``steer`` = b(1 − 1/n) is the share of the slow swings the router takes back
+    (:func:`slot_moments`): balancing n pools moves a pool's swing onto the others but not the
+    cluster's own, whose average S/n keeps 1/n of every pool's variance. A pool's occupancy X
+    (mean X̄, index ``z`` in r̄) is S/n plus its own deviation; the deviation carries the
+    steered share of the independent holds, steer·X̄·w3 (Poisson's variance λE[r²h]/r̄² is
+    X̄·w3), so S/n has index z − steer·w3. Nowhere to steer to means every pool full, S/n
+    above the cap ``cap``, which (a pool's deviation being symmetric about S/n) is inside X
+    full: P(no room elsewhere | X full) = P(S/n >= cap)/P(X >= cap), both Gamma tails of mean
+    X̄. The share sent elsewhere, 1 minus that, is 1 far below the cap (the narrower law's tail
+    falls faster) and falls towards 0 as the pools fill (both tails reach 1/2 as X̄ reaches
+    the cap); steer 0 (round robin, random, one pool): z − 0 = z, the ratio 1, share 0."""
+    if not xp.is_array(steer) and steer == 0.0:
+        return 0.0
+    zp = xp.maximum(z - steer * w3, 1e-9 * z)
+    p_x, p_s = (1.0 - _gammainc(mean / k, cap / k) for k in (z, zp))
+    share = 1.0 - xp.minimum(p_s / xp.maximum(p_x, 1e-300), 1.0)
+    return xp.where(p_x > 1e-300, share, xp.where(steer > 0.0, 1.0, 0.0))
 
 
 def _slot_law(mean, var, cap, sigma2, theta):

@@ -734,8 +734,9 @@ def pooled_steer(mean, z, w3, cap, steer):
     the cap); steer 0 (round robin, random, one pool): z − 0 = z, the ratio 1, share 0."""
     if not xp.is_array(steer) and steer == 0.0:
         return 0.0
+    from scipy import special  # the upper tail itself: 1 − P(a, x) loses the deep tails
     zp = xp.maximum(z - steer * w3, 1e-9 * z)
-    p_x, p_s = (1.0 - _gammainc(mean / k, cap / k) for k in (z, zp))
+    p_x, p_s = (special.gammaincc(mean / k, cap / k) for k in (z, zp))
     share = 1.0 - xp.minimum(p_s / xp.maximum(p_x, 1e-300), 1.0)
     return xp.where(p_x > 1e-300, share, xp.where(steer > 0.0, 1.0, 0.0))
 

@@ -82,7 +82,9 @@ instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) ag
 simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
 6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
 occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
-the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
+the count, drained at θ = λ_sat/s_f − λ(1 − a), at least 1/h̄ (a: the share of a full pool's
+arrivals a load-aware router still sends elsewhere, :func:`pooled_steer`, which falls
+towards 0 as every pool fills): a full pool holds requests of mean
 size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
 releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
 pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
@@ -223,7 +225,7 @@ from kvmodel.instance._roofline import Setup, attn_pairs, step_ops, step_time
 __all__ = ["chunk_count", "busy_step", "busy_parts", "busy_ops", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
-           "left_behind", "class_holds", "slot_moments"]
+           "left_behind", "class_holds", "slot_moments", "pooled_steer"]
 
 
 def _share(lam, t, new, chunks, budget):
@@ -590,7 +592,8 @@ def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
     (it sends them where requests left), not a renewal stream beside it, so the same share
     of the independent holds keeps Poisson's variance (c_a² → 1: its smoothing is the steer;
     least loaded, steer 1, SCV 0.43, on the benchmark below: index 3.2 against the
-    simulator's 3.1-4.3, 2.7 with the renewal reduction). w1 = E[r·h]/(r̄·h̄), w3 =
+    simulator's 3.1-4.3, 2.7 with the renewal reduction; a router over n pools takes back
+    1 − 1/n, :func:`pooled_steer`). w1 = E[r·h]/(r̄·h̄), w3 =
     E[r²·h]/(E[r·h]·r̄) (the index of Poisson arrivals without shots or feedback)."""
     rb, hb, rh, r2h, pair, cross, sq = _class_sums(probs, sizes, holds, shots)
     mean = lam * rh / rb

@@ -516,10 +516,15 @@ def routed_slot_steer(c: Any, w: Any = None, n: int | None = None, cap: Any = No
     whose eligible set the bound decided, the share
     :func:`kvmodel.cluster._routing_queue.bounded_steer_share` replays for the workload ``w``
     on ``n`` instances of ``cap`` cache blocks each (a number or an array; without ``w``: 0);
-    the others follow their prefix whatever the load."""
+    the others follow their prefix whatever the load. Of what a rule reads, it takes back
+    1 − 1/n on ``n`` instances (without ``n``: all): balancing moves an instance's swing onto
+    the others, not the cluster's own, of which each instance keeps its 1/n share
+    (:func:`kvmodel.instance._openloop.pooled_steer`, which also gives the share of a full
+    pool's arrivals it can still send elsewhere, falling towards 0 as every pool fills)."""
+    pooled = 1.0 - 1.0 / n if n else 1.0
     if is_loaded(c.routing):
-        return 1.0
+        return pooled
     if ROUTING[c.routing].closed_form != "prefix_affinity_bounded" or w is None or not n:
         return 0.0
     from kvmodel.cluster._routing_queue import bounded_steer_share
-    return bounded_steer_share(w.profile, n, c.epsilon, cap, c.eviction)
+    return bounded_steer_share(w.profile, n, c.epsilon, cap, c.eviction) * pooled

@@ -137,22 +137,11 @@ Against the simulator (tests/policies/test_routing_vs_sim*.py) mean / p99 TTFT w
 +0.02 / -0.03 to +0.01 / -0.03 at 50 % and from -0.25 / +0.64 to -0.51 / -0.48 at 85 %
 (the +0.64 was the unsteered slot law's head-of-line tail, not the ties'; at 85 % every
 steered router is 49-71 % low there: the trace's drift and the simulator's own saturation).
-
-**The tie tail.** With the instance's hit-and-length classes, :func:`bounded_affinity_waits`
-can also move the percentiles (:func:`_tie_tail`): the wait is a mixture of two laws, the
-share ``π_1`` with one choice keeping the instance's (W, p), the tied rest the law that
-keeps the routed mean, ``W_t = (W' − π_1·W)/(1 − π_1)``, ``p_t = (p' − π_1·p)/(1 − π_1)``
-(so ``π_1·W + (1 − π_1)·W_t = W'``; floored at 0 where the mixed fixed point shortens the
-d = 1 queues too). A class k's TTFT exceeds x with probability ``Σ_l π_l P(W_l + S_k > x)``,
-which on [s_j, s_j+1) is ``A_j + Σ_l B_lj exp(−(x − s_j)/θ_l)`` (the one-law form of
-:func:`~kvmodel.instance._mixture.mixture_quantile` with a term per law), convex and
-decreasing: Newton's method from the lower bound ``θ_min ln(Σ B / room)`` solves it
-(:func:`_two_law_quantile`). The services are read as :func:`routed_percentiles` reads them
-(``b_q`` x uncached tokens) and the fall is bounded by the count bound (:func:`_count_bound`).
-``evaluate`` does not pass the classes: measured, the tie tail moves the p99 away from the
-simulator (50 %: -0.03 -> -0.11; 85 %: -0.48 -> -0.57), and a class's no-wait atom makes the
-shift jump (the p99 over the rate: 5.99 s at 0.50 of saturation, 5.74 s at 0.65, where the
-instance's own p99 is flat) -- as for least_loaded's shift (6.03 -> 5.73 s there).
+A tie tail (the percentiles of a two-law mixture, the tied share's routed wait beside the
+instance law of the share that follows its prefix) was built and measured (stop 23, with the
+pooled steer of :func:`kvmodel.instance._openloop.pooled_steer`): p99 +0.14 -> -0.09 at 85 %
+but -0.02 -> -0.10 at 50 % (its class no-wait atoms make the shift jump over the rate), no
+nearer overall, so it was removed.
 """
 
 from __future__ import annotations
@@ -579,27 +568,24 @@ def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, s
 
 
 def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap: Any,
-                           m: dict, length_cv: float, classes: list | None = None) -> dict:
+                           m: dict, length_cv: float) -> dict:
     """The instance figures ``m`` with the wait law behind ``prefix_affinity_bounded``
     (``cap``: cache blocks per instance, a number or an array): the share ``mix[d − 1]`` of
-    requests joins the fewest-active of d instances (a count signal, :func:`routed_law`),
-    the rest goes where its prefix is; the mean TTFT moves with the mean wait; with the
-    instance's hit-and-length ``classes`` (rows as :func:`routed_percentiles`') the
-    percentiles are those of the two-law mixture, the tied share's shorter wait beside the
-    instance law of the share that follows its prefix (:func:`_tie_tail`; without classes
-    they keep the instance's law). Module docstring, *Bounded prefix affinity*. The mix
-    is replayed at the capacities ``2^j − 1`` blocks (j = 0, 1, ...) up to the most distinct
-    blocks one instance takes in the assignment of the hit curve (beyond it the hits, and the
-    law, no longer change: :func:`_distinct_per_instance`) and the law blended linearly in
-    ``log2(1 + cap)`` between the two around ``cap``: at most ~log2(those blocks) replays per
-    trace, instance count, epsilon and eviction, whatever a search asks."""
+    requests joins the fewest-active of d instances (a count signal, :func:`routed_law`), the
+    rest goes where its prefix is; the mean TTFT moves with the mean wait, the percentiles
+    keep the instance's law (:func:`_mean_moved`). Module docstring, *Bounded prefix
+    affinity*. The mix is replayed at the capacities ``2^j − 1`` blocks (j = 0, 1, ...) up to
+    the most distinct blocks one instance takes in the assignment of the hit curve (beyond it
+    the hits, and the law, no longer change: :func:`_distinct_per_instance`) and the law
+    blended linearly in ``log2(1 + cap)`` between the two around ``cap``: at most ~log2(those
+    blocks) replays per trace, instance count, epsilon and eviction, whatever a search asks."""
     residual = (1.0 + float(length_cv) ** 2) / 2.0
     full = _distinct_per_instance(prof, n, epsilon)
     top = math.log2(1.0 + full)
 
     def law(j: int, W: Any, p: Any, u: Any) -> tuple:
         mix = bounded_choice_mix(prof, n, epsilon, min(2 ** j - 1, full), eviction)
-        return (*routed_law(mix, W, p, residual, u), mix[0])
+        return routed_law(mix, W, p, residual, u)
 
     rho = utilisation(m)
     if not xp.is_array(cap, m["wait"], m["pwait"], rho):
@@ -609,28 +595,20 @@ def bounded_affinity_waits(prof: Any, n: int, epsilon: float, eviction: str, cap
         if t > 0.0:
             got = [(1.0 - t) * a + t * b for a, b in zip(got, law(j + 1, m["wait"],
                                                                   m["pwait"], rho))]
-        return _moved(m, *(float(v) for v in got), classes)
+        return _mean_moved(m, *(float(v) for v in got))
     shape = np.broadcast_shapes(*(np.shape(v) for v in (cap, m["wait"], m["pwait"], rho)))
     x = np.minimum(np.log2(1.0 + np.maximum(np.floor(np.broadcast_to(cap, shape)), 0.0)), top)
     j = np.floor(x).astype(np.int64)
     t = x - j
     W, p, u = (np.broadcast_to(v, shape) for v in (m["wait"], m["pwait"], rho))
-    got = np.zeros((3,) + shape)
+    got = np.zeros((2,) + shape)
     for k in np.unique(np.concatenate([j.ravel(), j.ravel() + 1])):
         wk = np.where(j == k, 1.0 - t, 0.0) + np.where(j + 1 == k, t, 0.0)
         sel = wk > 0
         if np.any(sel):
             got[:, sel] += wk[sel] * np.stack(np.broadcast_arrays(*law(int(k), W[sel], p[sel],
                                                                       u[sel])))
-    return _moved(m, *got, classes)
-
-
-def _moved(m: dict, wait2: Any, p2: Any, alone: Any, classes: list | None) -> dict:
-    """:func:`_mean_moved`, and with ``classes`` the percentiles of :func:`_tie_tail`
-    (``alone``: the share of requests with one choice)."""
-    if classes is None:
-        return _mean_moved(m, wait2, p2)
-    return _tie_tail(m, wait2, p2, alone, classes)
+    return _mean_moved(m, *got)
 
 
 def _mean_moved(m: dict, wait2: Any, p2: Any) -> dict:
@@ -644,151 +622,6 @@ def _mean_moved(m: dict, wait2: Any, p2: Any) -> dict:
     return dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, m["pwait"]),
                 ttft=m["ttft"] + xp.where(live, xp.where(live, wait2, 0.0)
                                           - xp.where(live, W, 0.0), 0.0))
-
-
-def _tie_tail(m: dict, wait2: Any, p2: Any, alone: Any, classes: list) -> dict:
-    """:func:`_mean_moved` with each percentile moved to the two-law mixture's (module
-    docstring, *The tie tail*): the share ``alone`` keeps the instance's wait law (W, p), the
-    tied rest waits with ``W_t = (W' − alone·W)/(1 − alone)``, ``p_t = (p' − alone·p)/(1 −
-    alone)`` (the routed mean kept); each class's service is read as ``b_q`` x its uncached
-    tokens as :func:`routed_percentiles` reads it, the shift is the mixture's q-quantile
-    minus the instance law's, and a percentile falls by at most a waiting request's mean cut
-    (:func:`_count_bound`)."""
-    out = _mean_moved(m, wait2, p2)
-    W, p = m["wait"], m["pwait"]
-    live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
-    if out is m:
-        return m
-    probs = [c[0] for c in classes]
-    new = [xp.maximum(L - cached, 1.0) for _, cached, _, L in classes]
-    b = xp.maximum(m["ttft"] - W, 0.0) / sum(pi * x for pi, x in zip(probs, new))
-    Ws, W2s = xp.where(live, W, 0.0), xp.where(live, wait2, 0.0)
-    p_old, p_new = (_clipped(xp.where(live, v, 1.0)) for v in (p, p2))
-    rest = xp.maximum(1.0 - alone, 1e-12)
-    tied = (xp.maximum(W2s - alone * Ws, 0.0) / rest,
-            _clipped(xp.maximum(p_new - alone * p_old, 0.0) / rest))
-    vals = [m[k] for k, _ in _KEYS]
-    if not xp.is_array(Ws, p_old, W2s, p_new, alone, b, *probs, *new, *vals):
-        args = tuple(float(v) for v in (Ws, p_old, *tied, alone, b, *probs, *new, *vals))
-        shifts = current().cached("pab_tail_shifts", args,
-                                  lambda: _tail_shifts_scalar(args, len(probs)), _MEMO_SIZE)
-    else:
-        shifts = _tail_shifts_array((Ws, p_old), tied, alone, probs, new, b, vals, live)
-    for (key, _), shift in zip(_KEYS, _count_bound(list(shifts), Ws, W2s, p_old)):
-        out[key] = m[key] + xp.where(live, shift, 0.0)
-    return out
-
-
-def _tail_shifts_scalar(args: tuple, k: int) -> tuple:
-    """:func:`_tie_tail`'s shifts for numbers: ``args`` = (W, p, W_t, p_t, alone, b, the k
-    class probabilities, their k uncached lengths, the three percentiles)."""
-    W, p, Wt, pt, a, b = args[:6]
-    probs, new, vals = args[6:6 + k], args[6 + k:6 + 2 * k], args[6 + 2 * k:]
-    g = scalar_quantiles(W, p, sorted(zip(probs, [b * x for x in new]), key=_offset), _QS)
-    out = []
-    for q, gq, v in zip(_QS, g, vals):
-        bq = b * (v / gq if math.isfinite(v) and gq > 0 else 1.0)
-        cls = sorted([(pi, bq * x) for pi, x in zip(probs, new)], key=_offset)
-        old = scalar_quantiles(W, p, cls, (q,))[0]
-        out.append(_two_law_quantile(((a, W, p), (1.0 - a, Wt, pt)), cls, q) - old)
-    return tuple(out)
-
-
-def _tail_shifts_array(old: tuple, tied: tuple, alone: Any, probs: list, new: list, b: Any,
-                       vals: list, live: Any) -> list:
-    """:func:`_tail_shifts_scalar` on arrays (the quantiles on a leading axis, as
-    :func:`_array_shifts`)."""
-    W, p = old
-    S, pi = sorted_classes(list(zip(probs, [b * x for x in new])),
-                           np.broadcast_shapes(np.shape(W), np.shape(p)))
-    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 1))
-    g = sorted_quantile(W, p, S, pi, q)
-    bq = []
-    for v, gq in zip(vals, g):
-        ok = live & np.isfinite(v) & (gq > 0)
-        bq.append(b * xp.where(ok, v / xp.where(ok, gq, 1.0), 1.0))
-    shape = np.broadcast_shapes(*(np.shape(v) for v in (W, p, *tied, alone)))
-    offsets = [(w, np.stack(np.broadcast_arrays(*(c * x for c in bq)))) for w, x in zip(probs, new)]
-    S, pi = sorted_classes(offsets, (len(_QS),) + shape)
-    q = np.reshape(_QS, (len(_QS),) + (1,) * (S.ndim - 2))
-    laws = ((alone, W, p), (1.0 - alone, *tied))
-    return list(_two_law_sorted(laws, S, pi, q) - sorted_quantile(W, p, S, pi, q))
-
-
-def _two_law_sorted(laws: tuple, S: np.ndarray, pi: np.ndarray, q: Any) -> np.ndarray:
-    """:func:`_two_law_quantile` on arrays (classes sorted on axis 0 of ``S`` / ``pi``,
-    :func:`~kvmodel.instance._mixture.sorted_classes`); Newton's method a fixed 30 steps."""
-    th = [np.maximum(np.asarray(w, float) / pw, 1e-300) for _, w, pw in laws]
-    pw = [np.where(np.asarray(w) > 0, sh * pw, 0.0) for sh, w, pw in laws]
-    shape = np.broadcast_shapes(S.shape[1:], *(np.shape(t) for t in th), np.shape(q))
-    out, found = np.zeros(shape), np.zeros(shape, dtype=bool)
-    B, A, tail = [np.zeros(S.shape[1:])] * len(laws), pi.sum(axis=0), 1.0 - q
-    for j in range(len(S)):
-        gap = S[j] - S[j - 1] if j else None
-        B = [(bl * np.exp(-gap / t) if j else 0.0) + pl * pi[j] for bl, t, pl in zip(B, th, pw)]
-        A = A - pi[j]
-        room = tail - A
-        at_start = A + sum(B) <= tail
-        go = ~found & ~at_start & (room > 0)
-        x = S[j] + _newton_array(B, th, np.where(go, room, 1.0), go)
-        end = S[j + 1] if j + 1 < len(S) else np.inf
-        ok = ~found & (at_start | (go & (x < end)))
-        out = np.where(ok, np.where(at_start, S[j], x), out)
-        found = found | ok
-    return np.where(found, out, np.inf)
-
-
-def _newton_array(B: list, th: list, room: np.ndarray, go: np.ndarray) -> np.ndarray:
-    """:func:`_newton_root` on arrays (where ``go``; 0 elsewhere)."""
-    tot = sum(B)
-    t_min = np.minimum.reduce([np.where(bl > 0, t, np.inf) for bl, t in zip(B, th)])
-    ok = go & (tot > room) & np.isfinite(t_min)
-    y = np.where(ok, np.where(ok, t_min, 0.0) * np.log(np.where(ok, tot / room, 1.0)), 0.0)
-    for _ in range(30):
-        e = [bl * np.exp(-y / t) for bl, t in zip(B, th)]
-        slope = sum(v / t for v, t in zip(e, th))
-        y = y + np.where(ok, (sum(e) - room) / np.where(ok & (slope > 0), slope, 1.0), 0.0)
-    return y
-
-
-def _two_law_quantile(laws: tuple, classes: list, q: float) -> float:
-    """The q-quantile of W + S_K with W drawn from a mixture of wait laws (``laws``: (share,
-    mean wait, P(wait)) each, the shares summing to 1; each 0 w.p. 1 − p, else exponential
-    of mean W/p) and K from ``classes`` ((probability, offset), sorted by offset): as
-    :func:`~kvmodel.instance._mixture.mixture_quantile`, interval by interval, the tail on
-    [s_j, s_j+1) being ``A_j + Σ_l B_lj·exp(−(x − s_j)/θ_l)``, convex and decreasing, solved
-    by Newton's method from below (``θ_min·ln(Σ B / room)``, a lower bound of the root)."""
-    th = [max(w / pw, 1e-300) for _, w, pw in laws]
-    pw = [sh * pw if w > 0 else 0.0 for sh, w, pw in laws]
-    A, B, prev, tail = sum(c for c, _ in classes), [0.0] * len(laws), None, 1.0 - q
-    for j, (c, sj) in enumerate(classes):
-        B = [(bl * math.exp(-(sj - prev) / t) if prev is not None else 0.0) + pl * c
-             for bl, t, pl in zip(B, th, pw)]
-        A -= c
-        prev, room = sj, tail - A
-        if A + sum(B) <= tail:
-            return sj
-        if room > 0:
-            x = sj + _newton_root(B, th, room)
-            if j == len(classes) - 1 or x < classes[j + 1][1]:
-                return x
-    return math.inf
-
-
-def _newton_root(B: list, th: list, room: float) -> float:
-    """The y >= 0 with ``Σ_l B_l·exp(−y/θ_l) = room`` (0 < room < Σ B), by Newton's method
-    from the lower bound ``θ_min·ln(Σ B / room)`` over the terms with B_l > 0 (each term is
-    at least ``B_l·exp(−y/θ_min)``; the function is convex, so Newton stays below the root
-    and rises to it)."""
-    t_min = min(t for bl, t in zip(B, th) if bl > 0)
-    y = t_min * math.log(sum(B) / room)
-    for _ in range(60):
-        e = [bl * math.exp(-y / t) for bl, t in zip(B, th)]
-        step = (sum(e) - room) / sum(v / t for v, t in zip(e, th))
-        y += step
-        if step <= 1e-13 * (1.0 + y):
-            break
-    return y
 
 
 def _distinct_per_instance(prof: Any, n: int, epsilon: float) -> int:

@@ -82,7 +82,9 @@ instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) ag
 simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
 6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
 occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
-the count, drained at θ = λ_sat/s_f − λ(1 − steer), at least 1/h̄: a full pool holds requests of mean
+the count, drained at θ = λ_sat/s_f − λ(1 − a), at least 1/h̄ (a: the share of a full pool's
+arrivals a load-aware router still sends elsewhere, :func:`pooled_steer`, which falls
+towards 0 as every pool fills): a full pool holds requests of mean
 size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
 releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
 pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
@@ -237,7 +239,7 @@ from kvmodel.instance._roofline import Setup, attn_pairs, step_ops, step_time
 __all__ = ["chunk_count", "busy_step", "busy_parts", "busy_ops", "step_parts", "own_service", "pair_seconds",
            "step_spread", "step_residual", "chunk_residual", "step_mates", "step_position", "overflow_wait",
            "token_server", "step_response", "fluctuation", "slot_queue", "cluster_gain",
-           "left_behind", "class_holds", "slot_moments"]
+           "left_behind", "class_holds", "slot_moments", "pooled_steer"]
 
 
 def _share(lam, t, new, chunks, budget):
@@ -631,7 +633,8 @@ def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
     (it sends them where requests left), not a renewal stream beside it, so the same share
     of the independent holds keeps Poisson's variance (c_a² → 1: its smoothing is the steer;
     least loaded, steer 1, SCV 0.43, on the benchmark below: index 3.2 against the
-    simulator's 3.1-4.3, 2.7 with the renewal reduction). w1 = E[r·h]/(r̄·h̄), w3 =
+    simulator's 3.1-4.3, 2.7 with the renewal reduction; a router over n pools takes back
+    1 − 1/n, :func:`pooled_steer`). w1 = E[r·h]/(r̄·h̄), w3 =
     E[r²·h]/(E[r·h]·r̄) (the index of Poisson arrivals without shots or feedback)."""
     rb, hb, rh, r2h, pair, cross, sq = _class_sums(probs, sizes, holds, shots)
     mean = lam * rh / rb
@@ -731,8 +734,8 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
     a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
     releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
-    still sends it, λ(1 − ``steer``), queue: the queue above it drifts down at
-    θ = λ_sat/s_f − λ(1 − steer), and at least at 1/h̄ (the pool's requests all leave
+    still sends it, λ(1 − a) (a: :func:`pooled_steer` of ``steer``), queue: the queue above
+    it drifts down at θ = λ_sat/s_f − λ(1 − a), and at least at 1/h̄ (the pool's requests all leave
     within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
     largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
     tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
@@ -747,15 +750,39 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
     z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
     ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
-    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - steer),
+    m = xp.where(ok, N * w1, 0.5 * bmax)
+    away = pooled_steer(m, z, w3, bmax, steer)  # a full pool's arrivals sent elsewhere
+    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - away),
                        lam / N)
     th = xp.where(ok, theta, 1.0)
     lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
     sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
-    m = xp.where(ok, N * w1, 0.5 * bmax)
     p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
     wait = p * sigma2 / (2.0 * th * xp.where(ok, lam, 1.0))
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
+
+
+def pooled_steer(mean, z, w3, cap, steer):
+    """Share of a full pool's arrivals a load-aware router still sends elsewhere: the
+    probability that another pool has room when this one is full (:func:`_slot_head`).
+    ``steer`` = b(1 − 1/n) is the share of the slow swings the router takes back
+    (:func:`slot_moments`): balancing n pools moves a pool's swing onto the others but not the
+    cluster's own, whose average S/n keeps 1/n of every pool's variance. A pool's occupancy X
+    (mean X̄, index ``z`` in r̄) is S/n plus its own deviation; the deviation carries the
+    steered share of the independent holds, steer·X̄·w3 (Poisson's variance λE[r²h]/r̄² is
+    X̄·w3), so S/n has index z − steer·w3. Nowhere to steer to means every pool full, S/n
+    above the cap ``cap``, which (a pool's deviation being symmetric about S/n) is inside X
+    full: P(no room elsewhere | X full) = P(S/n >= cap)/P(X >= cap), both Gamma tails of mean
+    X̄. The share sent elsewhere, 1 minus that, is 1 far below the cap (the narrower law's tail
+    falls faster) and falls towards 0 as the pools fill (both tails reach 1/2 as X̄ reaches
+    the cap); steer 0 (round robin, random, one pool): z − 0 = z, the ratio 1, share 0."""
+    if not xp.is_array(steer) and steer == 0.0:
+        return 0.0
+    from scipy import special  # the upper tail itself: 1 − P(a, x) loses the deep tails
+    zp = xp.maximum(z - steer * w3, 1e-9 * z)
+    p_x, p_s = (special.gammaincc(mean / k, cap / k) for k in (z, zp))
+    share = 1.0 - xp.minimum(p_s / xp.maximum(p_x, 1e-300), 1.0)
+    return xp.where(p_x > 1e-300, share, xp.where(steer > 0.0, 1.0, 0.0))
 
 
 def _slot_law(mean, var, cap, sigma2, theta):

@@ -1,7 +1,7 @@
 """Bounded prefix affinity near saturation (kvmodel.cluster._routing_queue, issue 13): the
 share of its requests whose choice reads the load (the KV-slot steering share,
-bounded_steer_share through routed_slot_steer), the tie tail (the two-law mixture's
-percentiles, _tie_tail), worked by hand on toy traces and laws; its limits (no cache: every
+bounded_steer_share through routed_slot_steer), worked by hand on toy traces and laws; the
+mean wait's rise with the load; its limits (no cache: every
 request ties, least_loaded's count law and steering); monotonicity; and unbounded prefix
 affinity's overload, which the closed form and the simulator agree on."""
 
@@ -69,37 +69,20 @@ def test_steer_share_falls_with_cache():
 
 
 def test_routed_slot_steer_reads_the_rule():
-    """least_loaded 1, round robin 0, bounded prefix affinity its replayed share (without a
-    workload: 0, as before)."""
+    """least_loaded 1 − 1/n (3/4 on 4 instances; the cluster's own 1/4 share of the swing
+    stays; without n: 1), round robin 0, bounded prefix affinity its replayed share of the
+    same 3/4 (without a workload: 0, as before)."""
     tr = kvmodel.synthetic_trace(800, seed=5, rate_per_s=100.0, n_system_prompts=16,
                                  session_fraction=0.6)
     w = Workload(tr)
     c = Cluster("llama-3.1-8b", "h100-sxm", instances=4, tp=1, precision="bf16",
                 routing="prefix_affinity_bounded", epsilon=0.25)
-    assert routed_slot_steer(dataclasses.replace(c, routing="least_loaded"), w, 4, 10) == 1.0
+    assert routed_slot_steer(dataclasses.replace(c, routing="least_loaded"), w, 4, 10) == 0.75
+    assert routed_slot_steer(dataclasses.replace(c, routing="least_loaded")) == 1.0
     assert routed_slot_steer(dataclasses.replace(c, routing="round_robin"), w, 4, 10) == 0.0
     assert routed_slot_steer(c) == 0.0
-    assert routed_slot_steer(c, w, 4, 100) == RQ.bounded_steer_share(w.profile, 4, 0.25, 100)
-
-
-def test_two_law_quantile_by_hand():
-    """One class at offset 0; half the requests wait with W = 1, p = 0.5 (θ = 2), half with
-    W = 0.5, p = 0.5 (θ = 1): the tail is 0.25 (u + u²), u = exp(−x/2). u = 0.5: tail
-    0.1875 at x = 2 ln 2; u = 0.1: tail 0.0275 at x = 2 ln 10; the median is 0 (half never
-    wait). With one law the quantile is mixture_quantile's."""
-    laws = ((0.5, 1.0, 0.5), (0.5, 0.5, 0.5))
-    cls = [(1.0, 0.0)]
-    assert RQ._two_law_quantile(laws, cls, 1 - 0.1875) == pytest.approx(2 * math.log(2))
-    assert RQ._two_law_quantile(laws, cls, 1 - 0.0275) == pytest.approx(2 * math.log(10))
-    assert RQ._two_law_quantile(laws, cls, 0.5) == 0.0
-    cls3 = [(0.5, 0.2), (0.3, 1.0), (0.2, 3.0)]
-    for q in (0.5, 0.9, 0.99):
-        one = RQ._two_law_quantile(((1.0, 0.8, 0.6), (0.0, 0.1, 0.6)), cls3, q)
-        assert one == pytest.approx(mixture_quantile(0.8, 0.6, cls3, q), rel=1e-12)
-        S, pi = RQ.sorted_classes(cls3, ())
-        both = ((0.3, 0.8, 0.6), (0.7, 0.2, 0.6))
-        assert float(RQ._two_law_sorted(both, S, pi, q)) == pytest.approx(
-            RQ._two_law_quantile(both, cls3, q), rel=1e-12)
+    assert routed_slot_steer(c, w, 4, 100) == pytest.approx(
+        0.75 * RQ.bounded_steer_share(w.profile, 4, 0.25, 100))
 
 
 def _m(W: float, p: float, b: float, classes: list) -> dict:
@@ -115,53 +98,21 @@ def _m(W: float, p: float, b: float, classes: list) -> dict:
 _CLASSES = [(0.6, 0.0, "dram", 1000.0), (0.3, 0.0, "dram", 4000.0), (0.1, 3000.0, "dram", 8000.0)]
 
 
-def test_tie_tail_by_hand():
-    """Every request with one choice (alone = 1): the percentiles are the instance's. All
-    tied (alone = 0) with the routed law (W', p) = (1.2, 0.5) against the instance's (2, 0.5):
-    the median is that law's over the same classes (3.637 s against 4.0 s); the tail falls by
-    at most a waiting request's mean cut, (2 − 1.2)/0.5 = 1.6 s (the count bound: 9.078 ->
-    7.478 s at p90, 18.288 -> 16.688 s at p99, where the law alone would give 6.73 / 12.26
-    s); the mean moves by W' − W = −0.8 s either way."""
-    m = _m(2.0, 0.5, 1e-3, _CLASSES)
-    same = RQ._tie_tail(m, 1.2, 0.5, 1.0, _CLASSES)
-    assert all(same[k] == pytest.approx(m[k]) for k in ("ttft50", "ttft90", "ttft99"))
-    assert same["ttft"] == pytest.approx(m["ttft"] - 0.8)
-    tied = RQ._tie_tail(m, 1.2, 0.5, 0.0, _CLASSES)
-    law = _m(1.2, 0.5, 1e-3, _CLASSES)
-    assert m["ttft50"] == pytest.approx(4.0) and tied["ttft50"] == pytest.approx(law["ttft50"])
-    assert law["ttft50"] == pytest.approx(3.6367, abs=1e-4)
-    for k in ("ttft90", "ttft99"):
-        assert law[k] < m[k] - 1.6
-        assert tied[k] == pytest.approx(m[k] - 1.6, rel=1e-12), k
-    half = RQ._tie_tail(m, 1.2, 0.5, 0.5, _CLASSES)  # W_t = (1.2 − 0.5·2)/0.5 = 0.4
-    want = RQ._two_law_quantile(((0.5, 2.0, 0.5), (0.5, 0.4, 0.5)),
-                                sorted([(pi, 1e-3 * (L - c)) for pi, c, _, L in _CLASSES],
-                                       key=lambda x: x[1]), 0.5)
-    assert half["ttft50"] == pytest.approx(want, rel=1e-12)
-    # the same mean wait split into a short and a long law: more requests near 0, a lower
-    # median than the one law's (3.09 against 3.64 s)
-    assert half["ttft50"] < tied["ttft50"] < m["ttft50"]
-
-
-def test_tie_tail_rises_with_the_load():
+def test_bounded_affinity_mean_rises_with_the_load():
     """An instance law whose wait rises with the rate (P(wait) = ρ, mean ρ/(1 − ρ) s) behind
-    the rule on a synthetic trace (epsilon 0.25, 100 blocks per instance): the p99 never
-    falls as ρ rises, scalar and array alike."""
+    the rule on a synthetic trace (epsilon 0.25, 100 blocks per instance): the mean TTFT
+    never falls as ρ rises, its percentiles are the instance's, scalar and array alike."""
     tr = kvmodel.synthetic_trace(800, seed=5, rate_per_s=100.0, n_system_prompts=16,
                                  session_fraction=0.6)
     prof = reuse_profile(tr)
     rho = np.linspace(0.1, 0.95, 18)
-    p99 = []
-    for r in rho:
-        m = dict(_m(r / (1 - r), r, 1e-3, _CLASSES), util=r)
-        p99.append(RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 100, m, 1.0,
-                                             _CLASSES)["ttft99"])
-    assert np.all(np.diff(p99) >= 0), p99
     ms = [dict(_m(r / (1 - r), r, 1e-3, _CLASSES), util=r) for r in rho]
+    got = [RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", 100, m, 1.0) for m in ms]
+    assert np.all(np.diff([g["ttft"] for g in got]) >= 0)
+    assert all(g["ttft99"] == m["ttft99"] for g, m in zip(got, ms))
     arr = {k: np.array([x[k] for x in ms]) for k in ms[0]}
-    vec = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", np.full(len(rho), 100.0), arr, 1.0,
-                                    _CLASSES)
-    assert vec["ttft99"] == pytest.approx(p99, rel=1e-9)
+    vec = RQ.bounded_affinity_waits(prof, 8, 0.25, "lru", np.full(len(rho), 100.0), arr, 1.0)
+    assert vec["ttft"] == pytest.approx([g["ttft"] for g in got], rel=1e-9)
 
 
 def test_no_cache_is_least_loaded():

@@ -157,7 +157,7 @@ from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
 from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
 from kvmodel.instance._queueing import erlang_c
-from kvmodel.workload._reuse_analytic import assignment, fewest_routed, prefix_chains
+from kvmodel.workload._reuse_analytic import assignment, fewest_routed, narrowed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "utilisation", "routed_percentiles", "bounded_choice_mix",
            "bounded_affinity_waits"]
@@ -503,29 +503,17 @@ def _replay_lru(prof: Any, n: int, eps: float, cap: int, *_: Any) -> tuple:
     for r, chain in enumerate(chains):
         bound = math.ceil((1.0 + eps) * (r + 1) / n)
         best = full if most < bound else sum(1 << i for i in range(n) if counts[i] < bound)
-        best, k = _narrowed(best, chain, holders)
+        best, k = narrowed(best, chain, holders)
         d = best.bit_count()
         ties[d - 1] += 1
         if d == 1 and most >= bound:  # did the bound decide? the unbounded rule's set
-            excluded += _narrowed(full, chain, holders)[0] != best
+            excluded += narrowed(full, chain, holders)[0] != best
         c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
         if cap > 0:
             sizes[c] = _touch_lru(lrus[c], holders, c, chain, (k, live[r], r), sizes[c], cap)
     return ties, excluded
-
-
-def _narrowed(best: int, chain: list, holders: list) -> tuple[int, int]:
-    """(the instances of the mask ``best`` holding the longest prefix of ``chain`` any of
-    them holds, its length in blocks): the mask narrowed block by block."""
-    k = 0
-    for b in chain:
-        m = best & holders[b]
-        if not m:
-            break
-        best, k = m, k + 1
-    return best, k
 
 
 def _touch_lru(od: OrderedDict, holders: list, c: int, chain: list, at: tuple, size: int,

@@ -368,10 +368,10 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
             if most >= bound:
                 best = sum(1 << i for i in range(n) if counts[i] + 1 <= bound)
         cut = best != full
-        best = _narrow(best, chain, seen)
+        best = narrowed(best, chain, seen)[0]
         ties[best.bit_count() - 1] += 1
         if cut and best & (best - 1) == 0:  # one eligible: did the bound decide?
-            excluded += _narrow(full, chain, seen) != best
+            excluded += narrowed(full, chain, seen)[0] != best
         c = fewest_routed(best, counts, full)
         counts[c] += 1
         most = max(most, counts[c])
@@ -385,15 +385,17 @@ def _route_infinite(prof: ReuseProfile, n: int, bounded: bool, eps: float) -> np
     return out
 
 
-def _narrow(best: int, chain: list, seen) -> int:
-    """The instances of the mask ``best`` holding the longest prefix of ``chain`` any of them
-    holds (``seen``: block -> mask of its holders)."""
+def narrowed(best: int, chain: list, holders) -> tuple[int, int]:
+    """(the instances of the mask ``best`` holding the longest prefix of ``chain`` any of
+    them holds, its length in blocks): the mask narrowed block by block (``holders``: block
+    -> mask of the instances holding it)."""
+    k = 0
     for b in chain:
-        m = best & seen[b]
+        m = best & holders[b]
         if not m:
             break
-        best = m
-    return best
+        best, k = m, k + 1
+    return best, k
 
 
 def fewest_routed(mask: int, counts: list, full: int) -> int:

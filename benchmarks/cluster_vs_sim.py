@@ -77,19 +77,6 @@ def _compressed(trace: kvmodel.Trace, speedup: float) -> kvmodel.Trace:
     return dataclasses.replace(trace, arrival_s=trace.arrival_s / speedup)
 
 
-def window(trace: kvmodel.Trace, start: int = 0, n: int | None = None) -> kvmodel.Trace:
-    """Requests ``start`` .. ``start + n`` of ``trace`` (all from ``start`` when ``n`` is None),
-    arrivals shifted to start at 0: a shorter run, or another sample of the same trace."""
-    stop = len(trace) if n is None else min(len(trace), start + n)
-    if not 0 <= start < stop:
-        raise ValueError(f"window start={start}, n={n}: need 0 <= start < {len(trace)} and n >= 1")
-    off = trace.block_offsets[start: stop + 1]
-    return kvmodel.Trace(trace.arrival_s[start:stop] - trace.arrival_s[start],
-                         trace.input_len[start:stop], trace.output_len[start:stop], off - off[0],
-                         trace.block_ids[off[0]: off[-1]], trace.block_tokens,
-                         f"{trace.name}[{start}:{stop}]")
-
-
 def at_rate(trace: kvmodel.Trace, rate: float) -> kvmodel.Trace:
     """``trace`` with its arrivals scaled so that its mean rate (requests / last arrival) is
     ``rate`` requests/s."""
@@ -300,7 +287,7 @@ def main() -> None:
     ap.add_argument("--slo-tpot", type=float, default=0.05, help="p99 TPOT SLO, s (kv-sharing's)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     a = ap.parse_args()
-    trace = window(kvmodel.load_trace(a.trace), a.start, a.requests)
+    trace = kvmodel.load_trace(a.trace).window(a.start, a.requests)
     trace = at_rate(trace, a.rate) if a.rate else _compressed(trace, a.speedup)
     print(f"{trace.name} x{a.speedup:g}: {len(trace):,d} requests at "
           f"{len(trace) / trace.arrival_s[-1]:.2f}/s on {a.instances} x {a.model} TP{a.tp} "

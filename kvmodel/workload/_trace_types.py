@@ -43,6 +43,21 @@ class Trace:
         """Prefix-block hash chain of request ``i``."""
         return self.block_ids[self.block_offsets[i]:self.block_offsets[i + 1]]
 
+    def window(self, start: int = 0, n: int | None = None) -> "Trace":
+        """Requests ``start`` .. ``start + n`` (all from ``start`` when ``n`` is None) as a trace
+        of their own: arrivals shifted to start at 0, their block chains and session ids kept,
+        the name marked with the slice. A shorter run, or another sample of the same trace."""
+        stop = len(self) if n is None else min(len(self), start + n)
+        if not 0 <= start < stop:
+            raise ValueError(f"Trace.window start={start}, n={n}: need 0 <= start < {len(self)} "
+                             "and n >= 1")
+        off = self.block_offsets[start:stop + 1]
+        return Trace(self.arrival_s[start:stop] - self.arrival_s[start],
+                     self.input_len[start:stop], self.output_len[start:stop], off - off[0],
+                     self.block_ids[off[0]:off[-1]], self.block_tokens,
+                     f"{self.name}[{start}:{stop}]",
+                     None if self.session is None else self.session[start:stop])
+
     @property
     def blocks_per_request(self) -> np.ndarray:
         return np.diff(self.block_offsets)

@@ -1,7 +1,6 @@
 """Prompt-length bands of the cluster's instances (kvmodel.cluster._classes): the trace's
 quantile bands crossed with the hit classes, and the cluster's TTFT against the simulator."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -36,9 +35,7 @@ def test_cluster_ttft_tracks_the_simulator_on_a_trace_slice():
     is the prefill of the long prompts, which a single mean-length class misses by ~75 %)."""
     tr = kvmodel.load_trace("mooncake-conversation")
     n = 3000
-    sl = dataclasses.replace(tr, arrival_s=tr.arrival_s[:n], input_len=tr.input_len[:n],
-                             output_len=tr.output_len[:n], block_offsets=tr.block_offsets[:n + 1],
-                             block_ids=tr.block_ids[:tr.block_offsets[n]])
+    sl = tr.window(0, n)
     kv_tok = kv_capacity_tokens("llama-3.1-8b", "h100-sxm", 1, "bf16",
                                 round(float(sl.input_len.mean())), round(float(sl.output_len.mean())))
     c = Cluster("llama-3.1-8b", "h100-sxm", instances=16, tp=1, precision="bf16",

@@ -22,11 +22,7 @@ def _load(name: str):
 
 def _small_trace(n: int = 300) -> kvmodel.Trace:
     """The first ``n`` requests of the built-in trace."""
-    t = kvmodel.load_trace(TRACE)
-    off = t.block_offsets[:n + 1]
-    return kvmodel.Trace(t.arrival_s[:n], t.input_len[:n], t.output_len[:n], off,
-                         t.block_ids[:off[-1]], t.block_tokens, f"{t.name}[:{n}]",
-                         None if t.session is None else t.session[:n])
+    return kvmodel.load_trace(TRACE).window(0, n)
 
 
 def test_pool_vs_local_core():

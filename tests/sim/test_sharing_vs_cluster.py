@@ -29,9 +29,7 @@ def harness():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     tr = kvmodel.load_trace("mooncake-conversation")
-    off = tr.block_offsets[: N + 1]
-    head = kvmodel.Trace(tr.arrival_s[:N], tr.input_len[:N], tr.output_len[:N], off,
-                         tr.block_ids[: off[-1]], tr.block_tokens, f"{tr.name}[:{N}]")
+    head = tr.window(0, N)
     args = argparse.Namespace(gpu="h100-sxm", model="llama-3.1-8b", instances=16,
                               routing="round_robin", hbm_fraction=0.05, dram_GB=64.0,
                               pool_servers=2, pool_GB=1000.0, lookup_s=0.0, local_dram_GB=0.0)

@@ -1,5 +1,6 @@
 """Trace loaders (Mooncake, Azure, generic) and the synthetic workload generator."""
 
+import dataclasses
 import hashlib
 import math
 import subprocess
@@ -336,3 +337,23 @@ def test_synthetic_edge_sizes():
     assert len(synthetic_trace(0)) == 0
     t = synthetic_trace(50, seed=1, think_time_s=0.0)  # turns of a session arrive together
     assert len(t) == 50 and chain_violations(t) == []
+
+
+def test_window_is_a_trace_of_its_own():
+    """A window rebases its block chains and arrivals and keeps its requests' sessions; the
+    whole window is the trace itself."""
+    t = Trace.from_lists([[1, 2], [1], [1, 2, 3], [7]], arrival_s=[0.5, 1.0, 2.5, 4.0])
+    t = dataclasses.replace(t, session=np.array([10, 11, 10, 12]))
+    w = t.window(1, 2)
+    assert len(w) == 2 and w.name == "[1:3]"
+    np.testing.assert_array_equal(w.arrival_s, [0.0, 1.5])
+    np.testing.assert_array_equal(w.block_offsets, [0, 1, 4])
+    assert w.hash_ids(1).tolist() == [1, 2, 3] and w.session.tolist() == [11, 10]
+    whole = t.window()
+    for f in ("input_len", "output_len", "block_offsets", "block_ids", "session"):
+        np.testing.assert_array_equal(getattr(whole, f), getattr(t, f))
+    np.testing.assert_array_equal(whole.arrival_s, t.arrival_s - 0.5)
+    assert len(t.window(3, 10)) == 1
+    for start, n in ((4, None), (-1, 2), (1, 0)):
+        with pytest.raises(ValueError, match="Trace.window start="):
+            t.window(start, n)

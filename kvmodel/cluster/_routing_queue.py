@@ -155,8 +155,13 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
-from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
-from kvmodel.instance._queueing import erlang_c
+from kvmodel.instance._mixture import (
+    mixture_quantiles,
+    scalar_quantiles,
+    sorted_classes,
+    sorted_quantile,
+)
+from kvmodel.instance._queueing import erlang_c, sum_wait_law
 from kvmodel.workload._reuse_analytic import assignment, fewest_routed, narrowed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "utilisation", "routed_percentiles", "bounded_choice_mix",
@@ -272,6 +277,8 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list,
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):
         return m
+    if m.get("mixture"):
+        return _mixture_shifted(m, live, wait2, p2)
     probs = [c[0] for c in classes]
     new = [L - cached for _, cached, _, L in classes]
     if _floats(new):  # xp.maximum's numbers, inline
@@ -289,6 +296,32 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list,
     arrays = not _floats(vals) and xp.is_array(*vals)
     shifts = (_array_shifts if arrays else _scalar_shifts)(m, live, laws, probs, new, b)
     shifts = _count_bound(shifts, Ws, W2s, p_old)
+    for (key, _), shift in zip(_KEYS, shifts):
+        out[key] = m[key] + xp.where(live, shift, 0.0)
+    return out
+
+
+def _mixture_shifted(m: dict, live: Any, wait2: Any, p2: Any) -> dict:
+    """:func:`routed_percentiles` with the instance's own TTFT mixture (``m["mixture"]``,
+    :func:`kvmodel.instance._estimate.ttft_mixture`: its class offsets, the step spread law):
+    each percentile moves by the change of that mixture's quantile from the instance's wait
+    law to ``(wait2, p2)``, at most a waiting request's mean cut (:func:`_count_bound`). The
+    old law's quantiles are the instance's percentiles exactly, so where a percentile sits on
+    a class's no-wait atom it stays at that class's own service (not at a scaled
+    ``b x uncached tokens``, whose fitted scale moved with the wait: module docstring)."""
+    W, p = m["wait"], m["pwait"]
+    mix = m["mixture"]
+    Ws, W2s = xp.where(live, W, 0.0), xp.where(live, wait2, 0.0)
+    p_old, p_new = xp.where(live, p, 1.0), xp.where(live, p2, 1.0)
+
+    def quantiles(w: Any, pw: Any) -> list:
+        ws, ps = sum_wait_law(w, pw, mix["spread"], mix["spread_p"])
+        return mixture_quantiles(ws, ps, mix["offsets"], _QS)
+
+    old, new = quantiles(Ws, p_old), quantiles(W2s, p_new)
+    shifts = _count_bound([b - a for a, b in zip(old, new)], Ws, W2s, p_old)
+    out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
+               ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
     for (key, _), shift in zip(_KEYS, shifts):
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out

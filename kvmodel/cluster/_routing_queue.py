@@ -60,10 +60,18 @@ the others have taken as much) both see a long prompt in service.
 for M/M/1) the routed law scales the instance's: ``W' = W · W_route/W_MM1`` and
 ``p' = p · P_route/ρ``, exactly the instance's law when every d is 1. The TTFT percentiles
 move by the change of the wait's part in the mixture of hit-and-length classes
-(:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the classes,
-each class's own service read as ``b`` x its uncached tokens, b scaled per quantile,
-:func:`routed_percentiles`); the mean TTFT by ``W' − W``. The factors are tabulated once per
-choice mix over ρ and interpolated. A percentile falls by at most a waiting request's mean
+(:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the
+instance's own class offsets and step spread, ``Estimate.ttft_mixture``, so the old law's
+quantiles are the instance's percentiles exactly, :func:`routed_percentiles`); the mean TTFT
+by ``W' − W``. (The earlier reading, each class's service as ``b_q`` x its uncached tokens
+with ``b_q`` fitted per quantile to the instance's percentile, is kept where the instance
+gives no mixture: that fit mixes wait and service, so the no-wait service it implied for the
+p99 length band moved with the wait, and where the routed wait is small the p99 lands on that
+band's no-wait atom: sglang's p99 rose 3.588 -> 3.715 s from 0 to 100 GB of DRAM on
+studies/dram_for_slo.py's cluster at 1.6 requests/s per instance while its decisions, which
+read the router's never-evicting tree, do not see the DRAM; 3.635 -> 3.613 s now.)
+The factors are tabulated once per choice mix
+over ρ and interpolated. A percentile falls by at most a waiting request's mean
 cut ``(W − W')/p``, under either signal: with prompt service this variable (SCV 3.6 in
 seconds) the wait's tail is the residual of a long prompt in service, subexponential
 (Embrechts and Veraverbeke, Insurance: Mathematics and Economics 1, 1982: the M/G/1 wait

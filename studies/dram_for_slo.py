@@ -4,6 +4,14 @@ Llama-3.1-70B fp8 TP8 serving the Mooncake conversation trace meet p99 TTFT <= S
 <= 50 ms, for three SLOs, three request rates and three routers (bounded prefix affinity,
 SGLang's cache-aware rule, round robin), no KV sharing.
 
+SLOs. p99 TTFT contains the p99 prompt's own prefill, so an SLO at or below the no-queue
+floor (:func:`floor_p99`: the smallest p99 TTFT any router reaches with the largest DRAM at
+a near-idle 0.01 requests/s per instance, about 2.3 s here) is never met at any rate. The
+default SLOs are that floor x ``--slo-factors`` (1.6, 1.75, 2.0: about 3.7 / 4.0 / 4.6 s,
+printed), where the study's rates put the p99 of the good configurations (1.45-1.6 x the
+floor at 1.0-1.6 requests/s) and of the bad ones (2-2.8 x) on either side; ``--slos``
+gives them in seconds instead.
+
 Method (public API, vectorised: one :func:`kvmodel.evaluate` per router and rate evaluates the
 whole DRAM x SSD grid as numpy arrays in ``Cluster.dram_B`` / ``Cluster.ssd_B``):
 
@@ -15,7 +23,7 @@ whole DRAM x SSD grid as numpy arrays in ``Cluster.dram_B`` / ``Cluster.ssd_B``)
 3. Flip: per (router, SLO), the largest rate at the SLO with no DRAM and with 4 TB of DRAM
    (``max_rate_at_slo`` elementwise): only rates between the two need DRAM, and how much.
 
-    python studies/dram_for_slo.py [--quick]
+    python studies/dram_for_slo.py [--quick] [--slo-factors F F F | --slos S S S]
 
 Writes studies/results/dram_for_slo/: grid.csv (every point), need.csv, rate_range.csv.
 """
@@ -39,7 +47,8 @@ OUT = HERE / "results" / "dram_for_slo"
 MODEL, GPU, INSTANCES = "llama-3.1-70b", "h100-sxm", 8
 DRAM_B = np.concatenate([[0.0], np.geomspace(8e9, 4096e9, 48)])
 SSD_B = np.array([0.0, 1.92e12, 3.84e12, 7.68e12, 15.36e12, 30.72e12, 61.44e12])
-SLOS = (2.5, 3.0, 4.0)               # p99 TTFT, s
+SLO_FACTORS = (1.6, 1.75, 2.0)       # p99 TTFT SLOs as multiples of the no-queue floor
+IDLE_RATE = 0.01                     # requests/s per instance at which the floor is read
 TPOT_SLO = 0.05                      # p99 TPOT, s
 RATES = (1.0, 1.3, 1.6)              # requests/s per instance
 ROUTERS = (("prefix_affinity_bounded", 0.1), ("sglang", 0.25), ("round_robin", 0.25))
@@ -71,8 +80,50 @@ def _ok(r: dict, slo: float) -> bool:
     return r["stable"] and r["ttft_p99_s"] <= slo and r["tpot_p99_s"] <= TPOT_SLO
 
 
-def need(rows: list[dict], slos=SLOS) -> list[dict]:
-    """Per (router, rate, SLO): the smallest DRAM (no SSD) and the smallest SSD (no DRAM)."""
+def floor_p99(w: kvmodel.Workload, routers=ROUTERS) -> float:
+    """No-queue p99 TTFT floor: the smallest p99 TTFT any router reaches with the largest DRAM
+    (no SSD) at ``IDLE_RATE`` requests/s per instance, where nothing queues: the p99 prompt's
+    own prefill (and its cache loads). No SLO at or below it is met at any rate."""
+    best = np.inf
+    for routing, eps in routers:
+        r = kvmodel.evaluate(cluster(routing, eps, dram_B=DRAM_B[-1], ssd_B=0.0),
+                             w.with_rate(IDLE_RATE * INSTANCES))
+        best = min(best, float(r.ttft_p99_s))
+    return best
+
+
+def slos_of(a: argparse.Namespace, w: kvmodel.Workload) -> tuple[float, ...]:
+    """The p99 TTFT SLOs (s): ``--slos`` as given, else the no-queue floor x
+    ``--slo-factors`` (each > 1: at the floor nothing meets the SLO); printed."""
+    if a.slos:
+        if any(not (x > 0 and np.isfinite(x)) for x in a.slos):
+            raise SystemExit(f"--slos {a.slos}: each must be a finite number of seconds > 0")
+        print(f"p99 TTFT SLOs (given): {', '.join(f'{x:g} s' for x in a.slos)}")
+        return tuple(a.slos)
+    if any(not (x > 1 and np.isfinite(x)) for x in a.slo_factors):
+        raise SystemExit(f"--slo-factors {a.slo_factors}: each must be a finite number > 1 "
+                         "(the floor itself is never met)")
+    fl, slos = floor_p99(w), default_slos(w, a.slo_factors)
+    print(f"no-queue p99 TTFT floor {fl:.2f} s (best router, {DRAM_B[-1] / 1e9:.0f} GB DRAM, "
+          f"{IDLE_RATE} req/s per instance); SLOs = floor x "
+          f"{', '.join(f'{f:g}' for f in a.slo_factors)} = {', '.join(f'{x:.2f} s' for x in slos)}")
+    return slos
+
+
+def default_slos(w: kvmodel.Workload, factors=SLO_FACTORS) -> tuple[float, ...]:
+    """The default p99 TTFT SLOs (s): the no-queue floor x ``factors``, to 10 ms."""
+    fl = floor_p99(w)
+    return tuple(round(fl * f, 2) for f in factors)
+
+
+def workload() -> kvmodel.Workload:
+    return kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"), tpot_slo_s=TPOT_SLO)
+
+
+def need(rows: list[dict], slos: tuple[float, ...] | None = None) -> list[dict]:
+    """Per (router, rate, SLO): the smallest DRAM (no SSD) and the smallest SSD (no DRAM);
+    ``slos`` None: :func:`default_slos` of the study's workload."""
+    slos = default_slos(workload()) if slos is None else slos
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["routing"], r["rate_per_instance"]), []).append(r)
@@ -93,7 +144,7 @@ def need(rows: list[dict], slos=SLOS) -> list[dict]:
     return out
 
 
-def rate_range(w: kvmodel.Workload, routers=ROUTERS, slos=SLOS) -> list[dict]:
+def rate_range(w: kvmodel.Workload, routers, slos: tuple[float, ...]) -> list[dict]:
     """Per (router, SLO): the max rate at the SLO with no DRAM and with the largest DRAM."""
     out = []
     for routing, eps in routers:
@@ -117,12 +168,12 @@ def print_summary(needs: list[dict], ranges: list[dict]) -> None:
         return f"(hit {x:.3f})" if np.isfinite(x) else ""
     print("\nsmallest DRAM per node (no SSD) | smallest SSD (no DRAM) meeting p99 TTFT <= SLO")
     for x in needs:
-        print(f"  {x['routing']:24s} {x['rate_per_instance']:.1f}/inst SLO {x['ttft_p99_slo_s']:.1f} s: "
+        print(f"  {x['routing']:24s} {x['rate_per_instance']:.1f}/inst SLO {x['ttft_p99_slo_s']:.2f} s: "
               f"{gb(x['min_dram_GB']):>8s} {hit(x['hit_at_min_dram']):11s} | {tb(x['min_ssd_TB']):>8s}"
               f"   p99 {x['ttft_p99_no_dram_s']:.2f} s at 0 -> {x['ttft_p99_max_dram_s']:.2f} s at 4 TB")
     print("\nmax rate per instance at the SLO: no DRAM -> 4 TB DRAM")
     for x in ranges:
-        print(f"  {x['routing']:24s} SLO {x['ttft_p99_slo_s']:.1f} s: "
+        print(f"  {x['routing']:24s} SLO {x['ttft_p99_slo_s']:.2f} s: "
               f"{x['max_rate_per_instance_no_dram']:.2f} -> {x['max_rate_per_instance_max_dram']:.2f}")
 
 
@@ -130,14 +181,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="bounded affinity only, one rate")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--slo-factors", type=float, nargs="+", default=list(SLO_FACTORS),
+                    metavar="F", help="p99 TTFT SLOs as multiples (> 1) of the no-queue floor "
+                    f"(default {' '.join(map(str, SLO_FACTORS))})")
+    ap.add_argument("--slos", type=float, nargs="+", metavar="S",
+                    help="p99 TTFT SLOs in seconds (instead of --slo-factors)")
     a = ap.parse_args()
     routers, rates = (ROUTERS[:1], RATES[1:2]) if a.quick else (ROUTERS, RATES)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation"), tpot_slo_s=TPOT_SLO)
+    w = workload()
+    slos = slos_of(a, w)
     rows = grid(w, routers, rates)
-    needs, ranges = need(rows), rate_range(w, routers)
+    needs, ranges = need(rows, slos), rate_range(w, routers, slos)
     for name, table in (("grid", rows), ("need", needs), ("rate_range", ranges)):
         write_rows(out / f"{name}.csv", table)
     print_summary(needs, ranges)

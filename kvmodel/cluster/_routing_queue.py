@@ -60,10 +60,18 @@ the others have taken as much) both see a long prompt in service.
 for M/M/1) the routed law scales the instance's: ``W' = W · W_route/W_MM1`` and
 ``p' = p · P_route/ρ``, exactly the instance's law when every d is 1. The TTFT percentiles
 move by the change of the wait's part in the mixture of hit-and-length classes
-(:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the classes,
-each class's own service read as ``b`` x its uncached tokens, b scaled per quantile,
-:func:`routed_percentiles`); the mean TTFT by ``W' − W``. The factors are tabulated once per
-choice mix over ρ and interpolated. A percentile falls by at most a waiting request's mean
+(:func:`kvmodel.instance._mixture.mixture_quantile` of the old and new law over the
+instance's own class offsets and step spread, ``Estimate.ttft_mixture``, so the old law's
+quantiles are the instance's percentiles exactly, :func:`routed_percentiles`); the mean TTFT
+by ``W' − W``. (The earlier reading, each class's service as ``b_q`` x its uncached tokens
+with ``b_q`` fitted per quantile to the instance's percentile, is kept where the instance
+gives no mixture: that fit mixes wait and service, so the no-wait service it implied for the
+p99 length band moved with the wait, and where the routed wait is small the p99 lands on that
+band's no-wait atom: sglang's p99 rose 3.588 -> 3.715 s from 0 to 100 GB of DRAM on
+studies/dram_for_slo.py's cluster at 1.6 requests/s per instance while its decisions, which
+read the router's never-evicting tree, do not see the DRAM; 3.635 -> 3.613 s now.)
+The factors are tabulated once per choice mix
+over ρ and interpolated. A percentile falls by at most a waiting request's mean
 cut ``(W − W')/p``, under either signal: with prompt service this variable (SCV 3.6 in
 seconds) the wait's tail is the residual of a long prompt in service, subexponential
 (Embrechts and Veraverbeke, Insurance: Mathematics and Economics 1, 1982: the M/G/1 wait
@@ -155,8 +163,13 @@ import numpy as np
 
 from kvmodel.base import xp as xp
 from kvmodel.catalog.hardware import current
-from kvmodel.instance._mixture import scalar_quantiles, sorted_classes, sorted_quantile
-from kvmodel.instance._queueing import erlang_c
+from kvmodel.instance._mixture import (
+    mixture_quantiles,
+    scalar_quantiles,
+    sorted_classes,
+    sorted_quantile,
+)
+from kvmodel.instance._queueing import erlang_c, sum_wait_law
 from kvmodel.workload._reuse_analytic import assignment, fewest_routed, narrowed, prefix_chains
 
 __all__ = ["wait_factors", "routed_law", "utilisation", "routed_percentiles", "bounded_choice_mix",
@@ -272,6 +285,8 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list,
     live = np.isfinite(W) & (W > 0) if xp.is_array(W) else bool(np.isfinite(W) and W > 0)
     if not xp.any_true(live):
         return m
+    if m.get("mixture"):
+        return _mixture_shifted(m, live, wait2, p2)
     probs = [c[0] for c in classes]
     new = [L - cached for _, cached, _, L in classes]
     if _floats(new):  # xp.maximum's numbers, inline
@@ -289,6 +304,32 @@ def routed_percentiles(m: dict, wait2: Any, p2: Any, classes: list,
     arrays = not _floats(vals) and xp.is_array(*vals)
     shifts = (_array_shifts if arrays else _scalar_shifts)(m, live, laws, probs, new, b)
     shifts = _count_bound(shifts, Ws, W2s, p_old)
+    for (key, _), shift in zip(_KEYS, shifts):
+        out[key] = m[key] + xp.where(live, shift, 0.0)
+    return out
+
+
+def _mixture_shifted(m: dict, live: Any, wait2: Any, p2: Any) -> dict:
+    """:func:`routed_percentiles` with the instance's own TTFT mixture (``m["mixture"]``,
+    :func:`kvmodel.instance._estimate.ttft_mixture`: its class offsets, the step spread law):
+    each percentile moves by the change of that mixture's quantile from the instance's wait
+    law to ``(wait2, p2)``, at most a waiting request's mean cut (:func:`_count_bound`). The
+    old law's quantiles are the instance's percentiles exactly, so where a percentile sits on
+    a class's no-wait atom it stays at that class's own service (not at a scaled
+    ``b x uncached tokens``, whose fitted scale moved with the wait: module docstring)."""
+    W, p = m["wait"], m["pwait"]
+    mix = m["mixture"]
+    Ws, W2s = xp.where(live, W, 0.0), xp.where(live, wait2, 0.0)
+    p_old, p_new = xp.where(live, p, 1.0), xp.where(live, p2, 1.0)
+
+    def quantiles(w: Any, pw: Any) -> list:
+        ws, ps = sum_wait_law(w, pw, mix["spread"], mix["spread_p"])
+        return mixture_quantiles(ws, ps, mix["offsets"], _QS)
+
+    old, new = quantiles(Ws, p_old), quantiles(W2s, p_new)
+    shifts = _count_bound([b - a for a, b in zip(old, new)], Ws, W2s, p_old)
+    out = dict(m, wait=xp.where(live, wait2, W), pwait=xp.where(live, p2, p),
+               ttft=m["ttft"] + xp.where(live, W2s - Ws, 0.0))
     for (key, _), shift in zip(_KEYS, shifts):
         out[key] = m[key] + xp.where(live, shift, 0.0)
     return out

@@ -1637,15 +1637,29 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     pct["step_residual_s"] = xp.where(live, res.get("residual", 0.0), np.inf)
-    return Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
-                    reason=r.reason, mode=mode, stable=stable,
+    est = Estimate(**out, **pct, batch=xp.where(live, res["B"], 0.0), feasible=ok,
+                   reason=r.reason, mode=mode, stable=stable,
                     saturation_request_rate_per_s=xp.where(ok, sat_rate, 0.0), breakdown=res["bd"],
                     kv_capacity_tokens=kv_cap, max_batch=xp.maximum(max_batch, 0.0),
                     weights_B_per_gpu=weights, kv_B_per_token=kv_tok_B,
                     interval=_interval(out, cal), inputs=inputs,
-                    path_utilisation={k: xp.where(ok, u, 0.0)
-                                      for k, u in res.get("path_util", {}).items()},
-                    **(extra or {}))
+                   path_utilisation={k: xp.where(ok, u, 0.0)
+                                     for k, u in res.get("path_util", {}).items()},
+                   **(extra or {}))
+    if "classes" in res:  # the TTFT's class mixture, for a router's wait law (not a field)
+        object.__setattr__(est, "ttft_mixture", ttft_mixture(res))
+    return est
+
+
+def ttft_mixture(res: dict) -> dict:
+    """The open loop's TTFT percentiles as :func:`_percentiles` builds them with hit classes:
+    ``common`` (request overhead and step residual) + the quantile of the wait law summed
+    with the step ``spread`` law over the class ``offsets`` (:meth:`PrefixMix.offsets`).
+    Kept on the Estimate as ``ttft_mixture`` (an attribute, not a field) so that
+    :func:`kvmodel.cluster._routing_queue.routed_percentiles` reads a router's wait law with
+    the instance's own classes."""
+    return dict(offsets=res["classes"], common=res["ttft_common"],
+                spread=res.get("spread", 0.0), spread_p=res.get("spread_p", 1.0))
 
 
 def _unstable_reasons(r: _Reasons, res: dict, N, sat_rate, own_rate) -> None:

@@ -673,10 +673,12 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
             extra.update(classes=pre.offsets(delay, own))
-    # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
-    # drift of D (it changes over about O steps, so a request's window sees one level of it)
-    sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
-    parts = (_tpot_sd(s, t, t_p, f, D, c, 2.0, t_d) ** 2, T1 * T1 * var_D)  # one step's, slow
+    # a request's mean inter-token time: the step times' noise over its O−1 steps, which
+    # are AR(1) under the step-to-step law (a long step lets more prompts into the next;
+    # _tpot_law.steps_factor), plus the slow drift of D (it changes over about O steps, so a
+    # request's window sees one level of it)
+    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d))  # step's, slow, lag-one
+    sd = _tl.request_var(parts[0], parts[1], O, parts[2]) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
                 p_wait=q["p_wait"], spread=spread[0], spread_p=spread[1], residual=R,
@@ -690,7 +692,8 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     probability of its 0-or-exponential law (:func:`~kvmodel.instance._openloop.step_position`).
     ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
     ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
-    :func:`~kvmodel.instance._openloop.step_parts`."""
+    :func:`~kvmodel.instance._openloop.step_parts`. The spread comes with the step time's
+    variance (:func:`~kvmodel.instance._openloop.step_spread`)."""
     (t, D, lam, Ia, new, c, max_tokens), (ca2, cs2), (t_p, t_d, P) = state, scv, parts
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = _ol.chunk_count(new, budget, cls)
@@ -718,7 +721,7 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
-                                                                      var_t, share, ca2))
+                                                                      var_t, share, ca2), var_t)
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0):
@@ -847,8 +850,9 @@ def _percentiles(r: dict, O, law=None) -> dict:
     output-length ``law`` (open loop) TPOT's are the mixture's over the requests' own output
     lengths (:mod:`kvmodel.instance._tpot_law`; E2E keeps the mean length's)."""
     out = {}
-    mix_t = (_tl.tpot_quantiles(r["tpot"], *r["tpot_parts"], law, QUANTILES)
-             if law is not None and "tpot_parts" in r else None)
+    step_var, slow_var, m = r.get("tpot_parts", (None,) * 3)
+    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m)
+             if law is not None and m is not None else None)
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
     spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: 0 or exp.

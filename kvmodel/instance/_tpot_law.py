@@ -80,47 +80,87 @@ def _checked(law) -> tuple[np.ndarray, np.ndarray]:
     return p, length
 
 
-def node_sd(step_var, slow_var, law):
+def steps_factor(n, m):
+    """Var(mean of n steps)·n / Var(step) for AR(1) steps with lag-k correlation m^k:
+    1 + 2·Σ_{k<n} (1 − k/n)·m^k = (1 + m)/(1 − m) − 2m(1 − m^n)/(n(1 − m)²); 1 at m = 0 or
+    n = 1, (1 + m)/(1 − m) for long windows."""
+    n, m = np.asarray(n, float), np.asarray(m, float)
+    with np.errstate(under="ignore"):  # m^n of a long window: 0
+        out = (1.0 + m) / (1.0 - m) - 2.0 * m * (1.0 - m ** n) / (n * (1.0 - m) ** 2)
+    return out if out.ndim else float(out)
+
+
+def request_var(step_var, slow_var, O, m=0.0):
+    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps."""
+    n = xp.maximum(O - 1.0, 1.0)
+    return step_var * steps_factor(n, m) / n + slow_var
+
+
+def node_sd(step_var, slow_var, law, m=0.0):
     """Std. dev. of each node's per-request TPOT, shape ``shape(step_var) + (nodes,)``."""
-    n = law[1] - 1.0
-    var = np.asarray(step_var, float)[..., None] / n + np.asarray(slow_var, float)[..., None]
-    return np.sqrt(np.maximum(var, 0.0))
+    ex = lambda v: np.asarray(v, float)[..., None]  # noqa: E731
+    return np.sqrt(np.maximum(request_var(ex(step_var), ex(slow_var), law[1], ex(m)), 0.0))
 
 
-def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple) -> list:
+def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
     """The ``qs``-quantiles (each >= 0.5) of the mixture over ``law`` of normals with the
-    common ``mean`` and the nodes' std. devs (:func:`node_sd`); scalars stay Python floats.
+    common ``mean`` and the nodes' std. devs (:func:`node_sd`; ``m``: the steps' lag-one
+    correlation); scalars stay Python floats.
 
-    With a + b = step_var + slow_var and u = slow_var / (a + b) a node's variance is
-    (a + b)·((1 − u)/(O − 1) + u), so the quantile is mean + √(a + b)·Y_q(u): Y_q is solved
-    once per law on a grid of log u (:func:`_table`) and interpolated."""
+    With a = step_var·κ (κ = (1 + m)/(1 − m), the long window's factor), h = steps_factor /
+    (κ·(O − 1)) and u = slow_var / (a + slow_var), a node's variance is (a + slow_var)·((1 −
+    u)·h + u), so the quantile is mean + √(a + slow_var)·Y_q(u, m): Y_q is solved once per
+    law on a grid of (log u, log(1 − m)) (:func:`_table`) and interpolated bilinearly."""
     if len(law[0]) == 1:  # one length: the plain normal
-        sd = node_sd(step_var, slow_var, law)[..., 0]
+        sd = node_sd(step_var, slow_var, law, m)[..., 0]
         return [_float(mean + _z(q) * sd) for q in qs]
-    grid, table, lists = _table(law, tuple(qs))
-    if not xp.is_array(mean, step_var, slow_var):  # Python numbers: no numpy round trips
-        tot = max(step_var + slow_var, 0.0)
-        if not math.isfinite(tot) or not math.isfinite(mean):
-            return [mean + tot for _ in qs]  # unstable: masked after
-        x, r = math.log(max(slow_var / max(tot, 1e-300), U_MIN)), math.sqrt(tot)
-        return [mean if q == 0.5 else mean + r * _interp(x, lists[0], y)
-                for q, y in zip(qs, lists[1])]
-    tot = np.maximum(np.asarray(step_var, float) + slow_var, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # unstable elements: masked after
+    grids, table = _table(law, tuple(qs))
+    if not xp.is_array(mean, step_var, slow_var, m):  # Python numbers: no numpy round trips
+        return _scalar_quantiles(mean, step_var, slow_var, m, grids, table)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
+        m = np.clip(np.asarray(m, float), 0.0, M_MAX)
+        tot = np.maximum(step_var * (1.0 + m) / (1.0 - m) + slow_var, 0.0)
         x = np.log(np.maximum(slow_var / np.maximum(tot, 1e-300), U_MIN))
-        return [_float(mean + np.sqrt(tot) * np.interp(x, grid, y)) for y in table]
+        w = np.log(1.0 - m)
+        return [_float(mean + np.sqrt(tot) * _bilinear(x, w, grids, y)) for y in table[0]]
+
+
+def _scalar_quantiles(mean, step_var, slow_var, m, grids, table) -> list:
+    """:func:`tpot_quantiles` of Python numbers over the table's Python lists."""
+    m = min(max(float(m), 0.0), M_MAX)
+    tot = max(step_var * (1.0 + m) / (1.0 - m) + slow_var, 0.0)
+    if not (math.isfinite(tot) and math.isfinite(mean)):
+        return [mean + tot for _ in table[1]]  # unstable: masked after
+    x, w, r = math.log(max(slow_var / max(tot, 1e-300), U_MIN)), math.log(1.0 - m), tot ** 0.5
+    gx, nw = grids[2], grids[3]
+    i = min(max(bisect.bisect_left(gx, x), 1), len(gx) - 1)
+    j = min(max(bisect.bisect_left(nw, -w), 1), len(nw) - 1)
+    fx = min(max((x - gx[i - 1]) / (gx[i] - gx[i - 1]), 0.0), 1.0)
+    fw = min(max((-w - nw[j - 1]) / (nw[j] - nw[j - 1]), 0.0), 1.0)
+    out = []
+    for y in table[1]:
+        a, b = y[j - 1], y[j]
+        top = a[i - 1] + fx * (a[i] - a[i - 1])
+        out.append(mean + r * (top + fw * (b[i - 1] + fx * (b[i] - b[i - 1]) - top)))
+    return out
 
 
 U_MIN = 1e-9  # below it the slow part moves no node's spread by more than 1e-6 (O <= 2000)
-PER_DECADE = 64
+M_MAX = 0.999  # the step law's largest lag-one correlation (_openloop.step_memory's cap)
+U_PER_DECADE, M_PER_DECADE = 32, 24
 _TABLES: dict = {}
 
 
-def _interp(x: float, grid: list, y: list) -> float:
-    """np.interp at one Python float over Python lists (``grid`` increasing)."""
-    i = min(max(bisect.bisect_left(grid, x), 1), len(grid) - 1)
-    g0, g1, y0 = grid[i - 1], grid[i], y[i - 1]
-    return y0 + (y[i] - y0) * (min(max(x, g0), g1) - g0) / (g1 - g0)
+def _bilinear(x, w, grids, y):
+    """``y`` (rows: log(1 − m) grid, columns: log u grid) at (x = log u, w = log(1 − m))."""
+    gx, gw = grids[:2]
+    i = np.clip(np.searchsorted(gx, x), 1, len(gx) - 1)
+    j = np.clip(np.searchsorted(-gw, -w), 1, len(gw) - 1)  # gw decreasing
+    fx = np.clip((x - gx[i - 1]) / (gx[i] - gx[i - 1]), 0.0, 1.0)
+    fw = np.clip((w - gw[j - 1]) / (gw[j] - gw[j - 1]), 0.0, 1.0)
+    top = y[j - 1, i - 1] + fx * (y[j - 1, i] - y[j - 1, i - 1])
+    bottom = y[j, i - 1] + fx * (y[j, i] - y[j, i - 1])
+    return top + fw * (bottom - top)
 
 
 def _float(v):
@@ -133,15 +173,20 @@ def _z(q: float) -> float:
 
 
 def _table(law, qs: tuple) -> tuple:
-    """(log u grid, Y_q on it for each q, both again as Python lists) of ``law``, kept per
-    law object (held: its id is not reused; a trace's law is one object)."""
+    """((log u grid, log(1 − m) grid, the same as Python lists, the second negated), (Y_q on
+    them for each q, the same as nested lists)) of ``law``, kept per law object (held: its
+    id is not reused; a trace's law is one object)."""
     key = (id(law), qs)
     got = _TABLES.get(key)
     if got is not None and got[0] is law:
         return got[1]
     from scipy import special
-    u = np.logspace(np.log10(U_MIN), 0.0, int(-np.log10(U_MIN) * PER_DECADE) + 1)
-    sd = np.sqrt((1.0 - u)[:, None] / (law[1] - 1.0) + u[:, None])
+    u = np.logspace(np.log10(U_MIN), 0.0, int(-np.log10(U_MIN) * U_PER_DECADE) + 1)
+    dec = -np.log10(1.0 - M_MAX)
+    m = 1.0 - np.logspace(0.0, -dec, int(round(dec * M_PER_DECADE)) + 1)
+    n = law[1] - 1.0
+    h = steps_factor(n, m[:, None]) * (1.0 - m[:, None]) / ((1.0 + m[:, None]) * n)
+    sd = np.sqrt((1.0 - u)[None, :, None] * h[:, None, :] + u[None, :, None])
     ys = []
     for q in qs:
         z = _z(q)
@@ -151,8 +196,8 @@ def _table(law, qs: tuple) -> tuple:
         ys.append(_root(law[0], sd, lo, z * sd.max(axis=-1), q, special))
     if len(_TABLES) > 64:
         _TABLES.clear()
-    grid = np.log(u)
-    _TABLES[key] = (law, (grid, ys, (grid.tolist(), [y.tolist() for y in ys])))
+    gx, gw = np.log(u), np.log(1.0 - m)
+    _TABLES[key] = (law, ((gx, gw, gx.tolist(), (-gw).tolist()), (ys, [y.tolist() for y in ys])))
     return _TABLES[key][1]
 
 

@@ -1,5 +1,5 @@
 """Per-request TPOT over the output-length law (kvmodel/instance/_tpot_law.py): the mixture's
-quantiles against a scipy oracle (the tabulated spread within 1e-4 of brentq's), the
+quantiles against a scipy oracle (the tabulated spread within 5e-4 of brentq's), the
 identity at one output length, monotonicity, the quadrature of a trace's output lengths,
 the validation, and the wiring into estimate and the cluster (no law: the numbers of
 before, bit for bit)."""
@@ -10,13 +10,16 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 import kvmodel
-from kvmodel.instance._tpot_law import node_sd, output_law, tpot_quantiles
+from kvmodel.instance._tpot_law import node_sd, output_law, steps_factor, tpot_quantiles
 
 QS = (0.5, 0.9, 0.99)
 
 
-def _oracle(mean, step_var, slow_var, p, lengths, q):
-    sd = np.sqrt(step_var / (np.asarray(lengths, float) - 1.0) + slow_var)
+def _oracle(mean, step_var, slow_var, p, lengths, q, m=0.0):
+    n = np.asarray(lengths, float) - 1.0
+    k = np.arange(1, int(n.max()))
+    rho = [1.0 + 2.0 * np.sum((1.0 - k[k < j] / j) * m ** k[k < j]) for j in n]  # by the sum
+    sd = np.sqrt(step_var * np.asarray(rho) / n + slow_var)
     return brentq(lambda x: np.sum(p * norm.sf(x, mean, sd)) - (1.0 - q), mean, mean + 50 * sd.max(),
                   xtol=1e-14)
 
@@ -28,7 +31,7 @@ def test_two_output_lengths_match_brentq_on_the_mixed_normal_cdf():
     got = tpot_quantiles(0.04, 0.005, 4e-6, law, QS)
     assert got[0] == pytest.approx(0.04, abs=1e-12)   # a common mean: the median
     for q, g in zip(QS[1:], got[1:]):
-        assert g - 0.04 == pytest.approx(_oracle(0.04, 0.005, 4e-6, *law, q) - 0.04, rel=1e-4)
+        assert g - 0.04 == pytest.approx(_oracle(0.04, 0.005, 4e-6, *law, q) - 0.04, rel=5e-4)
     # by hand: the short requests' sd sqrt(0.0025 + 4e-6) = 50.04 ms dominates the 1 % tail
     # (alone they put 0.15·Φc(y/50 ms) = 0.01 at y = 75.1 ms)
     assert 0.04 + 0.070 < got[2] < 0.04 + 0.0752
@@ -44,7 +47,30 @@ def test_arrays_match_the_oracle_element_by_element():
         assert g.shape == (3,)
         for i in range(3):
             want = _oracle(mean[i], step[i], slow[i], *law, q)
-            assert g[i] - mean[i] == pytest.approx(want - mean[i], rel=1e-4, abs=1e-15)
+            assert g[i] - mean[i] == pytest.approx(want - mean[i], rel=5e-4, abs=1e-15)
+
+
+def test_steps_factor_is_the_ar1_sum():
+    for n in (1, 2, 7, 300):
+        for m in (0.0, 0.3, 0.9):
+            k = np.arange(1, n)
+            want = 1.0 + 2.0 * np.sum((1.0 - k / n) * m ** k)
+            assert steps_factor(n, m) == pytest.approx(want, rel=1e-12)
+    assert steps_factor(1e9, 0.5) == pytest.approx(3.0, rel=1e-6)     # (1 + m)/(1 − m)
+
+
+@pytest.mark.parametrize("m", [0.2, 0.58, 0.95])
+def test_correlated_steps_match_brentq(m):
+    """Steps with lag-one correlation m (the step law's AR(1)): a hand two-length toy."""
+    law = (np.array([0.15, 0.85]), np.array([3.0, 401.0]))
+    got = tpot_quantiles(0.04, 0.003, 2.5e-6, law, QS, m)
+    for q, g in zip(QS, got):
+        want = _oracle(0.04, 0.003, 2.5e-6, *law, q, m)
+        assert g - 0.04 == pytest.approx(want - 0.04, rel=1e-3, abs=1e-15)
+    arr = tpot_quantiles(np.array([0.04, 0.04]), np.array([0.003, 0.003]), 2.5e-6, law, QS,
+                         np.array([m, 0.0]))
+    assert arr[2][0] == pytest.approx(got[2], rel=1e-12)
+    assert arr[2][1] < got[2]                                # correlation widens the spread
 
 
 def test_one_output_length_is_the_plain_normal():
@@ -96,7 +122,7 @@ def test_scalars_and_arrays_agree_and_the_table_spans_every_slow_share():
         assert [a[0] for a in arr] == pytest.approx(one, rel=1e-12)
         for q, g in zip(QS, one):
             assert g - 0.03 == pytest.approx(_oracle(0.03, 2e-3, slow, *law, q) - 0.03,
-                                             rel=1e-4, abs=1e-15)
+                                             rel=5e-4, abs=1e-15)
 
 
 def test_unstable_elements_stay_infinite_without_warnings():
@@ -136,9 +162,10 @@ def _est(**kw):
 def test_estimate_without_a_law_or_at_its_own_length_is_unchanged():
     plain = _est()
     same = _est(output_law=([1.0], [256.0]))
-    for k in ("tpot_s", "ttft_p99_s", "e2e_p99_s", "tpot_p50_s", "tpot_p90_s"):
+    for k in ("tpot_s", "ttft_p99_s", "e2e_p99_s"):
         assert getattr(same, k) == getattr(plain, k)
-    assert same.tpot_p99_s == pytest.approx(plain.tpot_p99_s, rel=1e-12)
+    for k in ("tpot_p50_s", "tpot_p90_s", "tpot_p99_s"):
+        assert getattr(same, k) == pytest.approx(getattr(plain, k), rel=1e-12)
 
 
 def test_estimate_with_short_outputs_has_a_longer_tpot_tail_and_the_same_means():

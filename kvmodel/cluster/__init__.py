@@ -102,6 +102,7 @@ from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
 from kvmodel.instance._speculative import check_model as _speculative_model
 from kvmodel.instance._speculative import speculative_arg as _speculative_arg
+from kvmodel.instance._tpot_law import output_law
 from kvmodel.instance._wide_ep import wide_ep_arg as _wide_ep_arg
 from kvmodel.instance.seam import kv_cache_auto
 from kvmodel.instance.seam import params as _params
@@ -362,6 +363,13 @@ class Workload:
         return self._memo("_output_len", lambda: float(np.mean(self.trace.output_len)))
 
     @property
+    def output_law(self) -> tuple | None:
+        """The requests' output lengths as a small quadrature (requests with two or more
+        tokens; :func:`kvmodel.instance._tpot_law.output_law`): the instances' TPOT
+        percentiles mix over it."""
+        return self._memo("_output_law", lambda: output_law(self.trace.output_len))
+
+    @property
     def length_cv(self) -> float:
         """Coefficient of variation of prompt lengths (prefill service time ~ prompt length)."""
         return self._memo("_length_cv", lambda: float(
@@ -390,7 +398,7 @@ class Workload:
         return w
 
 
-_MEMO_KEYS = ("_input_len", "_output_len", "_length_cv", "_blocks", "top", "_length_bands")
+_MEMO_KEYS = ("_input_len", "_output_len", "_output_law", "_length_cv", "_blocks", "top", "_length_bands")
 
 
 @dataclass(frozen=True)
@@ -1223,7 +1231,7 @@ def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
                arrival_cv: Any = 1.0, slot_steer: float = 0.0) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
-                 arrival_cv=arrival_cv, slot_steer=slot_steer,
+                 arrival_cv=arrival_cv, slot_steer=slot_steer, output_law=w.output_law,
                  hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c))
     return {"instance": e}
 
@@ -1261,7 +1269,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,
-                 prefix_classes=[(1.0, I - 1, "hbm")], **parallel_kw(c, dgpu))
+                 prefix_classes=[(1.0, I - 1, "hbm")], output_law=w.output_law,
+                 **parallel_kw(c, dgpu))
     # handed-off KV: each request's own, never floored to a hybrid model's snapshot grid, and
     # not a shared prefix partition of the decode GPU's KV pool (a plain cached_prefix_len is)
     return {"prefill": p, "decode": d, "kv_transfer_s": _handoff_s(c, w, p, node, I)}

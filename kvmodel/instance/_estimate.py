@@ -30,6 +30,7 @@ from kvmodel.catalog.models import ModelSpec, get_model
 from kvmodel.instance import _contended as _best
 from kvmodel.instance import _openloop as _ol
 from kvmodel.instance import _speculative as _spec
+from kvmodel.instance import _tpot_law as _tl
 from kvmodel.instance import _unmixed as _um
 from kvmodel.instance import _wide_ep as _wide
 from kvmodel.instance._mixture import (
@@ -672,13 +673,16 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
         ttft = ttft + extra["path_wait"] + ops["kv_save"]["time_s"]
         if mix:
             extra.update(classes=pre.offsets(delay, own))
-    # a request's mean inter-token time: step-kind noise over its O−1 steps, plus the slow
-    # drift of D (it changes over about O steps, so a request's window sees one level of it)
-    sd = (_tpot_sd(s, t, t_p, f, D, c, O, t_d) ** 2 + T1 * T1 * var_D) ** 0.5  # t_d: step_parts'
+    # a request's mean inter-token time: the step times' noise over its O−1 steps, which
+    # are AR(1) under the step-to-step law (a long step lets more prompts into the next;
+    # _tpot_law.steps_factor), plus the slow drift of D (it changes over about O steps, so a
+    # request's window sees one level of it)
+    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d))  # step's, slow, lag-one
+    sd = _tl.request_var(parts[0], parts[1], O, parts[2]) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
                 p_wait=q["p_wait"], spread=spread[0], spread_p=spread[1], residual=R,
-                tpot_sd=sd, stable=stable, why=why, **extra)
+                tpot_sd=sd, tpot_parts=parts, stable=stable, why=why, **extra)
 
 
 def _open_split(s: Setup, state, scv, parts, pre, cls):
@@ -688,7 +692,8 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     probability of its 0-or-exponential law (:func:`~kvmodel.instance._openloop.step_position`).
     ``state``: (t, D, λ, attention length, uncached tokens, KV per sequence, max_num_tokens);
     ``scv``: (c_a², c_s²); ``parts``: (t_busy, t_decode, P) of
-    :func:`~kvmodel.instance._openloop.step_parts`."""
+    :func:`~kvmodel.instance._openloop.step_parts`. The spread comes with the step time's
+    variance (:func:`~kvmodel.instance._openloop.step_spread`)."""
     (t, D, lam, Ia, new, c, max_tokens), (ca2, cs2), (t_p, t_d, P) = state, scv, parts
     budget = xp.maximum(max_tokens - D, 1.0)
     chunks = _ol.chunk_count(new, budget, cls)
@@ -716,7 +721,7 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
-                                                                      var_t, share, ca2))
+                                                                      var_t, share, ca2), var_t)
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0):
@@ -840,9 +845,14 @@ _UNSTABLE = ("", "the token-budget prefill server is saturated (prompt tokens ar
              "the KV cache holds too few sequences for the offered load")
 
 
-def _percentiles(r: dict, O) -> dict:
-    """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread."""
+def _percentiles(r: dict, O, law=None) -> dict:
+    """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread; with an
+    output-length ``law`` (open loop) TPOT's are the mixture's over the requests' own output
+    lengths (:mod:`kvmodel.instance._tpot_law`; E2E keeps the mean length's)."""
     out = {}
+    step_var, slow_var, m = r.get("tpot_parts", (None,) * 3)
+    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m)
+             if law is not None and m is not None else None)
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
     spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: 0 or exp.
@@ -860,7 +870,8 @@ def _percentiles(r: dict, O) -> dict:
         if "classes" not in r and xp.any_true(path > 0):  # path delay: 0 if idle, else exp.
             ttft_q = ttft_q + wait_quantile(path, p_path, q)
         tpot_q = r["tpot"] + normal_quantile(q) * sd
-        out[f"ttft_{tag}_s"], out[f"tpot_{tag}_s"] = ttft_q, tpot_q
+        out[f"ttft_{tag}_s"] = ttft_q
+        out[f"tpot_{tag}_s"] = tpot_q if mix_t is None else mix_t[i]
         out[f"e2e_{tag}_s"] = ttft_q + (O - 1.0) * tpot_q
     return out
 
@@ -1437,7 +1448,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              slot_steer: Any = 0.0, hbm_cache_fraction: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
-             catalog: Any = None) -> Estimate:
+             output_law: Any = None, catalog: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -1507,6 +1518,11 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     (1 - α^(k+1)) / (1 - α), the drafter's KV and weights come out of the KV cache
     (:mod:`kvmodel.instance._speculative`); ``speculative`` reports the factor and its parts.
 
+    ``output_law=(probabilities, output lengths)`` (open loop; lengths >= 2): the requests'
+    output lengths, e.g. :func:`kvmodel.instance._tpot_law.output_law` of a trace's; the TPOT
+    percentiles are then the mixture over them of each length's per-request law (a request's
+    TPOT averages its own O − 1 steps), the means and everything else stay ``output_len``'s.
+
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
     ``calibration``: parameter name -> SI value overriding the catalog's calibration.
@@ -1531,6 +1547,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     I = _num("input_len", input_len, maximum=MAX_COUNT)
     O = _num("output_len", output_len, maximum=MAX_COUNT)
     mode, N = _mode(batch, concurrency, request_rate)
+    law = _tl.check_output_law(output_law)
     cal = _params(calibration)
     mnt = cal["max_num_tokens"] if max_num_tokens is None else _num("max_num_tokens", max_num_tokens)
     mbs = cal["max_batch_size"] if max_batch_size is None else _num("max_batch_size", max_batch_size)
@@ -1566,7 +1583,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   concurrency=N if mode == "concurrency" else None,
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-                     m.kv_bytes_per_token(kv), extra)
+                     m.kv_bytes_per_token(kv), extra, law)
 
 
 _SETUPS = 256  # Setups memoised per catalog (bounded in long searches)
@@ -1617,7 +1634,7 @@ def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
 
 
 def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-              kv_tok_B, extra=None) -> Estimate:
+              kv_tok_B, extra=None, law=None) -> Estimate:
     """Mask infeasible / unstable elements (inf times, never NaN) and build the Estimate."""
     for ops in res["bd"].values():
         label_bounds(ops)
@@ -1633,7 +1650,7 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     # an overloaded server serves at most its capacity, and never more than is offered
     served = xp.minimum(sat["tok"], N * O) if mode == "rate" else sat["tok"]
     out["output_tok_per_s"] = xp.where(ok, xp.where(stable, res["tok"], served), 0.0)
-    pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O).items()}
+    pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O, law).items()}
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     pct["step_residual_s"] = xp.where(live, res.get("residual", 0.0), np.inf)

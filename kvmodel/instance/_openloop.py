@@ -382,9 +382,16 @@ def step_spread(lam, t, t_d, t_full, a, chunks, ca2, cs2, share=1.0):
     cs2)/k, m = 1 − t_decode/t: ``λ·t·a²(ca2 + cs2)/(k(1 − m²))``. The budget caps a step's
     prompt work at t_full − t_decode (the rest carries over): the variance of the capped work
     (:func:`_capped_variance`; ``share``: the busy steps' share f)."""
-    m = xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
+    m = step_memory(t, t_d)
     var = lam * t * a * a * (ca2 + cs2) / (chunks * (1.0 - m * m))
     return _capped_variance(xp.maximum(t - t_d, 0.0), var, xp.maximum(t_full - t_d, 0.0), share)
+
+
+def step_memory(t, t_d):
+    """The step-to-step law's coefficient m = 1 − t_decode/t (:func:`step_spread`): a step's
+    prompt work is m times the previous step's length in prompts' seconds, so step times are
+    AR(1) with lag-k correlation m^k (kept below critical)."""
+    return xp.minimum(xp.maximum(1.0 - t_d / xp.maximum(t, 1e-300), 0.0), _M_MAX)
 
 
 def _capped_variance(mean, var, cap, share):

@@ -25,13 +25,14 @@ def _no_cache(**kw):
 
 def _direct(c, w, **kw):
     """The instance estimate the cluster should build, called by hand (round robin: each
-    instance takes every N-th Poisson arrival, Erlang-N, inter-arrival CV 1/sqrt(N))."""
+    instance takes every N-th Poisson arrival, Erlang-N, inter-arrival CV 1/sqrt(N); the
+    trace's output-length law for the TPOT percentiles)."""
     I, O = round(w.input_len), round(w.output_len)
     kw.setdefault("arrival_cv", (1.0 / c.instances) ** 0.5)
     classes = with_lengths([(1.0, 0, "hbm")], trace_bands(w.trace.input_len), w.input_len)
     return estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                     request_rate=w.rate / c.instances, framework=c.framework,
-                    prefix_classes=classes, length_cv=0.0, **kw)
+                    prefix_classes=classes, length_cv=0.0, output_law=w.output_law, **kw)
 
 
 def test_deepseek_v3_dp16_ep16_cluster_equals_the_instance_estimate(work):

@@ -1,0 +1,224 @@
+"""Per-request TPOT over a workload's output lengths.
+
+A request with O output tokens has O − 1 decode steps after its first token; its TPOT (as
+:mod:`kvmodel.sim` defines it: (last token − first token) / (O − 1), requests with O = 1 left
+out) is the mean of those steps. Its spread around the common mean TPOT is normal with
+variance ``step_var·steps_factor(O − 1, m) / (O − 1) + slow_var``: the step times' noise
+averages over the request's own steps, which are AR(1) with lag-one correlation m under the
+step-to-step law (:func:`kvmodel.instance._openloop.step_memory`: a long step lets more
+prompts into the next, so a request's slow steps bunch), and the slow drift of the batch
+size (one level per request window) does not average. Against :mod:`kvmodel.sim` (32 x 70B
+TP8, sglang, Mooncake conversation at 64.67 req/s), the per-request sd by output length,
+closed / simulated, ms: 3 tokens 48 / 46, 11-20 26 / 31, 51-100 12 / 15, 201-400 6.3 / 6.4,
+401-800 4.6 / 5.5 (independent steps: 49, 18, 8.2, 4.3, 3.3). Over a
+trace's output lengths the per-request law is the mixture of those normals, weighted by the
+requests' shares; short outputs average few steps, so one step carrying a prefill chunk
+decides their TPOT and the mixture's tail (15 % of the Mooncake conversation trace has 2–50
+output tokens).
+
+The output-length law is a fixed small quadrature, computed once per trace
+(:func:`output_law`): bands of O − 1 in steps of √2, each node at its band's harmonic mean of
+O − 1 (which keeps the band's mean of 1 / (O − 1), the variance's weight) and weighted by its
+share of the requests with O >= 2. Quantiles of the mixture by a bracketed Newton iteration
+on the tail's normal score, once per law on a grid of the slow part's share and of m, then
+interpolated (:func:`tpot_quantiles`: a few operations per call, any shape).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+
+from kvmodel.base import xp as xp
+
+BAND_RATIO = 2.0 ** 0.5  # the width of an output-length band (ratio of its edges, in O − 1)
+NEWTON_STEPS = 6  # converged to rounding on the tests' laws (5: 1e-9)
+
+
+def output_law(lengths) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probabilities, output lengths) of the quadrature nodes of a trace's output lengths
+    (requests with one output token have no TPOT and are left out); None without a request
+    of two or more output tokens."""
+    n = np.asarray(lengths, dtype=float).ravel() - 1.0
+    n = n[n >= 1.0]
+    if not len(n):
+        return None
+    edges = BAND_RATIO ** np.arange(0, int(np.ceil(np.log(n.max()) / np.log(BAND_RATIO))) + 2)
+    band = np.searchsorted(edges, n, side="right")
+    count = np.bincount(band)
+    inv = np.bincount(band, weights=1.0 / n)
+    used = count > 0
+    return count[used] / len(n), count[used] / inv[used] + 1.0
+
+
+def check_output_law(law) -> tuple[np.ndarray, np.ndarray] | None:
+    """``law`` validated: None, or (probabilities, output lengths) as two equal-length 1-D
+    float arrays, probabilities >= 0 summing to 1 and lengths >= 2 (the last law checked is
+    kept: a cluster passes its trace's law to every estimate)."""
+    if law is None:
+        return None
+    last = _LAST[0]
+    if last is not None and last[0] is law:
+        return last[1]
+    out = _checked(law)
+    _LAST[0] = (law, out)  # the law is held, so its id is not reused
+    return out
+
+
+_LAST: list = [None]
+
+
+def _checked(law) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        p, length = (np.asarray(x, dtype=float) for x in law)
+    except (TypeError, ValueError):
+        raise ValueError(f"output_law={law!r}: expected (probabilities, output lengths)") from None
+    if p.ndim != 1 or p.shape != length.shape or not len(p):
+        raise ValueError(f"output_law: probabilities {p.shape} and output lengths "
+                         f"{length.shape} must be 1-D and of one length >= 1")
+    if not (np.all(np.isfinite(p)) and np.all(p >= 0.0) and abs(p.sum() - 1.0) <= 1e-9):
+        raise ValueError(f"output_law: probabilities {p.tolist()} must be >= 0 and sum to 1")
+    if not (np.all(np.isfinite(length)) and np.all(length >= 2.0)):
+        raise ValueError(f"output_law: output lengths {length.tolist()} must be >= 2 (a request "
+                         "with one output token has no TPOT)")
+    return p, length
+
+
+def steps_factor(n, m):
+    """Var(mean of n steps)·n / Var(step) for AR(1) steps with lag-k correlation m^k:
+    1 + 2·Σ_{k<n} (1 − k/n)·m^k = (1 + m)/(1 − m) − 2m(1 − m^n)/(n(1 − m)²); 1 at m = 0 or
+    n = 1, (1 + m)/(1 − m) for long windows."""
+    n, m = np.asarray(n, float), np.asarray(m, float)
+    with np.errstate(under="ignore"):  # m^n of a long window: 0
+        out = (1.0 + m) / (1.0 - m) - 2.0 * m * (1.0 - m ** n) / (n * (1.0 - m) ** 2)
+    return out if out.ndim else float(out)
+
+
+def request_var(step_var, slow_var, O, m=0.0):
+    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps."""
+    n = xp.maximum(O - 1.0, 1.0)
+    return step_var * steps_factor(n, m) / n + slow_var
+
+
+def node_sd(step_var, slow_var, law, m=0.0):
+    """Std. dev. of each node's per-request TPOT, shape ``shape(step_var) + (nodes,)``."""
+    ex = lambda v: np.asarray(v, float)[..., None]  # noqa: E731
+    return np.sqrt(np.maximum(request_var(ex(step_var), ex(slow_var), law[1], ex(m)), 0.0))
+
+
+def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
+    """The ``qs``-quantiles (each >= 0.5) of the mixture over ``law`` of normals with the
+    common ``mean`` and the nodes' std. devs (:func:`node_sd`; ``m``: the steps' lag-one
+    correlation); scalars stay Python floats.
+
+    With a = step_var·κ (κ = (1 + m)/(1 − m), the long window's factor), h = steps_factor /
+    (κ·(O − 1)) and u = slow_var / (a + slow_var), a node's variance is (a + slow_var)·((1 −
+    u)·h + u), so the quantile is mean + √(a + slow_var)·Y_q(u, m): Y_q is solved once per
+    law on a grid of (log u, log(1 − m)) (:func:`_table`) and interpolated bilinearly."""
+    if len(law[0]) == 1:  # one length: the plain normal
+        sd = node_sd(step_var, slow_var, law, m)[..., 0]
+        return [_float(mean + _z(q) * sd) for q in qs]
+    grids, table = _table(law, tuple(qs))
+    if not xp.is_array(mean, step_var, slow_var, m):  # Python numbers: no numpy round trips
+        return _scalar_quantiles(mean, step_var, slow_var, m, grids, table)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
+        m = np.clip(np.asarray(m, float), 0.0, M_MAX)
+        tot = np.maximum(step_var * (1.0 + m) / (1.0 - m) + slow_var, 0.0)
+        x = np.log(np.maximum(slow_var / np.maximum(tot, 1e-300), U_MIN))
+        w = np.log(1.0 - m)
+        return [_float(mean + np.sqrt(tot) * _bilinear(x, w, grids, y)) for y in table[0]]
+
+
+def _scalar_quantiles(mean, step_var, slow_var, m, grids, table) -> list:
+    """:func:`tpot_quantiles` of Python numbers over the table's Python lists."""
+    m = min(max(float(m), 0.0), M_MAX)
+    tot = max(step_var * (1.0 + m) / (1.0 - m) + slow_var, 0.0)
+    if not (math.isfinite(tot) and math.isfinite(mean)):
+        return [mean + tot for _ in table[1]]  # unstable: masked after
+    x, w, r = math.log(max(slow_var / max(tot, 1e-300), U_MIN)), math.log(1.0 - m), tot ** 0.5
+    gx, nw = grids[2], grids[3]
+    i = min(max(bisect.bisect_left(gx, x), 1), len(gx) - 1)
+    j = min(max(bisect.bisect_left(nw, -w), 1), len(nw) - 1)
+    fx = min(max((x - gx[i - 1]) / (gx[i] - gx[i - 1]), 0.0), 1.0)
+    fw = min(max((-w - nw[j - 1]) / (nw[j] - nw[j - 1]), 0.0), 1.0)
+    out = []
+    for y in table[1]:
+        a, b = y[j - 1], y[j]
+        top = a[i - 1] + fx * (a[i] - a[i - 1])
+        out.append(mean + r * (top + fw * (b[i - 1] + fx * (b[i] - b[i - 1]) - top)))
+    return out
+
+
+U_MIN = 1e-9  # below it the slow part moves no node's spread by more than 1e-6 (O <= 2000)
+M_MAX = 0.999  # the step law's largest lag-one correlation (_openloop.step_memory's cap)
+U_PER_DECADE, M_PER_DECADE = 32, 24
+_TABLES: dict = {}
+
+
+def _bilinear(x, w, grids, y):
+    """``y`` (rows: log(1 − m) grid, columns: log u grid) at (x = log u, w = log(1 − m))."""
+    gx, gw = grids[:2]
+    i = np.clip(np.searchsorted(gx, x), 1, len(gx) - 1)
+    j = np.clip(np.searchsorted(-gw, -w), 1, len(gw) - 1)  # gw decreasing
+    fx = np.clip((x - gx[i - 1]) / (gx[i] - gx[i - 1]), 0.0, 1.0)
+    fw = np.clip((w - gw[j - 1]) / (gw[j] - gw[j - 1]), 0.0, 1.0)
+    top = y[j - 1, i - 1] + fx * (y[j - 1, i] - y[j - 1, i - 1])
+    bottom = y[j, i - 1] + fx * (y[j, i] - y[j, i - 1])
+    return top + fw * (bottom - top)
+
+
+def _float(v):
+    return float(v) if np.ndim(v) == 0 else v
+
+
+def _z(q: float) -> float:
+    from scipy import special  # scipy only when a workload carries an output-length law
+    return float(special.ndtri(q))
+
+
+def _table(law, qs: tuple) -> tuple:
+    """((log u grid, log(1 − m) grid, the same as Python lists, the second negated), (Y_q on
+    them for each q, the same as nested lists)) of ``law``, kept per law object (held: its
+    id is not reused; a trace's law is one object)."""
+    key = (id(law), qs)
+    got = _TABLES.get(key)
+    if got is not None and got[0] is law:
+        return got[1]
+    from scipy import special
+    u = np.logspace(np.log10(U_MIN), 0.0, int(-np.log10(U_MIN) * U_PER_DECADE) + 1)
+    dec = -np.log10(1.0 - M_MAX)
+    m = 1.0 - np.logspace(0.0, -dec, int(round(dec * M_PER_DECADE)) + 1)
+    n = law[1] - 1.0
+    h = steps_factor(n, m[:, None]) * (1.0 - m[:, None]) / ((1.0 + m[:, None]) * n)
+    sd = np.sqrt((1.0 - u)[None, :, None] * h[:, None, :] + u[None, :, None])
+    ys = []
+    for q in qs:
+        z = _z(q)
+        # each node alone puts a lower bound on the tail: p·Φc(y/sd) <= 1 − q
+        alone = special.ndtri(1.0 - np.minimum((1.0 - q) / np.maximum(law[0], 1e-300), 1.0))
+        lo = np.maximum(np.max(sd * alone, axis=-1), z * sd.min(axis=-1))
+        ys.append(_root(law[0], sd, lo, z * sd.max(axis=-1), q, special))
+    if len(_TABLES) > 64:
+        _TABLES.clear()
+    gx, gw = np.log(u), np.log(1.0 - m)
+    _TABLES[key] = (law, ((gx, gw, gx.tolist(), (-gw).tolist()), (ys, [y.tolist() for y in ys])))
+    return _TABLES[key][1]
+
+
+def _root(p, sd, lo, hi, q, special):
+    """y with Σ p·Φc(y/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q, at hi
+    at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear for one
+    node, nearly so for a mixture), kept inside the shrinking bracket."""
+    z, y = float(special.ndtri(q)), lo
+    for _ in range(NEWTON_STEPS):
+        x = np.asarray(y)[..., None] / sd
+        tail = np.sum(p * special.ndtr(-x), axis=-1)
+        dens = np.sum(p * np.exp(-0.5 * x * x) / sd, axis=-1)
+        G = -special.ndtri(np.clip(tail, 1e-300, 1.0))
+        lo, hi = np.where(G < z, y, lo), np.where(G < z, hi, y)
+        slope = dens / np.maximum(np.exp(-0.5 * G * G), 1e-300)  # G' (the 1/√(2π) cancel)
+        step = y + (z - G) / np.maximum(slope, 1e-300)
+        y = np.where((step >= lo) & (step <= hi), step, 0.5 * (lo + hi))
+    return y

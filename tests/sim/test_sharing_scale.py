@@ -3,8 +3,8 @@
 prefix cache (the study's; no local DRAM/SSD tier on either side), sglang routing, RoCE 400G,
 the whole Mooncake conversation trace at 64.67 req/s = stop 23's closed max rate at the
 study's SLOs (p99 TTFT <= 6 s, p99 TPOT <= 50 ms) for no sharing in this mapping
-(benchmarks/cluster_vs_sim.py, ``--at-max-rate 1`` then; the TPOT mixture below lowers it). P2P: 2.2 TB of DRAM per node as the
-peers' partition (placement per block).
+(benchmarks/cluster_vs_sim.py, ``--at-max-rate 1`` then; the TPOT mixture below lowers it).
+P2P: 2.2 TB of DRAM per node as the peers' partition (placement per block).
 
 Measured (closed vs simulator, seed 0):
     none  TTFT mean 0.564 vs 0.525 s (+7 %), p99 3.78 vs 4.46 s (-15 %), hit 0.352 vs 0.353;

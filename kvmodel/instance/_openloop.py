@@ -608,15 +608,20 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0, moments
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N
 
 
-def class_holds(hold, S_k, S, O, amp, read_s, c_k, c):
+def class_holds(hold, S_k, S, O, amp, read_s, c_k, c, outs=None, tpot=0.0):
     """Each class's KV-slot hold (seconds): the mean ``hold`` plus what sets the class apart
     (module docstring, *KV-slot occupancy*): its own prefill service ``S_k`` beyond the mean
     ``S`` with the prefill it leaves behind (``amp``: 1 + ρ_b(1 − t_d/t_busy)/(1 − κ_A)), and
     its own KV read in each of its O − 1 decode steps, ``read_s`` seconds per token of its
     context ``c_k`` beyond the mean ``c``. Holds average to ``hold`` where S, c are the
-    classes' means."""
-    return [xp.maximum(hold + amp * (s_k - S) + (O - 1.0) * read_s * (ck - c), 0.0)
-            for s_k, ck in zip(S_k, c_k)]
+    classes' means. ``outs``: each class's own output O_k (None: all at ``O``), which adds
+    (O_k − O)·``tpot`` seconds of decode and reads in its O_k − 1 steps (``c`` then the
+    decode steps' mean context, weighted by π_k·(O_k − 1))."""
+    if outs is None:
+        return [xp.maximum(hold + amp * (s_k - S) + (O - 1.0) * read_s * (ck - c), 0.0)
+                for s_k, ck in zip(S_k, c_k)]
+    return [xp.maximum(hold + amp * (s_k - S) + (o - O) * tpot + (o - 1.0) * read_s * (ck - c),
+                       0.0) for s_k, ck, o in zip(S_k, c_k, outs)]
 
 
 def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):

@@ -1253,13 +1253,13 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
     lognormal's quantile bands (:func:`~kvmodel.instance._mixture.length_bands`), a band's
     prompt ``I·m_b`` and its cached prefix scaled alike (``floor(P·m_b)``: a hit covers the
     same share of every prompt). Classes that already carry lengths take no length_cv."""
-    base = ([(1.0, P, tier, None)] if classes is None
+    base = ([(1.0, P, tier, None, None)] if classes is None
             else _checked_classes(classes, "rate", P, tier))
     if any(c[3] is not None for c in base):
         raise ValueError("length_cv must be 0 when prefix_classes carry their own input_len "
                          "(the classes already hold the length spread)")
     if classes is None:  # the plain prefix's own validation first (tier, policy, P < I)
-        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None)]
+        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None, None)]
     crossed = [(c[0] * pb, xp.floor(c[1] * mb), c[2], xp.maximum(I * mb, 1.0), c[4])
                for c in base for pb, mb in length_bands(cv)]
     return _prefix_mix(s, I, crossed, "rate", 0, "hbm", pkw)

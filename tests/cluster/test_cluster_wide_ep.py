@@ -28,7 +28,8 @@ def _direct(c, w, **kw):
     instance takes every N-th Poisson arrival, Erlang-N, inter-arrival CV 1/sqrt(N))."""
     I, O = round(w.input_len), round(w.output_len)
     kw.setdefault("arrival_cv", (1.0 / c.instances) ** 0.5)
-    classes = with_lengths([(1.0, 0, "hbm")], trace_bands(w.trace.input_len), w.input_len)
+    bands = trace_bands(w.trace.input_len, output_len=w.trace.output_len)  # each band's output
+    classes = with_lengths([(1.0, 0, "hbm")], bands, w.input_len, O=O)
     return estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                     request_rate=w.rate / c.instances, framework=c.framework,
                     prefix_classes=classes, length_cv=0.0, **kw)

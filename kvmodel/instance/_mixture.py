@@ -6,7 +6,12 @@ tokens cached in ``cache_tier`` (a tier name, a :class:`~kvmodel.tiers.Tier` or 
 ``[(tier, fraction), ...]``; length 0 is a miss). A class may carry its own prompt length as a
 fourth element, ``(probability, cached_prefix_len, cache_tier, input_len)`` (default: the
 estimate's ``input_len``): prompt-length classes (:func:`length_bands` discretises a lognormal
-spread, the cluster uses the trace's own quantile bands). Each class is its own prefix
+spread, the cluster uses the trace's own quantile bands), and its own output length as a fifth,
+``(..., input_len, output_len)`` (None or absent: the estimate's ``output_len``; the classes'
+outputs must average to it, :meth:`PrefixMix.set_output`): it sets the class's KV reservation
+(I_k + O_k), its context per decode step (I_k + O_k/2, the steps' mean weighted by each class's
+π_k·(O_k − 1) decode steps), its slot hold ((O_k − O)·TPOT more) and its share of the engine at
+saturation (throughput-max: Σ π_k·O_k / Σ π_k·O_k/tok_k). Each class is its own prefix
 (:class:`kvmodel.instance._estimate._Prefix`: its load time, its uncached prompt tokens ``n_k``
 over its own prompt ``I_k``); the shared queues see the mixture:
 

@@ -748,15 +748,17 @@ def _slot_classes(s: Setup, pre: PrefixMix, own, means, parts, lam, ca2, steer=0
     (:func:`~kvmodel.instance._openloop.class_holds`) from its own service ``own``, the
     left-behind prefill's amplification and its own KV read per decode step, a token of KV
     (``kv_token_bytes_rank``) at the roofline's achieved HBM bandwidth; the token-weighted
-    feedback gain κ = λ(O − 1)·(read seconds per token)·c̄. ``means``: (S, O, mean hold);
+    feedback gain κ = λ(O − 1)·(read seconds per token)·c̄, returned after the moments (the
+    slot law's drain at a full pool). ``means``: (S, O, mean hold);
     ``parts``: (f, t_busy, t_decode, t, κ_A)."""
     (S, O, hold, tpot), (_, t_p, t_d, _, kA) = means, parts
     read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
     holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c, pre.outs, tpot)
     kappa = lam * (O - 1.0) * read_s * c
     shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]  # busy seconds it and its
-    return _ol.slot_moments(pre.probs, pre.reserved(O), holds, lam, ca2, kappa,
-                            steer, shots)  # cluster (κ_A) add to every hold in the pool
+    mom = _ol.slot_moments(pre.probs, pre.reserved(O), holds, lam, ca2, kappa,
+                           steer, shots)  # cluster (κ_A) add to every hold in the pool
+    return (*mom, kappa)  # the feedback also lengthens a full pool's holds (its drain)
 
 
 def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):

@@ -736,35 +736,41 @@ def _context_sums_array(probs, ctx, holds, shots):
 
 
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
-    """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
-    a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
-    releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
-    still sends it, λ(1 − a) (a: :func:`pooled_steer` of ``steer``), queue: the queue above
-    it drifts down at θ = λ_sat/s_f − λ(1 − a), and at least at 1/h̄ (the pool's requests all leave
-    within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
-    largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
-    tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
-    flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
-    request waits σ²/(2θλ): the same diffusion's queue above the cap, exponential of mean
-    σ²/(2θ) r̄, over the arrivals that feed it (Little). σ² = λ(c_a² + 1 + λt) + 2λc_r²
-    counts the departures' own noise: a full pool releases its requests one by one at the
-    ends of independent holds (a Poisson stream, SCV 1, each freeing a reservation of SCV
-    c_r²), not at the regular epochs of one server (Allen–Cunneen's (c_a² + c_r²)/(2θ), which
-    left out the 1 + c_r² of the departures and halved the wait near saturation)."""
-    mean, z, w1, w3 = moments
+    """:func:`slot_queue` for request classes (module docstring, *KV-slot admission*).
+    ``moments``: (X̄, z, w1, w3[, κ]) of the reserved tokens in r̄ (:func:`slot_moments`; κ
+    the pool's feedback gain, 0 when absent). The pool fits c' = c − (1 + c_r²)/2 (a head
+    that does not fit finds the room left uniform on its own size-biased reservation); the
+    occupancy's free law is a Gamma of mean X̄ and index z; above c' the demand queues and a
+    full pool drains it at θ (:func:`_full_drain`). The probability of waiting is the free
+    law's own mass above c', S, plus the reflected queue's, M = σ²·f(c')/(2θ) (zero net flux
+    at c'), out of 1 + M; the mean wait is Little's on the tokens queued, the free excess
+    E[(X − c')⁺] plus M·σ²/(2θ), over 1 + M, per arrival (λ r̄ per second). σ² = λ(c_a² + 1
+    + λt) + 2λc_r²: arrivals and the ends of independent holds, each a reservation of SCV
+    c_r². Unstable where Little on tokens fails, X̄ >= c' (θ = 0 there: P -> 1, wait -> ∞)."""
+    mean, z, w1, w3 = moments[:4]
+    kappa = xp.minimum(moments[4], KAPPA_MAX) if len(moments) > 4 else 0.0
+    cap = bmax - 0.5 * (1.0 + cr2)  # the head's room: the pool is full short of the cap
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
-    z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
-    ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
-    m = xp.where(ok, N * w1, 0.5 * bmax)
-    away = pooled_steer(m, z, w3, bmax, steer)  # a full pool's arrivals sent elsewhere
-    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - away),
-                       lam / N)
-    th = xp.where(ok, theta, 1.0)
-    lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
-    sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
-    p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
-    wait = p * sigma2 / (2.0 * th * xp.where(ok, lam, 1.0))
-    return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
+    ok = (mean < cap) & (lam > 0.0)
+    m = xp.where(ok, mean, 0.5 * cap)  # unstable: the law's values are masked below
+    lam_s = xp.where(ok, lam, 1.0)
+    away = pooled_steer(m, z, w3, cap, steer)  # a full pool's arrivals sent elsewhere
+    theta = _full_drain(lam_s, m, cap, kappa, away)
+    sigma2 = lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2
+    p, queued = _slot_law(m, xp.maximum(m * z, 1e-12), cap, sigma2, theta)
+    return (xp.where(ok, queued / lam_s, 0.0), xp.where(ok, p, 1.0),
+            xp.where(ok, N, bmax))
+
+
+def _full_drain(lam, mean, cap, kappa, away=0.0):
+    """Net drain θ (r̄ per second) of the tokens queued above a full pool: a full pool holds
+    ``cap`` r̄ and releases them at cap/(w1·h_c) per second, h_c the hold at a full pool, while
+    the arrivals a router still sends it, λ(1 − ``away``), add to the queue. Its holds are
+    longer than the mean h̄ by the pool's feedback (gain κ = d(λ·w1·h)/dX, the demand one
+    more r̄ held makes): λ·w1·h_c = X̄ + κ(cap − X̄), so θ = λ·(1 − κ)(cap − X̄)/(X̄ + κ(cap −
+    X̄)) + λ·away, which vanishes exactly at the pool's own edge X̄ = cap (without a router)."""
+    room = xp.maximum(cap - mean, 0.0)
+    return lam * (1.0 - kappa) * room / xp.maximum(mean + kappa * room, 1e-300) + lam * away
 
 
 def pooled_steer(mean, z, w3, cap, steer):
@@ -791,26 +797,24 @@ def pooled_steer(mean, z, w3, cap, steer):
 
 
 def _slot_law(mean, var, cap, sigma2, theta):
-    """Probability that an arrival finds the pool full: the occupancy below the cap a Gamma
-    law of ``mean`` and ``var`` (density f, distribution F at the cap), the queue above it a
-    reflected diffusion of variance rate ``sigma2`` and drift ``−theta``, whose mass
-    ``M = sigma2·f(cap)/(2·theta)`` (zero net flux at the cap) against F(cap): M/(F + M)."""
-    shape, rate = mean * mean / var, mean / var
-    x = cap * rate
-    dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) * rate
-    mass = sigma2 * dens / (2.0 * theta)
-    return mass / (_gammainc(shape, x) + mass)
-
-
-def _full_size(N, z, w1, w3, cap):
-    """Mean reservation (in r̄) of the requests in a full pool: the occupancy X = Σ r_i of N
-    requests (count index ``z``) with hold-weighted sizes (mean w1, variance w1·w3 − w1²),
-    the count's linear regression on X at X = ``cap``: E[N | cap] = N + Cov(N, X)/Var(X)
-    ·(cap − N·w1), Cov = w1·N·z, Var = N(w1·w3 − w1² + w1²·z); ``cap / E[N | cap]`` (at
-    least 1: one request size gives 1, the pool holds cap requests)."""
-    cov, var = w1 * z, w1 * w3 - w1 * w1 + w1 * w1 * z
-    n = N + cov / xp.maximum(var, 1e-300) * xp.maximum(cap - N * w1, 0.0)
-    return xp.maximum(cap / xp.maximum(n, 1e-300), 1.0)
+    """(probability of waiting, mean r̄ queued) at a pool of ``cap`` r̄: the occupancy's free
+    law a Gamma of ``mean`` and ``var`` (shape k = X̄²/V, scale V/X̄; density f, upper tail
+    S = Q(k, cap/scale) at the cap, free excess E[(X − cap)⁺] = X̄·Q(k + 1, ·) − cap·S); the
+    queue above the cap a reflected diffusion of variance rate ``sigma2`` and drift
+    −``theta`` (exponential, mean σ²/(2θ)) whose mass M = σ²·f(cap)/(2θ) (zero net flux at
+    the cap; Halfin–Whitt's 1/(1 + β·Φ(β)/φ(β)) for a Gaussian occupancy of Poisson noise,
+    Halfin and Whitt, "Heavy-traffic limits for queues with many exponential servers",
+    Oper. Res. 29 (1981)). P = (S + M)/(1 + M); queued = (excess + M·σ²/(2θ))/(1 + M)."""
+    shape, scale = mean * mean / var, var / mean
+    x = cap / scale
+    dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) / scale
+    tail = _gammaincc(shape, x)
+    excess = xp.maximum(mean * _gammaincc(shape + 1.0, x) - cap * tail, 0.0)
+    th = xp.maximum(theta, 1e-300)
+    mass = xp.minimum(sigma2 * dens / (2.0 * th), 1e300)
+    queue = sigma2 / (2.0 * th)
+    p = (tail + mass) / (1.0 + mass)
+    return p, xp.where(mass < 1e300, (excess + mass * queue) / (1.0 + mass), 1e300)
 
 
 def _reserved(z, sigma2, lam, ca2, cr2):
@@ -834,6 +838,13 @@ def _gammainc(a, x):
     when an open-loop queue needs it: ``import kvmodel`` stays light)."""
     from scipy import special
     return special.gammainc(a, x)
+
+
+def _gammaincc(a, x):
+    """Regularised upper incomplete gamma function Q(a, x) = 1 − P(a, x), element-wise (the
+    upper tail itself: 1 − P loses the deep tails)."""
+    from scipy import special
+    return special.gammaincc(a, x)
 
 
 def _gammaln(a):

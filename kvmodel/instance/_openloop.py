@@ -80,29 +80,32 @@ sends arrivals elsewhere: its ``steer`` share of them is taken back. Against
 ``benchmarks/kv_slot_occupancy.py`` (Llama-3.1-8B on H100, Mooncake conversation, 4
 instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) against the
 simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
-6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
-occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
-the count, drained at θ = λ_sat/s_f − λ(1 − a), at least 1/h̄ (a: the share of a full pool's
-arrivals a load-aware router still sends elsewhere, :func:`pooled_steer`, which falls
-towards 0 as every pool fills): a full pool holds requests of mean
-size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
-releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
-pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
-the large requests hold longest, is nearer the simulator's (round robin's 4 instances of
-the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
-6.70/s; λ_sat alone gave 6.57/s). A waiting request waits σ²/(2θλ), the queue above
-the cap over its arrivals, with the departures' noise in σ² as in the mass (a full pool
-frees its requests at the ends of independent holds). Against the simulator's admission
-wait on the stationary stream (``--stationary --instances 1``, 3 seeds x 6,000, load a share
-of the closed form's 1.426 req/s) the slot wait is 0.03/0.50/3.0/11.7 s against 0.11/0.68/
-3.9/21.5 s at 0.5/0.7/0.85/0.95 (the simulator's includes the step running at arrival,
-0.02-0.04 s, and ~17 % of requests wait ~0.2 s for a long prefill step to end), the mean TTFT
-−4/−4/−10/−41 % of the simulator's, p99 −20/+7/+24/+31 % (Allen–Cunneen's (c_a² + c_r²)/(2θ):
-−6/−18/−40/−67 %, p99 −22/−38/−37/−35 %). What is left is the probability of waiting,
-0.00/0.05/0.18/0.41 against the simulator's share admitted over 0.1 s after arrival
-0.20/0.32/0.53/0.77: the Gamma law's slow swings (its index 17-22 near saturation, the
-simulator's capped 3-7) carry the pool to its cap more often than the fast σ² of the mass
-says. One request size keeps the count law above.
+6.5-7.1 / 5.5-6.3. The slot queue of classes (:func:`_slot_head`) reads the occupancy as
+demand: its free law a Gamma of those moments, of which the pool fits c' = c − (1 + c_r²)/2
+(FCFS admits a head when its whole reservation fits, and a head that does not fit finds the
+room left uniform on its own reservation, size-biased: mean E[r²]/(2E[r])). Demand above c'
+queues: the Gamma's own mass there, S, waits (the slow swings carry the pool to its cap),
+and a reflected queue above c' adds M = σ²·f(c')/(2θ) (zero net flux at c', as for the
+count), P(wait) = (S + M)/(1 + M). A full pool drains the queue at θ = λ(1 − κ)(c' − X̄)/(X̄
++ κ(c' − X̄)) (+ λ·a, the share a of its arrivals a load-aware router still sends elsewhere,
+:func:`pooled_steer`): it releases c'/(w1·h_c) r̄ per second, its holds h_c lengthened by
+the feedback κ to λ·w1·h_c = X̄ + κ(c' − X̄), so θ vanishes exactly at the pool's edge X̄ =
+c', where Little on tokens fails and the pool is reported unstable: P -> 1 and the wait -> ∞
+there, consistently. The mean wait is Little's on the tokens queued, (E[(X − c')⁺] +
+M·σ²/(2θ))/(1 + M) over the λ r̄ per second arriving. Against the simulator (``--stationary
+--instances 1 --routing round_robin``, 3 seeds x 6,000, load a share of the closed form's
+1.377 req/s): P(wait) 0.01/0.06/0.21/0.43 against the simulator's share without room at
+arrival 0.007/0.070/0.25/ 0.55, the wait of a waiting request 9.2/10.2/12.1/16.3 s against
+its KV part 5.3/6.6/10.1/ 22.3 s, the slot wait 0.06/0.61/2.54/7.0 s against
+0.04/0.46/2.50/12.3 s; mean TTFT +1/+11/ +5/−36 %, p99 −6/+23/+18/+6 % at 0.5/0.7/0.85/0.95.
+The law it replaces (a drain λ_sat/s_f − λ(1 − a) from the reported saturation rate, the
+mass M alone, a waiting request waiting σ²/(2θλ)) was right in its mean only by
+compensation: P half the simulator's, the wait of a waiting request 1.5-3x, and the drain
+not zero at the pool's edge, so a 5 % fuller pool (the classes' own outputs) doubled the
+wait (TTFT +19 -> +209 % at 0.85). What is left: at 0.95 both P and the conditional wait are
+low (the slow swings' queue: the Gamma's index 21 against the simulator's capped 4.6 says
+they are slow, and a queue fed by them outlasts the local σ²'s). One request size keeps the
+count law above.
 
 **The classes' KV read.** A decode step reads the KV of the sequences in it, and with length
 classes those are not D sequences of the mean context c̄: the pool is hold-weighted (large

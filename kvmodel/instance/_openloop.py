@@ -747,7 +747,8 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     full pool drains it at θ (:func:`_full_drain`). The probability of waiting is the free
     law's own mass above c', S, plus the reflected queue's, M = σ²·f(c')/(2θ) (zero net flux
     at c'), out of 1 + M; the mean wait is Little's on the tokens queued, the free excess
-    E[(X − c')⁺] plus M·σ²/(2θ), over 1 + M, per arrival (λ r̄ per second). σ² = λ(c_a² + 1
+    E[(X − c')⁺] plus M·σ²/(2θ), over 1 + M, per r̄ arriving to wait (λ times the waiting
+    requests' mean size, :func:`_blocked_size`). σ² = λ(c_a² + 1
     + λt) + 2λc_r²: arrivals and the ends of independent holds, each a reservation of SCV
     c_r². Unstable where Little on tokens fails, X̄ >= c' (θ = 0 there: P -> 1, wait -> ∞)."""
     mean, z, w1, w3 = moments[:4]
@@ -761,8 +762,21 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     theta = _full_drain(lam_s, m, cap, kappa, away)
     sigma2 = lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2
     p, queued = _slot_law(m, xp.maximum(m * z, 1e-12), cap, sigma2, theta)
-    return (xp.where(ok, queued / lam_s, 0.0), xp.where(ok, p, 1.0),
+    per_s = lam_s * _blocked_size(z, cr2)  # r̄ per second of the arrivals that queue
+    return (xp.where(ok, queued / per_s, 0.0), xp.where(ok, p, 1.0),
             xp.where(ok, N, bmax))
+
+
+def _blocked_size(z, cr2):
+    """Mean reservation (r̄) of the requests that wait: a request of r finds no room where the
+    pool holds more than c' − (r − 1), the Gamma's tail there, exponential of scale z (the
+    occupancy's index), so the waiting ones are tilted by e^{r/z}: over reservations of a
+    Gamma law (mean 1, SCV ``cr2``) their mean is 1/(1 − c_r²/z) (the tilted Gamma's), at most
+    the size-biased 1 + c_r² (where z <= 1 + c_r², continuous there). Little on the tokens queued counts
+    them, so the wait is the tokens queued over λ times this size. Against the simulator's
+    blocked sizes (``--stationary --instances 1``): 1.25/1.15/1.10/1.08 against 1.45/1.20/
+    1.08/1.04 at 0.5/0.7/0.85/0.95."""
+    return xp.where(z > 1.0 + cr2, z / xp.maximum(z - cr2, 1e-300), 1.0 + cr2)
 
 
 def _full_drain(lam, mean, cap, kappa, away=0.0):

@@ -26,7 +26,8 @@ def test_the_law_by_hand_on_a_toy():
     # λ = 1, c_a² = 1, c_r² = 0.5, t = 0, no feedback: σ² = λ(c_a² + 1 + λt) + 2λ·c_r² = 3 r̄²/s;
     # the head's room c' = 36 − (1 + 0.5)/2 = 35.25; θ = λ(c' − X̄)/X̄ = 15.25/20 r̄/s; the
     # occupancy Gamma(shape 20/6, scale 6): P = (S + M)/(1 + M), M = σ²·f(c')/(2θ), the mean
-    # wait (E[(X − c')⁺] + M·σ²/(2θ))/(1 + M)/λ (scipy's Gamma law and quadrature as oracle)
+    # wait (E[(X − c')⁺] + M·σ²/(2θ))/(1 + M) over λ·6/5.5 (the waiting requests' size,
+    # 1/(1 − c_r²/z)) (scipy's Gamma law and quadrature as oracle)
     from scipy import integrate, stats
     X = stats.gamma(20.0 / 6.0, scale=6.0)
     c, s2, th = 35.25, 3.0, 15.25 / 20.0
@@ -35,7 +36,8 @@ def test_the_law_by_hand_on_a_toy():
     wait, p, n = _head(1.0)
     assert n == pytest.approx(20.0)
     assert p == pytest.approx((X.sf(c) + M) / (1.0 + M), rel=1e-9)
-    assert wait == pytest.approx((excess + M * s2 / (2.0 * th)) / (1.0 + M), rel=1e-7)
+    assert wait == pytest.approx((excess + M * s2 / (2.0 * th)) / (1.0 + M) / (6.0 / 5.5),
+                                 rel=1e-7)
     # λt = 0.5 adds λ²t = 0.5 to σ²
     wait_t, p_t, _ = _head(1.0, t=0.5)
     M = 3.5 * X.pdf(c) / (2.0 * th)
@@ -52,6 +54,17 @@ def test_a_full_pool_drains_by_hand():
     assert ol._full_drain(1.0, 20.0, 30.0, 0.2) == pytest.approx(8.0 / 22.0, rel=1e-12)
     assert ol._full_drain(1.0, 20.0, 30.0, 0.2, 0.25) == pytest.approx(8.0 / 22.0 + 0.25)
     assert ol._full_drain(1.0, 30.0, 30.0, 0.2) == 0.0
+
+
+def test_the_waiting_requests_size_by_hand():
+    # the Gamma tail's tilt e^{r/z} over reservations of SCV c_r²: 1/(1 − c_r²/z); one size: 1;
+    # at most the size-biased 1 + c_r² (z <= 1 + c_r²), continuously
+    assert ol._blocked_size(6.0, 0.5) == pytest.approx(12.0 / 11.0, rel=1e-12)
+    assert ol._blocked_size(6.0, 0.0) == 1.0
+    assert ol._blocked_size(1.5, 1.0) == 2.0
+    assert ol._blocked_size(2.0 + 1e-9, 1.0) == pytest.approx(2.0, rel=1e-6)
+    z = np.array([30.0, 10.0, 4.0, 2.5])
+    assert np.all(np.diff(ol._blocked_size(z, 1.5)) > 0.0)
 
 
 def test_the_limits_light_load_and_the_edge():

@@ -739,18 +739,19 @@ def _context_sums_array(probs, ctx, holds, shots):
 
 
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
-    """:func:`slot_queue` for request classes (module docstring, *KV-slot admission*).
-    ``moments``: (X̄, z, w1, w3[, κ]) of the reserved tokens in r̄ (:func:`slot_moments`; κ
-    the pool's feedback gain, 0 when absent). The pool fits c' = c − (1 + c_r²)/2 (a head
-    that does not fit finds the room left uniform on its own size-biased reservation); the
-    occupancy's free law is a Gamma of mean X̄ and index z; above c' the demand queues and a
-    full pool drains it at θ (:func:`_full_drain`). The probability of waiting is the free
-    law's own mass above c', S, plus the reflected queue's, M = σ²·f(c')/(2θ) (zero net flux
-    at c'), out of 1 + M; the mean wait is Little's on the tokens queued, the free excess
-    E[(X − c')⁺] plus M·σ²/(2θ), over 1 + M, per r̄ arriving to wait (λ times the waiting
-    requests' mean size, :func:`_blocked_size`). σ² = λ(c_a² + 1
-    + λt) + 2λc_r²: arrivals and the ends of independent holds, each a reservation of SCV
-    c_r². Unstable where Little on tokens fails, X̄ >= c' (θ = 0 there: P -> 1, wait -> ∞)."""
+    """:func:`slot_queue` for request classes (module docstring, *KV-slot admission*). ``moments``:
+    (X̄, z, w1, w3[, κ]) of the reserved tokens in r̄ (:func:`slot_moments`; κ the pool's
+    feedback gain, 0 when absent). The pool fits c' = c − (1 + c_r²)/2 (a head that does not
+    fit finds the room left uniform on its own size-biased reservation); the occupancy's
+    free law is a Gamma of mean X̄ and index z; above c' the demand queues and a full pool
+    drains it at θ (:func:`_full_drain`). The probability of waiting is the free law's own
+    mass above c', S, plus the reflected queue's, M = σ²·f(c')/(2θ) (zero net flux at c'),
+    out of 1 + M; the mean wait is Little's on the tokens queued, the free excess (1 −
+    κ)·E[(X − c')⁺] (the rest is the feedback's longer holds, in θ) plus M·σ²/(2θ), over 1 +
+    M, per r̄ arriving to wait (λ times the waiting requests' mean size,
+    :func:`_blocked_size`). σ² = λ(c_a² + 1 + λt) + 2λc_r²: arrivals and the ends of
+    independent holds, each a reservation of SCV c_r². Unstable where Little on tokens
+    fails, X̄ >= c' (θ = 0 there: P -> 1, wait -> ∞)."""
     mean, z, w1, w3 = moments[:4]
     kappa = xp.minimum(moments[4], KAPPA_MAX) if len(moments) > 4 else 0.0
     cap = bmax - 0.5 * (1.0 + cr2)  # the head's room: the pool is full short of the cap
@@ -761,7 +762,7 @@ def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
     away = pooled_steer(m, z, w3, cap, steer)  # a full pool's arrivals sent elsewhere
     theta = _full_drain(lam_s, m, cap, kappa, away)
     sigma2 = lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2
-    p, queued = _slot_law(m, xp.maximum(m * z, 1e-12), cap, sigma2, theta)
+    p, queued = _slot_law(m, xp.maximum(m * z, 1e-12), cap, sigma2, theta, 1.0 - kappa)
     per_s = lam_s * _blocked_size(z, cr2)  # r̄ per second of the arrivals that queue
     return (xp.where(ok, queued / per_s, 0.0), xp.where(ok, p, 1.0),
             xp.where(ok, N, bmax))
@@ -813,7 +814,7 @@ def pooled_steer(mean, z, w3, cap, steer):
     return xp.where(p_x > 1e-300, share, xp.where(steer > 0.0, 1.0, 0.0))
 
 
-def _slot_law(mean, var, cap, sigma2, theta):
+def _slot_law(mean, var, cap, sigma2, theta, kept=1.0):
     """(probability of waiting, mean r̄ queued) at a pool of ``cap`` r̄: the occupancy's free
     law a Gamma of ``mean`` and ``var`` (shape k = X̄²/V, scale V/X̄; density f, upper tail
     S = Q(k, cap/scale) at the cap, free excess E[(X − cap)⁺] = X̄·Q(k + 1, ·) − cap·S); the
@@ -821,7 +822,10 @@ def _slot_law(mean, var, cap, sigma2, theta):
     −``theta`` (exponential, mean σ²/(2θ)) whose mass M = σ²·f(cap)/(2θ) (zero net flux at
     the cap; Halfin–Whitt's 1/(1 + β·Φ(β)/φ(β)) for a Gaussian occupancy of Poisson noise,
     Halfin and Whitt, "Heavy-traffic limits for queues with many exponential servers",
-    Oper. Res. 29 (1981)). P = (S + M)/(1 + M); queued = (excess + M·σ²/(2θ))/(1 + M)."""
+    Oper. Res. 29 (1981)). P = (S + M)/(1 + M); queued = (``kept``·excess + M·σ²/(2θ))/(1 + M):
+    of the free demand beyond the cap a share κ (``kept`` = 1 − κ) is the pool's own requests
+    held longer by the feedback of a fuller pool, not arrivals waiting; a full pool's drain
+    already counts it (its longer holds h_c, :func:`_full_drain`)."""
     shape, scale = mean * mean / var, var / mean
     x = cap / scale
     dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) / scale
@@ -831,7 +835,7 @@ def _slot_law(mean, var, cap, sigma2, theta):
     mass = xp.minimum(sigma2 * dens / (2.0 * th), 1e300)
     queue = sigma2 / (2.0 * th)
     p = (tail + mass) / (1.0 + mass)
-    return p, xp.where(mass < 1e300, (excess + mass * queue) / (1.0 + mass), 1e300)
+    return p, xp.where(mass < 1e300, (kept * excess + mass * queue) / (1.0 + mass), 1e300)
 
 
 def _reserved(z, sigma2, lam, ca2, cr2):

@@ -91,21 +91,24 @@ count), P(wait) = (S + M)/(1 + M). A full pool drains the queue at θ = λ(1 −
 :func:`pooled_steer`): it releases c'/(w1·h_c) r̄ per second, its holds h_c lengthened by
 the feedback κ to λ·w1·h_c = X̄ + κ(c' − X̄), so θ vanishes exactly at the pool's edge X̄ =
 c', where Little on tokens fails and the pool is reported unstable: P -> 1 and the wait -> ∞
-there, consistently. The mean wait is Little's on the tokens queued, (E[(X − c')⁺] +
-M·σ²/(2θ))/(1 + M) over the λ r̄ per second arriving. Against the simulator (``--stationary
---instances 1 --routing round_robin``, 3 seeds x 6,000, load a share of the closed form's
-1.377 req/s): P(wait) 0.01/0.06/0.21/0.43 against the simulator's share without room at
-arrival 0.007/0.070/0.25/ 0.55, the wait of a waiting request 9.2/10.2/12.1/16.3 s against
-its KV part 5.3/6.6/10.1/ 22.3 s, the slot wait 0.06/0.61/2.54/7.0 s against
-0.04/0.46/2.50/12.3 s; mean TTFT +1/+11/ +5/−36 %, p99 −6/+23/+18/+6 % at 0.5/0.7/0.85/0.95.
-The law it replaces (a drain λ_sat/s_f − λ(1 − a) from the reported saturation rate, the
-mass M alone, a waiting request waiting σ²/(2θλ)) was right in its mean only by
-compensation: P half the simulator's, the wait of a waiting request 1.5-3x, and the drain
-not zero at the pool's edge, so a 5 % fuller pool (the classes' own outputs) doubled the
-wait (TTFT +19 -> +209 % at 0.85). What is left: at 0.95 both P and the conditional wait are
-low (the slow swings' queue: the Gamma's index 21 against the simulator's capped 4.6 says
-they are slow, and a queue fed by them outlasts the local σ²'s). One request size keeps the
-count law above.
+there, consistently. The mean wait is Little's on the tokens queued, ((1 − κ)·E[(X − c')⁺] +
+M·σ²/(2θ))/(1 + M) (of the free demand beyond c' a share κ is the pool's own requests held
+longer, already in θ), over the r̄ per second arriving to wait: λ times the waiting
+requests' mean size 1/(1 − c_r²/z) (:func:`_blocked_size`). Against the simulator
+(``--stationary --instances 1 --routing round_robin``, 3 seeds x 6,000, load a share of the
+closed form's 1.377 req/s): P(wait) 0.01/0.06/0.21/0.43 against the simulator's share
+without room at arrival 0.007/0.070/0.25/0.55, the wait of a waiting request 7.2/8.6/12.6 s
+at 0.7/0.85/0.95 against its KV part 6.6/10.1/22.3 s, the slot wait 0.04/0.43/1.81/5.4 s
+against 0.04/0.46/2.50/12.3 s; mean TTFT −1/−0/−14/−48 %, p99 −19/−10/−15/−18 % at
+0.5/0.7/0.85/0.95 (the router cells at 85 %, tests/policies/test_routing_vs_sim_load.py: all
+14 finite cells inside). The law it replaces (a drain λ_sat/s_f − λ(1 − a) from the reported
+saturation rate, the mass M alone, a waiting request waiting σ²/(2θλ)) was right in its mean
+only by compensation: P half the simulator's, the wait of a waiting request 1.5-3x, and the
+drain not zero at the pool's edge, so a 5 % fuller pool (the classes' own outputs) doubled
+the wait (TTFT +19 -> +209 % at 0.85). What is left: at 0.95 both P and the conditional wait
+are low (mean TTFT −48 %) (the slow swings' queue: the Gamma's index 21 against the
+simulator's capped 4.6 says they are slow, and a queue fed by them outlasts the local σ²'s).
+One request size keeps the count law above.
 
 **The classes' KV read.** A decode step reads the KV of the sequences in it, and with length
 classes those are not D sequences of the mean context c̄: the pool is hold-weighted (large

@@ -1206,14 +1206,24 @@ def _hit_kw(pre: dict, w: "Workload") -> dict[str, Any]:
     if pre:
         reuse = w._memo("_leading_reuse", lambda: leading_reuse(w.trace))
         classes = hit_classes(pre.hits, pre.tiers, w.input_len, reuse)
-    bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len))
-    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid)
+    bands = w._memo("_length_bands", lambda: trace_bands(w.trace.input_len,
+                                                         output_len=w.trace.output_len))
+    classes = with_lengths(classes or [(1.0, 0, "hbm")], bands, w.input_len, pre.grid,
+                           O=round(w.output_len))  # each band's output, the instance's mean
     out = dict(prefix_classes=classes, length_cv=0.0)
     _LAST_HIT_KW[0] = (pre.hits, pre.tiers, w, pre.grid, out)  # objects kept: ids not reused
     return dict(out)
 
 
 _LAST_HIT_KW: list = [None]  # (hits, tiers, workload, grid, result) of the last _hit_kw
+
+
+def _prefill_kw(kw: dict) -> dict:
+    """:func:`_hit_kw`'s arguments for a prefill pool (``output_len=1``): its classes
+    without their own output lengths (the decode pool holds the outputs)."""
+    if kw.get("prefix_classes") is None:
+        return kw
+    return dict(kw, prefix_classes=[c[:4] for c in kw["prefix_classes"]])
 
 
 _ESTIMATE_TAKES_CONNECTOR = "connector" in inspect.signature(estimate).parameters
@@ -1265,7 +1275,8 @@ def _disaggregated(c: Cluster, w: Workload, lam, lam_p, pre: dict, node):
     I, O = round(w.input_len), round(w.output_len)
     p = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=1,
                  request_rate=lam_p, framework=c.framework,
-                 hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c))
+                 hbm_cache_fraction=c.hbm_cache_fraction, **_prefill_kw(_hit_kw(pre, w)),
+                 **_instance_kw(c))
     dgpu = c.decode_gpu or c.gpu
     d = estimate(c.model, dgpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                  request_rate=lam / c.decode_instances, framework=c.framework,
@@ -1499,7 +1510,7 @@ def _routed_queue(c: Cluster, w: Workload, n: int, m: dict, hits, tiers,
         return m
     from kvmodel.cluster._routing_load import routed_waits
     classes = _hit_kw(_prefix_args(hits, tiers, w.input_len), w)["prefix_classes"]
-    return routed_waits(c, w, n, m, classes)
+    return routed_waits(c, w, n, m, [k[:4] for k in classes])  # (rows of the prefill work)
 
 
 def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node,

@@ -37,7 +37,11 @@ is above the mean prompt's because prefill is convex in length), each a class of
 mean prompt ``L_b``; every hit class is crossed with every band (:func:`with_lengths`), a hit
 covering the same share of each band's prompt, ``L'·L_b/I`` tokens (so the mean cached tokens
 stay H·I). Approximation: hit and prompt length are independent (in a conversation trace long
-prompts are later turns, whose reusable share may be larger).
+prompts are later turns, whose reusable share may be larger). Each band also carries its
+requests' mean output (:func:`trace_bands` with ``output_len``), scaled to the instance's
+``output_len`` (Σ π·O_k = O): in the Mooncake conversation trace longer prompts have longer
+outputs (bundled trace, bands 0-75-95-99-100 %: 334 / 360 / 416 / 364 tokens, mean 343), so
+the long classes hold their KV slots longer (the occupancy's size bias w1).
 """
 
 from __future__ import annotations
@@ -177,27 +181,61 @@ def hit_classes(hits: dict[str, Any], tiers: dict, I: float, reuse: tuple[float,
     return out
 
 
-def trace_bands(input_len: np.ndarray, bands=CLUSTER_BANDS) -> list[tuple[float, float]]:
+def trace_bands(input_len: np.ndarray, bands=CLUSTER_BANDS, output_len=None) -> list[tuple]:
     """``[(share of requests, mean prompt tokens), ...]`` of the empirical quantile bands of
-    ``input_len`` (empty bands dropped; shares sum to 1, the means average to the trace's)."""
-    x = np.sort(np.asarray(input_len, dtype=float))
+    ``input_len`` (empty bands dropped; shares sum to 1, the means average to the trace's).
+    With the trace's ``output_len`` (per request, as ``input_len``) each band also carries
+    its requests' mean output, ``(share, mean prompt, mean output)`` (the outputs average to
+    the trace's). An empty trace: one band of one token (and one output token)."""
+    x = np.asarray(input_len, dtype=float)
+    order = np.argsort(x, kind="stable")
+    x = x[order]
     if len(x) == 0:
-        return [(1.0, 1.0)]
+        return [(1.0, 1.0)] if output_len is None else [(1.0, 1.0, 1.0)]
+    y = None
+    if output_len is not None:
+        y = np.asarray(output_len, dtype=float)
+        if y.shape != x.shape:
+            raise ValueError(f"trace_bands output_len: expected one output length per prompt "
+                             f"({x.shape[0]}), got shape {y.shape}")
+        y = y[order]
     edges = np.unique(np.round(np.asarray(bands) * len(x)).astype(int))
-    return [(float((hi - lo) / len(x)), float(x[lo:hi].mean()))
-            for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    cuts = [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    if y is None:
+        return [(float((hi - lo) / len(x)), float(x[lo:hi].mean())) for lo, hi in cuts]
+    return [(float((hi - lo) / len(x)), float(x[lo:hi].mean()), float(y[lo:hi].mean()))
+            for lo, hi in cuts]
 
 
-def with_lengths(classes: list, bands: list, I: float, grid: float | None = None) -> list:
+def with_lengths(classes: list, bands: list, I: float, grid: float | None = None,
+                 O: float | None = None) -> list:
     """Each (probability, cached tokens, tier) class crossed with each (share, prompt) band:
     ``(π·share, floor(cached·L_b/I), tier, L_b)`` (at most L_b − 1 cached tokens). ``grid``
     (hybrid models, ``kvmodel.cluster.snapshot_grid``): the cached tokens floored to it
     (:func:`floor_to_grid`), the longest prefix with a state snapshot (the rest is
-    recomputed); None: unchanged (attention-only models reuse every cached token)."""
+    recomputed); None: unchanged (attention-only models reuse every cached token). Bands
+    with a mean output (``(share, prompt, output)``, :func:`trace_bands`) give each class its
+    band's output as a fifth element, scaled by ``O`` / (the bands' mean output) where ``O``
+    is given (the instance's ``output_len``, which the classes' outputs must average to:
+    ``Σ π·O_k = O``); None: as the bands give them."""
     out = []
-    scaled = [(share, L, L / I, max(np.ceil(L) - 1.0, 0.0)) for share, L in bands]  # once
+    scaled = [(b[0], b[1], b[1] / I, max(np.ceil(b[1]) - 1.0, 0.0)) for b in bands]  # once
+    outs = _band_outputs(bands, O)
     for p, n, tier in classes:
-        for share, L, f, most in scaled:
+        for (share, L, f, most), o in zip(scaled, outs):
             cached = floor_to_grid(xp.minimum(xp.floor(n * f), most), grid)
-            out.append((p * share, cached, tier, L))
+            out.append((p * share, cached, tier, L) if o is None else
+                       (p * share, cached, tier, L, o))
     return out
+
+
+def _band_outputs(bands: list, O: float | None) -> list:
+    """Each band's output length for :func:`with_lengths` (None: the band has none), scaled
+    so that the bands' share-weighted mean is ``O`` (when given)."""
+    outs = [float(b[2]) if len(b) > 2 else None for b in bands]
+    if None in outs or len(set(outs)) < 2:  # one output (a trace without outputs): the mean's
+        return [None] * len(bands)
+    if O is None:
+        return outs
+    mean = sum(b[0] * o for b, o in zip(bands, outs))
+    return [o * (float(O) / mean) for o in outs]

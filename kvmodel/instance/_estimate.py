@@ -649,13 +649,13 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
                                  (rho, w_pf, S, held), lam_sat, ca2, cr2)
     mom = None
-    if mix and pre.lengths:  # the classes' KV read lengthens the steps they decode in
+    if mix and pre.sized:  # the classes' KV read lengthens the steps they decode in
         parts = (f, t_p, t_d, t, kA)
         hold = _slot_hold(w_pf, S, O, tpot, held)
-        tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D, bmax),
+        tpot = tpot + _class_tpot(s, pre, own, (S, O, hold, D, bmax, tpot),
                                   parts, xp.minimum(lam, 4.0 * bmax / hold), steer)
-        mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held)), parts, lam,
-                            ca2, steer)
+        mom = _slot_classes(s, pre, own, (S, O, _slot_hold(w_pf, S, O, tpot, held), tpot), parts,
+                            lam, ca2, steer)
     q = _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf, held, cr2,
                     (mom, steer))
     common = req_s + R
@@ -753,15 +753,17 @@ def _slot_classes(s: Setup, pre: PrefixMix, own, means, parts, lam, ca2, steer=0
     (:func:`~kvmodel.instance._openloop.class_holds`) from its own service ``own``, the
     left-behind prefill's amplification and its own KV read per decode step, a token of KV
     (``kv_token_bytes_rank``) at the roofline's achieved HBM bandwidth; the token-weighted
-    feedback gain κ = λ(O − 1)·(read seconds per token)·c̄. ``means``: (S, O, mean hold);
+    feedback gain κ = λ(O − 1)·(read seconds per token)·c̄, returned after the moments (the
+    slot law's drain at a full pool). ``means``: (S, O, mean hold);
     ``parts``: (f, t_busy, t_decode, t, κ_A)."""
-    (S, O, hold), (_, t_p, t_d, _, kA) = means, parts
+    (S, O, hold, tpot), (_, t_p, t_d, _, kA) = means, parts
     read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
-    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
+    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c, pre.outs, tpot)
     kappa = lam * (O - 1.0) * read_s * c
     shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]  # busy seconds it and its
-    return _ol.slot_moments(pre.probs, [L + O for L in pre.lens], holds, lam, ca2, kappa,
-                            steer, shots)  # cluster (κ_A) add to every hold in the pool
+    mom = _ol.slot_moments(pre.probs, pre.reserved(O), holds, lam, ca2, kappa,
+                           steer, shots)  # cluster (κ_A) add to every hold in the pool
+    return (*mom, kappa)  # the feedback also lengthens a full pool's holds (its drain)
 
 
 def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
@@ -779,28 +781,37 @@ def _class_tpot(s: Setup, pre: PrefixMix, own, means, parts, lam, steer=0.0):
     holds X̄ = λ·h̄·w1 >= bmax for any w1 >= 1/4: unstable and reported so; the cap keeps
     the λ² of the shots finite at absurd rates); a load-aware router takes back its
     ``steer`` share of the swing, as of the occupancy's (:func:`_slot_classes`)."""
-    (S, O, hold, D, bmax), (_, t_p, t_d, _, kA) = means, parts
+    (S, O, hold, D, bmax, tpot), (_, t_p, t_d, _, kA) = means, parts
     read_s, amp, c_k, c = _class_reads(s, pre, O, parts)
-    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c)
+    holds = _ol.class_holds(hold, own, S, O, amp, read_s, c_k, c, pre.outs, tpot)
     shots = [o * (1.0 - t_d / t_p) / (1.0 - kA) for o in own]
     weighted, seen = _ol.seen_context(pre.probs, c_k, holds, lam, lam * (O - 1.0) * read_s * c,
                                       shots)
-    r_k = [L + O for L in pre.lens]  # reserved tokens: the swing fits in the pool's room
+    r_k = pre.reserved(O)  # reserved tokens: the swing fits in the pool's room
     r = sum(p * x for p, x in zip(pre.probs, r_k))
-    dh = (O - 1.0) * read_s * D * weighted  # every hold, at the hold-weighted read
-    held = lam * sum(p * x * (h + dh) for p, x, h in zip(pre.probs, r_k, holds)) / r
+    dh = [(o - 1.0) * read_s * D * weighted for o in pre.outputs(O)]  # every hold, at the
+    held = lam * sum(p * x * (h + d) for p, x, h, d  # hold-weighted read
+                     in zip(pre.probs, r_k, holds, dh)) / r
     seen = xp.minimum(seen * (1.0 - steer), xp.maximum(bmax - held, 0.0) * c)
     return read_s * (D * weighted + seen)
 
 
 def _class_reads(s: Setup, pre: PrefixMix, O, parts):
     """(seconds per KV token read per step, the left-behind prefill's amplification of a
-    class's own service, the classes' mean contexts c_k, their mean c̄)."""
+    class's own service, the classes' mean contexts c_k = I_k + O_k/2, their mean c̄ over
+    the decode steps: each class weighted by its π_k·(O_k − 1) steps, so that the classes'
+    decode seconds Σ π_k·(O_k − 1)·(TPOT + read·(c_k − c̄)) stay the mean request's; at one
+    output the probabilities' mean)."""
     f, t_p, t_d, t, kA = parts
     read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
     amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
-    c_k = [L + O / 2.0 for L in pre.lens]
-    return read_s, amp, c_k, sum(p * x for p, x in zip(pre.probs, c_k))
+    if pre.outs is None:
+        c_k = [L + O / 2.0 for L in pre.lens]
+        return read_s, amp, c_k, sum(p * x for p, x in zip(pre.probs, c_k))
+    c_k = [L + o / 2.0 for L, o in zip(pre.lens, pre.outs)]
+    steps = [p * (o - 1.0) for p, o in zip(pre.probs, pre.outs)]
+    c = sum(w * x for w, x in zip(steps, c_k)) / xp.maximum(sum(steps), 1e-300)
+    return read_s, amp, c_k, c
 
 
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
@@ -1081,8 +1092,9 @@ class _MixShape:
     each class's prefix (rows of stacked prefixes), the stacks, their order, the prompt lengths,
     and the stacks' throughput-max per queue (:func:`_throughput_max_mix`)."""
 
-    def __init__(self, prefixes, stacks, order, lens, lengths, policy):
+    def __init__(self, prefixes, stacks, order, lens, lengths, policy, outs=None):
         self.prefixes, self.stacks, self.order, self.lens = prefixes, stacks, order, lens
+        self.outs = outs  # the classes' own output lengths (None: none gave one)
         self.lengths, self.policy, self.saturation = lengths, policy, {}
         self._last: tuple | None = None  # (probabilities' key, mixture) of the last call
 
@@ -1096,7 +1108,7 @@ class _MixShape:
             if self._last is not None and self._last[0] == key:
                 self._last[1].seconds = self.lengths  # (a spread's caller sets it again)
                 return self._last[1]
-        mix = PrefixMix(probs, self.prefixes, self.lens, self.lengths)
+        mix = PrefixMix(probs, self.prefixes, self.lens, self.lengths, self.outs)
         mix.stacks, mix.order, mix.policy, mix.shape = self.stacks, self.order, self.policy, self
         if key is not None:
             self._last = (key, mix)
@@ -1174,7 +1186,7 @@ def _mix_key(s: Setup, I, parts, P, tier, pkw) -> tuple:
         if any(type(c[0]) is not float for c in parts):  # array probabilities
             raise _Uncached
         first: dict = {}  # a tier object's first class (classes group by tier identity)
-        cls = tuple((atom(c[1]), atom(c[2]), atom(c[3]),
+        cls = tuple((atom(c[1]), atom(c[2]), atom(c[3]), c[4],
                      None if isinstance(c[2], str) else first.setdefault(id(c[2]), k))
                     for k, c in enumerate(parts))
         tok = setup_key(s)
@@ -1211,7 +1223,9 @@ def _build_mix(s: Setup, I, parts, pkw) -> _MixShape:
         for j, k in enumerate(ks):
             prefixes[k] = PrefixRow(g, j)
         stacks.append((g, ks, Ps[len(ks):]))
-    return _MixShape(prefixes, stacks, order, lens, any(c[3] is not None for c in parts), pkw[1])
+    outs = [c[4] for c in parts] if any(c[4] is not None for c in parts) else None
+    return _MixShape(prefixes, stacks, order, lens, any(c[3] is not None for c in parts), pkw[1],
+                     outs)
 
 
 def _flat(s: Setup, parts, pkw) -> bool:
@@ -1252,14 +1266,14 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
     lognormal's quantile bands (:func:`~kvmodel.instance._mixture.length_bands`), a band's
     prompt ``I·m_b`` and its cached prefix scaled alike (``floor(P·m_b)``: a hit covers the
     same share of every prompt). Classes that already carry lengths take no length_cv."""
-    base = ([(1.0, P, tier, None)] if classes is None
+    base = ([(1.0, P, tier, None, None)] if classes is None
             else _checked_classes(classes, "rate", P, tier))
     if any(c[3] is not None for c in base):
         raise ValueError("length_cv must be 0 when prefix_classes carry their own input_len "
                          "(the classes already hold the length spread)")
     if classes is None:  # the plain prefix's own validation first (tier, policy, P < I)
-        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None)]
-    crossed = [(c[0] * pb, xp.floor(c[1] * mb), c[2], xp.maximum(I * mb, 1.0))
+        base = [(1.0, _prefix(s, I, P, tier, *pkw).P, tier, None, None)]
+    crossed = [(c[0] * pb, xp.floor(c[1] * mb), c[2], xp.maximum(I * mb, 1.0), c[4])
                for c in base for pb, mb in length_bands(cv)]
     return _prefix_mix(s, I, crossed, "rate", 0, "hbm", pkw)
 
@@ -1299,8 +1313,8 @@ def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tupl
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
         b, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s)
-        res, most = _stack_served(s, L, O, dp, b, mnt, req_s, p, mix.policy, first is None,
-                                  b is not fits)
+        res, most = _stack_served(s, L, _row_outputs(mix, ks, L, O), dp, b, mnt, req_s, p,
+                                  mix.policy, first is None, b is not fits)
         first = res if first is None else first
         tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
@@ -1308,6 +1322,17 @@ def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tupl
             if most is not None and _row_loads(p, j):  # not a class in HBM, a miss beside tiers
                 fast[k] = xp.maximum(row(most, j), 1e-300)
     return first, own, fast
+
+
+def _row_outputs(mix: PrefixMix, ks: list, L, O):
+    """Output tokens of a stack's classes ``ks`` (prompts ``L``): the estimate's ``O``, or
+    where the classes carry their own (:attr:`PrefixMix.outs`) each row's, shaped as ``L``
+    (a row axis beside the configurations', as the prompts)."""
+    if mix.outs is None:
+        return O
+    if len(ks) == 1:
+        return mix.outs[ks[0]]
+    return np.array([mix.outs[k] for k in ks], dtype=float).reshape(np.shape(L))
 
 
 def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s) -> tuple:
@@ -1384,8 +1409,15 @@ def _row_loads(p: _Prefix, j: int) -> bool:
 
 def _harmonic(mix: PrefixMix, tok_of: dict):
     """The classes' output tokens/s ``tok_of`` (class index -> tokens/s) mixed by their
-    probabilities: each request takes its class's share of the engine's time."""
+    probabilities: each request takes its class's share of the engine's time, O_k/tok_k
+    seconds for its O_k output tokens (classes with their own outputs, :attr:`PrefixMix.outs`:
+    tokens/s = Σ π_k·O_k / Σ π_k·O_k/tok_k; at one output O it is 1/Σ π_k/tok_k)."""
     inv = 0.0
+    if mix.outs is not None:
+        outs, mean = mix.outs, 0.0
+        for k in mix.order:
+            inv, mean = inv + mix.probs[k] * outs[k] / tok_of[k], mean + mix.probs[k] * outs[k]
+        return mean / inv
     for k in mix.order:  # summed in the classes' group order
         inv = inv + mix.probs[k] / tok_of[k]
     return 1.0 / inv
@@ -1561,6 +1593,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
            get_connector(connector), kv_save)
     pre, cv = _build_prefix(s, mode, I, _num("length_cv", length_cv, integer=False, minimum=0.0),
                             prefix_classes, cached_prefix_len, cache_tier, pkw)
+    if isinstance(pre, PrefixMix):  # the classes' own outputs against output_len
+        pre.set_output(O)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

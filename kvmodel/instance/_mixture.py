@@ -6,7 +6,12 @@ tokens cached in ``cache_tier`` (a tier name, a :class:`~kvmodel.tiers.Tier` or 
 ``[(tier, fraction), ...]``; length 0 is a miss). A class may carry its own prompt length as a
 fourth element, ``(probability, cached_prefix_len, cache_tier, input_len)`` (default: the
 estimate's ``input_len``): prompt-length classes (:func:`length_bands` discretises a lognormal
-spread, the cluster uses the trace's own quantile bands). Each class is its own prefix
+spread, the cluster uses the trace's own quantile bands), and its own output length as a fifth,
+``(..., input_len, output_len)`` (None or absent: the estimate's ``output_len``; the classes'
+outputs must average to it, :meth:`PrefixMix.set_output`): it sets the class's KV reservation
+(I_k + O_k), its context per decode step (I_k + O_k/2, the steps' mean weighted by each class's
+π_k·(O_k − 1) decode steps), its slot hold ((O_k − O)·TPOT more) and its share of the engine at
+saturation (throughput-max: Σ π_k·O_k / Σ π_k·O_k/tok_k). Each class is its own prefix
 (:class:`kvmodel.instance._estimate._Prefix`: its load time, its uncached prompt tokens ``n_k``
 over its own prompt ``I_k``); the shared queues see the mixture:
 
@@ -43,43 +48,46 @@ from kvmodel.base import xp as xp
 from kvmodel.instance._paths import PathLoad
 from kvmodel.instance._prefix import pipeline_makespan
 
-__all__ = ["check_classes", "PrefixMix", "PrefixRow", "mixture_quantile", "mixture_quantiles",
-           "length_bands", "TAIL_BANDS"]
+__all__ = ["check_classes", "check_outputs", "PrefixMix", "PrefixRow", "mixture_quantile",
+           "mixture_quantiles", "length_bands", "TAIL_BANDS"]
 
 TAIL_BANDS = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 """Quantile bands of prompt-length classes: finer in the tail, where p90/p99 TTFT come from."""
 
 
-def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any]]:
-    """Validate ``prefix_classes``: a non-empty list of (probability, cached_prefix_len, tier)
-    or (probability, cached_prefix_len, tier, input_len) with probabilities >= 0 summing to 1
-    (element-wise for arrays) and input_len >= 1 tokens. Returns 4-tuples (input_len None
-    where a class gave none)."""
+def check_classes(classes: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
+    """Validate ``prefix_classes``: a non-empty list of (probability, cached_prefix_len, tier),
+    (probability, cached_prefix_len, tier, input_len) or (probability, cached_prefix_len, tier,
+    input_len, output_len) with probabilities >= 0 summing to 1 (element-wise for arrays),
+    input_len >= 1 tokens and output_len a number >= 1 of output tokens. Returns 5-tuples
+    (input_len / output_len None where a class gave none)."""
     if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
         raise ValueError(f"prefix_classes={classes!r}: expected a non-empty list of "
-                         "(probability, cached_prefix_len, cache_tier[, input_len]) tuples")
+                         "(probability, cached_prefix_len, cache_tier[, input_len[, output_len]]) "
+                         "tuples")
     out = []
     for k, c in enumerate(classes):
-        if type(c) is tuple and len(c) == 4:  # a cluster's classes: the checks below, at once
-            p, L = c[0], c[3]
-            if type(p) is float and 0.0 <= p <= 1.0 and type(L) is float and 1.0 <= L < math.inf:
-                out.append((p, c[1], c[2], L))
+        if type(c) is tuple and len(c) in (4, 5):  # a cluster's classes: the checks below
+            p, L, O = c[0], c[3], c[4] if len(c) == 5 else None  # at once
+            if type(p) is float and 0.0 <= p <= 1.0 and type(L) is float and 1.0 <= L < math.inf \
+                    and (O is None or type(O) is float and 1.0 <= O < math.inf):
+                out.append((p, c[1], c[2], L, O))
                 continue
-        if not isinstance(c, (list, tuple)) or len(c) not in (3, 4):
+        if not isinstance(c, (list, tuple)) or len(c) not in (3, 4, 5):
             raise ValueError(f"prefix_classes[{k}]={c!r}: expected (probability, "
-                             "cached_prefix_len, cache_tier[, input_len])")
+                             "cached_prefix_len, cache_tier[, input_len[, output_len]])")
         p = c[0]
         if isinstance(p, (bool, np.bool_)) or p is None:
             raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected a number in [0, 1]")
         if type(p) in (int, float):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"prefix_classes[{k}] probability {p!r}: expected numbers in [0, 1]")
-            out.append((float(p), c[1], c[2], _length(k, c)))
+            out.append((float(p), c[1], c[2], _length(k, c), _output(k, c)))
             continue
         p = np.asarray(p, dtype=float)
         if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
             raise ValueError(f"prefix_classes[{k}] probability {c[0]!r}: expected numbers in [0, 1]")
-        out.append((p if p.ndim else float(p), c[1], c[2], _length(k, c)))
+        out.append((p if p.ndim else float(p), c[1], c[2], _length(k, c), _output(k, c)))
     total = sum(c[0] for c in out)
     if (abs(total - 1.0) > 1e-6 if type(total) is float
             else np.any(np.abs(np.asarray(total) - 1.0) > 1e-6)):
@@ -101,6 +109,36 @@ def _length(k: int, c) -> Any:
         raise ValueError(f"prefix_classes[{k}] input_len {L!r}: expected a number of prompt "
                          "tokens >= 1 (or an array of them)")
     return arr if arr.ndim else float(arr)
+
+
+def _output(k: int, c) -> float | None:
+    """A class's own output length (None: the estimate's output_len), validated: a number
+    of output tokens >= 1 (not an array: the throughput-max serves a class's output per row
+    of its stack)."""
+    if len(c) < 5 or c[4] is None:
+        return None
+    O = c[4]
+    ok = (not isinstance(O, (bool, np.bool_)) and isinstance(O, (int, float, np.integer,
+                                                                 np.floating)))
+    if not ok or not 1.0 <= float(O) < math.inf:
+        raise ValueError(f"prefix_classes[{k}] output_len {O!r}: expected a number of output "
+                         "tokens >= 1")
+    return float(O)
+
+
+def check_outputs(outs: list | None, probs: list, O) -> None:
+    """The classes' own output lengths must average (with their probabilities) to the
+    estimate's ``output_len`` ``O``, the mean the queues use (Little's law on the decoders,
+    the count law's context): a relative error of at most 1e-6."""
+    if outs is None:
+        return
+    mean = sum(p * o for p, o in zip(probs, outs))
+    if type(mean) is float and abs(mean - O) <= 1e-6 * O:  # numbers: no array on the way
+        return
+    if np.any(np.abs(np.asarray(mean) - np.asarray(O)) > 1e-6 * np.asarray(O)):
+        raise ValueError(f"prefix_classes output_len: the classes' mean output "
+                         f"{np.min(mean):.6g} must equal output_len={np.min(O):.6g} (scale "
+                         "the classes' outputs to it)")
 
 
 def _numeric(v) -> bool:
@@ -260,10 +298,14 @@ class PrefixMix:
     """The classes' prefixes with their probabilities, seen by the open loop as one prefix
     (the interface of ``_Prefix``: ``none``, ``new_tokens``, ``exposed``, ``path``,
     ``save_op``, ``exposed_with``) plus the per-class parts (:meth:`offsets`). ``lens``: each
-    class's prompt length (``lengths``: whether any class gave its own)."""
+    class's prompt length (``lengths``: whether any class gave its own); ``outs``: each
+    class's output length (None: every class at the estimate's ``output_len``; ``sized``:
+    whether the classes' KV reservations differ, by prompt or by output)."""
 
-    def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False):
+    def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False,
+                 outs: list | None = None):
         self.probs, self.parts, self.lens, self.lengths = probs, prefixes, lens, lengths
+        self.given, self.outs, self.sized = outs, None, lengths  # outs: :meth:`set_output`
         self.seconds = lengths  # service SCV in seconds (:meth:`seconds_scv`)
         live = [p for p in prefixes if not p.none]
         self.none = not live
@@ -342,12 +384,37 @@ class PrefixMix:
         return _scv(self.probs, [sigma * n + pair_s * (self.pairs_k(k) - n * self.attn)
                                  for k, n in enumerate(self._new)])
 
+    def set_output(self, O) -> None:
+        """Resolve the classes' own output lengths (``given``, None: the estimate's) against
+        the estimate's ``output_len`` ``O``: :attr:`outs` the classes' outputs, None where
+        every class is at ``O`` (the one-output model, bit for bit), checked
+        (:func:`check_outputs`)."""
+        self.outs, self.sized = None, self.lengths
+        if self.given is None:
+            return
+        if xp.is_array(O):
+            raise ValueError("prefix_classes output_len needs a single output_len (a number), "
+                             f"got an array of shape {np.shape(O)}")
+        outs = [float(O) if o is None else o for o in self.given]
+        if all(o == O for o in outs):
+            return
+        check_outputs(outs, self.probs, O)
+        self.outs, self.sized = outs, True
+
+    def outputs(self, O) -> list:
+        """Each class's output tokens: its own (:attr:`outs`), else the estimate's ``O``."""
+        return [O] * len(self.probs) if self.outs is None else self.outs
+
+    def reserved(self, O) -> list:
+        """Each class's KV tokens reserved at admission: its prompt plus its output."""
+        return [L + o for L, o in zip(self.lens, self.outputs(O))]
+
     def reserve_scv(self, O):
-        """SCV of the KV tokens a request reserves at admission, its prompt plus ``O`` output
-        tokens (the classes' lengths; 0 for classes of one length)."""
-        if not self.lengths:
+        """SCV of the KV tokens a request reserves at admission, its prompt plus its output
+        tokens (:meth:`reserved`; 0 for classes of one size)."""
+        if not self.sized:
             return 0.0
-        return _scv(self.probs, [L + O for L in self.lens])
+        return _scv(self.probs, self.reserved(O))
 
     def _shares(self) -> list:
         """Each class's path delay relative to the mean request's: the bytes its loads move

@@ -80,29 +80,35 @@ sends arrivals elsewhere: its ``steer`` share of them is taken back. Against
 ``benchmarks/kv_slot_occupancy.py`` (Llama-3.1-8B on H100, Mooncake conversation, 4
 instances) the index is 7.6 / 6.7 / 2.7 (random / round robin / least loaded) against the
 simulator's 7.6-9.4 / 5.5-6.5 / 3.9-4.1, the mean 6.4 / 6.1 / 6.7 r̄ against 7.2-8.1 /
-6.5-7.1 / 5.5-6.3. The slot queue of classes is then head-of-line (:func:`_slot_head`): the
-occupancy a Gamma law of those moments, the queue above the cap a reflected diffusion as for
-the count, drained at θ = λ_sat/s_f − λ(1 − a), at least 1/h̄ (a: the share of a full pool's
-arrivals a load-aware router still sends elsewhere, :func:`pooled_steer`, which falls
-towards 0 as every pool fills): a full pool holds requests of mean
-size s_f r̄ (the count's regression on the occupancy at the cap, :func:`_full_size`) and
-releases λ_sat/s_f mean reservations per second; its requests all leave within a hold. The
-pool is unstable where Little on tokens fails, λ·h̄·w1 >= c: that limit, below λ_sat where
-the large requests hold longest, is nearer the simulator's (round robin's 4 instances of
-the benchmark: 5.90/s, the simulator's queue 50-99 s at 5.97/s and growing at 6.35 and
-6.70/s; λ_sat alone gave 6.57/s). A waiting request waits σ²/(2θλ), the queue above
-the cap over its arrivals, with the departures' noise in σ² as in the mass (a full pool
-frees its requests at the ends of independent holds). Against the simulator's admission
-wait on the stationary stream (``--stationary --instances 1``, 3 seeds x 6,000, load a share
-of the closed form's 1.426 req/s) the slot wait is 0.03/0.50/3.0/11.7 s against 0.11/0.68/
-3.9/21.5 s at 0.5/0.7/0.85/0.95 (the simulator's includes the step running at arrival,
-0.02-0.04 s, and ~17 % of requests wait ~0.2 s for a long prefill step to end), the mean TTFT
-−4/−4/−10/−41 % of the simulator's, p99 −20/+7/+24/+31 % (Allen–Cunneen's (c_a² + c_r²)/(2θ):
-−6/−18/−40/−67 %, p99 −22/−38/−37/−35 %). What is left is the probability of waiting,
-0.00/0.05/0.18/0.41 against the simulator's share admitted over 0.1 s after arrival
-0.20/0.32/0.53/0.77: the Gamma law's slow swings (its index 17-22 near saturation, the
-simulator's capped 3-7) carry the pool to its cap more often than the fast σ² of the mass
-says. One request size keeps the count law above.
+6.5-7.1 / 5.5-6.3. The slot queue of classes (:func:`_slot_head`) reads the occupancy as
+demand: its free law a Gamma of those moments, of which the pool fits c' = c − (1 + c_r²)/2
+(FCFS admits a head when its whole reservation fits, and a head that does not fit finds the
+room left uniform on its own reservation, size-biased: mean E[r²]/(2E[r])). Demand above c'
+queues: the Gamma's own mass there, S, waits (the slow swings carry the pool to its cap),
+and a reflected queue above c' adds M = σ²·f(c')/(2θ) (zero net flux at c', as for the
+count), P(wait) = (S + M)/(1 + M). A full pool drains the queue at θ = λ(1 − κ)(c' − X̄)/(X̄
++ κ(c' − X̄)) (+ λ·a, the share a of its arrivals a load-aware router still sends elsewhere,
+:func:`pooled_steer`): it releases c'/(w1·h_c) r̄ per second, its holds h_c lengthened by
+the feedback κ to λ·w1·h_c = X̄ + κ(c' − X̄), so θ vanishes exactly at the pool's edge X̄ =
+c', where Little on tokens fails and the pool is reported unstable: P -> 1 and the wait -> ∞
+there, consistently. The mean wait is Little's on the tokens queued, ((1 − κ)·E[(X − c')⁺] +
+M·σ²/(2θ))/(1 + M) (of the free demand beyond c' a share κ is the pool's own requests held
+longer, already in θ), over the r̄ per second arriving to wait: λ times the waiting
+requests' mean size 1/(1 − c_r²/z) (:func:`_blocked_size`). Against the simulator
+(``--stationary --instances 1 --routing round_robin``, 3 seeds x 6,000, load a share of the
+closed form's 1.377 req/s): P(wait) 0.01/0.06/0.21/0.43 against the simulator's share
+without room at arrival 0.007/0.070/0.25/0.55, the wait of a waiting request 7.2/8.6/12.6 s
+at 0.7/0.85/0.95 against its KV part 6.6/10.1/22.3 s, the slot wait 0.04/0.43/1.81/5.4 s
+against 0.04/0.46/2.50/12.3 s; mean TTFT −1/−0/−14/−48 %, p99 −19/−10/−15/−18 % at
+0.5/0.7/0.85/0.95 (the router cells at 85 %, tests/policies/test_routing_vs_sim_load.py: all
+14 finite cells inside). The law it replaces (a drain λ_sat/s_f − λ(1 − a) from the reported
+saturation rate, the mass M alone, a waiting request waiting σ²/(2θλ)) was right in its mean
+only by compensation: P half the simulator's, the wait of a waiting request 1.5-3x, and the
+drain not zero at the pool's edge, so a 5 % fuller pool (the classes' own outputs) doubled
+the wait (TTFT +19 -> +209 % at 0.85). What is left: at 0.95 both P and the conditional wait
+are low (mean TTFT −48 %) (the slow swings' queue: the Gamma's index 21 against the
+simulator's capped 4.6 says they are slow, and a queue fed by them outlasts the local σ²'s).
+One request size keeps the count law above.
 
 **The classes' KV read.** A decode step reads the KV of the sequences in it, and with length
 classes those are not D sequences of the mean context c̄: the pool is hold-weighted (large
@@ -615,15 +621,20 @@ def slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA=0.0, cr2=0.0, moments
     return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), N
 
 
-def class_holds(hold, S_k, S, O, amp, read_s, c_k, c):
+def class_holds(hold, S_k, S, O, amp, read_s, c_k, c, outs=None, tpot=0.0):
     """Each class's KV-slot hold (seconds): the mean ``hold`` plus what sets the class apart
     (module docstring, *KV-slot occupancy*): its own prefill service ``S_k`` beyond the mean
     ``S`` with the prefill it leaves behind (``amp``: 1 + ρ_b(1 − t_d/t_busy)/(1 − κ_A)), and
     its own KV read in each of its O − 1 decode steps, ``read_s`` seconds per token of its
     context ``c_k`` beyond the mean ``c``. Holds average to ``hold`` where S, c are the
-    classes' means."""
-    return [xp.maximum(hold + amp * (s_k - S) + (O - 1.0) * read_s * (ck - c), 0.0)
-            for s_k, ck in zip(S_k, c_k)]
+    classes' means. ``outs``: each class's own output O_k (None: all at ``O``), which adds
+    (O_k − O)·``tpot`` seconds of decode and reads in its O_k − 1 steps (``c`` then the
+    decode steps' mean context, weighted by π_k·(O_k − 1))."""
+    if outs is None:
+        return [xp.maximum(hold + amp * (s_k - S) + (O - 1.0) * read_s * (ck - c), 0.0)
+                for s_k, ck in zip(S_k, c_k)]
+    return [xp.maximum(hold + amp * (s_k - S) + (o - O) * tpot + (o - 1.0) * read_s * (ck - c),
+                       0.0) for s_k, ck, o in zip(S_k, c_k, outs)]
 
 
 def slot_moments(probs, sizes, holds, lam, ca2, kappa, steer=0.0, shots=None):
@@ -738,35 +749,56 @@ def _context_sums_array(probs, ctx, holds, shots):
 
 
 def _slot_head(lam, t, bmax, lam_sat, ca2, cr2, moments, steer=0.0):
-    """:func:`slot_queue` for request classes: the reserved tokens (mean X̄, index z in r̄)
-    a Gamma law; a full pool holds requests of mean size s_f (:func:`_full_size`) and
-    releases λ_sat/s_f mean reservations per second while the arrivals a load-aware router
-    still sends it, λ(1 − a) (a: :func:`pooled_steer` of ``steer``), queue: the queue above
-    it drifts down at θ = λ_sat/s_f − λ(1 − a), and at least at 1/h̄ (the pool's requests all leave
-    within a hold, so a blocked episode ends: at low load s_f reaches w3, a pool of the
-    largest requests, whose θ may be <= 0 far from saturation). Unstable where Little on
-    tokens cannot hold, X̄ = λ·h̄·w1 >= c (the occupancy reported at the cap). Zero
-    flux at the cap (:func:`_slot_law`) gives the probability of waiting, and a waiting
-    request waits σ²/(2θλ): the same diffusion's queue above the cap, exponential of mean
-    σ²/(2θ) r̄, over the arrivals that feed it (Little). σ² = λ(c_a² + 1 + λt) + 2λc_r²
-    counts the departures' own noise: a full pool releases its requests one by one at the
-    ends of independent holds (a Poisson stream, SCV 1, each freeing a reservation of SCV
-    c_r²), not at the regular epochs of one server (Allen–Cunneen's (c_a² + c_r²)/(2θ), which
-    left out the 1 + c_r² of the departures and halved the wait near saturation)."""
-    mean, z, w1, w3 = moments
+    """:func:`slot_queue` for request classes (module docstring, *KV-slot admission*). ``moments``:
+    (X̄, z, w1, w3[, κ]) of the reserved tokens in r̄ (:func:`slot_moments`; κ the pool's
+    feedback gain, 0 when absent). The pool fits c' = c − (1 + c_r²)/2 (a head that does not
+    fit finds the room left uniform on its own size-biased reservation); the occupancy's
+    free law is a Gamma of mean X̄ and index z; above c' the demand queues and a full pool
+    drains it at θ (:func:`_full_drain`). The probability of waiting is the free law's own
+    mass above c', S, plus the reflected queue's, M = σ²·f(c')/(2θ) (zero net flux at c'),
+    out of 1 + M; the mean wait is Little's on the tokens queued, the free excess (1 −
+    κ)·E[(X − c')⁺] (the rest is the feedback's longer holds, in θ) plus M·σ²/(2θ), over 1 +
+    M, per r̄ arriving to wait (λ times the waiting requests' mean size,
+    :func:`_blocked_size`). σ² = λ(c_a² + 1 + λt) + 2λc_r²: arrivals and the ends of
+    independent holds, each a reservation of SCV c_r². Unstable where Little on tokens
+    fails, X̄ >= c' (θ = 0 there: P -> 1, wait -> ∞)."""
+    mean, z, w1, w3 = moments[:4]
+    kappa = xp.minimum(moments[4], KAPPA_MAX) if len(moments) > 4 else 0.0
+    cap = bmax - 0.5 * (1.0 + cr2)  # the head's room: the pool is full short of the cap
     N = xp.minimum(mean / w1, bmax * lam / lam_sat)  # requests in the pool
-    z_n = xp.maximum((z - w3 + w1) / w1, 1e-9)  # their count's index (X's: w1·z_N + w3 − w1)
-    ok = mean < bmax  # Little on tokens: λ·h̄·w1 r̄ fit in the pool
-    m = xp.where(ok, N * w1, 0.5 * bmax)
-    away = pooled_steer(m, z, w3, bmax, steer)  # a full pool's arrivals sent elsewhere
-    theta = xp.maximum(lam_sat / _full_size(N, z_n, w1, w3, bmax) - lam * (1.0 - away),
-                       lam / N)
-    th = xp.where(ok, theta, 1.0)
-    lam_s = xp.where(ok, lam, 0.0)  # unstable: the law's values are masked below
-    sigma2 = xp.where(ok, lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2, 1.0)
-    p = _slot_law(m, xp.where(ok, xp.maximum(m * z, 1e-12), m), bmax, sigma2, th)
-    wait = p * sigma2 / (2.0 * th * xp.where(ok, lam, 1.0))
-    return xp.where(ok, wait, 0.0), xp.where(ok, p, 1.0), xp.where(ok, N, bmax)
+    ok = (mean < cap) & (lam > 0.0)
+    m = xp.where(ok, mean, 0.5 * cap)  # unstable: the law's values are masked below
+    lam_s = xp.where(ok, lam, 1.0)
+    away = pooled_steer(m, z, w3, cap, steer)  # a full pool's arrivals sent elsewhere
+    theta = _full_drain(lam_s, m, cap, kappa, away)
+    sigma2 = lam_s * (ca2 + 1.0 + lam_s * t) + 2.0 * lam_s * cr2
+    p, queued = _slot_law(m, xp.maximum(m * z, 1e-12), cap, sigma2, theta, 1.0 - kappa)
+    per_s = lam_s * _blocked_size(z, cr2)  # r̄ per second of the arrivals that queue
+    return (xp.where(ok, queued / per_s, 0.0), xp.where(ok, p, 1.0),
+            xp.where(ok, N, bmax))
+
+
+def _blocked_size(z, cr2):
+    """Mean reservation (r̄) of the requests that wait: a request of r finds no room where the
+    pool holds more than c' − (r − 1), the Gamma's tail there, exponential of scale z (the
+    occupancy's index), so the waiting ones are tilted by e^{r/z}: over reservations of a
+    Gamma law (mean 1, SCV ``cr2``) their mean is 1/(1 − c_r²/z) (the tilted Gamma's), at most
+    the size-biased 1 + c_r² (where z <= 1 + c_r², continuous there). Little on the tokens queued counts
+    them, so the wait is the tokens queued over λ times this size. Against the simulator's
+    blocked sizes (``--stationary --instances 1``): 1.25/1.15/1.10/1.08 against 1.45/1.20/
+    1.08/1.04 at 0.5/0.7/0.85/0.95."""
+    return xp.where(z > 1.0 + cr2, z / xp.maximum(z - cr2, 1e-300), 1.0 + cr2)
+
+
+def _full_drain(lam, mean, cap, kappa, away=0.0):
+    """Net drain θ (r̄ per second) of the tokens queued above a full pool: a full pool holds
+    ``cap`` r̄ and releases them at cap/(w1·h_c) per second, h_c the hold at a full pool, while
+    the arrivals a router still sends it, λ(1 − ``away``), add to the queue. Its holds are
+    longer than the mean h̄ by the pool's feedback (gain κ = d(λ·w1·h)/dX, the demand one
+    more r̄ held makes): λ·w1·h_c = X̄ + κ(cap − X̄), so θ = λ·(1 − κ)(cap − X̄)/(X̄ + κ(cap −
+    X̄)) + λ·away, which vanishes exactly at the pool's own edge X̄ = cap (without a router)."""
+    room = xp.maximum(cap - mean, 0.0)
+    return lam * (1.0 - kappa) * room / xp.maximum(mean + kappa * room, 1e-300) + lam * away
 
 
 def pooled_steer(mean, z, w3, cap, steer):
@@ -792,27 +824,28 @@ def pooled_steer(mean, z, w3, cap, steer):
     return xp.where(p_x > 1e-300, share, xp.where(steer > 0.0, 1.0, 0.0))
 
 
-def _slot_law(mean, var, cap, sigma2, theta):
-    """Probability that an arrival finds the pool full: the occupancy below the cap a Gamma
-    law of ``mean`` and ``var`` (density f, distribution F at the cap), the queue above it a
-    reflected diffusion of variance rate ``sigma2`` and drift ``−theta``, whose mass
-    ``M = sigma2·f(cap)/(2·theta)`` (zero net flux at the cap) against F(cap): M/(F + M)."""
-    shape, rate = mean * mean / var, mean / var
-    x = cap * rate
-    dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) * rate
-    mass = sigma2 * dens / (2.0 * theta)
-    return mass / (_gammainc(shape, x) + mass)
-
-
-def _full_size(N, z, w1, w3, cap):
-    """Mean reservation (in r̄) of the requests in a full pool: the occupancy X = Σ r_i of N
-    requests (count index ``z``) with hold-weighted sizes (mean w1, variance w1·w3 − w1²),
-    the count's linear regression on X at X = ``cap``: E[N | cap] = N + Cov(N, X)/Var(X)
-    ·(cap − N·w1), Cov = w1·N·z, Var = N(w1·w3 − w1² + w1²·z); ``cap / E[N | cap]`` (at
-    least 1: one request size gives 1, the pool holds cap requests)."""
-    cov, var = w1 * z, w1 * w3 - w1 * w1 + w1 * w1 * z
-    n = N + cov / xp.maximum(var, 1e-300) * xp.maximum(cap - N * w1, 0.0)
-    return xp.maximum(cap / xp.maximum(n, 1e-300), 1.0)
+def _slot_law(mean, var, cap, sigma2, theta, kept=1.0):
+    """(probability of waiting, mean r̄ queued) at a pool of ``cap`` r̄: the occupancy's free
+    law a Gamma of ``mean`` and ``var`` (shape k = X̄²/V, scale V/X̄; density f, upper tail
+    S = Q(k, cap/scale) at the cap, free excess E[(X − cap)⁺] = X̄·Q(k + 1, ·) − cap·S); the
+    queue above the cap a reflected diffusion of variance rate ``sigma2`` and drift
+    −``theta`` (exponential, mean σ²/(2θ)) whose mass M = σ²·f(cap)/(2θ) (zero net flux at
+    the cap; Halfin–Whitt's 1/(1 + β·Φ(β)/φ(β)) for a Gaussian occupancy of Poisson noise,
+    Halfin and Whitt, "Heavy-traffic limits for queues with many exponential servers",
+    Oper. Res. 29 (1981)). P = (S + M)/(1 + M); queued = (``kept``·excess + M·σ²/(2θ))/(1 + M):
+    of the free demand beyond the cap a share κ (``kept`` = 1 − κ) is the pool's own requests
+    held longer by the feedback of a fuller pool, not arrivals waiting; a full pool's drain
+    already counts it (its longer holds h_c, :func:`_full_drain`)."""
+    shape, scale = mean * mean / var, var / mean
+    x = cap / scale
+    dens = np.exp((shape - 1.0) * np.log(xp.maximum(x, 1e-300)) - x - _gammaln(shape)) / scale
+    tail = _gammaincc(shape, x)
+    excess = xp.maximum(mean * _gammaincc(shape + 1.0, x) - cap * tail, 0.0)
+    th = xp.maximum(theta, 1e-300)
+    mass = xp.minimum(sigma2 * dens / (2.0 * th), 1e300)
+    queue = sigma2 / (2.0 * th)
+    p = (tail + mass) / (1.0 + mass)
+    return p, xp.where(mass < 1e300, (kept * excess + mass * queue) / (1.0 + mass), 1e300)
 
 
 def _reserved(z, sigma2, lam, ca2, cr2):
@@ -836,6 +869,13 @@ def _gammainc(a, x):
     when an open-loop queue needs it: ``import kvmodel`` stays light)."""
     from scipy import special
     return special.gammainc(a, x)
+
+
+def _gammaincc(a, x):
+    """Regularised upper incomplete gamma function Q(a, x) = 1 − P(a, x), element-wise (the
+    upper tail itself: 1 − P loses the deep tails)."""
+    from scipy import special
+    return special.gammaincc(a, x)
 
 
 def _gammaln(a):

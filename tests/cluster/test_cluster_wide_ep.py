@@ -29,7 +29,8 @@ def _direct(c, w, **kw):
     trace's output-length law for the TPOT percentiles)."""
     I, O = round(w.input_len), round(w.output_len)
     kw.setdefault("arrival_cv", (1.0 / c.instances) ** 0.5)
-    classes = with_lengths([(1.0, 0, "hbm")], trace_bands(w.trace.input_len), w.input_len)
+    bands = trace_bands(w.trace.input_len, output_len=w.trace.output_len)  # each band's output
+    classes = with_lengths([(1.0, 0, "hbm")], bands, w.input_len, O=O)
     return estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,
                     request_rate=w.rate / c.instances, framework=c.framework,
                     prefix_classes=classes, length_cv=0.0, output_law=w.output_law, **kw)

@@ -130,7 +130,7 @@ def test_head_of_line_wait_falls_as_the_pool_grows():
     assert _wait(7.5)[1:] == (1.0, 7.5)
     waits = [_wait(cap)[0] for cap in (24.0, 30.0, 36.0, 48.0, 64.0, 96.0)]
     assert all(a > b for a, b in zip(waits, waits[1:]))  # more capacity, never longer
-    assert waits[0] > 0.0 and waits[-1] < 1e-6 * waits[0]
+    assert waits[0] > 0.0 and waits[-1] < 1e-4 * waits[0]  # the Gamma tail: exp(−cap/z)
     assert _wait(36.0, steer=1.0)[0] < _wait(36.0)[0]  # steered arrivals leave a full pool
 
 

@@ -1304,10 +1304,13 @@ def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
     its π_k·(O_k − 1) decode steps (a class served alone at its own context gave a long
     band's lone 105K-token decoders a step 5x the batch's). Measured on the Mooncake
     conversation lengths, Llama-3.1-8B H100, a backlog in :mod:`kvmodel.sim`: w1 1.08, the
-    pool 0.976 full (fits/cap-in-r̄ 0.974), N 33.6 of fits 36."""
+    pool 0.976 full (fits/cap-in-r̄ 0.974), N 33.6 of fits 36. Where the engine's
+    max_batch_size (:attr:`PrefixMix.seq_cap`) sets ``fits``, the pool's own count is not
+    known here and the batch stays at ``fits`` (exact where the pool holds w1·fits)."""
     K = len(mix.probs)
     if not mix.sized or K == 1:
         return fits, None
+    cap = mix.seq_cap
     outs, res, pi = mix.outputs(O), mix.reserved(O), mix.probs
     budget = xp.maximum(mnt - fits, 1.0)
     steps = [o - 1.0 + xp.ceil(n / xp.minimum(n, budget))
@@ -1318,7 +1321,8 @@ def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
     dec = [p * (o - 1.0) for p, o in zip(pi, outs)]
     ctx = sum(d * _kv_per_seq(s.model, L + o / 2.0, s.tp, s.kv_B)
               for d, L, o in zip(dec, mix.lens, outs)) / xp.maximum(sum(dec), 1e-300)
-    return fits / xp.maximum(w1, 1.0), ctx
+    pool = fits if cap is None else xp.where(fits < cap, fits, np.inf)  # KV-bound: the pool
+    return xp.minimum(fits, pool / xp.maximum(w1, 1.0)), ctx
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
@@ -1342,9 +1346,9 @@ def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix, ctx=Non
     (the first stack's other fields keep that row axis; only ``tok`` is combined)."""
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        b, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s)
+        b, c, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s, ctx)
         res, most = _stack_served(s, L, _row_outputs(mix, ks, L, O), dp, b, mnt, req_s, p,
-                                  mix.policy, first is None, b is not fits, ctx)
+                                  mix.policy, first is None, b is not fits, c)
         first = res if first is None else first
         tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
@@ -1365,21 +1369,26 @@ def _row_outputs(mix: PrefixMix, ks: list, L, O):
     return np.array([mix.outs[k] for k in ks], dtype=float).reshape(np.shape(L))
 
 
-def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s) -> tuple:
-    """(largest batches to serve a stack of ``rows`` classes at, class ``j``'s figure from a
-    result): rows on the leading axis; beside an array ``fits``, the batches on a new last axis, the rows
-    after them; a stack of numbers alone (``p.flat``, :func:`_flat`) beside scalar other
-    arguments on the distinct batches only (integers: a few hundred among 10^5
-    configurations), taken back to every configuration."""
+def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s, ctx=None) -> tuple:
+    """(largest batches to serve a stack of ``rows`` classes at, the decoders' context ``ctx``
+    laid out alike, class ``j``'s figure from a result): rows on the leading axis; beside an
+    array ``fits`` or ``ctx`` (a mixed batch of array probabilities, :func:`_mixed_batch`),
+    the batches on a new last axis, the rows after them; a stack of numbers alone
+    (``p.flat``, :func:`_flat`) beside scalar other arguments on the distinct batches only
+    (integers: a few hundred among 10^5 configurations), taken back to every configuration."""
     if rows == 1:
-        return fits, lambda v, j: v
-    if np.ndim(fits) == 0:
-        return fits, lambda v, j: v[j]
-    if not getattr(p, "flat", False) or xp.is_array(O, dp, mnt, req_s):
-        return np.expand_dims(fits, -1), lambda v, j: v[..., j]
+        return fits, ctx, lambda v, j: v
+    if np.ndim(fits) == 0 and np.ndim(ctx) == 0:
+        return fits, ctx, lambda v, j: v[j]
+    if not getattr(p, "flat", False) or xp.is_array(O, dp, mnt, req_s, ctx):
+        if xp.is_array(ctx):
+            shape = np.broadcast_shapes(np.shape(fits), np.shape(ctx))
+            fits, ctx = np.broadcast_to(fits, shape), np.expand_dims(ctx, -1)
+        return np.expand_dims(fits, -1), ctx, lambda v, j: v[..., j]
     u, inv = np.unique(fits, return_inverse=True)
     shape = np.shape(fits)
-    return u[:, None], lambda v, j: np.broadcast_to(v, (len(u), rows))[:, j][inv].reshape(shape)
+    return u[:, None], ctx, lambda v, j: np.broadcast_to(v, (len(u), rows))[:, j][inv].reshape(
+        shape)
 
 
 def _mix_saturation(mix: PrefixMix, served: tuple) -> dict:
@@ -1619,6 +1628,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                             prefix_classes, cached_prefix_len, cache_tier, pkw)
     if isinstance(pre, PrefixMix):  # the classes' own outputs against output_len
         pre.set_output(O)
+        pre.seq_cap = mbs  # (:func:`_mixed_batch`: the pool or this cap sets the batch)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

@@ -1299,30 +1299,46 @@ def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
     Little on tokens, N·E[r·h]/E[h] = fits·r̄, N = fits/w1 with w1 = E[r·h]/(r̄·E[h]) (never
     above ``fits``: w1 < 1, short requests holding longest, is taken as 1, since ``fits`` may
     be max_batch_size). A request holds its slot for its O_k − 1 decode steps and its
-    ceil(n_k / budget) prompt chunks, steps that the whole batch shares. Every step carries
+    ceil(I_k / budget) prompt chunks, steps that the whole batch shares (the whole prompt's:
+    a hit saves a few chunks of its ~O_k steps, and a batch of the classes' sizes alone,
+    :func:`_size_shares`, is one for every hit probability). Every step carries
     the batch's decoders at the mixture's context, each class's mean I_k + O_k/2 weighted by
-    its π_k·(O_k − 1) decode steps (a class served alone at its own context gave a long
-    band's lone 105K-token decoders a step 5x the batch's). Measured on the Mooncake
+    its π_k·(O_k − 1) decode steps (where the step is linear in that context, the classes
+    at their own contexts give the same harmonic mix: tests/instance/test_mixture_outputs.py;
+    the roofline's convex parts and the token budget's batch do not). Measured on the Mooncake
     conversation lengths, Llama-3.1-8B H100, a backlog in :mod:`kvmodel.sim`: w1 1.08, the
     pool 0.976 full (fits/cap-in-r̄ 0.974), N 33.6 of fits 36. Where the engine's
     max_batch_size (:attr:`PrefixMix.seq_cap`) sets ``fits``, the pool's own count is not
     known here and the batch stays at ``fits`` (exact where the pool holds w1·fits)."""
-    K = len(mix.probs)
-    if not mix.sized or K == 1:
+    if not mix.sized or len(mix.probs) == 1:
         return fits, None
     cap = mix.seq_cap
-    outs, res, pi = mix.outputs(O), mix.reserved(O), mix.probs
+    pi, lens, outs = _size_shares(mix.probs, mix.lens, mix.outputs(O))
     budget = xp.maximum(mnt - fits, 1.0)
-    steps = [o - 1.0 + xp.ceil(n / xp.minimum(n, budget))
-             for o, n in zip(outs, (mix.new_k(k) for k in range(K)))]
+    steps = [o - 1.0 + xp.ceil(L / xp.minimum(L, budget)) for L, o in zip(lens, outs)]
+    res = [L + o for L, o in zip(lens, outs)]
     r_bar = sum(p * r for p, r in zip(pi, res))
     h_bar = sum(p * h for p, h in zip(pi, steps))
     w1 = sum(p * r * h for p, r, h in zip(pi, res, steps)) / (r_bar * h_bar)
     dec = [p * (o - 1.0) for p, o in zip(pi, outs)]
     ctx = sum(d * _kv_per_seq(s.model, L + o / 2.0, s.tp, s.kv_B)
-              for d, L, o in zip(dec, mix.lens, outs)) / xp.maximum(sum(dec), 1e-300)
+              for d, L, o in zip(dec, lens, outs)) / xp.maximum(sum(dec), 1e-300)
     pool = fits if cap is None else xp.where(fits < cap, fits, np.inf)  # KV-bound: the pool
     return xp.minimum(fits, pool / xp.maximum(w1, 1.0)), ctx
+
+
+def _size_shares(probs, lens, outs) -> tuple:
+    """(shares, prompts, outputs) of the classes' distinct (prompt, output) sizes: hit classes
+    of one length band merged, their summed probability rounded to 12 decimals (the band's
+    share whatever the hits, so that another configuration's hit probabilities find the
+    memoised throughput-max, :func:`_throughput_max_mix`); arrays as they are."""
+    if xp.is_array(*probs, *lens, *outs):
+        return probs, lens, outs
+    share: dict = {}
+    for p, L, o in zip(probs, lens, outs):
+        share[(float(L), float(o))] = share.get((float(L), float(o)), 0.0) + p
+    sizes = list(share)
+    return ([round(share[k], 12) for k in sizes], [k[0] for k in sizes], [k[1] for k in sizes])
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:

@@ -382,13 +382,15 @@ def _tm_ops(s: Setup, I, O, bmax, max_tokens, n, c, breakdown: bool):
 
 
 def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
-                    breakdown: bool = True):
+                    breakdown: bool = True, ctx=None):
     """Continuous batching at the largest sustainable batch (``breakdown`` False: the step's
     ops are left out, and a large array of prefixes is computed on its distinct lengths). A
     prefix load holds its request's KV slot while it waits on and crosses the path: the batch
-    computes in the slots the loads leave (:func:`~kvmodel.instance._contended.slot_bound`)."""
+    computes in the slots the loads leave (:func:`~kvmodel.instance._contended.slot_bound`).
+    ``ctx``: the decoders' KV per sequence (None: the request's own, I + O/2; a class of a
+    mixed batch decodes beside the mixture's, :func:`_mixed_batch`)."""
     def serve(b, bd):
-        return _tm_slots(s, I, O, dp, b, max_tokens, req_s, pre, bd, bmax)
+        return _tm_slots(s, I, O, dp, b, max_tokens, req_s, pre, bd, bmax, ctx)
     if pre.none or not xp.any_true(pre.loaded > 0):
         return serve(bmax, breakdown)
     return _best.slot_bound(serve, lambda x, t: _best.held_slots(pre, x, t, bmax), bmax,
@@ -396,12 +398,12 @@ def _throughput_max(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix",
 
 
 def _tm_slots(s: Setup, I, O, dp, bmax, max_tokens, req_s, pre: "_Prefix", breakdown: bool,
-              clients):
+              clients, ctx=None):
     """:func:`_throughput_max` with ``bmax`` slots computing, ``clients`` requests in flight
     on the path (every slot: computing or loading); ``breakdown`` None: ``tok`` and ``tpot``
     alone where a prefix loads (a probe of :func:`~kvmodel.instance._contended.slot_bound`)."""
     n = pre.new_tokens(I)  # prompt tokens each request computes
-    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B)
+    c = _kv_per_seq(s.model, I + O / 2.0, s.tp, s.kv_B) if ctx is None else ctx
     um = _um.cycle(s, I, O, bmax, max_tokens, n, c) if _um.unmixed(s) else None
     if um is not None:  # prompt steps without decodes: the cohort cycle of _unmixed
         B, q, ops, period = um["B"], um["q"], um["ops"] if breakdown else {}, um["period"]
@@ -1279,17 +1281,77 @@ def _spread_mix(s: Setup, I, cv, classes, P, tier, pkw) -> PrefixMix:
 
 
 def _throughput_max_mix(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
-    """Throughput-max of a mixture of hit classes: each request takes its class's share of
-    the engine's time at saturation, so the request rates combine harmonically. The stacks'
-    own throughput-max is kept on the mixture's prefixes for scalar arguments (a memoised
-    mixture is reused at every request rate and hit probability)."""
+    """Throughput-max of a mixture of hit classes: one saturated batch of the mixture
+    (:func:`_mixed_batch`), each request taking its class's share of the engine's time in it,
+    so the request rates combine harmonically. The stacks' own throughput-max is kept on the
+    mixture's prefixes for scalar arguments (a memoised mixture is reused at every request
+    rate, and at every hit probability where the classes are of one size)."""
+    bmax, ctx = _mixed_batch(s, O, fits, mnt, mix)
     key = (I, O, dp, fits, mnt, req_s)
-    if xp.is_array(*key):
-        return _mix_saturation(mix, _stacks_served(s, I, O, dp, fits, mnt, req_s, mix))
+    if xp.is_array(*key, bmax, ctx):
+        return _mix_saturation(mix, _stacks_served(s, I, O, dp, bmax, mnt, req_s, mix, ctx))
     memo = mix.shape.saturation
+    key = key if ctx is None else key + (bmax, ctx)
     if key not in memo:
-        memo[key] = _stacks_served(s, I, O, dp, fits, mnt, req_s, mix)
+        if len(memo) >= _SAT_MEMO:  # (a search's hit probabilities move a sized batch)
+            memo.clear()
+        memo[key] = _stacks_served(s, I, O, dp, bmax, mnt, req_s, mix, ctx)
     return _mix_saturation(mix, memo[key])
+
+
+_SAT_MEMO = 64  # saturations kept per mixture shape
+
+
+def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
+    """(batch, decoders' KV per sequence) of a mixture's one saturated batch; ``(fits,
+    None)`` for classes of one size (each class then as the estimate's request, bit for bit).
+
+    The engine admits a request when the pool can reserve its whole prompt + output
+    (:mod:`kvmodel.sim`, TensorRT-LLM's guaranteed-no-evict capacity scheduler), so a full
+    pool of ``fits`` mean reservations r̄ holds requests in proportion to how long they stay:
+    Little on tokens, N·E[r·h]/E[h] = fits·r̄, N = fits/w1 with w1 = E[r·h]/(r̄·E[h]) (never
+    above ``fits``: w1 < 1, short requests holding longest, is taken as 1, since ``fits`` may
+    be max_batch_size). A request holds its slot for its O_k − 1 decode steps and its
+    ceil(I_k / budget) prompt chunks, steps that the whole batch shares (the whole prompt's:
+    a hit saves a few chunks of its ~O_k steps, and a batch of the classes' sizes alone,
+    :func:`_size_shares`, is one for every hit probability). Every step carries
+    the batch's decoders at the mixture's context, each class's mean I_k + O_k/2 weighted by
+    its π_k·(O_k − 1) decode steps (where the step is linear in that context, the classes
+    at their own contexts give the same harmonic mix: tests/instance/test_mixture_outputs.py;
+    the roofline's convex parts and the token budget's batch do not). Measured on the Mooncake
+    conversation lengths, Llama-3.1-8B H100, a backlog in :mod:`kvmodel.sim`: w1 1.08, the
+    pool 0.976 full (fits/cap-in-r̄ 0.974), N 33.6 of fits 36. Where the engine's
+    max_batch_size (:attr:`PrefixMix.seq_cap`) sets ``fits``, the pool's own count is not
+    known here and the batch stays at ``fits`` (exact where the pool holds w1·fits)."""
+    if not mix.sized or len(mix.probs) == 1:
+        return fits, None
+    cap = mix.seq_cap
+    pi, lens, outs = _size_shares(mix.probs, mix.lens, mix.outputs(O))
+    budget = xp.maximum(mnt - fits, 1.0)
+    steps = [o - 1.0 + xp.ceil(L / xp.minimum(L, budget)) for L, o in zip(lens, outs)]
+    res = [L + o for L, o in zip(lens, outs)]
+    r_bar = sum(p * r for p, r in zip(pi, res))
+    h_bar = sum(p * h for p, h in zip(pi, steps))
+    w1 = sum(p * r * h for p, r, h in zip(pi, res, steps)) / (r_bar * h_bar)
+    dec = [p * (o - 1.0) for p, o in zip(pi, outs)]
+    ctx = sum(d * _kv_per_seq(s.model, L + o / 2.0, s.tp, s.kv_B)
+              for d, L, o in zip(dec, lens, outs)) / xp.maximum(sum(dec), 1e-300)
+    pool = fits if cap is None else xp.where(fits < cap, fits, np.inf)  # KV-bound: the pool
+    return xp.minimum(fits, pool / xp.maximum(w1, 1.0)), ctx
+
+
+def _size_shares(probs, lens, outs) -> tuple:
+    """(shares, prompts, outputs) of the classes' distinct (prompt, output) sizes: hit classes
+    of one length band merged, their summed probability rounded to 12 decimals (the band's
+    share whatever the hits, so that another configuration's hit probabilities find the
+    memoised throughput-max, :func:`_throughput_max_mix`); arrays as they are."""
+    if xp.is_array(*probs, *lens, *outs):
+        return probs, lens, outs
+    share: dict = {}
+    for p, L, o in zip(probs, lens, outs):
+        share[(float(L), float(o))] = share.get((float(L), float(o)), 0.0) + p
+    sizes = list(share)
+    return ([round(share[k], 12) for k in sizes], [k[0] for k in sizes], [k[1] for k in sizes])
 
 
 def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> dict:
@@ -1299,10 +1361,11 @@ def _throughput_max_classes(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix
     cached prefix; ``own_share``: the share of it the classes' own (uncontended) choices
     reach, the ones the open loop serves (:func:`_assemble`). The other fields are the first
     stack's own throughput-max."""
-    return _mix_saturation(mix, _stacks_served(s, I, O, dp, fits, mnt, req_s, mix))
+    bmax, ctx = _mixed_batch(s, O, fits, mnt, mix)
+    return _mix_saturation(mix, _stacks_served(s, I, O, dp, bmax, mnt, req_s, mix, ctx))
 
 
-def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tuple:
+def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix, ctx=None) -> tuple:
     """(first stack's throughput-max, class -> its own choice's tokens/s, class -> its
     fastest candidate's tokens/s) of :func:`_throughput_max_classes`: no probabilities.
     A stack's classes are rows on its leading axis; beside an array of largest batches
@@ -1312,9 +1375,9 @@ def _stacks_served(s: Setup, I, O, dp, fits, mnt, req_s, mix: PrefixMix) -> tupl
     (the first stack's other fields keep that row axis; only ``tok`` is combined)."""
     own, fast, first = {}, {}, None
     for p, ks, L in mix.stacks:
-        b, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s)
+        b, c, row = _row_axis(p, len(ks), O, dp, fits, mnt, req_s, ctx)
         res, most = _stack_served(s, L, _row_outputs(mix, ks, L, O), dp, b, mnt, req_s, p,
-                                  mix.policy, first is None, b is not fits)
+                                  mix.policy, first is None, b is not fits, c)
         first = res if first is None else first
         tok = xp.maximum(res["tok"], 1e-300)
         for j, k in enumerate(ks):
@@ -1335,21 +1398,26 @@ def _row_outputs(mix: PrefixMix, ks: list, L, O):
     return np.array([mix.outs[k] for k in ks], dtype=float).reshape(np.shape(L))
 
 
-def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s) -> tuple:
-    """(largest batches to serve a stack of ``rows`` classes at, class ``j``'s figure from a
-    result): rows on the leading axis; beside an array ``fits``, the batches on a new last axis, the rows
-    after them; a stack of numbers alone (``p.flat``, :func:`_flat`) beside scalar other
-    arguments on the distinct batches only (integers: a few hundred among 10^5
-    configurations), taken back to every configuration."""
+def _row_axis(p: _Prefix, rows: int, O, dp, fits, mnt, req_s, ctx=None) -> tuple:
+    """(largest batches to serve a stack of ``rows`` classes at, the decoders' context ``ctx``
+    laid out alike, class ``j``'s figure from a result): rows on the leading axis; beside an
+    array ``fits`` or ``ctx`` (a mixed batch of array probabilities, :func:`_mixed_batch`),
+    the batches on a new last axis, the rows after them; a stack of numbers alone
+    (``p.flat``, :func:`_flat`) beside scalar other arguments on the distinct batches only
+    (integers: a few hundred among 10^5 configurations), taken back to every configuration."""
     if rows == 1:
-        return fits, lambda v, j: v
-    if np.ndim(fits) == 0:
-        return fits, lambda v, j: v[j]
-    if not getattr(p, "flat", False) or xp.is_array(O, dp, mnt, req_s):
-        return np.expand_dims(fits, -1), lambda v, j: v[..., j]
+        return fits, ctx, lambda v, j: v
+    if np.ndim(fits) == 0 and np.ndim(ctx) == 0:
+        return fits, ctx, lambda v, j: v[j]
+    if not getattr(p, "flat", False) or xp.is_array(O, dp, mnt, req_s, ctx):
+        if xp.is_array(ctx):
+            shape = np.broadcast_shapes(np.shape(fits), np.shape(ctx))
+            fits, ctx = np.broadcast_to(fits, shape), np.expand_dims(ctx, -1)
+        return np.expand_dims(fits, -1), ctx, lambda v, j: v[..., j]
     u, inv = np.unique(fits, return_inverse=True)
     shape = np.shape(fits)
-    return u[:, None], lambda v, j: np.broadcast_to(v, (len(u), rows))[:, j][inv].reshape(shape)
+    return u[:, None], ctx, lambda v, j: np.broadcast_to(v, (len(u), rows))[:, j][inv].reshape(
+        shape)
 
 
 def _mix_saturation(mix: PrefixMix, served: tuple) -> dict:
@@ -1364,7 +1432,7 @@ _STACK_MAX = 256  # elements: above it the candidates are served one call each
 
 
 def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str, whole: bool,
-                  split: bool = False):
+                  split: bool = False, ctx=None):
     """(throughput-max of a stack's own choices, the highest of its candidates' tokens/s or
     None where ``best`` does not choose over a path). Under ``best`` the own choice of each
     element is one of the candidates (:data:`_best.POLICIES`), so its result is read from
@@ -1372,15 +1440,15 @@ def _stack_served(s: Setup, L, O, dp, fits, mnt, req_s, p: _Prefix, policy: str,
     stacked on a leading axis, or one call each for a large stack or where ``split`` (rows
     beside a configuration axis, which a leading candidate axis would not align with)."""
     if not _best.loads_over_path(p, policy):
-        return _throughput_max(s, L, O, dp, fits, mnt, req_s, p, breakdown=False), None
+        return _throughput_max(s, L, O, dp, fits, mnt, req_s, p, False, ctx), None
     if split or max(np.size(x) for x in (L, O, dp, fits, mnt, req_s, p.P)) > _STACK_MAX:
-        runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol),
-                                breakdown=False) for pol in _best.POLICIES]
+        runs = [_throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policy(pol), False, ctx)
+                for pol in _best.POLICIES]
         most = functools.reduce(xp.maximum, [r["tok"] for r in runs])
         own = _best.pick(p.pick, runs if whole else [{"tok": r["tok"]} for r in runs])
         return own, most
     run = _throughput_max(s, L, O, dp, fits, mnt, req_s, p.as_policies(_best.POLICIES),
-                          breakdown=False)
+                          False, ctx)
     shape, pick = np.shape(run["tok"]), p.pick
     if isinstance(pick, np.ndarray) and pick.ndim == 1 and shape[1:] == pick.shape:
         pick = (pick, np.arange(len(pick)))  # rows: each row's candidate, by index
@@ -1595,6 +1663,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                             prefix_classes, cached_prefix_len, cache_tier, pkw)
     if isinstance(pre, PrefixMix):  # the classes' own outputs against output_len
         pre.set_output(O)
+        pre.seq_cap = mbs  # (:func:`_mixed_batch`: the pool or this cap sets the batch)
     args = (tp, pp, ep, I, O, ngpu, mnt, mbs) + ((N,) if N is not None else ())
     r = _Reasons(np.broadcast_shapes(*(np.shape(x) for x in args)) if xp.is_array(*args) else ())
     _check_static(r, m, g, tp, pp, precision, kv)

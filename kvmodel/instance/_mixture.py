@@ -302,6 +302,10 @@ class PrefixMix:
     class's output length (None: every class at the estimate's ``output_len``; ``sized``:
     whether the classes' KV reservations differ, by prompt or by output)."""
 
+    # the engine's max_batch_size (estimate sets it): a saturated batch of sized classes is
+    # bounded by the KV pool only where the pool, not this cap, sets the largest batch
+    seq_cap = None
+
     def __init__(self, probs: list, prefixes: list, lens: list, lengths: bool = False,
                  outs: list | None = None):
         self.probs, self.parts, self.lens, self.lengths = probs, prefixes, lens, lengths

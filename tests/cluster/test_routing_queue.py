@@ -363,13 +363,9 @@ def test_routed_law_reads_the_utilisation_by_hand():
 
 
 @pytest.mark.parametrize("routing", [
-    # its 5 % dip at 0.92-0.97 left with the pooled steer (stop 23); the mixed-batch
-    # saturation (sat, 3.5 % lower lam_sat per instance, the edge 22.68 -> 22.05 req/s) leaves
-    # a 0.4 % dip of the routed law at 0.87 -> 0.92 (the instances' own means rise)
-    pytest.param("prefix_affinity_bounded", marks=pytest.mark.xfail(
-        strict=True, reason="routed mean dips 0.4 % (0.8833 -> 0.8799 s) at 0.87 -> 0.92 of "
-                            "saturation with the mixed-batch lam_sat; every instance's mean "
-                            "rises")),
+    # its 5 % dip at 0.92-0.97 left with the pooled steer (stop 23); the 0.4 % dip the
+    # mixed-batch saturation brought (sat) is gone beside the new KV-slot law (slot, stop 24)
+    "prefix_affinity_bounded",
     "llmd", "sglang",
     pytest.param("least_loaded", marks=pytest.mark.xfail(
         strict=True, reason="dips 6 % (0.962 -> 0.909 s) at 0.83-0.97 of saturation (0.895 s "

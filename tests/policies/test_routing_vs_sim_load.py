@@ -61,14 +61,14 @@ law of classes (kvmodel.instance._openloop._slot_head: the free occupancy's mass
 head's room plus a reflected queue drained at a full pool's rate, zero at the pool's edge;
 tests/instance/test_slot_drain.py): round robin -0.11 / -0.05, random -0.15 / -0.08,
 least_loaded -0.13 / +0.26, prefix_affinity_bounded -0.15 / +0.16, dynamo +0.01 / +0.20, llmd
--0.07 / +0.08, sglang -0.15 / -0.16, mooncake +0.11 / +0.16: all 14 finite cells inside
+-0.07 / +0.08, sglang -0.15 / -0.16, mooncake +0.11 / +0.16: all 16 finite cells inside
 (4 seeds; the rate is 85 % of a closed-form saturation 1.4 % lower, the pool's edge now at
 its head's room). Merged with the mixed-batch saturation (sat: lam_sat 3.5 % lower, so the
 referee's rate too), the TPOT mixture and the routed percentiles from the instance's own TTFT
 mixture (stop 24's main, 8297f1a, `python benchmarks/router_referee.py --load 0.85 --seeds 4`):
 round robin -0.12 / -0.07, random -0.16 / -0.08, least_loaded -0.24 / +0.17,
 prefix_affinity_bounded -0.24 / +0.19, dynamo +0.02 / +0.20, llmd -0.05 / +0.09, sglang
--0.25 / -0.27, mooncake +0.12 / +0.17: 11 of 14 finite cells inside; the three load-aware
+-0.25 / -0.27, mooncake +0.12 / +0.17: 13 of 16 finite cells inside; the three load-aware
 means (-0.24, -0.24, -0.25) are strict xfails again."""
 
 import pytest

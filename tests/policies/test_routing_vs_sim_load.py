@@ -69,7 +69,9 @@ mixture (stop 24's main, 8297f1a, `python benchmarks/router_referee.py --load 0.
 round robin -0.12 / -0.07, random -0.16 / -0.08, least_loaded -0.24 / +0.17,
 prefix_affinity_bounded -0.24 / +0.19, dynamo +0.02 / +0.20, llmd -0.05 / +0.09, sglang
 -0.25 / -0.27, mooncake +0.12 / +0.17: 13 of 16 finite cells inside; the three load-aware
-means (-0.24, -0.24, -0.25) are strict xfails again."""
+means (-0.24, -0.24, -0.25) are strict xfails again. sglang's p99 spreads 0.49 per seed, too
+wide to judge over 4 seeds (0.24 > half the 35 % bar): it takes 8 (sd 0.39, mean -0.22,
+p99 -0.22)."""
 
 import pytest
 
@@ -93,12 +95,13 @@ LOAD = 0.85
 # simulator's own spread is well inside the bar: the per-seed spread over sqrt(K) at most
 # SPREAD_SHARE of it (test_the_simulator_spread_is_inside_the_bar).
 K, SPREAD_SHARE = 4, 0.5
-_SEEDS = {"prefix_affinity": 1, "round_robin": 6}  # round robin's mean spreads 23 % per seed
+_SEEDS = {"prefix_affinity": 1, "round_robin": 6,  # round robin's mean spreads 23 % per seed
+          "sglang": 8}  # its p99 spreads 39-49 % per seed: 8 seeds judge it, 4 cannot
 # router -> (mean, p99) measured closed / sim - 1 at LOAD, stationary referee, K seeds pooled
 _MEASURED = {"round_robin": (None, None), "random": (None, None),
              "least_loaded": (-0.24, None), "prefix_affinity": (float("inf"), float("inf")),
              "prefix_affinity_bounded": (-0.24, None), "dynamo": (None, None),
-             "llmd": (None, None), "sglang": (-0.25, None), "mooncake": (None, None)}
+             "llmd": (None, None), "sglang": (-0.22, None), "mooncake": (None, None)}
 MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))
           if v[i] is not None}
 

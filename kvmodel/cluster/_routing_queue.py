@@ -92,6 +92,19 @@ not ρ and not monotone in the rate: 8 x 70B fp8 TP8, Mooncake, bounded prefix a
 count law keeps the residual share ``1 − ρ`` of the wait, so reading ρ = 1.00 there cut the
 2.0 s wait to 0.9 ms and the mean TTFT fell from 0.87 s at 0.70 to 0.55 s at 0.85 (the
 simulator: 1.61 s); read at ρ = 0.85 the mean is 0.91 s, and it rises with the rate.
+λ/λ_sat is, however, the utilisation of the KV-slot pool, the server that saturates at
+λ_sat, not of the prefill token server, whose carry wait is the other part of the sum and
+whose P(wait) is its own ``λ·new/μ`` (:mod:`kvmodel.instance._openloop`, *Prefill queue*).
+Where the pool saturates first the two differ: 4 x 8B, Mooncake, least_loaded's busiest
+instance at 85 % of the cluster's saturation has λ/λ_sat 0.85 and a token server 0.53 busy,
+and reading the whole 1.85 s wait (0.86 s of it prefill) at 0.85 kept 0.16 of it, so the
+routed mean moved with λ_sat at a fixed rate (a 7 % lower λ_sat, the mixed-batch
+saturation, cut it 11 %). The instance's parts (``parts`` of the instance figures: prefill
+wait, its probability, its server's utilisation, the slot wait's probability) are therefore
+routed each at its own server's utilisation and summed as the instance sums them
+(:func:`routed_law`): against the simulator at 85 % least_loaded's mean -0.24 -> -0.01,
+bounded affinity's -0.24 -> -0.03 (the work signal's: dynamo +0.01 -> -0.07, mooncake
++0.12 -> +0.07, sglang -0.25 -> -0.21), at 50 % least_loaded's +0.05 -> +0.14.
 
 **Arrival smoothing.** Besides reacting to the queues, a rule that balances what it has
 routed (sglang's smallest tree, the requests in flight) makes each instance's arrivals of

@@ -1348,7 +1348,8 @@ def _combine(parts: dict) -> dict[str, Any]:
                     ttft99=e.ttft_p99_s, tpot99=e.tpot_p99_s, wait=e.queue_wait_s,
                     pwait=e.queue_wait_prob, tpot90=e.tpot_p90_s, stable=e.stable,
                     feasible=e.feasible, reason=e.reason, util=_utilisation(e),
-                    mixture=getattr(e, "ttft_mixture", None))
+                    mixture=getattr(e, "ttft_mixture", None),
+                    parts=getattr(e, "wait_parts", None))
     p, d, tr = parts["prefill"], parts["decode"], parts["kv_transfer_s"]
     # transfer, then the decode side's first step; the request's fixed overhead (API, tokenise)
     # is already in the prefill side's TTFT, not paid again on the decode side

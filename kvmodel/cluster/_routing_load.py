@@ -481,22 +481,24 @@ def routed_waits(c: Any, w: Any, n: int, m: dict, classes: list) -> dict:
     tab = _table(c, w, n)
     residual = None if tab.work else (1.0 + w.length_cv ** 2) / 2.0
     j, t = tab.weights(w.rate)
-    rho = utilisation(m)
-    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"], rho))
+    rho, parts = utilisation(m), m.get("parts")
+    scalar = not any(isinstance(v, np.ndarray) for v in (j, m["wait"], m["pwait"], rho,
+                                                         *(parts or ())))
     if scalar and not math.isnan(m["pwait"]):  # numbers: each level's law as two floats
         W, p = float(m["wait"]), float(m["pwait"])  # (the values of the arrays' path below)
         u = float(rho)
         wait2, p2 = _blend(j, t, (), lambda k, _: tuple(
-            float(v) for v in routed_law(tab.stats(k)[0], W, p, residual, u)))
+            float(v) for v in routed_law(tab.stats(k)[0], W, p, residual, u, parts)))
         return routed_percentiles(m, wait2, p2, classes, not tab.work)
     shape = np.broadcast_shapes(np.shape(m["wait"]), np.shape(m["pwait"]), np.shape(rho),
-                                np.shape(j))
+                                np.shape(j), *(np.shape(v) for v in parts or ()))
     W, p, U = (np.broadcast_to(v, shape) for v in (m["wait"], m["pwait"], rho))
+    laid = None if parts is None else [np.broadcast_to(v, shape) for v in parts]
 
     def law(k: int, sel: Any) -> np.ndarray:
-        a, b = routed_law(tab.stats(k)[0], W if sel is None else W[sel],
-                          p if sel is None else p[sel], residual,
-                          U if sel is None else U[sel])
+        pick = (lambda v: v) if sel is None else (lambda v: v[sel])
+        a, b = routed_law(tab.stats(k)[0], pick(W), pick(p), residual, pick(U),
+                          None if laid is None else [pick(v) for v in laid])
         return np.stack(np.broadcast_arrays(a, b))
 
     wait2, p2 = _blend(j, t, shape, law, (2,))

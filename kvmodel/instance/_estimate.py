@@ -684,7 +684,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
                 p_wait=q["p_wait"], spread=spread[0], spread_p=spread[1], residual=R,
-                tpot_sd=sd, tpot_parts=parts, stable=stable, why=why, **extra)
+                tpot_sd=sd, tpot_parts=parts, stable=stable, why=why, wait_parts=q["parts"],
+                **extra)
 
 
 def _open_split(s: Setup, state, scv, parts, pre, cls):
@@ -821,13 +822,18 @@ def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
     """Prefill carry-over wait (``w_pf``, probability ``p_pf``) plus KV-slot wait
     (:func:`kvmodel.instance._openloop.slot_queue`; the slot hold includes a prefix load's
     ``held`` seconds; ``cr2`` the reservations' SCV), the probability of waiting, stability
-    and the slots' mean occupancy."""
+    and the slots' mean occupancy; ``parts``: (prefill wait, its probability, the token
+    server's utilisation ``rho``, the slot wait's probability), the two waits a router's law
+    reads each at its own server's utilisation
+    (:func:`kvmodel.cluster._routing_queue.routed_law`)."""
     hold = _slot_hold(w_pf, S, O, tpot, held)
     w_slot, p_slot, offered = _ol.slot_queue(lam, hold, t, T1, O, bmax, lam_sat, ca2, kA, cr2,
                                              *classes)
     stable = (rho < 1.0) & (offered < bmax)
-    wait, p_wait = sum_wait_law(w_pf, xp.where(stable, p_pf, 0.5), w_slot, p_slot)
-    return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait)
+    p_pf = xp.where(stable, p_pf, 0.5)
+    wait, p_wait = sum_wait_law(w_pf, p_pf, w_slot, p_slot)
+    return dict(wait=wait, stable=stable, offered=offered, p_wait=p_wait,
+                parts=(w_pf, p_pf, rho, p_slot))
 
 
 def _open_step(s: Setup, lam, I, O, new, c, bmax, max_tokens, cls=None):
@@ -1768,7 +1774,12 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                    **(extra or {}))
     if "classes" in res:  # the TTFT's class mixture, for a router's wait law (not a field)
         object.__setattr__(est, "ttft_mixture", ttft_mixture(res))
+    if "wait_parts" in res:  # the wait's two queues, for a router's wait law (not a field):
+        # (prefill carry wait, its probability, its token server's utilisation, the KV-slot
+        # wait's probability; the slot wait's mean is queue_wait_s less the prefill's)
+        object.__setattr__(est, "wait_parts", res["wait_parts"])
     return est
+
 
 
 def ttft_mixture(res: dict) -> dict:

@@ -62,6 +62,11 @@ HIT_TOL, MEAN_TOL, P99_TOL = 0.02, 0.20, 0.35
 # On the stationary referee (stationary_order, WARMUP; stop 22) every cell moves by <= 0.05:
 # random -0.10 / -0.22 at seed 0 (file order -0.12 / -0.21), round robin +0.00 / -0.14,
 # least_loaded +0.03 / -0.11, mooncake +0.11 / +0.02 (benchmarks/router_referee.py)
+# The routed law reading the prefill carry wait at its token server's utilisation (stop 25,
+# kvmodel.cluster._routing_queue.routed_law ``parts``; one seed, stop 24's main -> then):
+# least_loaded +0.05 / -0.11 -> +0.14 / -0.08, prefix_affinity_bounded +0.05 / -0.10 ->
+# +0.14 / -0.10, dynamo +0.06 / -0.04 -> +0.04 / -0.04, llmd +0.05 / -0.05 -> +0.05 / +0.01,
+# sglang +0.09 / -0.08 -> +0.10 / +0.01, mooncake +0.16 / +0.01 -> +0.16 / +0.01
 MISSES = {("prefix_affinity", "mean"): float("inf"), ("prefix_affinity", "p99"): float("inf")}
 
 

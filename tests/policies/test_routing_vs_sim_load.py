@@ -72,7 +72,8 @@ prefix_affinity_bounded -0.24 / +0.19, dynamo +0.02 / +0.20, llmd -0.05 / +0.09,
 means (-0.24, -0.24, -0.25) are strict xfails again. sglang's p99 spreads 0.49 per seed, too
 wide to judge over 4 seeds (0.24 > half the 35 % bar): it takes 8 (sd 0.39, mean -0.22,
 p99 -0.22). Those three moved with the closed form's lam_sat, not its wait: at one fixed
-rate (4.777/s) the instances' waits moved < 1 % from the slot branch to sat's merge, but the routed law read the whole wait at lam/lam_sat (0.79 ->
+rate (4.777/s) the instances' waits moved < 1 % from the slot branch to sat's merge, but
+the routed law read the whole wait at lam/lam_sat (0.79 ->
 0.85 for least_loaded's busiest instance), and the count law keeps the residual share 1 - rho
 of it (least_loaded's routed wait 0.394 -> 0.289 s, mean -10.8 %). Most of that wait is the
 prefill carry wait, whose token server is only ~0.5 busy at 85 % of lam_sat (the KV pool

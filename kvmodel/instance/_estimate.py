@@ -147,6 +147,16 @@ class Estimate:
     # speculative decoding: TPOT factor, accepted tokens per verify step, verify / draft /
     # plain decode step times, the drafter's weights and KV per token per GPU (empty when off)
     speculative: Mapping[str, Any] = field(default_factory=dict)
+    # open loop with hit classes: the TTFT's class mixture (:func:`ttft_mixture`: class
+    # offsets, common part, step spread law), from which a router's wait law rebuilds the
+    # instance's TTFT percentiles (:func:`kvmodel.cluster._routing_queue.routed_percentiles`);
+    # None otherwise. Fields (not attributes) so that ``dataclasses.replace`` keeps them.
+    ttft_mixture: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # open loop: the wait's two queues, ``(prefill carry wait_s, its probability, its token
+    # server's utilisation, the KV-slot wait's probability)`` (the slot wait's mean is
+    # queue_wait_s less the prefill's), for a router's wait law
+    # (:func:`kvmodel.cluster._routing_queue.routed_law`); None otherwise
+    wait_parts: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
@@ -1771,13 +1781,8 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     interval=_interval(out, cal), inputs=inputs,
                    path_utilisation={k: xp.where(ok, u, 0.0)
                                      for k, u in res.get("path_util", {}).items()},
-                   **(extra or {}))
-    if "classes" in res:  # the TTFT's class mixture, for a router's wait law (not a field)
-        object.__setattr__(est, "ttft_mixture", ttft_mixture(res))
-    if "wait_parts" in res:  # the wait's two queues, for a router's wait law (not a field):
-        # (prefill carry wait, its probability, its token server's utilisation, the KV-slot
-        # wait's probability; the slot wait's mean is queue_wait_s less the prefill's)
-        object.__setattr__(est, "wait_parts", res["wait_parts"])
+                   ttft_mixture=ttft_mixture(res) if "classes" in res else None,
+                   wait_parts=res.get("wait_parts"), **(extra or {}))
     return est
 
 
@@ -1786,7 +1791,7 @@ def ttft_mixture(res: dict) -> dict:
     """The open loop's TTFT percentiles as :func:`_percentiles` builds them with hit classes:
     ``common`` (request overhead and step residual) + the quantile of the wait law summed
     with the step ``spread`` law over the class ``offsets`` (:meth:`PrefixMix.offsets`).
-    Kept on the Estimate as ``ttft_mixture`` (an attribute, not a field) so that
+    Kept on the Estimate as its field ``ttft_mixture`` so that
     :func:`kvmodel.cluster._routing_queue.routed_percentiles` reads a router's wait law with
     the instance's own classes."""
     return dict(offsets=res["classes"], common=res["ttft_common"],

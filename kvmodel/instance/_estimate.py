@@ -819,12 +819,23 @@ def _class_reads(s: Setup, pre: PrefixMix, O, parts):
     read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
     amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
     if pre.outs is None:
-        c_k = [L + O / 2.0 for L in pre.lens]
+        c_k, _ = _decode_contexts(pre.probs, pre.lens, [O] * len(pre.lens))
         return read_s, amp, c_k, sum(p * x for p, x in zip(pre.probs, c_k))
-    c_k = [L + o / 2.0 for L, o in zip(pre.lens, pre.outs)]
-    steps = [p * (o - 1.0) for p, o in zip(pre.probs, pre.outs)]
-    c = sum(w * x for w, x in zip(steps, c_k)) / xp.maximum(sum(steps), 1e-300)
-    return read_s, amp, c_k, c
+    c_k, steps = _decode_contexts(pre.probs, pre.lens, pre.outs)
+    return read_s, amp, c_k, _decode_mean(steps, c_k)
+
+
+def _decode_contexts(probs, lens, outs) -> tuple[list, list]:
+    """The classes' mean contexts over their decode steps, ``c_k = I_k + O_k/2`` (the KV a
+    class's sequence holds halfway through its output), and each class's weight in a mean
+    over the decode steps, ``π_k·(O_k − 1)`` (its share of the batch's decoders)."""
+    return ([L + o / 2.0 for L, o in zip(lens, outs)],
+            [p * (o - 1.0) for p, o in zip(probs, outs)])
+
+
+def _decode_mean(weights, xs):
+    """Σ w_k·x_k / Σ w_k (0 where no class decodes)."""
+    return sum(w * x for w, x in zip(weights, xs)) / xp.maximum(sum(weights), 1e-300)
 
 
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
@@ -1349,9 +1360,8 @@ def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
     r_bar = sum(p * r for p, r in zip(pi, res))
     h_bar = sum(p * h for p, h in zip(pi, steps))
     w1 = sum(p * r * h for p, r, h in zip(pi, res, steps)) / (r_bar * h_bar)
-    dec = [p * (o - 1.0) for p, o in zip(pi, outs)]
-    ctx = sum(d * _kv_per_seq(s.model, L + o / 2.0, s.tp, s.kv_B)
-              for d, L, o in zip(dec, lens, outs)) / xp.maximum(sum(dec), 1e-300)
+    c_k, dec = _decode_contexts(pi, lens, outs)
+    ctx = _decode_mean(dec, [_kv_per_seq(s.model, c, s.tp, s.kv_B) for c in c_k])
     pool = fits if cap is None else xp.where(fits < cap, fits, np.inf)  # KV-bound: the pool
     return xp.minimum(fits, pool / xp.maximum(w1, 1.0)), ctx
 

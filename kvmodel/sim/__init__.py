@@ -70,7 +70,10 @@ cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (see
 and not yet prefilled, ``kv_blocks`` = prompt blocks of routed unfinished requests,
 ``kv_usage`` = reserved / capacity, ``step_s`` = the last step's latency (the first of a decode
 run), ``prefill_s_per_token`` = one full-budget prefill chunk from an empty context /
-``max_num_tokens``. A policy may reject a request (``mooncake`` with ``ttft_slo_s``): it is
+``max_num_tokens``, ``tree_blocks`` = blocks inserted into the cache so far (for a policy with
+``router_tree``, e.g. ``sglang`` with ``match="tree"``: the distinct blocks of the prompts
+routed there, and ``routed_prefix_blocks`` = the request's match among them, the router's own
+tree, never evicted). A policy may reject a request (``mooncake`` with ``ttft_slo_s``): it is
 never served, marked in ``SimResult.rejected`` and left out of every latency, throughput,
 Little and hit-ratio statistic (its per-request times are NaN, its instance -1).
 

@@ -147,6 +147,16 @@ class Estimate:
     # speculative decoding: TPOT factor, accepted tokens per verify step, verify / draft /
     # plain decode step times, the drafter's weights and KV per token per GPU (empty when off)
     speculative: Mapping[str, Any] = field(default_factory=dict)
+    # open loop with hit classes: the TTFT's class mixture (:func:`ttft_mixture`: class
+    # offsets, common part, step spread law), from which a router's wait law rebuilds the
+    # instance's TTFT percentiles (:func:`kvmodel.cluster._routing_queue.routed_percentiles`);
+    # None otherwise. Fields (not attributes) so that ``dataclasses.replace`` keeps them.
+    ttft_mixture: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # open loop: the wait's two queues, ``(prefill carry wait_s, its probability, its token
+    # server's utilisation, the KV-slot wait's probability)`` (the slot wait's mean is
+    # queue_wait_s less the prefill's), for a router's wait law
+    # (:func:`kvmodel.cluster._routing_queue.routed_law`); None otherwise
+    wait_parts: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field (arrays become lists, non-finite floats None)."""
@@ -809,12 +819,23 @@ def _class_reads(s: Setup, pre: PrefixMix, O, parts):
     read_s = s.model.kv_token_bytes_rank(s.kv_B, s.tp) / s.hbm_Bps
     amp = 1.0 + f * t_p / t * (1.0 - t_d / t_p) / (1.0 - kA)
     if pre.outs is None:
-        c_k = [L + O / 2.0 for L in pre.lens]
+        c_k, _ = _decode_contexts(pre.probs, pre.lens, [O] * len(pre.lens))
         return read_s, amp, c_k, sum(p * x for p, x in zip(pre.probs, c_k))
-    c_k = [L + o / 2.0 for L, o in zip(pre.lens, pre.outs)]
-    steps = [p * (o - 1.0) for p, o in zip(pre.probs, pre.outs)]
-    c = sum(w * x for w, x in zip(steps, c_k)) / xp.maximum(sum(steps), 1e-300)
-    return read_s, amp, c_k, c
+    c_k, steps = _decode_contexts(pre.probs, pre.lens, pre.outs)
+    return read_s, amp, c_k, _decode_mean(steps, c_k)
+
+
+def _decode_contexts(probs, lens, outs) -> tuple[list, list]:
+    """The classes' mean contexts over their decode steps, ``c_k = I_k + O_k/2`` (the KV a
+    class's sequence holds halfway through its output), and each class's weight in a mean
+    over the decode steps, ``π_k·(O_k − 1)`` (its share of the batch's decoders)."""
+    return ([L + o / 2.0 for L, o in zip(lens, outs)],
+            [p * (o - 1.0) for p, o in zip(probs, outs)])
+
+
+def _decode_mean(weights, xs):
+    """Σ w_k·x_k / Σ w_k (0 where no class decodes)."""
+    return sum(w * x for w, x in zip(weights, xs)) / xp.maximum(sum(weights), 1e-300)
 
 
 def _open_waits(rho, w_pf, S, O, t, lam, lam_sat, bmax, ca2, T1, kA, tpot, p_pf,
@@ -1339,9 +1360,8 @@ def _mixed_batch(s: Setup, O, fits, mnt, mix: PrefixMix) -> tuple:
     r_bar = sum(p * r for p, r in zip(pi, res))
     h_bar = sum(p * h for p, h in zip(pi, steps))
     w1 = sum(p * r * h for p, r, h in zip(pi, res, steps)) / (r_bar * h_bar)
-    dec = [p * (o - 1.0) for p, o in zip(pi, outs)]
-    ctx = sum(d * _kv_per_seq(s.model, L + o / 2.0, s.tp, s.kv_B)
-              for d, L, o in zip(dec, lens, outs)) / xp.maximum(sum(dec), 1e-300)
+    c_k, dec = _decode_contexts(pi, lens, outs)
+    ctx = _decode_mean(dec, [_kv_per_seq(s.model, c, s.tp, s.kv_B) for c in c_k])
     pool = fits if cap is None else xp.where(fits < cap, fits, np.inf)  # KV-bound: the pool
     return xp.minimum(fits, pool / xp.maximum(w1, 1.0)), ctx
 
@@ -1771,13 +1791,8 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
                     interval=_interval(out, cal), inputs=inputs,
                    path_utilisation={k: xp.where(ok, u, 0.0)
                                      for k, u in res.get("path_util", {}).items()},
-                   **(extra or {}))
-    if "classes" in res:  # the TTFT's class mixture, for a router's wait law (not a field)
-        object.__setattr__(est, "ttft_mixture", ttft_mixture(res))
-    if "wait_parts" in res:  # the wait's two queues, for a router's wait law (not a field):
-        # (prefill carry wait, its probability, its token server's utilisation, the KV-slot
-        # wait's probability; the slot wait's mean is queue_wait_s less the prefill's)
-        object.__setattr__(est, "wait_parts", res["wait_parts"])
+                   ttft_mixture=ttft_mixture(res) if "classes" in res else None,
+                   wait_parts=res.get("wait_parts"), **(extra or {}))
     return est
 
 
@@ -1786,7 +1801,7 @@ def ttft_mixture(res: dict) -> dict:
     """The open loop's TTFT percentiles as :func:`_percentiles` builds them with hit classes:
     ``common`` (request overhead and step residual) + the quantile of the wait law summed
     with the step ``spread`` law over the class ``offsets`` (:meth:`PrefixMix.offsets`).
-    Kept on the Estimate as ``ttft_mixture`` (an attribute, not a field) so that
+    Kept on the Estimate as its field ``ttft_mixture`` so that
     :func:`kvmodel.cluster._routing_queue.routed_percentiles` reads a router's wait law with
     the instance's own classes."""
     return dict(offsets=res["classes"], common=res["ttft_common"],

@@ -55,13 +55,22 @@ def sum_wait_law(w1, p1, w2, p2):
     ``E[W²] = 2w1²/p1 + 2w2²/p2 + 2w1·w2``: mean wait ``W`` and probability
     ``p = 2W²/E[W²]`` (at most 1). With one wait zero it is the other exactly; the tail
     follows the longer of the two conditional waits where that one carries the mass.
+    An infinite wait (an unstable queue) makes the sum infinite for every arrival: ``W = inf``,
+    ``p = 1``, so each quantile is infinite too. Both are computed without an invalid
+    operation (no ``0/0``, ``inf/inf`` or ``0·inf``), scalars and arrays alike.
     Returns ``(W, p)``."""
-    def m2(w, p):
-        return xp.where(w > 0, 2.0 * w * w / xp.maximum(p, 1e-300), 0.0)
     W = w1 + w2
-    second = m2(w1, p1) + m2(w2, p2) + 2.0 * w1 * w2
-    p = xp.where(W > 0, 2.0 * W * W / xp.maximum(second, 1e-300), xp.maximum(p1, p2))
-    return W, xp.minimum(p, 1.0)
+    finite = W < np.inf
+    a1, a2 = xp.where(finite, w1, 0.0), xp.where(finite, w2, 0.0)  # keep inf out of the law
+    second = _wait_m2(a1, p1) + _wait_m2(a2, p2) + 2.0 * a1 * a2
+    p = xp.where(W > 0, 2.0 * (a1 + a2) ** 2 / xp.maximum(second, 1e-300), xp.maximum(p1, p2))
+    return W, xp.where(finite, xp.minimum(p, 1.0), 1.0)
+
+
+def _wait_m2(w, p):
+    """Second moment ``2w²/p`` of a wait that is 0 w.p. 1 − p else exponential with mean
+    w/p (0 where the wait is 0)."""
+    return xp.where(w > 0, 2.0 * w * w / xp.maximum(p, 1e-300), 0.0)
 
 
 def wait_quantile(mean_wait, p_wait, q: float):

@@ -70,7 +70,10 @@ cache+load cost functions ``dynamo``, ``llmd``, ``sglang``, ``mooncake`` (see
 and not yet prefilled, ``kv_blocks`` = prompt blocks of routed unfinished requests,
 ``kv_usage`` = reserved / capacity, ``step_s`` = the last step's latency (the first of a decode
 run), ``prefill_s_per_token`` = one full-budget prefill chunk from an empty context /
-``max_num_tokens``. A policy may reject a request (``mooncake`` with ``ttft_slo_s``): it is
+``max_num_tokens``, ``tree_blocks`` = blocks inserted into the cache so far (for a policy with
+``router_tree``, e.g. ``sglang`` with ``match="tree"``: the distinct blocks of the prompts
+routed there, and ``routed_prefix_blocks`` = the request's match among them, the router's own
+tree, never evicted). A policy may reject a request (``mooncake`` with ``ttft_slo_s``): it is
 never served, marked in ``SimResult.rejected`` and left out of every latency, throughput,
 Little and hit-ratio statistic (its per-request times are NaN, its instance -1).
 
@@ -540,6 +543,26 @@ class _SimView(RoutingView):
         lambda x: len(x.cache.od) if x.cache else 0))
     tree_blocks = cached_property(lambda self: self._each(lambda x: x.tree))
 
+    @cached_property
+    def routed_prefix_blocks(self) -> list[int]:
+        """Leading blocks of the chain among the blocks routed to each instance (the router's
+        tree; tracked for a policy with ``router_tree``, else the resident cache's match)."""
+        trees, chain = self._sim.trees, self._chain
+        if trees is None:
+            return self.prefix_blocks
+        return [_in_tree(t, chain) for t in trees]
+
+
+def _in_tree(tree: set, chain: list) -> int:
+    """Leading blocks of ``chain`` in ``tree`` (chained hashes: a block's hash names its whole
+    prefix, so the first block missing ends the match)."""
+    k = 0
+    for b in chain:
+        if b not in tree:
+            break
+        k += 1
+    return k
+
 
 class _Sim:
     """The event loop (see the module docstring for the semantics)."""
@@ -567,6 +590,10 @@ class _Sim:
         self.insts = [_Inst(i, cache_blocks) for i in range(n_inst)]
         self.policy = policy
         policy.reset(n_inst, n)
+        # the router's own tree per instance: the block hashes of every prompt routed there
+        # (sglang's cache_aware router, never evicted below its max_tree_size)
+        self.trees = ([set() for _ in range(n_inst)] if getattr(policy, "router_tree", False)
+                      else None)
         self.tier = "hbm" if cfg.tier is None else cfg.tier.kind
         self.heap: list[tuple[float, int, int]] = []
         self.hit_blocks = self.steps = self.events = self.nsys = 0
@@ -623,7 +650,7 @@ class _Sim:
         self.where[rid] = inst.idx
         inst.count += 1
         inst.nsys += 1
-        self._book(inst, rid, len(chain), self._lookup(inst, rid, chain))
+        self._book(inst, rid, chain, self._lookup(inst, rid, chain))
         inst.waiting.append(rid)
         r = self.ready[rid]
         if inst.kind is None or (inst.kind == "wake" and inst.end > r):
@@ -646,11 +673,17 @@ class _Sim:
                                f"request {rid}; expected an instance index in [0, {n})")
         return int(i)
 
-    def _book(self, inst: _Inst, rid: int, n_blocks: int, hit: int) -> None:
-        """Router-side counters of a request just routed to ``inst`` with ``hit`` blocks."""
+    def _book(self, inst: _Inst, rid: int, chain: list, hit: int) -> None:
+        """Router-side counters of a request just routed to ``inst`` with ``hit`` blocks; with
+        a router tree (``self.trees``) the tree takes the chain and ``tree`` is its size."""
         inst.qtok += self.I[rid] - self.hit_tok[rid]
         inst.kvb += -(-self.I[rid] // self.cfg.block_tokens)
-        inst.tree += n_blocks - hit
+        if self.trees is None:
+            inst.tree += len(chain) - hit
+            return
+        tree = self.trees[inst.idx]
+        tree.update(chain)
+        inst.tree = len(tree)
 
     @cached_property
     def prefill_s_per_token(self) -> float:

@@ -57,7 +57,8 @@ instance count) and cached in ``profile._cache``; later calls are table look-ups
 Parameters that cannot change the choice are dropped before caching
 (:func:`canonical_params`): Mooncake's ``prefill_s_per_token`` without pool or SLO (a common
 factor of every predicted TTFT), Dynamo's ``tier_credit`` with ``overlap_score_weight`` 0 and
-llm-d's ``tier_weight`` with ``prefix_weight`` 0; llm-d's weights are scaled to sum 1 (the
+llm-d's ``tier_weight`` with ``prefix_weight`` 0, SGLang's ``match`` (the replay's prefix is the
+routed prompts', its tree, either way); llm-d's weights are scaled to sum 1 (the
 max-score pick is scale-free). Equal canonical parameters give equal numbers, and
 ``ClusterResult.closed_forms["routing_params"]`` shows them.
 """
@@ -142,6 +143,8 @@ def _canonical(name: str, params: dict | None) -> dict:
             full[p.name] = p.kind(full[p.name])
     if name == "mooncake" and full["ttft_slo_s"] is None and full["pool_s_per_block"] is None:
         full["prefill_s_per_token"] = None
+    if name == "sglang":  # the replay's prefix is the routed prompts' (the tree) either way
+        del full["match"]
     if name == "dynamo" and full["overlap_score_weight"] == 0:
         full["tier_credit"] = None
     if name == "llmd":

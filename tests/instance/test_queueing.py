@@ -150,3 +150,27 @@ def test_length_cv_against_simulator():
     s0 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, int(I.mean()), 256, seed=2), **kw)
     s1 = simulate(KW["model"], KW["gpu"], poisson_requests(3000, lam, I, 256, seed=2), **kw)
     assert e1.ttft_s > e0.ttft_s and s1.ttft_mean_s > s0.ttft_mean_s
+
+
+def test_sum_wait_law_has_no_invalid_operation():
+    """Zero, infinite (unstable) and mixed waits, scalar and array: no RuntimeWarning, a
+    finite p in (0, 1], and an infinite wait makes the sum infinite for every arrival."""
+    import warnings
+
+    from kvmodel.instance._queueing import sum_wait_law
+    cases = [(0.0, 0.0, 0.0, 0.0), (0.0, 0.3, 0.0, 0.7), (0.0, 0.0, math.inf, 0.4),
+             (0.5, 0.98, math.inf, np.float64(0.38)), (math.inf, 0.2, math.inf, 0.9),
+             (0.2, 0.5, 0.0, 0.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scalar = [sum_wait_law(*c) for c in cases]
+        W, p = sum_wait_law(*(np.array(col, dtype=float) for col in zip(*cases)))
+    assert np.array_equal(W, [s[0] for s in scalar]) and np.array_equal(p, [s[1] for s in scalar])
+    assert scalar[0] == (0.0, 0.0) and scalar[1] == (0.0, 0.7)  # no wait: p is the larger input
+    for k in (2, 3, 4):
+        assert scalar[k] == (math.inf, 1.0)
+        assert wait_quantile(*scalar[k], 0.5) == math.inf
+    assert scalar[5] == (0.2, 0.5)  # one wait zero: the other exactly
+    # the law itself: 2W²/E[W²] with E[W²] = 2w1²/p1 + 2w2²/p2 + 2w1w2
+    W, p = sum_wait_law(0.3, 0.6, 0.1, 0.2)
+    assert W == pytest.approx(0.4) and p == pytest.approx(0.32 / (0.3 + 0.1 + 0.06))

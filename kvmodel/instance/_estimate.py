@@ -679,7 +679,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     # are AR(1) under the step-to-step law (a long step lets more prompts into the next;
     # _tpot_law.steps_factor), plus the slow drift of D (it changes over about O steps, so a
     # request's window sees one level of it)
-    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d))  # step's, slow, lag-one
+    # step's, slow, lag-one, a prompt's chunks (:func:`_tl.request_var`'s pulses)
+    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d), spread[3])
     sd = _tl.request_var(parts[0], parts[1], O, parts[2]) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
@@ -724,7 +725,8 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
-                                                                      var_t, share, ca2), var_t)
+                                                                      var_t, share, ca2), var_t,
+                                           chunks)
 
 
 def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0):
@@ -864,14 +866,15 @@ _UNSTABLE = ("", "the token-budget prefill server is saturated (prompt tokens ar
              "the KV cache holds too few sequences for the offered load")
 
 
-def _percentiles(r: dict, O, law=None) -> dict:
+def _percentiles(r: dict, O, law=None, burst=0.0) -> dict:
     """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread; with an
     output-length ``law`` (open loop) TPOT's are the mixture's over the requests' own output
-    lengths (:mod:`kvmodel.instance._tpot_law`; E2E keeps the mean length's)."""
+    lengths (:mod:`kvmodel.instance._tpot_law`; E2E keeps the mean length's), ``burst`` the
+    router's unsmoothed share of prompt work (:func:`kvmodel.instance._tpot_law.work_burst`)."""
     out = {}
-    step_var, slow_var, m = r.get("tpot_parts", (None,) * 3)
-    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m)
-             if law is not None and m is not None else None)
+    step_var, slow_var, m, chunks = r.get("tpot_parts", (None,) * 4)
+    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m,
+                                (burst, chunks)) if law is not None and m is not None else None)
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
     spread = r.get("spread", 0.0)  # the step an arrival lands in and its mates: 0 or exp.
@@ -1554,7 +1557,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              slot_steer: Any = 0.0, hbm_cache_fraction: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
-             output_law: Any = None, catalog: Any = None) -> Estimate:
+             output_law: Any = None, catalog: Any = None, work_burst: Any = 0.0) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -1628,6 +1631,11 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     output lengths, e.g. :func:`kvmodel.instance._tpot_law.output_law` of a trace's; the TPOT
     percentiles are then the mixture over them of each length's per-request law (a request's
     TPOT averages its own O − 1 steps), the means and everything else stay ``output_len``'s.
+    ``work_burst`` in [0, 1] (with ``output_law``): the share of the instance's prompt work
+    that its router does not smooth (1: round robin / random, each instance a random sample of
+    prompts; 0: a work-balancing router; :func:`kvmodel.instance._tpot_law.work_burst`); a
+    request's TPOT then also averages the whole prompts (consecutive chunks) landing in its
+    window, which widens long requests' spread (:func:`kvmodel.instance._tpot_law.pulse_excess`).
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -1692,7 +1700,8 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
                   concurrency=N if mode == "concurrency" else None,
                   request_rate=N if mode == "rate" else None, framework=fw.key)
     return _assemble(res, sat, r, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-                     m.kv_bytes_per_token(kv), extra, law)
+                     m.kv_bytes_per_token(kv), extra, law,
+                     _num("work_burst", work_burst, integer=False, minimum=0.0, maximum=1.0))
 
 
 _SETUPS = 256  # Setups memoised per catalog (bounded in long searches)
@@ -1743,7 +1752,7 @@ def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:
 
 
 def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch, weights,
-              kv_tok_B, extra=None, law=None) -> Estimate:
+              kv_tok_B, extra=None, law=None, burst=0.0) -> Estimate:
     """Mask infeasible / unstable elements (inf times, never NaN) and build the Estimate."""
     for ops in res["bd"].values():
         label_bounds(ops)
@@ -1759,7 +1768,7 @@ def _assemble(res, sat, r: _Reasons, mode, N, O, cal, inputs, kv_cap, max_batch,
     # an overloaded server serves at most its capacity, and never more than is offered
     served = xp.minimum(sat["tok"], N * O) if mode == "rate" else sat["tok"]
     out["output_tok_per_s"] = xp.where(ok, xp.where(stable, res["tok"], served), 0.0)
-    pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O, law).items()}
+    pct = {k: xp.where(live, v, np.inf) for k, v in _percentiles(res, O, law, burst).items()}
     pct["queue_wait_s"] = xp.where(live, res.get("wait", 0.0), np.inf)
     pct["queue_wait_prob"] = xp.where(live, res.get("p_wait", 0.0), 1.0)
     pct["step_residual_s"] = xp.where(live, res.get("residual", 0.0), np.inf)

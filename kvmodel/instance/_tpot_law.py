@@ -96,10 +96,29 @@ def steps_factor(n, m):
     return out if out.ndim else float(out)
 
 
-def request_var(step_var, slow_var, O, m=0.0):
-    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps."""
+def pulse_excess(n, k):
+    """Excess variance of the prompt work in a window of n steps when each prompt's k chunks
+    come in k consecutive steps (a pulse) rather than as k independent chunks:
+    F(n, k)/(n·k) − 1, F the summed squared overlap of a k-step pulse with the n-step window
+    over its start steps, ``(M − μ + 1)·μ² + (μ − 1)·μ·(2μ − 1)/3`` (μ = min(n, k), M =
+    max(n, k); symmetric in n and k). 0 for one step or one chunk, k − 1 for long windows."""
+    lo = np.minimum(np.asarray(n, float), np.asarray(k, float))
+    hi = np.maximum(np.asarray(n, float), np.asarray(k, float))
+    f = (hi - lo + 1.0) * lo * lo + (lo - 1.0) * lo * (2.0 * lo - 1.0) / 3.0
+    out = np.maximum(f / (lo * hi) - 1.0, 0.0)
+    return out if out.ndim else float(out)
+
+
+def request_var(step_var, slow_var, O, m=0.0, burst=0.0, chunks=1.0):
+    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps; with
+    ``burst`` > 0 (the router's share of unsmoothed prompt work, :func:`work_burst`) the
+    steps' part grows by ``burst·pulse_excess(O − 1, chunks)`` (a prompt's ``chunks`` chunks
+    land in consecutive steps of one instance, so a window of many steps sees whole prompts)."""
     n = xp.maximum(O - 1.0, 1.0)
-    return step_var * steps_factor(n, m) / n + slow_var
+    steps = step_var * steps_factor(n, m) / n
+    if not xp.is_array(burst, chunks) and (burst <= 0.0 or chunks <= 1.0):
+        return steps + slow_var
+    return steps * (1.0 + burst * pulse_excess(n, chunks)) + slow_var
 
 
 def node_sd(step_var, slow_var, law, m=0.0):
@@ -108,15 +127,21 @@ def node_sd(step_var, slow_var, law, m=0.0):
     return np.sqrt(np.maximum(request_var(ex(step_var), ex(slow_var), law[1], ex(m)), 0.0))
 
 
-def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
+def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0, pulses=None) -> list:
     """The ``qs``-quantiles (each >= 0.5) of the mixture over ``law`` of normals with the
     common ``mean`` and the nodes' std. devs (:func:`node_sd`; ``m``: the steps' lag-one
-    correlation); scalars stay Python floats.
+    correlation); scalars stay Python floats. ``pulses``: (burst, chunks) of
+    :func:`request_var` (None, or a burst of 0: the tabulated law below; else
+    :func:`_pulsed_quantiles`).
 
     With a = step_var·κ (κ = (1 + m)/(1 − m), the long window's factor), h = steps_factor /
     (κ·(O − 1)) and u = slow_var / (a + slow_var), a node's variance is (a + slow_var)·((1 −
     u)·h + u), so the quantile is mean + √(a + slow_var)·Y_q(u, m): Y_q is solved once per
     law on a grid of (log u, log(1 − m)) (:func:`_table`) and interpolated bilinearly."""
+    if pulses is not None and pulses[1] is not None and (
+            xp.is_array(pulses[0]) or pulses[0] > 0.0) and (
+            xp.is_array(pulses[1]) or pulses[1] > 1.0):
+        return _pulsed_quantiles(mean, step_var, slow_var, law, qs, m, pulses)
     if len(law[0]) == 1:  # one length: the plain normal
         sd = node_sd(step_var, slow_var, law, m)[..., 0]
         return [_float(mean + _z(q) * sd) for q in qs]
@@ -129,6 +154,28 @@ def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
         x = np.log(np.maximum(slow_var / np.maximum(tot, 1e-300), U_MIN))
         w = np.log(1.0 - m)
         return [_float(mean + np.sqrt(tot) * _bilinear(x, w, grids, y)) for y in table[0]]
+
+
+def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> list:
+    """:func:`tpot_quantiles` with the prompts' pulses (:func:`request_var`'s ``burst``,
+    ``chunks``): the nodes' std. devs no longer scale as one family, so the mixture's tail
+    is solved directly (:func:`_root`, bracketed by each node alone and by the widest)."""
+    from scipy import special
+    ex = lambda v: np.asarray(v, float)[..., None]  # noqa: E731
+    m = np.clip(np.asarray(m, float), 0.0, M_MAX)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
+        var = request_var(ex(step_var), ex(slow_var), law[1], ex(m), ex(pulses[0]),
+                          ex(pulses[1]))
+        sd = np.sqrt(np.maximum(np.where(np.isfinite(var), var, 0.0), 1e-300))
+        out = []
+        for q in qs:
+            z = _z(q)
+            alone = special.ndtri(1.0 - np.minimum((1.0 - q) / np.maximum(law[0], 1e-300), 1.0))
+            lo = np.maximum(np.max(sd * alone, axis=-1), z * sd.min(axis=-1))
+            y = _root(law[0], sd, lo, z * sd.max(axis=-1), q, special)
+            bad = ~np.isfinite(np.asarray(mean + step_var + slow_var, float))
+            out.append(_float(np.where(bad, np.inf, mean + y)))
+    return out
 
 
 def _scalar_quantiles(mean, step_var, slow_var, m, grids, table) -> list:

@@ -1,0 +1,124 @@
+"""Router-dependent TPOT spread (kvmodel/instance/_tpot_law.py ``pulse_excess``,
+``request_var``'s burst, ``estimate(work_burst=)``, kvmodel/cluster's ``_work_burst``): golden
+toy values counted by hand, monotonicity (burstier prompt work never lowers p99 TPOT), the
+reductions (no burst, one chunk or one instance: the law of before, bit for bit), the
+validation, and a small simulator oracle (round robin vs sglang on 8 x 70B TP8)."""
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+import kvmodel
+from kvmodel.instance._tpot_law import pulse_excess, request_var, tpot_quantiles
+
+QS = (0.5, 0.9, 0.99)
+
+
+@pytest.mark.parametrize("n, k, want", [
+    # a 2-step pulse over a 2-step window: overlaps 1, 2, 1 over its start steps -> 6 vs 2 x 2
+    (2, 2, 6.0 / 4.0 - 1.0),
+    # 2-step pulse, 3-step window: overlaps 1, 2, 2, 1 -> 10 vs 6
+    (3, 2, 10.0 / 6.0 - 1.0),
+    (2, 3, 10.0 / 6.0 - 1.0),  # symmetric in n and k
+    # 3-step pulse, 3-step window: 1, 2, 3, 2, 1 -> 19 vs 9
+    (3, 3, 19.0 / 9.0 - 1.0),
+    (1, 5, 0.0),  # one step sees one chunk of any prompt: no excess
+    (40, 1, 0.0),  # one chunk per prompt: the independent chunks of the step law
+])
+def test_pulse_excess_golden_toys(n, k, want):
+    assert pulse_excess(n, k) == pytest.approx(want, rel=1e-12)
+
+
+def test_pulse_excess_tends_to_k_minus_one_and_rises_with_the_window():
+    assert pulse_excess(1e7, 3.0) == pytest.approx(2.0, rel=1e-6)
+    n = np.arange(1, 200)
+    e = pulse_excess(n, 4.0)
+    assert np.all(np.diff(e) >= -1e-15) and e[0] == 0.0
+
+
+def test_request_var_golden():
+    """n = 2 steps, independent (m = 0), k = 2 chunks: Var = v/2·(1 + 1/2) + slow."""
+    assert request_var(0.004, 1e-6, 3.0, 0.0, 1.0, 2.0) == pytest.approx(0.003 + 1e-6)
+    assert request_var(0.004, 1e-6, 3.0, 0.0, 0.0, 2.0) == request_var(0.004, 1e-6, 3.0)
+
+
+def _oracle(mean, var, p, q):
+    sd = np.sqrt(var)
+    return brentq(lambda x: np.sum(p * norm.sf(x, mean, sd)) - (1.0 - q), mean,
+                  mean + 50 * sd.max(), xtol=1e-14)
+
+
+def test_pulsed_quantiles_match_brentq():
+    law = (np.array([0.1, 0.3, 0.6]), np.array([3.0, 41.0, 401.0]))
+    mean, sv, slow, m, burst, k = 0.03, 0.002, 3e-6, 0.4, 1.0, 2.5
+    got = tpot_quantiles(mean, sv, slow, law, QS, m, (burst, k))
+    var = request_var(sv, slow, law[1], m, burst, k)
+    for q, g in zip(QS, got):
+        assert g == pytest.approx(_oracle(mean, var, law[0], q), rel=1e-9)
+
+
+def test_burstier_work_never_lowers_the_tail():
+    law = (np.array([0.05, 0.15, 0.8]), np.array([3.0, 20.0, 400.0]))
+    args = (0.03, 0.002, 1e-6, law, QS, 0.3)
+    p99 = [tpot_quantiles(*args, (b, k))[2] for b in (0.0, 0.25, 0.5, 1.0) for k in (2.0, 4.0)]
+    base = tpot_quantiles(*args)[2]
+    assert p99[0] == base  # burst 0: the tabulated law, bit for bit
+    assert all(p >= base - 1e-12 for p in p99)
+    assert np.all(np.diff([tpot_quantiles(*args, (b, 3.0))[2] for b in (0.1, 0.5, 1.0)]) > 0)
+    assert np.all(np.diff([tpot_quantiles(*args, (1.0, k))[2] for k in (1.5, 3.0, 6.0)]) > 0)
+
+
+def test_arrays_and_scalars_agree():
+    law = (np.array([0.2, 0.8]), np.array([3.0, 300.0]))
+    sv = np.array([0.001, 0.002, np.inf])
+    arr = tpot_quantiles(np.array([0.02, 0.03, np.inf]), sv, 0.0, law, QS, 0.2, (1.0, 2.0))
+    for i in range(2):
+        one = tpot_quantiles([0.02, 0.03][i], float(sv[i]), 0.0, law, QS, 0.2, (1.0, 2.0))
+        assert [a[i] for a in arr] == pytest.approx(one, rel=1e-12)
+    assert all(np.isinf(a[2]) for a in arr)
+
+
+def _est(**kw):
+    tr = kvmodel.load_trace("mooncake-conversation").window(0, 2000)
+    from kvmodel.instance._tpot_law import output_law
+    return kvmodel.estimate("llama-3.1-70b", "h100-sxm", tp=8, precision="fp8", input_len=8192,
+                            output_len=300, request_rate=0.9, output_law=output_law(
+                                tr.output_len), **kw)
+
+
+def test_estimate_work_burst_widens_only_the_tpot_tail():
+    e0, e1 = _est(), _est(work_burst=1.0)
+    assert e1.tpot_s == e0.tpot_s and e1.ttft_p99_s == e0.ttft_p99_s
+    assert e1.tpot_p99_s > e0.tpot_p99_s and e1.tpot_p50_s >= e0.tpot_p50_s - 1e-12
+    assert _est(work_burst=0.0).tpot_p99_s == e0.tpot_p99_s
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_bad_work_burst_is_named(bad):
+    with pytest.raises(ValueError, match="work_burst"):
+        _est(work_burst=bad)
+
+
+def test_the_cluster_takes_the_burst_from_the_rule():
+    from kvmodel.cluster import _work_burst
+    c = kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=4)
+    rr = [_work_burst(type(c)(**{**c.__dict__, "routing": r}), 4) for r in
+          ("round_robin", "random", "least_loaded", "sglang", "dynamo")]
+    assert rr == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert _work_burst(c, 1) == 0.0  # one instance: no router
+
+
+def test_one_instance_is_the_plain_instance_law_and_two_take_the_pulses(monkeypatch):
+    import kvmodel.cluster as cl
+    w = kvmodel.Workload(kvmodel.load_trace("mooncake-conversation").window(0, 1000))
+
+    def p99(n, patched):
+        if patched:
+            monkeypatch.setattr(cl, "_work_burst", lambda c, n: 0.0)
+        c = kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=n, routing="round_robin")
+        out = kvmodel.evaluate(c, w.with_rate(0.5 * n)).tpot_p99_s
+        monkeypatch.undo()
+        return out
+    assert p99(1, False) == p99(1, True)  # one instance: no router, no burst
+    assert p99(2, False) > p99(2, True)  # round robin's unsmoothed prompts widen the tail

@@ -1,5 +1,5 @@
 """Router-dependent TPOT spread (kvmodel/instance/_tpot_law.py ``pulse_excess``,
-``request_var``'s burst, ``estimate(work_burst=)``, kvmodel/cluster's ``_work_burst``): golden
+``router_terms``, ``estimate(work_smoothing=)``, kvmodel/cluster's ``_work_smoothing``): golden
 toy values counted by hand, monotonicity (burstier prompt work never lowers p99 TPOT), the
 reductions (no burst, one chunk or one instance: the law of before, bit for bit), the
 validation, and a small simulator oracle (round robin vs sglang on 8 x 70B TP8)."""
@@ -10,7 +10,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 import kvmodel
-from kvmodel.instance._tpot_law import pulse_excess, request_var, tpot_quantiles
+from kvmodel.instance._tpot_law import pulse_excess, request_var, router_terms, tpot_quantiles
 
 QS = (0.5, 0.9, 0.99)
 
@@ -87,26 +87,41 @@ def _est(**kw):
                                 tr.output_len), **kw)
 
 
-def test_estimate_work_burst_widens_only_the_tpot_tail():
-    e0, e1 = _est(), _est(work_burst=1.0)
-    assert e1.tpot_s == e0.tpot_s and e1.ttft_p99_s == e0.ttft_p99_s
-    assert e1.tpot_p99_s > e0.tpot_p99_s and e1.tpot_p50_s >= e0.tpot_p50_s - 1e-12
-    assert _est(work_burst=0.0).tpot_p99_s == e0.tpot_p99_s
+def test_router_terms():
+    assert router_terms(None) == (0.0, 1.0)  # a lone instance: the law as calibrated
+    assert router_terms(0.0) == (1.0, 1.0) and router_terms(1.0) == (0.0, 0.0)
+    assert router_terms(0.25) == (0.75, 0.75)
+
+
+def test_estimate_without_a_router_is_the_law_of_before():
+    e0 = _est()
+    assert _est(work_smoothing=None).tpot_p99_s == e0.tpot_p99_s
+    # unsteered prompts: the mean keeps its left-behind prefill, the tail widens (pulses)
+    rr = _est(work_smoothing=0.0)
+    assert rr.tpot_s == e0.tpot_s and rr.ttft_p99_s == e0.ttft_p99_s
+    assert rr.tpot_p99_s > e0.tpot_p99_s
+
+
+def test_more_smoothing_never_raises_tpot():
+    es = [_est(work_smoothing=s) for s in (0.0, 0.5, 1.0)]
+    for a, b in zip(es, es[1:]):
+        assert b.tpot_s <= a.tpot_s and b.tpot_p99_s <= a.tpot_p99_s
+    assert es[2].tpot_s < es[0].tpot_s  # no prefill left behind a request's first token
+    assert all(e.ttft_p99_s == es[0].ttft_p99_s for e in es)  # TTFT untouched
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
-def test_bad_work_burst_is_named(bad):
-    with pytest.raises(ValueError, match="work_burst"):
-        _est(work_burst=bad)
+def test_bad_work_smoothing_is_named(bad):
+    with pytest.raises(ValueError, match="work_smoothing"):
+        _est(work_smoothing=bad)
 
 
-def test_the_cluster_takes_the_burst_from_the_rule():
-    from kvmodel.cluster import _work_burst
-    c = kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=4)
-    rr = [_work_burst(type(c)(**{**c.__dict__, "routing": r}), 4) for r in
-          ("round_robin", "random", "least_loaded", "sglang", "dynamo")]
-    assert rr == [1.0, 1.0, 1.0, 0.0, 0.0]
-    assert _work_burst(c, 1) == 0.0  # one instance: no router
+def test_the_cluster_takes_the_smoothing_from_the_rule():
+    from kvmodel.cluster import _work_smoothing
+    got = [_work_smoothing(kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=4, routing=r), 4)
+           for r in ("round_robin", "random", "least_loaded", "sglang", "dynamo")]
+    assert got == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert _work_smoothing(kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=1), 1) is None
 
 
 def test_one_instance_is_the_plain_instance_law_and_two_take_the_pulses(monkeypatch):
@@ -115,10 +130,10 @@ def test_one_instance_is_the_plain_instance_law_and_two_take_the_pulses(monkeypa
 
     def p99(n, patched):
         if patched:
-            monkeypatch.setattr(cl, "_work_burst", lambda c, n: 0.0)
+            monkeypatch.setattr(cl, "_work_smoothing", lambda c, n: None)
         c = kvmodel.Cluster("llama-3.1-8b", "h100-sxm", instances=n, routing="round_robin")
         out = kvmodel.evaluate(c, w.with_rate(0.5 * n)).tpot_p99_s
         monkeypatch.undo()
         return out
-    assert p99(1, False) == p99(1, True)  # one instance: no router, no burst
+    assert p99(1, False) == p99(1, True)  # one instance: no router, the calibrated law
     assert p99(2, False) > p99(2, True)  # round robin's unsmoothed prompts widen the tail

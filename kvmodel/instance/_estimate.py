@@ -649,8 +649,9 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     held = _best.load_hold(pre, lam, t)  # seconds a load holds its request's slot
     cr2 = pre.reserve_scv(O) if mix else 0.0  # the KV slots count reserved tokens
     burst, behind = _tl.router_terms(smooth)
-    tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
-                                 (rho, w_pf, S, held), lam_sat, ca2, cr2, behind)
+    tpot, var_D, kA, lb = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
+                                     (rho, w_pf, S, held), lam_sat, ca2, cr2,
+                                     (behind, None if smooth is None else (lam, ca2)))
     mom = None
     if mix and pre.sized:  # the classes' KV read lengthens the steps they decode in
         parts = (f, t_p, t_d, t, kA)
@@ -681,7 +682,7 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     # _tpot_law.steps_factor), plus the slow drift of D (it changes over about O steps, so a
     # request's window sees one level of it)
     # step's, slow, lag-one, a prompt's chunks (:func:`_tl.request_var`'s pulses)
-    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d), (burst, spread[3]))
+    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d), (burst, spread[3], lb))
     sd = _tl.request_var(parts[0], parts[1], O, parts[2]) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
@@ -730,22 +731,30 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
                                            chunks)
 
 
-def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0, behind=1.0):
-    """(TPOT a request sees, Var(D), the cluster gain κ_A): the D-weighted step under the
+def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0,
+               router=(1.0, None)):
+    """(TPOT a request sees, Var(D), the cluster gain κ_A, the left-behind law of the TPOT
+    mixture or None): the D-weighted step under the
     fluctuations of D (:func:`kvmodel.instance._openloop.fluctuation`) plus the prefill left
     behind a request's first token (:func:`~kvmodel.instance._openloop.left_behind`), whose
     burst share excludes the requests the KV-slot gate admits one by one. ``slopes``: (T',
     T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service,
-    the seconds a prefix load holds the slot); ``cr2``: the reservations' SCV; ``behind``: the
-    share of the left-behind prefill the router leaves in place (:func:`_tl.router_terms`)."""
+    the seconds a prefix load holds the slot); ``cr2``: the reservations' SCV; ``router``:
+    (the share of the left-behind prefill the router leaves in place, :func:`_tl.router_terms`;
+    (λ, c_a²) of its arrivals, :func:`_ol.renewal_share`, or None: a lone instance, Poisson,
+    no left-behind law: the mixture keeps one mean)."""
     (T1, T2), (f, t_p, t_d), (rho, w_pf, S, held) = slopes, parts, prefill
     kA = _ol.cluster_gain(f, t_p, t_d, t)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
     p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot, held), t, T1, O, bmax, lam_sat, ca2,
                             kA, cr2)[1]  # the slot gate's share; then the hold with the seen TPOT
-    tpot = tpot + behind * _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S,
-                                           O, p_slot, kA)
-    return tpot, var_D, kA
+    behind, renewal = router
+    w = xp.where(rho < 1.0, w_pf, 0.0)
+    tpot = tpot + behind * _ol.left_behind(f, t_p, t_d, t, w, S, O, p_slot, kA, renewal)
+    if renewal is None:
+        return tpot, var_D, kA, None
+    B, M = _ol.behind_steps(f, t_p, t, w, S, p_slot, kA, renewal)
+    return tpot, var_D, kA, (behind * B, behind * M, t_p - t_d, O)
 
 
 def _slot_hold(w_pf, S, O, tpot, held=0.0):

@@ -181,25 +181,52 @@ def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0, pulses=None)
 
 
 def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> list:
-    """:func:`tpot_quantiles` with the prompts' pulses (:func:`request_var`'s ``burst``,
-    ``chunks``): the nodes' std. devs no longer scale as one family, so the mixture's tail
-    is solved directly (:func:`_root`, bracketed by each node alone and by the widest)."""
+    """:func:`tpot_quantiles` behind a router (``pulses`` = (burst, chunks, left-behind law or
+    None), :func:`request_var` and :func:`behind_nodes`): the nodes' std. devs no longer scale
+    as one family and their means move, so the mixture's tail is solved directly
+    (:func:`_root`, bracketed by each node alone and by the widest)."""
     from scipy import special
     ex = lambda v: np.asarray(v, float)[..., None]  # noqa: E731
     m = np.clip(np.asarray(m, float), 0.0, M_MAX)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
         var = request_var(ex(step_var), ex(slow_var), law[1], ex(m), ex(pulses[0]),
                           ex(pulses[1]))
-        sd = np.sqrt(np.maximum(np.where(np.isfinite(var), var, 0.0), 1e-300))
+        shift, extra = (0.0, 0.0) if len(pulses) < 3 or pulses[2] is None else behind_nodes(
+            tuple(ex(v) for v in pulses[2]), law[1])
+        var = np.where(np.isfinite(var + extra), var + extra, 0.0)
+        sd = np.sqrt(np.maximum(var, 1e-300))
+        mu = np.where(np.isfinite(shift), shift, 0.0) * np.ones_like(sd)
+        bad = ~np.isfinite(np.asarray(mean + step_var + slow_var, float))
         out = []
         for q in qs:
             z = _z(q)
             alone = special.ndtri(1.0 - np.minimum((1.0 - q) / np.maximum(law[0], 1e-300), 1.0))
-            lo = np.maximum(np.max(sd * alone, axis=-1), z * sd.min(axis=-1))
-            y = _root(law[0], sd, lo, z * sd.max(axis=-1), q, special)
-            bad = ~np.isfinite(np.asarray(mean + step_var + slow_var, float))
+            lo = np.maximum(np.max(mu + sd * alone, axis=-1), np.min(mu + z * sd, axis=-1))
+            y = _root(law[0], sd, lo, np.max(mu + z * sd, axis=-1), q, special, mu)
             out.append(_float(np.where(bad, np.inf, mean + y)))
     return out
+
+
+def behind_nodes(lb, O):
+    """(mean shift, extra variance) of each output length's TPOT from the prefill left behind
+    its first token, ``lb`` = (B̄ busy steps on average, M prompts behind on average, a busy
+    step's extra seconds h, the reference output length whose shift the mean already holds):
+    B busy steps are 0 w.p. e^(−M), else exponential with mean μ = B̄/(1 − e^(−M)); a
+    request of n = O − 1 steps turns min(B, n) of them busy: shift h·E[min(B, n)]/n, less the
+    reference's, variance h²·Var(min(B, n))/n² (short requests land in the backlog; long ones
+    average it away)."""
+    B, M, h, O_ref = lb
+    p = 1.0 - np.exp(-np.maximum(M, 0.0))
+    mu = np.maximum(B / np.maximum(p, 1e-300), 1e-300)
+
+    def moments(n):
+        e = np.exp(-n / mu)
+        e1 = p * mu * (1.0 - e)
+        return e1, p * (2.0 * mu * mu * (1.0 - e) - 2.0 * mu * n * e)
+    n, n_ref = np.maximum(np.asarray(O, float) - 1.0, 1.0), np.maximum(O_ref - 1.0, 1.0)
+    e1, e2 = moments(n)
+    shift = h * (e1 / n - moments(n_ref)[0] / n_ref)
+    return shift, h * h * np.maximum(e2 - e1 * e1, 0.0) / (n * n)
 
 
 def _scalar_quantiles(mean, step_var, slow_var, m, grids, table) -> list:
@@ -278,13 +305,13 @@ def _table(law, qs: tuple) -> tuple:
     return _TABLES[key][1]
 
 
-def _root(p, sd, lo, hi, q, special):
-    """y with Σ p·Φc(y/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q, at hi
-    at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear for one
-    node, nearly so for a mixture), kept inside the shrinking bracket."""
+def _root(p, sd, lo, hi, q, special, mu=0.0):
+    """y with Σ p·Φc((y − mu)/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q,
+    at hi at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear
+    for one node, nearly so for a mixture), kept inside the shrinking bracket."""
     z, y = float(special.ndtri(q)), lo
-    for _ in range(NEWTON_STEPS):
-        x = np.asarray(y)[..., None] / sd
+    for _ in range(NEWTON_STEPS if np.ndim(mu) == 0 else 3 * NEWTON_STEPS):
+        x = (np.asarray(y)[..., None] - mu) / sd
         tail = np.sum(p * special.ndtr(-x), axis=-1)
         dens = np.sum(p * np.exp(-0.5 * x * x) / sd, axis=-1)
         G = -special.ndtri(np.clip(tail, 1e-300, 1.0))

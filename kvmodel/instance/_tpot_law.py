@@ -35,6 +35,7 @@ from kvmodel.base import xp as xp
 
 BAND_RATIO = 2.0 ** 0.5  # the width of an output-length band (ratio of its edges, in O − 1)
 NEWTON_STEPS = 6  # converged to rounding on the tests' laws (5: 1e-9)
+SHIFTED_STEPS = 5  # nodes with their own means (a router's left-behind prefill): 1e-9
 
 
 def output_law(lengths) -> tuple[np.ndarray, np.ndarray] | None:
@@ -186,8 +187,10 @@ def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> li
     as one family and their means move, so the mixture's tail is solved directly
     (:func:`_root`, bracketed by each node alone and by the widest)."""
     from scipy import special
-    ex = lambda v: np.asarray(v, float)[..., None]  # noqa: E731
-    m = np.clip(np.asarray(m, float), 0.0, M_MAX)
+    def ex(v):  # numbers stay numbers (a cluster's scalar call: fewer array round trips)
+        return float(v) if isinstance(v, (float, int)) else np.asarray(v, float)[..., None]
+    m = min(max(float(m), 0.0), M_MAX) if isinstance(m, (float, int)) else np.clip(
+        np.asarray(m, float), 0.0, M_MAX)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
         var = request_var(ex(step_var), ex(slow_var), law[1], ex(m), ex(pulses[0]),
                           ex(pulses[1]))
@@ -197,14 +200,13 @@ def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> li
         sd = np.sqrt(np.maximum(var, 1e-300))
         mu = np.where(np.isfinite(shift), shift, 0.0) * np.ones_like(sd)
         bad = ~np.isfinite(np.asarray(mean + step_var + slow_var, float))
-        out = []
-        for q in qs:
-            z = _z(q)
-            alone = special.ndtri(1.0 - np.minimum((1.0 - q) / np.maximum(law[0], 1e-300), 1.0))
-            lo = np.maximum(np.max(mu + sd * alone, axis=-1), np.min(mu + z * sd, axis=-1))
-            y = _root(law[0], sd, lo, np.max(mu + z * sd, axis=-1), q, special, mu)
-            out.append(_float(np.where(bad, np.inf, mean + y)))
-    return out
+        z = np.asarray([_z(q) for q in qs]).reshape((-1,) + (1,) * np.ndim(sd))
+        tail = np.asarray([1.0 - q for q in qs]).reshape(z.shape)
+        # each node alone puts a lower bound on the tail: p·Φc((y − μ)/sd) <= 1 − q
+        alone = special.ndtri(1.0 - np.minimum(tail / np.maximum(law[0], 1e-300), 1.0))
+        lo = np.maximum(np.max(mu + sd * alone, axis=-1), np.min(mu + z * sd, axis=-1))
+        y = _root(law[0], sd, lo, np.max(mu + z * sd, axis=-1), z[..., 0], special, mu)
+        return [_float(np.where(bad, np.inf, mean + yq)) for yq in y]
 
 
 def behind_nodes(lb, O):
@@ -308,9 +310,11 @@ def _table(law, qs: tuple) -> tuple:
 def _root(p, sd, lo, hi, q, special, mu=0.0):
     """y with Σ p·Φc((y − mu)/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q,
     at hi at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear
-    for one node, nearly so for a mixture), kept inside the shrinking bracket."""
-    z, y = float(special.ndtri(q)), lo
-    for _ in range(NEWTON_STEPS if np.ndim(mu) == 0 else 3 * NEWTON_STEPS):
+    for one node, nearly so for a mixture), kept inside the shrinking bracket. ``q`` a
+    quantile, or (shifted nodes ``mu``) the normal scores z of several, stacked in front."""
+    z = float(special.ndtri(q)) if np.ndim(mu) == 0 else q
+    y = lo
+    for _ in range(NEWTON_STEPS if np.ndim(mu) == 0 else SHIFTED_STEPS):
         x = (np.asarray(y)[..., None] - mu) / sd
         tail = np.sum(p * special.ndtr(-x), axis=-1)
         dens = np.sum(p * np.exp(-0.5 * x * x) / sd, axis=-1)

@@ -2,7 +2,7 @@
 ``router_terms``, ``estimate(work_smoothing=)``, kvmodel/cluster's ``_work_smoothing``): golden
 toy values counted by hand, monotonicity (burstier prompt work never lowers p99 TPOT), the
 reductions (no burst, one chunk or one instance: the law of before, bit for bit), the
-validation, and a small simulator oracle (round robin vs sglang on 8 x 70B TP8)."""
+validation, and a small simulator oracle (round robin on 8 x 70B TP8, ~6 s)."""
 
 import numpy as np
 import pytest
@@ -184,7 +184,6 @@ def test_shifted_nodes_match_brentq():
     assert more[2] > got[2]
 
 
-@pytest.mark.slow
 def test_round_robin_tail_against_the_simulator(monkeypatch):
     """8 x 70B TP8 fp8, the first 3,000 Mooncake conversation requests at 7.3 req/s, round
     robin (the referee mapping of benchmarks/cluster_vs_sim.py): the router law brings the
@@ -208,4 +207,5 @@ def test_round_robin_tail_against_the_simulator(monkeypatch):
     monkeypatch.setattr(cl, "_work_smoothing", lambda c, n: None)
     lone = kvmodel.evaluate(c, kvmodel.Workload(tr)).tpot_p99_s
     assert abs(got - sim) < abs(lone - sim)
+    print(f"p99 TPOT: router law {got:.4f}, lone law {lone:.4f}, sim {sim:.4f} s")
     assert abs(got / sim - 1.0) < 0.35, (got, sim, lone)

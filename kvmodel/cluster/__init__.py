@@ -1238,12 +1238,28 @@ def _connector_kw(c: Cluster) -> dict:
 
 
 def _colocated(c: Cluster, w: Workload, lam_i, pre: dict,
-               arrival_cv: Any = 1.0, slot_steer: float = 0.0) -> dict[str, Estimate]:
+               arrival_cv: Any = 1.0, slot_steer: float = 0.0,
+               smooth: float | None = None) -> dict[str, Estimate]:
     e = estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=round(w.input_len),
                  output_len=round(w.output_len), request_rate=lam_i, framework=c.framework,
                  arrival_cv=arrival_cv, slot_steer=slot_steer, output_law=w.output_law,
-                 hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c))
+                 hbm_cache_fraction=c.hbm_cache_fraction, **_hit_kw(pre, w), **_instance_kw(c),
+                 work_smoothing=smooth)
     return {"instance": e}
+
+
+def _work_smoothing(c: Cluster, n: int) -> float | None:
+    """Share of an instance's prompt work its router steers by the instances' routed work
+    (``estimate``'s ``work_smoothing``), from the rule: a router with a work signal
+    (``load_signal`` "work": sglang, dynamo, llm-d, mooncake) sends the next prompt away from
+    an instance that just took a long one: 1; a length-blind router (round robin, random,
+    prefix affinity, or a count signal: least_loaded) gives each instance a random sample of
+    prompts: 0. One instance: None (no router; the instance law as calibrated)."""
+    if n == 1:
+        return None
+    loaded = is_loaded(c.routing) and getattr(ROUTING[c.routing].sim, "load_signal",
+                                              "count") == "work"
+    return 1.0 if loaded else 0.0
 
 
 def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:
@@ -1525,7 +1541,8 @@ def _instances(c: Cluster, w: Workload, lam, shape, pre, imb, n: int, node,
     parts = (_disaggregated(c, w, lam, lam_e * imb / c.prefill_instances, pre, node)
              if c.prefill_instances else _colocated(c, w, lam_e * imb / n, pre,
                                                     _arrival_cv(c, w, n),
-                                                    _slot_steer(c, w, n, caps)))
+                                                    _slot_steer(c, w, n, caps),
+                                                    _work_smoothing(c, n)))
     return parts, lam, {}
 
 

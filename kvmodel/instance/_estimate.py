@@ -635,7 +635,7 @@ def _tpot_sd(s: Setup, t, t_pf, f, D, c, O, t_d=None):
 
 
 def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Prefix", cs2=0.0,
-               lam_sat=np.inf, steer=0.0):
+               lam_sat=np.inf, steer=0.0, smooth=None):
     """Open-loop arrivals at ``lam`` per replica (inter-arrival SCV ``ca2``), continuous batching.
 
     Step time t solves t = f·t_busy + (1 − f)·t_decode with D = λ(O−1)t decoding (Little's law)
@@ -658,8 +658,10 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     T1, T2 = _ol.step_response(s, t, D, lam, Ia, new, c, max_tokens, cls)
     held = _best.load_hold(pre, lam, t)  # seconds a load holds its request's slot
     cr2 = pre.reserve_scv(O) if mix else 0.0  # the KV slots count reserved tokens
-    tpot, var_D, kA = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
-                                 (rho, w_pf, S, held), lam_sat, ca2, cr2)
+    burst, behind = _tl.router_terms(smooth)
+    tpot, var_D, kA, lb = _seen_tpot(t, (T1, T2), D, lam, O, bmax, (f, t_p, t_d),
+                                     (rho, w_pf, S, held), lam_sat, ca2, cr2,
+                                     (behind, None if smooth is None else (lam, ca2)))
     mom = None
     if mix and pre.sized:  # the classes' KV read lengthens the steps they decode in
         parts = (f, t_p, t_d, t, kA)
@@ -689,7 +691,8 @@ def _open_loop(s: Setup, I, O, lam, ca2, dp, bmax, max_tokens, req_s, pre: "_Pre
     # are AR(1) under the step-to-step law (a long step lets more prompts into the next;
     # _tpot_law.steps_factor), plus the slow drift of D (it changes over about O steps, so a
     # request's window sees one level of it)
-    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d))  # step's, slow, lag-one
+    # step's, slow, lag-one, a prompt's chunks (:func:`_tl.request_var`'s pulses)
+    parts = (spread[2], T1 * T1 * var_D, _ol.step_memory(t, t_d), (burst, spread[3], lb))
     sd = _tl.request_var(parts[0], parts[1], O, parts[2]) ** 0.5
     return dict(bd={"step": ops}, ttft=ttft, tpot=tpot, e2e=ttft + (O - 1.0) * tpot,
                 tok=dp * lam * O, B=lam * (O - 1.0) * tpot + lam * S, wait=q["wait"],
@@ -734,24 +737,34 @@ def _open_split(s: Setup, state, scv, parts, pre, cls):
     S = sum(pi * o for pi, o in zip(pre.probs, own)) if mix else S_of(new)
     spread = R + (t_p - t_d) / P * xp.minimum(mates, budget - new / chunks)
     return R, own, S, (rho, w_pf, p_pf), (spread, _ol.step_position(lam, t, t_d, t_full, a,
-                                                                      var_t, share, ca2), var_t)
+                                                                      var_t, share, ca2), var_t,
+                                           chunks)
 
 
-def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0):
-    """(TPOT a request sees, Var(D), the cluster gain κ_A): the D-weighted step under the
+def _seen_tpot(t, slopes, D, lam, O, bmax, parts, prefill, lam_sat, ca2, cr2=0.0,
+               router=(1.0, None)):
+    """(TPOT a request sees, Var(D), the cluster gain κ_A, the left-behind law of the TPOT
+    mixture or None): the D-weighted step under the
     fluctuations of D (:func:`kvmodel.instance._openloop.fluctuation`) plus the prefill left
     behind a request's first token (:func:`~kvmodel.instance._openloop.left_behind`), whose
     burst share excludes the requests the KV-slot gate admits one by one. ``slopes``: (T',
     T''); ``parts``: (f, t_busy, t_decode); ``prefill``: (ρ, prefill wait, own service,
-    the seconds a prefix load holds the slot); ``cr2``: the reservations' SCV."""
+    the seconds a prefix load holds the slot); ``cr2``: the reservations' SCV; ``router``:
+    (the share of the left-behind prefill the router leaves in place, :func:`_tl.router_terms`;
+    (λ, c_a²) of its arrivals, :func:`_ol.renewal_share`, or None: a lone instance, Poisson,
+    no left-behind law: the mixture keeps one mean)."""
     (T1, T2), (f, t_p, t_d), (rho, w_pf, S, held) = slopes, parts, prefill
     kA = _ol.cluster_gain(f, t_p, t_d, t)
     _, tpot, var_D = _ol.fluctuation(t, T1, T2, D, lam, O, bmax, kA)
     p_slot = _ol.slot_queue(lam, _slot_hold(w_pf, S, O, tpot, held), t, T1, O, bmax, lam_sat, ca2,
                             kA, cr2)[1]  # the slot gate's share; then the hold with the seen TPOT
-    tpot = tpot + _ol.left_behind(f, t_p, t_d, t, xp.where(rho < 1.0, w_pf, 0.0), S, O,
-                                  p_slot, kA)
-    return tpot, var_D, kA
+    behind, renewal = router
+    w = xp.where(rho < 1.0, w_pf, 0.0)
+    tpot = tpot + behind * _ol.left_behind(f, t_p, t_d, t, w, S, O, p_slot, kA, renewal)
+    if renewal is None:
+        return tpot, var_D, kA, None
+    B, M = _ol.behind_steps(f, t_p, t, w, S, p_slot, kA, renewal)
+    return tpot, var_D, kA, (behind * B, behind * M, t_p - t_d, O)
 
 
 def _slot_hold(w_pf, S, O, tpot, held=0.0):
@@ -888,10 +901,11 @@ _UNSTABLE = ("", "the token-budget prefill server is saturated (prompt tokens ar
 def _percentiles(r: dict, O, law=None) -> dict:
     """p50/p90/p99 of TTFT, TPOT, E2E from a mode's means, wait law and TPOT spread; with an
     output-length ``law`` (open loop) TPOT's are the mixture's over the requests' own output
-    lengths (:mod:`kvmodel.instance._tpot_law`; E2E keeps the mean length's)."""
+    lengths (:mod:`kvmodel.instance._tpot_law`, with the router's prompt pulses; E2E keeps the
+    mean length's)."""
     out = {}
-    step_var, slow_var, m = r.get("tpot_parts", (None,) * 3)
-    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m)
+    step_var, slow_var, m, pulses = r.get("tpot_parts", (None,) * 4)
+    mix_t = (_tl.tpot_quantiles(r["tpot"], step_var, slow_var, law, QUANTILES, m, pulses)
              if law is not None and m is not None else None)
     wait, p_wait, sd = r.get("wait", 0.0), r.get("p_wait", 0.0), r.get("tpot_sd", 0.0)
     path, p_path = r.get("path_wait", 0.0), r.get("path_p", 0.0)
@@ -1533,11 +1547,11 @@ def _solve(s: Setup, mode, N, I, O, queue, pre, cached, plan):
     """(mode result, saturation rate, extra Estimate fields): the mode's queues on the prefix,
     or on the best of the prefix policies under path contention; the wide-EP summary (of the
     step without speculation) and speculation applied at the solved point."""
-    dp, fits, mnt, req_s, ca2, cs2, steer = queue
+    dp, fits, mnt, req_s, ca2, cs2, steer, smooth = queue
     P, tier, pkw = cached
 
     def serve(p):
-        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2, steer)
+        return _serve(s, mode, N, I, O, dp, fits, mnt, req_s, p, ca2, cs2, steer, smooth)
 
     def build(pol, f=1.0):  # uncontended: from the candidates pre's choice already made
         if type(f) is float and f == 1.0 and not isinstance(pre, PrefixMix):
@@ -1574,7 +1588,7 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
              slot_steer: Any = 0.0, hbm_cache_fraction: Any = 0.0,
              kv_save: Any = 1.0, calibration: Mapping[str, float] | None = None,
              prefix_classes: Any = None, attention_dp: Any = False, speculative: Any = None,
-             output_law: Any = None, catalog: Any = None) -> Estimate:
+             output_law: Any = None, catalog: Any = None, work_smoothing: Any = None) -> Estimate:
     """Estimate TTFT, TPOT, E2E and throughput of one serving instance.
 
     ``batch``: a number (static batch) or ``"max"`` (continuous batching at the largest
@@ -1648,6 +1662,14 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     output lengths, e.g. :func:`kvmodel.instance._tpot_law.output_law` of a trace's; the TPOT
     percentiles are then the mixture over them of each length's per-request law (a request's
     TPOT averages its own O − 1 steps), the means and everything else stay ``output_len``'s.
+    ``work_smoothing`` (open loop): None, a lone instance (the law as calibrated); s in [0, 1],
+    behind a router that steers share s of the prompt work by the instances' routed work (0:
+    round robin / random, each instance a random sample of prompts; 1: sglang-like work
+    signals): the unsmoothed share 1 − s lands whole prompts (consecutive chunks) in a
+    request's window, widening the TPOT spread of long requests
+    (:func:`kvmodel.instance._tpot_law.pulse_excess`, with ``output_law``), and the steered
+    share s sends no prompt to an instance busy with a long one, so no prefill is left behind
+    a request's first token (:func:`kvmodel.instance._tpot_law.router_terms`).
 
     ``catalog``: the :class:`kvmodel.Catalog` that names (model, GPU, framework, node) are
     looked up in (default: the active one, :func:`kvmodel.catalog.hardware.use_catalog`);
@@ -1704,7 +1726,10 @@ def estimate(model: str | ModelSpec, gpu: str | GPUSpec, *, tp: Any = 1, pp: Any
     ca2 = (_num("arrival_cv", arrival_cv, integer=False, minimum=0.0) ** 2 if mode == "rate"
            else None)
     steer = _num("slot_steer", slot_steer, integer=False, minimum=0.0, maximum=1.0)
-    res, sat, extra = _solve(s, mode, N, I, O, (dp, fits, mnt, req_s, ca2, cv ** 2, steer), pre,
+    smooth = (None if work_smoothing is None else
+              _num("work_smoothing", work_smoothing, integer=False, minimum=0.0, maximum=1.0))
+    res, sat, extra = _solve(s, mode, N, I, O, (dp, fits, mnt, req_s, ca2, cv ** 2, steer,
+                                                smooth), pre,
                              (cached_prefix_len, cache_tier, pkw), plan)
     inputs = dict(model=m.key, gpu=g.key, tp=tp, pp=pp, ep=ep, num_gpus=ngpu, precision=precision,
                   kv_precision=kv, input_len=I, output_len=O, mode=mode,
@@ -1736,9 +1761,10 @@ def _memo_setup(m, g, fw, tp, pp, ep, precision: str, kv: str, cal) -> Setup:
 
 
 def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2,
-           steer=0.0) -> tuple[dict, dict]:
+           steer=0.0, smooth=None) -> tuple[dict, dict]:
     """(result, throughput-max) of one mode with the prefix ``pre`` (``steer``: the router's
-    share of the KV-slot swings, :func:`_slot_classes`)."""
+    share of the KV-slot swings, :func:`_slot_classes`; ``smooth``: its smoothing of the
+    prompt work, :func:`_tl.router_terms`)."""
     sat = (_throughput_max_mix(s, I, O, dp, fits, mnt, req_s, pre) if isinstance(pre, PrefixMix)
            else _throughput_max(s, I, O, dp, fits, mnt, req_s, pre))
     if mode == "batch":
@@ -1748,7 +1774,7 @@ def _serve(s: Setup, mode, N, I, O, dp, fits, mnt, req_s, pre, ca2, cs2,
     if mode == "concurrency":
         return _closed_loop(s, I, O, N, dp, fits, mnt, req_s, pre), sat
     return _open_loop(s, I, O, N / dp, ca2, dp, fits, mnt, req_s, pre, cs2,
-                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp), steer), sat
+                      sat["tok"] * sat.get("own_share", 1.0) / (O * dp), steer, smooth), sat
 
 
 def _extended(s: Setup, wide, node, spec, make_setup, cal) -> tuple[Setup, Any]:

@@ -35,6 +35,7 @@ from kvmodel.base import xp as xp
 
 BAND_RATIO = 2.0 ** 0.5  # the width of an output-length band (ratio of its edges, in O − 1)
 NEWTON_STEPS = 6  # converged to rounding on the tests' laws (5: 1e-9)
+SHIFTED_STEPS = 5  # nodes with their own means (a router's left-behind prefill): 1e-9
 
 
 def output_law(lengths) -> tuple[np.ndarray, np.ndarray] | None:
@@ -96,10 +97,53 @@ def steps_factor(n, m):
     return out if out.ndim else float(out)
 
 
-def request_var(step_var, slow_var, O, m=0.0):
-    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps."""
+def pulse_excess(n, k):
+    """Excess variance of the prompt work in a window of n steps when each prompt's k chunks
+    come in k consecutive steps (a pulse) rather than as k independent chunks:
+    F(n, k)/(n·k) − 1, F the summed squared overlap of a k-step pulse with the n-step window
+    over its start steps, ``(M − μ + 1)·μ² + (μ − 1)·μ·(2μ − 1)/3`` (μ = min(n, k), M =
+    max(n, k); symmetric in n and k). 0 for one step or one chunk, k − 1 for long windows."""
+    lo = np.minimum(np.asarray(n, float), np.asarray(k, float))
+    hi = np.maximum(np.asarray(n, float), np.asarray(k, float))
+    f = (hi - lo + 1.0) * lo * lo + (lo - 1.0) * lo * (2.0 * lo - 1.0) / 3.0
+    out = np.maximum(f / (lo * hi) - 1.0, 0.0)
+    return out if out.ndim else float(out)
+
+
+def router_terms(smooth) -> tuple:
+    """(burst, behind) of a router that steers share ``smooth`` of the prompt work by the
+    instances' routed work (None: a lone instance, the law as calibrated: (0, 1)).
+
+    - burst = 1 − smooth, the weight of :func:`pulse_excess` in :func:`request_var`: the
+      unsteered prompts reach an instance as a random sample, each landing whole (k chunks in
+      consecutive steps) in the windows of the requests decoding there.
+    - behind = 1 − smooth, the share of the prefill left behind a request's first token
+      (:func:`kvmodel.instance._openloop.left_behind`) that stays: a work-steered prompt
+      goes to an instance with less routed work, not to one busy with a long prompt.
+
+    Against :mod:`kvmodel.sim` (32 x 70B TP8 fp8, Mooncake conversation, full trace): the
+    prompt tokens per second an instance runs during a request's decode window explain
+    70-85 % of the per-request TPOT variance under both routers; over the ~9 s windows of
+    201-800-token requests that rate's variance is 0.64 (round robin, 29.5 req/s) and 0.22
+    (sglang, 45.3 req/s) of a compound-renewal sample of the instance's prompts (0.68 / 0.30
+    on 8 instances at 7.3 req/s); sglang's mean TPOT is its mean step (32.1 vs 33.2 ms at
+    64.7 req/s: nothing left behind), round robin's is 1.5x its mean step (114 vs 65 ms).
+    """
+    if smooth is None:
+        return 0.0, 1.0
+    return 1.0 - smooth, 1.0 - smooth
+
+
+def request_var(step_var, slow_var, O, m=0.0, burst=0.0, chunks=1.0):
+    """Variance of one request's TPOT, the mean of its O − 1 (at least 1) steps; with
+    ``burst`` > 0 (the router's share of unsmoothed prompt work, :func:`router_terms`) the
+    steps' part grows by ``burst·pulse_excess(O − 1, chunks)`` (a prompt's ``chunks`` chunks
+    land in consecutive steps of one instance, so a window of many steps sees whole prompts)."""
     n = xp.maximum(O - 1.0, 1.0)
-    return step_var * steps_factor(n, m) / n + slow_var
+    steps = step_var * steps_factor(n, m) / n
+    if not xp.is_array(burst, chunks) and (burst <= 0.0 or chunks <= 1.0):
+        return steps + slow_var
+    return steps * (1.0 + burst * pulse_excess(n, chunks)) + slow_var
 
 
 def node_sd(step_var, slow_var, law, m=0.0):
@@ -108,15 +152,21 @@ def node_sd(step_var, slow_var, law, m=0.0):
     return np.sqrt(np.maximum(request_var(ex(step_var), ex(slow_var), law[1], ex(m)), 0.0))
 
 
-def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
+def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0, pulses=None) -> list:
     """The ``qs``-quantiles (each >= 0.5) of the mixture over ``law`` of normals with the
     common ``mean`` and the nodes' std. devs (:func:`node_sd`; ``m``: the steps' lag-one
-    correlation); scalars stay Python floats.
+    correlation); scalars stay Python floats. ``pulses``: (burst, chunks) of
+    :func:`request_var` (None, or a burst of 0: the tabulated law below; else
+    :func:`_pulsed_quantiles`).
 
     With a = step_var·κ (κ = (1 + m)/(1 − m), the long window's factor), h = steps_factor /
     (κ·(O − 1)) and u = slow_var / (a + slow_var), a node's variance is (a + slow_var)·((1 −
     u)·h + u), so the quantile is mean + √(a + slow_var)·Y_q(u, m): Y_q is solved once per
     law on a grid of (log u, log(1 − m)) (:func:`_table`) and interpolated bilinearly."""
+    if pulses is not None and pulses[1] is not None and (
+            xp.is_array(pulses[0]) or pulses[0] > 0.0) and (
+            xp.is_array(pulses[1]) or pulses[1] > 1.0):
+        return _pulsed_quantiles(mean, step_var, slow_var, law, qs, m, pulses)
     if len(law[0]) == 1:  # one length: the plain normal
         sd = node_sd(step_var, slow_var, law, m)[..., 0]
         return [_float(mean + _z(q) * sd) for q in qs]
@@ -129,6 +179,56 @@ def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0) -> list:
         x = np.log(np.maximum(slow_var / np.maximum(tot, 1e-300), U_MIN))
         w = np.log(1.0 - m)
         return [_float(mean + np.sqrt(tot) * _bilinear(x, w, grids, y)) for y in table[0]]
+
+
+def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> list:
+    """:func:`tpot_quantiles` behind a router (``pulses`` = (burst, chunks, left-behind law or
+    None), :func:`request_var` and :func:`behind_nodes`): the nodes' std. devs no longer scale
+    as one family and their means move, so the mixture's tail is solved directly
+    (:func:`_root`, bracketed by each node alone and by the widest)."""
+    from scipy import special
+    def ex(v):  # numbers stay numbers (a cluster's scalar call: fewer array round trips)
+        return float(v) if isinstance(v, (float, int)) else np.asarray(v, float)[..., None]
+    m = min(max(float(m), 0.0), M_MAX) if isinstance(m, (float, int)) else np.clip(
+        np.asarray(m, float), 0.0, M_MAX)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # unstable: masked
+        var = request_var(ex(step_var), ex(slow_var), law[1], ex(m), ex(pulses[0]),
+                          ex(pulses[1]))
+        shift, extra = (0.0, 0.0) if len(pulses) < 3 or pulses[2] is None else behind_nodes(
+            tuple(ex(v) for v in pulses[2]), law[1])
+        var = np.where(np.isfinite(var + extra), var + extra, 0.0)
+        sd = np.sqrt(np.maximum(var, 1e-300))
+        mu = np.where(np.isfinite(shift), shift, 0.0) * np.ones_like(sd)
+        bad = ~np.isfinite(np.asarray(mean + step_var + slow_var, float))
+        z = np.asarray([_z(q) for q in qs]).reshape((-1,) + (1,) * np.ndim(sd))
+        tail = np.asarray([1.0 - q for q in qs]).reshape(z.shape)
+        # each node alone puts a lower bound on the tail: p·Φc((y − μ)/sd) <= 1 − q
+        alone = special.ndtri(1.0 - np.minimum(tail / np.maximum(law[0], 1e-300), 1.0))
+        lo = np.maximum(np.max(mu + sd * alone, axis=-1), np.min(mu + z * sd, axis=-1))
+        y = _root(law[0], sd, lo, np.max(mu + z * sd, axis=-1), z[..., 0], special, mu)
+        return [_float(np.where(bad, np.inf, mean + yq)) for yq in y]
+
+
+def behind_nodes(lb, O):
+    """(mean shift, extra variance) of each output length's TPOT from the prefill left behind
+    its first token, ``lb`` = (B̄ busy steps on average, M prompts behind on average, a busy
+    step's extra seconds h, the reference output length whose shift the mean already holds):
+    B busy steps are 0 w.p. e^(−M), else exponential with mean μ = B̄/(1 − e^(−M)); a
+    request of n = O − 1 steps turns min(B, n) of them busy: shift h·E[min(B, n)]/n, less the
+    reference's, variance h²·Var(min(B, n))/n² (short requests land in the backlog; long ones
+    average it away)."""
+    B, M, h, O_ref = lb
+    p = 1.0 - np.exp(-np.maximum(M, 0.0))
+    mu = np.maximum(B / np.maximum(p, 1e-300), 1e-300)
+
+    def moments(n):
+        e = np.exp(-n / mu)
+        e1 = p * mu * (1.0 - e)
+        return e1, p * (2.0 * mu * mu * (1.0 - e) - 2.0 * mu * n * e)
+    n, n_ref = np.maximum(np.asarray(O, float) - 1.0, 1.0), np.maximum(O_ref - 1.0, 1.0)
+    e1, e2 = moments(n)
+    shift = h * (e1 / n - moments(n_ref)[0] / n_ref)
+    return shift, h * h * np.maximum(e2 - e1 * e1, 0.0) / (n * n)
 
 
 def _scalar_quantiles(mean, step_var, slow_var, m, grids, table) -> list:
@@ -207,13 +307,15 @@ def _table(law, qs: tuple) -> tuple:
     return _TABLES[key][1]
 
 
-def _root(p, sd, lo, hi, q, special):
-    """y with Σ p·Φc(y/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q, at hi
-    at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear for one
-    node, nearly so for a mixture), kept inside the shrinking bracket."""
-    z, y = float(special.ndtri(q)), lo
-    for _ in range(NEWTON_STEPS):
-        x = np.asarray(y)[..., None] / sd
+def _root(p, sd, lo, hi, q, special, mu=0.0):
+    """y with Σ p·Φc((y − mu)/sd) = 1 − q, inside [lo, hi] (the tail at lo is at least 1 − q,
+    at hi at most): Newton steps on the tail's normal score G(y) = Φ⁻¹(1 − tail(y)) (linear
+    for one node, nearly so for a mixture), kept inside the shrinking bracket. ``q`` a
+    quantile, or (shifted nodes ``mu``) the normal scores z of several, stacked in front."""
+    z = float(special.ndtri(q)) if np.ndim(mu) == 0 else q
+    y = lo
+    for _ in range(NEWTON_STEPS if np.ndim(mu) == 0 else SHIFTED_STEPS):
+        x = (np.asarray(y)[..., None] - mu) / sd
         tail = np.sum(p * special.ndtr(-x), axis=-1)
         dens = np.sum(p * np.exp(-0.5 * x * x) / sd, axis=-1)
         G = -special.ndtri(np.clip(tail, 1e-300, 1.0))

@@ -117,8 +117,11 @@ def test_a_vectorised_grid_keeps_the_stability_of_each_point():
     # simulator's admission wait), so 73 points near their pools' edge miss the TTFT SLO;
     # 793 -> 871 with the admission law of the free demand above the head's room and a full
     # pool's drain (_slot_head, _full_drain: the wait of a waiting request 1.5-3x shorter
-    # below 0.85 of saturation, as the simulator's), so 78 of those meet it again
-    assert int(np.sum(g.feasible)) == 871
+    # below 0.85 of saturation, as the simulator's), so 78 of those meet it again;
+    # 871 -> 869 with the router-dependent TPOT law (kvmodel.instance._tpot_law.router_terms):
+    # points 240 and 243 (2 instances, bounded affinity, HBM 0.1) have p99 TPOT 33 -> 64 ms,
+    # over the 50 ms SLO (the simulator gives 78 ms for that setup)
+    assert int(np.sum(g.feasible)) == 869
     for i in (1, 4):
         assert g.outcome(i).metrics["stable"] and g.constraints[i][1] <= 0
     for i in (2, 5):

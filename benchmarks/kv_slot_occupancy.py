@@ -166,6 +166,25 @@ above the cap is too heavy where its density at the cap is too light, so it was 
 Four instances round robin (3 x 16,000): no room at arrival 0.003/0.065/0.32/0.75, the
 step-only wait 42/60/71/73 ms (the closed form's running step 43/58/68/76 with whole steps
 counted ceil(n/b) − 1, a ms or two less with (n/b − 1)⁺; one instance 41/54/65/73).
+
+The edge (stop 25). From a backlog (``--sat-n 6000``, one instance) the simulator serves
+1.461 req/s and its pool holds 36.65 of its 37.57 mean reservations (the gap 0.92 r̄), w1
+1.08, hold 23.0 s; while a request waits for room (``blocked pool`` line,
+:func:`blocked_release`) the pool releases 1.44-1.47 / 1.22-1.47 / 1.37-1.41 / 1.42-1.46
+r̄/s at 0.5 / 0.7 / 0.85 / 0.95 of 1.420 req/s (seeds 0-1): about the backlogged rate at
+every load, where the slot law's drain, extrapolated from the mean holds (λ·w1·h_c = X̄ +
+κ(c' − X̄), :func:`kvmodel.instance._openloop._full_drain`), gives 2.4 / 2.0 / 1.7 / 1.5 and
+puts the edge at X̄ = c', 1.382 req/s (0.946 of the simulator's). A trial law (stop 25,
+not adopted) drained a full pool at min(λ_sat, λ·c/X̄) − λ with the classes' pool unfloored
+(36.94 r̄, not 36) and the class holds' prefill amplification gated by P(wait): its edge
+1.444 req/s (the simulator's 1.011 of it), but near the edge P and the wait of a waiting
+request stayed ~25 % short at 0.85 and half at 0.95 (mean TTFT −1/+4/−19/−56 % at
+0.5/0.7/0.85/0.95 of 1.444), and the 85 % router cells, now nearer the simulator's own
+edge, fell to sglang −0.31 and round robin −0.21 (mean TTFT). The simulator near its edge is
+seed-bound (0.95 of 1.420: mean TTFT 12.7 / 20.3 / 31.8 s over seeds 0-2, episodes of
+1,300-13,700 s of waiting; the draws' mean reservation 12,331 / 12,126 / 12,579 tokens moves
+the pool ±2 %). The blocked pool releases 4-6 % less than from a backlog at 0.85 (the pools
+that fill are those of slow compositions), which a drain conditioned on blocking would add.
 """
 
 from __future__ import annotations
@@ -388,7 +407,36 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
                    f"{np.quantile(ttft, 0.99):.3f} s ({x.ttft_p99_s / np.quantile(ttft, 0.99) - 1:+.0%})")
         out.append(_split_line(x, mom, np.concatenate([r.queue_s[k:] for r in runs]), ttft))
         out.append(_why_line([wait_split(r, k, cap) for r in runs]))
+        rel = np.array([blocked_release(r, k) for r in runs])
+        out.append(f"    blocked pool (waits over 1 s): releases {rel[:, 0].mean():.3f} r̄/s, "
+                   f"arrivals then {rel[:, 1].mean():.3f} r̄/s (λ {u * sat / instances:.3f}), "
+                   f"time share {rel[:, 2].mean():.3f}")
     return out
+
+
+def blocked_release(s, skip: int, block_s: float = 1.0) -> tuple:
+    """(r̄ per second a pool releases while some request waits over ``block_s`` for room,
+    r̄ per second arriving then, the share of time so blocked), instances pooled, from the
+    ``skip``-th request on: the measured drain of a full pool, beside the slot law's
+    (:func:`kvmodel.instance._openloop._full_drain`)."""
+    rel = arr_r = T = span = 0.0
+    for i in range(int(s.instance.max()) + 1):
+        sel = np.flatnonzero(s.instance == i)
+        sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
+        arr, q = s.arrival_s[sel], s.queue_s[sel]
+        adm, done = arr + q, arr + s.e2e_s[sel]
+        r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+        r = r / r.mean()
+        blk = (q > block_s) & (np.arange(len(sel)) >= skip / (int(s.instance.max()) + 1))
+        span += arr[-1] - arr[min(skip // (int(s.instance.max()) + 1), len(arr) - 1)]
+        iv = _episodes(arr, adm, blk)
+        if not len(iv):
+            continue
+        a, b = iv[:, :1], iv[:, 1:]
+        T += float((b - a).sum())
+        rel += float((((done > a) & (done <= b)) * r).sum())
+        arr_r += float((((arr > a) & (arr <= b)) * r).sum())
+    return (rel / T, arr_r / T, T / span) if T > 0 else (float("nan"),) * 2 + (0.0,)
 
 
 def wait_split(s, skip: int, cap: float, thr: float = 0.1):

@@ -406,7 +406,11 @@ def _count_bound(shifts: Any, W: Any, W2: Any, p: Any, queued: Any = 0.0) -> lis
     law), whose tail the router cuts with its mean, the routed law's whole quantile shift.
     ``queued`` 0 is the bound alone (to stop 24; module docstring, *Near saturation*)."""
     cut = (W2 - W) / _clipped(p)  # where no request waits there is nothing to cut
-    return [(1.0 - queued) * xp.maximum(s, cut) + queued * s for s in shifts]
+    out = []
+    for s in shifts:  # b + q·(s − b): where the bound does not bind, s exactly
+        b = xp.maximum(s, cut)
+        out.append(b + queued * (s - b))
+    return out
 
 
 def _floats(vals: list) -> bool:

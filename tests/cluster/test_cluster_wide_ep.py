@@ -29,6 +29,8 @@ def _direct(c, w, **kw):
     trace's output-length law for the TPOT percentiles)."""
     I, O = round(w.input_len), round(w.output_len)
     kw.setdefault("arrival_cv", (1.0 / c.instances) ** 0.5)
+    # round robin is length-blind: it steers no prompt work (the router-dependent TPOT law)
+    kw.setdefault("work_smoothing", 0.0 if c.instances > 1 else None)
     bands = trace_bands(w.trace.input_len, output_len=w.trace.output_len)  # each band's output
     classes = with_lengths([(1.0, 0, "hbm")], bands, w.input_len, O=O)
     return estimate(c.model, c.gpu, tp=c.tp, precision=c.precision, input_len=I, output_len=O,

@@ -154,7 +154,9 @@ sent, which the choice law above counts. The tree-decided share ``τ`` (the repl
 share) takes the blend :func:`tree_factor`, ``(1 − τρ²)·fw + τρ²·spread``, ρ² as in
 :func:`_count_bound`; the prefix-matched share goes where its prefix is (its d). The 85 %
 referee over 8 seeds: sglang mean / p99 -0.23 / -0.37 -> -0.15 / -0.34; at 50 % (one
-seed) +0.11 / -0.00 -> +0.12 / +0.01; the other routers do not move.
+seed) +0.11 / -0.00 -> +0.12 / +0.01; the other routers do not move. The router study's
+cell (tests/cluster/test_router_edge_cells.py, sglang on 4 x 70B fp8 TP8 at 95 %, 4 seeds):
+-0.29 / +0.18 -> -0.07 / +0.27.
 
 **Bounded prefix affinity.** ``prefix_affinity_bounded`` sends a request to the instance with
 the longest cached prefix among those whose routed count stays within ``ceil((1 +

@@ -136,6 +136,28 @@ inter-arrival SCV ``ca2`` its replay measures
 :func:`kvmodel.cluster._routing_load.routed_arrival_scv`), and the factors above apply to
 that law.
 
+**Work sent.** sglang's smallest tree counts the prompt blocks routed so far, so it evens
+out the work *sent* (a work round robin), not the work *left*: it never sees that an instance
+is slow to clear its queue. In the simulator (4 x 8B, Mooncake, the 85 % referee, seed 0;
+no request took the imbalanced branch at 50 or 85 %) the instances' cumulative routed
+uncached work stays within 4-12 mean prompts of each other (dynamo's, a least-work-left
+rule: 41-89), while an instance's queued-work excess over the others' mean, seen at each
+decision, correlates 0.94 / 0.70 / 0.53 / 0.01 with itself 1 / 10 / 100 / 1000 decisions
+later (dynamo: 0.86 / 0.26 / 0.03 / 0.01); the tree's pick is the instance with the least
+queued work for 79 % of the requests it decides (a random pick: 50 %), 91 % at 50 % (70 %).
+Each instance is then a work queue of its own whose arrivals are smoothed, not a share of a
+central queue: near saturation its mean wait is its work arrivals' index of dispersion
+over twice the spare capacity (Kingman), the random split's times the replay's dispersion
+ratio (:func:`kvmodel.cluster._routing_load.routed_work_spread`, 0.63 of the instance law
+on the referee), while at light load the tree still steers away from the long prompt just
+sent, which the choice law above counts. The tree-decided share ``τ`` (the replay's d = N
+share) takes the blend :func:`tree_factor`, ``(1 − τρ²)·fw + τρ²·spread``, ρ² as in
+:func:`_count_bound`; the prefix-matched share goes where its prefix is (its d). The 85 %
+referee over 8 seeds: sglang mean / p99 -0.23 / -0.37 -> -0.15 / -0.34; at 50 % (one
+seed) +0.11 / -0.00 -> +0.12 / +0.01; the other routers do not move. The router study's
+cell (tests/cluster/test_router_edge_cells.py, sglang on 4 x 70B fp8 TP8 at 95 %, 4 seeds):
+-0.29 / +0.18 -> -0.07 / +0.27.
+
 **Bounded prefix affinity.** ``prefix_affinity_bounded`` sends a request to the instance with
 the longest cached prefix among those whose routed count stays within ``ceil((1 +
 epsilon)(k + 1)/N)``, ties to the fewest active requests
@@ -207,8 +229,8 @@ from kvmodel.instance._mixture import (
 from kvmodel.instance._queueing import erlang_c, sum_wait_law
 from kvmodel.workload._reuse_analytic import assignment, fewest_routed, narrowed, prefix_chains
 
-__all__ = ["wait_factors", "routed_law", "utilisation", "routed_percentiles", "bounded_choice_mix",
-           "bounded_affinity_waits"]
+__all__ = ["wait_factors", "tree_factor", "routed_law", "utilisation", "routed_percentiles",
+           "bounded_choice_mix", "bounded_affinity_waits"]
 
 _RHO = np.concatenate([np.linspace(0.0, 0.9, 181)[:-1], 1.0 - np.geomspace(0.1, 1e-4, 160)])
 _TOP = float(_RHO[-1])
@@ -284,8 +306,24 @@ def _count_table(mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(fw, 1.0), np.ones_like(rho)
 
 
+def tree_factor(fw: Any, rho: Any, tree: float, spread: Any) -> Any:
+    """Wait factor (routed / instance mean wait) of a rule that balances the work it has sent
+    (sglang's smallest tree) for the share ``tree`` of requests it decides
+    (module docstring, *Work sent*): ``(1 − tree·ρ²)·fw + tree·ρ²·spread``, ``fw`` the
+    choice law's factor (:func:`wait_factors`, what the rule's choice cuts at light load),
+    ``spread`` the heavy-traffic factor of its smoothed work arrivals
+    (:func:`kvmodel.cluster._routing_load.routed_work_spread`), ρ² M/M/1's probability that
+    an arrival finds work queued behind the one in service. ``tree`` 0 is the choice law."""
+    for name, v in (("tree", tree), ("spread", spread)):
+        a = np.asarray(v)
+        if a.dtype.kind not in "iuf" or not np.all((a >= 0.0) & (a <= 1.0)):
+            raise ValueError(f"{name}={v!r}: must be numbers in [0, 1]")
+    q = tree * xp.minimum(xp.maximum(rho, 0.0), 1.0) ** 2
+    return (1.0 - q) * fw + q * spread
+
+
 def routed_law(mix: Any, wait: Any, p_wait: Any, residual: float | None = None,
-               rho: Any = None, parts: Any = None) -> tuple:
+               rho: Any = None, parts: Any = None, tree: tuple | None = None) -> tuple:
     """The instance's wait law (mean ``wait``, probability ``p_wait``) behind the router:
     ``(W', p')`` (module docstring; ``residual`` as :func:`wait_factors`'), the factors read
     at the instance's utilisation ``rho`` (None: at ``p_wait``, which is ρ for the M/G/1
@@ -293,15 +331,19 @@ def routed_law(mix: Any, wait: Any, p_wait: Any, residual: float | None = None,
     ``parts`` (the open loop's ``(w_pf, p_pf, rho_pf, p_slot)``, the instance figures'
     ``parts``): the prefill carry wait read at its token server's utilisation ``rho_pf``,
     the KV-slot wait (the rest of ``wait``) at ``rho``, the two routed laws summed as the
-    instance sums them (:func:`kvmodel.instance._queueing.sum_wait_law`)."""
+    instance sums them (:func:`kvmodel.instance._queueing.sum_wait_law`). ``tree``
+    (``(share, spread)``, a rule that balances the work sent): the mean wait's factor is
+    :func:`tree_factor`'s."""
     if parts is not None:
         w_pf, p_pf, rho_pf, p_slot = parts
-        w1, p1 = routed_law(mix, w_pf, p_pf, residual, rho_pf)
-        w2, p2 = routed_law(mix, xp.maximum(wait - w_pf, 0.0), p_slot, residual, rho)
+        w1, p1 = routed_law(mix, w_pf, p_pf, residual, rho_pf, tree=tree)
+        w2, p2 = routed_law(mix, xp.maximum(wait - w_pf, 0.0), p_slot, residual, rho, tree=tree)
         return sum_wait_law(w1, p1, w2, p2)
     p = xp.minimum(xp.maximum(p_wait, 0.0), 1.0)
     r = p if rho is None else xp.minimum(xp.maximum(rho, 0.0), 1.0)
     fw, fp = wait_factors(mix, r, residual)
+    if tree is not None:
+        fw = tree_factor(fw, r, *tree)
     return wait * fw, xp.minimum(p * fp, 1.0)
 
 

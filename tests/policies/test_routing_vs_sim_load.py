@@ -97,7 +97,11 @@ the referee's rate did. Round robin's closed-form saturation rose 0.7 % with the
 (less prefill left behind a first token under evenly spaced arrivals), so the cells run at
 4.812/s, not 4.777/s, and the simulator's sglang mean there is 0.994 s (about 0.95 s at
 4.777/s): sglang's cell sits near its simulated edge, where the closed form's routed wait
-(the work-signal router taken as a near-perfect shortest-work choice) is too short."""
+(the work-signal router taken as a near-perfect shortest-work choice) is too short. Read
+sglang's smallest tree as balancing the work sent, not the work left (its tree-decided
+share's wait blends the choice law with the heavy-traffic factor of its smoothed work
+arrivals, kvmodel.cluster._routing_queue, *Work sent*): sglang -0.15 / -0.34 over 8 seeds,
+inside again; no other router moves."""
 
 import pytest
 
@@ -127,7 +131,7 @@ _SEEDS = {"prefix_affinity": 1, "round_robin": 6,  # round robin's mean spreads 
 _MEASURED = {"round_robin": (None, None), "random": (None, None),
              "least_loaded": (None, None), "prefix_affinity": (float("inf"), float("inf")),
              "prefix_affinity_bounded": (None, None), "dynamo": (None, None),
-             "llmd": (None, None), "sglang": (-0.23, -0.37), "mooncake": (None, None)}
+             "llmd": (None, None), "sglang": (None, None), "mooncake": (None, None)}
 MISSES = {(r, m): v[i] for r, v in _MEASURED.items() for i, m in enumerate(("mean", "p99"))
           if v[i] is not None}
 

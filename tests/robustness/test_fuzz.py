@@ -149,14 +149,16 @@ def _check_estimate(e, mode) -> None:
 
 
 def _element(e, i):
-    """Element ``i`` of an array Estimate, with scalar fields."""
+    """Element ``i`` of an array Estimate, with scalar fields (the routed law's aids,
+    ``ttft_mixture`` and ``wait_parts``, dropped: they are not results)."""
     pick = {f.name: np.ravel(getattr(e, f.name))[i] if np.ndim(getattr(e, f.name)) else
             getattr(e, f.name) for f in dataclasses.fields(e)
-            if f.name not in ("breakdown", "interval", "inputs")}
+            if f.name not in ("breakdown", "interval", "inputs", "ttft_mixture", "wait_parts")}
     bd = {ph: {op: {k: np.ravel(v)[i] if np.ndim(v) else v for k, v in d.items()}
                for op, d in ops.items()} for ph, ops in e.breakdown.items()}
     inputs = {k: np.ravel(v)[i] if np.ndim(v) else v for k, v in e.inputs.items()}
-    return dataclasses.replace(e, **pick, breakdown=bd, inputs=inputs, interval={})
+    return dataclasses.replace(e, **pick, breakdown=bd, inputs=inputs, interval={},
+                               ttft_mixture=None, wait_parts=None)
 
 
 # ---- evaluate(Cluster, Workload) ----------------------------------------------------------------

@@ -414,6 +414,16 @@ def stationary(routing: str, instances: int, loads, n: int, seeds, skip: float,
     return out
 
 
+def _arrivals(s, i: int) -> tuple:
+    """Instance ``i``'s requests in arrival order: (indices, arrival, queue wait, admission,
+    finish, reserved tokens I + O)."""
+    sel = np.flatnonzero(s.instance == i)
+    sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
+    arr, q = s.arrival_s[sel], s.queue_s[sel]
+    r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+    return sel, arr, q, arr + q, arr + s.e2e_s[sel], r
+
+
 def blocked_release(s, skip: int, block_s: float = 1.0) -> tuple:
     """(r̄ per second a pool releases while some request waits over ``block_s`` for room,
     r̄ per second arriving then, the share of time so blocked), instances pooled, from the
@@ -421,11 +431,7 @@ def blocked_release(s, skip: int, block_s: float = 1.0) -> tuple:
     (:func:`kvmodel.instance._openloop._full_drain`)."""
     rel = arr_r = T = span = 0.0
     for i in range(int(s.instance.max()) + 1):
-        sel = np.flatnonzero(s.instance == i)
-        sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
-        arr, q = s.arrival_s[sel], s.queue_s[sel]
-        adm, done = arr + q, arr + s.e2e_s[sel]
-        r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+        sel, arr, q, adm, done, r = _arrivals(s, i)
         r = r / r.mean()
         blk = (q > block_s) & (np.arange(len(sel)) >= skip / (int(s.instance.max()) + 1))
         span += arr[-1] - arr[min(skip // (int(s.instance.max()) + 1), len(arr) - 1)]
@@ -449,11 +455,7 @@ def wait_split(s, skip: int, cap: float, thr: float = 0.1):
     for it and those ahead: the KV part; the rest of its wait, to admission, the step part)."""
     out = {k: [] for k in ("q", "kv", "head", "t_kv", "r")}
     for i in range(int(s.instance.max()) + 1):
-        sel = np.flatnonzero(s.instance == i)
-        sel = sel[np.argsort(s.arrival_s[sel], kind="stable")]
-        arr, q = s.arrival_s[sel], s.queue_s[sel]
-        adm, done = arr + q, arr + s.e2e_s[sel]
-        r = (s.input_len[sel] + s.output_len[sel]).astype(float)
+        sel, arr, q, adm, done, r = _arrivals(s, i)
         t, level = occupancy(adm, done, r)
         cum = np.concatenate([[0.0], np.cumsum(r)])
         j = np.arange(len(arr))

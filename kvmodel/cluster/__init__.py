@@ -97,6 +97,7 @@ from kvmodel.cluster._routing_load import (
     loaded_imbalance,
     params_text,
     row_hits,
+    work_signal,
 )
 from kvmodel.instance._estimate import Estimate, estimate
 from kvmodel.instance._queueing import normal_quantile
@@ -1257,9 +1258,7 @@ def _work_smoothing(c: Cluster, n: int) -> float | None:
     prompts: 0. One instance: None (no router; the instance law as calibrated)."""
     if n == 1:
         return None
-    loaded = is_loaded(c.routing) and getattr(ROUTING[c.routing].sim, "load_signal",
-                                              "count") == "work"
-    return 1.0 if loaded else 0.0
+    return 1.0 if is_loaded(c.routing) and work_signal(c.routing) else 0.0
 
 
 def _arrival_cv(c: Cluster, w: Workload, n: int) -> Any:

@@ -216,7 +216,7 @@ class _Levels:
 
     def __init__(self, c: Any, w: Any, n: int, key: tuple, par: dict):
         self.prof, self.n, self.routing = w.profile, n, c.routing
-        self.params, self.work = routing_params(c), _work_signal(c.routing)
+        self.params, self.work = routing_params(c), work_signal(c.routing)
         self.rates, self.loads = _aware(c, w, n, key, par)
         self._pos: dict = {}
         self._imb: dict = {}
@@ -432,7 +432,9 @@ def loaded_curve(c: Any, w: Any, cap: np.ndarray, n: int) -> np.ndarray:
                   lambda k, m: tab.hits(k, capb[m]))
 
 
-def _work_signal(routing: str) -> bool:
+def work_signal(routing: str) -> bool:
+    """Whether ``routing``'s rule steers by the instances' routed work (``load_signal``
+    "work": dynamo, llm-d, sglang, mooncake), not by request counts."""
     return getattr(ROUTING[routing].sim, "load_signal", "count") == "work"
 
 

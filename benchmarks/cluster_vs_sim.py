@@ -7,6 +7,7 @@ for KV sharing none / central_pool / p2p on a 25 GbE-class network and on Infini
         [--routing round_robin] [--lookup-s 0] [--local-dram-GB 0] [--json FILE]
         [--tp 1] [--precision bf16] [--pool-nics 1] [--rate R] [--start 0] [--requests N]
         [--seed 0] [--at-max-rate F] [--sim-max-rate] [--slo-ttft 6] [--slo-tpot 0.05]
+        [--arrivals trace|spread|poisson]
 
 Same configuration on both sides. Mapping assumptions:
 - TP ``--tp`` instances of ``--model`` at ``--precision`` on ``--gpu``'s default node
@@ -31,6 +32,11 @@ Same configuration on both sides. Mapping assumptions:
   and the pool; P2P is left out (its DRAM is the peers' partition on both sides).
 - Routing ``--routing`` on both sides; arrivals of the trace compressed ``--speedup`` times
   (``Workload.request_rate`` = the compressed trace's rate).
+- ``--arrivals``: ``trace`` (default) replays the timestamps as published (the Mooncake
+  conversation trace's 3 s ticks run as ~10 simultaneous requests); ``spread`` spreads each
+  tick's requests over the tick (:meth:`Trace.spread_ticks`); ``poisson`` draws seeded
+  exponential gaps at the trace's mean rate (``--seed``), request order kept. The closed form
+  reads the same trace (its figures barely move: it models Poisson-like arrivals either way).
 - ``--start`` / ``--requests``: a window of the trace (another sample, or a shorter run);
   ``--rate``: its arrivals scaled to that mean rate; ``--at-max-rate F``: each configuration
   at F x its own closed-form max rate at p99 TTFT <= ``--slo-ttft`` and p99 TPOT <=
@@ -75,6 +81,22 @@ BARS = dict(ttft=0.20, p99=0.35, hit=0.02)
 
 def _compressed(trace: kvmodel.Trace, speedup: float) -> kvmodel.Trace:
     return dataclasses.replace(trace, arrival_s=trace.arrival_s / speedup)
+
+
+def with_arrivals(trace: kvmodel.Trace, kind: str, seed: int = 0) -> kvmodel.Trace:
+    """``trace`` with its arrivals as published ("trace"), spread over their timestamp ticks
+    ("spread"), or redrawn as a seeded Poisson stream at the same mean rate ("poisson")."""
+    if kind == "trace":
+        return trace
+    if kind == "spread":
+        return trace.spread_ticks()
+    if kind == "poisson":
+        n = len(trace)
+        mean_gap = float(trace.arrival_s[-1] - trace.arrival_s[0]) / max(n - 1, 1)
+        gaps = np.random.default_rng(seed).exponential(mean_gap, n)
+        gaps[0] = 0.0
+        return dataclasses.replace(trace, arrival_s=np.cumsum(gaps), name=f"{trace.name}~poisson")
+    raise ValueError(f"arrivals={kind!r}; allowed: trace, spread, poisson")
 
 
 def at_rate(trace: kvmodel.Trace, rate: float) -> kvmodel.Trace:
@@ -286,8 +308,11 @@ def main() -> None:
     ap.add_argument("--slo-ttft", type=float, default=6.0, help="p99 TTFT SLO, s (kv-sharing's)")
     ap.add_argument("--slo-tpot", type=float, default=0.05, help="p99 TPOT SLO, s (kv-sharing's)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--arrivals", choices=("trace", "spread", "poisson"), default="trace",
+                    help="timestamps as published, spread over their ticks, or seeded Poisson")
     a = ap.parse_args()
-    trace = kvmodel.load_trace(a.trace).window(a.start, a.requests)
+    trace = with_arrivals(kvmodel.load_trace(a.trace).window(a.start, a.requests), a.arrivals,
+                          a.seed)
     trace = at_rate(trace, a.rate) if a.rate else _compressed(trace, a.speedup)
     print(f"{trace.name} x{a.speedup:g}: {len(trace):,d} requests at "
           f"{len(trace) / trace.arrival_s[-1]:.2f}/s on {a.instances} x {a.model} TP{a.tp} "

@@ -76,8 +76,8 @@ def grid(w: kvmodel.Workload, routers=ROUTERS, rates=RATES) -> list[dict]:
     return rows
 
 
-def _ok(r: dict, slo: float) -> bool:
-    return r["stable"] and r["ttft_p99_s"] <= slo and r["tpot_p99_s"] <= TPOT_SLO
+def _ok(r: dict, slo: float, tpot_slo: float = TPOT_SLO) -> bool:
+    return r["stable"] and r["ttft_p99_s"] <= slo and r["tpot_p99_s"] <= tpot_slo
 
 
 def floor_p99(w: kvmodel.Workload, routers=ROUTERS) -> float:
@@ -121,8 +121,10 @@ def workload() -> kvmodel.Workload:
 
 
 def need(rows: list[dict], slos: tuple[float, ...] | None = None) -> list[dict]:
-    """Per (router, rate, SLO): the smallest DRAM (no SSD) and the smallest SSD (no DRAM);
-    ``slos`` None: :func:`default_slos` of the study's workload."""
+    """Per (router, rate, SLO): the smallest DRAM (no SSD) and the smallest SSD (no DRAM) that
+    meet p99 TTFT <= SLO with p99 TPOT <= ``TPOT_SLO``, and (``*_ttft_only``) the TTFT SLO alone:
+    where p99 TPOT binds, no DRAM size meets both, and the TTFT-only column still says what the
+    DRAM buys for TTFT. ``slos`` None: :func:`default_slos` of the study's workload."""
     slos = default_slos(workload()) if slos is None else slos
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -134,27 +136,39 @@ def need(rows: list[dict], slos: tuple[float, ...] | None = None) -> list[dict]:
         for slo in slos:
             d = next((r for r in dram if _ok(r, slo)), None)
             s = next((r for r in ssd if _ok(r, slo)), None)
+            dt = next((r for r in dram if _ok(r, slo, np.inf)), None)
+            st = next((r for r in ssd if _ok(r, slo, np.inf)), None)
             out.append(dict(routing=routing, rate_per_instance=per, ttft_p99_slo_s=slo,
                             min_dram_GB=d["dram_GB"] if d else np.inf,
                             hit_at_min_dram=d["hit"] if d else np.nan,
                             min_ssd_TB=s["ssd_TB"] if s else np.inf,
+                            min_dram_GB_ttft_only=dt["dram_GB"] if dt else np.inf,
+                            hit_at_min_dram_ttft_only=dt["hit"] if dt else np.nan,
+                            min_ssd_TB_ttft_only=st["ssd_TB"] if st else np.inf,
                             ttft_p99_no_dram_s=dram[0]["ttft_p99_s"],
                             ttft_p99_max_dram_s=dram[-1]["ttft_p99_s"],
+                            tpot_p99_no_dram_s=dram[0]["tpot_p99_s"],
+                            tpot_p99_max_dram_s=dram[-1]["tpot_p99_s"],
                             hit_no_dram=dram[0]["hit"], hit_max_dram=dram[-1]["hit"]))
     return out
 
 
 def rate_range(w: kvmodel.Workload, routers, slos: tuple[float, ...]) -> list[dict]:
-    """Per (router, SLO): the max rate at the SLO with no DRAM and with the largest DRAM."""
+    """Per (router, SLO): the max rate at the SLO with no DRAM and with the largest DRAM, with
+    p99 TPOT <= ``TPOT_SLO`` and (``*_ttft_only``) at the TTFT SLO alone."""
     out = []
     for routing, eps in routers:
         c = cluster(routing, eps, dram_B=np.array([0.0, DRAM_B[-1]]), ssd_B=0.0)
         for slo in slos:
             lo, hi = max_rate_at_slo(c, w.with_rate(1.0 * INSTANCES), ttft_slo_s=slo,
                                      tpot_slo_s=TPOT_SLO)
+            lo_t, hi_t = max_rate_at_slo(c, w.with_rate(1.0 * INSTANCES), ttft_slo_s=slo,
+                                         tpot_slo_s=np.inf)
             out.append(dict(routing=routing, ttft_p99_slo_s=slo,
                             max_rate_per_instance_no_dram=lo / INSTANCES,
-                            max_rate_per_instance_max_dram=hi / INSTANCES))
+                            max_rate_per_instance_max_dram=hi / INSTANCES,
+                            max_rate_per_instance_no_dram_ttft_only=lo_t / INSTANCES,
+                            max_rate_per_instance_max_dram_ttft_only=hi_t / INSTANCES))
     return out
 
 
@@ -166,15 +180,22 @@ def print_summary(needs: list[dict], ranges: list[dict]) -> None:
         return "never" if not np.isfinite(x) else f"{x:.2f} TB"
     def hit(x):  # the hit ratio where the SLO is first met; none where it never is
         return f"(hit {x:.3f})" if np.isfinite(x) else ""
-    print("\nsmallest DRAM per node (no SSD) | smallest SSD (no DRAM) meeting p99 TTFT <= SLO")
+    print(f"\nsmallest DRAM per node (no SSD) | smallest SSD (no DRAM) meeting p99 TTFT <= SLO "
+          f"and p99 TPOT <= {TPOT_SLO * 1e3:g} ms || the same for the TTFT SLO alone")
     for x in needs:
         print(f"  {x['routing']:24s} {x['rate_per_instance']:.1f}/inst SLO {x['ttft_p99_slo_s']:.2f} s: "
               f"{gb(x['min_dram_GB']):>8s} {hit(x['hit_at_min_dram']):11s} | {tb(x['min_ssd_TB']):>8s}"
-              f"   p99 {x['ttft_p99_no_dram_s']:.2f} s at 0 -> {x['ttft_p99_max_dram_s']:.2f} s at 4 TB")
-    print("\nmax rate per instance at the SLO: no DRAM -> 4 TB DRAM")
+              f" || {gb(x['min_dram_GB_ttft_only']):>8s} {hit(x['hit_at_min_dram_ttft_only']):11s} | "
+              f"{tb(x['min_ssd_TB_ttft_only']):>8s}"
+              f"   p99 TTFT {x['ttft_p99_no_dram_s']:.2f} -> {x['ttft_p99_max_dram_s']:.2f} s, "
+              f"p99 TPOT {x['tpot_p99_no_dram_s'] * 1e3:.1f} -> {x['tpot_p99_max_dram_s'] * 1e3:.1f} ms"
+              " (no DRAM -> 4 TB)")
+    print("\nmax rate per instance at the SLO: no DRAM -> 4 TB DRAM || TTFT SLO alone")
     for x in ranges:
         print(f"  {x['routing']:24s} SLO {x['ttft_p99_slo_s']:.2f} s: "
-              f"{x['max_rate_per_instance_no_dram']:.2f} -> {x['max_rate_per_instance_max_dram']:.2f}")
+              f"{x['max_rate_per_instance_no_dram']:.2f} -> {x['max_rate_per_instance_max_dram']:.2f}"
+              f" || {x['max_rate_per_instance_no_dram_ttft_only']:.2f} -> "
+              f"{x['max_rate_per_instance_max_dram_ttft_only']:.2f}")
 
 
 def main() -> None:

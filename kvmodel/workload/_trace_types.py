@@ -58,6 +58,65 @@ class Trace:
                      f"{self.name}[{start}:{stop}]",
                      None if self.session is None else self.session[start:stop])
 
+    def tick_s(self) -> float | None:
+        """The timestamp tick the arrivals are quantised to, or None where no two requests
+        share a timestamp (nothing to spread). The tick is the smallest gap between distinct
+        timestamps when every such gap is a whole multiple of it to within 1 % of the tick (the
+        published ticks carry a few ms of jitter); a trace with ties but no common tick raises
+        (pass ``tick_s`` to :meth:`spread_ticks`). ``mooncake-conversation``: 2.997 s (ticks of
+        3 s +- 3 ms, 1,180 distinct timestamps, ~10 requests each)."""
+        u = np.unique(self.arrival_s)
+        if len(u) == len(self.arrival_s):
+            return None
+        gaps = np.diff(u)
+        if len(gaps) == 0:
+            raise ValueError(f"Trace.arrival_s: all {len(self)} requests share one timestamp; "
+                             "pass tick_s to spread_ticks")
+        tick = float(gaps.min())
+        k = gaps / tick
+        if np.any(np.abs(k - np.round(k)) > 0.01):
+            raise ValueError(f"Trace.arrival_s: ties, but the gaps between distinct timestamps "
+                             f"are not multiples of one tick (smallest {tick:g} s); pass tick_s "
+                             "to spread_ticks")
+        return tick
+
+    def spread_ticks(self, tick_s: float | None = None, seed: int | None = None) -> "Trace":
+        """The trace with each timestamp's requests spread over the tick that follows it, in
+        file order: a published trace quantised to ticks (``mooncake-conversation``: 3 s) lists
+        ~10 requests per tick at one instant, which a replay runs as simultaneous bursts the real
+        arrivals did not have. ``seed`` None: evenly, request r of m at ``t + r/m·tick``; an
+        int: at sorted uniform draws in ``[t, t + tick)`` (Poisson-like inside the tick).
+        Request order, the count per tick and the mean rate are kept; a trace without ties is
+        returned as is. ``tick_s`` None: :meth:`tick_s`'s; given, it must be > 0 and no larger
+        than the smallest gap between distinct timestamps (spreading must not reorder)."""
+        a = self.arrival_s
+        if tick_s is None:
+            tick = self.tick_s()
+            if tick is None:
+                return self
+        else:
+            tick = tick_s
+            if isinstance(tick, bool) or not (isinstance(tick, (int, float, np.floating))
+                                              and np.isfinite(tick) and tick > 0):
+                raise ValueError(f"Trace.spread_ticks tick_s={tick_s!r}: must be a finite "
+                                 "number of seconds > 0")
+            gaps = np.diff(np.unique(a))
+            if len(gaps) and tick > gaps.min() * (1 + 1e-9):
+                raise ValueError(f"Trace.spread_ticks tick_s={tick_s!r}: larger than the smallest "
+                                 f"gap between distinct timestamps ({gaps.min():g} s); allowed: "
+                                 "0 < tick_s <= that gap")
+        _, start, count = np.unique(a, return_index=True, return_counts=True)
+        m = np.repeat(count, count)
+        rank = np.arange(len(a)) - np.repeat(start, count)
+        if seed is None:
+            frac = rank / m
+        else:
+            u = np.random.default_rng(seed).random(len(a))
+            # the draws sorted within each tick (ticks are contiguous), given out in file order
+            frac = u[np.lexsort((u, np.repeat(np.arange(len(count)), count)))]
+        return Trace(a + frac * float(tick), self.input_len, self.output_len, self.block_offsets,
+                     self.block_ids, self.block_tokens, f"{self.name}~spread", self.session)
+
     @property
     def blocks_per_request(self) -> np.ndarray:
         return np.diff(self.block_offsets)

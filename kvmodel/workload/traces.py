@@ -13,6 +13,10 @@ Supported file formats (``load_trace(path, format=...)``; ``format=None`` auto-d
   ``timestamp`` is in milliseconds from the trace start (arrival_s = timestamp / 1000);
   ``hash_ids`` has one chained id per ``block_tokens`` (512) input tokens, the last block may be
   partial, so ``len(hash_ids) == ceil(input_length / block_tokens)`` is required.
+  The published conversation trace's timestamps are quantised to 3 s ticks (~10 requests per
+  tick at one instant). Loaded as published; :meth:`Trace.spread_ticks` spreads each tick's
+  requests over the tick for a replay that should not run them as simultaneous bursts (the
+  simulator's p99 TPOT on 4-8 instances depends on it, ``benchmarks/router_tpot_arrivals.py``).
 
 ``"azure"`` -- Azure LLM inference trace 2023 CSV with header
   ``TIMESTAMP,ContextTokens,GeneratedTokens``; ``TIMESTAMP`` is a wall-clock string such as

@@ -19,7 +19,7 @@ for requests with 2-50 output tokens (mean, p99) and with > 200 (mean, sd): how 
 instance's prefill the rule lets into short requests' windows (1 for a random sample).
 
 What it measured (stop 26, 71eaf79's model, 2 cores, 97 s for the default cells): the
-published ticks alone lift the simulated p99 TPOT on 4 instances 1.2-4.6x (sglang 60 -> 195
+published ticks alone lift the simulated p99 TPOT on 4 instances 1.3-3.4x (sglang 60 -> 195
 ms against Poisson arrivals). Against Poisson arrivals, closed / sim - 1 on 4 | 8 | 32
 (``--cells 32:1.45``) instances: round robin 0 | -4 | -5 %, sglang -38 | -16 | +8 %, mooncake
 -35 | -21 | -21 %, random -25 | -25 | +26 %, bounded affinity (eps 0.25) +111 | +114 | +3 %,

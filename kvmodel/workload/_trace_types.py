@@ -96,7 +96,7 @@ class Trace:
                 return self
         else:
             tick = tick_s
-            if isinstance(tick, bool) or not (isinstance(tick, (int, float, np.floating))
+            if isinstance(tick, bool) or not (isinstance(tick, (int, float, np.integer, np.floating))
                                               and np.isfinite(tick) and tick > 0):
                 raise ValueError(f"Trace.spread_ticks tick_s={tick_s!r}: must be a finite "
                                  "number of seconds > 0")

@@ -165,7 +165,10 @@ def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0, pulses=None)
     law on a grid of (log u, log(1 − m)) (:func:`_table`) and interpolated bilinearly."""
     if pulses is not None and pulses[1] is not None and (
             xp.is_array(pulses[0]) or pulses[0] > 0.0) and (
-            xp.is_array(pulses[1]) or pulses[1] > 1.0):
+            xp.is_array(pulses[1]) or pulses[1] > 1.0 or _behind(pulses)):
+        # a one-chunk prompt has no pulse (pulse_excess(n, 1) = 0) but still leaves prefill
+        # behind a first token: the table would drop that term (and the choice would turn on
+        # the last bit of a mean chunk count of 1)
         return _pulsed_quantiles(mean, step_var, slow_var, law, qs, m, pulses)
     if len(law[0]) == 1:  # one length: the plain normal
         sd = node_sd(step_var, slow_var, law, m)[..., 0]
@@ -179,6 +182,11 @@ def tpot_quantiles(mean, step_var, slow_var, law, qs: tuple, m=0.0, pulses=None)
         x = np.log(np.maximum(slow_var / np.maximum(tot, 1e-300), U_MIN))
         w = np.log(1.0 - m)
         return [_float(mean + np.sqrt(tot) * _bilinear(x, w, grids, y)) for y in table[0]]
+
+
+def _behind(pulses) -> bool:
+    """Whether ``pulses`` carries a left-behind law (its third entry, :func:`behind_nodes`)."""
+    return len(pulses) > 2 and pulses[2] is not None
 
 
 def _pulsed_quantiles(mean, step_var, slow_var, law, qs: tuple, m, pulses) -> list:

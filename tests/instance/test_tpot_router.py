@@ -184,6 +184,24 @@ def test_shifted_nodes_match_brentq():
     assert more[2] > got[2]
 
 
+def test_one_chunk_prompts_keep_the_left_behind_prefill():
+    """A one-chunk prompt has no pulse, but prefill left behind a first token still shifts
+    short requests' TPOT: the quantiles are continuous at a mean chunk count of 1 (the last
+    bit of a chunk count summed from hit classes decided the path on some CPUs), the scalar
+    call equals the array one, and the left-behind law raises the tail."""
+    law = (np.array([0.05, 0.25, 0.7]), np.array([3.0, 30.0, 400.0]))
+    lb = (0.4, 0.3, 0.25, 343.0)
+    mean, sv, slow, m = 0.022, 0.0012, 1e-6, 0.37
+    at_one = tpot_quantiles(mean, sv, slow, law, QS, m, (1.0, 1.0, lb))
+    above = tpot_quantiles(mean, sv, slow, law, QS, m, (1.0, 1.0 + 2.0 ** -52, lb))
+    arr = tpot_quantiles(np.array([mean]), np.array([sv]), np.array([slow]), law, QS,
+                         np.array([m]), (np.array([1.0]), np.array([1.0]), lb))
+    without = tpot_quantiles(mean, sv, slow, law, QS, m, (1.0, 1.0, None))
+    for a, b, c, d in zip(at_one, above, arr, without):
+        assert a == pytest.approx(b, rel=1e-9) and a == pytest.approx(float(c[0]), rel=1e-9)
+        assert a > d
+
+
 def test_round_robin_tail_against_the_simulator(monkeypatch):
     """8 x 70B TP8 fp8, the first 3,000 Mooncake conversation requests at 7.3 req/s, round
     robin (the referee mapping of benchmarks/cluster_vs_sim.py): the router law brings the

@@ -19,16 +19,20 @@ windows than a random sample (0.49 / 0.38 of the instance's mean against random'
 
 from __future__ import annotations
 
-import numpy as np
+import argparse
+import sys
+from pathlib import Path
+
 import pytest
 
 import kvmodel
-from kvmodel.cluster import kv_capacity_tokens
 from kvmodel.policies import ROUTING
 from kvmodel.sim import simulate
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from cluster_vs_sim import _configs, at_rate, with_arrivals  # noqa: E402
+
 M, G, TP, PREC, N, PER = "llama-3.1-70b", "h100-sxm", 8, "fp8", 8, 1.0
-HBM = 0.3
 P99_TOL = 0.35
 # closed / simulated p99 TPOT - 1 measured at stop 26 (71eaf79's model)
 MISSES = {"least_loaded": "+1.65", "prefix_affinity_bounded": "+1.14", "dynamo": "-0.68",
@@ -41,25 +45,20 @@ _TRACE: list = []
 def trace() -> kvmodel.Trace:
     """The trace in its order, seeded Poisson arrivals at N x PER requests/s (built once)."""
     if not _TRACE:
-        t = kvmodel.load_trace("mooncake-conversation")
-        gaps = np.random.default_rng(0).exponential(1.0 / (N * PER), len(t))
-        gaps[0] = 0.0
-        _TRACE.append(kvmodel.Trace(np.cumsum(gaps), t.input_len, t.output_len, t.block_offsets,
-                                    t.block_ids, t.block_tokens, f"{t.name}~poisson"))
+        t = with_arrivals(kvmodel.load_trace("mooncake-conversation"), "poisson", 0)
+        _TRACE.append(at_rate(t, N * PER))
     return _TRACE[0]
 
 
 def pair(routing: str) -> tuple[float, float]:
-    """(closed, simulated) p99 TPOT, s."""
+    """(closed, simulated) p99 TPOT, s, on cluster_vs_sim.py's mapping (no sharing)."""
     tr = trace()
-    c = kvmodel.Cluster(M, G, instances=N, tp=TP, precision=PREC, routing=routing,
-                        hbm_cache_fraction=HBM, dram_B=0.0, ssd_B=0.0, nic="roce-400g")
+    a = argparse.Namespace(gpu=G, tp=TP, precision=PREC, model=M, instances=N, routing=routing,
+                           hbm_fraction=0.3, local_dram_GB=0.0, lookup_s=0.0, pool_servers=1,
+                           pool_GB=2000.0, pool_nics=2, dram_GB=0.0, seed=0)
+    c, kw = _configs(a, tr, "roce-400g")["none"]
     e = kvmodel.evaluate(c, kvmodel.Workload(tr))
-    kv_tok = kv_capacity_tokens(M, G, TP, PREC, round(float(tr.input_len.mean())),
-                                round(float(tr.output_len.mean())))
-    r = simulate(M, G, tr, instances=N, tp=TP, precision=PREC, routing=routing,
-                 block_tokens=tr.block_tokens, epsilon=c.epsilon, seed=0,
-                 prefix_cache_blocks=int(HBM * kv_tok / tr.block_tokens))
+    r = simulate(M, G, tr, **dict(kw, epsilon=c.epsilon))
     return float(e.tpot_p99_s), float(r.tpot_p99_s)
 
 
